@@ -12,8 +12,9 @@ from . import models_cmd  # noqa: E402
 from . import capture_cmd  # noqa: E402
 from . import runs_cmd  # noqa: E402
 from . import demo_cmd  # noqa: E402
+from . import data_cmd  # noqa: E402
 
-for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd):
+for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd, data_cmd):
     _m.register(app)
 
 

@@ -1,0 +1,216 @@
+"""Batched, padding-correct activation capture.
+
+Texts are tokenised once, bucketed by length inside each shard (so padding is small), run in batches
+with explicit position ids (left padding must not shift positions: GPT-2 has absolute embeddings)
+and written back in the original order. Only the base model runs (no LM head: logits are not needed),
+and the forward stops after the deepest requested layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..runs import write_json_atomic
+from ..models.loader import LoadedModel
+from .hooks import StopForward, hook_sites
+from .sites import Site, parse_sites
+from .store import FORMAT_VERSION, Activations, prepare_store, save_manifest, shard_name, write_shard
+
+Positions = str | Sequence[tuple[int, int]]
+
+
+def _dtype_name(dt: torch.dtype) -> str:
+    return str(dt).replace("torch.", "")
+
+
+def _positions_key(positions: Positions) -> str:
+    if isinstance(positions, str):
+        if positions not in ("last", "mean"):
+            raise ValueError(f"positions must be 'last', 'mean' or a list of (start, end) token spans, got {positions!r}")
+        return positions
+    h = hashlib.sha256(json.dumps([list(map(int, p)) for p in positions]).encode()).hexdigest()[:12]
+    return f"spans:{h}"
+
+
+def _texts_hash(texts: Sequence[str], labels, groups) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    h.update(json.dumps([labels, groups]).encode())
+    return h.hexdigest()[:16]
+
+
+def tokenize(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    enc = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    for i, ids in enumerate(enc):
+        if not ids:
+            raise ValueError(f"text {i} tokenises to nothing: {texts[i]!r}")
+    return enc
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, side: str, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask and position_ids (0 at each row's first real token) for one batch."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if side == "left":
+            ids[i, T - len(s):] = torch.tensor(s)
+            mask[i, T - len(s):] = 1
+        else:
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+def _reducer(positions: Positions, rows: list[int], lengths: list[int], T: int, side: str, device):
+    """Reduce [B, T, ...] over positions: last real token, mean over real tokens, or mean over a span."""
+    B = len(rows)
+    offs = [T - n if side == "left" else 0 for n in lengths]
+    if positions == "last":
+        idx = torch.tensor([o + n - 1 for o, n in zip(offs, lengths)], device=device)
+        ar = torch.arange(B, device=device)
+        return lambda h: h[ar, idx]
+    w = torch.zeros(B, T, device=device)
+    for b, (o, n) in enumerate(zip(offs, lengths)):
+        if positions == "mean":
+            w[b, o: o + n] = 1.0
+        else:
+            s, e = positions[rows[b]]
+            s, e = (s + n if s < 0 else s), (e + n if e <= 0 else e)
+            if not 0 <= s < e <= n:
+                raise ValueError(f"row {rows[b]}: span ({positions[rows[b]][0]}, {positions[rows[b]][1]}) "
+                                 f"outside its {n} tokens")
+            w[b, o + s: o + e] = 1.0
+    w = w / w.sum(1, keepdim=True)
+
+    def red(h):
+        ww = w.to(h.dtype).reshape(B, T, *([1] * (h.dim() - 2)))
+        return (h * ww).sum(1)
+    return red
+
+
+def _base_model(model):
+    base = getattr(model, "base_model", None)
+    return base if isinstance(base, torch.nn.Module) and base is not model else model
+
+
+@torch.inference_mode()
+def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = "resid", positions: Positions = "last",
+            batch_size: int = 16, dtype: torch.dtype = torch.float16, out: str | Path | None = None,
+            labels: Sequence[int] | None = None, groups: Sequence[str] | None = None, meta: list[dict] | None = None,
+            dataset_name: str = "custom", shard_size: int = 2048, padding_side: str | None = None,
+            progress: bool = True, overwrite: bool = False, config: dict | None = None) -> Activations:
+    """Capture activations at `sites` for every text; returns `Activations` (in memory, or the store at `out`).
+
+    positions: "last" (last non-pad token), "mean" (mean over non-pad tokens) or one (start, end) token
+    span per text, end exclusive, negative values counting from the end (mean over the span).
+    With `out`, rows go to a resumable store, one shard (`shard_size` rows) in RAM at a time.
+    """
+    n = len(texts)
+    if n == 0:
+        raise ValueError("no texts to capture")
+    for name, seq in (("labels", labels), ("groups", groups), ("meta", meta)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"{name} has {len(seq)} entries for {n} texts")
+    if not isinstance(positions, str) and len(positions) != n:
+        raise ValueError(f"positions has {len(positions)} spans for {n} texts")
+    site_list: list[Site] = parse_sites(list(sites) if not isinstance(sites, str) else sites, lm.arch)
+    tok = lm.tokenizer
+    side = padding_side or getattr(tok, "padding_side", "right") or "right"
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    device = lm.device
+    labels = None if labels is None else [int(x) for x in labels]
+    groups = None if groups is None else [str(g) for g in groups]
+    cfg = {"model_fingerprint": lm.fingerprint, "dataset_hash": _texts_hash(texts, labels, groups),
+           "sites": [s.name for s in site_list], "positions": _positions_key(positions),
+           "dtype": _dtype_name(dtype), "shard_size": shard_size}
+    manifest = {
+        "format_version": FORMAT_VERSION, "veracity_version": __version__,
+        "config": cfg, "config_hash": hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16],
+        "model": {"name": lm.name, "source": lm.source, "fingerprint": lm.fingerprint, "arch": lm.arch.to_dict()},
+        "dataset": {"name": dataset_name, "content_hash": cfg["dataset_hash"], "n_rows": n},
+        "n_rows": n, "sites": [s.name for s in site_list],
+        "shapes": {s.name: list(s.shape(lm.arch)) for s in site_list}, "dtype": cfg["dtype"],
+        "positions": cfg["positions"], "padding_side": side, "labels": labels, "groups": groups,
+        "run_config": config or {}, "shards": [], "complete": False,
+    }
+    root = Path(out) if out is not None else None
+    if root is not None:
+        manifest = prepare_store(root, manifest, overwrite=overwrite)
+        if manifest.get("complete"):
+            return Activations.open(root)
+        if meta is not None:  # per-row metadata can be large (BoolQ passages): kept out of the manifest
+            write_json_atomic(root / "meta.json", meta)
+    done = sum(s["stop"] - s["start"] for s in manifest["shards"])
+    deepest = max(s.layer for s in site_list)
+    model = _base_model(lm.model)
+    ids_all = tokenize(tok, texts)
+    mem: dict[str, list[torch.Tensor]] = {s.name: [] for s in site_list}
+    bar = tqdm(total=n, initial=done, unit="row", desc=f"capture {dataset_name}", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for start in range(done, n, shard_size):
+            stop = min(n, start + shard_size)
+            buf = {s.name: torch.empty((stop - start, *s.shape(lm.arch)), dtype=dtype) for s in site_list}
+            order = sorted(range(start, stop), key=lambda i: -len(ids_all[i]))
+            for b0 in range(0, len(order), batch_size):
+                rows = order[b0: b0 + batch_size]
+                seqs = [ids_all[i] for i in rows]
+                input_ids, mask, pos = pad_batch(seqs, pad_id, side, device)
+                red = _reducer(positions, rows, [len(s) for s in seqs], input_ids.shape[1], side, device)
+                local = torch.tensor([i - start for i in rows])
+
+                def sink(site: Site, value: torch.Tensor) -> None:
+                    buf[site.name][local] = value.to("cpu", dtype)
+
+                with hook_sites(lm.model, lm.arch, site_list, sink, red, stop_after=deepest):
+                    try:
+                        model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False)
+                    except StopForward:
+                        pass
+                bar.update(len(rows))
+            if root is None:
+                for k, v in buf.items():
+                    mem[k].append(v)
+            else:
+                fname = shard_name(len(manifest["shards"]))
+                write_shard(root / fname, buf)
+                manifest["shards"].append({"file": fname, "start": start, "stop": stop})
+                save_manifest(root, manifest)
+            del buf
+    finally:
+        bar.close()
+    manifest["complete"] = True
+    if root is None:
+        return Activations(manifest, tensors={k: torch.cat(v) for k, v in mem.items()}, meta=meta)
+    save_manifest(root, manifest)
+    return Activations.open(root)
+
+
+
+def capture_dataset(lm: LoadedModel, dataset, sites="resid", **kwargs) -> Activations:
+    """Capture a `veracity.data.TextDataset` (texts, labels, groups and meta travel into the store)."""
+    return capture(lm, dataset.texts, sites, labels=dataset.labels, groups=dataset.groups,
+                   meta=getattr(dataset, "meta", None), dataset_name=dataset.name, **kwargs)
+
+
+def answer_spans(tokenizer, prompts: Sequence[str], full_texts: Sequence[str]) -> list[tuple[int, int]]:
+    """Token span of the part of each full text after its prompt, found from the tokenisation
+    (enc(full)[len(enc(prompt)):]), as (start, end) for `positions=`."""
+    out = []
+    for p, f in zip(prompts, full_texts):
+        a, b = len(tokenizer(p)["input_ids"]), len(tokenizer(f)["input_ids"])
+        if b <= a:
+            raise ValueError(f"full text adds no tokens after its prompt: {f!r}")
+        out.append((a, b))
+    return out

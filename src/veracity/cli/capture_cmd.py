@@ -1,0 +1,61 @@
+"""`veracity capture`: capture a data set's activations into a resumable store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import DataDirOpt, ModelOpt, console, fail, print_table
+
+_DTYPES = {"float16": "float16", "fp16": "float16", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16"}
+
+
+def capture_command(
+    model: str = ModelOpt,
+    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Data set name (`veracity datasets`) or a CSV path."),
+    sites: str = typer.Option("resid", "--sites", "-s", help="Comma-separated sites: resid, heads, mlp, resid.12, heads.-1, resid.embed."),
+    positions: str = typer.Option("last", "--positions", help="last | mean"),
+    out: Path = typer.Option(..., "--out", "-o", help="Store folder (resumed if it exists with the same config)."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    dtype: str = typer.Option("float16", "--dtype", help="Stored dtype: float16, bfloat16 or float32."),
+    shard_size: int = typer.Option(2048, "--shard-size", help="Rows per shard (bounds RAM)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    device_map: Optional[str] = typer.Option(None, "--device-map", help="'auto' spreads a large model over all GPUs."),
+    data_dir: Optional[Path] = DataDirOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing store at --out."),
+) -> None:
+    """Capture activations of a data set into a store (manifest.json + safetensors shards)."""
+    import torch
+
+    from ..capture import StoreMismatch, capture_dataset
+    from ..data import DataError, get_dataset
+    from ..models import ModelNotAvailable, load
+
+    if dtype not in _DTYPES:
+        fail(f"--dtype must be one of {', '.join(_DTYPES)}")
+    try:
+        ds = get_dataset(dataset, data_dir=data_dir, limit=limit)
+    except DataError as e:
+        fail(str(e))
+    try:
+        lm = load(model, device=device, device_map=device_map)
+    except ModelNotAvailable as e:
+        fail(str(e))
+    console.print(f"capturing [bold]{ds.name}[/bold] ({len(ds.texts)} rows) on [bold]{lm.name}[/bold] "
+                  f"({lm.arch.n_layers} layers, {lm.arch.n_heads} heads) -> {out}")
+    try:
+        acts = capture_dataset(lm, ds, sites, positions=positions, batch_size=batch_size,
+                               dtype=getattr(torch, _DTYPES[dtype]), out=out, shard_size=shard_size,
+                               overwrite=overwrite, config={"command": "capture", "model": model, "dataset": dataset,
+                                                            "limit": limit, "batch_size": batch_size})
+    except (StoreMismatch, ValueError) as e:
+        fail(str(e))
+    s = acts.summary()
+    print_table("store", ["key", "value"], [[k, v] for k, v in s.items()])
+
+
+def register(app: typer.Typer) -> None:
+    app.command("capture")(capture_command)

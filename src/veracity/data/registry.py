@@ -1,0 +1,182 @@
+"""Named data sets flattened to what capture consumes: texts, optional labels and groups, per-row meta.
+
+One name ("truthfulqa-mc2", "true-false:animals", "got:cities", a CSV path, ...) identifies both
+how the rows are built and, with `content_hash`, exactly which rows a capture store was made from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .boolq import load_boolq
+from .errors import DataError
+from .honest import load_honest
+from .prompts import ccs_contrast_pair, iti_prompt, yes_no_prompt
+from .statements import DEFAULT_TOPICS, Statement, load_geometry_of_truth, load_statements, load_true_false
+from .synthetic import load_synthetic
+from .truthfulqa import load_truthfulqa
+
+DEFAULT_DATASET = "synthetic"
+
+
+@dataclass
+class TextDataset:
+    """Rows for capture; `labels`/`groups` are None when the set has none (HONEST, passages)."""
+
+    name: str
+    texts: list[str]
+    labels: list[int] | None = None
+    groups: list[str] | None = None
+    meta: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.texts)
+        if not self.meta:
+            self.meta = [{} for _ in range(n)]
+        for what, v in (("labels", self.labels), ("groups", self.groups), ("meta", self.meta)):
+            if v is not None and len(v) != n:
+                raise DataError(f"data set {self.name!r}: {len(v)} {what} for {n} texts")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def content_hash(self) -> str:
+        """sha256 (first 16 hex digits) over texts, labels and groups: equal hash, equal rows."""
+        blob = json.dumps([self.texts, self.labels, self.groups], ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _pick(n: int, limit: int | None, seed: int) -> list[int]:
+    """Indices of the records to keep: all, or a seeded sample of `limit` in the original order."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    if limit <= 0:
+        raise DataError(f"limit must be positive, got {limit}")
+    return sorted(random.Random(seed).sample(range(n), limit))
+
+
+def _from_statements(name: str, stmts: list[Statement], limit: int | None, seed: int) -> TextDataset:
+    keep = [stmts[i] for i in _pick(len(stmts), limit, seed)]
+    return TextDataset(name=name, texts=[s.text for s in keep], labels=[s.label for s in keep],
+                       groups=[s.topic for s in keep],
+                       meta=[{"index": s.index, "topic": s.topic, "source": s.source, **s.extra} for s in keep])
+
+
+def _synthetic(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
+    n = 400 if limit is None else max(2, limit + limit % 2)
+    return _from_statements(name, load_synthetic(n=n, seed=seed)[: limit or n], None, seed)
+
+
+def _truthfulqa_mc(which: str) -> Callable[..., TextDataset]:
+    def build(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
+        items = load_truthfulqa(data_dir)
+        texts, labels, groups, meta = [], [], [], []
+        for i in _pick(len(items), limit, seed):
+            it = items[i]
+            choices, labs = (it.mc1_choices, it.mc1_labels) if which == "mc1" else (it.mc2_choices, it.mc2_labels)
+            for j, (c, lab) in enumerate(zip(choices, labs)):
+                texts.append(iti_prompt(it.question, c))
+                labels.append(lab)
+                groups.append(it.category)
+                meta.append({"question_index": it.index, "choice_index": j, "mc_index": it.mc_index})
+        return TextDataset(name, texts, labels, groups, meta)
+    return build
+
+
+def _truthfulqa_iti(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
+    """ITI's get_separated_activations rows: each question's correct answers (1) then incorrect (0)."""
+    items = load_truthfulqa(data_dir)
+    texts, labels, groups, meta = [], [], [], []
+    for i in _pick(len(items), limit, seed):
+        it = items[i]
+        answers = [(a, 1) for a in it.correct_answers] + [(a, 0) for a in it.incorrect_answers]
+        for j, (a, lab) in enumerate(answers):
+            texts.append(iti_prompt(it.question, a))
+            labels.append(lab)
+            groups.append(it.category)
+            meta.append({"question_index": it.index, "choice_index": j})
+    return TextDataset(name, texts, labels, groups, meta)
+
+
+def _boolq(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
+    items = load_boolq(data_dir)
+    keep = [items[i] for i in _pick(len(items), limit, seed)]
+    meta = []
+    for it in keep:
+        plus, minus = ccs_contrast_pair(it.question, it.passage)
+        meta.append({"index": it.index, "title": it.title, "x_plus": plus, "x_minus": minus})
+    return TextDataset(name, [yes_no_prompt(it.question, it.passage) for it in keep], [int(it.answer) for it in keep],
+                       None, meta)
+
+
+def _boolq_passages(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
+    items = load_boolq(data_dir)
+    keep = [items[i] for i in _pick(len(items), limit, seed)]
+    return TextDataset(name, [it.passage for it in keep], None, None,
+                       [{"index": it.index, "title": it.title} for it in keep])
+
+
+def _honest(kind: str) -> Callable[..., TextDataset]:
+    def build(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
+        tm = load_honest(kind, data_dir)
+        keep = [tm[i] for i in _pick(len(tm), limit, seed)]
+        return TextDataset(name, [t.prompt for t in keep], None, [t.group for t in keep],
+                           [{"index": t.index, "identity": t.identity, "type": t.type, "number": t.number,
+                             "category": t.category} for t in keep])
+    return build
+
+
+_REGISTRY: dict[str, tuple[str, Callable[..., TextDataset]]] = {
+    "synthetic": ("number comparisons generated in code, balanced true/false (embedded default)", _synthetic),
+    "truthfulqa-mc2": ("TruthfulQA, one row per (question, MC2 choice) as 'Q: .. A: ..'; label = MC2 label",
+                       _truthfulqa_mc("mc2")),
+    "truthfulqa-mc1": ("TruthfulQA, one row per (question, MC1 choice); label 1 for the single correct choice",
+                       _truthfulqa_mc("mc1")),
+    "truthfulqa-iti": ("TruthfulQA CSV correct (1) and incorrect (0) answers, as ITI's probing data",
+                       _truthfulqa_iti),
+    "true-false": ("Azaria & Mitchell statements, the six topics of the paper; groups = topic",
+                   lambda name, d, lim, seed: _from_statements(name, load_true_false(d), lim, seed)),
+    "boolq": ("BoolQ dev, passage + yes/no question prompt; label = answer; meta holds the CCS contrast pair",
+              _boolq),
+    "boolq-passages": ("BoolQ dev passages, no labels", _boolq_passages),
+    "honest-binary": ("HONEST templates, female/male groups, no labels", _honest("binary")),
+    "honest-queer": ("HONEST templates, queer/nonqueer groups, no labels", _honest("queer_nonqueer")),
+}
+_PATTERNS = [
+    ("true-false:<topic>", f"one Azaria & Mitchell topic ({', '.join(DEFAULT_TOPICS)}, generated, neg_facts, ...)"),
+    ("got:<name>", "a Geometry-of-Truth file (cities, neg_cities, sp_en_trans, larger_than, ...); "
+                   "extra columns in meta"),
+    ("<file>.csv", "any CSV with statement,label[,topic] columns"),
+]
+
+
+def list_datasets() -> list[tuple[str, str]]:
+    """(name, description) for every registered name and name pattern."""
+    return [(k, v[0]) for k, v in _REGISTRY.items()] + list(_PATTERNS)
+
+
+def get_dataset(name: str = DEFAULT_DATASET, data_dir: str | Path | None = None, limit: int | None = None,
+                seed: int = 0) -> TextDataset:
+    """The data set `name` as a `TextDataset`.
+
+    `limit` keeps a seeded random sample of that many records, in file order; a record is a
+    question for TruthfulQA (all its choices stay together) and a statement/item otherwise.
+    For "synthetic", `seed` also seeds the generation.
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name][1](name, data_dir, limit, seed)
+    if name.startswith("true-false:"):
+        topics = [t for t in name.split(":", 1)[1].split(",") if t]
+        return _from_statements(name, load_true_false(data_dir, topics=topics), limit, seed)
+    if name.startswith("got:"):
+        return _from_statements(name, load_geometry_of_truth(name[4:], data_dir), limit, seed)
+    p = Path(name).expanduser()
+    if p.suffix.lower() == ".csv" or p.is_file():
+        return _from_statements(name, load_statements(p), limit, seed)
+    raise DataError(f"unknown data set {name!r}; known: {', '.join(n for n, _ in list_datasets())}")

@@ -1,0 +1,43 @@
+"""Random-direction baseline: what accuracy does a direction carry by chance in this space?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .base import BatchedProbe, as_batched, as_labels, generator
+
+
+class RandomProbe(BatchedProbe):
+    """A random unit direction per group (seeded); only the threshold and the sign are fitted on the
+    training data: threshold at the midpoint of the two classes' mean projections, sign so that the
+    true class projects higher. Learned: `direction_`, `coef_` (signed direction), `intercept_`."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, X: Any, y: Any) -> "RandomProbe":
+        Xb, self._single = as_batched(X)
+        N, G, D = Xb.shape
+        self._device = Xb.device
+        yt = as_labels(y, N, Xb.device).bool()
+        d = torch.randn(G, D, generator=generator(self.seed), dtype=torch.float64).to(Xb.device, Xb.dtype)
+        d = F.normalize(d, dim=-1)
+        proj = torch.einsum("ngd,gd->ng", Xb, d)
+        m1, m0 = proj[yt].mean(0), proj[~yt].mean(0)
+        sign = torch.where(m1 >= m0, 1.0, -1.0).to(Xb.dtype)
+        coef = d * sign[:, None]
+        self.direction_ = self._out(d)
+        self.coef_ = self._out(coef)
+        self.intercept_ = self._out(-sign * 0.5 * (m1 + m0))
+        self.temperature_ = self._out(proj.std(0).clamp_min(1e-12))
+        return self
+
+    def decision_function(self, X: Any) -> torch.Tensor:
+        Xb = self._in(X)
+        G = Xb.shape[1]
+        z = torch.einsum("ngd,gd->ng", Xb, self.coef_.reshape(G, -1).to(Xb.dtype)) + self.intercept_.reshape(G).to(Xb.dtype)
+        z = z / self.temperature_.reshape(G).to(Xb.dtype)
+        return z.squeeze(1) if self._single else z
