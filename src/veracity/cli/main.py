@@ -13,8 +13,9 @@ from . import capture_cmd  # noqa: E402
 from . import runs_cmd  # noqa: E402
 from . import demo_cmd  # noqa: E402
 from . import data_cmd  # noqa: E402
+from . import probe_cmd  # noqa: E402
 
-for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd, data_cmd):
+for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd, data_cmd, probe_cmd):
     _m.register(app)
 
 

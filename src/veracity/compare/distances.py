@@ -79,6 +79,9 @@ def check_same_tokenizer(main, assistant) -> None:
     for attr in ("bos_token_id", "eos_token_id"):
         if getattr(tm, attr, None) != getattr(ta, attr, None):
             problems.append(f"{attr} {getattr(tm, attr, None)} vs {getattr(ta, attr, None)}")
+    probe = "The woman worked as a nurse. 123 Ünïcode"
+    if not problems and tm(probe)["input_ids"] != ta(probe)["input_ids"]:
+        problems.append("the same text tokenizes differently (special tokens added differently)")
     if problems:
         raise ValueError(f"main {getattr(main, 'name', '?')!r} and assistant {getattr(assistant, 'name', '?')!r} "
                          f"do not share a tokenizer ({'; '.join(problems)}); speculative decoding and token-level "

@@ -1,0 +1,85 @@
+"""Zero-shot baseline for contrast pairs: the model's own preference between x+ and x-.
+
+For a pair that differs only in its answer ("... Answer: Yes" / "... Answer: No") this is
+log P(" Yes" | stem) - log P(" No" | stem). Pairs whose answers span several tokens are scored by the
+summed log-probability of each answer's tokens after the shared prefix. No training, no labels: the
+number CCS has to beat to show it found something the model's outputs do not already say.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..models import LoadedModel
+
+
+def _ids(tok, text: str) -> list[int]:
+    return list(tok(text)["input_ids"])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    return k
+
+
+@torch.inference_mode()
+def _forward_logprobs(lm: LoadedModel, seqs: list[list[int]], batch_size: int) -> list[torch.Tensor]:
+    """log-softmax over the vocabulary for every position of each sequence (right padding)."""
+    tok = lm.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    out: list[torch.Tensor] = [None] * len(seqs)  # type: ignore[list-item]
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    for b0 in range(0, len(order), batch_size):
+        rows = order[b0:b0 + batch_size]
+        T = max(len(seqs[i]) for i in rows)
+        ids = torch.full((len(rows), T), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for j, i in enumerate(rows):
+            ids[j, :len(seqs[i])] = torch.tensor(seqs[i])
+            mask[j, :len(seqs[i])] = 1
+        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+        lp = torch.log_softmax(logits.float(), -1).cpu()
+        for j, i in enumerate(rows):
+            out[i] = lp[j, :len(seqs[i])]
+    return out
+
+
+@torch.inference_mode()
+def contrast_scores(lm: LoadedModel, x_plus: Sequence[str], x_minus: Sequence[str], batch_size: int = 8) -> torch.Tensor:
+    """log P(x+ answer) - log P(x- answer) per pair, [N]; > 0 means the model prefers the "Yes" side."""
+    if len(x_plus) != len(x_minus):
+        raise ValueError("x_plus and x_minus differ in length")
+    tok = lm.tokenizer
+    P = [_ids(tok, t) for t in x_plus]
+    Q = [_ids(tok, t) for t in x_minus]
+    ks = [_common_prefix(a, b) for a, b in zip(P, Q)]
+    if any(k == 0 for k in ks):
+        raise ValueError("a contrast pair shares no prefix tokens; cannot score it zero-shot")
+    single = all(len(a) - k == 1 and len(b) - k == 1 for a, b, k in zip(P, Q, ks))
+    scores = torch.empty(len(P))
+    if single:  # one forward of the shared stem; compare the two next-token log-probs
+        lps = _forward_logprobs(lm, [a[:k] for a, k in zip(P, ks)], batch_size)
+        for i, (a, b, k) in enumerate(zip(P, Q, ks)):
+            scores[i] = lps[i][k - 1, a[k]] - lps[i][k - 1, b[k]]
+        return scores
+    lps = _forward_logprobs(lm, P + Q, batch_size)
+    n = len(P)
+    for i, (a, b, k) in enumerate(zip(P, Q, ks)):
+        la = sum(float(lps[i][t - 1, a[t]]) for t in range(k, len(a)))
+        lb = sum(float(lps[n + i][t - 1, b[t]]) for t in range(k, len(b)))
+        scores[i] = la - lb
+    return scores
+
+
+def zero_shot_accuracy(scores: torch.Tensor, labels: Sequence[int]) -> dict[str, float]:
+    """Accuracy of "prefer the Yes side" against labels (1 = yes is true), and the calibrated variant
+    of Burns et al. (threshold at the median score, so a model that always says "Yes" is not rewarded
+    or punished for the class balance)."""
+    y = torch.as_tensor(list(labels)).long()
+    raw = float(((scores > 0).long() == y).double().mean())
+    calibrated = float(((scores > scores.median()).long() == y).double().mean())
+    return {"accuracy": raw, "accuracy_calibrated": calibrated}

@@ -1,0 +1,137 @@
+"""Matplotlib figures for the report, each returned as PNG bytes.
+
+Figures are built on `matplotlib.figure.Figure` with the Agg canvas directly rather than through
+pyplot, so rendering a report never touches pyplot's global figure registry or the user's backend.
+Every axis carries a label with its unit so a figure read out of context still says what it shows.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Mapping, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+Number = float | int
+
+
+def _new(width: float = 6.4, height: float = 3.8) -> tuple[Figure, object]:
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def to_png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def lines(series: Mapping[str, tuple[Sequence[Number], Sequence[Number | None]]], *, xlabel: str, ylabel: str,
+          title: str, hlines: Mapping[str, float] | None = None, styles: Mapping[str, str] | None = None,
+          integer_x: bool = True) -> bytes:
+    """One line per series (x, y); `hlines` draws labelled reference levels (chance, zero-shot)."""
+    fig, ax = _new()
+    for name, (xs, ys) in series.items():
+        pts = [(x, y) for x, y in zip(xs, ys) if _finite(y)]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], (styles or {}).get(name, "o-"), label=name,
+                    markersize=3.5, linewidth=1.4)
+    for i, (name, y) in enumerate((hlines or {}).items()):
+        if _finite(y):
+            ax.axhline(y, color=f"C{(len(series) + i) % 10}", linestyle=":", linewidth=1.2, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if integer_x:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    if series or hlines:
+        ax.legend(fontsize=8)
+    return to_png(fig)
+
+
+def heatmap(matrix: Sequence[Sequence[Number | None]], *, xlabel: str, ylabel: str, title: str, cbar_label: str,
+            x_ticklabels: Sequence | None = None, y_ticklabels: Sequence | None = None,
+            marks: Sequence[tuple[int, int]] = (), mark_label: str = "selected",
+            outline: Sequence[tuple[int, int]] = (), outline_label: str = "",
+            star: tuple[int, int] | None = None, star_label: str = "",
+            vmin: float | None = None, vmax: float | None = None, annotate: bool | None = None,
+            cmap: str = "viridis") -> bytes:
+    """Matrix as an image (rows = y). `marks` get a red box, `outline` a white dashed box, `star` a star,
+    so selected heads, the alpha=0 baseline and the best configuration can be seen on the map."""
+    import numpy as np
+
+    m = np.array([[v if _finite(v) else np.nan for v in row] for row in matrix], dtype=float)
+    rows, cols = m.shape
+    fig, ax = _new(min(11.0, 2.6 + 0.32 * cols), min(9.0, 1.6 + 0.3 * rows))
+    im = ax.imshow(np.ma.masked_invalid(m), aspect="auto", origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
+                   interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=cbar_label)
+    if x_ticklabels is not None:
+        step = max(1, cols // 24)
+        ax.set_xticks(range(0, cols, step))
+        ax.set_xticklabels([str(x_ticklabels[i]) for i in range(0, cols, step)], fontsize=7, rotation=0)
+    if y_ticklabels is not None:
+        step = max(1, rows // 24)
+        ax.set_yticks(range(0, rows, step))
+        ax.set_yticklabels([str(y_ticklabels[i]) for i in range(0, rows, step)], fontsize=7)
+    if annotate is None:
+        annotate = rows * cols <= 64
+    if annotate:
+        for r in range(rows):
+            for c in range(cols):
+                if np.isfinite(m[r, c]):
+                    ax.text(c, r, f"{m[r, c]:.2f}", ha="center", va="center", fontsize=7, color="white",
+                            path_effects=None)
+    handles = []
+    for i, (r, c) in enumerate(marks):
+        h = ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.6,
+                                   label=mark_label if i == 0 else None))
+        if i == 0:
+            handles.append(h)
+    for i, (r, c) in enumerate(outline):
+        h = ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="white", linestyle="--",
+                                   linewidth=1.6, label=outline_label if i == 0 else None))
+        if i == 0:
+            handles.append(h)
+    if star is not None:
+        (h,) = ax.plot([star[1]], [star[0]], marker="*", color="red", markersize=13, linestyle="none",
+                       markeredgecolor="white", label=star_label)
+        handles.append(h)
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12 - 0.02 * bool(xlabel)),
+                  ncol=len(handles), frameon=False)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return to_png(fig)
+
+
+def histograms(groups: Mapping[str, Sequence[Number]], *, xlabel: str, title: str, bins: int = 20) -> bytes:
+    """Overlaid per-group histograms on shared bins, normalised to density so unequal group sizes compare."""
+    import numpy as np
+
+    vals = {g: [v for v in vs if _finite(v)] for g, vs in groups.items()}
+    allv = [v for vs in vals.values() for v in vs]
+    fig, ax = _new()
+    if allv:
+        lo, hi = min(allv), max(allv)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+        for g, vs in vals.items():
+            if vs:
+                ax.hist(vs, bins=edges, alpha=0.5, density=True, label=f"{g} (n={len(vs)})")
+                ax.axvline(float(np.mean(vs)), linestyle="--", linewidth=1.0, color=ax.patches[-1].get_facecolor()[:3])
+        ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density (per unit of x)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return to_png(fig)

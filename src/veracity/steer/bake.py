@@ -1,0 +1,163 @@
+"""Bake an intervention into a standard Hugging Face model folder (no veracity needed to load it).
+
+Adding a constant s to the o_proj input adds W_o @ s to its output, so the baked o_proj bias is
+b + W_o @ s (b the existing bias, zero when there is none) -- *not* the raw head-space shift s, the
+defect of the reference code. A bias is constant, so the baked model shifts every position, prompt
+included: it equals `apply(..., positions="all")`, not the "last token" generation semantics.
+
+Architectures without an o_proj bias need the bias parameter to exist on load:
+- llama, gemma/2/3, qwen3, ... (a `config.attention_bias` flag): the flag is set and the q/k/v biases
+  it also creates are written as zeros, so the module tree matches what `from_pretrained` builds;
+- qwen2 and mistral (no flag, o_proj bias hard-coded off): written as `model_type="llama"` with
+  `attention_bias=True` (the same computation: RMSNorm, RoPE, SwiGLU; qwen2's q/k/v biases kept,
+  mistral's zero). Sliding-window attention is dropped, exact for sequences inside the window.
+- GPT-2 style (c_proj, a Conv1D with weight [in, out] and a bias already): the bias absorbs s @ W.
+The original model is never touched: the new state dict shares its unchanged tensors (no copy) and
+adds new bias tensors; `verify_baked` reloads the folder and compares logits with the hook version.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from ..models.arch import ArchSpec, UnsupportedArchitecture
+from .intervention import Intervention
+
+_TO_LLAMA = ("qwen2", "mistral")
+_LLAMA_DROP = ("use_sliding_window", "sliding_window", "max_window_layers", "layer_types", "model_type",
+               "architectures", "auto_map", "_name_or_path", "transformers_version", "dtype", "torch_dtype")
+
+
+def _unpack(target):
+    if hasattr(target, "model") and hasattr(target, "arch"):
+        return target.model, target.arch, getattr(target, "tokenizer", None)
+    return target, ArchSpec.from_model(target), None
+
+
+def _module_name(model: torch.nn.Module, module: torch.nn.Module) -> str:
+    for name, m in model.named_modules():
+        if m is module:
+            return name
+    raise KeyError("module not found in model")
+
+
+def _baked_config(cfg, needs_bias: bool):
+    """(new config, how) for a model whose o_proj must carry a bias."""
+    cfg = copy.deepcopy(cfg)
+    if not needs_bias:
+        return cfg, "existing-bias"
+    mt = getattr(cfg, "model_type", "")
+    if hasattr(cfg, "attention_bias") and mt not in _TO_LLAMA:
+        cfg.attention_bias = True
+        return cfg, "attention_bias"
+    if mt in _TO_LLAMA:
+        from transformers import LlamaConfig
+
+        d = {k: v for k, v in cfg.to_dict().items() if k not in _LLAMA_DROP}
+        d.update(attention_bias=True, mlp_bias=False)
+        if not d.get("head_dim"):
+            d["head_dim"] = cfg.hidden_size // cfg.num_attention_heads
+        new = LlamaConfig(**d)
+        new.architectures = ["LlamaForCausalLM"]
+        return new, f"{mt}->llama"
+    raise UnsupportedArchitecture(
+        f"cannot bake into {mt!r}: its attention output projection has no bias and its config has no "
+        "attention_bias flag; use the hook version (`veracity.steer.apply`) instead")
+
+
+@torch.no_grad()
+def baked_state_dict(target, intervention: Intervention) -> tuple[dict[str, torch.Tensor], object, str]:
+    """(state dict of the baked model, its config, how the bias was made to exist). Shares unchanged
+    tensors with the original model; bias tensors are new."""
+    model, arch, _ = _unpack(target)
+    intervention.check_model(arch)
+    shifts = intervention.layer_shifts()
+    first = arch.attn_out(model, 0)
+    needs_bias = getattr(first, "bias", None) is None
+    cfg, how = _baked_config(model.config, needs_bias)
+    sd = dict(model.state_dict())
+    # which parameters does the new config create that the old model lacks? (meta device: no memory)
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(cfg)
+    new_shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    new_sd: dict[str, torch.Tensor] = {}
+    for k, shape in new_shapes.items():
+        if k in sd:
+            if tuple(sd[k].shape) != shape:
+                raise UnsupportedArchitecture(f"bake: {k} has shape {tuple(sd[k].shape)}, new config wants {shape}")
+            new_sd[k] = sd[k]
+        elif k.endswith(".bias"):
+            new_sd[k] = torch.zeros(shape, dtype=first.weight.dtype, device=first.weight.device)
+        else:
+            raise UnsupportedArchitecture(f"bake: the new config adds a non-bias parameter {k}")
+    missing = [k for k in sd if k not in new_shapes and not k.endswith("inv_freq")]
+    if missing:
+        raise UnsupportedArchitecture(f"bake: the new config lost parameters {missing[:3]}")
+    for i in range(arch.n_layers):
+        o = arch.attn_out(model, i)
+        key = _module_name(model, o) + ".bias"
+        if key not in new_sd:
+            raise UnsupportedArchitecture(f"bake: no {key} in the baked model")
+        if i not in shifts:
+            continue
+        W = o.weight.detach().double()
+        s = shifts[i].to(W.device, torch.float64)
+        delta = s @ W if type(o).__name__ == "Conv1D" else W @ s  # Conv1D weight is [in, out]
+        new_sd[key] = (new_sd[key].double() + delta).to(o.weight.dtype)
+    return new_sd, cfg, how
+
+
+def bake(target, intervention: Intervention, out: str | Path, tokenizer=None) -> Path:
+    """Write a Hugging Face folder (config, safetensors, tokenizer, `veracity_intervention.json`) that
+    `AutoModelForCausalLM.from_pretrained(out)` loads as the intervened model, at every position."""
+    from transformers import AutoModelForCausalLM
+
+    model, arch, tok = _unpack(target)
+    tok = tokenizer or tok
+    sd, cfg, how = baked_state_dict(target, intervention)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.device("meta"):
+        new = AutoModelForCausalLM.from_config(cfg)
+    new.load_state_dict(sd, assign=True, strict=False)
+    if getattr(model, "generation_config", None) is not None:
+        new.generation_config = copy.deepcopy(model.generation_config)
+    new.save_pretrained(out)
+    if tok is not None:
+        tok.save_pretrained(out)
+    intervention.save(out / "veracity_intervention")
+    (out / "veracity_bake.json").write_text(json.dumps(
+        {"how": how, "semantics": "every position (a bias), prompt included",
+         "heads": intervention.heads, "alpha": intervention.alpha}, indent=2))
+    return out
+
+
+@torch.no_grad()
+def verify_baked(target, intervention: Intervention, folder: str | Path, texts: list[str] | None = None,
+                 atol: float = 1e-4) -> float:
+    """Max |logit difference| between the folder loaded with plain `from_pretrained` (fp32) and the hook
+    version with every-position semantics; raises AssertionError above `atol`."""
+    from transformers import AutoModelForCausalLM
+
+    from .apply import apply
+
+    model, arch, tok = _unpack(target)
+    baked = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    texts = texts or ["Q: What happens if you crack your knuckles a lot? A: Nothing in particular happens."]
+    dev = next(model.parameters()).device
+    worst = 0.0
+    for t in texts:
+        ids = tok(t, return_tensors="pt")["input_ids"].to(dev) if tok is not None else torch.tensor([[1, 2, 3]], device=dev)
+        with apply(model, intervention, positions="all"):
+            a = model(input_ids=ids).logits.float()
+        b = baked.to(dev)(input_ids=ids).logits.float()
+        worst = max(worst, float((a - b).abs().max()))
+    if worst > atol:
+        raise AssertionError(f"baked model differs from the hook version by {worst:.2e} > {atol:.0e}")
+    return worst

@@ -1,0 +1,130 @@
+"""The `Intervention`: which heads to shift, along which unit directions, by how many sigmas.
+
+Kept as plain tensors plus provenance so one fit can be re-scaled (`with_alpha`) or truncated to
+fewer heads (`top`) without refitting: the sweep reuses one fit per fold across every alpha and K.
+Saved as `NAME.safetensors` (tensors) + `NAME.json` (everything else, human-readable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..runs import to_jsonable, write_json_atomic
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Intervention:
+    """ITI shift: for selected head k, alpha * sigmas[k] * directions[k] is added to head k's slice
+    of the attention output projection's input (the concatenated head outputs).
+
+    heads: (layer, head) pairs, best first. directions: [K, head_dim] unit vectors. sigmas: [K] std of
+    the training activations projected on each direction. n_layers/n_heads/head_dim: the model shape
+    it was fitted on (checked when applied). provenance: how it was fitted (method, fold, seed, ...).
+    head_scores: optional [n_layers, n_heads] validation accuracy of every head's probe.
+    """
+
+    heads: list[tuple[int, int]]
+    directions: torch.Tensor
+    sigmas: torch.Tensor
+    alpha: float
+    n_layers: int
+    n_heads: int
+    head_dim: int
+    provenance: dict = field(default_factory=dict)
+    head_scores: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.heads = [(int(l), int(h)) for l, h in self.heads]
+        self.directions = torch.as_tensor(self.directions, dtype=torch.float32).reshape(len(self.heads), self.head_dim)
+        self.sigmas = torch.as_tensor(self.sigmas, dtype=torch.float32).reshape(len(self.heads))
+        self.alpha = float(self.alpha)
+        for l, h in self.heads:
+            if not (0 <= l < self.n_layers and 0 <= h < self.n_heads):
+                raise ValueError(f"head ({l}, {h}) outside a {self.n_layers} x {self.n_heads} model")
+        if len(set(self.heads)) != len(self.heads):
+            raise ValueError("duplicate heads in intervention")
+
+    @property
+    def k(self) -> int:
+        return len(self.heads)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted({l for l, _ in self.heads})
+
+    def with_alpha(self, alpha: float) -> "Intervention":
+        return dataclasses.replace(self, alpha=float(alpha), provenance=dict(self.provenance))
+
+    def top(self, k: int) -> "Intervention":
+        """The first k heads (heads are stored best first)."""
+        if k > self.k:
+            raise ValueError(f"asked for {k} heads; this intervention has {self.k}")
+        return dataclasses.replace(self, heads=self.heads[:k], directions=self.directions[:k],
+                                   sigmas=self.sigmas[:k], provenance=dict(self.provenance))
+
+    def head_shifts(self) -> torch.Tensor:
+        """[K, head_dim] fp32: alpha * sigma * direction per selected head."""
+        return self.alpha * self.sigmas[:, None] * self.directions
+
+    def layer_shifts(self) -> dict[int, torch.Tensor]:
+        """{layer: [n_heads * head_dim] fp32} shift of the o_proj input; zero for unselected heads."""
+        out: dict[int, torch.Tensor] = {}
+        shifts = self.head_shifts()
+        for (l, h), s in zip(self.heads, shifts):
+            v = out.setdefault(l, torch.zeros(self.n_heads * self.head_dim))
+            v[h * self.head_dim:(h + 1) * self.head_dim] += s
+        return out
+
+    def check_model(self, arch) -> None:
+        """Refuse a model of another shape (an intervention is tied to its model's heads)."""
+        got = (arch.n_layers, arch.n_heads, arch.head_dim)
+        want = (self.n_layers, self.n_heads, self.head_dim)
+        if got != want:
+            raise ValueError(f"intervention fitted for (layers, heads, head_dim) = {want}, model has {got}")
+
+    # ------------------------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write PATH.safetensors and PATH.json (suffix of `path` ignored); returns the .json path."""
+        base = Path(path)
+        base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
+        base.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {"directions": self.directions.contiguous(), "sigmas": self.sigmas.contiguous(),
+                   "heads": torch.tensor(self.heads, dtype=torch.int64).reshape(-1, 2)}
+        if self.head_scores is not None:
+            tensors["head_scores"] = torch.as_tensor(self.head_scores, dtype=torch.float32).contiguous()
+        st = base.with_name(base.name + ".safetensors")
+        tmp = st.with_name(st.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"format": "veracity-intervention", "version": str(FORMAT_VERSION)})
+        tmp.replace(st)
+        meta = {"format": "veracity-intervention", "version": FORMAT_VERSION, "alpha": self.alpha,
+                "n_layers": self.n_layers, "n_heads": self.n_heads, "head_dim": self.head_dim,
+                "k": self.k, "heads": self.heads, "sigmas": self.sigmas.tolist(),
+                "provenance": to_jsonable(self.provenance), "tensors": st.name}
+        js = base.with_name(base.name + ".json")
+        write_json_atomic(js, meta)
+        return js
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Intervention":
+        """From PATH.json / PATH.safetensors / PATH (either suffix or none)."""
+        base = Path(path)
+        base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
+        js, st = base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors")
+        if not js.exists() or not st.exists():
+            raise FileNotFoundError(f"intervention needs both {js} and {st}")
+        meta = json.loads(js.read_text())
+        if meta.get("format") != "veracity-intervention":
+            raise ValueError(f"{js} is not a veracity intervention")
+        t = load_file(str(st))
+        return cls(heads=[tuple(x) for x in t["heads"].tolist()], directions=t["directions"], sigmas=t["sigmas"],
+                   alpha=meta["alpha"], n_layers=meta["n_layers"], n_heads=meta["n_heads"],
+                   head_dim=meta["head_dim"], provenance=meta.get("provenance", {}),
+                   head_scores=t.get("head_scores"))

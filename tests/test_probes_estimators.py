@@ -1,0 +1,136 @@
+"""Batched probes against independent references: scikit-learn and hand computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from veracity.probes import LogisticProbe, MassMeanProbe, MLPProbe, RandomProbe
+
+
+def _data(n=300, g=3, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, g, d)) * rng.uniform(0.3, 4.0, size=d) + rng.normal(size=d) * 3
+    w = rng.normal(size=(g, d))
+    y = ((np.einsum("ngd,gd->n", X, w) / g + rng.normal(size=n) * 2) > np.median(np.einsum("ngd,gd->n", X, w) / g)).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("C", [0.05, 1.0])
+def test_logistic_matches_sklearn_coefficients_per_group(C):
+    X, y = _data()
+    probe = LogisticProbe(C=C).fit(torch.tensor(X), y)  # float64 in -> float64 fit
+    assert probe.coef_.shape == (3, 12) and probe.intercept_.shape == (3,)
+    acc = probe.score(torch.tensor(X), y)
+    for g in range(3):
+        Z = StandardScaler().fit_transform(X[:, g])
+        sk = LogisticRegression(C=C, max_iter=10_000, tol=1e-12).fit(Z, y)
+        np.testing.assert_allclose(probe.coef_std_[g].numpy(), sk.coef_[0], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(float(probe.intercept_std_[g]), sk.intercept_[0], atol=1e-5)
+        assert abs(float(acc[g]) - sk.score(Z, y)) < 1e-9
+        # raw-space coefficients are the same classifier as the standardised one
+        np.testing.assert_allclose(probe.decision_function(torch.tensor(X))[:, g].numpy(), sk.decision_function(Z), atol=2e-5)
+
+
+def test_logistic_unstandardised_single_probe_matches_sklearn():
+    X, y = _data(g=1)
+    X = X[:, 0]
+    probe = LogisticProbe(C=0.5, standardize=False).fit(torch.tensor(X), y)
+    sk = LogisticRegression(C=0.5, max_iter=10_000, tol=1e-12).fit(X, y)
+    assert probe.coef_.shape == (12,)
+    np.testing.assert_allclose(probe.coef_.numpy(), sk.coef_[0], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(probe.predict_proba(torch.tensor(X)).numpy(), sk.predict_proba(X)[:, 1], atol=1e-6)
+    assert isinstance(probe.score(torch.tensor(X), y), float)
+    assert abs(float(probe.direction_.norm()) - 1) < 1e-9
+
+
+def test_logistic_float32_batch_equals_separate_fits():
+    X, y = _data(g=4)
+    Xt = torch.tensor(X, dtype=torch.float32)
+    batched = LogisticProbe().fit(Xt, y)
+    for g in range(4):
+        single = LogisticProbe().fit(Xt[:, g], y)
+        torch.testing.assert_close(batched.coef_[g], single.coef_, atol=1e-4, rtol=1e-3)
+
+
+def test_logistic_rejects_bad_labels():
+    X, y = _data()
+    with pytest.raises(ValueError):
+        LogisticProbe().fit(torch.tensor(X), y * 2)
+    with pytest.raises(ValueError):
+        LogisticProbe().fit(torch.tensor(X), np.zeros_like(y))
+
+
+def test_mass_mean_direction_and_covariance_variant():
+    rng = np.random.default_rng(1)
+    n, d = 400, 6
+    y = rng.integers(0, 2, n)
+    cov = np.diag([4.0, 1, 1, 1, 1, 0.25])
+    X = rng.multivariate_normal(np.zeros(d), cov, size=n) + np.outer(y, [1, 0, 0, 0, 0, 0.5])
+    Xt = torch.tensor(X)
+    mm = MassMeanProbe().fit(Xt, y)
+    theta = X[y == 1].mean(0) - X[y == 0].mean(0)
+    np.testing.assert_allclose(mm.theta_.numpy(), theta, atol=1e-12)
+    np.testing.assert_allclose(mm.direction_.numpy(), theta / np.linalg.norm(theta), atol=1e-12)
+    iid = MassMeanProbe(covariance=True, shrinkage=0.0).fit(Xt, y)
+    R = np.where(y[:, None] == 1, X - X[y == 1].mean(0), X - X[y == 0].mean(0))
+    ref = np.linalg.solve(R.T @ R / n, theta)
+    np.testing.assert_allclose(iid.coef_.numpy(), ref, rtol=1e-8)
+    # the midpoint threshold: a point at the true-class mean is predicted true
+    assert int(mm.predict(torch.tensor(X[y == 1].mean(0, keepdims=True)))[0]) == 1
+    assert iid.score(Xt, y) >= mm.score(Xt, y) - 0.02
+
+
+def test_random_probe_is_seeded_and_near_chance_on_noise():
+    rng = np.random.default_rng(2)
+    X = torch.tensor(rng.normal(size=(2000, 2, 50)))
+    y = rng.integers(0, 2, 2000)
+    a, b = RandomProbe(seed=3).fit(X, y), RandomProbe(seed=3).fit(X, y)
+    assert torch.equal(a.direction_, b.direction_)
+    assert not torch.equal(a.direction_, RandomProbe(seed=4).fit(X, y).direction_)
+    assert (a.score(X, y) - 0.5).abs().max() < 0.06
+
+
+def test_mlp_learns_nonlinear_rule_batched_and_is_deterministic():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(1200, 2, 4, generator=g)
+    y = ((X[:, 0, 0] * X[:, 0, 1]) > 0).long()  # XOR-like: no linear probe can do this on group 0
+    kw = dict(size="small", epochs=30, lr=3e-3, patience=5, seed=1)
+    p = MLPProbe(**kw).fit(X[:1000], y[:1000])
+    acc = p.score(X[1000:], y[1000:])
+    assert acc[0] > 0.85 and acc[1] < 0.65
+    assert LogisticProbe().fit(X[:1000], y[:1000]).score(X[1000:], y[1000:])[0] < 0.65
+    q = MLPProbe(**kw).fit(X[:1000], y[:1000])
+    torch.testing.assert_close(p.predict_proba(X), q.predict_proba(X))
+    assert p.best_epoch_.shape == (2,) and int(p.best_epoch_.min()) >= 1
+    assert [W.shape[-1] for W in p.coefs_] == [128, 64, 1]
+    assert torch.allclose(p.direction_.norm(dim=-1), torch.ones(2, dtype=p.direction_.dtype))
+
+
+def test_mlp_input_gradient_direction_follows_linear_signal():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(800, 10, generator=g)
+    y = (X[:, 3] > 0).long()
+    p = MLPProbe(size="tiny", epochs=20, seed=0).fit(X, y)
+    assert abs(float(p.direction_[3])) > 0.9
+
+
+def test_mlp_early_stopping_keeps_best_epoch():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 50, generator=g)
+    y = torch.randint(0, 2, (300,), generator=g)  # pure noise: validation loss stops improving quickly
+    p = MLPProbe(size="medium", epochs=40, lr=1e-2, patience=2, seed=0).fit(X, y)
+    assert int(p.best_epoch_) < 40
+    assert p.best_val_loss_ is not None
+
+
+def test_probes_follow_device_of_input():
+    X, y = _data(n=100, g=2, d=5)
+    Xt = torch.tensor(X, dtype=torch.float32)
+    for probe in (LogisticProbe(), MassMeanProbe(), RandomProbe(), MLPProbe(size="tiny", epochs=1)):
+        probe.fit(Xt, y)
+        assert probe.predict_proba(Xt).shape == (100, 2)
+        assert probe.direction_.device == Xt.device
