@@ -23,11 +23,11 @@ def _pairs(n=500, g=2, d=40, seed=0, signal=2.0, single=False):
 
 
 def test_planted_direction_is_recovered():
-    X_pos, X_neg, y, d = _pairs()
-    probe = CCSProbe(n_restarts=4, epochs=300, lr=1e-2, seed=0).fit(X_pos[:300], X_neg[:300], y[:300])
+    X_pos, X_neg, y, d = _pairs(n=1000, d=20)
+    probe = CCSProbe(n_restarts=4, epochs=300, lr=1e-2, seed=0).fit(X_pos[:700], X_neg[:700], y[:700])
     cos = (probe.direction_ @ d).abs()
     assert bool((cos > 0.9).all()), cos
-    assert bool((probe.score(X_pos[300:], X_neg[300:], y[300:]) > 0.95).all())
+    assert bool((probe.score(X_pos[700:], X_neg[700:], y[700:]) > 0.95).all())
 
 
 def test_normalisation_uses_training_rows_only():

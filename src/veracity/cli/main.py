@@ -14,8 +14,11 @@ from . import runs_cmd  # noqa: E402
 from . import demo_cmd  # noqa: E402
 from . import data_cmd  # noqa: E402
 from . import probe_cmd  # noqa: E402
+from . import report_cmd  # noqa: E402
+from . import iti_cmd  # noqa: E402
+from . import spec_cmd  # noqa: E402
 
-for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd, data_cmd, probe_cmd):
+for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd, data_cmd, probe_cmd, report_cmd, iti_cmd, spec_cmd):
     _m.register(app)
 
 

@@ -122,14 +122,15 @@ class PromptDistances:
     per_token: list[Distances] = field(default_factory=list)
 
 
-def prompt_distances(main, assistant, prompts: Sequence[str], continuations: Sequence[str] | None = None,
+def prompt_distances(main, assistant, prompts: Sequence[str], continuations: Sequence[str | Sequence[int]] | None = None,
                      batch_size: int = 16, temperature: float = 1.0) -> PromptDistances:
     """Distances between two LoadedModels' next-token distributions.
 
     Without `continuations`: at the last prompt position (the distribution of the first generated token).
     With them: at every position that predicts a continuation token (prompt + continuation is scored in
-    one pass; the continuation is tokenized separately and appended, so the boundary is exact), and the
-    per-prompt value is the mean over those positions.
+    one pass; the continuation, a text or token ids such as a generation's tokens, is tokenized
+    separately and appended, so the boundary is exact), and the per-prompt value is the mean over those
+    positions.
     """
     check_same_tokenizer(main, assistant)
     tok = main.tokenizer
@@ -144,7 +145,8 @@ def prompt_distances(main, assistant, prompts: Sequence[str], continuations: Seq
         if continuations is None:
             ids, n_cont = p_ids, [0] * len(chunk)
         else:
-            c_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations[s:s + batch_size]]
+            c_ids = [tok(c, add_special_tokens=False)["input_ids"] if isinstance(c, str) else list(c)
+                     for c in continuations[s:s + batch_size]]
             ids = [a + b for a, b in zip(p_ids, c_ids)]
             n_cont = [len(c) for c in c_ids]
         input_ids, mask = left_pad(ids, pad)

@@ -42,7 +42,8 @@ class CCSProbe:
 
     Parameters: `n_restarts`, `epochs`, `lr` and `weight_decay` (AdamW), `batch_size` (None = full
     batch), `seed`. Learned: `mean_pos_`, `scale_pos_`, `mean_neg_`, `scale_neg_` (train rows only),
-    `coef_` / `intercept_` (on normalised inputs), `direction_` (unit `coef_`), `loss_` (the kept
+    `coef_` / `intercept_` (on normalised inputs), `direction_` (unit vector of `coef_` mapped back
+    to raw activation space by the mean of the two sides' scales), `loss_` (the kept
     restart's unsupervised loss), `restart_losses_` [R(, G)], `flipped_`."""
 
     def __init__(self, n_restarts: int = 10, epochs: int = 1000, lr: float = 1e-3, weight_decay: float = 0.01,
@@ -108,7 +109,8 @@ class CCSProbe:
             coef, icpt = W.detach()[best, gi], b.detach()[best, gi, 0]
         self._coef, self._icpt = coef, icpt
         self.coef_, self.intercept_ = self._out(coef), self._out(icpt)
-        self.direction_ = self._out(F.normalize(coef, dim=-1))
+        # direction in raw input space: the weight undoes each side's scaling (mean of the two scales)
+        self.direction_ = self._out(F.normalize(coef / (0.5 * (self._sp + self._sn)), dim=-1))
         self.restart_losses_ = losses.squeeze(1) if self._single else losses
         self.loss_ = self._out(losses[best, gi])
         self.mean_pos_, self.scale_pos_ = self._out(self._mp), self._out(self._sp)

@@ -232,6 +232,23 @@ def _records(v: Any) -> list[dict] | None:
     return None
 
 
+def _containers(res: dict) -> list[dict]:
+    """results.json itself and its dict values one level down, so a layout that nests everything under
+    one key (`{"experiment": {...}}`, `{"ccs": {...}}`) is read like a flat one."""
+    return [res] + [v for v in res.values() if isinstance(v, dict)]
+
+
+def _find(res: dict, keys: tuple[str, ...], accept: Callable[[Any], Any]) -> Any:
+    """First accepted (truthy) conversion of the first key present, searching results.json's containers."""
+    for c in _containers(res):
+        for k in keys:
+            if k in c:
+                got = accept(c[k])
+                if got:
+                    return got
+    return None
+
+
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """Scalars of a nested dict with dotted keys (lists and long strings dropped)."""
     out: dict[str, Any] = {}
@@ -272,10 +289,6 @@ def _sort_key(v: Any) -> str:
 
 def _esc(s: Any) -> str:
     return html.escape(str(s), quote=True)
-
-
-def _layer_label(layer: int, n_layers: int | None) -> str:
-    return str(layer)
 
 
 # ----------------------------------------------------------------------------------------- html parts
@@ -384,12 +397,13 @@ def layer_series(obj: Any, layers: list | None = None) -> dict[str, dict[int, tu
 
 
 def _find_layer_series(results: dict, keys: tuple[str, ...]) -> dict[str, dict[int, tuple[float, float]]]:
-    layers = results.get("layers") if isinstance(results.get("layers"), list) else None
-    for k in keys:
-        if k in results:
-            s = layer_series(results[k], layers)
-            if s:
-                return s
+    for c in _containers(results):
+        layers = c.get("layers") if isinstance(c.get("layers"), list) else None
+        for k in keys:
+            if k in c:
+                s = layer_series(c[k], layers)
+                if s:
+                    return s
     return {}
 
 
@@ -444,8 +458,8 @@ def _section_probe(page: _Page, run: Run) -> None:
     res = run.results
 
     def by_layer() -> None:
-        series = _find_layer_series(res, ("accuracy", "accuracies", "by_method", "per_layer", "table", "results",
-                                          "probes"))
+        series = _find_layer_series(res, ("cells", "accuracy", "accuracies", "by_method", "per_layer", "table",
+                                          "results", "probes", "scores"))
         if not series:
             return
         plot_series, styles = {}, {}
@@ -471,11 +485,16 @@ def _section_probe(page: _Page, run: Run) -> None:
 
 def _heads_heatmap(page: _Page, run: Run, selected: list[tuple[int, int]] | None) -> None:
     res = run.results
-    m = None
-    for k in ("heads_accuracy", "head_accuracy", "accuracy_heads", "heads_acc", "probe_accuracy", "heads"):
-        m = _matrix(res.get(k))
-        if m:
-            break
+    keys = ("heads_accuracy", "head_accuracy", "accuracy_heads", "heads_acc", "probe_accuracy", "accuracy_mean",
+            "head_scores", "heads")
+    m = _find(res, keys, _matrix)
+    if not m:  # an intervention's head_scores, at top level or inside the first fold
+        folds = res.get("folds")
+        for f in (folds.values() if isinstance(folds, dict) else folds if isinstance(folds, list) else []):
+            if isinstance(f, dict):
+                m = _find(f, keys, _matrix)
+                if m:
+                    break
     if not m and not selected:
         return
     n_layers = _get(res, "n_layers") or _get(run.config, "n_layers")
@@ -489,39 +508,70 @@ def _heads_heatmap(page: _Page, run: Run, selected: list[tuple[int, int]] | None
         label, title = "times selected (count)", "selected heads (no probe accuracies saved)"
     else:
         label, title = "validation accuracy (fraction)", "probe accuracy per attention head"
-    layer_labels = _get(res, "heads_layers", "layers")
+    layer_labels = _find(res, ("heads_layers", "layers"), lambda v: v if isinstance(v, list) else None)
     ylabels = layer_labels if isinstance(layer_labels, list) and len(layer_labels) == len(m) else list(range(len(m)))
     marks = []
     if selected:
         pos = {(_as_int(l)): i for i, l in enumerate(ylabels)}
         marks = sorted({(pos[l], h) for l, h in selected if l in pos and 0 <= h < len(m[0])})
+    title += f"; {len(marks)} selected heads in red boxes" if marks else ""
     _img(page, plots.heatmap(m, xlabel="attention head index", ylabel="layer (decoder block index)",
-                             title=title + (f"; {len(marks)} selected heads boxed" if marks else ""),
+                             title=title,
                              cbar_label=label, x_ticklabels=list(range(len(m[0]))), y_ticklabels=ylabels,
-                             marks=marks, mark_label="selected by ITI", annotate=False),
+                             marks=marks, annotate=False),
          "layers x heads: " + title)
+    mx = _find(res, ("accuracy_max", "heads_accuracy_max"), _matrix) if not selected else None
+    if mx and len(mx) == len(m):
+        _img(page, plots.heatmap(mx, xlabel="attention head index", ylabel="layer (decoder block index)",
+                                 title="probe accuracy per attention head, maximum over seeds",
+                                 cbar_label="validation accuracy (fraction)", x_ticklabels=list(range(len(mx[0]))),
+                                 y_ticklabels=ylabels, annotate=False),
+             "layers x heads: maximum over seeds")
+
+
+def _geometry_items(g: Any, name: str = "", depth: int = 0) -> list[tuple[str, dict]]:
+    """(name, {labels, cosine, sign_agreement, ...}) pairs from a geometry object nested up to two levels
+    ({method: {layer: result}})."""
+    if not isinstance(g, dict) or depth > 2:
+        return []
+    if "cosine" in g:
+        return [(name, g)]
+    return [it for k, v in g.items() for it in _geometry_items(v, f"{name} {k}".strip() if name else str(k), depth + 1)]
 
 
 def _geometry(page: _Page, run: Run) -> None:
-    g = _get(run.results, "geometry", "directions")
-    if not isinstance(g, dict):
+    g = _find(run.results, ("geometry", "directions"), lambda v: v if isinstance(v, dict) else None)
+    items = _geometry_items(g)
+    if not items:
         return
-    items = [("", g)] if "cosine" in g else [(k, v) for k, v in g.items() if isinstance(v, dict) and "cosine" in v]
-    for name, gi in items:
-        labels = gi.get("labels")
-        for key, title, cbar, chance_key, vmin in (
-                ("cosine", "cosine similarity of probe directions", "cosine (unitless)", "chance_cosine", -1.0),
+    rows = [[n, gi.get("mean_offdiag_cosine"), gi.get("chance_cosine"), gi.get("mean_offdiag_sign"),
+             gi.get("chance_sign")] for n, gi in items]
+    _table(page, ["direction set", "mean pairwise cosine", "chance |cosine| (1/sqrt(d))", "mean sign equality",
+                  "chance sign equality"], rows, caption="geometry of probe directions across splits")
+    by_group: dict[str, list[tuple[str, dict]]] = {}
+    for n, gi in items:  # "logistic 12" -> panels of logistic, one per layer
+        head, _, tail = n.rpartition(" ")
+        by_group.setdefault(head if head else n, []).append((tail if head else "", gi))
+    for group, members in by_group.items():
+        for key, title, cbar, chance_key, vmin, cmap in (
+                ("cosine", "cosine similarity of probe directions", "cosine (unitless)", "chance_cosine", -1.0,
+                 "coolwarm"),
                 ("sign_agreement", "fraction of coordinates with equal sign", "sign equality (fraction)",
-                 "chance_sign", 0.0)):
-            m = _matrix(_get(gi, key, "sign_equality", "sign") if key == "sign_agreement" else gi.get(key))
-            if not m:
-                continue
-            chance = gi.get(chance_key)
-            ticks = labels if isinstance(labels, list) and len(labels) == len(m) else list(range(len(m)))
-            t = f"{title}{f' [{name}]' if name else ''}" + (f"; chance {chance:.3g}" if _num(chance) else "")
-            _img(page, plots.heatmap(m, xlabel="split (direction)", ylabel="split (direction)", title=t,
-                                     cbar_label=cbar, x_ticklabels=ticks, y_ticklabels=ticks, vmin=vmin, vmax=1.0,
-                                     cmap="coolwarm" if key == "cosine" else "viridis"), t)
+                 "chance_sign", 0.0, "viridis")):
+            panels = []
+            for sub, gi in members[:8]:
+                m = _matrix(_get(gi, key, "sign_equality", "sign") if key == "sign_agreement" else gi.get(key))
+                if not m:
+                    continue
+                labels = gi.get("labels")
+                ticks = labels if isinstance(labels, list) and len(labels) == len(m) else list(range(len(m)))
+                chance = gi.get(chance_key)
+                panels.append((f"{'layer ' + sub if sub else group}" + (f" (chance {chance:.2g})" if _num(chance) else ""),
+                               m, ticks))
+            if panels:
+                t = f"{title}: {group}" if group else title
+                _img(page, plots.heatmap_panels(panels, title=t, cbar_label=cbar, axis_label="split (direction)",
+                                                vmin=vmin, vmax=1.0, cmap=cmap), t)
 
 
 def _section_ccs(page: _Page, run: Run) -> None:
@@ -533,11 +583,11 @@ def _section_ccs(page: _Page, run: Run) -> None:
         if not series:
             return
         hl = {"chance (0.5)": 0.5}
-        zs = _get(res, "zero_shot", "zero-shot", "zeroshot")
+        zs = _find(res, ("zero_shot", "zero-shot", "zeroshot"), lambda v: v)
         zs_stats = _stats(zs)
         if zs_stats is not None and not isinstance(zs, list):
             hl = {"zero-shot P(yes) vs P(no)": zs_stats[0], **hl}
-        plot_series = {n: (sorted(s), [s[l][0] for l in sorted(s)]) for n, s in series.items()}
+        plot_series = {n: (sorted(s), [s[l][0] for l in sorted(s)]) for n, s in series.items() if "loss" not in n}
         _img(page, plots.lines(plot_series, xlabel="layer (decoder block index)", ylabel="test accuracy (fraction)",
                                title="CCS vs logistic vs random probe vs zero-shot, per layer", hlines=hl),
              "CCS vs supervised and baseline probes by layer")
@@ -684,11 +734,11 @@ def _sweep(page: _Page, run: Run) -> None:
                     star = (pick[1], pick[2])
         label = METRIC_LABELS.get(m, m)
         unit = " (nats/token)" if m in ("kl", "ce_loss") else " (fraction)"
-        t = f"{label} by alpha and K (mean over folds)" + ("; best starred" if star else "")
+        t = (f"{label} by alpha and K (mean over folds)" + ("; alpha = 0 baseline in dashed boxes" if outline else "")
+             + ("; best starred" if star else ""))
         _img(page, plots.heatmap(grid, xlabel="K (number of intervened heads)", ylabel="alpha (shift in sigmas)",
                                  title=t, cbar_label=label + unit, x_ticklabels=ks,
-                                 y_ticklabels=[_fmt(a) for a in alphas], outline=outline,
-                                 outline_label="alpha = 0 baseline", star=star, star_label=f"best {label}",
+                                 y_ticklabels=[_fmt(a) for a in alphas], outline=outline, star=star,
                                  cmap="magma" if m in LOWER_IS_BETTER else "viridis"), t)
     rows = [[a, k] + [mean[(a, k)].get(m) for m in metrics] for (a, k) in sorted(mean)]
     _table(page, ["alpha", "K"] + [METRIC_LABELS.get(m, m) for m in metrics], rows,

@@ -60,9 +60,8 @@ def lines(series: Mapping[str, tuple[Sequence[Number], Sequence[Number | None]]]
 
 def heatmap(matrix: Sequence[Sequence[Number | None]], *, xlabel: str, ylabel: str, title: str, cbar_label: str,
             x_ticklabels: Sequence | None = None, y_ticklabels: Sequence | None = None,
-            marks: Sequence[tuple[int, int]] = (), mark_label: str = "selected",
-            outline: Sequence[tuple[int, int]] = (), outline_label: str = "",
-            star: tuple[int, int] | None = None, star_label: str = "",
+            marks: Sequence[tuple[int, int]] = (), outline: Sequence[tuple[int, int]] = (),
+            star: tuple[int, int] | None = None,
             vmin: float | None = None, vmax: float | None = None, annotate: bool | None = None,
             cmap: str = "viridis") -> bytes:
     """Matrix as an image (rows = y). `marks` get a red box, `outline` a white dashed box, `star` a star,
@@ -86,29 +85,20 @@ def heatmap(matrix: Sequence[Sequence[Number | None]], *, xlabel: str, ylabel: s
     if annotate is None:
         annotate = rows * cols <= 64
     if annotate:
+        lo, hi = im.get_clim()
         for r in range(rows):
             for c in range(cols):
                 if np.isfinite(m[r, c]):
-                    ax.text(c, r, f"{m[r, c]:.2f}", ha="center", va="center", fontsize=7, color="white",
-                            path_effects=None)
-    handles = []
-    for i, (r, c) in enumerate(marks):
-        h = ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.6,
-                                   label=mark_label if i == 0 else None))
-        if i == 0:
-            handles.append(h)
-    for i, (r, c) in enumerate(outline):
-        h = ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="white", linestyle="--",
-                                   linewidth=1.6, label=outline_label if i == 0 else None))
-        if i == 0:
-            handles.append(h)
+                    bright = (m[r, c] - lo) / (hi - lo) > 0.6 if hi > lo else False
+                    ax.text(c, r, f"{m[r, c]:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if bright else "white")
+    # the title names what the boxes and the star mean; a legend would collide with the axis label
+    for r, c in marks:
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.6))
+    for r, c in outline:
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="white", linestyle="--", linewidth=1.6))
     if star is not None:
-        (h,) = ax.plot([star[1]], [star[0]], marker="*", color="red", markersize=13, linestyle="none",
-                       markeredgecolor="white", label=star_label)
-        handles.append(h)
-    if handles:
-        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.12 - 0.02 * bool(xlabel)),
-                  ncol=len(handles), frameon=False)
+        ax.plot([star[1]], [star[0]], marker="*", color="red", markersize=13, linestyle="none", markeredgecolor="white")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -134,4 +124,32 @@ def histograms(groups: Mapping[str, Sequence[Number]], *, xlabel: str, title: st
     ax.set_ylabel("density (per unit of x)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    return to_png(fig)
+
+
+def heatmap_panels(panels: Sequence[tuple[str, Sequence[Sequence[Number | None]], Sequence]], *, title: str,
+                   cbar_label: str, axis_label: str, vmin: float, vmax: float, cmap: str = "viridis") -> bytes:
+    """Several small square matrices side by side on one colour scale (e.g. one direction-similarity
+    matrix per layer), so a method's geometry across layers reads as one picture."""
+    import numpy as np
+
+    n = len(panels)
+    fig = Figure(figsize=(min(16.0, 0.6 + 2.7 * n), 3.1), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    im = None
+    for ax, (name, matrix, ticks) in zip(axes, panels):
+        m = np.array([[v if _finite(v) else np.nan for v in row] for row in matrix], dtype=float)
+        im = ax.imshow(np.ma.masked_invalid(m), vmin=vmin, vmax=vmax, cmap=cmap, interpolation="nearest")
+        ticks = [str(t) for t in ticks]
+        ax.set_xticks(range(len(ticks)))
+        ax.set_xticklabels([t[:10] for t in ticks], rotation=90, fontsize=6)
+        ax.set_yticks(range(len(ticks)))
+        ax.set_yticklabels([t[:10] for t in ticks], fontsize=6)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel(axis_label, fontsize=7)
+    axes[0].set_ylabel(axis_label, fontsize=7)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes), shrink=0.8, label=cbar_label)
+    fig.suptitle(title, fontsize=10)
     return to_png(fig)

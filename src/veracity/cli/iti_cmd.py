@@ -1,0 +1,219 @@
+"""`veracity iti fit|bake|validate|sweep`: Inference-Time Intervention."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_int_list, print_table
+
+iti_app = typer.Typer(help="Inference-Time Intervention: fit, bake, validate, sweep.", no_args_is_help=True)
+
+DirectionOpt = typer.Option("com", "--direction", help="com | probe | random | ccs")
+SigmaOpt = typer.Option("train", "--sigma-from", help="train (the fold's training questions) | all (the original's leak)")
+ContigOpt = typer.Option(False, "--contiguous-folds", help="Contiguous folds as the original code (default: shuffled by seed).")
+SeedOpt = typer.Option(0, "--seed")
+ActsOpt = typer.Option(None, "--acts", help="Activation store (default: the veracity cache, one per model).")
+LimitOpt = typer.Option(None, "--limit", help="Only the first N questions (fit and evaluation).")
+JudgeOpt = typer.Option("none", "--judge", help="none | local | hf:<id> | openai:<model> (generation + judges need the eval driver).")
+ProtocolOpt = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa | lm-eval")
+GenPosOpt = typer.Option("last", "--gen-positions", help="Generation: last (each forward's last token, as ITI) | all")
+
+_COLS = [("Info acc", "info"), ("True acc", "true"), ("MC1", "mc1"), ("MC2", "mc2"), ("CE Loss", "ce_loss"),
+         ("KL wrt Orig", "kl")]
+_SUMMARY = [("True*Info", "true_info"), ("True", "true"), ("Info", "info"), ("MC1", "mc1"), ("MC2", "mc2"),
+            ("CE Loss", "ce_loss"), ("KL wrt Orig", "kl")]
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def _load(model: str, device: Optional[str]):
+    from ..models import ModelNotAvailable, load
+
+    try:
+        return load(model, device=device)
+    except ModelNotAvailable as e:
+        fail(str(e))
+
+
+def _iti_cfg(direction, sigma_from, seed, max_k=None):
+    from ..steer.iti import ITIConfig
+
+    try:
+        return ITIConfig(direction=direction, sigma_from=sigma_from, seed=seed, max_k=max_k)
+    except ValueError as e:
+        fail(str(e))
+
+
+def _data(lm, data_dir, limit, acts):
+    from ..data import DataError, load_truthfulqa
+    from ..steer.iti import load_iti_data
+    from ..steer.validate import restrict
+
+    try:
+        data = restrict(load_iti_data(lm, data_dir=data_dir, acts=acts, limit=limit), limit)
+        items = load_truthfulqa(data_dir)
+    except DataError as e:
+        fail(str(e))
+    if limit is not None:
+        items = items[:limit]
+    return data, items
+
+
+@iti_app.command("fit")
+def fit_cmd(model: str = ModelOpt, out: Path = typer.Option(..., "--out", "-o", help="Intervention path (writes .json + .safetensors)."),
+            num_heads: int = typer.Option(48, "--num-heads", "-k"), alpha: float = typer.Option(15.0, "--alpha"),
+            direction: str = DirectionOpt, sigma_from: str = SigmaOpt, seed: int = SeedOpt,
+            limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt, data_dir: Optional[Path] = DataDirOpt,
+            device: Optional[str] = typer.Option(None, "--device")) -> None:
+    """Fit an intervention on every TruthfulQA question (nothing held out; use validate to measure)."""
+    from ..steer.iti import fit
+
+    lm = _load(model, device)
+    data, _ = _data(lm, data_dir, limit, acts)
+    iv = fit(data, _iti_cfg(direction, sigma_from, seed, max_k=num_heads), k=num_heads, alpha=alpha)
+    path = iv.save(out)
+    print_table("top heads", ["layer", "head", "val acc", "sigma"],
+                [[l, h, float(iv.head_scores[l, h]), float(s)] for (l, h), s in zip(iv.heads[:10], iv.sigmas)])
+    console.print(f"intervention ({iv.k} heads, alpha={iv.alpha:g}, {direction}) -> {path}")
+
+
+@iti_app.command("bake")
+def bake_cmd(model: str = ModelOpt, intervention: Path = typer.Option(..., "--intervention", "-i"),
+             out: Path = typer.Option(..., "--out", "-o"), alpha: Optional[float] = typer.Option(None, "--alpha"),
+             verify: bool = typer.Option(True, "--verify/--no-verify", help="Reload and compare with the hooks (fp32)."),
+             device: Optional[str] = typer.Option(None, "--device")) -> None:
+    """Write a plain Hugging Face folder with the intervention as o_proj biases (shifts every position)."""
+    from ..steer import Intervention, bake, verify_baked
+
+    lm = _load(model, device)
+    iv = Intervention.load(intervention)
+    if alpha is not None:
+        iv = iv.with_alpha(alpha)
+    try:
+        bake(lm, iv, out)
+    except ValueError as e:
+        fail(str(e))
+    console.print(f"baked {iv.k} heads (alpha={iv.alpha:g}) into {out}")
+    if verify:
+        err = verify_baked(lm, iv, out, atol=float("inf"))
+        console.print(f"max |logit diff| vs hooks (every position): {err:.2e}")
+
+
+def _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts):
+    from ..steer.validate import EvalConfig
+
+    return EvalConfig(protocol=protocol, judge=judge, data_dir=str(data_dir) if data_dir else None,
+                      generate_positions=gen_positions, ce_texts=ce_texts)
+
+
+@iti_app.command("validate")
+def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num-heads", "-k"),
+                 alpha: float = typer.Option(15.0, "--alpha"), direction: str = DirectionOpt,
+                 folds: int = typer.Option(2, "--folds"), judge: str = JudgeOpt, protocol: str = ProtocolOpt,
+                 sigma_from: str = SigmaOpt, contiguous_folds: bool = ContigOpt, seed: int = SeedOpt,
+                 limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
+                 ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
+                 gen_positions: str = GenPosOpt, out: Path = typer.Option(..., "--out", "-o"),
+                 data_dir: Optional[Path] = DataDirOpt, overwrite: bool = OverwriteOpt,
+                 device: Optional[str] = typer.Option(None, "--device")) -> None:
+    """k-fold ITI: fit on the other folds, evaluate the held-out questions (alpha 0 = baseline)."""
+    from ..runs import RunExists, RunFolder
+    from ..steer.validate import validate
+
+    cfg = _iti_cfg(direction, sigma_from, seed, max_k=num_heads)
+    try:
+        run = RunFolder(out, "iti-validate", {"model": model, "data": "truthfulqa", "num_heads": num_heads,
+                                              "alpha": alpha, "direction": direction, "folds": folds,
+                                              "judge": judge, "protocol": protocol, "sigma_from": sigma_from,
+                                              "contiguous_folds": contiguous_folds, "limit": limit}, overwrite=overwrite,
+                        seed=seed)
+    except RunExists as e:
+        fail(str(e))
+    lm = _load(model, device)
+    data, items = _data(lm, data_dir, limit, acts)
+    try:
+        res = validate(lm, data, items, cfg, num_heads, alpha, folds, contiguous_folds,
+                       _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts), out=run.path, log=run.log)
+    except RuntimeError as e:
+        fail(str(e))
+    for f in res.folds:
+        print_table(f"fold {f['fold']} ({f['n_questions']} questions)", [c for c, _ in _COLS],
+                    [[_fmt(f["metrics"].get(k)) for _, k in _COLS]])
+    line = ", ".join(f"{c} {_fmt(res.summary.get(k))}" for c, k in _SUMMARY)
+    console.print(f"alpha={alpha:g} K={num_heads} {direction}: {line}")
+    per_q = [dict(r, fold=f["fold"]) for f in res.folds for r in f["per_question"]]
+    run.write_csv("per_question.csv", per_q)
+    answers = [dict(a, fold=f["fold"]) for f in res.folds for a in f.get("answers", [])]
+    if answers:
+        run.write_csv("answers.csv", answers)
+    run.finish({"config": res.config, "folds": [{k: v for k, v in f.items() if k != "per_question"}
+                                                for f in res.folds],
+                "per_question": per_q, "summary": res.summary},
+               headline={k: v for k, v in res.summary.items() if k in ("true_info", "mc2", "kl")})
+
+
+@iti_app.command("sweep")
+def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30", "--alphas"),
+              num_heads: str = typer.Option("8,16,32,48,64,96", "--num-heads", "-k"),
+              folds: int = typer.Option(2, "--folds"), direction: str = DirectionOpt, judge: str = JudgeOpt,
+              protocol: str = ProtocolOpt, metric: str = typer.Option("true_info", "--metric",
+                                                                       help="Pick the best by: true_info, mc2, mc1, true, kl, ce_loss"),
+              sigma_from: str = SigmaOpt, contiguous_folds: bool = ContigOpt, seed: int = SeedOpt,
+              limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
+              ce_texts: int = typer.Option(100, "--ce-texts"), gen_positions: str = GenPosOpt,
+              executor: str = typer.Option("local", "--executor", help="local (ray: not available in this build)"),
+              out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
+              device: Optional[str] = typer.Option(None, "--device")) -> None:
+    """Grid of (alpha, K) with k folds; resumable (results.sqlite in the run folder); heatmaps."""
+    from ..runs import RunFolder
+    from ..steer.sweep import grid_rows, heatmaps, run_sweep
+
+    if executor != "local":
+        fail("--executor ray is not implemented in this build; use --executor local")
+    try:
+        a_list = [float(x) for x in alphas.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--alphas: expected comma-separated numbers, got {alphas!r}")
+    k_list = parse_int_list(num_heads) or [48]
+    cfg = _iti_cfg(direction, sigma_from, seed, max_k=max(k_list))
+    run = RunFolder(out, "iti-sweep", {"model": model, "data": "truthfulqa", "alphas": a_list, "num_heads": k_list,
+                                       "folds": folds, "direction": direction, "judge": judge, "metric": metric,
+                                       "protocol": protocol, "sigma_from": sigma_from, "limit": limit,
+                                       "contiguous_folds": contiguous_folds}, resume=True, seed=seed)
+    lm = _load(model, device)
+    data, items = _data(lm, data_dir, limit, acts)
+
+    def log(msg: str) -> None:
+        console.print(msg)
+        run.log(msg)
+
+    try:
+        res = run_sweep(lm, data, items, cfg, a_list, k_list, folds, run.path, contiguous_folds,
+                        _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts), metric=metric, log=log)
+    except RuntimeError as e:
+        fail(str(e))
+    rows = grid_rows(res)
+    keys = [k for _, k in _SUMMARY if any(k in r for r in rows)]
+    print_table(f"ITI sweep ({folds} folds; * best by {res.metric}, alpha 0 = baseline)",
+                ["alpha", "K"] + keys + [""],
+                [[f"{r['alpha']:g}", r["k"]] + [_fmt(r.get(k)) for k in keys] +
+                 ["*" if r["best"] else ("baseline" if r["baseline"] else "")] for r in rows])
+    pngs = heatmaps(res, a_list, k_list, run.path)
+    run.write_csv("grid.csv", rows)
+    best = {"alpha": res.best[0], "k": res.best[1], **res.grid[res.best]} if res.best else None
+    run.finish({"grid": rows, "best": best, "metric": res.metric, "baseline": res.baseline,
+                "summary": res.grid.get(res.best, {}) if res.best else {}, "plots": [p.name for p in pngs]},
+               headline={"best_alpha": res.best[0], "best_k": res.best[1], res.metric: best[res.metric]} if best else {})
+    if best:
+        console.print(f"best by {res.metric}: alpha={res.best[0]:g} K={res.best[1]} ({best[res.metric]:.4f}); "
+                      f"baseline {res.metric}={_fmt(res.baseline.get(res.metric))}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(iti_app, name="iti")

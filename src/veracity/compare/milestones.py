@@ -1,0 +1,146 @@
+"""Fine-tuning milestones: how KL, acceptance and toxicity against the other model move during training.
+
+`finetune_with_milestones` fine-tunes a copy of one model (the assistant by default) and, before training,
+every `eval_every` steps and at the end, evaluates the trained copy (merged; int8-quantised again when the
+pair's assistant is a quantised copy) against the fixed other model on the study prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..finetune import TrainConfig, TrainResult, finetune, merged
+from ..models.loader import LoadedModel
+from .distances import prompt_distances
+from .study import GroupedPrompt, run_study
+
+
+@dataclass
+class Milestone:
+    step: int
+    train_loss: float | None
+    kl: float | None = None  # mean over prompts of KL(main || assistant) at the last prompt position
+    kl_reverse: float | None = None
+    one_minus_tv: float | None = None
+    kl_per_group: dict[str, float] = field(default_factory=dict)
+    mean_accepted: float | None = None
+    acceptance_rate: float | None = None
+    mean_accepted_per_group: dict[str, float] = field(default_factory=dict)
+    group_difference: float | None = None
+    group_p_value: float | None = None
+    honest: float | None = None
+    honest_per_group: dict[str, float] = field(default_factory=dict)
+    checkpoint: str | None = None
+
+
+def evaluate_pair(candidate: LoadedModel, other: LoadedModel, prompts: Sequence[GroupedPrompt], track: Sequence[str],
+                  role: str = "assistant", gamma: int = 5, batch_size: int = 16, max_new_tokens: int = 16,
+                  seed: int = 0, data_dir=None) -> dict:
+    """KL ("kl") and speculative acceptance + toxicity ("spec") with `candidate` in `role`."""
+    main, asst = (other, candidate) if role == "assistant" else (candidate, other)
+    out: dict = {}
+    groups = [p.group for p in prompts]
+    if "kl" in track:
+        d = prompt_distances(main, asst, [p.text for p in prompts], batch_size=batch_size).distances
+        kl = d.kl_main_assistant.numpy()
+        out.update(kl=float(kl.mean()), kl_reverse=float(d.kl_assistant_main.mean()),
+                   one_minus_tv=float(d.one_minus_tv.mean()),
+                   kl_per_group={g: float(kl[[x == g for x in groups]].mean()) for g in sorted(set(groups))})
+    if "spec" in track:
+        res = run_study(main, asst, prompts, gamma=gamma, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                        seed=seed, n_boot=500, n_perm=500, data_dir=data_dir)
+        s = res.summary
+        comp = next((c for c in s["comparisons"] if c["metric"] == "mean_accepted"), None)
+        out.update(mean_accepted=float(np.mean([r.mean_accepted for r in res.rows])),
+                   acceptance_rate=float(np.mean([r.acceptance_rate for r in res.rows])),
+                   mean_accepted_per_group={g: v["mean_accepted"] for g, v in s["per_group"].items()},
+                   group_difference=comp["difference"] if comp else None,
+                   group_p_value=comp["p_value"] if comp else None,
+                   honest=res.toxicity.get("honest"), honest_per_group=res.toxicity.get("per_group", {}))
+    return out
+
+
+def finetune_with_milestones(lm: LoadedModel, other: LoadedModel | None, texts: Sequence[str], config: TrainConfig,
+                             prompts: Sequence[GroupedPrompt] = (), track: Sequence[str] = ("kl", "spec"),
+                             eval_every: int = 50, role: str = "assistant", int8: bool = False, gamma: int = 5,
+                             batch_size: int = 16, max_new_tokens: int = 16, checkpoint_dir: str | Path | None = None,
+                             data_dir=None, log=print) -> tuple[TrainResult, list[Milestone]]:
+    """Fine-tune a copy of `lm`; evaluate against `other` at step 0, every `eval_every` steps and at the end.
+    With `int8`, each evaluated checkpoint is int8-quantised first (the default pair's assistant)."""
+    from .quantize import quantized_copy
+
+    milestones: list[Milestone] = []
+    ckdir = Path(checkpoint_dir) if checkpoint_dir else None
+
+    def _eval(step: int, loss: float | None, trained: LoadedModel) -> None:
+        cand = merged(trained)
+        if int8:
+            cand = quantized_copy(cand)
+        m = Milestone(step=step, train_loss=loss)
+        if other is not None and prompts:
+            for k, v in evaluate_pair(cand, other, prompts, track, role, gamma, batch_size, max_new_tokens,
+                                      config.seed, data_dir).items():
+                setattr(m, k, v)
+        if ckdir is not None and step > 0:
+            p = ckdir / f"step-{step}"
+            trained.model.save_pretrained(p)  # LoRA: the adapter only; full: the whole model
+            m.checkpoint = str(p)
+        milestones.append(m)
+        log(f"milestone step {step}: loss={loss} kl={m.kl} mean_accepted={m.mean_accepted} honest={m.honest}")
+
+    _eval(0, None, lm)
+    last = {"step": 0}
+
+    def cb(step: int, loss: float, trained: LoadedModel) -> None:
+        last["step"] = step
+        if eval_every and step % eval_every == 0:
+            _eval(step, loss, trained)
+
+    result = finetune(lm, texts, config, callback=cb)
+    if result.steps and milestones[-1].step != result.steps:
+        _eval(result.steps, result.losses[-1], result.model)
+    if ckdir is not None:
+        final = merged(result.model)
+        final.model.save_pretrained(ckdir / "final")
+        lm.tokenizer.save_pretrained(ckdir / "final")
+    return result, milestones
+
+
+def plot_curves(milestones: Sequence[Milestone], losses: Sequence[float] = ()):
+    """Training loss, KL / 1-TV, mean accepted tokens per group and HONEST score against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 4, figsize=(18, 4))
+    if losses:
+        ax[0].plot(range(1, len(losses) + 1), losses)
+    ax[0].set_title("training loss")
+    steps = [m.step for m in milestones]
+    if any(m.kl is not None for m in milestones):
+        ax[1].plot(steps, [m.kl for m in milestones], "o-", label="KL(main||assistant)")
+        ax[1].plot(steps, [m.one_minus_tv for m in milestones], "s-", label="1 - TV")
+        ax[1].legend()
+    ax[1].set_title("distances on the prompts")
+    groups = sorted({g for m in milestones for g in m.mean_accepted_per_group})
+    for g in groups:
+        ax[2].plot(steps, [m.mean_accepted_per_group.get(g) for m in milestones], "o-", label=g)
+    if groups:
+        ax[2].legend()
+    ax[2].set_title("mean accepted tokens per step")
+    for g in sorted({g for m in milestones for g in m.honest_per_group}):
+        ax[3].plot(steps, [m.honest_per_group.get(g) for m in milestones], "o-", label=g)
+    ax[3].set_title("HONEST score")
+    for a in ax:
+        a.set_xlabel("step")
+    fig.tight_layout()
+    return fig
+
+
+def milestones_json(milestones: Sequence[Milestone]) -> list[dict]:
+    return [asdict(m) for m in milestones]

@@ -1,0 +1,177 @@
+"""Grid sweep over (alpha, K) with k-fold validation, resumable through an SQLite store in the run folder.
+
+Each (alpha, K, fold) result is one committed row of `results.sqlite`, so a rerun skips finished
+configurations and an interrupted run loses at most the configuration in progress. Per fold the
+probes and directions are fitted once, for the largest K, and saved (`fold{i}_fit.*`); every (alpha, K)
+is a prefix/re-scaling of that fit. alpha = 0 is the plain model whatever K is, so it is evaluated
+once per fold and recorded for every K.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .intervention import Intervention
+from .iti import ITIConfig, ITIData, fit_folds
+from .validate import SUMMARY_KEYS, EvalConfig, evaluate_fold, held_out_texts, summarise
+
+LOWER_IS_BETTER = ("kl", "ce_loss")
+
+
+class ResultStore:
+    """SQLite table (alpha, k, fold) -> metrics JSON; one transaction per configuration."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(str(self.path))
+        self.db.execute("CREATE TABLE IF NOT EXISTS results (alpha REAL, k INTEGER, fold INTEGER, "
+                        "metrics TEXT, seconds REAL, finished TEXT, PRIMARY KEY (alpha, k, fold))")
+        self.db.commit()
+
+    def done(self, alpha: float, k: int, fold: int) -> bool:
+        return self.db.execute("SELECT 1 FROM results WHERE alpha=? AND k=? AND fold=?",
+                               (float(alpha), int(k), int(fold))).fetchone() is not None
+
+    def put(self, alpha: float, k: int, fold: int, metrics: dict, seconds: float) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                            (float(alpha), int(k), int(fold), json.dumps(metrics), float(seconds),
+                             time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+    def get(self, alpha: float, k: int, fold: int) -> dict | None:
+        r = self.db.execute("SELECT metrics FROM results WHERE alpha=? AND k=? AND fold=?",
+                            (float(alpha), int(k), int(fold))).fetchone()
+        return None if r is None else json.loads(r[0])
+
+    def rows(self) -> list[dict]:
+        return [{"alpha": a, "k": k, "fold": f, **json.loads(m), "seconds": s}
+                for a, k, f, m, s in self.db.execute("SELECT alpha, k, fold, metrics, seconds FROM results "
+                                                     "ORDER BY alpha, k, fold")]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@dataclass
+class SweepResult:
+    grid: dict  # (alpha, k) -> summary dict
+    best: tuple[float, int] | None
+    metric: str
+    baseline: dict
+
+
+def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequence[float], ks: Sequence[int],
+              n_folds: int, folder: Path, contiguous: bool = False, ecfg: EvalConfig | None = None,
+              metric: str = "true_info", log: Callable[[str], None] = print,
+              evaluate: Callable = evaluate_fold) -> SweepResult:
+    """Evaluate every (alpha, K, fold) not yet in `folder/results.sqlite`; returns the fold-mean grid."""
+    ecfg = ecfg or EvalConfig()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(folder / "results.sqlite")
+    by_index = {it.index: it for it in items}
+    kmax = max(ks)
+    todo = [(a, k, f) for f in range(n_folds) for a in alphas for k in ks if not store.done(a, k, f)]
+    texts = held_out_texts(ecfg.data_dir, ecfg.ce_texts) if (todo and ecfg.ce_texts) else None
+    fits = None
+    try:
+        for f in range(n_folds):
+            mine = [(a, k) for a, k, f_ in todo if f_ == f]
+            if not mine:
+                continue
+            fit_path = folder / f"fold{f}_fit"
+            if (folder / f"fold{f}_fit.json").exists():
+                full = Intervention.load(fit_path)
+            else:
+                if fits is None:  # probes + directions once per fold, for the largest K
+                    fits = fit_folds(data, ITIConfig(**{**iti.__dict__, "max_k": max(kmax, iti.max_k or 0)}),
+                                     n_folds=n_folds, contiguous=contiguous)
+                full = fits[f].intervention(min(kmax, len(fits[f].heads)), 1.0)
+                full.save(fit_path)
+            test_q = full.provenance["test_questions"]
+            test_items = [by_index[int(q)] for q in test_q if int(q) in by_index]
+            for a, k in mine:
+                if store.done(a, k, f):  # alpha=0 filled in for every K by an earlier step
+                    continue
+                t0 = time.time()
+                iv = None if a == 0 else full.top(min(k, full.k)).with_alpha(a)
+                res = evaluate(lm, test_items, iv, ecfg, texts)
+                m = dict(res["metrics"])
+                secs = time.time() - t0
+                for kk in (ks if a == 0 else [k]):
+                    if not store.done(a, kk, f):
+                        store.put(a, kk, f, m, secs)
+                log(f"alpha={a:g} K={k} fold={f}: " + ", ".join(f"{x}={v:.4f}" for x, v in m.items()
+                                                                 if isinstance(v, float)) + f" ({secs:.0f}s)")
+        grid = {}
+        for a in alphas:
+            for k in ks:
+                ms = [store.get(a, k, f) for f in range(n_folds)]
+                if all(m is not None for m in ms):
+                    grid[(float(a), int(k))] = summarise(ms)
+    finally:
+        store.close()
+    metric = metric if any(metric in s for s in grid.values()) else "mc2"
+    best = pick_best(grid, metric)
+    baseline = next((s for (a, _), s in grid.items() if a == 0), {})
+    return SweepResult(grid=grid, best=best, metric=metric, baseline=baseline)
+
+
+def pick_best(grid: dict, metric: str) -> tuple[float, int] | None:
+    cand = [(key, s[metric]) for key, s in grid.items() if s.get(metric) is not None and not math.isnan(s[metric])]
+    if not cand:
+        return None
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    return min(cand, key=lambda kv: (sign * kv[1], kv[0][0], kv[0][1]))[0]
+
+
+def heatmaps(result: SweepResult, alphas: Sequence[float], ks: Sequence[int], folder: Path) -> list[Path]:
+    """PNG heatmaps (rows alpha, columns K) of True*Info, MC2 and KL where measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for metric in ("true_info", "mc2", "kl"):
+        M = np.full((len(alphas), len(ks)), np.nan)
+        for i, a in enumerate(alphas):
+            for j, k in enumerate(ks):
+                s = result.grid.get((float(a), int(k)), {})
+                if s.get(metric) is not None:
+                    M[i, j] = s[metric]
+        if np.isnan(M).all():
+            continue
+        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(ks), 1.0 + 0.6 * len(alphas)))
+        im = ax.imshow(M, cmap="viridis_r" if metric in LOWER_IS_BETTER else "viridis", aspect="auto")
+        ax.set_xticks(range(len(ks)), [str(k) for k in ks])
+        ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+        ax.set_xlabel("K (heads)")
+        ax.set_ylabel("alpha")
+        ax.set_title(metric)
+        for i in range(len(alphas)):
+            for j in range(len(ks)):
+                if not np.isnan(M[i, j]):
+                    ax.text(j, i, f"{M[i, j]:.3f}", ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(im, ax=ax)
+        p = folder / f"heatmap_{metric}.png"
+        fig.savefig(p, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def grid_rows(result: SweepResult) -> list[dict]:
+    rows = []
+    for (a, k), s in sorted(result.grid.items()):
+        rows.append({"alpha": a, "k": k, **{m: s.get(m) for m in SUMMARY_KEYS if m in s},
+                     "best": (a, k) == result.best, "baseline": a == 0})
+    return rows

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from veracity.compare.study import (GroupedPrompt, bootstrap_ci, load_prompts, permutation_p, run_study,
+                                    write_study)
+
+
+def test_permutation_and_bootstrap_by_hand():
+    a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    # 6 equally likely splits of {1,2,3,4}; |diff| >= 2 for 2 of them -> exact p = 1/3
+    p = permutation_p(a, b, n_perm=4000, seed=0)
+    assert p == pytest.approx(1 / 3, abs=0.03)
+    lo, hi = bootstrap_ci(a, b, n_boot=4000, seed=0)
+    assert -3.0 <= lo <= -2.0 <= hi <= -1.0  # mean diff is -2; support of the bootstrap is [-3, -1]
+    same = np.array([1.0, 1.0, 1.0])
+    assert permutation_p(same, same, 100) == 1.0
+
+
+def test_load_prompts_limit_and_file(tmp_path, data_dir):
+    rows = load_prompts("honest-binary", data_dir, limit=10, seed=1)
+    assert len(rows) == 10 and {r.group for r in rows} == {"female", "male"}
+    assert not rows[0].text.endswith("[M].")
+    f = tmp_path / "p.csv"
+    f.write_text("prompt,group\nhello,a\nbye,b\n")
+    assert [(r.text, r.group) for r in load_prompts(str(f))] == [("hello", "a"), ("bye", "b")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt\nhello\n")
+    with pytest.raises(ValueError, match="group"):
+        load_prompts(str(bad))
+
+
+def test_run_study_on_tiny_pair(tmp_path, data_dir):
+    from veracity.models import build_tiny, load
+    from veracity.models.arch import ArchSpec
+    from veracity.models.loader import LoadedModel
+    from veracity.runs import RunFolder
+
+    torch.set_num_threads(1)
+    main = load("tiny-llama", device="cpu")
+    m2, _ = build_tiny("tiny-llama", seed=0)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in m2.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    asst = LoadedModel(m2, main.tokenizer, ArchSpec.from_model(m2), "noisy")
+    prompts = [GroupedPrompt(t, grp) for t, grp in [("the woman is", "f"), ("she works as", "f"), ("her job", "f"),
+                                                     ("the man is", "m"), ("he works as", "m"), ("his job", "m")]]
+    res = run_study(main, asst, prompts, gamma=3, batch_size=4, max_new_tokens=8, n_boot=200, n_perm=200,
+                    data_dir=data_dir)
+    s = res.summary
+    assert s["groups"] == ["f", "m"]
+    comp = {c["metric"]: c for c in s["comparisons"]}
+    f_vals = [r.mean_accepted for r in res.rows if r.group == "f"]
+    assert comp["mean_accepted"]["mean_a"] == pytest.approx(np.mean(f_vals))
+    assert 0 < comp["mean_accepted"]["p_value"] <= 1
+    assert all(0 <= r.one_minus_tv_last <= 1 for r in res.rows)
+    assert "honest" in res.toxicity
+    run = RunFolder(tmp_path / "spec", "spec", {"model": "tiny"})
+    write_study(res, run)
+    assert (tmp_path / "spec" / "histograms.png").exists() and (tmp_path / "spec" / "results.json").exists()

@@ -1,0 +1,109 @@
+"""Bake: a plain HF folder whose logits equal the hook version (every position) to 1e-4 in fp32."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from veracity.models import load
+from veracity.steer import Intervention, apply, bake, baked_state_dict, verify_baked
+
+TEXTS = ["Q: What happens if you swallow gum? A: It passes through you.", "Q: Hi? A: No."]
+
+
+def make_iv(lm, alpha=5.0, heads=((0, 1), (2, 3), (3, 0), (2, 0))) -> Intervention:
+    a = lm.arch
+    g = torch.Generator().manual_seed(1)
+    d = F.normalize(torch.randn(len(heads), a.head_dim, generator=g), dim=-1)
+    return Intervention(list(heads), d, torch.rand(len(heads), generator=g) + 0.5, alpha, a.n_layers, a.n_heads,
+                        a.head_dim)
+
+
+@pytest.mark.parametrize("alias", ["tiny-llama", "tiny-gpt2", "tiny-gemma3", "tiny-qwen2"])
+def test_baked_equals_hooks(alias, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    lm = load(alias, device="cpu")
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    iv = make_iv(lm)
+    bake(lm, iv, tmp_path / "baked")
+    # the original is untouched (no bias added, no weight changed)
+    after = lm.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert verify_baked(lm, iv, tmp_path / "baked", texts=TEXTS, atol=1e-4) <= 1e-4
+    baked = AutoModelForCausalLM.from_pretrained(str(tmp_path / "baked"), dtype=torch.float32)
+    assert not json.loads((tmp_path / "baked" / "config.json").read_text()).get("auto_map")
+    # batched, padded: baked == hooks("all") on real tokens
+    tok = lm.tokenizer
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        with apply(lm, iv, positions="all"):
+            a = lm.model(**enc).logits
+        b = baked(**enc).logits
+    m = enc["attention_mask"].bool()
+    assert (a[m] - b[m]).abs().max() < 1e-4
+
+
+def test_bias_is_W_o_times_shift_not_raw_shift():
+    lm = load("tiny-llama", device="cpu")
+    iv = make_iv(lm)
+    sd, cfg, how = baked_state_dict(lm, iv)
+    assert how == "attention_bias" and cfg.attention_bias
+    shifts = iv.layer_shifts()
+    for i in range(lm.arch.n_layers):
+        W = lm.arch.attn_out(lm.model, i).weight
+        bias = sd[f"model.layers.{i}.self_attn.o_proj.bias"]
+        expect = W @ shifts[i] if i in shifts else torch.zeros(W.shape[0])
+        torch.testing.assert_close(bias, expect, atol=1e-6, rtol=1e-6)
+        for p in "qkv":  # the flag also creates q/k/v biases: zeros, so attention is unchanged
+            assert sd[f"model.layers.{i}.self_attn.{p}_proj.bias"].abs().max() == 0
+    # the baked bias lives in hidden space (hidden_size), not head space
+    assert sd["model.layers.0.self_attn.o_proj.bias"].shape == (lm.arch.hidden_size,)
+
+
+def test_gpt2_conv1d_bias_absorbs_shift():
+    lm = load("tiny-gpt2", device="cpu")
+    iv = make_iv(lm)
+    sd, _, how = baked_state_dict(lm, iv)
+    assert how == "existing-bias"
+    c = lm.model.transformer.h[2].attn.c_proj  # Conv1D: weight [in, out]
+    torch.testing.assert_close(sd["transformer.h.2.attn.c_proj.bias"], c.bias + iv.layer_shifts()[2] @ c.weight)
+
+
+def test_baked_loads_without_veracity(tmp_path):
+    lm = load("tiny-llama", device="cpu")
+    iv = make_iv(lm)
+    bake(lm, iv, tmp_path / "baked")
+    ids = lm.tokenizer(TEXTS[0])["input_ids"]
+    code = (
+        "import sys, json, torch\n"
+        "from transformers import AutoModelForCausalLM\n"
+        f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'baked')!r}, dtype=torch.float32)\n"
+        f"out = m(input_ids=torch.tensor([{ids}])).logits[0, -1].tolist()\n"
+        "assert not any(k.startswith('veracity') for k in sys.modules)\n"
+        "print(json.dumps(out))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = torch.tensor(json.loads(res.stdout.strip().splitlines()[-1]))
+    with torch.no_grad(), apply(lm, iv, positions="all"):
+        want = lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    assert (got - want).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_baked_smollm2_equals_hooks(tmp_path):
+    lm = load("smollm2", device="cpu")
+    a = lm.arch
+    g = torch.Generator().manual_seed(0)
+    heads = [(l, h) for l in range(0, a.n_layers, 3) for h in (0, 4)]
+    iv = Intervention(heads, F.normalize(torch.randn(len(heads), a.head_dim, generator=g), dim=-1),
+                      torch.rand(len(heads), generator=g) + 0.5, 1.0, a.n_layers, a.n_heads, a.head_dim)
+    bake(lm, iv, tmp_path / "baked")
+    assert verify_baked(lm, iv, tmp_path / "baked", texts=TEXTS, atol=1e-4) <= 1e-4

@@ -1,0 +1,70 @@
+"""`veracity iti fit|bake|validate|sweep` end to end on tiny-llama and a few TruthfulQA questions."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from veracity.cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(args):
+    res = runner.invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def acts(tmp_path_factory):
+    return tmp_path_factory.mktemp("acts") / "store"
+
+
+def common(data_dir, acts):
+    return ["--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--acts", str(acts),
+            "--limit", "12"]
+
+
+def test_fit_and_bake(data_dir, acts, tmp_path):
+    invoke(["iti", "fit", *common(data_dir, acts), "--num-heads", "4", "--alpha", "5", "--out", str(tmp_path / "iv")])
+    meta = json.loads((tmp_path / "iv.json").read_text())
+    assert meta["k"] == 4 and meta["alpha"] == 5.0 and meta["provenance"]["direction"] == "com"
+    out = invoke(["iti", "bake", "--model", "tiny-llama", "--device", "cpu", "--intervention", str(tmp_path / "iv"),
+                  "--out", str(tmp_path / "baked")])
+    assert (tmp_path / "baked" / "config.json").exists() and "max |logit diff|" in out
+
+
+def test_validate_writes_driver_summary(data_dir, acts, tmp_path):
+    out = invoke(["iti", "validate", *common(data_dir, acts), "--num-heads", "4", "--alpha", "5", "--folds", "2",
+                  "--judge", "none", "--ce-texts", "3", "--out", str(tmp_path / "run")])
+    assert "MC1" in out and "KL wrt Orig" in out
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(res["summary"]) >= {"mc1", "mc2", "ce_loss", "kl"}
+    assert res["summary"]["kl"] > 0
+    assert sum(f["n_questions"] for f in res["folds"]) == 12
+    assert (tmp_path / "run" / "intervention_fold0.safetensors").exists()
+    # alpha 0 is the plain model: KL exactly 0
+    invoke(["iti", "validate", *common(data_dir, acts), "--num-heads", "4", "--alpha", "0", "--folds", "2",
+            "--judge", "none", "--ce-texts", "3", "--out", str(tmp_path / "base")])
+    base = json.loads((tmp_path / "base" / "results.json").read_text())
+    assert base["summary"]["kl"] == 0.0
+
+
+def test_sweep_resumes(data_dir, acts, tmp_path):
+    args = ["iti", "sweep", *common(data_dir, acts), "--alphas", "0,5", "--num-heads", "2,4", "--folds", "2",
+            "--judge", "none", "--ce-texts", "2", "--out", str(tmp_path / "sw")]
+    out = invoke(args)
+    db = sqlite3.connect(str(tmp_path / "sw" / "results.sqlite"))
+    assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 8  # 2 alphas x 2 K x 2 folds
+    db.close()
+    assert len(re.findall(r"alpha=0 K=\d+ fold=", out)) == 2  # baseline once per fold, shared by every K
+    res = json.loads((tmp_path / "sw" / "results.json").read_text())
+    assert res["metric"] == "mc2" and res["best"] is not None  # no judge: falls back to MC2
+    assert (tmp_path / "sw" / "heatmap_mc2.png").exists() and (tmp_path / "sw" / "heatmap_kl.png").exists()
+    again = invoke(args)
+    assert "fold=" not in again  # nothing re-evaluated
