@@ -47,8 +47,6 @@ def test_overwrite_replaces_config_and_unfinishes(tmp_path):
     assert json.loads((run.path / "results.json").read_text())["value"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="RunFolder(overwrite=True) keeps the old run's CSV/PNG/log files, so "
-                                       "a report of the new run shows stale tables (runs.py is owned elsewhere)")
 def test_overwrite_leaves_no_stale_files(tmp_path):
     _finished(tmp_path / "r")
     RunFolder(tmp_path / "r", "probe", {"model": "other"}, overwrite=True)

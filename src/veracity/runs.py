@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict, is_dataclass
@@ -74,8 +75,9 @@ class RunFolder:
             raise RunExists(f"{self.path} already holds a finished run; pass --overwrite to replace it "
                             "(or --resume where the command supports it)")
         if overwrite and self.path.exists() and not resume:
-            for name in ("results.json", "config.json"):
-                (self.path / name).unlink(missing_ok=True)
+            # replace the whole run: stale CSVs/PNGs of the old run must not leak into the new one
+            for child in self.path.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
         self.config = {"kind": kind, "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                        "argv": sys.argv, "versions": library_versions(), **config}
