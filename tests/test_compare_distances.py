@@ -6,6 +6,14 @@ import torch
 from veracity.compare.distances import distances_from_logits, prompt_distances
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared CPU: oversubscribed threads are far slower
+    yield
+    torch.set_num_threads(n)
+
+
 def _hand(p, q):
     kl = sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
     klr = sum(b * math.log(b / a) for a, b in zip(p, q) if b > 0)

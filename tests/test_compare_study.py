@@ -6,6 +6,14 @@ from veracity.compare.study import (GroupedPrompt, bootstrap_ci, load_prompts, p
                                     write_study)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared CPU: oversubscribed threads are far slower
+    yield
+    torch.set_num_threads(n)
+
+
 def test_permutation_and_bootstrap_by_hand():
     a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
     # 6 equally likely splits of {1,2,3,4}; |diff| >= 2 for 2 of them -> exact p = 1/3
@@ -36,7 +44,6 @@ def test_run_study_on_tiny_pair(tmp_path, data_dir):
     from veracity.models.loader import LoadedModel
     from veracity.runs import RunFolder
 
-    torch.set_num_threads(1)
     main = load("tiny-llama", device="cpu")
     m2, _ = build_tiny("tiny-llama", seed=0)
     g = torch.Generator().manual_seed(0)

@@ -4,12 +4,20 @@ import torch
 from veracity.finetune import TrainConfig, eval_loss, finetune, load_corpus, merged
 from veracity.models import load
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared CPU: oversubscribed threads are far slower
+    yield
+    torch.set_num_threads(n)
+
+
 TEXTS = ["the cat sat on the mat.", "the dog sat on the log.", "a cat and a dog sat together."] * 4
 
 
 @pytest.mark.parametrize("lora", [True, False])
 def test_few_steps_lower_the_loss_and_leave_the_original(lora):
-    torch.set_num_threads(1)
     lm = load("tiny-llama", device="cpu")
     before_w = {k: v.clone() for k, v in lm.model.state_dict().items()}
     before = eval_loss(lm, TEXTS)
@@ -37,7 +45,6 @@ def test_milestones_track_kl_and_spec(tmp_path, data_dir):
     from veracity.compare.milestones import finetune_with_milestones, plot_curves
     from veracity.compare.study import GroupedPrompt
 
-    torch.set_num_threads(1)
     lm = load("tiny-llama", device="cpu")
     prompts = [GroupedPrompt("the woman is", "f"), GroupedPrompt("she is", "f"),
                GroupedPrompt("the man is", "m"), GroupedPrompt("he is", "m")]

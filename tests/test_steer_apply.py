@@ -142,3 +142,26 @@ def test_save_load_roundtrip(tmp_path):
     assert torch.equal(back.directions, iv.directions) and torch.equal(back.sigmas, iv.sigmas)
     assert torch.equal(back.head_scores, iv.head_scores)
     assert back.top(2).heads == iv.heads[:2] and back.with_alpha(7).alpha == 7.0
+
+
+@pytest.mark.parametrize("positions", ["last", "all"])
+def test_generation_batched_left_padding_equals_single(positions):
+    """Greedy generation under the intervention: a left-padded batch gives each prompt's own output."""
+    lm = load("tiny-llama", device="cpu")
+    tok = lm.tokenizer
+    iv = make_iv(lm, alpha=3.0)
+    prompts = ["Q: Is it cold? A:", "Q: What colour is the sea on a sunny day? A:"]
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None)
+    tok.padding_side = "left"
+    try:
+        enc = tok(prompts, return_tensors="pt", padding=True)
+        with torch.no_grad(), apply(lm, iv, positions=positions):
+            batch = lm.model.generate(**enc, **kw)[:, enc["input_ids"].shape[1]:]
+            single = [lm.model.generate(**tok([p], return_tensors="pt"), **kw)[0, -6:] for p in prompts]
+        with torch.no_grad():
+            plain = lm.model.generate(**enc, **kw)[:, enc["input_ids"].shape[1]:]
+    finally:
+        tok.padding_side = "right"
+    for b, s in zip(batch, single):
+        assert torch.equal(b, s)
+    assert not torch.equal(batch, plain)  # the intervention changes what is generated

@@ -68,3 +68,6 @@ def test_sweep_resumes(data_dir, acts, tmp_path):
     assert (tmp_path / "sw" / "heatmap_mc2.png").exists() and (tmp_path / "sw" / "heatmap_kl.png").exists()
     again = invoke(args)
     assert "fold=" not in again  # nothing re-evaluated
+    # other fixed settings into the same folder: refused, never mixed with the stored rows
+    res = runner.invoke(app, args + ["--direction", "random"])
+    assert res.exit_code == 2 and "other settings" in res.output

@@ -196,7 +196,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
     try:
         res = run_sweep(lm, data, items, cfg, a_list, k_list, folds, run.path, contiguous_folds,
                         _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts), metric=metric, log=log)
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         fail(str(e))
     rows = grid_rows(res)
     keys = [k for _, k in _SUMMARY if any(k in r for r in rows)]

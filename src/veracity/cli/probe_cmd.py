@@ -48,7 +48,8 @@ def _plot_geometry(run, exp, name: str = "cosine_heatmap.png") -> None:
     if not methods:
         return
     L = len(exp.layers)
-    fig, axes = plt.subplots(len(methods), L, figsize=(2.6 * L + 1, 2.4 * len(methods) + 0.5), squeeze=False)
+    fig, axes = plt.subplots(len(methods), L, figsize=(2.6 * L + 1, 3.0 * len(methods) + 0.5), squeeze=False)
+    fig.subplots_adjust(hspace=0.7, wspace=0.5)
     for i, m in enumerate(methods):
         for j, l in enumerate(exp.layers):
             g = exp.geometry[m][str(l)]

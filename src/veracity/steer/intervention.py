@@ -43,8 +43,11 @@ class Intervention:
 
     def __post_init__(self) -> None:
         self.heads = [(int(l), int(h)) for l, h in self.heads]
-        self.directions = torch.as_tensor(self.directions, dtype=torch.float32).reshape(len(self.heads), self.head_dim)
-        self.sigmas = torch.as_tensor(self.sigmas, dtype=torch.float32).reshape(len(self.heads))
+        self.directions = torch.as_tensor(self.directions).detach().to("cpu", torch.float32).reshape(
+            len(self.heads), self.head_dim)
+        self.sigmas = torch.as_tensor(self.sigmas).detach().to("cpu", torch.float32).reshape(len(self.heads))
+        if self.head_scores is not None:
+            self.head_scores = torch.as_tensor(self.head_scores).detach().to("cpu", torch.float32)
         self.alpha = float(self.alpha)
         for l, h in self.heads:
             if not (0 <= l < self.n_layers and 0 <= h < self.n_heads):

@@ -45,6 +45,7 @@ class ITIConfig:
     max_k: int | None = None
     ccs_restarts: int = 5
     ccs_epochs: int = 300
+    device: str | None = None  # where probes are fitted (default: where the activations are)
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -199,10 +200,11 @@ def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold
     val_q, fit_q = perm[:n_val], perm[n_val:]
     fit_rows, val_rows, train_rows = data.rows(fit_q), data.rows(val_q), data.rows(train_q)
     y = data.labels
-    X_fit = data.X[fit_rows].reshape(len(fit_rows), L * H, hd).float()
+    dev = cfg.device or data.X.device
+    X_fit = data.X[fit_rows].reshape(len(fit_rows), L * H, hd).to(dev, torch.float32)
     probe = LogisticProbe(C=cfg.C, standardize=False).fit(X_fit, y[fit_rows])
     del X_fit
-    X_val = data.X[val_rows].reshape(len(val_rows), L * H, hd).float()
+    X_val = data.X[val_rows].reshape(len(val_rows), L * H, hd).to(dev, torch.float32)
     scores = torch.as_tensor(probe.score(X_val, y[val_rows])).reshape(L, H).float()
     del X_val
     ranked = _rank(scores)
@@ -215,7 +217,7 @@ def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold
     if cfg.direction == "com":
         d = Xt[yt == 1].mean(0) - Xt[yt == 0].mean(0)
     elif cfg.direction == "probe":
-        d = probe.coef_.reshape(L, H, hd)[li, hi].float()
+        d = probe.coef_.reshape(L, H, hd)[li.to(probe.coef_.device), hi.to(probe.coef_.device)].float().cpu()
     elif cfg.direction == "random":
         g = torch.Generator().manual_seed(cfg.seed)
         d = torch.randn(L, H, hd, generator=g)[li, hi]

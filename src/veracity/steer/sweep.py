@@ -29,12 +29,25 @@ LOWER_IS_BETTER = ("kl", "ce_loss")
 class ResultStore:
     """SQLite table (alpha, k, fold) -> metrics JSON; one transaction per configuration."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, config: dict | None = None):
         self.path = Path(path)
         self.db = sqlite3.connect(str(self.path))
         self.db.execute("CREATE TABLE IF NOT EXISTS results (alpha REAL, k INTEGER, fold INTEGER, "
                         "metrics TEXT, seconds REAL, finished TEXT, PRIMARY KEY (alpha, k, fold))")
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         self.db.commit()
+        if config is not None:  # rows are only reused by a sweep with the same fixed settings
+            want = json.dumps(config, sort_keys=True)
+            row = self.db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+            if row is None:
+                with self.db:
+                    self.db.execute("INSERT INTO meta VALUES ('config', ?)", (want,))
+            elif row[0] != want:
+                old = json.loads(row[0])
+                diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+                self.db.close()
+                raise ValueError(f"{self.path} holds a sweep with other settings (differs in: {', '.join(diff)}); "
+                                 "use a new --out folder")
 
     def done(self, alpha: float, k: int, fold: int) -> bool:
         return self.db.execute("SELECT 1 FROM results WHERE alpha=? AND k=? AND fold=?",
@@ -76,7 +89,10 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
     ecfg = ecfg or EvalConfig()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(folder / "results.sqlite")
+    fixed = {"model": getattr(lm, "fingerprint", None), "iti": {k: v for k, v in iti.__dict__.items() if k != "max_k"},
+             "folds": n_folds, "contiguous": contiguous, "data": data.source.get("content_hash"),
+             "questions": len(data.questions), "eval": ecfg.__dict__}
+    store = ResultStore(folder / "results.sqlite", fixed)
     by_index = {it.index: it for it in items}
     kmax = max(ks)
     todo = [(a, k, f) for f in range(n_folds) for a in alphas for k in ks if not store.done(a, k, f)]

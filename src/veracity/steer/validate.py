@@ -78,11 +78,18 @@ def ce_and_kl(lm, texts: Sequence[str], factory: Callable | None, max_tokens: in
 
 def _driver():
     """The evaluation driver's subset function, when the evaluate package provides it."""
+    import inspect
+
     try:
-        from .. import evaluate as ev  # noqa: F401
-        return getattr(ev, "evaluate_subset", None)
+        from .. import evaluate as ev
     except ImportError:
         return None
+    fn = getattr(ev, "evaluate_subset", None)
+    if fn is None:
+        return None
+    params = inspect.signature(fn).parameters
+    need = ("intervention", "protocol", "judge", "ce_texts", "batch_size")
+    return fn if all(p in params for p in need) else None
 
 
 def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: EvalConfig,
