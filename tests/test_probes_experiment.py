@@ -109,3 +109,20 @@ def test_head_accuracy_matrix_from_tensor_matches_single_head_fit():
     sc = StandardScaler().fit(Xh[tr])
     ref = LogisticRegression().fit(sc.transform(Xh[tr]), y[tr].numpy()).score(sc.transform(Xh[va]), y[va].numpy())
     assert abs(float(hp.accuracy[2, 1]) - ref) < 0.011
+
+
+@pytest.mark.parametrize("split", ["random", "kfold", "transfer"])
+def test_other_split_kinds_run_and_vary_by_seed(split):
+    X, y, groups = _topic_data(n_per=80)
+    n_train = 160 if split == "transfer" else None  # topics t0, t1 train; t2 test
+    exp = run_probe_experiment(X, y, groups, methods=["logistic", "random"], split=split, seeds=[0, 1], k=4,
+                               n_train=n_train)
+    names = {s.split for s in exp.scores}
+    assert names == ({"random"} if split == "random" else {"transfer"} if split == "transfer" else {f"fold{i}" for i in range(4)})
+    by = {(c.method, c.layer): c for c in exp.cells}
+    assert by[("logistic", 1)].mean > 0.8
+    if split == "transfer":
+        assert all(s.n_train == 160 and s.n_test == 80 for s in exp.scores)
+        assert by[("logistic", 1)].std == 0.0  # same training set each seed -> fitted once
+    else:
+        assert len(by[("logistic", 1)].per_seed) == 2 and by[("random", 0)].std >= 0.0

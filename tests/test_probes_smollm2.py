@@ -27,10 +27,18 @@ def test_logistic_matches_sklearn_per_layer_on_smollm2(smollm2, data_dir):
     sp = stratified_split(y.tolist(), 0.3, seed=0)
     probe = LogisticProbe(C=1.0).fit(X[sp.train_idx], y[sp.train_idx])
     ours = probe.score(X[sp.test_idx], y[sp.test_idx])
-    gaps = []
+    gaps_exact, gaps_lbfgs = [], []
     for layer in range(X.shape[1]):
-        sc = StandardScaler().fit(X[sp.train_idx, layer].numpy())
-        sk = LogisticRegression(C=1.0, max_iter=5000).fit(sc.transform(X[sp.train_idx, layer].numpy()), y[sp.train_idx])
-        ref = sk.score(sc.transform(X[sp.test_idx, layer].numpy()), y[sp.test_idx])
-        gaps.append(abs(float(ours[layer]) - ref))
-    assert max(gaps) <= 0.01, gaps
+        sc = StandardScaler().fit(X[sp.train_idx, layer].numpy().astype(np.float64))
+        Ztr = sc.transform(X[sp.train_idx, layer].numpy().astype(np.float64))
+        Zte = sc.transform(X[sp.test_idx, layer].numpy().astype(np.float64))
+        # sklearn's default solver (lbfgs, tol 1e-4) stops short of the optimum on 576-d data, and an exact
+        # second-order solver: the same objective solved to convergence
+        lbfgs = LogisticRegression(C=1.0, max_iter=5000).fit(Ztr, y[sp.train_idx]).score(Zte, y[sp.test_idx])
+        exact = LogisticRegression(C=1.0, solver="newton-cholesky", tol=1e-8, max_iter=200).fit(
+            Ztr, y[sp.train_idx]).score(Zte, y[sp.test_idx])
+        gaps_exact.append(abs(float(ours[layer]) - exact))
+        gaps_lbfgs.append(abs(float(ours[layer]) - lbfgs))
+    print("max gap vs exact solver", max(gaps_exact), "vs lbfgs", max(gaps_lbfgs), "mean vs lbfgs", np.mean(gaps_lbfgs))
+    assert max(gaps_exact) <= 0.01, gaps_exact
+    assert np.mean(gaps_lbfgs) <= 0.01, gaps_lbfgs

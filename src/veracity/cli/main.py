@@ -17,8 +17,11 @@ from . import probe_cmd  # noqa: E402
 from . import report_cmd  # noqa: E402
 from . import iti_cmd  # noqa: E402
 from . import spec_cmd  # noqa: E402
+from . import interventions_cmd  # noqa: E402
+from . import eval_cmd  # noqa: E402
 
-for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd, data_cmd, probe_cmd, report_cmd, iti_cmd, spec_cmd):
+for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd, data_cmd, probe_cmd, report_cmd, iti_cmd, spec_cmd,
+           interventions_cmd, eval_cmd):
     _m.register(app)
 
 

@@ -1,1 +1,24 @@
-"""TruthfulQA evaluation."""
+"""TruthfulQA evaluation: MC1/MC2 in two protocols (fast prefix-cached scoring), CE and KL on held-out text,
+batched greedy generation, truth/info judges, and the per-fold driver that ITI reuses."""
+
+from .driver import (FOLD_COLUMNS, METRICS, SUMMARY_COLUMNS, EvalConfig, EvalOutput, FoldMetrics, FoldResult,
+                     QuestionRecord, evaluate_fold, fold_table_rows, make_folds, run_truthfulqa_eval, summarize,
+                     summary_line)
+from .generation import GeneratedAnswer, cut_answer, generate_answers, generation_prompt
+from .judges import (CallableJudge, HFJudge, Judge, JudgeReport, LocalJudge, default_judge_dir, evaluate_judge,
+                     get_judge, judge_prompt, train_local_judge)
+from .lm_metrics import LMMetrics, ce_per_doc, kl_per_doc, lm_metrics, load_texts, tokenize_docs
+from .truthfulqa import (INSTRUCTION_DEFAULT, INSTRUCTION_INFORMATIVE, PROTOCOLS, QA_PRIMER, MCQuestion, MCResult,
+                         MCSummary, build_mc_question, make_requests, mc1_lm_eval, mc1_truthfulqa, mc2,
+                         score_mc, score_requests, score_requests_reference)
+
+__all__ = [
+    "FOLD_COLUMNS", "INSTRUCTION_DEFAULT", "INSTRUCTION_INFORMATIVE", "METRICS", "PROTOCOLS", "QA_PRIMER",
+    "SUMMARY_COLUMNS", "CallableJudge", "EvalConfig", "EvalOutput", "FoldMetrics", "FoldResult", "GeneratedAnswer",
+    "HFJudge", "Judge", "JudgeReport", "LMMetrics", "LocalJudge", "MCQuestion", "MCResult", "MCSummary",
+    "QuestionRecord", "build_mc_question", "ce_per_doc", "cut_answer", "default_judge_dir", "evaluate_fold",
+    "evaluate_judge", "fold_table_rows", "generate_answers", "generation_prompt", "get_judge", "judge_prompt",
+    "kl_per_doc", "lm_metrics", "load_texts", "make_folds", "make_requests", "mc1_lm_eval", "mc1_truthfulqa", "mc2",
+    "run_truthfulqa_eval", "score_mc", "score_requests", "score_requests_reference", "summarize", "summary_line",
+    "tokenize_docs", "train_local_judge",
+]

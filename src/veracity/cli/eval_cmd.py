@@ -1,0 +1,131 @@
+"""`veracity eval truthfulqa`, `veracity judge train`, `veracity judge eval`: thin wrappers over
+`veracity.evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_str_list, print_table
+
+eval_app = typer.Typer(help="Evaluate models (TruthfulQA MC, CE/KL, generation + judges).", no_args_is_help=True)
+judge_app = typer.Typer(help="Train and check the local truth/info judges.", no_args_is_help=True)
+
+
+@eval_app.command("truthfulqa")
+def eval_truthfulqa(
+    model: str = ModelOpt,
+    protocol: str = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa (original repo, ITI) "
+                                 "or lm-eval (lm-evaluation-harness)."),
+    metrics: str = typer.Option("mc,ce,kl,judge", "--metrics", help="Comma-separated: mc, ce, kl, judge."),
+    judge: str = typer.Option("local", "--judge", help="none | local | local:<folder> | hf:<model id>."),
+    judge_dir: Optional[Path] = typer.Option(None, "--judge-dir", help="Folder of `veracity judge train` "
+                                             "(default: the veracity cache)."),
+    folds: int = typer.Option(2, "--folds"),
+    seed: int = typer.Option(0, "--seed"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
+    instruction: str = typer.Option("default", "--instruction", help="default | informative | none."),
+    gen_style: str = typer.Option("original", "--gen-style", help="original (instruction + primer) | chat."),
+    max_new_tokens: int = typer.Option(50, "--max-new-tokens"),
+    lm_source: str = typer.Option("boolq", "--lm-text", help="CE/KL text: boolq | a text file | hf:<dataset>."),
+    n_docs: int = typer.Option(100, "--lm-docs"),
+    max_tokens: int = typer.Option(128, "--lm-tokens"),
+    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder."),
+    data_dir: Optional[Path] = DataDirOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """TruthfulQA: MC1/MC2, CE loss, KL wrt the original model, generation + truth/info judges, per fold."""
+    from ..data.truthfulqa import load_truthfulqa
+    from ..evaluate import (FOLD_COLUMNS, METRICS, PROTOCOLS, EvalConfig, fold_table_rows, get_judge,
+                            run_truthfulqa_eval, summary_line)
+    from ..models import ModelNotAvailable, load
+    from ..runs import RunExists
+
+    mets = parse_str_list(metrics)
+    if protocol not in PROTOCOLS:
+        fail(f"--protocol must be one of {', '.join(PROTOCOLS)}")
+    if set(mets) - set(METRICS):
+        fail(f"--metrics: unknown {sorted(set(mets) - set(METRICS))}; choose from {', '.join(METRICS)}")
+    cfg = EvalConfig(model=model, protocol=protocol, metrics=mets, judge=judge, folds=folds, seed=seed, limit=limit,
+                     instruction=instruction, gen_style=gen_style, max_new_tokens=max_new_tokens, lm_source=lm_source,
+                     n_docs=n_docs, max_tokens=max_tokens, batch_size=batch_size)
+    truth_j = info_j = None
+    if "judge" in mets and judge != "none":
+        try:
+            truth_j, info_j = get_judge(judge, "truth", judge_dir), get_judge(judge, "info", judge_dir)
+        except (FileNotFoundError, ValueError) as e:
+            fail(f"{e} (or pass --judge none)")
+    try:
+        items = load_truthfulqa(data_dir)
+        lm = load(model, device=device)
+    except ModelNotAvailable as e:
+        fail(str(e))
+    try:
+        res = run_truthfulqa_eval(lm, items, cfg, truth_judge=truth_j, info_judge=info_j, data_dir=data_dir,
+                                  out=out, overwrite=overwrite, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    except RunExists as e:
+        fail(str(e))
+    print_table(f"TruthfulQA ({protocol} MC protocol) on {model}, per fold", ["fold"] + FOLD_COLUMNS,
+                fold_table_rows([f.metrics for f in res.folds]))
+    console.print(summary_line(res.summary))
+    console.print(f"results: {out}/results.json")
+
+
+@judge_app.command("train")
+def judge_train(
+    kind: str = typer.Option(..., "--kind", help="truth | info"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Judges folder (default: the veracity cache); "
+                                       "the judge goes to OUT/<kind>."),
+    heldout_frac: float = typer.Option(0.2, "--heldout", help="Fraction of QUESTIONS held out."),
+    seed: int = typer.Option(0, "--seed"),
+    max_train: Optional[int] = typer.Option(None, "--max-train", help="Subsample training rows (seeded)."),
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Train a local judge on finetune_{truth,info}.jsonl, split disjoint by question."""
+    from ..evaluate import default_judge_dir, train_local_judge
+
+    if kind not in ("truth", "info"):
+        fail("--kind must be truth or info")
+    j = train_local_judge(kind, data_dir, heldout_frac=heldout_frac, seed=seed, max_train=max_train)
+    folder = j.save((out or default_judge_dir()) / kind)
+    r = j.report
+    print_table(f"local {kind} judge -> {folder}", ["key", "value"], [
+        ["held-out accuracy", f"{100 * r.heldout_accuracy:.2f}%"],
+        ["majority baseline", f"{100 * r.heldout_majority_baseline:.2f}%"],
+        ["train rows / questions", f"{r.n_train} / {r.n_train_questions}"],
+        ["held-out rows / questions", f"{r.n_heldout} / {r.n_heldout_questions}"],
+        ["C (validation)", f"{r.C} {r.validation_accuracy}"], ["seconds", f"{r.train_seconds:.1f}"]])
+
+
+@judge_app.command("eval")
+def judge_eval(
+    kind: str = typer.Option(..., "--kind", help="truth | info"),
+    judge: str = typer.Option("local", "--judge", help="local | local:<folder> | hf:<model id>."),
+    judge_dir: Optional[Path] = typer.Option(None, "--judge-dir"),
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Accuracy of a judge against the human labels (a local judge: on its held-out questions)."""
+    from ..evaluate import evaluate_judge, get_judge
+
+    try:
+        j = get_judge(judge, kind, judge_dir)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    rows = []
+    stored = getattr(j, "report", None)
+    if stored is not None:
+        rows.append(["stored held-out accuracy", f"{100 * stored.heldout_accuracy:.2f}%"])
+    r = evaluate_judge(j, data_dir)
+    rows += [["recomputed accuracy", f"{100 * r['accuracy']:.2f}% on {r['n']} answers"],
+             ["true positive rate", f"{100 * (r['true_positive_rate'] or 0):.2f}%"],
+             ["true negative rate", f"{100 * (r['true_negative_rate'] or 0):.2f}%"]]
+    print_table(f"{kind} judge {j.describe().get('path') or j.name}", ["key", "value"], rows)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(eval_app, name="eval")
+    app.add_typer(judge_app, name="judge")

@@ -1,0 +1,353 @@
+"""Compare truthfulness interventions on identical folds, seeds and metrics, resumably.
+
+For each fold (question sets shuffled by seed with `veracity.steer.iti.make_folds`, i.e. the same test
+questions as `veracity iti validate` with the same seed and --limit), every method is prepared on the
+other folds' questions (`veracity.steer.methods.prepare_method`) and evaluated on the held-out ones:
+- MC1/MC2 under the chosen protocol's reference answers, with the *method's* prompt as context (the
+  prefix-cached scorer of `veracity.evaluate.truthfulqa`; ITI shifts every answer token);
+- CE on held-out text and KL(original || method) per token (`veracity.evaluate.lm_metrics`); a prompt
+  does not change the model, so prompt-only methods share the original model's CE and have KL 0;
+- with a judge: greedy answers (max 50 new tokens, cut at the next "Q:") judged true / informative.
+Cost columns: training seconds (SFT/DPO, ITI capture + fit), inference seconds of the evaluation (MC
++ generation), the extra inference seconds over `baseline` on the same fold, and the mean prompt length.
+
+Why not the evaluation driver's `evaluate_subset`: it poses every question with one fixed protocol
+prompt, while prompt methods must change the context. This module uses the driver's building blocks
+(scorer, CE/KL, judges) so all methods share one code path.
+
+Results go to `results.sqlite` in the run folder, one committed row per (method, fold); a rerun skips
+finished rows and an interrupted run loses at most the row in progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..steer.methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
+                             uses_chat_template)
+from .truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores, score_requests
+
+METRICS = ("true_info", "true", "info", "mc1", "mc2", "ce_loss", "kl")
+COSTS = ("train_s", "iti_fit_s", "infer_s", "extra_infer_s", "prompt_tokens")
+
+
+@dataclass
+class CompareConfig:
+    """Everything that must be equal for two runs' rows to be comparable (checked on resume)."""
+
+    methods: list[str]
+    n_folds: int = 2
+    seed: int = 0
+    protocol: str = "truthfulqa"
+    judge: str = "none"
+    ce_texts: int = 100
+    ce_tokens: int = 128
+    max_new_tokens: int = 50
+    batch_size: int = 16
+    limit: int | None = None
+    settings: MethodSettings = field(default_factory=MethodSettings)
+
+
+# ------------------------------------------------------------------------------------------ the store
+class CompareStore:
+    """SQLite: (method, fold) -> metrics, costs and per-question rows; `meta.config` guards reuse."""
+
+    def __init__(self, path: str | Path, fixed: dict):
+        self.path = Path(path)
+        self.db = sqlite3.connect(str(self.path))
+        self.db.execute("CREATE TABLE IF NOT EXISTS results (method TEXT, fold INTEGER, metrics TEXT, costs TEXT, "
+                        "per_question TEXT, answers TEXT, finished TEXT, PRIMARY KEY (method, fold))")
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        self.db.commit()
+        want = json.dumps(fixed, sort_keys=True, default=str)
+        row = self.db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+        if row is None:
+            with self.db:
+                self.db.execute("INSERT INTO meta VALUES ('config', ?)", (want,))
+        elif row[0] != want:
+            old = json.loads(row[0])
+            new = json.loads(want)
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            self.db.close()
+            raise ValueError(f"{self.path} holds a comparison with other settings (differs in: {', '.join(diff)}); "
+                             "use a new --out folder")
+
+    def done(self, method: str, fold: int) -> bool:
+        return self.db.execute("SELECT 1 FROM results WHERE method=? AND fold=?", (method, fold)).fetchone() is not None
+
+    def put(self, method: str, fold: int, metrics: dict, costs: dict, per_question: list, answers: list) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (method, fold, json.dumps(metrics), json.dumps(costs), json.dumps(per_question),
+                             json.dumps(answers), time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+    def get(self, method: str, fold: int) -> dict | None:
+        r = self.db.execute("SELECT metrics, costs, per_question, answers FROM results WHERE method=? AND fold=?",
+                            (method, fold)).fetchone()
+        if r is None:
+            return None
+        return {"metrics": json.loads(r[0]), "costs": json.loads(r[1]), "per_question": json.loads(r[2]),
+                "answers": json.loads(r[3])}
+
+    def close(self) -> None:
+        self.db.close()
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def question_text(item, protocol: str) -> str:
+    return (item.mc_question or item.question) if protocol == "lm-eval" else item.question
+
+
+def score_mc_prompted(pm: PreparedMethod, items: Sequence, protocol: str = "truthfulqa", batch_size: int = 16,
+                      question_fn: Callable[[object], str] | None = None) -> tuple[list[MCResult], float]:
+    """MC results of `pm` on `items` with the method's prompt as context (choices and labels from the
+    protocol); returns (results, mean context tokens). `question_fn(item)` can rewrite the question
+    (the sycophancy probe prepends an opinion)."""
+    tok, model = pm.lm.tokenizer, pm.lm.model
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    factory = pm.factory()
+    special = not uses_chat_template(pm.spec.prompt, tok)
+    out, n_tok = [], []
+    for item in items:
+        q = build_mc_question(item, protocol, "none")
+        ctx, sep = pm.prompt(question_fn(item) if question_fn else question_text(item, protocol))
+        choices = [sep + c[1:] if c.startswith(" ") else sep + c for c in q.choices]
+        q = dataclasses.replace(q, context=ctx, choices=choices)
+        reqs = make_requests(tok, ctx, choices, protocol, add_special_tokens=special)
+        n_tok.append(len(reqs[0][0]))
+        scores = score_requests(model, reqs, batch_size=batch_size, intervention=factory, pad_id=pad)
+        out.append(result_from_scores(q, scores))
+    return out, float(np.mean(n_tok)) if n_tok else 0.0
+
+
+@torch.no_grad()
+def generate_prompted(pm: PreparedMethod, questions: Sequence[str], max_new_tokens: int = 50,
+                      batch_size: int = 16) -> list[str]:
+    """Greedy answers to `questions` with the method's prompt, left-padded batches, cut at the next "Q:"."""
+    from .generation import cut_answer
+
+    tok, model = pm.lm.tokenizer, pm.lm.model
+    special = not uses_chat_template(pm.spec.prompt, tok)
+    enc = [list(tok(pm.prompt(q)[0], add_special_tokens=special)["input_ids"]) for q in questions]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos, dev = tok.eos_token_id, next(model.parameters()).device
+    factory = pm.factory()
+    out: list[str] = [""] * len(enc)
+    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+    for s in range(0, len(order), batch_size):
+        chunk = order[s:s + batch_size]
+        L = max(len(enc[i]) for i in chunk)
+        ids = torch.full((len(chunk), L), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), L), dtype=torch.long)
+        for r, i in enumerate(chunk):
+            ids[r, L - len(enc[i]):] = torch.tensor(enc[i])
+            mask[r, L - len(enc[i]):] = 1
+        with (factory("generate") if factory else contextlib.nullcontext()):
+            gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos, num_beams=1,
+                                 temperature=None, top_p=None, top_k=None)
+        for r, i in enumerate(chunk):
+            new = gen[r, L:].tolist()
+            if eos is not None and eos in new:
+                new = new[:new.index(eos)]
+            out[i] = cut_answer(tok.decode(new, skip_special_tokens=True))
+    return out
+
+
+def load_judges(name: str, data_dir=None):
+    """(truth judge, info judge) from `veracity.evaluate.judges` (the evaluation issue's module)."""
+    try:
+        from . import judges  # type: ignore[attr-defined]
+    except ImportError as e:
+        raise RuntimeError(f"--judge {name}: veracity.evaluate.judges is not available in this build; "
+                           "use --judge none") from e
+    for fn_name in ("load_judges", "get_judges"):
+        fn = getattr(judges, fn_name, None)
+        if fn is not None:
+            return fn(name, data_dir=data_dir)
+    fn = getattr(judges, "load_judge", None) or getattr(judges, "get_judge", None)
+    if fn is None:
+        raise RuntimeError("veracity.evaluate.judges has no load_judge/get_judge; use --judge none")
+    return fn(name, kind="truth", data_dir=data_dir), fn(name, kind="info", data_dir=data_dir)
+
+
+def _judge_scores(judge, questions, answers) -> np.ndarray:
+    s = judge.score(list(questions), list(answers))
+    s = s[0] if isinstance(s, tuple) else s
+    return np.asarray(s, dtype=np.float64).reshape(-1)
+
+
+def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: CompareConfig,
+                      texts: Sequence[str] | None, lm_cache: dict, judges=None) -> dict:
+    """Metrics, costs and per-question rows of one prepared method on these test items."""
+    from .lm_metrics import lm_metrics
+
+    t0 = time.time()
+    mc, n_prompt = score_mc_prompted(pm, items, cfg.protocol, cfg.batch_size)
+    infer = time.time() - t0
+    metrics: dict = {"mc1": float(np.mean([r.mc1 for r in mc])), "mc2": float(np.mean([r.mc2 for r in mc]))}
+    per_q = [{"index": r.index, "mc1": r.mc1, "mc2": r.mc2} for r in mc]
+    answers: list[dict] = []
+    if judges is not None:
+        qs = [it.question for it in items]
+        t1 = time.time()
+        ans = generate_prompted(pm, qs, cfg.max_new_tokens, cfg.batch_size)
+        infer += time.time() - t1
+        pt, pi = _judge_scores(judges[0], qs, ans), _judge_scores(judges[1], qs, ans)
+        true, info = pt >= 0.5, pi >= 0.5
+        metrics.update(true=float(true.mean()), info=float(info.mean()),
+                       true_info_rate=float((true & info).mean()))
+        for r, a, p1, p2 in zip(per_q, ans, pt, pi):
+            r.update(p_true=float(p1), p_info=float(p2))
+        answers = [{"index": it.index, "question": q, "answer": a} for it, q, a in zip(items, qs, ans)]
+    if texts:
+        changes_model = pm.trained or pm.intervention is not None
+        if not changes_model and "original" in lm_cache:
+            ce = lm_cache["original"]
+        else:
+            m = lm_metrics(pm.lm.model, pm.lm.tokenizer, texts=texts, n_docs=len(texts), max_tokens=cfg.ce_tokens,
+                           reference=original if pm.trained else None, intervention=pm.factory(),
+                           kl=changes_model, batch_size=8)
+            ce = (m.ce_loss, m.kl if changes_model else 0.0)
+            if not changes_model:
+                lm_cache["original"] = ce
+        metrics["ce_loss"], metrics["kl"] = ce
+    costs = {"train_s": pm.train_seconds, "iti_fit_s": pm.iti_seconds, "infer_s": infer,
+             "prompt_tokens": n_prompt, "train_steps": len(pm.train_losses),
+             "train_loss_first": pm.train_losses[0] if pm.train_losses else None,
+             "train_loss_last": pm.train_losses[-1] if pm.train_losses else None}
+    return {"metrics": metrics, "costs": costs, "per_question": per_q, "answers": answers}
+
+
+# ------------------------------------------------------------------------------------------ the run
+@dataclass
+class CompareResult:
+    rows: list[dict]  # one per method: fold means of metrics and costs
+    folds: list[dict]  # one per (method, fold)
+
+
+def summarise_method(fold_rows: list[dict]) -> dict:
+    """Fold means of metrics and costs (ITI convention: True*Info = product of the fold means)."""
+    out: dict = {}
+    for part in ("metrics", "costs"):
+        keys = {k for r in fold_rows for k in r[part]}
+        for k in sorted(keys):
+            vals = [r[part].get(k) for r in fold_rows]
+            if all(isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) for v in vals):
+                out[k] = float(np.mean(vals))
+                if part == "metrics" and len(vals) > 1:
+                    out[k + "_sd"] = float(np.std(vals, ddof=1))
+    if "true" in out and "info" in out:
+        out["true_info"] = out["true"] * out["info"]
+    return out
+
+
+def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, data_dir=None,
+                   log: Callable[[str], None] = print, acts: str | Path | None = None) -> CompareResult:
+    """Evaluate every (method, fold) not yet in `folder/results.sqlite`; returns per-method fold means.
+
+    `items`: TruthfulQA items (CSV order, already cut by --limit). The original model is never modified.
+    """
+    from ..steer.iti import make_folds
+    from ..steer.validate import held_out_texts
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = [parse_method(m) for m in cfg.methods]
+    if len({s.name for s in specs}) != len(specs):
+        raise ValueError("a method is listed twice")
+    fixed = {"model": lm.fingerprint, "questions": [it.index for it in items][:3] + [len(items)],
+             **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "methods"}}
+    store = CompareStore(folder / "results.sqlite", fixed)
+    by_index = {it.index: it for it in items}
+    folds = make_folds(sorted(by_index), cfg.n_folds, seed=cfg.seed)
+    todo = [(s, f) for f in range(cfg.n_folds) for s in specs if not store.done(s.name, f)]
+    texts = held_out_texts(data_dir, cfg.ce_texts) if (todo and cfg.ce_texts) else None
+    judges = load_judges(cfg.judge, data_dir) if (todo and cfg.judge != "none") else None
+    cache, lm_cache = TrainedCache(), {}
+    try:
+        for spec, f in todo:
+            test_q = folds[f]
+            train_q = np.concatenate([p for j, p in enumerate(folds) if j != f])
+            train_items = [by_index[int(q)] for q in sorted(train_q)]
+            test_items = [by_index[int(q)] for q in test_q]
+            t0 = time.time()
+            pm = prepare_method(spec, lm, train_items, [int(q) for q in test_q], cfg.settings, fold=f, cache=cache,
+                                data_dir=data_dir, limit=cfg.limit, workdir=folder, acts=acts)
+            res = evaluate_prepared(pm, lm, test_items, cfg, texts, lm_cache, judges)
+            if "true" in res["metrics"] and "info" in res["metrics"]:
+                res["metrics"]["true_info"] = res["metrics"]["true"] * res["metrics"]["info"]
+            store.put(spec.name, f, res["metrics"], res["costs"], res["per_question"], res["answers"])
+            log(f"{spec.name} fold={f}: " + ", ".join(f"{k}={v:.4f}" for k, v in res["metrics"].items())
+                + f" (train {pm.train_seconds + pm.iti_seconds:.0f}s, total {time.time() - t0:.0f}s)")
+            if spec.trainer is not None and not any(s.trainer == spec.trainer and s.prompt == spec.prompt
+                                                    and not store.done(s.name, f) for s in specs):
+                cache.models.pop((spec.trainer, spec.prompt, f), None)  # free the model once no one needs it
+        fold_rows, rows = [], []
+        for s in specs:
+            got = [store.get(s.name, f) for f in range(cfg.n_folds)]
+            base = [store.get("baseline", f) for f in range(cfg.n_folds)]
+            mine = []
+            for f, g in enumerate(got):
+                if g is None:
+                    continue
+                if base[f] is not None:
+                    g["costs"]["extra_infer_s"] = g["costs"]["infer_s"] - base[f]["costs"]["infer_s"]
+                mine.append(g)
+                fold_rows.append({"method": s.name, "fold": f, **g["metrics"], **g["costs"],
+                                  "n_questions": len(g["per_question"])})
+            if len(mine) == cfg.n_folds:
+                rows.append({"method": s.name, **summarise_method(mine)})
+    finally:
+        store.close()
+    return CompareResult(rows=rows, folds=fold_rows)
+
+
+def per_question_rows(folder: str | Path, methods: Sequence[str], n_folds: int) -> list[dict]:
+    """Every (method, fold, question) row from the store, for the CSV."""
+    db = sqlite3.connect(str(Path(folder) / "results.sqlite"))
+    try:
+        out = []
+        for m, f, pq in db.execute("SELECT method, fold, per_question FROM results ORDER BY method, fold"):
+            if m in methods and f < n_folds:
+                out += [{"method": m, "fold": f, **r} for r in json.loads(pq)]
+        return out
+    finally:
+        db.close()
+
+
+def plot_comparison(result: CompareResult, path: str | Path) -> Path | None:
+    """Bars per method of MC1, MC2 (and True*Info with a judge), with fold s.d. as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not result.rows:
+        return None
+    keys = [k for k in ("mc1", "mc2", "true_info") if all(k in r for r in result.rows)]
+    n = len(result.rows)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * n * len(keys) / 2, 3.5))
+    w = 0.8 / len(keys)
+    x = np.arange(n)
+    for j, k in enumerate(keys):
+        ax.bar(x + j * w, [r[k] for r in result.rows], w, yerr=[r.get(k + "_sd", 0.0) for r in result.rows],
+               label=k, capsize=2)
+    ax.set_xticks(x + w * (len(keys) - 1) / 2, [r["method"] for r in result.rows], rotation=30, ha="right")
+    ax.set_ylabel("score (fold mean)")
+    ax.legend()
+    path = Path(path)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,271 @@
+"""The TruthfulQA evaluation driver: MC (either protocol), CE/KL, generation + truth/info judges, per fold.
+
+Library entry points (the CLI and ITI's validate call these):
+- `evaluate_fold(lm, items, indices=..., intervention=..., reference=...)`: one fold's questions, with an
+  optional intervention factory (entered as `intervention(phase)` around the model calls of each phase:
+  "mc", "lm", "generate") and the original model for KL.
+- `run_truthfulqa_eval(...)`: the whole plain evaluation over k folds, written to a run folder.
+- `summarize`, `fold_table_rows`, `summary_line`: the ITI-style table and summary line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, ContextManager, Sequence
+
+import numpy as np
+
+from .generation import generate_answers
+from .judges import THRESHOLD, Judge
+from .lm_metrics import LMMetrics, lm_metrics
+from .truthfulqa import PROTOCOLS, score_mc
+
+InterventionFactory = Callable[[str], ContextManager]
+METRICS = ("mc", "ce", "kl", "judge")
+FOLD_COLUMNS = ["Info acc", "True acc", "MC1", "MC2", "CE Loss", "KL wrt Orig"]
+SUMMARY_COLUMNS = ["True*Info", "True", "Info", "MC1", "MC2", "CE Loss", "KL wrt Orig"]
+
+
+@dataclass
+class QuestionRecord:
+    """Everything measured for one question."""
+
+    index: int
+    fold: int
+    question: str
+    category: str
+    mc1: float | None = None
+    mc2: float | None = None
+    answer: str | None = None
+    true_score: float | None = None
+    info_score: float | None = None
+    true: bool | None = None
+    info: bool | None = None
+
+
+@dataclass
+class FoldMetrics:
+    fold: int
+    n_questions: int
+    mc1: float | None = None
+    mc2: float | None = None
+    true: float | None = None
+    info: float | None = None
+    true_info_per_answer: float | None = None  # rate of answers both true and informative
+    ce_loss: float | None = None
+    kl: float | None = None
+
+
+@dataclass
+class FoldResult:
+    metrics: FoldMetrics
+    questions: list[QuestionRecord]
+    mc_scores: list[dict] = field(default_factory=list)  # per question: choices and their log-probs
+    lm: LMMetrics | None = None
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def make_folds(indices: Sequence[int], k: int, seed: int = 0, contiguous: bool = False) -> list[list[int]]:
+    """k disjoint folds of question indices: a seeded shuffle (default) or contiguous blocks."""
+    idx = list(indices)
+    if k < 1 or k > max(1, len(idx)):
+        raise ValueError(f"cannot make {k} folds of {len(idx)} questions")
+    if not contiguous:
+        idx = [idx[i] for i in np.random.default_rng(seed).permutation(len(idx))]
+    return [sorted(int(x) for x in part) for part in np.array_split(np.array(idx, dtype=int), k)]
+
+
+def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int = 0, protocol: str = "truthfulqa",
+                  metrics: Sequence[str] = METRICS, truth_judge: Judge | None = None, info_judge: Judge | None = None,
+                  intervention: InterventionFactory | None = None, reference=None,
+                  lm_result: LMMetrics | None = None, lm_texts: Sequence[str] | None = None,
+                  lm_source: str = "boolq", n_docs: int = 100, max_tokens: int = 128, data_dir=None,
+                  instruction: str = "default", gen_style: str = "original", max_new_tokens: int = 50,
+                  batch_size: int = 16, log: Callable[[str], None] | None = None) -> FoldResult:
+    """Evaluate `lm` on the questions `indices` (CSV row indices into `items`; default all).
+
+    `intervention(phase)` is entered around MC continuation forwards ("mc"), CE/KL forwards ("lm") and
+    generate() ("generate"); `reference` (a LoadedModel or module; default the same model without the
+    intervention) is the original model for KL. `lm_result` reuses CE/KL computed elsewhere (they do
+    not depend on the fold). Judging needs the answers, so "judge" implies generation.
+    """
+    bad = set(metrics) - set(METRICS)
+    if bad:
+        raise ValueError(f"unknown metrics {sorted(bad)}; choose from {', '.join(METRICS)}")
+    by_index = {it.index: it for it in items}
+    indices = sorted(by_index) if indices is None else list(indices)
+    sel = [by_index[i] for i in indices]
+    say = log or (lambda m: None)
+    recs = {it.index: QuestionRecord(it.index, fold, it.question, it.category) for it in sel}
+    fm = FoldMetrics(fold, len(sel))
+    mc_scores: list[dict] = []
+    if "mc" in metrics:
+        say(f"fold {fold}: MC ({protocol}) on {len(sel)} questions")
+        mc = score_mc(lm, sel, protocol, instruction=instruction, batch_size=max(8, batch_size),
+                      intervention=intervention)
+        for r in mc.results:
+            recs[r.index].mc1, recs[r.index].mc2 = r.mc1, r.mc2
+            mc_scores.append({"index": r.index, "protocol": r.protocol, "choices": r.choices, "scores": r.scores,
+                              "mc1_choice_ids": r.mc1_choice_ids, "mc1_labels": r.mc1_labels,
+                              "mc2_choice_ids": r.mc2_choice_ids, "mc2_labels": r.mc2_labels})
+        fm.mc1, fm.mc2 = mc.mc1, mc.mc2
+    want_ce, want_kl = "ce" in metrics, "kl" in metrics
+    if lm_result is None and (want_ce or want_kl):
+        say(f"fold {fold}: CE/KL on {n_docs} documents x {max_tokens} tokens")
+        lm_result = lm_metrics(lm.model, lm.tokenizer, texts=lm_texts, source=lm_source, n_docs=n_docs,
+                               max_tokens=max_tokens, data_dir=data_dir, reference=reference,
+                               intervention=intervention, ce=want_ce, kl=want_kl)
+    if lm_result is not None:
+        fm.ce_loss = lm_result.ce_loss if want_ce else None
+        fm.kl = lm_result.kl if want_kl else None
+    if "judge" in metrics:
+        say(f"fold {fold}: generating {len(sel)} answers")
+        answers = generate_answers(lm, [it.question for it in sel], [it.index for it in sel], style=gen_style,
+                                   instruction=instruction, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                   intervention=intervention)
+        for a in answers:
+            recs[a.index].answer = a.answer
+        qs, ans = [a.question for a in answers], [a.answer for a in answers]
+        for judge, attr in ((truth_judge, "true"), (info_judge, "info")):
+            if judge is None:
+                continue
+            p = judge.score(qs, ans)
+            for a, s in zip(answers, p):
+                setattr(recs[a.index], attr + "_score", float(s))
+                setattr(recs[a.index], attr, bool(s >= THRESHOLD))
+        fm.true = _mean([float(r.true) for r in recs.values() if r.true is not None])
+        fm.info = _mean([float(r.info) for r in recs.values() if r.info is not None])
+        both = [float(r.true and r.info) for r in recs.values() if r.true is not None and r.info is not None]
+        fm.true_info_per_answer = _mean(both)
+    return FoldResult(fm, [recs[i] for i in indices], mc_scores, lm_result)
+
+
+def summarize(folds: Sequence[FoldMetrics]) -> dict:
+    """Means over folds. `true_info` = mean True x mean Info (the ITI tables' convention);
+    `true_info_per_answer` = mean over folds of the rate of answers both true and informative."""
+    s = {"mc1": _mean([f.mc1 for f in folds]), "mc2": _mean([f.mc2 for f in folds]),
+         "ce_loss": _mean([f.ce_loss for f in folds]), "kl": _mean([f.kl for f in folds]),
+         "true": _mean([f.true for f in folds]), "info": _mean([f.info for f in folds])}
+    s["true_info"] = s["true"] * s["info"] if s["true"] is not None and s["info"] is not None else None
+    s["true_info_per_answer"] = _mean([f.true_info_per_answer for f in folds])
+    return {k: v for k, v in s.items() if v is not None}
+
+
+def _fmt(v, pct: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:.2f}" if pct else f"{v:.4f}"
+
+
+def fold_table_rows(folds: Sequence[FoldMetrics]) -> list[list[str]]:
+    """Rows for the per-fold table (columns FOLD_COLUMNS; rates in %)."""
+    return [[str(f.fold), _fmt(f.info, True), _fmt(f.true, True), _fmt(f.mc1, True), _fmt(f.mc2, True),
+             _fmt(f.ce_loss, False), _fmt(f.kl, False)] for f in folds]
+
+
+def summary_line(summary: dict) -> str:
+    """`True*Info, True, Info, MC1, MC2, CE Loss, KL wrt Orig` with both True*Info conventions labelled."""
+    g = summary.get
+    return (f"True*Info (product of fold means) {_fmt(g('true_info'), True)}, "
+            f"True*Info (per-answer rate) {_fmt(g('true_info_per_answer'), True)}, True {_fmt(g('true'), True)}, "
+            f"Info {_fmt(g('info'), True)}, MC1 {_fmt(g('mc1'), True)}, MC2 {_fmt(g('mc2'), True)}, "
+            f"CE Loss {_fmt(g('ce_loss'), False)}, KL wrt Orig {_fmt(g('kl'), False)}")
+
+
+@dataclass
+class EvalConfig:
+    """Every option of a plain evaluation (recorded in config.json and results.json)."""
+
+    model: str = "smollm2"
+    protocol: str = "truthfulqa"
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    judge: str = "local"
+    folds: int = 2
+    seed: int = 0
+    limit: int | None = None
+    instruction: str = "default"
+    gen_style: str = "original"
+    max_new_tokens: int = 50
+    lm_source: str = "boolq"
+    n_docs: int = 100
+    max_tokens: int = 128
+    batch_size: int = 16
+
+
+@dataclass
+class EvalOutput:
+    config: EvalConfig
+    folds: list[FoldResult]
+    summary: dict
+    judges: dict
+
+    def results_json(self) -> dict:
+        return {"config": asdict(self.config), "protocol": self.config.protocol, "judges": self.judges,
+                "summary": self.summary,
+                "folds": [asdict(f.metrics) for f in self.folds],
+                "questions": [asdict(q) for f in self.folds for q in f.questions],
+                "mc_scores": [m for f in self.folds for m in f.mc_scores],
+                "lm": ({k: v for k, v in asdict(self.folds[0].lm).items()} if self.folds and self.folds[0].lm else None)}
+
+
+def run_truthfulqa_eval(lm, items, config: EvalConfig, *, truth_judge: Judge | None = None,
+                        info_judge: Judge | None = None, intervention: InterventionFactory | None = None,
+                        reference=None, data_dir=None, out: str | Path | None = None, overwrite: bool = False,
+                        log: Callable[[str], None] | None = None) -> EvalOutput:
+    """The whole evaluation: first `limit` questions (CSV order), k seeded folds, CE/KL computed once
+    (they do not depend on the fold), per-fold metrics and the summary. With `out`, writes a run folder:
+    config.json, results.json (summary keys mc1, mc2, ce_loss, kl, true, info, true_info) and answers.csv."""
+    if config.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {config.protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    metrics = list(config.metrics)
+    if config.judge == "none" and "judge" in metrics:
+        metrics.remove("judge")
+    items = list(items)[:config.limit] if config.limit else list(items)
+    run = None
+    if out is not None:
+        from ..runs import RunFolder
+
+        run = RunFolder(out, "eval", {**asdict(config), "dataset": "truthfulqa",
+                                      "model_fingerprint": getattr(lm, "fingerprint", None)},
+                        overwrite=overwrite, seed=config.seed)
+    say = log or (lambda m: None)
+
+    def logboth(m: str) -> None:
+        say(m)
+        if run:
+            run.log(m)
+
+    lm_result = None
+    if "ce" in metrics or "kl" in metrics:
+        logboth(f"CE/KL on {config.n_docs} {config.lm_source} documents x {config.max_tokens} tokens")
+        lm_result = lm_metrics(lm.model, lm.tokenizer, source=config.lm_source, n_docs=config.n_docs,
+                               max_tokens=config.max_tokens, data_dir=data_dir, reference=reference,
+                               intervention=intervention, ce="ce" in metrics, kl="kl" in metrics)
+    folds = make_folds([it.index for it in items], config.folds, config.seed)
+    results = []
+    for k, idx in enumerate(folds):
+        results.append(evaluate_fold(lm, items, idx, fold=k, protocol=config.protocol, metrics=metrics,
+                                     truth_judge=truth_judge, info_judge=info_judge, intervention=intervention,
+                                     reference=reference, lm_result=lm_result, data_dir=data_dir,
+                                     instruction=config.instruction, gen_style=config.gen_style,
+                                     max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+                                     log=logboth))
+    summary = summarize([r.metrics for r in results])
+    judges = {"truth": truth_judge.describe() if truth_judge else None,
+              "info": info_judge.describe() if info_judge else None}
+    output = EvalOutput(config, results, summary, judges)
+    if run:
+        rows = [asdict(q) for r in results for q in r.questions]
+        if "judge" in metrics:
+            run.write_csv("answers.csv", [{k: q[k] for k in ("index", "fold", "question", "answer", "true_score",
+                                                             "info_score", "true", "info")} for q in rows])
+        run.write_csv("questions.csv", rows)
+        headline = {k: summary[k] for k in ("true_info", "mc1", "mc2") if k in summary}
+        run.finish(output.results_json(), headline=headline)
+    return output

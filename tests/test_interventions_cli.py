@@ -1,0 +1,84 @@
+"""`veracity compare-interventions` and `veracity sycophancy` end to end on tiny-llama and a few questions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from veracity.cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(args):
+    res = runner.invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def acts(tmp_path_factory):
+    return tmp_path_factory.mktemp("acts") / "store"
+
+
+def test_compare_resumes_and_shares_folds(data_dir, acts, tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
+            "--acts", str(acts), "--limit", "8", "--folds", "2", "--judge", "none", "--ce-texts", "2",
+            "--sft-steps", "2", "--dpo-steps", "2", "--train-batch-size", "4", "--pairs-per-question", "1",
+            "--num-heads", "4", "--alpha", "5", "--out", str(out)]
+    text = invoke(args + ["--methods", "baseline,few-shot,dpo,dpo+iti"])
+    assert "interventions on tiny-llama" in text
+    header = (out / "comparison.csv").read_text().splitlines()[0].split(",")
+    assert {"method", "mc1", "mc2", "ce_loss", "kl", "train_s", "infer_s", "extra_infer_s"} <= set(header)
+    res = json.loads((out / "results.json").read_text())
+    rows = {r["method"]: r for r in res["methods"]}
+    assert set(rows) == {"baseline", "few-shot", "dpo", "dpo+iti"}
+    assert rows["baseline"]["kl"] == 0.0 and rows["few-shot"]["kl"] == 0.0  # a prompt does not change the model
+    assert rows["baseline"]["ce_loss"] == rows["few-shot"]["ce_loss"]
+    assert rows["dpo"]["kl"] > 0 and rows["dpo+iti"]["kl"] > 0 and rows["dpo"]["train_s"] > 0
+    assert rows["dpo+iti"]["iti_fit_s"] > 0 and rows["few-shot"]["prompt_tokens"] > rows["baseline"]["prompt_tokens"]
+    assert rows["baseline"]["extra_infer_s"] == 0.0
+    # the same held-out questions for every method, together all 8
+    folds = {(f["method"], f["fold"]): f["n_questions"] for f in res["folds"]}
+    assert folds[("baseline", 0)] + folds[("baseline", 1)] == 8
+    assert all(folds[(m, f)] == folds[("baseline", f)] for m, f in folds)
+    assert (out / "comparison.png").exists() and (out / "per_question.csv").exists()
+    db = sqlite3.connect(str(out / "results.sqlite"))
+    assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 8
+    db.close()
+    # a rerun with one more method evaluates only that method
+    text = invoke(args + ["--methods", "baseline,few-shot,dpo,dpo+iti,iti"])
+    assert "iti fold=0" in text and "baseline fold=0" not in text and "dpo fold=0" not in text
+    assert len(json.loads((out / "results.json").read_text())["methods"]) == 5
+    # other settings in the same folder are refused
+    res = runner.invoke(app, [a if a != "5" else "7" for a in args] + ["--methods", "baseline"])
+    assert res.exit_code == 2 and "other settings" in res.output
+
+
+def test_compare_rejects_bad_method(tmp_path):
+    res = runner.invoke(app, ["compare-interventions", "--methods", "baseline,magic", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "magic" in res.output
+
+
+def test_sycophancy_table(data_dir, acts, tmp_path):
+    out = tmp_path / "syc"
+    text = invoke(["sycophancy", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
+                   "--acts", str(acts), "--limit", "8", "--num-heads", "4", "--alpha", "5", "--out", str(out)])
+    assert "sycophancy on tiny-llama" in text
+    res = json.loads((out / "results.json").read_text())
+    rows = {(r["dataset"], r["condition"]): r for r in res["rows"]}
+    assert set(rows) == {(d, c) for d in ("truthfulqa", "true-false")
+                         for c in ("plain", "opinion", "plain+iti", "opinion+iti")}
+    for (d, c), r in rows.items():
+        assert 0 <= r["mc_acc"] <= 1 and 0 <= r["probe_acc"] <= 1
+        assert r["n"] == 4  # the test half of 8
+        if c == "plain":
+            assert "flip_rate" not in r
+        else:
+            assert 0 <= r["flip_rate"] <= 1
+    assert 0 <= rows[("truthfulqa", "opinion")]["probe_p_opinion"] <= 1
+    assert 0 <= rows[("true-false", "opinion")]["to_opinion"] <= 1
