@@ -144,6 +144,9 @@ def test_smollm2_fast_path_and_reference_code(smollm2, data_dir):
         reqs = tq.make_requests(tok, q.context, q.choices, protocol)[:5]
         fast = tq.score_requests(model, reqs, batch_size=3)
         np.testing.assert_allclose(fast, tq.score_requests_reference(model, reqs), atol=1e-4, rtol=0)
+        shared = tq.shared_prefix_for(tok, protocol)  # instruction + primer cached once, reused
+        assert reqs[0][0][:len(shared.ids)] == shared.ids
+        np.testing.assert_allclose(tq.score_requests(model, reqs, shared=shared), fast, atol=1e-4, rtol=0)
         for c, s in list(zip(q.choices, fast))[:2]:
                 if protocol == "lm-eval":
                     ref = _harness_loglik(model, tok, q.context, c)

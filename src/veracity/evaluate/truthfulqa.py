@@ -209,19 +209,69 @@ def _model_device(model) -> torch.device:
 
 
 @torch.no_grad()
+class SharedPrefix:
+    """Token ids every prompt starts with (the instruction + primer) and their KV cache, computed once on
+    first use and reused by every question whose prefix starts with them (checked token by token)."""
+
+    def __init__(self, ids: Sequence[int]):
+        self.ids = tuple(ids)
+        self.cache = None
+        self.last_logits = None
+
+    def get(self, model, intervention: InterventionFactory | None):
+        from transformers import DynamicCache
+
+        if self.cache is None:
+            dev = _model_device(model)
+            with _ctx(intervention, "mc"):
+                out = model(input_ids=torch.tensor([self.ids], device=dev), use_cache=True,
+                            past_key_values=DynamicCache(config=model.config))
+            self.cache, self.last_logits = out.past_key_values, out.logits[0, -1]
+        return self.cache, self.last_logits
+
+
+def shared_prefix_for(tokenizer, protocol: str, instruction: str = "default",
+                      add_special_tokens: bool = True) -> SharedPrefix:
+    """The protocol's question-independent head, up to "Q:" (the space after it may merge with the question)."""
+    head = lm_eval_context("")[:-len(" \nA:")] if protocol == "lm-eval" else truthfulqa_prompt("", instruction)[:-1]
+    return SharedPrefix(encode(tokenizer, head, add_special_tokens))
+
+
+def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervention):
+    """(KV cache, last-position logits) of `prefix`, continuing from the shared head's cache when it applies."""
+    from transformers import DynamicCache
+
+    dev = _model_device(model)
+    S = len(shared.ids) if shared is not None else 0
+    if shared is not None and S <= len(prefix) and prefix[:S] == shared.ids:
+        cache, last = shared.get(model, intervention)
+        cache = copy.deepcopy(cache)
+        if S == len(prefix):
+            return cache, last
+        with _ctx(intervention, "mc"):
+            out = model(input_ids=torch.tensor([prefix[S:]], device=dev), past_key_values=cache, use_cache=True,
+                        attention_mask=torch.ones((1, len(prefix)), dtype=torch.long, device=dev),
+                        position_ids=torch.arange(S, len(prefix), device=dev).unsqueeze(0))
+        return out.past_key_values, out.logits[0, -1]
+    with _ctx(intervention, "mc"):
+        out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True,
+                    past_key_values=DynamicCache(config=model.config))
+    return out.past_key_values, out.logits[0, -1]
+
+
+@torch.no_grad()
 def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 32,
                    intervention: InterventionFactory | None = None, intervene_prompt: bool = False,
-                   pad_id: int = 0, per_token: bool = False) -> list:
+                   pad_id: int = 0, per_token: bool = False, shared: SharedPrefix | None = None) -> list:
     """Summed log-prob (fp32, nats) of each continuation given its prefix: the fast path.
 
     Each distinct prefix runs once with a KV cache; its continuations run in right-padded batches over a
     copy of the cache, with position ids continuing from the prefix. The intervention (if any) is entered
     around the continuation forwards only, so it shifts every answer token and no prompt token, as ITI's
     original MC code does (`intervene_prompt=True` enters it around the prefix forward too).
-    `per_token=True` returns each continuation's per-token log-probs instead of the sum.
+    `per_token=True` returns each continuation's per-token log-probs instead of the sum. `shared`: a
+    `SharedPrefix` (the instruction + primer) whose cache is reused across calls.
     """
-    from transformers import DynamicCache
-
     dev = _model_device(model)
     groups: "OrderedDict[tuple, list[int]]" = OrderedDict()
     for i, (p, _) in enumerate(requests):
@@ -235,11 +285,8 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
         if not todo:
             continue
         P = len(prefix)
-        with _ctx(intervention if intervene_prompt else None, "mc"):
-            pre = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True,
-                        past_key_values=DynamicCache(config=model.config))
-        first_lp = torch.log_softmax(pre.logits[0, -1].float(), -1)
-        cache0 = pre.past_key_values
+        cache0, last = _prefix_forward(model, prefix, shared, intervention if intervene_prompt else None)
+        first_lp = torch.log_softmax(last.float(), -1)
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]
             conts = [list(requests[i][1]) for i in chunk]
@@ -322,6 +369,7 @@ def score_mc(lm, items, protocol: str = "truthfulqa", *, instruction: str = "def
         raise ValueError(f"unknown MC protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     model, tok = lm.model, lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    shared = None if reference_path else shared_prefix_for(tok, protocol, instruction)
     results = []
     for k, item in enumerate(items):
         q = build_mc_question(item, protocol, instruction)
@@ -330,7 +378,7 @@ def score_mc(lm, items, protocol: str = "truthfulqa", *, instruction: str = "def
             scores = score_requests_reference(model, reqs, intervention=intervention)
         else:
             scores = score_requests(model, reqs, batch_size=batch_size, intervention=intervention,
-                                    intervene_prompt=intervene_prompt, pad_id=pad)
+                                    intervene_prompt=intervene_prompt, pad_id=pad, shared=shared)
         results.append(result_from_scores(q, scores))
         if progress:
             progress(k + 1, len(items))

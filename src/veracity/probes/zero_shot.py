@@ -27,8 +27,9 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 @torch.inference_mode()
-def _forward_logprobs(lm: LoadedModel, seqs: list[list[int]], batch_size: int) -> list[torch.Tensor]:
-    """log-softmax over the vocabulary for every position of each sequence (right padding)."""
+def _forward_logprobs(lm: LoadedModel, seqs: list[list[int]], batch_size: int, start: list[int]) -> list[torch.Tensor]:
+    """log-softmax over the vocabulary at positions start[i]-1 .. len-1 of each sequence (right padding);
+    only those rows of the logits are normalised, so long BoolQ passages cost no [T, vocab] softmax."""
     tok = lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     out: list[torch.Tensor] = [None] * len(seqs)  # type: ignore[list-item]
@@ -42,9 +43,8 @@ def _forward_logprobs(lm: LoadedModel, seqs: list[list[int]], batch_size: int) -
             ids[j, :len(seqs[i])] = torch.tensor(seqs[i])
             mask[j, :len(seqs[i])] = 1
         logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
-        lp = torch.log_softmax(logits.float(), -1).cpu()
         for j, i in enumerate(rows):
-            out[i] = lp[j, :len(seqs[i])]
+            out[i] = torch.log_softmax(logits[j, start[i] - 1:len(seqs[i])].float(), -1).cpu()
     return out
 
 
@@ -62,15 +62,16 @@ def contrast_scores(lm: LoadedModel, x_plus: Sequence[str], x_minus: Sequence[st
     single = all(len(a) - k == 1 and len(b) - k == 1 for a, b, k in zip(P, Q, ks))
     scores = torch.empty(len(P))
     if single:  # one forward of the shared stem; compare the two next-token log-probs
-        lps = _forward_logprobs(lm, [a[:k] for a, k in zip(P, ks)], batch_size)
+        lps = _forward_logprobs(lm, [a[:k] for a, k in zip(P, ks)], batch_size, ks)
         for i, (a, b, k) in enumerate(zip(P, Q, ks)):
-            scores[i] = lps[i][k - 1, a[k]] - lps[i][k - 1, b[k]]
+            scores[i] = lps[i][-1, a[k]] - lps[i][-1, b[k]]
         return scores
-    lps = _forward_logprobs(lm, P + Q, batch_size)
+    lps = _forward_logprobs(lm, P + Q, batch_size, ks + ks)
     n = len(P)
     for i, (a, b, k) in enumerate(zip(P, Q, ks)):
-        la = sum(float(lps[i][t - 1, a[t]]) for t in range(k, len(a)))
-        lb = sum(float(lps[n + i][t - 1, b[t]]) for t in range(k, len(b)))
+        # lps[i][r] is the distribution at position k - 1 + r, i.e. of token k + r
+        la = sum(float(lps[i][t - k, a[t]]) for t in range(k, len(a)))
+        lb = sum(float(lps[n + i][t - k, b[t]]) for t in range(k, len(b)))
         scores[i] = la - lb
     return scores
 

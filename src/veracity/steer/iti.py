@@ -41,6 +41,7 @@ class ITIConfig:
     sigma_from: str = "train"
     val_ratio: float = 0.2
     C: float = 1.0
+    probe_max_iter: int = 25  # Newton steps: ranking heads needs accuracy, not machine precision
     seed: int = 0
     max_k: int | None = None
     ccs_restarts: int = 5
@@ -202,7 +203,7 @@ def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold
     y = data.labels
     dev = cfg.device or data.X.device
     X_fit = data.X[fit_rows].reshape(len(fit_rows), L * H, hd).to(dev, torch.float32)
-    probe = LogisticProbe(C=cfg.C, standardize=False).fit(X_fit, y[fit_rows])
+    probe = LogisticProbe(C=cfg.C, standardize=False, max_iter=cfg.probe_max_iter, tol=1e-5).fit(X_fit, y[fit_rows])
     del X_fit
     X_val = data.X[val_rows].reshape(len(val_rows), L * H, hd).to(dev, torch.float32)
     scores = torch.as_tensor(probe.score(X_val, y[val_rows])).reshape(L, H).float()
