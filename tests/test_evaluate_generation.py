@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
+
 from veracity.evaluate import generation as gen
 from veracity.evaluate.truthfulqa import INSTRUCTION_DEFAULT, QA_PRIMER
 
@@ -31,6 +33,7 @@ def test_batched_equals_one_at_a_time_tiny(tiny_llama):
     _check_batched_equals_single(tiny_llama, "chat", 8)
 
 
+@pytest.mark.real
 def test_batched_equals_one_at_a_time_smollm2(smollm2):
     out = _check_batched_equals_single(smollm2, "original", 10)
     assert all(a.answer for a in out)

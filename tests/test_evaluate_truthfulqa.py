@@ -136,6 +136,7 @@ def test_fast_equals_full_forward_tiny(name):
             assert (a.mc1, a.mc2) == pytest.approx((b.mc1, b.mc2), abs=1e-6)
 
 
+@pytest.mark.real
 def test_smollm2_fast_path_and_reference_code(smollm2, data_dir):
     it = _items(data_dir, 1)[0]
     model, tok = smollm2.model, smollm2.tokenizer
@@ -168,6 +169,7 @@ def test_original_code_matches_on_tiny_byte_tokenizer(tiny_llama):
         assert s == pytest.approx(_harness_loglik(tiny_llama.model, tiny_llama.tokenizer, ql.context, c), abs=1e-4)
 
 
+@pytest.mark.real
 def test_boundary_merge_falls_back_to_exact_path(smollm2):
     """'Q: hel' + 'lo there' merges 'hel'+'lo' into ' hello': the truthfulqa protocol then scores
     enc(whole) with its own prefix; lm-eval feeds enc(ctx) + tail like the harness. Both exact."""

@@ -208,7 +208,6 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
 class SharedPrefix:
     """Token ids every prompt starts with (the instruction + primer) and their KV cache, computed once on
     first use and reused by every question whose prefix starts with them (checked token by token)."""

@@ -45,18 +45,18 @@ class LogisticProbe(BatchedProbe):
         w = torch.empty(G, D, dtype=dt, device=dev)
         b = torch.empty(G, dtype=dt, device=dev)
         n_iter = torch.zeros(G, dtype=torch.long)
-        for sl in group_chunks(G, N, D + 1):
-            # one group-major working copy [g, N, D+1]: features (standardised in place) + intercept column
-            Z = torch.ones(sl.stop - sl.start, N, D + 1, dtype=dt, device=dev)
-            Z[:, :, :D].copy_(Xb[:, sl].transpose(0, 1))
+        if self.standardize:
+            mean = Xb.mean(0)
+        for sl in group_chunks(G, N, D):
+            # one contiguous group-major working copy [g, N, D], centred and scaled in place
+            Z = Xb[:, sl].transpose(0, 1).contiguous()
             if self.standardize:
-                var, mu = torch.var_mean(Z[:, :, :D], dim=1, unbiased=False)
-                sd = var.sqrt()
+                Z.sub_(mean[sl].unsqueeze(1))
+                sd = torch.linalg.vector_norm(Z, dim=1) / N ** 0.5
                 sd = torch.where(sd > 0, sd, torch.ones_like(sd))
-                Z[:, :, :D].sub_(mu.unsqueeze(1)).div_(sd.unsqueeze(1))
-                mean[sl], scale[sl] = mu, sd
-            wb, n_iter[sl] = _newton(Z, yt, 1.0 / self.C, self.max_iter, self.tol)
-            w[sl], b[sl] = wb[:, :D], wb[:, D]
+                Z.div_(sd.unsqueeze(1))
+                scale[sl] = sd
+            w[sl], b[sl], n_iter[sl] = _newton(Z, yt, 1.0 / self.C, self.max_iter, self.tol)
             del Z
         self.mean_, self.scale_ = self._out(mean), self._out(scale)
         self.coef_std_, self.intercept_std_ = self._out(w), self._out(b)
@@ -75,49 +75,66 @@ class LogisticProbe(BatchedProbe):
 
 
 def _newton(Z: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: float):
-    """Minimise sum_n logloss + lam/2 ||w||^2 for every group of Z [g, N, D+1] at once (last column of
-    Z is the constant 1 for the unpenalised intercept).
+    """Minimise sum_n logloss(Z w + b) + lam/2 ||w||^2 for every group of Z [g, N, D] at once (b unpenalised).
 
     Each step costs three passes over Z (Hessian, gradient, Z @ step); the line search is free because
-    the logits move linearly along the step. Groups that converge, or whose line search stalls at
-    floating-point precision, stop moving while the others continue. Returns (w [g, D+1], n_iter [g])."""
-    g, N, D1 = Z.shape
+    the logits move linearly along the step. A group stops when its gradient is below `tol` (per row) or
+    when the Newton decrement says the remaining gain is below floating-point resolution of the
+    objective (float32 cannot resolve a 1e-6 gradient on some heads). Returns (w, b, n_iter)."""
+    g, N, D = Z.shape
     dt, dev = Z.dtype, Z.device
-    pen = torch.full((D1,), lam, dtype=dt, device=dev)
-    pen[-1] = 0.0
-    w = torch.zeros(g, D1, dtype=dt, device=dev)
+    eps = torch.finfo(dt).eps
+    w = torch.zeros(g, D, dtype=dt, device=dev)
     prior = y.mean().clamp(1e-6, 1 - 1e-6)
-    w[:, -1] = float(torch.log(prior / (1 - prior)))
-    z = w[:, -1:].expand(g, N).clone()  # logits, kept in step with w
+    b = torch.full((g,), float(torch.log(prior / (1 - prior))), dtype=dt, device=dev)
+    z = b[:, None].expand(g, N).clone()  # logits, kept in step with (w, b)
     f = (F.softplus(z) - y * z).sum(1)
     active = torch.ones(g, dtype=torch.bool, device=dev)
     n_iter = torch.zeros(g, dtype=torch.long)
+    eye = torch.eye(D, dtype=dt, device=dev) * lam
     for _ in range(max_iter):
         p = torch.sigmoid(z)
-        grad = torch.bmm((p - y).unsqueeze(1), Z).squeeze(1) + pen * w
+        r = p - y
+        gw = torch.bmm(r.unsqueeze(1), Z).squeeze(1) + lam * w
+        gb = r.sum(1)
+        grad = torch.cat([gw, gb[:, None]], 1)
         active &= grad.abs().amax(1) / N > tol
         if not bool(active.any()):
             break
         s = (p * (1 - p)).clamp_min(1e-12)
-        H = torch.bmm((Z * s.unsqueeze(-1)).transpose(1, 2), Z)
-        H.diagonal(dim1=1, dim2=2).add_(pen)
+        ZS = Z * s.unsqueeze(-1)
+        H = torch.empty(g, D + 1, D + 1, dtype=dt, device=dev)
+        H[:, :D, :D] = torch.bmm(ZS.transpose(1, 2), Z) + eye
+        h_wb = ZS.sum(1)
+        del ZS
+        H[:, :D, D] = h_wb
+        H[:, D, :D] = h_wb
+        H[:, D, D] = s.sum(1)
         step = torch.linalg.solve(H, grad.unsqueeze(-1)).squeeze(-1) * active[:, None]
-        dz = torch.bmm(Z, step.unsqueeze(-1)).squeeze(-1)
-        decrease = (grad * step).sum(1)  # > 0 along the Newton direction
-        wsq, wstep, ssq = (pen * w * w).sum(1), (pen * w * step).sum(1), (pen * step * step).sum(1)
+        decrease = (grad * step).sum(1)  # Newton decrement^2 ~ 2 (f - f*)
+        reg = 0.5 * lam * (w * w).sum(1)
+        active &= 0.5 * decrease > 8 * eps * (f + reg).abs().clamp_min(1.0)
+        if not bool(active.any()):
+            break
+        step = step * active[:, None]
+        sw, sb = step[:, :D], step[:, D]
+        dz = torch.bmm(Z, sw.unsqueeze(-1)).squeeze(-1) + sb[:, None]
+        wsq, wstep, ssq = (w * w).sum(1), (w * sw).sum(1), (sw * sw).sum(1)
         t = torch.ones(g, dtype=dt, device=dev)
         accepted = ~active
         for _ in range(40):
             z_new = z - t[:, None] * dz
-            f_new = (F.softplus(z_new) - y * z_new).sum(1) + 0.5 * (wsq - 2 * t * wstep + t * t * ssq)
-            ok = (f_new <= f + 0.5 * wsq - 1e-4 * t * decrease) & ~accepted
-            w = torch.where(ok[:, None], w - t[:, None] * step, w)
+            pen = 0.5 * lam * (wsq - 2 * t * wstep + t * t * ssq)
+            f_new = (F.softplus(z_new) - y * z_new).sum(1)
+            ok = (f_new + pen <= f + reg - 1e-4 * t * decrease) & ~accepted
+            w = torch.where(ok[:, None], w - t[:, None] * sw, w)
+            b = torch.where(ok, b - t * sb, b)
             z = torch.where(ok[:, None], z_new, z)
-            f = torch.where(ok, f_new - 0.5 * (wsq - 2 * t * wstep + t * t * ssq), f)
+            f = torch.where(ok, f_new, f)
             accepted |= ok
             if bool(accepted.all()):
                 break
             t = torch.where(accepted, t, t * 0.5)
         n_iter += active.cpu().long()
         active &= accepted  # a stalled line search means we are at the precision limit
-    return w, n_iter
+    return w, b, n_iter
