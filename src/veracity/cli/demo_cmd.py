@@ -7,16 +7,21 @@ from typing import Optional
 
 import typer
 
-from .common import DataDirOpt
+from .common import DataDirOpt, OverwriteOpt, fail
 
 
 def demo(out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/demo-<timestamp>)."),
          model: str = typer.Option("smollm2", "--model", "-m"),
-         data_dir: Optional[Path] = DataDirOpt) -> None:
+         data_dir: Optional[Path] = DataDirOpt,
+         overwrite: bool = OverwriteOpt) -> None:
     """Run everything end to end on the embedded default model and data (offline)."""
     from ..demo import run_demo
+    from ..runs import RunExists
 
-    run_demo(out=out, model=model, data_dir=data_dir)
+    try:
+        run_demo(out=out, model=model, data_dir=data_dir, overwrite=overwrite)
+    except RunExists as e:
+        fail(str(e))
 
 
 def register(app: typer.Typer) -> None:

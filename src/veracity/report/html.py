@@ -438,14 +438,15 @@ def _section_demo(page: _Page, run: Run) -> None:
         if not recs:
             return
         layers = [r.get("layer") for r in recs]
-        series = {k: (layers, [r.get(k) for r in recs]) for k in ("accuracy", "auroc") if any(k in r for r in recs)}
+        series = {k: (layers, [r.get(k) for r in recs]) for k in ("accuracy", "auroc", "logistic_accuracy")
+                  if any(k in r for r in recs)}
         best = res.get("best_layer")
         _img(page, plots.lines(series, xlabel="layer (decoder block index)", ylabel="held-out score (fraction)",
-                               title=f"true vs false separated by a mass-mean direction"
+                               title=f"true vs false: held-out mass-mean and logistic probes"
                                      f"{f'; best layer {best}' if best is not None else ''}",
                                hlines={"chance (0.5)": 0.5}),
              "separation by layer: held-out accuracy and AUROC of a mass-mean direction")
-        cols = [c for c in ("layer", "accuracy", "auroc") if any(c in r for r in recs)]
+        cols = [c for c in ("layer", "accuracy", "auroc", "logistic_accuracy") if any(c in r for r in recs)]
         _table(page, cols, [[r.get(c) for c in cols] for r in recs], caption="separation by layer")
 
     _part(page, run, "separation", sep)
