@@ -108,7 +108,8 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
     if "mc" in metrics:
         say(f"fold {fold}: MC ({protocol}) on {len(sel)} questions")
         mc = score_mc(lm, sel, protocol, instruction=instruction, batch_size=max(8, batch_size),
-                      intervention=intervention)
+                      intervention=intervention,
+                      progress=lambda i, n: say(f"fold {fold}: MC {i}/{n}") if i % 100 == 0 else None)
         for r in mc.results:
             recs[r.index].mc1, recs[r.index].mc2 = r.mc1, r.mc2
             mc_scores.append({"index": r.index, "protocol": r.protocol, "choices": r.choices, "scores": r.scores,
