@@ -46,7 +46,7 @@ def test_ce_matches_hand_computation(tiny_llama):
     got = lmm.ce_per_doc(model, docs, batch_size=2)  # padded batch
     for d, g in zip(docs, got):
         assert g == pytest.approx(_hand_ce(model, d), abs=1e-5)
-    m = lmm.lm_metrics(model, tok, texts=TEXTS, max_tokens=40, kl=False)
+    m = lmm.compute_lm_metrics(model, tok, texts=TEXTS, max_tokens=40, kl=False)
     assert m.ce_loss == pytest.approx(sum(got) / 2, abs=1e-6) and m.kl is None and m.n_docs == 2
 
 
@@ -65,9 +65,9 @@ def test_kl_hand_computation_and_self_zero(tiny_llama):
                 q = model(ids).logits[0]
         assert g == pytest.approx(_hand_kl(p, q), rel=1e-4, abs=1e-6)
         assert g > 1e-4
-    m = lmm.lm_metrics(model, tok, texts=TEXTS, max_tokens=40, intervention=shift)
+    m = lmm.compute_lm_metrics(model, tok, texts=TEXTS, max_tokens=40, intervention=shift)
     assert m.kl == pytest.approx(sum(got) / 2, rel=1e-6)
-    assert lmm.lm_metrics(model, tok, texts=TEXTS, max_tokens=40).kl == 0.0  # no intervention, no reference
+    assert lmm.compute_lm_metrics(model, tok, texts=TEXTS, max_tokens=40).kl == 0.0  # no intervention, no reference
 
 
 def test_kl_separate_reference_model(tiny_llama):

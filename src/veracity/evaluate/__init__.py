@@ -7,7 +7,7 @@ from .driver import (FOLD_COLUMNS, METRICS, SUMMARY_COLUMNS, EvalConfig, EvalOut
 from .generation import GeneratedAnswer, cut_answer, generate_answers, generation_prompt
 from .judges import (CallableJudge, HFJudge, Judge, JudgeReport, LocalJudge, default_judge_dir, evaluate_judge,
                      get_judge, judge_prompt, train_local_judge)
-from .lm_metrics import LMMetrics, ce_per_doc, kl_per_doc, lm_metrics, load_texts, tokenize_docs
+from .lm_metrics import LMMetrics, ce_per_doc, compute_lm_metrics, kl_per_doc, load_texts, tokenize_docs
 from .truthfulqa import (INSTRUCTION_DEFAULT, INSTRUCTION_INFORMATIVE, PROTOCOLS, QA_PRIMER, MCQuestion, MCResult,
                          MCSummary, build_mc_question, make_requests, mc1_lm_eval, mc1_truthfulqa, mc2,
                          score_mc, score_requests, score_requests_reference)
@@ -18,7 +18,7 @@ __all__ = [
     "HFJudge", "Judge", "JudgeReport", "LMMetrics", "LocalJudge", "MCQuestion", "MCResult", "MCSummary",
     "QuestionRecord", "build_mc_question", "ce_per_doc", "cut_answer", "default_judge_dir", "evaluate_fold",
     "evaluate_judge", "fold_table_rows", "generate_answers", "generation_prompt", "get_judge", "judge_prompt",
-    "kl_per_doc", "lm_metrics", "load_texts", "make_folds", "make_requests", "mc1_lm_eval", "mc1_truthfulqa", "mc2",
+    "compute_lm_metrics", "kl_per_doc", "load_texts", "make_folds", "make_requests", "mc1_lm_eval", "mc1_truthfulqa", "mc2",
     "run_truthfulqa_eval", "score_mc", "score_requests", "score_requests_reference", "summarize", "summary_line",
     "tokenize_docs", "train_local_judge",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 
 from .generation import generate_answers
 from .judges import THRESHOLD, Judge
-from .lm_metrics import LMMetrics, lm_metrics
+from .lm_metrics import LMMetrics, compute_lm_metrics
 from .truthfulqa import PROTOCOLS, score_mc
 
 InterventionFactory = Callable[[str], ContextManager]
@@ -119,7 +119,7 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
     want_ce, want_kl = "ce" in metrics, "kl" in metrics
     if lm_result is None and (want_ce or want_kl):
         say(f"fold {fold}: CE/KL on {n_docs} documents x {max_tokens} tokens")
-        lm_result = lm_metrics(lm.model, lm.tokenizer, texts=lm_texts, source=lm_source, n_docs=n_docs,
+        lm_result = compute_lm_metrics(lm.model, lm.tokenizer, texts=lm_texts, source=lm_source, n_docs=n_docs,
                                max_tokens=max_tokens, data_dir=data_dir, reference=reference,
                                intervention=intervention, ce=want_ce, kl=want_kl)
     if lm_result is not None:
@@ -245,7 +245,7 @@ def run_truthfulqa_eval(lm, items, config: EvalConfig, *, truth_judge: Judge | N
     lm_result = None
     if "ce" in metrics or "kl" in metrics:
         logboth(f"CE/KL on {config.n_docs} {config.lm_source} documents x {config.max_tokens} tokens")
-        lm_result = lm_metrics(lm.model, lm.tokenizer, source=config.lm_source, n_docs=config.n_docs,
+        lm_result = compute_lm_metrics(lm.model, lm.tokenizer, source=config.lm_source, n_docs=config.n_docs,
                                max_tokens=config.max_tokens, data_dir=data_dir, reference=reference,
                                intervention=intervention, ce="ce" in metrics, kl="kl" in metrics)
     folds = make_folds([it.index for it in items], config.folds, config.seed)

@@ -121,7 +121,7 @@ def kl_per_doc(reference, model, docs: list[list[int]], *, intervention: Interve
     return out
 
 
-def lm_metrics(model, tokenizer, *, texts: Sequence[str] | None = None, source: str = "boolq", n_docs: int = 100,
+def compute_lm_metrics(model, tokenizer, *, texts: Sequence[str] | None = None, source: str = "boolq", n_docs: int = 100,
                max_tokens: int = 128, data_dir=None, reference=None, intervention: InterventionFactory | None = None,
                ce: bool = True, kl: bool = True, batch_size: int = 8) -> LMMetrics:
     """CE of the (possibly intervened) model and KL from `reference` (default: the same model without the
@@ -142,3 +142,6 @@ def lm_metrics(model, tokenizer, *, texts: Sequence[str] | None = None, source: 
     return LMMetrics(ce_loss=float(np.mean(ce_d)) if ce_d else None, kl=float(np.mean(kl_d)) if kl_d else None,
                      n_docs=len(docs), max_tokens=max_tokens, source=label,
                      ce_per_doc=ce_d, kl_per_doc=kl_d)
+
+
+lm_metrics = compute_lm_metrics  # the name other modules import (`from .lm_metrics import lm_metrics`)
