@@ -18,7 +18,7 @@ ContigOpt = typer.Option(False, "--contiguous-folds", help="Contiguous folds as 
 SeedOpt = typer.Option(0, "--seed")
 ActsOpt = typer.Option(None, "--acts", help="Activation store (default: the veracity cache, one per model).")
 LimitOpt = typer.Option(None, "--limit", help="Only the first N questions (fit and evaluation).")
-JudgeOpt = typer.Option("none", "--judge", help="none | local | hf:<id> | openai:<model> (generation + judges need the eval driver).")
+JudgeOpt = typer.Option("none", "--judge", help="none | local | local:<folder> | hf:<id>: the truth and info judges (local: trained by `veracity judge train`).")
 ProtocolOpt = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa | lm-eval")
 GenPosOpt = typer.Option("last", "--gen-positions", help="Generation: last (each forward's last token, as ITI) | all")
 

@@ -1,10 +1,8 @@
 """k-fold validation of ITI: for each fold, fit on the other folds and evaluate the held-out questions.
 
-Evaluation goes through one function, `evaluate_fold`, so validate and sweep share it. It uses the
-TruthfulQA evaluation driver (`veracity.evaluate`) when that exposes `evaluate_subset`; until then it
-computes MC1/MC2 with `veracity.evaluate.truthfulqa.score_mc` (the driver's scorer, with the
-intervention entered around the answer tokens) and CE / KL(original || intervened) on held-out text
-here. Generation + judges need the driver; with `judge="none"` they are skipped, as in the driver.
+Evaluation goes through one function, `evaluate_fold`, so validate and sweep share it; it calls the
+TruthfulQA evaluation driver (`veracity.evaluate.driver.evaluate_fold`) with the intervention's phase
+factory. With `judge="none"` generation and judging are skipped, as in the driver.
 Summary keys are the driver's: mc1, mc2, ce_loss, kl, true, info, true_info.
 """
 
@@ -16,13 +14,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
-
 from .apply import intervention_factory
 from .intervention import Intervention
 from .iti import ITIConfig, ITIData, fit_folds
 
-SUMMARY_KEYS = ("true_info", "true", "info", "mc1", "mc2", "ce_loss", "kl")
+SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl")
 
 
 @dataclass
@@ -45,73 +41,31 @@ def held_out_texts(data_dir, n: int) -> list[str]:
     return get_dataset("boolq-passages", data_dir=data_dir, limit=n).texts
 
 
-@torch.no_grad()
-def ce_and_kl(lm, texts: Sequence[str], factory: Callable | None, max_tokens: int = 128,
-              batch_size: int = 8) -> tuple[float, float]:
-    """(mean next-token CE of the intervened model, mean per-token KL(original || intervened)), nats, fp32.
-    Right padding; only real next-token positions count. The intervention shifts every text token."""
-    import contextlib
-
-    from ..capture import pad_batch
-
-    tok, model = lm.tokenizer, lm.model
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = [tok(t)["input_ids"][:max_tokens] for t in texts]
-    ids = [s for s in ids if len(s) >= 2]
-    ce_sum, kl_sum, n_tok = 0.0, 0.0, 0
-    for i in range(0, len(ids), batch_size):
-        x, m, p = pad_batch(ids[i:i + batch_size], pad, "right", lm.device)
-        base = model(input_ids=x, attention_mask=m, position_ids=p).logits.float()
-        with (factory("lm") if factory else contextlib.nullcontext()):
-            new = model(input_ids=x, attention_mask=m, position_ids=p).logits.float()
-        valid = (m[:, 1:] * m[:, :-1]).bool()
-        lp_new = torch.log_softmax(new[:, :-1], -1)
-        lp_base = torch.log_softmax(base[:, :-1], -1)
-        tgt = x[:, 1:]
-        ce = -lp_new.gather(-1, tgt[..., None]).squeeze(-1)
-        kl = (lp_base.exp() * (lp_base - lp_new)).sum(-1)
-        ce_sum += float(ce[valid].double().sum())
-        kl_sum += float(kl[valid].double().sum())
-        n_tok += int(valid.sum())
-    return ce_sum / max(1, n_tok), kl_sum / max(1, n_tok)
-
-
-def _driver():
-    """The evaluation driver's subset function, when the evaluate package provides it."""
-    import inspect
-
-    try:
-        from .. import evaluate as ev
-    except ImportError:
-        return None
-    fn = getattr(ev, "evaluate_subset", None)
-    if fn is None:
-        return None
-    params = inspect.signature(fn).parameters
-    need = ("intervention", "protocol", "judge", "ce_texts", "batch_size")
-    return fn if all(p in params for p in need) else None
-
-
 def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: EvalConfig,
                   ce_texts: Sequence[str] | None = None) -> dict:
-    """Metrics of `lm` with `intervention` (None or alpha=0: the plain model) on these TruthfulQA items.
+    """Metrics of `lm` with `intervention` (None: the plain model) on these TruthfulQA items, through the
+    evaluation driver: MC on every answer token, CE/KL(original || intervened) on every text token,
+    generation (last position of every forward call by default) and the judges unless judge == "none".
     Returns {"metrics": {...summary keys...}, "per_question": [...], "answers": [...]}."""
-    factory = intervention_factory(lm, intervention, cfg.generate_positions) if intervention is not None else None
-    drive = _driver()
-    if drive is not None:
-        return drive(lm, items, intervention=factory, protocol=cfg.protocol, judge=cfg.judge,
-                     ce_texts=ce_texts, batch_size=cfg.batch_size)
-    if cfg.judge != "none":
-        raise RuntimeError("generation + judges need the evaluation driver (veracity.evaluate.evaluate_subset), "
-                           "which this install lacks; use --judge none")
-    from ..evaluate.truthfulqa import score_mc
+    from ..evaluate.driver import evaluate_fold as drive
+    from ..evaluate.judges import get_judge
 
-    mc = score_mc(lm, list(items), cfg.protocol, batch_size=cfg.batch_size, intervention=factory)
-    metrics = {"mc1": mc.mc1, "mc2": mc.mc2}
-    if ce_texts:
-        metrics["ce_loss"], metrics["kl"] = ce_and_kl(lm, ce_texts, factory, cfg.ce_tokens)
-    per_q = [{"index": r.index, "mc1": r.mc1, "mc2": r.mc2} for r in mc.results]
-    return {"metrics": metrics, "per_question": per_q, "answers": []}
+    factory = intervention_factory(lm, intervention, cfg.generate_positions) if intervention is not None else None
+    wanted = ["mc"] + (["ce", "kl"] if ce_texts else []) + ([] if cfg.judge == "none" else ["judge"])
+    res = drive(lm, list(items), [it.index for it in items], protocol=cfg.protocol, metrics=wanted,
+                truth_judge=get_judge(cfg.judge, "truth"), info_judge=get_judge(cfg.judge, "info"),
+                intervention=factory, lm_texts=list(ce_texts) if ce_texts else None,
+                n_docs=len(ce_texts) if ce_texts else 0, max_tokens=cfg.ce_tokens, batch_size=cfg.batch_size,
+                data_dir=cfg.data_dir)
+    m = res.metrics
+    metrics = {k: getattr(m, k) for k in ("mc1", "mc2", "ce_loss", "kl", "true", "info", "true_info_per_answer")
+               if getattr(m, k) is not None}
+    if "true" in metrics and "info" in metrics:
+        metrics["true_info"] = metrics["true"] * metrics["info"]
+    per_q = [asdict(q) for q in res.questions]
+    answers = [{"index": q.index, "question": q.question, "answer": q.answer, "true": q.true, "info": q.info}
+               for q in res.questions if q.answer is not None]
+    return {"metrics": metrics, "per_question": per_q, "answers": answers}
 
 
 @dataclass
