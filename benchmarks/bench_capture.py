@@ -35,12 +35,11 @@ def _time(fn, repeats: int) -> float:
 
 def rss_child(rows: int, out: str) -> None:
     from veracity.capture import capture_dataset
-    from veracity.data import get_dataset
     from veracity.models import load
 
     lm = load("smollm2", device="cpu")
     model_bytes = sum(p.numel() * p.element_size() for p in lm.model.parameters())
-    ds = get_dataset("synthetic", limit=rows) if rows <= 400 else _synthetic(rows)
+    ds = _synthetic(rows)
     capture_dataset(lm, ds, "heads,resid", out=out, batch_size=32, progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     print(json.dumps({"peak_rss_gib": peak, "model_gib": model_bytes / 2**30}))
@@ -58,11 +57,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=os.environ.get("VERACITY_DATA"))
     ap.add_argument("--n", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-rows", type=int, default=5000)
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.rss_child:
         return rss_child(args.rss_rows, args.rss_child)
 
@@ -71,7 +73,8 @@ def main() -> None:
     from veracity.models import load
 
     lm = load("smollm2", device="cpu")
-    texts = get_dataset("truthfulqa-mc2", data_dir=args.data_dir, limit=args.n).texts
+    # `limit` counts questions (all their choices kept): take the first n question-answer prompts
+    texts = get_dataset("truthfulqa-mc2", data_dir=args.data_dir).texts[: args.n]
     ids = tokenize(lm.tokenizer, texts)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     pad = lm.tokenizer.pad_token_id
