@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..capture import pad_batch
 from ..steer.methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
                              uses_chat_template)
 from .truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores, score_requests
@@ -147,14 +148,10 @@ def generate_prompted(pm: PreparedMethod, questions: Sequence[str], max_new_toke
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
     for s in range(0, len(order), batch_size):
         chunk = order[s:s + batch_size]
-        L = max(len(enc[i]) for i in chunk)
-        ids = torch.full((len(chunk), L), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, i in enumerate(chunk):
-            ids[r, L - len(enc[i]):] = torch.tensor(enc[i])
-            mask[r, L - len(enc[i]):] = 1
+        ids, mask, _ = pad_batch([enc[i] for i in chunk], pad, "left", dev)
+        L = ids.shape[1]
         with (factory("generate") if factory else contextlib.nullcontext()):
-            gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
+            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                  max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos, num_beams=1,
                                  temperature=None, top_p=None, top_k=None)
         for r, i in enumerate(chunk):

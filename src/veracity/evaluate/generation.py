@@ -13,6 +13,7 @@ from typing import Callable, ContextManager, Sequence
 
 import torch
 
+from ..capture import pad_batch
 from .truthfulqa import INSTRUCTIONS, truthfulqa_prompt
 
 InterventionFactory = Callable[[str], ContextManager]
@@ -74,15 +75,11 @@ def generate_answers(lm, questions: Sequence[str], indices: Sequence[int] | None
     done = 0
     for s in range(0, len(order), batch_size):
         chunk = order[s:s + batch_size]
-        L = max(len(enc[i]) for i in chunk)
-        ids = torch.full((len(chunk), L), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, i in enumerate(chunk):
-            ids[r, L - len(enc[i]):] = torch.tensor(enc[i])
-            mask[r, L - len(enc[i]):] = 1
+        ids, mask, _ = pad_batch([enc[i] for i in chunk], pad, "left", dev)
+        L = ids.shape[1]
         ctx = intervention("generate") if intervention is not None else contextlib.nullcontext()
         with ctx:
-            gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
+            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
                                  max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
                                  num_beams=1, temperature=None, top_p=None, top_k=None)
         for r, i in enumerate(chunk):

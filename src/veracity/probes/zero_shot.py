@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from ..capture import pad_batch
 from ..models import LoadedModel
 
 
@@ -36,13 +37,8 @@ def _forward_logprobs(lm: LoadedModel, seqs: list[list[int]], batch_size: int, s
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     for b0 in range(0, len(order), batch_size):
         rows = order[b0:b0 + batch_size]
-        T = max(len(seqs[i]) for i in rows)
-        ids = torch.full((len(rows), T), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
-        for j, i in enumerate(rows):
-            ids[j, :len(seqs[i])] = torch.tensor(seqs[i])
-            mask[j, :len(seqs[i])] = 1
-        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
+        ids, mask, _ = pad_batch([seqs[i] for i in rows], pad, "right", lm.device)
+        logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         for j, i in enumerate(rows):
             out[i] = torch.log_softmax(logits[j, start[i] - 1:len(seqs[i])].float(), -1).cpu()
     return out
