@@ -80,6 +80,11 @@ def test_kl_separate_reference_model(tiny_llama):
     with torch.no_grad():
         ids = torch.tensor(docs)
         assert got == pytest.approx(_hand_kl(tiny_llama.model(ids).logits[0], other.model(ids).logits[0]), rel=1e-4)
+    # the driver-level function takes the reference as a LoadedModel or as a bare HF module alike
+    kw = dict(texts=TEXTS[:1], max_tokens=30, ce=False)
+    via_lm = lmm.compute_lm_metrics(other.model, tok, reference=tiny_llama, **kw).kl
+    via_module = lmm.compute_lm_metrics(other.model, tok, reference=tiny_llama.model, **kw).kl
+    assert via_lm == pytest.approx(via_module, rel=1e-6) and via_lm > 0
 
 
 def test_default_texts_are_boolq_passages(data_dir):

@@ -129,7 +129,10 @@ def compute_lm_metrics(model, tokenizer, *, texts: Sequence[str] | None = None, 
     label = source if texts is None else "texts"
     if texts is None:
         texts = load_texts(source, n_docs, data_dir)
-    reference = getattr(reference, "model", reference)  # a LoadedModel or a module
+    from ..models import LoadedModel
+
+    # unwrap only a LoadedModel: a bare HF CausalLM also has `.model` (its base model, without logits)
+    reference = reference.model if isinstance(reference, LoadedModel) else reference
     docs = tokenize_docs(tokenizer, list(texts)[:n_docs], max_tokens)
     ce_d = ce_per_doc(model, docs, intervention=intervention, batch_size=batch_size) if ce else []
     kl_d: list[float] = []
