@@ -119,6 +119,18 @@ class BatchedProbe:
         return float(acc) if self._single else acc
 
 
+
+class ScaledLinearProbe(BatchedProbe):
+    """A probe whose logit is (X @ coef_ + intercept_) / temperature_: the fitted direction is not a
+    likelihood model, so the projection is scaled by its training std to give usable probabilities."""
+
+    def decision_function(self, X: Any) -> torch.Tensor:
+        Xb = self._in(X)
+        G = Xb.shape[1]
+        z = torch.einsum("ngd,gd->ng", Xb, self.coef_.reshape(G, -1).to(Xb.dtype)) + self.intercept_.reshape(G).to(Xb.dtype)
+        z = z / self.temperature_.reshape(G).to(Xb.dtype)
+        return z.squeeze(1) if self._single else z
+
 def accuracy_per_group(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """pred [N, G] (0/1), y [N] -> accuracy [G] on CPU."""
     return (pred.long() == y.long().to(pred.device)[:, None]).double().mean(0).cpu()

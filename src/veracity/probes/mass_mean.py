@@ -12,10 +12,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import BatchedProbe, as_batched, as_labels
+from .base import ScaledLinearProbe, as_batched, as_labels
 
 
-class MassMeanProbe(BatchedProbe):
+class MassMeanProbe(ScaledLinearProbe):
     """Learned: `theta_` (mean(true) - mean(false)), `coef_` (theta, or Sigma^-1 theta), `direction_`
     (unit `coef_`), `intercept_` (threshold at the midpoint of the class means), `temperature_`
     (std of the projection, so `predict_proba` is on a sensible scale).
@@ -50,10 +50,3 @@ class MassMeanProbe(BatchedProbe):
         self.temperature_ = self._out(proj.std(0).clamp_min(1e-12))
         self.direction_ = self._out(F.normalize(theta if not self.covariance else coef, dim=-1))
         return self
-
-    def decision_function(self, X: Any) -> torch.Tensor:
-        Xb = self._in(X)
-        G = Xb.shape[1]
-        z = torch.einsum("ngd,gd->ng", Xb, self.coef_.reshape(G, -1).to(Xb.dtype)) + self.intercept_.reshape(G).to(Xb.dtype)
-        z = z / self.temperature_.reshape(G).to(Xb.dtype)
-        return z.squeeze(1) if self._single else z

@@ -7,10 +7,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import BatchedProbe, as_batched, as_labels, generator
+from .base import ScaledLinearProbe, as_batched, as_labels, generator
 
 
-class RandomProbe(BatchedProbe):
+class RandomProbe(ScaledLinearProbe):
     """A random unit direction per group (seeded); only the threshold and the sign are fitted on the
     training data: threshold at the midpoint of the two classes' mean projections, sign so that the
     true class projects higher. Learned: `direction_`, `coef_` (signed direction), `intercept_`."""
@@ -34,10 +34,3 @@ class RandomProbe(BatchedProbe):
         self.intercept_ = self._out(-sign * 0.5 * (m1 + m0))
         self.temperature_ = self._out(proj.std(0).clamp_min(1e-12))
         return self
-
-    def decision_function(self, X: Any) -> torch.Tensor:
-        Xb = self._in(X)
-        G = Xb.shape[1]
-        z = torch.einsum("ngd,gd->ng", Xb, self.coef_.reshape(G, -1).to(Xb.dtype)) + self.intercept_.reshape(G).to(Xb.dtype)
-        z = z / self.temperature_.reshape(G).to(Xb.dtype)
-        return z.squeeze(1) if self._single else z
