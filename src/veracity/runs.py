@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import shutil
+import sqlite3
 import sys
 import time
 from dataclasses import asdict, is_dataclass
@@ -146,3 +147,26 @@ def list_runs(root: str | Path) -> list[dict]:
         rows.append({"path": str(d), "kind": cfg.get("kind"), "model": cfg.get("model"),
                      "data": cfg.get("dataset") or cfg.get("data"), "status": status, "headline": headline})
     return rows
+
+
+def open_results_db(path: str | Path, results_table_sql: str, config: dict | None, what: str) -> sqlite3.Connection:
+    """A run's resumable SQLite results store. Rows are reused only by a run with the same fixed settings:
+    `config` is recorded on first open and a different one is refused (naming the keys that differ)."""
+    db = sqlite3.connect(str(path))
+    db.execute(results_table_sql)
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+    db.commit()
+    if config is None:
+        return db
+    want = json.dumps(config, sort_keys=True, default=str)
+    row = db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+    if row is None:
+        with db:
+            db.execute("INSERT INTO meta VALUES ('config', ?)", (want,))
+    elif row[0] != want:
+        old, new = json.loads(row[0]), json.loads(want)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        db.close()
+        raise ValueError(f"{path} holds a {what} with other settings (differs in: {', '.join(diff)}); "
+                         "use a new --out folder")
+    return db

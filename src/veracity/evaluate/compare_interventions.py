@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..capture import pad_batch
+from ..runs import open_results_db
 from ..steer.methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
                              uses_chat_template)
 from .truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores, score_requests
@@ -66,23 +67,9 @@ class CompareStore:
 
     def __init__(self, path: str | Path, fixed: dict):
         self.path = Path(path)
-        self.db = sqlite3.connect(str(self.path))
-        self.db.execute("CREATE TABLE IF NOT EXISTS results (method TEXT, fold INTEGER, metrics TEXT, costs TEXT, "
-                        "per_question TEXT, answers TEXT, finished TEXT, PRIMARY KEY (method, fold))")
-        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        self.db.commit()
-        want = json.dumps(fixed, sort_keys=True, default=str)
-        row = self.db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
-        if row is None:
-            with self.db:
-                self.db.execute("INSERT INTO meta VALUES ('config', ?)", (want,))
-        elif row[0] != want:
-            old = json.loads(row[0])
-            new = json.loads(want)
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            self.db.close()
-            raise ValueError(f"{self.path} holds a comparison with other settings (differs in: {', '.join(diff)}); "
-                             "use a new --out folder")
+        self.db = open_results_db(
+            self.path, "CREATE TABLE IF NOT EXISTS results (method TEXT, fold INTEGER, metrics TEXT, costs TEXT, "
+            "per_question TEXT, answers TEXT, finished TEXT, PRIMARY KEY (method, fold))", fixed, "comparison")
 
     def done(self, method: str, fold: int) -> bool:
         return self.db.execute("SELECT 1 FROM results WHERE method=? AND fold=?", (method, fold)).fetchone() is not None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..runs import open_results_db
 from .intervention import Intervention
 from .iti import ITIConfig, ITIData, fit_folds
 from .validate import SUMMARY_KEYS, EvalConfig, evaluate_fold, held_out_texts, summarise
@@ -31,23 +31,9 @@ class ResultStore:
 
     def __init__(self, path: str | Path, config: dict | None = None):
         self.path = Path(path)
-        self.db = sqlite3.connect(str(self.path))
-        self.db.execute("CREATE TABLE IF NOT EXISTS results (alpha REAL, k INTEGER, fold INTEGER, "
-                        "metrics TEXT, seconds REAL, finished TEXT, PRIMARY KEY (alpha, k, fold))")
-        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        self.db.commit()
-        if config is not None:  # rows are only reused by a sweep with the same fixed settings
-            want = json.dumps(config, sort_keys=True)
-            row = self.db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
-            if row is None:
-                with self.db:
-                    self.db.execute("INSERT INTO meta VALUES ('config', ?)", (want,))
-            elif row[0] != want:
-                old = json.loads(row[0])
-                diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-                self.db.close()
-                raise ValueError(f"{self.path} holds a sweep with other settings (differs in: {', '.join(diff)}); "
-                                 "use a new --out folder")
+        self.db = open_results_db(
+            self.path, "CREATE TABLE IF NOT EXISTS results (alpha REAL, k INTEGER, fold INTEGER, "
+            "metrics TEXT, seconds REAL, finished TEXT, PRIMARY KEY (alpha, k, fold))", config, "sweep")
 
     def done(self, alpha: float, k: int, fold: int) -> bool:
         return self.db.execute("SELECT 1 FROM results WHERE alpha=? AND k=? AND fold=?",
