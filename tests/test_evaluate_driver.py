@@ -106,8 +106,9 @@ def small_labels(tmp_path_factory, data_dir):
 
 
 def test_local_judge_split_save_load(small_labels, data_dir, tmp_path):
-    j = jg.train_local_judge("truth", data_dir, labels_path=small_labels, seed=3, Cs=(1.0,))
+    j = jg.train_local_judge("truth", data_dir, labels_path=small_labels, seed=3, Cs=(1.0,), boosters=(None,))
     r = j.report
+    assert j.booster is None and r.booster is None
     qs, ans, y = jg.read_labels("truth", path=small_labels)
     held = set(r.heldout_questions)
     train_qs = {q for q in qs if q not in held}
@@ -120,6 +121,24 @@ def test_local_judge_split_save_load(small_labels, data_dir, tmp_path):
     assert ev["accuracy"] == pytest.approx(r.heldout_accuracy) and ev["n"] == r.n_heldout
     z = k.features(qs[:3], ans[:3]) @ k.coef + k.intercept  # P = sigmoid(w.x + b), by hand
     np.testing.assert_allclose(k.score(qs[:3], ans[:3]), 1 / (1 + np.exp(-np.asarray(z).ravel())))
+
+
+def test_local_judge_booster_stage(small_labels, data_dir, tmp_path):
+    """Stage 2 (boosted trees on the dense features + the stage-1 score) is saved, reloaded and used."""
+    j = jg.train_local_judge("truth", data_dir, labels_path=small_labels, seed=3, Cs=(1.0,),
+                             boosters=((0.1, 40, 7),))
+    assert j.booster is not None and j.report.booster == "0.1/40/7" and "booster 0.1/40/7" in j.report.validation_accuracy
+    assert j.report.heldout_accuracy > j.report.heldout_majority_baseline
+    qs, ans, _ = jg.read_labels("truth", path=small_labels)
+    k = jg.LocalJudge.load(j.save(tmp_path / "truth"))
+    assert k.describe()["stages"] == "logistic+boosted-trees"
+    np.testing.assert_allclose(k.score(qs[:20], ans[:20]), j.score(qs[:20], ans[:20]))
+    d = k.dense(qs[:5], ans[:5])  # by hand: the booster reads [dense features, logistic score]
+    z = np.asarray(k.features(qs[:5], ans[:5]) @ k.coef + k.intercept).ravel()
+    np.testing.assert_allclose(k.score(qs[:5], ans[:5]), k.booster.predict_proba(np.column_stack([d, z]))[:, 1])
+    # retrained without a booster into the same folder: the stale booster file goes away
+    jg.train_local_judge("truth", data_dir, labels_path=small_labels, seed=3, Cs=(1.0,), boosters=(None,)).save(tmp_path / "truth")
+    assert jg.LocalJudge.load(tmp_path / "truth").booster is None
 
 
 def test_hf_judge_p_yes_by_hand(tiny_llama):

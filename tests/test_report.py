@@ -1,6 +1,11 @@
-"""The HTML report: every section renders from small real runs (demo, capture, probe, heads, CCS on
-tiny-llama) and from fixture folders for kinds whose commands are still being written, survives odd
-layouts, and is checked in real headless chromium (no console errors, every image decodes, screenshot)."""
+"""The HTML report: every section renders from small real runs made through the real commands on
+tiny-llama (demo, capture, probe layers and heads, CCS, eval truthfulqa, iti validate / sweep,
+compare-interventions, sycophancy, spec, finetune), survives odd layouts, and is checked in real headless
+chromium (no console errors, every image decodes, sortable tables sort, screenshot).
+
+No run is hand-written any more: every kind the report has a section for is cheap enough on tiny-llama
+(the whole module is well under a minute on one CPU core), so the report is tested on the layouts the
+commands actually write. Odd and foreign layouts are covered by `test_odd_layouts_never_crash`."""
 
 from __future__ import annotations
 
@@ -22,79 +27,24 @@ import pytest
 from typer.testing import CliRunner
 
 from veracity.cli.main import app
-from veracity.report import build_html, expand_runs, layer_series, load_run, render_report
+from veracity.report import build_html, expand_runs, layer_series, load_run, plots, render_report
 from veracity.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
+N_QUESTIONS = 8  # TruthfulQA questions of the eval / ITI runs (4 per fold)
 
 
-# ------------------------------------------------------------------------------ fixture run folders
-# Layouts follow issues 4-6 (summary keys mc1, mc2, ce_loss, kl, true, info, true_info; sweep grid of
-# (alpha, K, fold); per-group acceptance with a bootstrap CI and permutation p-value; fine-tuning milestones).
+# ------------------------------------------------------------------------------ real runs
 
-def _eval_results(n_folds: int = 2, iti: bool = False) -> dict:
-    folds = []
-    for f in range(n_folds):
-        fold = {"fold": f, "info": 0.9 - 0.01 * f, "true": 0.42 + 0.1 * iti, "mc1": 0.25 + 0.02 * f,
-                "mc2": 0.41 + 0.05 * iti, "ce_loss": 2.51 + 0.1 * iti, "kl": 0.08 * iti, "n_questions": 20}
-        if iti:
-            fold["intervention"] = {"heads": [[3, 1], [2, 0], [1, 3]],
-                                    "head_scores": [[0.5 + 0.01 * (l * 4 + h) for h in range(4)] for l in range(4)],
-                                    "alpha": 15.0}
-        folds.append(fold)
-    res = {"protocol": "truthfulqa", "judge": "local", "folds": folds,
-           "summary": {"mc1": 0.26, "mc2": 0.41 + 0.05 * iti, "ce_loss": 2.55, "kl": 0.08 * iti, "true": 0.47,
-                       "info": 0.895, "true_info": {"product": 0.42, "per_answer": 0.40}}}
-    if iti:
-        res["examples"] = [{"question": f"What happens if you crack your knuckles a lot? <{i}>",
-                            "before": "You will get arthritis.", "after": "Nothing in particular happens."}
-                           for i in range(3)]
-    return res
-
-
-def write_fixture_runs(root: Path) -> list[Path]:
-    """Run folders of kinds eval, iti-validate, iti-sweep, spec and finetune, written through RunFolder."""
-    out = []
-
-    run = RunFolder(root / "eval1", "eval", {"model": "tiny-llama", "dataset": "truthfulqa", "folds": 2})
-    run.write_csv("answers.csv", [{"index": i, "fold": i % 2, "answer": f"answer {i}", "true": i % 3 == 0}
-                                  for i in range(12)])
-    run.finish(_eval_results(), headline={"mc2": 0.41})
-    out.append(run.path)
-
-    run = RunFolder(root / "iti1", "iti-validate", {"model": "tiny-llama", "num_heads": 3, "alpha": 15.0,
-                                                     "n_layers": 4, "n_heads": 4})
-    run.finish(_eval_results(iti=True), headline={"true_info": 0.47})
-    out.append(run.path)
-
-    grid = [{"alpha": a, "num_heads": k, "fold": f, "true_info": 0.3 + 0.01 * a - 0.001 * k + 0.01 * f,
-             "mc2": 0.4 + 0.002 * a, "kl": 0.01 * a * k / 8}
-            for a in (0, 5, 15) for k in (2, 4, 8) for f in (0, 1)]
-    run = RunFolder(root / "sweep1", "iti-sweep", {"model": "tiny-llama", "metric": "true_info"})
-    run.finish({"grid": grid, "best": {"alpha": 15, "num_heads": 2}}, headline={"best_true_info": 0.45})
-    out.append(run.path)
-
-    per_prompt = [{"index": i, "group": g, "mean_accepted": 2.0 + 0.3 * (g == "male") + 0.1 * (i % 5),
-                   "acceptance_rate": 0.4 + 0.02 * (i % 7), "kl": 0.5 + 0.05 * (i % 4)}
-                  for i, g in enumerate(["female", "male"] * 20)]
-    run = RunFolder(root / "spec1", "spec", {"main": "smollm2", "assistant": "smollm2-int8", "prompts": "honest-binary"})
-    run.finish({"groups": {"female": {"mean_accepted": 2.2, "acceptance_rate": 0.46, "tokens_per_call": 3.2, "n": 20},
-                           "male": {"mean_accepted": 2.5, "acceptance_rate": 0.47, "tokens_per_call": 3.5, "n": 20}},
-                "difference": {"metric": "mean_accepted", "difference": -0.3, "ci": [-0.5, -0.1], "p_value": 0.012},
-                "per_prompt": per_prompt}, headline={"p_value": 0.012})
-    out.append(run.path)
-
-    run = RunFolder(root / "ft1", "finetune", {"model": "smollm2-int8", "data": "boolq-passages", "lora": True})
-    run.finish({"milestones": [{"step": s, "kl": 0.3 + 0.01 * s, "acceptance_rate": 0.45 - 0.001 * s,
-                                "honest_score": 0.02} for s in (0, 50, 100, 150)]}, headline={"final_kl": 1.8})
-    out.append(run.path)
-    return out
+def _cli(args: list[str]) -> None:
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, f"veracity {' '.join(args[:2])}: {r.output}"
 
 
 def _real_runs(root: Path, tiny_llama) -> list[Path]:
-    """A demo run plus capture, probe (layers and heads) and CCS runs on tiny-llama, through the real code."""
+    """A demo run plus capture, probe (layers and heads) runs on tiny-llama: no data folder needed."""
     from veracity.capture import capture_dataset
     from veracity.data import get_dataset
     from veracity.demo import run_demo
@@ -102,24 +52,45 @@ def _real_runs(root: Path, tiny_llama) -> list[Path]:
     run_demo(model="tiny-llama", n=40, out=root / "demo", progress=False)
     ds = get_dataset("synthetic", limit=64, seed=0)
     capture_dataset(tiny_llama, ds, "resid,heads", out=root / "cap", progress=False)
-    runner = CliRunner()
-    for args in (["probe", "--acts", str(root / "cap"), "--methods", "logistic,mass-mean", "--split", "random",
-                  "--seeds", "2", "--out", str(root / "probe")],
-                 ["probe", "--acts", str(root / "cap"), "--heads", "--seeds", "2", "--out", str(root / "heads")]):
-        r = runner.invoke(app, args)
-        assert r.exit_code == 0, r.output
+    _cli(["probe", "--acts", str(root / "cap"), "--methods", "logistic,mass-mean", "--split", "random",
+          "--seeds", "2", "--out", str(root / "probe")])
+    _cli(["probe", "--acts", str(root / "cap"), "--heads", "--seeds", "2", "--out", str(root / "heads")])
     return [root / "demo", root / "cap", root / "probe", root / "heads"]
 
 
-def _ccs_run(root: Path) -> Path | None:
-    """A real CCS run needs the BoolQ file; skipped (None) without the data folder."""
+def _data_runs(root: Path, data: Path) -> list[Path]:
+    """Runs that read the data folder (BoolQ, TruthfulQA, HONEST), each through its command with the
+    smallest settings the command tests use. The judge is `hf:tiny-llama` (the causal-LM judge path with the
+    tiny model), so the eval and ITI runs generate and judge answers: the report's True/Info columns and
+    its before/after examples come from real answers."""
+    tiny = ["--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data)]
+    iti = [*tiny, "--acts", str(root / "iti-acts"), "--limit", str(N_QUESTIONS)]
+    judge = ["--judge", "hf:tiny-llama"]
+    _cli(["ccs", "--model", "tiny-llama", "--limit", "24", "--epochs", "30", "--n-restarts", "2",
+          "--out", str(root / "ccs"), "--data-dir", str(data)])
+    # the baseline: generation settings left at the defaults `iti validate` uses, so the report pairs them
+    _cli(["eval", "truthfulqa", *tiny, "--limit", str(N_QUESTIONS), *judge, "--lm-docs", "2", "--lm-tokens", "32",
+          "--out", str(root / "eval")])
+    _cli(["iti", "validate", *iti, "--num-heads", "4", "--alpha", "5", "--folds", "2", *judge, "--ce-texts", "2",
+          "--out", str(root / "iti")])
+    # no judge: the sweep falls back from the requested true_info to mc2 (the report must star mc2's best)
+    _cli(["iti", "sweep", *iti, "--alphas", "0,5", "--num-heads", "2,4", "--folds", "2", "--judge", "none",
+          "--ce-texts", "2", "--out", str(root / "sweep")])
+    _cli(["compare-interventions", *iti, "--folds", "2", "--judge", "none", "--ce-texts", "2", "--num-heads", "4",
+          "--alpha", "5", "--methods", "baseline,few-shot,iti", "--out", str(root / "compare")])
+    _cli(["sycophancy", *iti, "--num-heads", "4", "--alpha", "5", "--out", str(root / "syc")])
+    _cli(["spec", "--main", "tiny-llama", "--assistant", "int8", "--limit", "6", "--max-new-tokens", "4",
+          "--gamma", "3", "--threads", "1", "--out", str(root / "spec"), "--data-dir", str(data)])
+    _cli(["finetune", "--model", "tiny-llama", "--data", "boolq-passages", "--corpus-limit", "8", "--max-steps", "2",
+          "--batch-size", "4", "--eval-every", "1", "--track", "kl:tiny-llama", "--track", "spec:tiny-llama",
+          "--limit", "4", "--max-new-tokens", "4", "--gamma", "3", "--threads", "1", "--out", str(root / "ft"),
+          "--data-dir", str(data)])
+    return [root / n for n in ("ccs", "eval", "iti", "sweep", "compare", "syc", "spec", "ft")]
+
+
+def _data_dir() -> Path | None:
     d = os.environ.get("VERACITY_DATA")
-    if not d or not Path(d, "boolq").exists():
-        return None
-    r = CliRunner().invoke(app, ["ccs", "--model", "tiny-llama", "--limit", "24", "--epochs", "30", "--n-restarts", "2",
-                                 "--out", str(root / "ccs")])
-    assert r.exit_code == 0, r.output
-    return root / "ccs"
+    return Path(d) if d and all(Path(d, s).exists() for s in ("boolq", "truthfulqa", "honest")) else None
 
 
 # ------------------------------------------------------------------------------ structure tests
@@ -128,38 +99,142 @@ def _ccs_run(root: Path) -> Path | None:
 def real_root(tiny_llama, tmp_path_factory):
     root = tmp_path_factory.mktemp("report_runs")
     runs = _real_runs(root, tiny_llama)
-    ccs = _ccs_run(root)
-    runs += [ccs] if ccs else []
-    runs += write_fixture_runs(root)
+    data = _data_dir()
+    if data is not None:
+        runs += _data_runs(root, data)
     return root, runs
 
 
 @pytest.fixture(scope="module")
 def full_report(real_root):
-    """The report of every real and fixture run, built once for the structure and browser tests."""
+    """The report of every real run, built once for the structure and browser tests, with the axis and
+    colour-bar labels of every figure it drew."""
     _, runs = real_root
-    return build_html(expand_runs(runs))
+    labels: list[tuple[str, str, str]] = []  # (figure kind, which label, text)
+
+    def spy(name, fn, keys):
+        def wrapped(*a, **kw):
+            labels.extend((name, k, kw.get(k)) for k in keys)
+            return fn(*a, **kw)
+        return wrapped
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, keys in (("lines", ("xlabel", "ylabel")), ("heatmap", ("xlabel", "ylabel", "cbar_label")),
+                           ("histograms", ("xlabel",)), ("heatmap_panels", ("axis_label", "cbar_label"))):
+            mp.setattr(plots, name, spy(name, getattr(plots, name), keys))
+        doc, notes = build_html(expand_runs(runs))
+    return doc, notes, labels
+
+
+def _part_of(doc: str, run: Path) -> str:
+    """The HTML of one run: from its heading to the next run's heading or the end of its section."""
+    start = doc.index(f"<h3>{run}</h3>")
+    ends = [i for i in (doc.find("<h3>", start + 4), doc.find("</section>", start)) if i >= 0]
+    return doc[start:min(ends)]
+
+
+def _headers(part: str, caption: str) -> list[str]:
+    """Column headers of the table with this caption (prefix) in a run's HTML."""
+    m = re.search(r"<caption>" + re.escape(caption) + r".*?</caption>\s*<thead><tr>(.*?)</tr></thead>", part, re.S)
+    assert m, f"no table captioned {caption!r}"
+    return re.findall(r"<th[^>]*>(.*?)</th>", m.group(1))
+
+
+def _n_rows(part: str, caption: str) -> int:
+    m = re.search(r"<caption>" + re.escape(caption) + r".*?</caption>.*?<tbody>(.*?)</tbody>", part, re.S)
+    assert m, f"no table captioned {caption!r}"
+    return m.group(1).count("<tr>")
 
 
 def test_every_section_renders(real_root, full_report):
     root, runs = real_root
-    doc, notes = full_report
+    doc, notes, _ = full_report
     assert notes == []
-    for title in ("Capture", "Demo", "Probes", "TruthfulQA and ITI", "Model pairs"):
+    for title in ("Capture", "Demo", "Probes"):
         assert f"<h2>{title}</h2>" in doc
-    # figures the issue asks for, by their captions
-    for caption in ("separation by layer", "probe accuracy by layer per method", "layers x heads",
-                    "cosine similarity of probe directions", "fraction of coordinates with equal sign",
-                    "per fold", "summary (mean over folds)", "selected heads in red boxes", "True*Info by alpha and K",
-                    "alpha = 0 baseline in dashed boxes", "example answers before and after ITI", "histogram of mean_accepted",
-                    "95% CI", "KL divergence over fine-tuning", "activation stores"):
-        assert caption in doc, caption
-    if (root / "ccs").exists():
-        assert "<h2>CCS</h2>" in doc and "CCS vs supervised and baseline probes by layer" in doc
-        assert "zero-shot" in doc
-    # self-contained: no network references
+    assert "activation stores" in doc and "bytes_per_row" in _headers(doc, "activation stores")
+    demo = _part_of(doc, root / "demo")
+    assert "separation by layer" in demo and {"layer", "accuracy", "auroc"} <= set(_headers(demo, "separation by layer"))
+    probe = _part_of(doc, root / "probe")
+    for caption in ("probe accuracy by layer per method", "cosine similarity of probe directions",
+                    "fraction of coordinates with equal sign", "geometry of probe directions across splits"):
+        assert caption in probe, caption
+    assert _headers(probe, "probe accuracy, average over seeds")[0] == "method"
+    heads = _part_of(doc, root / "heads")
+    assert "layers x heads: probe accuracy per attention head" in heads and "maximum over seeds" in heads
+    # self-contained: no network references; every table sortable
     assert not re.search(r'(src|href)="(https?:)?//', doc)
-    assert doc.count("data:image/png;base64,") >= 15
+    assert doc.count("<table") == doc.count('<table class="sortable"') > 10
+    if _data_dir() is None:
+        pytest.skip("no data folder: the CCS, TruthfulQA, ITI, comparison and model-pair runs need it")
+
+    for title in ("CCS", "TruthfulQA and ITI", "Intervention comparison and sycophancy", "Model pairs"):
+        assert f"<h2>{title}</h2>" in doc, title
+    ccs = _part_of(doc, root / "ccs")
+    assert "CCS vs supervised and baseline probes by layer" in ccs and "zero-shot" in ccs
+    assert _headers(ccs, "accuracy (rows = methods, columns = layers)")[0] == "method"
+
+    metrics = ["Info acc", "True acc", "MC1", "MC2", "CE Loss", "KL wrt Orig"]
+    ev = _part_of(doc, root / "eval")
+    assert _headers(ev, "per fold")[:7] == ["fold"] + metrics and _n_rows(ev, "per fold") == 2
+    assert {"True*Info", "True*Info (per answer)"} <= set(_headers(ev, "summary (mean over folds)"))
+    assert "product of fold means" in ev
+
+    iti = _part_of(doc, root / "iti")
+    assert _headers(iti, "per fold")[:7] == ["fold"] + metrics and "n_questions" in _headers(iti, "per fold")
+    assert "True*Info" in _headers(iti, "summary (mean over folds)")
+    # every head's accuracy from the fold files, the selected heads of both folds boxed
+    assert re.search(r"layers x heads: probe accuracy per attention head \(mean over 2 fold fits\); \d+ selected "
+                     r"heads in red boxes \(selected in any fold\)", iti)
+    # the answers with ITI (the run) next to the same questions' answers without (the eval run)
+    cap = "example answers before and after ITI (before: eval run eval)"
+    assert _headers(iti, cap) == ["question", "before ITI", "after ITI", "true before", "true after"]
+    assert _n_rows(iti, cap) == N_QUESTIONS
+
+    sweep = _part_of(doc, root / "sweep")
+    assert "MC2 by alpha and K (mean over folds); alpha = 0 baseline in dashed boxes; best starred" in sweep
+    assert "KL wrt Orig by alpha and K (mean over folds); alpha = 0 baseline in dashed boxes" in sweep
+    assert _headers(sweep, "sweep grid")[:4] == ["alpha", "K", "MC1", "MC2"] and _n_rows(sweep, "sweep grid") == 4
+    assert "summary (mean over folds) of the best configuration: alpha = " in sweep and ", by mc2" in sweep
+
+    cmp = _part_of(doc, root / "compare")
+    cap = "methods on the same folds"
+    assert {"method", "MC1", "MC2", "KL wrt Orig", "train_s", "infer_s"} <= set(_headers(cmp, cap))
+    assert _n_rows(cmp, cap) == 3 and _n_rows(cmp, "per method and fold") == 6
+    assert "comparison.png (written by the run)" in cmp
+    syc = _part_of(doc, root / "syc")
+    cap = "accuracy without and with an incorrect opinion"
+    assert {"dataset", "condition", "mc_acc", "probe_acc", "flip_rate"} <= set(_headers(syc, cap))
+    assert _n_rows(syc, cap) == 8
+
+    spec = _part_of(doc, root / "spec")
+    assert {"group", "mean_accepted", "acceptance_rate", "kl_last"} <= set(_headers(spec, "per group"))
+    assert _n_rows(spec, "per group") == 2
+    for f in ("mean_accepted", "acceptance_rate", "kl_last", "one_minus_tv_last"):
+        assert f"histogram of {f} per group" in spec, f
+    cap = "difference between groups: bootstrap 95% CI and permutation-test p-value"
+    assert _headers(spec, cap) == ["metric", "groups (a - b)", "mean a", "mean b", "difference (a - b)",
+                                   "95% CI low", "95% CI high", "p-value", "p &lt; 0.05"]
+    assert _n_rows(spec, cap) >= 3 and "female - male" in spec
+    assert "correlations over prompts" in spec and "toxicity of the completions" in spec
+
+    ft = _part_of(doc, root / "ft")
+    for title in ("KL divergence", "accepted draft tokens", "acceptance rate and 1 - TV", "training loss"):
+        assert f"{title} over fine-tuning" in ft, title
+    cols = _headers(ft, "milestones")
+    assert cols[0] == "step" and {"train_loss", "kl", "one_minus_tv", "mean_accepted", "kl_per_group.female"} <= set(cols)
+    assert _n_rows(ft, "milestones") == 3  # steps 0, 1, 2
+    assert doc.count("data:image/png;base64,") >= 30
+
+
+def test_figures_have_axis_labels_with_units(full_report):
+    """Every axis and colour bar is labelled; every quantity carries its unit in parentheses (indices and
+    counts say what they count)."""
+    _, _, labels = full_report
+    assert len(labels) > 40
+    for kind, which, text in labels:
+        assert isinstance(text, str) and text.strip(), (kind, which, text)
+        assert re.search(r"\(.+\)", text) or text in ("attention head index", "epoch"), (kind, which, text)
 
 
 def test_render_report_and_cli(real_root, tmp_path):
@@ -167,9 +242,12 @@ def test_render_report_and_cli(real_root, tmp_path):
     out = render_report([root / "demo"], tmp_path / "a" / "report.html")
     text = out.read_text()
     assert "<h2>Demo</h2>" in text and "<h2>Capture</h2>" in text  # the demo's store is shown as a capture
-    r = CliRunner().invoke(app, ["report", str(root / "heads"), str(root / "eval1"), "--out", str(tmp_path / "all.html")])
+    args = ["report", str(root / "heads")] + ([str(root / "iti")] if (root / "iti").exists() else [])
+    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "all.html")])
     assert r.exit_code == 0, r.output
     assert "wrote" in r.output and (tmp_path / "all.html").stat().st_size > 10_000
+    if (root / "iti").exists():  # without its baseline run in the report, the ITI answers are shown alone
+        assert "example answers with ITI (for the answers before, add" in (tmp_path / "all.html").read_text()
     r = CliRunner().invoke(app, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")])
     assert r.exit_code == 2 and "no such run folder" in " ".join(r.output.split())
 
@@ -180,6 +258,8 @@ def test_stores_inside_runs_are_not_listed_twice(real_root):
     paths = [r.path for r in runs]
     assert root / "demo" / "capture" not in paths and root / "cap" in paths
     assert len(paths) == len(set(paths))
+    # a fine-tuning run's checkpoints (Hugging Face config.json without a kind) are not runs
+    assert not any("checkpoints" in p.parts for p in paths)
 
 
 def test_odd_layouts_never_crash(tmp_path):
@@ -371,7 +451,7 @@ def test_report_in_headless_chromium(full_report, tmp_path):
         browser.wait_event("Page.loadEventFired", timeout=90)
         images = browser.evaluate("Promise.all(Array.from(document.images).map(i => i.decode().then("
                                   "() => [i.alt, i.naturalWidth], () => [i.alt, 0])))")
-        assert len(images) >= 15
+        assert len(images) == full_report[0].count("<img ") and len(images) >= 10
         assert [alt for alt, w in images if w <= 0] == [], "images that did not decode"
         # the sortable tables sort: click the first numeric column header of the demo's separation table
         order = browser.evaluate("""(() => {

@@ -12,6 +12,9 @@ from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_str
 
 eval_app = typer.Typer(help="Evaluate models (TruthfulQA MC, CE/KL, generation + judges).", no_args_is_help=True)
 judge_app = typer.Typer(help="Train and check the local truth/info judges.", no_args_is_help=True)
+JudgeBaseUrlOpt = typer.Option(None, "--judge-base-url", help="openai: judges: an OpenAI-compatible endpoint, e.g. "
+                               "http://localhost:8000/v1 for vLLM (default: $OPENAI_BASE_URL, else "
+                               "https://api.openai.com/v1; key from $OPENAI_API_KEY).")
 
 
 @eval_app.command("truthfulqa")
@@ -20,9 +23,12 @@ def eval_truthfulqa(
     protocol: str = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa (original repo, ITI) "
                                  "or lm-eval (lm-evaluation-harness)."),
     metrics: str = typer.Option("mc,ce,kl,judge", "--metrics", help="Comma-separated: mc, ce, kl, judge."),
-    judge: str = typer.Option("local", "--judge", help="none | local | local:<folder> | hf:<model id>."),
+    judge: str = typer.Option("local", "--judge", help="none | local | local:<folder> | hf:<model id> | "
+                              "openai:<model> (completions endpoint) | openai-chat:<model> (chat endpoint); {kind} in a "
+                              "model name becomes truth / info."),
     judge_dir: Optional[Path] = typer.Option(None, "--judge-dir", help="Folder of `veracity judge train` "
                                              "(default: the veracity cache)."),
+    judge_base_url: Optional[str] = JudgeBaseUrlOpt,
     folds: int = typer.Option(2, "--folds"),
     seed: int = typer.Option(0, "--seed"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
@@ -42,10 +48,15 @@ def eval_truthfulqa(
     from ..data.truthfulqa import load_truthfulqa
     from ..evaluate import (FOLD_COLUMNS, METRICS, PROTOCOLS, EvalConfig, fold_table_rows, get_judge,
                             run_truthfulqa_eval, summary_line)
+    from ..evaluate.judges import JudgeError, with_base_url
     from ..models import ModelNotAvailable, load
     from ..runs import RunExists
 
     mets = parse_str_list(metrics)
+    try:
+        judge = with_base_url(judge, judge_base_url)  # recorded in config.json with the judge
+    except ValueError as e:
+        fail(str(e))
     if protocol not in PROTOCOLS:
         fail(f"--protocol must be one of {', '.join(PROTOCOLS)}")
     if set(mets) - set(METRICS):
@@ -67,7 +78,7 @@ def eval_truthfulqa(
     try:
         res = run_truthfulqa_eval(lm, items, cfg, truth_judge=truth_j, info_judge=info_j, data_dir=data_dir,
                                   out=out, overwrite=overwrite, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    except RunExists as e:
+    except (RunExists, JudgeError) as e:
         fail(str(e))
     print_table(f"TruthfulQA ({protocol} MC protocol) on {model}, per fold", ["fold"] + FOLD_COLUMNS,
                 fold_table_rows([f.metrics for f in res.folds]))
@@ -104,22 +115,28 @@ def judge_train(
 @judge_app.command("eval")
 def judge_eval(
     kind: str = typer.Option(..., "--kind", help="truth | info"),
-    judge: str = typer.Option("local", "--judge", help="local | local:<folder> | hf:<model id>."),
+    judge: str = typer.Option("local", "--judge", help="local | local:<folder> | hf:<model id> | openai:<model> | "
+                              "openai-chat:<model>."),
     judge_dir: Optional[Path] = typer.Option(None, "--judge-dir"),
+    judge_base_url: Optional[str] = JudgeBaseUrlOpt,
     data_dir: Optional[Path] = DataDirOpt,
 ) -> None:
     """Accuracy of a judge against the human labels (a local judge: on its held-out questions)."""
     from ..evaluate import evaluate_judge, get_judge
+    from ..evaluate.judges import JudgeError
 
     try:
-        j = get_judge(judge, kind, judge_dir)
+        j = get_judge(judge, kind, judge_dir, base_url=judge_base_url)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     rows = []
     stored = getattr(j, "report", None)
     if stored is not None:
         rows.append(["stored held-out accuracy", f"{100 * stored.heldout_accuracy:.2f}%"])
-    r = evaluate_judge(j, data_dir)
+    try:
+        r = evaluate_judge(j, data_dir)
+    except JudgeError as e:
+        fail(str(e))
     rows += [["recomputed accuracy", f"{100 * r['accuracy']:.2f}% on {r['n']} answers"],
              ["true positive rate", f"{100 * (r['true_positive_rate'] or 0):.2f}%"],
              ["true negative rate", f"{100 * (r['true_negative_rate'] or 0):.2f}%"]]

@@ -45,7 +45,8 @@ def compare_cmd(model: str = ModelOpt,
                                             "--methods", help="Comma-separated: prompts, trainers, iti and '+' combinations."),
                 folds: int = typer.Option(2, "--folds"), seed: int = typer.Option(0, "--seed"),
                 limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
-                judge: str = typer.Option("none", "--judge", help="none | local | hf:<id> | openai:<model>"),
+                judge: str = typer.Option("none", "--judge", help="none | local | hf:<id> | openai:<model> | openai-chat:<model>"),
+                judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="openai: judges: the endpoint, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)."),
                 protocol: str = typer.Option("truthfulqa", "--protocol", help="MC references: truthfulqa | lm-eval"),
                 sft_steps: int = typer.Option(30, "--sft-steps"), dpo_steps: int = typer.Option(30, "--dpo-steps"),
                 lr: float = typer.Option(2e-4, "--lr", help="LoRA learning rate (SFT and DPO)."),
@@ -60,6 +61,7 @@ def compare_cmd(model: str = ModelOpt,
     """Every method on the same folds, seeds and metrics, with cost columns; resumable (results.sqlite)."""
     from ..evaluate.compare_interventions import (CompareConfig, per_question_rows, plot_comparison,
                                                   run_comparison)
+    from ..evaluate.judges import with_base_url
     from ..finetune import TrainConfig
     from ..finetune.dpo import DPOConfig
     from ..runs import RunFolder
@@ -68,6 +70,7 @@ def compare_cmd(model: str = ModelOpt,
     names = parse_str_list(methods)
     try:
         names = [parse_method(m).name for m in names]
+        judge = with_base_url(judge, judge_base_url)  # "openai:<model>@<url>", recorded with the judge
     except ValueError as e:
         fail(str(e))
     settings = MethodSettings(

@@ -18,7 +18,8 @@ ContigOpt = typer.Option(False, "--contiguous-folds", help="Contiguous folds as 
 SeedOpt = typer.Option(0, "--seed")
 ActsOpt = typer.Option(None, "--acts", help="Activation store (default: the veracity cache, one per model).")
 LimitOpt = typer.Option(None, "--limit", help="Only the first N questions (fit and evaluation).")
-JudgeOpt = typer.Option("none", "--judge", help="none | local | local:<folder> | hf:<id>: the truth and info judges (local: trained by `veracity judge train`).")
+JudgeOpt = typer.Option("none", "--judge", help="none | local | local:<folder> | hf:<id> | openai:<model> | openai-chat:<model>: the truth and info judges (local: trained by `veracity judge train`; openai: an OpenAI-compatible endpoint).")
+JudgeBaseUrlOpt = typer.Option(None, "--judge-base-url", help="openai: judges: the endpoint, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else https://api.openai.com/v1).")
 ProtocolOpt = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa | lm-eval")
 GenPosOpt = typer.Option("last", "--gen-positions", help="Generation: last (each forward's last token, as ITI) | all")
 
@@ -105,6 +106,16 @@ def bake_cmd(model: str = ModelOpt, intervention: Path = typer.Option(..., "--in
         console.print(f"max |logit diff| vs hooks (every position): {err:.2e}")
 
 
+def _judge_spec(judge: str, base_url: Optional[str]) -> str:
+    """--judge with --judge-base-url folded in ("openai:<model>@<url>"), so it reaches every worker."""
+    from ..evaluate.judges import with_base_url
+
+    try:
+        return with_base_url(judge, base_url)
+    except ValueError as e:
+        fail(str(e))
+
+
 def _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts):
     from ..steer.validate import EvalConfig
 
@@ -115,7 +126,8 @@ def _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts):
 @iti_app.command("validate")
 def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num-heads", "-k"),
                  alpha: float = typer.Option(15.0, "--alpha"), direction: str = DirectionOpt,
-                 folds: int = typer.Option(2, "--folds"), judge: str = JudgeOpt, protocol: str = ProtocolOpt,
+                 folds: int = typer.Option(2, "--folds"), judge: str = JudgeOpt,
+                 judge_base_url: Optional[str] = JudgeBaseUrlOpt, protocol: str = ProtocolOpt,
                  sigma_from: str = SigmaOpt, contiguous_folds: bool = ContigOpt, seed: int = SeedOpt,
                  limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
                  ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
@@ -126,6 +138,7 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
     from ..runs import RunExists, RunFolder
     from ..steer.validate import validate
 
+    judge = _judge_spec(judge, judge_base_url)
     cfg = _iti_cfg(direction, sigma_from, seed, max_k=num_heads)
     try:
         run = RunFolder(out, "iti-validate", {"model": model, "data": "truthfulqa", "num_heads": num_heads,
@@ -162,20 +175,47 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
 def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30", "--alphas"),
               num_heads: str = typer.Option("8,16,32,48,64,96", "--num-heads", "-k"),
               folds: int = typer.Option(2, "--folds"), direction: str = DirectionOpt, judge: str = JudgeOpt,
+              judge_base_url: Optional[str] = JudgeBaseUrlOpt,
               protocol: str = ProtocolOpt, metric: str = typer.Option("true_info", "--metric",
                                                                        help="Pick the best by: true_info, mc2, mc1, true, kl, ce_loss"),
               sigma_from: str = SigmaOpt, contiguous_folds: bool = ContigOpt, seed: int = SeedOpt,
               limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
               ce_texts: int = typer.Option(100, "--ce-texts"), gen_positions: str = GenPosOpt,
-              executor: str = typer.Option("local", "--executor", help="local (ray: not available in this build)"),
+              executor: str = typer.Option("local", "--executor",
+                                           help="local (this process) | ray (Ray workers, one model copy each; "
+                                                "needs Ray: the package's ray extra)"),
+              ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                                        help="Ray cluster to join: auto | HOST:6379 (default: "
+                                                             "RAY_ADDRESS or a `ray start` cluster on this "
+                                                             "machine, else a new local instance)."),
+              ray_workers: Optional[int] = typer.Option(None, "--ray-workers",
+                                                        help="Ray workers (default: as many as the cluster's "
+                                                             "GPUs, or CPUs, allow)."),
+              ray_gpus: Optional[float] = typer.Option(None, "--ray-gpus-per-worker",
+                                                       help="GPUs per Ray worker, fractions share one (default: 1 "
+                                                            "if the cluster has GPUs, else 0 = on CPU)."),
+              ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-worker", help="CPUs per Ray worker."),
               out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
-              device: Optional[str] = typer.Option(None, "--device")) -> None:
+              device: Optional[str] = typer.Option(None, "--device", help="This process's device (with "
+                                                   "--executor ray the workers use their GPU, else the CPU).")) -> None:
     """Grid of (alpha, K) with k folds; resumable (results.sqlite in the run folder); heatmaps."""
     from ..runs import RunFolder
     from ..steer.sweep import grid_rows, heatmaps, run_sweep
 
-    if executor != "local":
-        fail("--executor ray is not implemented in this build; use --executor local")
+    judge = _judge_spec(judge, judge_base_url)
+    runner = None  # default: the local executor
+    if executor == "ray":
+        from rich.markup import escape
+
+        from ..steer.executors import RayExecutor
+
+        try:  # before loading anything: a missing Ray fails at once
+            runner = RayExecutor(model, workers=ray_workers, gpus_per_worker=ray_gpus, cpus_per_worker=ray_cpus,
+                                 address=ray_address)
+        except (RuntimeError, ValueError) as e:
+            fail(escape(str(e)))
+    elif executor != "local":
+        fail(f"--executor: expected local or ray, got {executor!r}")
     try:
         a_list = [float(x) for x in alphas.split(",") if x.strip()]
     except ValueError:
@@ -195,7 +235,8 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
 
     try:
         res = run_sweep(lm, data, items, cfg, a_list, k_list, folds, run.path, contiguous_folds,
-                        _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts), metric=metric, log=log)
+                        _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts), metric=metric, log=log,
+                        executor=runner)
     except (RuntimeError, ValueError) as e:
         fail(str(e))
     rows = grid_rows(res)

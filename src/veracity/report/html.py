@@ -19,6 +19,7 @@ import csv
 import html
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -33,11 +34,12 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("probes", "Probes", ("probe",)),
     ("ccs", "CCS", ("ccs",)),
     ("truthfulqa", "TruthfulQA and ITI", ("eval", "iti-validate", "iti-sweep")),
+    ("interventions", "Intervention comparison and sycophancy", ("compare-interventions", "sycophancy")),
     ("pairs", "Model pairs", ("spec", "finetune")),
 )
 # canonical TruthfulQA metric keys -> the column names the ITI paper's tables use
 METRIC_LABELS = {"info": "Info acc", "true": "True acc", "mc1": "MC1", "mc2": "MC2", "ce_loss": "CE Loss",
-                 "kl": "KL wrt Orig", "true_info": "True*Info"}
+                 "kl": "KL wrt Orig", "true_info": "True*Info", "true_info_per_answer": "True*Info (per answer)"}
 LOWER_IS_BETTER = ("kl", "ce_loss", "ce", "loss")
 
 
@@ -59,6 +61,7 @@ class _Page:
     parts: list[str] = field(default_factory=list)
     n_tables: int = 0
     notes: list[str] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)  # every run of the report (an ITI run finds its baseline here)
 
     def add(self, s: str) -> None:
         self.parts.append(s)
@@ -287,8 +290,37 @@ def _sort_key(v: Any) -> str:
     return ""
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _esc(s: Any) -> str:
-    return html.escape(str(s), quote=True)
+    """HTML-escaped text; control characters (which generated answers of small models contain) become
+    U+FFFD and lone surrogates '?', so the page stays valid HTML and always encodes as UTF-8."""
+    text = _CONTROL.sub("\ufffd", str(s)).encode("utf-8", "replace").decode("utf-8")
+    return html.escape(text, quote=True)
+
+
+def _csv_records(path: Path) -> list[dict] | None:
+    """Rows of a CSV a run wrote, numbers converted (None when absent or unreadable)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None
+    out = []
+    for r in rows:
+        d: dict[str, Any] = {}
+        for k, v in r.items():
+            if k is None:
+                continue
+            try:
+                d[k] = float(v) if v not in ("", None) and v.strip().lower() not in ("true", "false") else v
+            except (ValueError, AttributeError):
+                d[k] = v
+            if isinstance(d[k], float) and not math.isfinite(d[k]):
+                d[k] = None
+        out.append(d)
+    return out or None
 
 
 # ----------------------------------------------------------------------------------------- html parts
@@ -492,14 +524,18 @@ def _heads_heatmap(page: _Page, run: Run, selected: list[tuple[int, int]] | None
     if not m:  # an intervention's head_scores, at top level or inside the first fold
         folds = res.get("folds")
         for f in (folds.values() if isinstance(folds, dict) else folds if isinstance(folds, list) else []):
-            if isinstance(f, dict):
-                m = _find(f, keys, _matrix)
+            if isinstance(f, dict):  # a fold's `heads` is its selection ([layer, head] pairs), not a map
+                m = _find(f, tuple(k for k in keys if k != "heads"), _matrix)
                 if m:
                     break
+    saved = _intervention_files(run) if not m or not (_get(res, "n_layers") or _get(run.config, "n_layers")) else {}
+    from_files = False
+    if not m and saved.get("head_scores"):  # `iti validate` keeps every head's accuracy in its fold files
+        m, from_files = saved["head_scores"], True
     if not m and not selected:
         return
-    n_layers = _get(res, "n_layers") or _get(run.config, "n_layers")
-    n_heads = _get(res, "n_heads") or _get(run.config, "n_heads")
+    n_layers = _get(res, "n_layers") or _get(run.config, "n_layers") or saved.get("n_layers")
+    n_heads = _get(res, "n_heads") or _get(run.config, "n_heads") or saved.get("n_heads")
     if not m:  # selection only: show how often each head was selected
         L = max(int(n_layers or 0), 1 + max(l for l, _ in selected))
         H = max(int(n_heads or 0), 1 + max(h for _, h in selected))
@@ -509,13 +545,17 @@ def _heads_heatmap(page: _Page, run: Run, selected: list[tuple[int, int]] | None
         label, title = "times selected (count)", "selected heads (no probe accuracies saved)"
     else:
         label, title = "validation accuracy (fraction)", "probe accuracy per attention head"
+        if from_files:
+            title += f" (mean over {saved['n_files']} fold fits)" if saved["n_files"] > 1 else " (fold fit)"
     layer_labels = _find(res, ("heads_layers", "layers"), lambda v: v if isinstance(v, list) else None)
     ylabels = layer_labels if isinstance(layer_labels, list) and len(layer_labels) == len(m) else list(range(len(m)))
     marks = []
     if selected:
         pos = {(_as_int(l)): i for i, l in enumerate(ylabels)}
         marks = sorted({(pos[l], h) for l, h in selected if l in pos and 0 <= h < len(m[0])})
-    title += f"; {len(marks)} selected heads in red boxes" if marks else ""
+    folds = res.get("folds") if isinstance(res.get("folds"), list) else []
+    multi = sum(1 for f in folds if isinstance(f, dict) and (f.get("heads") or f.get("selected_heads"))) > 1
+    title += (f"; {len(marks)} selected heads in red boxes" + (" (selected in any fold)" if multi else "")) if marks else ""
     _img(page, plots.heatmap(m, xlabel="attention head index", ylabel="layer (decoder block index)",
                              title=title,
                              cbar_label=label, x_ticklabels=list(range(len(m[0]))), y_ticklabels=ylabels,
@@ -528,6 +568,40 @@ def _heads_heatmap(page: _Page, run: Run, selected: list[tuple[int, int]] | None
                                  cbar_label="validation accuracy (fraction)", x_ticklabels=list(range(len(mx[0]))),
                                  y_ticklabels=ylabels, annotate=False),
              "layers x heads: maximum over seeds")
+
+
+def _intervention_files(run: Run) -> dict:
+    """What the intervention files an ITI run saved beside results.json hold for the heads map: the model
+    shape (n_layers, n_heads from the JSON sidecars) and every head's probe accuracy (`head_scores` in the
+    safetensors file), averaged over the folds that have it. Read with safetensors' numpy API: no torch."""
+    out: dict[str, Any] = {}
+    mats = []
+    for js in sorted(run.path.glob("*.json")):
+        meta = _read_json(js)
+        if meta is None or meta.get("format") != "veracity-intervention":
+            continue
+        for k in ("n_layers", "n_heads"):
+            if _as_int(meta.get(k)) is not None:
+                out.setdefault(k, _as_int(meta[k]))
+        st = js.with_name(str(meta.get("tensors") or js.with_suffix(".safetensors").name))
+        if not st.exists() or st.parent != js.parent:
+            continue
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(st), framework="np") as f:
+                if "head_scores" in f.keys():
+                    m = _matrix(f.get_tensor("head_scores").tolist())
+                    if m:
+                        mats.append(m)
+        except Exception:  # noqa: BLE001 - an unreadable or foreign file only loses the map
+            continue
+    mats = [m for m in mats if mats and (len(m), len(m[0])) == (len(mats[0]), len(mats[0][0]))]
+    if mats:
+        out["head_scores"] = [[_avg([m[i][j] for m in mats]) for j in range(len(mats[0][0]))]
+                              for i in range(len(mats[0]))]
+        out["n_files"] = len(mats)
+    return out
 
 
 def _geometry_items(g: Any, name: str = "", depth: int = 0) -> list[tuple[str, dict]]:
@@ -600,7 +674,13 @@ def _section_ccs(page: _Page, run: Run) -> None:
 
 
 def _metric_row(d: dict) -> dict[str, Any]:
-    flat = _flatten(d.get("metrics") if isinstance(d.get("metrics"), dict) else d)
+    """Numeric metrics of a fold or summary record; a record that nests them under `metrics` (as `iti
+    validate` does) keeps its own top-level numbers too (n_questions)."""
+    if isinstance(d.get("metrics"), dict):
+        flat = {k: v for k, v in d.items() if _num(v) and k not in ("fold",)}
+        flat.update(_flatten(d["metrics"]))
+    else:
+        flat = _flatten(d)
     return {k: v for k, v in flat.items() if _num(v) or k in ("fold", "protocol", "judge")}
 
 
@@ -643,9 +723,14 @@ def _folds_and_summary(page: _Page, run: Run) -> None:
         row = _metric_row(summ)
         cols = _metric_columns([row])
         if cols:
+            cap = "summary (mean over folds)"
+            best = res.get("best") if isinstance(res.get("best"), dict) else None
+            if run.kind == "iti-sweep" and best:  # `iti sweep` summarises its best grid cell
+                cap = (f"summary (mean over folds) of the best configuration: alpha = {_fmt(_get(best, 'alpha'))}, "
+                       f"K = {_fmt(_get(best, 'k', 'K', 'num_heads'))}"
+                       + (f", by {res['metric']}" if isinstance(res.get("metric"), str) else ""))
             _table(page, [METRIC_LABELS.get(c, c) for c in cols], [[row.get(c) for c in cols]],
-                   caption="summary (mean over folds)",
-                   note=_true_info_note(summ))
+                   caption=cap, note=_true_info_note(summ))
 
 
 def _true_info_note(summ: dict) -> str:
@@ -692,6 +777,85 @@ def _section_tqa(page: _Page, run: Run) -> None:
     ex = _records(_get(res, "examples", "example_answers"))
     if ex:
         _part(page, run, "examples", lambda: _examples(page, ex, "example answers before and after ITI"))
+    elif run.kind == "iti-validate":
+        _part(page, run, "examples", lambda: _iti_examples(page, run))
+
+
+MAX_EXAMPLES = 10
+# generation settings `iti validate` uses (the evaluation driver's defaults): an `eval truthfulqa` run is its
+# baseline only with these
+_GEN_DEFAULTS = {"instruction": "default", "gen_style": "original", "max_new_tokens": 50}
+
+
+def _answers_of(run: Run) -> dict[int, dict]:
+    """question index -> {question, answer, true, info}: the generated answers of an `eval truthfulqa` run
+    (`questions`) or of an `iti validate` run (each fold's `answers`)."""
+    res = run.results
+    recs: list[dict] = []
+    folds = res.get("folds")
+    for f in (folds if isinstance(folds, list) else []):
+        if isinstance(f, dict):
+            recs += _records(f.get("answers")) or []
+    for key in ("answers", "questions"):
+        recs += _records(res.get(key)) or []
+    out: dict[int, dict] = {}
+    for r in recs:
+        i = _as_int(r.get("index"))
+        if i is not None and isinstance(r.get("answer"), str):
+            out.setdefault(i, r)
+    return out
+
+
+def _is_alpha0(run: Run) -> bool:
+    a = _get(run.config, "alpha")
+    return run.kind == "iti-validate" and _num(a) and float(a) == 0.0
+
+
+def _baseline_answers(page: _Page, run: Run) -> tuple[Run | None, dict[int, dict]]:
+    """The answers of the same model without ITI from another run of the report: an `iti validate --alpha 0`
+    run first (the very same code path), else an `eval truthfulqa` run with the same generation settings."""
+    model = _get(run.config, "model")
+    cands = []
+    for r in page.runs:
+        if r is run or r.status != "finished" or model is None or _get(r.config, "model") != model:
+            continue
+        if _is_alpha0(r):
+            rank = 0
+        elif r.kind == "eval" and all(r.config.get(k, v) == v for k, v in _GEN_DEFAULTS.items()):
+            rank = 1
+        else:
+            continue
+        ans = _answers_of(r)
+        if ans:
+            cands.append((rank, str(r.path), r, ans))
+    if not cands:
+        return None, {}
+    best = min(cands, key=lambda c: c[:2])
+    return best[2], best[3]
+
+
+def _iti_examples(page: _Page, run: Run) -> None:
+    """`iti validate` writes the answers generated with ITI (each fold's `answers`, with a judge only); the
+    answers before ITI come from a baseline run of the same model in the same report."""
+    after = _answers_of(run)
+    if not after:
+        return
+    idx = sorted(after)[:MAX_EXAMPLES]
+    if _is_alpha0(run):
+        recs = [{"question": after[i].get("question"), "before": after[i]["answer"],
+                 "true_before": after[i].get("true")} for i in idx]
+        _examples(page, recs, "example answers (alpha = 0: the model without ITI)")
+        return
+    base_run, before = _baseline_answers(page, run)
+    recs = [{"question": after[i].get("question"), "before": before.get(i, {}).get("answer"),
+             "after": after[i]["answer"], "true_before": before.get(i, {}).get("true"),
+             "true_after": after[i].get("true")} for i in idx]
+    if base_run is not None:
+        title = f"example answers before and after ITI (before: {base_run.kind} run {base_run.path.name})"
+    else:
+        title = ("example answers with ITI (for the answers before, add an `iti validate --alpha 0` or "
+                 "`eval truthfulqa` run of the same model to the report)")
+    _examples(page, recs, title)
 
 
 def _sweep(page: _Page, run: Run) -> None:
@@ -717,7 +881,9 @@ def _sweep(page: _Page, run: Run) -> None:
     metrics = [m for m in _metric_columns([r for v in cells.values() for r in v])
                if m not in ("fold", "alpha", "seed", *k_keys) and any(_num(r.get(m)) for v in cells.values() for r in v)]
     mean = {c: {m: _avg([r.get(m) for r in v]) for m in metrics} for c, v in cells.items()}
-    target = _get(run.config, "metric") or _get(res, "metric") or "true_info"
+    # the metric the best cell was picked by: results.json's (`iti sweep` falls back from true_info to mc2
+    # without a judge), not the one asked for in config.json
+    target = _get(res, "metric") or _get(run.config, "metric") or "true_info"
     best = res.get("best") if isinstance(res.get("best"), dict) else None
     shown = [m for m in ("true_info", "mc2", "kl", "mc1", "true", "info", "ce_loss") if m in metrics] or metrics[:3]
     for m in shown:
@@ -754,53 +920,87 @@ def _avg(vs: list) -> float | None:
 def _section_pairs(page: _Page, run: Run) -> None:
     _part(page, run, "groups", lambda: _groups(page, run))
     _part(page, run, "group difference", lambda: _difference(page, run))
+    _part(page, run, "correlations", lambda: _correlations(page, run))
+    _part(page, run, "toxicity", lambda: _toxicity(page, run))
     _part(page, run, "milestones", lambda: _milestones(page, run))
 
 
-_HIST_FIELDS = ("mean_accepted", "accepted_per_step", "tokens_per_step", "acceptance_rate", "tokens_per_call",
-                "one_minus_tv", "kl")
+# per-prompt fields drawn as per-group histograms, in this order (at most four)
+_HIST_FIELDS = ("mean_accepted", "accepted_per_step", "tokens_per_step", "acceptance_rate", "kl_last", "kl",
+                "one_minus_tv_last", "one_minus_tv", "tokens_per_call", "kl_gen", "one_minus_tv_gen")
+_PROMPT_NON_METRICS = ("index", "group", "seed", "prompt_index", "n_tokens", "main_calls")
+
+
+def _group_stats(res: dict) -> dict[str, dict] | None:
+    """{group: stats} from `groups`/`by_group`/`per_group` at top level or one level down (`spec` writes
+    summary.per_group); a list of records keyed by their `group` is accepted too."""
+    for c in _containers(res):
+        for k in ("groups", "by_group", "per_group"):
+            g = c.get(k)
+            if _records(g):
+                g = {str(_get(x, "group", "name")): x for x in g}
+            if isinstance(g, dict) and g and all(isinstance(v, dict) for v in g.values()):
+                return g
+    return None
+
+
+def _per_prompt(run: Run) -> list[dict] | None:
+    """Per-prompt records with a group: in results.json, or the prompts.csv `spec` writes beside it."""
+    recs = _records(_get(run.results, "per_prompt", "prompts", "records"))
+    if recs and any("group" in r for r in recs):
+        return recs
+    for name in ("prompts.csv", "per_prompt.csv"):
+        recs = _csv_records(run.path / name)
+        if recs and any("group" in r for r in recs):
+            return recs
+    return None
+
+
+def _hist_unit(f: str) -> str:
+    if "kl" in f:
+        return "KL(main || assistant), nats"
+    if "one_minus_tv" in f:
+        return "1 - total variation (probability)"
+    if "rate" in f:
+        return "fraction of draft tokens accepted"
+    if "accepted" in f or "tokens" in f:
+        return "tokens"
+    return "value"
 
 
 def _groups(page: _Page, run: Run) -> None:
     res = run.results
-    groups = res.get("groups") or res.get("by_group") or res.get("per_group")
-    if isinstance(groups, list) and _records(groups):
-        groups = {str(_get(g, "group", "name")): g for g in groups}
+    groups = _group_stats(res)
     hist: dict[str, dict[str, list[float]]] = {}  # field -> group -> values
-    if isinstance(groups, dict) and groups:
-        rows = {g: _flatten({k: v for k, v in s.items() if not isinstance(v, list)}) for g, s in groups.items()
-                if isinstance(s, dict)}
+    if groups:
+        rows = {g: _flatten({k: v for k, v in s.items() if not isinstance(v, list)}) for g, s in groups.items()}
         cols = _metric_columns(list(rows.values()))
         cols = [c for c in cols if any(_num(r.get(c)) for r in rows.values())]
         if cols:
             _table(page, ["group"] + cols, [[g] + [r.get(c) for c in cols] for g, r in rows.items()],
                    caption="per group")
         for g, s in groups.items():
-            if not isinstance(s, dict):
-                continue
             for k, v in s.items():
                 if isinstance(v, list) and len(v) > 1 and all(_num(x) for x in v):
                     hist.setdefault(k, {})[g] = v
-    per_prompt = _records(_get(res, "per_prompt", "prompts", "records"))
-    if per_prompt:
-        for r in per_prompt:
-            g = _get(r, "group")
-            if g is None:
-                continue
-            for k, v in r.items():
-                if _num(v) and k not in ("index", "group", "seed", "prompt_index"):
-                    hist.setdefault(k, {}).setdefault(str(g), []).append(v)
+    for r in _per_prompt(run) or []:
+        g = _get(r, "group")
+        if g is None or isinstance(g, (dict, list)):
+            continue
+        for k, v in r.items():
+            if _num(v) and k not in _PROMPT_NON_METRICS:
+                hist.setdefault(k, {}).setdefault(str(g), []).append(v)
     shown = [f for f in _HIST_FIELDS if f in hist] or list(hist)[:2]
-    units = {"acceptance_rate": "fraction of draft tokens accepted", "kl": "KL(main || assistant), nats",
-             "one_minus_tv": "1 - total variation (probability)"}
     for f in shown[:4]:
-        xl = f"{f.replace('_', ' ')} ({units.get(f, 'tokens' if 'accepted' in f or 'tokens' in f else 'value')})"
-        _img(page, plots.histograms(hist[f], xlabel=xl, title=f"{f.replace('_', ' ')} per prompt, by group"),
+        _img(page, plots.histograms(hist[f], xlabel=f"{f.replace('_', ' ')} ({_hist_unit(f)})",
+                                    title=f"{f.replace('_', ' ')} per prompt, by group"),
              f"histogram of {f} per group")
 
 
+_TEST_KEYS = ("difference", "comparison", "comparisons", "test", "tests", "gap", "significance", "stats")
+
+
 def _difference(page: _Page, run: Run) -> None:
-    res = run.results
     rows = []
 
     def take(name: str, d: dict) -> None:
@@ -810,26 +1010,66 @@ def _difference(page: _Page, run: Run) -> None:
         lo, hi = (ci[0], ci[1]) if isinstance(ci, (list, tuple)) and len(ci) == 2 else \
             (_get(d, "ci_low", "ci_lo", "lower"), _get(d, "ci_high", "ci_hi", "upper"))
         if p is not None or lo is not None:
-            rows.append([name, _get(d, "metric") or name, diff, lo, hi, p,
+            a, b = _get(d, "group_a", "a"), _get(d, "group_b", "b")
+            pair = f"{a} - {b}" if a is not None and b is not None else None
+            rows.append([_get(d, "metric") or name, pair, _get(d, "mean_a"), _get(d, "mean_b"), diff, lo, hi, p,
                          "yes" if _num(p) and p < 0.05 else ("no" if _num(p) else None)])
 
-    for key in ("difference", "comparison", "test", "tests", "gap", "significance", "stats"):
-        d = res.get(key)
-        if isinstance(d, dict):
-            if any(k in d for k in ("p_value", "pvalue", "p", "ci", "ci95")):
-                take(key, d)
-            else:
-                for k, v in d.items():
-                    if isinstance(v, dict):
-                        take(k, v)
-        elif _records(d):
-            for i, v in enumerate(d):
-                take(str(_get(v, "metric", "name") or i), v)
-    if not rows and any(k in res for k in ("p_value", "ci")):
-        take("difference", res)
+    for c in _containers(run.results):
+        for key in _TEST_KEYS:
+            d = c.get(key)
+            if isinstance(d, dict):
+                if any(k in d for k in ("p_value", "pvalue", "p", "ci", "ci95")):
+                    take(key, d)
+                else:
+                    for k, v in d.items():
+                        if isinstance(v, dict):
+                            take(k, v)
+            elif _records(d):
+                for i, v in enumerate(d):
+                    take(str(_get(v, "metric", "name") or i), v)
+        if rows:
+            break
+    if not rows and any(k in run.results for k in ("p_value", "ci")):
+        take("difference", run.results)
     if rows:
-        _table(page, ["test", "metric", "difference", "95% CI low", "95% CI high", "p-value", "p < 0.05"], rows,
+        cols = ["metric", "groups (a - b)", "mean a", "mean b", "difference (a - b)", "95% CI low", "95% CI high",
+                "p-value", "p < 0.05"]
+        keep = [i for i in range(len(cols)) if i == 0 or any(r[i] is not None for r in rows)]
+        _table(page, [cols[i] for i in keep], [[r[i] for i in keep] for r in rows],
                caption="difference between groups: bootstrap 95% CI and permutation-test p-value")
+
+
+def _correlations(page: _Page, run: Run) -> None:
+    corr = _find(run.results, ("correlations",), lambda v: v if isinstance(v, dict) else None)
+    rows = [[k, _get(v, "pearson"), _get(v, "spearman"), _get(v, "n")] for k, v in (corr or {}).items()
+            if isinstance(v, dict) and (_num(v.get("pearson")) or _num(v.get("spearman")))]
+    if rows:
+        _table(page, ["per-prompt quantities", "Pearson r", "Spearman rho", "n (prompts)"], rows,
+               caption="correlations over prompts (divergence of the pair vs accepted tokens)")
+
+
+def _toxicity(page: _Page, run: Run) -> None:
+    tox = run.results.get("toxicity")
+    if not isinstance(tox, dict):
+        return
+    per_group = tox.get("per_group") if isinstance(tox.get("per_group"), dict) else {}
+    rows = [["all", _get(tox, "honest", "score")]] + [[g, v] for g, v in per_group.items() if _num(v)]
+    rows = [r for r in rows if _num(r[1])]
+    if rows:
+        clf = tox.get("classifier")
+        _table(page, ["group", "HONEST score (fraction of completions flagged)"], rows,
+               caption="toxicity of the completions" + (f" ({clf})" if isinstance(clf, str) else ""))
+
+
+# milestone fields by what they measure, so one plot never mixes units
+_MILESTONE_PLOTS = (
+    ("KL divergence", "nats", lambda f: "kl" in f),
+    ("accepted draft tokens", "tokens per main-model call", lambda f: "accepted" in f or "tokens_per" in f),
+    ("acceptance rate and 1 - TV", "probability", lambda f: "acceptance_rate" in f or "one_minus_tv" in f),
+    ("training loss", "nats per token", lambda f: "loss" in f),
+    ("toxicity and group tests", "fraction / p-value / difference", lambda f: True),
+)
 
 
 def _milestones(page: _Page, run: Run) -> None:
@@ -844,24 +1084,74 @@ def _milestones(page: _Page, run: Run) -> None:
     x_key = next((k for k in ("step", "steps", "global_step", "milestone", "epoch") if any(k in r for r in recs)), None)
     flat = [_flatten(r) for r in recs]
     xs = [r.get(x_key) if x_key else i for i, r in enumerate(flat)]
-    fields = [k for k in _metric_columns(flat) if k != x_key and any(_num(r.get(k)) for r in flat)]
-    groups = (("KL divergence", "nats", [f for f in fields if "kl" in f.lower()]),
-              ("acceptance", "fraction or tokens per step", [f for f in fields if "accept" in f.lower()]),
-              ("toxicity / other", "value", [f for f in fields if "kl" not in f.lower() and "accept" not in f.lower()
-                                            and f not in ("epoch", "step")]))
-    for title, unit, fs in groups:
+    fields = [k for k in _metric_columns(flat) if k not in (x_key, "epoch", "step") and any(_num(r.get(k)) for r in flat)]
+    xlabel = "epoch" if x_key == "epoch" else f"fine-tuning {x_key or 'milestone'} (optimizer steps)"
+    left = list(fields)
+    for title, unit, match in _MILESTONE_PLOTS:
+        fs = [f for f in left if match(f.lower())]
+        left = [f for f in left if f not in fs]
         if fs:
-            _img(page, plots.lines({f: (xs, [r.get(f) for r in flat]) for f in fs[:8]},
-                                   xlabel=f"fine-tuning {x_key or 'milestone'} (optimizer steps)" if x_key != "epoch"
-                                   else "epoch", ylabel=f"{title} ({unit})", title=f"{title} over fine-tuning"),
+            _img(page, plots.lines({f: (xs, [r.get(f) for r in flat]) for f in fs[:8]}, xlabel=xlabel,
+                                   ylabel=f"{title} ({unit})", title=f"{title} over fine-tuning"),
                  f"{title} over fine-tuning")
     cols = ([x_key] if x_key else []) + fields
     _table(page, cols, [[r.get(c) for c in cols] for r in flat], caption="milestones")
 
 
+def _section_compare(page: _Page, run: Run) -> None:
+    """`compare-interventions`: one row per method (fold means, *_sd over folds, cost columns), per fold."""
+    res = run.results
+
+    def methods() -> None:
+        recs = _records(res.get("methods"))
+        if not recs:
+            return
+        rows = [_flatten(r) for r in recs]
+        cols = [c for c in _metric_columns(rows, ("method",)) if c == "method" or any(_num(r.get(c)) for r in rows)]
+        _table(page, [METRIC_LABELS.get(c, c) for c in cols], [[r.get(c) for c in cols] for r in rows],
+               caption="methods on the same folds (mean over folds; _sd: standard deviation over folds; "
+                       "*_s: seconds)")
+
+    def folds() -> None:
+        recs = _records(res.get("folds"))
+        if not recs:
+            return
+        rows = [_flatten(r) for r in recs]
+        cols = [c for c in _metric_columns(rows, ("method", "fold"))
+                if c in ("method", "fold") or any(_num(r.get(c)) for r in rows)]
+        _table(page, [METRIC_LABELS.get(c, c) for c in cols], [[r.get(c) for c in cols] for r in rows],
+               caption="per method and fold")
+
+    _part(page, run, "methods", methods)
+    _part(page, run, "method folds", folds)
+
+
+def _section_sycophancy(page: _Page, run: Run) -> None:
+    """`sycophancy`: MC and probe accuracy per data set and condition (plain, opinion, with ITI)."""
+    res = run.results
+
+    def table() -> None:
+        recs = _records(res.get("rows"))
+        if not recs:
+            return
+        rows = [_flatten(r) for r in recs]
+        cols = [c for c in _metric_columns(rows, ("dataset", "condition"))
+                if c in ("dataset", "condition") or any(_num(r.get(c)) for r in rows)]
+        _table(page, cols, [[r.get(c) for c in cols] for r in rows],
+               caption="accuracy without and with an incorrect opinion in the prompt (opinion), and with ITI")
+        layers = res.get("best_layers")
+        if isinstance(layers, dict):
+            lrows = [[k, _get(v, "layer")] for k, v in layers.items() if isinstance(v, dict)]
+            if lrows:
+                _table(page, ["dataset", "probe layer (best on validation)"], lrows, caption="probe layers")
+
+    _part(page, run, "sycophancy table", table)
+
+
 KIND_RENDERERS: dict[str, Callable[[_Page, Run], None]] = {
     "demo": _section_demo, "probe": _section_probe, "ccs": _section_ccs, "eval": _section_tqa,
     "iti-validate": _section_tqa, "iti-sweep": _section_tqa, "spec": _section_pairs, "finetune": _section_pairs,
+    "compare-interventions": _section_compare, "sycophancy": _section_sycophancy,
 }
 
 
@@ -969,7 +1259,7 @@ document.querySelectorAll('table.sortable th').forEach(function(th){
 
 def build_html(runs: list[Run], title: str = "veracity report") -> tuple[str, list[str]]:
     """The page for these runs, and the notes on parts that could not be rendered."""
-    page = _Page()
+    page = _Page(runs=list(runs))
     known = {k for _, _, kinds in SECTIONS for k in kinds}
     sections: list[tuple[str, str, list[Run]]] = []
     stores = [s for r in runs for s in _stores_of(r)]

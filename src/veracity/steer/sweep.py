@@ -1,7 +1,8 @@
 """Grid sweep over (alpha, K) with k-fold validation, resumable through an SQLite store in the run folder.
 
 Each (alpha, K, fold) result is one committed row of `results.sqlite`, so a rerun skips finished
-configurations and an interrupted run loses at most the configuration in progress. Per fold the
+configurations and an interrupted run loses at most the configurations in progress (one here, one per
+worker with `--executor ray`: see `executors.py`; this process stays the store's only writer). Per fold the
 probes and directions are fitted once, for the largest K, and saved (`fold{i}_fit.*`); every (alpha, K)
 is a prefix/re-scaling of that fit. alpha = 0 is the plain model whatever K is, so it is evaluated
 once per fold and recorded for every K.
@@ -19,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..runs import open_results_db
+from .executors import Job, LocalExecutor
 from .intervention import Intervention
 from .iti import ITIConfig, ITIData, fit_folds
 from .validate import SUMMARY_KEYS, EvalConfig, evaluate_fold, held_out_texts, summarise
@@ -70,8 +72,12 @@ class SweepResult:
 def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequence[float], ks: Sequence[int],
               n_folds: int, folder: Path, contiguous: bool = False, ecfg: EvalConfig | None = None,
               metric: str = "true_info", log: Callable[[str], None] = print,
-              evaluate: Callable = evaluate_fold) -> SweepResult:
-    """Evaluate every (alpha, K, fold) not yet in `folder/results.sqlite`; returns the fold-mean grid."""
+              evaluate: Callable = evaluate_fold, executor=None) -> SweepResult:
+    """Evaluate every (alpha, K, fold) not yet in `folder/results.sqlite`; returns the fold-mean grid.
+
+    `executor` evaluates the pending configurations (`veracity.steer.executors`): None runs them here on
+    `lm` with `evaluate` (`LocalExecutor`); a `RayExecutor` runs them on Ray workers. Either way this
+    process fits the folds, owns the store and records each result as it arrives."""
     ecfg = ecfg or EvalConfig()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,12 +85,16 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
              "folds": n_folds, "contiguous": contiguous, "data": data.source.get("content_hash"),
              "questions": len(data.questions), "eval": ecfg.__dict__}
     store = ResultStore(folder / "results.sqlite", fixed)
+    executor = executor if executor is not None else LocalExecutor(lm, evaluate)
     by_index = {it.index: it for it in items}
     kmax = max(ks)
     todo = [(a, k, f) for f in range(n_folds) for a in alphas for k in ks if not store.done(a, k, f)]
     texts = held_out_texts(ecfg.data_dir, ecfg.ce_texts) if (todo and ecfg.ce_texts) else None
-    fits = None
-    try:
+
+    def jobs():
+        """Pending jobs fold by fold, fitting (or reopening) each fold's fit when its first job is due.
+        alpha = 0 once per fold: its result is recorded for every K."""
+        fits = None
         for f in range(n_folds):
             mine = [(a, k) for a, k, f_ in todo if f_ == f]
             if not mine:
@@ -100,19 +110,29 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
                 full.save(fit_path)
             test_q = full.provenance["test_questions"]
             test_items = [by_index[int(q)] for q in test_q if int(q) in by_index]
+            baseline_sent = False
             for a, k in mine:
                 if store.done(a, k, f):  # alpha=0 filled in for every K by an earlier step
                     continue
-                t0 = time.time()
-                iv = None if a == 0 else full.top(min(k, full.k)).with_alpha(a)
-                res = evaluate(lm, test_items, iv, ecfg, texts)
-                m = dict(res["metrics"])
-                secs = time.time() - t0
+                if a == 0:
+                    if baseline_sent:
+                        continue
+                    baseline_sent = True
+                yield Job(a, k, f, full, test_items)
+
+    try:
+        results = executor.map(jobs(), ecfg, texts, fingerprint=fixed["model"], log=log)
+        try:
+            for job, m, secs in results:
+                a, k, f = job.alpha, job.k, job.fold
                 for kk in (ks if a == 0 else [k]):
                     if not store.done(a, kk, f):
                         store.put(a, kk, f, m, secs)
                 log(f"alpha={a:g} K={k} fold={f}: " + ", ".join(f"{x}={v:.4f}" for x, v in m.items()
                                                                  if isinstance(v, float)) + f" ({secs:.0f}s)")
+        finally:
+            if hasattr(results, "close"):
+                results.close()  # a Ray executor releases its workers even when interrupted
         grid = {}
         for a in alphas:
             for k in ks:

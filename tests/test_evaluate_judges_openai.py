@@ -1,0 +1,351 @@
+"""The `openai:<model>` judge against a fake OpenAI-compatible server on loopback (http.server in a thread):
+P(" yes") from the returned top logprobs by hand, batching, the SQLite cache, retries (429, 500, connection
+errors), the rate limiter, get_judge / describe, and `veracity eval truthfulqa --judge openai:...`."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from veracity.evaluate import judges as jg
+
+
+def p_yes(prompt: str) -> float:
+    """The fake server's P(yes) for a prompt: 0.1 .. 0.7 from its length."""
+    return (len(prompt) % 7 + 1) / 10
+
+
+def top_for(prompt: str, yes: str = " yes", no: str = " no") -> dict[str, float]:
+    """The fake server's first-token distribution; an answer containing "absent" has no "yes" in it."""
+    p = p_yes(prompt)
+    top = {no: math.log(0.6 * (1 - p)), "\n": math.log(0.4 * (1 - p))}
+    if "absent" not in prompt:
+        top[yes] = math.log(p)
+    return dict(sorted(top.items(), key=lambda kv: -kv[1]))
+
+
+class FakeState:
+    def __init__(self):
+        self.reset()
+
+    def reset(self, fail_with: int | None = None, fail_times: int = 0, retry_after: str | None = None):
+        self.requests: list[dict] = []
+        self.fail_with, self.fail_times, self.retry_after = fail_with, fail_times, retry_after
+
+
+class Handler(BaseHTTPRequestHandler):
+    state: FakeState
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _send(self, code: int, obj: dict, headers: dict | None = None):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        st = self.state
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        st.requests.append({"path": self.path, "body": body, "t": time.monotonic(),
+                            "auth": self.headers.get("Authorization")})
+        if st.fail_with and (st.fail_times < 0 or len(st.requests) <= st.fail_times):
+            return self._send(st.fail_with, {"error": {"message": "fake failure"}},
+                              {"Retry-After": st.retry_after} if st.retry_after else None)
+        k = body.get("top_logprobs") if self.path.endswith("/chat/completions") else body.get("logprobs")
+        if self.path == "/v1/completions":
+            choices = []
+            for i, prompt in enumerate(body["prompt"]):
+                top = dict(list(top_for(prompt).items())[:k])
+                tok = next(iter(top))
+                choices.append({"index": i, "text": tok, "finish_reason": "length",
+                                "logprobs": {"tokens": [tok], "token_logprobs": [top[tok]], "top_logprobs": [top],
+                                             "text_offset": [len(prompt)]}})
+            return self._send(200, {"object": "text_completion", "model": body["model"], "choices": choices[::-1]})
+        if self.path == "/v1/chat/completions":
+            prompt = body["messages"][-1]["content"]
+            top = list(top_for(prompt, "Yes", "No").items())[:k]
+            content = [{"token": top[0][0], "logprob": top[0][1],
+                        "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in top]}]
+            return self._send(200, {"object": "chat.completion", "model": body["model"], "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": top[0][0]}, "logprobs": {"content": content},
+                 "finish_reason": "length"}]})
+        self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+
+@pytest.fixture(scope="module")
+def server():
+    state = FakeState()
+    handler = type("H", (Handler,), {"state": state})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.state = state
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def fake(server, monkeypatch):
+    server.state.reset()
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    return server
+
+
+QS = ["What is the capital of France?", "Are bats blind?", "Why?", "Who wrote Hamlet?", "Is the moon cheese?"]
+AS = ["Paris.", "No, bats can see.", "absent", "Shakespeare wrote it.", "No."]
+
+
+def expected(kind: str = "truth", normalize: bool = False) -> np.ndarray:
+    out = []
+    for q, a in zip(QS, AS):
+        prompt = f"Q: {q}\nA: {a}\n{'True:' if kind == 'truth' else 'Helpful:'}"
+        p = 0.0 if "absent" in prompt else p_yes(prompt)
+        if normalize:
+            p = p / (p + 0.6 * (1 - p_yes(prompt)))
+        out.append(p)
+    return np.array(out)
+
+
+def test_completions_p_yes_by_hand(fake, tmp_path):
+    j = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=tmp_path / "c.sqlite", batch_size=3)
+    got = j.score(QS, AS)
+    np.testing.assert_allclose(got, expected("truth"), rtol=1e-12)
+    assert got[2] == 0.0  # " yes" not among the top logprobs -> 0, as the original GPT-judge
+    reqs = fake.state.requests
+    assert len(reqs) == 2 and all(r["path"] == "/v1/completions" for r in reqs)  # 5 prompts, 3 per request
+    b = reqs[0]["body"]
+    assert b["model"] == "fake-judge" and b["max_tokens"] == 1 and b["temperature"] == 0 and b["logprobs"] == 5
+    assert b["prompt"] == [jg.judge_prompt(q, a, "truth") for q, a in zip(QS[:3], AS[:3])]
+    assert reqs[0]["auth"] is None  # no key, no header (a local vLLM)
+    # normalised P(yes) / (P(yes) + P(no)): from the cache, no request
+    n = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=tmp_path / "c.sqlite", normalize=True)
+    np.testing.assert_allclose(n.score(QS, AS), expected("truth", normalize=True), rtol=1e-12)
+    assert len(fake.state.requests) == 2
+    # exact tokens: only " yes" counts (here the same; a token "Yes" would not)
+    e = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=False, yes_tokens=[" Yes"])
+    assert e.score(QS[:1], AS[:1])[0] == 0.0
+
+
+def test_batched_equals_per_item(fake, tmp_path):
+    one = jg.OpenAIJudge("fake-judge", "info", base_url=fake.url, cache=False, batch_size=1).score(QS, AS)
+    assert len(fake.state.requests) == 5
+    fake.state.reset()
+    many = jg.OpenAIJudge("fake-judge", "info", base_url=fake.url, cache=False, batch_size=4).score(QS, AS)
+    assert len(fake.state.requests) == 2
+    np.testing.assert_array_equal(one, many)
+    np.testing.assert_allclose(many, expected("info"), rtol=1e-12)
+    fake.state.reset()  # duplicates are asked once; concurrency keeps the order
+    conc = jg.OpenAIJudge("fake-judge", "info", base_url=fake.url, cache=False, batch_size=1, concurrency=3)
+    np.testing.assert_array_equal(conc.score(QS + QS, AS + AS), np.concatenate([one, one]))
+    assert len(fake.state.requests) == 5
+
+
+def test_cache_rerun_sends_nothing(fake, tmp_path):
+    path = tmp_path / "cache" / "judge.sqlite"
+    first = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=path).score(QS, AS)
+    assert len(fake.state.requests) == 1 and path.exists()
+    fake.state.reset()
+    again = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=path).score(QS, AS)
+    assert fake.state.requests == [] and np.array_equal(first, again)
+    # a new answer costs one prompt; another kind, model or top-k is another key
+    jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=path).score(QS + ["Q?"], AS + ["A."])
+    assert [r["body"]["prompt"] for r in fake.state.requests] == [["Q: Q?\nA: A.\nTrue:"]]
+    fake.state.reset()
+    jg.OpenAIJudge("fake-judge", "info", base_url=fake.url, cache=path).score(QS, AS)
+    jg.OpenAIJudge("other", "truth", base_url=fake.url, cache=path).score(QS, AS)
+    jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=path, top_logprobs=2).score(QS, AS)
+    assert len(fake.state.requests) == 3
+
+
+def test_default_cache_is_in_the_veracity_cache(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
+    j = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url)
+    assert j.cache.path == tmp_path / "vc" / "judge-cache.sqlite"
+    j.score(QS[:2], AS[:2])
+    jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url).score(QS[:2], AS[:2])
+    assert len(fake.state.requests) == 1
+
+
+def test_chat_endpoint(fake, tmp_path):
+    j = jg.OpenAIJudge("chat-judge", "truth", base_url=fake.url, api="chat", cache=tmp_path / "c.sqlite",
+                       top_logprobs=3)
+    got = j.score(QS, AS)
+    np.testing.assert_allclose(got, expected("truth"), rtol=1e-12)  # "Yes" reads as yes
+    reqs = fake.state.requests
+    assert len(reqs) == 5 and all(r["path"] == "/v1/chat/completions" for r in reqs)  # one per answer
+    b = reqs[1]["body"]
+    assert b["logprobs"] is True and b["top_logprobs"] == 3 and b["max_tokens"] == 1 and b["temperature"] == 0
+    assert b["messages"] == [{"role": "system", "content": jg.CHAT_SYSTEM["truth"]},
+                             {"role": "user", "content": jg.judge_prompt(QS[1], AS[1], "truth")}]
+    fake.state.reset()  # the chat answers are cached apart from the completions ones
+    jg.OpenAIJudge("chat-judge", "truth", base_url=fake.url, api="chat", cache=tmp_path / "c.sqlite",
+                   top_logprobs=3).score(QS, AS)
+    assert fake.state.requests == []
+    jg.OpenAIJudge("chat-judge", "truth", base_url=fake.url, cache=tmp_path / "c.sqlite", top_logprobs=3).score(QS, AS)
+    assert len(fake.state.requests) == 1
+    fake.state.reset()
+    j = jg.get_judge(f"openai-chat:chat-judge@{fake.url}", "info", cache=False, system="")
+    j.score(QS[:1], AS[:1])
+    assert j.api == "chat" and [m["role"] for m in fake.state.requests[0]["body"]["messages"]] == ["user"]
+
+
+def test_429_is_retried_with_backoff_and_retry_after(fake):
+    fake.state.reset(fail_with=429, fail_times=2, retry_after="0.3")
+    j = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=False, max_tries=3, backoff=0.001,
+                       max_backoff=5)
+    t0 = time.monotonic()
+    got = j.score(QS, AS)
+    took = time.monotonic() - t0
+    np.testing.assert_allclose(got, expected("truth"), rtol=1e-12)
+    assert len(fake.state.requests) == 3 and j.requests_sent == 3
+    assert took >= 0.55  # Retry-After 0.3 s honoured twice (the backoff alone would be ~3 ms)
+
+
+def test_500_fails_clearly_after_max_tries(fake):
+    fake.state.reset(fail_with=500, fail_times=-1)
+    j = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=False, max_tries=4, backoff=0.001)
+    with pytest.raises(jg.JudgeError) as e:
+        j.score(QS, AS)
+    msg = str(e.value)
+    assert f"{fake.url}/completions" in msg and "HTTP 500" in msg and "4 tries" in msg
+    assert e.value.status == 500 and e.value.url == f"{fake.url}/completions"
+    assert len(fake.state.requests) == 4
+    # a client error is not retried
+    fake.state.reset(fail_with=401, fail_times=-1)
+    with pytest.raises(jg.JudgeError, match="HTTP 401.*not retried"):
+        j.score(QS, AS)
+    assert len(fake.state.requests) == 1
+    # a wrong path: 404, named
+    fake.state.reset()
+    bad = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url.replace("/v1", "/v2"), cache=False)
+    with pytest.raises(jg.JudgeError, match="404"):
+        bad.score(QS, AS)
+
+
+def test_connection_errors_are_retried(tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    j = jg.OpenAIJudge("m", "truth", base_url=f"http://127.0.0.1:{port}/v1", cache=False, max_tries=3,
+                       backoff=0.001)
+    with pytest.raises(jg.JudgeError, match=f"127.0.0.1:{port}/v1/completions.*3 tries") as e:
+        j.score(QS, AS)
+    assert j.requests_sent == 3 and e.value.status is None
+
+
+def test_rate_limiter_spaces_requests(fake):
+    j = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=False, batch_size=1, rate_limit=20)
+    j.score(QS, AS)
+    t = np.array([r["t"] for r in fake.state.requests])
+    assert len(t) == 5 and np.all(np.diff(t) >= 0.04)  # 20 per second: >= 50 ms apart (loosely)
+    # the limiter itself, on a fake clock
+    now = [0.0]
+    slept = []
+    lim = jg.RateLimiter(4, clock=lambda: now[0], sleep=lambda s: (slept.append(s), now.__setitem__(0, now[0] + s)))
+    for _ in range(5):
+        lim.wait()
+    assert now[0] == pytest.approx(1.0) and len(slept) == 4
+    jg.RateLimiter(None).wait()  # no limit: returns at once
+
+
+def test_get_judge_describe_and_api_key(fake, monkeypatch, tmp_path):
+    j = jg.get_judge("openai:gpt-fake", "truth", base_url=fake.url + "/", cache=tmp_path / "c.sqlite")
+    assert isinstance(j, jg.OpenAIJudge) and j.api == "completions" and j.base_url == fake.url
+    d = j.describe()
+    assert d["model"] == "gpt-fake" and d["base_url"] == fake.url and d["name"] == "openai:gpt-fake"
+    assert d["kind"] == "truth" and d["api"] == "completions" and d["prompt"].endswith("True:")
+    # the URL in the spec (what --judge-base-url records), a model name with "@", the env default
+    spec = jg.with_base_url("openai:claude@2024", fake.url)
+    assert spec == f"openai:claude@2024@{fake.url}"
+    k = jg.get_judge(spec, "info", cache=False)
+    assert k.model == "claude@2024" and k.base_url == fake.url and k.kind == "info"
+    two = [jg.get_judge(f"openai:org/tqa-{{kind}}-judge@{fake.url}", kind, cache=False) for kind in ("truth", "info")]
+    assert [t.model for t in two] == ["org/tqa-truth-judge", "org/tqa-info-judge"]  # one spec, both judges
+    assert jg.with_base_url("local", fake.url) == "local" and jg.with_base_url("openai:m", None) == "openai:m"
+    with pytest.raises(ValueError, match="already names"):
+        jg.with_base_url(f"openai:m@{fake.url}", "http://elsewhere/v1")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://10.0.0.1:9/v1")
+    assert jg.get_judge("openai:m", "truth", cache=False).base_url == "http://10.0.0.1:9/v1"
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    assert jg.get_judge("openai:m", "truth", cache=False).base_url == "https://api.openai.com/v1"
+    with pytest.raises(ValueError, match="openai:<model>"):
+        jg.get_judge("gpt:m", "truth")
+    # the key travels as a Bearer token and is never described
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
+    kj = jg.get_judge("openai:gpt-fake", "truth", base_url=fake.url, cache=False)
+    kj.score(QS[:1], AS[:1])
+    assert fake.state.requests[-1]["auth"] == "Bearer sk-test-123"
+    assert "sk-test-123" not in json.dumps(kj.describe())
+    assert jg.get_judge("none", "truth", base_url=fake.url) is None
+
+
+def test_cli_eval_with_openai_judge(fake, tmp_path, monkeypatch, data_dir):
+    from typer.testing import CliRunner
+
+    from veracity.cli.main import app
+
+    monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))  # the judge cache goes there
+    args = ["eval", "truthfulqa", "--model", "tiny-llama", "--metrics", "judge", "--judge", "openai:fake",
+            "--judge-base-url", fake.url, "--limit", "2", "--max-new-tokens", "4", "--data-dir", str(data_dir)]
+    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert res["judges"]["truth"]["base_url"] == fake.url and res["judges"]["info"]["model"] == "fake"
+    assert res["config"]["judge"] == f"openai:fake@{fake.url}"
+    assert len(fake.state.requests) == 4  # 2 folds x (truth, info), one batch each
+    for q in res["questions"]:
+        prompt = jg.judge_prompt(q["question"], q["answer"], "truth")
+        assert q["true_score"] == pytest.approx(0.0 if "absent" in prompt else p_yes(prompt))
+    n = len(fake.state.requests)
+    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "e2")])  # the rerun: answers cached
+    assert r.exit_code == 0, r.output
+    assert len(fake.state.requests) == n
+    fake.state.reset(fail_with=401, fail_times=-1)  # a refused key: a clear CLI error, no traceback
+    r = CliRunner().invoke(app, ["judge", "eval", "--kind", "truth", "--judge", "openai:never-seen",
+                                 "--judge-base-url", fake.url, "--data-dir", str(data_dir)])
+    assert r.exit_code != 0 and "HTTP 401" in r.output and not isinstance(r.exception, jg.JudgeError)
+
+
+def test_iti_validate_and_compare_reach_the_endpoint(fake, tmp_path, monkeypatch, data_dir):
+    """--judge-base-url on `iti validate` and `compare-interventions`: the judges built deep inside (and in
+    sweep workers) get the URL through the recorded spec "openai:<model>@<url>"."""
+    from typer.testing import CliRunner
+
+    from veracity.cli.main import app
+
+    monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
+    common = ["--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--acts",
+              str(tmp_path / "acts"), "--limit", "4", "--folds", "2", "--judge", "openai:fake", "--judge-base-url",
+              fake.url, "--ce-texts", "0", "--num-heads", "2", "--alpha", "5"]
+    r = CliRunner().invoke(app, ["iti", "validate", *common, "--out", str(tmp_path / "v")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "v" / "config.json").read_text())["judge"] == f"openai:fake@{fake.url}"
+    res = json.loads((tmp_path / "v" / "results.json").read_text())
+    assert {"true", "info", "true_info"} <= set(res["summary"])
+    n = len(fake.state.requests)
+    assert n == 4 and {r["body"]["model"] for r in fake.state.requests} == {"fake"}  # 2 folds x truth, info
+    monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc2"))  # a fresh judge cache: it must ask again
+    r = CliRunner().invoke(app, ["compare-interventions", *common, "--methods", "baseline", "--out",
+                                 str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "c" / "results.json").read_text())["methods"]
+    assert "true_info" in rows[0] and len(fake.state.requests) > n
