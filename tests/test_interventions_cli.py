@@ -82,3 +82,19 @@ def test_sycophancy_table(data_dir, acts, tmp_path):
             assert 0 <= r["flip_rate"] <= 1
     assert 0 <= rows[("truthfulqa", "opinion")]["probe_p_opinion"] <= 1
     assert 0 <= rows[("true-false", "opinion")]["to_opinion"] <= 1
+    # resume: an interrupted run (no results.json, one condition missing) recomputes only that one
+    prog = json.loads((out / "progress.json").read_text())
+    assert len(prog["done"]) == 8
+    del prog["done"]["true-false/opinion+iti"]
+    (out / "progress.json").write_text(json.dumps(prog))
+    (out / "results.json").unlink()
+    args = ["sycophancy", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
+            "--acts", str(acts), "--limit", "8", "--num-heads", "4", "--alpha", "5", "--out", str(out)]
+    text = invoke(args)
+    assert text.count("done in an earlier run") == 7 and "true-false opinion+iti:" in text
+    again = {(r["dataset"], r["condition"]): r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert again == rows  # deterministic: the recomputed condition equals the first run's
+    # a checkpoint of other settings is refused, not mixed in
+    (out / "results.json").unlink()
+    res = runner.invoke(app, [a if a != "5" else "7" for a in args])
+    assert res.exit_code != 0 and "another configuration" in res.output

@@ -263,12 +263,23 @@ def test_stores_inside_runs_are_not_listed_twice(real_root):
 
 
 def test_odd_layouts_never_crash(tmp_path):
-    """Keys of the wrong type, empty containers, an unfinished run, a corrupt results.json, unknown kinds."""
+    """Keys of the wrong type, empty containers, an unfinished run, a corrupt results.json, unknown kinds,
+    and broken side files (an intervention whose tensors are garbage, a ragged prompts.csv)."""
     odd = {"folds": "oops", "summary": [1, 2], "grid": [1, 2], "groups": {"a": 3}, "per_prompt": [{"x": 1}],
            "milestones": [], "geometry": {"cosine": "x"}, "cells": [{"method": None, "layer": "embed"}],
-           "selected_heads": [[1], "x"], "examples": [{}], "separation": [{"layer": 0}], "ccs": {"layers": 3}}
-    for kind in ("demo", "probe", "ccs", "eval", "iti-validate", "iti-sweep", "spec", "finetune", "brand-new"):
-        RunFolder(tmp_path / kind, kind, {"model": "m"}).finish(odd)
+           "selected_heads": [[1], "x"], "examples": [{}], "separation": [{"layer": 0}], "ccs": {"layers": 3},
+           "comparisons": "x", "correlations": {"a": 1}, "toxicity": [1], "methods": [1], "rows": "x",
+           "best_layers": [1], "questions": [{"index": "x", "answer": 3}], "metric": 5, "best": "x"}
+    kinds = ("demo", "probe", "ccs", "eval", "iti-validate", "iti-sweep", "spec", "finetune", "compare-interventions",
+             "sycophancy", "brand-new")
+    for kind in kinds:
+        RunFolder(tmp_path / kind, kind, {"model": "m", "alpha": "x"}).finish(odd)
+    (tmp_path / "iti-validate" / "intervention_fold0.json").write_text(json.dumps(
+        {"format": "veracity-intervention", "n_layers": "x", "tensors": "../../elsewhere.safetensors"}))
+    (tmp_path / "iti-validate" / "intervention_fold1.json").write_text(json.dumps(
+        {"format": "veracity-intervention", "n_layers": 2, "n_heads": 2, "tensors": "intervention_fold1.safetensors"}))
+    (tmp_path / "iti-validate" / "intervention_fold1.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    (tmp_path / "spec" / "prompts.csv").write_text("index,group,mean_accepted\n0,a,1\n1,b\n2,a,x,extra\n3,,nan\n")
     RunFolder(tmp_path / "unfinished", "probe", {"model": "m"})
     RunFolder(tmp_path / "corrupt", "eval", {"model": "m"})
     (tmp_path / "corrupt" / "results.json").write_text("{not json")
@@ -453,15 +464,21 @@ def test_report_in_headless_chromium(full_report, tmp_path):
                                   "() => [i.alt, i.naturalWidth], () => [i.alt, 0])))")
         assert len(images) == full_report[0].count("<img ") and len(images) >= 10
         assert [alt for alt, w in images if w <= 0] == [], "images that did not decode"
-        # the sortable tables sort: click the first numeric column header of the demo's separation table
-        order = browser.evaluate("""(() => {
-            const t = Array.from(document.querySelectorAll('table.sortable'))
-                .find(t => t.caption && t.caption.textContent === 'separation by layer');
-            const col = 2, th = t.tHead.rows[0].cells[col];
-            th.click(); th.click();  // descending
-            return Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[col].dataset.v));
-        })()""")
+        # the sortable tables sort: click a numeric column header twice (descending)
+        def sort_desc(caption: str, header: str) -> list[float]:
+            return browser.evaluate("""(() => {
+                const t = Array.from(document.querySelectorAll('table.sortable'))
+                    .find(t => t.caption && t.caption.textContent.startsWith(%s));
+                const ths = Array.from(t.tHead.rows[0].cells), col = ths.findIndex(h => h.textContent === %s);
+                ths[col].click(); ths[col].click();
+                return Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[col].dataset.v));
+            })()""" % (json.dumps(caption), json.dumps(header)))
+
+        order = sort_desc("separation by layer", "auroc")
         assert order == sorted(order, reverse=True) and len(order) >= 2
+        if "sweep grid" in full_report[0]:
+            order = sort_desc("sweep grid", "KL wrt Orig")
+            assert order == sorted(order, reverse=True) and len(order) == 4
         height = browser.evaluate("document.documentElement.scrollHeight")
         shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
                             clip={"x": 0, "y": 0, "width": 1280, "height": min(int(height), 12000), "scale": 1})

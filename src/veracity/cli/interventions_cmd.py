@@ -120,7 +120,8 @@ def sycophancy_cmd(model: str = ModelOpt,
                    acts: Optional[Path] = typer.Option(None, "--acts", help="The model's ITI activation store."),
                    out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
                    overwrite: bool = OverwriteOpt, device: Optional[str] = typer.Option(None, "--device")) -> None:
-    """Does the truth signal survive "I think the answer is <wrong>."? MC change, probe change, ITI."""
+    """Does the truth signal survive "I think the answer is <wrong>."? MC change, probe change, ITI.
+    Resumable: rerunning an interrupted command skips the conditions already finished."""
     from ..runs import RunExists, RunFolder
     from ..evaluate.sycophancy import SycophancyConfig, run_sycophancy
 
@@ -135,7 +136,8 @@ def sycophancy_cmd(model: str = ModelOpt,
         fail(str(e))
     lm = _load(model, device)
     try:
-        res = run_sycophancy(lm, sets, cfg, data_dir=data_dir, acts=acts, log=lambda m: (console.print(m), run.log(m)))
+        res = run_sycophancy(lm, sets, cfg, data_dir=data_dir, acts=acts, log=lambda m: (console.print(m), run.log(m)),
+                             checkpoint=run.file("progress.json"))
     except (RuntimeError, ValueError) as e:
         fail(str(e))
     keys = [k for k in res.columns if any(k in r for r in res.rows)]

@@ -129,10 +129,13 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
         say(f"fold {fold}: generating {len(sel)} answers")
         answers = generate_answers(lm, [it.question for it in sel], [it.index for it in sel], style=gen_style,
                                    instruction=instruction, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   intervention=intervention)
+                                   intervention=intervention,
+                                   progress=lambda i, n: say(f"fold {fold}: generated {i}/{n}")
+                                   if i == n or i % (4 * batch_size) == 0 else None)
         for a in answers:
             recs[a.index].answer = a.answer
         qs, ans = [a.question for a in answers], [a.answer for a in answers]
+        say(f"fold {fold}: judging {len(ans)} answers")
         for judge, attr in ((truth_judge, "true"), (info_judge, "info")):
             if judge is None:
                 continue

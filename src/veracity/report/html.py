@@ -583,8 +583,10 @@ def _intervention_files(run: Run) -> dict:
         for k in ("n_layers", "n_heads"):
             if _as_int(meta.get(k)) is not None:
                 out.setdefault(k, _as_int(meta[k]))
-        st = js.with_name(str(meta.get("tensors") or js.with_suffix(".safetensors").name))
-        if not st.exists() or st.parent != js.parent:
+        name = meta.get("tensors")  # a file beside the sidecar, never a path elsewhere
+        st = js.with_name(name if isinstance(name, str) and name and Path(name).name == name
+                          else js.with_suffix(".safetensors").name)
+        if not st.exists():
             continue
         try:
             from safetensors import safe_open
@@ -1065,10 +1067,13 @@ def _toxicity(page: _Page, run: Run) -> None:
 # milestone fields by what they measure, so one plot never mixes units
 _MILESTONE_PLOTS = (
     ("KL divergence", "nats", lambda f: "kl" in f),
-    ("accepted draft tokens", "tokens per main-model call", lambda f: "accepted" in f or "tokens_per" in f),
+    ("group test p-value", "permutation test, probability", lambda f: "p_value" in f),
+    ("accepted draft tokens", "tokens per main-model call",
+     lambda f: "accepted" in f or "tokens_per" in f or f == "group_difference"),
     ("acceptance rate and 1 - TV", "probability", lambda f: "acceptance_rate" in f or "one_minus_tv" in f),
     ("training loss", "nats per token", lambda f: "loss" in f),
-    ("toxicity and group tests", "fraction / p-value / difference", lambda f: True),
+    ("toxicity", "HONEST score, fraction of completions", lambda f: "honest" in f or "toxic" in f),
+    ("other milestone values", "value", lambda f: True),
 )
 
 
