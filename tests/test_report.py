@@ -155,6 +155,7 @@ def test_every_section_renders(real_root, full_report):
     assert "activation stores" in doc and "bytes_per_row" in _headers(doc, "activation stores")
     demo = _part_of(doc, root / "demo")
     assert "separation by layer" in demo and {"layer", "accuracy", "auroc"} <= set(_headers(demo, "separation by layer"))
+    assert _headers(demo, "questions answered before and after ITI")[:3] == ["question", "before ITI", "after ITI"]
     probe = _part_of(doc, root / "probe")
     for caption in ("probe accuracy by layer per method", "cosine similarity of probe directions",
                     "fraction of coordinates with equal sign", "geometry of probe directions across splits"):
@@ -231,7 +232,7 @@ def test_figures_have_axis_labels_with_units(full_report):
     """Every axis and colour bar is labelled; every quantity carries its unit in parentheses (indices and
     counts say what they count)."""
     _, _, labels = full_report
-    assert len(labels) > 40
+    assert len(labels) > (40 if _data_dir() is not None else 10)
     for kind, which, text in labels:
         assert isinstance(text, str) and text.strip(), (kind, which, text)
         assert re.search(r"\(.+\)", text) or text in ("attention head index", "epoch"), (kind, which, text)

@@ -701,8 +701,12 @@ def _examples(page: _Page, recs: list[dict], title: str) -> None:
     b_keys = ("before", "baseline", "answer_before", "plain", "original", "alpha0")
     a_keys = ("after", "iti", "answer_after", "steered", "intervened")
     rows = []
+
+    def answer(v: Any) -> Any:  # an empty generation (EOS first) is shown as such, not as a blank cell
+        return "(empty answer)" if isinstance(v, str) and not v.strip() else v
+
     for r in recs:
-        rows.append([_get(r, *q_keys), _get(r, *b_keys), _get(r, *a_keys)]
+        rows.append([_get(r, *q_keys), answer(_get(r, *b_keys)), answer(_get(r, *a_keys))]
                     + [_get(r, "true_before", "judge_before"), _get(r, "true_after", "judge_after")])
     cols = ["question", "before ITI", "after ITI", "true before", "true after"]
     keep = [i for i in range(len(cols)) if any(r[i] is not None for r in rows)]

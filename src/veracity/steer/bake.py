@@ -6,11 +6,15 @@ defect of the reference code. A bias is constant, so the baked model shifts ever
 included: it equals `apply(..., positions="all")`, not the "last token" generation semantics.
 
 Architectures without an o_proj bias need the bias parameter to exist on load:
-- llama, gemma/2/3, qwen3, ... (a `config.attention_bias` flag): the flag is set and the q/k/v biases
-  it also creates are written as zeros, so the module tree matches what `from_pretrained` builds;
-- qwen2 and mistral (no flag, o_proj bias hard-coded off): written as `model_type="llama"` with
-  `attention_bias=True` (the same computation: RMSNorm, RoPE, SwiGLU; qwen2's q/k/v biases kept,
-  mistral's zero). Sliding-window attention is dropped, exact for sequences inside the window.
+- llama, mistral and qwen2 (a Llama decoder layer; in transformers `attention_bias` switches the q/k/v
+  and o_proj biases together): written as `model_type="seed_oss"`, whose Llama-identical layer has a
+  separate `attention_out_bias`, so only o_proj carries a bias (qwen2 keeps its q/k/v biases; dropouts 0).
+  No zero q/k/v biases means no extra adds per token. `llama_compatible=True` (or a transformers without
+  seed_oss) writes `model_type="llama"` with `attention_bias=True` instead, whose zero q/k/v biases cost
+  about 2% of generation speed on a 135M model but load in any transformers that knows llama.
+  Sliding-window attention (mistral, qwen2) is dropped, exact for sequences inside the window.
+- gemma/2/3, qwen3, ... (a `config.attention_bias` flag): the flag is set and the q/k/v biases it also
+  creates are written as zeros, so the module tree matches what `from_pretrained` builds;
 - GPT-2 style (c_proj, a Conv1D with weight [in, out] and a bias already): the bias absorbs s @ W.
 The original model is never touched: the new state dict shares its unchanged tensors (no copy) and
 adds new bias tensors; `verify_baked` reloads the folder and compares logits with the hook version.
@@ -45,12 +49,31 @@ def _module_name(model: torch.nn.Module, module: torch.nn.Module) -> str:
     raise KeyError("module not found in model")
 
 
-def _baked_config(cfg, needs_bias: bool):
+def _seed_oss_config():
+    try:
+        from transformers import SeedOssConfig
+    except ImportError:  # older transformers: fall back to llama + attention_bias
+        return None
+    return SeedOssConfig
+
+
+def _baked_config(cfg, needs_bias: bool, llama_compatible: bool = False):
     """(new config, how) for a model whose o_proj must carry a bias."""
     cfg = copy.deepcopy(cfg)
     if not needs_bias:
         return cfg, "existing-bias"
     mt = getattr(cfg, "model_type", "")
+    llama_like = mt in _TO_LLAMA or mt == "llama"
+    SeedOss = None if llama_compatible else _seed_oss_config()
+    if llama_like and SeedOss is not None:
+        d = {k: v for k, v in cfg.to_dict().items() if k not in _LLAMA_DROP}
+        d.update(attention_bias=(mt == "qwen2"), attention_out_bias=True, mlp_bias=False,
+                 attention_dropout=0.0, residual_dropout=0.0)
+        if not d.get("head_dim"):
+            d["head_dim"] = cfg.hidden_size // cfg.num_attention_heads
+        new = SeedOss(**d)
+        new.architectures = ["SeedOssForCausalLM"]
+        return new, f"{mt}->seed_oss (o_proj bias only)"
     if hasattr(cfg, "attention_bias") and mt not in _TO_LLAMA:
         cfg.attention_bias = True
         return cfg, "attention_bias"
@@ -70,7 +93,8 @@ def _baked_config(cfg, needs_bias: bool):
 
 
 @torch.no_grad()
-def baked_state_dict(target, intervention: Intervention) -> tuple[dict[str, torch.Tensor], object, str]:
+def baked_state_dict(target, intervention: Intervention,
+                     llama_compatible: bool = False) -> tuple[dict[str, torch.Tensor], object, str]:
     """(state dict of the baked model, its config, how the bias was made to exist). Shares unchanged
     tensors with the original model; bias tensors are new."""
     model, arch, _ = _unpack(target)
@@ -78,7 +102,7 @@ def baked_state_dict(target, intervention: Intervention) -> tuple[dict[str, torc
     shifts = intervention.layer_shifts()
     first = arch.attn_out(model, 0)
     needs_bias = getattr(first, "bias", None) is None
-    cfg, how = _baked_config(model.config, needs_bias)
+    cfg, how = _baked_config(model.config, needs_bias, llama_compatible)
     sd = dict(model.state_dict())
     # which parameters does the new config create that the old model lacks? (meta device: no memory)
     from transformers import AutoModelForCausalLM
@@ -113,14 +137,14 @@ def baked_state_dict(target, intervention: Intervention) -> tuple[dict[str, torc
     return new_sd, cfg, how
 
 
-def bake(target, intervention: Intervention, out: str | Path, tokenizer=None) -> Path:
+def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, llama_compatible: bool = False) -> Path:
     """Write a Hugging Face folder (config, safetensors, tokenizer, `veracity_intervention.json`) that
     `AutoModelForCausalLM.from_pretrained(out)` loads as the intervened model, at every position."""
     from transformers import AutoModelForCausalLM
 
     model, arch, tok = _unpack(target)
     tok = tokenizer or tok
-    sd, cfg, how = baked_state_dict(target, intervention)
+    sd, cfg, how = baked_state_dict(target, intervention, llama_compatible)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch.device("meta"):
