@@ -56,6 +56,44 @@ def test_logistic_float32_batch_equals_separate_fits():
         torch.testing.assert_close(batched.coef_[g], single.coef_, atol=1e-4, rtol=1e-3)
 
 
+def _ill_conditioned(n=2000, g=6, d=24, seed=3):
+    """Float32 heads like real attention heads: correlated features and, on every other head, a
+    near-constant fp16-quantised one (Hessian condition numbers 5e2..1e5, as the worst smollm2 heads)."""
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(g, d, d)) * np.linspace(0.3, 1.5, d) + 2 * np.eye(d)
+    X = np.einsum("ngk,gdk->ngd", rng.normal(size=(n, g, d)), A) + rng.normal(size=(g, d)) * 3
+    X[:, ::2, 0] = 5.0 + np.float16(rng.normal(size=(n, 1)) * 1e-3).astype(np.float64)  # cond ~ 1e4+
+    w = rng.normal(size=(g, d))
+    logit = np.einsum("ngd,gd->ng", (X - X.mean(0)) / X.std(0), w).mean(1) / 2
+    y = (logit + rng.logistic(size=n) > 0).astype(int)
+    return torch.tensor(X, dtype=torch.float32), y
+
+
+def test_logistic_bf16_hessian_reaches_the_exact_optimum():
+    X, y = _ill_conditioned()
+    ref = LogisticProbe(C=1.0, tol=1e-9).fit(X.double(), y)  # float64: exact Hessian in float64
+    assert LogisticProbe()._low_precision(X.double()) is False
+    fast = LogisticProbe(C=1.0, tol=1e-6, hessian="bf16").fit(X, y)
+    exact = LogisticProbe(C=1.0, tol=1e-6, hessian="exact").fit(X, y)
+    for p in (fast, exact):
+        err = (p.coef_std_.double() - ref.coef_std_).norm(dim=1) / ref.coef_std_.norm(dim=1)
+        assert float(err.max()) < 1e-4, err
+        torch.testing.assert_close(p.intercept_std_.double(), ref.intercept_std_, atol=1e-4, rtol=1e-4)
+    # at sklearn's stopping tolerance (1e-4) the flat directions are loose, but the classifier is the same
+    loose = LogisticProbe(C=1.0, tol=1e-4, hessian="bf16").fit(X, y)
+    assert float((loose.score(X, y) - ref.score(X.double(), y)).abs().max()) < 0.01
+    with pytest.raises(ValueError):
+        LogisticProbe(hessian="fp8").fit(X, y)
+
+
+def test_logistic_float64_stays_exact_even_if_bf16_requested():
+    X, y = _data()
+    a = LogisticProbe(C=1.0, tol=1e-10, hessian="bf16").fit(torch.tensor(X), y)
+    b = LogisticProbe(C=1.0, tol=1e-10, hessian="exact").fit(torch.tensor(X), y)
+    assert a.coef_.dtype == torch.float64
+    torch.testing.assert_close(a.coef_, b.coef_, atol=0, rtol=0)
+
+
 def test_logistic_rejects_bad_labels():
     X, y = _data()
     with pytest.raises(ValueError):

@@ -57,13 +57,6 @@ def standardize_stats(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, scale
 
 
-def group_chunks(n_groups: int, n_rows: int, width: int, budget: int = 48_000_000) -> list[slice]:
-    """Split the group axis so that one chunk's [N, g, D] working copy stays under `budget` elements
-    (bounds memory for 270 heads x 6k rows on a laptop; on a big GPU one chunk is everything)."""
-    per = max(1, budget // max(1, n_rows * width))
-    return [slice(i, min(i + per, n_groups)) for i in range(0, n_groups, per)]
-
-
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(int(seed))
