@@ -1,4 +1,4 @@
-"""Every `veracity ...` command in a fenced ```bash block of docs/ exists in the real CLI, with every
+"""Every `veracity ...` command in a fenced ```bash block of docs/ and README.md exists in the real CLI, with every
 option it uses, so the docs cannot drift from the code. Blocks fenced as ```bash not-yet document
 commands still being written and are skipped (a test lists them); `make X` lines must name a Makefile
 target."""
@@ -22,9 +22,9 @@ SHELL_OPS = {"|", "||", "&&", ";", ">", ">>", "2>&1", "&"}
 
 
 def doc_blocks() -> list[tuple[str, int, str, str]]:
-    """(doc path, line number, info string, body) of every fenced block under docs/."""
+    """(doc path, line number, info string, body) of every fenced block under docs/ and in README.md."""
     out = []
-    for md in sorted(DOCS.rglob("*.md")):
+    for md in sorted(DOCS.rglob("*.md")) + [REPO / "README.md"]:
         text = md.read_text()
         for m in FENCE.finditer(text):
             out.append((str(md.relative_to(REPO)), text.count("\n", 0, m.start()) + 1, m.group(1).strip(), m.group(2)))
@@ -39,6 +39,7 @@ def commands(block: str) -> list[str]:
         line = line.strip()
         if line.startswith("$ "):
             line = line[2:]
+        line = re.sub(r"\s+#\s.*$", "", line)  # a trailing "  # comment"
         if line and not line.startswith("#"):
             lines.append(line)
     return lines
