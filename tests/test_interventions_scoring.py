@@ -61,3 +61,14 @@ def test_truth_probe_finds_the_informative_layer():
     assert probe.layer == 2 and probe.val_acc[2] > 0.95 and max(probe.val_acc[:2] + probe.val_acc[3:]) < 0.8
     p = probe.p_true(X)
     assert ((p >= 0.5) == (y.numpy() == 1)).mean() > 0.95
+
+
+def test_prompted_generation_equals_the_evaluation_generator(tiny_llama, data_dir):
+    # few-shot context = the original prompt without the instruction: both paths share generate_greedy
+    from veracity.evaluate.compare_interventions import generate_prompted
+    from veracity.evaluate.generation import generate_answers
+
+    qs = [it.question for it in load_truthfulqa(data_dir)[:3]]
+    mine = generate_prompted(PreparedMethod(parse_method("few-shot"), tiny_llama), qs, max_new_tokens=6, batch_size=2)
+    ref = generate_answers(tiny_llama, qs, instruction="none", max_new_tokens=6, batch_size=3)
+    assert mine == [a.answer for a in ref]

@@ -21,7 +21,6 @@ finished rows and an interrupted run loses at most the row in progress.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -34,7 +33,6 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..capture import pad_batch
 from ..runs import open_results_db
 from ..steer.methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
                              uses_chat_template)
@@ -119,34 +117,17 @@ def score_mc_prompted(pm: PreparedMethod, items: Sequence, protocol: str = "trut
     return out, float(np.mean(n_tok)) if n_tok else 0.0
 
 
-@torch.no_grad()
 def generate_prompted(pm: PreparedMethod, questions: Sequence[str], max_new_tokens: int = 50,
                       batch_size: int = 16) -> list[str]:
-    """Greedy answers to `questions` with the method's prompt, left-padded batches, cut at the next "Q:"."""
-    from .generation import cut_answer
+    """Greedy answers to `questions` with the method's prompt (and model/intervention), cut at the next "Q:"."""
+    from .generation import cut_answer, generate_greedy
 
-    tok, model = pm.lm.tokenizer, pm.lm.model
+    tok = pm.lm.tokenizer
     special = not uses_chat_template(pm.spec.prompt, tok)
     enc = [list(tok(pm.prompt(q)[0], add_special_tokens=special)["input_ids"]) for q in questions]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    eos, dev = tok.eos_token_id, next(model.parameters()).device
-    factory = pm.factory()
-    out: list[str] = [""] * len(enc)
-    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
-    for s in range(0, len(order), batch_size):
-        chunk = order[s:s + batch_size]
-        ids, mask, _ = pad_batch([enc[i] for i in chunk], pad, "left", dev)
-        L = ids.shape[1]
-        with (factory("generate") if factory else contextlib.nullcontext()):
-            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos, num_beams=1,
-                                 temperature=None, top_p=None, top_k=None)
-        for r, i in enumerate(chunk):
-            new = gen[r, L:].tolist()
-            if eos is not None and eos in new:
-                new = new[:new.index(eos)]
-            out[i] = cut_answer(tok.decode(new, skip_special_tokens=True))
-    return out
+    news = generate_greedy(pm.lm, enc, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           intervention=pm.factory())
+    return [cut_answer(tok.decode(new, skip_special_tokens=True)) for new in news]
 
 
 def load_judges(name: str, data_dir=None):

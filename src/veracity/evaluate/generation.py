@@ -57,25 +57,22 @@ def _encode(tokenizer, prompt: str, style: str) -> list[int]:
 
 
 @torch.no_grad()
-def generate_answers(lm, questions: Sequence[str], indices: Sequence[int] | None = None, *, style: str = "original",
-                     instruction: str = "default", max_new_tokens: int = 50, batch_size: int = 16,
-                     intervention: InterventionFactory | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> list[GeneratedAnswer]:
-    """Greedy answers, `batch_size` prompts at a time, left-padded (prompts sorted by length to waste little
-    padding; output in input order). `intervention("generate")` is entered around each batch's generate()."""
+def generate_greedy(lm, enc: Sequence[Sequence[int]], *, max_new_tokens: int = 50, batch_size: int = 16,
+                    intervention: InterventionFactory | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> list[list[int]]:
+    """Greedy continuations (new token ids, cut at EOS) of tokenised prompts, `batch_size` at a time,
+    left-padded; prompts are sorted by length to waste little padding, output is in input order.
+    `intervention("generate")` is entered around each batch's generate()."""
     model, tok = lm.model, lm.tokenizer
-    indices = list(range(len(questions))) if indices is None else list(indices)
-    prompts = [generation_prompt(q, style, tok, instruction) for q in questions]
-    enc = [_encode(tok, p, style) for p in prompts]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos = tok.eos_token_id
     dev = next(model.parameters()).device
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
-    out: list[GeneratedAnswer | None] = [None] * len(enc)
+    out: list[list[int]] = [[] for _ in enc]
     done = 0
     for s in range(0, len(order), batch_size):
         chunk = order[s:s + batch_size]
-        ids, mask, _ = pad_batch([enc[i] for i in chunk], pad, "left", dev)
+        ids, mask, _ = pad_batch([list(enc[i]) for i in chunk], pad, "left", dev)
         L = ids.shape[1]
         ctx = intervention("generate") if intervention is not None else contextlib.nullcontext()
         with ctx:
@@ -86,9 +83,26 @@ def generate_answers(lm, questions: Sequence[str], indices: Sequence[int] | None
             new = gen[r, L:].tolist()
             if eos is not None and eos in new:
                 new = new[:new.index(eos)]
-            raw = tok.decode(new, skip_special_tokens=True)
-            out[i] = GeneratedAnswer(indices[i], questions[i], cut_answer(raw), raw, len(new))
+            out[i] = new
         done += len(chunk)
         if progress:
             progress(done, len(enc))
-    return out  # type: ignore[return-value]
+    return out
+
+
+def generate_answers(lm, questions: Sequence[str], indices: Sequence[int] | None = None, *, style: str = "original",
+                     instruction: str = "default", max_new_tokens: int = 50, batch_size: int = 16,
+                     intervention: InterventionFactory | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> list[GeneratedAnswer]:
+    """Greedy TruthfulQA answers with the original prompt (or the chat template), batched and left-padded
+    (`generate_greedy`), each cut at the next "Q:" line."""
+    tok = lm.tokenizer
+    indices = list(range(len(questions))) if indices is None else list(indices)
+    enc = [_encode(tok, generation_prompt(q, style, tok, instruction), style) for q in questions]
+    news = generate_greedy(lm, enc, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                           intervention=intervention, progress=progress)
+    out = []
+    for i, new in enumerate(news):
+        raw = tok.decode(new, skip_special_tokens=True)
+        out.append(GeneratedAnswer(indices[i], questions[i], cut_answer(raw), raw, len(new)))
+    return out
