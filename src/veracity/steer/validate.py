@@ -42,7 +42,8 @@ def held_out_texts(data_dir, n: int) -> list[str]:
 
 
 def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: EvalConfig,
-                  ce_texts: Sequence[str] | None = None, log: Callable[[str], None] | None = None) -> dict:
+                  ce_texts: Sequence[str] | None = None, log: Callable[[str], None] | None = None,
+                  fold: int = 0) -> dict:
     """Metrics of `lm` with `intervention` (None: the plain model) on these TruthfulQA items, through the
     evaluation driver: MC on every answer token, CE/KL(original || intervened) on every text token,
     generation (last position of every forward call by default) and the judges unless judge == "none".
@@ -56,7 +57,7 @@ def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: E
                 truth_judge=get_judge(cfg.judge, "truth"), info_judge=get_judge(cfg.judge, "info"),
                 intervention=factory, lm_texts=list(ce_texts) if ce_texts else None,
                 n_docs=len(ce_texts) if ce_texts else 0, max_tokens=cfg.ce_tokens, batch_size=cfg.batch_size,
-                data_dir=cfg.data_dir, log=log)
+                data_dir=cfg.data_dir, log=log, fold=fold)
     m = res.metrics
     metrics = {k: getattr(m, k) for k in ("mc1", "mc2", "ce_loss", "kl", "true", "info", "true_info_per_answer")
                if getattr(m, k) is not None}
@@ -112,7 +113,7 @@ def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: 
         if out is not None:
             iv.save(Path(out) / f"intervention_fold{ff.fold}")
         test_items = [by_index[int(q)] for q in ff.test_questions if int(q) in by_index]
-        res = evaluate_fold(lm, test_items, iv, ecfg, texts, log=lambda m, f=ff.fold: log(f"[fold {f}] {m}"))
+        res = evaluate_fold(lm, test_items, iv, ecfg, texts, log=log, fold=ff.fold)
         log(f"fold {ff.fold}: {len(test_items)} questions, " +
             ", ".join(f"{key}={v:.4f}" for key, v in res["metrics"].items()))
         folds.append({"fold": ff.fold, "n_questions": len(test_items), "metrics": res["metrics"],
