@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Piped into a log file (not a terminal), rich would squeeze tables into 80 columns and cut every cell;
+# use a wide console there unless COLUMNS says otherwise.
+console = Console(width=None if (sys.stdout.isatty() or os.environ.get("COLUMNS")) else 200)
 
 DataDirOpt = typer.Option(None, "--data-dir", envvar="VERACITY_DATA",
                           help="Folder with the data sets (default: $VERACITY_DATA; the hub when online).")
