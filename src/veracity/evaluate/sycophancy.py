@@ -84,6 +84,18 @@ class Checkpoint:
         write_json_atomic(self.path, {"config": self.config, "done": self.done})
 
 
+def _resume(checkpoint: Checkpoint | None, dataset: str, cond: str, rows: list, per_item: list, log) -> list | None:
+    """A condition finished by an earlier run: its row and records appended, its records returned."""
+    saved = checkpoint.get(dataset, cond) if checkpoint else None
+    if not saved:
+        return None
+    row, recs = saved
+    rows.append(row)
+    per_item += recs
+    log(f"{dataset} {cond}: done in an earlier run")
+    return recs
+
+
 def opinion_text(answer: str) -> str:
     """ "I think the answer is {answer}." (one final period)."""
     return f"I think the answer is {answer.strip().rstrip('.')}."
@@ -209,13 +221,9 @@ def truthfulqa_sycophancy(lm, items: Sequence, cfg: SycophancyConfig, iv=None,
     rows, per_item, plain_recs = [], [], None
     test_items = [by_index[q] for q in test_q]
     for cond in conds:
-        saved = checkpoint.get("truthfulqa", cond) if checkpoint else None
-        if saved:
-            row, recs = saved
-            rows.append(row)
-            per_item += recs
-            plain_recs = recs if cond == "plain" else plain_recs
-            log(f"truthfulqa {cond}: done in an earlier run")
+        saved = _resume(checkpoint, "truthfulqa", cond, rows, per_item, log)
+        if saved is not None:
+            plain_recs = saved if cond == "plain" else plain_recs
             continue
         opin = cond.startswith("opinion")
         pm = _method(lm, cfg.prompt, iv if cond.endswith("iti") else None)
@@ -273,13 +281,9 @@ def true_false_sycophancy(lm, statements: Sequence, cfg: SycophancyConfig, iv=No
     conds = [c for c in CONDITIONS if iv is not None or "iti" not in c]
     rows, per_item, plain_recs = [], [], None
     for cond in conds:
-        saved = checkpoint.get("true-false", cond) if checkpoint else None
-        if saved:
-            row, recs = saved
-            rows.append(row)
-            per_item += recs
-            plain_recs = recs if cond == "plain" else plain_recs
-            log(f"true-false {cond}: done in an earlier run")
+        saved = _resume(checkpoint, "true-false", cond, rows, per_item, log)
+        if saved is not None:
+            plain_recs = saved if cond == "plain" else plain_recs
             continue
         opin = cond.startswith("opinion")
         pm = _method(lm, cfg.prompt, iv if cond.endswith("iti") else None)
