@@ -51,28 +51,28 @@ def test_baked_equals_hooks(alias, tmp_path):
 
 @pytest.mark.parametrize("alias", ["tiny-llama", "tiny-qwen2"])
 def test_llama_family_bakes_only_an_o_proj_bias(alias, tmp_path):
-    """Default: seed_oss (o_proj bias, no zero q/k/v biases to add per token); --llama-compatible: llama
-    with attention_bias. Both equal the hooks."""
+    """Default: llama with attention_bias (zero q/k/v biases); o_proj_only: seed_oss, a bias on o_proj
+    only. Both equal the hooks."""
     from transformers import AutoModelForCausalLM
 
     lm = load(alias, device="cpu")
     iv = make_iv(lm)
-    for compat, mtype in ((False, "seed_oss"), (True, "llama")):
-        out = tmp_path / f"baked-{compat}"
-        bake(lm, iv, out, llama_compatible=compat)
+    for only, mtype in ((True, "seed_oss"), (False, "llama")):
+        out = tmp_path / f"baked-{only}"
+        bake(lm, iv, out, o_proj_only=only)
         assert json.loads((out / "config.json").read_text())["model_type"] == mtype
         assert verify_baked(lm, iv, out, texts=TEXTS, atol=1e-4) <= 1e-4
         keys = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).state_dict().keys()
         qkv_bias = [k for k in keys if k.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias"))]
         assert any(k.endswith("o_proj.bias") for k in keys)
-        # zero q/k/v biases only in the compatible form (qwen2 has real ones either way)
-        assert bool(qkv_bias) == (compat or alias == "tiny-qwen2")
+        # zero q/k/v biases only in the llama form (qwen2 has real ones either way)
+        assert bool(qkv_bias) == (not only or alias == "tiny-qwen2")
 
 
 def test_bias_is_W_o_times_shift_not_raw_shift():
     lm = load("tiny-llama", device="cpu")
     iv = make_iv(lm)
-    sd, cfg, how = baked_state_dict(lm, iv)
+    sd, cfg, how = baked_state_dict(lm, iv, o_proj_only=True)
     assert how.startswith("llama->seed_oss") and cfg.attention_out_bias and not cfg.attention_bias
     shifts = iv.layer_shifts()
     for i in range(lm.arch.n_layers):
@@ -82,7 +82,7 @@ def test_bias_is_W_o_times_shift_not_raw_shift():
         torch.testing.assert_close(bias, expect, atol=1e-6, rtol=1e-6)
         for p in "qkv":  # seed_oss: no q/k/v biases at all
             assert f"model.layers.{i}.self_attn.{p}_proj.bias" not in sd
-    sd, cfg, how = baked_state_dict(lm, iv, llama_compatible=True)
+    sd, cfg, how = baked_state_dict(lm, iv)
     assert how == "attention_bias" and cfg.attention_bias
     for i in range(lm.arch.n_layers):
         for p in "qkv":  # the llama flag also creates q/k/v biases: zeros, so attention is unchanged

@@ -88,7 +88,7 @@ def fit_cmd(model: str = ModelOpt, out: Path = typer.Option(..., "--out", "-o", 
 def bake_cmd(model: str = ModelOpt, intervention: Path = typer.Option(..., "--intervention", "-i"),
              out: Path = typer.Option(..., "--out", "-o"), alpha: Optional[float] = typer.Option(None, "--alpha"),
              verify: bool = typer.Option(True, "--verify/--no-verify", help="Reload and compare with the hooks (fp32)."),
-             llama_compatible: bool = typer.Option(False, "--llama-compatible", help="Llama-family models: write model_type llama with zero q/k/v biases (loads in any transformers; ~2% slower) instead of seed_oss with an o_proj bias only."),
+             o_proj_only: bool = typer.Option(False, "--o-proj-only", help="Llama-family models: write model_type seed_oss (a bias on o_proj only) instead of llama with attention_bias (zero q/k/v biases)."),
              device: Optional[str] = typer.Option(None, "--device")) -> None:
     """Write a plain Hugging Face folder with the intervention as o_proj biases (shifts every position)."""
     from ..steer import Intervention, bake, verify_baked
@@ -98,7 +98,7 @@ def bake_cmd(model: str = ModelOpt, intervention: Path = typer.Option(..., "--in
     if alpha is not None:
         iv = iv.with_alpha(alpha)
     try:
-        bake(lm, iv, out, llama_compatible=llama_compatible)
+        bake(lm, iv, out, o_proj_only=o_proj_only)
     except ValueError as e:
         fail(str(e))
     console.print(f"baked {iv.k} heads (alpha={iv.alpha:g}) into {out}")

@@ -7,12 +7,11 @@ included: it equals `apply(..., positions="all")`, not the "last token" generati
 
 Architectures without an o_proj bias need the bias parameter to exist on load:
 - llama, mistral and qwen2 (a Llama decoder layer; in transformers `attention_bias` switches the q/k/v
-  and o_proj biases together): written as `model_type="seed_oss"`, whose Llama-identical layer has a
-  separate `attention_out_bias`, so only o_proj carries a bias (qwen2 keeps its q/k/v biases; dropouts 0).
-  No zero q/k/v biases means no extra adds per token. `llama_compatible=True` (or a transformers without
-  seed_oss) writes `model_type="llama"` with `attention_bias=True` instead, whose zero q/k/v biases cost
-  about 2% of generation speed on a 135M model but load in any transformers that knows llama.
-  Sliding-window attention (mistral, qwen2) is dropped, exact for sequences inside the window.
+  and o_proj biases together): written as `model_type="llama"` with `attention_bias=True`, the q/k/v
+  biases zero (qwen2 keeps its own). `o_proj_only=True` writes `model_type="seed_oss"` instead, whose
+  Llama-identical layer has a separate `attention_out_bias`, so only o_proj carries a bias; on smollm2 it
+  measured no faster (bench_iti ratio_baked 0.973 vs 0.976), so the widely loadable llama form is the
+  default. Sliding-window attention (mistral, qwen2) is dropped, exact for sequences inside the window.
 - gemma/2/3, qwen3, ... (a `config.attention_bias` flag): the flag is set and the q/k/v biases it also
   creates are written as zeros, so the module tree matches what `from_pretrained` builds;
 - GPT-2 style (c_proj, a Conv1D with weight [in, out] and a bias already): the bias absorbs s @ W.
@@ -57,14 +56,14 @@ def _seed_oss_config():
     return SeedOssConfig
 
 
-def _baked_config(cfg, needs_bias: bool, llama_compatible: bool = False):
+def _baked_config(cfg, needs_bias: bool, o_proj_only: bool = False):
     """(new config, how) for a model whose o_proj must carry a bias."""
     cfg = copy.deepcopy(cfg)
     if not needs_bias:
         return cfg, "existing-bias"
     mt = getattr(cfg, "model_type", "")
     llama_like = mt in _TO_LLAMA or mt == "llama"
-    SeedOss = None if llama_compatible else _seed_oss_config()
+    SeedOss = _seed_oss_config() if o_proj_only else None
     if llama_like and SeedOss is not None:
         d = {k: v for k, v in cfg.to_dict().items() if k not in _LLAMA_DROP}
         d.update(attention_bias=(mt == "qwen2"), attention_out_bias=True, mlp_bias=False,
@@ -94,7 +93,7 @@ def _baked_config(cfg, needs_bias: bool, llama_compatible: bool = False):
 
 @torch.no_grad()
 def baked_state_dict(target, intervention: Intervention,
-                     llama_compatible: bool = False) -> tuple[dict[str, torch.Tensor], object, str]:
+                     o_proj_only: bool = False) -> tuple[dict[str, torch.Tensor], object, str]:
     """(state dict of the baked model, its config, how the bias was made to exist). Shares unchanged
     tensors with the original model; bias tensors are new."""
     model, arch, _ = _unpack(target)
@@ -102,7 +101,7 @@ def baked_state_dict(target, intervention: Intervention,
     shifts = intervention.layer_shifts()
     first = arch.attn_out(model, 0)
     needs_bias = getattr(first, "bias", None) is None
-    cfg, how = _baked_config(model.config, needs_bias, llama_compatible)
+    cfg, how = _baked_config(model.config, needs_bias, o_proj_only)
     sd = dict(model.state_dict())
     # which parameters does the new config create that the old model lacks? (meta device: no memory)
     from transformers import AutoModelForCausalLM
@@ -137,14 +136,14 @@ def baked_state_dict(target, intervention: Intervention,
     return new_sd, cfg, how
 
 
-def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, llama_compatible: bool = False) -> Path:
+def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, o_proj_only: bool = False) -> Path:
     """Write a Hugging Face folder (config, safetensors, tokenizer, `veracity_intervention.json`) that
     `AutoModelForCausalLM.from_pretrained(out)` loads as the intervened model, at every position."""
     from transformers import AutoModelForCausalLM
 
     model, arch, tok = _unpack(target)
     tok = tokenizer or tok
-    sd, cfg, how = baked_state_dict(target, intervention, llama_compatible)
+    sd, cfg, how = baked_state_dict(target, intervention, o_proj_only)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch.device("meta"):
