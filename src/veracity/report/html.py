@@ -1107,29 +1107,27 @@ def _milestones(page: _Page, run: Run) -> None:
     _table(page, cols, [[r.get(c) for c in cols] for r in flat], caption="milestones")
 
 
+def _records_table(page: _Page, records, keys: tuple, caption: str, labels: bool = True) -> None:
+    """A table of result records: the key columns, then every metric column with a number in some row."""
+    recs = _records(records)
+    if not recs:
+        return
+    rows = [_flatten(r) for r in recs]
+    cols = [c for c in _metric_columns(rows, keys) if c in keys or any(_num(r.get(c)) for r in rows)]
+    _table(page, [METRIC_LABELS.get(c, c) for c in cols] if labels else cols, [[r.get(c) for c in cols] for r in rows],
+           caption=caption)
+
+
 def _section_compare(page: _Page, run: Run) -> None:
     """`compare-interventions`: one row per method (fold means, *_sd over folds, cost columns), per fold."""
     res = run.results
 
     def methods() -> None:
-        recs = _records(res.get("methods"))
-        if not recs:
-            return
-        rows = [_flatten(r) for r in recs]
-        cols = [c for c in _metric_columns(rows, ("method",)) if c == "method" or any(_num(r.get(c)) for r in rows)]
-        _table(page, [METRIC_LABELS.get(c, c) for c in cols], [[r.get(c) for c in cols] for r in rows],
-               caption="methods on the same folds (mean over folds; _sd: standard deviation over folds; "
-                       "*_s: seconds)")
+        _records_table(page, res.get("methods"), ("method",),
+                       "methods on the same folds (mean over folds; _sd: standard deviation over folds; *_s: seconds)")
 
     def folds() -> None:
-        recs = _records(res.get("folds"))
-        if not recs:
-            return
-        rows = [_flatten(r) for r in recs]
-        cols = [c for c in _metric_columns(rows, ("method", "fold"))
-                if c in ("method", "fold") or any(_num(r.get(c)) for r in rows)]
-        _table(page, [METRIC_LABELS.get(c, c) for c in cols], [[r.get(c) for c in cols] for r in rows],
-               caption="per method and fold")
+        _records_table(page, res.get("folds"), ("method", "fold"), "per method and fold")
 
     _part(page, run, "methods", methods)
     _part(page, run, "method folds", folds)
@@ -1140,14 +1138,9 @@ def _section_sycophancy(page: _Page, run: Run) -> None:
     res = run.results
 
     def table() -> None:
-        recs = _records(res.get("rows"))
-        if not recs:
-            return
-        rows = [_flatten(r) for r in recs]
-        cols = [c for c in _metric_columns(rows, ("dataset", "condition"))
-                if c in ("dataset", "condition") or any(_num(r.get(c)) for r in rows)]
-        _table(page, cols, [[r.get(c) for c in cols] for r in rows],
-               caption="accuracy without and with an incorrect opinion in the prompt (opinion), and with ITI")
+        _records_table(page, res.get("rows"), ("dataset", "condition"),
+                       "accuracy without and with an incorrect opinion in the prompt (opinion), and with ITI",
+                       labels=False)
         layers = res.get("best_layers")
         if isinstance(layers, dict):
             lrows = [[k, _get(v, "layer")] for k, v in layers.items() if isinstance(v, dict)]
