@@ -56,22 +56,27 @@ def _seed_oss_config():
     return SeedOssConfig
 
 
+def _as_llama_layer(cfg, config_cls, arch_name: str, **overrides):
+    """`cfg` rewritten for another class with the Llama decoder layer (model-specific keys dropped)."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in _LLAMA_DROP}
+    d.update(mlp_bias=False, **overrides)
+    if not d.get("head_dim"):
+        d["head_dim"] = cfg.hidden_size // cfg.num_attention_heads
+    new = config_cls(**d)
+    new.architectures = [arch_name]
+    return new
+
+
 def _baked_config(cfg, needs_bias: bool, o_proj_only: bool = False):
     """(new config, how) for a model whose o_proj must carry a bias."""
     cfg = copy.deepcopy(cfg)
     if not needs_bias:
         return cfg, "existing-bias"
     mt = getattr(cfg, "model_type", "")
-    llama_like = mt in _TO_LLAMA or mt == "llama"
     SeedOss = _seed_oss_config() if o_proj_only else None
-    if llama_like and SeedOss is not None:
-        d = {k: v for k, v in cfg.to_dict().items() if k not in _LLAMA_DROP}
-        d.update(attention_bias=(mt == "qwen2"), attention_out_bias=True, mlp_bias=False,
-                 attention_dropout=0.0, residual_dropout=0.0)
-        if not d.get("head_dim"):
-            d["head_dim"] = cfg.hidden_size // cfg.num_attention_heads
-        new = SeedOss(**d)
-        new.architectures = ["SeedOssForCausalLM"]
+    if (mt in _TO_LLAMA or mt == "llama") and SeedOss is not None:
+        new = _as_llama_layer(cfg, SeedOss, "SeedOssForCausalLM", attention_bias=(mt == "qwen2"),
+                              attention_out_bias=True, attention_dropout=0.0, residual_dropout=0.0)
         return new, f"{mt}->seed_oss (o_proj bias only)"
     if hasattr(cfg, "attention_bias") and mt not in _TO_LLAMA:
         cfg.attention_bias = True
@@ -79,13 +84,7 @@ def _baked_config(cfg, needs_bias: bool, o_proj_only: bool = False):
     if mt in _TO_LLAMA:
         from transformers import LlamaConfig
 
-        d = {k: v for k, v in cfg.to_dict().items() if k not in _LLAMA_DROP}
-        d.update(attention_bias=True, mlp_bias=False)
-        if not d.get("head_dim"):
-            d["head_dim"] = cfg.hidden_size // cfg.num_attention_heads
-        new = LlamaConfig(**d)
-        new.architectures = ["LlamaForCausalLM"]
-        return new, f"{mt}->llama"
+        return _as_llama_layer(cfg, LlamaConfig, "LlamaForCausalLM", attention_bias=True), f"{mt}->llama"
     raise UnsupportedArchitecture(
         f"cannot bake into {mt!r}: its attention output projection has no bias and its config has no "
         "attention_bias flag; use the hook version (`veracity.steer.apply`) instead")
