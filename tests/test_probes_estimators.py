@@ -69,16 +69,39 @@ def _ill_conditioned(n=2000, g=6, d=24, seed=3):
     return torch.tensor(X, dtype=torch.float32), y
 
 
+def _objective_and_gradient(X, y, mean, scale, w, b):
+    """Float64 mean objective (sklearn's, C=1) and max-abs gradient per group at (w, b), on X
+    standardised with the given statistics."""
+    Z = (X.double() - mean) / scale
+    yd = torch.as_tensor(y, dtype=torch.float64)[:, None]
+    z = torch.einsum("ngd,gd->ng", Z, w.double()) + b.double()
+    f = (torch.nn.functional.softplus(z) - yd * z).sum(0) + 0.5 * (w.double() ** 2).sum(1)
+    r = torch.sigmoid(z) - yd
+    g = torch.cat([torch.einsum("ngd,ng->gd", Z, r) + w.double(), r.sum(0)[:, None]], 1)
+    return f / len(Z), g.abs().amax(1) / len(Z)
+
+
 def test_logistic_bf16_hessian_reaches_the_exact_optimum():
+    """The bf16 path is judged on the exact float64 objective: its gradient there is below `tol`, and its
+    objective is within the strong-convexity bound of the float64 optimum. (Coefficients along the
+    near-flat directions of these Hessians may differ by ~1e-3 at tol=1e-6 whatever the solver: that
+    is the problem's conditioning, not solver error.)"""
     X, y = _ill_conditioned()
     ref = LogisticProbe(C=1.0, tol=1e-9).fit(X.double(), y)  # float64: exact Hessian in float64
     assert LogisticProbe()._low_precision(X.double()) is False
-    fast = LogisticProbe(C=1.0, tol=1e-6, hessian="bf16").fit(X, y)
-    exact = LogisticProbe(C=1.0, tol=1e-6, hessian="exact").fit(X, y)
-    for p in (fast, exact):
-        err = (p.coef_std_.double() - ref.coef_std_).norm(dim=1) / ref.coef_std_.norm(dim=1)
-        assert float(err.max()) < 1e-4, err
-        torch.testing.assert_close(p.intercept_std_.double(), ref.intercept_std_, atol=1e-4, rtol=1e-4)
+    f_ref, _ = _objective_and_gradient(X, y, ref.mean_, ref.scale_, ref.coef_std_, ref.intercept_std_)
+    n, d = X.shape[0], X.shape[2] + 1
+    mu = 1.0 / n  # the mean objective's penalty alone makes it mu-strongly convex
+    for h in ("bf16", "exact"):
+        p = LogisticProbe(C=1.0, tol=1e-6, hessian=h).fit(X, y)
+        torch.testing.assert_close(p.scale_.double(), ref.scale_, rtol=1e-6, atol=0)
+        f, g = _objective_and_gradient(X, y, ref.mean_, ref.scale_, p.coef_std_, p.intercept_std_)
+        assert float(g.max()) <= 1e-6, (h, g)
+        bound = (1e-6 * d ** 0.5) ** 2 / (2 * mu)  # f - f* <= |grad|^2 / (2 mu)
+        assert float((f - f_ref).max()) <= bound, (h, f - f_ref, bound)
+        assert float((f - f_ref).min()) >= -1e-12
+        # the predictions are those of the float64 optimum
+        assert float((p.predict_proba(X).double() - ref.predict_proba(X.double())).abs().max()) < 1e-3
     # at sklearn's stopping tolerance (1e-4) the flat directions are loose, but the classifier is the same
     loose = LogisticProbe(C=1.0, tol=1e-4, hessian="bf16").fit(X, y)
     assert float((loose.score(X, y) - ref.score(X.double(), y)).abs().max()) < 0.01
