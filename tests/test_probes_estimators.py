@@ -81,37 +81,38 @@ def _objective_and_gradient(X, y, mean, scale, w, b):
     return f / len(Z), g.abs().amax(1) / len(Z)
 
 
-def test_logistic_bf16_hessian_reaches_the_exact_optimum():
-    """The bf16 path is judged on the exact float64 objective: its gradient there is below `tol`, and its
+def test_logistic_quasi_newton_reaches_the_exact_optimum():
+    """The quasi-Newton path is judged on the exact float64 objective: its gradient there is below `tol`, and its
     objective is within the strong-convexity bound of the float64 optimum. (Coefficients along the
     near-flat directions of these Hessians may differ by ~1e-3 at tol=1e-6 whatever the solver: that
     is the problem's conditioning, not solver error.)"""
     X, y = _ill_conditioned()
     ref = LogisticProbe(C=1.0, tol=1e-9).fit(X.double(), y)  # float64: exact Hessian in float64
-    assert LogisticProbe()._low_precision(X.double()) is False
+    assert LogisticProbe()._quasi(X.double()) is False and LogisticProbe()._quasi(X) is True
     f_ref, _ = _objective_and_gradient(X, y, ref.mean_, ref.scale_, ref.coef_std_, ref.intercept_std_)
     n, d = X.shape[0], X.shape[2] + 1
     mu = 1.0 / n  # the mean objective's penalty alone makes it mu-strongly convex
-    for h in ("bf16", "exact"):
+    for h in ("quasi", "exact"):
         p = LogisticProbe(C=1.0, tol=1e-6, hessian=h).fit(X, y)
-        torch.testing.assert_close(p.scale_.double(), ref.scale_, rtol=1e-6, atol=0)
-        f, g = _objective_and_gradient(X, y, ref.mean_, ref.scale_, p.coef_std_, p.intercept_std_)
+        torch.testing.assert_close(p.scale_.double(), ref.scale_, rtol=1e-5, atol=0)
+        # judged on its own standardisation (float32 statistics): that is the objective it optimised
+        f, g = _objective_and_gradient(X, y, p.mean_.double(), p.scale_.double(), p.coef_std_, p.intercept_std_)
         assert float(g.max()) <= 1e-6, (h, g)
         bound = (1e-6 * d ** 0.5) ** 2 / (2 * mu)  # f - f* <= |grad|^2 / (2 mu)
         assert float((f - f_ref).max()) <= bound, (h, f - f_ref, bound)
-        assert float((f - f_ref).min()) >= -1e-12
+        assert float((f - f_ref).min()) >= -bound  # (its float32 standardisation differs by ~1e-7)
         # the predictions are those of the float64 optimum
         assert float((p.predict_proba(X).double() - ref.predict_proba(X.double())).abs().max()) < 1e-3
     # at sklearn's stopping tolerance (1e-4) the flat directions are loose, but the classifier is the same
-    loose = LogisticProbe(C=1.0, tol=1e-4, hessian="bf16").fit(X, y)
+    loose = LogisticProbe(C=1.0, tol=1e-4, hessian="quasi").fit(X, y)
     assert float((loose.score(X, y) - ref.score(X.double(), y)).abs().max()) < 0.01
     with pytest.raises(ValueError):
         LogisticProbe(hessian="fp8").fit(X, y)
 
 
-def test_logistic_float64_stays_exact_even_if_bf16_requested():
+def test_logistic_auto_is_exact_for_float64():
     X, y = _data()
-    a = LogisticProbe(C=1.0, tol=1e-10, hessian="bf16").fit(torch.tensor(X), y)
+    a = LogisticProbe(C=1.0, tol=1e-10, hessian="auto").fit(torch.tensor(X), y)
     b = LogisticProbe(C=1.0, tol=1e-10, hessian="exact").fit(torch.tensor(X), y)
     assert a.coef_.dtype == torch.float64
     torch.testing.assert_close(a.coef_, b.coef_, atol=0, rtol=0)

@@ -1,21 +1,24 @@
-"""L2 logistic-regression probe, batched over groups and solved by Newton's method.
+"""L2 logistic-regression probe, batched over groups and solved by (quasi-)Newton on a streaming working set.
 
 The objective is scikit-learn's: sum of log-losses + ||w||^2 / (2C), intercept not penalised, so a
 `LogisticProbe(C)` matches `LogisticRegression(C)` on the same (optionally standardised) data.
-Newton (with a backtracking line search per group) converges in a few steps, and each step is a
-handful of batched matrix products, so 270 head probes cost about what one does.
 
-Why the Hessian may be bfloat16 (float32 input only): with D=64 the Hessian Z^T diag(s) Z (N*D^2 per
-group) costs more than everything else in a step (gradient and line search are N*D). On hardware with
-fast bf16 matrix units (AMX on recent Xeons, tensor cores on GPUs) it is ~5x cheaper in bf16 (fp32
-accumulation). The gradient, objective and line search stay in the input precision, so the fixed point
-is still the exact optimum to `tol`: an approximate Hessian only changes the path (linear convergence
-at a rate ~ its relative error, ~1e-2, once in the quadratic region). The same argument lets the first
-step use the Gram matrix (at w = 0 the weights s are constant) and the steps after `_REFRESH` reuse the
-last Hessian. Where the Hessian is too ill-conditioned for bf16 (e.g. a near-constant feature blown up by
-standardisation) a group's steps stall; that is detected (a backtracked line search, a non-descent step or
-a gradient that does not halve) and the group switches to the exact Hessian, so the result does not depend
-on bf16 being adequate. float64 input always uses the exact float64 Hessian.
+How it is fast. A step costs two passes over a group's rows (the gradient Z^T r and the logits Z @ step);
+everything else is D x D per group. The groups (e.g. 270 heads) flow through a working set of a few
+groups, small enough to stay in cache: a group's rows are gathered (a copy of contiguous D-rows, [g, N, D];
+a feature-major copy would be a transpose, ~10x slower on CPU) and standardised when it enters, and it
+leaves as soon as it has converged, its slot refilled by the next group. So no pass is spent on a finished
+group and there is no tail of nearly empty steps at the end of every chunk.
+
+Hessians. At w = 0 every row has the same weight, so the first Hessian is exactly the Gram matrix of the
+standardised rows times that weight; it is computed once when a group enters (its diagonal also gives the
+scales). With `hessian="quasi"` later steps use BFGS updates of it (D x D, no pass over the data); with
+"exact" every step computes a fresh one (a third pass, N * D^2 per group). The gradient, objective and line
+search are always exact, so either way the fixed point is the optimum to `tol`: the Hessian only changes
+the path. A group whose quasi-Newton steps go badly (a gradient that does not halve, a backtracked or
+failed line search, a non-descent step) switches to exact Hessians.
+The first step starts far from the quadratic region, so its length is found by a 1-D Newton search along
+the step (cheap: the logits move linearly along it, so no pass over the rows is needed).
 """
 
 from __future__ import annotations
@@ -27,8 +30,7 @@ import torch.nn.functional as F
 
 from .base import BatchedProbe, as_batched, as_labels
 
-_REFRESH = 3  # bf16 Hessians are recomputed for the first _REFRESH Newton steps, then reused
-_CPU_CHUNK = 16  # groups per working chunk on CPU (16 x 4713 x 64 fp32 = 19 MB)
+_CPU_SLOTS = 24  # groups in the working set on CPU (24 x 4713 rows x 64 fp32 = 29 MB)
 
 
 class LogisticProbe(BatchedProbe):
@@ -37,10 +39,9 @@ class LogisticProbe(BatchedProbe):
     Parameters: `C` inverse regularisation strength (as sklearn); `standardize` z-scores each feature
     with training mean/std first (recorded in `mean_`/`scale_`); `max_iter` Newton steps; `tol` on the
     max-norm of the gradient of the per-row (mean) objective (sklearn's lbfgs default is 1e-4);
-    `hessian`: "exact" (in the input dtype), "bf16" (bfloat16 Hessian, exact gradient/objective; groups
-    where it stalls fall back to exact), or "auto" = "bf16" for float32 (or lower) input with
-    `standardize=True` on a CUDA device or a CPU with AMX, else "exact". float64 input is
-    always solved with the exact float64 Hessian. Either way the result is the optimum to `tol`.
+    `hessian`: "exact" (a fresh Hessian every Newton step), "quasi" (the exact first Hessian, then BFGS
+    updates; groups where that goes badly switch to exact), or "auto" = "quasi" for float32 input with
+    `standardize=True`, else "exact". Either way the result is the optimum to `tol` (see module docstring).
 
     Learned: `coef_` / `intercept_` act on *raw* X (standardisation folded in), `coef_std_` /
     `intercept_std_` on standardised X (what sklearn sees after a StandardScaler), `direction_` the
@@ -55,59 +56,22 @@ class LogisticProbe(BatchedProbe):
         self.tol = tol
         self.hessian = hessian
 
-    def _low_precision(self, X: torch.Tensor) -> bool:
-        if self.hessian not in ("auto", "exact", "bf16"):
-            raise ValueError(f"hessian must be 'auto', 'exact' or 'bf16', got {self.hessian!r}")
-        if X.dtype == torch.float64 or self.hessian == "exact":
-            return False
-        if self.hessian == "bf16":
-            return True
-        if not self.standardize:  # raw activations can be arbitrarily ill-conditioned
-            return False
-        if X.device.type == "cuda":
-            return True
-        return X.device.type == "cpu" and _cpu_has_fast_bf16()
+    def _quasi(self, X: torch.Tensor) -> bool:
+        if self.hessian not in ("auto", "exact", "quasi"):
+            raise ValueError(f"hessian must be 'auto', 'exact' or 'quasi', got {self.hessian!r}")
+        if self.hessian != "auto":
+            return self.hessian == "quasi"
+        # raw activations can be arbitrarily ill-conditioned; float64 callers want the exact path
+        return self.standardize and X.dtype != torch.float64
 
     def fit(self, X: Any, y: Any) -> "LogisticProbe":
         Xb, self._single = as_batched(X)
         N, G, D = Xb.shape
         self._device = Xb.device
         yt = as_labels(y, N, Xb.device).to(Xb.dtype)
-        dt, dev = Xb.dtype, Xb.device
-        low = self._low_precision(Xb)
-        mean = torch.zeros(G, D, dtype=dt, device=dev)
-        scale = torch.ones(G, D, dtype=dt, device=dev)
-        w = torch.empty(G, D, dtype=dt, device=dev)
-        b = torch.empty(G, dtype=dt, device=dev)
-        n_iter = torch.zeros(G, dtype=torch.long)
-        # Group-major working copy [g, N, D] of a few groups at a time: a gather of contiguous D-rows
-        # (fast), where a feature-major [g, D, N] copy would be a full transpose (~10x slower on CPU).
-        # Every product below reads it in a layout BLAS takes without copying.
-        heads = _CPU_CHUNK if dev.type == "cpu" else max(1, 48_000_000 // (N * D))
-        buf = torch.empty(min(heads, G), N, D, dtype=dt, device=dev)
-        # bf16 scratch for the Hessians, allocated once: a fresh multi-MB buffer per chunk costs more in
-        # page faults than the products that use it
-        zs = torch.empty(2, min(heads, G), N, D, dtype=torch.bfloat16, device=dev) if low else None
-        ones = torch.full((N,), 1.0 / N, dtype=dt, device=dev)
-        for i in range(0, G, heads):
-            sl = slice(i, min(i + heads, G))
-            g = sl.stop - sl.start
-            Z, src = buf[:g], Xb[:, sl]
-            gram = None
-            if self.standardize:
-                # mean by one gemv, then gather and centre in one pass; the exact Gram of the centred
-                # chunk gives the scales (its diagonal) and is the first Newton Hessian (see _newton)
-                mean[sl] = torch.mv(src.reshape(N, g * D).t(), ones).view(g, D)
-                torch.sub(src.transpose(0, 1), mean[sl].unsqueeze(1), out=Z)
-                gram = torch.bmm(Z.transpose(1, 2), Z)
-                sd = torch.diagonal(gram, dim1=1, dim2=2).div(N).sqrt_()
-                sd = torch.where(sd > 0, sd, torch.ones_like(sd))
-                Z.div_(sd.unsqueeze(1))
-                gram.div_(sd.unsqueeze(1)).div_(sd.unsqueeze(2))
-                scale[sl] = sd
-            else:
-                Z.copy_(src.transpose(0, 1))
-            w[sl], b[sl], n_iter[sl] = _newton(Z, yt, 1.0 / self.C, self.max_iter, self.tol, low, gram, zs)
+        slots = _CPU_SLOTS if Xb.device.type == "cpu" else max(1, 48_000_000 // (N * D))
+        mean, scale, w, b, n_iter = _solve(Xb, yt, 1.0 / self.C, self.max_iter, self.tol, self.standardize,
+                                           self._quasi(Xb), slots)
         self.mean_, self.scale_ = self._out(mean), self._out(scale)
         self.coef_std_, self.intercept_std_ = self._out(w), self._out(b)
         coef = w / scale
@@ -124,143 +88,152 @@ class LogisticProbe(BatchedProbe):
         return z.squeeze(1) if self._single else z
 
 
-def _cpu_has_fast_bf16() -> bool:
-    """AMX tiles (Sapphire Rapids and later): bf16 bmm ~5x fp32 there; without them it is no faster."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # pragma: no cover - older torch
-        return False
-
-
-def _newton(Z: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: float, low_precision: bool = False,
-            gram: torch.Tensor | None = None, zs: torch.Tensor | None = None):
-    """Minimise sum_n logloss(w^T Z + b) + lam/2 ||w||^2 for every group of Z [g, N, D] at once (b unpenalised).
-
-    Each step costs the Hessian (bf16 when `low_precision`, see the module docstring) and two fp passes
-    over Z (gradient, Z @ step); the line search is free because the logits move linearly along the step.
-    Groups that have converged are dropped from the working set. A group stops when its gradient is below
-    `tol` (per row) or when the Newton decrement says the remaining gain is below floating-point
-    resolution of the objective (float32 cannot resolve a 1e-6 gradient on some heads).
-    `zs`: bf16 scratch [2, >= g, N, D] (low precision only; made here if not given): a bf16 copy of Z
-    and its row-scaled copy.
-    `gram`: Z^T Z per group, if the caller has it. At w = 0 every row has the same weight, so the first
-    Hessian is exactly that Gram matrix times the weight.
-    Returns (w, b, n_iter)."""
-    g, N, D = Z.shape
-    dt, dev = Z.dtype, Z.device
-    Zl = None  # bf16 copy of the working set's Z, made at the first bf16 Hessian
+def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: float, standardize: bool,
+           quasi: bool, slots: int):
+    """Minimise sum_n logloss(w^T z_n + b) + lam/2 ||w||^2 for every group of X [N, G, D] (b unpenalised),
+    z the (optionally) standardised rows. Returns (mean, scale, w, b, n_iter), w and b on the standardised
+    scale. A group stops when its gradient (of the per-row objective, max-norm) is below `tol`, after
+    `max_iter` steps, or when the Newton decrement says the remaining gain is below the floating-point
+    resolution of the objective (float32 cannot resolve a 1e-6 gradient on some heads)."""
+    N, G, D = X.shape
+    dt, dev = X.dtype, X.device
     eps = torch.finfo(dt).eps
+    C = min(slots, G)
     prior = y.mean().clamp(1e-6, 1 - 1e-6)
-    w_out = torch.zeros(g, D, dtype=dt, device=dev)
-    b_out = torch.full((g,), float(torch.log(prior / (1 - prior))), dtype=dt, device=dev)
-    n_iter = torch.zeros(g, dtype=torch.long)
-    idx = torch.arange(g, device=dev)  # groups of the working set -> rows of the outputs
-    w, b = w_out.clone(), b_out.clone()
-    z = b[:, None].expand(g, N).clone()  # logits, kept in step with (w, b)
-    f = (F.softplus(z) - y * z).sum(1)
-    exact = torch.full((g,), not low_precision, dtype=torch.bool, device=dev)
-    live = torch.ones(g, dtype=torch.bool, device=dev)  # not yet retired
-    gprev = torch.full((g,), float("inf"), dtype=dt, device=dev)
+    b0 = torch.log(prior / (1 - prior))
+    p0 = torch.sigmoid(b0)
+    s0 = p0 * (1 - p0)  # every row's Hessian weight at w = 0
+    f0 = (F.softplus(b0) * N - b0 * y.sum())  # the objective at w = 0, b = b0
+    mean = torch.zeros(G, D, dtype=dt, device=dev)
+    scale = torch.ones(G, D, dtype=dt, device=dev)
+    w_out = torch.zeros(G, D, dtype=dt, device=dev)
+    b_out = b0.expand(G).clone()
+    n_iter = torch.zeros(G, dtype=torch.long, device=dev)
+    Z = torch.empty(C, N, D, dtype=dt, device=dev)  # the working set's rows; row i <-> state row i
+    scratch = torch.empty(C, N, D, dtype=dt, device=dev)  # sqrt(s)-scaled rows for exact Hessians
+    inv_n = torch.full((N,), 1.0 / N, dtype=dt, device=dev)
     lam_eye = torch.eye(D, dtype=dt, device=dev) * lam
-    for k in range(max_iter):
+
+    def empty(*shape, dtype=dt):
+        return torch.empty(0, *shape, dtype=dtype, device=dev)
+
+    # per-group state of the working set
+    head = empty(dtype=torch.long)  # which group sits in each slot
+    w, b, z, f = empty(D), empty(), empty(N), empty()
+    Hi = empty(D + 1, D + 1)  # inverse Hessian for the next step (exact at entry, then BFGS-updated)
+    grad_prev, dwb = empty(D + 1), empty(D + 1)  # last gradient and last move, for the BFGS update
+    exact, gprev, k = empty(dtype=torch.bool), empty(), empty(dtype=torch.long)
+    nxt = 0
+    while True:
+        # refill the free slots with the next groups: gather, standardise, exact first Hessian
+        n = len(head)
+        m = min(C - n, G - nxt)
+        if m > 0 and (m >= max(1, C // 4) or n == 0 or nxt + m == G):  # refill in batches: fewer, larger ops
+            sl = slice(nxt, nxt + m)
+            nxt += m
+            Zn, src = Z[n:n + m], X[:, sl]
+            if standardize:  # mean by one gemv, then gather and centre in one pass
+                mean[sl] = torch.mv(src.reshape(N, m * D).t(), inv_n).view(m, D)
+                torch.sub(src.transpose(0, 1), mean[sl].unsqueeze(1), out=Zn)
+            else:
+                Zn.copy_(src.transpose(0, 1))
+            gram = torch.bmm(Zn.transpose(1, 2), Zn)
+            if standardize:
+                sd = torch.diagonal(gram, dim1=1, dim2=2).div(N).sqrt_()
+                sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+                Zn.div_(sd.unsqueeze(1))
+                gram.div_(sd.unsqueeze(1)).div_(sd.unsqueeze(2))
+                scale[sl] = sd
+            H0 = torch.zeros(m, D + 1, D + 1, dtype=dt, device=dev)
+            H0[:, :D, :D] = gram * s0 + lam_eye  # the border (w-b block) comes from the first gradient pass
+            head = torch.cat([head, torch.arange(sl.start, sl.stop, device=dev)])
+            w = torch.cat([w, torch.zeros(m, D, dtype=dt, device=dev)])
+            b = torch.cat([b, b0.expand(m)])
+            z = torch.cat([z, b0.expand(m, N)])
+            f = torch.cat([f, f0.expand(m)])
+            Hi = torch.cat([Hi, H0])  # the forward Hessian until the first pass completes and inverts it
+            grad_prev = torch.cat([grad_prev, torch.zeros(m, D + 1, dtype=dt, device=dev)])
+            dwb = torch.cat([dwb, torch.zeros(m, D + 1, dtype=dt, device=dev)])
+            exact = torch.cat([exact, torch.full((m,), not quasi, device=dev)])
+            gprev = torch.cat([gprev, torch.full((m,), float("inf"), dtype=dt, device=dev)])
+            k = torch.cat([k, torch.zeros(m, dtype=torch.long, device=dev)])
+        n = len(head)
+        if n == 0:
+            break
+        Zw = Z[:n]
         p = torch.sigmoid(z)
         r = p - y
         s = (p * (1 - p)).clamp_min_(1e-12)
-        # one pass over Z for the gradient (exact) and the w-b block of the Hessian
-        gh = torch.bmm(torch.stack([r, s], 1), Z)
+        # one pass over the rows: the gradient (exact) and the w-b border of the Hessian
+        gh = torch.bmm(torch.stack([r, s], 1), Zw)
         gw, h_wb = gh[:, 0].add_(w, alpha=lam), gh[:, 1]
         grad = torch.cat([gw, r.sum(1, keepdim=True)], 1)
         gmax = grad.abs().amax(1) / N
-        active = (gmax > tol) & live
-        if low_precision and k >= 2:  # an approximate Hessian that stalls: exact from now on
-            exact |= gmax > 0.5 * gprev
-        H = torch.empty(len(idx), D + 1, D + 1, dtype=dt, device=dev)
-        first_exact = k == 0 and gram is not None
-        if first_exact:
-            H[:, :D, :D] = gram * s[:, :1, None]
-        elif low_precision:
-            if k < _REFRESH:
-                # a bf16 copy of Z once, then each Hessian is one bf16 -> bf16 row scaling and a bf16
-                # product (a mixed fp32 -> bf16 multiply goes through an fp32 temporary: 5x slower)
-                if Zl is None:
-                    if zs is None:
-                        zs = torch.empty((2, *Z.shape), dtype=torch.bfloat16, device=dev)
-                    Zl = zs[0, : len(idx)].copy_(Z)
-                ZS = torch.mul(Zl, s.to(torch.bfloat16).unsqueeze(-1), out=zs[1, : len(idx)])
-                H[:, :D, :D] = torch.bmm(ZS.transpose(1, 2), Zl)
-            else:  # later steps reuse the last Hessian, with a BFGS update for the step just taken
-                _bfgs_update(H_lp, grad - grad_prev, dwb)
-                H.copy_(H_lp)
-        if bool(exact.any()) and not first_exact:
-            ex = exact.nonzero().squeeze(1)
-            Ze, se = (Z, s) if len(ex) == len(idx) else (Z[ex], s[ex])
-            H[ex, :D, :D] = torch.bmm((Ze * se.unsqueeze(-1)).transpose(1, 2), Ze)
-            del Ze
-        used_exact = exact | first_exact
-        if not low_precision or k < _REFRESH:
-            H[:, :D, :D] += lam_eye
-            H[:, :D, D] = h_wb
-            H[:, D, :D] = h_wb
-            H[:, D, D] = s.sum(1)
-            if low_precision:
-                H_lp = H.clone()
-        elif bool(exact.any()):
-            H[ex, :D, :D] += lam_eye
-            H[ex, :D, D] = h_wb[ex]
-            H[ex, D, :D] = h_wb[ex]
-            H[ex, D, D] = s[ex].sum(1)
-        step = torch.linalg.solve(H, grad.unsqueeze(-1)).squeeze(-1)
+        fresh = k == 0
+        active = (gmax > tol) & (k < max_iter)
+        if bool(fresh.any()):  # complete the exact first Hessian (its border comes from this pass), invert it
+            fi = fresh.nonzero().squeeze(1)
+            H0 = Hi[fi]
+            H0[:, :D, D] = h_wb[fi]
+            H0[:, D, :D] = h_wb[fi]
+            H0[:, D, D] = s[fi].sum(1)
+            Hi[fi] = torch.linalg.inv(H0)
+        if quasi:  # BFGS: fold the last move into the inverse Hessian (a no-op for fresh groups: dwb = 0)
+            _bfgs_inverse_update(Hi, grad - grad_prev, dwb)
+            exact |= (k >= 2) & (gmax > 0.5 * gprev)  # not even linear at rate 1/2: refresh exactly
+        # exact Hessians where asked for: every step in "exact" mode; in "quasi" mode one refresh, from which
+        # BFGS goes on. (A refresh for every group at its second step was tried: it saves a step for half
+        # the groups but costs as much as the step it saves.)
+        need = active & ~fresh & exact
+        if bool(need.any()):
+            ni = need.nonzero().squeeze(1)
+            Hi[ni] = torch.linalg.inv(_exact_hessians(Zw, s, h_wb, ni, lam_eye, scratch))
+        used_exact = need | fresh
+        if quasi:
+            exact &= ~need
+        step = torch.bmm(Hi, grad.unsqueeze(-1)).squeeze(-1)
         decrease = (grad * step).sum(1)  # Newton decrement^2 ~ 2 (f - f*)
         reg = 0.5 * lam * (w * w).sum(1)
-        at_floor = 0.5 * decrease.abs() <= 8 * eps * (f + reg).abs().clamp_min(1.0)
-        if low_precision:  # an approximate decrement can be too small: confirm with the exact Hessian
-            exact |= at_floor & active & ~used_exact
-            at_floor &= used_exact
-        # the remaining gain is below float resolution of the objective, so a line search cannot judge
-        # the step: we are in the quadratic region and the full exact Newton step is the last one
-        polish = at_floor & active
+        # the remaining gain is below float resolution of the objective, so a line search cannot judge the
+        # step: we are in the quadratic region and the full exact Newton step is the last one (an inexact
+        # Hessian's decrement proves nothing: those groups line-search on, and go exact if that stalls)
+        polish = (0.5 * decrease.abs() <= 8 * eps * (f + reg).abs().clamp_min(1.0)) & used_exact & active
         if bool(polish.any()):
             w = torch.where(polish[:, None], w - step[:, :D], w)
             b = torch.where(polish, b - step[:, D], b)
-        active &= ~at_floor
-        if low_precision:  # an inexact Hessian can (rarely) give a non-descent step: redo exactly next time
-            bad = active & (decrease <= 0)
+            k = k + polish.long()
+            active &= ~polish
+        bad = active & (decrease <= 0)  # a non-descent step (an inexact Hessian): redo exactly next time
+        if bool(bad.any()):
             exact |= bad
             step = torch.where(bad[:, None], torch.zeros_like(step), step)
-        # retire converged groups, then shrink the working set when it has halved
-        done = ~active
-        if bool((done & live).any()):
-            w_out[idx[done]], b_out[idx[done]] = w[done], b[done]
-        live &= active
-        if not bool(active.any()):
-            break
-        if int(active.sum()) <= len(idx) // 2:
-            keep = active.nonzero().squeeze(1)
-            idx, Z = idx[keep], _compact(Z, keep)
-            if Zl is not None:
-                Zl = _compact(Zl, keep)
-            w, b, z, f, reg, step, decrease = w[keep], b[keep], z[keep], f[keep], reg[keep], step[keep], decrease[keep]
-            grad = grad[keep]
-            used_exact = used_exact[keep]
-            if low_precision:
-                H_lp = H_lp[keep]
-            exact, gmax, active, live = exact[keep], gmax[keep], active[keep], live[keep]
-        step = step * active[:, None]
+        # retire converged / finished groups and close the gaps (rows move within Z, no new buffer)
+        if not bool(active.all()):
+            done = ~active
+            hd = head[done]
+            w_out[hd], b_out[hd], n_iter[hd] = w[done], b[done], k[done]
+            keep = _compact(Z[:n], active)
+            head, w, b, z, f, reg, Hi = head[keep], w[keep], b[keep], z[keep], f[keep], reg[keep], Hi[keep]
+            grad, step, decrease, exact, used_exact = grad[keep], step[keep], decrease[keep], exact[keep], used_exact[keep]
+            gmax, k, fresh = gmax[keep], k[keep], fresh[keep]
+            n = len(keep)
+            if n == 0:
+                continue
+            Zw = Z[:n]
         sw, sb = step[:, :D], step[:, D]
-        dz = torch.empty(len(idx), N, dtype=dt, device=dev)
-        for j in range(len(idx)):  # one gemv per group: ~3x faster than a bmm with a [D, 1] operand
-            torch.mv(Z[j], sw[j], out=dz[j])
+        dz = torch.empty(n, N, dtype=dt, device=dev)
+        for j in range(n):  # one gemv per group: ~3x faster than a bmm with a [D, 1] operand
+            torch.mv(Zw[j], sw[j], out=dz[j])
         dz.add_(sb[:, None])
         wsq, wstep, ssq = (w * w).sum(1), (w * sw).sum(1), (sw * sw).sum(1)
-        # along the step the objective is sum softplus(z - t dz) - y.(z - t dz) + penalty(t): one
-        # softplus pass per trial; the accepted t per group is applied once at the end
+        # along the step the objective is sum softplus(z - t dz) - y.(z - t dz) + penalty(t): one softplus
+        # pass per trial (backtracking from t = 1); the accepted t per group is applied once at the end
         yz, ydz = z @ y, dz @ y
-        t = torch.ones(len(idx), dtype=dt, device=dev)
+        t = torch.ones(n, dtype=dt, device=dev)
         t_acc = torch.zeros_like(t)
-        accepted = ~active
+        accepted = torch.zeros(n, dtype=torch.bool, device=dev)
         for _ in range(40):
-            z_new = torch.addcmul(z, t[:, None], dz, value=-1)
-            f_new = F.softplus(z_new).sum(1) - yz + t * ydz
+            f_new = F.softplus(torch.addcmul(z, t[:, None], dz, value=-1)).sum(1) - yz + t * ydz
             pen = 0.5 * lam * (wsq - 2 * t * wstep + t * t * ssq)
             ok = (f_new + pen <= f + reg - 1e-4 * t * decrease) & ~accepted
             t_acc = torch.where(ok, t, t_acc)
@@ -269,57 +242,99 @@ def _newton(Z: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: fl
             if bool(accepted.all()):
                 break
             t = torch.where(accepted, t, t * 0.5)
+        first = fresh & accepted
+        if bool(first.any()):  # first steps: minimise along the step (1-D Newton in t, three rounds)
+            fi = first.nonzero().squeeze(1)
+            t_acc[fi], f[fi] = _exact_step_length(z[fi], dz[fi], y, t_acc[fi], f[fi], lam, wsq[fi], wstep[fi],
+                                                  ssq[fi], yz[fi], ydz[fi])
         w = torch.addcmul(w, t_acc[:, None], sw, value=-1)
         b = b - t_acc * sb
-        dwb, grad_prev = step * -t_acc[:, None], grad  # for the BFGS update of the next reused Hessian
         z = torch.addcmul(z, t_acc[:, None], dz, value=-1)
-        if low_precision and k > 0:  # backtracking after the first (global) step: the bf16 step was poor
-            exact |= active & (t < 1)
-        n_iter[idx.cpu()] += active.cpu().long()
-        stalled = active & ~accepted  # a stalled line search means we are at the precision limit
-        if bool(stalled.any()):
-            if low_precision:
-                # an approximate step may stall where an exact one would not: retry exactly once
-                retry = stalled & ~used_exact
-                exact |= retry
-                stalled &= ~retry
-            w_out[idx[stalled]], b_out[idx[stalled]] = w[stalled], b[stalled]
-            live &= ~stalled
-            keep = (~stalled).nonzero().squeeze(1)
-            if len(keep) == 0:
-                break
-            if len(keep) < len(idx):
-                idx, Z, w, b, z, f, exact, gmax, live = idx[keep], _compact(Z, keep), w[keep], b[keep], z[keep], f[keep], exact[keep], gmax[keep], live[keep]
-                dwb, grad_prev = dwb[keep], grad_prev[keep]
-                if low_precision:
-                    H_lp = H_lp[keep]
-                if Zl is not None:
-                    Zl = _compact(Zl, keep)
-
+        dwb, grad_prev = step * -t_acc[:, None], grad
+        if quasi:  # a backtracked quasi-Newton step: its Hessian is poor
+            exact |= ~used_exact & (t_acc < 1)
+        k = k + 1
         gprev = gmax
-    else:
-        w_out[idx], b_out[idx] = w, b
-    return w_out, b_out, n_iter
+        stalled = ~accepted  # a failed line search means we are at the precision limit
+        if bool(stalled.any()):
+            retry = stalled & ~used_exact  # an inexact step may stall where an exact one would not
+            exact |= retry
+            stalled &= ~retry
+            if bool(stalled.any()):
+                hd = head[stalled]
+                w_out[hd], b_out[hd], n_iter[hd] = w[stalled], b[stalled], k[stalled]
+                keep = _compact(Z[:n], ~stalled)
+                head, w, b, z, f, Hi = head[keep], w[keep], b[keep], z[keep], f[keep], Hi[keep]
+                grad_prev, dwb, exact, gprev, k = grad_prev[keep], dwb[keep], exact[keep], gprev[keep], k[keep]
+    return mean, scale, w_out, b_out, n_iter
 
 
-def _bfgs_update(H: torch.Tensor, yv: torch.Tensor, sv: torch.Tensor) -> None:
-    """In place: H += y y^T / (y.s) - (H s)(H s)^T / (s.H s) per group, skipped where a curvature
-    product is not positive (a group that did not move). The objective is strictly convex (lam > 0), so
-    y.s > 0 for any real step and the update keeps H positive definite."""
-    Hs = torch.bmm(H, sv.unsqueeze(-1)).squeeze(-1)
-    ys, sHs = (yv * sv).sum(1), (sv * Hs).sum(1)
-    ok = (ys > 0) & (sHs > 0)
+def _exact_hessians(Z: torch.Tensor, s: torch.Tensor, h_wb: torch.Tensor, idx: torch.Tensor,
+                    lam_eye: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """The exact Hessians [[Z_j^T diag(s_j) Z_j + lam I, h_wb_j], [h_wb_j^T, sum s_j]] of the groups `idx`
+    (increasing), one product per contiguous run of them, as (sqrt(s) Z)^T (sqrt(s) Z) through a
+    preallocated scratch (a fresh [g, N, D] temporary would cost more in page faults than the product)."""
+    D = Z.shape[-1]
+    ids = idx.tolist()
+    H = torch.empty(len(ids), D + 1, D + 1, dtype=Z.dtype, device=Z.device)
+    start = 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or ids[i] != ids[i - 1] + 1:
+            a, b = ids[start], ids[i - 1] + 1
+            sc = torch.mul(Z[a:b], s[a:b].sqrt().unsqueeze(-1), out=scratch[: b - a])
+            H[start:i, :D, :D] = torch.bmm(sc.transpose(1, 2), sc)
+            start = i
+    H[:, :D, :D] += lam_eye
+    H[:, :D, D] = h_wb[idx]
+    H[:, D, :D] = h_wb[idx]
+    H[:, D, D] = s[idx].sum(1)
+    return H
+
+
+def _exact_step_length(z, dz, y, t, f, lam, wsq, wstep, ssq, yz, ydz):
+    """Refine accepted step lengths t (objective f there) by three safeguarded 1-D Newton steps on
+    phi(t) = sum softplus(z - t dz) - y.(z - t dz) + lam/2 |w - t sw|^2; returns (t, phi(t))."""
+    for _ in range(3):
+        sg = torch.sigmoid(torch.addcmul(z, t[:, None], dz, value=-1))
+        d1 = ydz - (dz * sg).sum(1) + lam * (t * ssq - wstep)
+        d2 = (dz * dz * sg * (1 - sg)).sum(1) + lam * ssq
+        t_new = (t - d1 / d2.clamp_min(1e-30)).clamp_min(0)
+        f_new = F.softplus(torch.addcmul(z, t_new[:, None], dz, value=-1)).sum(1) - yz + t_new * ydz
+        pen = 0.5 * lam * (wsq - 2 * t * wstep + t * t * ssq)
+        pen_new = 0.5 * lam * (wsq - 2 * t_new * wstep + t_new * t_new * ssq)
+        better = f_new + pen_new < f + pen
+        t, f = torch.where(better, t_new, t), torch.where(better, f_new, f)
+    return t, f
+
+
+def _bfgs_inverse_update(Hi: torch.Tensor, yv: torch.Tensor, sv: torch.Tensor) -> None:
+    """In place, per group: the BFGS update of an inverse Hessian for the move sv and gradient change yv,
+    Hi += rho [(1 + rho y.Hi y) s s^T - s (Hi y)^T - (Hi y) s^T], rho = 1 / y.s; skipped where y.s is not
+    positive (a group that did not move). The objective is strictly convex (lam > 0), so y.s > 0 for any
+    real move and the update keeps Hi positive definite."""
+    ys = (yv * sv).sum(1)
+    ok = ys > 0
     if not bool(ok.any()):
         return
-    ys, sHs = torch.where(ok, ys, 1.0), torch.where(ok, sHs, 1.0)
-    upd = yv.unsqueeze(-1) * (yv / ys[:, None]).unsqueeze(1) - Hs.unsqueeze(-1) * (Hs / sHs[:, None]).unsqueeze(1)
-    H.add_(upd * ok[:, None, None])
+    rho = torch.where(ok, 1.0 / torch.where(ok, ys, 1.0), 0.0)
+    Hy = torch.bmm(Hi, yv.unsqueeze(-1)).squeeze(-1)
+    c = rho * (1 + rho * (yv * Hy).sum(1))
+    Hi.add_(sv.unsqueeze(-1) * (c[:, None] * sv - rho[:, None] * Hy).unsqueeze(1)
+            - (rho[:, None] * Hy).unsqueeze(-1) * sv.unsqueeze(1))
 
 
-def _compact(T: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """T[keep] for increasing `keep`, moved down within T's own memory: no new allocation (whose page
-    faults cost more than the copy) and only the groups that move are copied."""
-    for i, j in enumerate(keep.tolist()):
-        if i != j:
+def _compact(T: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """Make the live groups of T the first ones, in place, and return the order (index tensor) to apply
+    to every other state tensor. Each hole below the new end is filled by a live group from above it,
+    so only as many groups are copied as retired (shifting everything down would copy most of them),
+    and no new buffer is allocated (its page faults would cost more than the copies)."""
+    alive = live.tolist()
+    n = sum(alive)
+    order = list(range(n))
+    donors = [j for j in range(n, len(alive)) if alive[j]]
+    for i in range(n):
+        if not alive[i]:
+            j = donors.pop()
             T[i].copy_(T[j])
-    return T[: len(keep)]
+            order[i] = j
+    return torch.tensor(order, dtype=torch.long, device=live.device)
