@@ -119,6 +119,7 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
     scratch = torch.empty(C, N, D, dtype=dt, device=dev)  # sqrt(s)-scaled rows for exact Hessians
     sample = slice(0, N, max(1, N // 256))  # rows for the rough centre
     lam_eye = torch.eye(D, dtype=dt, device=dev) * lam
+    RS = torch.empty(C, 2, N, dtype=dt, device=dev)  # the r and s rows of the gradient pass
 
     def empty(*shape, dtype=dt):
         return torch.empty(0, *shape, dtype=dtype, device=dev)
@@ -129,17 +130,19 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
     w, b, z, f = empty(D), empty(), empty(N), empty()
     Hi = empty(D + 1, D + 1)  # inverse Hessian for the next step (exact at entry, then BFGS-updated)
     grad_prev, dwb = empty(D + 1), empty(D + 1)  # last gradient and last move, for the BFGS update
-    exact, gprev, k = empty(dtype=torch.bool), empty(), empty(dtype=torch.long)
+    exact, k = empty(dtype=torch.bool), empty(dtype=torch.long)
 
     def state():
-        return [head, ctr, dlt, sd, gram, w, b, z, f, Hi, grad_prev, dwb, exact, gprev, k]
+        return [head, ctr, dlt, sd, gram, w, b, z, f, Hi, grad_prev, dwb, exact, k]
 
     nxt = 0
     while True:
         # refill the free slots with the next groups (in batches: fewer, larger ops): gather and centre
         n = len(head)
         m = min(C - n, G - nxt)
+        new = 0  # groups added now: the last `new` slots
         if m > 0 and (m >= max(1, C // 4) or n == 0 or nxt + m == G):
+            new = m
             sl = slice(nxt, nxt + m)
             nxt += m
             Zn, src = Z[n:n + m], X[:, sl]
@@ -158,30 +161,29 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
             Hi = torch.cat([Hi, torch.empty(m, D + 1, D + 1, dtype=dt, device=dev)])  # made at the first pass
             grad_prev, dwb = torch.cat([grad_prev, zeros]), torch.cat([dwb, zeros])
             exact = torch.cat([exact, torch.full((m,), not quasi, device=dev)])
-            gprev = torch.cat([gprev, torch.full((m,), float("inf"), dtype=dt, device=dev)])
             k = torch.cat([k, torch.zeros(m, dtype=torch.long, device=dev)])
         n = len(head)
         if n == 0:
             break
         Zw = Z[:n]
         p = torch.sigmoid(z)
-        r = p - y
-        s = (p * (1 - p)).clamp_min_(1e-12)
+        rs = RS[:n]
+        r, s = torch.sub(p, y, out=rs[:, 0]), torch.mul(p, 1 - p, out=rs[:, 1])
         # one pass over the rows: Z^T r and Z^T s (the gradient and the w-b border of the Hessian)
-        gh = torch.bmm(torch.stack([r, s], 1), Zw)
+        gh = torch.bmm(rs, Zw)
         rsum, ssum = r.sum(1), s.sum(1)
         fresh = k == 0
-        if bool(fresh.any()):
-            # first pass of new groups: s is the same on every row, so Z^T s / s = Z^T 1 gives the exact
+        if new:
+            # first pass of the new groups: s is the same on every row, so Z^T s / s = Z^T 1 gives the exact
             # mean offset; the Gram matrix gives the scale and the exact first Hessian
-            fi = fresh.nonzero().squeeze(1)
+            fi = slice(n - new, n)
             if standardize:
                 d = gh[fi, 1] / s[fi, :1] / N
                 var = torch.diagonal(gram[fi], dim1=1, dim2=2) / N - d * d
                 sdf = var.clamp_min(0).sqrt()
                 dlt[fi], sd[fi] = d, torch.where(sdf > 0, sdf, torch.ones_like(sdf))
             gc = gram[fi] - N * dlt[fi].unsqueeze(-1) * dlt[fi].unsqueeze(1)
-            H0 = torch.empty(len(fi), D + 1, D + 1, dtype=dt, device=dev)
+            H0 = torch.empty(new, D + 1, D + 1, dtype=dt, device=dev)
             H0[:, :D, :D] = gc / (sd[fi].unsqueeze(-1) * sd[fi].unsqueeze(1)) * s[fi, :1, None] + lam_eye
             h0 = (gh[fi, 1] - dlt[fi] * ssum[fi, None]) / sd[fi]
             H0[:, :D, D], H0[:, D, :D], H0[:, D, D] = h0, h0, ssum[fi]
@@ -194,7 +196,6 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
         active = (gmax > tol) & (k < max_iter)
         if quasi:  # BFGS: fold the last move into the inverse Hessian (a no-op for fresh groups: dwb = 0)
             _bfgs_inverse_update(Hi, grad - grad_prev, dwb)
-            exact |= (k >= 2) & (gmax > 0.5 * gprev)  # not even linear at rate 1/2: refresh exactly
         # exact Hessians where asked for: every step in "exact" mode; in "quasi" mode one refresh, from which
         # BFGS goes on. (A refresh for every group at its second step was tried: it saves a step for half
         # the groups but costs as much as the step it saves.)
@@ -225,8 +226,8 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
         if not bool(active.all()):
             _retire(~active, head, w, b, k, ctr, dlt, sd, w_out, b_out, n_iter, mean, scale)
             keep = _compact(Z[:n], active)
-            head, ctr, dlt, sd, gram, w, b, z, f, Hi, grad_prev, dwb, exact, gprev, k = (t[keep] for t in state())
-            reg, grad, step, decrease, used_exact, gmax, fresh = (t[keep] for t in (reg, grad, step, decrease, used_exact, gmax, fresh))
+            head, ctr, dlt, sd, gram, w, b, z, f, Hi, grad_prev, dwb, exact, k = (t[keep] for t in state())
+            reg, grad, step, decrease, used_exact = (t[keep] for t in (reg, grad, step, decrease, used_exact))
             n = len(keep)
             if n == 0:
                 continue
@@ -254,11 +255,6 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
             if bool(accepted.all()):
                 break
             t = torch.where(accepted, t, t * 0.5)
-        first = fresh & accepted
-        if bool(first.any()):  # first steps: minimise along the step (1-D Newton in t, three rounds)
-            fi = first.nonzero().squeeze(1)
-            t_acc[fi], f[fi] = _exact_step_length(z[fi], dz[fi], y, t_acc[fi], f[fi], lam, wsq[fi], wstep[fi],
-                                                  ssq[fi], yz[fi], ydz[fi])
         w = torch.addcmul(w, t_acc[:, None], sw, value=-1)
         b = b - t_acc * sb
         z = torch.addcmul(z, t_acc[:, None], dz, value=-1)
@@ -266,7 +262,6 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
         if quasi:  # a backtracked quasi-Newton step: its Hessian is poor
             exact |= ~used_exact & (t_acc < 1)
         k = k + 1
-        gprev = gmax
         stalled = ~accepted  # a failed line search means we are at the precision limit
         if bool(stalled.any()):
             retry = stalled & ~used_exact  # an inexact step may stall where an exact one would not
@@ -275,7 +270,7 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
             if bool(stalled.any()):
                 _retire(stalled, head, w, b, k, ctr, dlt, sd, w_out, b_out, n_iter, mean, scale)
                 keep = _compact(Z[:n], ~stalled)
-                head, ctr, dlt, sd, gram, w, b, z, f, Hi, grad_prev, dwb, exact, gprev, k = (t[keep] for t in state())
+                head, ctr, dlt, sd, gram, w, b, z, f, Hi, grad_prev, dwb, exact, k = (t[keep] for t in state())
     return mean, scale, w_out, b_out, n_iter
 
 
@@ -314,22 +309,6 @@ def _exact_hessians(Z: torch.Tensor, s: torch.Tensor, zts: torch.Tensor, ssum: t
     H[:, D, :D] = h_wb[idx]
     H[:, D, D] = ssum[idx]
     return H
-
-
-def _exact_step_length(z, dz, y, t, f, lam, wsq, wstep, ssq, yz, ydz):
-    """Refine accepted step lengths t (objective f there) by three safeguarded 1-D Newton steps on
-    phi(t) = sum softplus(z - t dz) - y.(z - t dz) + lam/2 |w - t sw|^2; returns (t, phi(t))."""
-    for _ in range(3):
-        sg = torch.sigmoid(torch.addcmul(z, t[:, None], dz, value=-1))
-        d1 = ydz - (dz * sg).sum(1) + lam * (t * ssq - wstep)
-        d2 = (dz * dz * sg * (1 - sg)).sum(1) + lam * ssq
-        t_new = (t - d1 / d2.clamp_min(1e-30)).clamp_min(0)
-        f_new = F.softplus(torch.addcmul(z, t_new[:, None], dz, value=-1)).sum(1) - yz + t_new * ydz
-        pen = 0.5 * lam * (wsq - 2 * t * wstep + t * t * ssq)
-        pen_new = 0.5 * lam * (wsq - 2 * t_new * wstep + t_new * t_new * ssq)
-        better = f_new + pen_new < f + pen
-        t, f = torch.where(better, t_new, t), torch.where(better, f_new, f)
-    return t, f
 
 
 def _bfgs_inverse_update(Hi: torch.Tensor, yv: torch.Tensor, sv: torch.Tensor) -> None:
