@@ -5,21 +5,22 @@ The objective is scikit-learn's: sum of log-losses + ||w||^2 / (2C), intercept n
 
 How it is fast. A step costs two passes over a group's rows (the gradient Z^T r and the logits Z @ step);
 everything else is D x D per group. The groups (e.g. 270 heads) flow through a working set of a few
-groups, small enough to stay in cache: a group's rows are gathered (a copy of contiguous D-rows, [g, N, D];
-a feature-major copy would be a transpose, ~10x slower on CPU) and standardised when it enters, and it
-leaves as soon as it has converged, its slot refilled by the next group. So no pass is spent on a finished
-group and there is no tail of nearly empty steps at the end of every chunk.
+dozen groups: a group's rows are gathered when it enters (a copy of contiguous D-rows, [g, N, D]; a
+feature-major copy would be a transpose, ~10x slower on CPU) and it leaves as soon as it has converged,
+its slot refilled by the next group. So no pass is spent on a finished group and there is no tail of
+nearly empty steps at the end of every chunk. Standardisation is applied algebraically (see `_solve`).
 
 Hessians. At w = 0 every row has the same weight, so the first Hessian is exactly the Gram matrix of the
 standardised rows times that weight; it is computed once when a group enters (its diagonal also gives the
-scales). With `hessian="quasi"` later steps use BFGS updates of it (D x D, no pass over the data); with
-"exact" every step computes a fresh one (a third pass, N * D^2 per group). The gradient, objective and line
-search are always exact, so either way the fixed point is the optimum to `tol`: the Hessian only changes
-the path. A group whose quasi-Newton steps go badly (a gradient that does not halve, a backtracked or
-failed line search, a non-descent step) switches to exact Hessians.
-The first step starts far from the quadratic region, so its length is found by a 1-D Newton search along
-the step (cheap: the logits move linearly along it, so no pass over the rows is needed).
-"""
+scales). With `hessian="quasi"` later steps use BFGS updates of its inverse (D x D, no pass over the data);
+with "exact" every step computes a fresh Hessian (a third pass, N * D^2 per group). The gradient, objective
+and line search are always exact, so either way the fixed point is the optimum to `tol`: the Hessian only
+changes the path. A quasi-Newton group gets an exact Hessian after a backtracked, failed or non-descent
+step, and every `_REFRESH_EVERY` steps if it is still going.
+Measured on smollm2's 270 heads: quasi-Newton takes more steps than Newton (5.1 vs 2.7 on average) but
+is faster overall, as were dropping an exact first-step length search and a switch to exact Hessians when
+the gradient failed to halve: each saved steps but cost more than the steps it saved.
+""""""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 
 from .base import BatchedProbe, as_batched, as_labels
 
+_REFRESH_EVERY = 8  # quasi-Newton steps between exact Hessians for a group still not converged
 _CPU_SLOTS = 24  # groups in the working set on CPU (24 x 4713 rows x 64 fp32 = 29 MB)
 
 
@@ -196,6 +198,7 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
         active = (gmax > tol) & (k < max_iter)
         if quasi:  # BFGS: fold the last move into the inverse Hessian (a no-op for fresh groups: dwb = 0)
             _bfgs_inverse_update(Hi, grad - grad_prev, dwb)
+            exact |= (k > 0) & (k % _REFRESH_EVERY == 0)  # the rare slow group gets an exact Hessian now and then
         # exact Hessians where asked for: every step in "exact" mode; in "quasi" mode one refresh, from which
         # BFGS goes on. (A refresh for every group at its second step was tried: it saves a step for half
         # the groups but costs as much as the step it saves.)
