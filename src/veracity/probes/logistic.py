@@ -20,7 +20,7 @@ step, and every `_REFRESH_EVERY` steps if it is still going.
 Measured on smollm2's 270 heads: quasi-Newton takes more steps than Newton (5.1 vs 2.7 on average) but
 is faster overall, as were dropping an exact first-step length search and a switch to exact Hessians when
 the gradient failed to halve: each saved steps but cost more than the steps it saved.
-""""""
+"""
 
 from __future__ import annotations
 
