@@ -128,14 +128,14 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
 
     # per-group state of the working set
     head = empty(dtype=torch.long)  # which group sits in each slot
-    ctr, dlt, sd, gram = empty(D), empty(D), empty(D), empty(D, D)  # rough centre, exact offset, scale, Z^T Z
+    dlt, sd = empty(D), empty(D)  # exact mean offset from the rough centre, and scale
     w, b, z, f = empty(D), empty(), empty(N), empty()
     Hi = empty(D + 1, D + 1)  # inverse Hessian for the next step (exact at entry, then BFGS-updated)
     grad_prev, dwb = empty(D + 1), empty(D + 1)  # last gradient and last move, for the BFGS update
     exact, k = empty(dtype=torch.bool), empty(dtype=torch.long)
 
     def state():
-        return [head, ctr, dlt, sd, gram, w, b, z, f, Hi, grad_prev, dwb, exact, k]
+        return [head, dlt, sd, w, b, z, f, Hi, grad_prev, dwb, exact, k]
 
     nxt = 0
     while True:
@@ -154,10 +154,10 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
             else:
                 c = torch.zeros(m, D, dtype=dt, device=dev)
                 Zn.copy_(src.transpose(0, 1))
+            gram = torch.bmm(Zn.transpose(1, 2), Zn)  # used by the first pass, just below
             zeros = torch.zeros(m, D + 1, dtype=dt, device=dev)
             head = torch.cat([head, torch.arange(sl.start, sl.stop, device=dev)])
-            ctr, dlt, sd = torch.cat([ctr, c]), torch.cat([dlt, torch.zeros_like(c)]), torch.cat([sd, torch.ones_like(c)])
-            gram = torch.cat([gram, torch.bmm(Zn.transpose(1, 2), Zn)])
+            dlt, sd = torch.cat([dlt, torch.zeros_like(c)]), torch.cat([sd, torch.ones_like(c)])
             w, b = torch.cat([w, torch.zeros_like(c)]), torch.cat([b, b0.expand(m)])
             z, f = torch.cat([z, b0.expand(m, N)]), torch.cat([f, f0.expand(m)])
             Hi = torch.cat([Hi, torch.empty(m, D + 1, D + 1, dtype=dt, device=dev)])  # made at the first pass
@@ -181,10 +181,11 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
             fi = slice(n - new, n)
             if standardize:
                 d = gh[fi, 1] / s[fi, :1] / N
-                var = torch.diagonal(gram[fi], dim1=1, dim2=2) / N - d * d
+                var = torch.diagonal(gram, dim1=1, dim2=2) / N - d * d
                 sdf = var.clamp_min(0).sqrt()
                 dlt[fi], sd[fi] = d, torch.where(sdf > 0, sdf, torch.ones_like(sdf))
-            gc = gram[fi] - N * dlt[fi].unsqueeze(-1) * dlt[fi].unsqueeze(1)
+                mean[sl], scale[sl] = c + d, sd[fi]
+            gc = gram - N * dlt[fi].unsqueeze(-1) * dlt[fi].unsqueeze(1)
             H0 = torch.empty(new, D + 1, D + 1, dtype=dt, device=dev)
             H0[:, :D, :D] = gc / (sd[fi].unsqueeze(-1) * sd[fi].unsqueeze(1)) * s[fi, :1, None] + lam_eye
             h0 = (gh[fi, 1] - dlt[fi] * ssum[fi, None]) / sd[fi]
@@ -227,9 +228,9 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
             step = torch.where(bad[:, None], torch.zeros_like(step), step)
         # retire converged / finished groups and close the gaps (rows move within Z, no new buffer)
         if not bool(active.all()):
-            _retire(~active, head, w, b, k, ctr, dlt, sd, w_out, b_out, n_iter, mean, scale)
+            _retire(~active, head, w, b, k, w_out, b_out, n_iter)
             keep = _compact(Z[:n], active)
-            head, ctr, dlt, sd, gram, w, b, z, f, Hi, grad_prev, dwb, exact, k = (t[keep] for t in state())
+            head, dlt, sd, w, b, z, f, Hi, grad_prev, dwb, exact, k = (t[keep] for t in state())
             reg, grad, step, decrease, used_exact = (t[keep] for t in (reg, grad, step, decrease, used_exact))
             n = len(keep)
             if n == 0:
@@ -271,17 +272,16 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
             exact |= retry
             stalled &= ~retry
             if bool(stalled.any()):
-                _retire(stalled, head, w, b, k, ctr, dlt, sd, w_out, b_out, n_iter, mean, scale)
+                _retire(stalled, head, w, b, k, w_out, b_out, n_iter)
                 keep = _compact(Z[:n], ~stalled)
-                head, ctr, dlt, sd, gram, w, b, z, f, Hi, grad_prev, dwb, exact, k = (t[keep] for t in state())
+                head, dlt, sd, w, b, z, f, Hi, grad_prev, dwb, exact, k = (t[keep] for t in state())
     return mean, scale, w_out, b_out, n_iter
 
 
-def _retire(done, head, w, b, k, ctr, dlt, sd, w_out, b_out, n_iter, mean, scale) -> None:
-    """Write the groups in `done` to the outputs (their exact mean is the rough centre plus the offset)."""
+def _retire(done, head, w, b, k, w_out, b_out, n_iter) -> None:
+    """Write the solutions of the groups in `done` to the outputs."""
     hd = head[done]
     w_out[hd], b_out[hd], n_iter[hd] = w[done], b[done], k[done]
-    mean[hd], scale[hd] = ctr[done] + dlt[done], sd[done]
 
 
 def _exact_hessians(Z: torch.Tensor, s: torch.Tensor, zts: torch.Tensor, ssum: torch.Tensor, dlt: torch.Tensor,
