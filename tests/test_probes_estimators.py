@@ -56,6 +56,39 @@ def test_logistic_float32_batch_equals_separate_fits():
         torch.testing.assert_close(batched.coef_[g], single.coef_, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.parametrize("hessian,standardize", [("quasi", True), ("exact", True), ("quasi", False)])
+def test_logistic_streaming_working_set_matches_sklearn_per_group(monkeypatch, hessian, standardize):
+    """Many more groups than slots: groups enter, converge at different steps, leave, and slots are
+    refilled and compacted many times. Every group must still be its own sklearn optimum, with the
+    standardisation statistics of sklearn's StandardScaler."""
+    import veracity.probes.logistic as logistic
+
+    monkeypatch.setattr(logistic, "_CPU_SLOTS", 4)
+    rng = np.random.default_rng(5)
+    n, g, d = 1000, 23, 8  # 23 groups through 4 slots (and n > 512, so the rough centre is a sample)
+    X = rng.normal(size=(n, g, d)) * rng.uniform(0.2, 5.0, size=(g, d)) + rng.normal(size=(g, d)) * 10
+    y = (rng.normal(size=n) + X[:, :, 0].mean(1) / 5 > 0).astype(int)
+    probe = LogisticProbe(C=0.3, tol=1e-10, standardize=standardize, hessian=hessian).fit(torch.tensor(X), y)
+    for j in range(g):
+        sc = StandardScaler().fit(X[:, j]) if standardize else None
+        Z = sc.transform(X[:, j]) if standardize else X[:, j]
+        sk = LogisticRegression(C=0.3, solver="newton-cholesky", max_iter=1000, tol=1e-12).fit(Z, y)
+        np.testing.assert_allclose(probe.coef_std_[j].numpy(), sk.coef_[0], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(float(probe.intercept_std_[j]), sk.intercept_[0], atol=1e-5)
+        if standardize:
+            np.testing.assert_allclose(probe.mean_[j].numpy(), sc.mean_, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(probe.scale_[j].numpy(), sc.scale_, rtol=1e-10)
+    assert int(probe.n_iter_.min()) >= 1
+
+
+def test_logistic_zero_steps_is_the_prior():
+    X, y = _data(g=5)
+    probe = LogisticProbe(max_iter=0).fit(torch.tensor(X, dtype=torch.float32), y)
+    assert torch.all(probe.n_iter_ == 0) and torch.all(probe.coef_std_ == 0)
+    prior = float(np.mean(y))
+    torch.testing.assert_close(probe.intercept_std_, torch.full((5,), float(np.log(prior / (1 - prior)))))
+
+
 def _ill_conditioned(n=2000, g=6, d=24, seed=3):
     """Float32 heads like real attention heads: correlated features and, on every other head, a
     near-constant fp16-quantised one (Hessian condition numbers 5e2..1e5, as the worst smollm2 heads)."""
