@@ -193,7 +193,6 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
             Hi[fi] = torch.linalg.inv(H0)
         # in standardised coordinates: Z_std^T v = (Z^T v - delta sum(v)) / sd
         gw = (gh[:, 0] - dlt * rsum[:, None]).div_(sd).add_(w, alpha=lam)
-        h_wb = (gh[:, 1] - dlt * ssum[:, None]).div_(sd)
         grad = torch.cat([gw, rsum[:, None]], 1)
         gmax = grad.abs().amax(1) / N
         active = (gmax > tol) & (k < max_iter)
@@ -206,7 +205,7 @@ def _solve(X: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
         need = active & ~fresh & exact
         if bool(need.any()):
             ni = need.nonzero().squeeze(1)
-            Hi[ni] = torch.linalg.inv(_exact_hessians(Zw, s, gh[:, 1], ssum, dlt, sd, h_wb, ni, lam_eye, scratch))
+            Hi[ni] = torch.linalg.inv(_exact_hessians(Zw, s, gh[:, 1], ssum, dlt, sd, ni, lam_eye, scratch))
         used_exact = need | fresh
         if quasi:
             exact &= ~need
@@ -285,9 +284,9 @@ def _retire(done, head, w, b, k, w_out, b_out, n_iter) -> None:
 
 
 def _exact_hessians(Z: torch.Tensor, s: torch.Tensor, zts: torch.Tensor, ssum: torch.Tensor, dlt: torch.Tensor,
-                    sd: torch.Tensor, h_wb: torch.Tensor, idx: torch.Tensor, lam_eye: torch.Tensor,
+                    sd: torch.Tensor, idx: torch.Tensor, lam_eye: torch.Tensor,
                     scratch: torch.Tensor) -> torch.Tensor:
-    """The exact Hessians [[Z_std^T diag(s) Z_std + lam I, h_wb], [h_wb^T, sum s]] of the groups `idx`
+    """The exact Hessians [[Z_std^T diag(s) Z_std + lam I, h], [h^T, sum s]], h = Z_std^T s, of the groups `idx`
     (increasing), Z_std = (Z - delta) / sd. One product per contiguous run of groups, as
     (sqrt(s) Z)^T (sqrt(s) Z) through a preallocated scratch (a fresh [g, N, D] temporary would cost more
     in page faults than the product); then the centring and scaling on D x D: Z_c^T S Z_c = Z^T S Z -
@@ -308,8 +307,9 @@ def _exact_hessians(Z: torch.Tensor, s: torch.Tensor, zts: torch.Tensor, ssum: t
     Hw += ssum[idx, None, None] * d.unsqueeze(-1) * d.unsqueeze(1)
     Hw /= sd[idx].unsqueeze(-1) * sd[idx].unsqueeze(1)
     Hw += lam_eye
-    H[:, :D, D] = h_wb[idx]
-    H[:, D, :D] = h_wb[idx]
+    h = (q - d * ssum[idx, None]) / sd[idx]
+    H[:, :D, D] = h
+    H[:, D, :D] = h
     H[:, D, D] = ssum[idx]
     return H
 

@@ -9,8 +9,9 @@ Architectures without an o_proj bias need the bias parameter to exist on load:
 - llama, mistral and qwen2 (a Llama decoder layer; in transformers `attention_bias` switches the q/k/v
   and o_proj biases together): written as `model_type="llama"` with `attention_bias=True`, the q/k/v
   biases zero (qwen2 keeps its own). `o_proj_only=True` writes `model_type="seed_oss"` instead, whose
-  Llama-identical layer has a separate `attention_out_bias`, so only o_proj carries a bias; on smollm2 it
-  measured no faster (bench_iti ratio_baked 0.973 vs 0.976), so the widely loadable llama form is the
+  Llama-identical layer has a separate `attention_out_bias`, so only o_proj carries a bias. On smollm2 it
+  is no faster: the zero q/k/v biases cost ~0.3% of a token, below bench_iti's noise, and the llama form
+  runs at the plain model's speed (ratio_baked 0.99-1.01), so the widely loadable llama form is the
   default. Sliding-window attention (mistral, qwen2) is dropped, exact for sequences inside the window.
 - gemma/2/3, qwen3, ... (a `config.attention_bias` flag): the flag is set and the q/k/v biases it also
   creates are written as zeros, so the module tree matches what `from_pretrained` builds;
