@@ -22,7 +22,128 @@ from typing import Any, Iterable
 
 
 class RunExists(FileExistsError):
-    pass
+    """The folder cannot take this run: a finished run (without --overwrite), a run of another kind,
+    something that is not a veracity run, or a folder another process is using. One-line message."""
+
+
+class RunLocked(RunExists):
+    """Another process holds the folder's lock."""
+
+
+LOCK_NAME = ".veracity.lock"
+_IGNORABLE = (LOCK_NAME,)  # present in a folder that holds nothing yet
+
+
+def folder_kind(path: str | Path) -> str | None:
+    """What veracity wrote in `path`: a run's kind (from config.json), "capture" for an activation store,
+    None for anything else (missing, empty, or not veracity's)."""
+    p = Path(path)
+    cfg = p / "config.json"
+    if cfg.is_file():
+        try:
+            d = json.loads(cfg.read_text())
+        except (OSError, ValueError):
+            d = None
+        if isinstance(d, dict) and isinstance(d.get("kind"), str) and "versions" in d:
+            return d["kind"]
+    man = p / "manifest.json"
+    if man.is_file():
+        try:
+            d = json.loads(man.read_text())
+        except (OSError, ValueError):
+            d = None
+        if isinstance(d, dict) and "config_hash" in d and "format_version" in d:
+            return "capture"
+    return None
+
+
+def _entries(path: Path) -> list[Path]:
+    return sorted(c for c in path.iterdir() if c.name not in _IGNORABLE and not c.name.endswith(".tmp"))
+
+
+def folder_contents(path: str | Path, n: int = 4) -> str:
+    """"notes.txt, sub/ and 3 more": what a folder holds, for error messages."""
+    items = [c.name + ("/" if c.is_dir() else "") for c in _entries(Path(path))]
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def check_out_folder(path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False,
+                     option: str = "--out") -> Path:
+    """Raise (`BadInput` or `RunExists`) unless `path` can take a `kind` run; creates nothing.
+
+    Accepted: a missing or empty folder; a folder holding a veracity run of the same kind (unfinished,
+    or finished with `resume`); with `overwrite`, a folder holding any veracity run or store (it will be
+    emptied). Refused: a regular file or unwritable place, a run of another kind (never mixed), a
+    finished run without overwrite/resume, and a non-empty folder that holds no veracity run (overwrite
+    never empties a user's folder)."""
+    from .validation import check_out_path
+
+    p = check_out_path(path, option)
+    if not p.exists() or not _entries(p):
+        return p
+    found = folder_kind(p)
+    if found is None:
+        raise RunExists(f"{p} is not empty and holds no veracity run ({folder_contents(p)}); refusing to "
+                        f"{'empty' if overwrite else 'write into'} it: choose another {option}")
+    if overwrite and not resume:
+        return p
+    if found != kind:
+        raise RunExists(f"{p} holds a {found} run; a {kind} run is never mixed into it: choose another {option}"
+                        + ("" if resume else " (or --overwrite to replace it)"))
+    if kind != "capture" and (p / "results.json").exists() and not resume:
+        raise RunExists(f"{p} already holds a finished run; pass --overwrite to replace it "
+                        "(or --resume where the command supports it)")
+    return p
+
+
+class FolderLock:
+    """Exclusive `flock` on FOLDER/.veracity.lock, held while a process writes the folder. A second
+    process does not wait: it stops at once with `RunLocked` naming the folder (and the holder's pid).
+    The kernel drops the lock when the holder exits, however it exits (kill -9 included)."""
+
+    def __init__(self, folder: str | Path, what: str = "folder"):
+        self.folder = Path(folder)
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        import fcntl
+
+        if self._fd is not None:
+            return self
+        fd = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunLocked(f"{self.folder} is in use by another veracity process (pid {holder}); "
+                            f"wait for it to finish or choose another {self.what}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)  # closing the descriptor drops the flock
+            except OSError:
+                pass
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def library_versions() -> dict[str, str]:
@@ -60,49 +181,84 @@ def to_jsonable(obj: Any) -> Any:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(to_jsonable(obj), indent=2))
     os.replace(tmp, path)
 
 
 class RunFolder:
-    """One run's folder. `kind` names the command (capture, probe, ccs, eval, iti-validate, ...)."""
+    """One run's folder. `kind` names the command (capture, probe, ccs, eval, iti-validate, ...).
+
+    Construction only checks (`check_out_folder`): nothing is created. `start()` creates the folder,
+    takes its lock (a second process stops with `RunLocked`), empties it with `overwrite` and writes
+    config.json; every write method starts the run first, so a command that fails before writing
+    anything leaves nothing behind. `defer=False` (the default for library callers) starts at once.
+    With `resume`, an existing config.json is only replaced by `finish()`, so a resume refused for other
+    settings leaves the folder as it was."""
 
     def __init__(self, path: str | Path, kind: str, config: dict, *, overwrite: bool = False,
-                 resume: bool = False, seed: int | None = None):
+                 resume: bool = False, seed: int | None = None, defer: bool = False):
         self.path = Path(path)
         self.kind = kind
-        if (self.path / "results.json").exists() and not (overwrite or resume):
-            raise RunExists(f"{self.path} already holds a finished run; pass --overwrite to replace it "
-                            "(or --resume where the command supports it)")
-        if overwrite and self.path.exists() and not resume:
-            # replace the whole run: stale CSVs/PNGs of the old run must not leak into the new one
-            for child in self.path.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.overwrite, self.resume = overwrite, resume
+        check_out_folder(self.path, kind, overwrite=overwrite, resume=resume)
         self.config = {"kind": kind, "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                        "argv": sys.argv, "versions": library_versions(), **config}
-        write_json_atomic(self.path / "config.json", self.config)
+        self._lock = FolderLock(self.path, "--out folder")
+        self.started = False
+        if not defer:
+            self.start()
+
+    def start(self) -> "RunFolder":
+        """Create (or reopen) the folder under its lock; idempotent."""
+        if self.started:
+            return self
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunExists(f"cannot create {self.path}: {e.strerror or e}") from None
+        self._lock.acquire()
+        try:  # again under the lock: another process may have written here since the first check
+            check_out_folder(self.path, self.kind, overwrite=self.overwrite, resume=self.resume)
+            if self.overwrite and not self.resume:
+                # replace the whole run: stale CSVs/PNGs of the old run must not leak into the new one
+                for child in [c for c in self.path.iterdir() if c.name != LOCK_NAME]:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            if not (self.resume and (self.path / "config.json").exists()):
+                write_json_atomic(self.path / "config.json", self.config)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.started = True
+        return self
+
+    def close(self) -> None:
+        """Release the folder's lock (also on garbage collection and process exit)."""
+        self._lock.release()
 
     def file(self, name: str) -> Path:
+        self.start()
         return self.path / name
 
     def log(self, message: str) -> None:
+        self.start()
         with open(self.path / "log.txt", "a") as f:
             f.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
     def write_json(self, name: str, obj: Any) -> Path:
+        self.start()
         p = self.path / name
         write_json_atomic(p, obj)
         return p
 
     def write_csv(self, name: str, rows: Iterable[dict]) -> Path:
+        self.start()
         rows = [to_jsonable(r) for r in rows]
         p = self.path / name
         fields: list[str] = []
         for r in rows:
             fields += [k for k in r if k not in fields]
-        tmp = p.with_name(p.name + ".tmp")
+        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
@@ -113,6 +269,7 @@ class RunFolder:
     def save_figure(self, fig, name: str) -> Path:
         import matplotlib.pyplot as plt
 
+        self.start()
         p = self.path / name
         fig.savefig(p, dpi=110, bbox_inches="tight")
         plt.close(fig)
@@ -122,7 +279,12 @@ class RunFolder:
         """Write results.json last: its presence marks the run finished. `headline` ({name: value})
         is what `veracity runs list` shows."""
         payload = {"kind": self.kind, "headline": headline or {}, **results}
-        return self.write_json("results.json", payload)
+        self.start()
+        if self.resume:  # the settings that produced these results (a resume may extend the grid)
+            write_json_atomic(self.path / "config.json", self.config)
+        out = self.write_json("results.json", payload)
+        self.close()
+        return out
 
 
 def list_runs(root: str | Path) -> list[dict]:

@@ -32,8 +32,60 @@ def print_table(title: str, columns: list[str], rows: list[list], fmt: str = "{:
 
 def fail(message: str) -> None:
     """Exit with a one-line error (no traceback) for a bad input."""
-    console.print(f"[red]error:[/red] {message}")
+    from rich.markup import escape
+
+    line = " ".join(str(message).split())  # one line, whatever the message held
+    console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+# The library's one-line error types: raised for bad input or a folder/store/model that cannot be used.
+# Looked up in sys.modules when an exception arrives (a class whose module was never imported cannot
+# have been raised), so this module imports nothing heavy.
+_USER_ERRORS = {"veracity.validation": "BadInput", "veracity.runs": "RunExists", "veracity.data.errors": "DataError",
+                "veracity.models.loader": "ModelNotAvailable", "veracity.models.arch": "UnsupportedArchitecture",
+                "veracity.capture.store": "StoreError", "veracity.steer.intervention": "InterventionError"}
+
+
+def user_error_types() -> tuple[type, ...]:
+    return tuple(getattr(sys.modules[m], n) for m, n in _USER_ERRORS.items()
+                 if m in sys.modules and hasattr(sys.modules[m], n))
+
+
+def guarded(fn):
+    """A command that turns the library's user errors into `error: ...` and exit 2 (no traceback)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # typer.Exit is not an Exception subclass of these types: passes through
+            if isinstance(e, user_error_types()):
+                fail(str(e))
+            raise
+    wrapper._veracity_guarded = True
+    return wrapper
+
+
+def guard_app(app: typer.Typer) -> None:
+    """Wrap every command of `app` (and its sub-apps) with `guarded`."""
+    for c in app.registered_commands:
+        if c.callback is not None and not getattr(c.callback, "_veracity_guarded", False):
+            c.callback = guarded(c.callback)
+    for g in app.registered_groups:
+        if g.typer_instance is not None:
+            guard_app(g.typer_instance)
+
+
+def check(fn, *args, **kwargs):
+    """Run a `veracity.validation` check; its `BadInput` becomes `error: ...` and exit 2."""
+    from ..validation import BadInput
+
+    try:
+        return fn(*args, **kwargs)
+    except BadInput as e:
+        fail(str(e))
 
 
 def parse_int_list(text: Optional[str]) -> list[int] | None:

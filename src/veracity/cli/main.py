@@ -24,6 +24,10 @@ for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd, data_cmd, probe_cmd, rep
            interventions_cmd, eval_cmd):
     _m.register(app)
 
+from .common import guard_app  # noqa: E402
+
+guard_app(app)  # library user errors -> `error: ...`, exit 2 (no traceback)
+
 
 def main() -> None:  # pragma: no cover
     app()
