@@ -54,6 +54,8 @@ def folder_kind(path: str | Path) -> str | None:
             d = None
         if isinstance(d, dict) and "config_hash" in d and "format_version" in d:
             return "capture"
+        if any(p.glob("shard-*.safetensors")):  # a store whose manifest was damaged
+            return "capture"
     return None
 
 

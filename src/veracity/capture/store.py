@@ -3,29 +3,47 @@
 Shards are written to a temp file and renamed, and the manifest (which lists finished shards) is
 replaced atomically after each one, so an interrupted capture leaves a valid store that resumes
 from the last complete shard. A store whose config differs from the requested one is refused.
+
+Integrity (format 2): each manifest entry records the shard's row range, byte size and CRC-32, and the
+manifest records a hash of its own fixed part (rows, sites, shapes, model, labels, ...). Opening a store
+checks every listed shard (present, size, safetensors header against the manifest's sites, shapes and
+row range, CRC) and the manifest hash, and raises `StoreDamaged` naming the file; a resumed capture
+re-captures whatever is missing or damaged. Format-1 stores (no sizes or CRCs) still open, with the
+checks they allow (header, shapes, row ranges).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
+import shutil
+import zlib
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from safetensors.torch import save_file
 
-from ..runs import write_json_atomic
+from ..runs import to_jsonable, write_json_atomic
 from .sites import resolve_site_name
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _DTYPES = {"F16": torch.float16, "F32": torch.float32, "BF16": torch.bfloat16, "I64": torch.int64,
            "F64": torch.float64, "I32": torch.int32}
 
 
-class StoreMismatch(ValueError):
+class StoreError(ValueError):
+    """A store that cannot be used as asked; the message names the folder or file."""
+
+
+class StoreMismatch(StoreError):
     """An existing store was captured with a different config; it is never mixed with new rows."""
+
+
+class StoreDamaged(StoreError):
+    """A store whose manifest or shards do not match what was written (missing, truncated, edited)."""
 
 
 def shard_name(i: int) -> str:
@@ -33,9 +51,132 @@ def shard_name(i: int) -> str:
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     os.replace(tmp, path)
+
+
+def file_crc32(path: Path, chunk: int = 1 << 24) -> int:
+    """CRC-32 of a file's bytes (zlib: ~1.5 GB/s, far below the capture's own cost)."""
+    crc = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return crc
+            crc = zlib.crc32(b, crc)
+
+
+def shard_entry(root: Path, index: int, start: int, stop: int) -> dict:
+    """The manifest entry of a written shard: file, row range, byte size and CRC-32."""
+    p = root / shard_name(index)
+    return {"file": p.name, "start": start, "stop": stop, "bytes": p.stat().st_size, "crc32": file_crc32(p)}
+
+
+_FIXED_EXCLUDE = ("shards", "complete", "integrity")
+
+
+def manifest_hash(manifest: dict) -> str:
+    """Hash of the manifest's fixed part (everything but the shard list and the complete flag), as
+    written to JSON: an edit of rows, sites, shapes, model, labels or config changes it."""
+    fixed = {k: v for k, v in to_jsonable(manifest).items() if k not in _FIXED_EXCLUDE}
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_manifest(root: Path) -> dict:
+    """manifest.json of a store, or `StoreDamaged` naming the file when it is not a JSON object."""
+    mpath = root / "manifest.json"
+    try:
+        manifest = json.loads(mpath.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{root} is not an activation store (no manifest.json)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise StoreDamaged(f"{mpath} is not valid JSON ({e}); recapture with --overwrite") from None
+    if not isinstance(manifest, dict):
+        raise StoreDamaged(f"{mpath} is not a store manifest (not a JSON object)")
+    missing = [k for k in ("n_rows", "sites", "shapes", "dtype", "shards", "model") if k not in manifest]
+    if missing:
+        raise StoreDamaged(f"{mpath} is not a store manifest (lacks {', '.join(missing)})")
+    return manifest
+
+
+def _read_header(path: Path) -> dict:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise ValueError("truncated header")
+        header = json.loads(f.read(n))
+    end = max((info["data_offsets"][1] for k, info in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise ValueError(f"truncated: {size} bytes, the header needs {8 + n + end}")
+    return header
+
+
+def shard_problem(root: Path, manifest: dict, entry: dict, check_crc: bool = True) -> str | None:
+    """Why a listed shard cannot be used (None when it is sound): missing, size, header, shapes, CRC."""
+    try:
+        p = root / entry["file"]
+        start, stop = int(entry["start"]), int(entry["stop"])
+    except (KeyError, TypeError, ValueError):
+        return f"malformed shard entry {entry!r}"
+    if not p.is_file():
+        return f"{p.name} is missing"
+    size = p.stat().st_size
+    if "bytes" in entry and size != entry["bytes"]:
+        return f"{p.name} has {size} bytes, the manifest says {entry['bytes']} (truncated or replaced)"
+    try:
+        header = _read_header(p)
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
+        return f"{p.name} is not a readable safetensors file ({e})"
+    want_dtype = {v: k for k, v in _DTYPES.items()}.get(getattr(torch, str(manifest["dtype"]), None))
+    for site in manifest["sites"]:
+        info = header.get(site)
+        if info is None:
+            return f"{p.name} lacks site {site}"
+        shape = [stop - start, *manifest["shapes"][site]]
+        if list(info.get("shape", [])) != shape:
+            return f"{p.name}: {site} has shape {info.get('shape')}, the manifest implies {shape}"
+        if want_dtype is not None and info.get("dtype") != want_dtype:
+            return f"{p.name}: {site} is {info.get('dtype')}, the manifest says {manifest['dtype']}"
+    if check_crc and "crc32" in entry and file_crc32(p) != entry["crc32"]:
+        return f"{p.name} does not match its checksum (damaged or swapped)"
+    return None
+
+
+def verify_manifest(root: Path, manifest: dict) -> None:
+    """The manifest's own consistency: its hash, and shard row ranges that tile 0..n_rows in order."""
+    mpath = root / "manifest.json"
+    if "integrity" in manifest and manifest_hash(manifest) != manifest["integrity"]:
+        raise StoreDamaged(f"{mpath} was edited after capture (its content hash does not match); "
+                           "recapture with --overwrite")
+    pos = 0
+    for e in manifest["shards"]:
+        if not isinstance(e, dict) or e.get("start") != pos or not isinstance(e.get("stop"), int) or e["stop"] <= pos:
+            raise StoreDamaged(f"{mpath}: shard entries do not cover rows 0..{manifest['n_rows']} in order "
+                               f"(at row {pos}: {e!r})")
+        pos = e["stop"]
+    if pos > manifest["n_rows"] or (manifest.get("complete") and pos != manifest["n_rows"]):
+        raise StoreDamaged(f"{mpath}: shards hold {pos} rows, the manifest says {manifest['n_rows']}")
+    for key in ("labels", "groups"):
+        v = manifest.get(key)
+        if v is not None and len(v) != manifest["n_rows"]:
+            raise StoreDamaged(f"{mpath}: {len(v)} {key} for {manifest['n_rows']} rows")
+
+
+def verify_store(root: str | Path, manifest: dict | None = None, check_crc: bool = True) -> dict:
+    """Check a finished store; returns its manifest or raises `StoreError` naming what is wrong."""
+    root = Path(root)
+    manifest = read_manifest(root) if manifest is None else manifest
+    verify_manifest(root, manifest)
+    for e in manifest["shards"]:
+        problem = shard_problem(root, manifest, e, check_crc)
+        if problem:
+            raise StoreDamaged(f"store {root}: {problem}; rerun the capture command to re-capture it")
+    return manifest
 
 
 def mmap_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -76,16 +217,18 @@ class Activations:
 
     # ---- construction
     @classmethod
-    def open(cls, path: str | Path) -> "Activations":
+    def open(cls, path: str | Path, check_crc: bool = True) -> "Activations":
+        """Open a finished store after checking it (`verify_store`; `check_crc=False` skips reading every
+        byte for the CRCs, keeping the size, header, shape and row-range checks)."""
         root = Path(path)
-        mpath = root / "manifest.json"
-        if not mpath.exists():
-            raise FileNotFoundError(f"{root} is not an activation store (no manifest.json)")
-        manifest = json.loads(mpath.read_text())
+        if not (root / "manifest.json").exists():
+            raise StoreError(f"{root} is not an activation store (no manifest.json)")
+        manifest = read_manifest(root)
         if not manifest.get("complete"):
-            done = sum(s["stop"] - s["start"] for s in manifest.get("shards", []))
-            raise ValueError(f"{root}: capture incomplete ({done}/{manifest['n_rows']} rows); "
+            done = sum(s.get("stop", 0) - s.get("start", 0) for s in manifest.get("shards", []) if isinstance(s, dict))
+            raise StoreError(f"{root}: capture incomplete ({done}/{manifest['n_rows']} rows); "
                              "rerun the same capture command to resume it")
+        verify_store(root, manifest, check_crc)
         return cls(manifest, root=root)
 
     # ---- metadata
@@ -178,25 +321,54 @@ def open_store(path: str | Path) -> Activations:
 
 
 def prepare_store(root: Path, manifest: dict, overwrite: bool = False) -> dict:
-    """Create or reopen a store. Returns the manifest to continue from (with its finished shards)."""
+    """Create or reopen a store (the caller holds its lock). Returns the manifest to continue from, its
+    `shards` the sound ones only: a missing, truncated or damaged shard is deleted and left to capture."""
+    from ..runs import LOCK_NAME
+
     root.mkdir(parents=True, exist_ok=True)
     mpath = root / "manifest.json"
     for tmp in root.glob("*.tmp"):
         tmp.unlink()
     if mpath.exists() and not overwrite:
-        old = json.loads(mpath.read_text())
+        old = read_manifest(root)
         if old.get("config_hash") != manifest["config_hash"]:
             diff = [k for k in manifest["config"] if old.get("config", {}).get(k) != manifest["config"][k]]
             raise StoreMismatch(f"{root} holds a capture with a different config (differs in: {', '.join(diff)}); "
                                 "use a new --out folder or --overwrite")
-        # keep only shards whose files exist (a crash between shard write and manifest update is harmless)
-        old["shards"] = [s for s in old.get("shards", []) if (root / s["file"]).exists()]
+        if "integrity" in old and manifest_hash(old) != old["integrity"]:
+            raise StoreDamaged(f"{mpath} was edited after capture (its content hash does not match); "
+                               "recapture with --overwrite")
+        ss = int(old.get("config", {}).get("shard_size") or manifest["config"]["shard_size"])
+        kept, n = [], int(old["n_rows"])
+        for e in old.get("shards", []):
+            ok = isinstance(e, dict) and isinstance(e.get("start"), int) and e["start"] % ss == 0 \
+                and e.get("file") == shard_name(e["start"] // ss) and e.get("stop") == min(n, e["start"] + ss) \
+                and shard_problem(root, old, e) is None
+            if ok:
+                kept.append(e)
+        listed = {e["file"] for e in kept}
+        for f in root.glob("shard-*.safetensors"):  # unlisted or damaged: re-captured
+            if f.name not in listed:
+                f.unlink()
+        old["shards"] = sorted(kept, key=lambda e: e["start"])
+        old["complete"] = bool(old.get("complete")) and sum(e["stop"] - e["start"] for e in kept) == n
+        if "integrity" not in old:  # a format-1 store being resumed: keep its rows, record them from now on
+            old["integrity"] = manifest_hash(old)
         return old
     if overwrite:
-        for f in root.glob("shard-*.safetensors"):
-            f.unlink()
+        for f in root.iterdir():
+            if f.name != LOCK_NAME:
+                shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
+    manifest = dict(manifest, integrity=manifest_hash(manifest))
     write_json_atomic(mpath, manifest)
     return manifest
+
+
+def pending_shards(manifest: dict) -> list[tuple[int, int, int]]:
+    """(index, start, stop) of every shard not yet in the manifest, in row order."""
+    n, ss = int(manifest["n_rows"]), int(manifest["config"]["shard_size"])
+    have = {e["start"] for e in manifest["shards"]}
+    return [(i, s, min(n, s + ss)) for i, s in enumerate(range(0, n, ss)) if s not in have]
 
 
 def save_manifest(root: Path, manifest: dict) -> None:
