@@ -17,11 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..runs import write_json_atomic
+from ..runs import FolderLock, check_out_folder, write_json_atomic
+from ..validation import BadInput
 from ..models.loader import LoadedModel
 from .hooks import StopForward, hook_sites
 from .sites import Site, parse_sites
-from .store import FORMAT_VERSION, Activations, prepare_store, save_manifest, shard_name, write_shard
+from .store import (FORMAT_VERSION, Activations, pending_shards, prepare_store, save_manifest, shard_entry, shard_name,
+                    write_shard)
 
 Positions = str | Sequence[tuple[int, int]]
 
@@ -124,7 +126,12 @@ def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = 
             raise ValueError(f"{name} has {len(seq)} entries for {n} texts")
     if not isinstance(positions, str) and len(positions) != n:
         raise ValueError(f"positions has {len(positions)} spans for {n} texts")
-    site_list: list[Site] = parse_sites(list(sites) if not isinstance(sites, str) else sites, lm.arch)
+    if shard_size < 1:
+        raise BadInput(f"shard_size must be at least 1, got {shard_size}")
+    try:
+        site_list: list[Site] = parse_sites(list(sites) if not isinstance(sites, str) else sites, lm.arch)
+    except IndexError as e:  # a layer beyond the model: a bad input, said before any work
+        raise BadInput(f"sites {sites!r}: {e}") from None
     tok = lm.tokenizer
     side = padding_side or getattr(tok, "padding_side", "right") or "right"
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
@@ -144,23 +151,35 @@ def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = 
         "positions": cfg["positions"], "padding_side": side, "labels": labels, "groups": groups,
         "run_config": config or {}, "shards": [], "complete": False,
     }
+    ids_all = tokenize(tok, texts)  # before the store exists: an untokenisable text creates nothing
     root = Path(out) if out is not None else None
+    lock = None
     if root is not None:
-        manifest = prepare_store(root, manifest, overwrite=overwrite)
+        # a store is never mixed into a run or a user's folder; one writer at a time (flock)
+        check_out_folder(root, "capture", overwrite=overwrite, resume=not overwrite)
+        root.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(root, "--out folder").acquire()
+        try:
+            manifest = prepare_store(root, manifest, overwrite=overwrite)
+        except BaseException:
+            lock.release()
+            raise
         if manifest.get("complete"):
+            lock.release()
             return Activations.open(root)
         if meta is not None:  # per-row metadata can be large (BoolQ passages): kept out of the manifest
             write_json_atomic(root / "meta.json", meta)
     done = sum(s["stop"] - s["start"] for s in manifest["shards"])
     deepest = max(s.layer for s in site_list)
     model = _base_model(lm.model)
-    ids_all = tokenize(tok, texts)
     mem: dict[str, list[torch.Tensor]] = {s.name: [] for s in site_list}
     bar = tqdm(total=n, initial=done, unit="row", desc=f"capture {dataset_name}", disable=not progress,
                dynamic_ncols=True)
     try:
-        for start in range(done, n, shard_size):
-            stop = min(n, start + shard_size)
+        # a store resumes with whatever shards are missing or were damaged (verified by prepare_store)
+        todo = pending_shards(manifest) if root is not None else \
+            [(i, s, min(n, s + shard_size)) for i, s in enumerate(range(0, n, shard_size))]
+        for index, start, stop in todo:
             buf = {s.name: torch.empty((stop - start, *s.shape(lm.arch)), dtype=dtype) for s in site_list}
             order = sorted(range(start, stop), key=lambda i: -len(ids_all[i]))
             for b0 in range(0, len(order), batch_size):
@@ -183,17 +202,22 @@ def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = 
                 for k, v in buf.items():
                     mem[k].append(v)
             else:
-                fname = shard_name(len(manifest["shards"]))
-                write_shard(root / fname, buf)
-                manifest["shards"].append({"file": fname, "start": start, "stop": stop})
+                write_shard(root / shard_name(index), buf)
+                manifest["shards"].append(shard_entry(root, index, start, stop))  # rows, size, CRC-32
+                manifest["shards"].sort(key=lambda e: e["start"])
                 save_manifest(root, manifest)
             del buf
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     finally:
         bar.close()
     manifest["complete"] = True
     if root is None:
         return Activations(manifest, tensors={k: torch.cat(v) for k, v in mem.items()}, meta=meta)
     save_manifest(root, manifest)
+    lock.release()
     return Activations.open(root)
 
 
