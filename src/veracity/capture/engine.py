@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..runs import FolderLock, check_out_folder, write_json_atomic
 from ..validation import BadInput
+from ..models.batching import AutoBatch, as_batcher
 from ..models.loader import LoadedModel
 from .hooks import StopForward, hook_sites
 from .sites import Site, parse_sites
@@ -81,7 +82,8 @@ def _reducer(positions: Positions, rows: list[int], lengths: list[int], T: int, 
     if positions == "last":
         idx = torch.tensor([o + n - 1 for o, n in zip(offs, lengths)], device=device)
         ar = torch.arange(B, device=device)
-        return lambda h: h[ar, idx]
+        # .to(h.device): with a device_map the hooked layer may live on another device (a no-op otherwise)
+        return lambda h: h[ar.to(h.device), idx.to(h.device)]
     w = torch.zeros(B, T, device=device)
     for b, (o, n) in enumerate(zip(offs, lengths)):
         if positions == "mean":
@@ -95,9 +97,9 @@ def _reducer(positions: Positions, rows: list[int], lengths: list[int], T: int, 
             w[b, o + s: o + e] = 1.0
     w = w / w.sum(1, keepdim=True)
 
-    def red(h):
-        ww = w.to(h.dtype).reshape(B, T, *([1] * (h.dim() - 2)))
-        return (h * ww).sum(1)
+    def red(h):  # the mean in float32 whatever the model's dtype (a bf16 sum of 100s of terms loses digits)
+        ww = w.to(h.device).reshape(B, T, *([1] * (h.dim() - 2)))
+        return (h.float() * ww).sum(1)
     return red
 
 
@@ -108,7 +110,7 @@ def _base_model(model):
 
 @torch.inference_mode()
 def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = "resid", positions: Positions = "last",
-            batch_size: int = 16, dtype: torch.dtype = torch.float16, out: str | Path | None = None,
+            batch_size: "int | str | AutoBatch" = 16, dtype: torch.dtype = torch.float16, out: str | Path | None = None,
             labels: Sequence[int] | None = None, groups: Sequence[str] | None = None, meta: list[dict] | None = None,
             dataset_name: str = "custom", shard_size: int = 2048, padding_side: str | None = None,
             progress: bool = True, overwrite: bool = False, config: dict | None = None) -> Activations:
@@ -172,6 +174,7 @@ def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = 
     done = sum(s["stop"] - s["start"] for s in manifest["shards"])
     deepest = max(s.layer for s in site_list)
     model = _base_model(lm.model)
+    batcher = as_batcher(batch_size, device)
     mem: dict[str, list[torch.Tensor]] = {s.name: [] for s in site_list}
     bar = tqdm(total=n, initial=done, unit="row", desc=f"capture {dataset_name}", disable=not progress,
                dynamic_ncols=True)
@@ -182,8 +185,8 @@ def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = 
         for index, start, stop in todo:
             buf = {s.name: torch.empty((stop - start, *s.shape(lm.arch)), dtype=dtype) for s in site_list}
             order = sorted(range(start, stop), key=lambda i: -len(ids_all[i]))
-            for b0 in range(0, len(order), batch_size):
-                rows = order[b0: b0 + batch_size]
+
+            def run_batch(rows: list[int]) -> None:  # halved and retried by `batcher` on out-of-memory
                 seqs = [ids_all[i] for i in rows]
                 input_ids, mask, pos = pad_batch(seqs, pad_id, side, device)
                 red = _reducer(positions, rows, [len(s) for s in seqs], input_ids.shape[1], side, device)
@@ -198,6 +201,8 @@ def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = 
                     except StopForward:
                         pass
                 bar.update(len(rows))
+
+            batcher.map(order, run_batch)
             if root is None:
                 for k, v in buf.items():
                     mem[k].append(v)

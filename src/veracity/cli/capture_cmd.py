@@ -18,7 +18,8 @@ def capture_command(
     sites: str = typer.Option("resid", "--sites", "-s", help="Comma-separated sites: resid, heads, mlp, resid.12, heads.-1, resid.embed."),
     positions: str = typer.Option("last", "--positions", help="last | mean"),
     out: Path = typer.Option(..., "--out", "-o", help="Store folder (resumed if it exists with the same config)."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    batch_size: str = typer.Option("16", "--batch-size", "-b", help="Rows per forward, or 'auto' (128 on CUDA, "
+                                   "16 on CPU); either way halved on out-of-memory and the size that worked kept."),
     dtype: str = typer.Option("float16", "--dtype", help="Stored dtype: float16, bfloat16 or float32."),
     shard_size: int = typer.Option(2048, "--shard-size", help="Rows per shard (bounds RAM)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
@@ -34,8 +35,14 @@ def capture_command(
     from ..data import DataError, get_dataset
     from ..models import ModelNotAvailable, load
 
+    from ..models.batching import parse_batch_size
+
     if dtype not in _DTYPES:
         fail(f"--dtype must be one of {', '.join(_DTYPES)}")
+    try:
+        batch_size = parse_batch_size(batch_size)
+    except ValueError as e:
+        fail(str(e))
     try:
         ds = get_dataset(dataset, data_dir=data_dir, limit=limit)
     except DataError as e:

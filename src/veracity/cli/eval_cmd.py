@@ -38,7 +38,9 @@ def eval_truthfulqa(
     lm_source: str = typer.Option("boolq", "--lm-text", help="CE/KL text: boolq | a text file | hf:<dataset>."),
     n_docs: int = typer.Option(100, "--lm-docs"),
     max_tokens: int = typer.Option(128, "--lm-tokens"),
-    batch_size: int = typer.Option(16, "--batch-size", "-b"),
+    batch_size: str = typer.Option("16", "--batch-size", "-b", help="Answers per forward (MC) / prompts per "
+                                   "generate(), or 'auto' (128 on CUDA, 16 on CPU); either way halved on "
+                                   "out-of-memory and the size that worked kept."),
     device: Optional[str] = typer.Option(None, "--device"),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder."),
     data_dir: Optional[Path] = DataDirOpt,
@@ -52,7 +54,13 @@ def eval_truthfulqa(
     from ..models import ModelNotAvailable, load
     from ..runs import RunExists
 
+    from ..models.batching import parse_batch_size
+
     mets = parse_str_list(metrics)
+    try:
+        batch_size = parse_batch_size(batch_size)
+    except ValueError as e:
+        fail(str(e))
     try:
         judge = with_base_url(judge, judge_base_url)  # recorded in config.json with the judge
     except ValueError as e:

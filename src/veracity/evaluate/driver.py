@@ -87,7 +87,7 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
                   lm_result: LMMetrics | None = None, lm_texts: Sequence[str] | None = None,
                   lm_source: str = "boolq", n_docs: int = 100, max_tokens: int = 128, data_dir=None,
                   instruction: str = "default", gen_style: str = "original", max_new_tokens: int = 50,
-                  batch_size: int = 16, log: Callable[[str], None] | None = None) -> FoldResult:
+                  batch_size: int | str = 16, log: Callable[[str], None] | None = None) -> FoldResult:
     """Evaluate `lm` on the questions `indices` (CSV row indices into `items`; default all).
 
     `intervention(phase)` is entered around MC continuation forwards ("mc"), CE/KL forwards ("lm") and
@@ -107,7 +107,8 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
     mc_scores: list[dict] = []
     if "mc" in metrics:
         say(f"fold {fold}: MC ({protocol}) on {len(sel)} questions")
-        mc = score_mc(lm, sel, protocol, instruction=instruction, batch_size=max(8, batch_size),
+        mc = score_mc(lm, sel, protocol, instruction=instruction,
+                      batch_size=max(8, batch_size) if isinstance(batch_size, int) else batch_size,
                       intervention=intervention,
                       progress=lambda i, n: say(f"fold {fold}: MC {i}/{n}") if i % 100 == 0 else None)
         for r in mc.results:
@@ -131,7 +132,8 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
                                    instruction=instruction, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                    intervention=intervention,
                                    progress=lambda i, n: say(f"fold {fold}: generated {i}/{n}")
-                                   if i == n or i % (4 * batch_size) == 0 else None)
+                                   if i == n or i % (4 * (batch_size if isinstance(batch_size, int) else 16)) == 0
+                                   else None)
         for a in answers:
             recs[a.index].answer = a.answer
         qs, ans = [a.question for a in answers], [a.answer for a in answers]

@@ -14,6 +14,7 @@ from typing import Callable, ContextManager, Sequence
 import torch
 
 from ..capture import pad_batch
+from ..models.batching import AutoBatch, as_batcher
 from .truthfulqa import INSTRUCTIONS, truthfulqa_prompt
 
 InterventionFactory = Callable[[str], ContextManager]
@@ -57,12 +58,14 @@ def _encode(tokenizer, prompt: str, style: str) -> list[int]:
 
 
 @torch.no_grad()
-def generate_greedy(lm, enc: Sequence[Sequence[int]], *, max_new_tokens: int = 50, batch_size: int = 16,
+def generate_greedy(lm, enc: Sequence[Sequence[int]], *, max_new_tokens: int = 50,
+                    batch_size: "int | str | AutoBatch" = 16,
                     intervention: InterventionFactory | None = None,
                     progress: Callable[[int, int], None] | None = None) -> list[list[int]]:
     """Greedy continuations (new token ids, cut at EOS) of tokenised prompts, `batch_size` at a time,
     left-padded; prompts are sorted by length to waste little padding, output is in input order.
-    `intervention("generate")` is entered around each batch's generate()."""
+    `intervention("generate")` is entered around each batch's generate(). `batch_size`: an int, "auto" or
+    a shared `AutoBatch` (halved on out-of-memory; greedy answers do not depend on the batch)."""
     model, tok = lm.model, lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos = tok.eos_token_id
@@ -70,8 +73,9 @@ def generate_greedy(lm, enc: Sequence[Sequence[int]], *, max_new_tokens: int = 5
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
     out: list[list[int]] = [[] for _ in enc]
     done = 0
-    for s in range(0, len(order), batch_size):
-        chunk = order[s:s + batch_size]
+
+    def run_chunk(chunk: list[int]) -> None:  # halved and retried by the batcher on out-of-memory
+        nonlocal done
         ids, mask, _ = pad_batch([list(enc[i]) for i in chunk], pad, "left", dev)
         L = ids.shape[1]
         ctx = intervention("generate") if intervention is not None else contextlib.nullcontext()
@@ -87,6 +91,8 @@ def generate_greedy(lm, enc: Sequence[Sequence[int]], *, max_new_tokens: int = 5
         done += len(chunk)
         if progress:
             progress(done, len(enc))
+
+    as_batcher(batch_size, dev).map(order, run_chunk)
     return out
 
 

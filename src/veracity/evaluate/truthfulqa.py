@@ -28,6 +28,8 @@ from typing import Callable, ContextManager, Sequence
 import numpy as np
 import torch
 
+from ..models.batching import AutoBatch, as_batcher
+
 QA_PRIMER = """Q: What is human life expectancy in the United States?
 A: Human life expectancy in the United States is 78 years.
 
@@ -259,7 +261,8 @@ def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervent
 
 
 @torch.no_grad()
-def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *, batch_size: int = 32,
+def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                   batch_size: "int | str | AutoBatch" = 32,
                    intervention: InterventionFactory | None = None, intervene_prompt: bool = False,
                    pad_id: int = 0, per_token: bool = False, shared: SharedPrefix | None = None) -> list:
     """Summed log-prob (fp32, nats) of each continuation given its prefix: the fast path.
@@ -269,9 +272,11 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
     around the continuation forwards only, so it shifts every answer token and no prompt token, as ITI's
     original MC code does (`intervene_prompt=True` enters it around the prefix forward too).
     `per_token=True` returns each continuation's per-token log-probs instead of the sum. `shared`: a
-    `SharedPrefix` (the instruction + primer) whose cache is reused across calls.
+    `SharedPrefix` (the instruction + primer) whose cache is reused across calls. `batch_size`: an int,
+    "auto" or a shared `AutoBatch` (continuations per forward; halved on out-of-memory, see `models.batching`).
     """
     dev = _model_device(model)
+    batcher = as_batcher(batch_size, dev)
     groups: "OrderedDict[tuple, list[int]]" = OrderedDict()
     for i, (p, _) in enumerate(requests):
         groups.setdefault(tuple(p), []).append(i)
@@ -286,8 +291,8 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
         P = len(prefix)
         cache0, last = _prefix_forward(model, prefix, shared, intervention if intervene_prompt else None)
         first_lp = torch.log_softmax(last.float(), -1)
-        for s in range(0, len(todo), batch_size):
-            chunk = todo[s:s + batch_size]
+
+        def run_chunk(chunk: list[int]) -> None:  # halved and retried by `batcher` on out-of-memory
             conts = [list(requests[i][1]) for i in chunk]
             n, L = len(conts), max(len(c) for c in conts)
             ids = torch.full((n, L), pad_id, dtype=torch.long)
@@ -305,13 +310,16 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
                                past_key_values=cache, use_cache=True).logits.float()
             # log_softmax, not logits - logsumexp: on CPU the latter is biased by ~1e-5 nats/token on real LMs
             logp = torch.log_softmax(logits, -1)  # [n, L, V]
+            ld = logp.device  # the LM head's device: not `dev` when a device_map spreads the model
             for r, c in enumerate(conts):
-                c_t = torch.tensor(c, device=dev)
-                lp = torch.empty(len(c), dtype=torch.float32, device=dev)
-                lp[0] = first_lp[c[0]]
+                c_t = torch.tensor(c, device=ld)
+                lp = torch.empty(len(c), dtype=torch.float32, device=ld)
+                lp[0] = first_lp[c[0]].to(ld)
                 if len(c) > 1:
-                    lp[1:] = logp[r, torch.arange(len(c) - 1, device=dev), c_t[1:]]
+                    lp[1:] = logp[r, torch.arange(len(c) - 1, device=ld), c_t[1:]]
                 out[chunk[r]] = lp.cpu().numpy() if per_token else float(lp.double().sum())
+
+        batcher.map(todo, run_chunk)
     return out
 
 
@@ -330,7 +338,7 @@ def score_requests_reference(model, requests: Sequence[tuple[Sequence[int], Sequ
         with _ctx(intervention, "mc"):
             logits = model(input_ids=ids).logits[0].float()
         lp_all = torch.log_softmax(logits[len(prefix) - 1:-1], -1)
-        lp = lp_all[torch.arange(len(cont)), torch.tensor(list(cont), device=dev)]
+        lp = lp_all[torch.arange(len(cont)), torch.tensor(list(cont), device=lp_all.device)]
         out.append(lp.cpu().numpy() if per_token else float(lp.double().sum()))
     return out
 
@@ -356,7 +364,8 @@ class MCSummary:
     results: list[MCResult] = field(default_factory=list)
 
 
-def score_mc(lm, items, protocol: str = "truthfulqa", *, instruction: str = "default", batch_size: int = 32,
+def score_mc(lm, items, protocol: str = "truthfulqa", *, instruction: str = "default",
+             batch_size: "int | str | AutoBatch" = 32,
              intervention: InterventionFactory | None = None, intervene_prompt: bool = False,
              reference_path: bool = False, progress: Callable[[int, int], None] | None = None) -> MCSummary:
     """MC1/MC2 of `lm` (a LoadedModel) on TruthfulQA items under `protocol`.
@@ -369,6 +378,7 @@ def score_mc(lm, items, protocol: str = "truthfulqa", *, instruction: str = "def
     model, tok = lm.model, lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     shared = None if reference_path else shared_prefix_for(tok, protocol, instruction)
+    batch_size = as_batcher(batch_size, _model_device(model))  # one size, remembered across questions
     results = []
     for k, item in enumerate(items):
         q = build_mc_question(item, protocol, instruction)
