@@ -22,9 +22,11 @@ from .mass_mean import MassMeanProbe
 from .mlp import MLPProbe
 from .random import RandomProbe
 from .splits import Split, aggregate, make_splits, stratified_split
+from .ttpd import TTPDProbe
 
-METHODS = ("logistic", "mlp-tiny", "mlp-small", "mlp-medium", "mass-mean", "mass-mean-cov", "random")
-DETERMINISTIC = ("logistic", "mass-mean", "mass-mean-cov")
+METHODS = ("logistic", "mlp-tiny", "mlp-small", "mlp-medium", "mass-mean", "mass-mean-cov", "random", "ttpd")
+DETERMINISTIC = ("logistic", "mass-mean", "mass-mean-cov", "ttpd")
+POLARITY_METHODS = ("ttpd",)  # fit(X, y, polarity=..., topics=...): need every row's polarity (+1 / -1)
 
 
 def make_probe(method: str, seed: int = 0, C: float = 1.0, **mlp_kwargs: Any):
@@ -39,6 +41,8 @@ def make_probe(method: str, seed: int = 0, C: float = 1.0, **mlp_kwargs: Any):
         return MassMeanProbe(covariance=True)
     if method == "random":
         return RandomProbe(seed=seed)
+    if method == "ttpd":
+        return TTPDProbe(C=C)
     raise ValueError(f"unknown probe method {method!r}; choose from {', '.join(METHODS)}")
 
 
@@ -111,7 +115,8 @@ def run_probe_experiment(X: torch.Tensor, labels: Sequence[int], groups: Sequenc
                          split: str = "leave-one-topic-out", seeds: int | Sequence[int] = 5, test_size: float = 0.2,
                          k: int = 5, n_train: int | None = None, C: float = 1.0, device: str | None = None,
                          mlp_kwargs: dict | None = None,
-                         progress: Callable[[str], None] | None = None) -> ProbeExperiment:
+                         progress: Callable[[str], None] | None = None,
+                         polarity: Sequence[int] | None = None) -> ProbeExperiment:
     """Train and test every method on X [N, G, D] (G = layers) over the splits of `split` for each seed.
 
     Per seed the accuracy is averaged over that seed's splits (e.g. the six held-out topics); cells keep
@@ -130,6 +135,14 @@ def run_probe_experiment(X: torch.Tensor, labels: Sequence[int], groups: Sequenc
         raise ValueError(f"{len(layer_names)} layer names for {G} groups")
     for m in methods:
         make_probe(m)  # validate names before any work
+    pol = None
+    if polarity is not None:
+        pol = np.asarray(polarity)
+        if len(pol) != N:
+            raise ValueError(f"{len(pol)} polarities for {N} rows")
+    elif any(m in POLARITY_METHODS for m in methods):
+        raise ValueError(f"{', '.join(m for m in methods if m in POLARITY_METHODS)} needs the polarity of every "
+                         "statement (+1 affirmative, -1 negated): pass polarity=")
     scores: list[ProbeScore] = []
     dirs: dict[str, list[tuple[str, torch.Tensor]]] = {m: [] for m in methods}
     cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
@@ -145,7 +158,11 @@ def run_probe_experiment(X: torch.Tensor, labels: Sequence[int], groups: Sequenc
                     acc, d = cache[key]
                 else:
                     probe = make_probe(m, seed=seed, C=C, **(mlp_kwargs or {}) if m.startswith("mlp-") else {})
-                    probe.fit(Xtr, y[tr])
+                    if m in POLARITY_METHODS:
+                        probe.fit(Xtr, y[tr], polarity=pol[sp.train_idx],
+                                  topics=None if groups is None else np.asarray(groups)[sp.train_idx])
+                    else:
+                        probe.fit(Xtr, y[tr])
                     acc = accuracy_per_group(probe.predict(Xte), y[te].to(X.device))
                     d = probe.direction_.detach().cpu() if hasattr(probe, "direction_") else None
                     if m in DETERMINISTIC:
