@@ -108,3 +108,136 @@ def test_cli_refuses_to_overwrite_a_finished_run(tmp_path, tiny_llama):
     r = runner.invoke(app, args + ["--overwrite"])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "p" / "results.json").read_text())["kind"] == "probe"
+
+
+# ---------------------------------------------------------------- folder safety (issue 14)
+
+from veracity.runs import FolderLock, RunLocked, check_out_folder, folder_kind  # noqa: E402
+
+
+def test_overwrite_never_empties_a_users_folder(tmp_path):
+    d = tmp_path / "mine"
+    (d / "sub").mkdir(parents=True)
+    (d / "notes.txt").write_text("precious")
+    for kw in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(RunExists, match="notes.txt"):
+            RunFolder(d, "probe", {}, **kw)
+    assert (d / "notes.txt").read_text() == "precious" and (d / "sub").is_dir()
+    assert sorted(p.name for p in d.iterdir()) == ["notes.txt", "sub"]
+
+
+def test_runs_of_another_kind_are_never_mixed(tmp_path):
+    _finished(tmp_path / "r", kind="probe")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    for kind in ("iti-sweep", "compare-interventions"):  # the resumable commands too
+        with pytest.raises(RunExists, match="holds a probe run"):
+            RunFolder(tmp_path / "r", kind, {}, resume=True)
+    with pytest.raises(RunExists, match="holds a probe run"):
+        check_out_folder(tmp_path / "r", "capture", resume=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+    # --overwrite replaces a veracity run of any kind
+    RunFolder(tmp_path / "r", "eval", {}, overwrite=True)
+    assert folder_kind(tmp_path / "r") == "eval" and not (tmp_path / "r" / "table.csv").exists()
+
+
+def test_deferred_run_creates_nothing_until_it_writes(tmp_path):
+    run = RunFolder(tmp_path / "new" / "r", "probe", {"model": "m"}, defer=True)
+    assert not (tmp_path / "new").exists()
+    run.log("first line")
+    assert (tmp_path / "new" / "r" / "config.json").exists() and (tmp_path / "new" / "r" / "log.txt").exists()
+
+
+def test_refused_resume_keeps_config(tmp_path):
+    """A resumed run only rewrites config.json at finish: a resume refused later leaves it untouched."""
+    run = RunFolder(tmp_path / "s", "iti-sweep", {"alphas": [0, 5]}, resume=True)
+    run.close()
+    before = (tmp_path / "s" / "config.json").read_text()
+    run2 = RunFolder(tmp_path / "s", "iti-sweep", {"alphas": [0, 5, 10]}, resume=True)
+    run2.log("refused by the results store")
+    run2.close()
+    assert (tmp_path / "s" / "config.json").read_text() == before
+    run3 = RunFolder(tmp_path / "s", "iti-sweep", {"alphas": [0, 5, 10]}, resume=True)
+    run3.finish({})
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["alphas"] == [0, 5, 10]
+
+
+def test_out_must_be_a_writable_folder(tmp_path):
+    from veracity.validation import BadInput
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(BadInput, match="is a file"):
+        RunFolder(tmp_path / "f", "probe", {})
+    with pytest.raises(BadInput, match="is a file"):
+        RunFolder(tmp_path / "f" / "sub", "probe", {})
+
+
+def test_lock_stops_a_second_writer(tmp_path):
+    run = RunFolder(tmp_path / "r", "probe", {})
+    with pytest.raises(RunLocked, match=str(tmp_path / "r")):
+        RunFolder(tmp_path / "r", "probe", {}).start()
+    run.close()
+    RunFolder(tmp_path / "r", "probe", {}).close()  # free again
+
+
+def test_lock_across_processes(tmp_path):
+    """A second process stops at once with a message naming the folder; the lock dies with its holder."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "r").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from veracity.runs import FolderLock
+        lock = FolderLock({str(tmp_path / 'r')!r}).acquire()
+        print("held", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=rf"in use by another veracity process \(pid {holder.pid}\)"):
+            FolderLock(tmp_path / "r").acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    FolderLock(tmp_path / "r").acquire().release()
+
+
+def test_sweep_extended_on_resume_matches_a_fresh_sweep(tmp_path):
+    """`--num-heads 1,2` then `1,2,8` in the same folder: the K=8 row must use 8 heads (the cached fold
+    fit held only 2), exactly as a fresh `1,2,8` sweep."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from veracity.steer.iti import ITIConfig, ITIData
+    from veracity.steer.sweep import run_sweep
+    from veracity.steer.validate import EvalConfig
+
+    g = torch.Generator().manual_seed(0)
+    q = np.repeat(np.arange(12), 2)
+    y = torch.tensor([1, 0] * 12)
+    X = torch.randn(24, 2, 4, 8, generator=g) + y[:, None, None, None] * torch.randn(2, 4, 8, generator=g)
+    data = ITIData(X=X, labels=y, question=q, source={"content_hash": "h"})
+    items = [SimpleNamespace(index=i) for i in range(12)]
+    lm = SimpleNamespace(fingerprint="fake")
+
+    def evaluate(lm, items, iv, ecfg, texts):  # a metric that depends on every head used
+        if iv is None:
+            return {"metrics": {"mc2": 0.0, "mc1": 0.0}}
+        return {"metrics": {"mc2": float((iv.head_shifts().abs().sum(1)).sum()), "mc1": float(iv.k)}}
+
+    ecfg = EvalConfig(judge="none", ce_texts=0)
+
+    def sweep(folder, ks):
+        return run_sweep(lm, data, items, ITIConfig(max_k=max(ks)), [0.0, 3.0], ks, 2, folder, ecfg=ecfg,
+                         log=lambda m: None, evaluate=evaluate, metric="mc2")
+
+    sweep(tmp_path / "resumed", [1, 2])
+    resumed = sweep(tmp_path / "resumed", [1, 2, 8])
+    fresh = sweep(tmp_path / "fresh", [1, 2, 8])
+    assert resumed.grid[(3.0, 8)]["mc1"] == 8  # mc1 stands for the number of heads used here
+    assert resumed.grid.keys() == fresh.grid.keys()
+    for key in fresh.grid:
+        assert resumed.grid[key]["mc2"] == pytest.approx(fresh.grid[key]["mc2"], rel=1e-6), key

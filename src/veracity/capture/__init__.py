@@ -3,8 +3,8 @@
 from .engine import answer_spans, capture, capture_dataset, pad_batch, tokenize
 from .hooks import hook_sites
 from .sites import KINDS, Site, parse_sites, resolve_site_name
-from .store import Activations, StoreMismatch, mmap_safetensors, open_store
+from .store import Activations, StoreDamaged, StoreError, StoreMismatch, mmap_safetensors, open_store, verify_store
 
-__all__ = ["Activations", "KINDS", "Site", "StoreMismatch", "answer_spans", "capture", "capture_dataset",
+__all__ = ["Activations", "KINDS", "Site", "StoreDamaged", "StoreError", "StoreMismatch", "answer_spans", "capture", "capture_dataset",
            "hook_sites", "mmap_safetensors", "open_store", "pad_batch", "parse_sites", "resolve_site_name",
-           "tokenize"]
+           "tokenize", "verify_store"]

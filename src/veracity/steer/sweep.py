@@ -100,9 +100,12 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
             if not mine:
                 continue
             fit_path = folder / f"fold{f}_fit"
-            if (folder / f"fold{f}_fit.json").exists():
-                full = Intervention.load(fit_path)
-            else:
+            full = Intervention.load(fit_path) if (folder / f"fold{f}_fit.json").exists() else None
+            if full is not None and full.k < min(kmax, full.n_layers * full.n_heads):
+                # saved by a sweep with a smaller largest K: top(K) would silently hold fewer heads
+                log(f"fold {f}: the saved fit has {full.k} heads, K={kmax} needs more: refitting")
+                full = None
+            if full is None:
                 if fits is None:  # probes + directions once per fold, for the largest K
                     fits = fit_folds(data, ITIConfig(**{**iti.__dict__, "max_k": max(kmax, iti.max_k or 0)}),
                                      n_folds=n_folds, contiguous=contiguous)
