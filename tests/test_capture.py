@@ -195,3 +195,157 @@ def test_smollm2_matches_reference(smollm2):
             got = acts[name][i].reshape(-1)
             # smollm2 has massive activations (|x| up to ~2e4): compare at 1e-5 of the tensor's scale
             assert (got - ref[name]).abs().max() <= 1e-5 * max(1.0, ref[name].abs().max().item())
+
+
+# ---------------------------------------------------------------- store integrity (issue 14)
+
+from veracity.capture import StoreDamaged, StoreError  # noqa: E402
+
+STORE_TEXTS = [f"Statement number {i} is {'true' if i % 2 else 'false'}." for i in range(23)]
+STORE_LABELS = [i % 2 for i in range(23)]
+
+
+def _store(lm, out, **kw):
+    return capture(lm, STORE_TEXTS, "resid,heads", labels=STORE_LABELS, dtype=torch.float32, out=out, shard_size=5,
+                   batch_size=4, progress=False, **kw)
+
+
+@pytest.fixture
+def store_pair(tiny_llama, tmp_path):
+    """A finished 5-shard store and its in-memory reference."""
+    ref = capture(tiny_llama, STORE_TEXTS, "resid,heads", labels=STORE_LABELS, dtype=torch.float32, progress=False)
+    _store(tiny_llama, tmp_path / "s")
+    return tmp_path / "s", ref
+
+
+def _same(a, ref):
+    assert a.n_rows == 23 and a.labels.tolist() == STORE_LABELS
+    torch.testing.assert_close(a.stack("resid"), ref.stack("resid"))
+    torch.testing.assert_close(a.stack("heads"), ref.stack("heads"))
+
+
+def test_manifest_records_ranges_sizes_and_checksums(store_pair):
+    import zlib
+
+    out, _ = store_pair
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format_version"] == 2 and m["integrity"]
+    assert [(e["start"], e["stop"]) for e in m["shards"]] == [(0, 5), (5, 10), (10, 15), (15, 20), (20, 23)]
+    for e in m["shards"]:
+        b = (out / e["file"]).read_bytes()
+        assert e["bytes"] == len(b) and e["crc32"] == zlib.crc32(b)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "flipped"])
+def test_damaged_shard_refused_on_open_and_recaptured_on_resume(tiny_llama, store_pair, damage):
+    out, ref = store_pair
+    shard = out / "shard-00002.safetensors"  # a middle shard
+    if damage == "missing":
+        shard.unlink()
+    elif damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[:-100])
+    else:  # same size, one byte changed in the data
+        b = bytearray(shard.read_bytes())
+        b[-7] ^= 0xFF
+        shard.write_bytes(bytes(b))
+    with pytest.raises(StoreDamaged, match="shard-00002.safetensors"):
+        open_store(out)
+    acts = _store(tiny_llama, out)  # the same command again: re-captures only what is damaged
+    _same(acts, ref)
+    _same(open_store(out), ref)
+    assert sorted(p.name for p in out.glob("shard-*")) == [f"shard-0000{i}.safetensors" for i in range(5)]
+
+
+def test_incomplete_store_with_missing_middle_shard_resumes_exactly(tiny_llama, store_pair):
+    """An interrupted store whose manifest lists a shard that is gone: the resumed store holds every row
+    once, in order (was: 5 rows lost and 5 duplicated)."""
+    out, ref = store_pair
+    m = json.loads((out / "manifest.json").read_text())
+    m["complete"] = False
+    m["shards"] = m["shards"][:3]
+    (out / "manifest.json").write_text(json.dumps(m))
+    for f in ("shard-00001.safetensors", "shard-00003.safetensors", "shard-00004.safetensors"):
+        (out / f).unlink()
+    _same(_store(tiny_llama, out), ref)
+
+
+@pytest.mark.parametrize("edit", ["n_rows", "arch", "labels", "swap_entries", "swap_files", "shard_range"])
+def test_edited_manifest_or_swapped_shards_detected(store_pair, edit):
+    out, _ = store_pair
+    mp = out / "manifest.json"
+    m = json.loads(mp.read_text())
+    if edit == "n_rows":
+        m["n_rows"] = 20
+    elif edit == "arch":
+        m["model"]["arch"]["n_layers"] = 5
+    elif edit == "labels":
+        m["labels"][0] = 1 - m["labels"][0]
+    elif edit == "swap_entries":
+        m["shards"][1], m["shards"][2] = m["shards"][2], m["shards"][1]
+    elif edit == "swap_files":  # same sizes and headers: only the checksums tell them apart
+        a, b = out / "shard-00001.safetensors", out / "shard-00002.safetensors"
+        tmp = out / "x"
+        a.rename(tmp), b.rename(a), tmp.rename(b)
+    else:
+        m["shards"][4]["stop"] = 24
+    mp.write_text(json.dumps(m))
+    with pytest.raises(StoreDamaged):
+        open_store(out)
+
+
+def test_manifest_not_json_is_named(store_pair):
+    out, _ = store_pair
+    (out / "manifest.json").write_text("{not json")
+    with pytest.raises(StoreDamaged, match=r"manifest\.json is not valid JSON"):
+        open_store(out)
+
+
+def test_format1_store_still_opens(store_pair):
+    """A store written before sizes and checksums (format 1) opens, with the checks it allows."""
+    out, ref = store_pair
+    m = json.loads((out / "manifest.json").read_text())
+    m["format_version"] = 1
+    del m["integrity"]
+    for e in m["shards"]:
+        del e["bytes"], e["crc32"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    _same(open_store(out), ref)
+    (out / "shard-00001.safetensors").write_bytes((out / "shard-00001.safetensors").read_bytes()[:-10])
+    with pytest.raises(StoreDamaged, match="shard-00001"):
+        open_store(out)
+
+
+def test_store_refuses_a_run_folder_and_a_users_folder(tiny_llama, tmp_path):
+    from veracity.runs import RunExists, RunFolder
+
+    RunFolder(tmp_path / "run", "probe", {}).finish({})
+    with pytest.raises(RunExists, match="holds a probe run"):
+        _store(tiny_llama, tmp_path / "run")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(RunExists, match="notes.txt"):
+        _store(tiny_llama, tmp_path / "mine", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def test_capture_into_a_locked_store_stops(tiny_llama, tmp_path):
+    from veracity.runs import FolderLock, RunLocked
+
+    (tmp_path / "s").mkdir()
+    with FolderLock(tmp_path / "s"):
+        with pytest.raises(RunLocked, match="in use by another veracity process"):
+            _store(tiny_llama, tmp_path / "s")
+    _store(tiny_llama, tmp_path / "s")
+
+
+def test_checksum_cost_is_small(tmp_path):
+    """CRC-32 of a 32 MiB shard (zlib) takes well under a second; the figure goes in docs/reliability.md."""
+    import time
+
+    from veracity.capture.store import file_crc32, write_shard
+
+    p = tmp_path / "shard-00000.safetensors"
+    write_shard(p, {"heads.0": torch.randn(2048, 4096)})
+    t0 = time.perf_counter()
+    file_crc32(p)
+    assert time.perf_counter() - t0 < 2.0
