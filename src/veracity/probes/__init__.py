@@ -16,6 +16,7 @@ from .logistic import LogisticProbe
 from .mass_mean import MassMeanProbe
 from .mlp import MLP_SIZES, MLPProbe
 from .random import RandomProbe
+from .sanity import DistractorResult, PolarityScore, add_distractor, ccs_distractor_test, polarity_split
 from .ttpd import TTPDProbe
 from .splits import (SPLIT_KINDS, SeedStats, Split, aggregate, kfold_splits, leave_one_group_out, make_splits,
                      stratified_split, transfer_split)
@@ -25,4 +26,5 @@ __all__ = ["BatchedProbe", "CCSExperiment", "CCSLayerResult", "CCSProbe", "DETER
            "ProbeExperiment", "ProbeScore", "RandomProbe", "SPLIT_KINDS", "SeedStats", "Split", "accuracy_per_group",
            "aggregate", "ccs_loss", "chance_levels", "compare_directions", "cosine_matrix", "head_accuracy_matrix",
            "kfold_splits", "leave_one_group_out", "make_probe", "make_splits", "probe_direction", "run_ccs_experiment",
-           "run_probe_experiment", "sign_agreement_matrix", "site_matrix", "stratified_split", "transfer_split", "TTPDProbe"]
+           "run_probe_experiment", "sign_agreement_matrix", "site_matrix", "stratified_split", "transfer_split", "TTPDProbe",
+           "DistractorResult", "PolarityScore", "add_distractor", "ccs_distractor_test", "polarity_split"]

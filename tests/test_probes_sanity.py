@@ -1,0 +1,113 @@
+"""Probe sanity checks on planted data: CCS picks a planted distractor; the polarity split exposes a probe
+that learned truth x polarity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from veracity.probes.sanity import add_distractor, ccs_distractor_test, polarity_split
+
+CCS_FAST = dict(n_restarts=4, epochs=300, lr=1e-2)
+
+
+def contrast_pairs(n=240, d=10, truth=1.0, noise=1.0, seed=0):
+    """x+- = base +- c * truth * t + noise, c = +1 when the Yes side is true: truth is a CCS solution."""
+    rng = np.random.default_rng(seed)
+    t = np.zeros(d)
+    t[0] = 1.0
+    y = rng.integers(0, 2, n)
+    c = 2 * y - 1
+    base = rng.normal(size=(n, d)) * 2
+    P = base + (c * truth)[:, None] * t + noise * rng.normal(size=(n, d)) * 0.3
+    Q = base - (c * truth)[:, None] * t + noise * rng.normal(size=(n, d)) * 0.3
+    return torch.tensor(P, dtype=torch.float32), torch.tensor(Q, dtype=torch.float32), y, torch.tensor(t)
+
+
+def test_add_distractor_is_a_consistent_binary_feature():
+    P, Q, y, _ = contrast_pairs()
+    P2, Q2, z, d = add_distractor(P, Q, strength=2.0, seed=3)
+    assert set(z.tolist()) == {0, 1} and d.shape == (1, 10)
+    delta = ((P2 - P).double() @ d[0].double())
+    # one side +s/2 d, the other -s/2 d, sign by z; nothing orthogonal to d changes
+    np.testing.assert_allclose(((Q2 - Q).double() @ d[0].double()).numpy(), -delta.numpy(), atol=1e-4)
+    assert bool(((delta > 0) == z.bool()).all())
+    resid = (P2 - P).double() - delta[:, None] * d[0].double()
+    assert resid.abs().max() < 1e-4
+    both = torch.cat([P, Q]).double()
+    rms = float((both - both.mean(0)).pow(2).sum(-1).mean().sqrt())
+    np.testing.assert_allclose(delta.abs().numpy(), rms, rtol=1e-4)  # strength 2 -> |shift| = rms per side
+
+
+def test_ccs_picks_the_planted_distractor():
+    P, Q, y, t = contrast_pairs(seed=1)
+    res = ccs_distractor_test(P, Q, y, strength=3.0, seed=0, truth_direction=t, **CCS_FAST)
+    # clean pairs: CCS finds truth
+    assert res.clean_acc_truth[0] > 0.9 and res.clean_cos_truth[0] > 0.8
+    # with a prominent distractor it finds the distractor instead
+    assert res.picks == ["distractor"]
+    assert res.acc_distractor[0] > 0.9 and res.acc_truth[0] < 0.75
+    assert res.cos_distractor[0] > 0.8 and res.cos_distractor[0] > res.cos_truth[0]
+
+
+def test_ccs_distractor_batched_groups_and_weak_distractor():
+    P, Q, y, t = contrast_pairs(seed=2)
+    res = ccs_distractor_test(torch.stack([P, P], 1), torch.stack([Q, Q], 1), y, strength=0.05, seed=0, **CCS_FAST)
+    assert len(res.picks) == 2 and res.picks == ["truth", "truth"]  # a faint distractor does not win
+    assert min(res.acc_truth) > 0.9
+
+
+def planted_polarity(n_per_cell=100, d=16, seed=0):
+    rng = np.random.default_rng(99)
+    q, _ = np.linalg.qr(rng.normal(size=(d, 3)))
+    t_g, t_p, pol_dir = q[:, 0], 2.0 * q[:, 1], q[:, 2]
+    rng = np.random.default_rng(seed)
+    X, y, pol = [], [], []
+    for p in (1, -1):
+        for tau in (1, -1):
+            X.append(p * pol_dir + tau * t_g + tau * p * t_p + 0.3 * rng.normal(size=(n_per_cell, d)))
+            y += [int(tau > 0)] * n_per_cell
+            pol += [p] * n_per_cell
+    return np.concatenate(X).astype(np.float32), np.array(y), np.array(pol)
+
+
+def test_polarity_split_exposes_truth_times_polarity():
+    X, y, pol = planted_polarity()
+    rows = polarity_split(torch.tensor(X), y, pol, methods=("logistic", "mass-mean", "ttpd"), seed=0)
+    acc = {(r.method, r.train, r.test): r.accuracy for r in rows}
+    assert len(rows) == 3 * 3 * 2
+    for m in ("logistic", "mass-mean"):
+        assert acc[(m, "affirmative", "affirmative")] > 0.95 and acc[(m, "affirmative", "negated")] < 0.1
+        assert acc[(m, "negated", "negated")] > 0.95 and acc[(m, "negated", "affirmative")] < 0.1
+    assert acc[("ttpd", "both", "negated")] > 0.95 and acc[("ttpd", "both", "affirmative")] > 0.95
+    skipped = [r for r in rows if r.method == "ttpd" and r.train != "both"]
+    assert all(r.accuracy is None and "both polarities" in r.note for r in skipped)
+    # every score is on the same held-out rows of its test polarity
+    n_test = {r.test: r.n_test for r in rows}
+    assert n_test["affirmative"] == n_test["negated"] == 40
+
+
+def test_polarity_split_matches_a_hand_fit():
+    """affirmative -> negated equals fitting the same probe on the same rows by hand."""
+    from veracity.probes import MassMeanProbe
+    from veracity.probes.splits import stratified_split
+
+    X, y, pol = planted_polarity(n_per_cell=30, seed=4)
+    rows = polarity_split(torch.tensor(X), y, pol, methods=("mass-mean",), seed=5)
+    strata = np.unique([f"{p}:{l}" for p, l in zip(pol, y)], return_inverse=True)[1]
+    sp = stratified_split(strata.tolist(), 0.2, 5)
+    test = np.zeros(len(y), bool)
+    test[sp.test_idx] = True
+    tr, te = ~test & (pol == 1), test & (pol == -1)
+    want = MassMeanProbe().fit(torch.tensor(X[tr]), y[tr]).score(torch.tensor(X[te]), y[te])
+    got = next(r.accuracy for r in rows if r.train == "affirmative" and r.test == "negated")
+    assert got == pytest.approx(want)
+
+
+def test_polarity_split_errors():
+    X, y, pol = planted_polarity(n_per_cell=10)
+    with pytest.raises(ValueError, match="polarity"):
+        polarity_split(torch.tensor(X), y, np.ones(len(y)))
+    with pytest.raises(ValueError, match="unknown probe method"):
+        polarity_split(torch.tensor(X), y, pol, methods=("nope",))
