@@ -191,16 +191,59 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype="float32", device: str | None 
         return _load_hf(str(converted_gguf_dir(gemma3_gguf_path())), name, torch_dtype, device, device_map, True)
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
-        if not path.is_file():
-            raise ModelNotAvailable(f"GGUF file not found: {path}")
-        return _load_hf(str(converted_gguf_dir(path)), name, torch_dtype, device, device_map, True)
+        check_gguf(path)
+        try:
+            folder = converted_gguf_dir(path)
+        except Exception as e:  # the GGUF reader fails in many ways on a damaged file
+            raise ModelNotAvailable(f"{path} could not be read as a GGUF model ({type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+        return _load_hf(str(folder), name, torch_dtype, device, device_map, True)
     if path.is_dir():
-        if not (path / "config.json").exists():
-            raise ModelNotAvailable(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
+        check_model_folder(path)
         return _load_hf(str(path), name, torch_dtype, device, device_map, True)
-    if path.suffix or name.startswith((".", "/", "~")):
-        raise ModelNotAvailable(f"no such model file or folder: {path}")
+    if _looks_local(name):
+        raise ModelNotAvailable(f"no such model file or folder: {name} (no local folder by that name; "
+                                f"aliases: {', '.join(ALIASES)})")
     return _load_hf(name, name, torch_dtype, device, device_map, local_only=False)
+
+
+_FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json", ".txt", ".ggml", ".onnx")
+
+
+def _looks_local(name: str) -> bool:
+    """A name that is not sent to the hub: a path-like string, or one with no '/' (a mistyped alias;
+    hub ids are org/name) unless the hub cache already holds it."""
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or \
+            Path(name).suffix.lower() in _FILE_SUFFIXES:
+        return True
+    if "/" not in name:
+        return not _hub_cached(name)
+    return Path(name.split("/")[0]).is_dir()  # "models/x" with a local models/ folder: a missing path
+
+
+def check_gguf(path: Path) -> None:
+    """A .gguf path must be a file that starts with the GGUF magic (empty or other files: one line)."""
+    if not path.is_file():
+        raise ModelNotAvailable(f"GGUF file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[:4] != b"GGUF":
+        raise ModelNotAvailable(f"{path} is not a GGUF file ({'empty' if not head else 'no GGUF header'})")
+
+
+def check_model_folder(path: Path) -> None:
+    """A local model folder needs a config.json that is a JSON object naming a model_type."""
+    import json
+
+    cfg = path / "config.json"
+    if not cfg.exists():
+        raise ModelNotAvailable(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
+    try:
+        d = json.loads(cfg.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelNotAvailable(f"{cfg} is not valid JSON ({e})") from None
+    if not isinstance(d, dict) or "model_type" not in d:
+        raise ModelNotAvailable(f"{cfg} is not a Hugging Face model config (no model_type)")
 
 
 def _load_hf(source, name, dtype, device, device_map, local_only) -> LoadedModel:
@@ -212,9 +255,10 @@ def _load_hf(source, name, dtype, device, device_map, local_only) -> LoadedModel
     try:
         tok = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, TypeError, EnvironmentError) as e:
         if local_only:
-            raise
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelNotAvailable(f"could not load the model in {source}: {detail}") from None
         raise ModelNotAvailable(
             f"could not load {source!r} from the local Hugging Face cache or the hub ({type(e).__name__}). "
             "Offline? Pass a local model folder (with config.json) or a .gguf file path instead, "
