@@ -117,7 +117,13 @@ def judge_train(
         ["majority baseline", f"{100 * r.heldout_majority_baseline:.2f}%"],
         ["train rows / questions", f"{r.n_train} / {r.n_train_questions}"],
         ["held-out rows / questions", f"{r.n_heldout} / {r.n_heldout_questions}"],
-        ["C (validation)", f"{r.C} {r.validation_accuracy}"], ["seconds", f"{r.train_seconds:.1f}"]])
+        ["C (validation)", f"{r.C} {r.validation_accuracy}"], ["seconds", f"{r.train_seconds:.1f}"]]
+        + ([["held-out accuracy without the degeneration cap", f"{100 * r.heldout_accuracy_without_cap:.2f}%"]]
+           if r.heldout_accuracy_without_cap is not None else [])
+        + ([["synthetic degenerate answers rated negative",
+             f"{100 * r.degenerate['rated_negative']:.2f}% of {r.degenerate['n']} "
+             + " ".join(f"{k} {100 * v:.1f}%" for k, v in r.degenerate.get("per_kind", {}).items())]]
+           if r.degenerate and r.degenerate.get("n") else []))
 
 
 @judge_app.command("eval")
@@ -148,6 +154,11 @@ def judge_eval(
     rows += [["recomputed accuracy", f"{100 * r['accuracy']:.2f}% on {r['n']} answers"],
              ["true positive rate", f"{100 * (r['true_positive_rate'] or 0):.2f}%"],
              ["true negative rate", f"{100 * (r['true_negative_rate'] or 0):.2f}%"]]
+    d = r.get("degenerate")
+    if d and d.get("n"):
+        rows.append(["synthetic degenerate answers rated negative",
+                     f"{100 * d['rated_negative']:.2f}% of {d['n']} "
+                     + " ".join(f"{k} {100 * v:.1f}%" for k, v in d["per_kind"].items())])
     print_table(f"{kind} judge {j.describe().get('path') or j.name}", ["key", "value"], rows)
 
 

@@ -1,0 +1,286 @@
+"""Local judges: stored without pickles (the boosted trees as node arrays, predicting exactly as scikit-learn),
+crafted pickles refused without running them, the info judge's degeneration cap; the OpenAI-compatible
+judge never follows a redirect (the API key must not reach another origin)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from veracity.evaluate import health
+from veracity.evaluate import judges as jg
+
+
+# ------------------------------------------------------------------------------------------- tree ensemble
+@pytest.mark.parametrize("setting", [(0.1, 30, 7), (0.05, 60, 31)])
+def test_tree_ensemble_equals_sklearn_predict_proba(setting):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 5))
+    X[:, 3] = np.round(X[:, 3])  # ties on thresholds
+    X[rng.random(600) < 0.1, 1] = np.nan  # missing values learn a side
+    y = ((X[:, 0] + np.nan_to_num(X[:, 1], nan=1.0) * X[:, 2]) > 0).astype(int)
+    lr, n, leaves = setting
+    m = HistGradientBoostingClassifier(learning_rate=lr, max_iter=n, max_leaf_nodes=leaves, random_state=0).fit(X, y)
+    t = jg.TreeEnsemble.from_sklearn(m)
+    Xt = rng.normal(size=(300, 5))
+    Xt[::5, 1] = np.nan
+    Xt[::7, 3] = np.round(Xt[::7, 3])
+    Xt[0] = [m._predictors[0][0].nodes["num_threshold"][0]] * 5  # exactly on a threshold
+    np.testing.assert_array_equal(t.predict_proba(Xt), m.predict_proba(Xt))
+    np.testing.assert_array_equal(t.raw(Xt), m.decision_function(Xt))
+
+
+def test_tree_ensemble_save_load_roundtrip(tmp_path):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(200, 3)), rng.integers(0, 2, 200)
+    t = jg.TreeEnsemble.from_sklearn(HistGradientBoostingClassifier(max_iter=10).fit(X, y))
+    t.save(tmp_path / "b.npz")
+    u = jg.TreeEnsemble.load(tmp_path / "b.npz")
+    np.testing.assert_array_equal(u.predict_proba(X), t.predict_proba(X))
+    with pytest.raises(ValueError, match="expects 3 features"):
+        u.predict_proba(X[:, :2])
+
+
+# ----------------------------------------------------------------------------------- pickles are refused
+class _Boom:
+    """Unpickling this writes a marker file: proof that a pickle was executed."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def small_judge(tmp_path_factory, data_dir):
+    p = tmp_path_factory.mktemp("j") / "info.jsonl"
+    lines = (data_dir / "truthfulqa" / "finetune_info.jsonl").read_text().splitlines()[:900]
+    p.write_text("\n".join(lines) + "\n")
+    j = jg.train_local_judge("info", data_dir, labels_path=p, seed=3, Cs=(1.0,), boosters=((0.1, 30, 7),))
+    return j, p
+
+
+def test_saved_judge_holds_no_pickle(small_judge, tmp_path):
+    j, labels = small_judge
+    folder = j.save(tmp_path / "info")
+    assert sorted(x.name for x in folder.iterdir()) == ["booster.npz", "judge.json", "references.json", "weights.npz"]
+    meta = json.loads((folder / "judge.json").read_text())
+    assert meta["format"] == jg.JUDGE_FORMAT and meta["booster"] == "booster.npz"
+    for f in ("booster.npz", "weights.npz"):  # plain numeric arrays: loadable with pickles disallowed
+        with np.load(folder / f, allow_pickle=False) as z:
+            assert all(z[k].dtype != object for k in z.files)
+    k = jg.LocalJudge.load(folder)
+    qs, ans, _ = jg.read_labels("info", path=labels)
+    np.testing.assert_array_equal(k.score(qs[:50], ans[:50]), j.score(qs[:50], ans[:50]))
+
+
+def test_crafted_pickle_is_refused_not_executed(small_judge, tmp_path):
+    j, _ = small_judge
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Boom(str(marker)))
+    pickle.loads(pickle.dumps(_Boom(str(tmp_path / "control"))))  # the payload does run when unpickled ...
+    assert (tmp_path / "control").exists()
+
+    # 1. judge.json names a pickled booster (the format veracity used to write)
+    a = j.save(tmp_path / "a")
+    (a / "booster.pkl").write_bytes(payload)
+    meta = json.loads((a / "judge.json").read_text())
+    meta.update(booster="booster.pkl", format="veracity-local-judge/2")
+    (a / "judge.json").write_text(json.dumps(meta))
+    with pytest.raises(jg.UnsafeJudgeFile, match="pickle"):
+        jg.LocalJudge.load(a)
+    with pytest.raises(jg.UnsafeJudgeFile):
+        jg.get_judge(f"local:{a}", "info")
+    # 2. an old-format folder with booster.pkl beside it
+    b = j.save(tmp_path / "b")
+    (b / "booster.npz").unlink()
+    (b / "booster.pkl").write_bytes(payload)
+    meta = json.loads((b / "judge.json").read_text())
+    meta.update(booster=None, format="veracity-local-judge/2")
+    (b / "judge.json").write_text(json.dumps(meta))
+    with pytest.raises(jg.UnsafeJudgeFile, match="booster.pkl"):
+        jg.LocalJudge.load(b)
+    # 3. pickles disguised as the npz files
+    for name in ("booster.npz", "weights.npz"):
+        c = j.save(tmp_path / f"c-{name}")
+        (c / name).write_bytes(payload)
+        with pytest.raises(ValueError):
+            jg.LocalJudge.load(c)
+    # 4. an npz holding an object array (a pickle inside)
+    d = j.save(tmp_path / "d")
+    np.savez(d / "booster.npz", feature=np.array([_Boom(str(marker))], dtype=object))
+    with pytest.raises(ValueError):
+        jg.LocalJudge.load(d)
+    assert not marker.exists()  # ... but never through a judge folder
+
+
+def test_cli_refuses_pickled_judge(small_judge, tmp_path):
+    from typer.testing import CliRunner
+
+    from veracity.cli.main import app
+
+    j, _ = small_judge
+    a = j.save(tmp_path / "judges" / "info")
+    meta = json.loads((a / "judge.json").read_text())
+    meta["booster"] = "booster.pkl"
+    (a / "judge.json").write_text(json.dumps(meta))
+    (a / "booster.pkl").write_bytes(pickle.dumps(_Boom(str(tmp_path / "pwned"))))
+    r = CliRunner().invoke(app, ["judge", "eval", "--kind", "info", "--judge-dir", str(tmp_path / "judges")])
+    assert r.exit_code == 2 and "pickle" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------------------------------------------- degeneration
+def test_info_judge_rates_degenerate_answers_uninformative(small_judge, data_dir):
+    j, _ = small_judge
+    assert j.degenerate_cap == jg.DEGENERATE_CAP and j.report.degenerate["rated_negative"] >= 0.95
+    import csv
+
+    with open(data_dir / "truthfulqa" / "eval_examples.csv", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    qs, ans = [], []
+    for r in rows[:120]:
+        for a in r["Examples: Informative"].split(";"):
+            qs.append(r["Question"])
+            ans.append(a.strip())
+    d = jg.degenerate_rating(j, qs, ans, seed=5)
+    assert d["n"] > 200 and d["rated_negative"] >= 0.95
+    assert all(v >= 0.95 for v in d["per_kind"].values())
+    # by construction: a degenerate answer scores at most the cap, others as without it
+    dq, da, _ = health.degenerate_answers(qs[:30], ans[:30], seed=2)
+    assert (j.score(dq, da) <= jg.DEGENERATE_CAP).all()
+    cap, j.degenerate_cap = j.degenerate_cap, None
+    try:
+        plain = j.score(qs, ans)
+    finally:
+        j.degenerate_cap = cap
+    deg = np.array([health.is_degenerate(a) for a in ans])
+    assert 0 < deg.sum() < 0.05 * len(ans)  # a few GPT-3 loops among the examples ("The sun is white." x 7)
+    capped = j.score(qs, ans)
+    np.testing.assert_array_equal(capped[~deg], plain[~deg])  # the others score as without the cap
+    np.testing.assert_array_equal(capped[deg], np.minimum(plain[deg], jg.DEGENERATE_CAP))
+    assert j.report.heldout_accuracy_without_cap is not None
+
+
+def test_truth_judge_has_no_cap(data_dir, tmp_path):
+    p = tmp_path / "truth.jsonl"
+    p.write_text("\n".join((data_dir / "truthfulqa" / "finetune_truth.jsonl").read_text().splitlines()[:400]) + "\n")
+    j = jg.train_local_judge("truth", data_dir, labels_path=p, seed=3, Cs=(1.0,), boosters=(None,))
+    assert j.degenerate_cap is None and jg.LocalJudge.load(j.save(tmp_path / "t")).degenerate_cap is None
+
+
+# ----------------------------------------------------------------------------------- redirects (openai)
+def _server(handler_cls):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("target", ["other-port", "same-origin"])
+def test_openai_judge_never_sends_the_key_along_a_redirect(code, target, tmp_path):
+    got: dict[str, list] = {"origin": [], "other": []}
+
+    class Other(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _any(self):
+            got["other"].append({"auth": self.headers.get("Authorization"), "path": self.path})
+            body = b'{"choices": []}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _any
+
+    other = _server(Other)
+    other_url = f"http://127.0.0.1:{other.server_address[1]}/steal"
+
+    class Origin(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _any(self):
+            got["origin"].append({"auth": self.headers.get("Authorization"), "path": self.path})
+            n = int(self.headers.get("Content-Length") or 0)
+            if n:
+                self.rfile.read(n)
+            self.send_response(code)
+            self.send_header("Location", other_url if target == "other-port" else "/v1/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _any
+
+    origin = _server(Origin)
+    try:
+        j = jg.OpenAIJudge("m", "truth", base_url=f"http://127.0.0.1:{origin.server_address[1]}/v1",
+                           api_key="sk-secret", cache=False, max_tries=3, backoff=0.0)
+        with pytest.raises(jg.JudgeError, match="redirect") as e:
+            j.score(["Q?"], ["A."])
+        assert e.value.status == code and "sk-secret" not in str(e.value)
+        assert [r["auth"] for r in got["origin"]] == ["Bearer sk-secret"]  # sent once, to the named origin
+        assert got["other"] == []  # nothing reached the redirect target
+        assert j.requests_sent == 1  # a redirect is not retried
+    finally:
+        for s in (origin, other):
+            s.shutdown()
+            s.server_close()
+
+
+# ----------------------------------------------------------------------------------------------- health
+def test_health_metrics_by_hand():
+    t = health.answer_tokens("No, no, NO. Don't  stop!")
+    assert t == ["no", "no", "no", "don't", "stop"]
+    # bigrams: (no,no) (no,no) (no,don't) (don't,stop) -> 3 distinct of 4
+    assert health.distinct_n(t, 2) == 0.75
+    assert health.distinct_n(["a"], 2) == 1.0
+    assert health.longest_repeated_ngram(t) == 2  # "no no" at positions 0 and 1
+    assert health.longest_repeated_ngram("a b c d".split()) == 0
+    assert health.longest_repeated_ngram("x a b c y a b c".split()) == 3
+    assert health.repeated_token_fraction(t) == 2 / 5
+    assert health.loop_coverage("i think a b a b a b".split(), 4) == 6 / 8
+    assert health.loop_coverage("a b a b".split(), 4) == 0.0  # two copies are not a loop
+    for r in ("I have no comment.", "No comment", "I have no comment. I have no comment.",
+              "I can\u2019t comment on that.", "I\u2019ve got no comment"):
+        assert health.is_refusal(r), r
+    for r in ("", "I have no comment, but the answer is 42.", "No.", "Paris"):
+        assert not health.is_refusal(r), r
+    assert health.is_degenerate("but " * 20) and health.is_degenerate("No, " * 12)
+    assert not health.is_degenerate("but but but")  # too short to tell
+    assert not health.is_degenerate("Nothing happens if you eat watermelon seeds; they pass through you.")
+    s = health.generation_health(["I have no comment.", "but " * 10, "Paris is the capital of France.", ""])
+    assert s["n"] == 4 and s["refusal_rate"] == 0.25 and s["empty_rate"] == 0.25 and s["degenerate_rate"] == 0.25
+    assert s["mean_words"] == (4 + 10 + 6 + 0) / 4
+    # per answer distinct-2: 1.0, 1/9, 1.0 (the empty answer has no bigram and is left out)
+    assert s["distinct_2"] == pytest.approx((1 + 1 / 9 + 1) / 3)
+    # corpus: bigrams 3 + 9 + 5 = 17, distinct 3 + 1 + 5 = 9
+    assert s["corpus_distinct_2"] == 9 / 17
+    assert s["mean_longest_repeat"] == (0 + 9 + 0 + 0) / 4 and s["max_longest_repeat"] == 9
+    assert health.generation_health([])["refusal_rate"] is None
+
+
+def test_degenerate_variants_are_built_from_the_answer():
+    rng = np.random.default_rng(0)
+    a = "Nothing happens if you eat watermelon seeds and swallow them"
+    for kind in health.DEGENERATION_KINDS:
+        for _ in range(20):
+            v = health.degenerate_variant(a, kind, rng)
+            assert set(v.replace(",", "").split()) <= set(a.split()) | {"but"}
+            assert health.is_degenerate(v), (kind, v)
+    with pytest.raises(ValueError):
+        health.degenerate_variant(a, "nope", rng)
