@@ -42,6 +42,15 @@ def _unpack(target):
     return target, ArchSpec.from_model(target), None
 
 
+def _fingerprint(target) -> str:
+    """The target's weights fingerprint (a `LoadedModel` caches it; a bare model is hashed here)."""
+    if hasattr(target, "fingerprint") and hasattr(target, "arch"):
+        return target.fingerprint
+    from ..models.loader import weights_fingerprint
+
+    return weights_fingerprint(target)
+
+
 def _module_name(model: torch.nn.Module, module: torch.nn.Module) -> str:
     for name, m in model.named_modules():
         if m is module:
@@ -97,7 +106,8 @@ def baked_state_dict(target, intervention: Intervention,
     """(state dict of the baked model, its config, how the bias was made to exist). Shares unchanged
     tensors with the original model; bias tensors are new."""
     model, arch, _ = _unpack(target)
-    intervention.check_model(arch)
+    # same shape is not enough: the fingerprint tells a tiny-llama fit from a same-shaped tiny-qwen2
+    intervention.check_model(arch, _fingerprint(target) if intervention.fingerprint else None)
     shifts = intervention.layer_shifts()
     first = arch.attn_out(model, 0)
     needs_bias = getattr(first, "bias", None) is None

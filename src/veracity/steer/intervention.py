@@ -20,6 +20,14 @@ from ..runs import to_jsonable, write_json_atomic
 FORMAT_VERSION = 1
 
 
+class InterventionError(ValueError):
+    """An intervention file that cannot be used (missing, corrupt, or fitted on another model)."""
+
+
+class InterventionMissing(InterventionError, FileNotFoundError):
+    """Its .json or .safetensors file does not exist."""
+
+
 @dataclass
 class Intervention:
     """ITI shift: for selected head k, alpha * sigmas[k] * directions[k] is added to head k's slice
@@ -86,12 +94,24 @@ class Intervention:
             v[h * self.head_dim:(h + 1) * self.head_dim] += s
         return out
 
-    def check_model(self, arch) -> None:
-        """Refuse a model of another shape (an intervention is tied to its model's heads)."""
+    @property
+    def fingerprint(self) -> str | None:
+        """Weights fingerprint of the model it was fitted on (`LoadedModel.fingerprint`; ITI fits record
+        it from their activation store), None when unknown (e.g. built by hand)."""
+        return self.provenance.get("model_fingerprint") or self.provenance.get("fingerprint")
+
+    def check_model(self, arch, fingerprint: str | None = None) -> None:
+        """Refuse a model of another shape (an intervention is tied to its model's heads) and, when both
+        fingerprints are known, a model with other weights (a same-shaped model is still another model)."""
         got = (arch.n_layers, arch.n_heads, arch.head_dim)
         want = (self.n_layers, self.n_heads, self.head_dim)
         if got != want:
-            raise ValueError(f"intervention fitted for (layers, heads, head_dim) = {want}, model has {got}")
+            raise InterventionError(f"intervention fitted for (layers, heads, head_dim) = {want}, model has {got}")
+        if fingerprint and self.fingerprint and fingerprint != self.fingerprint:
+            raise InterventionError(
+                f"intervention fitted on another model (fingerprint {self.fingerprint}"
+                f"{', ' + str(self.provenance['model']) if self.provenance.get('model') else ''}); this model's "
+                f"fingerprint is {fingerprint} (other weights, or another dtype): fit it on this model")
 
     # ------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -108,6 +128,7 @@ class Intervention:
         save_file(tensors, str(tmp), metadata={"format": "veracity-intervention", "version": str(FORMAT_VERSION)})
         tmp.replace(st)
         meta = {"format": "veracity-intervention", "version": FORMAT_VERSION, "alpha": self.alpha,
+                "model_fingerprint": self.fingerprint,
                 "n_layers": self.n_layers, "n_heads": self.n_heads, "head_dim": self.head_dim,
                 "k": self.k, "heads": self.heads, "sigmas": self.sigmas.tolist(),
                 "provenance": to_jsonable(self.provenance), "tensors": st.name}
@@ -121,13 +142,28 @@ class Intervention:
         base = Path(path)
         base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
         js, st = base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors")
-        if not js.exists() or not st.exists():
-            raise FileNotFoundError(f"intervention needs both {js} and {st}")
-        meta = json.loads(js.read_text())
-        if meta.get("format") != "veracity-intervention":
-            raise ValueError(f"{js} is not a veracity intervention")
-        t = load_file(str(st))
-        return cls(heads=[tuple(x) for x in t["heads"].tolist()], directions=t["directions"], sigmas=t["sigmas"],
-                   alpha=meta["alpha"], n_layers=meta["n_layers"], n_heads=meta["n_heads"],
-                   head_dim=meta["head_dim"], provenance=meta.get("provenance", {}),
-                   head_scores=t.get("head_scores"))
+        for f in (js, st):
+            if not f.is_file():
+                raise InterventionMissing(f"intervention file {f} not found (an intervention is NAME.json + "
+                                          "NAME.safetensors, from `veracity iti fit`)")
+        try:
+            meta = json.loads(js.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise InterventionError(f"{js} is not valid JSON ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != "veracity-intervention":
+            raise InterventionError(f"{js} is not a veracity intervention")
+        try:
+            t = load_file(str(st))
+        except Exception as e:  # safetensors raises its own error types on a damaged file
+            raise InterventionError(f"{st} is not a readable safetensors file ({e})") from None
+        try:
+            prov = dict(meta.get("provenance") or {})
+            if meta.get("model_fingerprint"):
+                prov.setdefault("model_fingerprint", meta["model_fingerprint"])
+            return cls(heads=[tuple(x) for x in t["heads"].tolist()], directions=t["directions"], sigmas=t["sigmas"],
+                       alpha=meta["alpha"], n_layers=meta["n_layers"], n_heads=meta["n_heads"],
+                       head_dim=meta["head_dim"], provenance=prov, head_scores=t.get("head_scores"))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            if isinstance(e, InterventionError):
+                raise
+            raise InterventionError(f"{base}: intervention files do not match ({type(e).__name__}: {e})") from None
