@@ -52,13 +52,100 @@ def user_error_types() -> tuple[type, ...]:
                  if m in sys.modules and hasattr(sys.modules[m], n))
 
 
+def option_name(key: str) -> str:
+    """The command-line spelling of parameter `key` of the running command (`num_heads` -> `--num-heads`)."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        for p in ctx.command.params:
+            if p.name == key and getattr(p, "opts", None):
+                return max(p.opts, key=len)
+    return "--" + key.replace("_", "-")
+
+
+def _param(key: str):
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.params.get(key)
+
+
+def _int_list(text: str, key: str) -> list[int]:
+    from ..validation import BadInput
+
+    try:
+        return [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise BadInput(f"{option_name(key)}: expected comma-separated integers, got {text!r}") from None
+
+
+def preflight(params: dict) -> None:
+    """Checks every command gets by option name, before its body runs (before anything is loaded or
+    created): counts >= 1, --limit >= 1, --folds >= 2, finite --alpha(s), fractions in (0, 1).
+    Raises `BadInput`. Model- and data-dependent checks: `check_model_options`, `check_question_count`."""
+    from .. import validation as v
+
+    for key, val in params.items():
+        if val is None or isinstance(val, bool):
+            continue
+        name = option_name(key)
+        if key in ("limit", "corpus_limit"):
+            v.check_limit(val, name)
+        elif key == "num_heads":
+            v.check_num_heads(val if isinstance(val, int) else _int_list(val, key), option=name)
+        elif key == "alpha":
+            v.check_finite(val, name)
+        elif key == "alphas":
+            try:
+                vals = [float(x) for x in str(val).split(",") if x.strip()]
+            except ValueError:
+                raise v.BadInput(f"{name}: expected comma-separated numbers, got {val!r}") from None
+            for a in vals:
+                v.check_finite(a, name)
+        elif key == "folds" and isinstance(val, int):
+            v.check_folds(val, option=name)
+        elif key in ("seeds", "shard_size", "n_restarts", "epochs", "gamma", "max_new_tokens", "eval_every",
+                     "sft_steps", "dpo_steps", "pairs_per_question") and isinstance(val, int):
+            v.check_positive(val, name)
+        elif key == "batch_size" and isinstance(val, int):
+            v.check_positive(val, name)
+        elif key in ("test_size", "heldout_frac") and isinstance(val, float):
+            v.check_fraction(val, name)
+        elif key in ("lr", "C", "temperature", "beta") and isinstance(val, float):
+            v.check_finite(val, name)
+            v.check_positive(val, name)
+
+
+def check_model_options(lm) -> None:
+    """The running command's model-dependent options against a loaded model, before any work:
+    every --num-heads K at most layers x heads."""
+    from ..validation import check_num_heads
+
+    k = _param("num_heads")
+    if k is not None:
+        ks = k if isinstance(k, int) else _int_list(k, "num_heads")
+        check_num_heads(ks, lm.arch.n_layers, lm.arch.n_heads, option=option_name("num_heads"))
+
+
+def check_question_count(n: int) -> None:
+    """The running command's --folds against the number of questions it will split."""
+    from ..validation import check_folds
+
+    folds = _param("folds")
+    if isinstance(folds, int):
+        check_folds(folds, n, option=option_name("folds"))
+
+
 def guarded(fn):
-    """A command that turns the library's user errors into `error: ...` and exit 2 (no traceback)."""
+    """A command that runs `preflight` on its options and turns the library's user errors into
+    `error: ...` and exit 2 (no traceback)."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            preflight(kwargs)
             return fn(*args, **kwargs)
         except Exception as e:  # typer.Exit is not an Exception subclass of these types: passes through
             if isinstance(e, user_error_types()):
