@@ -39,6 +39,9 @@ def capture_command(
 
     if dtype not in _DTYPES:
         fail(f"--dtype must be one of {', '.join(_DTYPES)}")
+    from ..runs import check_out_folder
+
+    check_out_folder(out, "capture", overwrite=overwrite, resume=not overwrite)  # before loading anything
     try:
         batch_size = parse_batch_size(batch_size)
     except ValueError as e:

@@ -64,7 +64,7 @@ def _plot_geometry(run, exp, name: str = "cosine_heatmap.png") -> None:
 
 def probe_command(
     acts: Path = typer.Option(..., "--acts", help="Capture store (from `veracity capture`)."),
-    site: str = typer.Option("resid", "--site", help="resid | mlp | heads"),
+    site: Optional[str] = typer.Option(None, "--site", help="resid (default) | mlp | heads"),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated, negatives count from the end; default all."),
     methods: str = typer.Option("logistic,mlp-tiny,mlp-small,mlp-medium,mass-mean", "--methods",
                                 help="logistic, mlp-tiny, mlp-small, mlp-medium, mass-mean, mass-mean-cov, random"),
@@ -85,11 +85,19 @@ def probe_command(
     from ..probes import SPLIT_KINDS, head_accuracy_matrix, run_probe_experiment, site_matrix
     from ..runs import RunExists, RunFolder
 
-    store = _open_store(acts)
-    layer_list = parse_int_list(layers)
-    method_list = parse_str_list(methods)
+    from ..validation import BadInput, check_layers
+
+    if heads and site not in (None, "heads"):
+        raise BadInput(f"--heads probes the heads.* sites; drop --site {site}")
+    if test_acts is not None and split != "transfer":
+        raise BadInput(f"--test-acts is only used by --split transfer (got --split {split})")
+    site = site or "resid"
     if split not in SPLIT_KINDS:
         fail(f"--split must be one of {', '.join(SPLIT_KINDS)}")
+    store = _open_store(acts)
+    layer_list = parse_int_list(layers)
+    check_layers(layer_list, store.n_layers)
+    method_list = parse_str_list(methods)
     if store.labels is None:
         fail(f"{acts} has no labels; capture a labelled data set")
     cfg = {"acts": str(acts), "site": "heads" if heads else site, "layers": layers, "methods": method_list,
@@ -97,7 +105,7 @@ def probe_command(
            "test_acts": str(test_acts) if test_acts else None, "model": store.manifest["model"]["name"],
            "dataset": store.manifest["dataset"]["name"]}
     try:
-        run = RunFolder(out, "probe", cfg, overwrite=overwrite, seed=0)
+        run = RunFolder(out, "probe", cfg, overwrite=overwrite, seed=0, defer=True)  # created on first write
     except RunExists as e:
         fail(str(e))
 
@@ -208,7 +216,7 @@ def ccs_command(
     cfg = {"model": model, "dataset": dataset, "layers": layers, "limit": limit, "test_size": test_size,
            "n_restarts": n_restarts, "epochs": epochs, "lr": lr, "acts": str(acts) if acts else None}
     try:
-        run = RunFolder(out, "ccs", cfg, overwrite=overwrite, seed=seed)
+        run = RunFolder(out, "ccs", cfg, overwrite=overwrite, seed=seed, defer=True)
     except RunExists as e:
         fail(str(e))
     lm = None
@@ -217,9 +225,15 @@ def ccs_command(
             lm = load(model, device=device)
         except ModelNotAvailable as e:
             fail(str(e))
+    from ..validation import check_layers
+
+    layer_list = parse_int_list(layers)
     n = len(x_plus)
     if acts is None:
         from ..capture import capture
+
+        check_layers(layer_list, lm.arch.n_layers)  # before capturing every layer
+        run.start()
 
         acts = out / "acts"
         store = capture(lm, x_plus + x_minus, "resid", positions="last", batch_size=batch_size, out=acts,
@@ -229,7 +243,8 @@ def ccs_command(
         store = _open_store(acts)
         if store.n_rows != 2 * n:
             fail(f"{acts} has {store.n_rows} rows; expected {2 * n} (x+ then x- for {n} pairs of {dataset})")
-    X, absl = site_matrix(store, "resid", parse_int_list(layers))
+        check_layers(layer_list, store.n_layers)
+    X, absl = site_matrix(store, "resid", layer_list)
     scores = None
     if zero_shot and lm is not None:
         console.print("zero-shot: scoring P(Yes) vs P(No) with the model")
