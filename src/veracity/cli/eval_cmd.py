@@ -69,6 +69,11 @@ def eval_truthfulqa(
         fail(f"--protocol must be one of {', '.join(PROTOCOLS)}")
     if set(mets) - set(METRICS):
         fail(f"--metrics: unknown {sorted(set(mets) - set(METRICS))}; choose from {', '.join(METRICS)}")
+    if judge == "none" and not [m for m in mets if m != "judge"]:
+        fail("--metrics judge with --judge none measures nothing; pick a judge or other --metrics")
+    from ..runs import check_out_folder
+
+    check_out_folder(out, "eval", overwrite=overwrite)  # before loading anything
     cfg = EvalConfig(model=model, protocol=protocol, metrics=mets, judge=judge, folds=folds, seed=seed, limit=limit,
                      instruction=instruction, gen_style=gen_style, max_new_tokens=max_new_tokens, lm_source=lm_source,
                      n_docs=n_docs, max_tokens=max_tokens, batch_size=batch_size)
@@ -83,6 +88,9 @@ def eval_truthfulqa(
         lm = load(model, device=device)
     except ModelNotAvailable as e:
         fail(str(e))
+    from .common import check_question_count
+
+    check_question_count(len(items[:limit] if limit else items))
     try:
         res = run_truthfulqa_eval(lm, items, cfg, truth_judge=truth_j, info_judge=info_j, data_dir=data_dir,
                                   out=out, overwrite=overwrite, log=lambda m: console.print(f"[dim]{m}[/dim]"))
