@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_str_list, print_table
+from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_int_list, parse_str_list, print_table
 
 _COLS = [("MC1", "mc1"), ("MC2", "mc2"), ("True", "true"), ("Info", "info"), ("True*Info", "true_info"),
          ("CE Loss", "ce_loss"), ("KL wrt Orig", "kl"), ("train s", "train_s"), ("ITI fit s", "iti_fit_s"),
@@ -42,7 +42,7 @@ def _items(data_dir, limit):
 
 def compare_cmd(model: str = ModelOpt,
                 methods: str = typer.Option("baseline,instruction,few-shot,system,lora-sft,dpo,iti,few-shot+iti,dpo+iti",
-                                            "--methods", help="Comma-separated: prompts, trainers, iti and '+' combinations."),
+                                            "--methods", help="Comma-separated: prompts, trainers, a steering method (iti, caa, lat) and '+' combinations."),
                 folds: int = typer.Option(2, "--folds"), seed: int = typer.Option(0, "--seed"),
                 limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
                 judge: str = typer.Option("none", "--judge", help="none | local | hf:<id> | openai:<model> | openai-chat:<model>"),
@@ -54,6 +54,9 @@ def compare_cmd(model: str = ModelOpt,
                 batch_size: int = typer.Option(8, "--train-batch-size"),
                 pairs_per_question: int = typer.Option(3, "--pairs-per-question"),
                 num_heads: int = typer.Option(48, "--num-heads", "-k"), alpha: float = typer.Option(15.0, "--alpha"),
+                residual_layers: Optional[str] = typer.Option(None, "--residual-layers", help="caa/lat: decoder layers whose output is shifted (comma-separated, negatives from the end; default the middle layer)."),
+                residual_alpha: float = typer.Option(1.0, "--residual-alpha", help="caa/lat: multiplier of the fitted vector."),
+                residual_normalize: str = typer.Option("raw", "--residual-normalize", help="caa/lat vector scale: raw (class-mean difference) | sigma (alpha in std of the projections) | unit."),
                 ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
                 acts: Optional[Path] = typer.Option(None, "--acts", help="The original model's ITI activation store."),
                 out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
@@ -68,6 +71,11 @@ def compare_cmd(model: str = ModelOpt,
     from ..steer.methods import MethodSettings, parse_method
 
     names = parse_str_list(methods)
+    from ..steer.residual import NORMALIZE
+
+    if residual_normalize not in NORMALIZE:
+        fail(f"--residual-normalize must be one of {', '.join(NORMALIZE)}")
+    res_layers = parse_int_list(residual_layers)
     try:
         names = [parse_method(m).name for m in names]
         judge = with_base_url(judge, judge_base_url)  # "openai:<model>@<url>", recorded with the judge
@@ -77,7 +85,9 @@ def compare_cmd(model: str = ModelOpt,
         sft=TrainConfig(lora=True, lr=lr, max_steps=sft_steps, batch_size=batch_size, max_length=384, seed=seed),
         dpo=DPOConfig(beta=beta, train=TrainConfig(lora=True, lr=lr, max_steps=dpo_steps,
                                                    batch_size=max(1, batch_size // 2), max_length=384, seed=seed)),
-        pairs_per_question=pairs_per_question, iti_k=num_heads, iti_alpha=alpha, seed=seed)
+        pairs_per_question=pairs_per_question, iti_k=num_heads, iti_alpha=alpha, seed=seed,
+        residual_layers=tuple(res_layers) if res_layers else None, residual_alpha=residual_alpha,
+        residual_normalize=residual_normalize)
     cfg = CompareConfig(methods=names, n_folds=folds, seed=seed, protocol=protocol, judge=judge, ce_texts=ce_texts,
                         limit=limit, settings=settings)
     run = RunFolder(out, "compare-interventions", {"model": model, "data": "truthfulqa", "methods": names,

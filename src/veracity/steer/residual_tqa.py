@@ -1,0 +1,96 @@
+"""CAA and LAT fitted on one fold of TruthfulQA, on the rows ITI probes.
+
+Rows: the ITI data set (``truthfulqa-iti-mc2`` by default: ``Q: {question} A: {choice}``, label = the
+choice is true), the output of every decoder layer (``resid.*``) at the last token, captured once per
+model into a store (default: the veracity cache, keyed by the weights' fingerprint and the rows' content
+hash) and reused by every fold and method. Per fold only the training questions' rows are used:
+- ``caa``: mean(true rows) - mean(false rows) (`fit_diff_means`);
+- ``lat``: contrast pairs of a true and a false answer to the same training question (`pair_by_group`,
+  seeded), then the first principal component of their differences (`fit_lat`).
+Layers: by default the middle decoder layer (n_layers // 2), a common single-layer choice for
+residual steering; any list can be given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .residual import ResidualSteer, fit_diff_means, fit_lat, pair_by_group
+
+RESIDUAL_METHODS = ("caa", "lat")
+
+
+@dataclass
+class ResidualData:
+    """X [N, L, D] (store dtype, every decoder layer), labels [N] (1 = true answer), question [N]."""
+
+    X: torch.Tensor
+    labels: torch.Tensor
+    question: np.ndarray
+    source: dict = field(default_factory=dict)
+
+
+def load_residual_data(lm, data_dir: str | Path | None = None, limit: int | None = None,
+                       acts: str | Path | None = None, batch_size: int = 32, progress: bool = False,
+                       data: str = "tqa-mc2") -> ResidualData:
+    """Capture (or reopen) resid.* at the last token of every ITI row for this model.
+    `limit`: only questions with CSV index < limit (the evaluation driver's --limit)."""
+    from ..capture import capture_dataset
+    from ..data import get_dataset
+    from ..data.registry import TextDataset
+    from ..models import cache_dir
+    from .iti import DATA, DATASET_NAMES
+
+    if data not in DATA:
+        raise ValueError(f"data must be one of {', '.join(DATA)}, got {data!r}")
+    ds = get_dataset(DATASET_NAMES[data], data_dir=data_dir)
+    if limit is not None:
+        keep = [i for i, m in enumerate(ds.meta) if m["question_index"] < limit]
+        ds = TextDataset(f"{ds.name}:first{limit}", [ds.texts[i] for i in keep],
+                         None if ds.labels is None else [ds.labels[i] for i in keep],
+                         [ds.groups[i] for i in keep], [ds.meta[i] for i in keep])
+    out = Path(acts) if acts else cache_dir() / "resid-acts" / f"{lm.fingerprint}-{ds.content_hash}"
+    store = capture_dataset(lm, ds, "resid", positions="last", out=out, batch_size=batch_size,
+                            dtype=torch.float16, progress=progress)
+    return ResidualData(X=store.stack("resid"), labels=torch.as_tensor(ds.labels).long(),
+                        question=np.asarray([m["question_index"] for m in ds.meta]),
+                        source={"store": str(out), "dataset": ds.name, "content_hash": ds.content_hash,
+                                "data": data, "limit": limit, "model": lm.name, "model_fingerprint": lm.fingerprint})
+
+
+def fit_residual(data: ResidualData, train_questions: Sequence[int], method: str, layers: Sequence[int] | None = None,
+                 alpha: float = 1.0, normalize: str = "raw", seed: int = 0, fold: int | None = None) -> ResidualSteer:
+    """A `method` ("caa" | "lat") steer fitted on the rows of `train_questions` only."""
+    if method not in RESIDUAL_METHODS:
+        raise ValueError(f"residual method must be one of {', '.join(RESIDUAL_METHODS)}, got {method!r}")
+    n_layers = data.X.shape[1]
+    layers = [n_layers // 2] if layers is None else [l + n_layers if l < 0 else int(l) for l in layers]
+    bad = [l for l in layers if not 0 <= l < n_layers]
+    if bad:
+        raise ValueError(f"residual layers {bad} out of range for a {n_layers}-layer model")
+    rows = np.flatnonzero(np.isin(data.question, np.asarray(list(train_questions))))
+    if len(rows) == 0:
+        raise ValueError("no rows for the training questions")
+    X = data.X[torch.as_tensor(rows)][:, layers].float()  # [n, len(layers), D]
+    y = data.labels[torch.as_tensor(rows)]
+    prov = {**data.source, "train_questions": sorted(int(q) for q in set(data.question[rows].tolist())),
+            "seed": int(seed)}
+    if fold is not None:
+        prov["fold"] = int(fold)
+    if method == "caa":
+        return fit_diff_means(X, y, normalize=normalize, act_layers=layers, alpha=alpha, provenance=prov)
+    pos, neg = pair_by_group(y, data.question[rows].tolist(), seed=seed)
+    return fit_lat(X[pos], X[neg], seed=seed, normalize=normalize, act_layers=layers, alpha=alpha, provenance=prov)
+
+
+def fit_residual_for_fold(lm, train_questions: Sequence[int], method: str, layers: Sequence[int] | None = None,
+                          alpha: float = 1.0, normalize: str = "raw", seed: int = 0, data_dir=None,
+                          limit: int | None = None, acts: str | Path | None = None, fold: int = 0) -> ResidualSteer:
+    """`fit_residual` on this model's (cached) resid activations of the ITI rows."""
+    data = load_residual_data(lm, data_dir=data_dir, limit=limit, acts=acts)
+    return fit_residual(data, train_questions, method, layers, alpha, normalize, seed, fold)
