@@ -1,9 +1,9 @@
 """CAA and LAT fitted on one fold of TruthfulQA, on the rows ITI probes.
 
-Rows: the ITI data set (``truthfulqa-iti-mc2`` by default: ``Q: {question} A: {choice}``, label = the
-choice is true), the output of every decoder layer (``resid.*``) at the last token, captured once per
-model into a store (default: the veracity cache, keyed by the weights' fingerprint and the rows' content
-hash) and reused by every fold and method. Per fold only the training questions' rows are used:
+Rows: the ITI data set (``truthfulqa-iti-mc2`` where registered, else ``truthfulqa-iti``: ``Q: {question}
+A: {answer}``, label = the answer is true), the output of every decoder layer (``resid.*``) at the last
+token, captured once per model into a store (default: the veracity cache, keyed by the weights'
+fingerprint and the rows' content hash) and reused by every fold and method. Per fold only the training questions' rows are used:
 - ``caa``: mean(true rows) - mean(false rows) (`fit_diff_means`);
 - ``lat``: contrast pairs of a true and a false answer to the same training question (`pair_by_group`,
   seeded), then the first principal component of their differences (`fit_lat`).
@@ -35,20 +35,28 @@ class ResidualData:
     source: dict = field(default_factory=dict)
 
 
+def default_dataset() -> str:
+    """ITI's probe rows: ``truthfulqa-iti-mc2`` (the original's tqa_mc2) where registered, else ``truthfulqa-iti``."""
+    from ..data.registry import list_datasets
+
+    names = {n for n, _ in list_datasets()}
+    return "truthfulqa-iti-mc2" if "truthfulqa-iti-mc2" in names else "truthfulqa-iti"
+
+
 def load_residual_data(lm, data_dir: str | Path | None = None, limit: int | None = None,
                        acts: str | Path | None = None, batch_size: int = 32, progress: bool = False,
-                       data: str = "tqa-mc2") -> ResidualData:
-    """Capture (or reopen) resid.* at the last token of every ITI row for this model.
+                       dataset: str | None = None) -> ResidualData:
+    """Capture (or reopen) resid.* at the last token of every row of `dataset` (default: ITI's rows,
+    `default_dataset`; any data set whose rows carry a ``question_index`` in their meta) for this model.
     `limit`: only questions with CSV index < limit (the evaluation driver's --limit)."""
     from ..capture import capture_dataset
     from ..data import get_dataset
     from ..data.registry import TextDataset
     from ..models import cache_dir
-    from .iti import DATA, DATASET_NAMES
 
-    if data not in DATA:
-        raise ValueError(f"data must be one of {', '.join(DATA)}, got {data!r}")
-    ds = get_dataset(DATASET_NAMES[data], data_dir=data_dir)
+    ds = get_dataset(dataset or default_dataset(), data_dir=data_dir)
+    if not ds.meta or "question_index" not in ds.meta[0]:
+        raise ValueError(f"{ds.name}: rows need a question_index (TruthfulQA answer rows)")
     if limit is not None:
         keep = [i for i, m in enumerate(ds.meta) if m["question_index"] < limit]
         ds = TextDataset(f"{ds.name}:first{limit}", [ds.texts[i] for i in keep],
@@ -60,7 +68,7 @@ def load_residual_data(lm, data_dir: str | Path | None = None, limit: int | None
     return ResidualData(X=store.stack("resid"), labels=torch.as_tensor(ds.labels).long(),
                         question=np.asarray([m["question_index"] for m in ds.meta]),
                         source={"store": str(out), "dataset": ds.name, "content_hash": ds.content_hash,
-                                "data": data, "limit": limit, "model": lm.name, "model_fingerprint": lm.fingerprint})
+                                "limit": limit, "model": lm.name, "model_fingerprint": lm.fingerprint})
 
 
 def fit_residual(data: ResidualData, train_questions: Sequence[int], method: str, layers: Sequence[int] | None = None,
