@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_int_list, parse_str_list, print_table
+from .common import (DataDirOpt, ModelOpt, OverwriteOpt, check_model_options, check_question_count, console, fail,
+                     parse_int_list, parse_str_list, print_table)
 
 _COLS = [("MC1", "mc1"), ("MC2", "mc2"), ("True", "true"), ("Info", "info"), ("True*Info", "true_info"),
          ("CE Loss", "ce_loss"), ("KL wrt Orig", "kl"), ("train s", "train_s"), ("ITI fit s", "iti_fit_s"),
@@ -25,9 +26,11 @@ def _load(model: str, device: Optional[str]):
     from ..models import ModelNotAvailable, load
 
     try:
-        return load(model, device=device)
+        lm = load(model, device=device)
     except ModelNotAvailable as e:
         fail(str(e))
+    check_model_options(lm)  # --num-heads against the model's heads, before any work
+    return lm
 
 
 def _items(data_dir, limit):
@@ -37,7 +40,9 @@ def _items(data_dir, limit):
         items = load_truthfulqa(data_dir)
     except DataError as e:
         fail(str(e))
-    return items[:limit] if limit else items
+    items = items[:limit] if limit else items
+    check_question_count(len(items))  # --folds (where the command has it)
+    return items
 
 
 def compare_cmd(model: str = ModelOpt,
@@ -92,7 +97,8 @@ def compare_cmd(model: str = ModelOpt,
                         limit=limit, settings=settings)
     run = RunFolder(out, "compare-interventions", {"model": model, "data": "truthfulqa", "methods": names,
                                                    "folds": folds, "limit": limit, "judge": judge,
-                                                   "protocol": protocol, "settings": settings}, resume=True, seed=seed)
+                                                   "protocol": protocol, "settings": settings}, resume=True, seed=seed,
+                    defer=True)  # checked now, created once the inputs are
     lm = _load(model, device)
     items = _items(data_dir, limit)
 
@@ -100,6 +106,7 @@ def compare_cmd(model: str = ModelOpt,
         console.print(msg)
         run.log(msg)
 
+    run.start()
     try:
         res = run_comparison(lm, items, cfg, run.path, data_dir=data_dir, log=log, acts=acts)
     except (RuntimeError, ValueError) as e:
@@ -141,7 +148,8 @@ def sycophancy_cmd(model: str = ModelOpt,
         fail(f"unknown data set {bad[0]!r}; use truthfulqa and/or true-false")
     cfg = SycophancyConfig(prompt=prompt, limit=limit, iti=iti, iti_k=num_heads, iti_alpha=alpha, seed=seed)
     try:
-        run = RunFolder(out, "sycophancy", {"model": model, "data": sets, "config": cfg}, overwrite=overwrite, seed=seed)
+        run = RunFolder(out, "sycophancy", {"model": model, "data": sets, "config": cfg}, overwrite=overwrite, seed=seed,
+                        defer=True)
     except RunExists as e:
         fail(str(e))
     lm = _load(model, device)
