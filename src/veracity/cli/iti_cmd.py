@@ -13,9 +13,12 @@ from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_int
 iti_app = typer.Typer(help="Inference-Time Intervention: fit, bake, validate, sweep.", no_args_is_help=True)
 
 DirectionOpt = typer.Option("com", "--direction", help="com | probe | random | ccs")
-SigmaOpt = typer.Option("train", "--sigma-from", help="train (the fold's training questions) | all (the original's leak)")
-ContigOpt = typer.Option(False, "--contiguous-folds", help="Contiguous folds as the original code (default: shuffled by seed).")
-SeedOpt = typer.Option(0, "--seed")
+SigmaOpt = typer.Option(None, "--sigma-from", help="train (default: the fold's training rows) | all (every question's probe rows) | original (honest_llama: the tqa_gen_end_q rows of every question, torch.std N-1)")
+ContigOpt = typer.Option(False, "--contiguous-folds", help="Contiguous folds in the multiple-choice order, as the original (default: shuffled by seed).")
+SeedOpt = typer.Option(None, "--seed", help="Seed of folds, splits and probes (default 0; 42 with --reproduce honest-llama).")
+DataOpt = typer.Option(None, "--data", help="ITI probe rows: tqa-mc2 (default, as the original: the MC2 choices of mc_task_v0.json) | csv (the CSV's Correct/Incorrect Answers)")
+MCShiftOpt = typer.Option(None, "--mc-shift-from", help="MC scoring: answer-start (default: every answer token's forward shifted) | legacy (the original's len(enc(prompt)) + 4)")
+ReproduceOpt = typer.Option(None, "--reproduce", help="honest-llama: every setting as likenneth/honest_llama's validate_2fold (data, sigma, folds, split, probes, tie order, MC shift, seed 42); prints what still differs.")
 ActsOpt = typer.Option(None, "--acts", help="Activation store (default: the veracity cache, one per model).")
 LimitOpt = typer.Option(None, "--limit", help="Only the first N questions (fit and evaluation).")
 JudgeOpt = typer.Option("none", "--judge", help="none | local | local:<folder> | hf:<id> | openai:<model> | openai-chat:<model>: the truth and info judges (local: trained by `veracity judge train`; openai: an OpenAI-compatible endpoint).")
@@ -42,22 +45,65 @@ def _load(model: str, device: Optional[str]):
         fail(str(e))
 
 
-def _iti_cfg(direction, sigma_from, seed, max_k=None):
+def _settings(reproduce, direction, data, sigma_from, contiguous, mc_shift_from, seed) -> dict:
+    """Every ITI reproduction setting, resolved: veracity's defaults, or the --reproduce preset (an explicit
+    option that contradicts the preset is refused). Keys: data, sigma_from, contiguous, split, ranking,
+    probe, mc_shift_from, seed, direction, reproduce, remaining_differences."""
+    from ..steer.apply import MC_SHIFT_FROM
+    from ..steer.iti import DATA, REMAINING_DIFFERENCES, REPRODUCE
+
+    if data is not None and data not in DATA:
+        fail(f"--data: expected one of {', '.join(DATA)}, got {data!r}")
+    if mc_shift_from is not None and mc_shift_from not in MC_SHIFT_FROM:
+        fail(f"--mc-shift-from: expected one of {', '.join(MC_SHIFT_FROM)}, got {mc_shift_from!r}")
+    if reproduce is None:
+        return {"data": data or "tqa-mc2", "sigma_from": sigma_from or "train", "contiguous": contiguous,
+                "split": "seeded", "ranking": "stable", "probe": "batched",
+                "mc_shift_from": mc_shift_from or "answer-start", "seed": 0 if seed is None else seed,
+                "direction": direction, "reproduce": None, "remaining_differences": []}
+    if reproduce not in REPRODUCE:
+        fail(f"--reproduce: expected one of {', '.join(REPRODUCE)}, got {reproduce!r}")
+    preset = REPRODUCE[reproduce]
+    for key, flag, given in (("data", "--data", data), ("sigma_from", "--sigma-from", sigma_from),
+                             ("mc_shift_from", "--mc-shift-from", mc_shift_from),
+                             ("direction", "--direction", direction)):
+        if given is not None and given != preset[key]:
+            fail(f"--reproduce {reproduce} sets {flag} {preset[key]}; drop {flag} {given}")
+    out = {k: v for k, v in preset.items() if k != "val_ratio"}
+    out.update(seed=preset["seed"] if seed is None else seed, reproduce=reproduce,
+               remaining_differences=list(REMAINING_DIFFERENCES[reproduce]))
+    return out
+
+
+def _say_preset(st: dict) -> None:
+    if st["reproduce"]:
+        console.print(f"--reproduce {st['reproduce']}: " + ", ".join(
+            f"{k}={st[k]}" for k in ("data", "sigma_from", "contiguous", "split", "ranking", "probe",
+                                     "mc_shift_from", "seed")))
+        console.print("deliberate differences that remain:")
+        for d in st["remaining_differences"]:
+            console.print(f"  - {d}")
+
+
+def _iti_cfg(direction, sigma_from, seed, max_k=None, st: dict | None = None):
     from ..steer.iti import ITIConfig
 
+    extra = {k: st[k] for k in ("split", "ranking", "probe")} if st else {}
     try:
-        return ITIConfig(direction=direction, sigma_from=sigma_from, seed=seed, max_k=max_k)
+        return ITIConfig(direction=direction, sigma_from=sigma_from, seed=seed, max_k=max_k, **extra)
     except ValueError as e:
         fail(str(e))
 
 
-def _data(lm, data_dir, limit, acts):
+def _data(lm, data_dir, limit, acts, st: dict | None = None):
     from ..data import DataError, load_truthfulqa
     from ..steer.iti import load_iti_data
     from ..steer.validate import restrict
 
+    st = st or {"data": "tqa-mc2", "sigma_from": "train", "seed": 0}
     try:
-        data = restrict(load_iti_data(lm, data_dir=data_dir, acts=acts, limit=limit), limit)
+        data = restrict(load_iti_data(lm, data_dir=data_dir, acts=acts, limit=limit, data=st["data"],
+                                      sigma_rows=st["sigma_from"] == "original", sigma_seed=st["seed"]), limit)
         items = load_truthfulqa(data_dir)
     except DataError as e:
         fail(str(e))
@@ -69,15 +115,20 @@ def _data(lm, data_dir, limit, acts):
 @iti_app.command("fit")
 def fit_cmd(model: str = ModelOpt, out: Path = typer.Option(..., "--out", "-o", help="Intervention path (writes .json + .safetensors)."),
             num_heads: int = typer.Option(48, "--num-heads", "-k"), alpha: float = typer.Option(15.0, "--alpha"),
-            direction: str = DirectionOpt, sigma_from: str = SigmaOpt, seed: int = SeedOpt,
+            direction: str = DirectionOpt, sigma_from: Optional[str] = SigmaOpt, seed: Optional[int] = SeedOpt,
+            data: Optional[str] = DataOpt, reproduce: Optional[str] = ReproduceOpt,
             limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt, data_dir: Optional[Path] = DataDirOpt,
             device: Optional[str] = typer.Option(None, "--device")) -> None:
     """Fit an intervention on every TruthfulQA question (nothing held out; use validate to measure)."""
     from ..steer.iti import fit
 
+    st = _settings(reproduce, direction, data, sigma_from, False, None, seed)
+    cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=num_heads, st=st)
+    _say_preset(st)
     lm = _load(model, device)
-    data, _ = _data(lm, data_dir, limit, acts)
-    iv = fit(data, _iti_cfg(direction, sigma_from, seed, max_k=num_heads), k=num_heads, alpha=alpha)
+    data_, _ = _data(lm, data_dir, limit, acts, st)
+    iv = fit(data_, cfg, k=num_heads, alpha=alpha)
+    iv.provenance.update(reproduce=st["reproduce"], remaining_differences=st["remaining_differences"])
     path = iv.save(out)
     print_table("top heads", ["layer", "head", "val acc", "sigma"],
                 [[l, h, float(iv.head_scores[l, h]), float(s)] for (l, h), s in zip(iv.heads[:10], iv.sigmas)])
@@ -117,11 +168,11 @@ def _judge_spec(judge: str, base_url: Optional[str]) -> str:
         fail(str(e))
 
 
-def _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts):
+def _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, mc_shift_from="answer-start"):
     from ..steer.validate import EvalConfig
 
     return EvalConfig(protocol=protocol, judge=judge, data_dir=str(data_dir) if data_dir else None,
-                      generate_positions=gen_positions, ce_texts=ce_texts)
+                      generate_positions=gen_positions, ce_texts=ce_texts, mc_shift_from=mc_shift_from)
 
 
 @iti_app.command("validate")
@@ -129,31 +180,43 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                  alpha: float = typer.Option(15.0, "--alpha"), direction: str = DirectionOpt,
                  folds: int = typer.Option(2, "--folds"), judge: str = JudgeOpt,
                  judge_base_url: Optional[str] = JudgeBaseUrlOpt, protocol: str = ProtocolOpt,
-                 sigma_from: str = SigmaOpt, contiguous_folds: bool = ContigOpt, seed: int = SeedOpt,
+                 sigma_from: Optional[str] = SigmaOpt, contiguous_folds: bool = ContigOpt,
+                 seed: Optional[int] = SeedOpt, data: Optional[str] = DataOpt,
+                 mc_shift_from: Optional[str] = MCShiftOpt, reproduce: Optional[str] = ReproduceOpt,
+                 baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also evaluate the plain model on each fold, so answers.csv / answers.jsonl hold every answer before and after ITI (skipped at alpha 0: the run is the baseline)."),
                  limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
                  ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
                  gen_positions: str = GenPosOpt, out: Path = typer.Option(..., "--out", "-o"),
                  data_dir: Optional[Path] = DataDirOpt, overwrite: bool = OverwriteOpt,
                  device: Optional[str] = typer.Option(None, "--device")) -> None:
     """k-fold ITI: fit on the other folds, evaluate the held-out questions (alpha 0 = baseline)."""
+    import json
+
     from ..runs import RunExists, RunFolder
-    from ..steer.validate import validate
+    from ..steer.validate import merge_answers, validate
 
     judge = _judge_spec(judge, judge_base_url)
-    cfg = _iti_cfg(direction, sigma_from, seed, max_k=num_heads)
+    st = _settings(reproduce, direction, data, sigma_from, contiguous_folds, mc_shift_from, seed)
+    cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=num_heads, st=st)
     try:
         run = RunFolder(out, "iti-validate", {"model": model, "data": "truthfulqa", "num_heads": num_heads,
                                               "alpha": alpha, "direction": direction, "folds": folds,
-                                              "judge": judge, "protocol": protocol, "sigma_from": sigma_from,
-                                              "contiguous_folds": contiguous_folds, "limit": limit}, overwrite=overwrite,
-                        seed=seed)
+                                              "judge": judge, "protocol": protocol, "sigma_from": st["sigma_from"],
+                                              "contiguous_folds": st["contiguous"], "limit": limit,
+                                              "iti_data": st["data"], "mc_shift_from": st["mc_shift_from"],
+                                              "split": st["split"], "ranking": st["ranking"], "probe": st["probe"],
+                                              "reproduce": st["reproduce"], "baseline": baseline,
+                                              "remaining_differences": st["remaining_differences"]},
+                        overwrite=overwrite, seed=st["seed"])
     except RunExists as e:
         fail(str(e))
+    _say_preset(st)
     lm = _load(model, device)
-    data, items = _data(lm, data_dir, limit, acts)
+    data_, items = _data(lm, data_dir, limit, acts, st)
     try:
-        res = validate(lm, data, items, cfg, num_heads, alpha, folds, contiguous_folds,
-                       _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts), out=run.path, log=run.log)
+        res = validate(lm, data_, items, cfg, num_heads, alpha, folds, st["contiguous"],
+                       _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, st["mc_shift_from"]),
+                       out=run.path, log=run.log, baseline=baseline)
     except RuntimeError as e:
         fail(str(e))
     for f in res.folds:
@@ -161,14 +224,21 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                     [[_fmt(f["metrics"].get(k)) for _, k in _COLS]])
     line = ", ".join(f"{c} {_fmt(res.summary.get(k))}" for c, k in _SUMMARY)
     console.print(f"alpha={alpha:g} K={num_heads} {direction}: {line}")
+    if res.summary_baseline:
+        console.print("baseline (plain model): " + ", ".join(f"{c} {_fmt(res.summary_baseline.get(k))}"
+                                                              for c, k in _SUMMARY))
     per_q = [dict(r, fold=f["fold"]) for f in res.folds for r in f["per_question"]]
     run.write_csv("per_question.csv", per_q)
-    answers = [dict(a, fold=f["fold"]) for f in res.folds for a in f.get("answers", [])]
+    answers = merge_answers(res.folds)
     if answers:
         run.write_csv("answers.csv", answers)
-    run.finish({"config": res.config, "folds": [{k: v for k, v in f.items() if k != "per_question"}
-                                                for f in res.folds],
-                "per_question": per_q, "summary": res.summary},
+        (run.path / "answers.jsonl").write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers),
+                                                encoding="utf-8")
+    run.finish({"config": dict(res.config, reproduce=st["reproduce"],
+                               remaining_differences=st["remaining_differences"]),
+                "folds": [{k: v for k, v in f.items() if k not in ("per_question", "answers", "baseline_answers")}
+                          for f in res.folds],
+                "per_question": per_q, "summary": res.summary, "summary_baseline": res.summary_baseline},
                headline={k: v for k, v in res.summary.items() if k in ("true_info", "mc2", "kl")})
 
 
@@ -179,7 +249,9 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
               judge_base_url: Optional[str] = JudgeBaseUrlOpt,
               protocol: str = ProtocolOpt, metric: str = typer.Option("true_info", "--metric",
                                                                        help="Pick the best by: true_info, mc2, mc1, true, kl, ce_loss"),
-              sigma_from: str = SigmaOpt, contiguous_folds: bool = ContigOpt, seed: int = SeedOpt,
+              sigma_from: Optional[str] = SigmaOpt, contiguous_folds: bool = ContigOpt,
+              seed: Optional[int] = SeedOpt, data: Optional[str] = DataOpt,
+              mc_shift_from: Optional[str] = MCShiftOpt, reproduce: Optional[str] = ReproduceOpt,
               limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
               ce_texts: int = typer.Option(100, "--ce-texts"), gen_positions: str = GenPosOpt,
               executor: str = typer.Option("local", "--executor",
@@ -206,15 +278,13 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
     judge = _judge_spec(judge, judge_base_url)
     runner = None  # default: the local executor
     if executor == "ray":
-        from rich.markup import escape
-
         from ..steer.executors import RayExecutor
 
         try:  # before loading anything: a missing Ray fails at once
             runner = RayExecutor(model, workers=ray_workers, gpus_per_worker=ray_gpus, cpus_per_worker=ray_cpus,
                                  address=ray_address)
         except (RuntimeError, ValueError) as e:
-            fail(escape(str(e)))
+            fail(str(e))  # fail() escapes markup itself
     elif executor != "local":
         fail(f"--executor: expected local or ray, got {executor!r}")
     try:
@@ -222,22 +292,28 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
     except ValueError:
         fail(f"--alphas: expected comma-separated numbers, got {alphas!r}")
     k_list = parse_int_list(num_heads) or [48]
-    cfg = _iti_cfg(direction, sigma_from, seed, max_k=max(k_list))
+    st = _settings(reproduce, direction, data, sigma_from, contiguous_folds, mc_shift_from, seed)
+    cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=max(k_list), st=st)
     run = RunFolder(out, "iti-sweep", {"model": model, "data": "truthfulqa", "alphas": a_list, "num_heads": k_list,
                                        "folds": folds, "direction": direction, "judge": judge, "metric": metric,
-                                       "protocol": protocol, "sigma_from": sigma_from, "limit": limit,
-                                       "contiguous_folds": contiguous_folds}, resume=True, seed=seed)
+                                       "protocol": protocol, "sigma_from": st["sigma_from"], "limit": limit,
+                                       "contiguous_folds": st["contiguous"], "iti_data": st["data"],
+                                       "mc_shift_from": st["mc_shift_from"], "split": st["split"],
+                                       "ranking": st["ranking"], "probe": st["probe"], "reproduce": st["reproduce"],
+                                       "remaining_differences": st["remaining_differences"]},
+                    resume=True, seed=st["seed"])
+    _say_preset(st)
     lm = _load(model, device)
-    data, items = _data(lm, data_dir, limit, acts)
+    data_, items = _data(lm, data_dir, limit, acts, st)
 
     def log(msg: str) -> None:
         console.print(msg)
         run.log(msg)
 
     try:
-        res = run_sweep(lm, data, items, cfg, a_list, k_list, folds, run.path, contiguous_folds,
-                        _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts), metric=metric, log=log,
-                        executor=runner)
+        res = run_sweep(lm, data_, items, cfg, a_list, k_list, folds, run.path, st["contiguous"],
+                        _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, st["mc_shift_from"]),
+                        metric=metric, log=log, executor=runner)
     except (RuntimeError, ValueError) as e:
         fail(str(e))
     rows = grid_rows(res)

@@ -90,7 +90,9 @@ def _truthfulqa_mc(which: str) -> Callable[..., TextDataset]:
 
 
 def _truthfulqa_iti(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
-    """ITI's get_separated_activations rows: each question's correct answers (1) then incorrect (0)."""
+    """veracity's earlier ITI probe rows (ITI's ``--data csv``): each question's CSV Correct Answers (1)
+    then Incorrect Answers (0), ';'-split and stripped, no period added, in CSV order. Not the original's
+    probe data: that is `truthfulqa-iti-mc2`."""
     items = load_truthfulqa(data_dir)
     texts, labels, groups, meta = [], [], [], []
     for i in _pick(len(items), limit, seed):
@@ -101,6 +103,63 @@ def _truthfulqa_iti(name: str, data_dir, limit: int | None, seed: int) -> TextDa
             labels.append(lab)
             groups.append(it.category)
             meta.append({"question_index": it.index, "choice_index": j})
+    return TextDataset(name, texts, labels, groups, meta)
+
+
+def _truthfulqa_iti_mc2(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
+    """honest_llama's ``tqa_mc2`` probe rows: one per (question, MC2 choice) of mc_task_v0.json (the hub's
+    ``multiple_choice`` split), in that file's order and wording, ``Q: {question} A: {choice}`` with the
+    choice as written there (most end in a period); label = the MC2 label. ``question_index`` is the CSV
+    row evaluation uses (matched as `load_truthfulqa` does), ``mc_index`` the position in the MC file."""
+    items = sorted(load_truthfulqa(data_dir), key=lambda it: it.mc_index)
+    texts, labels, groups, meta = [], [], [], []
+    for i in _pick(len(items), limit, seed):
+        it = items[i]
+        for j, (c, lab) in enumerate(zip(it.mc2_choices, it.mc2_labels)):
+            texts.append(iti_prompt(it.mc_question or it.question, c))
+            labels.append(lab)
+            groups.append(it.category)
+            meta.append({"question_index": it.index, "choice_index": j, "mc_index": it.mc_index})
+    return TextDataset(name, texts, labels, groups, meta)
+
+
+def generation_answers(text: str) -> list[str]:
+    """The hub's ``generation`` split's answer lists (its loading script's ``_split_csv_list``): the CSV
+    cell stripped, split on ';', each piece stripped; empty pieces (after a trailing ';') are kept."""
+    return [a.strip() for a in text.strip().split(";")]
+
+
+def _truthfulqa_iti_gen_end_q(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
+    """honest_llama's ``tqa_gen_end_q`` rows (its sigma data): for every question of the generation split
+    (TruthfulQA.csv in CSV order, question text as in the CSV), one random question index drawn with
+    ``randint(817)`` (here from ``np.random.RandomState(seed)``, one draw per question in order; it may
+    be the question itself, as in the original), then ``Q: {question} A: {answer} Q: {random question}``
+    for each correct answer (label 1) then each incorrect answer (label 0), answers as
+    `generation_answers` splits them. Unlabelled for ITI (only sigma uses them)."""
+    import csv as _csv
+
+    import numpy as np
+
+    from .paths import data_file
+    from .truthfulqa import CSV_FILE
+
+    items = load_truthfulqa(data_dir)  # validates the CSV; raw cells below keep the hub's exact text
+    with open(data_file(CSV_FILE, data_dir), newline="", encoding="utf-8-sig") as f:
+        rows = list(_csv.DictReader(f))
+    if len(rows) != len(items):
+        raise DataError(f"{CSV_FILE}: {len(rows)} rows read raw, {len(items)} parsed")
+    rs = np.random.RandomState(seed)
+    draws = [int(rs.randint(len(rows))) for _ in rows]
+    texts, labels, groups, meta = [], [], [], []
+    for i in _pick(len(rows), limit, 0):
+        r, rq = rows[i], rows[draws[i]]["Question"]
+        answers = ([(a, 1) for a in generation_answers(r["Correct Answers"])] +
+                   [(a, 0) for a in generation_answers(r["Incorrect Answers"])])
+        for j, (a, lab) in enumerate(answers):
+            texts.append(f"Q: {r['Question']} A: {a} Q: {rq}")
+            labels.append(lab)
+            groups.append(items[i].category)
+            meta.append({"question_index": i, "choice_index": j, "random_question_index": draws[i]})
     return TextDataset(name, texts, labels, groups, meta)
 
 
@@ -138,8 +197,14 @@ _REGISTRY: dict[str, tuple[str, Callable[..., TextDataset]]] = {
                        _truthfulqa_mc("mc2")),
     "truthfulqa-mc1": ("TruthfulQA, one row per (question, MC1 choice); label 1 for the single correct choice",
                        _truthfulqa_mc("mc1")),
-    "truthfulqa-iti": ("TruthfulQA CSV correct (1) and incorrect (0) answers, as ITI's probing data",
-                       _truthfulqa_iti),
+    "truthfulqa-iti": ("TruthfulQA CSV Correct (1) / Incorrect (0) Answers as 'Q: .. A: ..' (no period added), "
+                       "CSV order: veracity's earlier ITI probe rows (iti --data csv)", _truthfulqa_iti),
+    "truthfulqa-iti-mc2": ("ITI's probe rows as honest_llama (tqa_mc2; iti --data tqa-mc2, the default): one per "
+                           "(question, MC2 choice) of mc_task_v0.json, its order and wording; label = MC2 label",
+                           _truthfulqa_iti_mc2),
+    "truthfulqa-iti-gen-end-q": ("ITI's sigma rows as honest_llama (tqa_gen_end_q; iti --sigma-from original): "
+                                 "'Q: {q} A: {answer} Q: {random question}' per CSV answer; the random "
+                                 "question drawn with --seed", _truthfulqa_iti_gen_end_q),
     "true-false": ("Azaria & Mitchell statements, the six topics of the paper; groups = topic",
                    lambda name, d, lim, seed: _from_statements(name, load_true_false(d), lim, seed)),
     "boolq": ("BoolQ dev, passage + yes/no question prompt; label = answer; meta holds the CCS contrast pair",

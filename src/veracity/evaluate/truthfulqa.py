@@ -269,8 +269,10 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
 
     Each distinct prefix runs once with a KV cache; its continuations run in right-padded batches over a
     copy of the cache, with position ids continuing from the prefix. The intervention (if any) is entered
-    around the continuation forwards only, so it shifts every answer token and no prompt token, as ITI's
-    original MC code does (`intervene_prompt=True` enters it around the prefix forward too).
+    around the continuation forwards only, so it shifts every answer token's forward and no prompt token:
+    the first answer token is scored unshifted (read at the prompt's last position), the original ITI legacy
+    MC code leaves two (its shift starts at len(enc(prompt)) + 4; see `veracity.steer.apply`).
+    `intervene_prompt=True` enters it around the prefix forward too.
     `per_token=True` returns each continuation's per-token log-probs instead of the sum. `shared`: a
     `SharedPrefix` (the instruction + primer) whose cache is reused across calls. `batch_size`: an int,
     "auto" or a shared `AutoBatch` (continuations per forward; halved on out-of-memory, see `models.batching`).
@@ -383,10 +385,13 @@ def score_mc(lm, items, protocol: str = "truthfulqa", *, instruction: str = "def
     for k, item in enumerate(items):
         q = build_mc_question(item, protocol, instruction)
         reqs = make_requests(tok, q.context, q.choices, protocol)
+        iv = intervention
+        if hasattr(iv, "for_mc_context"):  # a per-question shift start (ITI's --mc-shift-from legacy)
+            iv = iv.for_mc_context(tok, q.context, min(len(p) for p, _ in reqs))
         if reference_path:
-            scores = score_requests_reference(model, reqs, intervention=intervention)
+            scores = score_requests_reference(model, reqs, intervention=iv)
         else:
-            scores = score_requests(model, reqs, batch_size=batch_size, intervention=intervention,
+            scores = score_requests(model, reqs, batch_size=batch_size, intervention=iv,
                                     intervene_prompt=intervene_prompt, pad_id=pad, shared=shared)
         results.append(result_from_scores(q, scores))
         if progress:

@@ -13,6 +13,17 @@ Positions (every *forward call* is treated the same way, so the semantics hold w
   each new token), as the original ITI generation code does. Right padding is handled by reading the
   call's ``attention_mask``, so left and right padding give the same result.
 
+``start`` (with ``"all"``): only positions >= start, counted in the whole sequence (the call's
+``position_ids``, else the cache length or the attention mask's width minus the call's length, else 0).
+
+MC scoring (`intervention_factory`, ``mc_shift_from``): the evaluation runs each answer over the cached
+prompt, so by default every answer token's forward is shifted and the prompt is not (``"answer-start"``:
+the first answer token's log-prob, read at the prompt's last position, is unshifted, every later one is
+shifted). ``"legacy"`` is honest_llama's legacy MC rule: shift from position ``len(enc(prompt)) + 4``,
+where prompt ends before ``"\\nA: "``; its comment counts ``"\\nA: "`` as 4 tokens, but with Llama and
+SmolLM2 tokenizers ``"\\nA:"`` is 3, so the shift starts one token after the answer's first token and the
+first two answer tokens are scored unshifted (veracity's rule leaves one).
+
 Hooks are removed on exit, also when the body raises.
 """
 
@@ -28,6 +39,7 @@ from ..models.arch import ArchSpec
 from .intervention import Intervention
 
 POSITIONS = ("all", "last", "prompt")
+MC_SHIFT_FROM = ("answer-start", "legacy")
 
 
 def _unpack(target) -> tuple[nn.Module, ArchSpec]:
@@ -40,20 +52,23 @@ def _unpack(target) -> tuple[nn.Module, ArchSpec]:
 
 @contextlib.contextmanager
 def apply(target, intervention: Intervention, positions: str = "all",
-          alpha: float | None = None) -> Iterator[Intervention]:
+          alpha: float | None = None, start: int | None = None) -> Iterator[Intervention]:
     """Add alpha * sigma * direction to each selected head's o_proj input while the block runs.
 
     target: a `LoadedModel` or a Hugging Face causal LM. alpha: overrides the intervention's alpha.
+    start (positions "all" only): shift only sequence positions >= start (see the module docstring).
     Yields the intervention actually applied.
     """
     if positions not in POSITIONS:
         raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+    if start is not None and positions == "last":
+        raise ValueError("start applies to positions='all' only")
     model, arch = _unpack(target)
     iv = intervention if alpha is None else intervention.with_alpha(alpha)
     iv.check_model(arch)
     shifts = iv.layer_shifts()
     last_only = positions == "last"
-    state: dict[str, torch.Tensor | None] = {"mask": None}
+    state: dict = {"mask": None, "pos": None, "past": 0}
     cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
 
     def vec(layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -67,6 +82,18 @@ def apply(target, intervention: Intervention, positions: str = "all",
         def hook(module, args):
             x = args[0]
             v = vec(layer, x)
+            if start is not None and x.dim() >= 3:
+                T = x.shape[-2]
+                pos = state["pos"]
+                if pos is not None and pos.shape[-1] >= T:
+                    p = pos[..., -T:].to(x.device)
+                else:
+                    mask = state["mask"]
+                    past = (mask.shape[1] - T if mask is not None and mask.dim() == 2 and mask.shape[1] >= T
+                            else state["past"])
+                    p = torch.arange(past, past + T, device=x.device)[None]
+                keep = (p >= start).to(x.dtype)[..., None]  # [B or 1, T, 1]
+                return (x + keep * v, *args[1:])
             if not last_only or x.dim() < 3 or x.shape[-2] == 1:
                 return (x + v, *args[1:])
             T = x.shape[-2]
@@ -85,10 +112,13 @@ def apply(target, intervention: Intervention, positions: str = "all",
 
     def record_mask(module, args, kwargs):
         state["mask"] = kwargs.get("attention_mask")
+        state["pos"] = kwargs.get("position_ids")
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        state["past"] = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
 
     handles = []
     try:
-        if last_only:
+        if last_only or start is not None:
             handles.append(model.register_forward_pre_hook(record_mask, with_kwargs=True))
         for layer in sorted(shifts):
             handles.append(arch.attn_out(model, layer).register_forward_pre_hook(make_hook(layer)))
@@ -96,12 +126,47 @@ def apply(target, intervention: Intervention, positions: str = "all",
     finally:
         for h in handles:
             h.remove()
-        state["mask"] = None
+        state.update(mask=None, pos=None, past=0)
 
 
-def intervention_factory(target, intervention: Intervention, generate_positions: str = "last"):
-    """A factory for the evaluation driver: phase -> context manager. Scoring phases ("mc", "lm") shift
-    every token of each forward call; "generate" uses `generate_positions` ("last" as ITI, or "all")."""
-    def factory(phase: str):
-        return apply(target, intervention, positions=generate_positions if phase == "generate" else "all")
-    return factory
+def legacy_mc_start(tokenizer, context: str) -> int:
+    """honest_llama's legacy MC shift start for a prompt `context` ending in "\\nA:": ``len(enc(prompt)) + 4``
+    with prompt = the context before "\\nA:" (special tokens as the tokenizer adds them)."""
+    if not context.endswith("\nA:"):
+        raise ValueError("the legacy MC shift needs a context ending in '\\nA:'")
+    return len(tokenizer(context[:-len("\nA:")])["input_ids"]) + 4
+
+
+class PhaseFactory:
+    """The evaluation driver's intervention factory: phase -> context manager. Scoring phases ("mc", "lm")
+    shift every token of each forward call; "generate" uses `generate_positions` ("last" as ITI, or "all").
+    With ``mc_shift_from="legacy"``, `for_mc_context` gives each MC question the original's start."""
+
+    def __init__(self, target, intervention: Intervention, generate_positions: str = "last",
+                 mc_shift_from: str = "answer-start"):
+        if mc_shift_from not in MC_SHIFT_FROM:
+            raise ValueError(f"mc_shift_from must be one of {', '.join(MC_SHIFT_FROM)}, got {mc_shift_from!r}")
+        self.target, self.intervention = target, intervention
+        self.generate_positions, self.mc_shift_from = generate_positions, mc_shift_from
+
+    def __call__(self, phase: str, start: int | None = None):
+        if phase == "generate":
+            return apply(self.target, self.intervention, positions=self.generate_positions)
+        return apply(self.target, self.intervention, positions="all", start=start if phase == "mc" else None)
+
+    def for_mc_context(self, tokenizer, context: str, prompt_tokens: int | None = None):
+        """The factory for one MC question (called by `evaluate.truthfulqa.score_mc`). `prompt_tokens`: the
+        length of the prompt the answers are scored after; the legacy start must not fall inside it."""
+        if self.mc_shift_from == "answer-start":
+            return self
+        start = legacy_mc_start(tokenizer, context)
+        if prompt_tokens is not None and start < prompt_tokens:
+            raise ValueError(f"legacy MC shift starts at token {start}, inside the {prompt_tokens}-token prompt "
+                             "(this tokenizer encodes '\\nA:' in more than 4 tokens)")
+        return lambda phase: self(phase, start=start)
+
+
+def intervention_factory(target, intervention: Intervention, generate_positions: str = "last",
+                         mc_shift_from: str = "answer-start") -> PhaseFactory:
+    """A factory for the evaluation driver (see `PhaseFactory`)."""
+    return PhaseFactory(target, intervention, generate_positions, mc_shift_from)

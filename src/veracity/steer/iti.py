@@ -1,19 +1,38 @@
 """Fit ITI (Li et al. 2023): per-head probes, top-K heads, a direction and a sigma per head.
 
-Data: one row per (question, reference answer) of TruthfulQA as ``Q: {question} A: {answer}`` (data set
-``truthfulqa-iti``), label = the answer is true, o_proj inputs (``heads.*``) at the last token, captured
-once per model into a store and reused by every fold and configuration.
+Data (`load_iti_data`, o_proj inputs ``heads.*`` at the last token, captured once per model into a store
+and reused by every fold and configuration):
+- ``data="tqa-mc2"`` (default, the original's ``tqa_mc2``; data set ``truthfulqa-iti-mc2``): one row per
+  (question, MC2 choice) of mc_task_v0.json in that file's order and wording, ``Q: {question} A: {choice}``,
+  label = the MC2 label;
+- ``data="csv"`` (data set ``truthfulqa-iti``): the CSV's Correct / Incorrect Answers (no period added).
+Question ids are the CSV rows evaluation uses (`veracity.data.truthfulqa`), whatever the data.
 
-Per fold (the held-out questions are never seen):
-1. the fold's training questions are split (seeded) into probe-train / validation questions;
-2. one batched logistic probe per (layer, head) is fitted on probe-train rows and scored on validation
-   rows; heads are ranked by validation accuracy;
+Per fold (the held-out questions are never seen, except by ``sigma_from="all"|"original"``):
+1. the fold's training questions are split into probe-train / validation questions: ``split="seeded"``
+   (veracity: a `default_rng(seed)` shuffle per fold) or ``"original"`` (honest_llama's
+   ``np.random.choice(train, int(len(train) * (1 - val_ratio)), replace=False)`` from one
+   `RandomState(seed)` stream consumed fold after fold);
+2. one logistic probe per (layer, head) fitted on probe-train rows and scored on validation rows
+   (``probe="batched"``: veracity's batched Newton solver; ``"sklearn"``: the original's
+   ``LogisticRegression(random_state=seed, max_iter=1000)``, same objective); heads ranked by validation
+   accuracy, ties by (layer, head) order (``ranking="stable"``) or by the original's literal
+   ``np.argsort(accs.flatten())[::-1]`` (``ranking="original"``);
 3. each head's unit direction: ``com`` (mean true - mean false over the fold's training rows; the
-   paper's best), ``probe`` (the probe weight), ``random`` (seeded), ``ccs`` (CCS on pairs of a true and
-   a false answer to the same training question, sign fixed on their labels);
-4. sigma = std of the activations projected on the direction over the fold's training rows (default)
-   or over every question (``sigma_from="all"``, the original code's leak, to reproduce it).
-Folds are question sets shuffled by seed (default) or contiguous (``contiguous=True``, the original).
+   paper's best, and what the original computes), ``probe`` (the probe weight), ``random`` (seeded),
+   ``ccs`` (CCS on pairs of a true and a false answer to the same training question);
+4. sigma = std of the projections on the direction: over the fold's training rows (``"train"``, default,
+   N denominator), over every question's rows (``"all"``) or, as the original, ``torch.std`` (N-1) over
+   the ``tqa_gen_end_q`` rows of every question (``"original"``: "Q: {q} A: {answer} Q: {random other
+   question}", data set ``truthfulqa-iti-gen-end-q``; needs `ITIData.tuning`).
+Folds are question sets shuffled by seed (default) or contiguous blocks in the multiple-choice order
+(``contiguous=True``, the original's ``np.array_split(np.arange(817), k)`` over the CSV sorted into the
+MC order).
+
+`REPRODUCE["honest-llama"]` lists the settings that reproduce the original; veracity's defaults differ
+deliberately in sigma (training fold only: the original's sigma sees the test questions), folds (shuffled
+by seed), the within-fold split (veracity's own seeded rule) and the MC shift start (answer start, see
+`veracity.steer.apply`). Measured sizes of each difference on smollm2: docs/recipes/iti-llama2.md.
 """
 
 from __future__ import annotations
@@ -29,7 +48,38 @@ import torch.nn.functional as F
 from .intervention import Intervention
 
 DIRECTIONS = ("com", "probe", "random", "ccs")
-SIGMA_FROM = ("train", "all")
+SIGMA_FROM = ("train", "all", "original")
+SPLITS = ("seeded", "original")
+RANKINGS = ("stable", "original", "reverse-stable")
+PROBES = ("batched", "sklearn")
+DATA = ("tqa-mc2", "csv")
+DATASET_NAMES = {"tqa-mc2": "truthfulqa-iti-mc2", "csv": "truthfulqa-iti"}
+SIGMA_DATASET = "truthfulqa-iti-gen-end-q"
+
+#: Settings that make veracity run as the reference code (likenneth/honest_llama, validate_2fold.py).
+REPRODUCE = {
+    "honest-llama": {
+        "data": "tqa-mc2", "sigma_from": "original", "contiguous": True, "split": "original",
+        "ranking": "original", "probe": "sklearn", "mc_shift_from": "legacy", "seed": 42, "val_ratio": 0.2,
+        "direction": "com",
+    },
+}
+#: What still differs from the original under the preset (printed and recorded by the CLI).
+REMAINING_DIFFERENCES = {
+    "honest-llama": [
+        "sigma rows: each question's random other question is drawn from np.random.RandomState(seed), seed "
+        "recorded (the original: the unseeded global numpy state, so its draws are not reproducible)",
+        "the generation split for the sigma rows is built from TruthfulQA.csv as the hub's loading script "
+        "builds it (split on ';', stripped, empty pieces kept), not downloaded from the hub",
+        "head activations come from veracity's capture of the model in its loaded dtype, stored in fp16",
+        "MC answer tokens are scored over a KV-cached prompt (equal to the full forward to float precision)",
+        "generation: veracity's greedy decoding, shift at the last position of every forward call (as the "
+        "current pyvene code); True/Info from the chosen judges (the paper's GPT-judge models are gone)",
+        "CE/KL on 100 BoolQ passages x 128 tokens (the evaluation driver's default text)",
+        "the original's current pyvene MC path shifts only the discarded last position (honest_llama #47); "
+        "the preset reproduces its legacy MC rule instead (shift from len(enc(prompt)) + 4)",
+    ],
+}
 
 
 @dataclass
@@ -39,6 +89,9 @@ class ITIConfig:
 
     direction: str = "com"
     sigma_from: str = "train"
+    split: str = "seeded"  # within-fold probe-train / validation split: seeded | original
+    ranking: str = "stable"  # head ties: stable | original (literal np.argsort()[::-1]) | reverse-stable
+    probe: str = "batched"  # batched (veracity's solver) | sklearn (the original's LogisticRegression)
     val_ratio: float = 0.2
     C: float = 1.0
     probe_max_iter: int = 25  # Newton steps: ranking heads needs accuracy, not machine precision
@@ -53,6 +106,9 @@ class ITIConfig:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
         if self.sigma_from not in SIGMA_FROM:
             raise ValueError(f"sigma_from must be one of {', '.join(SIGMA_FROM)}, got {self.sigma_from!r}")
+        for name, allowed in (("split", SPLITS), ("ranking", RANKINGS), ("probe", PROBES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 0 < self.val_ratio < 1:
             raise ValueError("val_ratio must be in (0, 1)")
 
@@ -60,12 +116,19 @@ class ITIConfig:
 @dataclass
 class ITIData:
     """Head activations for ITI: X [N, L, H, hd] (any float dtype; upcast per use), labels [N] (1 = true
-    answer), question [N] (question id of each row)."""
+    answer), question [N] (question id of each row).
+
+    tuning / tuning_question: the sigma rows of ``sigma_from="original"`` (unlabelled, [M, L, H, hd]) and
+    the question each was built from. order: every question id in the multiple-choice order (where
+    contiguous folds cut); default: first appearance in `question`."""
 
     X: torch.Tensor
     labels: torch.Tensor
     question: np.ndarray
     source: dict = field(default_factory=dict)
+    tuning: torch.Tensor | None = None
+    tuning_question: np.ndarray | None = None
+    order: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.labels = torch.as_tensor(self.labels).long().reshape(-1)
@@ -74,6 +137,31 @@ class ITIData:
             raise ValueError("X, labels and question must have one entry per row")
         if self.X.dim() != 4:
             raise ValueError(f"X must be [N, layers, heads, head_dim], got {tuple(self.X.shape)}")
+        if self.tuning is not None:
+            self.tuning_question = (np.full(len(self.tuning), -1) if self.tuning_question is None
+                                    else np.asarray(self.tuning_question).reshape(-1))
+            if len(self.tuning_question) != len(self.tuning) or self.tuning.shape[1:] != self.X.shape[1:]:
+                raise ValueError("tuning must be [M, layers, heads, head_dim] with one question id per row")
+        if self.order is not None:
+            self.order = np.asarray(self.order).reshape(-1)
+            if set(self.order.tolist()) != set(self.questions.tolist()) or len(self.order) != len(self.questions):
+                raise ValueError("order must list every question id exactly once")
+
+    def restrict(self, questions: Sequence[int]) -> "ITIData":
+        """Only the rows (and sigma rows) of `questions`."""
+        keep = np.asarray(list(questions))
+        rows = self.rows(keep)
+        tun = tq = None
+        if self.tuning is not None:
+            t = np.flatnonzero(np.isin(self.tuning_question, keep))
+            tun, tq = self.tuning[t], self.tuning_question[t]
+        order = None if self.order is None else self.order[np.isin(self.order, keep)]
+        return ITIData(self.X[rows], self.labels[rows], self.question[rows], dict(self.source), tun, tq, order)
+
+    @property
+    def mc_order(self) -> np.ndarray:
+        """Question ids in the order contiguous folds cut (the multiple-choice order when known)."""
+        return self.order if self.order is not None else self.questions
 
     @property
     def questions(self) -> np.ndarray:
@@ -85,42 +173,100 @@ class ITIData:
         return np.flatnonzero(np.isin(self.question, np.asarray(questions)))
 
 
-def make_folds(questions: Sequence[int], n_folds: int, seed: int = 0, contiguous: bool = False) -> list[np.ndarray]:
-    """Test questions of each fold: a seeded shuffle split into n_folds near-equal parts, or (contiguous)
-    consecutive blocks in the given order as the original code did."""
+def _fold_blocks(questions: Sequence[int], n_folds: int, seed: int, contiguous: bool) -> list[np.ndarray]:
     q = np.asarray(list(questions))
     if n_folds < 2 or n_folds > len(q):
         raise ValueError(f"need 2 <= folds <= {len(q)} questions, got {n_folds}")
     if not contiguous:
         q = q[np.random.default_rng(seed).permutation(len(q))]
-    return [np.sort(p) for p in np.array_split(q, n_folds)]
+    return np.array_split(q, n_folds)
 
 
-def load_iti_data(lm, data_dir: str | Path | None = None, limit: int | None = None, acts: str | Path | None = None,
-                  batch_size: int = 32, progress: bool = True) -> ITIData:
-    """Capture (or reopen) heads.* at the last token of every `truthfulqa-iti` row for this model.
+def make_folds(questions: Sequence[int], n_folds: int, seed: int = 0, contiguous: bool = False) -> list[np.ndarray]:
+    """Test questions of each fold: a seeded shuffle split into n_folds near-equal parts, or (contiguous)
+    consecutive blocks in the given order, as the original's ``np.array_split(np.arange(n), k)``."""
+    return [np.sort(p) for p in _fold_blocks(questions, n_folds, seed, contiguous)]
 
-    `limit`: only the first `limit` questions (CSV order, as the evaluation driver's --limit).
-    The store defaults to the veracity cache, keyed by model fingerprint and data hash, so every fold,
-    configuration and command reuses one capture per model."""
+
+#: Draws from the global numpy stream that the original's evaluation of one fold makes before the next
+#: fold's split: run_ce_loss and run_kl_wrt_orig each shuffle a `datasets` set without a seed (one
+#: ``np.random.random()``) and take ``np.random.choice(100, 100, replace=False)`` (a permutation of 100).
+ORIGINAL_EVAL_DRAWS = 2
+
+
+def _original_eval_draws(rs: np.random.RandomState) -> None:
+    for _ in range(ORIGINAL_EVAL_DRAWS):
+        rs.random_sample()
+        rs.choice(100, 100, replace=False)
+
+
+def original_val_splits(train_lists: Sequence[Sequence[int]], seed: int, val_ratio: float = 0.2,
+                        eval_draws: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    """honest_llama's within-fold split, fold after fold from one stream (``np.random.seed(seed)`` once):
+    probe-train = ``np.random.choice(train, size=int(len(train) * (1 - val_ratio)), replace=False)``,
+    validation = the rest of `train` in its order. `train_lists[i]`: fold i's training questions in the
+    original's order (the other folds' blocks, concatenated). `eval_draws`: also consume, between folds,
+    what the original's CE/KL evaluation draws from the same stream (`ORIGINAL_EVAL_DRAWS`)."""
+    rs = np.random.RandomState(seed)
+    out = []
+    for i, train in enumerate(train_lists):
+        if i and eval_draws:
+            _original_eval_draws(rs)
+        train = np.asarray(list(train))
+        fit_q = rs.choice(train, size=int(len(train) * (1 - val_ratio)), replace=False)
+        chosen = set(fit_q.tolist())
+        out.append((fit_q, np.array([x for x in train if x not in chosen], dtype=train.dtype)))
+    return out
+
+
+def _capture_rows(lm, ds, limit, store, batch_size, progress):
     from ..capture import capture_dataset
-    from ..data import get_dataset
     from ..data.registry import TextDataset
     from ..models import cache_dir
 
-    ds = get_dataset("truthfulqa-iti", data_dir=data_dir)
     if limit is not None:
         keep = [i for i, m in enumerate(ds.meta) if m["question_index"] < limit]
-        ds = TextDataset(f"{ds.name}:first{limit}", [ds.texts[i] for i in keep], [ds.labels[i] for i in keep],
+        ds = TextDataset(f"{ds.name}:first{limit}", [ds.texts[i] for i in keep],
+                         None if ds.labels is None else [ds.labels[i] for i in keep],
                          [ds.groups[i] for i in keep], [ds.meta[i] for i in keep])
-    out = Path(acts) if acts else cache_dir() / "iti-acts" / f"{lm.fingerprint}-{ds.content_hash}"
-    store = capture_dataset(lm, ds, "heads", positions="last", out=out, batch_size=batch_size,
-                            dtype=torch.float16, progress=progress)
-    X = store.stack("heads")
-    q = [m["question_index"] for m in ds.meta]
-    return ITIData(X=X, labels=torch.tensor(ds.labels), question=np.asarray(q),
-                   source={"store": str(out), "dataset": ds.name, "content_hash": ds.content_hash,
-                           "limit": limit, "model": lm.name, "fingerprint": lm.fingerprint})
+    out = Path(store) if store else cache_dir() / "iti-acts" / f"{lm.fingerprint}-{ds.content_hash}"
+    acts = capture_dataset(lm, ds, "heads", positions="last", out=out, batch_size=batch_size,
+                           dtype=torch.float16, progress=progress)
+    return ds, out, acts.stack("heads")
+
+
+def load_iti_data(lm, data_dir: str | Path | None = None, limit: int | None = None, acts: str | Path | None = None,
+                  batch_size: int = 32, progress: bool = True, data: str = "tqa-mc2", sigma_rows: bool = False,
+                  sigma_seed: int = 0, sigma_acts: str | Path | None = None) -> ITIData:
+    """Capture (or reopen) heads.* at the last token of every row of the ITI data set for this model.
+
+    data: "tqa-mc2" (``truthfulqa-iti-mc2``, the original's probe rows) or "csv" (``truthfulqa-iti``).
+    sigma_rows: also the ``truthfulqa-iti-gen-end-q`` rows (random question drawn with `sigma_seed`) as
+    `ITIData.tuning`, for ``sigma_from="original"``. `limit`: only questions with CSV index < `limit`
+    (the evaluation driver's --limit). Stores default to the veracity cache, keyed by model fingerprint
+    and data hash, so every fold, configuration and command reuses one capture per model and data set."""
+    from ..data import get_dataset, load_truthfulqa
+
+    if data not in DATA:
+        raise ValueError(f"data must be one of {', '.join(DATA)}, got {data!r}")
+    ds, out, X = _capture_rows(lm, get_dataset(DATASET_NAMES[data], data_dir=data_dir), limit, acts, batch_size,
+                               progress)
+    q = np.asarray([m["question_index"] for m in ds.meta])
+    present = set(q.tolist())
+    order = [it.index for it in sorted(load_truthfulqa(data_dir), key=lambda it: it.mc_index) if it.index in present]
+    source = {"store": str(out), "dataset": ds.name, "content_hash": ds.content_hash, "data": data,
+              "limit": limit, "model": lm.name, "fingerprint": lm.fingerprint}
+    tuning = tq = None
+    if sigma_rows:
+        if sigma_acts is None and acts is not None:  # beside an explicit store, not in the cache
+            sigma_acts = Path(f"{acts}-gen-end-q-seed{sigma_seed}")
+        sds, sout, tuning = _capture_rows(lm, get_dataset(SIGMA_DATASET, data_dir=data_dir, seed=sigma_seed), limit,
+                                          sigma_acts, batch_size, progress)
+        tq = np.asarray([m["question_index"] for m in sds.meta])
+        source.update(sigma_dataset=sds.name, sigma_content_hash=sds.content_hash, sigma_store=str(sout),
+                      sigma_seed=sigma_seed)
+    return ITIData(X=X, labels=torch.tensor(ds.labels), question=q, source=source, tuning=tuning,
+                   tuning_question=tq, order=np.asarray(order))
 
 
 @dataclass
@@ -138,6 +284,8 @@ class FoldFit:
     config: ITIConfig
     shape: tuple[int, int, int]  # (layers, heads, head_dim)
     source: dict = field(default_factory=dict)
+    fit_questions: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # probe-train questions
+    val_questions: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # probe-validation questions
 
     def intervention(self, k: int, alpha: float) -> Intervention:
         if k > len(self.heads):
@@ -145,16 +293,53 @@ class FoldFit:
         L, H, hd = self.shape
         prov = {"method": "iti", **asdict(self.config), "fold": self.fold, "k": k,
                 "train_questions": self.train_questions.tolist(), "test_questions": self.test_questions.tolist(),
+                "val_questions": np.sort(self.val_questions).tolist(),
                 "head_val_acc": [float(self.head_scores[l, h]) for l, h in self.heads[:k]], **self.source}
         return Intervention(self.heads[:k], self.directions[:k], self.sigmas[:k], alpha, L, H, hd,
                             provenance=prov, head_scores=self.head_scores)
 
 
-def _rank(scores: torch.Tensor) -> list[tuple[int, int]]:
-    """Heads by descending score; ties broken by (layer, head) order (stable)."""
+def _rank(scores: torch.Tensor, ranking: str = "stable") -> list[tuple[int, int]]:
+    """Heads by descending score.
+
+    stable: ties in (layer, head) order (veracity). original: honest_llama's literal
+    ``np.argsort(accs.flatten())[::-1]``, numpy's default sort reversed: among equal accuracies the order is
+    whatever that sort leaves, which depends on the numpy version and CPU (numpy >= 1.25 on AVX-512 and
+    numpy 2.x on this machine use vectorised sorts that do not keep ties in index order, even for 6 values).
+    reverse-stable: ``np.argsort(accs.flatten(), kind="stable")[::-1]``, the reading "among equal
+    accuracies the higher flattened index wins", i.e. the literal call wherever numpy's sort is stable."""
     L, H = scores.shape
-    order = np.argsort(-scores.reshape(-1).double().numpy(), kind="stable")
+    flat = scores.reshape(-1).double().cpu().numpy()
+    if ranking == "original":
+        order = np.argsort(flat)[::-1]
+    elif ranking == "reverse-stable":
+        order = np.argsort(flat, kind="stable")[::-1]
+    else:
+        order = np.argsort(-flat, kind="stable")
     return [(int(i) // H, int(i) % H) for i in order]
+
+
+def _sklearn_probes(X_fit: torch.Tensor, y_fit: torch.Tensor, X_val: torch.Tensor, y_val: torch.Tensor,
+                    seed: int, C: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original's probes: one ``LogisticRegression(random_state=seed, max_iter=1000)`` per head on raw
+    activations, validation accuracy by ``accuracy_score``. X_*: [n, G, hd]. Returns (acc [G] float64,
+    coef [G, hd])."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+
+    Xf, Xv = X_fit.float().cpu().numpy(), X_val.float().cpu().numpy()
+    yf, yv = y_fit.cpu().numpy(), y_val.cpu().numpy()
+    accs, coefs = np.zeros(Xf.shape[1]), np.zeros((Xf.shape[1], Xf.shape[2]), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for g in range(Xf.shape[1]):
+            clf = LogisticRegression(random_state=seed, max_iter=1000, C=C).fit(Xf[:, g], yf)
+            accs[g] = accuracy_score(yv, clf.predict(Xv[:, g]))
+            coefs[g] = clf.coef_[0]
+    return torch.from_numpy(accs), torch.from_numpy(coefs)
 
 
 def _ccs_directions(Xh: torch.Tensor, y: torch.Tensor, q: np.ndarray, cfg: ITIConfig) -> torch.Tensor:
@@ -188,27 +373,50 @@ def _ccs_directions(Xh: torch.Tensor, y: torch.Tensor, q: np.ndarray, cfg: ITICo
     return F.normalize(raw * sign[:, None], dim=-1).cpu()
 
 
+def seeded_val_split(train_questions: Sequence[int], seed: int, val_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """veracity's within-fold split: a `default_rng(seed)` shuffle of the training questions, the first
+    round(val_ratio * n) (at least one) for validation. Returns (probe-train, validation)."""
+    train_q = np.asarray(list(train_questions))
+    perm = train_q[np.random.default_rng(seed).permutation(len(train_q))]
+    n_val = max(1, int(round(val_ratio * len(perm))))
+    return perm[n_val:], perm[:n_val]
+
+
 def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold: int = 0,
-             test_questions: Sequence[int] = ()) -> FoldFit:
-    """Fit on `train_questions` only (sigma over every question if cfg.sigma_from == "all")."""
+             test_questions: Sequence[int] = (), split: tuple[Sequence[int], Sequence[int]] | None = None) -> FoldFit:
+    """Fit on `train_questions` only (sigma over other rows if cfg.sigma_from is "all" or "original").
+    `split`: the (probe-train, validation) questions; default from cfg.split (for "original", a fresh
+    stream: `fit_folds` threads one stream through the folds as the original does)."""
     from ..probes import LogisticProbe
 
     N, L, H, hd = data.X.shape
     train_q = np.asarray(list(train_questions))
-    rng = np.random.default_rng(cfg.seed)
-    perm = train_q[rng.permutation(len(train_q))]
-    n_val = max(1, int(round(cfg.val_ratio * len(perm))))
-    val_q, fit_q = perm[:n_val], perm[n_val:]
+    if split is not None:
+        fit_q, val_q = (np.asarray(list(x)) for x in split)
+    elif cfg.split == "original":
+        fit_q, val_q = original_val_splits([train_q], cfg.seed, cfg.val_ratio)[0]
+    else:
+        fit_q, val_q = seeded_val_split(train_q, cfg.seed, cfg.val_ratio)
     fit_rows, val_rows, train_rows = data.rows(fit_q), data.rows(val_q), data.rows(train_q)
     y = data.labels
     dev = cfg.device or data.X.device
-    X_fit = data.X[fit_rows].reshape(len(fit_rows), L * H, hd).to(dev, torch.float32)
-    probe = LogisticProbe(C=cfg.C, standardize=False, max_iter=cfg.probe_max_iter, tol=1e-5).fit(X_fit, y[fit_rows])
-    del X_fit
-    X_val = data.X[val_rows].reshape(len(val_rows), L * H, hd).to(dev, torch.float32)
-    scores = torch.as_tensor(probe.score(X_val, y[val_rows])).reshape(L, H).float()
-    del X_val
-    ranked = _rank(scores)
+    coef = None
+    if cfg.probe == "sklearn":
+        scores, coef = _sklearn_probes(data.X[fit_rows].reshape(len(fit_rows), L * H, hd), y[fit_rows],
+                                       data.X[val_rows].reshape(len(val_rows), L * H, hd), y[val_rows],
+                                       cfg.seed, cfg.C)
+        scores = scores.reshape(L, H)
+    else:
+        X_fit = data.X[fit_rows].reshape(len(fit_rows), L * H, hd).to(dev, torch.float32)
+        probe = LogisticProbe(C=cfg.C, standardize=False, max_iter=cfg.probe_max_iter, tol=1e-5).fit(X_fit,
+                                                                                                   y[fit_rows])
+        del X_fit
+        X_val = data.X[val_rows].reshape(len(val_rows), L * H, hd).to(dev, torch.float32)
+        scores = torch.as_tensor(probe.score(X_val, y[val_rows])).reshape(L, H).double().cpu()
+        del X_val
+        if cfg.direction == "probe":
+            coef = probe.coef_.reshape(L * H, hd).float().cpu()
+    ranked = _rank(scores, cfg.ranking)
     kmax = cfg.max_k or (96 if cfg.direction == "ccs" else L * H)
     heads = ranked[:min(kmax, L * H)]
     li = torch.tensor([l for l, _ in heads])
@@ -218,35 +426,58 @@ def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold
     if cfg.direction == "com":
         d = Xt[yt == 1].mean(0) - Xt[yt == 0].mean(0)
     elif cfg.direction == "probe":
-        d = probe.coef_.reshape(L, H, hd)[li.to(probe.coef_.device), hi.to(probe.coef_.device)].float().cpu()
+        d = coef.reshape(L, H, hd)[li, hi]
     elif cfg.direction == "random":
         g = torch.Generator().manual_seed(cfg.seed)
         d = torch.randn(L, H, hd, generator=g)[li, hi]
     else:
         d = _ccs_directions(Xt, yt, data.question[train_rows], cfg)
     d = F.normalize(d.float(), dim=-1)
-    Xs = Xt if cfg.sigma_from == "train" else data.X[:, li, hi].float()
-    sigmas = torch.einsum("nkd,kd->nk", Xs, d).std(0, unbiased=False)
+    if cfg.sigma_from == "original":
+        if data.tuning is None:
+            raise ValueError("sigma_from='original' needs the tqa_gen_end_q rows (load_iti_data(sigma_rows=True))")
+        # torch.std's default N-1 denominator over every sigma row, as the original
+        sigmas = torch.einsum("nkd,kd->nk", data.tuning[:, li, hi].float(), d).std(0)
+    else:
+        Xs = Xt if cfg.sigma_from == "train" else data.X[:, li, hi].float()
+        sigmas = torch.einsum("nkd,kd->nk", Xs, d).std(0, unbiased=False)
     test_q = np.asarray(list(test_questions))
     return FoldFit(fold=fold, train_questions=np.sort(train_q), test_questions=np.sort(test_q),
-                   head_scores=scores, heads=heads, directions=d, sigmas=sigmas, config=cfg,
-                   shape=(L, H, hd), source=dict(data.source))
+                   head_scores=scores.float(), heads=heads, directions=d, sigmas=sigmas, config=cfg,
+                   shape=(L, H, hd), source=dict(data.source), fit_questions=np.asarray(fit_q),
+                   val_questions=np.asarray(val_q))
+
+
+def fold_splits(data: ITIData, cfg: ITIConfig, n_folds: int = 2, contiguous: bool = False
+                ) -> list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]]:
+    """(test, train, (probe-train, validation)) questions per fold. Contiguous folds cut `data.mc_order`
+    (the multiple-choice order, as the original); shuffled folds permute the sorted question ids by seed."""
+    order = data.mc_order if contiguous else np.sort(data.questions)
+    blocks = _fold_blocks(order, n_folds, cfg.seed, contiguous)
+    if cfg.split != "original":  # veracity's split shuffles the sorted training questions
+        blocks = [np.sort(b) for b in blocks]
+    trains = [np.concatenate([b for j, b in enumerate(blocks) if j != i]) for i in range(n_folds)]
+    if cfg.split == "original":
+        splits = original_val_splits(trains, cfg.seed, cfg.val_ratio)
+    else:
+        splits = [seeded_val_split(t, cfg.seed, cfg.val_ratio) for t in trains]
+    return [(np.sort(b), t, sp) for b, t, sp in zip(blocks, trains, splits)]
 
 
 def fit_folds(data: ITIData, cfg: ITIConfig, n_folds: int = 2, contiguous: bool = False) -> list[FoldFit]:
     """One `FoldFit` per fold: fitted on the other folds' questions, held-out questions recorded."""
-    folds = make_folds(data.questions, n_folds, seed=cfg.seed, contiguous=contiguous)
-    out = []
-    for i, test_q in enumerate(folds):
-        train_q = np.concatenate([f for j, f in enumerate(folds) if j != i])
-        out.append(fit_fold(data, train_q, cfg, fold=i, test_questions=test_q))
-    return out
+    return [fit_fold(data, train_q, cfg, fold=i, test_questions=test_q, split=sp)
+            for i, (test_q, train_q, sp) in enumerate(fold_splits(data, cfg, n_folds, contiguous))]
 
 
 def fit(data: ITIData, cfg: ITIConfig | None = None, k: int = 48, alpha: float = 15.0,
         questions: Sequence[int] | None = None) -> Intervention:
-    """An intervention fitted on `questions` (default: every question; nothing held out)."""
+    """An intervention fitted on `questions` (default: every question, in the multiple-choice order;
+    nothing held out)."""
     cfg = cfg or ITIConfig()
-    q = data.questions if questions is None else np.asarray(list(questions))
+    if questions is None:
+        q = data.mc_order if cfg.split == "original" else np.sort(data.questions)
+    else:
+        q = np.asarray(list(questions))
     ff = fit_fold(data, q, cfg, fold=-1)
     return ff.intervention(min(k, len(ff.heads)), alpha)

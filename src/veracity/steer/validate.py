@@ -30,6 +30,7 @@ class EvalConfig:
     ce_texts: int = 100  # held-out documents for CE / KL
     ce_tokens: int = 128  # first tokens of each
     generate_positions: str = "last"
+    mc_shift_from: str = "answer-start"  # MC shift start: answer-start (veracity) | legacy (honest_llama)
     batch_size: int = 16
     data_dir: str | None = None
 
@@ -43,7 +44,7 @@ def held_out_texts(data_dir, n: int) -> list[str]:
 
 def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: EvalConfig,
                   ce_texts: Sequence[str] | None = None, log: Callable[[str], None] | None = None,
-                  fold: int = 0) -> dict:
+                  fold: int = 0, kl: bool = True) -> dict:
     """Metrics of `lm` with `intervention` (None: the plain model) on these TruthfulQA items, through the
     evaluation driver: MC on every answer token, CE/KL(original || intervened) on every text token,
     generation (last position of every forward call by default) and the judges unless judge == "none".
@@ -51,8 +52,10 @@ def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: E
     from ..evaluate.driver import evaluate_fold as drive
     from ..evaluate.judges import get_judge
 
-    factory = intervention_factory(lm, intervention, cfg.generate_positions) if intervention is not None else None
-    wanted = ["mc"] + (["ce", "kl"] if ce_texts else []) + ([] if cfg.judge == "none" else ["judge"])
+    factory = (intervention_factory(lm, intervention, cfg.generate_positions, cfg.mc_shift_from)
+               if intervention is not None else None)
+    wanted = (["mc"] + (["ce"] + (["kl"] if kl else []) if ce_texts else []) +
+              ([] if cfg.judge == "none" else ["judge"]))
     res = drive(lm, list(items), [it.index for it in items], protocol=cfg.protocol, metrics=wanted,
                 truth_judge=get_judge(cfg.judge, "truth"), info_judge=get_judge(cfg.judge, "info"),
                 intervention=factory, lm_texts=list(ce_texts) if ce_texts else None,
@@ -64,7 +67,8 @@ def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: E
     if "true" in metrics and "info" in metrics:
         metrics["true_info"] = metrics["true"] * metrics["info"]
     per_q = [asdict(q) for q in res.questions]
-    answers = [{"index": q.index, "question": q.question, "answer": q.answer, "true": q.true, "info": q.info}
+    answers = [{"index": q.index, "question": q.question, "answer": q.answer, "true": q.true, "info": q.info,
+                "true_score": q.true_score, "info_score": q.info_score}
                for q in res.questions if q.answer is not None]
     return {"metrics": metrics, "per_question": per_q, "answers": answers}
 
@@ -74,6 +78,7 @@ class ValidateResult:
     folds: list[dict]
     summary: dict
     config: dict = field(default_factory=dict)
+    summary_baseline: dict | None = None  # fold means of the plain model (validate(baseline=True))
 
 
 def summarise(fold_metrics: list[dict], weights: Sequence[int] | None = None) -> dict:
@@ -91,18 +96,39 @@ def summarise(fold_metrics: list[dict], weights: Sequence[int] | None = None) ->
 
 
 def restrict(data: ITIData, limit: int | None) -> ITIData:
-    """The first `limit` questions (CSV order), as `--limit` does in the evaluation driver."""
+    """The first `limit` questions (CSV order), as `--limit` does in the evaluation driver (sigma rows and
+    the multiple-choice order restricted alike)."""
     if limit is None:
         return data
-    keep = np.flatnonzero(data.question < limit)
-    return ITIData(data.X[keep], data.labels[keep], data.question[keep], dict(data.source, question_limit=limit))
+    out = data.restrict(data.questions[data.questions < limit])
+    out.source = dict(data.source, question_limit=limit)
+    return out
+
+
+def merge_answers(folds: list[dict]) -> list[dict]:
+    """One row per question with a generated answer: fold, index, question, the answer before ITI (the plain
+    model, when the baseline was run) and after, with their judge scores and verdicts."""
+    rows = []
+    for f in folds:
+        before = {a["index"]: a for a in f.get("baseline_answers", [])}
+        for a in f.get("answers", []):
+            b = before.get(a["index"], {})
+            rows.append({"fold": f["fold"], "index": a["index"], "question": a["question"],
+                         "answer_before": b.get("answer"), "true_before": b.get("true"),
+                         "info_before": b.get("info"), "true_score_before": b.get("true_score"),
+                         "info_score_before": b.get("info_score"),
+                         "answer": a["answer"], "true": a["true"], "info": a["info"],
+                         "true_score": a.get("true_score"), "info_score": a.get("info_score")})
+    return rows
 
 
 def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: float, n_folds: int = 2,
              contiguous: bool = False, ecfg: EvalConfig | None = None, out: Path | None = None,
-             log: Callable[[str], None] = print) -> ValidateResult:
+             log: Callable[[str], None] = print, baseline: bool = False) -> ValidateResult:
     """Fit per fold on the other folds, evaluate on the held-out ones. `items`: TruthfulQA items indexed
-    by CSV row (`load_truthfulqa`). Saves each fold's intervention under `out` when given."""
+    by CSV row (`load_truthfulqa`). Saves each fold's intervention under `out` when given. `baseline`: also
+    evaluate the plain model on each fold (MC, CE, generation + judges), so every answer has a before and
+    an after (`merge_answers`); with alpha = 0 the intervened run is the baseline and is reused."""
     ecfg = ecfg or EvalConfig()
     by_index = {it.index: it for it in items}
     fits = fit_folds(data, iti, n_folds=n_folds, contiguous=contiguous)
@@ -116,9 +142,22 @@ def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: 
         res = evaluate_fold(lm, test_items, iv, ecfg, texts, log=log, fold=ff.fold)
         log(f"fold {ff.fold}: {len(test_items)} questions, " +
             ", ".join(f"{key}={v:.4f}" for key, v in res["metrics"].items()))
-        folds.append({"fold": ff.fold, "n_questions": len(test_items), "metrics": res["metrics"],
-                      "heads": iv.heads, "per_question": res["per_question"], "answers": res.get("answers", [])})
+        row = {"fold": ff.fold, "n_questions": len(test_items), "metrics": res["metrics"],
+               "heads": iv.heads, "sigmas": iv.sigmas.tolist(), "per_question": res["per_question"],
+               "answers": res.get("answers", [])}
+        if baseline:
+            base = res if alpha == 0 else evaluate_fold(lm, test_items, None, ecfg, texts, log=log, fold=ff.fold,
+                                                        kl=False)
+            log(f"fold {ff.fold} baseline: " + ", ".join(f"{key}={v:.4f}" for key, v in base["metrics"].items()))
+            row.update(baseline_metrics=base["metrics"], baseline_answers=base.get("answers", []))
+        folds.append(row)
     summary = summarise([f["metrics"] for f in folds])
-    return ValidateResult(folds=folds, summary=summary,
-                          config={"iti": asdict(iti), "k": k, "alpha": alpha, "folds": n_folds,
-                                  "contiguous": contiguous, "eval": asdict(ecfg)})
+    config = {"iti": asdict(iti), "k": k, "alpha": alpha, "folds": n_folds, "contiguous": contiguous,
+              "eval": asdict(ecfg), "data": dict(data.source), "baseline": baseline,
+              "fold_questions": [{"fold": ff.fold, "test": ff.test_questions.tolist(),
+                                  "probe_train": np.sort(ff.fit_questions).tolist(),
+                                  "validation": np.sort(ff.val_questions).tolist()} for ff in fits]}
+    res = ValidateResult(folds=folds, summary=summary, config=config)
+    if baseline:
+        res.summary_baseline = summarise([f["baseline_metrics"] for f in folds])
+    return res
