@@ -20,8 +20,11 @@ JudgeBaseUrlOpt = typer.Option(None, "--judge-base-url", help="openai: judges: a
 @eval_app.command("truthfulqa")
 def eval_truthfulqa(
     model: str = ModelOpt,
-    protocol: str = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa (original repo, ITI) "
-                                 "or lm-eval (lm-evaluation-harness)."),
+    protocol: str = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa (original repo, ITI), "
+                                 "lm-eval (lm-evaluation-harness) or binary (best vs best incorrect answer: "
+                                 "log-likelihood in both contexts, and an A/B question in both orders)."),
+    revision: str = typer.Option("2021", "--revision", help="TruthfulQA revision: 2021 (817 questions, "
+                                 "mc_task_v0.json targets) or 2025 (790 questions, Best Incorrect Answer)."),
     metrics: str = typer.Option("mc,ce,kl,judge", "--metrics", help="Comma-separated: mc, ce, kl, judge."),
     judge: str = typer.Option("local", "--judge", help="none | local | local:<folder> | hf:<model id> | "
                               "openai:<model> (completions endpoint) | openai-chat:<model> (chat endpoint); {kind} in a "
@@ -48,8 +51,10 @@ def eval_truthfulqa(
 ) -> None:
     """TruthfulQA: MC1/MC2, CE loss, KL wrt the original model, generation + truth/info judges, per fold."""
     from ..data.truthfulqa import load_truthfulqa
-    from ..evaluate import (FOLD_COLUMNS, METRICS, PROTOCOLS, EvalConfig, fold_table_rows, get_judge,
-                            run_truthfulqa_eval, summary_line)
+    from ..data.errors import DataError
+    from ..data.truthfulqa import REVISIONS
+    from ..evaluate import FOLD_COLUMNS, METRICS, EvalConfig, fold_table_rows, get_judge, run_truthfulqa_eval, summary_line
+    from ..evaluate.driver import EVAL_PROTOCOLS
     from ..evaluate.judges import JudgeError, with_base_url
     from ..models import ModelNotAvailable, load
     from ..runs import RunExists
@@ -65,8 +70,10 @@ def eval_truthfulqa(
         judge = with_base_url(judge, judge_base_url)  # recorded in config.json with the judge
     except ValueError as e:
         fail(str(e))
-    if protocol not in PROTOCOLS:
-        fail(f"--protocol must be one of {', '.join(PROTOCOLS)}")
+    if protocol not in EVAL_PROTOCOLS:
+        fail(f"--protocol must be one of {', '.join(EVAL_PROTOCOLS)}")
+    if revision not in REVISIONS:
+        fail(f"--revision must be one of {', '.join(REVISIONS)}")
     if set(mets) - set(METRICS):
         fail(f"--metrics: unknown {sorted(set(mets) - set(METRICS))}; choose from {', '.join(METRICS)}")
     if judge == "none" and not [m for m in mets if m != "judge"]:
@@ -76,7 +83,7 @@ def eval_truthfulqa(
     check_out_folder(out, "eval", overwrite=overwrite)  # before loading anything
     cfg = EvalConfig(model=model, protocol=protocol, metrics=mets, judge=judge, folds=folds, seed=seed, limit=limit,
                      instruction=instruction, gen_style=gen_style, max_new_tokens=max_new_tokens, lm_source=lm_source,
-                     n_docs=n_docs, max_tokens=max_tokens, batch_size=batch_size)
+                     n_docs=n_docs, max_tokens=max_tokens, batch_size=batch_size, revision=revision)
     truth_j = info_j = None
     if "judge" in mets and judge != "none":
         try:
@@ -84,7 +91,10 @@ def eval_truthfulqa(
         except (FileNotFoundError, ValueError) as e:
             fail(f"{e} (or pass --judge none)")
     try:
-        items = load_truthfulqa(data_dir)
+        items = load_truthfulqa(data_dir, revision)
+    except DataError as e:
+        fail(str(e))
+    try:
         lm = load(model, device=device)
     except ModelNotAvailable as e:
         fail(str(e))
@@ -96,8 +106,13 @@ def eval_truthfulqa(
                                   out=out, overwrite=overwrite, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     except (RunExists, JudgeError) as e:
         fail(str(e))
-    print_table(f"TruthfulQA ({protocol} MC protocol) on {model}, per fold", ["fold"] + FOLD_COLUMNS,
+    print_table(f"TruthfulQA {revision} ({protocol} protocol) on {model}, per fold", ["fold"] + FOLD_COLUMNS,
                 fold_table_rows([f.metrics for f in res.folds]))
+    binary = res.results_json().get("binary")
+    if binary:
+        print_table(f"binary task ({next(iter(binary.values()))['pair']}), all questions",
+                    ["variant", "accuracy %", "chance %", "n"],
+                    [[v, f"{100 * d['accuracy']:.2f}", f"{100 * d['chance']:.0f}", str(d["n"])] for v, d in binary.items()])
     console.print(summary_line(res.summary))
     console.print(f"results: {out}/results.json")
 

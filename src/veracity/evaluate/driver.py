@@ -6,6 +6,10 @@ Library entry points (the CLI and ITI's validate call these):
   "mc", "lm", "generate") and the original model for KL.
 - `run_truthfulqa_eval(...)`: the whole plain evaluation over k folds, written to a run folder.
 - `summarize`, `fold_table_rows`, `summary_line`: the ITI-style table and summary line.
+
+Protocols: the MC protocols of `truthfulqa.PROTOCOLS` and "binary" (`binary.py`: best vs best incorrect
+answer, four variants). Every generated answer set gets its generation health (`health.py`: refusal rate,
+distinct-2, longest repeated n-gram, mean length, degenerate rate) in `FoldMetrics` and the summary.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ import numpy as np
 from .generation import generate_answers
 from .judges import THRESHOLD, Judge
 from .lm_metrics import LMMetrics, compute_lm_metrics
+from .binary import score_binary, summarize_binary
+from .health import generation_health
 from .truthfulqa import PROTOCOLS, score_mc
+
+EVAL_PROTOCOLS = PROTOCOLS + ("binary",)
+#: generation-health keys copied into FoldMetrics and the summary (see health.generation_health)
+HEALTH_KEYS = ("refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate")
 
 InterventionFactory = Callable[[str], ContextManager]
 METRICS = ("mc", "ce", "kl", "judge")
@@ -43,6 +53,7 @@ class QuestionRecord:
     info_score: float | None = None
     true: bool | None = None
     info: bool | None = None
+    binary: dict | None = None  # protocol "binary": variant -> 1.0 / 0.0
 
 
 @dataclass
@@ -56,6 +67,13 @@ class FoldMetrics:
     true_info_per_answer: float | None = None  # rate of answers both true and informative
     ce_loss: float | None = None
     kl: float | None = None
+    binary: dict | None = None  # protocol "binary": variant -> accuracy (chance 0.5)
+    health: dict | None = None  # generation health of the fold's answers (health.generation_health)
+    refusal_rate: float | None = None  # the HEALTH_KEYS, flat, for tables and fold means
+    distinct_2: float | None = None
+    mean_longest_repeat: float | None = None
+    mean_words: float | None = None
+    degenerate_rate: float | None = None
 
 
 @dataclass
@@ -105,7 +123,18 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
     recs = {it.index: QuestionRecord(it.index, fold, it.question, it.category) for it in sel}
     fm = FoldMetrics(fold, len(sel))
     mc_scores: list[dict] = []
-    if "mc" in metrics:
+    if "mc" in metrics and protocol == "binary":
+        say(f"fold {fold}: binary task on {len(sel)} questions")
+        bs = score_binary(lm, sel, instruction=instruction,
+                          batch_size=max(8, batch_size) if isinstance(batch_size, int) else batch_size,
+                          intervention=intervention,
+                          progress=lambda i, n: say(f"fold {fold}: binary {i}/{n}") if i % 100 == 0 else None)
+        for r in bs.results:
+            recs[r.index].binary = {**(recs[r.index].binary or {}), r.variant: r.correct}
+            mc_scores.append({"index": r.index, "protocol": "binary", "variant": r.variant,
+                              "score_right": r.score_right, "score_wrong": r.score_wrong})
+        fm.binary = {v: d["accuracy"] for v, d in bs.variants.items()}
+    elif "mc" in metrics:
         say(f"fold {fold}: MC ({protocol}) on {len(sel)} questions")
         mc = score_mc(lm, sel, protocol, instruction=instruction,
                       batch_size=max(8, batch_size) if isinstance(batch_size, int) else batch_size,
@@ -137,6 +166,9 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
         for a in answers:
             recs[a.index].answer = a.answer
         qs, ans = [a.question for a in answers], [a.answer for a in answers]
+        fm.health = generation_health(ans)
+        for k in HEALTH_KEYS:
+            setattr(fm, k, fm.health[k])
         say(f"fold {fold}: judging {len(ans)} answers")
         for judge, attr in ((truth_judge, "true"), (info_judge, "info")):
             if judge is None:
@@ -160,6 +192,11 @@ def summarize(folds: Sequence[FoldMetrics]) -> dict:
          "true": _mean([f.true for f in folds]), "info": _mean([f.info for f in folds])}
     s["true_info"] = s["true"] * s["info"] if s["true"] is not None and s["info"] is not None else None
     s["true_info_per_answer"] = _mean([f.true_info_per_answer for f in folds])
+    for k in HEALTH_KEYS:
+        s[k] = _mean([getattr(f, k) for f in folds])
+    variants = [v for f in folds if f.binary for v in f.binary]
+    for v in dict.fromkeys(variants):
+        s["binary_" + v] = _mean([f.binary.get(v) for f in folds if f.binary])
     return {k: v for k, v in s.items() if v is not None}
 
 
@@ -181,7 +218,11 @@ def summary_line(summary: dict) -> str:
     return (f"True*Info (product of fold means) {_fmt(g('true_info'), True)}, "
             f"True*Info (per-answer rate) {_fmt(g('true_info_per_answer'), True)}, True {_fmt(g('true'), True)}, "
             f"Info {_fmt(g('info'), True)}, MC1 {_fmt(g('mc1'), True)}, MC2 {_fmt(g('mc2'), True)}, "
-            f"CE Loss {_fmt(g('ce_loss'), False)}, KL wrt Orig {_fmt(g('kl'), False)}")
+            f"CE Loss {_fmt(g('ce_loss'), False)}, KL wrt Orig {_fmt(g('kl'), False)}"
+            + "".join(f", binary {k[7:]} {_fmt(v, True)}" for k, v in summary.items() if k.startswith("binary_"))
+            + (f"; answers: refusals {_fmt(g('refusal_rate'), True)}%, distinct-2 {_fmt(g('distinct_2'), False)}, "
+               f"longest repeat {_fmt(g('mean_longest_repeat'), False)}, words {_fmt(g('mean_words'), False)}, "
+               f"degenerate {_fmt(g('degenerate_rate'), True)}%" if g("refusal_rate") is not None else ""))
 
 
 @dataclass
@@ -202,6 +243,7 @@ class EvalConfig:
     n_docs: int = 100
     max_tokens: int = 128
     batch_size: int = 16
+    revision: str = "2021"  # TruthfulQA revision of the items (data.truthfulqa.REVISIONS)
 
 
 @dataclass
@@ -212,7 +254,20 @@ class EvalOutput:
     judges: dict
 
     def results_json(self) -> dict:
+        from ..data.truthfulqa import DATASET_NAMES
+
+        qs = [q for f in self.folds for q in f.questions]
+        answers = [q.answer for q in qs if q.answer is not None]
+        binary = None
+        if any(q.binary for q in qs):
+            from .binary import PAIR_2021, PAIR_2025, BinaryResult
+
+            pair = PAIR_2025 if self.config.revision == "2025" else PAIR_2021
+            binary = summarize_binary([BinaryResult(q.index, q.category, v, c, math.nan, math.nan)
+                                       for q in qs if q.binary for v, c in q.binary.items()], pair)
         return {"config": asdict(self.config), "protocol": self.config.protocol, "judges": self.judges,
+                "revision": self.config.revision, "dataset": DATASET_NAMES.get(self.config.revision),
+                "binary": binary, "health": generation_health(answers) if answers else None,
                 "summary": self.summary,
                 "folds": [asdict(f.metrics) for f in self.folds],
                 "questions": [asdict(q) for f in self.folds for q in f.questions],
@@ -227,8 +282,11 @@ def run_truthfulqa_eval(lm, items, config: EvalConfig, *, truth_judge: Judge | N
     """The whole evaluation: first `limit` questions (CSV order), k seeded folds, CE/KL computed once
     (they do not depend on the fold), per-fold metrics and the summary. With `out`, writes a run folder:
     config.json, results.json (summary keys mc1, mc2, ce_loss, kl, true, info, true_info) and answers.csv."""
-    if config.protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {config.protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    if config.protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"unknown protocol {config.protocol!r}; use one of {', '.join(EVAL_PROTOCOLS)}")
+    revs = {getattr(it, "revision", "2021") for it in items}
+    if revs and revs != {config.revision}:
+        raise ValueError(f"config.revision is {config.revision!r} but the items are of revision(s) {sorted(revs)}")
     metrics = list(config.metrics)
     if config.judge == "none" and "judge" in metrics:
         metrics.remove("judge")
@@ -237,7 +295,9 @@ def run_truthfulqa_eval(lm, items, config: EvalConfig, *, truth_judge: Judge | N
     if out is not None:
         from ..runs import RunFolder
 
-        run = RunFolder(out, "eval", {**asdict(config), "dataset": "truthfulqa",
+        from ..data.truthfulqa import DATASET_NAMES
+
+        run = RunFolder(out, "eval", {**asdict(config), "dataset": DATASET_NAMES.get(config.revision, "truthfulqa"),
                                       "model_fingerprint": getattr(lm, "fingerprint", None)},
                         overwrite=overwrite, seed=config.seed)
     say = log or (lambda m: None)
@@ -272,6 +332,7 @@ def run_truthfulqa_eval(lm, items, config: EvalConfig, *, truth_judge: Judge | N
             run.write_csv("answers.csv", [{k: q[k] for k in ("index", "fold", "question", "answer", "true_score",
                                                              "info_score", "true", "info")} for q in rows])
         run.write_csv("questions.csv", rows)
-        headline = {k: summary[k] for k in ("true_info", "mc1", "mc2") if k in summary}
+        headline = {k: summary[k] for k in ("true_info", "mc1", "mc2", "binary_loglik-truthfulqa", "binary_ab-average")
+                    if k in summary}
         run.finish(output.results_json(), headline=headline)
     return output
