@@ -16,8 +16,12 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", help="Run folder (def
          overwrite: bool = OverwriteOpt) -> None:
     """Run everything end to end on the embedded default model and data (offline)."""
     from ..demo import run_demo
-    from ..runs import RunExists
+    from ..models.loader import check_model_spec
+    from ..runs import RunExists, check_out_folder
 
+    check_model_spec(model)  # an unknown model stops here: run_demo creates its run folder first
+    if out is not None:
+        check_out_folder(out, "demo", overwrite=overwrite)
     try:
         run_demo(out=out, model=model, data_dir=data_dir, overwrite=overwrite)
     except RunExists as e:

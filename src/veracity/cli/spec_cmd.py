@@ -41,7 +41,12 @@ def spec(main: str = typer.Option("smollm2", "--main", help="Main (verifying) mo
     from ..models import load
     from ..runs import RunExists, RunFolder
 
+    from ..models.loader import check_model_spec
+    from ..runs import check_out_folder
+
     _threads(threads)
+    check_model_spec(main)
+    check_out_folder(out, "spec", overwrite=overwrite)  # before loading anything
     dd = data_dir_path(data_dir)
     try:
         rows = load_prompts(prompts, dd, limit=limit, seed=seed)
@@ -118,6 +123,12 @@ def finetune_cmd(model: str = typer.Option("smollm2", "--model", "-m", help="Mod
         fail(f"--track must name one other model, got {sorted(others)}")
     if role not in ("assistant", "main"):
         fail("--role must be assistant or main")
+    from ..models.loader import check_model_spec
+    from ..runs import check_out_folder
+
+    for m in [model, *others]:
+        check_model_spec(m)
+    check_out_folder(out, "finetune", overwrite=overwrite)  # before loading anything
     try:
         texts = load_corpus(data, dd, limit=corpus_limit)
         rows = load_prompts(prompts, dd, limit=limit, seed=seed) if kinds else []

