@@ -173,6 +173,11 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Compar
         true, info = pt >= 0.5, pi >= 0.5
         metrics.update(true=float(true.mean()), info=float(info.mean()),
                        true_info_rate=float((true & info).mean()))
+        from .driver import HEALTH_KEYS
+        from .health import generation_health
+
+        health = generation_health(list(ans))  # refusals, degeneration, length of the generated answers
+        metrics.update({k: health[k] for k in HEALTH_KEYS if health[k] is not None})
         for r, a, p1, p2 in zip(per_q, ans, pt, pi):
             r.update(p_true=float(p1), p_info=float(p2))
         answers = [{"index": it.index, "question": q, "answer": a} for it, q, a in zip(items, qs, ans)]

@@ -18,7 +18,9 @@ from .apply import intervention_factory
 from .intervention import Intervention
 from .iti import ITIConfig, ITIData, fit_folds
 
-SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl")
+SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl",
+                # generation health of the answers (veracity.evaluate.health; present when answers were generated)
+                "refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate")
 
 
 @dataclass
@@ -62,8 +64,10 @@ def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: E
                 n_docs=len(ce_texts) if ce_texts else 0, max_tokens=cfg.ce_tokens, batch_size=cfg.batch_size,
                 data_dir=cfg.data_dir, log=log, fold=fold)
     m = res.metrics
-    metrics = {k: getattr(m, k) for k in ("mc1", "mc2", "ce_loss", "kl", "true", "info", "true_info_per_answer")
-               if getattr(m, k) is not None}
+    metrics = {k: getattr(m, k) for k in ("mc1", "mc2", "ce_loss", "kl", "true", "info", "true_info_per_answer",
+                                          "refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words",
+                                          "degenerate_rate")
+               if getattr(m, k, None) is not None}
     if "true" in metrics and "info" in metrics:
         metrics["true_info"] = metrics["true"] * metrics["info"]
     per_q = [asdict(q) for q in res.questions]
