@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_int_list, print_table
+from .common import (DataDirOpt, ModelOpt, OverwriteOpt, check_model_options, check_question_count, console, fail,
+                     parse_int_list, print_table)
 
 iti_app = typer.Typer(help="Inference-Time Intervention: fit, bake, validate, sweep.", no_args_is_help=True)
 
@@ -40,9 +41,11 @@ def _load(model: str, device: Optional[str]):
     from ..models import ModelNotAvailable, load
 
     try:
-        return load(model, device=device)
+        lm = load(model, device=device)
     except ModelNotAvailable as e:
         fail(str(e))
+    check_model_options(lm)  # --num-heads against the model's layers x heads, before any work
+    return lm
 
 
 def _settings(reproduce, direction, data, sigma_from, contiguous, mc_shift_from, seed) -> dict:
@@ -101,6 +104,8 @@ def _data(lm, data_dir, limit, acts, st: dict | None = None):
     from ..steer.validate import restrict
 
     st = st or {"data": "tqa-mc2", "sigma_from": "train", "seed": 0}
+    # --folds against the questions before the capture (validate, sweep)
+    check_question_count(lambda: len(load_truthfulqa(data_dir)[:limit] if limit else load_truthfulqa(data_dir)))
     try:
         data = restrict(load_iti_data(lm, data_dir=data_dir, acts=acts, limit=limit, data=st["data"],
                                       sigma_rows=st["sigma_from"] == "original", sigma_seed=st["seed"]), limit)
@@ -125,6 +130,9 @@ def fit_cmd(model: str = ModelOpt, out: Path = typer.Option(..., "--out", "-o", 
     st = _settings(reproduce, direction, data, sigma_from, False, None, seed)
     cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=num_heads, st=st)
     _say_preset(st)
+    from ..validation import check_out_path
+
+    check_out_path(Path(out).parent)
     lm = _load(model, device)
     data_, _ = _data(lm, data_dir, limit, acts, st)
     iv = fit(data_, cfg, k=num_heads, alpha=alpha)
@@ -144,8 +152,11 @@ def bake_cmd(model: str = ModelOpt, intervention: Path = typer.Option(..., "--in
     """Write a plain Hugging Face folder with the intervention as o_proj biases (shifts every position)."""
     from ..steer import Intervention, bake, verify_baked
 
+    from ..validation import check_out_path
+
+    iv = Intervention.load(intervention)  # missing or corrupt: one line, before loading the model
+    check_out_path(out)
     lm = _load(model, device)
-    iv = Intervention.load(intervention)
     if alpha is not None:
         iv = iv.with_alpha(alpha)
     try:
@@ -207,12 +218,13 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                                               "split": st["split"], "ranking": st["ranking"], "probe": st["probe"],
                                               "reproduce": st["reproduce"], "baseline": baseline,
                                               "remaining_differences": st["remaining_differences"]},
-                        overwrite=overwrite, seed=st["seed"])
+                        overwrite=overwrite, seed=st["seed"], defer=True)  # checked now, created below
     except RunExists as e:
         fail(str(e))
     _say_preset(st)
     lm = _load(model, device)
     data_, items = _data(lm, data_dir, limit, acts, st)
+    run.start()
     try:
         res = validate(lm, data_, items, cfg, num_heads, alpha, folds, st["contiguous"],
                        _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, st["mc_shift_from"]),
@@ -301,7 +313,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                                        "mc_shift_from": st["mc_shift_from"], "split": st["split"],
                                        "ranking": st["ranking"], "probe": st["probe"], "reproduce": st["reproduce"],
                                        "remaining_differences": st["remaining_differences"]},
-                    resume=True, seed=st["seed"])
+                    resume=True, seed=st["seed"], defer=True)  # checked now (kind, lock), created below
     _say_preset(st)
     lm = _load(model, device)
     data_, items = _data(lm, data_dir, limit, acts, st)
@@ -310,6 +322,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
         console.print(msg)
         run.log(msg)
 
+    run.start()  # a resume refused by the results store leaves config.json as it was (see RunFolder)
     try:
         res = run_sweep(lm, data_, items, cfg, a_list, k_list, folds, run.path, st["contiguous"],
                         _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, st["mc_shift_from"]),
