@@ -128,13 +128,14 @@ def check_model_options(lm) -> None:
         check_num_heads(ks, lm.arch.n_layers, lm.arch.n_heads, option=option_name("num_heads"))
 
 
-def check_question_count(n: int) -> None:
-    """The running command's --folds against the number of questions it will split."""
+def check_question_count(n) -> None:
+    """The running command's --folds against the number of questions it will split (`n`: a count, or a
+    function computing it, called only when the command has --folds)."""
     from ..validation import check_folds
 
     folds = _param("folds")
     if isinstance(folds, int):
-        check_folds(folds, n, option=option_name("folds"))
+        check_folds(folds, n() if callable(n) else n, option=option_name("folds"))
 
 
 def guarded(fn):
