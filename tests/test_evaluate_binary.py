@@ -177,3 +177,28 @@ def test_cli_bad_revision(tmp_path, data_dir):
     r = CliRunner().invoke(app, ["eval", "truthfulqa", "--model", "tiny-llama", "--revision", "2030", "--out",
                                  str(tmp_path / "x"), "--data-dir", str(data_dir), "--judge", "none"])
     assert r.exit_code == 2 and "--revision" in r.output and not (tmp_path / "x").exists()
+
+
+def test_docs_show_the_ab_prompt_byte_for_byte(data_dir):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "concepts.md").read_text()
+    block = doc.split("```text\n", 1)[1].split("\n```", 1)[0]
+    it = load_truthfulqa(data_dir, "2025")[0]
+    ctx, conts, right, _ = bn.variant_context(it, "ab-best-first")
+    assert block == ctx and right == 0 and conts == [" A", " B"]
+
+
+def test_registry_2025_names(data_dir):
+    from veracity.data import get_dataset, list_datasets
+
+    new = load_truthfulqa(data_dir, "2025")
+    d = get_dataset("truthfulqa-2025", data_dir)
+    assert d.texts == get_dataset("truthfulqa-2025-mc2", data_dir).texts
+    assert len(d) == sum(len(it.mc2_choices) for it in new) and d.labels == [l for it in new for l in it.mc2_labels]
+    assert d.texts[0] == f"Q: {new[0].question} A: {new[0].mc2_choices[0]}"
+    assert len(get_dataset("truthfulqa-2025-mc1", data_dir)) == sum(len(it.mc1_choices) for it in new)
+    iti = get_dataset("truthfulqa-2025-iti", data_dir, limit=5)
+    assert {m["question_index"] for m in iti.meta} <= set(range(790))
+    assert get_dataset("truthfulqa-2025-iti-mc2", data_dir).texts == d.texts
+    assert {"truthfulqa-2025", "truthfulqa-2025-mc1", "truthfulqa-2025-iti"} <= {n for n, _ in list_datasets()}

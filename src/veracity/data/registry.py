@@ -73,9 +73,9 @@ def _synthetic(name: str, data_dir, limit: int | None, seed: int) -> TextDataset
     return _from_statements(name, load_synthetic(n=n, seed=seed)[: limit or n], None, seed)
 
 
-def _truthfulqa_mc(which: str) -> Callable[..., TextDataset]:
+def _truthfulqa_mc(which: str, revision: str = "2021") -> Callable[..., TextDataset]:
     def build(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
-        items = load_truthfulqa(data_dir)
+        items = load_truthfulqa(data_dir, revision)
         texts, labels, groups, meta = [], [], [], []
         for i in _pick(len(items), limit, seed):
             it = items[i]
@@ -89,11 +89,11 @@ def _truthfulqa_mc(which: str) -> Callable[..., TextDataset]:
     return build
 
 
-def _truthfulqa_iti(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
+def _truthfulqa_iti(name: str, data_dir, limit: int | None, seed: int, revision: str = "2021") -> TextDataset:
     """veracity's earlier ITI probe rows (ITI's ``--data csv``): each question's CSV Correct Answers (1)
     then Incorrect Answers (0), ';'-split and stripped, no period added, in CSV order. Not the original's
     probe data: that is `truthfulqa-iti-mc2`."""
-    items = load_truthfulqa(data_dir)
+    items = load_truthfulqa(data_dir, revision)
     texts, labels, groups, meta = [], [], [], []
     for i in _pick(len(items), limit, seed):
         it = items[i]
@@ -106,12 +106,12 @@ def _truthfulqa_iti(name: str, data_dir, limit: int | None, seed: int) -> TextDa
     return TextDataset(name, texts, labels, groups, meta)
 
 
-def _truthfulqa_iti_mc2(name: str, data_dir, limit: int | None, seed: int) -> TextDataset:
+def _truthfulqa_iti_mc2(name: str, data_dir, limit: int | None, seed: int, revision: str = "2021") -> TextDataset:
     """honest_llama's ``tqa_mc2`` probe rows: one per (question, MC2 choice) of mc_task_v0.json (the hub's
     ``multiple_choice`` split), in that file's order and wording, ``Q: {question} A: {choice}`` with the
     choice as written there (most end in a period); label = the MC2 label. ``question_index`` is the CSV
     row evaluation uses (matched as `load_truthfulqa` does), ``mc_index`` the position in the MC file."""
-    items = sorted(load_truthfulqa(data_dir), key=lambda it: it.mc_index)
+    items = sorted(load_truthfulqa(data_dir, revision), key=lambda it: it.mc_index)
     texts, labels, groups, meta = [], [], [], []
     for i in _pick(len(items), limit, seed):
         it = items[i]
@@ -202,6 +202,16 @@ _REGISTRY: dict[str, tuple[str, Callable[..., TextDataset]]] = {
     "truthfulqa-iti-mc2": ("ITI's probe rows as honest_llama (tqa_mc2; iti --data tqa-mc2, the default): one per "
                            "(question, MC2 choice) of mc_task_v0.json, its order and wording; label = MC2 label",
                            _truthfulqa_iti_mc2),
+    # the 2025 revision (790 questions; MC targets as veracity builds them, see data.truthfulqa)
+    "truthfulqa-2025": ("TruthfulQA 2025 revision, one row per (question, MC2 choice); = truthfulqa-2025-mc2",
+                        _truthfulqa_mc("mc2", "2025")),
+    "truthfulqa-2025-mc2": ("TruthfulQA 2025 revision, one row per (question, MC2 choice); label = MC2 label",
+                            _truthfulqa_mc("mc2", "2025")),
+    "truthfulqa-2025-mc1": ("TruthfulQA 2025 revision, one row per (question, MC1 choice)", _truthfulqa_mc("mc1", "2025")),
+    "truthfulqa-2025-iti": ("TruthfulQA 2025 CSV Correct (1) / Incorrect (0) Answers, as truthfulqa-iti",
+                            lambda name, d, lim, seed: _truthfulqa_iti(name, d, lim, seed, revision="2025")),
+    "truthfulqa-2025-iti-mc2": ("ITI's probe rows (as truthfulqa-iti-mc2) on the 2025 revision's MC2 targets, CSV order",
+                                lambda name, d, lim, seed: _truthfulqa_iti_mc2(name, d, lim, seed, revision="2025")),
     "truthfulqa-iti-gen-end-q": ("ITI's sigma rows as honest_llama (tqa_gen_end_q; iti --sigma-from original): "
                                  "'Q: {q} A: {answer} Q: {random question}' per CSV answer; the random "
                                  "question drawn with --seed", _truthfulqa_iti_gen_end_q),
