@@ -111,3 +111,21 @@ def test_polarity_split_errors():
         polarity_split(torch.tensor(X), y, np.ones(len(y)))
     with pytest.raises(ValueError, match="unknown probe method"):
         polarity_split(torch.tensor(X), y, pol, methods=("nope",))
+
+
+def test_run_polarity_experiment_layers_and_held_out_topics():
+    from veracity.probes.sanity import run_polarity_experiment
+
+    X, y, pol = planted_polarity(seed=6)
+    top = np.array(["a", "b"] * (len(y) // 2))
+    X2 = torch.tensor(np.stack([X, X[:, ::-1].copy()], 1))
+    exp = run_polarity_experiment(X2, y, pol, top, [4, 7], methods=("logistic", "ttpd"))
+    assert exp.layers == [4, 7]
+    aff_neg = exp.table("affirmative", "negated")
+    assert aff_neg[0][0] == "logistic" and max(aff_neg[0][1:]) < 0.1 and aff_neg[1][1:] == [None, None]
+    assert min(exp.table("both", "negated")[1][1:]) > 0.95  # ttpd trained on both polarities
+    held = exp.table("topic!=a", "a:negated")
+    assert min(held[1][1:]) > 0.95  # TTPD on a held-out topic
+    # held-out topic rows: trained on the other topic only (both polarities), tested on this topic's rows
+    r = next(s for s in exp.scores if s["train"] == "topic!=a" and s["test"] == "a:negated")
+    assert r["n_train"] == int((top != "a").sum()) and r["n_test"] == int(((top == "a") & (pol == -1)).sum())

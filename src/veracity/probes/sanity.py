@@ -194,3 +194,93 @@ def polarity_split(X: Any, labels: Any, polarity: Any, methods: Sequence[str] = 
                     acc = float(s) if single else [float(v) for v in s]
                 out.append(PolarityScore(m, tr_name, te_name, acc, len(tr), len(te), note))
     return out
+
+
+# ------------------------------------------------------------------------------------------ polarity data + experiment
+
+POLARITY_PAIRS = ("cities", "sp_en_trans")  # Geometry-of-Truth sets with a negated twin file neg_{name}
+
+
+def polarity_statements(pairs: Sequence[str] = POLARITY_PAIRS, data_dir: Any = None, limit: int | None = None,
+                        seed: int = 0):
+    """A `TextDataset` of Geometry-of-Truth affirmative/negated twins: for each name, `{name}.csv` (polarity
+    +1) and `neg_{name}.csv` (-1); group = the topic (the name), meta carries "polarity" and "file".
+    `limit`: a seeded sample of that many statements per file. (Azaria & Mitchell's neg_* files interleave
+    affirmative and negated statements without a polarity column, so they are not used.)"""
+    from ..data import get_dataset
+    from ..data.registry import TextDataset
+
+    texts, labels, groups, meta = [], [], [], []
+    for name in pairs:
+        for pol, fname in ((1, name), (-1, f"neg_{name}")):
+            ds = get_dataset(f"got:{fname}", data_dir=data_dir, limit=limit, seed=seed)
+            texts += ds.texts
+            labels += ds.labels
+            groups += [name] * len(ds)
+            meta += [{"polarity": pol, "file": fname, "index": m.get("index")} for m in ds.meta]
+    return TextDataset("polarity:" + ",".join(pairs), texts, labels, groups, meta)
+
+
+@dataclass
+class PolarityExperiment:
+    """`scores`: one row per (method, layer, train, test); train/test name a polarity ("affirmative",
+    "negated", "both") and, for held-out topics, "topic!=T" / "T:affirmative" etc."""
+
+    methods: list[str]
+    layers: list[int]
+    scores: list[dict]
+    n_rows: int
+    seed: int
+
+    def table(self, train: str, test: str) -> list[list]:
+        """Rows = methods, columns = layers, for one (train, test) pair (None where not scored)."""
+        by = {(s["method"], s["layer"]): s["accuracy"] for s in self.scores if s["train"] == train and s["test"] == test}
+        return [[m] + [by.get((m, l)) for l in self.layers] for m in self.methods]
+
+
+def run_polarity_experiment(X: Any, labels: Any, polarity: Any, topics: Sequence[str], layers: Sequence[int],
+                            methods: Sequence[str] = ("logistic", "mass-mean", "ttpd"), seed: int = 0,
+                            test_size: float = 0.2, C: float = 1.0) -> PolarityExperiment:
+    """Every method at every layer (X [N, L, D], one batched fit per method and training set):
+    1. `polarity_split` (train affirmative / negated / both, test held-out affirmative and negated rows);
+    2. held-out topics: for each topic T, train on every other topic (both polarities) and test on T's
+       affirmative and negated rows separately."""
+    Xb, _ = as_batched(X)
+    N, G, _ = Xb.shape
+    layers = [int(l) for l in layers]
+    if len(layers) != G:
+        raise ValueError(f"{len(layers)} layer names for {G} layers of activations")
+    y = torch.as_tensor(np.asarray(labels)).long().flatten()
+    pol = np.asarray(polarity).flatten()
+    top = np.asarray(list(topics))
+    if len(top) != N:
+        raise ValueError(f"{len(top)} topics for {N} rows")
+    rows: list[dict] = []
+
+    def add(method, train, test, acc, n_train, n_test, note=""):
+        accs = acc if isinstance(acc, list) else [acc] * G
+        for l, a in zip(layers, accs):
+            rows.append({"method": method, "layer": l, "train": train, "test": test,
+                         "accuracy": None if a is None else float(a), "n_train": n_train, "n_test": n_test,
+                         "note": note})
+
+    for r in polarity_split(Xb, y, pol, methods, topics=top, seed=seed, test_size=test_size, C=C):
+        add(r.method, r.train, r.test, r.accuracy, r.n_train, r.n_test, r.note)
+    names = sorted(set(top.tolist()))
+    if len(names) > 1:
+        for held in names:
+            tr = np.nonzero(top != held)[0]
+            for m in methods:
+                probe = make_probe(m, seed=seed, C=C)
+                if m in POLARITY_METHODS:
+                    if len(np.unique(pol[tr])) < 2:
+                        continue
+                    probe.fit(Xb[tr], y[tr], polarity=pol[tr], topics=top[tr])
+                else:
+                    probe.fit(Xb[tr], y[tr])
+                for pname, pv in (("affirmative", 1), ("negated", -1)):
+                    te = np.nonzero((top == held) & (pol == pv))[0]
+                    if len(te):
+                        add(m, f"topic!={held}", f"{held}:{pname}", [float(v) for v in probe.score(Xb[te], y[te])],
+                            len(tr), len(te))
+    return PolarityExperiment(list(methods), layers, rows, N, seed)

@@ -1,0 +1,63 @@
+"""`veracity probe-polarity` and `veracity ccs-distractor` end to end on tiny models."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from veracity.capture import capture
+from veracity.cli.main import app
+
+runner = CliRunner()
+
+
+def test_probe_polarity_cli(data_dir, tmp_path):
+    out = tmp_path / "pol"
+    res = runner.invoke(app, ["probe-polarity", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
+                              "--limit", "24", "--layers", "1,-1", "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "done; run folder" in res.output
+    rows = list(csv.DictReader(open(out / "polarity_scores.csv")))
+    methods = {r["method"] for r in rows}
+    assert methods == {"logistic", "mass-mean", "ttpd"}
+    assert {r["layer"] for r in rows} == {"1", "3"}
+    pairs = {(r["train"], r["test"]) for r in rows}
+    assert ("affirmative", "negated") in pairs and ("topic!=cities", "cities:negated") in pairs
+    assert ("topic!=sp_en_trans", "sp_en_trans:affirmative") in pairs
+    ttpd_aff = [r for r in rows if r["method"] == "ttpd" and r["train"] == "affirmative"]
+    assert ttpd_aff and all(r["accuracy"] == "" for r in ttpd_aff)  # TTPD needs both polarities
+    scored = [float(r["accuracy"]) for r in rows if r["accuracy"] != ""]
+    assert scored and all(0 <= a <= 1 for a in scored)
+    assert json.loads((out / "config.json").read_text())["rows"] == 24 * 4
+
+
+def test_probe_polarity_rejects_bad_input_before_work(data_dir, tmp_path):
+    for args, msg in ((["--methods", "nope"], "unknown probe method"), (["--sets", "larger_than"], "neg_larger_than")):
+        res = runner.invoke(app, ["probe-polarity", "--model", "tiny-llama", "--data-dir", str(data_dir),
+                                  "--out", str(tmp_path / "x")] + args)
+        assert res.exit_code == 2 and msg in res.output, res.output
+        assert not (tmp_path / "x").exists()
+
+
+def test_ccs_distractor_cli(tmp_path):
+    """Plumbing on a real contrast-store layout (x+ rows then x- rows); CCS's behaviour on planted pairs is
+    tested in test_probes_sanity.py."""
+    from veracity.models import load
+
+    n = 60
+    y = np.random.default_rng(0).integers(0, 2, n)
+    lm = load("tiny-llama", device="cpu")
+    store = capture(lm, [f"Is {i} even? Yes" for i in range(n)] + [f"Is {i} even? No" for i in range(n)], "resid.0",
+                    labels=list(y) * 2, out=tmp_path / "acts", progress=False)
+    assert store.n_rows == 2 * n
+    res = runner.invoke(app, ["ccs-distractor", "--acts", str(tmp_path / "acts"), "--strengths", "0,3",
+                              "--n-restarts", "2", "--epochs", "50", "--out", str(tmp_path / "d")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "d" / "distractor.csv")))
+    assert [r["strength"] for r in rows] == ["0.0", "3.0"] and {r["picks"] for r in rows} <= {"truth", "distractor"}
+    bad = runner.invoke(app, ["ccs-distractor", "--acts", str(tmp_path / "acts"), "--strengths", "x",
+                              "--out", str(tmp_path / "e")])
+    assert bad.exit_code == 2 and not (tmp_path / "e").exists()
