@@ -344,3 +344,21 @@ def test_validate_answers_before_and_after(tiny_llama, data_dir, tmp_path):
         assert r["answer_before"] is not None and r["answer"] is not None and r["fold"] in (0, 1)
         assert r["true_score"] == 0.75 and r["true_before"] is True
     assert any(r["answer_before"] != r["answer"] for r in rows)  # alpha 8 on 4 heads changes some answer
+
+
+def test_fit_and_sweep_take_the_preset(data_dir, tmp_path):
+    common = ["--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--acts", str(tmp_path / "acts"),
+              "--limit", "12", "--reproduce", "honest-llama"]
+    res = runner.invoke(app, ["iti", "fit", *common, "--num-heads", "3", "--out", str(tmp_path / "iv")],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    prov = json.loads((tmp_path / "iv.json").read_text())["provenance"]
+    assert (prov["sigma_from"], prov["probe"], prov["ranking"], prov["seed"], prov["reproduce"]) == (
+        "original", "sklearn", "original", 42, "honest-llama")
+    assert prov["sigma_dataset"].startswith("truthfulqa-iti-gen-end-q")
+    res = runner.invoke(app, ["iti", "sweep", *common, "--alphas", "0,5", "--num-heads", "2", "--folds", "2",
+                              "--judge", "none", "--ce-texts", "2", "--out", str(tmp_path / "sw")],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    con = json.loads((tmp_path / "sw" / "config.json").read_text())
+    assert "honest-llama" in json.dumps(con) and "legacy" in json.dumps(con)

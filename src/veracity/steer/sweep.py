@@ -84,6 +84,8 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
     fixed = {"model": getattr(lm, "fingerprint", None), "iti": {k: v for k, v in iti.__dict__.items() if k != "max_k"},
              "folds": n_folds, "contiguous": contiguous, "data": data.source.get("content_hash"),
              "questions": len(data.questions), "eval": ecfg.__dict__}
+    if data.source.get("sigma_content_hash"):  # sigma_from="original": its rows are part of the fit
+        fixed["sigma_data"] = data.source["sigma_content_hash"]
     store = ResultStore(folder / "results.sqlite", fixed)
     executor = executor if executor is not None else LocalExecutor(lm, evaluate)
     by_index = {it.index: it for it in items}
