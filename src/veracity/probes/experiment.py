@@ -142,7 +142,8 @@ def run_probe_experiment(X: torch.Tensor, labels: Sequence[int], groups: Sequenc
             raise ValueError(f"{len(pol)} polarities for {N} rows")
     elif any(m in POLARITY_METHODS for m in methods):
         raise ValueError(f"{', '.join(m for m in methods if m in POLARITY_METHODS)} needs the polarity of every "
-                         "statement (+1 affirmative, -1 negated): pass polarity=")
+                         "statement (+1 affirmative, -1 negated): pass polarity= (from the command line: "
+                         "`veracity probe-polarity`)")
     scores: list[ProbeScore] = []
     dirs: dict[str, list[tuple[str, torch.Tensor]]] = {m: [] for m in methods}
     cache: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
