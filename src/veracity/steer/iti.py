@@ -75,7 +75,10 @@ REMAINING_DIFFERENCES = {
         "MC answer tokens are scored over a KV-cached prompt (equal to the full forward to float precision)",
         "generation: veracity's greedy decoding, shift at the last position of every forward call (as the "
         "current pyvene code); True/Info from the chosen judges (the paper's GPT-judge models are gone)",
-        "CE/KL on 100 BoolQ passages x 128 tokens (the evaluation driver's default text)",
+        "CE/KL on 100 BoolQ passages x 128 tokens (the evaluation driver's default text; the original: 100 "
+        "random OpenWebText-10k documents)",
+        "evaluation uses the CSV's rows as they are; the original's frame replaces rows 164 and 247 by the hub's "
+        "wording ('Are all women women?' with its own answers; the tarot question without its trailing space)",
         "the original's current pyvene MC path shifts only the discarded last position (honest_llama #47); "
         "the preset reproduces its legacy MC rule instead (shift from len(enc(prompt)) + 4)",
     ],
@@ -401,7 +404,8 @@ def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold
     y = data.labels
     dev = cfg.device or data.X.device
     coef = None
-    if cfg.probe == "sklearn":
+    if cfg.probe == "sklearn":  # rows question by question in the split's order, as the original stacks them
+        fit_rows = np.concatenate([data.rows([q]) for q in fit_q]) if len(fit_q) else fit_rows
         scores, coef = _sklearn_probes(data.X[fit_rows].reshape(len(fit_rows), L * H, hd), y[fit_rows],
                                        data.X[val_rows].reshape(len(val_rows), L * H, hd), y[val_rows],
                                        cfg.seed, cfg.C)
