@@ -20,7 +20,9 @@ Scaling (`normalize`), the same for every fit; u is the fitted unit direction:
 
 Applying: `apply_residual` adds alpha * v_l to the output of decoder layer l (what `resid.l` captures)
 through forward hooks, at every position or only the last real token of each forward call (as
-`steer.apply`). Baking: `bake_residual` writes a plain Hugging Face folder where the constant is a
+`steer.apply`). Note: transformers 5 records `output_hidden_states` with its own hooks, which run before
+ours on the steered layer itself, so hidden_states[l + 1] does not show the shift (later layers do);
+read a steered layer's output with a hook registered after entering `apply_residual`. Baking: `bake_residual` writes a plain Hugging Face folder where the constant is a
 bias of the layer's last MLP projection -- exact where the MLP output is added to the residual with
 nothing after it (Llama-style layers: down_proj; GPT-2: c_proj), refused (`NotBakeable`) elsewhere.
 """
@@ -309,9 +311,9 @@ def fit_lat(pos: Any, neg: Any, seed: int = 0, layers: Sequence[int] | None = No
         u = Vh[0]
         d = P[l] - Q[l]
         votes = d @ u
-        if float((votes > 0).double().mean()) < 0.5 or (float((votes > 0).double().mean()) == 0.5 and float(votes.sum()) < 0):
-            u = -u
-            votes = -votes
+        frac = float((votes > 0).double().mean())
+        if frac < 0.5 or (frac == 0.5 and float(votes.sum()) < 0):  # most pairs: true above false
+            u, votes = -u, -votes
         v, s = _scaled(u, d.mean(0), torch.cat([P[l], Q[l]]), normalize)
         vecs.append(v)
         scales.append(s)
