@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import sys
 from pathlib import Path
@@ -52,23 +53,30 @@ def user_error_types() -> tuple[type, ...]:
                  if m in sys.modules and hasattr(sys.modules[m], n))
 
 
+# The running command's options and their command-line names, set by `guarded` for the duration of the call
+# (so helpers called deep in a command can check its options without threading them through).
+_CURRENT: "contextvars.ContextVar[tuple[dict, dict]]" = contextvars.ContextVar("veracity_command", default=({}, {}))
+
+
+def _option_names(fn) -> dict[str, str]:
+    """{parameter: its longest --spelling} from a Typer command's signature."""
+    import inspect
+
+    out = {}
+    for name, p in inspect.signature(fn).parameters.items():
+        decls = [d for d in (getattr(p.default, "param_decls", None) or ()) if str(d).startswith("--")]
+        if decls:
+            out[name] = max(decls, key=len).split("/")[0]
+    return out
+
+
 def option_name(key: str) -> str:
     """The command-line spelling of parameter `key` of the running command (`num_heads` -> `--num-heads`)."""
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        for p in ctx.command.params:
-            if p.name == key and getattr(p, "opts", None):
-                return max(p.opts, key=len)
-    return "--" + key.replace("_", "-")
+    return _CURRENT.get()[1].get(key) or "--" + key.replace("_", "-")
 
 
 def _param(key: str):
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    return None if ctx is None else ctx.params.get(key)
+    return _CURRENT.get()[0].get(key)
 
 
 def _int_list(text: str, key: str) -> list[int]:
@@ -143,8 +151,11 @@ def guarded(fn):
     `error: ...` and exit 2 (no traceback)."""
     import functools
 
+    names = _option_names(fn)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        token = _CURRENT.set((kwargs, names))
         try:
             preflight(kwargs)
             return fn(*args, **kwargs)
@@ -152,6 +163,8 @@ def guarded(fn):
             if isinstance(e, user_error_types()):
                 fail(str(e))
             raise
+        finally:
+            _CURRENT.reset(token)
     wrapper._veracity_guarded = True
     return wrapper
 
