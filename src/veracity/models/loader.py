@@ -57,7 +57,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the first parameter's device (one not offloaded to accelerate's meta placeholder)."""
+        return next((p.device for p in self.model.parameters() if p.device.type != "meta"), torch.device("cpu"))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -72,9 +73,25 @@ class LoadedModel:
         return self._fingerprint
 
 
+def state_items(model: torch.nn.Module):
+    """`model.state_dict().items()`, with weights that accelerate offloaded (cpu/disk entries of a
+    device_map: meta placeholders in the module) loaded to the CPU one module at a time."""
+    sd = model.state_dict()
+    if not any(t.device.type == "meta" for t in sd.values()):
+        yield from sd.items()
+        return
+    from accelerate.utils import align_module_device
+
+    for name, mod in model.named_modules(remove_duplicate=False):
+        local: dict[str, torch.Tensor] = {}
+        with align_module_device(mod, "cpu"):
+            mod._save_to_state_dict(local, f"{name}." if name else "", keep_vars=False)
+            yield from ((k, v.detach().to("cpu")) for k, v in local.items())
+
+
 def weights_fingerprint(model: torch.nn.Module, samples: int = 2048) -> str:
     h = hashlib.sha256()
-    for name, p in model.state_dict().items():
+    for name, p in state_items(model):
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // samples)
         h.update(name.encode())
@@ -277,6 +294,8 @@ def _load_hf(source, name, dtype, device, device_map, local_only) -> LoadedModel
     kwargs = dict(dtype=dtype)
     if device_map is not None:
         kwargs["device_map"] = device_map
+        if isinstance(device_map, dict) and "disk" in device_map.values():  # accelerate's disk offload
+            kwargs["offload_folder"] = str(cache_dir() / "offload" / f"{Path(str(source)).name}-{os.getpid()}")
     try:
         tok = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..models.arch import ArchSpec, UnsupportedArchitecture
+from ..models.loader import state_items
 from .intervention import Intervention
 
 _TO_LLAMA = ("qwen2", "mistral")
@@ -112,7 +113,8 @@ def baked_state_dict(target, intervention: Intervention,
     first = arch.attn_out(model, 0)
     needs_bias = getattr(first, "bias", None) is None
     cfg, how = _baked_config(model.config, needs_bias, o_proj_only)
-    sd = dict(model.state_dict())
+    sd = dict(state_items(model))  # weights offloaded by a device_map (cpu/disk) are read from their store
+    w_first = sd[_module_name(model, first) + ".weight"]
     # which parameters does the new config create that the old model lacks? (meta device: no memory)
     from transformers import AutoModelForCausalLM
 
@@ -126,7 +128,7 @@ def baked_state_dict(target, intervention: Intervention,
                 raise UnsupportedArchitecture(f"bake: {k} has shape {tuple(sd[k].shape)}, new config wants {shape}")
             new_sd[k] = sd[k]
         elif k.endswith(".bias"):
-            new_sd[k] = torch.zeros(shape, dtype=first.weight.dtype, device=first.weight.device)
+            new_sd[k] = torch.zeros(shape, dtype=w_first.dtype, device=w_first.device)
         else:
             raise UnsupportedArchitecture(f"bake: the new config adds a non-bias parameter {k}")
     missing = [k for k in sd if k not in new_shapes and not k.endswith("inv_freq")]
@@ -139,10 +141,11 @@ def baked_state_dict(target, intervention: Intervention,
             raise UnsupportedArchitecture(f"bake: no {key} in the baked model")
         if i not in shifts:
             continue
-        W = o.weight.detach().double()
+        W0 = sd[_module_name(model, o) + ".weight"]  # not o.weight: a meta placeholder when offloaded
+        W = W0.detach().double()
         s = shifts[i].to(W.device, torch.float64)
         delta = s @ W if type(o).__name__ == "Conv1D" else W @ s  # Conv1D weight is [in, out]
-        new_sd[key] = (new_sd[key].double() + delta).to(o.weight.dtype)
+        new_sd[key] = (new_sd[key].double() + delta.to(new_sd[key].device)).to(W0.dtype)
     return new_sd, cfg, how
 
 
