@@ -264,3 +264,23 @@ def test_speculative_greedy_equals_plain_greedy(name, dtype, data_dir):
         assert margin <= relative_tolerance(dtype, lm.arch.n_layers) * scale, (name, margin, scale)
         diverged += 1
     assert diverged <= 2  # near-ties are rare
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_cli_model_dtype(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from veracity.cli.main import app
+
+    r = CliRunner().invoke(app, ["capture", "--model", "tiny-llama", "--model-dtype", "bfloat16", "--dataset",
+                                 "synthetic", "--limit", "6", "--device", "cpu", "--dtype", "bfloat16",
+                                 "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    man = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert man["run_config"]["model_dtype"] == "bfloat16" and man["dtype"] == "bfloat16"
+    assert man["model"]["fingerprint"] != load("tiny-llama", device="cpu").fingerprint  # bf16 weights
+    for cmd in (["capture", "--model", "tiny-llama"], ["eval", "truthfulqa", "--model", "tiny-llama"]):
+        r = CliRunner().invoke(app, cmd + ["--model-dtype", "int3", "--out", str(tmp_path / "x")])
+        assert r.exit_code == 2 and "int3" in r.output and not (tmp_path / "x").exists()

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .common import DataDirOpt, ModelOpt, console, fail, print_table
+from .common import DataDirOpt, ModelDtypeOpt, ModelOpt, console, fail, print_table
 
 _DTYPES = {"float16": "float16", "fp16": "float16", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16"}
 
@@ -25,6 +25,7 @@ def capture_command(
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N rows."),
     device: Optional[str] = typer.Option(None, "--device"),
     device_map: Optional[str] = typer.Option(None, "--device-map", help="'auto' spreads a large model over all GPUs."),
+    model_dtype: str = ModelDtypeOpt,
     data_dir: Optional[Path] = DataDirOpt,
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing store at --out."),
 ) -> None:
@@ -36,6 +37,7 @@ def capture_command(
     from ..models import ModelNotAvailable, load
 
     from ..models.batching import parse_batch_size
+    from ..models.loader import _resolve_dtype
 
     if dtype not in _DTYPES:
         fail(f"--dtype must be one of {', '.join(_DTYPES)}")
@@ -44,6 +46,7 @@ def capture_command(
     check_out_folder(out, "capture", overwrite=overwrite, resume=not overwrite)  # before loading anything
     try:
         batch_size = parse_batch_size(batch_size)
+        _resolve_dtype(model_dtype)
     except ValueError as e:
         fail(str(e))
     try:
@@ -51,8 +54,8 @@ def capture_command(
     except DataError as e:
         fail(str(e))
     try:
-        lm = load(model, device=device, device_map=device_map)
-    except ModelNotAvailable as e:
+        lm = load(model, dtype=model_dtype, device=device, device_map=device_map)
+    except (ModelNotAvailable, ValueError) as e:
         fail(str(e))
     console.print(f"capturing [bold]{ds.name}[/bold] ({len(ds.texts)} rows) on [bold]{lm.name}[/bold] "
                   f"({lm.arch.n_layers} layers, {lm.arch.n_heads} heads) -> {out}")
@@ -60,7 +63,8 @@ def capture_command(
         acts = capture_dataset(lm, ds, sites, positions=positions, batch_size=batch_size,
                                dtype=getattr(torch, _DTYPES[dtype]), out=out, shard_size=shard_size,
                                overwrite=overwrite, config={"command": "capture", "model": model, "dataset": dataset,
-                                                            "limit": limit, "batch_size": batch_size})
+                                                            "limit": limit, "batch_size": batch_size,
+                                                            "model_dtype": model_dtype, "device_map": device_map})
     except (StoreMismatch, ValueError) as e:
         fail(str(e))
     s = acts.summary()

@@ -20,6 +20,10 @@ DataDirOpt = typer.Option(None, "--data-dir", envvar="VERACITY_DATA",
                           help="Folder with the data sets (default: $VERACITY_DATA; the hub when online).")
 ModelOpt = typer.Option("smollm2", "--model", "-m", help="Alias, local folder, .gguf file or hub id.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing finished run folder.")
+ModelDtypeOpt = typer.Option("float32", "--model-dtype", help="Weights and compute dtype: float32 | bfloat16 | "
+                             "float16 (log-probs are accumulated in float32 either way; docs/precision.md).")
+DeviceMapOpt = typer.Option(None, "--device-map", help="'auto' spreads a large model over all visible GPUs "
+                            "(accelerate); overrides --device.")
 
 
 def print_table(title: str, columns: list[str], rows: list[list], fmt: str = "{:.3f}") -> None:

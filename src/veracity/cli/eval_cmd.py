@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_str_list, print_table
+from .common import (DataDirOpt, DeviceMapOpt, ModelDtypeOpt, ModelOpt, OverwriteOpt, console, fail, parse_str_list,
+                     print_table)
 
 eval_app = typer.Typer(help="Evaluate models (TruthfulQA MC, CE/KL, generation + judges).", no_args_is_help=True)
 judge_app = typer.Typer(help="Train and check the local truth/info judges.", no_args_is_help=True)
@@ -45,6 +46,8 @@ def eval_truthfulqa(
                                    "generate(), or 'auto' (128 on CUDA, 16 on CPU); either way halved on "
                                    "out-of-memory and the size that worked kept."),
     device: Optional[str] = typer.Option(None, "--device"),
+    model_dtype: str = ModelDtypeOpt,
+    device_map: Optional[str] = DeviceMapOpt,
     out: Path = typer.Option(..., "--out", "-o", help="Run folder."),
     data_dir: Optional[Path] = DataDirOpt,
     overwrite: bool = OverwriteOpt,
@@ -60,10 +63,12 @@ def eval_truthfulqa(
     from ..runs import RunExists
 
     from ..models.batching import parse_batch_size
+    from ..models.loader import _resolve_dtype
 
     mets = parse_str_list(metrics)
     try:
         batch_size = parse_batch_size(batch_size)
+        _resolve_dtype(model_dtype)
     except ValueError as e:
         fail(str(e))
     try:
@@ -83,7 +88,8 @@ def eval_truthfulqa(
     check_out_folder(out, "eval", overwrite=overwrite)  # before loading anything
     cfg = EvalConfig(model=model, protocol=protocol, metrics=mets, judge=judge, folds=folds, seed=seed, limit=limit,
                      instruction=instruction, gen_style=gen_style, max_new_tokens=max_new_tokens, lm_source=lm_source,
-                     n_docs=n_docs, max_tokens=max_tokens, batch_size=batch_size, revision=revision)
+                     n_docs=n_docs, max_tokens=max_tokens, batch_size=batch_size, revision=revision,
+                     model_dtype=model_dtype)
     truth_j = info_j = None
     if "judge" in mets and judge != "none":
         try:
@@ -95,8 +101,8 @@ def eval_truthfulqa(
     except DataError as e:
         fail(str(e))
     try:
-        lm = load(model, device=device)
-    except ModelNotAvailable as e:
+        lm = load(model, dtype=model_dtype, device=device, device_map=device_map)
+    except (ModelNotAvailable, ValueError) as e:
         fail(str(e))
     from .common import check_question_count
 

@@ -242,8 +242,9 @@ class EvalConfig:
     lm_source: str = "boolq"
     n_docs: int = 100
     max_tokens: int = 128
-    batch_size: int = 16
+    batch_size: int | str = 16  # or "auto" (models.batching)
     revision: str = "2021"  # TruthfulQA revision of the items (data.truthfulqa.REVISIONS)
+    model_dtype: str = "float32"  # how the model was loaded (recorded; the caller loads it)
 
 
 @dataclass
