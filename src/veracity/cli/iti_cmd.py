@@ -98,23 +98,35 @@ def _iti_cfg(direction, sigma_from, seed, max_k=None, st: dict | None = None):
         fail(str(e))
 
 
-def _data(lm, data_dir, limit, acts, st: dict | None = None):
+def _data(lm, data_dir, limit, acts, st: dict | None = None, revision: str = "2021",
+          eval_revision: str | None = None):
+    """(ITI data of `revision`, evaluation items). With `eval_revision` given, a third value: None, or when
+    it differs from `revision` the matching report, the items then being that revision's questions under
+    the fit revision's indices (matched by text, `data.truthfulqa.cross_revision_items`)."""
     from ..data import DataError, load_truthfulqa
+    from ..data.truthfulqa import cross_revision_items
     from ..steer.iti import load_iti_data
     from ..steer.validate import restrict
 
     st = st or {"data": "tqa-mc2", "sigma_from": "train", "seed": 0}
     # --folds against the questions before the capture (validate, sweep)
-    check_question_count(lambda: len(load_truthfulqa(data_dir)[:limit] if limit else load_truthfulqa(data_dir)))
+    check_question_count(lambda: len(load_truthfulqa(data_dir, revision)[:limit] if limit
+                                     else load_truthfulqa(data_dir, revision)))
+    report = None
     try:
         data = restrict(load_iti_data(lm, data_dir=data_dir, acts=acts, limit=limit, data=st["data"],
-                                      sigma_rows=st["sigma_from"] == "original", sigma_seed=st["seed"]), limit)
-        items = load_truthfulqa(data_dir)
+                                      sigma_rows=st["sigma_from"] == "original", sigma_seed=st["seed"],
+                                      revision=revision), limit)
+        items = load_truthfulqa(data_dir, revision)
+        if limit is not None:
+            items = items[:limit]
+        if eval_revision is not None and eval_revision != revision:
+            items, report = cross_revision_items(items, load_truthfulqa(data_dir, eval_revision))
     except DataError as e:
         fail(str(e))
-    if limit is not None:
-        items = items[:limit]
-    return data, items
+    if eval_revision is None:
+        return data, items
+    return data, items, report
 
 
 @iti_app.command("fit")
@@ -198,6 +210,12 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                  limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
                  ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
                  gen_positions: str = GenPosOpt, out: Path = typer.Option(..., "--out", "-o"),
+                 revision: str = typer.Option("2021", "--revision", help="TruthfulQA revision the intervention is "
+                                              "fitted on (2021 | 2025; 2025 needs --sigma-from train or all)."),
+                 eval_revision: Optional[str] = typer.Option(None, "--eval-revision", help="Revision the held-out "
+                                                             "questions are evaluated on (default: --revision); "
+                                                             "questions matched by text, those without a match "
+                                                             "reported in results.json (cross_revision)."),
                  data_dir: Optional[Path] = DataDirOpt, overwrite: bool = OverwriteOpt,
                  device: Optional[str] = typer.Option(None, "--device")) -> None:
     """k-fold ITI: fit on the other folds, evaluate the held-out questions (alpha 0 = baseline)."""
@@ -207,10 +225,17 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
     from ..steer.validate import merge_answers, validate
 
     judge = _judge_spec(judge, judge_base_url)
+    eval_revision = eval_revision or revision
+    for flag, rev in (("--revision", revision), ("--eval-revision", eval_revision)):
+        if rev not in ("2021", "2025"):
+            fail(f"{flag} must be 2021 or 2025, got {rev!r}")
     st = _settings(reproduce, direction, data, sigma_from, contiguous_folds, mc_shift_from, seed)
+    if revision == "2025" and st["sigma_from"] == "original":
+        fail("--sigma-from original needs --revision 2021 (its tqa_gen_end_q rows)")
     cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=num_heads, st=st)
     try:
         run = RunFolder(out, "iti-validate", {"model": model, "data": "truthfulqa", "num_heads": num_heads,
+                                              "revision": revision, "eval_revision": eval_revision,
                                               "alpha": alpha, "direction": direction, "folds": folds,
                                               "judge": judge, "protocol": protocol, "sigma_from": st["sigma_from"],
                                               "contiguous_folds": st["contiguous"], "limit": limit,
@@ -223,7 +248,11 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
         fail(str(e))
     _say_preset(st)
     lm = _load(model, device)
-    data_, items = _data(lm, data_dir, limit, acts, st)
+    data_, items, cross = _data(lm, data_dir, limit, acts, st, revision, eval_revision)
+    if cross:
+        console.print(f"fitted on {revision}, evaluated on {eval_revision}: {cross['matched']} questions matched by "
+                      f"text; {len(cross['removed'])} have no {eval_revision} version (not evaluated), "
+                      f"{len(cross['unmatched_eval'])} {eval_revision} questions have none in {revision}")
     run.start()
     try:
         res = validate(lm, data_, items, cfg, num_heads, alpha, folds, st["contiguous"],
@@ -248,6 +277,7 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                                                 encoding="utf-8")
     run.finish({"config": dict(res.config, reproduce=st["reproduce"],
                                remaining_differences=st["remaining_differences"]),
+                "revision": revision, "eval_revision": eval_revision, "cross_revision": cross,
                 "folds": [{k: v for k, v in f.items() if k not in ("per_question", "answers", "baseline_answers")}
                           for f in res.folds],
                 "per_question": per_q, "summary": res.summary, "summary_baseline": res.summary_baseline},

@@ -201,3 +201,24 @@ def load_truthfulqa(data_dir: str | Path | None = None, revision: str = DEFAULT_
             correct_answers=correct, incorrect_answers=incorrect, mc1_choices=c1, mc1_labels=l1,
             mc2_choices=c2, mc2_labels=l2, source=r.get("Source", "").strip(), mc_index=j, mc_question=mq))
     return items
+
+
+def cross_revision_items(fit_items: list[TruthfulQAItem], eval_items: list[TruthfulQAItem]) -> tuple[list[TruthfulQAItem], dict]:
+    """Evaluation items of one revision under the question indices of another (the one an intervention is
+    fitted on), paired by stripped question text (`match_questions`): each matched evaluation item is a copy
+    with `index` = the fit revision's index, so k-fold code that holds out fit-revision questions evaluates
+    their other-revision version. Questions with no counterpart are left out and reported:
+    {"fit_revision", "eval_revision", "matched", "removed": fit questions with no match (not evaluated),
+    "unmatched_eval": evaluation questions never evaluated (added or reworded)}."""
+    import dataclasses
+
+    pairs, removed, added = match_questions(fit_items, eval_items)
+    by_eval = {it.index: it for it in eval_items}
+    by_fit = {it.index: it for it in fit_items}
+    mapped = [dataclasses.replace(by_eval[j], index=i) for i, j in sorted(pairs.items())]
+    fit_rev = fit_items[0].revision if fit_items else DEFAULT_REVISION
+    eval_rev = eval_items[0].revision if eval_items else DEFAULT_REVISION
+    report = {"fit_revision": fit_rev, "eval_revision": eval_rev, "matched": len(pairs),
+              "removed": [{"index": i, "question": by_fit[i].question} for i in removed],
+              "unmatched_eval": [{"index": j, "question": by_eval[j].question} for j in added]}
+    return mapped, report

@@ -240,25 +240,32 @@ def _capture_rows(lm, ds, limit, store, batch_size, progress):
 
 def load_iti_data(lm, data_dir: str | Path | None = None, limit: int | None = None, acts: str | Path | None = None,
                   batch_size: int = 32, progress: bool = True, data: str = "tqa-mc2", sigma_rows: bool = False,
-                  sigma_seed: int = 0, sigma_acts: str | Path | None = None) -> ITIData:
+                  sigma_seed: int = 0, sigma_acts: str | Path | None = None, revision: str = "2021") -> ITIData:
     """Capture (or reopen) heads.* at the last token of every row of the ITI data set for this model.
 
     data: "tqa-mc2" (``truthfulqa-iti-mc2``, the original's probe rows) or "csv" (``truthfulqa-iti``).
     sigma_rows: also the ``truthfulqa-iti-gen-end-q`` rows (random question drawn with `sigma_seed`) as
     `ITIData.tuning`, for ``sigma_from="original"``. `limit`: only questions with CSV index < `limit`
     (the evaluation driver's --limit). Stores default to the veracity cache, keyed by model fingerprint
-    and data hash, so every fold, configuration and command reuses one capture per model and data set."""
+    and data hash, so every fold, configuration and command reuses one capture per model and data set.
+    revision: the TruthfulQA revision of the rows ("2025": the ``truthfulqa-2025-*`` data sets; question
+    indices are then 2025 CSV rows; no sigma rows)."""
     from ..data import get_dataset, load_truthfulqa
 
     if data not in DATA:
         raise ValueError(f"data must be one of {', '.join(DATA)}, got {data!r}")
-    ds, out, X = _capture_rows(lm, get_dataset(DATASET_NAMES[data], data_dir=data_dir), limit, acts, batch_size,
-                               progress)
+    if revision not in ("2021", "2025"):
+        raise ValueError(f"revision must be 2021 or 2025, got {revision!r}")
+    if revision == "2025" and sigma_rows:
+        raise ValueError("--sigma-from original needs the 2021 revision (its tqa_gen_end_q rows)")
+    name = DATASET_NAMES[data] if revision == "2021" else DATASET_NAMES[data].replace("truthfulqa-", "truthfulqa-2025-")
+    ds, out, X = _capture_rows(lm, get_dataset(name, data_dir=data_dir), limit, acts, batch_size, progress)
     q = np.asarray([m["question_index"] for m in ds.meta])
     present = set(q.tolist())
-    order = [it.index for it in sorted(load_truthfulqa(data_dir), key=lambda it: it.mc_index) if it.index in present]
+    order = [it.index for it in sorted(load_truthfulqa(data_dir, revision), key=lambda it: it.mc_index)
+             if it.index in present]
     source = {"store": str(out), "dataset": ds.name, "content_hash": ds.content_hash, "data": data,
-              "limit": limit, "model": lm.name, "fingerprint": lm.fingerprint}
+              "limit": limit, "model": lm.name, "fingerprint": lm.fingerprint, "revision": revision}
     tuning = tq = None
     if sigma_rows:
         if sigma_acts is None and acts is not None:  # beside an explicit store, not in the cache

@@ -1,0 +1,55 @@
+"""ITI fitted on one TruthfulQA revision and evaluated on the other: questions matched by text, the
+removed ones reported and left out, the revisions recorded."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from veracity.cli.main import app
+from veracity.data.truthfulqa import cross_revision_items, load_truthfulqa
+
+
+def run(args):
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_cross_revision_items(data_dir):
+    old, new = load_truthfulqa(data_dir), load_truthfulqa(data_dir, "2025")
+    items, rep = cross_revision_items(old[:12], new)
+    assert [it.index for it in items] == [i for i in range(12) if i != 9]  # question 9 was removed in 2025
+    assert rep["removed"] == [{"index": 9, "question": old[9].question}] and rep["matched"] == 11
+    assert all(it.revision == "2025" and it.question.strip() == old[it.index].question.strip() for it in items)
+    assert items[0].mc1_choices == new[0].mc1_choices  # the 2025 targets, under the 2021 index
+
+
+def test_iti_validate_fit_2021_eval_2025(data_dir, tmp_path):
+    common = ["--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--limit", "12",
+              "--num-heads", "2", "--alpha", "5", "--folds", "2", "--judge", "none", "--ce-texts", "0"]
+    out = run(["iti", "validate", *common, "--acts", str(tmp_path / "acts21"), "--eval-revision", "2025",
+               "--out", str(tmp_path / "a")])
+    assert "11 questions matched" in out
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert res["revision"] == "2021" and res["eval_revision"] == "2025"
+    assert [r["index"] for r in res["cross_revision"]["removed"]] == [9]
+    assert sum(f["n_questions"] for f in res["folds"]) == 11
+    assert 9 not in {q["index"] for q in res["per_question"]}
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["revision"] == "2021" and cfg["eval_revision"] == "2025"
+    out = run(["iti", "validate", *common, "--acts", str(tmp_path / "acts25"), "--revision", "2025",
+               "--eval-revision", "2021", "--out", str(tmp_path / "b")])
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert res["config"]["data"]["dataset"].startswith("truthfulqa-2025-iti-mc2") and res["config"]["data"]["revision"] == "2025"
+    assert res["revision"] == "2025" and res["eval_revision"] == "2021"
+
+
+def test_iti_validate_bad_revision(data_dir, tmp_path):
+    r = CliRunner().invoke(app, ["iti", "validate", "--model", "tiny-llama", "--eval-revision", "2024", "--out",
+                                 str(tmp_path / "x"), "--data-dir", str(data_dir)])
+    assert r.exit_code == 2 and "--eval-revision" in r.output and not (tmp_path / "x").exists()
+    r = CliRunner().invoke(app, ["iti", "validate", "--model", "tiny-llama", "--revision", "2025", "--sigma-from",
+                                 "original", "--out", str(tmp_path / "y"), "--data-dir", str(data_dir)])
+    assert r.exit_code == 2 and "2021" in r.output
