@@ -46,6 +46,10 @@ class StoreDamaged(StoreError):
     """A store whose manifest or shards do not match what was written (missing, truncated, edited)."""
 
 
+class StoreNotFound(StoreError, FileNotFoundError):
+    """No store at this path (no manifest.json)."""
+
+
 def shard_name(i: int) -> str:
     return f"shard-{i:05d}.safetensors"
 
@@ -89,7 +93,7 @@ def read_manifest(root: Path) -> dict:
     try:
         manifest = json.loads(mpath.read_text())
     except FileNotFoundError:
-        raise StoreError(f"{root} is not an activation store (no manifest.json)") from None
+        raise StoreNotFound(f"{root} is not an activation store (no manifest.json)") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise StoreDamaged(f"{mpath} is not valid JSON ({e}); recapture with --overwrite") from None
     if not isinstance(manifest, dict):
@@ -222,7 +226,7 @@ class Activations:
         byte for the CRCs, keeping the size, header, shape and row-range checks)."""
         root = Path(path)
         if not (root / "manifest.json").exists():
-            raise StoreError(f"{root} is not an activation store (no manifest.json)")
+            raise StoreNotFound(f"{root} is not an activation store (no manifest.json)")
         manifest = read_manifest(root)
         if not manifest.get("complete"):
             done = sum(s.get("stop", 0) - s.get("start", 0) for s in manifest.get("shards", []) if isinstance(s, dict))
