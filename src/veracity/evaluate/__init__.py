@@ -1,5 +1,9 @@
-"""TruthfulQA evaluation: MC1/MC2 in two protocols (fast prefix-cached scoring), CE and KL on held-out text,
-batched greedy generation, truth/info judges, and the per-fold driver that ITI reuses."""
+"""TruthfulQA evaluation: MC1/MC2 in two protocols (fast prefix-cached scoring), the binary task, CE and KL on
+held-out text, batched greedy generation and its health, truth/info judges, and the per-fold driver that ITI
+reuses."""
+
+from .binary import BINARY_VARIANTS, BinarySummary, score_binary, summarize_binary
+from .health import generation_health, is_degenerate, is_refusal
 
 from .driver import (FOLD_COLUMNS, METRICS, SUMMARY_COLUMNS, EvalConfig, EvalOutput, FoldMetrics, FoldResult,
                      QuestionRecord, evaluate_fold, fold_table_rows, make_folds, run_truthfulqa_eval, summarize,
@@ -13,6 +17,8 @@ from .truthfulqa import (INSTRUCTION_DEFAULT, INSTRUCTION_INFORMATIVE, PROTOCOLS
                          score_mc, score_requests, score_requests_reference)
 
 __all__ = [
+    "BINARY_VARIANTS", "BinarySummary", "generation_health", "is_degenerate", "is_refusal", "score_binary",
+    "summarize_binary",
     "FOLD_COLUMNS", "INSTRUCTION_DEFAULT", "INSTRUCTION_INFORMATIVE", "METRICS", "PROTOCOLS", "QA_PRIMER",
     "SUMMARY_COLUMNS", "CallableJudge", "EvalConfig", "EvalOutput", "FoldMetrics", "FoldResult", "GeneratedAnswer",
     "HFJudge", "Judge", "JudgeReport", "LMMetrics", "LocalJudge", "MCQuestion", "MCResult", "MCSummary",
