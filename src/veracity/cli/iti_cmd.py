@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from .common import (DataDirOpt, ModelOpt, OverwriteOpt, check_model_options, check_question_count, console, fail,
-                     parse_int_list, print_table)
+from .common import (DataDirOpt, DeviceMapOpt, ModelDtypeOpt, ModelOpt, OverwriteOpt, check_model_options,
+                     check_question_count, console, fail, parse_int_list, print_table)
 
 iti_app = typer.Typer(help="Inference-Time Intervention: fit, bake, validate, sweep.", no_args_is_help=True)
 
@@ -25,6 +25,11 @@ LimitOpt = typer.Option(None, "--limit", help="Only the first N questions (fit a
 JudgeOpt = typer.Option("none", "--judge", help="none | local | local:<folder> | hf:<id> | openai:<model> | openai-chat:<model>: the truth and info judges (local: trained by `veracity judge train`; openai: an OpenAI-compatible endpoint).")
 JudgeBaseUrlOpt = typer.Option(None, "--judge-base-url", help="openai: judges: the endpoint, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else https://api.openai.com/v1).")
 ProtocolOpt = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa | lm-eval")
+RevisionOpt = typer.Option("2021", "--revision", help="TruthfulQA revision the intervention is fitted on (2021 | "
+                           "2025; 2025 needs --sigma-from train or all).")
+EvalRevisionOpt = typer.Option(None, "--eval-revision", help="Revision the held-out questions are evaluated on "
+                               "(default: --revision); questions matched by text, those without a match left out "
+                               "and listed in results.json (cross_revision).")
 GenPosOpt = typer.Option("last", "--gen-positions", help="Generation: last (each forward's last token, as ITI) | all")
 
 _COLS = [("Info acc", "info"), ("True acc", "true"), ("MC1", "mc1"), ("MC2", "mc2"), ("CE Loss", "ce_loss"),
@@ -37,12 +42,12 @@ def _fmt(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-def _load(model: str, device: Optional[str]):
+def _load(model: str, device: Optional[str], dtype: str = "float32", device_map: Optional[str] = None):
     from ..models import ModelNotAvailable, load
 
     try:
-        lm = load(model, device=device)
-    except ModelNotAvailable as e:
+        lm = load(model, dtype=dtype, device=device, device_map=device_map)
+    except (ModelNotAvailable, ValueError) as e:
         fail(str(e))
     check_model_options(lm)  # --num-heads against the model's layers x heads, before any work
     return lm
@@ -98,6 +103,14 @@ def _iti_cfg(direction, sigma_from, seed, max_k=None, st: dict | None = None):
         fail(str(e))
 
 
+def _check_revisions(revision: str, eval_revision: str, st: dict) -> None:
+    for flag, rev in (("--revision", revision), ("--eval-revision", eval_revision)):
+        if rev not in ("2021", "2025"):
+            fail(f"{flag} must be 2021 or 2025, got {rev!r}")
+    if revision == "2025" and st["sigma_from"] == "original":
+        fail("--sigma-from original needs --revision 2021 (its tqa_gen_end_q rows)")
+
+
 def _data(lm, data_dir, limit, acts, st: dict | None = None, revision: str = "2021",
           eval_revision: str | None = None):
     """(ITI data of `revision`, evaluation items). With `eval_revision` given, a third value: None, or when
@@ -135,7 +148,8 @@ def fit_cmd(model: str = ModelOpt, out: Path = typer.Option(..., "--out", "-o", 
             direction: str = DirectionOpt, sigma_from: Optional[str] = SigmaOpt, seed: Optional[int] = SeedOpt,
             data: Optional[str] = DataOpt, reproduce: Optional[str] = ReproduceOpt,
             limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt, data_dir: Optional[Path] = DataDirOpt,
-            device: Optional[str] = typer.Option(None, "--device")) -> None:
+            device: Optional[str] = typer.Option(None, "--device"), model_dtype: str = ModelDtypeOpt,
+            device_map: Optional[str] = DeviceMapOpt) -> None:
     """Fit an intervention on every TruthfulQA question (nothing held out; use validate to measure)."""
     from ..steer.iti import fit
 
@@ -145,7 +159,7 @@ def fit_cmd(model: str = ModelOpt, out: Path = typer.Option(..., "--out", "-o", 
     from ..validation import check_out_path
 
     check_out_path(Path(out).parent)
-    lm = _load(model, device)
+    lm = _load(model, device, model_dtype, device_map)
     data_, _ = _data(lm, data_dir, limit, acts, st)
     iv = fit(data_, cfg, k=num_heads, alpha=alpha)
     iv.provenance.update(reproduce=st["reproduce"], remaining_differences=st["remaining_differences"])
@@ -160,7 +174,8 @@ def bake_cmd(model: str = ModelOpt, intervention: Path = typer.Option(..., "--in
              out: Path = typer.Option(..., "--out", "-o"), alpha: Optional[float] = typer.Option(None, "--alpha"),
              verify: bool = typer.Option(True, "--verify/--no-verify", help="Reload and compare with the hooks (fp32)."),
              o_proj_only: bool = typer.Option(False, "--o-proj-only", help="Llama-family models: write model_type seed_oss (a bias on o_proj only) instead of llama with attention_bias (zero q/k/v biases)."),
-             device: Optional[str] = typer.Option(None, "--device")) -> None:
+             device: Optional[str] = typer.Option(None, "--device"), model_dtype: str = ModelDtypeOpt,
+             device_map: Optional[str] = DeviceMapOpt) -> None:
     """Write a plain Hugging Face folder with the intervention as o_proj biases (shifts every position)."""
     from ..steer import Intervention, bake, verify_baked
 
@@ -168,7 +183,7 @@ def bake_cmd(model: str = ModelOpt, intervention: Path = typer.Option(..., "--in
 
     iv = Intervention.load(intervention)  # missing or corrupt: one line, before loading the model
     check_out_path(out)
-    lm = _load(model, device)
+    lm = _load(model, device, model_dtype, device_map)
     if alpha is not None:
         iv = iv.with_alpha(alpha)
     try:
@@ -210,14 +225,10 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                  limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
                  ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
                  gen_positions: str = GenPosOpt, out: Path = typer.Option(..., "--out", "-o"),
-                 revision: str = typer.Option("2021", "--revision", help="TruthfulQA revision the intervention is "
-                                              "fitted on (2021 | 2025; 2025 needs --sigma-from train or all)."),
-                 eval_revision: Optional[str] = typer.Option(None, "--eval-revision", help="Revision the held-out "
-                                                             "questions are evaluated on (default: --revision); "
-                                                             "questions matched by text, those without a match "
-                                                             "reported in results.json (cross_revision)."),
+                 revision: str = RevisionOpt, eval_revision: Optional[str] = EvalRevisionOpt,
                  data_dir: Optional[Path] = DataDirOpt, overwrite: bool = OverwriteOpt,
-                 device: Optional[str] = typer.Option(None, "--device")) -> None:
+                 device: Optional[str] = typer.Option(None, "--device"), model_dtype: str = ModelDtypeOpt,
+                 device_map: Optional[str] = DeviceMapOpt) -> None:
     """k-fold ITI: fit on the other folds, evaluate the held-out questions (alpha 0 = baseline)."""
     import json
 
@@ -226,12 +237,8 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
 
     judge = _judge_spec(judge, judge_base_url)
     eval_revision = eval_revision or revision
-    for flag, rev in (("--revision", revision), ("--eval-revision", eval_revision)):
-        if rev not in ("2021", "2025"):
-            fail(f"{flag} must be 2021 or 2025, got {rev!r}")
     st = _settings(reproduce, direction, data, sigma_from, contiguous_folds, mc_shift_from, seed)
-    if revision == "2025" and st["sigma_from"] == "original":
-        fail("--sigma-from original needs --revision 2021 (its tqa_gen_end_q rows)")
+    _check_revisions(revision, eval_revision, st)
     cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=num_heads, st=st)
     try:
         run = RunFolder(out, "iti-validate", {"model": model, "data": "truthfulqa", "num_heads": num_heads,
@@ -242,12 +249,13 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                                               "iti_data": st["data"], "mc_shift_from": st["mc_shift_from"],
                                               "split": st["split"], "ranking": st["ranking"], "probe": st["probe"],
                                               "reproduce": st["reproduce"], "baseline": baseline,
-                                              "remaining_differences": st["remaining_differences"]},
+                                              "remaining_differences": st["remaining_differences"],
+                                              "model_dtype": model_dtype, "device_map": device_map},
                         overwrite=overwrite, seed=st["seed"], defer=True)  # checked now, created below
     except RunExists as e:
         fail(str(e))
     _say_preset(st)
-    lm = _load(model, device)
+    lm = _load(model, device, model_dtype, device_map)
     data_, items, cross = _data(lm, data_dir, limit, acts, st, revision, eval_revision)
     if cross:
         console.print(f"fitted on {revision}, evaluated on {eval_revision}: {cross['matched']} questions matched by "
@@ -311,6 +319,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                                                             "if the cluster has GPUs, else 0 = on CPU)."),
               ray_cpus: float = typer.Option(1.0, "--ray-cpus-per-worker", help="CPUs per Ray worker."),
               out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
+              revision: str = RevisionOpt, eval_revision: Optional[str] = EvalRevisionOpt,
               device: Optional[str] = typer.Option(None, "--device", help="This process's device (with "
                                                    "--executor ray the workers use their GPU, else the CPU).")) -> None:
     """Grid of (alpha, K) with k folds; resumable (results.sqlite in the run folder); heatmaps."""
@@ -335,8 +344,11 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
         fail(f"--alphas: expected comma-separated numbers, got {alphas!r}")
     k_list = parse_int_list(num_heads) or [48]
     st = _settings(reproduce, direction, data, sigma_from, contiguous_folds, mc_shift_from, seed)
+    eval_revision = eval_revision or revision
+    _check_revisions(revision, eval_revision, st)
     cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=max(k_list), st=st)
     run = RunFolder(out, "iti-sweep", {"model": model, "data": "truthfulqa", "alphas": a_list, "num_heads": k_list,
+                                       "revision": revision, "eval_revision": eval_revision,
                                        "folds": folds, "direction": direction, "judge": judge, "metric": metric,
                                        "protocol": protocol, "sigma_from": st["sigma_from"], "limit": limit,
                                        "contiguous_folds": st["contiguous"], "iti_data": st["data"],
@@ -346,7 +358,10 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                     resume=True, seed=st["seed"], defer=True)  # checked now (kind, lock), created below
     _say_preset(st)
     lm = _load(model, device)
-    data_, items = _data(lm, data_dir, limit, acts, st)
+    data_, items, cross = _data(lm, data_dir, limit, acts, st, revision, eval_revision)
+    if cross:
+        console.print(f"fitted on {revision}, evaluated on {eval_revision}: {cross['matched']} questions matched; "
+                      f"{len(cross['removed'])} without a {eval_revision} version are not evaluated")
 
     def log(msg: str) -> None:
         console.print(msg)
@@ -369,6 +384,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
     run.write_csv("grid.csv", rows)
     best = {"alpha": res.best[0], "k": res.best[1], **res.grid[res.best]} if res.best else None
     run.finish({"grid": rows, "best": best, "metric": res.metric, "baseline": res.baseline,
+                "revision": revision, "eval_revision": eval_revision, "cross_revision": cross,
                 "summary": res.grid.get(res.best, {}) if res.best else {}, "plots": [p.name for p in pngs]},
                headline={"best_alpha": res.best[0], "best_k": res.best[1], res.metric: best[res.metric]} if best else {})
     if best:
