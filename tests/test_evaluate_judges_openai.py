@@ -256,7 +256,8 @@ def test_rate_limiter_spaces_requests(fake):
     j = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=False, batch_size=1, rate_limit=20)
     j.score(QS, AS)
     t = np.array([r["t"] for r in fake.state.requests])
-    assert len(t) == 5 and np.all(np.diff(t) >= 0.04)  # 20 per second: >= 50 ms apart (loosely)
+    # 20 per second: sent >= 50 ms apart; the server's receipt times jitter on a loaded CPU, hence loosely
+    assert len(t) == 5 and np.all(np.diff(t) >= 0.03) and t[-1] - t[0] >= 0.17
     # the limiter itself, on a fake clock
     now = [0.0]
     slept = []
@@ -336,7 +337,7 @@ def test_iti_validate_and_compare_reach_the_endpoint(fake, tmp_path, monkeypatch
     common = ["--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--acts",
               str(tmp_path / "acts"), "--limit", "4", "--folds", "2", "--judge", "openai:fake", "--judge-base-url",
               fake.url, "--ce-texts", "0", "--num-heads", "2", "--alpha", "5"]
-    r = CliRunner().invoke(app, ["iti", "validate", *common, "--out", str(tmp_path / "v")])
+    r = CliRunner().invoke(app, ["iti", "validate", *common, "--no-baseline", "--out", str(tmp_path / "v")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "v" / "config.json").read_text())["judge"] == f"openai:fake@{fake.url}"
     res = json.loads((tmp_path / "v" / "results.json").read_text())
