@@ -160,7 +160,7 @@ def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = 
         # a store is never mixed into a run or a user's folder; one writer at a time (flock)
         check_out_folder(root, "capture", overwrite=overwrite, resume=not overwrite)
         root.mkdir(parents=True, exist_ok=True)
-        lock = FolderLock(root, "--out folder").acquire()
+        lock = FolderLock(root, "store folder", wait=True).acquire()  # a second capture waits, then reuses
         try:
             manifest = prepare_store(root, manifest, overwrite=overwrite)
         except BaseException:
