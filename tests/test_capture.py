@@ -328,14 +328,23 @@ def test_store_refuses_a_run_folder_and_a_users_folder(tiny_llama, tmp_path):
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
-def test_capture_into_a_locked_store_stops(tiny_llama, tmp_path):
-    from veracity.runs import FolderLock, RunLocked
+def test_capture_into_a_locked_store_waits(tiny_llama, tmp_path):
+    """A store is locked while written; a second capture waits for the holder, then reuses its rows."""
+    import threading
+    import time
+
+    from veracity.runs import FolderLock
 
     (tmp_path / "s").mkdir()
-    with FolderLock(tmp_path / "s"):
-        with pytest.raises(RunLocked, match="in use by another veracity process"):
-            _store(tiny_llama, tmp_path / "s")
-    _store(tiny_llama, tmp_path / "s")
+    done = threading.Event()
+    holder = FolderLock(tmp_path / "s").acquire()
+    t = threading.Thread(target=lambda: (_store(tiny_llama, tmp_path / "s"), done.set()))
+    t.start()
+    time.sleep(1.0)
+    assert not done.is_set() and not (tmp_path / "s" / "manifest.json").exists()  # waiting, nothing written
+    holder.release()
+    t.join(60)
+    assert done.is_set() and open_store(tmp_path / "s").n_rows == 23
 
 
 def test_checksum_cost_is_small(tmp_path):

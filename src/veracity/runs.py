@@ -99,13 +99,16 @@ def check_out_folder(path: str | Path, kind: str, *, overwrite: bool = False, re
 
 
 class FolderLock:
-    """Exclusive `flock` on FOLDER/.veracity.lock, held while a process writes the folder. A second
-    process does not wait: it stops at once with `RunLocked` naming the folder (and the holder's pid).
-    The kernel drops the lock when the holder exits, however it exits (kill -9 included)."""
+    """Exclusive `flock` on FOLDER/.veracity.lock, held while a process writes the folder. With
+    `wait=False` (run folders) a second process stops at once with `RunLocked` naming the folder and the
+    holder's pid; with `wait=True` (capture stores, which a second command may simply want to reuse) it
+    waits for the holder to finish. The kernel drops the lock when the holder exits, however it exits
+    (kill -9 included), so a crash never leaves a stale lock."""
 
-    def __init__(self, folder: str | Path, what: str = "folder"):
+    def __init__(self, folder: str | Path, what: str = "folder", wait: bool = False):
         self.folder = Path(folder)
         self.what = what
+        self.wait = wait
         self._fd: int | None = None
 
     def acquire(self) -> "FolderLock":
@@ -118,9 +121,17 @@ class FolderLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise RunLocked(f"{self.folder} is in use by another veracity process (pid {holder}); "
-                            f"wait for it to finish or choose another {self.what}") from None
+            if not self.wait:
+                os.close(fd)
+                raise RunLocked(f"{self.folder} is in use by another veracity process (pid {holder}); "
+                                f"wait for it to finish or choose another {self.what}") from None
+            print(f"{self.folder} is in use by another veracity process (pid {holder}): waiting for it",
+                  file=sys.stderr, flush=True)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
