@@ -46,24 +46,4 @@ def test_capture_bad_inputs(tmp_path):
     assert r.exit_code == 2 and "unknown site" in r.output
 
 
-def test_demo_on_tiny_model(tmp_path):
-    from veracity.demo import run_demo
-
-    res = run_demo(out=tmp_path / "demo", model="tiny-llama", n=40, progress=False)
-    assert len(res["separation"]) == 4
-    assert all(0.0 <= r.accuracy <= 1.0 and 0.0 <= r.auroc <= 1.0 for r in res["separation"])
-    assert (tmp_path / "demo" / "results.json").exists() and (tmp_path / "demo" / "separation.csv").exists()
-
-
-def test_demo_mass_mean_matches_hand_computation():
-    import torch
-
-    from veracity.demo import auroc, mass_mean_separation
-
-    X = torch.tensor([[2.0, 0.0], [3.0, 1.0], [0.0, 0.0], [-1.0, 1.0], [2.5, 0.0], [-0.5, 0.0]])
-    y = torch.tensor([1, 1, 0, 0, 1, 0])
-    train, test = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5])
-    # d = mean([2,0],[3,1]) - mean([0,0],[-1,1]) = [3, 0]; threshold = 0.5*([2,1] @ d) = 3
-    acc, auc = mass_mean_separation(X, y, train, test)
-    assert acc == 1.0 and auc == 1.0
-    assert auroc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == 0.75
+# the demo is tested in tests/test_demo.py

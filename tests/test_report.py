@@ -49,7 +49,8 @@ def _real_runs(root: Path, tiny_llama) -> list[Path]:
     from veracity.data import get_dataset
     from veracity.demo import run_demo
 
-    run_demo(model="tiny-llama", n=40, out=root / "demo", progress=False)
+    run_demo(model="tiny-llama", n_cities=12, n_causal=8, alphas=(-2.0, 2.0), n_random=1, out=root / "demo",
+             progress=False, data_dir=root / "no-data")
     ds = get_dataset("synthetic", limit=64, seed=0)
     capture_dataset(tiny_llama, ds, "resid,heads", out=root / "cap", progress=False)
     _cli(["probe", "--acts", str(root / "cap"), "--methods", "logistic,mass-mean", "--split", "random",
@@ -155,7 +156,9 @@ def test_every_section_renders(real_root, full_report):
     assert "activation stores" in doc and "bytes_per_row" in _headers(doc, "activation stores")
     demo = _part_of(doc, root / "demo")
     assert "separation by layer" in demo and {"layer", "accuracy", "auroc"} <= set(_headers(demo, "separation by layer"))
-    assert _headers(demo, "questions answered before and after ITI")[:3] == ["question", "before ITI", "after ITI"]
+    assert _headers(demo, "transfer across polarity at the best layer")[:5] == ["method", "train", "test", "accuracy", "auroc"]
+    assert {"direction", "alpha", "mean_shift", "ci_low", "ci_high"} <= set(_headers(demo, "causal test: mean shift"))
+    assert demo.index('<ol class="findings">') < demo.index("<img")  # the three findings lead
     probe = _part_of(doc, root / "probe")
     for caption in ("probe accuracy by layer per method", "cosine similarity of probe directions",
                     "fraction of coordinates with equal sign", "geometry of probe directions across splits"):

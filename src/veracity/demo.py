@@ -1,180 +1,449 @@
-"""`veracity demo`: the main job, end to end on the embedded default model and data, offline.
+"""`veracity demo`: the main job, end to end on the embedded model and embedded facts, offline.
 
-Captures the synthetic number-comparison set on smollm2, reports per layer how well held-out probes
-(mass-mean direction, logistic regression) separate true from false statements, fits ITI on a small
-split, answers three questions before and after it, and writes a self-contained report.html.
+The story is Geometry of Truth (Marks & Tegmark 2023) and Truth is Universal (Bürger et al. 2024) on
+a laptop, in three findings:
+1. Find: statements about world cities ("The city of Lyon is in France.") generated from an embedded
+   table (`veracity.data.facts`), affirmative and negated, balanced true/false. The residual stream at
+   the last token of every layer is captured; logistic and mass-mean probes trained on some cities are
+   scored on held-out cities, per layer (chance 0.5).
+2. Where it fails: a probe trained on affirmative statements, tested on negated ones (and the reverse),
+   falls below chance (negation flips the direction it learnt); TTPD, which separates a polarity-
+   independent truth direction from the polarity direction, transfers.
+3. Causal test: the truth direction (diff of class means on the affirmative training statements, unit,
+   scaled by the std of the training projections) is added to the residual stream at the best layer,
+   every position, while the model answers "Is it true that the city of X is in Y? Answer:"; the shift
+   of log P(" Yes") - log P(" No") on held-out questions is compared with alpha = 0 (no change, exactly)
+   and with random directions of the same norm, with bootstrap 95% intervals.
+With a TruthfulQA folder (VERACITY_DATA or --data-dir) a fourth step fits ITI and shows answers before
+and after it on held-out questions.
+
+Splits are by city: a held-out city never appears in training, in any polarity.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
+
+# Two worked examples (cities outside the embedded table) so the model answers " Yes"/" No" at all: with the
+# bare question smollm2 puts ~1% of its mass on those two tokens, with these ~90%.
+FEW_SHOT = ("Is it true that the city of Lille is in France? Answer: Yes\n"
+            "Is it true that the city of Nanjing is in Peru? Answer: No\n")
+CONDITIONS = (("affirmative", "affirmative"), ("negated", "negated"), ("affirmative", "negated"),
+              ("negated", "affirmative"), ("both", "affirmative"), ("both", "negated"))
 
 
 @dataclass
 class LayerSeparation:
+    """Held-out scores of probes trained and tested on affirmative statements (in distribution)."""
+
     layer: int
-    accuracy: float  # held-out accuracy of thresholding the projection at the train midpoint
-    auroc: float  # held-out AUROC of the projection (threshold-free)
-    logistic_accuracy: float = float("nan")  # held-out accuracy of an L2 logistic probe on the same layer
-
-
-def stratified_halves(labels: torch.Tensor, seed: int = 0, test_frac: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    train, test = [], []
-    for c in labels.unique():
-        idx = (labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        k = int(round(len(idx) * test_frac))
-        test.append(idx[:k])
-        train.append(idx[k:])
-    return torch.cat(train).sort().values, torch.cat(test).sort().values
+    accuracy: float  # logistic regression
+    auroc: float  # logistic regression
+    mass_mean_accuracy: float
+    mass_mean_auroc: float
+    negated_accuracy: float  # the same logistic probe scored on held-out negated statements
 
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """Probability that a random positive scores above a random negative (ties count half)."""
+    scores, labels = torch.as_tensor(scores).float(), torch.as_tensor(labels)
     pos, neg = scores[labels == 1], scores[labels == 0]
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
     diff = pos[:, None] - neg[None, :]
-    return ((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean()).item()
+    return ((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean()).item()
 
 
-def mass_mean_separation(X: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor) -> tuple[float, float]:
-    """Direction = mean(true) - mean(false) on train rows only; scored on test rows."""
-    X = X.float()
-    mu1, mu0 = X[train][y[train] == 1].mean(0), X[train][y[train] == 0].mean(0)
-    d = mu1 - mu0
-    thr = 0.5 * ((mu1 + mu0) @ d)
-    s = X[test] @ d
-    acc = ((s > thr).long() == y[test]).float().mean().item()
-    return acc, auroc(s, y[test])
+def city_split(cities: Sequence[str], test_frac: float = 0.3, seed: int = 0) -> set[str]:
+    """The held-out cities: a seeded random `test_frac` of the distinct cities (at least one, never all)."""
+    uniq = sorted(set(cities))
+    if len(uniq) < 2:
+        raise ValueError("need at least two cities to hold some out")
+    random.Random(seed).shuffle(uniq)
+    k = min(len(uniq) - 1, max(1, int(round(test_frac * len(uniq)))))
+    return set(uniq[:k])
 
 
-SYNTHETIC_QUESTIONS = ("Is seventy-one larger than fifty-two?", "Is twelve larger than eighty-three?",
-                       "Is forty-four smaller than nine?")
+def bootstrap_ci(x: torch.Tensor, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): percentile bootstrap interval of the mean over rows, seeded."""
+    x = torch.as_tensor(x, dtype=torch.float64).flatten()
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(x), (n_boot, len(x)), generator=g)
+    means = x[idx].mean(1)
+    q = torch.tensor([(1 - level) / 2, 1 - (1 - level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(means, q).tolist()
+    return float(x.mean()), lo, hi
 
 
-def _itidata_from_heads(X: torch.Tensor, y: torch.Tensor, source: dict):
-    """ITI data from statements: each statement is its own "question" (one row per question)."""
-    import numpy as np
+def _masks(stmts, test_cities: set[str]) -> dict[str, torch.Tensor]:
+    pol = torch.tensor([s.polarity for s in stmts])
+    test = torch.tensor([s.city in test_cities for s in stmts])
+    aff, neg = pol == 1, pol == -1
+    return {"train:affirmative": ~test & aff, "train:negated": ~test & neg, "train:both": ~test,
+            "test:affirmative": test & aff, "test:negated": test & neg}
 
-    from .steer.iti import ITIData
 
-    return ITIData(X=X, labels=y, question=np.arange(len(y)), source=source)
+def probe_all_layers(X: torch.Tensor, y: torch.Tensor, polarity: torch.Tensor, masks: dict[str, torch.Tensor],
+                     layers: list[int], C: float = 0.1) -> tuple[list[dict], list[dict]]:
+    """Fit logistic and mass-mean probes on each training set (and TTPD on both polarities), every layer at
+    once, and score them on each held-out set. Returns (scores, predictions): scores has one record per
+    (method, train, test, layer) with accuracy and AUROC; predictions one per held-out row and probe
+    (decision score and 0/1 prediction), from which every score can be recomputed."""
+    from .probes import LogisticProbe
+    from .probes.mass_mean import MassMeanProbe
+    from .probes.ttpd import TTPDProbe
+
+    fits = []
+    for train in ("affirmative", "negated", "both"):
+        m = masks[f"train:{train}"]
+        fits.append(("logistic", train, LogisticProbe(C=C).fit(X[m], y[m])))
+        fits.append(("mass-mean", train, MassMeanProbe().fit(X[m], y[m])))
+    m = masks["train:both"]
+    fits.append(("ttpd", "both", TTPDProbe(C=C).fit(X[m], y[m], polarity[m])))
+    scores, preds = [], []
+    for method, train, probe in fits:
+        for test in ("affirmative", "negated"):
+            rows = masks[f"test:{test}"].nonzero().flatten()
+            z = torch.as_tensor(probe.decision_function(X[rows])).reshape(len(rows), len(layers)).float()
+            yt = y[rows]
+            for j, layer in enumerate(layers):
+                pred = (z[:, j] > 0).long()
+                scores.append({"method": method, "train": train, "test": test, "layer": layer,
+                               "accuracy": (pred == yt).double().mean().item(), "auroc": auroc(z[:, j], yt),
+                               "n_train": int(m.sum()) if train == "both" else int(masks[f"train:{train}"].sum()),
+                               "n_test": len(rows)})
+                preds.extend({"method": method, "train": train, "test": test, "layer": layer, "row": int(r),
+                              "label": int(l), "score": float(s), "prediction": int(p)}
+                             for r, l, s, p in zip(rows.tolist(), yt.tolist(), z[:, j].tolist(), pred.tolist()))
+    return scores, preds
 
 
-def run_demo(out: str | Path | None = None, model: str = "smollm2", n: int = 400, seed: int = 0,
-             data_dir: str | Path | None = None, progress: bool = True, overwrite: bool = False,
-             iti_k: int = 16, iti_alpha: float = 15.0, tqa_questions: int = 60, max_new_tokens: int = 40) -> dict:
+def _score(scores: list[dict], method: str, train: str, test: str, layer: int) -> dict:
+    return next(s for s in scores if (s["method"], s["train"], s["test"], s["layer"]) == (method, train, test, layer))
+
+
+def yes_no_token_ids(tokenizer) -> tuple[list[int], int, int]:
+    """(shared prefix, yes id, no id): the tokens " Yes" and " No" share (none for smollm2; " " for a byte
+    tokenizer), then the first token where they differ."""
+    yes = tokenizer(" Yes", add_special_tokens=False)["input_ids"]
+    no = tokenizer(" No", add_special_tokens=False)["input_ids"]
+    k = 0
+    while k < min(len(yes), len(no)) and yes[k] == no[k]:
+        k += 1
+    if k == min(len(yes), len(no)):
+        raise ValueError("this tokenizer does not tell ' Yes' from ' No'")
+    return yes[:k], yes[k], no[k]
+
+
+@torch.inference_mode()
+def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    """log P(" Yes") - log P(" No") after each prompt, from the first token where " Yes" and " No" differ
+    (the whole answer for single-token answers, as on smollm2; for multi-token answers, the prompt is
+    extended by their shared prefix). float32 log-softmax over the vocabulary; left padding with position ids
+    counted from each row's first real token, so padding changes nothing."""
+    from .capture.engine import pad_batch, tokenize
+
+    prefix, yes, no = yes_no_token_ids(lm.tokenizer)
+    tok = lm.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    ids = [t + prefix for t in tokenize(tok, prompts)]
+    out = torch.empty(len(prompts), dtype=torch.float32)
+    for b in range(0, len(ids), batch_size):
+        input_ids, mask, pos = pad_batch(ids[b: b + batch_size], pad_id, "left", lm.device)
+        logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                          logits_to_keep=1).logits
+        lp = torch.log_softmax(logits[:, -1].float(), -1)
+        out[b: b + len(input_ids)] = (lp[:, yes] - lp[:, no]).cpu()
+    return out
+
+
+def causal_test(lm, X_layer: torch.Tensor, y_train: torch.Tensor, layer: int, prompts: Sequence[str],
+                labels: torch.Tensor, alphas: Sequence[float], n_random: int = 2, positions: str = "all",
+                seed: int = 0, batch_size: int = 32) -> dict:
+    """Steer along the truth direction at `layer` and measure the model's yes/no judgment on `prompts`.
+
+    The direction is mean(true) - mean(false) of X_layer (training rows), unit, times the std of the
+    training rows' projections on it (`fit_diff_means(normalize="sigma")`): alpha is in standard deviations.
+    Controls: alpha = 0 (the hooks run and add zero) and `n_random` seeded Gaussian directions rescaled to
+    the same norm. Per prompt, shift = margin(steered) - margin(unsteered); conditions report the mean
+    shift with a bootstrap 95% interval, also for true and false statements separately, and the paired
+    difference truth - random."""
+    from .steer.residual import ResidualSteer, apply_residual, fit_diff_means
+
+    steer = fit_diff_means({layer: X_layer}, y_train, normalize="sigma",
+                           provenance={"fit_on": "affirmative training statements", "model": lm.name})
+    v = steer.vectors[0]
+    g = torch.Generator().manual_seed(seed)
+    randoms = []
+    for i in range(n_random):
+        r = torch.randn(v.shape, generator=g)
+        randoms.append(ResidualSteer([layer], (r / r.norm() * v.norm())[None], method="random",
+                                     provenance={"seed": seed, "index": i}))
+    base = yes_no_margins(lm, prompts, batch_size)
+    labels = torch.as_tensor(labels)
+    margins: dict[str, dict[float, torch.Tensor]] = {"truth": {}, "random": {}}
+    for a in alphas:
+        with apply_residual(lm, steer, positions=positions, alpha=a):
+            margins["truth"][float(a)] = yes_no_margins(lm, prompts, batch_size)
+        if a != 0:  # the random control at alpha 0 is the same zero vector
+            rs = []
+            for r in randoms:
+                with apply_residual(lm, r, positions=positions, alpha=a):
+                    rs.append(yes_no_margins(lm, prompts, batch_size))
+            margins["random"][float(a)] = torch.stack(rs).mean(0)
+        else:
+            margins["random"][0.0] = margins["truth"][0.0]
+    conditions = []
+    for k, direction in enumerate(("truth", "random")):
+        for a in alphas:
+            shift = margins[direction][float(a)] - base
+            mean, lo, hi = bootstrap_ci(shift, seed=seed + k)
+            rec = {"direction": direction, "alpha": float(a), "mean_shift": mean, "ci_low": lo, "ci_high": hi,
+                   "mean_shift_true": shift[labels == 1].mean().item(),
+                   "mean_shift_false": shift[labels == 0].mean().item(),
+                   "yes_rate": (margins[direction][float(a)] > 0).float().mean().item(), "n": len(shift)}
+            if direction == "truth":
+                d = shift - (margins["random"][float(a)] - base)
+                rec["minus_random"], rec["minus_random_low"], rec["minus_random_high"] = bootstrap_ci(d, seed=seed + 2)
+            conditions.append(rec)
+    return {"layer": layer, "positions": positions, "alphas": [float(a) for a in alphas], "n_random": n_random,
+            "sigma": float(steer.provenance["scales"][0]), "vector_norm": float(v.norm()),
+            "direction": "diff of class means, affirmative training statements (unit x projection std)",
+            "baseline_auroc": auroc(base, labels), "baseline_yes_rate": (base > 0).float().mean().item(),
+            "conditions": conditions, "base": base, "margins": margins, "steer": steer}
+
+
+def _fmt_ci(c: dict, key: str = "mean_shift", lo: str = "ci_low", hi: str = "ci_high") -> str:
+    return f"{c[key]:+.2f} [{c[lo]:+.2f}, {c[hi]:+.2f}]"
+
+
+def findings(n_cities: tuple[int, int], sep: LayerSeparation, scores: list[dict], causal: dict) -> list[str]:
+    """The three findings, one sentence each, numbers from the results."""
+    L = sep.layer
+    s = lambda m, tr, te: _score(scores, m, tr, te, L)  # noqa: E731
+    f1 = (f"Find: trained on affirmative statements about {n_cities[0]} cities and tested on {n_cities[1]} held-out "
+          f"cities, a logistic probe reads truth from the residual stream with accuracy {sep.accuracy:.2f} "
+          f"(AUROC {sep.auroc:.2f}) at layer {L}, mass-mean {sep.mass_mean_accuracy:.2f} (chance 0.50).")
+    f2 = (f"Where it fails: the same probes tested on negated statements score {s('logistic', 'affirmative', 'negated')['accuracy']:.2f} "
+          f"(logistic) and {s('mass-mean', 'affirmative', 'negated')['accuracy']:.2f} (mass-mean), and trained on negated, "
+          f"tested on affirmative {s('logistic', 'negated', 'affirmative')['accuracy']:.2f}: negation flips the learnt "
+          f"direction; TTPD, fitted on both polarities, scores {s('ttpd', 'both', 'negated')['accuracy']:.2f} on negated "
+          f"and {s('ttpd', 'both', 'affirmative')['accuracy']:.2f} on affirmative held-out statements (logistic on both "
+          f"polarities: {s('logistic', 'both', 'negated')['accuracy']:.2f} and {s('logistic', 'both', 'affirmative')['accuracy']:.2f}).")
+    top = max(a for a in causal["alphas"])
+    c = {(r["direction"], r["alpha"]): r for r in causal["conditions"]}
+    up, rnd, down = c[("truth", top)], c[("random", top)], c.get(("truth", -top))
+    n = up["n"]
+    f3 = (f"Causal test: adding the truth direction at layer {causal['layer']} ({top:+g} std, every position) moves "
+          f"log P(Yes) - log P(No) by {_fmt_ci(up)} on {n} held-out questions, a random direction of the same norm by "
+          f"{_fmt_ci(rnd)}" + (f", and {-top:+g} std by {_fmt_ci(down)}" if down else "")
+          + " (95% bootstrap intervals; alpha 0 changes it by exactly 0).")
+    return [f1, f2, f3]
+
+
+def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 0, data_dir: str | Path | None = None,
+             progress: bool = True, overwrite: bool = False, n_cities: int | None = None, test_frac: float = 0.3,
+             C: float = 0.1, alphas: Sequence[float] = (-4.0, -2.0, 0.0, 2.0, 4.0), n_causal: int = 60,
+             n_random: int = 2, positions: str = "all", n_examples: int = 6, iti_k: int = 16,
+             iti_alpha: float = 15.0, tqa_questions: int = 60, max_new_tokens: int = 40) -> dict:
     """Run the demo; writes a run folder (default runs/demo-<timestamp>) with report.html, returns results.
 
-    Steps: capture the synthetic set (residual stream and heads, every layer), probe every layer
-    (logistic and mass-mean, held-out half), fit ITI on a small split (TruthfulQA when a data folder is
-    set, else the synthetic statements), answer three held-out questions before and after ITI, write
-    the headline tables and a self-contained report.
-    """
+    n_cities: use the first n cities of the embedded table (default all, 177); the rest as in the module
+    docstring. Files: results.json (everything), separation.csv (per layer, in distribution), transfer.csv
+    (every method x train x test x layer), predictions.csv (every held-out decision score), causal.csv,
+    causal_prompts.csv (per prompt margins), examples.csv, statements.csv, the capture store and the
+    steering vector (truth_direction.*)."""
     from rich.console import Console
     from rich.table import Table
 
     from .capture import capture_dataset
-    from .data import get_dataset, resolve_data_dir
-    from .evaluate.generation import generate_answers
+    from .data import TextDataset, resolve_data_dir
+    from .data.facts import city_statements
     from .models import load
-    from .probes import LogisticProbe
     from .report import render_report
     from .runs import RunFolder
-    from .steer import apply
-    from .steer.iti import ITIConfig, fit_fold, load_iti_data, make_folds
 
+    if positions not in ("all", "last"):
+        raise ValueError(f"positions must be 'all' or 'last', got {positions!r}")
+    if not 0 < test_frac < 1:
+        raise ValueError(f"test_frac must be between 0 and 1, got {test_frac}")
+    if 0.0 not in [float(a) for a in alphas]:
+        alphas = sorted([*alphas, 0.0])
     console = Console()
     out = Path(out) if out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     data_dir = resolve_data_dir(data_dir)
-    run = RunFolder(out, "demo", {"model": model, "dataset": "synthetic", "n": n, "data_dir": data_dir,
-                                  "iti_k": iti_k, "iti_alpha": iti_alpha, "tqa_questions": tqa_questions,
-                                  "max_new_tokens": max_new_tokens}, seed=seed, overwrite=overwrite)
+    stmts = city_statements(seed=seed, limit=n_cities)
+    config = {"model": model, "dataset": "facts:cities", "n_cities": n_cities, "test_frac": test_frac, "C": C,
+              "alphas": list(alphas), "n_causal": n_causal, "n_random": n_random, "positions": positions,
+              "few_shot": FEW_SHOT, "n_examples": n_examples, "data_dir": data_dir, "iti_k": iti_k,
+              "iti_alpha": iti_alpha, "tqa_questions": tqa_questions, "max_new_tokens": max_new_tokens}
+    run = RunFolder(out, "demo", config, seed=seed, overwrite=overwrite)
     t0 = time.time()
-    console.rule("[bold]veracity demo")
+    timings: dict[str, float] = {}
+    console.rule("[bold]veracity demo: where a small model keeps truth, where that fails, and whether it is used")
     console.print(f"[1/5] loading [bold]{model}[/bold] (the first run converts the GGUF once, ~30 s)")
     lm = load(model)
-    console.print(f"      {lm.arch.model_type}: {lm.arch.n_layers} layers, {lm.arch.n_heads} heads "
-                  f"({lm.arch.n_kv_heads} KV), head_dim {lm.arch.head_dim}")
+    console.print(f"      {lm.arch.model_type}: {lm.arch.n_layers} layers, hidden size {lm.arch.hidden_size}")
+    timings["load"] = time.time() - t0
 
-    ds = get_dataset("synthetic", limit=n, seed=seed)
-    console.print(f"[2/5] capturing {len(ds)} synthetic statements (residual stream + heads, every layer), "
-                  f"e.g. {ds.texts[0]!r} (label {ds.labels[0]})")
-    acts = capture_dataset(lm, ds, "resid,heads", out=run.file("capture"), progress=progress)
-    y = acts.labels
-    train, test = stratified_halves(y, seed=seed)
-
-    console.print(f"[3/5] probing every layer: fit on {len(train)} statements, scored on {len(test)} held out")
+    t = time.time()
+    test_cities = city_split([s.city for s in stmts], test_frac, seed)
+    ds = TextDataset("facts:cities", [s.text for s in stmts], [s.label for s in stmts],
+                     ["affirmative" if s.polarity > 0 else "negated" for s in stmts],
+                     [{"city": s.city, "country": s.country, "true_country": s.true_country, "polarity": s.polarity,
+                       "held_out": s.city in test_cities} for s in stmts])
+    run.write_csv("statements.csv", [{"row": i, "text": s.text, "label": s.label, "polarity": s.polarity, "city": s.city,
+                                      "held_out": s.city in test_cities} for i, s in enumerate(stmts)])
+    n_cities_total = len({s.city for s in stmts})
+    console.print(f"[2/5] capturing {len(stmts)} statements about {n_cities_total} cities (residual stream, last "
+                  f"token, every layer), e.g. {stmts[0].text!r} / {stmts[3].text!r}")
+    acts = capture_dataset(lm, ds, "resid", out=run.file("capture"), progress=progress, batch_size=32)
     X = acts.stack("resid").float()  # [N, L, D]
-    logit = LogisticProbe(C=0.1).fit(X[train], y[train])
-    log_acc = torch.as_tensor(logit.score(X[test], y[test])).reshape(-1)
-    rows = []
-    for i, layer in enumerate(acts.layers("resid")):
-        acc, auc = mass_mean_separation(X[:, i], y, train, test)
-        rows.append(LayerSeparation(layer, acc, auc, float(log_acc[i])))
-    best = max(rows, key=lambda r: r.auroc)
-    table = Table(title="held-out truth probes by layer (synthetic statements)")
-    for c in ("layer", "mass-mean acc", "mass-mean AUROC", "logistic acc", ""):
+    layers = acts.layers("resid")
+    y = torch.tensor([s.label for s in stmts])
+    pol = torch.tensor([s.polarity for s in stmts])
+    timings["capture"] = time.time() - t
+
+    t = time.time()
+    masks = _masks(stmts, test_cities)
+    n_split = (n_cities_total - len(test_cities), len(test_cities))
+    console.print(f"[3/5] probing every layer: trained on {n_split[0]} cities, scored on {n_split[1]} held-out cities")
+    scores, preds = probe_all_layers(X, y, pol, masks, layers, C=C)
+    rows = [LayerSeparation(l, *(lambda a, m, n: (a["accuracy"], a["auroc"], m["accuracy"], m["auroc"], n["accuracy"]))(
+        _score(scores, "logistic", "affirmative", "affirmative", l), _score(scores, "mass-mean", "affirmative", "affirmative", l),
+        _score(scores, "logistic", "affirmative", "negated", l))) for l in layers]
+    best = max(rows, key=lambda r: (r.accuracy, r.auroc))  # first of the ties
+    table = Table(title="held-out truth probes by layer (trained and tested on affirmative statements)")
+    for c in ("layer", "logistic acc", "logistic AUROC", "mass-mean acc", "on negated", ""):
         table.add_column(c)
     for r in rows:
-        bar = "#" * int(round(max(0.0, r.auroc - 0.5) * 40))
-        table.add_row(str(r.layer), f"{r.accuracy:.3f}", f"{r.auroc:.3f}", f"{r.logistic_accuracy:.3f}",
-                      bar + (" <- best" if r is best else ""))
+        bar = "#" * int(round(max(0.0, r.accuracy - 0.5) * 40))
+        table.add_row(str(r.layer), f"{r.accuracy:.3f}", f"{r.auroc:.3f}", f"{r.mass_mean_accuracy:.3f}",
+                      f"{r.negated_accuracy:.3f}", bar + (" <- best" if r is best else ""))
     console.print(table)
+    transfer = [{"method": m, "train": tr, "test": te, **{k: _score(scores, m, tr, te, best.layer)[k] for k in
+                                                          ("accuracy", "auroc", "n_train", "n_test")}}
+                for m in ("logistic", "mass-mean", "ttpd") for tr, te in CONDITIONS
+                if m != "ttpd" or tr == "both"]
+    tt = Table(title=f"[4/5] where it fails: train on one polarity, test on the other (layer {best.layer}, held-out cities)")
+    for c in ("method", "train", "test", "accuracy", "AUROC"):
+        tt.add_column(c)
+    for r in transfer:
+        tt.add_row(r["method"], r["train"], r["test"], f"{r['accuracy']:.3f}", f"{r['auroc']:.3f}")
+    console.print(tt)
     run.write_csv("separation.csv", rows)
+    run.write_csv("transfer.csv", scores)
+    run.write_csv("predictions.csv", preds)
+    timings["probes"] = time.time() - t
 
+    t = time.time()
+    held = [s for s in stmts if s.polarity == 1 and s.city in test_cities][:n_causal]
+    prompts = [FEW_SHOT + s.question for s in held]
+    hl = torch.tensor([s.label for s in held])
+    li = layers.index(best.layer)
+    tr = masks["train:affirmative"]
+    console.print(f"[5/5] causal test at layer {best.layer}: the truth direction added ({positions} positions) while "
+                  f"the model answers {len(held)} held-out questions, alpha in {', '.join(f'{a:g}' for a in alphas)} "
+                  f"(std of the projection), {n_random} random directions of the same norm as control")
+    causal = causal_test(lm, X[tr][:, li], y[tr], best.layer, prompts, hl, alphas, n_random=n_random,
+                         positions=positions, seed=seed)
+    causal["steer"].save(run.file("truth_direction"))
+    ct = Table(title="change of log P(Yes) - log P(No) (mean over held-out questions, 95% bootstrap interval)")
+    for c in ("direction", "alpha (std)", "mean shift [95% CI]", "on true", "on false", "says Yes"):
+        ct.add_column(c)
+    for r in causal["conditions"]:
+        ct.add_row(r["direction"], f"{r['alpha']:+g}", _fmt_ci(r), f"{r['mean_shift_true']:+.2f}",
+                   f"{r['mean_shift_false']:+.2f}", f"{r['yes_rate']:.2f}")
+    console.print(ct)
+    top = max(causal["alphas"])
+    per_prompt = [{"row": i, "question": s.question, "label": s.label, "base": float(causal["base"][i]),
+                   **{f"{d}_{a:+g}": float(causal["margins"][d][a][i]) for d in ("truth", "random") for a in causal["alphas"]}}
+                  for i, s in enumerate(held)]
+    examples = [{"question": s.question, "truth": "true" if s.label else "false",
+                 "before (alpha 0)": round(float(causal["base"][i]), 3),
+                 f"after +{top:g} std": round(float(causal["margins"]["truth"][top][i]), 3),
+                 f"after -{top:g} std": round(float(causal["margins"]["truth"][-top][i]), 3)
+                 if -top in causal["margins"]["truth"] else None,
+                 f"random +{top:g} std": round(float(causal["margins"]["random"][top][i]), 3)}
+                for i, s in enumerate(held[:n_examples])]
+    run.write_csv("causal.csv", causal["conditions"])
+    run.write_csv("causal_prompts.csv", per_prompt)
+    run.write_csv("examples.csv", examples)
+    timings["causal"] = time.time() - t
+
+    iti = None
     tqa = data_dir is not None and (Path(data_dir) / "truthfulqa").is_dir()
-    cfg = ITIConfig(seed=seed, max_k=iti_k)
     if tqa:
-        console.print(f"[4/5] ITI on the first {tqa_questions} TruthfulQA questions: heads captured at the last "
-                      "token of every (question, answer) row, fitted on one fold, shown on the other")
-        from .data import load_truthfulqa
-
-        data = load_iti_data(lm, data_dir=data_dir, limit=tqa_questions, progress=progress)
-        folds = make_folds(data.questions, 2, seed=seed)
-        fit = fit_fold(data, folds[0], cfg, fold=0, test_questions=folds[1])
-        items = {it.index: it for it in load_truthfulqa(data_dir)}
-        shown = [int(q) for q in folds[1][:3]]
-        questions = [items[q].question for q in shown]
-        source = "truthfulqa"
+        t = time.time()
+        iti = _iti_step(lm, run, console, data_dir, seed, iti_k, iti_alpha, tqa_questions, max_new_tokens, progress)
+        timings["iti"] = time.time() - t
     else:
-        console.print("[4/5] ITI on the synthetic statements (set VERACITY_DATA or --data-dir for TruthfulQA): "
-                      "heads at the last token, fitted on the training half")
-        data = _itidata_from_heads(acts.stack("heads"), y, {"dataset": "synthetic", "model": lm.name})
-        fit = fit_fold(data, train.numpy(), cfg, fold=0, test_questions=test.numpy())
-        shown, questions, source = [-1, -2, -3], list(SYNTHETIC_QUESTIONS), "synthetic"
+        console.print("      (ITI on TruthfulQA skipped: no data folder; set VERACITY_DATA or --data-dir)")
+
+    found = findings(n_split, best, scores, causal)
+    for f in found:
+        console.print(f"- {f}")
+    results = {"findings": found, "separation": rows, "best_layer": best.layer, "layers": layers,
+               "statements": {"n": len(stmts), "cities": n_cities_total, "train_cities": n_split[0],
+                              "test_cities": n_split[1], "rows": {k: int(v.sum()) for k, v in masks.items()}},
+               "transfer": transfer,
+               "causal": {k: v for k, v in causal.items() if k not in ("base", "margins", "steer")},
+               "examples": examples, "capture": acts.summary(), "timings": timings,
+               "seconds": time.time() - t0}
+    if iti is not None:
+        results["iti"] = iti["iti"]
+        results["iti_examples"] = iti["examples"]
+    c = {(r["direction"], r["alpha"]): r for r in causal["conditions"]}
+    run.finish(results, headline={"best_layer": best.layer, "accuracy": best.accuracy, "auroc": best.auroc,
+                                  "affirmative_to_negated": _score(scores, "logistic", "affirmative", "negated", best.layer)["accuracy"],
+                                  "ttpd_on_negated": _score(scores, "ttpd", "both", "negated", best.layer)["accuracy"],
+                                  "causal_shift": c[("truth", top)]["mean_shift"],
+                                  "random_shift": c[("random", top)]["mean_shift"]})
+    report = render_report([run.path], run.file("report.html"), title="veracity demo")
+    console.print(f"run folder {run.path}; report [bold]{report}[/bold] ({time.time() - t0:.0f} s)")
+    return results
+
+
+def _iti_step(lm, run, console, data_dir, seed: int, iti_k: int, iti_alpha: float, tqa_questions: int,
+              max_new_tokens: int, progress: bool) -> dict:
+    """ITI on the first `tqa_questions` TruthfulQA questions: heads at the last token of every (question,
+    answer) row, fitted on one fold; the first three questions of the other fold answered before and after."""
+    from rich.table import Table
+
+    from .data import load_truthfulqa
+    from .evaluate.generation import generate_answers
+    from .steer import apply
+    from .steer.iti import ITIConfig, fit_fold, load_iti_data, make_folds
+
+    console.print(f"[+] ITI on the first {tqa_questions} TruthfulQA questions: fitted on one fold, shown on the other")
+    data = load_iti_data(lm, data_dir=data_dir, limit=tqa_questions, progress=progress)
+    folds = make_folds(data.questions, 2, seed=seed)
+    fit = fit_fold(data, folds[0], ITIConfig(seed=seed, max_k=iti_k), fold=0, test_questions=folds[1])
+    items = {it.index: it for it in load_truthfulqa(data_dir)}
+    shown = [int(q) for q in folds[1][:3]]
+    questions = [items[q].question for q in shown]
     iv = fit.intervention(min(iti_k, len(fit.heads)), iti_alpha)
     iv.save(run.file("intervention"))
-    console.print(f"      top {iv.k} heads by validation accuracy: "
-                  + ", ".join(f"L{l}H{h}" for l, h in iv.heads[:8]) + (" ..." if iv.k > 8 else "")
-                  + f"; alpha {iv.alpha:g}")
-    console.print(f"[5/5] answering {len(questions)} held-out questions before and after ITI")
     before = generate_answers(lm, questions, shown, max_new_tokens=max_new_tokens)
     with apply(lm, iv, positions="last"):
         after = generate_answers(lm, questions, shown, max_new_tokens=max_new_tokens)
-    examples = [{"question": q, "before": b.answer, "after": a.answer} for q, b, a in zip(questions, before, after)]
-    t = Table(title=f"answers before and after ITI (K={iv.k}, alpha={iv.alpha:g}, {source})", show_lines=True)
+    examples = [{"question": q, "before ITI": b.answer, "after ITI": a.answer} for q, b, a in zip(questions, before, after)]
+    t = Table(title=f"answers before and after ITI (K={iv.k}, alpha={iv.alpha:g}, first held-out questions)",
+              show_lines=True)
     for c in ("question", "before ITI", "after ITI"):
         t.add_column(c, overflow="fold")
     for e in examples:
-        t.add_row(e["question"], e["before"], e["after"])
+        t.add_row(e["question"], e["before ITI"], e["after ITI"])
     console.print(t)
-    run.write_csv("examples.csv", examples)
-
-    results = {"separation": rows, "best_layer": best.layer, "seconds": time.time() - t0,
-               "capture": acts.summary(), "examples": examples,
-               "iti": {"source": source, "k": iv.k, "alpha": iv.alpha, "heads": iv.heads,
-                       "head_scores": fit.head_scores, "val_acc_top": [float(fit.head_scores[l, h]) for l, h in iv.heads]}}
-    run.finish(results, headline={"best_layer": best.layer, "best_auroc": best.auroc,
-                                  "best_logistic_acc": max(r.logistic_accuracy for r in rows)})
-    report = render_report([run.path], run.file("report.html"), title="veracity demo")
-    console.print(f"best layer {best.layer}: mass-mean held-out accuracy {best.accuracy:.3f}, AUROC {best.auroc:.3f}; "
-                  f"best logistic accuracy {max(r.logistic_accuracy for r in rows):.3f}")
-    console.print(f"run folder {run.path}; report [bold]{report}[/bold] ({time.time() - t0:.0f} s)")
-    return results
+    run.write_csv("iti_examples.csv", examples)
+    return {"examples": examples,
+            "iti": {"source": "truthfulqa", "k": iv.k, "alpha": iv.alpha, "heads": iv.heads,
+                    "val_acc_top": [float(fit.head_scores[l, h]) for l, h in iv.heads]}}

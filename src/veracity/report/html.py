@@ -463,28 +463,90 @@ def _section_capture(page: _Page, runs: list[Run], stores: list[dict]) -> None:
 
 
 def _section_demo(page: _Page, run: Run) -> None:
+    """The demo's three findings first (sentences with their numbers), then the figures and tables behind them."""
     res = run.results
+
+    def found() -> None:
+        items = [f for f in (res.get("findings") or []) if isinstance(f, str)] if isinstance(res.get("findings"), list) else []
+        if items:
+            page.add("<ol class=\"findings\">" + "".join(f"<li>{_esc(f)}</li>" for f in items) + "</ol>")
 
     def sep() -> None:
         recs = _records(res.get("separation"))
         if not recs:
             return
         layers = [r.get("layer") for r in recs]
-        series = {k: (layers, [r.get(k) for r in recs]) for k in ("accuracy", "auroc", "logistic_accuracy")
-                  if any(k in r for r in recs)}
+        names = {"accuracy": "logistic accuracy", "auroc": "logistic AUROC", "mass_mean_accuracy": "mass-mean accuracy",
+                 "negated_accuracy": "logistic, tested on negated", "logistic_accuracy": "logistic accuracy"}
+        series = {names[k]: (layers, [r.get(k) for r in recs]) for k in names if any(k in r for r in recs)}
         best = res.get("best_layer")
         _img(page, plots.lines(series, xlabel="layer (decoder block index)", ylabel="held-out score (fraction)",
-                               title=f"true vs false: held-out mass-mean and logistic probes"
+                               title="truth probes trained on affirmative statements, held-out cities"
                                      f"{f'; best layer {best}' if best is not None else ''}",
-                               hlines={"chance (0.5)": 0.5}),
-             "separation by layer: held-out accuracy and AUROC of a mass-mean direction")
-        cols = [c for c in ("layer", "accuracy", "auroc", "logistic_accuracy") if any(c in r for r in recs)]
-        _table(page, cols, [[r.get(c) for c in cols] for r in recs], caption="separation by layer")
+                               hlines={"chance (0.5)": 0.5},
+                               styles={"logistic, tested on negated": "s--"}),
+             "finding 1 (and the failure of finding 2): held-out accuracy and AUROC by layer, chance 0.5")
+        cols = [c for c in ("layer", "accuracy", "auroc", "mass_mean_accuracy", "mass_mean_auroc", "negated_accuracy",
+                            "logistic_accuracy") if any(c in r for r in recs)]
+        _table(page, cols, [[r.get(c) for c in cols] for r in recs], caption="separation by layer",
+               note="accuracy/auroc: logistic probe trained and tested on affirmative statements (held-out cities); "
+                    "negated_accuracy: that probe on held-out negated statements")
 
-    _part(page, run, "separation", sep)
-    for key, title in (("examples", "questions answered before and after ITI"),):
-        if _records(res.get(key)):
-            _part(page, run, key, lambda: _examples(page, res[key], title))
+    def transfer() -> None:
+        recs = _records(res.get("transfer"))
+        if not recs:
+            return
+        groups: dict[str, dict[str, Any]] = {}
+        for r in recs:
+            groups.setdefault(f"{r.get('train')} -> {r.get('test')}", {})[str(r.get("method"))] = r.get("accuracy")
+        _img(page, plots.bars(groups, xlabel="trained on -> tested on (polarity)", ylabel="held-out accuracy (fraction)",
+                              title=f"where it fails: across polarity (layer {res.get('best_layer')})",
+                              hlines={"chance (0.5)": 0.5}),
+             "finding 2: accuracy across polarities; TTPD needs both polarities to fit")
+        cols = [c for c in ("method", "train", "test", "accuracy", "auroc", "n_train", "n_test") if any(c in r for r in recs)]
+        _table(page, cols, [[r.get(c) for c in cols] for r in recs], caption="transfer across polarity at the best layer")
+
+    def causal() -> None:
+        c = res.get("causal")
+        recs = _records(c.get("conditions")) if isinstance(c, dict) else None
+        if not recs:
+            return
+        groups: dict[str, dict[str, Any]] = {}
+        errors: dict[str, dict[str, tuple[Any, Any]]] = {}
+        for r in recs:
+            a = r.get("alpha")
+            key = f"{a:+g}" if _num(a) else str(a)
+            groups.setdefault(key, {})[f"{r.get('direction')} direction"] = r.get("mean_shift")
+            errors.setdefault(key, {})[f"{r.get('direction')} direction"] = (r.get("ci_low"), r.get("ci_high"))
+        _img(page, plots.bars(groups, errors=errors, xlabel="alpha (std of the projection on the direction)",
+                              ylabel="shift of log P(Yes) - log P(No) (nats)",
+                              title=f"causal test at layer {c.get('layer')} ({c.get('positions')} positions), 95% CI",
+                              hlines={"no change (0)": 0.0}),
+             "finding 3: the model's yes/no judgment moves with the truth direction, not with a random one")
+        cols = [k for k in ("direction", "alpha", "mean_shift", "ci_low", "ci_high", "mean_shift_true", "mean_shift_false",
+                            "minus_random", "minus_random_low", "minus_random_high", "yes_rate", "n") if any(k in r for r in recs)]
+        _table(page, cols, [[r.get(k) for k in cols] for r in recs], caption="causal test: mean shift per condition",
+               note=f"direction: {c.get('direction')}; sigma {_fmt(c.get('sigma'))}; {c.get('n_random')} random "
+                    "directions of the same norm averaged per question; baseline AUROC of the yes/no margin on these "
+                    f"questions {_fmt(c.get('baseline_auroc'))}")
+
+    def examples() -> None:
+        recs = _records(res.get("examples"))
+        if not recs:
+            return
+        cols = list(dict.fromkeys(k for r in recs for k in r))
+        _table(page, cols, [[r.get(k) for k in cols] for r in recs],
+               caption="log P(Yes) - log P(No) before and after steering (the first held-out questions, not selected)")
+
+    def iti() -> None:
+        recs = _records(res.get("iti_examples")) or _records(res.get("examples_iti"))
+        if recs:
+            _examples(page, [{"question": r.get("question"), "before": r.get("before ITI"), "after": r.get("after ITI")}
+                             for r in recs], "questions answered before and after ITI (the first held-out questions)")
+
+    for name, fn in (("findings", found), ("separation", sep), ("transfer", transfer), ("causal test", causal),
+                     ("examples", examples), ("ITI examples", iti)):
+        _part(page, run, name, fn)
 
 
 def _section_probe(page: _Page, run: Run) -> None:

@@ -153,3 +153,39 @@ def heatmap_panels(panels: Sequence[tuple[str, Sequence[Sequence[Number | None]]
         fig.colorbar(im, ax=list(axes), shrink=0.8, label=cbar_label)
     fig.suptitle(title, fontsize=10)
     return to_png(fig)
+
+
+def bars(groups: Mapping[str, Mapping[str, Number | None]], *, xlabel: str, ylabel: str, title: str,
+         errors: Mapping[str, Mapping[str, tuple[Number, Number]]] | None = None,
+         hlines: Mapping[str, float] | None = None) -> bytes:
+    """Grouped bars: one group per key of `groups` along x, one coloured bar per series inside it;
+    `errors[group][series]` = (low, high) draws an interval; `hlines` labelled reference levels (chance, 0)."""
+    names = list(groups)
+    series = list(dict.fromkeys(s for g in groups.values() for s in g))
+    fig, ax = _new()
+    width = 0.8 / max(1, len(series))
+    for j, s in enumerate(series):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(names))]
+        ys = [groups[g].get(s) for g in names]
+        pts = [(x, y, g) for x, y, g in zip(xs, ys, names) if _finite(y)]
+        if not pts:
+            continue
+        ax.bar([p[0] for p in pts], [p[1] for p in pts], width * 0.95, label=s, color=f"C{j % 10}")
+        err = [(errors or {}).get(g, {}).get(s) for _, _, g in pts]
+        if any(e is not None for e in err):
+            lo = [y - e[0] if e is not None and _finite(e[0]) else 0 for (_, y, _), e in zip(pts, err)]
+            hi = [e[1] - y if e is not None and _finite(e[1]) else 0 for (_, y, _), e in zip(pts, err)]
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[lo, hi], fmt="none", ecolor="black",
+                        capsize=3, linewidth=1)
+    for i, (name, y) in enumerate((hlines or {}).items()):
+        if _finite(y):
+            ax.axhline(y, color="gray", linestyle=":", linewidth=1.2, label=name)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    if series or hlines:
+        ax.legend(fontsize=8)
+    return to_png(fig)

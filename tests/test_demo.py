@@ -1,0 +1,199 @@
+"""`veracity demo`: the embedded facts, the helpers against hand/numpy/sklearn references, the whole run on
+tiny-llama (structure and internal consistency: every score recomputed from the saved predictions, the
+alpha = 0 control exactly zero), and on smollm2 the three findings themselves (slow, real)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from veracity.data.facts import CITIES, COUNTRIES, city_statements, city_text
+from veracity.demo import auroc, bootstrap_ci, city_split, yes_no_margins
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------------------------------ facts
+
+def test_city_statements_are_balanced_and_labelled_by_their_meaning():
+    stmts = city_statements(seed=3)
+    assert len({c for c, _ in CITIES}) == len(CITIES) >= 100  # every city once: labels are unambiguous
+    assert len(stmts) == 4 * len(CITIES)
+    truth = dict(CITIES)
+    for s in stmts:
+        negated = " is not in " in s.text
+        assert s.polarity == (-1 if negated else 1)
+        assert s.text == city_text(s.city, s.country, negated)
+        assert s.true_country == truth[s.city] and s.country in COUNTRIES
+        assert s.label == int((s.country == truth[s.city]) != negated)  # "not in" the wrong country is true
+    for pol in (1, -1):
+        labs = [s.label for s in stmts if s.polarity == pol]
+        assert sum(labs) * 2 == len(labs)
+    by_city = {}
+    for s in stmts:
+        by_city.setdefault(s.city, set()).add(s.country)
+    assert all(len(v) == 2 for v in by_city.values())  # one right and one wrong country per city
+    assert city_statements(seed=3) == stmts and city_statements(seed=4) != stmts
+    assert len(city_statements(limit=5)) == 20
+
+
+def test_city_split_holds_out_whole_cities():
+    cities = [c for c, _ in CITIES] * 4
+    test = city_split(cities, 0.3, seed=1)
+    assert len(test) == round(0.3 * len(CITIES)) and test < set(cities)
+    assert test == city_split(cities, 0.3, seed=1) != city_split(cities, 0.3, seed=2)
+
+
+def test_auroc_and_bootstrap_match_references():
+    from sklearn.metrics import roc_auc_score
+
+    assert auroc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == 0.75
+    rng = np.random.default_rng(0)
+    s, y = rng.normal(size=50).round(1), rng.integers(0, 2, 50)  # rounded: ties count half, as sklearn
+    assert auroc(torch.tensor(s), torch.tensor(y)) == pytest.approx(roc_auc_score(y, s))
+    x = rng.normal(1.0, 2.0, 200)
+    mean, lo, hi = bootstrap_ci(torch.tensor(x), seed=0)
+    assert mean == pytest.approx(x.mean())
+    se = x.std(ddof=1) / np.sqrt(len(x))  # the bootstrap interval is close to the normal one for 200 rows
+    assert lo == pytest.approx(x.mean() - 1.96 * se, abs=0.4 * se) and hi == pytest.approx(x.mean() + 1.96 * se, abs=0.4 * se)
+    assert bootstrap_ci(torch.zeros(10)) == (0.0, 0.0, 0.0)
+
+
+def test_yes_no_margins_match_one_prompt_at_a_time(tiny_llama):
+    """Batched, left-padded margins equal an unpadded forward per prompt (byte tokenizer: ' Yes' and ' No'
+    share ' ', so the margin is taken at 'Y' vs 'N' after the prompt plus ' ')."""
+    tok = tiny_llama.tokenizer
+    prompts = ["Is it true that the city of Oslo is in Norway? Answer:", "Q? Answer:", "A much longer prompt here. Answer:"]
+    got = yes_no_margins(tiny_llama, prompts, batch_size=2)
+    sp, y, n = tok(" ", add_special_tokens=False)["input_ids"], tok("Y", add_special_tokens=False)["input_ids"][0], \
+        tok("N", add_special_tokens=False)["input_ids"][0]
+    for p, g in zip(prompts, got):
+        ids = torch.tensor([tok(p)["input_ids"] + sp])
+        with torch.no_grad():
+            lp = torch.log_softmax(tiny_llama.model(input_ids=ids).logits[0, -1].float(), -1)
+        assert float(g) == pytest.approx(float(lp[y] - lp[n]), abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    from veracity.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    res = run_demo(out=out, model="tiny-llama", n_cities=20, n_causal=12, alphas=(-2.0, 2.0), n_random=1,
+                   n_examples=4, progress=False, data_dir=out.parent / "no-data")
+    return out, res
+
+
+def test_demo_writes_findings_report_and_tables(tiny_demo):
+    out, res = tiny_demo
+    for f in ("results.json", "config.json", "report.html", "separation.csv", "transfer.csv", "predictions.csv",
+              "causal.csv", "causal_prompts.csv", "examples.csv", "statements.csv", "truth_direction.json"):
+        assert (out / f).exists(), f
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["kind"] == "demo" and len(saved["findings"]) == 3
+    assert [f.split(":")[0] for f in saved["findings"]] == ["Find", "Where it fails", "Causal test"]
+    assert len(saved["separation"]) == 4 and saved["layers"] == [0, 1, 2, 3]
+    assert saved["causal"]["alphas"] == [-2.0, 0.0, 2.0]  # alpha 0 always added as the control
+    assert "iti" not in saved  # no TruthfulQA folder: the ITI step is skipped
+    html = (out / "report.html").read_text()
+    assert html.index(saved["findings"][0][:40]) < html.index("<img")  # findings lead, then the figures
+    for caption in ("separation by layer", "transfer across polarity at the best layer",
+                    "causal test: mean shift per condition", "log P(Yes) - log P(No) before and after steering"):
+        assert caption in html, caption
+    assert html.count("<img") >= 3
+
+
+def test_demo_scores_recompute_from_saved_predictions(tiny_demo):
+    from sklearn.metrics import roc_auc_score
+
+    out, res = tiny_demo
+    stmts = _csv(out / "statements.csv")
+    held = {int(r["row"]) for r in stmts if r["held_out"] == "True"}
+    train_cities = {r["city"] for r in stmts if r["held_out"] == "False"}
+    assert train_cities.isdisjoint({r["city"] for r in stmts if r["held_out"] == "True"})
+    preds: dict[tuple, list[dict]] = {}
+    for p in _csv(out / "predictions.csv"):
+        preds.setdefault((p["method"], p["train"], p["test"], int(p["layer"])), []).append(p)
+    scores = _csv(out / "transfer.csv")
+    assert len(scores) == len(preds) == 7 * 2 * 4  # (2 methods x 3 training sets + TTPD) x 2 tests x 4 layers
+    for s in scores:
+        rows = preds[(s["method"], s["train"], s["test"], int(s["layer"]))]
+        pol = 1 if s["test"] == "affirmative" else -1
+        assert {int(p["row"]) for p in rows} == {int(r["row"]) for r in stmts if int(r["polarity"]) == pol} & held
+        lab = np.array([int(p["label"]) for p in rows])
+        sc = np.array([float(p["score"]) for p in rows])
+        assert all(int(p["prediction"]) == int(float(p["score"]) > 0) for p in rows)
+        assert all(int(p["label"]) == int(stmts[int(p["row"])]["label"]) for p in rows)
+        assert float(s["accuracy"]) == pytest.approx(np.mean((sc > 0) == lab), abs=1e-9)
+        assert float(s["auroc"]) == pytest.approx(roc_auc_score(lab, sc), abs=1e-6)
+    best = res["best_layer"]
+    sep = {r.layer: r for r in res["separation"]}
+    assert sep[best].accuracy == max(r.accuracy for r in res["separation"])
+    for t in res["transfer"]:
+        s = next(s for s in scores if (s["method"], s["train"], s["test"], int(s["layer"])) ==
+                 (t["method"], t["train"], t["test"], best))
+        assert t["accuracy"] == pytest.approx(float(s["accuracy"]))
+
+
+def test_demo_causal_control_is_exactly_zero_and_means_match(tiny_demo):
+    out, res = tiny_demo
+    rows = _csv(out / "causal_prompts.csv")
+    assert len(rows) == 12
+    base = np.array([float(r["base"]) for r in rows])
+    assert all(float(r["truth_+0"]) == float(r["base"]) for r in rows)  # the hooks ran and added zero
+    for c in res["causal"]["conditions"]:
+        col = np.array([float(r[f"{c['direction']}_{c['alpha']:+g}"]) for r in rows])
+        assert c["mean_shift"] == pytest.approx(float(np.mean(col - base)), abs=1e-5)
+        assert c["ci_low"] <= c["mean_shift"] + 1e-9 and c["mean_shift"] <= c["ci_high"] + 1e-9
+        if c["alpha"] == 0:
+            assert c["mean_shift"] == 0.0 and c["ci_low"] == 0.0 and c["ci_high"] == 0.0
+        else:
+            assert c["mean_shift"] != 0.0
+    # the examples are the first held-out questions, in order, with their measured margins
+    ex = _csv(out / "examples.csv")
+    assert [e["question"] for e in ex] == [r["question"] for r in rows[:4]]
+    assert [float(e["before (alpha 0)"]) for e in ex] == pytest.approx(base[:4].tolist(), abs=1e-3)
+    labels = [int(r["label"]) for r in rows]
+    assert sum(labels) * 2 == len(labels)  # each held-out city gives one true and one false question
+
+
+def test_demo_cli_refuses_a_bad_out_before_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from veracity.cli.main import app
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x.txt").write_text("mine")
+    r = CliRunner().invoke(app, ["demo", "--model", "tiny-llama", "--out", str(tmp_path / "taken")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["x.txt"]
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_demo_on_smollm2_reproduces_the_three_findings(tmp_path):
+    """The acceptance figures of the demo on the embedded model: accuracy >= 0.75 at the best layer, the
+    affirmative -> negated transfer below chance and repaired by TTPD, and a causal shift larger than the
+    random direction's."""
+    from veracity.demo import run_demo
+
+    res = run_demo(out=tmp_path / "demo", progress=False, data_dir=tmp_path / "no-data")
+    best = next(r for r in res["separation"] if r.layer == res["best_layer"])
+    assert best.accuracy >= 0.75
+    t = {(r["method"], r["train"], r["test"]): r["accuracy"] for r in res["transfer"]}
+    assert t[("logistic", "affirmative", "negated")] < 0.5 and t[("logistic", "negated", "affirmative")] < 0.5
+    assert t[("ttpd", "both", "negated")] >= 0.75 and t[("ttpd", "both", "affirmative")] >= 0.75
+    c = {(r["direction"], r["alpha"]): r for r in res["causal"]["conditions"]}
+    top = max(res["causal"]["alphas"])
+    assert c[("truth", top)]["minus_random_low"] > 0  # more " Yes" than a random direction of the same norm
+    assert c[("truth", -top)]["mean_shift"] < c[("truth", top)]["mean_shift"]
