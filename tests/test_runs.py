@@ -241,3 +241,24 @@ def test_sweep_extended_on_resume_matches_a_fresh_sweep(tmp_path):
     assert resumed.grid.keys() == fresh.grid.keys()
     for key in fresh.grid:
         assert resumed.grid[key]["mc2"] == pytest.approx(fresh.grid[key]["mc2"], rel=1e-6), key
+
+
+def test_cli_sweep_refused_resume_changes_nothing_and_extension_recomputes(tmp_path, data_dir):
+    """`iti sweep` again with another fixed setting (--folds) is refused with exit 2 and the folder is
+    byte-identical; extending --num-heads resumes, evaluates only the new K and rewrites config.json."""
+    base = ["iti", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--acts",
+            str(tmp_path / "acts"), "--limit", "4", "--alphas", "0,5", "--judge", "none", "--ce-texts", "0",
+            "--out", str(tmp_path / "sw")]
+    runner = CliRunner()
+    r = runner.invoke(app, base + ["--num-heads", "2", "--folds", "2"])
+    assert r.exit_code == 0, r.output
+    before = {p.name: p.read_bytes() for p in (tmp_path / "sw").iterdir() if p.is_file()}
+    r = runner.invoke(app, base + ["--num-heads", "2", "--folds", "3"])
+    assert r.exit_code == 2 and "other settings" in r.output and "folds" in r.output, r.output
+    assert {p.name: p.read_bytes() for p in (tmp_path / "sw").iterdir() if p.is_file()} == before
+    r = runner.invoke(app, base + ["--num-heads", "2,4", "--folds", "2"])
+    assert r.exit_code == 0, r.output
+    assert "fold 0: the saved fit has 2 heads, K=4 needs more: refitting" in r.output
+    assert json.loads((tmp_path / "sw" / "config.json").read_text())["num_heads"] == [2, 4]
+    grid = {(row["alpha"], row["k"]) for row in json.loads((tmp_path / "sw" / "results.json").read_text())["grid"]}
+    assert grid == {(0.0, 2), (0.0, 4), (5.0, 2), (5.0, 4)}

@@ -7,6 +7,8 @@ without `overwrite=True`; `resume=True` reopens an unfinished (or finished) run 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import json
 import math
@@ -199,6 +201,23 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+# RunFolders started inside `closing_runs()` (the CLI wraps every command in it): closed when the block exits,
+# so a command that fails in-process (a test, a notebook) does not keep its folder locked.
+_OPENED: "contextvars.ContextVar[list | None]" = contextvars.ContextVar("veracity_open_runs", default=None)
+
+
+@contextlib.contextmanager
+def closing_runs():
+    """Release the lock of every `RunFolder` started inside the block when the block exits."""
+    token = _OPENED.set([])
+    try:
+        yield
+    finally:
+        for run in _OPENED.get() or []:
+            run.close()
+        _OPENED.reset(token)
+
+
 class RunFolder:
     """One run's folder. `kind` names the command (capture, probe, ccs, eval, iti-validate, ...).
 
@@ -243,6 +262,9 @@ class RunFolder:
             self._lock.release()
             raise
         self.started = True
+        opened = _OPENED.get()
+        if opened is not None:
+            opened.append(self)
         return self
 
     def close(self) -> None:

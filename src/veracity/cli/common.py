@@ -159,10 +159,13 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from ..runs import closing_runs
+
         token = _CURRENT.set((kwargs, names))
         try:
             preflight(kwargs)
-            return fn(*args, **kwargs)
+            with closing_runs():  # a failed command releases its run folder's lock (also in-process)
+                return fn(*args, **kwargs)
         except Exception as e:  # typer.Exit is not an Exception subclass of these types: passes through
             if isinstance(e, user_error_types()):
                 fail(str(e))
