@@ -203,9 +203,10 @@ def test_lock_across_processes(tmp_path):
     FolderLock(tmp_path / "r").acquire().release()
 
 
-def test_sweep_extended_on_resume_matches_a_fresh_sweep(tmp_path):
+@pytest.mark.parametrize("damage", [None, "corrupt-fit"])
+def test_sweep_extended_on_resume_matches_a_fresh_sweep(tmp_path, damage):
     """`--num-heads 1,2` then `1,2,8` in the same folder: the K=8 row must use 8 heads (the cached fold
-    fit held only 2), exactly as a fresh `1,2,8` sweep."""
+    fit held only 2), exactly as a fresh `1,2,8` sweep; a damaged cached fit is refitted, not trusted."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -235,6 +236,8 @@ def test_sweep_extended_on_resume_matches_a_fresh_sweep(tmp_path):
                          log=lambda m: None, evaluate=evaluate, metric="mc2")
 
     sweep(tmp_path / "resumed", [1, 2])
+    if damage:
+        (tmp_path / "resumed" / "fold0_fit.safetensors").write_bytes(b"\x00" * 12)
     resumed = sweep(tmp_path / "resumed", [1, 2, 8])
     fresh = sweep(tmp_path / "fresh", [1, 2, 8])
     assert resumed.grid[(3.0, 8)]["mc1"] == 8  # mc1 stands for the number of heads used here

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..runs import open_results_db
 from .executors import Job, LocalExecutor
-from .intervention import Intervention
+from .intervention import Intervention, InterventionError
 from .iti import ITIConfig, ITIData, fit_folds
 from .validate import SUMMARY_KEYS, EvalConfig, evaluate_fold, held_out_texts, summarise
 
@@ -102,7 +102,12 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
             if not mine:
                 continue
             fit_path = folder / f"fold{f}_fit"
-            full = Intervention.load(fit_path) if (folder / f"fold{f}_fit.json").exists() else None
+            full = None
+            if (folder / f"fold{f}_fit.json").exists():
+                try:
+                    full = Intervention.load(fit_path)
+                except InterventionError as e:  # a damaged cache is refitted, never trusted
+                    log(f"fold {f}: the saved fit cannot be read ({e}): refitting")
             if full is not None and full.k < min(kmax, full.n_layers * full.n_heads):
                 # saved by a sweep with a smaller largest K: top(K) would silently hold fewer heads
                 log(f"fold {f}: the saved fit has {full.k} heads, K={kmax} needs more: refitting")
