@@ -293,6 +293,14 @@ def test_bake_into_the_fitted_model_is_accepted(tmp_path):
     assert (tmp_path / "baked" / "config.json").exists()
 
 
+def test_num_heads_is_only_checked_where_used(tmp_path, data_dir):
+    """The default --num-heads 48 exceeds a tiny model's 16 heads: refused where ITI runs (above), accepted
+    when no method uses it (compare-interventions without an ITI method)."""
+    r = runner.invoke(app, ["compare-interventions", *TINY, "--device", "cpu", "--methods", "baseline", "--limit", "4",
+                            "--folds", "2", "--judge", "none", "--ce-texts", "0", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+
+
 def test_resumed_capture_command_repairs_a_damaged_store(tmp_path, store):
     """`veracity capture` again on a store with a missing middle shard re-captures it: equal to the original."""
     import torch

@@ -135,6 +135,9 @@ def check_model_options(lm) -> None:
     from ..validation import check_num_heads
 
     k = _param("num_heads")
+    methods = _param("methods")
+    if _param("iti") is False or (isinstance(methods, str) and "iti" not in methods):
+        return  # sycophancy --no-iti, compare-interventions without an ITI method: K is not used
     if k is not None:
         ks = k if isinstance(k, int) else _int_list(k, "num_heads")
         check_num_heads(ks, lm.arch.n_layers, lm.arch.n_heads, option=option_name("num_heads"))
