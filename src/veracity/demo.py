@@ -226,32 +226,38 @@ def _fmt_ci(c: dict, key: str = "mean_shift", lo: str = "ci_low", hi: str = "ci_
 
 
 def findings(n_cities: tuple[int, int], sep: LayerSeparation, scores: list[dict], causal: dict) -> list[str]:
-    """The three findings, one sentence each, numbers from the results."""
+    """The three findings, one sentence each, worded from the numbers (a claim the numbers do not support is
+    not made)."""
     L = sep.layer
-    s = lambda m, tr, te: _score(scores, m, tr, te, L)  # noqa: E731
+    acc = lambda m, tr, te: _score(scores, m, tr, te, L)["accuracy"]  # noqa: E731
     f1 = (f"Find: trained on affirmative statements about {n_cities[0]} cities and tested on {n_cities[1]} held-out "
-          f"cities, a logistic probe reads truth from the residual stream with accuracy {sep.accuracy:.2f} "
-          f"(AUROC {sep.auroc:.2f}) at layer {L}, mass-mean {sep.mass_mean_accuracy:.2f} (chance 0.50).")
-    f2 = (f"Where it fails: the same probes tested on negated statements score {s('logistic', 'affirmative', 'negated')['accuracy']:.2f} "
-          f"(logistic) and {s('mass-mean', 'affirmative', 'negated')['accuracy']:.2f} (mass-mean), and trained on negated, "
-          f"tested on affirmative {s('logistic', 'negated', 'affirmative')['accuracy']:.2f}: negation flips the learnt "
-          f"direction; TTPD, fitted on both polarities, scores {s('ttpd', 'both', 'negated')['accuracy']:.2f} on negated "
-          f"and {s('ttpd', 'both', 'affirmative')['accuracy']:.2f} on affirmative held-out statements (logistic on both "
-          f"polarities: {s('logistic', 'both', 'negated')['accuracy']:.2f} and {s('logistic', 'both', 'affirmative')['accuracy']:.2f}).")
-    top = max(a for a in causal["alphas"])
+          f"cities, a logistic probe on the residual stream scores {sep.accuracy:.2f} accuracy (AUROC {sep.auroc:.2f}) "
+          f"at its best layer, {L}; mass-mean {sep.mass_mean_accuracy:.2f}; chance is 0.50.")
+    a2n, n2a, mm = acc("logistic", "affirmative", "negated"), acc("logistic", "negated", "affirmative"), \
+        acc("mass-mean", "affirmative", "negated")
+    fails = a2n < 0.5 and n2a < 0.5
+    f2 = (f"Where it fails: tested on negated statements, the probe trained on affirmative ones scores {a2n:.2f} "
+          f"(mass-mean {mm:.2f}), and trained on negated, tested on affirmative, {n2a:.2f}"
+          + (": below chance, negation flips the direction it learnt" if fails else "")
+          + f"; TTPD, fitted on both polarities, scores {acc('ttpd', 'both', 'negated'):.2f} on negated and "
+          f"{acc('ttpd', 'both', 'affirmative'):.2f} on affirmative held-out statements (a logistic probe fitted on "
+          f"both: {acc('logistic', 'both', 'negated'):.2f} and {acc('logistic', 'both', 'affirmative'):.2f}).")
+    top = max(causal["alphas"])
     c = {(r["direction"], r["alpha"]): r for r in causal["conditions"]}
     up, rnd, down = c[("truth", top)], c[("random", top)], c.get(("truth", -top))
-    n = up["n"]
-    f3 = (f"Causal test: adding the truth direction at layer {causal['layer']} ({top:+g} std, every position) moves "
-          f"log P(Yes) - log P(No) by {_fmt_ci(up)} on {n} held-out questions, a random direction of the same norm by "
-          f"{_fmt_ci(rnd)}" + (f", and {-top:+g} std by {_fmt_ci(down)}" if down else "")
-          + " (95% bootstrap intervals; alpha 0 changes it by exactly 0).")
+    verdict = ("more than" if up["minus_random_low"] > 0 else
+               "less than" if up["minus_random_high"] < 0 else "not distinguishably from")
+    f3 = (f"Causal test: adding the truth direction at layer {causal['layer']} ({top:+g} std, {causal['positions']} "
+          f"positions) changes log P(Yes) - log P(No) by {_fmt_ci(up)} on {up['n']} held-out questions, {verdict} a "
+          f"random direction of the same norm ({_fmt_ci(rnd)}; difference {_fmt_ci(up, 'minus_random', 'minus_random_low', 'minus_random_high')})"
+          + (f"; {-top:+g} std changes it by {_fmt_ci(down)}" if down else "")
+          + "; alpha 0 by exactly 0 (95% bootstrap intervals).")
     return [f1, f2, f3]
 
 
 def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 0, data_dir: str | Path | None = None,
              progress: bool = True, overwrite: bool = False, n_cities: int | None = None, test_frac: float = 0.3,
-             C: float = 0.1, alphas: Sequence[float] = (-4.0, -2.0, 0.0, 2.0, 4.0), n_causal: int = 60,
+             C: float = 0.1, alphas: Sequence[float] = (-8.0, -4.0, 0.0, 4.0, 8.0), n_causal: int = 60,
              n_random: int = 2, positions: str = "all", n_examples: int = 6, iti_k: int = 16,
              iti_alpha: float = 15.0, tqa_questions: int = 60, max_new_tokens: int = 40) -> dict:
     """Run the demo; writes a run folder (default runs/demo-<timestamp>) with report.html, returns results.
@@ -317,9 +323,11 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     n_split = (n_cities_total - len(test_cities), len(test_cities))
     console.print(f"[3/5] probing every layer: trained on {n_split[0]} cities, scored on {n_split[1]} held-out cities")
     scores, preds = probe_all_layers(X, y, pol, masks, layers, C=C)
-    rows = [LayerSeparation(l, *(lambda a, m, n: (a["accuracy"], a["auroc"], m["accuracy"], m["auroc"], n["accuracy"]))(
-        _score(scores, "logistic", "affirmative", "affirmative", l), _score(scores, "mass-mean", "affirmative", "affirmative", l),
-        _score(scores, "logistic", "affirmative", "negated", l))) for l in layers]
+    rows = []
+    for l in layers:
+        lr, mm = _score(scores, "logistic", "affirmative", "affirmative", l), _score(scores, "mass-mean", "affirmative", "affirmative", l)
+        rows.append(LayerSeparation(l, lr["accuracy"], lr["auroc"], mm["accuracy"], mm["auroc"],
+                                    _score(scores, "logistic", "affirmative", "negated", l)["accuracy"]))
     best = max(rows, key=lambda r: (r.accuracy, r.auroc))  # first of the ties
     table = Table(title="held-out truth probes by layer (trained and tested on affirmative statements)")
     for c in ("layer", "logistic acc", "logistic AUROC", "mass-mean acc", "on negated", ""):

@@ -498,8 +498,11 @@ def _section_demo(page: _Page, run: Run) -> None:
             return
         groups: dict[str, dict[str, Any]] = {}
         for r in recs:
-            groups.setdefault(f"{r.get('train')} -> {r.get('test')}", {})[str(r.get("method"))] = r.get("accuracy")
-        _img(page, plots.bars(groups, xlabel="trained on -> tested on (polarity)", ylabel="held-out accuracy (fraction)",
+            short = {"affirmative": "aff", "negated": "neg"}
+            key = f"{short.get(r.get('train'), r.get('train'))}->{short.get(r.get('test'), r.get('test'))}"
+            groups.setdefault(key, {})[str(r.get("method"))] = r.get("accuracy")
+        _img(page, plots.bars(groups, xlabel="trained on -> tested on (aff = affirmative, neg = negated statements)",
+                              ylabel="held-out accuracy (fraction)",
                               title=f"where it fails: across polarity (layer {res.get('best_layer')})",
                               hlines={"chance (0.5)": 0.5}),
              "finding 2: accuracy across polarities; TTPD needs both polarities to fit")
