@@ -167,6 +167,18 @@ def test_demo_causal_control_is_exactly_zero_and_means_match(tiny_demo):
     assert sum(labels) * 2 == len(labels)  # each held-out city gives one true and one false question
 
 
+def test_demo_with_truthfulqa_adds_the_iti_step(tmp_path, data_dir):
+    """With a TruthfulQA folder the ITI step runs: answers before and after on the first held-out questions."""
+    from veracity.demo import run_demo
+
+    res = run_demo(out=tmp_path / "run", model="tiny-llama", n_cities=8, n_causal=4, alphas=(2.0,), n_random=1,
+                   data_dir=data_dir, tqa_questions=6, max_new_tokens=4, iti_k=2, progress=False)
+    assert res["iti"]["source"] == "truthfulqa" and res["iti"]["k"] == 2
+    assert [set(e) for e in res["iti_examples"]] == [{"question", "before ITI", "after ITI"}] * len(res["iti_examples"])
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "questions answered before and after ITI" in html
+
+
 def test_demo_cli_refuses_a_bad_out_before_work(tmp_path):
     from typer.testing import CliRunner
 
