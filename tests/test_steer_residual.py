@@ -288,3 +288,14 @@ def test_fit_then_steer_moves_the_truth_projection():
     acts = {l: torch.stack(v) for l, v in acts.items()}
     st = fit_diff_means(acts, [1, 1, 0, 0], layers=[2])
     torch.testing.assert_close(st.vectors[0], acts[2][:2].mean(0) - acts[2][2:].mean(0))
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_baked_residual_smollm2_equals_hooks(smollm2, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    layers = [3, 15, smollm2.arch.n_layers - 1]
+    st = ResidualSteer(layers, torch.randn(len(layers), smollm2.arch.hidden_size, generator=g), alpha=2.0)
+    bake_residual(smollm2, st, tmp_path / "baked")
+    assert json.loads((tmp_path / "baked" / "config.json").read_text())["mlp_bias"] is True
+    assert verify_residual_baked(smollm2, st, tmp_path / "baked", texts=TEXTS, atol=1e-4) <= 1e-4
