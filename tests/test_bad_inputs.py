@@ -49,6 +49,11 @@ def _user_folder(out: Path, tmp: Path) -> None:
     (out / "sub" / "data.csv").write_text("a,b\n1,2\n")
 
 
+def _invalid_run_config(out: Path, tmp: Path) -> None:
+    out.mkdir(parents=True)
+    (out / "config.json").write_text("{not json")
+
+
 def _probe_run(out: Path, tmp: Path) -> None:
     from veracity.runs import RunFolder
 
@@ -152,6 +157,8 @@ CASES = [
     ("probe-into-store", ["probe", "--acts", "{store}", "--out", "{out}"], "holds a capture run", _capture_store),
     ("eval-into-store", ["eval", "truthfulqa", *TINY, "--metrics", "mc", "--judge", "none", "--limit", "4",
                          "--out", "{out}"], "holds a capture run", _capture_store),
+    ("out-with-invalid-config", ["probe", "--acts", "{store}", "--out", "{out}", "--overwrite"],
+     "holds no veracity run (config.json)", _invalid_run_config),
     ("finished-run", ["probe", "--acts", "{store}", "--out", "{out}"], "already holds a finished run", _probe_run),
     ("out-is-a-file", ["probe", "--acts", "{store}", "--out", "{out}"], "is a file, not a folder", _regular_file),
     ("eval-out-is-a-file", ["eval", "truthfulqa", *TINY, "--metrics", "mc", "--judge", "none", "--out", "{out}"],
