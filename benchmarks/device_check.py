@@ -15,8 +15,8 @@ with its tolerance (`veracity.models.precision`, docs/precision.md) and `ok` (ev
 
 Without CUDA (or with --tiny) it runs the same steps on tiny random models with small counts, so CI
 keeps the script working (tests/test_device_check.py); figures from tiny models check the plumbing,
-not the science. `--models smollm2 --device cpu --steps mc --n-mc 100` gives the CPU MC parity run
-recorded in docs/results.md.
+not the science. `--models smollm2 --device cpu --steps capture,mc,lm --n-mc 100 --n-capture 64 --n-docs 20`
+is the CPU bf16 parity run recorded in docs/results.md ("Half precision and devices").
 """
 
 from __future__ import annotations
