@@ -295,6 +295,11 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
         first_lp = torch.log_softmax(last.float(), -1)
 
         def run_chunk(chunk: list[int]) -> None:  # halved and retried by `batcher` on out-of-memory
+            if all(len(requests[i][1]) == 1 for i in chunk):  # one-token continuations (the binary task's A/B
+                for i in chunk:  # letters) are read at the prefix's last position: no forward needed
+                    lp = first_lp[requests[i][1][0]].float().reshape(1)
+                    out[i] = lp.cpu().numpy() if per_token else float(lp.double().sum())
+                return
             conts = [list(requests[i][1]) for i in chunk]
             n, L = len(conts), max(len(c) for c in conts)
             ids = torch.full((n, L), pad_id, dtype=torch.long)
