@@ -202,3 +202,19 @@ def test_registry_2025_names(data_dir):
     assert {m["question_index"] for m in iti.meta} <= set(range(790))
     assert get_dataset("truthfulqa-2025-iti-mc2", data_dir).texts == d.texts
     assert {"truthfulqa-2025", "truthfulqa-2025-mc1", "truthfulqa-2025-iti"} <= {n for n, _ in list_datasets()}
+
+
+def test_batched_path_equals_per_question_path(tiny_llama, data_dir):
+    """Many questions per forward (no intervention) == one question at a time through score_requests
+    (taken when an intervention factory is given; here one that changes nothing)."""
+    import contextlib
+
+    items = load_truthfulqa(data_dir, "2025")[:7]
+    fast = bn.score_binary(tiny_llama, items, batch_size=3)
+    slow = bn.score_binary(tiny_llama, items, intervention=lambda phase: contextlib.nullcontext())
+    assert [(r.index, r.variant) for r in fast.results] != [] and len(fast.results) == len(slow.results)
+    key = lambda r: (r.index, r.variant)  # noqa: E731
+    for a, b in zip(sorted(fast.results, key=key), sorted(slow.results, key=key)):
+        assert key(a) == key(b) and a.correct == b.correct
+        assert a.score_right == pytest.approx(b.score_right, abs=1e-4)
+        assert a.score_wrong == pytest.approx(b.score_wrong, abs=1e-4)

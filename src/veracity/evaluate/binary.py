@@ -24,9 +24,11 @@ prompt's last position.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import copy
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from .truthfulqa import (InterventionFactory, close_answer, lm_eval_context, make_requests, score_requests,
                          shared_prefix_for, truthfulqa_prompt)
@@ -119,10 +121,60 @@ def summarize_binary(results: Sequence[BinaryResult], pair: str = "") -> dict:
     return out
 
 
+@torch.no_grad()
+def score_batched(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], shared=None, *,
+                  batch_size: int = 32, pad_id: int = 0) -> list[float]:
+    """Summed log-prob (fp32 log-softmax, nats) of each continuation after its prefix, many QUESTIONS per
+    forward: each row is (prefix after the shared head) + continuation, right-padded, on top of the shared
+    head's KV cache (`shared`: a `SharedPrefix` every prefix starts with; None: whole prompts, no cache).
+    No intervention (the per-question path keeps the prompt unshifted under one). Equal to `score_requests`
+    up to float rounding (tested)."""
+    dev = next(model.parameters()).device
+    S = len(shared.ids) if shared is not None else 0
+    for p, _ in requests:
+        if shared is not None and tuple(p[:S]) != shared.ids:
+            raise ValueError("a prefix does not start with the shared head")
+    base = last = None
+    if shared is not None:
+        base, last = shared.get(model, None)
+        last_lp = torch.log_softmax(last.float(), -1)
+    out: list[float] = [0.0] * len(requests)
+    for s0 in range(0, len(requests), batch_size):
+        idx = list(range(s0, min(s0 + batch_size, len(requests))))
+        rows = [list(requests[i][0][S:]) + list(requests[i][1]) for i in idx]
+        n, L = len(rows), max(len(r) for r in rows)
+        ids = torch.full((n, L), pad_id, dtype=torch.long)
+        mask = torch.zeros((n, S + L), dtype=torch.long)
+        mask[:, :S] = 1
+        for r, row in enumerate(rows):
+            ids[r, :len(row)] = torch.tensor(row)
+            mask[r, S:S + len(row)] = 1
+        kw = {}
+        if shared is not None:
+            cache = copy.deepcopy(base)
+            if n > 1:
+                cache.batch_repeat_interleave(n)
+            kw = {"past_key_values": cache, "use_cache": True}
+        pos = torch.arange(S, S + L).unsqueeze(0).expand(n, L)
+        logp = torch.log_softmax(model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                                       **kw).logits.float(), -1)
+        for r, i in enumerate(idx):
+            k0 = len(requests[i][0]) - S  # the continuation's first position in the row
+            cont = list(requests[i][1])
+            lp = torch.empty(len(cont), dtype=torch.float32)
+            for t, tokid in enumerate(cont):
+                k = k0 + t  # token at row position k is predicted at k - 1 (or by the head's last logits)
+                lp[t] = (last_lp[tokid] if k == 0 else logp[r, k - 1, tokid]).cpu()
+            out[i] = float(lp.double().sum())
+    return out
+
+
 def score_binary(lm, items, *, variants: Sequence[str] = BINARY_VARIANTS, instruction: str = "default",
                  batch_size=32, intervention: InterventionFactory | None = None,
                  progress: Callable[[int, int], None] | None = None) -> BinarySummary:
-    """Every binary variant of `lm` (a LoadedModel) on TruthfulQA items (module doc)."""
+    """Every binary variant of `lm` (a LoadedModel) on TruthfulQA items (module doc). Without an
+    intervention, many questions share each forward (`score_batched`); with one, question by question
+    through `score_requests`, so the intervention acts where the module doc says."""
     bad = [v for v in variants if v not in BINARY_VARIANTS]
     if bad:
         raise ValueError(f"unknown binary variant(s) {bad}; use {', '.join(BINARY_VARIANTS)}")
@@ -130,6 +182,33 @@ def score_binary(lm, items, *, variants: Sequence[str] = BINARY_VARIANTS, instru
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     shared = {"lm-eval": shared_prefix_for(tok, "lm-eval"),
               "truthfulqa": shared_prefix_for(tok, "truthfulqa", instruction)}
+    items = list(items)
+    if intervention is None:
+        bs = batch_size if isinstance(batch_size, int) else 32
+        results = []
+        for v in variants:
+            reqs, meta = [], []
+            for it in items:
+                ctx, conts, right, proto = variant_context(it, v, instruction)
+                r2 = make_requests(tok, ctx, conts, proto)
+                sh = None if v in AB_VARIANTS else shared[proto]
+                if sh is not None and any(tuple(p[:len(sh.ids)]) != sh.ids for p, _ in r2):
+                    sh = None
+                meta.append((it, right, len(reqs), sh))
+                reqs += r2
+            scores: dict[int, float] = {}
+            for sh in {id(m[3]): m[3] for m in meta}.values():  # the shared head, and None (whole prompts)
+                flat = [m[2] + j for m in meta if m[3] is sh for j in (0, 1)]
+                scores.update(zip(flat, score_batched(model, [reqs[f] for f in flat], sh, batch_size=bs,
+                                                      pad_id=pad)))
+            for it, right, off, _ in meta:
+                s = [scores[off], scores[off + 1]]
+                results.append(BinaryResult(it.index, it.category, v, 1.0 if s[right] > s[1 - right] else 0.0,
+                                            float(s[right]), float(s[1 - right])))
+        if progress:
+            progress(len(items), len(items))
+        pair = pair_description(items)
+        return BinarySummary(len(items), pair, summarize_binary(results, pair), results)
     results = []
     for k, item in enumerate(items):
         for v in variants:
