@@ -202,9 +202,10 @@ def test_demo_on_smollm2_reproduces_the_three_findings(tmp_path):
     res = run_demo(out=tmp_path / "demo", progress=False, data_dir=tmp_path / "no-data")
     best = next(r for r in res["separation"] if r.layer == res["best_layer"])
     assert best.accuracy >= 0.75
-    t = {(r["method"], r["train"], r["test"]): r["accuracy"] for r in res["transfer"]}
-    assert t[("logistic", "affirmative", "negated")] < 0.5 and t[("logistic", "negated", "affirmative")] < 0.5
-    assert t[("ttpd", "both", "negated")] >= 0.75 and t[("ttpd", "both", "affirmative")] >= 0.75
+    t = {(r["method"], r["train"], r["test"]): r for r in res["transfer"]}
+    for cross in (("affirmative", "negated"), ("negated", "affirmative")):  # ranking inverted, accuracy at most chance
+        assert t[("logistic", *cross)]["auroc"] < 0.3 and t[("logistic", *cross)]["accuracy"] <= 0.5
+    assert t[("ttpd", "both", "negated")]["accuracy"] >= 0.75 and t[("ttpd", "both", "affirmative")]["accuracy"] >= 0.75
     c = {(r["direction"], r["alpha"]): r for r in res["causal"]["conditions"]}
     top = max(res["causal"]["alphas"])
     assert c[("truth", top)]["minus_random_low"] > 0  # more " Yes" than a random direction of the same norm

@@ -477,35 +477,36 @@ def _section_demo(page: _Page, run: Run) -> None:
             return
         layers = [r.get("layer") for r in recs]
         names = {"accuracy": "logistic accuracy", "auroc": "logistic AUROC", "mass_mean_accuracy": "mass-mean accuracy",
-                 "negated_accuracy": "logistic, tested on negated", "logistic_accuracy": "logistic accuracy"}
+                 "negated_auroc": "logistic AUROC, tested on negated", "logistic_accuracy": "logistic accuracy"}
         series = {names[k]: (layers, [r.get(k) for r in recs]) for k in names if any(k in r for r in recs)}
         best = res.get("best_layer")
         _img(page, plots.lines(series, xlabel="layer (decoder block index)", ylabel="held-out score (fraction)",
                                title="truth probes trained on affirmative statements, held-out cities"
                                      f"{f'; best layer {best}' if best is not None else ''}",
                                hlines={"chance (0.5)": 0.5},
-                               styles={"logistic, tested on negated": "s--"}),
+                               styles={"logistic AUROC, tested on negated": "s--"}),
              "finding 1 (and the failure of finding 2): held-out accuracy and AUROC by layer, chance 0.5")
         cols = [c for c in ("layer", "accuracy", "auroc", "mass_mean_accuracy", "mass_mean_auroc", "negated_accuracy",
-                            "logistic_accuracy") if any(c in r for r in recs)]
+                            "negated_auroc", "logistic_accuracy") if any(c in r for r in recs)]
         _table(page, cols, [[r.get(c) for c in cols] for r in recs], caption="separation by layer",
                note="accuracy/auroc: logistic probe trained and tested on affirmative statements (held-out cities); "
-                    "negated_accuracy: that probe on held-out negated statements")
+                    "negated_accuracy/auroc: that probe on held-out negated statements")
 
     def transfer() -> None:
         recs = _records(res.get("transfer"))
         if not recs:
             return
-        groups: dict[str, dict[str, Any]] = {}
-        for r in recs:
-            short = {"affirmative": "aff", "negated": "neg"}
-            key = f"{short.get(r.get('train'), r.get('train'))}->{short.get(r.get('test'), r.get('test'))}"
-            groups.setdefault(key, {})[str(r.get("method"))] = r.get("accuracy")
-        _img(page, plots.bars(groups, xlabel="trained on -> tested on (aff = affirmative, neg = negated statements)",
-                              ylabel="held-out accuracy (fraction)",
-                              title=f"where it fails: across polarity (layer {res.get('best_layer')})",
-                              hlines={"chance (0.5)": 0.5}),
-             "finding 2: accuracy across polarities; TTPD needs both polarities to fit")
+        short = {"affirmative": "aff", "negated": "neg"}
+        for metric, what in (("accuracy", "held-out accuracy (fraction)"), ("auroc", "held-out AUROC (fraction)")):
+            groups: dict[str, dict[str, Any]] = {}
+            for r in recs:
+                key = f"{short.get(r.get('train'), r.get('train'))}->{short.get(r.get('test'), r.get('test'))}"
+                groups.setdefault(key, {})[str(r.get("method"))] = r.get(metric)
+            _img(page, plots.bars(groups, xlabel="trained on -> tested on (aff = affirmative, neg = negated statements)",
+                                  ylabel=what, title=f"where it fails: across polarity (layer {res.get('best_layer')})",
+                                  hlines={"chance (0.5)": 0.5}),
+                 f"finding 2: {metric} across polarities (an AUROC below 0.5 is an inverted ranking); "
+                 "TTPD needs both polarities to fit")
         cols = [c for c in ("method", "train", "test", "accuracy", "auroc", "n_train", "n_test") if any(c in r for r in recs)]
         _table(page, cols, [[r.get(c) for c in cols] for r in recs], caption="transfer across polarity at the best layer")
 
