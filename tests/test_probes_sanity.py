@@ -129,3 +129,23 @@ def test_run_polarity_experiment_layers_and_held_out_topics():
     # held-out topic rows: trained on the other topic only (both polarities), tested on this topic's rows
     r = next(s for s in exp.scores if s["train"] == "topic!=a" and s["test"] == "a:negated")
     assert r["n_train"] == int((top != "a").sum()) and r["n_test"] == int(((top == "a") & (pol == -1)).sum())
+
+
+def test_polarity_split_keeps_twins_together(data_dir):
+    X, y, pol = planted_polarity(n_per_cell=20, seed=8)
+    twins = np.arange(len(y)) % 30  # 30 facts, each with several statements of both polarities
+    rows = polarity_split(torch.tensor(X), y, pol, methods=("logistic",), seed=1, twins=twins)
+    r = next(r for r in rows if r.train == "affirmative" and r.test == "negated")
+    assert r.accuracy is not None
+    # reconstruct the split: test rows are whole twin groups, about test_size of the rows
+    from veracity.probes.sanity import polarity_statements
+
+    n_test = sum(r.n_test for r in rows if r.train == "both")
+    assert 0.1 * len(y) <= n_test <= 0.2 * len(y)
+    ds = polarity_statements(("cities", "sp_en_trans"), data_dir=data_dir)
+    pols: dict = {}
+    for m in ds.meta:
+        pols.setdefault(m["twin"], set()).add(m["polarity"])
+    # nearly every fact has both an affirmative and a negated statement (the twins the split keeps together)
+    both = sum(len(v) == 2 for v in pols.values())
+    assert both / len(pols) > 0.9 and any(k.startswith("sp_en_trans|") for k in pols)

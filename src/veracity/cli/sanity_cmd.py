@@ -22,6 +22,9 @@ def probe_polarity_command(
     test_size: float = typer.Option(0.2, "--test-size", help="Held-out fraction (stratified by polarity x label)."),
     seed: int = typer.Option(0, "--seed"),
     C: float = typer.Option(1.0, "--C", help="Inverse L2 strength (logistic; TTPD's 2-D classifier)."),
+    keep_twins: bool = typer.Option(True, "--keep-twins/--random-rows",
+                                    help="Split by fact: a statement and its negation on the same side (default), "
+                                         "or by random rows."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     device: Optional[str] = typer.Option(None, "--device"),
     data_dir: Optional[Path] = DataDirOpt,
@@ -46,7 +49,8 @@ def probe_polarity_command(
         fail(str(e))
     layer_list = parse_int_list(layers)
     cfg = {"model": model, "sets": set_list, "layers": layers, "methods": method_list, "limit": limit,
-           "test_size": test_size, "seed": seed, "C": C, "rows": len(ds), "content_hash": ds.content_hash}
+           "test_size": test_size, "seed": seed, "C": C, "keep_twins": keep_twins, "rows": len(ds),
+           "content_hash": ds.content_hash}
     try:
         run = RunFolder(out, "probe-polarity", cfg, overwrite=overwrite, seed=seed, defer=True)
     except RunExists as e:
@@ -65,7 +69,9 @@ def probe_polarity_command(
                    groups=ds.groups, dataset_name=ds.name, progress=False)
     X = acts.stack("resid", absl).float()
     pol = [m["polarity"] for m in ds.meta]
-    exp = run_polarity_experiment(X, ds.labels, pol, ds.groups, absl, method_list, seed=seed, test_size=test_size, C=C)
+    twins = [m["twin"] for m in ds.meta] if keep_twins else None
+    exp = run_polarity_experiment(X, ds.labels, pol, ds.groups, absl, method_list, seed=seed, test_size=test_size, C=C,
+                                  twins=twins)
     cols = ["method"] + [f"L{l}" for l in absl]
     for train, test in (("affirmative", "affirmative"), ("affirmative", "negated"), ("negated", "affirmative"),
                         ("both", "negated")):

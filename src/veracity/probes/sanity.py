@@ -142,14 +142,20 @@ class PolarityScore:
 
 
 def polarity_split(X: Any, labels: Any, polarity: Any, methods: Sequence[str] = ("logistic", "mass-mean"),
-                   topics: Any = None, seed: int = 0, test_size: float = 0.2, C: float = 1.0) -> list[PolarityScore]:
+                   topics: Any = None, seed: int = 0, test_size: float = 0.2, C: float = 1.0,
+                   twins: Sequence[Any] | None = None) -> list[PolarityScore]:
     """Train on one polarity, test on the other, for every method in `methods` (names of `make_probe`).
 
     Every row goes to train or test once (stratified by polarity x label, `test_size`, seed); each
     training set (affirmative, negated, both) is the train rows of those polarities, and every score is
     on the test rows of the named polarity, so "affirmative -> negated" is directly comparable with
     "negated -> negated" (in distribution) and "both -> negated". Methods that need both polarities to
-    fit (TTPD) are only scored when trained on both; their single-polarity rows say so in `note`."""
+    fit (TTPD) are only scored when trained on both; their single-polarity rows say so in `note`.
+
+    `twins`: a key per row naming the underlying fact (an affirmative statement and its negation share
+    it). Given, whole twin groups go to train or test (seeded, ~`test_size` of the rows), so no test
+    statement has its negation, with the opposite label, among the training rows; without it a probe
+    that reads content rather than truth scores *below* chance on the other polarity."""
     Xb, single = as_batched(X)
     N = Xb.shape[0]
     y = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)).long().flatten()
@@ -161,11 +167,20 @@ def polarity_split(X: Any, labels: Any, polarity: Any, methods: Sequence[str] = 
     top = None if topics is None else np.asarray(list(topics))
     for m in methods:
         make_probe(m)  # unknown names fail before any work
-    strata = [f"{int(p)}:{int(l)}" for p, l in zip(pol, y.tolist())]
-    _, codes = np.unique(strata, return_inverse=True)
-    sp = stratified_split(codes.tolist(), test_size, seed)
     is_test = np.zeros(N, dtype=bool)
-    is_test[sp.test_idx] = True
+    if twins is None:
+        strata = [f"{int(p)}:{int(l)}" for p, l in zip(pol, y.tolist())]
+        _, codes = np.unique(strata, return_inverse=True)
+        is_test[stratified_split(codes.tolist(), test_size, seed).test_idx] = True
+    else:
+        keys = np.asarray([str(k) for k in twins])
+        if len(keys) != N:
+            raise ValueError(f"{len(keys)} twin keys for {N} rows")
+        _, gid = np.unique(keys, return_inverse=True)
+        order = np.random.default_rng(seed).permutation(gid.max() + 1)
+        sizes = np.bincount(gid)
+        chosen = order[np.cumsum(sizes[order]) <= round(test_size * N)]
+        is_test[np.isin(gid, chosen)] = True
     train_sets = {"affirmative": ~is_test & (pol == 1), "negated": ~is_test & (pol == -1), "both": ~is_test}
     test_sets = {"affirmative": is_test & (pol == 1), "negated": is_test & (pol == -1)}
     out: list[PolarityScore] = []
@@ -217,8 +232,20 @@ def polarity_statements(pairs: Sequence[str] = POLARITY_PAIRS, data_dir: Any = N
             texts += ds.texts
             labels += ds.labels
             groups += [name] * len(ds)
-            meta += [{"polarity": pol, "file": fname, "index": m.get("index")} for m in ds.meta]
+            meta += [{"polarity": pol, "file": fname, "index": m.get("index"), "twin": _twin_key(name, t, m)}
+                     for t, m in zip(ds.texts, ds.meta)]
     return TextDataset("polarity:" + ",".join(pairs), texts, labels, groups, meta)
+
+
+def _twin_key(name: str, text: str, meta: dict) -> str:
+    """The fact a statement is about, shared by it and its negation: (city, country) for cities, the quoted
+    words for sp_en_trans ("The Spanish word 'uno' (does not mean|means) 'one'."), else the text itself."""
+    import re
+
+    if meta.get("city") and meta.get("country"):
+        return f"{name}|{meta['city']}|{meta['country']}"
+    quoted = re.findall(r"'([^']*)'", text)
+    return f"{name}|" + ("|".join(quoted) if len(quoted) >= 2 else text)
 
 
 @dataclass
@@ -240,9 +267,11 @@ class PolarityExperiment:
 
 def run_polarity_experiment(X: Any, labels: Any, polarity: Any, topics: Sequence[str], layers: Sequence[int],
                             methods: Sequence[str] = ("logistic", "mass-mean", "ttpd"), seed: int = 0,
-                            test_size: float = 0.2, C: float = 1.0) -> PolarityExperiment:
+                            test_size: float = 0.2, C: float = 1.0,
+                            twins: Sequence[Any] | None = None) -> PolarityExperiment:
     """Every method at every layer (X [N, L, D], one batched fit per method and training set):
-    1. `polarity_split` (train affirmative / negated / both, test held-out affirmative and negated rows);
+    1. `polarity_split` (train affirmative / negated / both, test held-out affirmative and negated rows;
+       with `twins`, a statement and its negation are always on the same side);
     2. held-out topics: for each topic T, train on every other topic (both polarities) and test on T's
        affirmative and negated rows separately."""
     Xb, _ = as_batched(X)
@@ -264,7 +293,7 @@ def run_polarity_experiment(X: Any, labels: Any, polarity: Any, topics: Sequence
                          "accuracy": None if a is None else float(a), "n_train": n_train, "n_test": n_test,
                          "note": note})
 
-    for r in polarity_split(Xb, y, pol, methods, topics=top, seed=seed, test_size=test_size, C=C):
+    for r in polarity_split(Xb, y, pol, methods, topics=top, seed=seed, test_size=test_size, C=C, twins=twins):
         add(r.method, r.train, r.test, r.accuracy, r.n_train, r.n_test, r.note)
     names = sorted(set(top.tolist()))
     if len(names) > 1:
