@@ -1,6 +1,7 @@
 """`veracity demo`: the embedded facts, the helpers against hand/numpy/sklearn references, the whole run on
 tiny-llama (structure and internal consistency: every score recomputed from the saved predictions, the
-alpha = 0 control exactly zero), and on smollm2 the three findings themselves (slow, real)."""
+alpha = 0 control exactly zero), and on smollm2 the findings themselves (slow, real; the causal one is an
+expected failure, as measured)."""
 
 from __future__ import annotations
 
@@ -191,21 +192,34 @@ def test_demo_cli_refuses_a_bad_out_before_work(tmp_path):
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["x.txt"]
 
 
-@pytest.mark.slow
-@pytest.mark.real
-def test_demo_on_smollm2_reproduces_the_three_findings(tmp_path):
-    """The acceptance figures of the demo on the embedded model: accuracy >= 0.75 at the best layer, the
-    affirmative -> negated transfer below chance and repaired by TTPD, and a causal shift larger than the
-    random direction's."""
+@pytest.fixture(scope="module")
+def smollm2_demo(tmp_path_factory):
     from veracity.demo import run_demo
 
-    res = run_demo(out=tmp_path / "demo", progress=False, data_dir=tmp_path / "no-data")
+    out = tmp_path_factory.mktemp("demo-smollm2") / "run"
+    return run_demo(out=out, progress=False, data_dir=out.parent / "no-data")
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_demo_on_smollm2_finds_truth_and_its_failure_across_negation(smollm2_demo):
+    """The acceptance figures of the demo on the embedded model: accuracy >= 0.75 at the best layer, the
+    affirmative <-> negated transfer inverted (AUROC well below 0.5) and repaired by TTPD."""
+    res = smollm2_demo
     best = next(r for r in res["separation"] if r.layer == res["best_layer"])
     assert best.accuracy >= 0.75
     t = {(r["method"], r["train"], r["test"]): r for r in res["transfer"]}
     for cross in (("affirmative", "negated"), ("negated", "affirmative")):  # ranking inverted, accuracy at most chance
         assert t[("logistic", *cross)]["auroc"] < 0.3 and t[("logistic", *cross)]["accuracy"] <= 0.5
     assert t[("ttpd", "both", "negated")]["accuracy"] >= 0.75 and t[("ttpd", "both", "affirmative")]["accuracy"] >= 0.75
+
+
+@pytest.mark.slow
+@pytest.mark.real
+@pytest.mark.xfail(strict=True, reason="measured: at layer 17, +8 std moves log P(Yes) - log P(No) by -1.01 "
+                   "[-1.16, -0.88] against +1.29 [+1.24, +1.34] for random directions (issue 18, step 3 open)")
+def test_demo_on_smollm2_truth_direction_moves_the_answer_towards_yes(smollm2_demo):
+    res = smollm2_demo
     c = {(r["direction"], r["alpha"]): r for r in res["causal"]["conditions"]}
     top = max(res["causal"]["alphas"])
     assert c[("truth", top)]["minus_random_low"] > 0  # more " Yes" than a random direction of the same norm
