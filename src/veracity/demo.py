@@ -261,11 +261,12 @@ def findings(n_cities: tuple[int, int], sep: LayerSeparation, scores: list[dict]
 def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 0, data_dir: str | Path | None = None,
              progress: bool = True, overwrite: bool = False, n_cities: int | None = None, test_frac: float = 0.3,
              C: float = 0.1, alphas: Sequence[float] = (-8.0, -4.0, 0.0, 4.0, 8.0), n_causal: int = 60,
-             n_random: int = 2, positions: str = "all", n_examples: int = 6, iti_k: int = 16,
+             n_random: int = 2, positions: str = "all", causal_layer: int | None = None, n_examples: int = 6, iti_k: int = 16,
              iti_alpha: float = 15.0, tqa_questions: int = 60, max_new_tokens: int = 40) -> dict:
     """Run the demo; writes a run folder (default runs/demo-<timestamp>) with report.html, returns results.
 
-    n_cities: use the first n cities of the embedded table (default all, 177); the rest as in the module
+    n_cities: use the first n cities of the embedded table (default all, 177); causal_layer: steer there instead
+    of at the best probe layer (the default); the rest as in the module
     docstring. Files: results.json (everything), separation.csv (per layer, in distribution), transfer.csv
     (every method x train x test x layer), predictions.csv (every held-out decision score), causal.csv,
     causal_prompts.csv (per prompt margins), examples.csv, statements.csv, the capture store and the
@@ -292,6 +293,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     stmts = city_statements(seed=seed, limit=n_cities)
     config = {"model": model, "dataset": "facts:cities", "n_cities": n_cities, "test_frac": test_frac, "C": C,
               "alphas": list(alphas), "n_causal": n_causal, "n_random": n_random, "positions": positions,
+              "causal_layer": causal_layer,
               "few_shot": FEW_SHOT, "n_examples": n_examples, "data_dir": data_dir, "iti_k": iti_k,
               "iti_alpha": iti_alpha, "tqa_questions": tqa_questions, "max_new_tokens": max_new_tokens}
     run = RunFolder(out, "demo", config, seed=seed, overwrite=overwrite)
@@ -360,12 +362,15 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     held = [s for s in stmts if s.polarity == 1 and s.city in test_cities][:n_causal]
     prompts = [FEW_SHOT + s.question for s in held]
     hl = torch.tensor([s.label for s in held])
-    li = layers.index(best.layer)
+    steer_layer = best.layer if causal_layer is None else causal_layer
+    if steer_layer not in layers:
+        raise ValueError(f"causal_layer {steer_layer} is not a layer of this model (0..{len(layers) - 1})")
+    li = layers.index(steer_layer)
     tr = masks["train:affirmative"]
-    console.print(f"[5/5] causal test at layer {best.layer}: the truth direction added ({positions} positions) while "
+    console.print(f"[5/5] causal test at layer {steer_layer}: the truth direction added ({positions} positions) while "
                   f"the model answers {len(held)} held-out questions, alpha in {', '.join(f'{a:g}' for a in alphas)} "
                   f"(std of the projection), {n_random} random directions of the same norm as control")
-    causal = causal_test(lm, X[tr][:, li], y[tr], best.layer, prompts, hl, alphas, n_random=n_random,
+    causal = causal_test(lm, X[tr][:, li], y[tr], steer_layer, prompts, hl, alphas, n_random=n_random,
                          positions=positions, seed=seed)
     causal["steer"].save(run.file("truth_direction"))
     ct = Table(title="change of log P(Yes) - log P(No) (mean over held-out questions, 95% bootstrap interval)")
