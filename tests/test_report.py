@@ -72,8 +72,10 @@ def _data_runs(root: Path, data: Path) -> list[Path]:
     # the baseline: generation settings left at the defaults `iti validate` uses, so the report pairs them
     _cli(["eval", "truthfulqa", *tiny, "--limit", str(N_QUESTIONS), *judge, "--lm-docs", "2", "--lm-tokens", "32",
           "--out", str(root / "eval")])
+    # --no-baseline: the before answers come from the eval run above (the cross-run pairing); the run's own
+    # before answers (answers.jsonl) are covered by test_iti_examples_from_the_runs_own_baseline
     _cli(["iti", "validate", *iti, "--num-heads", "4", "--alpha", "5", "--folds", "2", *judge, "--ce-texts", "2",
-          "--out", str(root / "iti")])
+          "--no-baseline", "--out", str(root / "iti")])
     # no judge: the sweep falls back from the requested true_info to mc2 (the report must star mc2's best)
     _cli(["iti", "sweep", *iti, "--alphas", "0,5", "--num-heads", "2,4", "--folds", "2", "--judge", "none",
           "--ce-texts", "2", "--out", str(root / "sweep")])
@@ -494,3 +496,22 @@ def test_report_in_headless_chromium(full_report, tmp_path):
         assert browser.errors() == []
     finally:
         browser.close()
+
+
+def test_iti_examples_from_the_runs_own_baseline(tmp_path):
+    """An `iti validate` run with its own baseline shows its answers.jsonl before/after pairs, first N by index."""
+    from veracity.report.html import build_html, load_run
+
+    d = tmp_path / "iti"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"kind": "iti-validate", "status": "finished", "model": "m",
+                                               "alpha": 5, "k": 4}))
+    (d / "results.json").write_text(json.dumps({"summary": {"MC1": 0.5}, "folds": []}))
+    rows = [{"fold": 0, "index": i, "question": f"q{i}?", "answer_before": f"before {i}", "true_before": True,
+             "answer": f"after {i}", "true": False} for i in (3, 1, 2)]
+    (d / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc, _ = build_html([load_run(d)])
+    cap = "example answers before and after ITI (before: the plain model in this run)"
+    assert cap in doc
+    part = doc[doc.index(cap):]
+    assert part.index("before 1") < part.index("after 1") < part.index("before 2") < part.index("before 3")

@@ -859,11 +859,21 @@ MAX_EXAMPLES = 10
 _GEN_DEFAULTS = {"instruction": "default", "gen_style": "original", "max_new_tokens": 50}
 
 
+def _own_answers(run: Run) -> list[dict]:
+    """`iti validate` writes its answers to answers.jsonl (one row per question: `answer` with ITI and, when
+    the run evaluated the plain model too, `answer_before`), not into results.json."""
+    try:
+        lines = (run.path / "answers.jsonl").read_text(encoding="utf-8").splitlines()
+        return [r for r in (json.loads(x) for x in lines if x.strip()) if isinstance(r, dict)]
+    except (OSError, ValueError):
+        return []
+
+
 def _answers_of(run: Run) -> dict[int, dict]:
     """question index -> {question, answer, true, info}: the generated answers of an `eval truthfulqa` run
-    (`questions`) or of an `iti validate` run (each fold's `answers`)."""
+    (`questions`) or of an `iti validate` run (answers.jsonl, or each fold's `answers` in older runs)."""
     res = run.results
-    recs: list[dict] = []
+    recs: list[dict] = list(_own_answers(run))
     folds = res.get("folds")
     for f in (folds if isinstance(folds, list) else []):
         if isinstance(f, dict):
@@ -917,6 +927,12 @@ def _iti_examples(page: _Page, run: Run) -> None:
         recs = [{"question": after[i].get("question"), "before": after[i]["answer"],
                  "true_before": after[i].get("true")} for i in idx]
         _examples(page, recs, "example answers (alpha = 0: the model without ITI)")
+        return
+    if all(isinstance(after[i].get("answer_before"), str) for i in idx):  # the run's own plain-model answers
+        recs = [{"question": after[i].get("question"), "before": after[i]["answer_before"],
+                 "after": after[i]["answer"], "true_before": after[i].get("true_before"),
+                 "true_after": after[i].get("true")} for i in idx]
+        _examples(page, recs, "example answers before and after ITI (before: the plain model in this run)")
         return
     base_run, before = _baseline_answers(page, run)
     recs = [{"question": after[i].get("question"), "before": before.get(i, {}).get("answer"),
