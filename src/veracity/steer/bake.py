@@ -149,14 +149,11 @@ def baked_state_dict(target, intervention: Intervention,
     return new_sd, cfg, how
 
 
-def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, o_proj_only: bool = False) -> Path:
-    """Write a Hugging Face folder (config, safetensors, tokenizer, `veracity_intervention.json`) that
-    `AutoModelForCausalLM.from_pretrained(out)` loads as the intervened model, at every position."""
+def write_model_folder(model, tokenizer, sd: dict, cfg, out: str | Path) -> Path:
+    """Save `sd` under `cfg` as a plain Hugging Face folder (weights assigned on the meta device, no second
+    copy in memory), with the source model's generation config and the tokenizer. Shared by every bake."""
     from transformers import AutoModelForCausalLM
 
-    model, arch, tok = _unpack(target)
-    tok = tokenizer or tok
-    sd, cfg, how = baked_state_dict(target, intervention, o_proj_only)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch.device("meta"):
@@ -165,8 +162,17 @@ def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, o_
     if getattr(model, "generation_config", None) is not None:
         new.generation_config = copy.deepcopy(model.generation_config)
     new.save_pretrained(out)
-    if tok is not None:
-        tok.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out
+
+
+def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, o_proj_only: bool = False) -> Path:
+    """Write a Hugging Face folder (config, safetensors, tokenizer, `veracity_intervention.json`) that
+    `AutoModelForCausalLM.from_pretrained(out)` loads as the intervened model, at every position."""
+    model, arch, tok = _unpack(target)
+    sd, cfg, how = baked_state_dict(target, intervention, o_proj_only)
+    out = write_model_folder(model, tokenizer or tok, sd, cfg, out)
     intervention.save(out / "veracity_intervention")
     (out / "veracity_bake.json").write_text(json.dumps(
         {"how": how, "semantics": "every position (a bias), prompt included",

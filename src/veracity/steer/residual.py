@@ -532,21 +532,12 @@ def bake_residual(target, steer: ResidualSteer, out: str | Path, tokenizer=None)
     model, at every position (a bias is constant: it equals `apply_residual(..., positions="all")`), plus
     `veracity_steer.{json,safetensors}` and `veracity_bake.json`. Raises `NotBakeable` before writing
     anything when the architecture has no exact place for the constant."""
-    from transformers import AutoModelForCausalLM
+    from .bake import write_model_folder
 
     model, arch = _unpack(target)
     tok = tokenizer if tokenizer is not None else getattr(target, "tokenizer", None)
     sd, cfg, how = baked_residual_state_dict(target, steer)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with torch.device("meta"):
-        new = AutoModelForCausalLM.from_config(cfg)
-    new.load_state_dict(sd, assign=True, strict=False)
-    if getattr(model, "generation_config", None) is not None:
-        new.generation_config = copy.deepcopy(model.generation_config)
-    new.save_pretrained(out)
-    if tok is not None:
-        tok.save_pretrained(out)
+    out = write_model_folder(model, tok, sd, cfg, out)
     steer.save(out / "veracity_steer")
     (out / "veracity_bake.json").write_text(json.dumps(
         {"kind": "residual", "how": how, "method": steer.method, "layers": steer.layers, "alpha": steer.alpha,
