@@ -37,3 +37,16 @@ def test_family_folder_or_file_accepted(data_dir: Path):
     assert data_file("boolq/dev.jsonl", data_dir) == data_dir / "boolq" / "dev.jsonl"
     assert data_file("boolq/dev.jsonl", data_dir / "boolq") == data_dir / "boolq" / "dev.jsonl"
     assert data_file("boolq/dev.jsonl", data_dir / "boolq" / "dev.jsonl") == data_dir / "boolq" / "dev.jsonl"
+
+
+def test_missing_file_in_a_family_subfolder_is_named_once(tmp_path):
+    """A data folder given as the family subfolder names the missing file without the family twice."""
+    from veracity.data.errors import DataError
+    from veracity.data.paths import data_file
+
+    fam = tmp_path / "truthfulqa"
+    fam.mkdir()
+    with pytest.raises(DataError) as e:
+        data_file("truthfulqa/mc_task_v0.json", fam)
+    assert f"{fam / 'mc_task_v0.json'}: file not found" in str(e.value)
+    assert "truthfulqa/truthfulqa" not in str(e.value)

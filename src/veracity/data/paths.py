@@ -69,7 +69,9 @@ def data_file(rel: str, data_dir: str | Path | None = None) -> Path:
     for cand in (d / rel, d / Path(rel).name):
         if cand.is_file():
             return cand
-    raise DataError(f"{d / rel}: file not found (data folder {d}); {HOW_TO_SET}")
+    # a family subfolder (".../truthfulqa") is named with the bare file name, not ".../truthfulqa/truthfulqa/..."
+    missing = d / Path(rel).name if d.name == Path(rel).parts[0] else d / rel
+    raise DataError(f"{missing}: file not found (data folder {d}); {HOW_TO_SET}")
 
 
 def list_files(subdir: str, pattern: str, data_dir: str | Path | None = None) -> list[Path] | None:
