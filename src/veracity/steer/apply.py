@@ -50,6 +50,22 @@ def _unpack(target) -> tuple[nn.Module, ArchSpec]:
     raise TypeError(f"apply() needs a LoadedModel or a torch module, got {type(target).__name__}")
 
 
+def add_at_last_token(x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """x [B, T, D] (a copy) with v added at the last real token of each row: by `mask` (the forward's
+    attention mask, either padding side) when it covers the rows, else at T-1. Shared by ITI and residual hooks."""
+    T = x.shape[-2]
+    x = x.clone()
+    if mask is not None and mask.dim() == 2 and mask.shape[0] == x.shape[0] and mask.shape[1] >= T:
+        cur = mask[:, -T:].to(x.device).bool()
+        pos = torch.arange(T, device=x.device).expand_as(cur)
+        idx = torch.where(cur, pos, torch.full_like(pos, -1)).amax(1)
+        rows = (idx >= 0).nonzero().squeeze(1)
+        x[rows, idx[rows]] += v
+    else:
+        x[..., -1, :] += v
+    return x
+
+
 @contextlib.contextmanager
 def apply(target, intervention: Intervention, positions: str = "all",
           alpha: float | None = None, start: int | None = None) -> Iterator[Intervention]:
@@ -96,18 +112,7 @@ def apply(target, intervention: Intervention, positions: str = "all",
                 return (x + keep * v, *args[1:])
             if not last_only or x.dim() < 3 or x.shape[-2] == 1:
                 return (x + v, *args[1:])
-            T = x.shape[-2]
-            mask = state["mask"]
-            x = x.clone()
-            if mask is not None and mask.dim() == 2 and mask.shape[0] == x.shape[0] and mask.shape[1] >= T:
-                cur = mask[:, -T:].to(x.device).bool()
-                pos = torch.arange(T, device=x.device).expand_as(cur)
-                idx = torch.where(cur, pos, torch.full_like(pos, -1)).amax(1)
-                rows = (idx >= 0).nonzero().squeeze(1)
-                x[rows, idx[rows]] += v
-            else:
-                x[..., -1, :] += v
-            return (x, *args[1:])
+            return (add_at_last_token(x, v, state["mask"]), *args[1:])
         return hook
 
     def record_mask(module, args, kwargs):

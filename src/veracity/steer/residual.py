@@ -43,6 +43,7 @@ from safetensors.torch import load_file, save_file
 
 from ..models.arch import ArchSpec
 from ..runs import to_jsonable, write_json_atomic
+from .apply import add_at_last_token
 
 FORMAT = "veracity-residual-steer"
 FORMAT_VERSION = 1
@@ -366,21 +367,6 @@ def _fingerprint_of(target, steer: ResidualSteer) -> str | None:
     return None
 
 
-def _add_last(x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """x [B, T, D] with v added at the last real token of each row (by `mask` when it matches, else T-1)."""
-    T = x.shape[-2]
-    x = x.clone()
-    if mask is not None and mask.dim() == 2 and mask.shape[0] == x.shape[0] and mask.shape[1] >= T:
-        cur = mask[:, -T:].to(x.device).bool()
-        pos = torch.arange(T, device=x.device).expand_as(cur)
-        idx = torch.where(cur, pos, torch.full_like(pos, -1)).amax(1)
-        rows = (idx >= 0).nonzero().squeeze(1)
-        x[rows, idx[rows]] += v
-    else:
-        x[..., -1, :] += v
-    return x
-
-
 @contextlib.contextmanager
 def apply_residual(target, steer: ResidualSteer, positions: str = "all",
                    alpha: float | None = None) -> Iterator[ResidualSteer]:
@@ -413,7 +399,7 @@ def apply_residual(target, steer: ResidualSteer, positions: str = "all",
             if not last_only or h.dim() < 3 or h.shape[-2] == 1:
                 h = h + v
             else:
-                h = _add_last(h, v, state["mask"])
+                h = add_at_last_token(h, v, state["mask"])
             return (h, *output[1:]) if isinstance(output, tuple) else h
         return hook
 
