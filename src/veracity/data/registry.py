@@ -61,6 +61,17 @@ def _pick(n: int, limit: int | None, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n), limit))
 
 
+def first_questions(ds: TextDataset, limit: int | None) -> TextDataset:
+    """The rows of TruthfulQA answer rows (meta `question_index`) whose question is among the first `limit`
+    (all rows when None), renamed `<name>:first<limit>` so its content hash and cached stores differ."""
+    if limit is None:
+        return ds
+    keep = [i for i, m in enumerate(ds.meta) if m["question_index"] < limit]
+    return TextDataset(f"{ds.name}:first{limit}", [ds.texts[i] for i in keep],
+                       None if ds.labels is None else [ds.labels[i] for i in keep],
+                       [ds.groups[i] for i in keep], [ds.meta[i] for i in keep])
+
+
 def _from_statements(name: str, stmts: list[Statement], limit: int | None, seed: int) -> TextDataset:
     keep = [stmts[i] for i in _pick(len(stmts), limit, seed)]
     return TextDataset(name=name, texts=[s.text for s in keep], labels=[s.label for s in keep],

@@ -224,14 +224,10 @@ def original_val_splits(train_lists: Sequence[Sequence[int]], seed: int, val_rat
 
 def _capture_rows(lm, ds, limit, store, batch_size, progress):
     from ..capture import capture_dataset
-    from ..data.registry import TextDataset
+    from ..data.registry import first_questions
     from ..models import cache_dir
 
-    if limit is not None:
-        keep = [i for i, m in enumerate(ds.meta) if m["question_index"] < limit]
-        ds = TextDataset(f"{ds.name}:first{limit}", [ds.texts[i] for i in keep],
-                         None if ds.labels is None else [ds.labels[i] for i in keep],
-                         [ds.groups[i] for i in keep], [ds.meta[i] for i in keep])
+    ds = first_questions(ds, limit)
     out = Path(store) if store else cache_dir() / "iti-acts" / f"{lm.fingerprint}-{ds.content_hash}"
     acts = capture_dataset(lm, ds, "heads", positions="last", out=out, batch_size=batch_size,
                            dtype=torch.float16, progress=progress)

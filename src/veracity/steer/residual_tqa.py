@@ -51,17 +51,13 @@ def load_residual_data(lm, data_dir: str | Path | None = None, limit: int | None
     `limit`: only questions with CSV index < limit (the evaluation driver's --limit)."""
     from ..capture import capture_dataset
     from ..data import get_dataset
-    from ..data.registry import TextDataset
+    from ..data.registry import first_questions
     from ..models import cache_dir
 
     ds = get_dataset(dataset or default_dataset(), data_dir=data_dir)
     if not ds.meta or "question_index" not in ds.meta[0]:
         raise ValueError(f"{ds.name}: rows need a question_index (TruthfulQA answer rows)")
-    if limit is not None:
-        keep = [i for i, m in enumerate(ds.meta) if m["question_index"] < limit]
-        ds = TextDataset(f"{ds.name}:first{limit}", [ds.texts[i] for i in keep],
-                         None if ds.labels is None else [ds.labels[i] for i in keep],
-                         [ds.groups[i] for i in keep], [ds.meta[i] for i in keep])
+    ds = first_questions(ds, limit)
     out = Path(acts) if acts else cache_dir() / "resid-acts" / f"{lm.fingerprint}-{ds.content_hash}"
     store = capture_dataset(lm, ds, "resid", positions="last", out=out, batch_size=batch_size,
                             dtype=torch.float16, progress=progress)
