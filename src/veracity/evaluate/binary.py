@@ -134,38 +134,57 @@ def score_batched(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     for p, _ in requests:
         if shared is not None and tuple(p[:S]) != shared.ids:
             raise ValueError("a prefix does not start with the shared head")
-    base = last = None
+    base = last = last_lp = None
     if shared is not None:
         base, last = shared.get(model, None)
         last_lp = torch.log_softmax(last.float(), -1)
+    # A continuation's last token is only predicted, never fed: the row is (prefix after the head) +
+    # continuation[:-1], and requests with the same row share one (the A/B variants' two letters, which
+    # doubled the whole-prompt forwards)
+    keys: dict[tuple, int] = {}
+    req_row = [keys.setdefault(tuple(p[S:]) + tuple(c[:-1]), len(keys)) for p, c in requests]
+    rows = list(keys)
+    by_row: dict[int, list[int]] = {}
+    for i, r in enumerate(req_row):
+        by_row.setdefault(r, []).append(i)
+    order = sorted(range(len(rows)), key=lambda j: len(rows[j]))  # similar lengths share a batch: less padding
     out: list[float] = [0.0] * len(requests)
-    for s0 in range(0, len(requests), batch_size):
-        idx = list(range(s0, min(s0 + batch_size, len(requests))))
-        rows = [list(requests[i][0][S:]) + list(requests[i][1]) for i in idx]
-        n, L = len(rows), max(len(r) for r in rows)
+    for s0 in range(0, len(rows), batch_size):
+        chunk = order[s0:s0 + batch_size]
+        n, L = len(chunk), max(1, max(len(rows[j]) for j in chunk))
         ids = torch.full((n, L), pad_id, dtype=torch.long)
         mask = torch.zeros((n, S + L), dtype=torch.long)
         mask[:, :S] = 1
-        for r, row in enumerate(rows):
-            ids[r, :len(row)] = torch.tensor(row)
-            mask[r, S:S + len(row)] = 1
-        kw = {}
-        if shared is not None:
-            cache = copy.deepcopy(base)
-            if n > 1:
-                cache.batch_repeat_interleave(n)
-            kw = {"past_key_values": cache, "use_cache": True}
-        pos = torch.arange(S, S + L).unsqueeze(0).expand(n, L)
-        logp = torch.log_softmax(model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                                       **kw).logits.float(), -1)
-        for r, i in enumerate(idx):
-            k0 = len(requests[i][0]) - S  # the continuation's first position in the row
-            cont = list(requests[i][1])
-            lp = torch.empty(len(cont), dtype=torch.float32)
-            for t, tokid in enumerate(cont):
-                k = k0 + t  # token at row position k is predicted at k - 1 (or by the head's last logits)
-                lp[t] = (last_lp[tokid] if k == 0 else logp[r, k - 1, tokid]).cpu()
-            out[i] = float(lp.double().sum())
+        for r, j in enumerate(chunk):
+            ids[r, :len(rows[j])] = torch.tensor(rows[j], dtype=torch.long)
+            mask[r, S:S + len(rows[j])] = 1
+        if all(len(rows[j]) == 0 for j in chunk):
+            logits = None  # every continuation is one token read at the shared head's last position
+        else:
+            kw = {}
+            if shared is not None:
+                cache = copy.deepcopy(base)
+                if n > 1:
+                    cache.batch_repeat_interleave(n)
+                kw = {"past_key_values": cache, "use_cache": True}
+            pos = torch.arange(S, S + L).unsqueeze(0).expand(n, L)
+            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                           **kw).logits
+        for r, j in enumerate(chunk):
+            for i in by_row[j]:
+                k0 = len(requests[i][0]) - S  # the continuation's first position in the row
+                cont = torch.tensor(list(requests[i][1]), dtype=torch.long)
+                if len(cont) == 0:
+                    continue
+                # token at row position k is predicted at k - 1 (for k = 0 by the head's last logits); the
+                # log-softmax runs on those positions only (over every padded position it cost more than the
+                # forward on whole-prompt rows)
+                parts = [last_lp.unsqueeze(0).cpu()] if k0 == 0 else []
+                lo, hi = max(k0 - 1, 0), k0 - 1 + len(cont)
+                if hi > lo:
+                    parts.append(torch.log_softmax(logits[r, lo:hi].float(), -1).cpu())
+                lp = torch.cat(parts, 0).gather(1, cont.unsqueeze(1)).squeeze(1)
+                out[i] = float(lp.double().sum())
     return out
 
 
