@@ -206,11 +206,12 @@ def _judge_spec(judge: str, base_url: Optional[str]) -> str:
         fail(str(e))
 
 
-def _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, mc_shift_from="answer-start"):
+def _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, mc_shift_from="answer-start", binary=False):
     from ..steer.validate import EvalConfig
 
     return EvalConfig(protocol=protocol, judge=judge, data_dir=str(data_dir) if data_dir else None,
-                      generate_positions=gen_positions, ce_texts=ce_texts, mc_shift_from=mc_shift_from)
+                      generate_positions=gen_positions, ce_texts=ce_texts, mc_shift_from=mc_shift_from,
+                      binary=binary)
 
 
 @iti_app.command("validate")
@@ -224,6 +225,7 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                  baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also evaluate the plain model on each fold, so answers.csv / answers.jsonl hold every answer before and after ITI (skipped at alpha 0: the run is the baseline)."),
                  limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
                  ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
+                 binary: bool = typer.Option(False, "--binary/--no-binary", help="Also TruthfulQA's binary task (best vs best incorrect answer; every variant, chance 0.5) on each held-out fold."),
                  gen_positions: str = GenPosOpt, out: Path = typer.Option(..., "--out", "-o"),
                  revision: str = RevisionOpt, eval_revision: Optional[str] = EvalRevisionOpt,
                  data_dir: Optional[Path] = DataDirOpt, overwrite: bool = OverwriteOpt,
@@ -250,7 +252,8 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                                               "split": st["split"], "ranking": st["ranking"], "probe": st["probe"],
                                               "reproduce": st["reproduce"], "baseline": baseline,
                                               "remaining_differences": st["remaining_differences"],
-                                              "model_dtype": model_dtype, "device_map": device_map},
+                                              "model_dtype": model_dtype, "device_map": device_map,
+                                              "binary": binary},
                         overwrite=overwrite, seed=st["seed"], defer=True)  # checked now, created below
     except RunExists as e:
         fail(str(e))
@@ -264,7 +267,7 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
     run.start()
     try:
         res = validate(lm, data_, items, cfg, num_heads, alpha, folds, st["contiguous"],
-                       _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, st["mc_shift_from"]),
+                       _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, st["mc_shift_from"], binary),
                        out=run.path, log=run.log, baseline=baseline)
     except RuntimeError as e:
         fail(str(e))

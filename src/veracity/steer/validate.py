@@ -20,7 +20,10 @@ from .iti import ITIConfig, ITIData, fit_folds
 
 SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl",
                 # generation health of the answers (veracity.evaluate.health; present when answers were generated)
-                "refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate")
+                "refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate",
+                # TruthfulQA's binary task (EvalConfig.binary; veracity.evaluate.binary, chance 0.5)
+                "binary_loglik_lm_eval", "binary_loglik_truthfulqa", "binary_ab_best_first",
+                "binary_ab_best_second", "binary_ab_average")
 
 
 @dataclass
@@ -35,6 +38,7 @@ class EvalConfig:
     mc_shift_from: str = "answer-start"  # MC shift start: answer-start (veracity) | legacy (honest_llama)
     batch_size: int = 16
     data_dir: str | None = None
+    binary: bool = False  # also TruthfulQA's binary task (best vs best incorrect answer), every variant
 
 
 def held_out_texts(data_dir, n: int) -> list[str]:
@@ -70,6 +74,13 @@ def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: E
                if getattr(m, k, None) is not None}
     if "true" in metrics and "info" in metrics:
         metrics["true_info"] = metrics["true"] * metrics["info"]
+    if cfg.binary:
+        from ..evaluate.binary import score_binary
+
+        if log:
+            log(f"fold {fold}: binary task on {len(items)} questions")
+        bs = score_binary(lm, list(items), intervention=factory, batch_size=cfg.batch_size)
+        metrics.update({"binary_" + v.replace("-", "_"): d["accuracy"] for v, d in bs.variants.items()})
     per_q = [asdict(q) for q in res.questions]
     answers = [{"index": q.index, "question": q.question, "answer": q.answer, "true": q.true, "info": q.info,
                 "true_score": q.true_score, "info_score": q.info_score}
