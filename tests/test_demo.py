@@ -83,6 +83,26 @@ def test_yes_no_margins_match_one_prompt_at_a_time(tiny_llama):
         assert float(g) == pytest.approx(float(lp[y] - lp[n]), abs=1e-4)
 
 
+def test_yes_no_margins_shared_prefix_equals_unshared(tiny_llama):
+    """The few-shot head run once with its KV cache reused == every prompt run whole, with and without a
+    residual steer acting on every position (the demo's causal test)."""
+    from veracity.demo import FEW_SHOT
+    from veracity.steer.residual import ResidualSteer, apply_residual
+
+    prompts = [FEW_SHOT + q for q in ("Is it true that the city of Oslo is in Norway? Answer:",
+                                      "Is it true that the city of Lima is in Chad? Answer:", "Is it? Answer:")]
+    D = tiny_llama.arch.hidden_size
+    steer = ResidualSteer([1], torch.randn(1, D, generator=torch.Generator().manual_seed(0)), method="random")
+    for ctx in (None, steer):
+        if ctx is None:
+            a, b = yes_no_margins(tiny_llama, prompts, 2, True), yes_no_margins(tiny_llama, prompts, 2, False)
+        else:
+            with apply_residual(tiny_llama, steer, positions="all", alpha=3.0):
+                a, b = yes_no_margins(tiny_llama, prompts, 2, True), yes_no_margins(tiny_llama, prompts, 2, False)
+        assert torch.allclose(a, b, atol=1e-4), (a, b)
+    assert not torch.allclose(a, yes_no_margins(tiny_llama, prompts, 2, False), atol=1e-3)  # the steer moved it
+
+
 # ------------------------------------------------------------------------------------------ the run
 
 @pytest.fixture(scope="module")
@@ -224,3 +244,15 @@ def test_demo_on_smollm2_truth_direction_moves_the_answer_towards_yes(smollm2_de
     top = max(res["causal"]["alphas"])
     assert c[("truth", top)]["minus_random_low"] > 0  # more " Yes" than a random direction of the same norm
     assert c[("truth", -top)]["mean_shift"] < c[("truth", top)]["mean_shift"]
+
+
+def test_demo_causal_layer_is_chosen_on_training_cities(tiny_demo):
+    """The causal layer is the candidate with the largest truth-minus-random shift on TRAINING-city questions
+    (never the held-out ones the causal test reports), and the saved records are consistent."""
+    out, res = tiny_demo
+    sel = res["causal_layer_selection"]
+    assert sel["on"] == "training cities" and sel["candidates"]
+    assert sel["chosen"] == max(sel["candidates"], key=lambda r: r["minus_random"])["layer"] == res["causal"]["layer"]
+    for r in sel["candidates"]:
+        assert r["minus_random"] == pytest.approx(r["truth_shift"] - r["random_shift"])
+    assert len(_csv(out / "causal_layer_selection.csv")) == len(sel["candidates"])

@@ -145,11 +145,18 @@ def yes_no_token_ids(tokenizer) -> tuple[list[int], int, int]:
 
 
 @torch.inference_mode()
-def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefix: bool = True) -> torch.Tensor:
     """log P(" Yes") - log P(" No") after each prompt, from the first token where " Yes" and " No" differ
     (the whole answer for single-token answers, as on smollm2; for multi-token answers, the prompt is
-    extended by their shared prefix). float32 log-softmax over the vocabulary; left padding with position ids
-    counted from each row's first real token, so padding changes nothing."""
+    extended by their shared prefix). float32 log-softmax over the vocabulary.
+
+    share_prefix: the prompts' longest common token prefix (the few-shot examples) runs once and its KV cache
+    is reused for every row (right padding, position ids continuing from it): two thirds of the demo's
+    causal-test tokens. Hooks that act on every position act on that forward too, so the margins equal the
+    unshared path (tested); pass False for hooks that act on one position only. Without it: left padding
+    with position ids counted from each row's first real token, so padding changes nothing."""
+    import copy
+
     from .capture.engine import pad_batch, tokenize
 
     prefix, yes, no = yes_no_token_ids(lm.tokenizer)
@@ -157,12 +164,34 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32) -> torch.Te
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     ids = [t + prefix for t in tokenize(tok, prompts)]
     out = torch.empty(len(prompts), dtype=torch.float32)
+    P = 0
+    if share_prefix and len(ids) > 1:
+        m = min(len(t) for t in ids) - 1  # every row keeps at least one token of its own
+        while P < m and all(t[P] == ids[0][P] for t in ids):
+            P += 1
+    if P < 2:
+        for b in range(0, len(ids), batch_size):
+            input_ids, mask, pos = pad_batch(ids[b: b + batch_size], pad_id, "left", lm.device)
+            logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                              logits_to_keep=1).logits
+            lp = torch.log_softmax(logits[:, -1].float(), -1)
+            out[b: b + len(input_ids)] = (lp[:, yes] - lp[:, no]).cpu()
+        return out
+    head = lm.model(input_ids=torch.tensor([ids[0][:P]], device=lm.device), use_cache=True).past_key_values
     for b in range(0, len(ids), batch_size):
-        input_ids, mask, pos = pad_batch(ids[b: b + batch_size], pad_id, "left", lm.device)
-        logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False,
-                          logits_to_keep=1).logits
-        lp = torch.log_softmax(logits[:, -1].float(), -1)
-        out[b: b + len(input_ids)] = (lp[:, yes] - lp[:, no]).cpu()
+        rows = [t[P:] for t in ids[b: b + batch_size]]
+        input_ids, mask, _ = pad_batch(rows, pad_id, "right", lm.device)
+        n, L = input_ids.shape
+        mask = torch.cat([torch.ones(n, P, dtype=mask.dtype, device=mask.device), mask], 1)
+        pos = torch.arange(P, P + L, device=input_ids.device).unsqueeze(0).expand(n, L)
+        cache = copy.deepcopy(head)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                          use_cache=True).logits
+        last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
+        lp = torch.log_softmax(logits[torch.arange(n, device=logits.device), last].float(), -1)
+        out[b: b + n] = (lp[:, yes] - lp[:, no]).cpu()
     return out
 
 
@@ -188,17 +217,18 @@ def causal_test(lm, X_layer: torch.Tensor, y_train: torch.Tensor, layer: int, pr
         r = torch.randn(v.shape, generator=g)
         randoms.append(ResidualSteer([layer], (r / r.norm() * v.norm())[None], method="random",
                                      provenance={"seed": seed, "index": i}))
-    base = yes_no_margins(lm, prompts, batch_size)
+    share = positions == "all"  # a last-position hook must not see the cached head as its row
+    base = yes_no_margins(lm, prompts, batch_size, share)
     labels = torch.as_tensor(labels)
     margins: dict[str, dict[float, torch.Tensor]] = {"truth": {}, "random": {}}
     for a in alphas:
         with apply_residual(lm, steer, positions=positions, alpha=a):
-            margins["truth"][float(a)] = yes_no_margins(lm, prompts, batch_size)
+            margins["truth"][float(a)] = yes_no_margins(lm, prompts, batch_size, share)
         if a != 0:  # the random control at alpha 0 is the same zero vector
             rs = []
             for r in randoms:
                 with apply_residual(lm, r, positions=positions, alpha=a):
-                    rs.append(yes_no_margins(lm, prompts, batch_size))
+                    rs.append(yes_no_margins(lm, prompts, batch_size, share))
             margins["random"][float(a)] = torch.stack(rs).mean(0)
         else:
             margins["random"][0.0] = margins["truth"][0.0]
@@ -220,6 +250,37 @@ def causal_test(lm, X_layer: torch.Tensor, y_train: torch.Tensor, layer: int, pr
             "direction": "diff of class means, affirmative training statements (unit x projection std)",
             "baseline_auroc": auroc(base, labels), "baseline_yes_rate": (base > 0).float().mean().item(),
             "conditions": conditions, "base": base, "margins": margins, "steer": steer}
+
+
+@torch.inference_mode()
+def select_causal_layer(lm, X: torch.Tensor, y: torch.Tensor, layers: Sequence[int], candidates: Sequence[int],
+                        prompts: Sequence[str], alpha: float = 4.0, positions: str = "all", seed: int = 0,
+                        batch_size: int = 32) -> list[dict]:
+    """Pick the causal test's layer on TRAINING data only: at each candidate layer, fit the truth direction
+    on the training statements (as `causal_test` does), add it at +alpha std while the model answers
+    training-city questions, and compare the mean change of log P(Yes) - log P(No) with one random direction
+    of the same norm. Returns one record per candidate; the caller steers at the largest `minus_random`.
+    (The probe's best layer was chosen on held-out accuracy and need not be where the model reads the
+    direction: session measurements on smollm2 found the two apart.)"""
+    from .steer.residual import ResidualSteer, apply_residual, fit_diff_means
+
+    share = positions == "all"
+    base = yes_no_margins(lm, prompts, batch_size, share)
+    g = torch.Generator().manual_seed(seed + 1000)
+    out = []
+    for layer in candidates:
+        li = layers.index(layer)
+        steer = fit_diff_means({layer: X[:, li]}, y, normalize="sigma")
+        v = steer.vectors[0]
+        r = torch.randn(v.shape, generator=g)
+        rnd = ResidualSteer([layer], (r / r.norm() * v.norm())[None], method="random")
+        with apply_residual(lm, steer, positions=positions, alpha=alpha):
+            t = (yes_no_margins(lm, prompts, batch_size, share) - base).mean().item()
+        with apply_residual(lm, rnd, positions=positions, alpha=alpha):
+            q = (yes_no_margins(lm, prompts, batch_size, share) - base).mean().item()
+        out.append({"layer": layer, "alpha": alpha, "truth_shift": t, "random_shift": q, "minus_random": t - q,
+                    "n": len(prompts)})
+    return out
 
 
 def _fmt_ci(c: dict, key: str = "mean_shift", lo: str = "ci_low", hi: str = "ci_high") -> str:
@@ -250,7 +311,8 @@ def findings(n_cities: tuple[int, int], sep: LayerSeparation, scores: list[dict]
     up, rnd, down = c[("truth", top)], c[("random", top)], c.get(("truth", -top))
     verdict = ("more than" if up["minus_random_low"] > 0 else
                "less than" if up["minus_random_high"] < 0 else "not distinguishably from")
-    f3 = (f"Causal test: adding the truth direction at layer {causal['layer']} ({top:+g} std, {causal['positions']} "
+    chosen = f", chosen on {causal['chosen_on']}" if causal.get("chosen_on") else ""
+    f3 = (f"Causal test: adding the truth direction at layer {causal['layer']}{chosen} ({top:+g} std, {causal['positions']} "
           f"positions) changes log P(Yes) - log P(No) by {_fmt_ci(up)} on {up['n']} held-out questions, {verdict} a "
           f"random direction of the same norm ({_fmt_ci(rnd)}; difference {_fmt_ci(up, 'minus_random', 'minus_random_low', 'minus_random_high')})"
           + (f"; {-top:+g} std changes it by {_fmt_ci(down)}" if down else "")
@@ -261,12 +323,14 @@ def findings(n_cities: tuple[int, int], sep: LayerSeparation, scores: list[dict]
 def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 0, data_dir: str | Path | None = None,
              progress: bool = True, overwrite: bool = False, n_cities: int | None = None, test_frac: float = 0.3,
              C: float = 0.1, alphas: Sequence[float] = (-8.0, -4.0, 0.0, 4.0, 8.0), n_causal: int = 60,
-             n_random: int = 2, positions: str = "all", causal_layer: int | None = None, n_examples: int = 6, iti_k: int = 16,
+             n_random: int = 2, positions: str = "all", causal_layer: int | None = None, n_select: int = 24,
+             select_every: int = 3, n_examples: int = 6, iti_k: int = 16,
              iti_alpha: float = 15.0, tqa_questions: int = 60, max_new_tokens: int = 40) -> dict:
     """Run the demo; writes a run folder (default runs/demo-<timestamp>) with report.html, returns results.
 
     n_cities: use the first n cities of the embedded table (default all, 177); causal_layer: steer there instead
-    of at the best probe layer (the default); the rest as in the module
+    of at the layer chosen on training data (`select_causal_layer`: every `select_every`-th layer of the middle
+    half, `n_select` training-city questions); the rest as in the module
     docstring. Files: results.json (everything), separation.csv (per layer, in distribution), transfer.csv
     (every method x train x test x layer), predictions.csv (every held-out decision score), causal.csv,
     causal_prompts.csv (per prompt margins), examples.csv, statements.csv, the capture store and the
@@ -293,7 +357,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     stmts = city_statements(seed=seed, limit=n_cities)
     config = {"model": model, "dataset": "facts:cities", "n_cities": n_cities, "test_frac": test_frac, "C": C,
               "alphas": list(alphas), "n_causal": n_causal, "n_random": n_random, "positions": positions,
-              "causal_layer": causal_layer,
+              "causal_layer": causal_layer, "n_select": n_select, "select_every": select_every,
               "few_shot": FEW_SHOT, "n_examples": n_examples, "data_dir": data_dir, "iti_k": iti_k,
               "iti_alpha": iti_alpha, "tqa_questions": tqa_questions, "max_new_tokens": max_new_tokens}
     run = RunFolder(out, "demo", config, seed=seed, overwrite=overwrite)
@@ -362,16 +426,28 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     held = [s for s in stmts if s.polarity == 1 and s.city in test_cities][:n_causal]
     prompts = [FEW_SHOT + s.question for s in held]
     hl = torch.tensor([s.label for s in held])
-    steer_layer = best.layer if causal_layer is None else causal_layer
+    tr = masks["train:affirmative"]
+    selection = []
+    if causal_layer is None:
+        n = len(layers)
+        candidates = [l for l in layers[n // 4: (3 * n) // 4 + 1: max(1, select_every)]] or [best.layer]
+        sel = [s for s in stmts if s.polarity == 1 and s.city not in test_cities][:n_select]
+        console.print(f"      choosing the causal layer on {len(sel)} training-city questions: layers "
+                      f"{', '.join(map(str, candidates))}, +4 std, truth vs a random direction")
+        selection = select_causal_layer(lm, X[tr], y[tr], layers, candidates, [FEW_SHOT + s.question for s in sel],
+                                        positions=positions, seed=seed)
+        steer_layer = max(selection, key=lambda r: r["minus_random"])["layer"]
+    else:
+        steer_layer = causal_layer
     if steer_layer not in layers:
         raise ValueError(f"causal_layer {steer_layer} is not a layer of this model (0..{len(layers) - 1})")
     li = layers.index(steer_layer)
-    tr = masks["train:affirmative"]
     console.print(f"[5/5] causal test at layer {steer_layer}: the truth direction added ({positions} positions) while "
                   f"the model answers {len(held)} held-out questions, alpha in {', '.join(f'{a:g}' for a in alphas)} "
                   f"(std of the projection), {n_random} random directions of the same norm as control")
     causal = causal_test(lm, X[tr][:, li], y[tr], steer_layer, prompts, hl, alphas, n_random=n_random,
                          positions=positions, seed=seed)
+    causal["chosen_on"] = "training-city questions" if selection else "the causal_layer option"
     causal["steer"].save(run.file("truth_direction"))
     ct = Table(title="change of log P(Yes) - log P(No) (mean over held-out questions, 95% bootstrap interval)")
     for c in ("direction", "alpha (std)", "mean shift [95% CI]", "on true", "on false", "says Yes"):
@@ -392,6 +468,8 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
                  f"random +{top:g} std": round(float(causal["margins"]["random"][top][i]), 3)}
                 for i, s in enumerate(held[:n_examples])]
     run.write_csv("causal.csv", causal["conditions"])
+    if selection:
+        run.write_csv("causal_layer_selection.csv", selection)
     run.write_csv("causal_prompts.csv", per_prompt)
     run.write_csv("examples.csv", examples)
     timings["causal"] = time.time() - t
@@ -413,6 +491,8 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
                               "test_cities": n_split[1], "rows": {k: int(v.sum()) for k, v in masks.items()}},
                "transfer": transfer,
                "causal": {k: v for k, v in causal.items() if k not in ("base", "margins", "steer")},
+               "causal_layer_selection": {"chosen": steer_layer, "on": "training cities" if selection else "causal_layer",
+                                          "candidates": selection},
                "examples": examples, "capture": acts.summary(), "timings": timings,
                "seconds": time.time() - t0}
     if iti is not None:
