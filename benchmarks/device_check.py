@@ -95,7 +95,7 @@ def check_capture(lm, ref, texts, batch_size, tol) -> tuple[dict, object, object
 
 def check_probes(acts, ref_acts, labels, seed: int = 0) -> dict:
     """Per-head probes fitted (in float32) on the half-precision store vs on the float32 store, same split."""
-    from veracity.probes.experiment import head_accuracy_matrix
+    from veracity.experiments.probe import head_accuracy_matrix
 
     t0 = time.perf_counter()
     half = head_accuracy_matrix(acts.stack("heads"), labels, seed=seed)
@@ -152,7 +152,7 @@ def _iti_data(lm, n, data_dir, tmp):
 
 def check_iti(lm, data, items, k, alpha, data_dir, ce_texts) -> dict:
     from veracity.steer.iti import ITIConfig
-    from veracity.steer.validate import EvalConfig, validate
+    from veracity.experiments.iti_validate import EvalConfig, validate
 
     ecfg = EvalConfig(judge="none", ce_texts=ce_texts, data_dir=str(data_dir) if data_dir else None)
     with Step(lm.device) as st:

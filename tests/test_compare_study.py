@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from veracity.compare.study import (GroupedPrompt, bootstrap_ci, load_prompts, permutation_p, run_study,
+from veracity.experiments.spec import (GroupedPrompt, bootstrap_ci, load_prompts, permutation_p, run_study,
                                     write_study)
 
 

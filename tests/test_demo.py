@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from veracity.data.facts import CITIES, COUNTRIES, city_statements, city_text
-from veracity.demo import auroc, bootstrap_ci, city_split, yes_no_margins
+from veracity.experiments.demo import auroc, bootstrap_ci, city_split, yes_no_margins
 
 
 def _csv(path: Path) -> list[dict]:
@@ -86,7 +86,7 @@ def test_yes_no_margins_match_one_prompt_at_a_time(tiny_llama):
 def test_yes_no_margins_shared_prefix_equals_unshared(tiny_llama):
     """The few-shot head run once with its KV cache reused == every prompt run whole, with and without a
     residual steer acting on every position (the demo's causal test)."""
-    from veracity.demo import FEW_SHOT
+    from veracity.experiments.demo import FEW_SHOT
     from veracity.steer.residual import ResidualSteer, apply_residual
 
     prompts = [FEW_SHOT + q for q in ("Is it true that the city of Oslo is in Norway? Answer:",
@@ -107,7 +107,7 @@ def test_yes_no_margins_shared_prefix_equals_unshared(tiny_llama):
 
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
-    from veracity.demo import run_demo
+    from veracity.experiments.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo") / "run"
     res = run_demo(out=out, model="tiny-llama", n_cities=20, n_causal=12, alphas=(-2.0, 2.0), n_random=1,
@@ -190,7 +190,7 @@ def test_demo_causal_control_is_exactly_zero_and_means_match(tiny_demo):
 
 def test_demo_with_truthfulqa_adds_the_iti_step(tmp_path, data_dir):
     """With a TruthfulQA folder the ITI step runs: answers before and after on the first held-out questions."""
-    from veracity.demo import run_demo
+    from veracity.experiments.demo import run_demo
 
     res = run_demo(out=tmp_path / "run", model="tiny-llama", n_cities=8, n_causal=4, alphas=(2.0,), n_random=1,
                    data_dir=data_dir, tqa_questions=6, max_new_tokens=4, iti_k=2, progress=False)
@@ -214,7 +214,7 @@ def test_demo_cli_refuses_a_bad_out_before_work(tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2_demo(tmp_path_factory):
-    from veracity.demo import run_demo
+    from veracity.experiments.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo-smollm2") / "run"
     return run_demo(out=out, progress=False, data_dir=out.parent / "no-data")

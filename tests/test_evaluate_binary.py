@@ -223,7 +223,7 @@ def test_batched_path_equals_per_question_path(tiny_llama, data_dir):
 def test_iti_validate_fold_reports_binary(tiny_llama, data_dir):
     """EvalConfig(binary=True): every variant's accuracy in the fold metrics, equal to score_binary on the
     same items (plain model); absent unless asked for."""
-    from veracity.steer.validate import EvalConfig, evaluate_fold, summarise
+    from veracity.experiments.iti_validate import EvalConfig, evaluate_fold, summarise
 
     items = load_truthfulqa(data_dir, "2025")[:6]
     r = evaluate_fold(tiny_llama, items, None, EvalConfig(judge="none", binary=True))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from veracity.evaluate import driver as drv
+from veracity.experiments import truthfulqa as drv
 from veracity.evaluate import judges as jg
 
 

@@ -1,12 +1,13 @@
 """Generation health reaches every answer set: the driver's fold metrics and summary, ITI validate's fold
-metrics (steer.validate), and equals health.generation_health of the answers computed by hand."""
+metrics (experiments.iti_validate), and equals health.generation_health of the answers computed by hand."""
 
 from __future__ import annotations
 
 import pytest
 
 from veracity.data.truthfulqa import load_truthfulqa
-from veracity.evaluate import driver, health
+from veracity.evaluate import health
+from veracity.experiments import truthfulqa as driver
 from veracity.evaluate.judges import CallableJudge
 
 
@@ -32,7 +33,7 @@ def test_driver_fold_health_equals_hand(tiny_llama, items):
 
 
 def test_iti_validate_fold_metrics_carry_health(tiny_llama, items, monkeypatch):
-    from veracity.steer.validate import EvalConfig, evaluate_fold, summarise
+    from veracity.experiments.iti_validate import EvalConfig, evaluate_fold, summarise
 
     r = evaluate_fold(tiny_llama, items[:2], None, EvalConfig(judge="none"))
     assert "refusal_rate" not in r["metrics"]  # no answers generated, no health

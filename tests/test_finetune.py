@@ -42,8 +42,8 @@ def test_corpus_sources(tmp_path, data_dir):
 
 
 def test_milestones_track_kl_and_spec(tmp_path, data_dir):
-    from veracity.compare.milestones import finetune_with_milestones, plot_curves
-    from veracity.compare.study import GroupedPrompt
+    from veracity.experiments.finetune_milestones import finetune_with_milestones, plot_curves
+    from veracity.experiments.spec import GroupedPrompt
 
     lm = load("tiny-llama", device="cpu")
     prompts = [GroupedPrompt("the woman is", "f"), GroupedPrompt("she is", "f"),

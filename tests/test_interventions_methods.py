@@ -5,7 +5,7 @@ from veracity.data import load_truthfulqa
 from veracity.evaluate.truthfulqa import QA_PRIMER, build_mc_question, make_requests, score_requests
 from veracity.finetune import TrainConfig
 from veracity.finetune.dpo import DPOConfig
-from veracity.steer.methods import (SYSTEM_PROMPT, MethodSettings, MethodSpec, TrainedCache, build_prompt,
+from veracity.experiments.intervention_methods import (SYSTEM_PROMPT, MethodSettings, MethodSpec, TrainedCache, build_prompt,
                                     parse_method, preference_pairs, prepare_method, sft_examples)
 
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from veracity.data import load_truthfulqa
-from veracity.evaluate.compare_interventions import score_mc_prompted, summarise_method
-from veracity.evaluate.sycophancy import TruthProbe, opinion_text, split_half, with_opinion
+from veracity.experiments.interventions import score_mc_prompted, summarise_method
+from veracity.experiments.sycophancy import TruthProbe, opinion_text, split_half, with_opinion
 from veracity.evaluate.truthfulqa import score_mc
 from veracity.steer.iti import make_folds
-from veracity.steer.methods import PreparedMethod, parse_method
+from veracity.experiments.intervention_methods import PreparedMethod, parse_method
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +65,7 @@ def test_truth_probe_finds_the_informative_layer():
 
 def test_prompted_generation_equals_the_evaluation_generator(tiny_llama, data_dir):
     # few-shot context = the original prompt without the instruction: both paths share generate_greedy
-    from veracity.evaluate.compare_interventions import generate_prompted
+    from veracity.experiments.interventions import generate_prompted
     from veracity.evaluate.generation import generate_answers
 
     qs = [it.question for it in load_truthfulqa(data_dir)[:3]]

@@ -331,7 +331,7 @@ def test_validate_reproduce_records_settings_and_answers(data_dir, tmp_path):
 
 def test_validate_answers_before_and_after(tiny_llama, data_dir, tmp_path):
     from veracity.steer.iti import load_iti_data
-    from veracity.steer.validate import EvalConfig, merge_answers, restrict, validate
+    from veracity.experiments.iti_validate import EvalConfig, merge_answers, restrict, validate
 
     data = restrict(load_iti_data(tiny_llama, data_dir=data_dir, limit=6, acts=tmp_path / "acts", progress=False), 6)
     items = load_truthfulqa(data_dir)[:6]

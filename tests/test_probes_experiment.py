@@ -11,9 +11,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from veracity.experiments.probe import run_probe_experiment
 from veracity.probes import (aggregate, compare_directions, cosine_matrix, head_accuracy_matrix, kfold_splits,
-                             leave_one_group_out, make_splits, run_probe_experiment, sign_agreement_matrix,
-                             stratified_split, transfer_split)
+                             leave_one_group_out, make_splits, sign_agreement_matrix, stratified_split,
+                             transfer_split)
 
 
 def test_stratified_split_keeps_balance_and_is_seeded():

@@ -118,7 +118,7 @@ def test_estimator_contract_and_errors():
 
 
 def test_probe_experiment_runs_ttpd_with_polarity():
-    from veracity.probes import run_probe_experiment
+    from veracity.experiments.probe import run_probe_experiment
 
     X, y, pol, top, _, _ = planted(d=8, seed=5, n_per_cell=25, mu_orth=True, noise=0.3)
     X2 = torch.tensor(np.stack([X, X], 1), dtype=torch.float32)

@@ -47,7 +47,7 @@ def _real_runs(root: Path, tiny_llama) -> list[Path]:
     """A demo run plus capture, probe (layers and heads) runs on tiny-llama: no data folder needed."""
     from veracity.capture import capture_dataset
     from veracity.data import get_dataset
-    from veracity.demo import run_demo
+    from veracity.experiments.demo import run_demo
 
     run_demo(model="tiny-llama", n_cities=12, n_causal=8, alphas=(-2.0, 2.0), n_random=1, out=root / "demo",
              progress=False, data_dir=root / "no-data")

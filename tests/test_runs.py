@@ -213,8 +213,8 @@ def test_sweep_extended_on_resume_matches_a_fresh_sweep(tmp_path, damage):
     import torch
 
     from veracity.steer.iti import ITIConfig, ITIData
-    from veracity.steer.sweep import run_sweep
-    from veracity.steer.validate import EvalConfig
+    from veracity.experiments.iti_sweep import run_sweep
+    from veracity.experiments.iti_validate import EvalConfig
 
     g = torch.Generator().manual_seed(0)
     q = np.repeat(np.arange(12), 2)

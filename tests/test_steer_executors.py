@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from veracity.cli.main import app
-from veracity.steer.executors import RayExecutor
+from veracity.experiments.executors import RayExecutor
 from veracity.steer.iti import ITIConfig, load_iti_data
-from veracity.steer.sweep import run_sweep
-from veracity.steer.validate import EvalConfig, restrict
+from veracity.experiments.iti_sweep import run_sweep
+from veracity.experiments.iti_validate import EvalConfig, restrict
 
 try:
     import ray

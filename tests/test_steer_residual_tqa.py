@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from veracity.data import load_truthfulqa
 from veracity.evaluate.truthfulqa import build_mc_question, make_requests, score_requests
-from veracity.steer.methods import MethodSettings, MethodSpec, parse_method, prepare_method
+from veracity.experiments.intervention_methods import MethodSettings, MethodSpec, parse_method, prepare_method
 from veracity.steer.residual import ResidualSteer
 from veracity.steer.residual_tqa import fit_residual, load_residual_data
 

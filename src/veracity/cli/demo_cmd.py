@@ -1,4 +1,4 @@
-"""`veracity demo`: the README's main job; no flags needed (see `veracity.demo` for what it shows)."""
+"""`veracity demo`: the README's main job; no flags needed (see `veracity.experiments.demo` for what it shows)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", help="Run folder (def
     Statements about world cities from an embedded table are probed per layer and across polarity (logistic, \
 mass-mean, TTPD); the truth direction is then added to the residual stream while the model answers yes/no \
 questions. With a TruthfulQA folder, ITI answers are shown too. Writes report.html in the run folder."""
-    from ..demo import run_demo
+    from ..experiments.demo import run_demo
     from ..models.loader import check_model_spec
     from ..runs import RunExists, check_out_folder
 

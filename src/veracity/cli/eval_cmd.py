@@ -56,8 +56,10 @@ def eval_truthfulqa(
     from ..data.truthfulqa import load_truthfulqa
     from ..data.errors import DataError
     from ..data.truthfulqa import REVISIONS
-    from ..evaluate import FOLD_COLUMNS, METRICS, EvalConfig, fold_table_rows, get_judge, run_truthfulqa_eval, summary_line
-    from ..evaluate.driver import EVAL_PROTOCOLS
+    from ..evaluate import get_judge
+    from ..experiments.truthfulqa import (FOLD_COLUMNS, METRICS, EvalConfig, fold_table_rows, run_truthfulqa_eval,
+                                         summary_line)
+    from ..experiments.truthfulqa import EVAL_PROTOCOLS
     from ..evaluate.judges import JudgeError, with_base_url
     from ..models import ModelNotAvailable, load
     from ..runs import RunExists

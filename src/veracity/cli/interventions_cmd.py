@@ -67,13 +67,13 @@ def compare_cmd(model: str = ModelOpt,
                 out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
                 device: Optional[str] = typer.Option(None, "--device")) -> None:
     """Every method on the same folds, seeds and metrics, with cost columns; resumable (results.sqlite)."""
-    from ..evaluate.compare_interventions import (CompareConfig, per_question_rows, plot_comparison,
+    from ..experiments.interventions import (CompareConfig, per_question_rows, plot_comparison,
                                                   run_comparison)
     from ..evaluate.judges import with_base_url
     from ..finetune import TrainConfig
     from ..finetune.dpo import DPOConfig
     from ..runs import RunFolder
-    from ..steer.methods import MethodSettings, parse_method
+    from ..experiments.intervention_methods import MethodSettings, parse_method
 
     names = parse_str_list(methods)
     from ..steer.residual import NORMALIZE
@@ -140,7 +140,7 @@ def sycophancy_cmd(model: str = ModelOpt,
     """Does the truth signal survive "I think the answer is <wrong>."? MC change, probe change, ITI.
     Resumable: rerunning an interrupted command skips the conditions already finished."""
     from ..runs import RunExists, RunFolder
-    from ..evaluate.sycophancy import SycophancyConfig, run_sycophancy
+    from ..experiments.sycophancy import SycophancyConfig, run_sycophancy
 
     sets = parse_str_list(datasets)
     bad = [d for d in sets if d not in ("truthfulqa", "true-false")]

@@ -119,7 +119,7 @@ def _data(lm, data_dir, limit, acts, st: dict | None = None, revision: str = "20
     from ..data import DataError, load_truthfulqa
     from ..data.truthfulqa import cross_revision_items
     from ..steer.iti import load_iti_data
-    from ..steer.validate import restrict
+    from ..experiments.iti_validate import restrict
 
     st = st or {"data": "tqa-mc2", "sigma_from": "train", "seed": 0}
     # --folds against the questions before the capture (validate, sweep)
@@ -207,7 +207,7 @@ def _judge_spec(judge: str, base_url: Optional[str]) -> str:
 
 
 def _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, mc_shift_from="answer-start", binary=False):
-    from ..steer.validate import EvalConfig
+    from ..experiments.iti_validate import EvalConfig
 
     return EvalConfig(protocol=protocol, judge=judge, data_dir=str(data_dir) if data_dir else None,
                       generate_positions=gen_positions, ce_texts=ce_texts, mc_shift_from=mc_shift_from,
@@ -235,7 +235,7 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
     import json
 
     from ..runs import RunExists, RunFolder
-    from ..steer.validate import merge_answers, validate
+    from ..experiments.iti_validate import merge_answers, validate
 
     judge = _judge_spec(judge, judge_base_url)
     eval_revision = eval_revision or revision
@@ -327,12 +327,12 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                                                    "--executor ray the workers use their GPU, else the CPU).")) -> None:
     """Grid of (alpha, K) with k folds; resumable (results.sqlite in the run folder); heatmaps."""
     from ..runs import RunFolder
-    from ..steer.sweep import grid_rows, heatmaps, run_sweep
+    from ..experiments.iti_sweep import grid_rows, heatmaps, run_sweep
 
     judge = _judge_spec(judge, judge_base_url)
     runner = None  # default: the local executor
     if executor == "ray":
-        from ..steer.executors import RayExecutor
+        from ..experiments.executors import RayExecutor
 
         try:  # before loading anything: a missing Ray fails at once
             runner = RayExecutor(model, workers=ray_workers, gpus_per_worker=ray_gpus, cpus_per_worker=ray_cpus,

@@ -82,7 +82,8 @@ def probe_command(
     """Train probes per layer (or per head) and print average and max accuracy over seeds."""
     import torch
 
-    from ..probes import SPLIT_KINDS, head_accuracy_matrix, run_probe_experiment, site_matrix
+    from ..experiments.probe import run_probe_experiment
+    from ..probes import SPLIT_KINDS, head_accuracy_matrix, site_matrix
     from ..runs import RunExists, RunFolder
 
     from ..validation import BadInput, check_layers
@@ -201,7 +202,8 @@ def ccs_command(
     """CCS per layer on yes/no contrast pairs vs logistic regression, a random direction and zero-shot."""
     from ..data import DataError, get_dataset
     from ..models import ModelNotAvailable, load
-    from ..probes import run_ccs_experiment, site_matrix
+    from ..experiments.probe import run_ccs_experiment
+    from ..probes import site_matrix
     from ..probes.zero_shot import contrast_scores
     from ..runs import RunExists, RunFolder
 

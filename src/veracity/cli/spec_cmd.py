@@ -37,7 +37,7 @@ def spec(main: str = typer.Option("smollm2", "--main", help="Main (verifying) mo
          overwrite: bool = OverwriteOpt) -> None:
     """Speculative decoding per demographic group: acceptance, KL, rejected tokens, toxicity."""
     from ..compare.quantize import resolve_assistant
-    from ..compare.study import load_prompts, run_study, write_study
+    from ..experiments.spec import load_prompts, run_study, write_study
     from ..models import load
     from ..runs import RunExists, RunFolder
 
@@ -104,8 +104,8 @@ def finetune_cmd(model: str = typer.Option("smollm2", "--model", "-m", help="Mod
                  data_dir: Optional[Path] = DataDirOpt,
                  overwrite: bool = OverwriteOpt) -> None:
     """Fine-tune a copy of a model; track KL / acceptance / toxicity against another model at milestones."""
-    from ..compare.milestones import finetune_with_milestones, milestones_json, plot_curves
-    from ..compare.study import load_prompts
+    from ..experiments.finetune_milestones import finetune_with_milestones, milestones_json, plot_curves
+    from ..experiments.spec import load_prompts
     from ..finetune import TrainConfig, load_corpus
     from ..models import load
     from ..runs import RunExists, RunFolder

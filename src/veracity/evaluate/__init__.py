@@ -1,13 +1,9 @@
 """TruthfulQA evaluation: MC1/MC2 in two protocols (fast prefix-cached scoring), the binary task, CE and KL on
-held-out text, batched greedy generation and its health, truth/info judges, and the per-fold driver that ITI
-reuses."""
+held-out text, batched greedy generation and its health, truth/info judges (the per-fold
+evaluation driver is the study `veracity.experiments.truthfulqa`)."""
 
 from .binary import BINARY_VARIANTS, BinarySummary, score_binary, summarize_binary
 from .health import generation_health, is_degenerate, is_refusal
-
-from .driver import (FOLD_COLUMNS, METRICS, SUMMARY_COLUMNS, EvalConfig, EvalOutput, FoldMetrics, FoldResult,
-                     QuestionRecord, evaluate_fold, fold_table_rows, make_folds, run_truthfulqa_eval, summarize,
-                     summary_line)
 from .generation import GeneratedAnswer, cut_answer, generate_answers, generation_prompt
 from .judges import (CallableJudge, HFJudge, Judge, JudgeReport, LocalJudge, default_judge_dir, evaluate_judge,
                      get_judge, judge_prompt, train_local_judge)
@@ -19,12 +15,12 @@ from .truthfulqa import (INSTRUCTION_DEFAULT, INSTRUCTION_INFORMATIVE, PROTOCOLS
 __all__ = [
     "BINARY_VARIANTS", "BinarySummary", "generation_health", "is_degenerate", "is_refusal", "score_binary",
     "summarize_binary",
-    "FOLD_COLUMNS", "INSTRUCTION_DEFAULT", "INSTRUCTION_INFORMATIVE", "METRICS", "PROTOCOLS", "QA_PRIMER",
-    "SUMMARY_COLUMNS", "CallableJudge", "EvalConfig", "EvalOutput", "FoldMetrics", "FoldResult", "GeneratedAnswer",
+    "INSTRUCTION_DEFAULT", "INSTRUCTION_INFORMATIVE", "PROTOCOLS", "QA_PRIMER",
+    "CallableJudge", "GeneratedAnswer",
     "HFJudge", "Judge", "JudgeReport", "LMMetrics", "LocalJudge", "MCQuestion", "MCResult", "MCSummary",
-    "QuestionRecord", "build_mc_question", "ce_per_doc", "cut_answer", "default_judge_dir", "evaluate_fold",
-    "evaluate_judge", "fold_table_rows", "generate_answers", "generation_prompt", "get_judge", "judge_prompt",
-    "compute_lm_metrics", "kl_per_doc", "load_texts", "make_folds", "make_requests", "mc1_lm_eval", "mc1_truthfulqa", "mc2",
-    "run_truthfulqa_eval", "score_mc", "score_requests", "score_requests_reference", "summarize", "summary_line",
+    "build_mc_question", "ce_per_doc", "cut_answer", "default_judge_dir", 
+    "evaluate_judge", "generate_answers", "generation_prompt", "get_judge", "judge_prompt",
+    "compute_lm_metrics", "kl_per_doc", "load_texts", "make_requests", "mc1_lm_eval", "mc1_truthfulqa", "mc2",
+    "score_mc", "score_requests", "score_requests_reference", 
     "tokenize_docs", "train_local_judge",
 ]

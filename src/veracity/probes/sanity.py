@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .base import as_batched, generator
 from .ccs import CCSProbe
-from .experiment import POLARITY_METHODS, make_probe
+from .registry import make_probe, needs_polarity
 from .splits import stratified_split
 
 
@@ -189,14 +189,14 @@ def polarity_split(X: Any, labels: Any, polarity: Any, methods: Sequence[str] = 
             tr = np.nonzero(tr_mask)[0]
             probe = None
             note = ""
-            if m in POLARITY_METHODS and tr_name != "both":
+            if needs_polarity(m) and tr_name != "both":
                 note = f"{m} needs both polarities to fit"
             elif len(np.unique(y[tr].numpy())) < 2:
                 note = "training rows have a single class"
             else:
                 probe = make_probe(m, seed=seed, C=C)
                 Xtr = Xb[tr].squeeze(1) if single else Xb[tr]
-                if m in POLARITY_METHODS:
+                if needs_polarity(m):
                     probe.fit(Xtr, y[tr], polarity=pol[tr], topics=None if top is None else top[tr])
                 else:
                     probe.fit(Xtr, y[tr])
@@ -301,7 +301,7 @@ def run_polarity_experiment(X: Any, labels: Any, polarity: Any, topics: Sequence
             tr = np.nonzero(top != held)[0]
             for m in methods:
                 probe = make_probe(m, seed=seed, C=C)
-                if m in POLARITY_METHODS:
+                if needs_polarity(m):
                     if len(np.unique(pol[tr])) < 2:
                         continue
                     probe.fit(Xb[tr], y[tr], polarity=pol[tr], topics=top[tr])

@@ -95,14 +95,6 @@ class TTPDProbe(BatchedProbe):
         self.C = C
         self.polarity_C = polarity_C
 
-    def set_params(self, **params: Any) -> "TTPDProbe":
-        valid = self.get_params()
-        for k, v in params.items():
-            if k not in valid:
-                raise ValueError(f"invalid parameter {k!r} for TTPDProbe; valid: {', '.join(valid)}")
-            setattr(self, k, v)
-        return self
-
     def fit(self, X: Any, y: Any, polarity: Any = None, topics: Any = None) -> "TTPDProbe":
         Xb, self._single = as_batched(X)
         N, G, D = Xb.shape

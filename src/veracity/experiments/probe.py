@@ -9,61 +9,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from .base import accuracy_per_group
-from .ccs import CCSProbe
-from .geometry import GeometryResult, compare_directions
-from .logistic import LogisticProbe
-from .mass_mean import MassMeanProbe
-from .mlp import MLPProbe
-from .random import RandomProbe
-from .splits import Split, aggregate, make_splits, stratified_split
-from .ttpd import TTPDProbe
-
-METHODS = ("logistic", "mlp-tiny", "mlp-small", "mlp-medium", "mass-mean", "mass-mean-cov", "random", "ttpd")
-DETERMINISTIC = ("logistic", "mass-mean", "mass-mean-cov", "ttpd")
-POLARITY_METHODS = ("ttpd",)  # fit(X, y, polarity=..., topics=...): need every row's polarity (+1 / -1)
-
-
-def make_probe(method: str, seed: int = 0, C: float = 1.0, **mlp_kwargs: Any):
-    """A fresh estimator for a method name (see METHODS)."""
-    if method == "logistic":
-        return LogisticProbe(C=C)
-    if method.startswith("mlp-"):
-        return MLPProbe(size=method[4:], seed=seed, **mlp_kwargs)
-    if method == "mass-mean":
-        return MassMeanProbe()
-    if method == "mass-mean-cov":
-        return MassMeanProbe(covariance=True)
-    if method == "random":
-        return RandomProbe(seed=seed)
-    if method == "ttpd":
-        return TTPDProbe(C=C)
-    raise ValueError(f"unknown probe method {method!r}; choose from {', '.join(METHODS)}")
-
-
-# ---------------------------------------------------------------- inputs from a capture store
-
-def site_matrix(acts, site: str = "resid", layers: Sequence[int] | None = None) -> tuple[torch.Tensor, list[int]]:
-    """([N, G, D] activations, absolute layer indices) for one site kind of an `Activations` store.
-    `heads` sites are flattened to G = layers * heads, D = head_dim."""
-    n_layers = acts.n_layers
-    avail = acts.layers(site)
-    if not avail:
-        raise KeyError(f"no {site} sites in this store (it has {', '.join(acts.sites[:6])}...)")
-    absl = avail if layers is None else [l + n_layers if l < 0 else l for l in layers]
-    missing = [l for l in absl if l not in avail]
-    if missing:
-        raise KeyError(f"layers {missing} of {site} were not captured (captured: {avail})")
-    X = acts.stack(site, absl)
-    if site == "heads":
-        X = X.flatten(1, 2)
-    return X, absl
-
+from ..probes.base import accuracy_per_group
+from ..probes.ccs import CCSProbe
+from ..probes.geometry import GeometryResult, compare_directions
+from ..probes.logistic import LogisticProbe
+from ..probes.random import RandomProbe
+from ..probes.splits import aggregate, make_splits, stratified_split
+from ..probes.registry import is_deterministic, make_probe, needs_polarity
 
 # ---------------------------------------------------------------- records
 
@@ -140,8 +97,8 @@ def run_probe_experiment(X: torch.Tensor, labels: Sequence[int], groups: Sequenc
         pol = np.asarray(polarity)
         if len(pol) != N:
             raise ValueError(f"{len(pol)} polarities for {N} rows")
-    elif any(m in POLARITY_METHODS for m in methods):
-        raise ValueError(f"{', '.join(m for m in methods if m in POLARITY_METHODS)} needs the polarity of every "
+    elif any(needs_polarity(m) for m in methods):
+        raise ValueError(f"{', '.join(m for m in methods if needs_polarity(m))} needs the polarity of every "
                          "statement (+1 affirmative, -1 negated): pass polarity= (from the command line: "
                          "`veracity probe-polarity`)")
     scores: list[ProbeScore] = []
@@ -155,18 +112,18 @@ def run_probe_experiment(X: torch.Tensor, labels: Sequence[int], groups: Sequenc
             Xtr, Xte = X[tr], X[te]
             for m in methods:
                 key = (m, sp.name, hash(sp.train_idx.tobytes()), hash(sp.test_idx.tobytes()))
-                if m in DETERMINISTIC and key in cache:
+                if is_deterministic(m) and key in cache:
                     acc, d = cache[key]
                 else:
                     probe = make_probe(m, seed=seed, C=C, **(mlp_kwargs or {}) if m.startswith("mlp-") else {})
-                    if m in POLARITY_METHODS:
+                    if needs_polarity(m):
                         probe.fit(Xtr, y[tr], polarity=pol[sp.train_idx],
                                   topics=None if groups is None else np.asarray(groups)[sp.train_idx])
                     else:
                         probe.fit(Xtr, y[tr])
                     acc = accuracy_per_group(probe.predict(Xte), y[te].to(X.device))
                     d = probe.direction_.detach().cpu() if hasattr(probe, "direction_") else None
-                    if m in DETERMINISTIC:
+                    if is_deterministic(m):
                         cache[key] = (acc, d)
                 for gi, lname in enumerate(layer_names):
                     scores.append(ProbeScore(m, lname, sp.name, seed, float(acc[gi]), len(tr), len(te)))
@@ -191,67 +148,6 @@ def run_probe_experiment(X: torch.Tensor, labels: Sequence[int], groups: Sequenc
         for gi, lname in enumerate(layer_names):
             geometry[m][str(lname)] = compare_directions(torch.stack([d[gi] for _, d in lst]), [n for n, _ in lst])
     return ProbeExperiment(split, list(methods), layer_names, seed_list, scores, cells, geometry, time.time() - t0)
-
-
-# ---------------------------------------------------------------- per-head probes (used by ITI)
-
-class HeadProbes(NamedTuple):
-    """`accuracy` [L, H] validation accuracy of a logistic probe per (layer, head); `probe` the fitted
-    batched `LogisticProbe` over G = L * H groups (row-major: layer, then head)."""
-
-    accuracy: torch.Tensor
-    probe: LogisticProbe
-    layers: list[int]
-
-    @property
-    def directions(self) -> torch.Tensor:
-        """Unit probe weights in raw head space, [L, H, head_dim]."""
-        L, H = self.accuracy.shape
-        return self.probe.direction_.reshape(L, H, -1)
-
-    @property
-    def coef(self) -> torch.Tensor:
-        L, H = self.accuracy.shape
-        return self.probe.coef_.reshape(L, H, -1)
-
-
-def head_accuracy_matrix(acts_or_tensor: Any, labels: Sequence[int] | torch.Tensor | None = None,
-                         train_idx: Sequence[int] | None = None, val_idx: Sequence[int] | None = None,
-                         layers: Sequence[int] | None = None, C: float = 1.0, standardize: bool = True,
-                         device: str | None = None, seed: int = 0, val_size: float = 0.2) -> HeadProbes:
-    """Fit one logistic probe per (layer, head) in one batched call and score it on the validation rows.
-
-    acts_or_tensor: an `Activations` store with heads.* sites, or a tensor [N, L, H, head_dim].
-    labels default to the store's labels; train/val default to a stratified `val_size` split by `seed`
-    (ITI should pass its own question-level split)."""
-    if isinstance(acts_or_tensor, torch.Tensor):
-        T = acts_or_tensor
-        layer_ids = list(range(T.shape[1])) if layers is None else list(layers)
-        if layers is not None:
-            T = T[:, layer_ids]
-    else:
-        acts = acts_or_tensor
-        n_layers = acts.n_layers
-        layer_ids = acts.layers("heads") if layers is None else [l + n_layers if l < 0 else l for l in layers]
-        T = acts.stack("heads", layer_ids)
-        if labels is None:
-            labels = acts.labels
-    if labels is None:
-        raise ValueError("labels are required (the store has none)")
-    N, L, H, hd = T.shape
-    y = torch.as_tensor(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)).long()
-    if train_idx is None or val_idx is None:
-        sp = stratified_split(y.tolist(), val_size, seed)
-        train_idx, val_idx = sp.train_idx, sp.test_idx
-    tr = torch.as_tensor(np.asarray(train_idx)).long()
-    va = torch.as_tensor(np.asarray(val_idx)).long()
-    dev = device or T.device
-    Xtr = T[tr].reshape(len(tr), L * H, hd).to(dev, torch.float32)
-    probe = LogisticProbe(C=C, standardize=standardize).fit(Xtr, y[tr])
-    del Xtr
-    Xva = T[va].reshape(len(va), L * H, hd).to(dev, torch.float32)
-    acc = accuracy_per_group(probe.predict(Xva), y[va]).reshape(L, H)
-    return HeadProbes(acc, probe, layer_ids)
 
 
 # ---------------------------------------------------------------- CCS experiment
@@ -282,7 +178,7 @@ def run_ccs_experiment(X_pos: torch.Tensor, X_neg: torch.Tensor, labels: Sequenc
                        C: float = 1.0, device: str | None = None) -> CCSExperiment:
     """CCS per layer (all layers as one batched fit) vs logistic and random baselines on the same split.
     X_pos / X_neg: [N, G, D] (G = layers); labels: 1 when the "Yes" side is true."""
-    from .zero_shot import zero_shot_accuracy
+    from ..probes.zero_shot import zero_shot_accuracy
 
     t0 = time.time()
     y = torch.as_tensor(np.asarray(labels)).long()

@@ -2,7 +2,7 @@
 
 For each fold (question sets shuffled by seed with `veracity.steer.iti.make_folds`, i.e. the same test
 questions as `veracity iti validate` with the same seed and --limit), every method is prepared on the
-other folds' questions (`veracity.steer.methods.prepare_method`) and evaluated on the held-out ones:
+other folds' questions (`veracity.experiments.intervention_methods.prepare_method`) and evaluated on the held-out ones:
 - MC1/MC2 under the chosen protocol's reference answers, with the *method's* prompt as context (the
   prefix-cached scorer of `veracity.evaluate.truthfulqa`; ITI shifts every answer token);
 - CE on held-out text and KL(original || method) per token (`veracity.evaluate.lm_metrics`); a prompt
@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from ..runs import open_results_db
-from ..steer.methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
+from .intervention_methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
                              uses_chat_template)
-from .truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores, score_requests
+from ..evaluate.truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores, score_requests
 
 METRICS = ("true_info", "true", "info", "mc1", "mc2", "ce_loss", "kl")
 COSTS = ("train_s", "iti_fit_s", "infer_s", "extra_infer_s", "prompt_tokens")
@@ -120,7 +119,7 @@ def score_mc_prompted(pm: PreparedMethod, items: Sequence, protocol: str = "trut
 def generate_prompted(pm: PreparedMethod, questions: Sequence[str], max_new_tokens: int = 50,
                       batch_size: int = 16) -> list[str]:
     """Greedy answers to `questions` with the method's prompt (and model/intervention), cut at the next "Q:"."""
-    from .generation import cut_answer, generate_greedy
+    from ..evaluate.generation import cut_answer, generate_greedy
 
     tok = pm.lm.tokenizer
     special = not uses_chat_template(pm.spec.prompt, tok)
@@ -133,7 +132,7 @@ def generate_prompted(pm: PreparedMethod, questions: Sequence[str], max_new_toke
 def load_judges(name: str, data_dir=None):
     """(truth judge, info judge) from `veracity.evaluate.judges` (the evaluation issue's module)."""
     try:
-        from . import judges  # type: ignore[attr-defined]
+        from ..evaluate import judges  # type: ignore[attr-defined]
     except ImportError as e:
         raise RuntimeError(f"--judge {name}: veracity.evaluate.judges is not available in this build; "
                            "use --judge none") from e
@@ -156,7 +155,7 @@ def _judge_scores(judge, questions, answers) -> np.ndarray:
 def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: CompareConfig,
                       texts: Sequence[str] | None, lm_cache: dict, judges=None) -> dict:
     """Metrics, costs and per-question rows of one prepared method on these test items."""
-    from .lm_metrics import lm_metrics
+    from ..evaluate.lm_metrics import lm_metrics
 
     t0 = time.time()
     mc, n_prompt = score_mc_prompted(pm, items, cfg.protocol, cfg.batch_size)
@@ -173,8 +172,8 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Compar
         true, info = pt >= 0.5, pi >= 0.5
         metrics.update(true=float(true.mean()), info=float(info.mean()),
                        true_info_rate=float((true & info).mean()))
-        from .driver import HEALTH_KEYS
-        from .health import generation_health
+        from .truthfulqa import HEALTH_KEYS
+        from ..evaluate.health import generation_health
 
         health = generation_health(list(ans))  # refusals, degeneration, length of the generated answers
         metrics.update({k: health[k] for k in HEALTH_KEYS if health[k] is not None})
@@ -230,7 +229,7 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
     `items`: TruthfulQA items (CSV order, already cut by --limit). The original model is never modified.
     """
     from ..steer.iti import make_folds
-    from ..steer.validate import held_out_texts
+    from .iti_validate import held_out_texts
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """k-fold validation of ITI: for each fold, fit on the other folds and evaluate the held-out questions.
 
 Evaluation goes through one function, `evaluate_fold`, so validate and sweep share it; it calls the
-TruthfulQA evaluation driver (`veracity.evaluate.driver.evaluate_fold`) with the intervention's phase
+TruthfulQA evaluation driver (`veracity.experiments.truthfulqa.evaluate_fold`) with the intervention's phase
 factory. With `judge="none"` generation and judging are skipped, as in the driver.
 Summary keys are the driver's: mc1, mc2, ce_loss, kl, true, info, true_info.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from .apply import intervention_factory
-from .intervention import Intervention
-from .iti import ITIConfig, ITIData, fit_folds
+from ..steer.apply import intervention_factory
+from ..steer.intervention import Intervention
+from ..steer.iti import ITIConfig, ITIData, fit_folds
 
 SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl",
                 # generation health of the answers (veracity.evaluate.health; present when answers were generated)
@@ -55,7 +55,7 @@ def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: E
     evaluation driver: MC on every answer token, CE/KL(original || intervened) on every text token,
     generation (last position of every forward call by default) and the judges unless judge == "none".
     Returns {"metrics": {...summary keys...}, "per_question": [...], "answers": [...]}."""
-    from ..evaluate.driver import evaluate_fold as drive
+    from .truthfulqa import evaluate_fold as drive
     from ..evaluate.judges import get_judge
 
     factory = (intervention_factory(lm, intervention, cfg.generate_positions, cfg.mc_shift_from)

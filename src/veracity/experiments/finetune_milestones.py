@@ -15,8 +15,8 @@ import numpy as np
 
 from ..finetune import TrainConfig, TrainResult, finetune, merged
 from ..models.loader import LoadedModel
-from .distances import prompt_distances
-from .study import GroupedPrompt, run_study
+from ..compare.distances import prompt_distances
+from .spec import GroupedPrompt, run_study
 
 
 @dataclass
@@ -71,7 +71,7 @@ def finetune_with_milestones(lm: LoadedModel, other: LoadedModel | None, texts: 
                              data_dir=None, log=print) -> tuple[TrainResult, list[Milestone]]:
     """Fine-tune a copy of `lm`; evaluate against `other` at step 0, every `eval_every` steps and at the end.
     With `int8`, each evaluated checkpoint is int8-quantised first (the default pair's assistant)."""
-    from .quantize import quantized_copy
+    from ..compare.quantize import quantized_copy
 
     milestones: list[Milestone] = []
     ckdir = Path(checkpoint_dir) if checkpoint_dir else None

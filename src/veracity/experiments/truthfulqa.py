@@ -21,12 +21,12 @@ from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 
-from .generation import generate_answers
-from .judges import THRESHOLD, Judge
-from .lm_metrics import LMMetrics, compute_lm_metrics
-from .binary import score_binary, summarize_binary
-from .health import generation_health
-from .truthfulqa import PROTOCOLS, score_mc
+from ..evaluate.generation import generate_answers
+from ..evaluate.judges import THRESHOLD, Judge
+from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
+from ..evaluate.binary import score_binary, summarize_binary
+from ..evaluate.health import generation_health
+from ..evaluate.truthfulqa import PROTOCOLS, score_mc
 
 EVAL_PROTOCOLS = PROTOCOLS + ("binary",)
 #: generation-health keys copied into FoldMetrics and the summary (see health.generation_health)
@@ -261,7 +261,7 @@ class EvalOutput:
         answers = [q.answer for q in qs if q.answer is not None]
         binary = None
         if any(q.binary for q in qs):
-            from .binary import PAIR_2021, PAIR_2025, BinaryResult
+            from ..evaluate.binary import PAIR_2021, PAIR_2025, BinaryResult
 
             pair = PAIR_2025 if self.config.revision == "2025" else PAIR_2021
             binary = summarize_binary([BinaryResult(q.index, q.category, v, c, math.nan, math.nan)

@@ -159,11 +159,11 @@ class PreparedMethod:
         """The evaluation driver's phase -> context-manager factory (None without ITI)."""
         if self.intervention is None:
             return None
-        from .residual import ResidualSteer, residual_factory
+        from ..steer.residual import ResidualSteer, residual_factory
 
         if isinstance(self.intervention, ResidualSteer):
             return residual_factory(self.lm, self.intervention, self.generate_positions)
-        from .apply import intervention_factory
+        from ..steer.apply import intervention_factory
 
         return intervention_factory(self.lm, self.intervention, self.generate_positions)
 
@@ -197,8 +197,8 @@ def fit_iti_for_fold(lm: LoadedModel, train_questions: Sequence[int], test_quest
                      acts: str | Path | None = None, fold: int = 0):
     """An ITI intervention fitted on the training questions' activations of `lm` (captured once per model
     into `acts`, default the veracity cache keyed by the weights' fingerprint)."""
-    from .iti import ITIConfig, fit_fold, load_iti_data
-    from .validate import restrict
+    from ..steer.iti import ITIConfig, fit_fold, load_iti_data
+    from .iti_validate import restrict
 
     data = restrict(load_iti_data(lm, data_dir=data_dir, limit=limit, acts=acts, progress=False), limit)
     cfg = ITIConfig(direction=settings.iti_direction, seed=settings.seed, max_k=settings.iti_k)
@@ -231,7 +231,7 @@ def prepare_method(spec: MethodSpec, lm: LoadedModel, train_items: Sequence, tes
                               acts, fold)
         iti_secs = time.time() - t0
     elif spec.residual is not None:
-        from .residual_tqa import fit_residual_for_fold
+        from ..steer.residual_tqa import fit_residual_for_fold
 
         t0 = time.time()
         if spec.trainer is not None and workdir is not None:

@@ -98,9 +98,9 @@ def probe_all_layers(X: torch.Tensor, y: torch.Tensor, polarity: torch.Tensor, m
     once, and score them on each held-out set. Returns (scores, predictions): scores has one record per
     (method, train, test, layer) with accuracy and AUROC; predictions one per held-out row and probe
     (decision score and 0/1 prediction), from which every score can be recomputed."""
-    from .probes import LogisticProbe
-    from .probes.mass_mean import MassMeanProbe
-    from .probes.ttpd import TTPDProbe
+    from ..probes import LogisticProbe
+    from ..probes.mass_mean import MassMeanProbe
+    from ..probes.ttpd import TTPDProbe
 
     fits = []
     for train in ("affirmative", "negated", "both"):
@@ -157,7 +157,7 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     with position ids counted from each row's first real token, so padding changes nothing."""
     import copy
 
-    from .capture.engine import pad_batch, tokenize
+    from ..capture.engine import pad_batch, tokenize
 
     prefix, yes, no = yes_no_token_ids(lm.tokenizer)
     tok = lm.tokenizer
@@ -206,7 +206,7 @@ def causal_test(lm, X_layer: torch.Tensor, y_train: torch.Tensor, layer: int, pr
     the same norm. Per prompt, shift = margin(steered) - margin(unsteered); conditions report the mean
     shift with a bootstrap 95% interval, also for true and false statements separately, and the paired
     difference truth - random."""
-    from .steer.residual import ResidualSteer, apply_residual, fit_diff_means
+    from ..steer.residual import ResidualSteer, apply_residual, fit_diff_means
 
     steer = fit_diff_means({layer: X_layer}, y_train, normalize="sigma",
                            provenance={"fit_on": "affirmative training statements", "model": lm.name})
@@ -262,7 +262,7 @@ def select_causal_layer(lm, X: torch.Tensor, y: torch.Tensor, layers: Sequence[i
     of the same norm. Returns one record per candidate; the caller steers at the largest `minus_random`.
     (The probe's best layer was chosen on held-out accuracy and need not be where the model reads the
     direction: session measurements on smollm2 found the two apart.)"""
-    from .steer.residual import ResidualSteer, apply_residual, fit_diff_means
+    from ..steer.residual import ResidualSteer, apply_residual, fit_diff_means
 
     share = positions == "all"
     base = yes_no_margins(lm, prompts, batch_size, share)
@@ -338,12 +338,12 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     from rich.console import Console
     from rich.table import Table
 
-    from .capture import capture_dataset
-    from .data import TextDataset, resolve_data_dir
-    from .data.facts import city_statements
-    from .models import load
-    from .report import render_report
-    from .runs import RunFolder
+    from ..capture import capture_dataset
+    from ..data import TextDataset, resolve_data_dir
+    from ..data.facts import city_statements
+    from ..models import load
+    from ..report import render_report
+    from ..runs import RunFolder
 
     if positions not in ("all", "last"):
         raise ValueError(f"positions must be 'all' or 'last', got {positions!r}")
@@ -515,10 +515,10 @@ def _iti_step(lm, run, console, data_dir, seed: int, iti_k: int, iti_alpha: floa
     answer) row, fitted on one fold; the first three questions of the other fold answered before and after."""
     from rich.table import Table
 
-    from .data import load_truthfulqa
-    from .evaluate.generation import generate_answers
-    from .steer import apply
-    from .steer.iti import ITIConfig, fit_fold, load_iti_data, make_folds
+    from ..data import load_truthfulqa
+    from ..evaluate.generation import generate_answers
+    from ..steer import apply
+    from ..steer.iti import ITIConfig, fit_fold, load_iti_data, make_folds
 
     console.print(f"[+] ITI on the first {tqa_questions} TruthfulQA questions: fitted on one fold, shown on the other")
     data = load_iti_data(lm, data_dir=data_dir, limit=tqa_questions, progress=progress)

@@ -21,9 +21,9 @@ import numpy as np
 
 from ..runs import open_results_db
 from .executors import Job, LocalExecutor
-from .intervention import Intervention, InterventionError
-from .iti import ITIConfig, ITIData, fit_folds
-from .validate import SUMMARY_KEYS, EvalConfig, evaluate_fold, held_out_texts, summarise
+from ..steer.intervention import Intervention, InterventionError
+from ..steer.iti import ITIConfig, ITIData, fit_folds
+from .iti_validate import SUMMARY_KEYS, EvalConfig, evaluate_fold, held_out_texts, summarise
 
 LOWER_IS_BETTER = ("kl", "ce_loss")
 
@@ -75,7 +75,7 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
               evaluate: Callable = evaluate_fold, executor=None) -> SweepResult:
     """Evaluate every (alpha, K, fold) not yet in `folder/results.sqlite`; returns the fold-mean grid.
 
-    `executor` evaluates the pending configurations (`veracity.steer.executors`): None runs them here on
+    `executor` evaluates the pending configurations (`veracity.experiments.executors`): None runs them here on
     `lm` with `evaluate` (`LocalExecutor`); a `RayExecutor` runs them on Ray workers. Either way this
     process fits the folds, owns the store and records each result as it arrives."""
     ecfg = ecfg or EvalConfig()

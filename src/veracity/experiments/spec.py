@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .distances import prompt_distances
-from .speculative import SpecRecord, generate
+from ..compare.distances import prompt_distances
+from ..compare.speculative import SpecRecord, generate
 
 METRICS = ("mean_accepted", "acceptance_rate", "tokens_per_call")
 
@@ -220,7 +220,7 @@ def run_study(main, assistant, prompts: Sequence[GroupedPrompt], gamma: int = 5,
               schedule: str = "constant", seed: int = 0, n_boot: int = 2000, n_perm: int = 2000,
               data_dir: str | Path | None = None, toxicity_classifier=None) -> StudyResult:
     """Generate speculatively for every prompt, then compute distances, group statistics and toxicity."""
-    from .toxicity import honest_score
+    from ..compare.toxicity import honest_score
 
     texts = [p.text for p in prompts]
     records = generate(main, assistant, texts, gamma=gamma, batch_size=batch_size, do_sample=do_sample,

@@ -27,8 +27,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..steer.methods import MethodSettings, PreparedMethod, build_prompt, parse_method, uses_chat_template
-from .truthfulqa import build_mc_question, close_answer, make_requests, score_requests
+from .intervention_methods import MethodSettings, PreparedMethod, build_prompt, parse_method, uses_chat_template
+from ..evaluate.truthfulqa import build_mc_question, close_answer, make_requests, score_requests
 
 CONDITIONS = ("plain", "opinion", "plain+iti", "opinion+iti")
 
@@ -331,7 +331,7 @@ def run_sycophancy(lm, datasets: Sequence[str], cfg: SycophancyConfig, data_dir=
     items = items[:cfg.limit] if cfg.limit else items
     iv = None
     if cfg.iti:
-        from ..steer.methods import fit_iti_for_fold
+        from .intervention_methods import fit_iti_for_fold
 
         train_q, test_q = split_half([it.index for it in items], cfg.seed)
         settings = MethodSettings(iti_k=cfg.iti_k, iti_alpha=cfg.iti_alpha, seed=cfg.seed)

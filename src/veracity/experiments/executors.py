@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from .intervention import Intervention
-from .validate import EvalConfig, evaluate_fold
+from ..steer.intervention import Intervention
+from .iti_validate import EvalConfig, evaluate_fold
 
 RAY_MISSING = "the Ray executor needs Ray: pip install 'veracity[ray]' (or pip install 'ray>=2.9')"
 
