@@ -21,6 +21,7 @@ from ..runs import FolderLock, check_out_folder, write_json_atomic
 from ..validation import BadInput
 from ..models.batching import AutoBatch, as_batcher
 from ..models.loader import LoadedModel
+from ..models.padding import pad_batch, pad_token_id  # noqa: F401 (pad_batch re-exported by capture)
 from .hooks import StopForward, hook_sites
 from .sites import Site, parse_sites
 from .store import (FORMAT_VERSION, Activations, pending_shards, prepare_store, save_manifest, shard_entry, shard_name,
@@ -57,22 +58,6 @@ def tokenize(tokenizer, texts: Sequence[str]) -> list[list[int]]:
         if not ids:
             raise ValueError(f"text {i} tokenises to nothing: {texts[i]!r}")
     return enc
-
-
-def pad_batch(seqs: list[list[int]], pad_id: int, side: str, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """input_ids, attention_mask and position_ids (0 at each row's first real token) for one batch."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if side == "left":
-            ids[i, T - len(s):] = torch.tensor(s)
-            mask[i, T - len(s):] = 1
-        else:
-            ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), pos.to(device)
 
 
 def _reducer(positions: Positions, rows: list[int], lengths: list[int], T: int, side: str, device):
@@ -136,7 +121,7 @@ def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = 
         raise BadInput(f"sites {sites!r}: {e}") from None
     tok = lm.tokenizer
     side = padding_side or getattr(tok, "padding_side", "right") or "right"
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    pad_id = pad_token_id(tok)
     device = lm.device
     labels = None if labels is None else [int(x) for x in labels]
     groups = None if groups is None else [str(g) for g in groups]

@@ -19,6 +19,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..models.padding import pad_batch, pad_token_id
+
 
 @dataclass
 class Distances:
@@ -98,18 +100,12 @@ def _batched_logits(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
 
 def _encode_left(tokenizer, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     ids = [tokenizer(t)["input_ids"] for t in texts]
-    return left_pad(ids, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    return left_pad(ids, pad_token_id(tokenizer))
 
 
 def left_pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into (input_ids, attention_mask)."""
-    n = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), n), dtype=torch.long)
-    for i, x in enumerate(ids):
-        if len(x):
-            input_ids[i, n - len(x):] = torch.tensor(list(x), dtype=torch.long)
-            mask[i, n - len(x):] = 1
+    """Left-pad token lists into (input_ids, attention_mask) (`models.padding.pad_batch`)."""
+    input_ids, mask, _ = pad_batch(ids, pad_id, "left")
     return input_ids, mask
 
 
@@ -138,7 +134,7 @@ def prompt_distances(main, assistant, prompts: Sequence[str], continuations: Seq
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
     rows: list[Distances] = []
     per_token: list[Distances] = []
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_token_id(tok)
     for s in range(0, len(prompts), batch_size):
         chunk = list(prompts[s:s + batch_size])
         p_ids = [tok(t)["input_ids"] for t in chunk]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .distances import check_same_tokenizer, left_pad
+from ..models.padding import pad_token_id
 
 
 @dataclass
@@ -198,7 +199,7 @@ def _probs(logits: torch.Tensor, do_sample: bool, temperature: float) -> torch.T
 def _generate_batch(main, assistant, prompt_ids: list[list[int]], gamma: int, do_sample: bool, temperature: float,
                     max_new_tokens: int, schedule: str, gen: torch.Generator) -> list[SpecRecord]:
     dev_m, dev_a = main.device, assistant.device
-    pad = main.tokenizer.pad_token_id if main.tokenizer.pad_token_id is not None else 0
+    pad = pad_token_id(main.tokenizer)
     eos = _eos_ids(main)
     ms, as_ = _Stream(main.model, dev_m), _Stream(assistant.model, dev_a)
     n = len(prompt_ids)

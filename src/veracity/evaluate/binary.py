@@ -32,6 +32,7 @@ import torch
 
 from .truthfulqa import (InterventionFactory, close_answer, lm_eval_context, make_requests, score_requests,
                          shared_prefix_for, truthfulqa_prompt)
+from ..models.padding import pad_token_id
 
 LOGLIK_VARIANTS = ("loglik-lm-eval", "loglik-truthfulqa")
 AB_VARIANTS = ("ab-best-first", "ab-best-second")
@@ -198,7 +199,7 @@ def score_binary(lm, items, *, variants: Sequence[str] = BINARY_VARIANTS, instru
     if bad:
         raise ValueError(f"unknown binary variant(s) {bad}; use {', '.join(BINARY_VARIANTS)}")
     model, tok = lm.model, lm.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_token_id(tok)
     shared = {"lm-eval": shared_prefix_for(tok, "lm-eval"),
               "truthfulqa": shared_prefix_for(tok, "truthfulqa", instruction)}
     items = list(items)

@@ -13,7 +13,7 @@ from typing import Callable, ContextManager, Sequence
 
 import torch
 
-from ..capture import pad_batch
+from ..models.padding import pad_batch, pad_token_id
 from ..models.batching import AutoBatch, as_batcher
 from .truthfulqa import INSTRUCTIONS, truthfulqa_prompt
 
@@ -67,7 +67,7 @@ def generate_greedy(lm, enc: Sequence[Sequence[int]], *, max_new_tokens: int = 5
     `intervention("generate")` is entered around each batch's generate(). `batch_size`: an int, "auto" or
     a shared `AutoBatch` (halved on out-of-memory; greedy answers do not depend on the batch)."""
     model, tok = lm.model, lm.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_token_id(tok)
     eos = tok.eos_token_id
     dev = next(model.parameters()).device
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))

@@ -43,6 +43,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..models.padding import pad_token_id
+
 KINDS = ("truth", "info")
 SUFFIX = {"truth": "True:", "info": "Helpful:"}
 DATA_FILES = {"truth": "truthfulqa/finetune_truth.jsonl", "info": "truthfulqa/finetune_info.jsonl"}
@@ -568,7 +570,7 @@ class HFJudge(Judge):
         tok, model = self.lm.tokenizer, self.lm.model
         dev = next(model.parameters()).device
         enc = [tok(judge_prompt(q, a, self.kind))["input_ids"] for q, a in zip(questions, answers)]
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        pad = pad_token_id(tok)
         out = np.zeros(len(enc))
         with torch.no_grad():
             for s in range(0, len(enc), self.batch_size):

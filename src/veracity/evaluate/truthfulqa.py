@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..models.batching import AutoBatch, as_batcher
+from ..models.padding import pad_token_id
 
 QA_PRIMER = """Q: What is human life expectancy in the United States?
 A: Human life expectancy in the United States is 78 years.
@@ -383,7 +384,7 @@ def score_mc(lm, items, protocol: str = "truthfulqa", *, instruction: str = "def
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown MC protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     model, tok = lm.model, lm.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_token_id(tok)
     shared = None if reference_path else shared_prefix_for(tok, protocol, instruction)
     batch_size = as_batcher(batch_size, _model_device(model))  # one size, remembered across questions
     results = []

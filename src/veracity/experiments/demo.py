@@ -157,11 +157,12 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     with position ids counted from each row's first real token, so padding changes nothing."""
     import copy
 
-    from ..capture.engine import pad_batch, tokenize
+    from ..capture.engine import tokenize
+    from ..models.padding import pad_batch, pad_token_id
 
     prefix, yes, no = yes_no_token_ids(lm.tokenizer)
     tok = lm.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    pad_id = pad_token_id(tok)
     ids = [t + prefix for t in tokenize(tok, prompts)]
     out = torch.empty(len(prompts), dtype=torch.float32)
     P = 0

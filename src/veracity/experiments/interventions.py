@@ -36,6 +36,7 @@ from ..runs import open_results_db
 from .intervention_methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
                              uses_chat_template)
 from ..evaluate.truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores, score_requests
+from ..models.padding import pad_token_id
 
 METRICS = ("true_info", "true", "info", "mc1", "mc2", "ce_loss", "kl")
 COSTS = ("train_s", "iti_fit_s", "infer_s", "extra_infer_s", "prompt_tokens")
@@ -100,7 +101,7 @@ def score_mc_prompted(pm: PreparedMethod, items: Sequence, protocol: str = "trut
     protocol); returns (results, mean context tokens). `question_fn(item)` can rewrite the question
     (the sycophancy probe prepends an opinion)."""
     tok, model = pm.lm.tokenizer, pm.lm.model
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_token_id(tok)
     factory = pm.factory()
     special = not uses_chat_template(pm.spec.prompt, tok)
     out, n_tok = [], []

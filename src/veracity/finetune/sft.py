@@ -17,6 +17,7 @@ import torch
 
 from ..models.loader import LoadedModel
 from .train import TrainConfig, TrainResult, lm_loss, train_loop, trainable_copy
+from ..models.padding import pad_token_id
 
 
 @dataclass
@@ -43,7 +44,7 @@ def encode_pair(tokenizer, prompt: str, answer: str, max_length: int) -> tuple[l
 
 def pair_batch(tokenizer, prompts: Sequence[str], answers: Sequence[str], max_length: int) -> dict:
     """Right-padded batch with labels = input ids on answer tokens, -100 elsewhere (prompt, padding)."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_token_id(tokenizer)
     enc = [encode_pair(tokenizer, p, a, max_length) for p, a in zip(prompts, answers)]
     n = max(len(ids) for ids, _ in enc)
     input_ids = torch.full((len(enc), n), pad, dtype=torch.long)

@@ -18,6 +18,7 @@ import torch
 
 from ..models.arch import ArchSpec
 from ..models.loader import LoadedModel
+from ..models.padding import pad_token_id
 
 
 @dataclass
@@ -83,7 +84,7 @@ def lm_batches(tokenizer, texts: Sequence[str], batch_size: int, max_length: int
                seed: int) -> Iterator[dict]:
     """Shuffled (seeded, per epoch) right-padded batches with labels (-100 on padding)."""
     rng = random.Random(seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_token_id(tokenizer)
     for _ in range(epochs):
         order = list(range(len(texts)))
         rng.shuffle(order)

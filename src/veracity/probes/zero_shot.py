@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from ..capture import pad_batch
+from ..models.padding import pad_batch, pad_token_id
 from ..models import LoadedModel
 
 
@@ -32,7 +32,7 @@ def _forward_logprobs(lm: LoadedModel, seqs: list[list[int]], batch_size: int, s
     """log-softmax over the vocabulary at positions start[i]-1 .. len-1 of each sequence (right padding);
     only those rows of the logits are normalised, so long BoolQ passages cost no [T, vocab] softmax."""
     tok = lm.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    pad = pad_token_id(tok)
     out: list[torch.Tensor] = [None] * len(seqs)  # type: ignore[list-item]
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     for b0 in range(0, len(order), batch_size):

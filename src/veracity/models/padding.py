@@ -1,0 +1,46 @@
+"""Batches of token lists: one pad-token rule and one padder for either side.
+
+The pad rule: the tokenizer's pad token; else its end-of-sequence token (what `models.load` also installs
+as the pad token); else id 0. Padded positions are masked out of attention and never scored, so the id
+only has to be a valid embedding row: any of the three gives the same numbers for the real tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def pad_token_id(tokenizer) -> int:
+    """The pad id for `tokenizer` (module doc)."""
+    if getattr(tokenizer, "pad_token_id", None) is not None:
+        return int(tokenizer.pad_token_id)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        return int(tokenizer.eos_token_id)
+    return 0
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right", device=None,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids) for token lists padded on `side` ("left" | "right").
+    Position ids count from 0 at each row's first real token, so left padding shifts nothing (a model that
+    derives positions from the mask gives the same numbers)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if not len(s):
+            continue
+        if side == "left":
+            ids[i, T - len(s):] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, T - len(s):] = 1
+        else:
+            ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+            mask[i, : len(s)] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    if device is not None:
+        ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
+    return ids, mask, pos
