@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..metrics import with_true_info
 from ..runs import open_results_db
 from .intervention_methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
                              uses_chat_template)
@@ -218,9 +219,7 @@ def summarise_method(fold_rows: list[dict]) -> dict:
                 out[k] = float(np.mean(vals))
                 if part == "metrics" and len(vals) > 1:
                     out[k + "_sd"] = float(np.std(vals, ddof=1))
-    if "true" in out and "info" in out:
-        out["true_info"] = out["true"] * out["info"]
-    return out
+    return with_true_info(out)
 
 
 def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, data_dir=None,
@@ -256,8 +255,7 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
             pm = prepare_method(spec, lm, train_items, [int(q) for q in test_q], cfg.settings, fold=f, cache=cache,
                                 data_dir=data_dir, limit=cfg.limit, workdir=folder, acts=acts)
             res = evaluate_prepared(pm, lm, test_items, cfg, texts, lm_cache, judges)
-            if "true" in res["metrics"] and "info" in res["metrics"]:
-                res["metrics"]["true_info"] = res["metrics"]["true"] * res["metrics"]["info"]
+            with_true_info(res["metrics"])
             store.put(spec.name, f, res["metrics"], res["costs"], res["per_question"], res["answers"])
             log(f"{spec.name} fold={f}: " + ", ".join(f"{k}={v:.4f}" for k, v in res["metrics"].items())
                 + f" (train {pm.train_seconds + pm.iti_seconds:.0f}s, total {time.time() - t0:.0f}s)")

@@ -8,7 +8,6 @@ Summary keys are the driver's: mc1, mc2, ce_loss, kl, true, info, true_info.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from ..steer.apply import intervention_factory
 from ..steer.intervention import Intervention
+from ..metrics import aggregate_folds, with_true_info
 from ..steer.iti import ITIConfig, ITIData, fit_folds
 
 SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl",
@@ -72,8 +72,7 @@ def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: E
                                           "refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words",
                                           "degenerate_rate")
                if getattr(m, k, None) is not None}
-    if "true" in metrics and "info" in metrics:
-        metrics["true_info"] = metrics["true"] * metrics["info"]
+    with_true_info(metrics)
     if cfg.binary:
         from ..evaluate.binary import score_binary
 
@@ -98,16 +97,8 @@ class ValidateResult:
 
 def summarise(fold_metrics: list[dict], weights: Sequence[int] | None = None) -> dict:
     """Mean over folds of every summary key present in all folds (ITI reports the fold mean); True*Info
-    as the product of the fold means (the ITI convention) when true and info exist."""
-    out = {}
-    for k in SUMMARY_KEYS:
-        vals = [m[k] for m in fold_metrics if m.get(k) is not None and not
-                (isinstance(m[k], float) and math.isnan(m[k]))]
-        if vals and len(vals) == len(fold_metrics):
-            out[k] = float(np.mean(vals))
-    if "true" in out and "info" in out:
-        out["true_info"] = out["true"] * out["info"]
-    return out
+    as the product of the fold means (the ITI convention; `veracity.metrics`)."""
+    return aggregate_folds(fold_metrics, SUMMARY_KEYS)
 
 
 def restrict(data: ITIData, limit: int | None) -> ITIData:

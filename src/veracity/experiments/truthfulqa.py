@@ -22,6 +22,7 @@ from typing import Callable, ContextManager, Sequence
 import numpy as np
 
 from ..evaluate.generation import generate_answers
+from ..metrics import true_info
 from ..evaluate.judges import THRESHOLD, Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
 from ..evaluate.binary import score_binary, summarize_binary
@@ -190,7 +191,7 @@ def summarize(folds: Sequence[FoldMetrics]) -> dict:
     s = {"mc1": _mean([f.mc1 for f in folds]), "mc2": _mean([f.mc2 for f in folds]),
          "ce_loss": _mean([f.ce_loss for f in folds]), "kl": _mean([f.kl for f in folds]),
          "true": _mean([f.true for f in folds]), "info": _mean([f.info for f in folds])}
-    s["true_info"] = s["true"] * s["info"] if s["true"] is not None and s["info"] is not None else None
+    s["true_info"] = true_info(s["true"], s["info"])
     s["true_info_per_answer"] = _mean([f.true_info_per_answer for f in folds])
     for k in HEALTH_KEYS:
         s[k] = _mean([getattr(f, k) for f in folds])

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .. import metrics as _metrics
 from . import plots
 
 MAX_CSV_ROWS = 300
@@ -38,9 +39,9 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("pairs", "Model pairs", ("spec", "finetune")),
 )
 # canonical TruthfulQA metric keys -> the column names the ITI paper's tables use
-METRIC_LABELS = {"info": "Info acc", "true": "True acc", "mc1": "MC1", "mc2": "MC2", "ce_loss": "CE Loss",
-                 "kl": "KL wrt Orig", "true_info": "True*Info", "true_info_per_answer": "True*Info (per answer)"}
-LOWER_IS_BETTER = ("kl", "ce_loss", "ce", "loss")
+METRIC_LABELS = {k: _metrics.label(k) for k in ("info", "true", "mc1", "mc2", "ce_loss", "kl", "true_info",
+                                      "true_info_per_answer")}
+LOWER_IS_BETTER = tuple(k for k in _metrics.METRICS if _metrics.lower_is_better(k)) + ("ce", "loss")  # + two legacy spellings
 
 
 @dataclass

@@ -1,0 +1,46 @@
+"""The metrics registry (veracity.metrics): True*Info defined once, fold aggregation by each metric's rule,
+labels and directions for reports."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from veracity import metrics as M
+
+
+def test_true_info_is_the_product_of_fold_means_not_the_mean_of_products():
+    folds = [{"true": 0.2, "info": 1.0, "true_info": 0.2, "mc2": 0.4},
+             {"true": 0.6, "info": 0.5, "true_info": 0.3, "mc2": 0.6}]
+    s = M.aggregate_folds(folds)
+    assert s["true"] == pytest.approx(0.4) and s["info"] == pytest.approx(0.75)
+    assert s["true_info"] == pytest.approx(0.4 * 0.75)  # 0.30, not the mean of the fold products (0.25)
+    assert s["mc2"] == pytest.approx(0.5)
+    assert list(s) == ["true", "info", "true_info", "mc2"]  # the fold dicts' order is kept
+
+
+def test_aggregate_keeps_only_keys_every_fold_has_as_numbers():
+    s = M.aggregate_folds([{"kl": 1.0, "x": 2.0, "n": float("nan")}, {"kl": 3.0, "n": 1.0}])
+    assert s == {"kl": 2.0}
+    assert M.aggregate_folds([]) == {}
+    assert M.aggregate_folds([{"true": 0.5}]) == {"true": 0.5}  # no info: no True*Info
+
+
+def test_registry_labels_directions_and_chance():
+    assert M.label("true_info") == "True*Info" and M.label("unknown_key") == "unknown_key"
+    assert M.lower_is_better("kl") and M.lower_is_better("ce_loss") and not M.lower_is_better("mc2")
+    assert M.METRICS["binary_ab_average"].chance == 0.5
+    with pytest.raises(ValueError, match="already registered"):
+        M.register_metric(M.Metric("mc1", "x", "fraction", True))
+    assert M.true_info(None, 0.5) is None and math.isclose(M.true_info(0.5, 0.5), 0.25)
+
+
+def test_iti_summarise_is_the_registry_rule():
+    from veracity.experiments.iti_validate import summarise
+
+    folds = [{"true": 0.3, "info": 0.9, "true_info": 0.27, "kl": 1.0},
+             {"true": 0.1, "info": 0.7, "true_info": 0.07, "kl": 2.0}]
+    s = summarise(folds)
+    assert s["true_info"] == pytest.approx(0.2 * 0.8) and s["kl"] == pytest.approx(1.5)
+    assert list(s)[0] == "true_info"  # the summary keys' order, as before
