@@ -134,3 +134,16 @@ def test_checker_catches_drift():
         check_against_cli("veracity frobnicate --out x")
     with pytest.raises(AssertionError, match="needs a subcommand"):
         check_against_cli("veracity runs")
+
+
+def test_extending_examples_run():
+    """The worked examples of docs/extending.md run as written (fresh namespace each, in order)."""
+    blocks = [body for path, _, info, body in doc_blocks() if path == "docs/extending.md" and info == "python"]
+    assert len(blocks) >= 2
+    try:
+        for body in blocks:
+            exec(compile(body, "docs/extending.md", "exec"), {"__name__": "docs_example"})
+    finally:
+        from veracity.probes import PROBES
+
+        PROBES.pop("median-diff", None)
