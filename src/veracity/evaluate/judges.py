@@ -949,7 +949,7 @@ def get_judge(spec: str | Judge | Callable | None, kind: str, judge_dir: str | P
     that URL, else `base_url`, else $OPENAI_BASE_URL, else https://api.openai.com/v1, `options` going to
     `OpenAIJudge`; a `Judge`; or a callable. "{kind}" in a model name becomes truth / info, so one spec
     names both judges (hf:allenai/truthfulqa-{kind}-judge-llama2-7B). `data_dir` is accepted and unused
-    (no judge kind needs the data folder; `compare_interventions.load_judges` passes it)."""
+    (no judge kind needs the data folder; `experiments.interventions.load_judges` passes it)."""
     if spec is None or spec == "none":
         return None
     if isinstance(spec, Judge):

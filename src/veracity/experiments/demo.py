@@ -323,7 +323,7 @@ def findings(n_cities: tuple[int, int], sep: LayerSeparation, scores: list[dict]
 
 def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 0, data_dir: str | Path | None = None,
              progress: bool = True, overwrite: bool = False, n_cities: int | None = None, test_frac: float = 0.3,
-             C: float = 0.1, alphas: Sequence[float] = (-8.0, -4.0, 0.0, 4.0, 8.0), n_causal: int = 60,
+             C: float = 0.1, alphas: Sequence[float] = (-4.0, 0.0, 4.0), n_causal: int = 60,
              n_random: int = 2, positions: str = "all", causal_layer: int | None = None, n_select: int = 24,
              select_every: int = 3, n_examples: int = 6, iti_k: int = 16,
              iti_alpha: float = 15.0, tqa_questions: int = 60, max_new_tokens: int = 40) -> dict:
@@ -434,9 +434,9 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
         candidates = [l for l in layers[n // 4: (3 * n) // 4 + 1: max(1, select_every)]] or [best.layer]
         sel = [s for s in stmts if s.polarity == 1 and s.city not in test_cities][:n_select]
         console.print(f"      choosing the causal layer on {len(sel)} training-city questions: layers "
-                      f"{', '.join(map(str, candidates))}, +4 std, truth vs a random direction")
+                      f"{', '.join(map(str, candidates))}, {max(alphas):+g} std, truth vs a random direction")
         selection = select_causal_layer(lm, X[tr], y[tr], layers, candidates, [FEW_SHOT + s.question for s in sel],
-                                        positions=positions, seed=seed)
+                                        alpha=max(max(alphas), 1.0), positions=positions, seed=seed)
         steer_layer = max(selection, key=lambda r: r["minus_random"])["layer"]
     else:
         steer_layer = causal_layer

@@ -132,20 +132,10 @@ def generate_prompted(pm: PreparedMethod, questions: Sequence[str], max_new_toke
 
 
 def load_judges(name: str, data_dir=None):
-    """(truth judge, info judge) from `veracity.evaluate.judges` (the evaluation issue's module)."""
-    try:
-        from ..evaluate import judges  # type: ignore[attr-defined]
-    except ImportError as e:
-        raise RuntimeError(f"--judge {name}: veracity.evaluate.judges is not available in this build; "
-                           "use --judge none") from e
-    for fn_name in ("load_judges", "get_judges"):
-        fn = getattr(judges, fn_name, None)
-        if fn is not None:
-            return fn(name, data_dir=data_dir)
-    fn = getattr(judges, "load_judge", None) or getattr(judges, "get_judge", None)
-    if fn is None:
-        raise RuntimeError("veracity.evaluate.judges has no load_judge/get_judge; use --judge none")
-    return fn(name, kind="truth", data_dir=data_dir), fn(name, kind="info", data_dir=data_dir)
+    """(truth judge, info judge) for a --judge spec (`veracity.evaluate.judges.get_judge`)."""
+    from ..evaluate.judges import get_judge
+
+    return get_judge(name, "truth", data_dir=data_dir), get_judge(name, "info", data_dir=data_dir)
 
 
 def _judge_scores(judge, questions, answers) -> np.ndarray:
