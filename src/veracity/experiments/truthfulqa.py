@@ -23,6 +23,7 @@ import numpy as np
 
 from ..evaluate.generation import generate_answers
 from ..metrics import true_info
+from ..probes.splits import question_folds
 from ..evaluate.judges import THRESHOLD, Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
 from ..evaluate.binary import score_binary, summarize_binary
@@ -91,13 +92,11 @@ def _mean(xs) -> float | None:
 
 
 def make_folds(indices: Sequence[int], k: int, seed: int = 0, contiguous: bool = False) -> list[list[int]]:
-    """k disjoint folds of question indices: a seeded shuffle (default) or contiguous blocks."""
-    idx = list(indices)
-    if k < 1 or k > max(1, len(idx)):
-        raise ValueError(f"cannot make {k} folds of {len(idx)} questions")
-    if not contiguous:
-        idx = [idx[i] for i in np.random.default_rng(seed).permutation(len(idx))]
-    return [sorted(int(x) for x in part) for part in np.array_split(np.array(idx, dtype=int), k)]
+    """k disjoint folds of question indices (`probes.splits.question_folds`; one fold allowed here)."""
+    try:
+        return [[int(x) for x in f] for f in question_folds(list(indices), k, seed, contiguous, min_folds=1)]
+    except ValueError:
+        raise ValueError(f"cannot make {k} folds of {len(list(indices))} questions") from None
 
 
 def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int = 0, protocol: str = "truthfulqa",

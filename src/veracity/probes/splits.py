@@ -36,6 +36,26 @@ class SeedStats:
     values: list[float]
 
 
+def question_blocks(questions: Sequence[int], n_folds: int, seed: int = 0, contiguous: bool = False,
+                    min_folds: int = 2) -> list[np.ndarray]:
+    """Question-level folds: a seeded shuffle of `questions` (numpy's default_rng(seed) permutation) cut
+    into n_folds near-equal blocks by ``np.array_split``, or (contiguous) consecutive blocks in the given
+    order, as ITI's original ``np.array_split(np.arange(n), k)``. Blocks keep the drawn order (ITI's
+    original within-fold split depends on it); `question_folds` sorts them."""
+    q = np.asarray(list(questions))
+    if n_folds < min_folds or n_folds > max(min_folds, len(q)):
+        raise ValueError(f"need {min_folds} <= folds <= {len(q)} questions, got {n_folds}")
+    if not contiguous:
+        q = q[np.random.default_rng(seed).permutation(len(q))]
+    return np.array_split(q, n_folds)
+
+
+def question_folds(questions: Sequence[int], n_folds: int, seed: int = 0, contiguous: bool = False,
+                   min_folds: int = 2) -> list[np.ndarray]:
+    """The test questions of each fold, sorted (`question_blocks`): every study's k folds of TruthfulQA."""
+    return [np.sort(b) for b in question_blocks(questions, n_folds, seed, contiguous, min_folds)]
+
+
 def aggregate(values: Sequence[float]) -> SeedStats:
     """Mean, std (ddof=0), max and min of one quantity over seeds."""
     v = np.asarray(list(values), dtype=float)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from .intervention import Intervention
+from ..probes.splits import question_blocks, question_folds
 
 DIRECTIONS = ("com", "probe", "random", "ccs")
 SIGMA_FROM = ("train", "all", "original")
@@ -177,18 +178,14 @@ class ITIData:
 
 
 def _fold_blocks(questions: Sequence[int], n_folds: int, seed: int, contiguous: bool) -> list[np.ndarray]:
-    q = np.asarray(list(questions))
-    if n_folds < 2 or n_folds > len(q):
-        raise ValueError(f"need 2 <= folds <= {len(q)} questions, got {n_folds}")
-    if not contiguous:
-        q = q[np.random.default_rng(seed).permutation(len(q))]
-    return np.array_split(q, n_folds)
+    return question_blocks(questions, n_folds, seed, contiguous)
 
 
 def make_folds(questions: Sequence[int], n_folds: int, seed: int = 0, contiguous: bool = False) -> list[np.ndarray]:
-    """Test questions of each fold: a seeded shuffle split into n_folds near-equal parts, or (contiguous)
-    consecutive blocks in the given order, as the original's ``np.array_split(np.arange(n), k)``."""
-    return [np.sort(p) for p in _fold_blocks(questions, n_folds, seed, contiguous)]
+    """Test questions of each fold (`probes.splits.question_folds`): a seeded shuffle split into n_folds
+    near-equal parts, or (contiguous) consecutive blocks in the given order, as the original's
+    ``np.array_split(np.arange(n), k)``."""
+    return question_folds(questions, n_folds, seed, contiguous)
 
 
 #: Draws from the global numpy stream that the original's evaluation of one fold makes before the next
