@@ -43,103 +43,51 @@ def _fmt(v) -> str:
 
 
 def _load(model: str, device: Optional[str], dtype: str = "float32", device_map: Optional[str] = None):
-    from ..models import ModelNotAvailable, load
+    from ..experiments.iti_common import load_model
 
-    try:
-        lm = load(model, dtype=dtype, device=device, device_map=device_map)
-    except (ModelNotAvailable, ValueError) as e:
-        fail(str(e))
+    lm = load_model(model, device, dtype, device_map)
     check_model_options(lm)  # --num-heads against the model's layers x heads, before any work
     return lm
 
 
 def _settings(reproduce, direction, data, sigma_from, contiguous, mc_shift_from, seed) -> dict:
-    """Every ITI reproduction setting, resolved: veracity's defaults, or the --reproduce preset (an explicit
-    option that contradicts the preset is refused). Keys: data, sigma_from, contiguous, split, ranking,
-    probe, mc_shift_from, seed, direction, reproduce, remaining_differences."""
-    from ..steer.apply import MC_SHIFT_FROM
-    from ..steer.iti import DATA, REMAINING_DIFFERENCES, REPRODUCE
+    from ..experiments.iti_common import resolve_settings
 
-    if data is not None and data not in DATA:
-        fail(f"--data: expected one of {', '.join(DATA)}, got {data!r}")
-    if mc_shift_from is not None and mc_shift_from not in MC_SHIFT_FROM:
-        fail(f"--mc-shift-from: expected one of {', '.join(MC_SHIFT_FROM)}, got {mc_shift_from!r}")
-    if reproduce is None:
-        return {"data": data or "tqa-mc2", "sigma_from": sigma_from or "train", "contiguous": contiguous,
-                "split": "seeded", "ranking": "stable", "probe": "batched",
-                "mc_shift_from": mc_shift_from or "answer-start", "seed": 0 if seed is None else seed,
-                "direction": direction, "reproduce": None, "remaining_differences": []}
-    if reproduce not in REPRODUCE:
-        fail(f"--reproduce: expected one of {', '.join(REPRODUCE)}, got {reproduce!r}")
-    preset = REPRODUCE[reproduce]
-    for key, flag, given in (("data", "--data", data), ("sigma_from", "--sigma-from", sigma_from),
-                             ("mc_shift_from", "--mc-shift-from", mc_shift_from),
-                             ("direction", "--direction", direction)):
-        if given is not None and given != preset[key]:
-            fail(f"--reproduce {reproduce} sets {flag} {preset[key]}; drop {flag} {given}")
-    out = {k: v for k, v in preset.items() if k != "val_ratio"}
-    out.update(seed=preset["seed"] if seed is None else seed, reproduce=reproduce,
-               remaining_differences=list(REMAINING_DIFFERENCES[reproduce]))
-    return out
+    return resolve_settings(reproduce, direction, data, sigma_from, contiguous, mc_shift_from, seed)
 
 
 def _say_preset(st: dict) -> None:
-    if st["reproduce"]:
-        console.print(f"--reproduce {st['reproduce']}: " + ", ".join(
-            f"{k}={st[k]}" for k in ("data", "sigma_from", "contiguous", "split", "ranking", "probe",
-                                     "mc_shift_from", "seed")))
-        console.print("deliberate differences that remain:")
-        for d in st["remaining_differences"]:
-            console.print(f"  - {d}")
+    from ..experiments.iti_common import preset_lines
+
+    for line in preset_lines(st):
+        console.print(line)
 
 
 def _iti_cfg(direction, sigma_from, seed, max_k=None, st: dict | None = None):
-    from ..steer.iti import ITIConfig
+    from ..experiments.iti_common import iti_config
 
-    extra = {k: st[k] for k in ("split", "ranking", "probe")} if st else {}
-    try:
-        return ITIConfig(direction=direction, sigma_from=sigma_from, seed=seed, max_k=max_k, **extra)
-    except ValueError as e:
-        fail(str(e))
+    return iti_config(direction, sigma_from, seed, max_k, st)
 
 
 def _check_revisions(revision: str, eval_revision: str, st: dict) -> None:
-    for flag, rev in (("--revision", revision), ("--eval-revision", eval_revision)):
-        if rev not in ("2021", "2025"):
-            fail(f"{flag} must be 2021 or 2025, got {rev!r}")
-    if revision == "2025" and st["sigma_from"] == "original":
-        fail("--sigma-from original needs --revision 2021 (its tqa_gen_end_q rows)")
+    from ..experiments.iti_common import check_revisions
+
+    check_revisions(revision, eval_revision, st)
 
 
 def _data(lm, data_dir, limit, acts, st: dict | None = None, revision: str = "2021",
           eval_revision: str | None = None):
-    """(ITI data of `revision`, evaluation items). With `eval_revision` given, a third value: None, or when
-    it differs from `revision` the matching report, the items then being that revision's questions under
-    the fit revision's indices (matched by text, `data.truthfulqa.cross_revision_items`)."""
-    from ..data import DataError, load_truthfulqa
-    from ..data.truthfulqa import cross_revision_items
-    from ..steer.iti import load_iti_data
-    from ..experiments.iti_validate import restrict
+    from ..experiments.iti_common import load_data
 
-    st = st or {"data": "tqa-mc2", "sigma_from": "train", "seed": 0}
-    # --folds against the questions before the capture (validate, sweep)
-    check_question_count(lambda: len(load_truthfulqa(data_dir, revision)[:limit] if limit
-                                     else load_truthfulqa(data_dir, revision)))
-    report = None
-    try:
-        data = restrict(load_iti_data(lm, data_dir=data_dir, acts=acts, limit=limit, data=st["data"],
-                                      sigma_rows=st["sigma_from"] == "original", sigma_seed=st["seed"],
-                                      revision=revision), limit)
-        items = load_truthfulqa(data_dir, revision)
-        if limit is not None:
-            items = items[:limit]
-        if eval_revision is not None and eval_revision != revision:
-            items, report = cross_revision_items(items, load_truthfulqa(data_dir, eval_revision))
-    except DataError as e:
-        fail(str(e))
-    if eval_revision is None:
-        return data, items
-    return data, items, report
+    check_question_count(lambda: _n_questions(data_dir, revision, limit))  # --folds, before the capture
+    return load_data(lm, data_dir, limit, acts, st, revision, eval_revision)
+
+
+def _n_questions(data_dir, revision: str, limit) -> int:
+    from ..data import load_truthfulqa
+
+    items = load_truthfulqa(data_dir, revision)
+    return len(items[:limit] if limit else items)
 
 
 @iti_app.command("fit")
@@ -232,45 +180,16 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                  device: Optional[str] = typer.Option(None, "--device"), model_dtype: str = ModelDtypeOpt,
                  device_map: Optional[str] = DeviceMapOpt) -> None:
     """k-fold ITI: fit on the other folds, evaluate the held-out questions (alpha 0 = baseline)."""
-    import json
+    from ..experiments.iti_validate import ValidateConfig, run_validate
 
-    from ..runs import RunExists, RunFolder
-    from ..experiments.iti_validate import merge_answers, validate
-
-    judge = _judge_spec(judge, judge_base_url)
-    eval_revision = eval_revision or revision
-    st = _settings(reproduce, direction, data, sigma_from, contiguous_folds, mc_shift_from, seed)
-    _check_revisions(revision, eval_revision, st)
-    cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=num_heads, st=st)
-    try:
-        run = RunFolder(out, "iti-validate", {"model": model, "data": "truthfulqa", "num_heads": num_heads,
-                                              "revision": revision, "eval_revision": eval_revision,
-                                              "alpha": alpha, "direction": direction, "folds": folds,
-                                              "judge": judge, "protocol": protocol, "sigma_from": st["sigma_from"],
-                                              "contiguous_folds": st["contiguous"], "limit": limit,
-                                              "iti_data": st["data"], "mc_shift_from": st["mc_shift_from"],
-                                              "split": st["split"], "ranking": st["ranking"], "probe": st["probe"],
-                                              "reproduce": st["reproduce"], "baseline": baseline,
-                                              "remaining_differences": st["remaining_differences"],
-                                              "model_dtype": model_dtype, "device_map": device_map,
-                                              "binary": binary},
-                        overwrite=overwrite, seed=st["seed"], defer=True)  # checked now, created below
-    except RunExists as e:
-        fail(str(e))
-    _say_preset(st)
-    lm = _load(model, device, model_dtype, device_map)
-    data_, items, cross = _data(lm, data_dir, limit, acts, st, revision, eval_revision)
-    if cross:
-        console.print(f"fitted on {revision}, evaluated on {eval_revision}: {cross['matched']} questions matched by "
-                      f"text; {len(cross['removed'])} have no {eval_revision} version (not evaluated), "
-                      f"{len(cross['unmatched_eval'])} {eval_revision} questions have none in {revision}")
-    run.start()
-    try:
-        res = validate(lm, data_, items, cfg, num_heads, alpha, folds, st["contiguous"],
-                       _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, st["mc_shift_from"], binary),
-                       out=run.path, log=run.log, baseline=baseline)
-    except RuntimeError as e:
-        fail(str(e))
+    cfg = ValidateConfig(model=model, num_heads=num_heads, alpha=alpha, direction=direction, folds=folds,
+                         judge=_judge_spec(judge, judge_base_url), protocol=protocol, sigma_from=sigma_from,
+                         contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
+                         reproduce=reproduce, baseline=baseline, limit=limit, acts=str(acts) if acts else None,
+                         ce_texts=ce_texts, binary=binary, gen_positions=gen_positions, revision=revision,
+                         eval_revision=eval_revision, data_dir=str(data_dir) if data_dir else None, device=device,
+                         model_dtype=model_dtype, device_map=device_map)
+    res = run_validate(cfg, out, overwrite=overwrite, say=console.print)
     for f in res.folds:
         print_table(f"fold {f['fold']} ({f['n_questions']} questions)", [c for c, _ in _COLS],
                     [[_fmt(f["metrics"].get(k)) for _, k in _COLS]])
@@ -279,20 +198,6 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
     if res.summary_baseline:
         console.print("baseline (plain model): " + ", ".join(f"{c} {_fmt(res.summary_baseline.get(k))}"
                                                               for c, k in _SUMMARY))
-    per_q = [dict(r, fold=f["fold"]) for f in res.folds for r in f["per_question"]]
-    run.write_csv("per_question.csv", per_q)
-    answers = merge_answers(res.folds)
-    if answers:
-        run.write_csv("answers.csv", answers)
-        (run.path / "answers.jsonl").write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers),
-                                                encoding="utf-8")
-    run.finish({"config": dict(res.config, reproduce=st["reproduce"],
-                               remaining_differences=st["remaining_differences"]),
-                "revision": revision, "eval_revision": eval_revision, "cross_revision": cross,
-                "folds": [{k: v for k, v in f.items() if k not in ("per_question", "answers", "baseline_answers")}
-                          for f in res.folds],
-                "per_question": per_q, "summary": res.summary, "summary_baseline": res.summary_baseline},
-               headline={k: v for k, v in res.summary.items() if k in ("true_info", "mc2", "kl")})
 
 
 @iti_app.command("sweep")

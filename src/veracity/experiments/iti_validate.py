@@ -167,3 +167,147 @@ def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: 
     if baseline:
         res.summary_baseline = summarise([f["baseline_metrics"] for f in folds])
     return res
+
+
+# ------------------------------------------------------------------------------------------ the study
+
+#: results.json layout of an iti-validate run (docs/reference/results.md); files without the field are
+#: version 0 (the same layout) and still read.
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ValidateConfig:
+    """Every option of `veracity iti validate` (None: the default, or the --reproduce preset's value)."""
+
+    model: str = "smollm2"
+    num_heads: int = 48
+    alpha: float = 15.0
+    direction: str = "com"
+    folds: int = 2
+    judge: str = "none"
+    protocol: str = "truthfulqa"
+    sigma_from: str | None = None
+    contiguous_folds: bool = False
+    seed: int | None = None
+    data: str | None = None
+    mc_shift_from: str | None = None
+    reproduce: str | None = None
+    baseline: bool = True
+    limit: int | None = None
+    acts: str | None = None
+    ce_texts: int = 100
+    binary: bool = False
+    gen_positions: str = "last"
+    revision: str = "2021"
+    eval_revision: str | None = None
+    data_dir: str | None = None
+    device: str | None = None
+    model_dtype: str = "float32"
+    device_map: str | None = None
+
+
+@dataclass
+class ValidateRun:
+    """The typed result of an iti-validate run: what results.json holds (plus the merged answers)."""
+
+    config: dict
+    revision: str
+    eval_revision: str
+    cross_revision: dict | None
+    folds: list[dict]
+    per_question: list[dict]
+    summary: dict
+    summary_baseline: dict | None = None
+    answers: list[dict] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def headline(self) -> dict:
+        return {k: v for k, v in self.summary.items() if k in ("true_info", "mc2", "kl")}
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "config": self.config, "revision": self.revision,
+                "eval_revision": self.eval_revision, "cross_revision": self.cross_revision, "folds": self.folds,
+                "per_question": self.per_question, "summary": self.summary,
+                "summary_baseline": self.summary_baseline}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ValidateRun":
+        v = d.get("schema_version", 0)
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"iti-validate results.json has schema_version {v}; this veracity reads up to "
+                             f"{SCHEMA_VERSION} (upgrade veracity)")
+        return cls(config=d.get("config", {}), revision=d.get("revision", "2021"),
+                   eval_revision=d.get("eval_revision", d.get("revision", "2021")),
+                   cross_revision=d.get("cross_revision"), folds=d.get("folds", []),
+                   per_question=d.get("per_question", []), summary=d.get("summary", {}),
+                   summary_baseline=d.get("summary_baseline"), schema_version=v)
+
+    def write(self, run) -> None:
+        """per_question.csv, answers.csv / answers.jsonl and results.json (last: it marks the run finished)."""
+        import json
+
+        run.write_csv("per_question.csv", self.per_question)
+        if self.answers:
+            run.write_csv("answers.csv", self.answers)
+            (run.path / "answers.jsonl").write_text(
+                "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in self.answers), encoding="utf-8")
+        run.finish(self.to_json(), headline=self.headline())
+
+
+def run_validate(cfg: ValidateConfig, out: str | Path, overwrite: bool = False,
+                 say: Callable[[str], None] = print) -> ValidateRun:
+    """k-fold ITI as `veracity iti validate` runs it: resolve the settings, check the run folder (before
+    loading anything), load the model and the probe data, fit and evaluate each fold, write the run folder
+    (config.json, log.txt, intervention_fold*, per_question.csv, answers.*, results.json). `say` gets the
+    messages meant for the user (the preset, the revision matching)."""
+    from ..runs import RunFolder
+    from ..validation import BadInput
+    from .iti_common import (check_revisions, iti_config, load_data, load_model, preset_lines,
+                             resolve_settings)
+
+    eval_revision = cfg.eval_revision or cfg.revision
+    st = resolve_settings(cfg.reproduce, cfg.direction, cfg.data, cfg.sigma_from, cfg.contiguous_folds,
+                          cfg.mc_shift_from, cfg.seed)
+    check_revisions(cfg.revision, eval_revision, st)
+    icfg = iti_config(cfg.direction, st["sigma_from"], st["seed"], max_k=cfg.num_heads, st=st)
+    run = RunFolder(out, "iti-validate", {"model": cfg.model, "data": "truthfulqa", "num_heads": cfg.num_heads,
+                                          "revision": cfg.revision, "eval_revision": eval_revision,
+                                          "alpha": cfg.alpha, "direction": cfg.direction, "folds": cfg.folds,
+                                          "judge": cfg.judge, "protocol": cfg.protocol,
+                                          "sigma_from": st["sigma_from"], "contiguous_folds": st["contiguous"],
+                                          "limit": cfg.limit, "iti_data": st["data"],
+                                          "mc_shift_from": st["mc_shift_from"], "split": st["split"],
+                                          "ranking": st["ranking"], "probe": st["probe"],
+                                          "reproduce": st["reproduce"], "baseline": cfg.baseline,
+                                          "remaining_differences": st["remaining_differences"],
+                                          "model_dtype": cfg.model_dtype, "device_map": cfg.device_map,
+                                          "binary": cfg.binary},
+                    overwrite=overwrite, seed=st["seed"], defer=True)  # checked now, created below
+    for line in preset_lines(st):
+        say(line)
+    lm = load_model(cfg.model, cfg.device, cfg.model_dtype, cfg.device_map, num_heads=cfg.num_heads)
+    data, items, cross = load_data(lm, cfg.data_dir, cfg.limit, cfg.acts, st, cfg.revision, eval_revision,
+                                   folds=cfg.folds)
+    if cross:
+        say(f"fitted on {cfg.revision}, evaluated on {eval_revision}: {cross['matched']} questions matched by "
+            f"text; {len(cross['removed'])} have no {eval_revision} version (not evaluated), "
+            f"{len(cross['unmatched_eval'])} {eval_revision} questions have none in {cfg.revision}")
+    ecfg = EvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,
+                      generate_positions=cfg.gen_positions, ce_texts=cfg.ce_texts,
+                      mc_shift_from=st["mc_shift_from"], binary=cfg.binary)
+    run.start()
+    try:
+        res = validate(lm, data, items, icfg, cfg.num_heads, cfg.alpha, cfg.folds, st["contiguous"], ecfg,
+                       out=run.path, log=run.log, baseline=cfg.baseline)
+    except RuntimeError as e:
+        raise BadInput(str(e)) from None
+    result = ValidateRun(
+        config=dict(res.config, reproduce=st["reproduce"], remaining_differences=st["remaining_differences"]),
+        revision=cfg.revision, eval_revision=eval_revision, cross_revision=cross,
+        folds=[{k: v for k, v in f.items() if k not in ("per_question", "answers", "baseline_answers")}
+               for f in res.folds],
+        per_question=[dict(r, fold=f["fold"]) for f in res.folds for r in f["per_question"]],
+        summary=res.summary, summary_baseline=res.summary_baseline, answers=merge_answers(res.folds))
+    result.write(run)
+    return result

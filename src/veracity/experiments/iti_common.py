@@ -1,0 +1,117 @@
+"""What every ITI study resolves first (fit, validate, sweep): the reproduction settings (veracity's defaults
+or the `--reproduce` preset), the `ITIConfig`, the revisions and the probe data with the evaluation items.
+User errors raise `BadInput` (the CLI prints one line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..validation import BadInput
+
+
+def resolve_settings(reproduce: str | None, direction: str, data: str | None, sigma_from: str | None,
+                     contiguous: bool, mc_shift_from: str | None, seed: int | None) -> dict:
+    """Every ITI reproduction setting, resolved: veracity's defaults, or the preset (an explicit option that
+    contradicts the preset is refused). Keys: data, sigma_from, contiguous, split, ranking, probe,
+    mc_shift_from, seed, direction, reproduce, remaining_differences."""
+    from ..steer.apply import MC_SHIFT_FROM
+    from ..steer.iti import DATA, REMAINING_DIFFERENCES, REPRODUCE
+
+    if data is not None and data not in DATA:
+        raise BadInput(f"--data: expected one of {', '.join(DATA)}, got {data!r}")
+    if mc_shift_from is not None and mc_shift_from not in MC_SHIFT_FROM:
+        raise BadInput(f"--mc-shift-from: expected one of {', '.join(MC_SHIFT_FROM)}, got {mc_shift_from!r}")
+    if reproduce is None:
+        return {"data": data or "tqa-mc2", "sigma_from": sigma_from or "train", "contiguous": contiguous,
+                "split": "seeded", "ranking": "stable", "probe": "batched",
+                "mc_shift_from": mc_shift_from or "answer-start", "seed": 0 if seed is None else seed,
+                "direction": direction, "reproduce": None, "remaining_differences": []}
+    if reproduce not in REPRODUCE:
+        raise BadInput(f"--reproduce: expected one of {', '.join(REPRODUCE)}, got {reproduce!r}")
+    preset = REPRODUCE[reproduce]
+    for key, flag, given in (("data", "--data", data), ("sigma_from", "--sigma-from", sigma_from),
+                             ("mc_shift_from", "--mc-shift-from", mc_shift_from),
+                             ("direction", "--direction", direction)):
+        if given is not None and given != preset[key]:
+            raise BadInput(f"--reproduce {reproduce} sets {flag} {preset[key]}; drop {flag} {given}")
+    out = {k: v for k, v in preset.items() if k != "val_ratio"}
+    out.update(seed=preset["seed"] if seed is None else seed, reproduce=reproduce,
+               remaining_differences=list(REMAINING_DIFFERENCES[reproduce]))
+    return out
+
+
+def preset_lines(st: dict) -> list[str]:
+    """What a --reproduce preset set and which deliberate differences remain (empty without a preset)."""
+    if not st["reproduce"]:
+        return []
+    return ([f"--reproduce {st['reproduce']}: " + ", ".join(
+        f"{k}={st[k]}" for k in ("data", "sigma_from", "contiguous", "split", "ranking", "probe", "mc_shift_from",
+                                 "seed")), "deliberate differences that remain:"]
+            + [f"  - {d}" for d in st["remaining_differences"]])
+
+
+def iti_config(direction: str, sigma_from: str, seed: int, max_k: int | None = None, st: dict | None = None):
+    from ..steer.iti import ITIConfig
+
+    extra = {k: st[k] for k in ("split", "ranking", "probe")} if st else {}
+    try:
+        return ITIConfig(direction=direction, sigma_from=sigma_from, seed=seed, max_k=max_k, **extra)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+
+
+def check_revisions(revision: str, eval_revision: str, st: dict) -> None:
+    for flag, rev in (("--revision", revision), ("--eval-revision", eval_revision)):
+        if rev not in ("2021", "2025"):
+            raise BadInput(f"{flag} must be 2021 or 2025, got {rev!r}")
+    if revision == "2025" and st["sigma_from"] == "original":
+        raise BadInput("--sigma-from original needs --revision 2021 (its tqa_gen_end_q rows)")
+
+
+def load_data(lm, data_dir, limit, acts, st: dict | None = None, revision: str = "2021",
+              eval_revision: str | None = None, folds: int | None = None):
+    """(ITI data of `revision`, evaluation items). With `eval_revision` given, a third value: None, or when
+    it differs from `revision` the matching report, the items then being that revision's questions under
+    the fit revision's indices (matched by text, `data.truthfulqa.cross_revision_items`). `folds` is checked
+    against the number of questions before the capture."""
+    from ..data import load_truthfulqa
+    from ..data.truthfulqa import cross_revision_items
+    from ..steer.iti import load_iti_data
+    from ..validation import check_folds
+    from .iti_validate import restrict
+
+    st = st or {"data": "tqa-mc2", "sigma_from": "train", "seed": 0}
+    if folds is not None:
+        all_items = load_truthfulqa(data_dir, revision)
+        check_folds(folds, len(all_items[:limit] if limit else all_items))
+    report = None
+    data = restrict(load_iti_data(lm, data_dir=data_dir, acts=acts, limit=limit, data=st["data"],
+                                  sigma_rows=st["sigma_from"] == "original", sigma_seed=st["seed"],
+                                  revision=revision), limit)
+    items = load_truthfulqa(data_dir, revision)
+    if limit is not None:
+        items = items[:limit]
+    if eval_revision is not None and eval_revision != revision:
+        items, report = cross_revision_items(items, load_truthfulqa(data_dir, eval_revision))
+    if eval_revision is None:
+        return data, items
+    return data, items, report
+
+
+def load_model(model: str, device: str | None, dtype: str = "float32", device_map: str | None = None,
+               num_heads=None):
+    """The model, and --num-heads (an int or a list) against its layers x heads before any work."""
+    from ..models import ModelNotAvailable, load
+    from ..validation import check_num_heads
+
+    try:
+        lm = load(model, dtype=dtype, device=device, device_map=device_map)
+    except (ModelNotAvailable, ValueError) as e:
+        raise BadInput(str(e)) from None
+    if num_heads is not None:
+        check_num_heads(num_heads, lm.arch.n_layers, lm.arch.n_heads)
+    return lm
+
+
+def as_path(p) -> str | None:
+    return str(p) if isinstance(p, Path) else p
