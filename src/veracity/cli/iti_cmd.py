@@ -69,12 +69,6 @@ def _iti_cfg(direction, sigma_from, seed, max_k=None, st: dict | None = None):
     return iti_config(direction, sigma_from, seed, max_k, st)
 
 
-def _check_revisions(revision: str, eval_revision: str, st: dict) -> None:
-    from ..experiments.iti_common import check_revisions
-
-    check_revisions(revision, eval_revision, st)
-
-
 def _data(lm, data_dir, limit, acts, st: dict | None = None, revision: str = "2021",
           eval_revision: str | None = None):
     from ..experiments.iti_common import load_data
@@ -154,14 +148,6 @@ def _judge_spec(judge: str, base_url: Optional[str]) -> str:
         fail(str(e))
 
 
-def _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, mc_shift_from="answer-start", binary=False):
-    from ..experiments.iti_validate import EvalConfig
-
-    return EvalConfig(protocol=protocol, judge=judge, data_dir=str(data_dir) if data_dir else None,
-                      generate_positions=gen_positions, ce_texts=ce_texts, mc_shift_from=mc_shift_from,
-                      binary=binary)
-
-
 @iti_app.command("validate")
 def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num-heads", "-k"),
                  alpha: float = typer.Option(15.0, "--alpha"), direction: str = DirectionOpt,
@@ -231,8 +217,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
               device: Optional[str] = typer.Option(None, "--device", help="This process's device (with "
                                                    "--executor ray the workers use their GPU, else the CPU).")) -> None:
     """Grid of (alpha, K) with k folds; resumable (results.sqlite in the run folder); heatmaps."""
-    from ..runs import RunFolder
-    from ..experiments.iti_sweep import grid_rows, heatmaps, run_sweep
+    from ..experiments.iti_sweep import SweepConfig, run_iti_sweep
 
     judge = _judge_spec(judge, judge_base_url)
     runner = None  # default: the local executor
@@ -251,53 +236,21 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
     except ValueError:
         fail(f"--alphas: expected comma-separated numbers, got {alphas!r}")
     k_list = parse_int_list(num_heads) or [48]
-    st = _settings(reproduce, direction, data, sigma_from, contiguous_folds, mc_shift_from, seed)
-    eval_revision = eval_revision or revision
-    _check_revisions(revision, eval_revision, st)
-    cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=max(k_list), st=st)
-    run = RunFolder(out, "iti-sweep", {"model": model, "data": "truthfulqa", "alphas": a_list, "num_heads": k_list,
-                                       "revision": revision, "eval_revision": eval_revision,
-                                       "folds": folds, "direction": direction, "judge": judge, "metric": metric,
-                                       "protocol": protocol, "sigma_from": st["sigma_from"], "limit": limit,
-                                       "contiguous_folds": st["contiguous"], "iti_data": st["data"],
-                                       "mc_shift_from": st["mc_shift_from"], "split": st["split"],
-                                       "ranking": st["ranking"], "probe": st["probe"], "reproduce": st["reproduce"],
-                                       "remaining_differences": st["remaining_differences"]},
-                    resume=True, seed=st["seed"], defer=True)  # checked now (kind, lock), created below
-    _say_preset(st)
-    lm = _load(model, device)
-    data_, items, cross = _data(lm, data_dir, limit, acts, st, revision, eval_revision)
-    if cross:
-        console.print(f"fitted on {revision}, evaluated on {eval_revision}: {cross['matched']} questions matched; "
-                      f"{len(cross['removed'])} without a {eval_revision} version are not evaluated")
-
-    def log(msg: str) -> None:
-        console.print(msg)
-        run.log(msg)
-
-    run.start()  # a resume refused by the results store leaves config.json as it was (see RunFolder)
-    try:
-        res = run_sweep(lm, data_, items, cfg, a_list, k_list, folds, run.path, st["contiguous"],
-                        _eval_cfg(protocol, judge, data_dir, gen_positions, ce_texts, st["mc_shift_from"]),
-                        metric=metric, log=log, executor=runner)
-    except (RuntimeError, ValueError) as e:
-        fail(str(e))
-    rows = grid_rows(res)
-    keys = [k for _, k in _SUMMARY if any(k in r for r in rows)]
+    cfg = SweepConfig(model=model, alphas=tuple(a_list), num_heads=tuple(k_list), folds=folds, direction=direction,
+                      judge=judge, protocol=protocol, metric=metric, sigma_from=sigma_from,
+                      contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
+                      reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
+                      gen_positions=gen_positions, revision=revision, eval_revision=eval_revision,
+                      data_dir=str(data_dir) if data_dir else None, device=device)
+    res = run_iti_sweep(cfg, out, executor=runner, say=console.print)
+    keys = [k for _, k in _SUMMARY if any(k in r for r in res.grid)]
     print_table(f"ITI sweep ({folds} folds; * best by {res.metric}, alpha 0 = baseline)",
                 ["alpha", "K"] + keys + [""],
                 [[f"{r['alpha']:g}", r["k"]] + [_fmt(r.get(k)) for k in keys] +
-                 ["*" if r["best"] else ("baseline" if r["baseline"] else "")] for r in rows])
-    pngs = heatmaps(res, a_list, k_list, run.path)
-    run.write_csv("grid.csv", rows)
-    best = {"alpha": res.best[0], "k": res.best[1], **res.grid[res.best]} if res.best else None
-    run.finish({"grid": rows, "best": best, "metric": res.metric, "baseline": res.baseline,
-                "revision": revision, "eval_revision": eval_revision, "cross_revision": cross,
-                "summary": res.grid.get(res.best, {}) if res.best else {}, "plots": [p.name for p in pngs]},
-               headline={"best_alpha": res.best[0], "best_k": res.best[1], res.metric: best[res.metric]} if best else {})
-    if best:
-        console.print(f"best by {res.metric}: alpha={res.best[0]:g} K={res.best[1]} ({best[res.metric]:.4f}); "
-                      f"baseline {res.metric}={_fmt(res.baseline.get(res.metric))}")
+                 ["*" if r["best"] else ("baseline" if r["baseline"] else "")] for r in res.grid])
+    if res.best:
+        console.print(f"best by {res.metric}: alpha={res.best['alpha']:g} K={res.best['k']} "
+                      f"({res.best[res.metric]:.4f}); baseline {res.metric}={_fmt(res.baseline.get(res.metric))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -207,3 +207,135 @@ def grid_rows(result: SweepResult) -> list[dict]:
         rows.append({"alpha": a, "k": k, **{m: s.get(m) for m in SUMMARY_KEYS if m in s},
                      "best": (a, k) == result.best, "baseline": a == 0})
     return rows
+
+
+# ------------------------------------------------------------------------------------------ the study
+
+#: results.json layout of an iti-sweep run (docs/reference/results.md); no field = version 0, same layout.
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class SweepConfig:
+    """Every option of `veracity iti sweep` (None: the default, or the --reproduce preset's value)."""
+
+    model: str = "smollm2"
+    alphas: tuple = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0)
+    num_heads: tuple = (8, 16, 32, 48, 64, 96)
+    folds: int = 2
+    direction: str = "com"
+    judge: str = "none"
+    protocol: str = "truthfulqa"
+    metric: str = "true_info"
+    sigma_from: str | None = None
+    contiguous_folds: bool = False
+    seed: int | None = None
+    data: str | None = None
+    mc_shift_from: str | None = None
+    reproduce: str | None = None
+    limit: int | None = None
+    acts: str | None = None
+    ce_texts: int = 100
+    gen_positions: str = "last"
+    revision: str = "2021"
+    eval_revision: str | None = None
+    data_dir: str | None = None
+    device: str | None = None
+
+
+@dataclass
+class SweepRun:
+    """The typed result of an iti-sweep run (what results.json holds)."""
+
+    grid: list[dict]
+    best: dict | None
+    metric: str
+    baseline: dict
+    revision: str
+    eval_revision: str
+    cross_revision: dict | None
+    summary: dict
+    plots: list[str]
+    schema_version: int = SCHEMA_VERSION
+
+    def headline(self) -> dict:
+        if not self.best:
+            return {}
+        return {"best_alpha": self.best["alpha"], "best_k": self.best["k"], self.metric: self.best[self.metric]}
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "grid": self.grid, "best": self.best, "metric": self.metric,
+                "baseline": self.baseline, "revision": self.revision, "eval_revision": self.eval_revision,
+                "cross_revision": self.cross_revision, "summary": self.summary, "plots": self.plots}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SweepRun":
+        v = d.get("schema_version", 0)
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"iti-sweep results.json has schema_version {v}; this veracity reads up to "
+                             f"{SCHEMA_VERSION} (upgrade veracity)")
+        return cls(grid=d.get("grid", []), best=d.get("best"), metric=d.get("metric", "true_info"),
+                   baseline=d.get("baseline", {}), revision=d.get("revision", "2021"),
+                   eval_revision=d.get("eval_revision", d.get("revision", "2021")),
+                   cross_revision=d.get("cross_revision"), summary=d.get("summary", {}), plots=d.get("plots", []),
+                   schema_version=v)
+
+    def write(self, run) -> None:
+        run.write_csv("grid.csv", self.grid)
+        run.finish(self.to_json(), headline=self.headline())
+
+
+def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None,
+                  say: Callable[[str], None] = print) -> SweepRun:
+    """The (alpha, K) grid as `veracity iti sweep` runs it, resumable in `out` (results.sqlite): settings,
+    run folder (checked before loading anything), model, probe data, every pending (alpha, K, fold), the
+    heatmaps, grid.csv and results.json. `executor`: None (here) or a `RayExecutor`."""
+    from ..runs import RunFolder
+    from ..validation import BadInput
+    from .iti_common import check_revisions, iti_config, load_data, load_model, preset_lines, resolve_settings
+
+    a_list, k_list = [float(a) for a in cfg.alphas], [int(k) for k in cfg.num_heads]
+    st = resolve_settings(cfg.reproduce, cfg.direction, cfg.data, cfg.sigma_from, cfg.contiguous_folds,
+                          cfg.mc_shift_from, cfg.seed)
+    eval_revision = cfg.eval_revision or cfg.revision
+    check_revisions(cfg.revision, eval_revision, st)
+    icfg = iti_config(cfg.direction, st["sigma_from"], st["seed"], max_k=max(k_list), st=st)
+    run = RunFolder(out, "iti-sweep", {"model": cfg.model, "data": "truthfulqa", "alphas": a_list,
+                                       "num_heads": k_list, "revision": cfg.revision, "eval_revision": eval_revision,
+                                       "folds": cfg.folds, "direction": cfg.direction, "judge": cfg.judge,
+                                       "metric": cfg.metric, "protocol": cfg.protocol, "sigma_from": st["sigma_from"],
+                                       "limit": cfg.limit, "contiguous_folds": st["contiguous"],
+                                       "iti_data": st["data"], "mc_shift_from": st["mc_shift_from"],
+                                       "split": st["split"], "ranking": st["ranking"], "probe": st["probe"],
+                                       "reproduce": st["reproduce"],
+                                       "remaining_differences": st["remaining_differences"]},
+                    resume=True, seed=st["seed"], defer=True)  # checked now (kind, lock), created below
+    for line in preset_lines(st):
+        say(line)
+    lm = load_model(cfg.model, cfg.device, num_heads=k_list)
+    data, items, cross = load_data(lm, cfg.data_dir, cfg.limit, cfg.acts, st, cfg.revision, eval_revision,
+                                   folds=cfg.folds)
+    if cross:
+        say(f"fitted on {cfg.revision}, evaluated on {eval_revision}: {cross['matched']} questions matched; "
+            f"{len(cross['removed'])} without a {eval_revision} version are not evaluated")
+
+    def log(msg: str) -> None:
+        say(msg)
+        run.log(msg)
+
+    ecfg = EvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,
+                      generate_positions=cfg.gen_positions, ce_texts=cfg.ce_texts, mc_shift_from=st["mc_shift_from"])
+    run.start()  # a resume refused by the results store leaves config.json as it was (see RunFolder)
+    try:
+        res = run_sweep(lm, data, items, icfg, a_list, k_list, cfg.folds, run.path, st["contiguous"], ecfg,
+                        metric=cfg.metric, log=log, executor=executor)
+    except (RuntimeError, ValueError) as e:
+        raise BadInput(str(e)) from None
+    rows = grid_rows(res)
+    pngs = heatmaps(res, a_list, k_list, run.path)
+    best = {"alpha": res.best[0], "k": res.best[1], **res.grid[res.best]} if res.best else None
+    result = SweepRun(grid=rows, best=best, metric=res.metric, baseline=res.baseline, revision=cfg.revision,
+                      eval_revision=eval_revision, cross_revision=cross,
+                      summary=res.grid.get(res.best, {}) if res.best else {}, plots=[p.name for p in pngs])
+    result.write(run)
+    return result
