@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from .intervention import Intervention
+from ..probes.registry import make_probe
 from ..probes.splits import question_blocks, question_folds
 
 DIRECTIONS = ("com", "probe", "random", "ccs")
@@ -427,8 +428,8 @@ def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold
     hi = torch.tensor([h for _, h in heads])
     Xt = data.X[train_rows][:, li, hi].float()  # [n, K, hd]
     yt = y[train_rows]
-    if cfg.direction == "com":
-        d = Xt[yt == 1].mean(0) - Xt[yt == 0].mean(0)
+    if cfg.direction == "com":  # centre of mass: the registry's mass-mean probe, one per head (theta = mu1 - mu0)
+        d = make_probe("mass-mean").fit(Xt, yt).theta_
     elif cfg.direction == "probe":
         d = coef.reshape(L, H, hd)[li, hi]
     elif cfg.direction == "random":
