@@ -95,7 +95,7 @@ def check_capture(lm, ref, texts, batch_size, tol) -> tuple[dict, object, object
 
 def check_probes(acts, ref_acts, labels, seed: int = 0) -> dict:
     """Per-head probes fitted (in float32) on the half-precision store vs on the float32 store, same split."""
-    from veracity.experiments.probe import head_accuracy_matrix
+    from veracity.probes.heads import head_accuracy_matrix
 
     t0 = time.perf_counter()
     half = head_accuracy_matrix(acts.stack("heads"), labels, seed=seed)

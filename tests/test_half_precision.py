@@ -139,7 +139,7 @@ def test_mc_bf16_matches_float32_smollm2(smollm2, data_dir):
 def test_probes_train_in_float32_from_half_stores(tmp_path, store_dtype):
     from veracity.capture import Activations
     from veracity.probes import LogisticProbe
-    from veracity.experiments.probe import head_accuracy_matrix
+    from veracity.probes.heads import head_accuracy_matrix
 
     lm = _lm("tiny-llama", torch.bfloat16)
     texts = TEXTS * 4
