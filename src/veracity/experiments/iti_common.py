@@ -40,6 +40,13 @@ def resolve_settings(reproduce: str | None, direction: str, data: str | None, si
     return out
 
 
+def settings_record(st: dict) -> dict:
+    """The resolved settings as a run's config.json records them (validate and sweep alike)."""
+    return {"sigma_from": st["sigma_from"], "contiguous_folds": st["contiguous"], "iti_data": st["data"],
+            "mc_shift_from": st["mc_shift_from"], "split": st["split"], "ranking": st["ranking"],
+            "probe": st["probe"], "reproduce": st["reproduce"], "remaining_differences": st["remaining_differences"]}
+
+
 def preset_lines(st: dict) -> list[str]:
     """What a --reproduce preset set and which deliberate differences remain (empty without a preset)."""
     if not st["reproduce"]:

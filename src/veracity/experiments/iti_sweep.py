@@ -292,7 +292,8 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None,
     heatmaps, grid.csv and results.json. `executor`: None (here) or a `RayExecutor`."""
     from ..runs import RunFolder
     from ..validation import BadInput
-    from .iti_common import check_revisions, iti_config, load_data, load_model, preset_lines, resolve_settings
+    from .iti_common import (check_revisions, iti_config, load_data, load_model, preset_lines,
+                             resolve_settings, settings_record)
 
     a_list, k_list = [float(a) for a in cfg.alphas], [int(k) for k in cfg.num_heads]
     st = resolve_settings(cfg.reproduce, cfg.direction, cfg.data, cfg.sigma_from, cfg.contiguous_folds,
@@ -303,12 +304,8 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None,
     run = RunFolder(out, "iti-sweep", {"model": cfg.model, "data": "truthfulqa", "alphas": a_list,
                                        "num_heads": k_list, "revision": cfg.revision, "eval_revision": eval_revision,
                                        "folds": cfg.folds, "direction": cfg.direction, "judge": cfg.judge,
-                                       "metric": cfg.metric, "protocol": cfg.protocol, "sigma_from": st["sigma_from"],
-                                       "limit": cfg.limit, "contiguous_folds": st["contiguous"],
-                                       "iti_data": st["data"], "mc_shift_from": st["mc_shift_from"],
-                                       "split": st["split"], "ranking": st["ranking"], "probe": st["probe"],
-                                       "reproduce": st["reproduce"],
-                                       "remaining_differences": st["remaining_differences"]},
+                                       "metric": cfg.metric, "protocol": cfg.protocol, "limit": cfg.limit,
+                                       **settings_record(st)},
                     resume=True, seed=st["seed"], defer=True)  # checked now (kind, lock), created below
     for line in preset_lines(st):
         say(line)

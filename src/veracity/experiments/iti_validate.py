@@ -264,7 +264,7 @@ def run_validate(cfg: ValidateConfig, out: str | Path, overwrite: bool = False,
     from ..runs import RunFolder
     from ..validation import BadInput
     from .iti_common import (check_revisions, iti_config, load_data, load_model, preset_lines,
-                             resolve_settings)
+                             resolve_settings, settings_record)
 
     eval_revision = cfg.eval_revision or cfg.revision
     st = resolve_settings(cfg.reproduce, cfg.direction, cfg.data, cfg.sigma_from, cfg.contiguous_folds,
@@ -274,13 +274,8 @@ def run_validate(cfg: ValidateConfig, out: str | Path, overwrite: bool = False,
     run = RunFolder(out, "iti-validate", {"model": cfg.model, "data": "truthfulqa", "num_heads": cfg.num_heads,
                                           "revision": cfg.revision, "eval_revision": eval_revision,
                                           "alpha": cfg.alpha, "direction": cfg.direction, "folds": cfg.folds,
-                                          "judge": cfg.judge, "protocol": cfg.protocol,
-                                          "sigma_from": st["sigma_from"], "contiguous_folds": st["contiguous"],
-                                          "limit": cfg.limit, "iti_data": st["data"],
-                                          "mc_shift_from": st["mc_shift_from"], "split": st["split"],
-                                          "ranking": st["ranking"], "probe": st["probe"],
-                                          "reproduce": st["reproduce"], "baseline": cfg.baseline,
-                                          "remaining_differences": st["remaining_differences"],
+                                          "judge": cfg.judge, "protocol": cfg.protocol, "limit": cfg.limit,
+                                          **settings_record(st), "baseline": cfg.baseline,
                                           "model_dtype": cfg.model_dtype, "device_map": cfg.device_map,
                                           "binary": cfg.binary},
                     overwrite=overwrite, seed=st["seed"], defer=True)  # checked now, created below
