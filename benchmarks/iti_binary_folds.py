@@ -20,6 +20,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="default: the run's config.json model")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--fold", type=int, action="append", default=None,
+                    help="only these folds (repeatable; default: every intervention_fold* of the run)")
     a = ap.parse_args()
 
     from veracity.data.truthfulqa import load_truthfulqa
@@ -35,6 +37,8 @@ def main() -> None:
     for path in sorted(a.run.glob("intervention_fold*.json")):
         iv = Intervention.load(path.with_suffix(""))
         prov = iv.provenance
+        if a.fold is not None and int(prov.get("fold", -1)) not in a.fold:
+            continue
         items = {it.index: it for it in load_truthfulqa(a.data_dir, prov.get("revision", "2021"))}
         test = [items[int(q)] for q in prov["test_questions"] if int(q) in items]
         base = score_binary(lm, test).variants
