@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from veracity.cli.main import app
@@ -62,3 +64,46 @@ def test_iti_sweep_fit_2021_eval_2025(data_dir, tmp_path):
     res = json.loads((tmp_path / "s" / "results.json").read_text())
     assert res["eval_revision"] == "2025" and [r["index"] for r in res["cross_revision"]["removed"]] == [9]
     assert json.loads((tmp_path / "s" / "config.json").read_text())["eval_revision"] == "2025"
+
+
+def test_compare_interventions_fit_2021_eval_2025(data_dir, tmp_path):
+    """Every steering method (and a prompt) fitted on 2021 rows, scored on the 2025 versions of the
+    held-out questions; question 9 (removed in 2025) is reported and not scored."""
+    out = run(["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
+               "--limit", "12", "--folds", "2", "--judge", "none", "--ce-texts", "0", "--num-heads", "2",
+               "--alpha", "5", "--methods", "baseline,iti,caa,lat", "--acts", str(tmp_path / "acts"),
+               "--eval-revision", "2025", "--out", str(tmp_path / "c")])
+    assert "11 questions matched" in out and "scored on 2025" in out
+    res = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert res["schema_version"] == 1 and res["revision"] == "2021" and res["eval_revision"] == "2025"
+    assert [r["index"] for r in res["cross_revision"]["removed"]] == [9] and res["n_questions"] == 11
+    for m in ("baseline", "iti", "caa", "lat"):
+        assert sum(f["n_questions"] for f in res["folds"] if f["method"] == m) == 11
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "c" / "per_question.csv")))
+    assert "9" not in {r["index"] for r in rows} and len(rows) == 4 * 11
+    # the 2025 MC targets are the ones scored: the baseline's per-question MC2 equals a direct scoring of
+    # the 2025 items (matched by text), question by question
+    from veracity.data.truthfulqa import cross_revision_items, load_truthfulqa
+    from veracity.experiments.intervention_methods import PreparedMethod, parse_method
+    from veracity.experiments.interventions import CompareRun, score_mc_prompted
+    from veracity.models import load
+
+    got = CompareRun.from_json(res)
+    assert got.eval_revision == "2025" and got.summary["baseline"]["mc2"] == res["summary"]["baseline"]["mc2"]
+    items, _ = cross_revision_items(load_truthfulqa(data_dir)[:12], load_truthfulqa(data_dir, "2025"))
+    direct, _ = score_mc_prompted(PreparedMethod(parse_method("baseline"), load("tiny-llama", device="cpu")), items)
+    base = {int(r["index"]): float(r["mc2"]) for r in rows if r["method"] == "baseline"}
+    assert base == pytest.approx({r.index: r.mc2 for r in direct}, abs=1e-6)
+
+
+def test_compare_interventions_fit_2025(data_dir, tmp_path):
+    run(["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
+         "--limit", "10", "--folds", "2", "--judge", "none", "--ce-texts", "0", "--methods", "baseline,caa",
+         "--revision", "2025", "--out", str(tmp_path / "c")])
+    res = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert res["revision"] == res["eval_revision"] == "2025" and res["cross_revision"] is None
+    r = CliRunner().invoke(app, ["compare-interventions", "--model", "tiny-llama", "--revision", "2024",
+                                 "--out", str(tmp_path / "x"), "--data-dir", str(data_dir)])
+    assert r.exit_code == 2 and "--revision" in r.output and not (tmp_path / "x").exists()

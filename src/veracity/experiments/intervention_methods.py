@@ -194,13 +194,14 @@ def train_for_fold(spec: MethodSpec, lm: LoadedModel, train_items: Sequence, set
 
 def fit_iti_for_fold(lm: LoadedModel, train_questions: Sequence[int], test_questions: Sequence[int],
                      settings: MethodSettings, data_dir=None, limit: int | None = None,
-                     acts: str | Path | None = None, fold: int = 0):
+                     acts: str | Path | None = None, fold: int = 0, revision: str = "2021"):
     """An ITI intervention fitted on the training questions' activations of `lm` (captured once per model
-    into `acts`, default the veracity cache keyed by the weights' fingerprint)."""
+    into `acts`, default the veracity cache keyed by the weights' fingerprint) on `revision`'s rows."""
     from ..steer.iti import ITIConfig, fit_fold, load_iti_data
     from .iti_validate import restrict
 
-    data = restrict(load_iti_data(lm, data_dir=data_dir, limit=limit, acts=acts, progress=False), limit)
+    data = restrict(load_iti_data(lm, data_dir=data_dir, limit=limit, acts=acts, progress=False,
+                                  revision=revision), limit)
     cfg = ITIConfig(direction=settings.iti_direction, seed=settings.seed, max_k=settings.iti_k)
     ff = fit_fold(data, list(train_questions), cfg, fold=fold, test_questions=list(test_questions))
     return ff.intervention(min(settings.iti_k, len(ff.heads)), settings.iti_alpha)
@@ -209,10 +210,11 @@ def fit_iti_for_fold(lm: LoadedModel, train_questions: Sequence[int], test_quest
 def prepare_method(spec: MethodSpec, lm: LoadedModel, train_items: Sequence, test_questions: Sequence[int],
                    settings: MethodSettings, fold: int = 0, cache: TrainedCache | None = None, data_dir=None,
                    limit: int | None = None, workdir: str | Path | None = None,
-                   acts: str | Path | None = None) -> PreparedMethod:
+                   acts: str | Path | None = None, revision: str = "2021") -> PreparedMethod:
     """Build what `spec` needs on this fold from `train_items` only (test questions are never trained on).
     `acts`: the original model's ITI activation store (default: the veracity cache); a trained model's
-    activations go under `workdir`."""
+    activations go under `workdir`. `revision`: the TruthfulQA revision of `train_items` (ITI and the
+    residual methods fit on that revision's rows)."""
     model, secs, losses = lm, 0.0, []
     if spec.trainer is not None:
         key = (spec.trainer, spec.prompt, fold)
@@ -228,7 +230,7 @@ def prepare_method(spec: MethodSpec, lm: LoadedModel, train_items: Sequence, tes
         if spec.trainer is not None and workdir is not None:
             acts = Path(workdir) / f"acts-{spec.trainer}-{spec.prompt}-fold{fold}"
         iv = fit_iti_for_fold(model, [it.index for it in train_items], test_questions, settings, data_dir, limit,
-                              acts, fold)
+                              acts, fold, revision)
         iti_secs = time.time() - t0
     elif spec.residual is not None:
         from ..steer.residual_tqa import fit_residual_for_fold
@@ -240,6 +242,6 @@ def prepare_method(spec: MethodSpec, lm: LoadedModel, train_items: Sequence, tes
             racts = Path(f"{acts}-resid") if acts is not None else None  # never the ITI heads store itself
         iv = fit_residual_for_fold(model, [it.index for it in train_items], spec.residual, settings.residual_layers,
                                    settings.residual_alpha, settings.residual_normalize, settings.seed, data_dir,
-                                   limit, racts, fold)
+                                   limit, racts, fold, revision)
         iti_secs = time.time() - t0
     return PreparedMethod(spec, model, iv, secs, iti_secs, losses, settings.generate_positions)

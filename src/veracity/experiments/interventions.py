@@ -58,6 +58,16 @@ class CompareConfig:
     batch_size: int = 16
     limit: int | None = None
     settings: MethodSettings = field(default_factory=MethodSettings)
+    revision: str = "2021"  # TruthfulQA revision the methods are prepared (fitted, trained) on
+    eval_revision: str | None = None  # revision the held-out questions are scored on (None: the same)
+
+    def fixed(self) -> dict:
+        """The settings a resumed run must share (the revisions only when not the defaults, so folders
+        written before they existed still resume)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "methods"}
+        if self.revision == "2021" and self.eval_revision in (None, "2021"):
+            d.pop("revision"), d.pop("eval_revision")
+        return d
 
 
 # ------------------------------------------------------------------------------------------ the store
@@ -213,10 +223,14 @@ def summarise_method(fold_rows: list[dict]) -> dict:
 
 
 def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, data_dir=None,
-                   log: Callable[[str], None] = print, acts: str | Path | None = None) -> CompareResult:
+                   log: Callable[[str], None] = print, acts: str | Path | None = None,
+                   eval_items: Sequence | None = None) -> CompareResult:
     """Evaluate every (method, fold) not yet in `folder/results.sqlite`; returns per-method fold means.
 
-    `items`: TruthfulQA items (CSV order, already cut by --limit). The original model is never modified.
+    `items`: TruthfulQA items of `cfg.revision` (CSV order, already cut by --limit): the folds and what
+    methods are prepared on. `eval_items`: the held-out questions' versions to score, under the same
+    indices (`data.truthfulqa.cross_revision_items`; default `items`); a held-out question without one is
+    left out. The original model is never modified.
     """
     from ..steer.iti import make_folds
     from .iti_validate import held_out_texts
@@ -226,10 +240,10 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
     specs = [parse_method(m) for m in cfg.methods]
     if len({s.name for s in specs}) != len(specs):
         raise ValueError("a method is listed twice")
-    fixed = {"model": lm.fingerprint, "questions": [it.index for it in items][:3] + [len(items)],
-             **{k: v for k, v in dataclasses.asdict(cfg).items() if k != "methods"}}
+    fixed = {"model": lm.fingerprint, "questions": [it.index for it in items][:3] + [len(items)], **cfg.fixed()}
     store = CompareStore(folder / "results.sqlite", fixed)
     by_index = {it.index: it for it in items}
+    scored = by_index if eval_items is None else {it.index: it for it in eval_items}
     folds = make_folds(sorted(by_index), cfg.n_folds, seed=cfg.seed)
     todo = [(s, f) for f in range(cfg.n_folds) for s in specs if not store.done(s.name, f)]
     texts = held_out_texts(data_dir, cfg.ce_texts) if (todo and cfg.ce_texts) else None
@@ -240,10 +254,11 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
             test_q = folds[f]
             train_q = np.concatenate([p for j, p in enumerate(folds) if j != f])
             train_items = [by_index[int(q)] for q in sorted(train_q)]
-            test_items = [by_index[int(q)] for q in test_q]
+            test_items = [scored[int(q)] for q in test_q if int(q) in scored]
             t0 = time.time()
             pm = prepare_method(spec, lm, train_items, [int(q) for q in test_q], cfg.settings, fold=f, cache=cache,
-                                data_dir=data_dir, limit=cfg.limit, workdir=folder, acts=acts)
+                                data_dir=data_dir, limit=cfg.limit, workdir=folder, acts=acts,
+                                revision=cfg.revision)
             res = evaluate_prepared(pm, lm, test_items, cfg, texts, lm_cache, judges)
             with_true_info(res["metrics"])
             store.put(spec.name, f, res["metrics"], res["costs"], res["per_question"], res["answers"])
@@ -309,3 +324,146 @@ def plot_comparison(result: CompareResult, path: str | Path) -> Path | None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------------------ the study
+
+#: results.json layout of a compare-interventions run (docs/reference/results.md); files without the field
+#: are version 0 (the same layout, one revision) and still read.
+SCHEMA_VERSION = 1
+
+#: (column title, key) of the printed table and comparison.csv's headline columns
+TABLE_COLUMNS = [("MC1", "mc1"), ("MC2", "mc2"), ("True", "true"), ("Info", "info"), ("True*Info", "true_info"),
+                 ("CE Loss", "ce_loss"), ("KL wrt Orig", "kl"), ("train s", "train_s"), ("ITI fit s", "iti_fit_s"),
+                 ("infer s", "infer_s"), ("extra infer s", "extra_infer_s"), ("prompt tok", "prompt_tokens")]
+SUMMARY_KEYS = ("mc1", "mc2", "ce_loss", "kl", "true", "info", "true_info")
+
+
+def format_value(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+
+@dataclass
+class CompareRun:
+    """The typed result of a compare-interventions run: what results.json holds, plus the per-question
+    rows (per_question.csv)."""
+
+    config: dict
+    model: str
+    n_questions: int
+    revision: str
+    eval_revision: str
+    cross_revision: dict | None
+    methods: list[dict]  # one row per method: fold means (and s.d.) of metrics and costs
+    folds: list[dict]  # one row per (method, fold)
+    plots: list[str] = field(default_factory=list)
+    per_question: list[dict] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def summary(self) -> dict:
+        return {r["method"]: {k: r.get(k) for k in SUMMARY_KEYS if k in r} for r in self.methods}
+
+    def headline(self) -> dict:
+        best = max(self.methods, key=lambda r: r.get("mc2", -1)) if self.methods else None
+        return {"best_by_mc2": best["method"], "mc2": best["mc2"]} if best else {}
+
+    def table(self) -> tuple[str, list[str], list[list[str]]]:
+        """(title, column titles, rows) of the printed comparison."""
+        cols = [(c, k) for c, k in TABLE_COLUMNS if any(r.get(k) is not None for r in self.methods)]
+        n_folds = self.config.get("n_folds")
+        title = f"interventions on {self.model} ({n_folds} folds, {self.n_questions} questions, fold means)"
+        if self.eval_revision != self.revision:
+            title += f"; fitted on {self.revision}, scored on {self.eval_revision}"
+        return (title, ["method"] + [c for c, _ in cols],
+                [[r["method"]] + [format_value(r.get(k)) for _, k in cols] for r in self.methods])
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "config": self.config, "model": self.model,
+                "n_questions": self.n_questions, "revision": self.revision, "eval_revision": self.eval_revision,
+                "cross_revision": self.cross_revision, "methods": self.methods, "folds": self.folds,
+                "summary": self.summary, "plots": self.plots}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CompareRun":
+        v = d.get("schema_version", 0)
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"compare-interventions results.json has schema_version {v}; this veracity reads "
+                             f"up to {SCHEMA_VERSION} (upgrade veracity)")
+        cfg = d.get("config", {})
+        rev = d.get("revision", cfg.get("revision", "2021"))
+        return cls(config=cfg, model=d.get("model", ""), n_questions=d.get("n_questions", 0), revision=rev,
+                   eval_revision=d.get("eval_revision", rev), cross_revision=d.get("cross_revision"),
+                   methods=d.get("methods", []), folds=d.get("folds", []), plots=d.get("plots", []),
+                   schema_version=v)
+
+    def write(self, run) -> None:
+        """comparison.csv, folds.csv, per_question.csv, comparison.png and results.json (last)."""
+        run.write_csv("comparison.csv", self.methods)
+        run.write_csv("folds.csv", self.folds)
+        run.write_csv("per_question.csv", self.per_question)
+        png = plot_comparison(CompareResult(rows=self.methods, folds=self.folds), run.path / "comparison.png")
+        self.plots = [png.name] if png else []
+        run.finish(self.to_json(), headline=self.headline())
+
+
+def run_compare_interventions(cfg: CompareConfig, model: str, out: str | Path, data_dir=None,
+                              acts: str | Path | None = None, device: str | None = None,
+                              log: Callable[[str], None] = print) -> CompareRun:
+    """`veracity compare-interventions`: check every input (methods, revisions, the run folder, then the
+    model's heads and the question count) before any work, evaluate every (method, fold) not yet in the
+    folder's results.sqlite, and write the run folder. Resumable: a rerun with the same settings (more
+    methods allowed) skips the finished rows."""
+    from ..data import load_truthfulqa
+    from ..data.truthfulqa import cross_revision_items
+    from ..models import ModelNotAvailable, load
+    from ..runs import RunFolder
+    from ..validation import BadInput, check_folds, check_num_heads
+
+    try:
+        specs = [parse_method(m) for m in cfg.methods]
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    cfg = dataclasses.replace(cfg, methods=[s.name for s in specs])
+    eval_revision = cfg.eval_revision or cfg.revision
+    for flag, rev in (("--revision", cfg.revision), ("--eval-revision", eval_revision)):
+        if rev not in ("2021", "2025"):
+            raise BadInput(f"{flag} must be 2021 or 2025, got {rev!r}")
+    run = RunFolder(out, "compare-interventions", {"model": model, "data": "truthfulqa", "methods": cfg.methods,
+                                                   "folds": cfg.n_folds, "limit": cfg.limit, "judge": cfg.judge,
+                                                   "protocol": cfg.protocol, "settings": cfg.settings,
+                                                   "revision": cfg.revision, "eval_revision": eval_revision},
+                    resume=True, seed=cfg.seed, defer=True)  # checked now, created once the inputs are
+    try:
+        lm = load(model, device=device)
+    except ModelNotAvailable as e:
+        raise BadInput(str(e)) from None
+    if any(s.iti for s in specs):
+        check_num_heads(cfg.settings.iti_k, lm.arch.n_layers, lm.arch.n_heads)
+    items = load_truthfulqa(data_dir, cfg.revision)
+    items = items[:cfg.limit] if cfg.limit else items
+    check_folds(cfg.n_folds, len(items))
+    eval_items, cross = None, None
+    if eval_revision != cfg.revision:
+        eval_items, cross = cross_revision_items(items, load_truthfulqa(data_dir, eval_revision))
+        log(f"fitted on {cfg.revision}, scored on {eval_revision}: {cross['matched']} questions matched by text; "
+            f"{len(cross['removed'])} have no {eval_revision} version (not scored), "
+            f"{len(cross['unmatched_eval'])} {eval_revision} questions have none in {cfg.revision}")
+
+    def both(msg: str) -> None:
+        log(msg)
+        run.log(msg)
+
+    run.start()
+    try:
+        res = run_comparison(lm, items, cfg, run.path, data_dir=data_dir, log=both, acts=acts, eval_items=eval_items)
+    except (RuntimeError, ValueError) as e:
+        raise BadInput(str(e)) from None
+    result = CompareRun(config=dataclasses.asdict(cfg), model=model,
+                        n_questions=len(items) if eval_items is None else len(eval_items), revision=cfg.revision,
+                        eval_revision=eval_revision, cross_revision=cross, methods=res.rows, folds=res.folds,
+                        per_question=per_question_rows(run.path, cfg.methods, cfg.n_folds))
+    result.write(run)
+    return result

@@ -353,3 +353,93 @@ def run_sycophancy(lm, datasets: Sequence[str], cfg: SycophancyConfig, data_dir=
         per_item += p
         layers["true-false"] = info
     return SycophancyResult(rows, per_item, layers)
+
+
+# ------------------------------------------------------------------------------------------ the study
+
+#: results.json layout of a sycophancy run (docs/reference/results.md); files without the field are
+#: version 0 (the same layout) and still read.
+SCHEMA_VERSION = 1
+DATASETS = ("truthfulqa", "true-false")
+
+
+@dataclass
+class SycophancyRun:
+    """The typed result of `veracity sycophancy`: results.json, plus the per-item rows (per_item.csv)."""
+
+    config: dict
+    model: str
+    datasets: list[str]
+    rows: list[dict]
+    best_layers: dict
+    per_item: list[dict] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def headline(self) -> dict:
+        return {f"{r['dataset']}:{r['condition']}:mc_acc": r.get("mc_acc") for r in self.rows}
+
+    def table(self) -> tuple[str, list[str], list[list[str]]]:
+        from .interventions import format_value
+
+        keys = [k for k in SycophancyResult.columns if any(k in r for r in self.rows)]
+        return (f"sycophancy on {self.model} (opinion = an incorrect answer)", keys,
+                [[r[k] if isinstance(r.get(k), str) else format_value(r.get(k)) for k in keys] for r in self.rows])
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "config": self.config, "model": self.model,
+                "datasets": self.datasets, "rows": self.rows, "best_layers": self.best_layers}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SycophancyRun":
+        v = d.get("schema_version", 0)
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"sycophancy results.json has schema_version {v}; this veracity reads up to "
+                             f"{SCHEMA_VERSION} (upgrade veracity)")
+        return cls(config=d.get("config", {}), model=d.get("model", ""), datasets=d.get("datasets", []),
+                   rows=d.get("rows", []), best_layers=d.get("best_layers", {}), schema_version=v)
+
+    def write(self, run) -> None:
+        run.write_csv("sycophancy.csv", self.rows)
+        run.write_csv("per_item.csv", self.per_item)
+        run.finish(self.to_json(), headline=self.headline())
+
+
+def run_sycophancy_study(cfg: SycophancyConfig, model: str, datasets: Sequence[str], out, data_dir=None,
+                         acts=None, device: str | None = None, overwrite: bool = False,
+                         log: Callable[[str], None] = print) -> SycophancyRun:
+    """`veracity sycophancy`: check the inputs and the run folder before loading anything, measure every
+    condition not finished in the folder's progress.json (resume), write the run folder."""
+    from dataclasses import asdict
+
+    from ..models import ModelNotAvailable, load
+    from ..runs import RunFolder
+    from ..validation import BadInput, check_num_heads
+
+    datasets = list(datasets)
+    bad = [d for d in datasets if d not in DATASETS]
+    if bad or not datasets:
+        raise BadInput(f"unknown data set {bad[0] if bad else ''!r}; use truthfulqa and/or true-false")
+    if cfg.prompt not in ("baseline", "instruction", "few-shot", "system"):
+        raise BadInput(f"--prompt must be baseline, instruction, few-shot or system, got {cfg.prompt!r}")
+    run = RunFolder(out, "sycophancy", {"model": model, "data": datasets, "config": cfg}, overwrite=overwrite,
+                    seed=cfg.seed, defer=True)
+    try:
+        lm = load(model, device=device)
+    except ModelNotAvailable as e:
+        raise BadInput(str(e)) from None
+    if cfg.iti:
+        check_num_heads(cfg.iti_k, lm.arch.n_layers, lm.arch.n_heads)
+
+    def both(msg: str) -> None:
+        log(msg)
+        run.log(msg)
+
+    try:
+        res = run_sycophancy(lm, datasets, cfg, data_dir=data_dir, acts=acts, log=both,
+                             checkpoint=run.file("progress.json"))
+    except (RuntimeError, ValueError) as e:
+        raise BadInput(str(e)) from None
+    result = SycophancyRun(config=asdict(cfg), model=model, datasets=datasets, rows=res.rows,
+                           best_layers=res.best_layers, per_item=res.per_item)
+    result.write(run)
+    return result

@@ -35,12 +35,16 @@ class ResidualData:
     source: dict = field(default_factory=dict)
 
 
-def default_dataset() -> str:
-    """ITI's probe rows: ``truthfulqa-iti-mc2`` (the original's tqa_mc2) where registered, else ``truthfulqa-iti``."""
+def default_dataset(revision: str = "2021") -> str:
+    """ITI's probe rows: ``truthfulqa-iti-mc2`` (the original's tqa_mc2) where registered, else ``truthfulqa-iti``;
+    on the 2025 revision the ``truthfulqa-2025-`` version of the same rows."""
     from ..data.registry import list_datasets
 
+    if revision not in ("2021", "2025"):
+        raise ValueError(f"revision must be 2021 or 2025, got {revision!r}")
     names = {n for n, _ in list_datasets()}
-    return "truthfulqa-iti-mc2" if "truthfulqa-iti-mc2" in names else "truthfulqa-iti"
+    name = "truthfulqa-iti-mc2" if "truthfulqa-iti-mc2" in names else "truthfulqa-iti"
+    return name if revision == "2021" else name.replace("truthfulqa-", "truthfulqa-2025-")
 
 
 def load_residual_data(lm, data_dir: str | Path | None = None, limit: int | None = None,
@@ -94,7 +98,8 @@ def fit_residual(data: ResidualData, train_questions: Sequence[int], method: str
 
 def fit_residual_for_fold(lm, train_questions: Sequence[int], method: str, layers: Sequence[int] | None = None,
                           alpha: float = 1.0, normalize: str = "raw", seed: int = 0, data_dir=None,
-                          limit: int | None = None, acts: str | Path | None = None, fold: int = 0) -> ResidualSteer:
-    """`fit_residual` on this model's (cached) resid activations of the ITI rows."""
-    data = load_residual_data(lm, data_dir=data_dir, limit=limit, acts=acts)
+                          limit: int | None = None, acts: str | Path | None = None, fold: int = 0,
+                          revision: str = "2021") -> ResidualSteer:
+    """`fit_residual` on this model's (cached) resid activations of the ITI rows of `revision`."""
+    data = load_residual_data(lm, data_dir=data_dir, limit=limit, acts=acts, dataset=default_dataset(revision))
     return fit_residual(data, train_questions, method, layers, alpha, normalize, seed, fold)
