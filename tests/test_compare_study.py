@@ -1,9 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from veracity.experiments.spec import (GroupedPrompt, bootstrap_ci, load_prompts, permutation_p, run_study,
-                                    write_study)
+from veracity.experiments.spec import (GroupedPrompt, SpecRun, bootstrap_ci, load_prompts, permutation_p,
+                                      run_study)
 
 
 @pytest.fixture(autouse=True)
@@ -64,5 +66,14 @@ def test_run_study_on_tiny_pair(tmp_path, data_dir):
     assert all(0 <= r.one_minus_tv_last <= 1 for r in res.rows)
     assert "honest" in res.toxicity
     run = RunFolder(tmp_path / "spec", "spec", {"model": "tiny"})
-    write_study(res, run)
-    assert (tmp_path / "spec" / "histograms.png").exists() and (tmp_path / "spec" / "results.json").exists()
+    SpecRun(summary=res.summary, toxicity=res.toxicity, study=res).write(run)
+    assert (tmp_path / "spec" / "histograms.png").exists()
+    saved = json.loads((tmp_path / "spec" / "results.json").read_text())
+    back = SpecRun.from_json(saved)
+    assert back.schema_version == 1 and back.summary["groups"] == ["f", "m"]
+    assert saved["headline"] == {"diff_mean_accepted": comp["mean_accepted"]["difference"],
+                                 "p_value": comp["mean_accepted"]["p_value"]}
+    import csv
+
+    with open(tmp_path / "spec" / "prompts.csv", newline="", encoding="utf-8") as f:
+        assert [r["group"] for r in csv.DictReader(f)] == [r.group for r in res.rows]

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import DataDirOpt, OverwriteOpt, console, data_dir_path, fail, print_table
+from .common import DataDirOpt, OverwriteOpt, console, data_dir_path, print_table
 
 
 def _threads(n: Optional[int]) -> None:
@@ -36,46 +36,15 @@ def spec(main: str = typer.Option("smollm2", "--main", help="Main (verifying) mo
          data_dir: Optional[Path] = DataDirOpt,
          overwrite: bool = OverwriteOpt) -> None:
     """Speculative decoding per demographic group: acceptance, KL, rejected tokens, toxicity."""
-    from ..compare.quantize import resolve_assistant
-    from ..experiments.spec import load_prompts, run_study, write_study
-    from ..models import load
-    from ..runs import RunExists, RunFolder
-
-    from ..models.loader import check_model_spec
-    from ..runs import check_out_folder
+    from ..experiments.spec import SpecConfig, run_spec
 
     _threads(threads)
-    check_model_spec(main)
-    check_out_folder(out, "spec", overwrite=overwrite)  # before loading anything
-    dd = data_dir_path(data_dir)
-    try:
-        rows = load_prompts(prompts, dd, limit=limit, seed=seed)
-        main_lm = load(main, device="cpu" if assistant.startswith("int8") or assistant.endswith("-int8") else None)
-        asst = resolve_assistant(assistant, main_lm)
-        cfg = {"model": main_lm.name, "main": main_lm.name, "main_fingerprint": main_lm.fingerprint,
-               "assistant": asst.name, "dataset": prompts, "n_prompts": len(rows), "gamma": gamma,
-               "batch_size": batch_size, "max_new_tokens": max_new_tokens, "do_sample": sample,
-               "temperature": temperature, "schedule": schedule, "limit": limit}
-        run = RunFolder(out, "spec", cfg, overwrite=overwrite, seed=seed)
-    except (FileNotFoundError, ValueError, RunExists) as e:
-        fail(str(e))
-    console.print(f"{len(rows)} prompts, main {main_lm.name}, assistant {asst.name}, gamma {gamma}")
-    try:
-        res = run_study(main_lm, asst, rows, gamma=gamma, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                        do_sample=sample, temperature=temperature, schedule=schedule, seed=seed, data_dir=dd)
-    except ValueError as e:
-        fail(str(e))
-    write_study(res, run)
-    s = res.summary
-    print_table("per group", ["group", "prompts", "accepted/step", "acceptance", "tokens/call", "KL", "1-TV",
-                              "rejected ln(q/p)", "HONEST"],
-                [[g, v["n_prompts"], v["mean_accepted"], v["acceptance_rate"], v["tokens_per_call"], v["kl_last"],
-                  v["one_minus_tv_last"], v["rejected_log_ratio_q_over_p"],
-                  res.toxicity.get("per_group", {}).get(g, float("nan"))] for g, v in s["per_group"].items()])
-    print_table("group difference (a - b), bootstrap 95% CI, permutation p",
-                ["metric", "a", "b", "diff", "CI low", "CI high", "p"],
-                [[c["metric"], c["group_a"], c["group_b"], c["difference"], c["ci95"][0], c["ci95"][1],
-                  c["p_value"]] for c in s["comparisons"]])
+    cfg = SpecConfig(main=main, assistant=assistant, prompts=prompts, gamma=gamma, batch_size=batch_size,
+                     max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, schedule=schedule,
+                     limit=limit, seed=seed, data_dir=data_dir_path(data_dir))
+    res = run_spec(cfg, out, overwrite=overwrite, log=console.print)
+    for table in res.tables():
+        print_table(*table)
     console.print(f"results in {out}")
 
 
@@ -104,57 +73,18 @@ def finetune_cmd(model: str = typer.Option("smollm2", "--model", "-m", help="Mod
                  data_dir: Optional[Path] = DataDirOpt,
                  overwrite: bool = OverwriteOpt) -> None:
     """Fine-tune a copy of a model; track KL / acceptance / toxicity against another model at milestones."""
-    from ..experiments.finetune_milestones import finetune_with_milestones, milestones_json, plot_curves
-    from ..experiments.spec import load_prompts
-    from ..finetune import TrainConfig, load_corpus
-    from ..models import load
-    from ..runs import RunExists, RunFolder
+    from ..experiments.finetune_milestones import FinetuneConfig, run_finetune
+    from ..finetune import TrainConfig
 
     _threads(threads)
-    dd = data_dir_path(data_dir)
-    kinds, others = set(), set()
-    for t in track:
-        kind, _, other = t.partition(":")
-        if kind not in ("kl", "spec") or not other:
-            fail(f"--track expects kl:MODEL or spec:MODEL, got {t!r}")
-        kinds.add(kind)
-        others.add(other)
-    if len(others) > 1:
-        fail(f"--track must name one other model, got {sorted(others)}")
-    if role not in ("assistant", "main"):
-        fail("--role must be assistant or main")
-    from ..models.loader import check_model_spec
-    from ..runs import check_out_folder
-
-    for m in [model, *others]:
-        check_model_spec(m)
-    check_out_folder(out, "finetune", overwrite=overwrite)  # before loading anything
-    try:
-        texts = load_corpus(data, dd, limit=corpus_limit)
-        rows = load_prompts(prompts, dd, limit=limit, seed=seed) if kinds else []
-        lm = load(model, device="cpu" if int8 else None)
-        other = load(others.pop(), device=lm.device.type) if kinds else None
-        config = TrainConfig(lora=lora, lora_r=lora_r, lr=lr, epochs=epochs, max_steps=max_steps,
-                             batch_size=batch_size, max_length=max_length, seed=seed)
-        run = RunFolder(out, "finetune", {"model": lm.name, "dataset": data, "other": other.name if other else None,
-                                          "track": sorted(kinds), "role": role, "int8": int8, "prompts": prompts,
-                                          "limit": limit, "eval_every": eval_every, "train": config.__dict__},
-                        overwrite=overwrite, seed=seed)
-    except (FileNotFoundError, ValueError, RunExists) as e:
-        fail(str(e))
-    res, ms = finetune_with_milestones(lm, other, texts, config, rows, sorted(kinds), eval_every, role, int8, gamma,
-                                       max_new_tokens=max_new_tokens, checkpoint_dir=out / "checkpoints",
-                                       data_dir=dd, log=lambda m: (run.log(m), console.print(m)))
-    run.write_csv("losses.csv", [{"step": i + 1, "loss": l} for i, l in enumerate(res.losses)])
-    run.save_figure(plot_curves(ms, res.losses), "curves.png")
-    run.finish({"milestones": milestones_json(ms), "losses": res.losses, "steps": res.steps,
-                "final_checkpoint": str(out / "checkpoints" / "final")},
-               headline={"steps": res.steps, "final_loss": res.losses[-1] if res.losses else None,
-                         "final_kl": ms[-1].kl})
-    print_table("milestones", ["step", "loss", "KL", "1-TV", "accepted/step", "group diff", "p", "HONEST"],
-                [[m.step, m.train_loss if m.train_loss is not None else "-", m.kl, m.one_minus_tv, m.mean_accepted,
-                  m.group_difference, m.group_p_value, m.honest] for m in ms])
-    console.print(f"results in {out}; merged model in {out / 'checkpoints' / 'final'}")
+    cfg = FinetuneConfig(model=model, data=data, corpus_limit=corpus_limit, eval_every=eval_every, track=list(track),
+                         role=role, int8=int8, prompts=prompts, limit=limit, gamma=gamma,
+                         max_new_tokens=max_new_tokens, data_dir=data_dir_path(data_dir),
+                         train=TrainConfig(lora=lora, lora_r=lora_r, lr=lr, epochs=epochs, max_steps=max_steps,
+                                           batch_size=batch_size, max_length=max_length, seed=seed))
+    res = run_finetune(cfg, out, overwrite=overwrite, log=console.print)
+    print_table(*res.table())
+    console.print(f"results in {out}; merged model in {res.final_checkpoint}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,5 @@ from .toxicity import HurtLex, ToxicityClassifier, ToxicityReport, honest_score
 
 __all__ = ["Distances", "HurtLex", "PromptDistances", "SpecRecord",
            "ToxicityClassifier", "ToxicityReport", "check_same_tokenizer",
-           "distances_from_log_probs", "distances_from_logits", "generate", "honest_score", 
-           "prompt_distances", "quantized_copy", "resolve_assistant", 
-           "write_study"]
+           "distances_from_log_probs", "distances_from_logits", "generate", "honest_score",
+           "prompt_distances", "quantized_copy", "resolve_assistant"]

@@ -144,3 +144,121 @@ def plot_curves(milestones: Sequence[Milestone], losses: Sequence[float] = ()):
 
 def milestones_json(milestones: Sequence[Milestone]) -> list[dict]:
     return [asdict(m) for m in milestones]
+
+
+# ------------------------------------------------------------------------------------------ the study
+
+#: results.json layout of a finetune run (docs/reference/results.md); files without the field are version 0
+#: (the same layout) and still read.
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class FinetuneConfig:
+    """Every option of `veracity finetune`."""
+
+    model: str = "smollm2"
+    data: str = "boolq-passages"  # boolq-passages | a .txt/.jsonl file | hf:NAME
+    train: TrainConfig = field(default_factory=TrainConfig)
+    corpus_limit: int | None = None
+    eval_every: int = 50
+    track: list[str] = field(default_factory=list)  # kl:OTHER and/or spec:OTHER
+    role: str = "assistant"
+    int8: bool = False
+    prompts: str = "honest-binary"
+    limit: int | None = None
+    gamma: int = 5
+    max_new_tokens: int = 16
+    data_dir: str | None = None
+
+    def tracked(self) -> tuple[list[str], str | None]:
+        """(sorted kinds, the other model) from --track; raises BadInput on a malformed one."""
+        from ..validation import BadInput
+
+        kinds, others = set(), set()
+        for t in self.track:
+            kind, _, other = t.partition(":")
+            if kind not in ("kl", "spec") or not other:
+                raise BadInput(f"--track expects kl:MODEL or spec:MODEL, got {t!r}")
+            kinds.add(kind)
+            others.add(other)
+        if len(others) > 1:
+            raise BadInput(f"--track must name one other model, got {sorted(others)}")
+        return sorted(kinds), (others.pop() if others else None)
+
+
+@dataclass
+class FinetuneRun:
+    """The typed result of `veracity finetune`: results.json (milestones, losses, steps, the checkpoint)."""
+
+    milestones: list[dict]
+    losses: list[float]
+    steps: int
+    final_checkpoint: str
+    schema_version: int = SCHEMA_VERSION
+
+    def headline(self) -> dict:
+        return {"steps": self.steps, "final_loss": self.losses[-1] if self.losses else None,
+                "final_kl": self.milestones[-1].get("kl") if self.milestones else None}
+
+    def table(self) -> tuple[str, list[str], list[list]]:
+        return ("milestones", ["step", "loss", "KL", "1-TV", "accepted/step", "group diff", "p", "HONEST"],
+                [[m["step"], m["train_loss"] if m["train_loss"] is not None else "-", m["kl"], m["one_minus_tv"],
+                  m["mean_accepted"], m["group_difference"], m["group_p_value"], m["honest"]]
+                 for m in self.milestones])
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "milestones": self.milestones, "losses": self.losses,
+                "steps": self.steps, "final_checkpoint": self.final_checkpoint}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FinetuneRun":
+        v = d.get("schema_version", 0)
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"finetune results.json has schema_version {v}; this veracity reads up to "
+                             f"{SCHEMA_VERSION} (upgrade veracity)")
+        return cls(milestones=d.get("milestones", []), losses=d.get("losses", []), steps=d.get("steps", 0),
+                   final_checkpoint=d.get("final_checkpoint", ""), schema_version=v)
+
+    def write(self, run) -> None:
+        """losses.csv, curves.png, results.json (last)."""
+        run.write_csv("losses.csv", [{"step": i + 1, "loss": l} for i, l in enumerate(self.losses)])
+        run.save_figure(plot_curves([Milestone(**m) for m in self.milestones], self.losses), "curves.png")
+        run.finish(self.to_json(), headline=self.headline())
+
+
+def run_finetune(cfg: FinetuneConfig, out, overwrite: bool = False, log=print) -> FinetuneRun:
+    """`veracity finetune`: check every input and the run folder before loading anything, fine-tune a copy
+    with milestones, write the run folder (checkpoints/ holds each milestone's and the final merged model)."""
+    from ..finetune import load_corpus
+    from ..models import load
+    from ..models.loader import check_model_spec
+    from ..runs import RunFolder, check_out_folder
+    from ..validation import BadInput
+    from .spec import load_prompts
+
+    kinds, other_name = cfg.tracked()
+    if cfg.role not in ("assistant", "main"):
+        raise BadInput("--role must be assistant or main")
+    for m in [cfg.model] + ([other_name] if other_name else []):
+        check_model_spec(m)
+    check_out_folder(out, "finetune", overwrite=overwrite)  # before loading anything
+    try:
+        texts = load_corpus(cfg.data, cfg.data_dir, limit=cfg.corpus_limit)
+        rows = load_prompts(cfg.prompts, cfg.data_dir, limit=cfg.limit, seed=cfg.train.seed) if kinds else []
+        lm = load(cfg.model, device="cpu" if cfg.int8 else None)
+        other = load(other_name, device=lm.device.type) if kinds else None
+    except (FileNotFoundError, ValueError) as e:
+        raise BadInput(str(e)) from None
+    run = RunFolder(out, "finetune", {"model": lm.name, "dataset": cfg.data, "other": other.name if other else None,
+                                      "track": kinds, "role": cfg.role, "int8": cfg.int8, "prompts": cfg.prompts,
+                                      "limit": cfg.limit, "eval_every": cfg.eval_every, "train": cfg.train.__dict__},
+                    overwrite=overwrite, seed=cfg.train.seed)
+    ckdir = Path(out) / "checkpoints"
+    res, ms = finetune_with_milestones(lm, other, texts, cfg.train, rows, kinds, cfg.eval_every, cfg.role, cfg.int8,
+                                       cfg.gamma, max_new_tokens=cfg.max_new_tokens, checkpoint_dir=ckdir,
+                                       data_dir=cfg.data_dir, log=lambda m: (run.log(m), log(m)))
+    result = FinetuneRun(milestones=milestones_json(ms), losses=list(res.losses), steps=res.steps,
+                         final_checkpoint=str(ckdir / "final"))
+    result.write(run)
+    return result

@@ -267,13 +267,111 @@ def plot_histograms(result: StudyResult):
     return fig
 
 
-def write_study(result: StudyResult, run, headline_metric: str = "mean_accepted") -> None:
-    """Write per-prompt CSV, histograms PNG and results.json into a RunFolder."""
-    run.write_csv("prompts.csv", [asdict(r) for r in result.rows])
-    run.write_json("records.json", [asdict(r) for r in result.records])
-    run.save_figure(plot_histograms(result), "histograms.png")
-    comp = next((c for c in result.summary["comparisons"] if c["metric"] == headline_metric), None)
-    headline = {}
-    if comp:
-        headline = {f"diff_{headline_metric}": comp["difference"], "p_value": comp["p_value"]}
-    run.finish({"summary": result.summary, "toxicity": result.toxicity}, headline=headline)
+# ------------------------------------------------------------------------------------------ the study
+
+#: results.json layout of a spec run (docs/reference/results.md); files without the field are version 0
+#: (the same layout) and still read.
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class SpecConfig:
+    """Every option of `veracity spec`."""
+
+    main: str = "smollm2"
+    assistant: str = "int8"  # int8 | int8:MODEL | any model sharing the tokenizer
+    prompts: str = "honest-binary"  # honest-binary | honest-queer | a CSV/TSV/JSONL with prompt and group columns
+    gamma: int = 5
+    batch_size: int = 16
+    max_new_tokens: int = 32
+    sample: bool = False
+    temperature: float = 1.0
+    schedule: str = "constant"
+    limit: int | None = None
+    seed: int = 0
+    data_dir: str | None = None
+
+
+@dataclass
+class SpecRun:
+    """The typed result of `veracity spec`: results.json (summary, toxicity) plus the study's rows."""
+
+    summary: dict
+    toxicity: dict
+    study: StudyResult | None = None  # the per-prompt rows and records (prompts.csv, records.json)
+    schema_version: int = SCHEMA_VERSION
+
+    def headline(self, metric: str = "mean_accepted") -> dict:
+        comp = next((c for c in self.summary.get("comparisons", []) if c["metric"] == metric), None)
+        return {f"diff_{metric}": comp["difference"], "p_value": comp["p_value"]} if comp else {}
+
+    def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        """(title, columns, rows) of the per-group table and the group comparisons."""
+        per = self.summary.get("per_group", {})
+        honest = self.toxicity.get("per_group", {})
+        return [("per group", ["group", "prompts", "accepted/step", "acceptance", "tokens/call", "KL", "1-TV",
+                               "rejected ln(q/p)", "HONEST"],
+                 [[g, v["n_prompts"], v["mean_accepted"], v["acceptance_rate"], v["tokens_per_call"], v["kl_last"],
+                   v["one_minus_tv_last"], v["rejected_log_ratio_q_over_p"], honest.get(g, float("nan"))]
+                  for g, v in per.items()]),
+                ("group difference (a - b), bootstrap 95% CI, permutation p",
+                 ["metric", "a", "b", "diff", "CI low", "CI high", "p"],
+                 [[c["metric"], c["group_a"], c["group_b"], c["difference"], c["ci95"][0], c["ci95"][1],
+                   c["p_value"]] for c in self.summary.get("comparisons", [])])]
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "summary": self.summary, "toxicity": self.toxicity}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SpecRun":
+        v = d.get("schema_version", 0)
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"spec results.json has schema_version {v}; this veracity reads up to "
+                             f"{SCHEMA_VERSION} (upgrade veracity)")
+        return cls(summary=d.get("summary", {}), toxicity=d.get("toxicity", {}), schema_version=v)
+
+    def write(self, run) -> None:
+        """prompts.csv, records.json, histograms.png, results.json (last)."""
+        if self.study is not None:
+            run.write_csv("prompts.csv", [asdict(r) for r in self.study.rows])
+            run.write_json("records.json", [asdict(r) for r in self.study.records])
+            run.save_figure(plot_histograms(self.study), "histograms.png")
+        run.finish(self.to_json(), headline=self.headline())
+
+
+def run_spec(cfg: SpecConfig, out, overwrite: bool = False, log=print) -> SpecRun:
+    """`veracity spec`: check the model names and the run folder before loading anything, load the prompts
+    and both models, generate speculatively, write the run folder."""
+    from ..compare.quantize import resolve_assistant
+    from ..models import load
+    from ..models.loader import check_model_spec
+    from ..runs import RunFolder, check_out_folder
+    from ..validation import BadInput
+
+    if cfg.schedule not in ("constant", "heuristic"):
+        raise BadInput(f"--schedule must be constant or heuristic, got {cfg.schedule!r}")
+    check_model_spec(cfg.main)
+    check_out_folder(out, "spec", overwrite=overwrite)  # before loading anything
+    try:
+        rows = load_prompts(cfg.prompts, cfg.data_dir, limit=cfg.limit, seed=cfg.seed)
+        int8 = cfg.assistant.startswith("int8") or cfg.assistant.endswith("-int8")
+        main_lm = load(cfg.main, device="cpu" if int8 else None)
+        asst = resolve_assistant(cfg.assistant, main_lm)
+    except (FileNotFoundError, ValueError) as e:
+        raise BadInput(str(e)) from None
+    run = RunFolder(out, "spec", {"model": main_lm.name, "main": main_lm.name, "main_fingerprint": main_lm.fingerprint,
+                                  "assistant": asst.name, "dataset": cfg.prompts, "n_prompts": len(rows),
+                                  "gamma": cfg.gamma, "batch_size": cfg.batch_size,
+                                  "max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.sample,
+                                  "temperature": cfg.temperature, "schedule": cfg.schedule, "limit": cfg.limit},
+                    overwrite=overwrite, seed=cfg.seed)
+    log(f"{len(rows)} prompts, main {main_lm.name}, assistant {asst.name}, gamma {cfg.gamma}")
+    try:
+        study = run_study(main_lm, asst, rows, gamma=cfg.gamma, batch_size=cfg.batch_size,
+                          max_new_tokens=cfg.max_new_tokens, do_sample=cfg.sample, temperature=cfg.temperature,
+                          schedule=cfg.schedule, seed=cfg.seed, data_dir=cfg.data_dir)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    result = SpecRun(summary=study.summary, toxicity=study.toxicity, study=study)
+    result.write(run)
+    return result
