@@ -199,3 +199,400 @@ def run_ccs_experiment(X_pos: torch.Tensor, X_neg: torch.Tensor, labels: Sequenc
                            float(rnd_acc[i])) for i, l in enumerate(layers)]
     zs = zero_shot_accuracy(zero_shot_scores[te], y[te].tolist()) if zero_shot_scores is not None else None
     return CCSExperiment(rows, zs, len(tr), len(te), seed, time.time() - t0)
+
+
+# ---------------------------------------------------------------- the studies (veracity probe / ccs)
+
+#: results.json layout of the probe and ccs kinds (docs/reference/results.md); files without the field are
+#: version 0 (the same layout) and still read.
+SCHEMA_VERSION = 1
+DEFAULT_METHODS = ("logistic", "mlp-tiny", "mlp-small", "mlp-medium", "mass-mean")
+
+
+def _check_version(d: dict, kind: str) -> int:
+    v = d.get("schema_version", 0)
+    if v > SCHEMA_VERSION:
+        raise ValueError(f"{kind} results.json has schema_version {v}; this veracity reads up to {SCHEMA_VERSION} "
+                         "(upgrade veracity)")
+    return v
+
+
+def _open_store(path):
+    from ..capture import Activations
+    from ..validation import BadInput
+
+    try:
+        return Activations.open(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise BadInput(str(e)) from None
+
+
+@dataclass
+class ProbeConfig:
+    """Every option of `veracity probe`."""
+
+    acts: str
+    site: str | None = None  # resid (default) | mlp | heads
+    layers: list[int] | None = None  # None: all; negatives count from the end
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    split: str = "leave-one-topic-out"
+    seeds: int = 5
+    test_size: float = 0.2
+    k: int = 5
+    test_acts: str | None = None  # --split transfer: the store to test on
+    heads: bool = False  # per-(layer, head) logistic probes on heads.*
+    C: float = 1.0
+    device: str | None = None
+
+
+def _plot_accuracy(exp: ProbeExperiment):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = list(range(len(exp.layers)))
+    for row_mean, row_std in zip(exp.table("mean"), exp.table("std")):
+        ax.errorbar(xs, row_mean[1:], yerr=row_std[1:], marker="o", capsize=3, label=row_mean[0])
+    ax.set_xticks(xs, [str(l) for l in exp.layers])
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"test accuracy ({exp.split}, mean ± std over {len(exp.seeds)} seeds)")
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _plot_geometry(exp: ProbeExperiment):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in exp.methods if m in exp.geometry]
+    if not methods:
+        return None
+    L = len(exp.layers)
+    fig, axes = plt.subplots(len(methods), L, figsize=(2.6 * L + 1, 3.0 * len(methods) + 0.5), squeeze=False)
+    fig.subplots_adjust(hspace=0.7, wspace=0.5)
+    for i, m in enumerate(methods):
+        for j, l in enumerate(exp.layers):
+            g = exp.geometry[m][str(l)]
+            g = g if isinstance(g, dict) else g.__dict__
+            ax = axes[i][j]
+            im = ax.imshow(g["cosine"], vmin=-1, vmax=1, cmap="RdBu_r")
+            ax.set_xticks(range(len(g["labels"])), g["labels"], rotation=90, fontsize=6)
+            ax.set_yticks(range(len(g["labels"])), g["labels"], fontsize=6)
+            ax.set_title(f"{m} L{l}: mean cos {g['mean_offdiag_cosine']:.2f}\n(chance {g['chance_cosine']:.2f})",
+                         fontsize=7)
+    fig.colorbar(im, ax=axes, shrink=0.6)
+    return fig
+
+
+@dataclass
+class ProbeRun:
+    """The typed result of `veracity probe` (per layer): results.json = {"experiment": ProbeExperiment}."""
+
+    experiment: ProbeExperiment
+    schema_version: int = SCHEMA_VERSION
+
+    def headline(self) -> dict:
+        best = max(self.experiment.cells, key=lambda c: c.mean)
+        return {"best_acc": best.mean, "best": f"{best.method}@L{best.layer}"}
+
+    def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        exp = self.experiment
+        cols = ["method"] + [f"L{l}" for l in exp.layers]
+        return [(f"average accuracy ({exp.split}; mean over {len(exp.seeds)} seeds)", cols, exp.table("mean")),
+                (f"maximum accuracy over {len(exp.seeds)} seeds", cols, exp.table("max"))]
+
+    def lines(self) -> list[str]:
+        """The direction-geometry sentences (the last layer of each method)."""
+        out = []
+        for m, per_layer in self.experiment.geometry.items():
+            l, g = list(per_layer.items())[-1]
+            g = g if isinstance(g, dict) else g.__dict__
+            out.append(f"geometry {m} L{l}: mean pairwise cosine {g['mean_offdiag_cosine']:.3f} "
+                       f"(chance ~{g['chance_cosine']:.3f}), sign agreement {g['mean_offdiag_sign']:.3f} "
+                       f"(chance {g['chance_sign']})")
+        return out
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "experiment": self.experiment}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ProbeRun":
+        """The experiment with typed scores and cells (geometry stays {method: {layer: dict}})."""
+        v = _check_version(d, "probe")
+        e = d["experiment"]
+        exp = ProbeExperiment(e["split"], list(e["methods"]), list(e["layers"]), list(e["seeds"]),
+                              [ProbeScore(**s) for s in e["scores"]], [ProbeCell(**c) for c in e["cells"]],
+                              e.get("geometry", {}), e.get("elapsed_s", 0.0))
+        return cls(exp, schema_version=v)
+
+    def write(self, run) -> None:
+        """scores.csv, summary.csv, accuracy_vs_layer.png, cosine_heatmap.png, results.json (last)."""
+        run.write_csv("scores.csv", self.experiment.scores)
+        run.write_csv("summary.csv", self.experiment.cells)
+        run.save_figure(_plot_accuracy(self.experiment), "accuracy_vs_layer.png")
+        fig = _plot_geometry(self.experiment)
+        if fig is not None:
+            run.save_figure(fig, "cosine_heatmap.png")
+        run.finish(self.to_json(), headline=self.headline())
+
+
+@dataclass
+class HeadProbeRun:
+    """The typed result of `veracity probe --heads`: per-(layer, head) logistic accuracy over seeds."""
+
+    accuracy_mean: list[list[float]]  # [layers, heads]
+    accuracy_max: list[list[float]]
+    accuracy_std: list[list[float]]
+    layers: list[int]
+    seeds: int
+    test_size: float
+    schema_version: int = SCHEMA_VERSION
+
+    def best(self) -> tuple[int, int, float]:
+        A = np.asarray(self.accuracy_mean)
+        i, h = divmod(int(A.argmax()), A.shape[1])
+        return self.layers[i], h, float(A.max())
+
+    def headline(self) -> dict:
+        l, h, acc = self.best()
+        return {"best_head_acc": acc, "best_head": f"L{l}H{h}"}
+
+    def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        H = len(self.accuracy_mean[0]) if self.accuracy_mean else 0
+        return [(f"per-head logistic accuracy (mean over {self.seeds} seeds, random {self.test_size:.0%} held out)",
+                 ["layer"] + [f"h{h}" for h in range(H)],
+                 [[l] + list(row) for l, row in zip(self.layers, self.accuracy_mean)])]
+
+    def lines(self) -> list[str]:
+        l, h, acc = self.best()
+        return [f"best head L{l}.H{h}: {acc:.3f}"]
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "accuracy_mean": self.accuracy_mean,
+                "accuracy_max": self.accuracy_max, "accuracy_std": self.accuracy_std, "layers": self.layers,
+                "seeds": self.seeds, "test_size": self.test_size}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "HeadProbeRun":
+        v = _check_version(d, "probe")
+        mean = d["accuracy_mean"]
+        std = d.get("accuracy_std") or [[float("nan")] * len(r) for r in mean]
+        return cls(mean, d["accuracy_max"], std, list(d["layers"]), d["seeds"], d.get("test_size", 0.2),
+                   schema_version=v)
+
+    def write(self, run) -> None:
+        """head_accuracy.csv, head_accuracy.png, results.json (last)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        run.write_csv("head_accuracy.csv", [
+            {"layer": l, "head": h, "accuracy_mean": m, "accuracy_std": s, "accuracy_max": x}
+            for l, rm, rs, rx in zip(self.layers, self.accuracy_mean, self.accuracy_std, self.accuracy_max)
+            for h, (m, s, x) in enumerate(zip(rm, rs, rx))])
+        H = len(self.accuracy_mean[0])
+        fig, ax = plt.subplots(figsize=(1 + 0.4 * H, 1 + 0.25 * len(self.layers)))
+        im = ax.imshow(np.asarray(self.accuracy_mean), aspect="auto", cmap="viridis")
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_yticks(range(len(self.layers)), [str(l) for l in self.layers], fontsize=6)
+        fig.colorbar(im, ax=ax, label="validation accuracy")
+        run.save_figure(fig, "head_accuracy.png")
+        run.finish(self.to_json(), headline=self.headline())
+
+
+def head_probe_seeds(store, layers: Sequence[int] | None, seeds: int, C: float = 1.0, device: str | None = None,
+                     test_size: float = 0.2) -> HeadProbeRun:
+    """Per-(layer, head) logistic validation accuracy (`probes.head_accuracy_matrix`) over `seeds` seeded
+    random splits: mean, max and population s.d. over seeds."""
+    from ..probes import head_accuracy_matrix
+
+    accs, probe_layers = [], None
+    for seed in range(seeds):
+        hp = head_accuracy_matrix(store, layers=layers, C=C, device=device, seed=seed, val_size=test_size)
+        accs.append(hp.accuracy)
+        probe_layers = hp.layers
+    A = torch.stack(accs).double()
+    return HeadProbeRun(A.mean(0).tolist(), A.max(0).values.tolist(), A.std(0, unbiased=False).tolist(),
+                        [int(l) for l in probe_layers], seeds, test_size)
+
+
+def run_probe(cfg: ProbeConfig, out, overwrite: bool = False, log: Callable[[str], None] = print
+              ) -> ProbeRun | HeadProbeRun:
+    """`veracity probe`: check every option against the store and the run folder before any fit, train the
+    probes (per layer, or per head with `heads`), write the run folder."""
+    from ..probes import SPLIT_KINDS, site_matrix
+    from ..runs import RunFolder
+    from ..validation import BadInput, check_layers
+
+    if cfg.heads and cfg.site not in (None, "heads"):
+        raise BadInput(f"--heads probes the heads.* sites; drop --site {cfg.site}")
+    if cfg.test_acts is not None and cfg.split != "transfer":
+        raise BadInput(f"--test-acts is only used by --split transfer (got --split {cfg.split})")
+    if cfg.split not in SPLIT_KINDS:
+        raise BadInput(f"--split must be one of {', '.join(SPLIT_KINDS)}")
+    if cfg.split == "transfer" and cfg.test_acts is None and not cfg.heads:
+        raise BadInput("--split transfer needs --test-acts STORE")
+    site = cfg.site or "resid"
+    store = _open_store(cfg.acts)
+    check_layers(cfg.layers, store.n_layers)
+    if store.labels is None:
+        raise BadInput(f"{cfg.acts} has no labels; capture a labelled data set")
+    other = _open_store(cfg.test_acts) if (cfg.split == "transfer" and not cfg.heads) else None
+    run = RunFolder(out, "probe", {"acts": str(cfg.acts), "site": "heads" if cfg.heads else site,
+                                   "layers": cfg.layers, "methods": list(cfg.methods), "split": cfg.split,
+                                   "seeds": cfg.seeds, "test_size": cfg.test_size, "k": cfg.k, "C": cfg.C,
+                                   "heads": cfg.heads, "test_acts": str(cfg.test_acts) if cfg.test_acts else None,
+                                   "model": store.manifest["model"]["name"],
+                                   "dataset": store.manifest["dataset"]["name"]},
+                    overwrite=overwrite, seed=0, defer=True)  # created on first write
+    try:
+        if cfg.heads:
+            result = head_probe_seeds(store, cfg.layers, cfg.seeds, cfg.C, cfg.device, cfg.test_size)
+            result.write(run)
+            return result
+        X, absl = site_matrix(store, site, cfg.layers)
+        labels, groups, n_train = store.labels.tolist(), store.groups, None
+        if other is not None:
+            X2, _ = site_matrix(other, site, cfg.layers)
+            n_train = X.shape[0]
+            X = torch.cat([X, X2])
+            labels = labels + other.labels.tolist()
+            groups = None
+    except KeyError as e:
+        raise BadInput(str(e).strip("'\"")) from None
+    log(f"{X.shape[0]} rows, {len(absl)} layers of {site} (d={X.shape[-1]}); split {cfg.split}, {cfg.seeds} seeds")
+    try:
+        exp = run_probe_experiment(X, labels, groups, absl, list(cfg.methods), cfg.split, cfg.seeds,
+                                   test_size=cfg.test_size, k=cfg.k, n_train=n_train, C=cfg.C, device=cfg.device,
+                                   progress=run.log)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    result = ProbeRun(exp)
+    result.write(run)
+    return result
+
+
+@dataclass
+class CCSConfig:
+    """Every option of `veracity ccs`."""
+
+    model: str = "smollm2"
+    dataset: str = "boolq"  # a data set whose meta holds x_plus / x_minus
+    layers: list[int] | None = None  # None: all
+    acts: str | None = None  # a contrast-pair store of an earlier run (x+ rows, then x- rows)
+    limit: int | None = None
+    test_size: float = 0.4
+    n_restarts: int = 10
+    epochs: int = 1000
+    lr: float = 1e-3
+    seed: int = 0
+    zero_shot: bool = True
+    batch_size: int = 8
+    device: str | None = None
+    data_dir: str | None = None
+
+
+@dataclass
+class CCSRun:
+    """The typed result of `veracity ccs`: results.json = {"ccs": CCSExperiment, "store": path}."""
+
+    ccs: CCSExperiment
+    store: str
+    dataset: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def zero_shot_accuracy(self) -> float:
+        return self.ccs.zero_shot["accuracy"] if self.ccs.zero_shot else float("nan")
+
+    def headline(self) -> dict:
+        best = max(self.ccs.layers, key=lambda r: r.ccs_accuracy)
+        return {"ccs_best_acc": best.ccs_accuracy, "ccs_best_layer": best.layer, "zero_shot": self.zero_shot_accuracy()}
+
+    def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        zs = self.zero_shot_accuracy()
+        return [(f"{self.dataset}: {self.ccs.n_train} train / {self.ccs.n_test} test pairs (test accuracy)",
+                 ["layer", "CCS (sign from train)", "CCS max(acc,1-acc)", "logistic", "random", "zero-shot", "CCS loss"],
+                 [[r.layer, r.ccs_accuracy, r.ccs_accuracy_either_sign, r.logistic_accuracy, r.random_accuracy, zs,
+                   r.ccs_loss] for r in self.ccs.layers])]
+
+    def lines(self) -> list[str]:
+        z = self.ccs.zero_shot
+        return [f"zero-shot: {z['accuracy']:.3f} (calibrated at the median: {z['accuracy_calibrated']:.3f})"] if z else []
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "ccs": self.ccs, "store": self.store, "dataset": self.dataset}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CCSRun":
+        v = _check_version(d, "ccs")
+        c = d["ccs"]
+        exp = CCSExperiment([CCSLayerResult(**r) for r in c["layers"]], c.get("zero_shot"), c["n_train"],
+                            c["n_test"], c["seed"], c.get("elapsed_s", 0.0))
+        return cls(exp, d.get("store", ""), d.get("dataset", ""), schema_version=v)
+
+    def write(self, run) -> None:
+        run.write_csv("ccs_layers.csv", self.ccs.layers)
+        run.finish(self.to_json(), headline=self.headline())
+
+
+def run_ccs(cfg: CCSConfig, out, overwrite: bool = False, log: Callable[[str], None] = print) -> CCSRun:
+    """`veracity ccs`: contrast pairs of `cfg.dataset`, their last-token residual stream (captured into
+    out/acts, or reopened from `cfg.acts`), CCS per layer against logistic, random and zero-shot."""
+    from pathlib import Path
+
+    from ..capture import capture
+    from ..data import get_dataset
+    from ..models import ModelNotAvailable, load
+    from ..probes import site_matrix
+    from ..probes.zero_shot import contrast_scores
+    from ..runs import RunFolder
+    from ..validation import BadInput, check_layers
+
+    ds = get_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed)
+    if not ds.meta or "x_plus" not in ds.meta[0]:
+        raise BadInput(f"{cfg.dataset} has no contrast pairs (meta x_plus/x_minus); use boolq")
+    x_plus = [m["x_plus"] for m in ds.meta]
+    x_minus = [m["x_minus"] for m in ds.meta]
+    run = RunFolder(out, "ccs", {"model": cfg.model, "dataset": cfg.dataset, "layers": cfg.layers, "limit": cfg.limit,
+                                 "test_size": cfg.test_size, "n_restarts": cfg.n_restarts, "epochs": cfg.epochs,
+                                 "lr": cfg.lr, "acts": str(cfg.acts) if cfg.acts else None},
+                    overwrite=overwrite, seed=cfg.seed, defer=True)
+    store = _open_store(cfg.acts) if cfg.acts is not None else None
+    n = len(x_plus)
+    if store is not None:
+        if store.n_rows != 2 * n:
+            raise BadInput(f"{cfg.acts} has {store.n_rows} rows; expected {2 * n} (x+ then x- for {n} pairs of "
+                           f"{cfg.dataset})")
+        check_layers(cfg.layers, store.n_layers)
+    lm = None
+    if store is None or cfg.zero_shot:
+        try:
+            lm = load(cfg.model, device=cfg.device)
+        except ModelNotAvailable as e:
+            raise BadInput(str(e)) from None
+    acts = cfg.acts
+    if store is None:
+        check_layers(cfg.layers, lm.arch.n_layers)  # before capturing every layer
+        run.start()
+        acts = str(Path(out) / "acts")
+        store = capture(lm, x_plus + x_minus, "resid", positions="last", batch_size=cfg.batch_size, out=acts,
+                        labels=list(ds.labels) * 2, dataset_name=f"{ds.name}-contrast", overwrite=overwrite,
+                        config={"contrast_layout": "x_plus rows then x_minus rows", "n_pairs": n})
+    X, absl = site_matrix(store, "resid", cfg.layers)
+    scores = None
+    if cfg.zero_shot and lm is not None:
+        log("zero-shot: scoring P(Yes) vs P(No) with the model")
+        scores = contrast_scores(lm, x_plus, x_minus, batch_size=cfg.batch_size)
+    res = run_ccs_experiment(X[:n], X[n:], ds.labels, absl, test_size=cfg.test_size, seed=cfg.seed,
+                             n_restarts=cfg.n_restarts, epochs=cfg.epochs, lr=cfg.lr, zero_shot_scores=scores,
+                             device=cfg.device)
+    result = CCSRun(res, str(acts), cfg.dataset)
+    result.write(run)
+    return result
