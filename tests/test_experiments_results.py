@@ -113,3 +113,22 @@ def test_probe_ccs_spec_finetune_results():
     back = _roundtrip(FinetuneRun, f.to_json())
     assert back.headline() == {"steps": 2, "final_loss": 1.5, "final_kl": 0.3}
     assert back.table()[2][1][:3] == [2, 1.5, 0.3]
+
+
+def test_probe_sanity_results():
+    from veracity.experiments.probe_sanity import DistractorRun, PolarityRun
+    from veracity.probes.sanity import PolarityExperiment
+
+    scores = [{"method": "logistic", "layer": 3, "train": "affirmative", "test": "negated", "accuracy": 0.2},
+              {"method": "ttpd", "layer": 3, "train": "affirmative", "test": "negated", "accuracy": 0.8},
+              {"method": "logistic", "layer": 3, "train": "topic!=cities", "test": "cities:negated", "accuracy": 0.6},
+              {"method": "logistic", "layer": 3, "train": "topic!=sp_en", "test": "sp_en:negated", "accuracy": 0.7}]
+    r = PolarityRun(PolarityExperiment(["logistic", "ttpd"], [3], scores, 40, 0), ["cities", "sp_en"])
+    back = _roundtrip(PolarityRun, r.to_json())
+    assert back.headline() == {"rows": 40, "worst_affirmative_to_negated": 0.2}
+    tables = {t: rows for t, _, rows in back.tables()}
+    assert tables["train affirmative -> test negated (held-out rows)"] == [["logistic", 0.2], ["ttpd", 0.8]]
+    assert tables["held-out topic sp_en: train on the other topics (both polarities) -> sp_en negated"][0] == ["logistic", 0.7]
+    d = DistractorRun([{"strength": 1.0, "layer": 2, "picks": "distractor", "acc_truth": 0.5, "acc_distractor": 0.9,
+                        "cos_truth": 0.1, "cos_distractor": 0.95, "clean_acc_truth": 0.8, "clean_cos_truth": 0.7}])
+    assert _roundtrip(DistractorRun, d.to_json()).headline() == {"picks_distractor": 1, "cells": 1}
