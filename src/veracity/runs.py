@@ -100,6 +100,29 @@ def check_out_folder(path: str | Path, kind: str, *, overwrite: bool = False, re
     return p
 
 
+class Checkpoint:
+    """The finished units of a run (key -> JSON value: a fold, a condition) in one JSON file, rewritten
+    atomically after each unit, so an interrupted run resumes at the unit it was in and ends with the
+    same results as an uninterrupted one. A file written with other settings is refused, never mixed in."""
+
+    def __init__(self, path: str | Path, config: dict):
+        self.path, self.config = Path(path), json.loads(json.dumps(to_jsonable(config), default=str))
+        self.done: dict = {}
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if saved.get("config") != self.config:
+                raise RunExists(f"{self.path} was written by a run with another configuration; "
+                                "pass --overwrite to start again (or choose another --out)")
+            self.done = saved.get("done", {})
+
+    def get(self, key: str) -> Any:
+        return self.done.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        self.done[key] = json.loads(json.dumps(to_jsonable(value)))
+        write_json_atomic(self.path, {"config": self.config, "done": self.done})
+
+
 class FolderLock:
     """Exclusive `flock` on FOLDER/.veracity.lock, held while a process writes the folder. With
     `wait=False` (run folders) a second process stops at once with `RunLocked` naming the folder and the

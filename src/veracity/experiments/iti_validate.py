@@ -130,11 +130,13 @@ def merge_answers(folds: list[dict]) -> list[dict]:
 
 def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: float, n_folds: int = 2,
              contiguous: bool = False, ecfg: EvalConfig | None = None, out: Path | None = None,
-             log: Callable[[str], None] = print, baseline: bool = False) -> ValidateResult:
+             log: Callable[[str], None] = print, baseline: bool = False, checkpoint=None) -> ValidateResult:
     """Fit per fold on the other folds, evaluate on the held-out ones. `items`: TruthfulQA items indexed
     by CSV row (`load_truthfulqa`). Saves each fold's intervention under `out` when given. `baseline`: also
     evaluate the plain model on each fold (MC, CE, generation + judges), so every answer has a before and
-    an after (`merge_answers`); with alpha = 0 the intervened run is the baseline and is reused."""
+    an after (`merge_answers`); with alpha = 0 the intervened run is the baseline and is reused.
+    `checkpoint` (`runs.Checkpoint`): folds finished by an earlier run are taken from it, and each new
+    fold is put there as soon as it is done."""
     ecfg = ecfg or EvalConfig()
     by_index = {it.index: it for it in items}
     fits = fit_folds(data, iti, n_folds=n_folds, contiguous=contiguous)
@@ -145,6 +147,11 @@ def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: 
         if out is not None:
             iv.save(Path(out) / f"intervention_fold{ff.fold}")
         test_items = [by_index[int(q)] for q in ff.test_questions if int(q) in by_index]
+        done = checkpoint.get(f"fold{ff.fold}") if checkpoint is not None else None
+        if done is not None:
+            log(f"fold {ff.fold}: done in an earlier run")
+            folds.append(done)
+            continue
         res = evaluate_fold(lm, test_items, iv, ecfg, texts, log=log, fold=ff.fold)
         log(f"fold {ff.fold}: {len(test_items)} questions, " +
             ", ".join(f"{key}={v:.4f}" for key, v in res["metrics"].items()))
@@ -156,6 +163,9 @@ def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: 
                                                         kl=False)
             log(f"fold {ff.fold} baseline: " + ", ".join(f"{key}={v:.4f}" for key, v in base["metrics"].items()))
             row.update(baseline_metrics=base["metrics"], baseline_answers=base.get("answers", []))
+        if checkpoint is not None:
+            checkpoint.put(f"fold{ff.fold}", row)
+            row = checkpoint.get(f"fold{ff.fold}")  # its JSON form, as a resumed run would read it
         folds.append(row)
     summary = summarise([f["metrics"] for f in folds])
     config = {"iti": asdict(iti), "k": k, "alpha": alpha, "folds": n_folds, "contiguous": contiguous,
@@ -292,9 +302,14 @@ def run_validate(cfg: ValidateConfig, out: str | Path, overwrite: bool = False,
                       generate_positions=cfg.gen_positions, ce_texts=cfg.ce_texts,
                       mc_shift_from=st["mc_shift_from"], binary=cfg.binary)
     run.start()
+    from ..runs import Checkpoint
+
+    ck = Checkpoint(run.file("progress.json"), {"config": {k: v for k, v in run.config.items() if k not in ("created", "argv")},
+                                                "model_fingerprint": lm.fingerprint,
+                                                "data": dict(data.source)})
     try:
         res = validate(lm, data, items, icfg, cfg.num_heads, cfg.alpha, cfg.folds, st["contiguous"], ecfg,
-                       out=run.path, log=run.log, baseline=cfg.baseline)
+                       out=run.path, log=run.log, baseline=cfg.baseline, checkpoint=ck)
     except RuntimeError as e:
         raise BadInput(str(e)) from None
     result = ValidateRun(

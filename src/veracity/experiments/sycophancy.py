@@ -57,32 +57,19 @@ class SycophancyResult:
 
 
 class Checkpoint:
-    """Finished (data set, condition) rows and per-item records in one JSON file, rewritten atomically
-    after every condition, so an interrupted run resumes at the condition it was in. A file written
-    with another configuration is refused rather than mixed in."""
+    """Finished (data set, condition) rows and per-item records (`runs.Checkpoint`, keys "dataset/condition")."""
 
     def __init__(self, path, config: dict):
-        import json
-        from pathlib import Path
+        from ..runs import Checkpoint as Store
 
-        self.path, self.config = Path(path), json.loads(json.dumps(config, default=str))
-        self.done: dict = {}
-        if self.path.exists():
-            saved = json.loads(self.path.read_text())
-            if saved.get("config") != self.config:
-                raise ValueError(f"{self.path} was written by a run with another configuration; "
-                                 "pass --overwrite to start again")
-            self.done = saved.get("done", {})
+        self.store = Store(path, config)
 
     def get(self, dataset: str, cond: str):
-        d = self.done.get(f"{dataset}/{cond}")
+        d = self.store.get(f"{dataset}/{cond}")
         return (d["row"], d["recs"]) if d else None
 
     def put(self, dataset: str, cond: str, row: dict, recs: list[dict]) -> None:
-        from ..runs import write_json_atomic
-
-        self.done[f"{dataset}/{cond}"] = {"row": row, "recs": recs}
-        write_json_atomic(self.path, {"config": self.config, "done": self.done})
+        self.store.put(f"{dataset}/{cond}", {"row": row, "recs": recs})
 
 
 def _resume(checkpoint: Checkpoint | None, dataset: str, cond: str, rows: list, per_item: list, log) -> list | None:

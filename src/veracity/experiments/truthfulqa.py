@@ -276,6 +276,14 @@ class EvalOutput:
                 "lm": ({k: v for k, v in asdict(self.folds[0].lm).items()} if self.folds and self.folds[0].lm else None)}
 
 
+def fold_result_from_json(d: dict | None) -> FoldResult | None:
+    """A `FoldResult` from its `asdict` form (a checkpointed fold)."""
+    if d is None:
+        return None
+    return FoldResult(FoldMetrics(**d["metrics"]), [QuestionRecord(**q) for q in d["questions"]],
+                      list(d.get("mc_scores", [])), LMMetrics(**d["lm"]) if d.get("lm") else None)
+
+
 def run_truthfulqa_eval(lm, items, config: EvalConfig, *, truth_judge: Judge | None = None,
                         info_judge: Judge | None = None, intervention: InterventionFactory | None = None,
                         reference=None, data_dir=None, out: str | Path | None = None, overwrite: bool = False,
@@ -308,24 +316,38 @@ def run_truthfulqa_eval(lm, items, config: EvalConfig, *, truth_judge: Judge | N
         if run:
             run.log(m)
 
-    lm_result = None
-    if "ce" in metrics or "kl" in metrics:
+    judges = {"truth": truth_judge.describe() if truth_judge else None,
+              "info": info_judge.describe() if info_judge else None}
+    ck = None
+    if run:  # finished folds of an interrupted run in this folder are reused (same settings only)
+        from ..runs import Checkpoint
+
+        ck = Checkpoint(run.file("progress.json"), {"config": asdict(config), "metrics": metrics, "judges": judges,
+                                                    "model_fingerprint": getattr(lm, "fingerprint", None),
+                                                    "questions": [it.index for it in items]})
+    folds = make_folds([it.index for it in items], config.folds, config.seed)
+    saved = {k: fold_result_from_json(ck.get(f"fold{k}")) for k in range(len(folds)) if ck and ck.get(f"fold{k}")}
+    lm_result = next((r.lm for r in saved.values() if r.lm is not None), None)
+    if ("ce" in metrics or "kl" in metrics) and lm_result is None and len(saved) < len(folds):
         logboth(f"CE/KL on {config.n_docs} {config.lm_source} documents x {config.max_tokens} tokens")
         lm_result = compute_lm_metrics(lm.model, lm.tokenizer, source=config.lm_source, n_docs=config.n_docs,
                                max_tokens=config.max_tokens, data_dir=data_dir, reference=reference,
                                intervention=intervention, ce="ce" in metrics, kl="kl" in metrics)
-    folds = make_folds([it.index for it in items], config.folds, config.seed)
     results = []
     for k, idx in enumerate(folds):
+        if k in saved:
+            logboth(f"fold {k}: done in an earlier run")
+            results.append(saved[k])
+            continue
         results.append(evaluate_fold(lm, items, idx, fold=k, protocol=config.protocol, metrics=metrics,
                                      truth_judge=truth_judge, info_judge=info_judge, intervention=intervention,
                                      reference=reference, lm_result=lm_result, data_dir=data_dir,
                                      instruction=config.instruction, gen_style=config.gen_style,
                                      max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
                                      log=logboth))
+        if ck:
+            ck.put(f"fold{k}", asdict(results[-1]))
     summary = summarize([r.metrics for r in results])
-    judges = {"truth": truth_judge.describe() if truth_judge else None,
-              "info": info_judge.describe() if info_judge else None}
     output = EvalOutput(config, results, summary, judges)
     if run:
         rows = [asdict(q) for r in results for q in r.questions]
