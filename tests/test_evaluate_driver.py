@@ -55,6 +55,13 @@ def test_driver_end_to_end_tiny(tiny_llama, data_dir, tmp_path):
                                                            for k in (0, 1)]))
     assert (tmp_path / "run" / "answers.csv").read_text().startswith("index,fold,question,answer")
     assert out.summary == res["summary"]
+    # the typed result reads its own file back: the same results.json, the same headline and tables
+    back = drv.EvalOutput.from_json(res)
+    assert res["schema_version"] == drv.SCHEMA_VERSION == 1
+    assert json.loads(json.dumps(back.results_json())) == {k: v for k, v in res.items() if k not in ("kind", "headline")}
+    assert back.headline() == res["headline"] and back.tables() == out.tables()
+    with pytest.raises(ValueError, match="upgrade veracity"):
+        drv.EvalOutput.from_json(dict(res, schema_version=2))
 
 
 def test_evaluate_fold_with_intervention_and_subset(tiny_llama, data_dir):

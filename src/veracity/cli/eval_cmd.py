@@ -53,74 +53,21 @@ def eval_truthfulqa(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """TruthfulQA: MC1/MC2, CE loss, KL wrt the original model, generation + truth/info judges, per fold."""
-    from ..data.truthfulqa import load_truthfulqa
-    from ..data.errors import DataError
-    from ..data.truthfulqa import REVISIONS
-    from ..evaluate import get_judge
-    from ..experiments.truthfulqa import (FOLD_COLUMNS, METRICS, EvalConfig, fold_table_rows, run_truthfulqa_eval,
-                                         summary_line)
-    from ..experiments.truthfulqa import EVAL_PROTOCOLS
-    from ..evaluate.judges import JudgeError, with_base_url
-    from ..models import ModelNotAvailable, load
-    from ..runs import RunExists
+    from ..evaluate.judges import with_base_url
+    from ..experiments.truthfulqa import EvalConfig, run_eval, summary_line
 
-    from ..models.batching import parse_batch_size
-    from ..models.loader import _resolve_dtype
-
-    mets = parse_str_list(metrics)
-    try:
-        batch_size = parse_batch_size(batch_size)
-        _resolve_dtype(model_dtype)
-    except ValueError as e:
-        fail(str(e))
     try:
         judge = with_base_url(judge, judge_base_url)  # recorded in config.json with the judge
     except ValueError as e:
         fail(str(e))
-    if protocol not in EVAL_PROTOCOLS:
-        fail(f"--protocol must be one of {', '.join(EVAL_PROTOCOLS)}")
-    if revision not in REVISIONS:
-        fail(f"--revision must be one of {', '.join(REVISIONS)}")
-    if set(mets) - set(METRICS):
-        fail(f"--metrics: unknown {sorted(set(mets) - set(METRICS))}; choose from {', '.join(METRICS)}")
-    if judge == "none" and not [m for m in mets if m != "judge"]:
-        fail("--metrics judge with --judge none measures nothing; pick a judge or other --metrics")
-    from ..runs import check_out_folder
-
-    check_out_folder(out, "eval", overwrite=overwrite)  # before loading anything
-    cfg = EvalConfig(model=model, protocol=protocol, metrics=mets, judge=judge, folds=folds, seed=seed, limit=limit,
-                     instruction=instruction, gen_style=gen_style, max_new_tokens=max_new_tokens, lm_source=lm_source,
-                     n_docs=n_docs, max_tokens=max_tokens, batch_size=batch_size, revision=revision,
-                     model_dtype=model_dtype)
-    truth_j = info_j = None
-    if "judge" in mets and judge != "none":
-        try:
-            truth_j, info_j = get_judge(judge, "truth", judge_dir), get_judge(judge, "info", judge_dir)
-        except (FileNotFoundError, ValueError) as e:
-            fail(f"{e} (or pass --judge none)")
-    try:
-        items = load_truthfulqa(data_dir, revision)
-    except DataError as e:
-        fail(str(e))
-    try:
-        lm = load(model, dtype=model_dtype, device=device, device_map=device_map)
-    except (ModelNotAvailable, ValueError) as e:
-        fail(str(e))
-    from .common import check_question_count
-
-    check_question_count(len(items[:limit] if limit else items))
-    try:
-        res = run_truthfulqa_eval(lm, items, cfg, truth_judge=truth_j, info_judge=info_j, data_dir=data_dir,
-                                  out=out, overwrite=overwrite, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    except (RunExists, JudgeError) as e:
-        fail(str(e))
-    print_table(f"TruthfulQA {revision} ({protocol} protocol) on {model}, per fold", ["fold"] + FOLD_COLUMNS,
-                fold_table_rows([f.metrics for f in res.folds]))
-    binary = res.results_json().get("binary")
-    if binary:
-        print_table(f"binary task ({next(iter(binary.values()))['pair']}), all questions",
-                    ["variant", "accuracy %", "chance %", "n"],
-                    [[v, f"{100 * d['accuracy']:.2f}", f"{100 * d['chance']:.0f}", str(d["n"])] for v, d in binary.items()])
+    cfg = EvalConfig(model=model, protocol=protocol, metrics=parse_str_list(metrics), judge=judge, folds=folds,
+                     seed=seed, limit=limit, instruction=instruction, gen_style=gen_style,
+                     max_new_tokens=max_new_tokens, lm_source=lm_source, n_docs=n_docs, max_tokens=max_tokens,
+                     batch_size=batch_size, revision=revision, model_dtype=model_dtype)
+    res = run_eval(cfg, out, overwrite=overwrite, judge_dir=judge_dir, data_dir=data_dir, device=device,
+                   device_map=device_map, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    for table in res.tables():
+        print_table(*table)
     console.print(summary_line(res.summary))
     console.print(f"results: {out}/results.json")
 

@@ -14,6 +14,7 @@ distinct-2, longest repeated n-gram, mean length, degenerate rate) in `FoldMetri
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -225,6 +226,11 @@ def summary_line(summary: dict) -> str:
                f"degenerate {_fmt(g('degenerate_rate'), True)}%" if g("refusal_rate") is not None else ""))
 
 
+#: results.json layout of an eval run (docs/reference/results.md); files without the field are version 0
+#: (the same layout) and still read.
+SCHEMA_VERSION = 1
+
+
 @dataclass
 class EvalConfig:
     """Every option of a plain evaluation (recorded in config.json and results.json)."""
@@ -254,6 +260,39 @@ class EvalOutput:
     summary: dict
     judges: dict
 
+    def headline(self) -> dict:
+        return {k: self.summary[k] for k in ("true_info", "mc1", "mc2", "binary_loglik-truthfulqa",
+                                             "binary_ab-average") if k in self.summary}
+
+    def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """The per-fold table (rates in %) and, for the binary protocol, the variants over all questions."""
+        c = self.config
+        out = [(f"TruthfulQA {c.revision} ({c.protocol} protocol) on {c.model}, per fold", ["fold"] + FOLD_COLUMNS,
+                fold_table_rows([f.metrics for f in self.folds]))]
+        binary = self.results_json().get("binary")
+        if binary:
+            out.append((f"binary task ({next(iter(binary.values()))['pair']}), all questions",
+                        ["variant", "accuracy %", "chance %", "n"],
+                        [[v, f"{100 * d['accuracy']:.2f}", f"{100 * d['chance']:.0f}", str(d["n"])]
+                         for v, d in binary.items()]))
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> "EvalOutput":
+        """The evaluation from its results.json (questions and MC scores regrouped by fold)."""
+        v = d.get("schema_version", 0)
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"eval results.json has schema_version {v}; this veracity reads up to {SCHEMA_VERSION} "
+                             "(upgrade veracity)")
+        cfg = EvalConfig(**d["config"])
+        qs = [QuestionRecord(**q) for q in d.get("questions", [])]
+        fold_of = {q.index: q.fold for q in qs}
+        lm = LMMetrics(**d["lm"]) if d.get("lm") else None
+        folds = [FoldResult(FoldMetrics(**fm), [q for q in qs if q.fold == fm["fold"]],
+                            [m for m in d.get("mc_scores", []) if fold_of.get(m.get("index")) == fm["fold"]], lm)
+                 for fm in d.get("folds", [])]
+        return cls(cfg, folds, d.get("summary", {}), d.get("judges", {}))
+
     def results_json(self) -> dict:
         from ..data.truthfulqa import DATASET_NAMES
 
@@ -266,7 +305,8 @@ class EvalOutput:
             pair = PAIR_2025 if self.config.revision == "2025" else PAIR_2021
             binary = summarize_binary([BinaryResult(q.index, q.category, v, c, math.nan, math.nan)
                                        for q in qs if q.binary for v, c in q.binary.items()], pair)
-        return {"config": asdict(self.config), "protocol": self.config.protocol, "judges": self.judges,
+        return {"schema_version": SCHEMA_VERSION, "config": asdict(self.config), "protocol": self.config.protocol,
+                "judges": self.judges,
                 "revision": self.config.revision, "dataset": DATASET_NAMES.get(self.config.revision),
                 "binary": binary, "health": generation_health(answers) if answers else None,
                 "summary": self.summary,
@@ -355,7 +395,52 @@ def run_truthfulqa_eval(lm, items, config: EvalConfig, *, truth_judge: Judge | N
             run.write_csv("answers.csv", [{k: q[k] for k in ("index", "fold", "question", "answer", "true_score",
                                                              "info_score", "true", "info")} for q in rows])
         run.write_csv("questions.csv", rows)
-        headline = {k: summary[k] for k in ("true_info", "mc1", "mc2", "binary_loglik-truthfulqa", "binary_ab-average")
-                    if k in summary}
-        run.finish(output.results_json(), headline=headline)
+        run.finish(output.results_json(), headline=output.headline())
     return output
+
+
+def run_eval(cfg: EvalConfig, out: str | Path, *, overwrite: bool = False, judge_dir=None, data_dir=None,
+             device: str | None = None, device_map: str | None = None,
+             log: Callable[[str], None] | None = None) -> EvalOutput:
+    """`veracity eval truthfulqa`: check every option, the run folder, the judges and the data before the
+    model is loaded, then `run_truthfulqa_eval` into `out` (resuming an interrupted run of the same settings)."""
+    from ..data.truthfulqa import REVISIONS, load_truthfulqa
+    from ..evaluate import get_judge
+    from ..evaluate.judges import JudgeError
+    from ..models import ModelNotAvailable, load
+    from ..models.batching import parse_batch_size
+    from ..models.loader import _resolve_dtype
+    from ..runs import check_out_folder
+    from ..validation import BadInput, check_folds
+
+    try:
+        cfg = dataclasses.replace(cfg, batch_size=parse_batch_size(cfg.batch_size), metrics=list(cfg.metrics))
+        _resolve_dtype(cfg.model_dtype)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    if cfg.protocol not in EVAL_PROTOCOLS:
+        raise BadInput(f"--protocol must be one of {', '.join(EVAL_PROTOCOLS)}")
+    if cfg.revision not in REVISIONS:
+        raise BadInput(f"--revision must be one of {', '.join(REVISIONS)}")
+    if set(cfg.metrics) - set(METRICS):
+        raise BadInput(f"--metrics: unknown {sorted(set(cfg.metrics) - set(METRICS))}; choose from {', '.join(METRICS)}")
+    if cfg.judge == "none" and not [m for m in cfg.metrics if m != "judge"]:
+        raise BadInput("--metrics judge with --judge none measures nothing; pick a judge or other --metrics")
+    check_out_folder(out, "eval", overwrite=overwrite)  # before loading anything
+    truth_j = info_j = None
+    if "judge" in cfg.metrics and cfg.judge != "none":
+        try:
+            truth_j, info_j = get_judge(cfg.judge, "truth", judge_dir), get_judge(cfg.judge, "info", judge_dir)
+        except (FileNotFoundError, ValueError) as e:
+            raise BadInput(f"{e} (or pass --judge none)") from None
+    items = load_truthfulqa(data_dir, cfg.revision)
+    check_folds(cfg.folds, len(items[:cfg.limit] if cfg.limit else items))
+    try:
+        lm = load(cfg.model, dtype=cfg.model_dtype, device=device, device_map=device_map)
+    except (ModelNotAvailable, ValueError) as e:
+        raise BadInput(str(e)) from None
+    try:
+        return run_truthfulqa_eval(lm, items, cfg, truth_judge=truth_j, info_judge=info_j, data_dir=data_dir,
+                                   out=out, overwrite=overwrite, log=log)
+    except JudgeError as e:
+        raise BadInput(str(e)) from None
