@@ -221,14 +221,14 @@ def test_batched_path_equals_per_question_path(tiny_llama, data_dir):
 
 
 def test_iti_validate_fold_reports_binary(tiny_llama, data_dir):
-    """EvalConfig(binary=True): every variant's accuracy in the fold metrics, equal to score_binary on the
+    """FoldEvalConfig(binary=True): every variant's accuracy in the fold metrics, equal to score_binary on the
     same items (plain model); absent unless asked for."""
-    from veracity.experiments.iti_validate import EvalConfig, evaluate_fold, summarise
+    from veracity.experiments.iti_validate import FoldEvalConfig, evaluate_intervention, summarise
 
     items = load_truthfulqa(data_dir, "2025")[:6]
-    r = evaluate_fold(tiny_llama, items, None, EvalConfig(judge="none", binary=True))
+    r = evaluate_intervention(tiny_llama, items, None, FoldEvalConfig(judge="none", binary=True))
     want = bn.score_binary(tiny_llama, items).variants
     for v, d in want.items():
         assert r["metrics"]["binary_" + v.replace("-", "_")] == d["accuracy"]
     assert summarise([r["metrics"], r["metrics"]])["binary_ab_average"] == want["ab-average"]["accuracy"]
-    assert "binary_ab_average" not in evaluate_fold(tiny_llama, items[:2], None, EvalConfig(judge="none"))["metrics"]
+    assert "binary_ab_average" not in evaluate_intervention(tiny_llama, items[:2], None, FoldEvalConfig(judge="none"))["metrics"]

@@ -33,14 +33,14 @@ def test_driver_fold_health_equals_hand(tiny_llama, items):
 
 
 def test_iti_validate_fold_metrics_carry_health(tiny_llama, items, monkeypatch):
-    from veracity.experiments.iti_validate import EvalConfig, evaluate_fold, summarise
+    from veracity.experiments.iti_validate import FoldEvalConfig, evaluate_intervention, summarise
 
-    r = evaluate_fold(tiny_llama, items[:2], None, EvalConfig(judge="none"))
+    r = evaluate_intervention(tiny_llama, items[:2], None, FoldEvalConfig(judge="none"))
     assert "refusal_rate" not in r["metrics"]  # no answers generated, no health
     from veracity.evaluate import judges as jg
 
     monkeypatch.setattr(jg, "get_judge", lambda spec, kind, *a, **k: CallableJudge(lambda q, a: [0.2] * len(a), kind))
-    r = evaluate_fold(tiny_llama, items[:2], None, EvalConfig(judge="x"))
+    r = evaluate_intervention(tiny_llama, items[:2], None, FoldEvalConfig(judge="x"))
     assert {"refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate"} <= set(r["metrics"])
     want = health.generation_health([a["answer"] for a in r["answers"]])
     assert r["metrics"]["mean_words"] == want["mean_words"]

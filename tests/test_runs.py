@@ -214,7 +214,7 @@ def test_sweep_extended_on_resume_matches_a_fresh_sweep(tmp_path, damage):
 
     from veracity.steer.iti import ITIConfig, ITIData
     from veracity.experiments.iti_sweep import run_sweep
-    from veracity.experiments.iti_validate import EvalConfig
+    from veracity.experiments.iti_validate import FoldEvalConfig
 
     g = torch.Generator().manual_seed(0)
     q = np.repeat(np.arange(12), 2)
@@ -229,7 +229,7 @@ def test_sweep_extended_on_resume_matches_a_fresh_sweep(tmp_path, damage):
             return {"metrics": {"mc2": 0.0, "mc1": 0.0}}
         return {"metrics": {"mc2": float((iv.head_shifts().abs().sum(1)).sum()), "mc1": float(iv.k)}}
 
-    ecfg = EvalConfig(judge="none", ce_texts=0)
+    ecfg = FoldEvalConfig(judge="none", ce_texts=0)
 
     def sweep(folder, ks):
         return run_sweep(lm, data, items, ITIConfig(max_k=max(ks)), [0.0, 3.0], ks, 2, folder, ecfg=ecfg,

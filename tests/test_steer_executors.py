@@ -15,7 +15,7 @@ from veracity.cli.main import app
 from veracity.experiments.executors import RayExecutor
 from veracity.steer.iti import ITIConfig, load_iti_data
 from veracity.experiments.iti_sweep import run_sweep
-from veracity.experiments.iti_validate import EvalConfig, restrict
+from veracity.experiments.iti_validate import FoldEvalConfig, restrict
 
 try:
     import ray
@@ -50,7 +50,7 @@ def setup(data_dir, tiny_llama, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("executors")
     data = restrict(load_iti_data(tiny_llama, data_dir=data_dir, limit=LIMIT, acts=tmp / "acts", progress=False), LIMIT)
     items = load_truthfulqa(data_dir)[:LIMIT]
-    ecfg = EvalConfig(judge="none", ce_texts=2, data_dir=str(data_dir))
+    ecfg = FoldEvalConfig(judge="none", ce_texts=2, data_dir=str(data_dir))
     iti = ITIConfig(max_k=max(KS))
     run_sweep(tiny_llama, data, items, iti, ALPHAS, KS, FOLDS, tmp / "local", ecfg=ecfg, log=lambda m: None)
     return {"tmp": tmp, "local": rows(tmp / "local")}

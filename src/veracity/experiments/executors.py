@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..steer.intervention import Intervention
-from .iti_validate import EvalConfig, evaluate_fold
+from .iti_validate import FoldEvalConfig, evaluate_intervention
 
 RAY_MISSING = "the Ray executor needs Ray: pip install 'veracity[ray]' (or pip install 'ray>=2.9')"
 
@@ -39,8 +39,8 @@ class Job:
         return None if self.alpha == 0 else self.fit.top(min(self.k, self.fit.k)).with_alpha(self.alpha)
 
 
-def run_job(lm, job: Job, ecfg: EvalConfig, texts: Sequence[str] | None,
-            evaluate: Callable = evaluate_fold) -> tuple[dict, float]:
+def run_job(lm, job: Job, ecfg: FoldEvalConfig, texts: Sequence[str] | None,
+            evaluate: Callable = evaluate_intervention) -> tuple[dict, float]:
     """(metrics, seconds) of one job on a loaded model: what every executor runs per configuration."""
     t0 = time.time()
     res = evaluate(lm, job.items, job.intervention(), ecfg, texts)
@@ -52,11 +52,11 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, lm, evaluate: Callable = evaluate_fold):
+    def __init__(self, lm, evaluate: Callable = evaluate_intervention):
         self.lm = lm
         self.evaluate = evaluate
 
-    def map(self, jobs: Iterable[Job], ecfg: EvalConfig, texts: Sequence[str] | None,
+    def map(self, jobs: Iterable[Job], ecfg: FoldEvalConfig, texts: Sequence[str] | None,
             fingerprint: str | None = None, log: Callable[[str], None] | None = None
             ) -> Iterator[tuple[Job, dict, float]]:
         # lazy: the driver's job generator fits a fold only when its first job is asked for
@@ -77,7 +77,7 @@ def import_ray():
 class SweepWorker:
     """A Ray actor's state: one model, loaded once from its spec, evaluating job after job."""
 
-    def __init__(self, model: str, device: str | None, dtype: str, evaluate: Callable, ecfg: EvalConfig,
+    def __init__(self, model: str, device: str | None, dtype: str, evaluate: Callable, ecfg: FoldEvalConfig,
                  texts: Sequence[str] | None, device_map: str | None = None):
         from ..models import load
 
@@ -110,7 +110,7 @@ class RayExecutor:
 
     def __init__(self, model: str, workers: int | None = None, gpus_per_worker: float | None = None,
                  cpus_per_worker: float = 1.0, address: str | None = None, dtype: str = "float32",
-                 evaluate: Callable = evaluate_fold):
+                 evaluate: Callable = evaluate_intervention):
         self.ray = import_ray()
         if workers is not None and workers < 1:
             raise ValueError(f"Ray workers must be >= 1, got {workers}")
@@ -137,7 +137,7 @@ class RayExecutor:
             n = int(res.get("CPU", 1) // self.cpus) if self.cpus > 0 else 1
         return max(1, min(n, n_jobs)), gpus
 
-    def map(self, jobs: Iterable[Job], ecfg: EvalConfig, texts: Sequence[str] | None,
+    def map(self, jobs: Iterable[Job], ecfg: FoldEvalConfig, texts: Sequence[str] | None,
             fingerprint: str | None = None, log: Callable[[str], None] | None = None
             ) -> Iterator[tuple[Job, dict, float]]:
         ray = self.ray

@@ -23,7 +23,7 @@ from ..runs import open_results_db
 from .executors import Job, LocalExecutor
 from ..steer.intervention import Intervention, InterventionError
 from ..steer.iti import ITIConfig, ITIData, fit_folds
-from .iti_validate import SUMMARY_KEYS, EvalConfig, evaluate_fold, held_out_texts, summarise
+from .iti_validate import SUMMARY_KEYS, FoldEvalConfig, evaluate_intervention, held_out_texts, summarise
 
 LOWER_IS_BETTER = ("kl", "ce_loss")
 
@@ -70,15 +70,15 @@ class SweepResult:
 
 
 def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequence[float], ks: Sequence[int],
-              n_folds: int, folder: Path, contiguous: bool = False, ecfg: EvalConfig | None = None,
+              n_folds: int, folder: Path, contiguous: bool = False, ecfg: FoldEvalConfig | None = None,
               metric: str = "true_info", log: Callable[[str], None] = print,
-              evaluate: Callable = evaluate_fold, executor=None) -> SweepResult:
+              evaluate: Callable = evaluate_intervention, executor=None) -> SweepResult:
     """Evaluate every (alpha, K, fold) not yet in `folder/results.sqlite`; returns the fold-mean grid.
 
     `executor` evaluates the pending configurations (`veracity.experiments.executors`): None runs them here on
     `lm` with `evaluate` (`LocalExecutor`); a `RayExecutor` runs them on Ray workers. Either way this
     process fits the folds, owns the store and records each result as it arrives."""
-    ecfg = ecfg or EvalConfig()
+    ecfg = ecfg or FoldEvalConfig()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fixed = {"model": getattr(lm, "fingerprint", None), "iti": {k: v for k, v in iti.__dict__.items() if k != "max_k"},
@@ -320,7 +320,7 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None,
         say(msg)
         run.log(msg)
 
-    ecfg = EvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,
+    ecfg = FoldEvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,
                       generate_positions=cfg.gen_positions, ce_texts=cfg.ce_texts, mc_shift_from=st["mc_shift_from"])
     run.start()  # a resume refused by the results store leaves config.json as it was (see RunFolder)
     try:

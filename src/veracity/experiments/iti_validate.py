@@ -1,6 +1,6 @@
 """k-fold validation of ITI: for each fold, fit on the other folds and evaluate the held-out questions.
 
-Evaluation goes through one function, `evaluate_fold`, so validate and sweep share it; it calls the
+Evaluation goes through one function, `evaluate_intervention`, so validate and sweep share it; it calls the
 TruthfulQA evaluation driver (`veracity.experiments.truthfulqa.evaluate_fold`) with the intervention's phase
 factory. With `judge="none"` generation and judging are skipped, as in the driver.
 Summary keys are the driver's: mc1, mc2, ce_loss, kl, true, info, true_info.
@@ -21,14 +21,15 @@ from ..steer.iti import ITIConfig, ITIData, fit_folds
 SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl",
                 # generation health of the answers (veracity.evaluate.health; present when answers were generated)
                 "refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate",
-                # TruthfulQA's binary task (EvalConfig.binary; veracity.evaluate.binary, chance 0.5)
+                # TruthfulQA's binary task (FoldEvalConfig.binary; veracity.evaluate.binary, chance 0.5)
                 "binary_loglik_lm_eval", "binary_loglik_truthfulqa", "binary_ab_best_first",
                 "binary_ab_best_second", "binary_ab_average")
 
 
 @dataclass
-class EvalConfig:
-    """What to measure on each fold (the evaluation driver's options)."""
+class FoldEvalConfig:
+    """What `evaluate_intervention` measures on each held-out fold (a subset of the evaluation driver's
+    options, `experiments.truthfulqa.EvalConfig`, which configures a whole plain-model evaluation)."""
 
     protocol: str = "truthfulqa"
     judge: str = "none"  # none | local | hf:<id> | openai:<model>
@@ -48,7 +49,7 @@ def held_out_texts(data_dir, n: int) -> list[str]:
     return get_dataset("boolq-passages", data_dir=data_dir, limit=n).texts
 
 
-def evaluate_fold(lm, items: Sequence, intervention: Intervention | None, cfg: EvalConfig,
+def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None, cfg: FoldEvalConfig,
                   ce_texts: Sequence[str] | None = None, log: Callable[[str], None] | None = None,
                   fold: int = 0, kl: bool = True) -> dict:
     """Metrics of `lm` with `intervention` (None: the plain model) on these TruthfulQA items, through the
@@ -129,7 +130,7 @@ def merge_answers(folds: list[dict]) -> list[dict]:
 
 
 def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: float, n_folds: int = 2,
-             contiguous: bool = False, ecfg: EvalConfig | None = None, out: Path | None = None,
+             contiguous: bool = False, ecfg: FoldEvalConfig | None = None, out: Path | None = None,
              log: Callable[[str], None] = print, baseline: bool = False, checkpoint=None) -> ValidateResult:
     """Fit per fold on the other folds, evaluate on the held-out ones. `items`: TruthfulQA items indexed
     by CSV row (`load_truthfulqa`). Saves each fold's intervention under `out` when given. `baseline`: also
@@ -137,7 +138,7 @@ def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: 
     an after (`merge_answers`); with alpha = 0 the intervened run is the baseline and is reused.
     `checkpoint` (`runs.Checkpoint`): folds finished by an earlier run are taken from it, and each new
     fold is put there as soon as it is done."""
-    ecfg = ecfg or EvalConfig()
+    ecfg = ecfg or FoldEvalConfig()
     by_index = {it.index: it for it in items}
     fits = fit_folds(data, iti, n_folds=n_folds, contiguous=contiguous)
     texts = held_out_texts(ecfg.data_dir, ecfg.ce_texts) if ecfg.ce_texts else None
@@ -152,14 +153,14 @@ def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: 
             log(f"fold {ff.fold}: done in an earlier run")
             folds.append(done)
             continue
-        res = evaluate_fold(lm, test_items, iv, ecfg, texts, log=log, fold=ff.fold)
+        res = evaluate_intervention(lm, test_items, iv, ecfg, texts, log=log, fold=ff.fold)
         log(f"fold {ff.fold}: {len(test_items)} questions, " +
             ", ".join(f"{key}={v:.4f}" for key, v in res["metrics"].items()))
         row = {"fold": ff.fold, "n_questions": len(test_items), "metrics": res["metrics"],
                "heads": iv.heads, "sigmas": iv.sigmas.tolist(), "per_question": res["per_question"],
                "answers": res.get("answers", [])}
         if baseline:
-            base = res if alpha == 0 else evaluate_fold(lm, test_items, None, ecfg, texts, log=log, fold=ff.fold,
+            base = res if alpha == 0 else evaluate_intervention(lm, test_items, None, ecfg, texts, log=log, fold=ff.fold,
                                                         kl=False)
             log(f"fold {ff.fold} baseline: " + ", ".join(f"{key}={v:.4f}" for key, v in base["metrics"].items()))
             row.update(baseline_metrics=base["metrics"], baseline_answers=base.get("answers", []))
@@ -298,7 +299,7 @@ def run_validate(cfg: ValidateConfig, out: str | Path, overwrite: bool = False,
         say(f"fitted on {cfg.revision}, evaluated on {eval_revision}: {cross['matched']} questions matched by "
             f"text; {len(cross['removed'])} have no {eval_revision} version (not evaluated), "
             f"{len(cross['unmatched_eval'])} {eval_revision} questions have none in {cfg.revision}")
-    ecfg = EvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,
+    ecfg = FoldEvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,
                       generate_positions=cfg.gen_positions, ce_texts=cfg.ce_texts,
                       mc_shift_from=st["mc_shift_from"], binary=cfg.binary)
     run.start()
