@@ -1,0 +1,77 @@
+"""Judge specs -> judges: "none", "local[:folder]", "hf:<model>", "openai[-chat]:<model>[@url]", a `Judge`
+or a callable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .base import CallableJudge, Judge
+from .hf import HFJudge
+from .local import LocalJudge
+from .openai import _OPENAI_SPEC, OpenAIJudge
+
+
+# ---------------------------------------------------------------------------------------------- lookup
+def default_judge_dir() -> Path:
+    """Where `veracity judge train` puts judges by default: <veracity cache>/judges."""
+    from ...models import cache_dir
+
+    return cache_dir() / "judges"
+
+
+def get_judge(spec: str | Judge | Callable | None, kind: str, judge_dir: str | Path | None = None, *,
+              base_url: str | None = None, data_dir=None, **options) -> Judge | None:
+    """A judge from a spec: "none" -> None; "local" (the judge trained into `judge_dir`/<kind>, default
+    the cache); "local:<folder>"; "hf:<model>"; "openai:<model>" (completions endpoint) or
+    "openai-chat:<model>" (chat-completions endpoint), optionally "...@<base url>" (`with_base_url`), at
+    that URL, else `base_url`, else $OPENAI_BASE_URL, else https://api.openai.com/v1, `options` going to
+    `OpenAIJudge`; a `Judge`; or a callable. "{kind}" in a model name becomes truth / info, so one spec
+    names both judges (hf:allenai/truthfulqa-{kind}-judge-llama2-7B). `data_dir` is accepted and unused
+    (no judge kind needs the data folder; `experiments.interventions.load_judges` passes it)."""
+    if spec is None or spec == "none":
+        return None
+    if isinstance(spec, Judge):
+        return spec
+    if callable(spec):
+        return CallableJudge(spec, kind)
+    prefix = spec.split(":", 1)[0]
+    if prefix not in JUDGES:
+        raise ValueError(f"unknown judge {spec!r}: use none, local, local:<folder>, hf:<model id>, openai:<model> "
+                         f"(completions endpoint) or openai-chat:<model> (chat endpoint), each optionally "
+                         f"@<base url> (or --judge-base-url)"
+                         + (f"; registered kinds: {', '.join(sorted(JUDGES))}" if set(JUDGES) - set(BUILTIN) else ""))
+    return JUDGES[prefix](spec, kind, judge_dir=judge_dir, base_url=base_url, **options)
+
+
+def _local(spec: str, kind: str, judge_dir=None, base_url=None, **_) -> Judge:
+    root = Path(spec[6:]) if spec.startswith("local:") else Path(judge_dir or default_judge_dir())
+    return LocalJudge.load(root / kind if (root / kind / "judge.json").exists() else root)
+
+
+def _hf(spec: str, kind: str, **_) -> Judge:
+    if not spec.startswith("hf:") or len(spec) == 3:
+        raise ValueError(f"judge {spec!r}: use hf:<model id or folder>")
+    return HFJudge(spec[3:].replace("{kind}", kind), kind)
+
+
+def _openai(spec: str, kind: str, judge_dir=None, base_url=None, **options) -> Judge:
+    m = _OPENAI_SPEC.match(spec)
+    if not m:
+        raise ValueError(f"judge {spec!r}: use openai:<model> or openai-chat:<model>, optionally @<base url>")
+    if m.group(3) and base_url and m.group(3).rstrip("/") != base_url.rstrip("/"):
+        raise ValueError(f"judge {spec!r} names a base URL other than base_url={base_url!r}")
+    api = options.pop("api", "chat" if m.group(1) == "openai-chat" else "completions")
+    return OpenAIJudge(m.group(2).replace("{kind}", kind), kind, base_url=m.group(3) or base_url, api=api, **options)
+
+
+#: spec prefix (before the first ":") -> factory(spec, kind, judge_dir=, base_url=, **options) -> Judge
+BUILTIN = {"local": _local, "hf": _hf, "openai": _openai, "openai-chat": _openai}
+JUDGES: dict[str, Callable[..., Judge]] = dict(BUILTIN)
+
+
+def register_judge(prefix: str, factory: Callable[..., Judge]) -> None:
+    """Make "<prefix>" / "<prefix>:<anything>" a judge spec everywhere --judge is taken (refuses a taken prefix)."""
+    if prefix in JUDGES:
+        raise ValueError(f"judge kind {prefix!r} is already registered")
+    JUDGES[prefix] = factory
