@@ -100,6 +100,16 @@ def check_out_folder(path: str | Path, kind: str, *, overwrite: bool = False, re
     return p
 
 
+def schema_version(d: dict, kind: str, supported: int) -> int:
+    """The `schema_version` of a results.json payload of `kind` (0 when absent: written before the field,
+    the same layout); a newer one than this veracity reads (`supported`) raises ValueError."""
+    v = d.get("schema_version", 0)
+    if v > supported:
+        raise ValueError(f"{kind} results.json has schema_version {v}; this veracity reads up to {supported} "
+                         "(upgrade veracity)")
+    return v
+
+
 class Checkpoint:
     """The finished units of a run (key -> JSON value: a fold, a condition) in one JSON file, rewritten
     atomically after each unit, so an interrupted run resumes at the unit it was in and ends with the

@@ -213,10 +213,9 @@ class FinetuneRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "FinetuneRun":
-        v = d.get("schema_version", 0)
-        if v > SCHEMA_VERSION:
-            raise ValueError(f"finetune results.json has schema_version {v}; this veracity reads up to "
-                             f"{SCHEMA_VERSION} (upgrade veracity)")
+        from ..runs import schema_version
+
+        v = schema_version(d, "finetune", SCHEMA_VERSION)
         return cls(milestones=d.get("milestones", []), losses=d.get("losses", []), steps=d.get("steps", 0),
                    final_checkpoint=d.get("final_checkpoint", ""), schema_version=v)
 

@@ -388,10 +388,9 @@ class CompareRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "CompareRun":
-        v = d.get("schema_version", 0)
-        if v > SCHEMA_VERSION:
-            raise ValueError(f"compare-interventions results.json has schema_version {v}; this veracity reads "
-                             f"up to {SCHEMA_VERSION} (upgrade veracity)")
+        from ..runs import schema_version
+
+        v = schema_version(d, "compare-interventions", SCHEMA_VERSION)
         cfg = d.get("config", {})
         rev = d.get("revision", cfg.get("revision", "2021"))
         return cls(config=cfg, model=d.get("model", ""), n_questions=d.get("n_questions", 0), revision=rev,

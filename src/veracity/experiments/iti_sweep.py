@@ -270,10 +270,9 @@ class SweepRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "SweepRun":
-        v = d.get("schema_version", 0)
-        if v > SCHEMA_VERSION:
-            raise ValueError(f"iti-sweep results.json has schema_version {v}; this veracity reads up to "
-                             f"{SCHEMA_VERSION} (upgrade veracity)")
+        from ..runs import schema_version
+
+        v = schema_version(d, "iti-sweep", SCHEMA_VERSION)
         return cls(grid=d.get("grid", []), best=d.get("best"), metric=d.get("metric", "true_info"),
                    baseline=d.get("baseline", {}), revision=d.get("revision", "2021"),
                    eval_revision=d.get("eval_revision", d.get("revision", "2021")),

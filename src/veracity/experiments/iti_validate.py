@@ -244,10 +244,9 @@ class ValidateRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "ValidateRun":
-        v = d.get("schema_version", 0)
-        if v > SCHEMA_VERSION:
-            raise ValueError(f"iti-validate results.json has schema_version {v}; this veracity reads up to "
-                             f"{SCHEMA_VERSION} (upgrade veracity)")
+        from ..runs import schema_version
+
+        v = schema_version(d, "iti-validate", SCHEMA_VERSION)
         return cls(config=d.get("config", {}), revision=d.get("revision", "2021"),
                    eval_revision=d.get("eval_revision", d.get("revision", "2021")),
                    cross_revision=d.get("cross_revision"), folds=d.get("folds", []),

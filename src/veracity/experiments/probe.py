@@ -210,11 +210,9 @@ DEFAULT_METHODS = ("logistic", "mlp-tiny", "mlp-small", "mlp-medium", "mass-mean
 
 
 def _check_version(d: dict, kind: str) -> int:
-    v = d.get("schema_version", 0)
-    if v > SCHEMA_VERSION:
-        raise ValueError(f"{kind} results.json has schema_version {v}; this veracity reads up to {SCHEMA_VERSION} "
-                         "(upgrade veracity)")
-    return v
+    from ..runs import schema_version
+
+    return schema_version(d, kind, SCHEMA_VERSION)
 
 
 def _open_store(path):

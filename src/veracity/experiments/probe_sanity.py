@@ -9,19 +9,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..probes.sanity import PolarityExperiment
+from ..runs import schema_version
 
 #: results.json layout of probe-polarity and ccs-distractor runs (docs/reference/results.md)
 SCHEMA_VERSION = 1
 POLARITY_VIEWS = (("affirmative", "affirmative"), ("affirmative", "negated"), ("negated", "affirmative"),
                   ("both", "negated"))
-
-
-def _check_version(d: dict, kind: str) -> int:
-    v = d.get("schema_version", 0)
-    if v > SCHEMA_VERSION:
-        raise ValueError(f"{kind} results.json has schema_version {v}; this veracity reads up to {SCHEMA_VERSION} "
-                         "(upgrade veracity)")
-    return v
 
 
 @dataclass
@@ -69,7 +62,7 @@ class PolarityRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "PolarityRun":
-        v = _check_version(d, "probe-polarity")
+        v = schema_version(d, "probe-polarity", SCHEMA_VERSION)
         e = d["experiment"]
         exp = PolarityExperiment(list(e["methods"]), list(e["layers"]), list(e["scores"]), e["n_rows"], e["seed"])
         topics = d.get("topics") or sorted({s["test"].split(":")[0] for s in exp.scores if ":" in s["test"]})
@@ -158,7 +151,7 @@ class DistractorRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "DistractorRun":
-        return cls(list(d.get("rows", [])), schema_version=_check_version(d, "ccs-distractor"))
+        return cls(list(d.get("rows", [])), schema_version=schema_version(d, "ccs-distractor", SCHEMA_VERSION))
 
     def write(self, run) -> None:
         run.write_csv("distractor.csv", self.rows)

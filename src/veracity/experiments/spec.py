@@ -324,10 +324,9 @@ class SpecRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "SpecRun":
-        v = d.get("schema_version", 0)
-        if v > SCHEMA_VERSION:
-            raise ValueError(f"spec results.json has schema_version {v}; this veracity reads up to "
-                             f"{SCHEMA_VERSION} (upgrade veracity)")
+        from ..runs import schema_version
+
+        v = schema_version(d, "spec", SCHEMA_VERSION)
         return cls(summary=d.get("summary", {}), toxicity=d.get("toxicity", {}), schema_version=v)
 
     def write(self, run) -> None:

@@ -378,10 +378,9 @@ class SycophancyRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "SycophancyRun":
-        v = d.get("schema_version", 0)
-        if v > SCHEMA_VERSION:
-            raise ValueError(f"sycophancy results.json has schema_version {v}; this veracity reads up to "
-                             f"{SCHEMA_VERSION} (upgrade veracity)")
+        from ..runs import schema_version
+
+        v = schema_version(d, "sycophancy", SCHEMA_VERSION)
         return cls(config=d.get("config", {}), model=d.get("model", ""), datasets=d.get("datasets", []),
                    rows=d.get("rows", []), best_layers=d.get("best_layers", {}), schema_version=v)
 

@@ -280,10 +280,9 @@ class EvalOutput:
     @classmethod
     def from_json(cls, d: dict) -> "EvalOutput":
         """The evaluation from its results.json (questions and MC scores regrouped by fold)."""
-        v = d.get("schema_version", 0)
-        if v > SCHEMA_VERSION:
-            raise ValueError(f"eval results.json has schema_version {v}; this veracity reads up to {SCHEMA_VERSION} "
-                             "(upgrade veracity)")
+        from ..runs import schema_version
+
+        schema_version(d, "eval", SCHEMA_VERSION)
         cfg = EvalConfig(**d["config"])
         qs = [QuestionRecord(**q) for q in d.get("questions", [])]
         fold_of = {q.index: q.fold for q in qs}
