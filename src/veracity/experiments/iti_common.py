@@ -4,9 +4,36 @@ User errors raise `BadInput` (the CLI prints one line)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..validation import BadInput
+
+
+@dataclass
+class ITIRunOptions:
+    """The options every ITI study shares (validate, sweep): the model, how ITI is fitted (None: the
+    default, or the --reproduce preset's value), which questions and how they are evaluated."""
+
+    model: str = "smollm2"
+    folds: int = 2
+    direction: str = "com"
+    judge: str = "none"
+    protocol: str = "truthfulqa"
+    sigma_from: str | None = None
+    contiguous_folds: bool = False
+    seed: int | None = None
+    data: str | None = None
+    mc_shift_from: str | None = None
+    reproduce: str | None = None
+    limit: int | None = None
+    acts: str | None = None
+    ce_texts: int = 100
+    gen_positions: str = "last"
+    revision: str = "2021"
+    eval_revision: str | None = None
+    data_dir: str | None = None
+    device: str | None = None
 
 
 def resolve_settings(reproduce: str | None, direction: str, data: str | None, sigma_from: str | None,

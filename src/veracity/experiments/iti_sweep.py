@@ -23,6 +23,7 @@ from ..runs import open_results_db
 from .executors import Job, LocalExecutor
 from ..steer.intervention import Intervention, InterventionError
 from ..steer.iti import ITIConfig, ITIData, fit_folds
+from .iti_common import ITIRunOptions
 from .iti_validate import SUMMARY_KEYS, FoldEvalConfig, evaluate_intervention, held_out_texts, summarise
 
 LOWER_IS_BETTER = ("kl", "ce_loss")
@@ -216,31 +217,12 @@ SCHEMA_VERSION = 1
 
 
 @dataclass
-class SweepConfig:
-    """Every option of `veracity iti sweep` (None: the default, or the --reproduce preset's value)."""
+class SweepConfig(ITIRunOptions):
+    """Every option of `veracity iti sweep`: the shared ITI options and the grid."""
 
-    model: str = "smollm2"
     alphas: tuple = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0)
     num_heads: tuple = (8, 16, 32, 48, 64, 96)
-    folds: int = 2
-    direction: str = "com"
-    judge: str = "none"
-    protocol: str = "truthfulqa"
     metric: str = "true_info"
-    sigma_from: str | None = None
-    contiguous_folds: bool = False
-    seed: int | None = None
-    data: str | None = None
-    mc_shift_from: str | None = None
-    reproduce: str | None = None
-    limit: int | None = None
-    acts: str | None = None
-    ce_texts: int = 100
-    gen_positions: str = "last"
-    revision: str = "2021"
-    eval_revision: str | None = None
-    data_dir: str | None = None
-    device: str | None = None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from ..steer.apply import intervention_factory
 from ..steer.intervention import Intervention
 from ..metrics import aggregate_folds, with_true_info
 from ..steer.iti import ITIConfig, ITIData, fit_folds
+from .iti_common import ITIRunOptions
 
 SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl",
                 # generation health of the answers (veracity.evaluate.health; present when answers were generated)
@@ -188,32 +189,13 @@ SCHEMA_VERSION = 1
 
 
 @dataclass
-class ValidateConfig:
-    """Every option of `veracity iti validate` (None: the default, or the --reproduce preset's value)."""
+class ValidateConfig(ITIRunOptions):
+    """Every option of `veracity iti validate`: the shared ITI options, K, alpha and what is measured."""
 
-    model: str = "smollm2"
     num_heads: int = 48
     alpha: float = 15.0
-    direction: str = "com"
-    folds: int = 2
-    judge: str = "none"
-    protocol: str = "truthfulqa"
-    sigma_from: str | None = None
-    contiguous_folds: bool = False
-    seed: int | None = None
-    data: str | None = None
-    mc_shift_from: str | None = None
-    reproduce: str | None = None
     baseline: bool = True
-    limit: int | None = None
-    acts: str | None = None
-    ce_texts: int = 100
     binary: bool = False
-    gen_positions: str = "last"
-    revision: str = "2021"
-    eval_revision: str | None = None
-    data_dir: str | None = None
-    device: str | None = None
     model_dtype: str = "float32"
     device_map: str | None = None
 

@@ -144,6 +144,17 @@ class TruthProbe:
         return self.probe.predict_proba(X[:, self.layer]).cpu().numpy().astype(np.float64)
 
 
+def _finish(dataset: str, cond: str, row: dict, recs: list[dict], probe, rows: list, per_item: list,
+            checkpoint, log) -> None:
+    """A measured condition: its row (with the probe's layer) and records kept, checkpointed and logged."""
+    row["best_layer"] = probe.layer
+    rows.append(row)
+    per_item += recs
+    if checkpoint:
+        checkpoint.put(dataset, cond, row, recs)
+    log(f"{dataset} {cond}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)))
+
+
 def _mc_probs(scores: Sequence[float]) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64)
     p = np.exp(s - s.max())
@@ -238,14 +249,9 @@ def truthfulqa_sycophancy(lm, items: Sequence, cfg: SycophancyConfig, iv=None,
         texts, y, _, is_op = probe_texts(test_q, opin)
         p = probe.p_true(last_token_resid(lm, texts, pm.factory(), cfg.batch_size, special))
         _probe_cols(row, p, y, p[is_op] if opin else None)
-        row["best_layer"] = probe.layer
-        rows.append(row)
-        per_item += recs
+        _finish("truthfulqa", cond, row, recs, probe, rows, per_item, checkpoint, log)
         if cond == "plain":
             plain_recs = recs
-        if checkpoint:
-            checkpoint.put("truthfulqa", cond, row, recs)
-        log(f"truthfulqa {cond}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)))
     return rows, per_item, {"layer": probe.layer, "val_acc": probe.val_acc}
 
 
@@ -294,14 +300,9 @@ def true_false_sycophancy(lm, statements: Sequence, cfg: SycophancyConfig, iv=No
             row.pop("to_opinion", None), row.pop("p_opinion", None)  # no opinion was given
         y = np.array([statements[i].label for i in test])
         _probe_cols(row, probe.p_true(last_token_resid(lm, ctxs, pm.factory(), cfg.batch_size, special)), y)
-        row["best_layer"] = probe.layer
-        rows.append(row)
-        per_item += recs
+        _finish("true-false", cond, row, recs, probe, rows, per_item, checkpoint, log)
         if cond == "plain":
             plain_recs = recs
-        if checkpoint:
-            checkpoint.put("true-false", cond, row, recs)
-        log(f"true-false {cond}: " + ", ".join(f"{k}={v:.3f}" for k, v in row.items() if isinstance(v, float)))
     return rows, per_item, {"layer": probe.layer, "val_acc": probe.val_acc}
 
 
