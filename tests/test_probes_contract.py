@@ -92,3 +92,43 @@ def test_registry_one_line_and_refuses_to_shadow():
     with pytest.raises(ValueError, match="unknown probe method"):
         make_probe("nope")
     assert np.all([s.name == n for n, s in PROBES.items()])
+
+
+def planted_pairs(n=200, g=2, d=10, seed=0):
+    """Contrast pairs whose difference carries the truth along a planted u: x+ - x- = +/-2u (+ noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.nn.functional.normalize(torch.randn(g, d, generator=gen), dim=-1)
+    y = torch.arange(n) % 2
+    base = torch.randn(n, g, d, generator=gen)
+    s = ((2 * y - 1) * 1.0)[:, None, None] * u[None]
+    return base + s + 0.1 * torch.randn(n, g, d, generator=gen), base - s, y, u
+
+
+@pytest.mark.parametrize("cls", ["CCSProbe"])
+def test_paired_probe_contract(cls):
+    """Probes on contrast pairs share `PairedProbe`'s contract: the same params / repr as every probe,
+    predict_proba in [0, 1] with decision_function its logit, predict = proba > 0.5, score = accuracy by hand,
+    a unit direction_ that finds the planted one, and the single layout."""
+    import veracity.probes.ccs as ccs
+    from veracity.probes.base import PairedProbe
+
+    P, Q, y, u = planted_pairs()
+    p = getattr(ccs, cls)(n_restarts=3, epochs=200, lr=1e-2, seed=0)
+    assert isinstance(p, PairedProbe) and repr(p).startswith(f"{cls}(n_restarts=3, epochs=200")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        p.predict(P, Q)
+    assert p.fit(P, Q, y) is p and p.set_params(**p.get_params()) is p
+    with pytest.raises(ValueError):
+        p.set_params(no_such_parameter=1)
+    proba = p.predict_proba(P, Q)
+    assert proba.shape == (len(y), 2) and float(proba.min()) >= 0 and float(proba.max()) <= 1
+    assert torch.allclose(torch.sigmoid(p.decision_function(P, Q)), proba.double(), atol=1e-6)
+    pred = p.predict(P, Q)
+    assert torch.equal(pred, (proba > 0.5).long())
+    by_hand = (pred == y[:, None]).double().mean(0)
+    assert torch.allclose(p.score(P, Q, y).double(), by_hand) and float(by_hand.min()) > 0.95
+    d = p.direction_
+    assert torch.allclose(d.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert float((d.double() * u.double()).sum(-1).abs().min()) > 0.8
+    p1 = getattr(ccs, cls)(n_restarts=3, epochs=200, lr=1e-2, seed=0).fit(P[:, 0], Q[:, 0], y)
+    assert p1.predict_proba(P[:, 0], Q[:, 0]).shape == (len(y),) and isinstance(p1.score(P[:, 0], Q[:, 0], y), float)

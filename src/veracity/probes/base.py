@@ -122,6 +122,36 @@ class BatchedProbe:
 
 
 
+class PairedProbe(BatchedProbe):
+    """Base class of probes on contrast pairs (CCS): `fit(X_pos, X_neg, y=None)`, then `predict_proba`,
+    `predict` and `score` take both sides, `(X_pos, X_neg[, y])`, in the fit layout ([N, D] or [N, G, D]).
+    Parameters, `repr`, `get_params` / `set_params` and the fitted check are `BatchedProbe`'s; subclasses
+    provide `_pair_proba(X_pos, X_neg) -> [N, G]`, P(the "Yes" side is true)."""
+
+    def _pair_proba(self, X_pos: Any, X_neg: Any) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decision_function(self, X_pos: Any, X_neg: Any) -> torch.Tensor:
+        """The logit of `predict_proba` (clamped away from 0 and 1)."""
+        p = self.predict_proba(X_pos, X_neg).double().clamp(1e-12, 1 - 1e-12)
+        return torch.log(p) - torch.log1p(-p)
+
+    def predict_proba(self, X_pos: Any, X_neg: Any) -> torch.Tensor:
+        self._check_fitted()
+        p = self._pair_proba(X_pos, X_neg)
+        return p.squeeze(1) if self._single else p
+
+    def predict(self, X_pos: Any, X_neg: Any) -> torch.Tensor:
+        return (self.predict_proba(X_pos, X_neg) > 0.5).long()
+
+    def score(self, X_pos: Any, X_neg: Any, y: Any) -> float | torch.Tensor:
+        """Accuracy: a float for a single probe, a CPU tensor [G] for batched probes."""
+        p = self.predict_proba(X_pos, X_neg)
+        acc = accuracy_per_group((p if p.dim() == 2 else p[:, None]) > 0.5,
+                                 torch.as_tensor(np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)).flatten())
+        return float(acc) if self._single else acc
+
+
 class ScaledLinearProbe(BatchedProbe):
     """A probe whose logit is (X @ coef_ + intercept_) / temperature_: the fitted direction is not a
     likelihood model, so the projection is scaled by its training std to give usable probabilities."""

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import as_batched, generator
+from .base import PairedProbe, as_batched, generator
 
 
 def ccs_loss(p_pos: torch.Tensor, p_neg: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,7 @@ def _stats(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
-class CCSProbe:
+class CCSProbe(PairedProbe):
     """`fit(X_pos, X_neg, y=None)`: X_pos/X_neg [N, D] or [N, G, D]. `y` (1 when the "Yes" side is
     true) is used only to fix the sign after the unsupervised fit (`flipped_`), never for training.
 
@@ -54,13 +54,6 @@ class CCSProbe:
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.seed = seed
-
-    def __repr__(self) -> str:
-        return (f"CCSProbe(n_restarts={self.n_restarts}, epochs={self.epochs}, lr={self.lr}, "
-                f"weight_decay={self.weight_decay}, batch_size={self.batch_size}, seed={self.seed})")
-
-    def _out(self, t: torch.Tensor) -> torch.Tensor:
-        return t.squeeze(0) if self._single else t
 
     def _normalise(self, X_pos: Any, X_neg: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Both sides with the *stored training* statistics -> [G, N, D] each."""
@@ -135,20 +128,11 @@ class CCSProbe:
         y = torch.as_tensor(y.cpu() if isinstance(y, torch.Tensor) else y).to(proba.device).long().flatten()
         return ((proba > 0.5).long() == y[:, None]).double().mean(0).cpu()
 
-    def predict_proba(self, X_pos: Any, X_neg: Any) -> torch.Tensor:
-        """P("Yes" side true) = 0.5 * (p+ + 1 - p-), sign-fixed on the training labels when given."""
+    def _pair_proba(self, X_pos: Any, X_neg: Any) -> torch.Tensor:
+        """P("Yes" side true) = 0.5 * (p+ + 1 - p-), sign-fixed on the training labels when given (so
+        `score` is the honest number: the sign never comes from the test rows)."""
         p = self._raw_proba(X_pos, X_neg)
-        p = torch.where(self._flip[None, :], 1 - p, p)
-        return p.squeeze(1) if self._single else p
-
-    def predict(self, X_pos: Any, X_neg: Any) -> torch.Tensor:
-        return (self.predict_proba(X_pos, X_neg) > 0.5).long()
-
-    def score(self, X_pos: Any, X_neg: Any, y: Any) -> float | torch.Tensor:
-        """Accuracy with the sign fixed on the *training* labels (the honest number)."""
-        p = self.predict_proba(X_pos, X_neg)
-        acc = self._accuracy(p if p.dim() == 2 else p[:, None], y)
-        return float(acc) if self._single else acc
+        return torch.where(self._flip[None, :], 1 - p, p)
 
     def score_either_sign(self, X_pos: Any, X_neg: Any, y: Any) -> float | torch.Tensor:
         """max(acc, 1 - acc) on these rows: the optimistic number the CCS paper reports; label it so."""
