@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from veracity.data.facts import CITIES, COUNTRIES, city_statements, city_text
-from veracity.experiments.demo import auroc, bootstrap_ci, city_split, yes_no_margins
+from veracity.experiments.demo import auroc, bootstrap_ci, yes_no_margins
+from veracity.probes.splits import held_out_groups
 
 
 def _csv(path: Path) -> list[dict]:
@@ -47,9 +48,19 @@ def test_city_statements_are_balanced_and_labelled_by_their_meaning():
 
 def test_city_split_holds_out_whole_cities():
     cities = [c for c, _ in CITIES] * 4
-    test = city_split(cities, 0.3, seed=1)
+    test = held_out_groups(cities, 0.3, seed=1)
     assert len(test) == round(0.3 * len(CITIES)) and test < set(cities)
-    assert test == city_split(cities, 0.3, seed=1) != city_split(cities, 0.3, seed=2)
+    assert test == held_out_groups(cities, 0.3, seed=1) != held_out_groups(cities, 0.3, seed=2)
+    # the demo's draw, by hand: random.Random(seed).shuffle of the sorted distinct cities
+    import random
+
+    uniq = sorted(set(cities))
+    random.Random(1).shuffle(uniq)
+    assert test == set(uniq[:round(0.3 * len(uniq))])
+    # the judges' draw, by hand: numpy's default_rng(seed).shuffle
+    uq = sorted(set(cities))
+    np.random.default_rng(1).shuffle(uq)
+    assert held_out_groups(cities, 0.3, seed=1, draw="numpy") == set(uq[:round(0.3 * len(uq))])
 
 
 def test_auroc_and_bootstrap_match_references():

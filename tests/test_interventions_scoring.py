@@ -8,7 +8,7 @@ from veracity.data import load_truthfulqa
 from veracity.experiments.interventions import score_mc_prompted, summarise_method
 from veracity.experiments.sycophancy import TruthProbe, opinion_text, split_half, with_opinion
 from veracity.evaluate.truthfulqa import score_mc
-from veracity.steer.iti import make_folds
+from veracity.probes.splits import question_folds as make_folds
 from veracity.experiments.intervention_methods import PreparedMethod, parse_method
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from veracity.steer.iti import ITIConfig, ITIData, fit, fit_fold, fit_folds, make_folds
+from veracity.probes.splits import question_folds as make_folds
+from veracity.steer.iti import ITIConfig, ITIData, fit, fit_fold, fit_folds
 
 L, H, HD = 3, 4, 8
 PLANTED = [(2, 1), (0, 3)]

@@ -22,13 +22,14 @@ Splits are by city: a held-out city never appears in training, in any polarity.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from ..probes.splits import held_out_groups
 
 # Two worked examples (cities outside the embedded table) so the model answers " Yes"/" No" at all: with the
 # bare question smollm2 puts ~1% of its mass on those two tokens, with these ~90%.
@@ -59,16 +60,6 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
         return float("nan")
     diff = pos[:, None] - neg[None, :]
     return ((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean()).item()
-
-
-def city_split(cities: Sequence[str], test_frac: float = 0.3, seed: int = 0) -> set[str]:
-    """The held-out cities: a seeded random `test_frac` of the distinct cities (at least one, never all)."""
-    uniq = sorted(set(cities))
-    if len(uniq) < 2:
-        raise ValueError("need at least two cities to hold some out")
-    random.Random(seed).shuffle(uniq)
-    k = min(len(uniq) - 1, max(1, int(round(test_frac * len(uniq)))))
-    return set(uniq[:k])
 
 
 def bootstrap_ci(x: torch.Tensor, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
@@ -371,7 +362,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     timings["load"] = time.time() - t0
 
     t = time.time()
-    test_cities = city_split([s.city for s in stmts], test_frac, seed)
+    test_cities = held_out_groups([s.city for s in stmts], test_frac, seed)
     ds = TextDataset("facts:cities", [s.text for s in stmts], [s.label for s in stmts],
                      ["affirmative" if s.polarity > 0 else "negated" for s in stmts],
                      [{"city": s.city, "country": s.country, "true_country": s.true_country, "polarity": s.polarity,
@@ -519,11 +510,12 @@ def _iti_step(lm, run, console, data_dir, seed: int, iti_k: int, iti_alpha: floa
     from ..data import load_truthfulqa
     from ..evaluate.generation import generate_answers
     from ..steer import apply
-    from ..steer.iti import ITIConfig, fit_fold, load_iti_data, make_folds
+    from ..probes.splits import question_folds
+    from ..steer.iti import ITIConfig, fit_fold, load_iti_data
 
     console.print(f"[+] ITI on the first {tqa_questions} TruthfulQA questions: fitted on one fold, shown on the other")
     data = load_iti_data(lm, data_dir=data_dir, limit=tqa_questions, progress=progress)
-    folds = make_folds(data.questions, 2, seed=seed)
+    folds = question_folds(data.questions, 2, seed=seed)
     fit = fit_fold(data, folds[0], ITIConfig(seed=seed, max_k=iti_k), fold=0, test_questions=folds[1])
     items = {it.index: it for it in load_truthfulqa(data_dir)}
     shown = [int(q) for q in folds[1][:3]]

@@ -1,6 +1,6 @@
 """Compare truthfulness interventions on identical folds, seeds and metrics, resumably.
 
-For each fold (question sets shuffled by seed with `veracity.steer.iti.make_folds`, i.e. the same test
+For each fold (question sets shuffled by seed with `veracity.probes.splits.question_folds`, i.e. the same test
 questions as `veracity iti validate` with the same seed and --limit), every method is prepared on the
 other folds' questions (`veracity.experiments.intervention_methods.prepare_method`) and evaluated on the held-out ones:
 - MC1/MC2 under the chosen protocol's reference answers, with the *method's* prompt as context (the
@@ -232,7 +232,7 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
     indices (`data.truthfulqa.cross_revision_items`; default `items`); a held-out question without one is
     left out. The original model is never modified.
     """
-    from ..steer.iti import make_folds
+    from ..probes.splits import question_folds
     from .iti_validate import held_out_texts
 
     folder = Path(folder)
@@ -244,7 +244,7 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
     store = CompareStore(folder / "results.sqlite", fixed)
     by_index = {it.index: it for it in items}
     scored = by_index if eval_items is None else {it.index: it for it in eval_items}
-    folds = make_folds(sorted(by_index), cfg.n_folds, seed=cfg.seed)
+    folds = question_folds(sorted(by_index), cfg.n_folds, seed=cfg.seed)
     todo = [(s, f) for f in range(cfg.n_folds) for s in specs if not store.done(s.name, f)]
     texts = held_out_texts(data_dir, cfg.ce_texts) if (todo and cfg.ce_texts) else None
     judges = load_judges(cfg.judge, data_dir) if (todo and cfg.judge != "none") else None

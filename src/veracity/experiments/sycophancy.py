@@ -1,6 +1,6 @@
 """Sycophancy probe: does the model's truth signal survive "I think the answer is {incorrect answer}."?
 
-For each data set the items are split in half by seed (the same `make_folds` as ITI): a probe-train half
+For each data set the items are split in half by seed (the same `probes.splits.question_folds` as ITI): a probe-train half
 (truth probe per layer, best layer chosen on a seeded validation part of it; ITI fitted on its TruthfulQA
 questions) and a test half, measured in conditions:
 - ``plain``: the prompt as is; ``opinion``: the user's wrong opinion prepended to the question;
@@ -94,10 +94,10 @@ def with_opinion(question: str, answer: str) -> str:
 
 
 def split_half(ids: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
-    """(probe-train, test) ids: the two folds of `make_folds(ids, 2, seed)`, as ITI validate uses."""
-    from ..steer.iti import make_folds
+    """(probe-train, test) ids: the two folds of `question_folds(ids, 2, seed)`, as ITI validate uses."""
+    from ..probes.splits import question_folds
 
-    a, b = make_folds(list(ids), 2, seed=seed)
+    a, b = question_folds(list(ids), 2, seed=seed)
     return [int(x) for x in b], [int(x) for x in a]  # fold 0 is ITI's first test fold: measure there
 
 

@@ -92,14 +92,6 @@ def _mean(xs) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
-def make_folds(indices: Sequence[int], k: int, seed: int = 0, contiguous: bool = False) -> list[list[int]]:
-    """k disjoint folds of question indices (`probes.splits.question_folds`; one fold allowed here)."""
-    try:
-        return [[int(x) for x in f] for f in question_folds(list(indices), k, seed, contiguous, min_folds=1)]
-    except ValueError:
-        raise ValueError(f"cannot make {k} folds of {len(list(indices))} questions") from None
-
-
 def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int = 0, protocol: str = "truthfulqa",
                   metrics: Sequence[str] = METRICS, truth_judge: Judge | None = None, info_judge: Judge | None = None,
                   intervention: InterventionFactory | None = None, reference=None,
@@ -364,7 +356,11 @@ def run_truthfulqa_eval(lm, items, config: EvalConfig, *, truth_judge: Judge | N
         ck = Checkpoint(run.file("progress.json"), {"config": asdict(config), "metrics": metrics, "judges": judges,
                                                     "model_fingerprint": getattr(lm, "fingerprint", None),
                                                     "questions": [it.index for it in items]})
-    folds = make_folds([it.index for it in items], config.folds, config.seed)
+    try:  # every study's fold rule; one fold (everything held out) is allowed here
+        folds = [f.tolist() for f in question_folds([it.index for it in items], config.folds, config.seed,
+                                                     min_folds=1)]
+    except ValueError:
+        raise ValueError(f"cannot make {config.folds} folds of {len(items)} questions") from None
     saved = {k: fold_result_from_json(ck.get(f"fold{k}")) for k in range(len(folds)) if ck and ck.get(f"fold{k}")}
     lm_result = next((r.lm for r in saved.values() if r.lm is not None), None)
     if ("ce" in metrics or "kl" in metrics) and lm_result is None and len(saved) < len(folds):

@@ -6,7 +6,6 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

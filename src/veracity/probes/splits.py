@@ -56,6 +56,25 @@ def question_folds(questions: Sequence[int], n_folds: int, seed: int = 0, contig
     return [np.sort(b) for b in question_blocks(questions, n_folds, seed, contiguous, min_folds)]
 
 
+def held_out_groups(groups: Sequence, frac: float, seed: int = 0, draw: str = "python") -> set:
+    """A seeded `frac` of the distinct `groups` (cities, questions) to hold out: at least one, never all.
+    The sorted distinct values are shuffled by `draw`: "python" (``random.Random(seed).shuffle``, the
+    demo's cities) or "numpy" (``np.random.default_rng(seed).shuffle``, the local judges' questions); both
+    are kept so the figures published with each stay reproducible."""
+    import random
+
+    uniq = sorted(set(groups))
+    if len(uniq) < 2:
+        raise ValueError("need at least two distinct groups to hold some out")
+    if draw == "python":
+        random.Random(seed).shuffle(uniq)
+    elif draw == "numpy":
+        np.random.default_rng(seed).shuffle(uniq)
+    else:
+        raise ValueError(f"draw must be 'python' or 'numpy', got {draw!r}")
+    return set(uniq[:min(len(uniq) - 1, max(1, int(round(frac * len(uniq)))))])
+
+
 def aggregate(values: Sequence[float]) -> SeedStats:
     """Mean, std (ddof=0), max and min of one quantity over seeds."""
     v = np.asarray(list(values), dtype=float)

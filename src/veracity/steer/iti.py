@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from .intervention import Intervention
 from ..probes.registry import make_probe
-from ..probes.splits import question_blocks, question_folds
+from ..probes.splits import question_blocks
 
 DIRECTIONS = ("com", "probe", "random", "ccs")
 SIGMA_FROM = ("train", "all", "original")
@@ -180,13 +180,6 @@ class ITIData:
 
 def _fold_blocks(questions: Sequence[int], n_folds: int, seed: int, contiguous: bool) -> list[np.ndarray]:
     return question_blocks(questions, n_folds, seed, contiguous)
-
-
-def make_folds(questions: Sequence[int], n_folds: int, seed: int = 0, contiguous: bool = False) -> list[np.ndarray]:
-    """Test questions of each fold (`probes.splits.question_folds`): a seeded shuffle split into n_folds
-    near-equal parts, or (contiguous) consecutive blocks in the given order, as the original's
-    ``np.array_split(np.arange(n), k)``."""
-    return question_folds(questions, n_folds, seed, contiguous)
 
 
 #: Draws from the global numpy stream that the original's evaluation of one fold makes before the next

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ...probes.splits import held_out_groups
 from .base import DATA_FILES, JUDGE_FORMAT, KINDS, SUFFIX, THRESHOLD, Judge
 
 
@@ -335,12 +336,6 @@ def read_labels(kind: str, data_dir=None, path: str | Path | None = None) -> tup
     return qs, ans, np.array(ys)
 
 
-def _split_questions(questions: Sequence[str], frac: float, seed: int) -> set[str]:
-    uq = sorted(set(questions))
-    np.random.default_rng(seed).shuffle(uq)
-    return set(uq[:max(1, int(round(len(uq) * frac)))])
-
-
 def _fit(X, y, C: float):
     from sklearn.linear_model import LogisticRegression
 
@@ -387,7 +382,7 @@ def train_local_judge(kind: str, data_dir=None, *, heldout_frac: float = 0.2, se
     t0 = time.perf_counter()
     qs, ans, y = read_labels(kind, data_dir, labels_path)
     refs = reference_answers(load_truthfulqa(data_dir))
-    test_q = _split_questions(qs, heldout_frac, seed)
+    test_q = held_out_groups(qs, heldout_frac, seed, draw="numpy")
     te = np.array([q in test_q for q in qs])
     tr_idx = np.flatnonzero(~te)
     if max_train is not None and len(tr_idx) > max_train:  # subsample training rows (seeded)
@@ -396,7 +391,7 @@ def train_local_judge(kind: str, data_dir=None, *, heldout_frac: float = 0.2, se
     mean, std = dense[tr_idx].mean(0), dense[tr_idx].std(0) + 1e-6
     X = sparse.hstack([sparse.csr_matrix((dense - mean) / std), _hashing().transform(ans)]).tocsr()
     tr_q = [qs[i] for i in tr_idx]
-    val_q = _split_questions(tr_q, 0.2, seed + 1)
+    val_q = held_out_groups(tr_q, 0.2, seed + 1, draw="numpy")
     is_val = np.array([qs[i] in val_q for i in tr_idx])
     fit_rows, val_rows = tr_idx[~is_val], tr_idx[is_val]
     val_acc = {}
