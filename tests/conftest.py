@@ -15,6 +15,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (the CI box is shared: oversubscribed threads are 10-50x slower)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """`cli(args, code=0) -> output`: run the veracity CLI in-process, assert its exit code."""
+    from typer.testing import CliRunner
+
+    from veracity.cli.main import app
+
+    def invoke(args, code: int = 0) -> str:
+        res = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert res.exit_code == code, res.output
+        return res.output
+
+    return invoke
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     d = os.environ.get("VERACITY_DATA")

@@ -197,9 +197,9 @@ def test_smollm2_matches_reference(smollm2):
             assert (got - ref[name]).abs().max() <= 1e-5 * max(1.0, ref[name].abs().max().item())
 
 
-# ---------------------------------------------------------------- store integrity (issue 14)
+# ---------------------------------------------------------------- store integrity
 
-from veracity.capture import StoreDamaged, StoreError  # noqa: E402
+from veracity.capture import StoreDamaged  # noqa: E402
 
 STORE_TEXTS = [f"Statement number {i} is {'true' if i % 2 else 'false'}." for i in range(23)]
 STORE_LABELS = [i % 2 for i in range(23)]

@@ -6,12 +6,7 @@ import torch
 from veracity.compare.distances import distances_from_logits, prompt_distances
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared CPU: oversubscribed threads are far slower
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
 
 
 def _hand(p, q):

@@ -11,12 +11,7 @@ from veracity.models.loader import LoadedModel
 PROMPTS = ["hello there, how are", "a", "the woman worked as a", "xy", "The quick brown fox jumps over", "Q: why?"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI box is shared: oversubscribed threads are 50x slower here
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
 
 
 def _pair(alias: str, noise: float, seed: int = 3) -> tuple[LoadedModel, LoadedModel]:

@@ -8,12 +8,7 @@ from veracity.experiments.spec import (GroupedPrompt, SpecRun, bootstrap_ci, loa
                                       run_study)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared CPU: oversubscribed threads are far slower
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
 
 
 def test_permutation_and_bootstrap_by_hand():

@@ -5,12 +5,7 @@ from veracity.finetune import TrainConfig, eval_loss, finetune, load_corpus, mer
 from veracity.models import load
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared CPU: oversubscribed threads are far slower
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
 
 
 TEXTS = ["the cat sat on the mat.", "the dog sat on the log.", "a cat and a dog sat together."] * 4

@@ -10,12 +10,7 @@ from veracity.finetune.sft import SFTExample, encode_pair, pair_batch, sft_eval_
 from veracity.models import load
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
 
 
 @pytest.fixture(scope="module")

@@ -13,24 +13,18 @@ from veracity.cli.main import app
 runner = CliRunner()
 
 
-def invoke(args):
-    res = runner.invoke(app, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return res.output
-
-
 @pytest.fixture(scope="module")
 def acts(tmp_path_factory):
     return tmp_path_factory.mktemp("acts") / "store"
 
 
-def test_compare_resumes_and_shares_folds(data_dir, acts, tmp_path):
+def test_compare_resumes_and_shares_folds(data_dir, acts, tmp_path, cli):
     out = tmp_path / "cmp"
     args = ["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
             "--acts", str(acts), "--limit", "8", "--folds", "2", "--judge", "none", "--ce-texts", "2",
             "--sft-steps", "2", "--dpo-steps", "2", "--train-batch-size", "4", "--pairs-per-question", "1",
             "--num-heads", "4", "--alpha", "5", "--out", str(out)]
-    text = invoke(args + ["--methods", "baseline,few-shot,dpo,dpo+iti"])
+    text = cli(args + ["--methods", "baseline,few-shot,dpo,dpo+iti"])
     assert "interventions on tiny-llama" in text
     header = (out / "comparison.csv").read_text().splitlines()[0].split(",")
     assert {"method", "mc1", "mc2", "ce_loss", "kl", "train_s", "infer_s", "extra_infer_s"} <= set(header)
@@ -51,7 +45,7 @@ def test_compare_resumes_and_shares_folds(data_dir, acts, tmp_path):
     assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 8
     db.close()
     # a rerun with one more method evaluates only that method
-    text = invoke(args + ["--methods", "baseline,few-shot,dpo,dpo+iti,iti"])
+    text = cli(args + ["--methods", "baseline,few-shot,dpo,dpo+iti,iti"])
     assert "iti fold=0" in text and "baseline fold=0" not in text and "dpo fold=0" not in text
     assert len(json.loads((out / "results.json").read_text())["methods"]) == 5
     # other settings in the same folder are refused
@@ -64,9 +58,9 @@ def test_compare_rejects_bad_method(tmp_path):
     assert res.exit_code == 2 and "magic" in res.output
 
 
-def test_sycophancy_table(data_dir, acts, tmp_path):
+def test_sycophancy_table(data_dir, acts, tmp_path, cli):
     out = tmp_path / "syc"
-    text = invoke(["sycophancy", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
+    text = cli(["sycophancy", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
                    "--acts", str(acts), "--limit", "8", "--num-heads", "4", "--alpha", "5", "--out", str(out)])
     assert "sycophancy on tiny-llama" in text
     res = json.loads((out / "results.json").read_text())
@@ -90,7 +84,7 @@ def test_sycophancy_table(data_dir, acts, tmp_path):
     (out / "results.json").unlink()
     args = ["sycophancy", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
             "--acts", str(acts), "--limit", "8", "--num-heads", "4", "--alpha", "5", "--out", str(out)]
-    text = invoke(args)
+    text = cli(args)
     assert text.count("done in an earlier run") == 7 and "true-false opinion+iti:" in text
     again = {(r["dataset"], r["condition"]): r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert again == rows  # deterministic: the recomputed condition equals the first run's

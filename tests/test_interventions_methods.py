@@ -9,12 +9,7 @@ from veracity.experiments.intervention_methods import (SYSTEM_PROMPT, MethodSett
                                     parse_method, preference_pairs, prepare_method, sft_examples)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
 
 
 def test_parse_method_components():

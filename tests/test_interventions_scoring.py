@@ -12,12 +12,7 @@ from veracity.probes.splits import question_folds as make_folds
 from veracity.experiments.intervention_methods import PreparedMethod, parse_method
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
 
 
 def test_few_shot_prompt_reproduces_lm_eval_protocol(tiny_llama, data_dir):

@@ -13,12 +13,6 @@ from veracity.cli.main import app
 from veracity.data.truthfulqa import cross_revision_items, load_truthfulqa
 
 
-def run(args):
-    r = CliRunner().invoke(app, args)
-    assert r.exit_code == 0, r.output
-    return r.output
-
-
 def test_cross_revision_items(data_dir):
     old, new = load_truthfulqa(data_dir), load_truthfulqa(data_dir, "2025")
     items, rep = cross_revision_items(old[:12], new)
@@ -28,10 +22,10 @@ def test_cross_revision_items(data_dir):
     assert items[0].mc1_choices == new[0].mc1_choices  # the 2025 targets, under the 2021 index
 
 
-def test_iti_validate_fit_2021_eval_2025(data_dir, tmp_path):
+def test_iti_validate_fit_2021_eval_2025(data_dir, tmp_path, cli):
     common = ["--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--limit", "12",
               "--num-heads", "2", "--alpha", "5", "--folds", "2", "--judge", "none", "--ce-texts", "0"]
-    out = run(["iti", "validate", *common, "--acts", str(tmp_path / "acts21"), "--eval-revision", "2025",
+    out = cli(["iti", "validate", *common, "--acts", str(tmp_path / "acts21"), "--eval-revision", "2025",
                "--out", str(tmp_path / "a")])
     assert "11 questions matched" in out
     res = json.loads((tmp_path / "a" / "results.json").read_text())
@@ -41,7 +35,7 @@ def test_iti_validate_fit_2021_eval_2025(data_dir, tmp_path):
     assert 9 not in {q["index"] for q in res["per_question"]}
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     assert cfg["revision"] == "2021" and cfg["eval_revision"] == "2025"
-    out = run(["iti", "validate", *common, "--acts", str(tmp_path / "acts25"), "--revision", "2025",
+    out = cli(["iti", "validate", *common, "--acts", str(tmp_path / "acts25"), "--revision", "2025",
                "--eval-revision", "2021", "--out", str(tmp_path / "b")])
     res = json.loads((tmp_path / "b" / "results.json").read_text())
     assert res["config"]["data"]["dataset"].startswith("truthfulqa-2025-iti-mc2") and res["config"]["data"]["revision"] == "2025"
@@ -57,8 +51,8 @@ def test_iti_validate_bad_revision(data_dir, tmp_path):
     assert r.exit_code == 2 and "2021" in r.output
 
 
-def test_iti_sweep_fit_2021_eval_2025(data_dir, tmp_path):
-    run(["iti", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--limit", "12",
+def test_iti_sweep_fit_2021_eval_2025(data_dir, tmp_path, cli):
+    cli(["iti", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--limit", "12",
          "--num-heads", "2", "--alphas", "0,5", "--folds", "2", "--judge", "none", "--ce-texts", "0",
          "--acts", str(tmp_path / "acts"), "--eval-revision", "2025", "--out", str(tmp_path / "s")])
     res = json.loads((tmp_path / "s" / "results.json").read_text())
@@ -66,10 +60,10 @@ def test_iti_sweep_fit_2021_eval_2025(data_dir, tmp_path):
     assert json.loads((tmp_path / "s" / "config.json").read_text())["eval_revision"] == "2025"
 
 
-def test_compare_interventions_fit_2021_eval_2025(data_dir, tmp_path):
+def test_compare_interventions_fit_2021_eval_2025(data_dir, tmp_path, cli):
     """Every steering method (and a prompt) fitted on 2021 rows, scored on the 2025 versions of the
     held-out questions; question 9 (removed in 2025) is reported and not scored."""
-    out = run(["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
+    out = cli(["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
                "--limit", "12", "--folds", "2", "--judge", "none", "--ce-texts", "0", "--num-heads", "2",
                "--alpha", "5", "--methods", "baseline,iti,caa,lat", "--acts", str(tmp_path / "acts"),
                "--eval-revision", "2025", "--out", str(tmp_path / "c")])
@@ -98,8 +92,8 @@ def test_compare_interventions_fit_2021_eval_2025(data_dir, tmp_path):
     assert base == pytest.approx({r.index: r.mc2 for r in direct}, abs=1e-6)
 
 
-def test_compare_interventions_fit_2025(data_dir, tmp_path):
-    run(["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
+def test_compare_interventions_fit_2025(data_dir, tmp_path, cli):
+    cli(["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
          "--limit", "10", "--folds", "2", "--judge", "none", "--ce-texts", "0", "--methods", "baseline,caa",
          "--revision", "2025", "--out", str(tmp_path / "c")])
     res = json.loads((tmp_path / "c" / "results.json").read_text())

@@ -16,12 +16,7 @@ from veracity.steer.residual import ResidualSteer
 from veracity.steer.residual_tqa import fit_residual, load_residual_data
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
 
 
 def test_parse_residual_methods():
