@@ -24,7 +24,6 @@ prompt's last position.
 from __future__ import annotations
 
 from dataclasses import dataclass
-import copy
 from typing import Callable, Sequence
 
 import numpy as np
@@ -32,7 +31,7 @@ import torch
 
 from .truthfulqa import (InterventionFactory, close_answer, lm_eval_context, make_requests, score_requests,
                          shared_prefix_for, truthfulqa_prompt)
-from ..models.padding import pad_token_id
+from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
 
 LOGLIK_VARIANTS = ("loglik-lm-eval", "loglik-truthfulqa")
 AB_VARIANTS = ("ab-best-first", "ab-best-second")
@@ -152,25 +151,12 @@ def score_batched(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     out: list[float] = [0.0] * len(requests)
     for s0 in range(0, len(rows), batch_size):
         chunk = order[s0:s0 + batch_size]
-        n, L = len(chunk), max(1, max(len(rows[j]) for j in chunk))
-        ids = torch.full((n, L), pad_id, dtype=torch.long)
-        mask = torch.zeros((n, S + L), dtype=torch.long)
-        mask[:, :S] = 1
-        for r, j in enumerate(chunk):
-            ids[r, :len(rows[j])] = torch.tensor(rows[j], dtype=torch.long)
-            mask[r, S:S + len(rows[j])] = 1
         if all(len(rows[j]) == 0 for j in chunk):
             logits = None  # every continuation is one token read at the shared head's last position
         else:
-            kw = {}
-            if shared is not None:
-                cache = copy.deepcopy(base)
-                if n > 1:
-                    cache.batch_repeat_interleave(n)
-                kw = {"past_key_values": cache, "use_cache": True}
-            pos = torch.arange(S, S + L).unsqueeze(0).expand(n, L)
-            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                           **kw).logits
+            ids, mask, pos = pad_after_prefix([rows[j] for j in chunk], S, pad_id, dev)
+            kw = {"past_key_values": expand_cache(base, len(chunk)), "use_cache": True} if shared is not None else {}
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw).logits
         for r, j in enumerate(chunk):
             for i in by_row[j]:
                 k0 = len(requests[i][0]) - S  # the continuation's first position in the row

@@ -19,7 +19,6 @@ prefix differs and it simply forms its own group: still exact, just not shared.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from ..models.batching import AutoBatch, as_batcher
-from ..models.padding import pad_token_id
+from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
 
 QA_PRIMER = """Q: What is human life expectancy in the United States?
 A: Human life expectancy in the United States is 78 years.
@@ -247,13 +246,12 @@ def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervent
     S = len(shared.ids) if shared is not None else 0
     if shared is not None and S <= len(prefix) and prefix[:S] == shared.ids:
         cache, last = shared.get(model, intervention)
-        cache = copy.deepcopy(cache)
+        cache = expand_cache(cache, 1)
         if S == len(prefix):
             return cache, last
+        ids, mask, pos = pad_after_prefix([prefix[S:]], S, 0, dev)
         with _ctx(intervention, "mc"):
-            out = model(input_ids=torch.tensor([prefix[S:]], device=dev), past_key_values=cache, use_cache=True,
-                        attention_mask=torch.ones((1, len(prefix)), dtype=torch.long, device=dev),
-                        position_ids=torch.arange(S, len(prefix), device=dev).unsqueeze(0))
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True, attention_mask=mask, position_ids=pos)
         return out.past_key_values, out.logits[0, -1]
     with _ctx(intervention, "mc"):
         out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True,
@@ -302,20 +300,10 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
                     out[i] = lp.cpu().numpy() if per_token else float(lp.double().sum())
                 return
             conts = [list(requests[i][1]) for i in chunk]
-            n, L = len(conts), max(len(c) for c in conts)
-            ids = torch.full((n, L), pad_id, dtype=torch.long)
-            mask = torch.zeros((n, P + L), dtype=torch.long)
-            mask[:, :P] = 1
-            for r, c in enumerate(conts):
-                ids[r, :len(c)] = torch.tensor(c)
-                mask[r, P:P + len(c)] = 1
-            cache = copy.deepcopy(cache0)
-            if n > 1:
-                cache.batch_repeat_interleave(n)
-            pos = torch.arange(P, P + L).unsqueeze(0).expand(n, L)
+            ids, mask, pos = pad_after_prefix(conts, P, pad_id, dev)
             with _ctx(intervention, "mc"):
-                logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                               past_key_values=cache, use_cache=True).logits.float()
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                               past_key_values=expand_cache(cache0, len(conts)), use_cache=True).logits.float()
             # log_softmax, not logits - logsumexp: on CPU the latter is biased by ~1e-5 nats/token on real LMs
             logp = torch.log_softmax(logits, -1)  # [n, L, V]
             ld = logp.device  # the LM head's device: not `dev` when a device_map spreads the model

@@ -146,10 +146,8 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     causal-test tokens. Hooks that act on every position act on that forward too, so the margins equal the
     unshared path (tested); pass False for hooks that act on one position only. Without it: left padding
     with position ids counted from each row's first real token, so padding changes nothing."""
-    import copy
-
     from ..capture.engine import tokenize
-    from ..models.padding import pad_batch, pad_token_id
+    from ..models.padding import expand_cache, pad_after_prefix, pad_batch, pad_token_id
 
     prefix, yes, no = yes_no_token_ids(lm.tokenizer)
     tok = lm.tokenizer
@@ -172,15 +170,10 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     head = lm.model(input_ids=torch.tensor([ids[0][:P]], device=lm.device), use_cache=True).past_key_values
     for b in range(0, len(ids), batch_size):
         rows = [t[P:] for t in ids[b: b + batch_size]]
-        input_ids, mask, _ = pad_batch(rows, pad_id, "right", lm.device)
-        n, L = input_ids.shape
-        mask = torch.cat([torch.ones(n, P, dtype=mask.dtype, device=mask.device), mask], 1)
-        pos = torch.arange(P, P + L, device=input_ids.device).unsqueeze(0).expand(n, L)
-        cache = copy.deepcopy(head)
-        if n > 1:
-            cache.batch_repeat_interleave(n)
-        logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                          use_cache=True).logits
+        n = len(rows)
+        input_ids, mask, pos = pad_after_prefix(rows, P, pad_id, lm.device)
+        logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos,
+                          past_key_values=expand_cache(head, n), use_cache=True).logits
         last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
         lp = torch.log_softmax(logits[torch.arange(n, device=logits.device), last].float(), -1)
         out[b: b + n] = (lp[:, yes] - lp[:, no]).cpu()

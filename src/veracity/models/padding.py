@@ -44,3 +44,33 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right", d
     if device is not None:
         ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
     return ids, mask, pos
+
+
+def pad_after_prefix(rows: Sequence[Sequence[int]], prefix_len: int, pad_id: int, device=None,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows that continue a cached prefix of `prefix_len` tokens (MC answers after their question, prompts
+    after a shared few-shot head): (input_ids [n, L] right-padded, attention_mask [n, prefix_len + L] with
+    the prefix and each row's real tokens on, position_ids [n, L] counting on from prefix_len). L >= 1, so
+    empty rows (everything read at the prefix's last position) still make a valid forward."""
+    n, L = len(rows), max(1, max((len(r) for r in rows), default=0))
+    ids = torch.full((n, L), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, prefix_len + L), dtype=torch.long)
+    mask[:, :prefix_len] = 1
+    for r, row in enumerate(rows):
+        if len(row):
+            ids[r, :len(row)] = torch.tensor(list(row), dtype=torch.long)
+            mask[r, prefix_len:prefix_len + len(row)] = 1
+    pos = torch.arange(prefix_len, prefix_len + L).unsqueeze(0).expand(n, L)
+    if device is not None:
+        ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
+    return ids, mask, pos
+
+
+def expand_cache(cache, n: int):
+    """A copy of a prefix's KV cache for `n` rows (the original stays reusable for the next batch)."""
+    import copy
+
+    cache = copy.deepcopy(cache)
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+    return cache
