@@ -233,6 +233,33 @@ def test_every_section_renders(real_root, full_report):
     assert doc.count("data:image/png;base64,") >= 30
 
 
+def test_every_kind_writes_a_versioned_typed_result(real_root):
+    """Every run kind the commands write carries schema_version 1, and each typed result reads its own file
+    back to the same headline."""
+    from veracity.experiments import finetune_milestones, interventions, iti_sweep, iti_validate, probe, spec
+    from veracity.experiments import sycophancy, truthfulqa
+
+    readers = {"iti-validate": iti_validate.ValidateRun, "iti-sweep": iti_sweep.SweepRun,
+               "compare-interventions": interventions.CompareRun, "sycophancy": sycophancy.SycophancyRun,
+               "spec": spec.SpecRun, "finetune": finetune_milestones.FinetuneRun, "ccs": probe.CCSRun,
+               "eval": truthfulqa.EvalOutput}
+    _, runs = real_root
+    seen = set()
+    for run in runs:
+        res = run / "results.json"
+        if not res.exists():
+            continue  # a capture store
+        d = json.loads(res.read_text())
+        assert d["schema_version"] == 1, run
+        seen.add(d["kind"])
+        cls = readers.get(d["kind"])
+        if d["kind"] == "probe":
+            cls = probe.HeadProbeRun if "accuracy_mean" in d else probe.ProbeRun
+        if cls is not None:
+            assert cls.from_json(d).headline() == d["headline"], run
+    assert {"demo", "probe"} <= seen
+
+
 def test_figures_have_axis_labels_with_units(full_report):
     """Every axis and colour bar is labelled; every quantity carries its unit in parentheses (indices and
     counts say what they count)."""

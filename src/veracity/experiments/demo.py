@@ -62,6 +62,10 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return ((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean()).item()
 
 
+#: results.json layout of a demo run (docs/reference/results.md); files without the field are version 0
+SCHEMA_VERSION = 1
+
+
 def bootstrap_ci(x: torch.Tensor, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): percentile bootstrap interval of the mean over rows, seeded."""
     x = torch.as_tensor(x, dtype=torch.float64).flatten()
@@ -471,7 +475,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     found = findings(n_split, best, scores, causal)
     for f in found:
         console.print(f"- {f}")
-    results = {"findings": found, "separation": rows, "best_layer": best.layer, "layers": layers,
+    results = {"schema_version": SCHEMA_VERSION, "findings": found, "separation": rows, "best_layer": best.layer, "layers": layers,
                "statements": {"n": len(stmts), "cities": n_cities_total, "train_cities": n_split[0],
                               "test_cities": n_split[1], "rows": {k: int(v.sum()) for k, v in masks.items()}},
                "transfer": transfer,
