@@ -304,7 +304,8 @@ def test_num_heads_is_only_checked_where_used(tmp_path, data_dir):
     """The default --num-heads 48 exceeds a tiny model's 16 heads: refused where ITI runs (above), accepted
     when no method uses it (compare-interventions without an ITI method)."""
     r = runner.invoke(app, ["compare-interventions", *TINY, "--device", "cpu", "--methods", "baseline", "--limit", "4",
-                            "--folds", "2", "--judge", "none", "--ce-texts", "0", "--out", str(tmp_path / "c")])
+                            "--folds", "2", "--judge", "none", "--ce-texts", "0", "--side-effects", "none",
+                            "--out", str(tmp_path / "c")])
     assert r.exit_code == 0, r.output
 
 

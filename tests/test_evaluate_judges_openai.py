@@ -345,8 +345,8 @@ def test_iti_validate_and_compare_reach_the_endpoint(fake, tmp_path, monkeypatch
     n = len(fake.state.requests)
     assert n == 4 and {r["body"]["model"] for r in fake.state.requests} == {"fake"}  # 2 folds x truth, info
     monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc2"))  # a fresh judge cache: it must ask again
-    r = CliRunner().invoke(app, ["compare-interventions", *common, "--methods", "baseline", "--out",
-                                 str(tmp_path / "c")])
+    r = CliRunner().invoke(app, ["compare-interventions", *common, "--methods", "baseline", "--side-effects",
+                                 "none", "--out", str(tmp_path / "c")])
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "c" / "results.json").read_text())["methods"]
     assert "true_info" in rows[0] and len(fake.state.requests) > n

@@ -23,7 +23,7 @@ def test_compare_resumes_and_shares_folds(data_dir, acts, tmp_path, cli):
     args = ["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
             "--acts", str(acts), "--limit", "8", "--folds", "2", "--judge", "none", "--ce-texts", "2",
             "--sft-steps", "2", "--dpo-steps", "2", "--train-batch-size", "4", "--pairs-per-question", "1",
-            "--num-heads", "4", "--alpha", "5", "--out", str(out)]
+            "--num-heads", "4", "--alpha", "5", "--side-effects", "none", "--out", str(out)]
     text = cli(args + ["--methods", "baseline,few-shot,dpo,dpo+iti"])
     assert "interventions on tiny-llama" in text
     header = (out / "comparison.csv").read_text().splitlines()[0].split(",")

@@ -65,7 +65,7 @@ def test_compare_interventions_fit_2021_eval_2025(data_dir, tmp_path, cli):
     held-out questions; question 9 (removed in 2025) is reported and not scored."""
     out = cli(["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
                "--limit", "12", "--folds", "2", "--judge", "none", "--ce-texts", "0", "--num-heads", "2",
-               "--alpha", "5", "--methods", "baseline,iti,caa,lat", "--acts", str(tmp_path / "acts"),
+               "--alpha", "5", "--methods", "baseline,iti,caa,lat", "--side-effects", "none", "--acts", str(tmp_path / "acts"),
                "--eval-revision", "2025", "--out", str(tmp_path / "c")])
     assert "11 questions matched" in out and "scored on 2025" in out
     res = json.loads((tmp_path / "c" / "results.json").read_text())
@@ -95,6 +95,7 @@ def test_compare_interventions_fit_2021_eval_2025(data_dir, tmp_path, cli):
 def test_compare_interventions_fit_2025(data_dir, tmp_path, cli):
     cli(["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
          "--limit", "10", "--folds", "2", "--judge", "none", "--ce-texts", "0", "--methods", "baseline,caa",
+         "--side-effects", "none",
          "--revision", "2025", "--out", str(tmp_path / "c")])
     res = json.loads((tmp_path / "c" / "results.json").read_text())
     assert res["revision"] == res["eval_revision"] == "2025" and res["cross_revision"] is None

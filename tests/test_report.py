@@ -80,7 +80,8 @@ def _data_runs(root: Path, data: Path) -> list[Path]:
     _cli(["iti", "sweep", *iti, "--alphas", "0,5", "--num-heads", "2,4", "--folds", "2", "--judge", "none",
           "--ce-texts", "2", "--out", str(root / "sweep")])
     _cli(["compare-interventions", *iti, "--folds", "2", "--judge", "none", "--ce-texts", "2", "--num-heads", "4",
-          "--alpha", "5", "--methods", "baseline,few-shot,iti", "--out", str(root / "compare")])
+          "--alpha", "5", "--methods", "baseline,few-shot,iti", "--side-effects", "none",
+          "--out", str(root / "compare")])
     _cli(["sycophancy", *iti, "--num-heads", "4", "--alpha", "5", "--out", str(root / "syc")])
     _cli(["spec", "--main", "tiny-llama", "--assistant", "int8", "--limit", "6", "--max-new-tokens", "4",
           "--gamma", "3", "--threads", "1", "--out", str(root / "spec"), "--data-dir", str(data)])

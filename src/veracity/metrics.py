@@ -48,6 +48,13 @@ for _m in (
     Metric("binary_ab_best_first", "Binary A/B (best first)", "fraction", True, chance=0.5),
     Metric("binary_ab_best_second", "Binary A/B (best second)", "fraction", True, chance=0.5),
     Metric("binary_ab_average", "Binary A/B (average)", "fraction", True, chance=0.5),
+    # side effects (veracity.experiments.side_effects)
+    Metric("sycophancy_flip_rate", "Sycophancy: flips", "fraction", False),
+    Metric("sycophancy_to_opinion", "Sycophancy: agrees with wrong opinion", "fraction", False),
+    Metric("boolq_accuracy", "BoolQ (zero-shot)", "fraction", True),
+    Metric("honest_score", "HONEST (hurtful completions)", "fraction", False),
+    Metric("honest_female", "HONEST female", "fraction", False),
+    Metric("honest_male", "HONEST male", "fraction", False),
 ):
     register_metric(_m)
 

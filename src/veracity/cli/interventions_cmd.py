@@ -27,6 +27,8 @@ def compare_cmd(model: str = ModelOpt,
                 residual_alpha: float = typer.Option(1.0, "--residual-alpha", help="caa/lat: multiplier of the fitted vector."),
                 residual_normalize: str = typer.Option("raw", "--residual-normalize", help="caa/lat vector scale: raw (class-mean difference) | sigma (alpha in std of the projections) | unit."),
                 ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
+                side_effects: str = typer.Option("all", "--side-effects", help="Side effects measured for every method and fold: all, none, or some of sycophancy, boolq, honest, health (veracity.experiments.side_effects)."),
+                side_effect_n: Optional[str] = typer.Option(None, "--side-effect-n", help="Sample sizes, e.g. boolq=200,honest=80 (defaults: sycophancy 50, boolq 100, honest 40, health 50)."),
                 revision: str = typer.Option("2021", "--revision", help="TruthfulQA revision the methods are fitted and trained on (2021 | 2025); the folds split its questions."),
                 eval_revision: Optional[str] = typer.Option(None, "--eval-revision", help="Revision the held-out questions are scored on (default: --revision); questions are matched by text and those without a counterpart are reported and left out."),
                 acts: Optional[Path] = typer.Option(None, "--acts", help="The original model's ITI activation store."),
@@ -36,6 +38,7 @@ def compare_cmd(model: str = ModelOpt,
     from ..evaluate.judges import with_base_url
     from ..experiments.intervention_methods import MethodSettings
     from ..experiments.interventions import CompareConfig, run_compare_interventions
+    from ..experiments.side_effects import parse_side_effects, parse_sizes
     from ..finetune import TrainConfig
     from ..finetune.dpo import DPOConfig
     from ..steer.residual import NORMALIZE
@@ -54,9 +57,14 @@ def compare_cmd(model: str = ModelOpt,
         pairs_per_question=pairs_per_question, iti_k=num_heads, iti_alpha=alpha, seed=seed,
         residual_layers=tuple(res_layers) if res_layers else None, residual_alpha=residual_alpha,
         residual_normalize=residual_normalize)
+    try:
+        names = parse_side_effects(side_effects)
+        sizes = parse_sizes(side_effect_n)
+    except ValueError as e:
+        fail(str(e))
     cfg = CompareConfig(methods=parse_str_list(methods), n_folds=folds, seed=seed, protocol=protocol, judge=judge,
                         ce_texts=ce_texts, limit=limit, settings=settings, revision=revision,
-                        eval_revision=eval_revision)
+                        eval_revision=eval_revision, side_effects=names, side_effect_n=sizes)
     res = run_compare_interventions(cfg, model, out, data_dir=data_dir, acts=acts, device=device, log=console.print)
     print_table(*res.table())
 

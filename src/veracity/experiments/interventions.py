@@ -60,6 +60,8 @@ class CompareConfig:
     settings: MethodSettings = field(default_factory=MethodSettings)
     revision: str = "2021"  # TruthfulQA revision the methods are prepared (fitted, trained) on
     eval_revision: str | None = None  # revision the held-out questions are scored on (None: the same)
+    side_effects: tuple[str, ...] = ()  # experiments.side_effects: sycophancy, boolq, honest, health
+    side_effect_n: dict = field(default_factory=dict)  # sample sizes (default side_effects.DEFAULT_N)
 
     def fixed(self) -> dict:
         """The settings a resumed run must share (the revisions only when not the defaults, so folders
@@ -67,6 +69,8 @@ class CompareConfig:
         d = {k: v for k, v in dataclasses.asdict(self).items() if k != "methods"}
         if self.revision == "2021" and self.eval_revision in (None, "2021"):
             d.pop("revision"), d.pop("eval_revision")
+        if not self.side_effects:
+            d.pop("side_effects"), d.pop("side_effect_n")
         return d
 
 
@@ -155,7 +159,7 @@ def _judge_scores(judge, questions, answers) -> np.ndarray:
 
 
 def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: CompareConfig,
-                      texts: Sequence[str] | None, lm_cache: dict, judges=None) -> dict:
+                      texts: Sequence[str] | None, lm_cache: dict, judges=None, data_dir=None) -> dict:
     """Metrics, costs and per-question rows of one prepared method on these test items."""
     from ..evaluate.lm_metrics import lm_metrics
 
@@ -182,6 +186,19 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Compar
         for r, a, p1, p2 in zip(per_q, ans, pt, pi):
             r.update(p_true=float(p1), p_info=float(p2))
         answers = [{"index": it.index, "question": q, "answer": a} for it, q, a in zip(items, qs, ans)]
+    if cfg.side_effects:
+        from .side_effects import DEFAULT_N, SideEffectConfig, measure_side_effects
+
+        t1 = time.time()
+        se = SideEffectConfig(names=tuple(cfg.side_effects), n={**DEFAULT_N, **cfg.side_effect_n}, seed=cfg.seed,
+                              max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        got = measure_side_effects(pm, items, se, data_dir=data_dir,
+                                   answers=[a["answer"] for a in answers] if answers else None)
+        metrics.update({k: v for k, v in got.items() if not k.endswith("_n")})
+        side_n = {k: v for k, v in got.items() if k.endswith("_n")}  # sample sizes: with the costs
+        side_s = time.time() - t1
+    else:
+        side_s, side_n = 0.0, {}
     if texts:
         changes_model = pm.trained or pm.intervention is not None
         if not changes_model and "original" in lm_cache:
@@ -194,7 +211,7 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Compar
             if not changes_model:
                 lm_cache["original"] = ce
         metrics["ce_loss"], metrics["kl"] = ce
-    costs = {"train_s": pm.train_seconds, "iti_fit_s": pm.iti_seconds, "infer_s": infer,
+    costs = {"train_s": pm.train_seconds, "iti_fit_s": pm.iti_seconds, "infer_s": infer, "side_effects_s": side_s, **side_n,
              "prompt_tokens": n_prompt, "train_steps": len(pm.train_losses),
              "train_loss_first": pm.train_losses[0] if pm.train_losses else None,
              "train_loss_last": pm.train_losses[-1] if pm.train_losses else None}
@@ -259,7 +276,7 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
             pm = prepare_method(spec, lm, train_items, [int(q) for q in test_q], cfg.settings, fold=f, cache=cache,
                                 data_dir=data_dir, limit=cfg.limit, workdir=folder, acts=acts,
                                 revision=cfg.revision)
-            res = evaluate_prepared(pm, lm, test_items, cfg, texts, lm_cache, judges)
+            res = evaluate_prepared(pm, lm, test_items, cfg, texts, lm_cache, judges, data_dir=data_dir)
             with_true_info(res["metrics"])
             store.put(spec.name, f, res["metrics"], res["costs"], res["per_question"], res["answers"])
             log(f"{spec.name} fold={f}: " + ", ".join(f"{k}={v:.4f}" for k, v in res["metrics"].items())
@@ -335,7 +352,10 @@ SCHEMA_VERSION = 1
 #: (column title, key) of the printed table and comparison.csv's headline columns
 TABLE_COLUMNS = [("MC1", "mc1"), ("MC2", "mc2"), ("True", "true"), ("Info", "info"), ("True*Info", "true_info"),
                  ("CE Loss", "ce_loss"), ("KL wrt Orig", "kl"), ("train s", "train_s"), ("ITI fit s", "iti_fit_s"),
-                 ("infer s", "infer_s"), ("extra infer s", "extra_infer_s"), ("prompt tok", "prompt_tokens")]
+                 ("infer s", "infer_s"), ("extra infer s", "extra_infer_s"), ("prompt tok", "prompt_tokens"),
+                 ("syc. flips", "sycophancy_flip_rate"), ("syc. to opinion", "sycophancy_to_opinion"),
+                 ("BoolQ", "boolq_accuracy"), ("HONEST", "honest_score"), ("refusals", "refusal_rate"),
+                 ("distinct-2", "distinct_2"), ("words", "mean_words"), ("side effects s", "side_effects_s")]
 SUMMARY_KEYS = ("mc1", "mc2", "ce_loss", "kl", "true", "info", "true_info")
 
 
@@ -433,7 +453,8 @@ def run_compare_interventions(cfg: CompareConfig, model: str, out: str | Path, d
     run = RunFolder(out, "compare-interventions", {"model": model, "data": "truthfulqa", "methods": cfg.methods,
                                                    "folds": cfg.n_folds, "limit": cfg.limit, "judge": cfg.judge,
                                                    "protocol": cfg.protocol, "settings": cfg.settings,
-                                                   "revision": cfg.revision, "eval_revision": eval_revision},
+                                                   "revision": cfg.revision, "eval_revision": eval_revision,
+                                                   "side_effects": list(cfg.side_effects)},
                     resume=True, seed=cfg.seed, defer=True)  # checked now, created once the inputs are
     try:
         lm = load(model, device=device)
