@@ -141,7 +141,8 @@ def _read_only(out: Path, tmp: Path) -> None:
     pass  # see the monkeypatch in the test: no read-only file system can be mounted in a test
 
 
-SWEEP = ["iti", "sweep", *TINY, "--limit", "4", "--alphas", "0,5", "--judge", "none", "--ce-texts", "0"]
+SWEEP = ["iti", "sweep", *TINY, "--limit", "4", "--alphas", "0,5", "--judge", "none", "--ce-texts", "0",
+         "--side-effects", "none"]
 
 CASES = [
     # ---- run folders

@@ -54,7 +54,7 @@ def test_iti_validate_bad_revision(data_dir, tmp_path):
 def test_iti_sweep_fit_2021_eval_2025(data_dir, tmp_path, cli):
     cli(["iti", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--limit", "12",
          "--num-heads", "2", "--alphas", "0,5", "--folds", "2", "--judge", "none", "--ce-texts", "0",
-         "--acts", str(tmp_path / "acts"), "--eval-revision", "2025", "--out", str(tmp_path / "s")])
+         "--side-effects", "none", "--acts", str(tmp_path / "acts"), "--eval-revision", "2025", "--out", str(tmp_path / "s")])
     res = json.loads((tmp_path / "s" / "results.json").read_text())
     assert res["eval_revision"] == "2025" and [r["index"] for r in res["cross_revision"]["removed"]] == [9]
     assert json.loads((tmp_path / "s" / "config.json").read_text())["eval_revision"] == "2025"

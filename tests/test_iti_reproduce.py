@@ -357,7 +357,8 @@ def test_fit_and_sweep_take_the_preset(data_dir, tmp_path):
         "original", "sklearn", "original", 42, "honest-llama")
     assert prov["sigma_dataset"].startswith("truthfulqa-iti-gen-end-q")
     res = runner.invoke(app, ["iti", "sweep", *common, "--alphas", "0,5", "--num-heads", "2", "--folds", "2",
-                              "--judge", "none", "--ce-texts", "2", "--out", str(tmp_path / "sw")],
+                              "--judge", "none", "--ce-texts", "2", "--side-effects", "none",
+                              "--out", str(tmp_path / "sw")],
                         catch_exceptions=False)
     assert res.exit_code == 0, res.output
     con = json.loads((tmp_path / "sw" / "config.json").read_text())

@@ -78,7 +78,7 @@ def _data_runs(root: Path, data: Path) -> list[Path]:
           "--no-baseline", "--out", str(root / "iti")])
     # no judge: the sweep falls back from the requested true_info to mc2 (the report must star mc2's best)
     _cli(["iti", "sweep", *iti, "--alphas", "0,5", "--num-heads", "2,4", "--folds", "2", "--judge", "none",
-          "--ce-texts", "2", "--out", str(root / "sweep")])
+          "--ce-texts", "2", "--side-effects", "none", "--out", str(root / "sweep")])
     _cli(["compare-interventions", *iti, "--folds", "2", "--judge", "none", "--ce-texts", "2", "--num-heads", "4",
           "--alpha", "5", "--methods", "baseline,few-shot,iti", "--side-effects", "none",
           "--out", str(root / "compare")])

@@ -251,7 +251,7 @@ def test_cli_sweep_refused_resume_changes_nothing_and_extension_recomputes(tmp_p
     byte-identical; extending --num-heads resumes, evaluates only the new K and rewrites config.json."""
     base = ["iti", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--acts",
             str(tmp_path / "acts"), "--limit", "4", "--alphas", "0,5", "--judge", "none", "--ce-texts", "0",
-            "--out", str(tmp_path / "sw")]
+            "--side-effects", "none", "--out", str(tmp_path / "sw")]
     runner = CliRunner()
     r = runner.invoke(app, base + ["--num-heads", "2", "--folds", "2"])
     assert r.exit_code == 0, r.output

@@ -57,7 +57,8 @@ def test_validate_writes_driver_summary(data_dir, acts, tmp_path):
 
 def test_sweep_resumes(data_dir, acts, tmp_path):
     args = ["iti", "sweep", *common(data_dir, acts), "--alphas", "0,5", "--num-heads", "2,4", "--folds", "2",
-            "--judge", "none", "--ce-texts", "2", "--out", str(tmp_path / "sw")]
+            "--judge", "none", "--ce-texts", "2", "--side-effects", "boolq", "--side-effect-n", "boolq=4",
+            "--out", str(tmp_path / "sw")]
     out = invoke(args)
     db = sqlite3.connect(str(tmp_path / "sw" / "results.sqlite"))
     assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 8  # 2 alphas x 2 K x 2 folds
@@ -65,6 +66,9 @@ def test_sweep_resumes(data_dir, acts, tmp_path):
     assert len(re.findall(r"alpha=0 K=\d+ fold=", out)) == 2  # baseline once per fold, shared by every K
     res = json.loads((tmp_path / "sw" / "results.json").read_text())
     assert res["metric"] == "mc2" and res["best"] is not None  # no judge: falls back to MC2
+    # the side effect rides along on every grid row; alpha 0 is the plain model on the same 4 BoolQ items
+    assert all(0 <= r["boolq_accuracy"] <= 1 for r in res["grid"])
+    assert len({r["boolq_accuracy"] for r in res["grid"] if r["alpha"] == 0}) == 1
     assert (tmp_path / "sw" / "heatmap_mc2.png").exists() and (tmp_path / "sw" / "heatmap_kl.png").exists()
     again = invoke(args)
     assert "fold=" not in again  # nothing re-evaluated

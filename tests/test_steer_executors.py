@@ -73,7 +73,7 @@ def test_cli_ray_sweep_matches_local_and_resumes(setup, data_dir, ray_instance):
     args = ["iti", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
             "--acts", str(setup["tmp"] / "acts"), "--limit", str(LIMIT), "--alphas", ",".join(f"{a:g}" for a in ALPHAS),
             "--num-heads", ",".join(map(str, KS)), "--folds", str(FOLDS), "--judge", "none", "--ce-texts", "2",
-            "--executor", "ray", "--ray-workers", "2", "--ray-gpus-per-worker", "0", "--out", str(out)]
+            "--side-effects", "none", "--executor", "ray", "--ray-workers", "2", "--ray-gpus-per-worker", "0", "--out", str(out)]
     res = runner.invoke(app, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "on 2 workers" in res.output

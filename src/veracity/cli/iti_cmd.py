@@ -25,6 +25,21 @@ LimitOpt = typer.Option(None, "--limit", help="Only the first N questions (fit a
 JudgeOpt = typer.Option("none", "--judge", help="none | local | local:<folder> | hf:<id> | openai:<model> | openai-chat:<model>: the truth and info judges (local: trained by `veracity judge train`; openai: an OpenAI-compatible endpoint).")
 JudgeBaseUrlOpt = typer.Option(None, "--judge-base-url", help="openai: judges: the endpoint, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else https://api.openai.com/v1).")
 ProtocolOpt = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa | lm-eval")
+SideEffectsHelp = ("Side effects measured on each held-out fold: all, none, or some of sycophancy, boolq, honest, "
+                   "health (veracity.experiments.side_effects).")
+SideEffectNOpt = typer.Option(None, "--side-effect-n", help="Side-effect sample sizes, e.g. boolq=200,honest=80 "
+                              "(defaults: sycophancy 50, boolq 100, honest 40, health 50).")
+
+
+def _side_effects(names: str, sizes: Optional[str]) -> dict:
+    from ..experiments.side_effects import parse_side_effects, parse_sizes
+
+    try:
+        return {"side_effects": parse_side_effects(names), "side_effect_n": parse_sizes(sizes)}
+    except ValueError as e:
+        fail(str(e))
+
+
 RevisionOpt = typer.Option("2021", "--revision", help="TruthfulQA revision the intervention is fitted on (2021 | "
                            "2025; 2025 needs --sigma-from train or all).")
 EvalRevisionOpt = typer.Option(None, "--eval-revision", help="Revision the held-out questions are evaluated on "
@@ -159,6 +174,8 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                  baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also evaluate the plain model on each fold, so answers.csv / answers.jsonl hold every answer before and after ITI (skipped at alpha 0: the run is the baseline)."),
                  limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
                  ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
+                 side_effects: str = typer.Option("none", "--side-effects", help=SideEffectsHelp),
+                 side_effect_n: Optional[str] = SideEffectNOpt,
                  binary: bool = typer.Option(False, "--binary/--no-binary", help="Also TruthfulQA's binary task (best vs best incorrect answer; every variant, chance 0.5) on each held-out fold."),
                  gen_positions: str = GenPosOpt, out: Path = typer.Option(..., "--out", "-o"),
                  revision: str = RevisionOpt, eval_revision: Optional[str] = EvalRevisionOpt,
@@ -174,7 +191,8 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                          reproduce=reproduce, baseline=baseline, limit=limit, acts=str(acts) if acts else None,
                          ce_texts=ce_texts, binary=binary, gen_positions=gen_positions, revision=revision,
                          eval_revision=eval_revision, data_dir=str(data_dir) if data_dir else None, device=device,
-                         model_dtype=model_dtype, device_map=device_map)
+                         model_dtype=model_dtype, device_map=device_map,
+                         **_side_effects(side_effects, side_effect_n))
     res = run_validate(cfg, out, overwrite=overwrite, say=console.print)
     for f in res.folds:
         print_table(f"fold {f['fold']} ({f['n_questions']} questions)", [c for c, _ in _COLS],
@@ -198,6 +216,8 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
               mc_shift_from: Optional[str] = MCShiftOpt, reproduce: Optional[str] = ReproduceOpt,
               limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt,
               ce_texts: int = typer.Option(100, "--ce-texts"), gen_positions: str = GenPosOpt,
+              side_effects: str = typer.Option("all", "--side-effects", help=SideEffectsHelp),
+              side_effect_n: Optional[str] = SideEffectNOpt,
               executor: str = typer.Option("local", "--executor",
                                            help="local (this process) | ray (Ray workers, one model copy each; "
                                                 "needs Ray: the package's ray extra)"),
@@ -241,7 +261,8 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                       contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
                       reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
                       gen_positions=gen_positions, revision=revision, eval_revision=eval_revision,
-                      data_dir=str(data_dir) if data_dir else None, device=device)
+                      data_dir=str(data_dir) if data_dir else None, device=device,
+                      **_side_effects(side_effects, side_effect_n))
     res = run_iti_sweep(cfg, out, executor=runner, say=console.print)
     keys = [k for _, k in _SUMMARY if any(k in r for r in res.grid)]
     print_table(f"ITI sweep ({folds} folds; * best by {res.metric}, alpha 0 = baseline)",

@@ -4,7 +4,7 @@ User errors raise `BadInput` (the CLI prints one line)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..validation import BadInput
@@ -34,6 +34,8 @@ class ITIRunOptions:
     eval_revision: str | None = None
     data_dir: str | None = None
     device: str | None = None
+    side_effects: tuple = ()  # experiments.side_effects measured on each held-out fold (sweep default: all)
+    side_effect_n: dict = field(default_factory=dict)  # their sample sizes (default side_effects.DEFAULT_N)
 
 
 def resolve_settings(reproduce: str | None, direction: str, data: str | None, sigma_from: str | None,

@@ -84,7 +84,10 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
     folder.mkdir(parents=True, exist_ok=True)
     fixed = {"model": getattr(lm, "fingerprint", None), "iti": {k: v for k, v in iti.__dict__.items() if k != "max_k"},
              "folds": n_folds, "contiguous": contiguous, "data": data.source.get("content_hash"),
-             "questions": len(data.questions), "eval": ecfg.__dict__}
+             "questions": len(data.questions),
+             # side-effect settings only when used, so sweeps written before they existed still resume
+             "eval": {k: v for k, v in ecfg.__dict__.items() if not (k.startswith("side_effect") and not v)
+                      and not (k == "seed" and not ecfg.side_effects)}}
     if data.source.get("sigma_content_hash"):  # sigma_from="original": its rows are part of the fit
         fixed["sigma_data"] = data.source["sigma_content_hash"]
     store = ResultStore(folder / "results.sqlite", fixed)
@@ -223,6 +226,7 @@ class SweepConfig(ITIRunOptions):
     alphas: tuple = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0)
     num_heads: tuple = (8, 16, 32, 48, 64, 96)
     metric: str = "true_info"
+    side_effects: tuple = ("sycophancy", "boolq", "honest", "health")  # every sweep row carries them
 
 
 @dataclass
@@ -286,7 +290,8 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None,
                                        "num_heads": k_list, "revision": cfg.revision, "eval_revision": eval_revision,
                                        "folds": cfg.folds, "direction": cfg.direction, "judge": cfg.judge,
                                        "metric": cfg.metric, "protocol": cfg.protocol, "limit": cfg.limit,
-                                       **settings_record(st)},
+                                       **settings_record(st), "side_effects": list(cfg.side_effects),
+                                       "side_effect_n": dict(cfg.side_effect_n)},
                     resume=True, seed=st["seed"], defer=True)  # checked now (kind, lock), created below
     for line in preset_lines(st):
         say(line)
@@ -302,7 +307,8 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None,
         run.log(msg)
 
     ecfg = FoldEvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,
-                      generate_positions=cfg.gen_positions, ce_texts=cfg.ce_texts, mc_shift_from=st["mc_shift_from"])
+                      generate_positions=cfg.gen_positions, ce_texts=cfg.ce_texts, mc_shift_from=st["mc_shift_from"],
+                      side_effects=tuple(cfg.side_effects), side_effect_n=dict(cfg.side_effect_n), seed=st["seed"])
     run.start()  # a resume refused by the results store leaves config.json as it was (see RunFolder)
     try:
         res = run_sweep(lm, data, items, icfg, a_list, k_list, cfg.folds, run.path, st["contiguous"], ecfg,

@@ -24,7 +24,10 @@ SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2
                 "refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate",
                 # TruthfulQA's binary task (FoldEvalConfig.binary; veracity.evaluate.binary, chance 0.5)
                 "binary_loglik_lm_eval", "binary_loglik_truthfulqa", "binary_ab_best_first",
-                "binary_ab_best_second", "binary_ab_average")
+                "binary_ab_best_second", "binary_ab_average",
+                # side effects (FoldEvalConfig.side_effects; veracity.experiments.side_effects)
+                "sycophancy_flip_rate", "sycophancy_to_opinion", "boolq_accuracy", "honest_score", "honest_female",
+                "honest_male")
 
 
 @dataclass
@@ -41,6 +44,9 @@ class FoldEvalConfig:
     batch_size: int = 16
     data_dir: str | None = None
     binary: bool = False  # also TruthfulQA's binary task (best vs best incorrect answer), every variant
+    side_effects: tuple = ()  # experiments.side_effects on each fold: sycophancy, boolq, honest, health
+    side_effect_n: dict = field(default_factory=dict)  # their sample sizes (default side_effects.DEFAULT_N)
+    seed: int = 0  # the side effects' samples
 
 
 def held_out_texts(data_dir, n: int) -> list[str]:
@@ -82,6 +88,19 @@ def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None
             log(f"fold {fold}: binary task on {len(items)} questions")
         bs = score_binary(lm, list(items), intervention=factory, batch_size=cfg.batch_size)
         metrics.update({"binary_" + v.replace("-", "_"): d["accuracy"] for v, d in bs.variants.items()})
+    if cfg.side_effects:
+        from .intervention_methods import PreparedMethod, parse_method
+        from .side_effects import DEFAULT_N, SideEffectConfig, measure_side_effects
+
+        if log:
+            log(f"fold {fold}: side effects ({', '.join(cfg.side_effects)})")
+        pm = PreparedMethod(parse_method("iti" if intervention is not None else "baseline"), lm, intervention,
+                            generate_positions=cfg.generate_positions)
+        got = measure_side_effects(pm, list(items), SideEffectConfig(
+            names=tuple(cfg.side_effects), n={**DEFAULT_N, **cfg.side_effect_n}, seed=cfg.seed,
+            batch_size=cfg.batch_size), data_dir=cfg.data_dir,
+            answers=[q.answer for q in res.questions if q.answer is not None] or None)
+        metrics.update({k: v for k, v in got.items() if not k.endswith("_n")})
     per_q = [asdict(q) for q in res.questions]
     answers = [{"index": q.index, "question": q.question, "answer": q.answer, "true": q.true, "info": q.info,
                 "true_score": q.true_score, "info_score": q.info_score}
@@ -269,7 +288,8 @@ def run_validate(cfg: ValidateConfig, out: str | Path, overwrite: bool = False,
                                           "judge": cfg.judge, "protocol": cfg.protocol, "limit": cfg.limit,
                                           **settings_record(st), "baseline": cfg.baseline,
                                           "model_dtype": cfg.model_dtype, "device_map": cfg.device_map,
-                                          "binary": cfg.binary},
+                                          "binary": cfg.binary, "side_effects": list(cfg.side_effects),
+                                          "side_effect_n": dict(cfg.side_effect_n)},
                     overwrite=overwrite, seed=st["seed"], defer=True)  # checked now, created below
     for line in preset_lines(st):
         say(line)
@@ -282,7 +302,8 @@ def run_validate(cfg: ValidateConfig, out: str | Path, overwrite: bool = False,
             f"{len(cross['unmatched_eval'])} {eval_revision} questions have none in {cfg.revision}")
     ecfg = FoldEvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,
                       generate_positions=cfg.gen_positions, ce_texts=cfg.ce_texts,
-                      mc_shift_from=st["mc_shift_from"], binary=cfg.binary)
+                      mc_shift_from=st["mc_shift_from"], binary=cfg.binary, side_effects=tuple(cfg.side_effects),
+                      side_effect_n=dict(cfg.side_effect_n), seed=st["seed"])
     run.start()
     from ..runs import Checkpoint
 
