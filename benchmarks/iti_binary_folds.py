@@ -22,6 +22,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--fold", type=int, action="append", default=None,
                     help="only these folds (repeatable; default: every intervention_fold* of the run)")
+    ap.add_argument("--mc", action="store_true",
+                    help="also MC1/MC2 with the intervention (the run's protocol, as `iti validate` scores a fold: "
+                         "finishes a validate run stopped during a fold from its saved intervention)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the plain model's binary task")
     a = ap.parse_args()
 
     from veracity.data.truthfulqa import load_truthfulqa
@@ -41,16 +45,25 @@ def main() -> None:
             continue
         items = {it.index: it for it in load_truthfulqa(a.data_dir, prov.get("revision", "2021"))}
         test = [items[int(q)] for q in prov["test_questions"] if int(q) in items]
-        base = score_binary(lm, test).variants
+        base = None if a.no_baseline else score_binary(lm, test).variants
         mc_shift = cfg.get("mc_shift_from", "answer-start")
         iti = score_binary(lm, test, intervention=intervention_factory(lm, iv, "last", mc_shift)).variants
-        folds.append({"fold": prov.get("fold"), "n": len(test), "k": iv.k, "alpha": iv.alpha,
-                      "baseline": {v: d["accuracy"] for v, d in base.items()},
-                      "iti": {v: d["accuracy"] for v, d in iti.items()}})
+        row = {"fold": prov.get("fold"), "n": len(test), "k": iv.k, "alpha": iv.alpha,
+               "iti": {v: d["accuracy"] for v, d in iti.items()}}
+        if base is not None:
+            row["baseline"] = {v: d["accuracy"] for v, d in base.items()}
+        if a.mc:
+            from veracity.experiments.iti_validate import FoldEvalConfig, evaluate_intervention
+
+            ecfg = FoldEvalConfig(protocol=cfg.get("protocol", "truthfulqa"), judge="none", ce_texts=0,
+                                  mc_shift_from=mc_shift)
+            m = evaluate_intervention(lm, test, iv, ecfg, None, fold=int(prov.get("fold", 0)))["metrics"]
+            row["iti"].update(mc1=m["mc1"], mc2=m["mc2"])
+        folds.append(row)
         print(json.dumps(folds[-1]), flush=True)
     n = sum(f["n"] for f in folds)
     mean = {side: {v: sum(f[side][v] * f["n"] for f in folds) / n for v in folds[0][side]}
-            for side in ("baseline", "iti")} if folds else {}
+            for side in ("baseline", "iti") if all(side in f for f in folds)} if folds else {}
     out = {"run": str(a.run), "folds": folds, "question_weighted": mean, "chance": 0.5, "seconds": time.time() - t0}
     text = json.dumps(out, indent=1)
     if a.out:
