@@ -1,0 +1,77 @@
+"""`veracity steer sweep`: one sweep command for every steering method (caa, lat: layer x alpha; iti: K x alpha
+with `veracity iti sweep`'s options)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import DataDirOpt, ModelOpt, console, fail, parse_int_list, print_table
+from .iti_cmd import (ActsOpt, ContigOpt, DataOpt, DirectionOpt, GenPosOpt, JudgeBaseUrlOpt, JudgeOpt, LimitOpt,
+                      MCShiftOpt, ProtocolOpt, ReproduceOpt, RevisionOpt, SideEffectNOpt, SideEffectsHelp, SigmaOpt,
+                      _judge_spec, _side_effects)
+
+steer_app = typer.Typer(help="Steering methods on TruthfulQA's folds: sweeps with side effects.", no_args_is_help=True)
+
+
+@steer_app.command("sweep")
+def sweep_cmd(model: str = ModelOpt,
+              method: str = typer.Option("caa", "--method", help="caa | lat (residual stream: layer x alpha) | iti "
+                                         "(attention heads: K x alpha, as `veracity iti sweep`)."),
+              alphas: str = typer.Option("0,1,2,4", "--alphas", help="Multiples of the fitted vector (caa, lat; raw "
+                                         "scale = the class-mean difference) or ITI's alpha; 0 = the plain model."),
+              layers: Optional[str] = typer.Option(None, "--layers", help="caa, lat: decoder layers, one per "
+                                                   "configuration (negatives from the end; default every third "
+                                                   "layer of the middle half)."),
+              normalize: str = typer.Option("raw", "--normalize", help="caa, lat: raw | sigma | unit."),
+              num_heads: str = typer.Option("8,16,32,48", "--num-heads", "-k", help="iti: K values."),
+              folds: int = typer.Option(2, "--folds"), seed: Optional[int] = typer.Option(None, "--seed"),
+              judge: str = JudgeOpt, judge_base_url: Optional[str] = JudgeBaseUrlOpt, protocol: str = ProtocolOpt,
+              metric: str = typer.Option("mc2", "--metric", help="Pick the best by: mc2, mc1, true_info, kl, ce_loss, "
+                                         "or a side effect."),
+              side_effects: str = typer.Option("all", "--side-effects", help=SideEffectsHelp),
+              side_effect_n: Optional[str] = SideEffectNOpt,
+              ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
+              limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt, revision: str = RevisionOpt,
+              direction: str = DirectionOpt, sigma_from: Optional[str] = SigmaOpt, data: Optional[str] = DataOpt,
+              mc_shift_from: Optional[str] = MCShiftOpt, reproduce: Optional[str] = ReproduceOpt,
+              contiguous_folds: bool = ContigOpt, gen_positions: str = GenPosOpt,
+              out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
+              device: Optional[str] = typer.Option(None, "--device")) -> None:
+    """Sweep a steering method over its grid with k folds; MC, CE/KL, judges and side effects per cell; resumable."""
+    try:
+        a_list = tuple(float(x) for x in alphas.split(",") if x.strip())
+    except ValueError:
+        fail(f"--alphas: expected comma-separated numbers, got {alphas!r}")
+    judge = _judge_spec(judge, judge_base_url)
+    se = _side_effects(side_effects, side_effect_n)
+    dd = str(data_dir) if data_dir else None
+    if method == "iti":
+        from ..experiments.iti_sweep import SweepConfig, run_iti_sweep
+
+        cfg = SweepConfig(model=model, alphas=a_list, num_heads=tuple(parse_int_list(num_heads) or [48]), folds=folds,
+                          direction=direction, judge=judge, protocol=protocol, metric=metric, sigma_from=sigma_from,
+                          contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
+                          reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
+                          gen_positions=gen_positions, revision=revision, data_dir=dd, device=device, **se)
+        res = run_iti_sweep(cfg, out, say=console.print)
+        keys = [k for k in ("mc1", "mc2", "true_info", "kl", "boolq_accuracy", "sycophancy_flip_rate", "honest_score")
+                if any(k in r for r in res.grid)]
+        print_table(f"iti sweep ({folds} folds; * best by {res.metric})", ["alpha", "K"] + keys + [""],
+                    [[f"{r['alpha']:g}", r["k"]] + [f"{r[k]:.4f}" if isinstance(r.get(k), float) else "-"
+                                                    for k in keys] + ["*" if r["best"] else ""] for r in res.grid])
+        return
+    from ..experiments.steer_sweep import SteerSweepConfig, run_steer_sweep
+
+    cfg = SteerSweepConfig(model=model, method=method, layers=tuple(parse_int_list(layers) or ()), alphas=a_list,
+                           normalize=normalize, folds=folds, seed=0 if seed is None else seed, protocol=protocol,
+                           judge=judge, metric=metric, ce_texts=ce_texts, limit=limit, revision=revision, data_dir=dd,
+                           acts=str(acts) if acts else None, device=device, **se)
+    res = run_steer_sweep(cfg, out, log=console.print)
+    print_table(*res.table())
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(steer_app, name="steer")

@@ -1,0 +1,253 @@
+"""`veracity steer sweep`: one sweep for every steering method on TruthfulQA's folds.
+
+- ``caa`` / ``lat`` (residual-stream steering, `veracity.steer.residual_tqa`): a grid of decoder layer x
+  alpha. Per fold the vector is fitted once per layer on the training questions' rows (alpha only scales
+  it), then every (layer, alpha) is scored on the held-out questions with the comparison's scorer
+  (`interventions.evaluate_prepared`: MC1/MC2 under the method's Q/A prompt, CE/KL, generation and judges
+  with a judge, and the side effects). alpha 0 is the plain model, scored once per fold.
+- ``iti``: the ITI sweep (`veracity iti sweep`, K x alpha) with its options.
+
+Resumable: each (layer, alpha, fold) is a committed row of results.sqlite; a rerun with the same settings
+(a longer grid allowed) evaluates only what is missing. Folds: `probes.splits.question_folds` with the
+seed, the same held-out questions as `iti validate`, `iti sweep` and `compare-interventions`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..metrics import aggregate_folds, lower_is_better
+from ..runs import schema_version
+
+#: results.json layout of a steer-sweep run (docs/reference/results.md)
+SCHEMA_VERSION = 1
+METHODS = ("caa", "lat", "iti")
+
+
+@dataclass
+class SteerSweepConfig:
+    """Every option of `veracity steer sweep` for caa / lat (`iti` takes `iti_sweep.SweepConfig`)."""
+
+    model: str = "smollm2"
+    method: str = "caa"
+    layers: tuple = ()  # decoder layers (negatives from the end); () = every third layer of the middle half
+    alphas: tuple = (0.0, 1.0, 2.0, 4.0)
+    normalize: str = "raw"  # raw (class-mean difference) | sigma | unit (veracity.steer.residual)
+    folds: int = 2
+    seed: int = 0
+    protocol: str = "truthfulqa"
+    judge: str = "none"
+    metric: str = "mc2"  # the best configuration maximises it (minimises for KL / CE)
+    ce_texts: int = 100
+    limit: int | None = None
+    side_effects: tuple = ("sycophancy", "boolq", "honest", "health")
+    side_effect_n: dict = field(default_factory=dict)
+    revision: str = "2021"
+    data_dir: str | None = None
+    acts: str | None = None  # the residual activation store (default: the veracity cache)
+    device: str | None = None
+
+
+def default_layers(n_layers: int) -> list[int]:
+    """Every third layer of the middle half (the demo's candidates for the causal layer)."""
+    return list(range(n_layers // 4, 3 * n_layers // 4, 3)) or [n_layers // 2]
+
+
+@dataclass
+class SteerSweepRun:
+    """The typed result: one grid row per (layer, alpha) with fold means, the best row by `metric`."""
+
+    method: str
+    grid: list[dict]
+    best: dict | None
+    metric: str
+    baseline: dict
+    config: dict
+    plots: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def headline(self) -> dict:
+        if not self.best:
+            return {}
+        return {"best_layer": self.best["layer"], "best_alpha": self.best["alpha"],
+                self.metric: self.best.get(self.metric)}
+
+    def table(self) -> tuple[str, list[str], list[list[str]]]:
+        keys = [k for k in ("mc1", "mc2", "true_info", "ce_loss", "kl", "sycophancy_flip_rate", "boolq_accuracy",
+                            "honest_score", "refusal_rate", "distinct_2") if any(k in r for r in self.grid)]
+        from .interventions import format_value
+
+        return (f"{self.method} sweep (fold means; * best by {self.metric}, alpha 0 = the plain model)",
+                ["layer", "alpha"] + keys + [""],
+                [[str(r["layer"]) if r["alpha"] else "-", f"{r['alpha']:g}"] + [format_value(r.get(k)) for k in keys]
+                 + ["*" if r.get("best") else ""] for r in self.grid])
+
+    def to_json(self) -> dict:
+        return {"schema_version": self.schema_version, "method": self.method, "grid": self.grid, "best": self.best,
+                "metric": self.metric, "baseline": self.baseline, "config": self.config, "plots": self.plots,
+                "summary": self.best or {}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SteerSweepRun":
+        v = schema_version(d, "steer-sweep", SCHEMA_VERSION)
+        return cls(d["method"], d.get("grid", []), d.get("best"), d.get("metric", "mc2"), d.get("baseline", {}),
+                   d.get("config", {}), d.get("plots", []), schema_version=v)
+
+    def write(self, run) -> None:
+        run.write_csv("grid.csv", self.grid)
+        self.plots = []
+        for key in dict.fromkeys([self.metric, "kl", "boolq_accuracy", "sycophancy_flip_rate"]):
+            fig = _heatmap(self.grid, key)
+            if fig is not None:
+                run.save_figure(fig, f"heatmap_{key}.png")
+                self.plots.append(f"heatmap_{key}.png")
+        run.finish(self.to_json(), headline=self.headline())
+
+
+def _heatmap(grid: list[dict], key: str):
+    rows = [r for r in grid if r["alpha"] and r.get(key) is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..metrics import METRICS, label
+
+    layers = sorted({r["layer"] for r in rows})
+    alphas = sorted({r["alpha"] for r in rows})
+    M = np.full((len(layers), len(alphas)), np.nan)
+    for r in rows:
+        M[layers.index(r["layer"]), alphas.index(r["alpha"])] = r[key]
+    fig, ax = plt.subplots(figsize=(1.5 + 0.8 * len(alphas), 1.2 + 0.4 * len(layers)))
+    im = ax.imshow(M, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+    ax.set_yticks(range(len(layers)), [str(l) for l in layers])
+    ax.set_xlabel("alpha (multiple of the fitted vector)")
+    ax.set_ylabel("decoder layer")
+    unit = METRICS[key].unit if key in METRICS else ""
+    fig.colorbar(im, ax=ax, label=f"{label(key)} ({unit})" if unit else label(key))
+    return fig
+
+
+def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str], None] = print) -> SteerSweepRun:
+    """Check every input and the run folder before loading, then evaluate each missing (layer, alpha, fold)."""
+    from ..data import load_truthfulqa
+    from ..models import ModelNotAvailable, load
+    from ..probes.splits import question_folds
+    from ..runs import RunFolder, open_results_db
+    from ..steer.residual import NORMALIZE
+    from ..steer.residual_tqa import fit_residual_for_fold
+    from ..validation import BadInput, check_folds, check_layers
+    from .intervention_methods import MethodSettings, MethodSpec, PreparedMethod
+    from .interventions import CompareConfig, evaluate_prepared, load_judges
+    from .iti_validate import held_out_texts
+
+    if cfg.method not in ("caa", "lat"):
+        raise BadInput(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.normalize not in NORMALIZE:
+        raise BadInput(f"--normalize must be one of {', '.join(NORMALIZE)}")
+    if not cfg.alphas or any(not math.isfinite(a) for a in cfg.alphas):
+        raise BadInput("--alphas: give one or more finite numbers")
+    if cfg.revision not in ("2021", "2025"):
+        raise BadInput(f"--revision must be 2021 or 2025, got {cfg.revision!r}")
+    run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **dataclasses.asdict(cfg)},
+                    resume=True, seed=cfg.seed, defer=True)
+    try:
+        lm = load(cfg.model, device=cfg.device)
+    except ModelNotAvailable as e:
+        raise BadInput(str(e)) from None
+    n_layers = lm.arch.n_layers
+    check_layers(list(cfg.layers) or None, n_layers)
+    layers = [l % n_layers for l in cfg.layers] if cfg.layers else default_layers(n_layers)
+    items = load_truthfulqa(cfg.data_dir, cfg.revision)
+    items = items[:cfg.limit] if cfg.limit else items
+    check_folds(cfg.folds, len(items))
+    by_index = {it.index: it for it in items}
+    folds = question_folds(sorted(by_index), cfg.folds, seed=cfg.seed)
+    alphas = sorted(set(float(a) for a in cfg.alphas) | {0.0})
+    ccfg = CompareConfig(methods=[cfg.method], n_folds=cfg.folds, seed=cfg.seed, protocol=cfg.protocol,
+                         judge=cfg.judge, ce_texts=cfg.ce_texts, limit=cfg.limit, settings=MethodSettings(seed=cfg.seed),
+                         side_effects=tuple(cfg.side_effects), side_effect_n=dict(cfg.side_effect_n),
+                         revision=cfg.revision)
+    fixed = {"model": lm.fingerprint, "method": cfg.method, "normalize": cfg.normalize, "folds": cfg.folds,
+             "seed": cfg.seed, "protocol": cfg.protocol, "judge": cfg.judge, "ce_texts": cfg.ce_texts,
+             "limit": cfg.limit, "side_effects": list(cfg.side_effects), "side_effect_n": dict(cfg.side_effect_n),
+             "revision": cfg.revision, "questions": len(items)}
+    run.start()
+    try:
+        db = open_results_db(run.path / "results.sqlite", "CREATE TABLE IF NOT EXISTS results (layer INTEGER, "
+                             "alpha REAL, fold INTEGER, metrics TEXT, seconds REAL, PRIMARY KEY (layer, alpha, fold))",
+                             fixed, "steer sweep")
+    except ValueError as e:  # other settings in this folder: refused, the folder left as it was
+        raise BadInput(str(e)) from None
+
+    def done(layer: int, alpha: float, fold: int) -> bool:
+        return db.execute("SELECT 1 FROM results WHERE layer=? AND alpha=? AND fold=?",
+                          (layer, alpha, fold)).fetchone() is not None
+
+    def both(msg: str) -> None:
+        log(msg)
+        run.log(msg)
+
+    try:
+        cells = [(-1, 0.0)] + [(l, a) for l in layers for a in alphas if a != 0]
+        todo = [(l, a, f) for f in range(cfg.folds) for l, a in cells if not done(l, a, f)]
+        texts = held_out_texts(cfg.data_dir, cfg.ce_texts) if (todo and cfg.ce_texts) else None
+        judges = load_judges(cfg.judge, cfg.data_dir) if (todo and cfg.judge != "none") else None
+        lm_cache: dict = {}
+        for f in range(cfg.folds):
+            test_items = [by_index[int(q)] for q in folds[f]]
+            train_q = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
+            for layer in [-1] + layers:  # -1: alpha 0, the plain model (once per fold)
+                want = [a for a in alphas if (a == 0) == (layer == -1) and not done(layer, a, f)]
+                if not want:
+                    continue
+                steer = None
+                if layer >= 0:
+                    steer = fit_residual_for_fold(lm, train_q, cfg.method, [layer], 1.0, cfg.normalize, cfg.seed,
+                                                  cfg.data_dir, cfg.limit, cfg.acts, f, cfg.revision)
+                for a in want:
+                    t0 = time.time()
+                    iv = dataclasses.replace(steer, alpha=a) if steer is not None else None
+                    spec = (MethodSpec(cfg.method, residual=cfg.method) if iv is not None else MethodSpec("baseline"))
+                    pm = PreparedMethod(spec, lm, iv)
+                    res = evaluate_prepared(pm, lm, test_items, ccfg, texts, lm_cache, judges, data_dir=cfg.data_dir)
+                    m = {k: v for k, v in res["metrics"].items()}
+                    with db:
+                        db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
+                                   (layer, a, f, json.dumps(m), time.time() - t0))
+                    both(f"{cfg.method} layer={layer if layer >= 0 else '-'} alpha={a:g} fold={f}: "
+                         + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))
+        rows = db.execute("SELECT layer, alpha, fold, metrics FROM results").fetchall()
+    finally:
+        db.close()
+    per: dict = {}
+    for layer, a, f, m in rows:
+        if (layer in layers and a in alphas) or (layer == -1 and a == 0):
+            per.setdefault((layer, a), {})[f] = json.loads(m)
+    grid = []
+    for (layer, a), fm in sorted(per.items(), key=lambda kv: (kv[0][1] != 0, kv[0][0], kv[0][1])):
+        if len(fm) == cfg.folds:
+            grid.append({"layer": layer, "alpha": a, **aggregate_folds([fm[f] for f in sorted(fm)])})
+    metric = cfg.metric if any(cfg.metric in r for r in grid) else "mc2"
+    sign = -1 if lower_is_better(metric) else 1
+    cands = [r for r in grid if r["alpha"] != 0 and metric in r]
+    best = max(cands, key=lambda r: sign * r[metric]) if cands else None
+    for r in grid:
+        r["best"] = r is best
+    base = next((r for r in grid if r["alpha"] == 0), {})
+    result = SteerSweepRun(cfg.method, grid, dict(best) if best else None, metric,
+                           {k: v for k, v in base.items() if k not in ("layer", "alpha", "best")},
+                           dataclasses.asdict(cfg) | {"layers": layers})
+    result.write(run)
+    return result
