@@ -63,3 +63,14 @@ def test_iti_method_delegates_to_the_iti_sweep(data_dir, tmp_path, cli):
 def test_bad_method_is_refused_before_work(tmp_path, cli):
     text = cli(["steer", "sweep", "--model", "tiny-llama", "--method", "magic", "--out", tmp_path / "x"], code=2)
     assert "--method" in text and not (tmp_path / "x").exists()
+
+
+def test_caa_sweep_fit_2021_scored_on_2025(data_dir, tmp_path, cli):
+    out = tmp_path / "x"
+    text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "12",
+                "--method", "lat", "--layers", "1", "--alphas", "0,2", "--folds", "2", "--ce-texts", "0",
+                "--side-effects", "none", "--eval-revision", "2025", "--acts", tmp_path / "acts", "--out", out])
+    assert "11 questions matched" in text
+    res = json.loads((out / "results.json").read_text())
+    assert [r["index"] for r in res["cross_revision"]["removed"]] == [9]
+    assert res["config"]["eval_revision"] == "2025" and res["method"] == "lat"

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .common import DataDirOpt, ModelOpt, console, fail, parse_int_list, print_table
-from .iti_cmd import (ActsOpt, ContigOpt, DataOpt, DirectionOpt, GenPosOpt, JudgeBaseUrlOpt, JudgeOpt, LimitOpt,
+from .iti_cmd import (ActsOpt, ContigOpt, DataOpt, DirectionOpt, EvalRevisionOpt, GenPosOpt, JudgeBaseUrlOpt, JudgeOpt, LimitOpt,
                       MCShiftOpt, ProtocolOpt, ReproduceOpt, RevisionOpt, SideEffectNOpt, SideEffectsHelp, SigmaOpt,
                       _judge_spec, _side_effects)
 
@@ -35,6 +35,7 @@ def sweep_cmd(model: str = ModelOpt,
               side_effect_n: Optional[str] = SideEffectNOpt,
               ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
               limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt, revision: str = RevisionOpt,
+              eval_revision: Optional[str] = EvalRevisionOpt,
               direction: str = DirectionOpt, sigma_from: Optional[str] = SigmaOpt, data: Optional[str] = DataOpt,
               mc_shift_from: Optional[str] = MCShiftOpt, reproduce: Optional[str] = ReproduceOpt,
               contiguous_folds: bool = ContigOpt, gen_positions: str = GenPosOpt,
@@ -55,7 +56,8 @@ def sweep_cmd(model: str = ModelOpt,
                           direction=direction, judge=judge, protocol=protocol, metric=metric, sigma_from=sigma_from,
                           contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
                           reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
-                          gen_positions=gen_positions, revision=revision, data_dir=dd, device=device, **se)
+                          gen_positions=gen_positions, revision=revision, eval_revision=eval_revision, data_dir=dd,
+                          device=device, **se)
         res = run_iti_sweep(cfg, out, say=console.print)
         keys = [k for k in ("mc1", "mc2", "true_info", "kl", "boolq_accuracy", "sycophancy_flip_rate", "honest_score")
                 if any(k in r for r in res.grid)]
@@ -67,7 +69,8 @@ def sweep_cmd(model: str = ModelOpt,
 
     cfg = SteerSweepConfig(model=model, method=method, layers=tuple(parse_int_list(layers) or ()), alphas=a_list,
                            normalize=normalize, folds=folds, seed=0 if seed is None else seed, protocol=protocol,
-                           judge=judge, metric=metric, ce_texts=ce_texts, limit=limit, revision=revision, data_dir=dd,
+                           judge=judge, metric=metric, ce_texts=ce_texts, limit=limit, revision=revision,
+                           eval_revision=eval_revision, data_dir=dd,
                            acts=str(acts) if acts else None, device=device, **se)
     res = run_steer_sweep(cfg, out, log=console.print)
     print_table(*res.table())

@@ -50,7 +50,8 @@ class SteerSweepConfig:
     limit: int | None = None
     side_effects: tuple = ("sycophancy", "boolq", "honest", "health")
     side_effect_n: dict = field(default_factory=dict)
-    revision: str = "2021"
+    revision: str = "2021"  # the TruthfulQA revision the vectors are fitted on
+    eval_revision: str | None = None  # the revision the held-out questions are scored on (None: the same)
     data_dir: str | None = None
     acts: str | None = None  # the residual activation store (default: the veracity cache)
     device: str | None = None
@@ -72,6 +73,7 @@ class SteerSweepRun:
     baseline: dict
     config: dict
     plots: list[str] = field(default_factory=list)
+    cross_revision: dict | None = None  # fitted on one revision, scored on the other: the matching report
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
@@ -93,13 +95,13 @@ class SteerSweepRun:
     def to_json(self) -> dict:
         return {"schema_version": self.schema_version, "method": self.method, "grid": self.grid, "best": self.best,
                 "metric": self.metric, "baseline": self.baseline, "config": self.config, "plots": self.plots,
-                "summary": self.best or {}}
+                "cross_revision": self.cross_revision, "summary": self.best or {}}
 
     @classmethod
     def from_json(cls, d: dict) -> "SteerSweepRun":
         v = schema_version(d, "steer-sweep", SCHEMA_VERSION)
         return cls(d["method"], d.get("grid", []), d.get("best"), d.get("metric", "mc2"), d.get("baseline", {}),
-                   d.get("config", {}), d.get("plots", []), schema_version=v)
+                   d.get("config", {}), d.get("plots", []), d.get("cross_revision"), schema_version=v)
 
     def write(self, run) -> None:
         run.write_csv("grid.csv", self.grid)
@@ -158,8 +160,10 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
         raise BadInput(f"--normalize must be one of {', '.join(NORMALIZE)}")
     if not cfg.alphas or any(not math.isfinite(a) for a in cfg.alphas):
         raise BadInput("--alphas: give one or more finite numbers")
-    if cfg.revision not in ("2021", "2025"):
-        raise BadInput(f"--revision must be 2021 or 2025, got {cfg.revision!r}")
+    eval_revision = cfg.eval_revision or cfg.revision
+    for flag, rev in (("--revision", cfg.revision), ("--eval-revision", eval_revision)):
+        if rev not in ("2021", "2025"):
+            raise BadInput(f"{flag} must be 2021 or 2025, got {rev!r}")
     run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **dataclasses.asdict(cfg)},
                     resume=True, seed=cfg.seed, defer=True)
     try:
@@ -174,6 +178,14 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
     check_folds(cfg.folds, len(items))
     by_index = {it.index: it for it in items}
     folds = question_folds(sorted(by_index), cfg.folds, seed=cfg.seed)
+    scored, cross = by_index, None
+    if eval_revision != cfg.revision:  # the held-out questions' other-revision versions, matched by text
+        from ..data.truthfulqa import cross_revision_items
+
+        mapped, cross = cross_revision_items(items, load_truthfulqa(cfg.data_dir, eval_revision))
+        scored = {it.index: it for it in mapped}
+        log(f"fitted on {cfg.revision}, scored on {eval_revision}: {cross['matched']} questions matched by text; "
+            f"{len(cross['removed'])} have no {eval_revision} version (not scored)")
     alphas = sorted(set(float(a) for a in cfg.alphas) | {0.0})
     ccfg = CompareConfig(methods=[cfg.method], n_folds=cfg.folds, seed=cfg.seed, protocol=cfg.protocol,
                          judge=cfg.judge, ce_texts=cfg.ce_texts, limit=cfg.limit, settings=MethodSettings(seed=cfg.seed),
@@ -182,7 +194,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
     fixed = {"model": lm.fingerprint, "method": cfg.method, "normalize": cfg.normalize, "folds": cfg.folds,
              "seed": cfg.seed, "protocol": cfg.protocol, "judge": cfg.judge, "ce_texts": cfg.ce_texts,
              "limit": cfg.limit, "side_effects": list(cfg.side_effects), "side_effect_n": dict(cfg.side_effect_n),
-             "revision": cfg.revision, "questions": len(items)}
+             "revision": cfg.revision, "eval_revision": eval_revision, "questions": len(items)}
     run.start()
     try:
         db = open_results_db(run.path / "results.sqlite", "CREATE TABLE IF NOT EXISTS results (layer INTEGER, "
@@ -206,7 +218,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
         judges = load_judges(cfg.judge, cfg.data_dir) if (todo and cfg.judge != "none") else None
         lm_cache: dict = {}
         for f in range(cfg.folds):
-            test_items = [by_index[int(q)] for q in folds[f]]
+            test_items = [scored[int(q)] for q in folds[f] if int(q) in scored]
             train_q = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
             for layer in [-1] + layers:  # -1: alpha 0, the plain model (once per fold)
                 want = [a for a in alphas if (a == 0) == (layer == -1) and not done(layer, a, f)]
@@ -248,6 +260,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
     base = next((r for r in grid if r["alpha"] == 0), {})
     result = SteerSweepRun(cfg.method, grid, dict(best) if best else None, metric,
                            {k: v for k, v in base.items() if k not in ("layer", "alpha", "best")},
-                           dataclasses.asdict(cfg) | {"layers": layers})
+                           dataclasses.asdict(cfg) | {"layers": layers, "eval_revision": eval_revision},
+                           cross_revision=cross)
     result.write(run)
     return result
