@@ -80,8 +80,8 @@ def _data_runs(root: Path, data: Path) -> list[Path]:
     _cli(["iti", "sweep", *iti, "--alphas", "0,5", "--num-heads", "2,4", "--folds", "2", "--judge", "none",
           "--ce-texts", "2", "--side-effects", "none", "--out", str(root / "sweep")])
     _cli(["compare-interventions", *iti, "--folds", "2", "--judge", "none", "--ce-texts", "2", "--num-heads", "4",
-          "--alpha", "5", "--methods", "baseline,few-shot,iti", "--side-effects", "none",
-          "--out", str(root / "compare")])
+          "--alpha", "5", "--methods", "baseline,few-shot,iti", "--side-effects", "boolq",
+          "--side-effect-n", "boolq=4", "--out", str(root / "compare")])
     _cli(["sycophancy", *iti, "--num-heads", "4", "--alpha", "5", "--out", str(root / "syc")])
     _cli(["spec", "--main", "tiny-llama", "--assistant", "int8", "--limit", "6", "--max-new-tokens", "4",
           "--gamma", "3", "--threads", "1", "--out", str(root / "spec"), "--data-dir", str(data)])
@@ -89,7 +89,10 @@ def _data_runs(root: Path, data: Path) -> list[Path]:
           "--batch-size", "4", "--eval-every", "1", "--track", "kl:tiny-llama", "--track", "spec:tiny-llama",
           "--limit", "4", "--max-new-tokens", "4", "--gamma", "3", "--threads", "1", "--out", str(root / "ft"),
           "--data-dir", str(data)])
-    return [root / n for n in ("ccs", "eval", "iti", "sweep", "compare", "syc", "spec", "ft")]
+    _cli(["steer", "sweep", *tiny, "--limit", str(N_QUESTIONS), "--method", "caa", "--layers", "1,2", "--alphas",
+          "0,2", "--folds", "2", "--ce-texts", "0", "--side-effects", "boolq", "--side-effect-n", "boolq=4",
+          "--acts", str(root / "resid-acts"), "--out", str(root / "steer")])
+    return [root / n for n in ("ccs", "eval", "iti", "sweep", "compare", "syc", "spec", "ft", "steer")]
 
 
 def _data_dir() -> Path | None:
@@ -208,6 +211,9 @@ def test_every_section_renders(real_root, full_report):
     cap = "methods on the same folds"
     assert {"method", "MC1", "MC2", "KL wrt Orig", "train_s", "infer_s"} <= set(_headers(cmp, cap))
     assert _n_rows(cmp, cap) == 3 and _n_rows(cmp, "per method and fold") == 6
+    gain = "target gain against side effects: change from baseline"
+    assert _headers(cmp, gain)[:2] == ["method", "Δ MC2"] and "Δ BoolQ (zero-shot)" in _headers(cmp, gain)
+    assert _n_rows(cmp, gain) == 2  # few-shot and iti against the baseline
     assert "comparison.png (written by the run)" in cmp
     syc = _part_of(doc, root / "syc")
     cap = "accuracy without and with an incorrect opinion"
@@ -231,19 +237,35 @@ def test_every_section_renders(real_root, full_report):
     cols = _headers(ft, "milestones")
     assert cols[0] == "step" and {"train_loss", "kl", "one_minus_tv", "mean_accepted", "kl_per_group.female"} <= set(cols)
     assert _n_rows(ft, "milestones") == 3  # steps 0, 1, 2
+    steer = _part_of(doc, root / "steer")
+    assert "<h2>Steering sweeps and probe sanity checks</h2>" in doc
+    assert {"layer", "alpha", "MC2", "boolq_accuracy"} <= set(_headers(steer, "caa grid")) and _n_rows(steer, "caa grid") == 3
+    assert _headers(steer, "target gain against side effects: change from alpha 0") == [
+        "layer", "alpha", "Δ MC2", "Δ BoolQ (zero-shot)"]
     assert doc.count("data:image/png;base64,") >= 30
+
+
+def test_gain_against_side_effects_by_hand():
+    from veracity.report.html import gain_vs_side_effects
+
+    base = {"mc2": 0.40, "boolq_accuracy": 0.60, "honest_score": 0.10}
+    rows = [{"mc2": 0.45, "boolq_accuracy": 0.55, "honest_score": 0.15}, {"mc2": 0.50, "boolq_accuracy": None}]
+    cols, vals = gain_vs_side_effects(rows, base)
+    assert cols == ["Δ MC2", "Δ BoolQ (zero-shot)", "Δ HONEST (hurtful completions)"]
+    assert vals[0] == pytest.approx([0.05, -0.05, 0.05]) and vals[1][0] == pytest.approx(0.10) and vals[1][1:] == [None, None]
+    assert gain_vs_side_effects(rows, {"mc2": 0.4}) == ([], [])  # no side effect measured: no table
 
 
 def test_every_kind_writes_a_versioned_typed_result(real_root):
     """Every run kind the commands write carries schema_version 1, and each typed result reads its own file
     back to the same headline."""
     from veracity.experiments import finetune_milestones, interventions, iti_sweep, iti_validate, probe, spec
-    from veracity.experiments import sycophancy, truthfulqa
+    from veracity.experiments import steer_sweep, sycophancy, truthfulqa
 
     readers = {"iti-validate": iti_validate.ValidateRun, "iti-sweep": iti_sweep.SweepRun,
                "compare-interventions": interventions.CompareRun, "sycophancy": sycophancy.SycophancyRun,
                "spec": spec.SpecRun, "finetune": finetune_milestones.FinetuneRun, "ccs": probe.CCSRun,
-               "eval": truthfulqa.EvalOutput}
+               "eval": truthfulqa.EvalOutput, "steer-sweep": steer_sweep.SteerSweepRun}
     _, runs = real_root
     seen = set()
     for run in runs:

@@ -37,7 +37,11 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("truthfulqa", "TruthfulQA and ITI", ("eval", "iti-validate", "iti-sweep")),
     ("interventions", "Intervention comparison and sycophancy", ("compare-interventions", "sycophancy")),
     ("pairs", "Model pairs", ("spec", "finetune")),
+    ("steering", "Steering sweeps and probe sanity checks", ("steer-sweep", "probe-polarity", "ccs-distractor")),
 )
+#: side-effect metrics (veracity.experiments.side_effects) and whether higher is better
+SIDE_EFFECT_KEYS = ("sycophancy_flip_rate", "sycophancy_to_opinion", "boolq_accuracy", "honest_score", "refusal_rate",
+                    "distinct_2", "mean_words", "degenerate_rate")
 # canonical TruthfulQA metric keys -> the column names the ITI paper's tables use
 METRIC_LABELS = {k: _metrics.label(k) for k in ("info", "true", "mc1", "mc2", "ce_loss", "kl", "true_info",
                                       "true_info_per_answer")}
@@ -1201,8 +1205,21 @@ def _records_table(page: _Page, records, keys: tuple, caption: str, labels: bool
            caption=caption)
 
 
+def gain_vs_side_effects(rows: list[dict], base: dict, targets: tuple = ("mc2", "true_info")) -> tuple[list, list]:
+    """(columns, rows): per row, its change from `base` in each target metric and in each side effect
+    (the same sign convention for all: row - base), for the rows that carry a side effect."""
+    keys = [k for k in SIDE_EFFECT_KEYS if _num(base.get(k)) and any(_num(r.get(k)) for r in rows)]
+    tks = [k for k in targets if _num(base.get(k)) and any(_num(r.get(k)) for r in rows)]
+    if not keys or not tks:
+        return [], []
+    cols = [f"Δ {METRIC_LABELS.get(k, _metrics.label(k))}" for k in tks + keys]
+    out = [[(float(r[k]) - float(base[k])) if _num(r.get(k)) else None for k in tks + keys] for r in rows]
+    return cols, out
+
+
 def _section_compare(page: _Page, run: Run) -> None:
-    """`compare-interventions`: one row per method (fold means, *_sd over folds, cost columns), per fold."""
+    """`compare-interventions`: one row per method (fold means, *_sd over folds, cost columns), per fold, and
+    each method's gain against its side effects (changes from `baseline`)."""
     res = run.results
 
     def methods() -> None:
@@ -1212,7 +1229,21 @@ def _section_compare(page: _Page, run: Run) -> None:
     def folds() -> None:
         _records_table(page, res.get("folds"), ("method", "fold"), "per method and fold")
 
+    def gains() -> None:
+        rows = _records(res.get("methods")) or []
+        base = next((r for r in rows if r.get("method") == "baseline"), None)
+        if base is None:
+            return
+        others = [r for r in rows if r is not base]
+        cols, vals = gain_vs_side_effects(others, base)
+        if cols:
+            _table(page, ["method"] + cols, [[r["method"]] + v for r, v in zip(others, vals)],
+                   caption="target gain against side effects: change from baseline (fractions; a rise in flips, "
+                           "agreement with a wrong opinion, HONEST or refusals is a cost, a fall in BoolQ or "
+                           "distinct-2 is one)")
+
     _part(page, run, "methods", methods)
+    _part(page, run, "gain against side effects", gains)
     _part(page, run, "method folds", folds)
 
 
@@ -1233,10 +1264,60 @@ def _section_sycophancy(page: _Page, run: Run) -> None:
     _part(page, run, "sycophancy table", table)
 
 
+def _section_steer_sweep(page: _Page, run: Run) -> None:
+    """`steer-sweep`: the layer x alpha grid (fold means), the heatmaps, the gain against side effects."""
+    res = run.results
+
+    def grid() -> None:
+        _records_table(page, res.get("grid"), ("layer", "alpha", "best"),
+                       f"{res.get('method')} grid (mean over folds; layer -1, alpha 0: the plain model; best by "
+                       f"{res.get('metric')})")
+
+    def gains() -> None:
+        rows = [r for r in (_records(res.get("grid")) or []) if r.get("alpha")]
+        cols, vals = gain_vs_side_effects(rows, res.get("baseline") or {}, (res.get("metric") or "mc2",))
+        if cols:
+            _table(page, ["layer", "alpha"] + cols, [[r["layer"], r["alpha"]] + v for r, v in zip(rows, vals)],
+                   caption="target gain against side effects: change from alpha 0")
+
+    _part(page, run, "grid", grid)
+    _part(page, run, "gain against side effects", gains)
+
+
+def _section_polarity(page: _Page, run: Run) -> None:
+    """`probe-polarity`: accuracy per method and layer for each train -> test polarity, and held-out topics."""
+    exp = run.results.get("experiment") or {}
+    scores, layers, methods = exp.get("scores") or [], exp.get("layers") or [], exp.get("methods") or []
+
+    def table(train: str, test: str, caption: str) -> None:
+        by = {(x["method"], x["layer"]): x.get("accuracy") for x in scores if x["train"] == train and x["test"] == test}
+        if by:
+            _table(page, ["method"] + [f"L{l}" for l in layers], [[m] + [by.get((m, l)) for l in layers]
+                                                                  for m in methods], caption=caption)
+
+    def views() -> None:
+        for tr, te in (("affirmative", "affirmative"), ("affirmative", "negated"), ("negated", "affirmative"),
+                       ("both", "negated")):
+            table(tr, te, f"train {tr} -> test {te} (held-out rows; chance 0.5)")
+        for t in run.results.get("topics") or []:
+            table(f"topic!={t}", f"{t}:negated", f"held-out topic {t}: other topics (both polarities) -> {t} negated")
+
+    _part(page, run, "polarity tables", views)
+
+
+def _section_distractor(page: _Page, run: Run) -> None:
+    """`ccs-distractor`: which feature CCS finds at each strength and layer."""
+    _part(page, run, "distractor table", lambda: _records_table(
+        page, run.results.get("rows"), ("strength", "layer", "picks"),
+        "CCS with a planted distractor (test accuracy either sign; |cos| with truth and with the distractor)",
+        labels=False))
+
+
 KIND_RENDERERS: dict[str, Callable[[_Page, Run], None]] = {
     "demo": _section_demo, "probe": _section_probe, "ccs": _section_ccs, "eval": _section_tqa,
     "iti-validate": _section_tqa, "iti-sweep": _section_tqa, "spec": _section_pairs, "finetune": _section_pairs,
     "compare-interventions": _section_compare, "sycophancy": _section_sycophancy,
+    "steer-sweep": _section_steer_sweep, "probe-polarity": _section_polarity, "ccs-distractor": _section_distractor,
 }
 
 
