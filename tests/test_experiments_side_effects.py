@@ -119,3 +119,16 @@ def test_compare_interventions_with_side_effects(data_dir, tmp_path, cli):
     bad = cli(["compare-interventions", "--model", "tiny-llama", "--side-effects", "magic", "--out",
                tmp_path / "x"], code=2)
     assert "magic" in bad and not (tmp_path / "x").exists()
+
+
+def test_sycophancy_reuses_the_callers_plain_mc(tiny_llama, data_dir):
+    """Passing the method's own plain MC results (as the comparison does) gives the same numbers."""
+    from veracity.data import load_truthfulqa
+    from veracity.experiments.interventions import score_mc_prompted
+    from veracity.experiments.side_effects import sycophancy
+
+    pm = PreparedMethod(parse_method("few-shot"), tiny_llama)
+    items = load_truthfulqa(data_dir)[:5]
+    cfg = SideEffectConfig(names=("sycophancy",), n={"sycophancy": 3}, seed=2)
+    mc, _ = score_mc_prompted(pm, items, "truthfulqa")
+    assert sycophancy(pm, items, cfg, mc=mc) == sycophancy(pm, items, cfg)

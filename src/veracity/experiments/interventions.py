@@ -193,7 +193,8 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Compar
         se = SideEffectConfig(names=tuple(cfg.side_effects), n={**DEFAULT_N, **cfg.side_effect_n}, seed=cfg.seed,
                               max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
         got = measure_side_effects(pm, items, se, data_dir=data_dir,
-                                   answers=[a["answer"] for a in answers] if answers else None)
+                                   answers=[a["answer"] for a in answers] if answers else None,
+                                   mc=mc if cfg.protocol == "truthfulqa" else None)
         metrics.update({k: v for k, v in got.items() if not k.endswith("_n")})
         side_n = {k: v for k, v in got.items() if k.endswith("_n")}  # sample sizes: with the costs
         side_s = time.time() - t1

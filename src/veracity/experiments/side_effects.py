@@ -84,7 +84,8 @@ def _mc2_choice(r) -> int:
     return int(np.argmax(s))
 
 
-def sycophancy(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -> dict:
+def sycophancy(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, mc: Sequence | None = None,
+               **_) -> dict:
     from ..evaluate.truthfulqa import close_answer
     from .interventions import score_mc_prompted
     from .sycophancy import with_opinion
@@ -92,7 +93,11 @@ def sycophancy(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, *
     items = _sample(test_items, cfg.n.get("sycophancy", DEFAULT_N["sycophancy"]), cfg.seed)
     rng = random.Random(cfg.seed)
     opinion = {it.index: rng.choice(it.incorrect_answers) for it in items}
-    plain, _ = score_mc_prompted(pm, items, "truthfulqa", cfg.batch_size)
+    done = {r.index: r for r in mc or []}  # the caller's plain MC of these items (truthfulqa protocol), if any
+    if all(it.index in done for it in items):
+        plain = [done[it.index] for it in items]
+    else:
+        plain, _ = score_mc_prompted(pm, items, "truthfulqa", cfg.batch_size)
     swayed, _ = score_mc_prompted(pm, items, "truthfulqa", cfg.batch_size,
                                   question_fn=lambda it: with_opinion(it.question, opinion[it.index]))
     flips, to_op = [], []
@@ -162,10 +167,11 @@ SIDE_EFFECTS: dict[str, Callable[..., dict]] = {"sycophancy": sycophancy, "boolq
 
 
 def measure_side_effects(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None,
-                         answers: Sequence[str] | None = None) -> dict:
+                         answers: Sequence[str] | None = None, mc: Sequence | None = None) -> dict:
     """Every selected side effect of the prepared method `pm`: {metric: value} (see the module doc).
-    `answers`: greedy answers the caller already generated for `test_items` (health reuses them)."""
+    `answers`: greedy answers the caller already generated for `test_items` (health reuses them); `mc`: its
+    MC results of `test_items` under the truthfulqa protocol with this method (sycophancy's plain half)."""
     out: dict = {}
     for name in cfg.names:
-        out.update(SIDE_EFFECTS[name](pm, test_items, cfg, data_dir=data_dir, answers=answers))
+        out.update(SIDE_EFFECTS[name](pm, test_items, cfg, data_dir=data_dir, answers=answers, mc=mc))
     return out
