@@ -142,7 +142,7 @@ def test_extending_examples_run():
     assert len(blocks) >= 2
     try:
         for body in blocks:
-            exec(compile(body, "docs/extending.md", "exec"), {"__name__": "docs_example"})
+            exec(compile(body, "docs/extending.md", "exec", dont_inherit=True), {"__name__": "docs_example"})
     finally:
         from veracity.probes import PROBES
 
