@@ -76,5 +76,62 @@ def sweep_cmd(model: str = ModelOpt,
     print_table(*res.table())
 
 
+@steer_app.command("fit")
+def fit_cmd(acts: Path = typer.Option(..., "--acts", help="A labelled capture store with resid sites at the last "
+                                      "token (`veracity capture --sites resid`): true/false statements, Geometry of "
+                                      "Truth, TruthfulQA answers, sycophancy pairs."),
+            method: str = typer.Option("caa", "--method", help="caa (class-mean difference) | lat (first principal "
+                                       "component of paired true - false differences)."),
+            layers: Optional[str] = typer.Option(None, "--layers", help="Decoder layers (default: every captured one)."),
+            normalize: str = typer.Option("raw", "--normalize", help="raw | sigma | unit."),
+            alpha: float = typer.Option(1.0, "--alpha", help="Multiple of the fitted vector stored with it."),
+            seed: int = typer.Option(0, "--seed", help="lat: pairing and sign draws."),
+            out: Path = typer.Option(..., "--out", "-o", help="PATH: writes PATH.json and PATH.safetensors.")) -> None:
+    """Fit a residual-stream steering vector per layer from a labelled capture store."""
+    from ..steer.residual import NORMALIZE, fit_residual_from_store
+
+    if normalize not in NORMALIZE:
+        fail(f"--normalize must be one of {', '.join(NORMALIZE)}")
+    try:
+        steer = fit_residual_from_store(str(acts), method, parse_int_list(layers), normalize, seed, alpha)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    path = steer.save(out)
+    print_table(f"{method} steer -> {path}", ["layer", "vector norm"],
+                [[l, f"{float(v.norm()):.4f}"] for l, v in zip(steer.layers, steer.vectors)])
+
+
+@steer_app.command("bake")
+def bake_cmd(model: str = ModelOpt,
+             steer: Path = typer.Option(..., "--steer", help="A residual steer (`veracity steer fit`, or a caa/lat "
+                                        "fit saved by a comparison)."),
+             alpha: Optional[float] = typer.Option(None, "--alpha", help="Override the stored alpha."),
+             layers: Optional[str] = typer.Option(None, "--layers", help="Bake only these of its layers."),
+             out: Path = typer.Option(..., "--out", "-o", help="The Hugging Face folder to write."),
+             device: Optional[str] = typer.Option(None, "--device")) -> None:
+    """Write the steered model as a plain Hugging Face folder (an exact down_proj bias where the architecture
+    has one; refused clearly where it has not) and check its logits against the hooks."""
+    from ..models import load
+    from ..steer.residual import ResidualSteer, bake_residual, verify_residual_baked
+
+    try:
+        s = ResidualSteer.load(steer)
+        if layers:
+            s = s.select(parse_int_list(layers))
+        if alpha is not None:
+            s = s.with_alpha(alpha)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    lm = load(model, device=device)
+    try:
+        s.check_model(lm.arch, lm.fingerprint)
+        folder = bake_residual(lm, s, out)
+    except ValueError as e:  # NotBakeable, another model
+        fail(str(e))
+    worst = verify_residual_baked(lm, s, folder)
+    console.print(f"baked {s.method} (layers {s.layers}, alpha {s.alpha:g}) into {folder}; "
+                  f"max |logit difference| against the hooks {worst:.2e}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(steer_app, name="steer")

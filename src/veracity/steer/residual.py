@@ -554,3 +554,36 @@ def verify_residual_baked(target, steer: ResidualSteer, folder: str | Path, text
     if worst > atol:
         raise AssertionError(f"baked model differs from the hooks by {worst:.2e} > {atol:.0e}")
     return worst
+
+
+def fit_residual_from_store(store, method: str = "caa", layers: Sequence[int] | None = None,
+                            normalize: str = "raw", seed: int = 0, alpha: float = 1.0) -> ResidualSteer:
+    """A residual steer fitted on any labelled capture store with ``resid`` sites at the last token
+    (true/false statements, Geometry of Truth, TruthfulQA answers, sycophancy pairs): `caa` from the class
+    means, `lat` from the first principal component of paired differences (a true and a false row of the
+    same group: the store's groups, else all rows, paired by `pair_by_group` with `seed`). `store`: an
+    `Activations` or its path; `layers`: absolute or negative decoder layers (default: every captured one)."""
+    from ..capture import Activations
+
+    acts = Activations.open(store) if not hasattr(store, "stack") else store
+    if acts.labels is None:
+        raise ValueError(f"{acts.root or 'the store'} has no labels; capture a labelled data set")
+    captured = sorted({int(s.split(".")[1]) for s in acts.sites if s.startswith("resid.")})
+    if not captured:
+        raise ValueError("the store has no resid.* sites; capture with --sites resid")
+    n_layers = acts.n_layers
+    want = captured if layers is None else [l + n_layers if l < 0 else int(l) for l in layers]
+    missing = [l for l in want if l not in captured]
+    if missing:
+        raise ValueError(f"layers {missing} are not in the store (captured: {captured})")
+    X = acts.stack("resid", want).float()  # [N, len(want), D]
+    y = torch.as_tensor(np.asarray(acts.labels)).long()
+    prov = {"store": str(acts.root or ""), "dataset": (acts.manifest or {}).get("dataset", {}).get("name"),
+            "model_fingerprint": (acts.manifest or {}).get("model", {}).get("fingerprint"), "seed": int(seed)}
+    if method == "caa":
+        return fit_diff_means(X, y, normalize=normalize, act_layers=want, alpha=alpha, provenance=prov)
+    if method == "lat":
+        groups = list(acts.groups) if acts.groups is not None else ["all"] * len(y)
+        pos, neg = pair_by_group(y, groups, seed=seed)
+        return fit_lat(X[pos], X[neg], seed=seed, normalize=normalize, act_layers=want, alpha=alpha, provenance=prov)
+    raise ValueError(f"method must be caa or lat, got {method!r}")
