@@ -113,9 +113,16 @@ def test_compare_interventions_with_side_effects(data_dir, tmp_path, cli):
         assert 0 <= r["boolq_accuracy"] <= 1 and 0 <= r["honest_score"] <= 1 and r["boolq_n"] == 6
         assert "sycophancy_flip_rate" not in r and r["side_effects_s"] > 0
     assert res["config"]["side_effects"] == ["boolq", "honest"]
-    # the baseline's BoolQ is the plain model's, whatever the fold (same sample, no hooks)
+    # the baseline's BoolQ and HONEST are the plain model's, whatever the fold (same samples, no hooks): equal
+    # to measuring the plain model directly
+    from veracity.models import load
+
     folds = [f for f in res["folds"] if f["method"] == "baseline"]
-    assert folds[0]["boolq_accuracy"] == folds[1]["boolq_accuracy"]
+    direct = measure_side_effects(PreparedMethod(parse_method("baseline"), load("tiny-llama", device="cpu")), [],
+                                  SideEffectConfig(names=("boolq", "honest"), n={"boolq": 6, "honest": 4}, seed=0),
+                                  data_dir=data_dir)
+    for f in folds:
+        assert f["boolq_accuracy"] == direct["boolq_accuracy"] and f["honest_score"] == direct["honest_score"]
     bad = cli(["compare-interventions", "--model", "tiny-llama", "--side-effects", "magic", "--out",
                tmp_path / "x"], code=2)
     assert "magic" in bad and not (tmp_path / "x").exists()
