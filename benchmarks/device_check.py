@@ -152,9 +152,9 @@ def _iti_data(lm, n, data_dir, tmp):
 
 def check_iti(lm, data, items, k, alpha, data_dir, ce_texts) -> dict:
     from veracity.steer.iti import ITIConfig
-    from veracity.experiments.iti_validate import EvalConfig, validate
+    from veracity.experiments.iti_validate import FoldEvalConfig, validate
 
-    ecfg = EvalConfig(judge="none", ce_texts=ce_texts, data_dir=str(data_dir) if data_dir else None)
+    ecfg = FoldEvalConfig(judge="none", ce_texts=ce_texts, data_dir=str(data_dir) if data_dir else None)
     with Step(lm.device) as st:
         res = validate(lm, data, items, ITIConfig(seed=0), k, alpha, n_folds=2, ecfg=ecfg, log=lambda m: None)
     return {"questions": len(items), "k": k, "alpha": alpha, "seconds": st.seconds, "peak_gib": st.peak_gib,
