@@ -195,8 +195,8 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Compar
         got = measure_side_effects(pm, items, se, data_dir=data_dir,
                                    answers=[a["answer"] for a in answers] if answers else None,
                                    mc=mc if cfg.protocol == "truthfulqa" else None)
-        metrics.update({k: v for k, v in got.items() if not k.endswith("_n")})
-        side_n = {k: v for k, v in got.items() if k.endswith("_n")}  # sample sizes: with the costs
+        metrics.update({k: v for k, v in got.items() if not k.endswith(("_n", "_s"))})
+        side_n = {k: v for k, v in got.items() if k.endswith(("_n", "_s"))}  # sizes and seconds: with the costs
         side_s = time.time() - t1
     else:
         side_s, side_n = 0.0, {}

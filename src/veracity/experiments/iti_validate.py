@@ -100,7 +100,7 @@ def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None
             names=tuple(cfg.side_effects), n={**DEFAULT_N, **cfg.side_effect_n}, seed=cfg.seed,
             batch_size=cfg.batch_size), data_dir=cfg.data_dir,
             answers=[q.answer for q in res.questions if q.answer is not None] or None)
-        metrics.update({k: v for k, v in got.items() if not k.endswith("_n")})
+        metrics.update({k: v for k, v in got.items() if not k.endswith(("_n", "_s"))})
     per_q = [asdict(q) for q in res.questions]
     answers = [{"index": q.index, "question": q.question, "answer": q.answer, "true": q.true, "info": q.info,
                 "true_score": q.true_score, "info_score": q.info_score}

@@ -171,7 +171,11 @@ def measure_side_effects(pm, test_items: Sequence, cfg: SideEffectConfig, data_d
     """Every selected side effect of the prepared method `pm`: {metric: value} (see the module doc).
     `answers`: greedy answers the caller already generated for `test_items` (health reuses them); `mc`: its
     MC results of `test_items` under the truthfulqa protocol with this method (sycophancy's plain half)."""
+    import time
+
     out: dict = {}
     for name in cfg.names:
+        t0 = time.perf_counter()
         out.update(SIDE_EFFECTS[name](pm, test_items, cfg, data_dir=data_dir, answers=answers, mc=mc))
+        out[f"{name}_s"] = time.perf_counter() - t0  # what each costs (a `_s` key: seconds, not a metric)
     return out
