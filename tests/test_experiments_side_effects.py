@@ -139,3 +139,39 @@ def test_sycophancy_reuses_the_callers_plain_mc(tiny_llama, data_dir):
     cfg = SideEffectConfig(names=("sycophancy",), n={"sycophancy": 3}, seed=2)
     mc, _ = score_mc_prompted(pm, items, "truthfulqa")
     assert sycophancy(pm, items, cfg, mc=mc) == sycophancy(pm, items, cfg)
+
+
+def test_boolq_is_read_under_the_intervention(tiny_llama, data_dir):
+    """The BoolQ answer is one token read at the prompt's last position: the method's hooks must act on the
+    prompt, else every hook method would score exactly as the plain model."""
+    import contextlib
+
+    from veracity.experiments.side_effects import boolq
+
+    phases = []
+
+    class Counting(PreparedMethod):
+        def factory(self):
+            def f(phase):
+                phases.append(phase)
+                return contextlib.nullcontext()
+            return f
+
+    pm = Counting(parse_method("baseline"), tiny_llama)
+    got = boolq(pm, [], SideEffectConfig(names=("boolq",), n={"boolq": 3}, seed=0), data_dir=data_dir)
+    assert got["boolq_n"] == 3 and len(phases) >= 3  # entered for each prompt's forward
+
+    # and a strong steer changes the answers' margins (here: the accuracy or the per-item choices)
+    from veracity.steer.residual import ResidualSteer
+
+    v = torch.randn(1, tiny_llama.arch.hidden_size, generator=torch.Generator().manual_seed(0)) * 50
+    steered = PreparedMethod(parse_method("caa"), tiny_llama, ResidualSteer([1], v, alpha=1.0))
+    from veracity.evaluate.truthfulqa import make_requests, score_requests
+    from veracity.data.boolq import load_boolq
+
+    b = load_boolq(data_dir)[0]
+    ctx, sep = steered.prompt(f"{b.passage}\n\nQuestion: {b.question}?")
+    reqs = make_requests(tiny_llama.tokenizer, ctx, [sep + "Yes", sep + "No"], "truthfulqa")
+    plain = score_requests(tiny_llama.model, reqs)
+    hooked = score_requests(tiny_llama.model, reqs, intervention=steered.factory(), intervene_prompt=True)
+    assert plain != hooked

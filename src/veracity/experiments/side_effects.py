@@ -123,8 +123,11 @@ def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -
     for it in items:  # the MC scorer's rule: enc(context + answer), the tokens after enc(context) scored
         ctx, sep = pm.prompt(f"{it.passage}\n\nQuestion: {it.question}?")
         reqs += make_requests(tok, ctx, [sep + "Yes", sep + "No"], "truthfulqa", add_special_tokens=special)
+    # intervene_prompt: the answer is one token, read at the prompt's last position, so hooks that only
+    # entered the answer tokens' forwards (the MC convention) would never act; here the model under the
+    # intervention reads the whole prompt
     scores = score_requests(pm.lm.model, reqs, batch_size=cfg.batch_size, intervention=pm.factory(),
-                            pad_id=pad_token_id(tok))
+                            intervene_prompt=True, pad_id=pad_token_id(tok))
     yes = np.asarray(scores[0::2]) > np.asarray(scores[1::2])
     truth = np.asarray([it.answer for it in items])
     return {"boolq_accuracy": float((yes == truth).mean()), "boolq_majority": float(max(truth.mean(), 1 - truth.mean())),
