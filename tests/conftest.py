@@ -41,6 +41,27 @@ def cli():
     return invoke
 
 
+@pytest.fixture
+def interrupt_fold(monkeypatch):
+    """`calls = interrupt_fold(module, name, at=1)`: `module.name` (a per-fold function taking `fold=`)
+    raises KeyboardInterrupt the first time it is called for fold `at`, as a killed run would stop; every
+    call's fold is recorded in `calls`."""
+    def arm(module, name: str, at: int = 1) -> list:
+        real, calls, armed = getattr(module, name), [], [True]
+
+        def wrapped(*a, fold=0, **k):
+            calls.append(fold)
+            if armed[0] and fold == at:
+                armed[0] = False
+                raise KeyboardInterrupt
+            return real(*a, fold=fold, **k)
+
+        monkeypatch.setattr(module, name, wrapped)
+        return calls
+
+    return arm
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     d = os.environ.get("VERACITY_DATA")

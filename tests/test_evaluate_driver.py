@@ -166,7 +166,7 @@ def test_hf_judge_p_yes_by_hand(tiny_llama):
     assert math.isclose(jg.CallableJudge(lambda q, a: [0.25] * len(a)).score(["q"], ["a"])[0], 0.25)
 
 
-def test_driver_resumes_an_interrupted_run(tiny_llama, data_dir, tmp_path, monkeypatch):
+def test_driver_resumes_an_interrupted_run(tiny_llama, data_dir, tmp_path, interrupt_fold):
     """Interrupted during fold 1: the rerun into the same folder evaluates fold 1 only and writes the same
     results.json as an uninterrupted run."""
     from veracity.data.truthfulqa import load_truthfulqa
@@ -178,19 +178,10 @@ def test_driver_resumes_an_interrupted_run(tiny_llama, data_dir, tmp_path, monke
     cfg = drv.EvalConfig(model="tiny-llama", folds=2, limit=4, max_new_tokens=4, n_docs=3, max_tokens=24)
     kw = dict(truth_judge=truth, info_judge=info, data_dir=data_dir)
     drv.run_truthfulqa_eval(tiny_llama, items, cfg, out=tmp_path / "whole", **kw)
-    real, calls = drv.evaluate_fold, []
-
-    def stop_at_fold_1(*a, fold=0, **k):
-        calls.append(fold)
-        if fold == 1:
-            raise KeyboardInterrupt
-        return real(*a, fold=fold, **k)
-
-    monkeypatch.setattr(drv, "evaluate_fold", stop_at_fold_1)
+    calls = interrupt_fold(drv, "evaluate_fold")
     with pytest.raises(KeyboardInterrupt):
         drv.run_truthfulqa_eval(tiny_llama, items, cfg, out=tmp_path / "cut", **kw)
     assert not (tmp_path / "cut" / "results.json").exists() and (tmp_path / "cut" / "progress.json").exists()
-    monkeypatch.setattr(drv, "evaluate_fold", lambda *a, fold=0, **k: (calls.append(fold), real(*a, fold=fold, **k))[1])
     logs = []
     drv.run_truthfulqa_eval(tiny_llama, items, cfg, out=tmp_path / "cut", log=logs.append, **kw)
     assert calls == [0, 1, 1] and "fold 0: done in an earlier run" in logs

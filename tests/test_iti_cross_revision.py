@@ -104,7 +104,7 @@ def test_compare_interventions_fit_2025(data_dir, tmp_path, cli):
     assert r.exit_code == 2 and "--revision" in r.output and not (tmp_path / "x").exists()
 
 
-def test_iti_validate_resumes_an_interrupted_run(data_dir, tmp_path, monkeypatch):
+def test_iti_validate_resumes_an_interrupted_run(data_dir, tmp_path, interrupt_fold):
     """Interrupted during fold 1: the rerun into the same folder evaluates fold 1 only and writes the same
     results.json as an uninterrupted run."""
     from veracity.experiments import iti_validate as iv
@@ -115,19 +115,10 @@ def test_iti_validate_resumes_an_interrupted_run(data_dir, tmp_path, monkeypatch
                                  alpha=5.0, folds=2, judge="none", ce_texts=0, acts=str(tmp_path / "acts"), **kw)
 
     iv.run_validate(cfg(), tmp_path / "whole", say=lambda m: None)
-    real, calls = iv.evaluate_intervention, []
-
-    def stop_at_fold_1(*a, fold=0, **k):
-        calls.append(fold)
-        if fold == 1:
-            raise KeyboardInterrupt
-        return real(*a, fold=fold, **k)
-
-    monkeypatch.setattr(iv, "evaluate_intervention", stop_at_fold_1)
+    calls = interrupt_fold(iv, "evaluate_intervention")
     with pytest.raises(KeyboardInterrupt):
         iv.run_validate(cfg(), tmp_path / "cut", say=lambda m: None)
     assert not (tmp_path / "cut" / "results.json").exists()
-    monkeypatch.setattr(iv, "evaluate_intervention", lambda *a, fold=0, **k: (calls.append(fold), real(*a, fold=fold, **k))[1])
     iv.run_validate(cfg(), tmp_path / "cut", say=lambda m: None)
     assert calls == [0, 0, 1, 1, 1]  # fold 0 (ITI, baseline) once, fold 1 interrupted, then fold 1 (ITI, baseline)
     assert "fold 0: done in an earlier run" in (tmp_path / "cut" / "log.txt").read_text()

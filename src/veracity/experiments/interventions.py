@@ -187,16 +187,14 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Compar
             r.update(p_true=float(p1), p_info=float(p2))
         answers = [{"index": it.index, "question": q, "answer": a} for it, q, a in zip(items, qs, ans)]
     if cfg.side_effects:
-        from .side_effects import DEFAULT_N, SideEffectConfig, measure_side_effects
+        from .side_effects import side_effect_metrics
 
         t1 = time.time()
-        se = SideEffectConfig(names=tuple(cfg.side_effects), n={**DEFAULT_N, **cfg.side_effect_n}, seed=cfg.seed,
-                              max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-        got = measure_side_effects(pm, items, se, data_dir=data_dir,
-                                   answers=[a["answer"] for a in answers] if answers else None,
-                                   mc=mc if cfg.protocol == "truthfulqa" else None)
-        metrics.update({k: v for k, v in got.items() if not k.endswith(("_n", "_s"))})
-        side_n = {k: v for k, v in got.items() if k.endswith(("_n", "_s"))}  # sizes and seconds: with the costs
+        got, side_n = side_effect_metrics(pm, items, cfg.side_effects, cfg.side_effect_n, cfg.seed, cfg.batch_size,
+                                          cfg.max_new_tokens, data_dir,
+                                          answers=[a["answer"] for a in answers] if answers else None,
+                                          mc=mc if cfg.protocol == "truthfulqa" else None)
+        metrics.update(got)
         side_s = time.time() - t1
     else:
         side_s, side_n = 0.0, {}
@@ -441,16 +439,14 @@ def run_compare_interventions(cfg: CompareConfig, model: str, out: str | Path, d
     from ..models import ModelNotAvailable, load
     from ..runs import RunFolder
     from ..validation import BadInput, check_folds, check_num_heads
+    from .iti_common import check_revision_pair
 
     try:
         specs = [parse_method(m) for m in cfg.methods]
     except ValueError as e:
         raise BadInput(str(e)) from None
     cfg = dataclasses.replace(cfg, methods=[s.name for s in specs])
-    eval_revision = cfg.eval_revision or cfg.revision
-    for flag, rev in (("--revision", cfg.revision), ("--eval-revision", eval_revision)):
-        if rev not in ("2021", "2025"):
-            raise BadInput(f"{flag} must be 2021 or 2025, got {rev!r}")
+    eval_revision = check_revision_pair(cfg.revision, cfg.eval_revision)
     run = RunFolder(out, "compare-interventions", {"model": model, "data": "truthfulqa", "methods": cfg.methods,
                                                    "folds": cfg.n_folds, "limit": cfg.limit, "judge": cfg.judge,
                                                    "protocol": cfg.protocol, "settings": cfg.settings,

@@ -96,10 +96,18 @@ def iti_config(direction: str, sigma_from: str, seed: int, max_k: int | None = N
         raise BadInput(str(e)) from None
 
 
-def check_revisions(revision: str, eval_revision: str, st: dict) -> None:
+def check_revision_pair(revision: str, eval_revision: str | None) -> str:
+    """The revision scored on (`eval_revision`, default `revision`), both checked: every study that fits on
+    one TruthfulQA revision and may score the other (validate, sweeps, comparisons)."""
+    eval_revision = eval_revision or revision
     for flag, rev in (("--revision", revision), ("--eval-revision", eval_revision)):
         if rev not in ("2021", "2025"):
             raise BadInput(f"{flag} must be 2021 or 2025, got {rev!r}")
+    return eval_revision
+
+
+def check_revisions(revision: str, eval_revision: str, st: dict) -> None:
+    check_revision_pair(revision, eval_revision)
     if revision == "2025" and st["sigma_from"] == "original":
         raise BadInput("--sigma-from original needs --revision 2021 (its tqa_gen_end_q rows)")
 

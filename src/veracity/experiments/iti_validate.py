@@ -90,17 +90,16 @@ def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None
         metrics.update({"binary_" + v.replace("-", "_"): d["accuracy"] for v, d in bs.variants.items()})
     if cfg.side_effects:
         from .intervention_methods import PreparedMethod, parse_method
-        from .side_effects import DEFAULT_N, SideEffectConfig, measure_side_effects
+        from .side_effects import side_effect_metrics
 
         if log:
             log(f"fold {fold}: side effects ({', '.join(cfg.side_effects)})")
         pm = PreparedMethod(parse_method("iti" if intervention is not None else "baseline"), lm, intervention,
                             generate_positions=cfg.generate_positions)
-        got = measure_side_effects(pm, list(items), SideEffectConfig(
-            names=tuple(cfg.side_effects), n={**DEFAULT_N, **cfg.side_effect_n}, seed=cfg.seed,
-            batch_size=cfg.batch_size), data_dir=cfg.data_dir,
-            answers=[q.answer for q in res.questions if q.answer is not None] or None)
-        metrics.update({k: v for k, v in got.items() if not k.endswith(("_n", "_s"))})
+        got, _ = side_effect_metrics(pm, list(items), cfg.side_effects, cfg.side_effect_n, cfg.seed, cfg.batch_size,
+                                     data_dir=cfg.data_dir,
+                                     answers=[q.answer for q in res.questions if q.answer is not None] or None)
+        metrics.update(got)
     per_q = [asdict(q) for q in res.questions]
     answers = [{"index": q.index, "question": q.question, "answer": q.answer, "true": q.true, "info": q.info,
                 "true_score": q.true_score, "info_score": q.info_score}

@@ -21,6 +21,7 @@ from ..probes.logistic import LogisticProbe
 from ..probes.random import RandomProbe
 from ..probes.splits import aggregate, make_splits, stratified_split
 from ..probes.registry import is_deterministic, make_probe, needs_polarity
+from ..runs import schema_version
 
 # ---------------------------------------------------------------- records
 
@@ -209,13 +210,8 @@ SCHEMA_VERSION = 1
 DEFAULT_METHODS = ("logistic", "mlp-tiny", "mlp-small", "mlp-medium", "mass-mean")
 
 
-def _check_version(d: dict, kind: str) -> int:
-    from ..runs import schema_version
-
-    return schema_version(d, kind, SCHEMA_VERSION)
-
-
-def _open_store(path):
+def open_store(path):
+    """A capture store, or BadInput naming what is wrong with the path."""
     from ..capture import Activations
     from ..validation import BadInput
 
@@ -321,7 +317,7 @@ class ProbeRun:
     @classmethod
     def from_json(cls, d: dict) -> "ProbeRun":
         """The experiment with typed scores and cells (geometry stays {method: {layer: dict}})."""
-        v = _check_version(d, "probe")
+        v = schema_version(d, "probe", SCHEMA_VERSION)
         e = d["experiment"]
         exp = ProbeExperiment(e["split"], list(e["methods"]), list(e["layers"]), list(e["seeds"]),
                               [ProbeScore(**s) for s in e["scores"]], [ProbeCell(**c) for c in e["cells"]],
@@ -377,7 +373,7 @@ class HeadProbeRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "HeadProbeRun":
-        v = _check_version(d, "probe")
+        v = schema_version(d, "probe", SCHEMA_VERSION)
         mean = d["accuracy_mean"]
         std = d.get("accuracy_std") or [[float("nan")] * len(r) for r in mean]
         return cls(mean, d["accuracy_max"], std, list(d["layers"]), d["seeds"], d.get("test_size", 0.2),
@@ -438,11 +434,11 @@ def run_probe(cfg: ProbeConfig, out, overwrite: bool = False, log: Callable[[str
     if cfg.split == "transfer" and cfg.test_acts is None and not cfg.heads:
         raise BadInput("--split transfer needs --test-acts STORE")
     site = cfg.site or "resid"
-    store = _open_store(cfg.acts)
+    store = open_store(cfg.acts)
     check_layers(cfg.layers, store.n_layers)
     if store.labels is None:
         raise BadInput(f"{cfg.acts} has no labels; capture a labelled data set")
-    other = _open_store(cfg.test_acts) if (cfg.split == "transfer" and not cfg.heads) else None
+    other = open_store(cfg.test_acts) if (cfg.split == "transfer" and not cfg.heads) else None
     run = RunFolder(out, "probe", {"acts": str(cfg.acts), "site": "heads" if cfg.heads else site,
                                    "layers": cfg.layers, "methods": list(cfg.methods), "split": cfg.split,
                                    "seeds": cfg.seeds, "test_size": cfg.test_size, "k": cfg.k, "C": cfg.C,
@@ -529,7 +525,7 @@ class CCSRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "CCSRun":
-        v = _check_version(d, "ccs")
+        v = schema_version(d, "ccs", SCHEMA_VERSION)
         c = d["ccs"]
         exp = CCSExperiment([CCSLayerResult(**r) for r in c["layers"]], c.get("zero_shot"), c["n_train"],
                             c["n_test"], c["seed"], c.get("elapsed_s", 0.0))
@@ -562,7 +558,7 @@ def run_ccs(cfg: CCSConfig, out, overwrite: bool = False, log: Callable[[str], N
                                  "test_size": cfg.test_size, "n_restarts": cfg.n_restarts, "epochs": cfg.epochs,
                                  "lr": cfg.lr, "acts": str(cfg.acts) if cfg.acts else None},
                     overwrite=overwrite, seed=cfg.seed, defer=True)
-    store = _open_store(cfg.acts) if cfg.acts is not None else None
+    store = open_store(cfg.acts) if cfg.acts is not None else None
     n = len(x_plus)
     if store is not None:
         if store.n_rows != 2 * n:

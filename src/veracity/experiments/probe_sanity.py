@@ -161,18 +161,15 @@ class DistractorRun:
 def run_ccs_distractor(cfg: DistractorConfig, out, overwrite: bool = False,
                        log: Callable[[str], None] = print) -> DistractorRun:
     """CCS on the store's clean and distracted contrast pairs at every strength (`probes.sanity.ccs_distractor_test`)."""
-    from ..capture import Activations
     from ..probes import site_matrix
     from ..probes.sanity import ccs_distractor_test
     from ..runs import RunFolder
     from ..validation import BadInput, check_layers
+    from .probe import open_store
 
     if not cfg.strengths or any(s < 0 for s in cfg.strengths):
         raise BadInput("--strengths: give one or more non-negative numbers")
-    try:
-        store = Activations.open(cfg.acts)
-    except (FileNotFoundError, ValueError) as e:
-        raise BadInput(str(e)) from None
+    store = open_store(cfg.acts)
     if store.labels is None or store.n_rows % 2:
         raise BadInput(f"{cfg.acts} is not a contrast-pair store (labelled x+ rows then x- rows)")
     check_layers(cfg.layers, store.n_layers)

@@ -182,3 +182,16 @@ def measure_side_effects(pm, test_items: Sequence, cfg: SideEffectConfig, data_d
         out.update(SIDE_EFFECTS[name](pm, test_items, cfg, data_dir=data_dir, answers=answers, mc=mc))
         out[f"{name}_s"] = time.perf_counter() - t0  # what each costs (a `_s` key: seconds, not a metric)
     return out
+
+
+def side_effect_metrics(pm, test_items: Sequence, names: Sequence[str], sizes: dict | None = None, seed: int = 0,
+                        batch_size: int = 16, max_new_tokens: int = 50, data_dir=None,
+                        answers: Sequence[str] | None = None, mc: Sequence | None = None) -> tuple[dict, dict]:
+    """(metrics, costs) of the named side effects, as a study row stores them: the measurements, and the
+    sample sizes (`<name>_n`) and seconds (`<name>_s`) beside the row's other costs. `sizes` override
+    `DEFAULT_N`."""
+    cfg = SideEffectConfig(names=tuple(names), n={**DEFAULT_N, **(sizes or {})}, seed=seed,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size)
+    got = measure_side_effects(pm, test_items, cfg, data_dir=data_dir, answers=answers, mc=mc)
+    costs = {k: v for k, v in got.items() if k.endswith(("_n", "_s"))}
+    return {k: v for k, v in got.items() if k not in costs}, costs

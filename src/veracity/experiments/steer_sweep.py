@@ -152,6 +152,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
     from ..validation import BadInput, check_folds, check_layers
     from .intervention_methods import MethodSettings, MethodSpec, PreparedMethod
     from .interventions import CompareConfig, evaluate_prepared, load_judges
+    from .iti_common import check_revision_pair
     from .iti_validate import held_out_texts
 
     if cfg.method not in ("caa", "lat"):
@@ -160,10 +161,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
         raise BadInput(f"--normalize must be one of {', '.join(NORMALIZE)}")
     if not cfg.alphas or any(not math.isfinite(a) for a in cfg.alphas):
         raise BadInput("--alphas: give one or more finite numbers")
-    eval_revision = cfg.eval_revision or cfg.revision
-    for flag, rev in (("--revision", cfg.revision), ("--eval-revision", eval_revision)):
-        if rev not in ("2021", "2025"):
-            raise BadInput(f"{flag} must be 2021 or 2025, got {rev!r}")
+    eval_revision = check_revision_pair(cfg.revision, cfg.eval_revision)
     run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **dataclasses.asdict(cfg)},
                     resume=True, seed=cfg.seed, defer=True)
     try:
