@@ -49,3 +49,21 @@ def test_intervention_entered_around_generate(tiny_llama):
 
     gen.generate_answers(tiny_llama, QUESTIONS[:2], max_new_tokens=2, batch_size=1, intervention=f)
     assert phases == ["generate", "generate"]
+
+
+def test_stop_gives_the_same_text_sooner(tiny_llama):
+    """Each row stops growing once `stop` holds for its text, independently of the other rows: the stopped
+    text equals the full run's first k tokens, k chosen per row by hand (3, 5, 7 of 10)."""
+    tok = tiny_llama.tokenizer
+    enc = [list(tok(t)["input_ids"]) for t in ("hello world", "The cat sat on", "1 2 3 4")]  # rows that differ
+    full = gen.generate_greedy(tiny_llama, enc, max_new_tokens=10, batch_size=3)
+    want = [tok.decode(f[:k], skip_special_tokens=True) for f, k in zip(full, (3, 5, 7))]
+    got = gen.generate_greedy(tiny_llama, enc, max_new_tokens=10, batch_size=3, stop=set(want).__contains__)
+    assert [tok.decode(g, skip_special_tokens=True) for g in got] == want
+    assert [g[:k] for g, k in zip(got, (3, 5, 7))] == [f[:k] for f, k in zip(full, (3, 5, 7))]
+
+
+def test_answer_ended_is_the_cut_rule():
+    for text in ("Paris.\n\nQ: next", "Paris.\n  Q: x", "Paris.\nQ", "Q: a", "Paris."):
+        assert gen.answer_ended(text) == (gen.cut_answer(text + "\nmore") == gen.cut_answer(text + "\nQ: z")
+                                          and gen.cut_answer(text) != text.strip())

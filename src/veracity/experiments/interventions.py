@@ -135,13 +135,13 @@ def score_mc_prompted(pm: PreparedMethod, items: Sequence, protocol: str = "trut
 def generate_prompted(pm: PreparedMethod, questions: Sequence[str], max_new_tokens: int = 50,
                       batch_size: int = 16) -> list[str]:
     """Greedy answers to `questions` with the method's prompt (and model/intervention), cut at the next "Q:"."""
-    from ..evaluate.generation import cut_answer, generate_greedy
+    from ..evaluate.generation import answer_ended, cut_answer, generate_greedy
 
     tok = pm.lm.tokenizer
     special = not uses_chat_template(pm.spec.prompt, tok)
     enc = [list(tok(pm.prompt(q)[0], add_special_tokens=special)["input_ids"]) for q in questions]
     news = generate_greedy(pm.lm, enc, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           intervention=pm.factory())
+                           intervention=pm.factory(), stop=answer_ended)  # the cut's rule: same answers, sooner
     return [cut_answer(tok.decode(new, skip_special_tokens=True)) for new in news]
 
 
