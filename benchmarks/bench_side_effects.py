@@ -2,13 +2,17 @@
 without `--side-effects all`, in one process, after a warm-up that fills the activation cache. Prints JSON
 with both wall times and their ratio (target: at most 1.5x) and the side-effect sample sizes.
 
-    python benchmarks/bench_side_effects.py --model smollm2 --limit 100 --layers 15 --alphas 0,2
+The side effects cost a fixed amount per row (their samples do not grow with the sweep), so the ratio
+depends on how many TruthfulQA questions each row scores: the default is a sweep's default, all of them.
+
+    python benchmarks/bench_side_effects.py --model smollm2 --layers 15 --alphas 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -17,9 +21,9 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--limit", type=int, default=100, help="TruthfulQA questions (both folds together)")
+    ap.add_argument("--limit", type=int, default=None, help="TruthfulQA questions (both folds together; default all)")
     ap.add_argument("--layers", default="15")
-    ap.add_argument("--alphas", default="0,2")
+    ap.add_argument("--alphas", default="2")
     ap.add_argument("--ce-texts", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--data-dir", default=None)
@@ -45,6 +49,9 @@ def main() -> None:
             res = run_steer_sweep(SteerSweepConfig(**base, side_effects=se), Path(tmp) / name, log=lambda m: None)
             out[f"seconds_{name}"] = time.perf_counter() - t0
             out[f"grid_{name}"] = res.grid
+            with sqlite3.connect(Path(tmp) / name / "results.sqlite") as db:  # each row's own seconds
+                out[f"row_seconds_{name}"] = {f"layer={l} alpha={al:g} fold={f}": round(s, 1) for l, al, f, s in
+                                              db.execute("SELECT layer, alpha, fold, seconds FROM results ORDER BY fold, layer")}
     out["ratio"] = out["seconds_with"] / out["seconds_without"]
     out["target_ratio"] = 1.5
     print(json.dumps(out, indent=1, default=str))

@@ -149,3 +149,28 @@ def test_polarity_split_keeps_twins_together(data_dir):
     # nearly every fact has both an affirmative and a negated statement (the twins the split keeps together)
     both = sum(len(v) == 2 for v in pols.values())
     assert both / len(pols) > 0.9 and any(k.startswith("sp_en_trans|") for k in pols)
+
+
+def test_interleaved_azaria_mitchell_twins(data_dir):
+    """neg_companies / neg_facts hold a statement then its opposite-label rewrite; the twin with a negation
+    word is the negated one, and pairs where both or neither have one are left out (hand-checked rows)."""
+    from veracity.probes.sanity import polarity_statements
+
+    ds = polarity_statements(("neg_companies", "neg_facts"), data_dir=data_dir)
+    rows = list(zip(ds.texts, ds.labels, ds.groups, ds.meta))
+    comp = [r for r in rows if r[2] == "companies"]
+    assert len(comp) == 1100  # 550 pairs, every one with exactly one negated twin
+    assert comp[0][:2] == ("Morgan Stanley has headquarters in the United States.", 1) and comp[0][3]["polarity"] == 1
+    assert comp[1][:2] == ("Morgan Stanley doesn't have headquarters in the United States.", 0)
+    assert comp[1][3]["polarity"] == -1 and comp[0][3]["twin"] == comp[1][3]["twin"]
+    facts = {r[0]: r for r in rows if r[2] == "facts"}
+    assert facts["Humans do not use their brains."][3]["polarity"] == -1  # the negated twin comes first here
+    assert facts["Humans do use their brains."][3]["polarity"] == 1
+    assert "Butterflies are not insects, they are birds." not in facts  # both twins negate: left out
+    assert "The human eye can detect only one color." not in facts  # neither twin negates: left out
+    assert sum(r[2] == "facts" for r in rows) == 1084  # 542 of 561 pairs kept
+    by_twin: dict = {}
+    for t, y, g, m in rows:
+        by_twin.setdefault(m["twin"], []).append((y, m["polarity"]))
+    assert all(sorted(p for _, p in v) == [-1, 1] and v[0][0] != v[1][0] for v in by_twin.values())
+    assert len(polarity_statements(("neg_facts",), data_dir=data_dir, limit=10, seed=3).texts) == 20

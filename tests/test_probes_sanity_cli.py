@@ -35,7 +35,8 @@ def test_probe_polarity_cli(data_dir, tmp_path):
 
 
 def test_probe_polarity_rejects_bad_input_before_work(data_dir, tmp_path):
-    for args, msg in ((["--methods", "nope"], "unknown probe method"), (["--sets", "larger_than"], "neg_larger_than")):
+    for args, msg in ((["--methods", "nope"], "unknown probe method"), (["--sets", "larger_than"], "'larger_than' has no negated twins"),
+                      (["--sets", "cities,neg_cities"], "'neg_cities' has no negated twins; use some of cities, neg_companies")):
         res = runner.invoke(app, ["probe-polarity", "--model", "tiny-llama", "--data-dir", str(data_dir),
                                   "--out", str(tmp_path / "x")] + args)
         assert res.exit_code == 2 and msg in res.output, res.output

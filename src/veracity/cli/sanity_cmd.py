@@ -15,7 +15,8 @@ from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_int
 def probe_polarity_command(
     model: str = ModelOpt,
     sets: str = typer.Option("cities,sp_en_trans", "--sets",
-                             help="Geometry-of-Truth sets with a neg_ twin (affirmative file + neg_ file each)."),
+                             help="Sets with negated twins: Geometry-of-Truth names with a neg_ file (cities, "
+                                  "sp_en_trans) and Azaria & Mitchell's interleaved neg_companies, neg_facts."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated, negatives from the end; default all."),
     methods: str = typer.Option("logistic,mass-mean,ttpd", "--methods", help="Probe methods (as `veracity probe`, plus ttpd)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="A seeded sample of N statements per file."),

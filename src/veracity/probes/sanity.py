@@ -14,6 +14,9 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -214,19 +217,52 @@ def polarity_split(X: Any, labels: Any, polarity: Any, methods: Sequence[str] = 
 # ------------------------------------------------------------------------------------------ polarity data + experiment
 
 POLARITY_PAIRS = ("cities", "sp_en_trans")  # Geometry-of-Truth sets with a negated twin file neg_{name}
+INTERLEAVED = ("neg_companies", "neg_facts")  # Azaria & Mitchell files holding each statement and its negation
+_NEGATION = re.compile(r"\b(?:not|never|no|without|none|nothing|nobody|neither|nor|cannot)\b|n't", re.I)
 
 
 def polarity_statements(pairs: Sequence[str] = POLARITY_PAIRS, data_dir: Any = None, limit: int | None = None,
                         seed: int = 0):
-    """A `TextDataset` of Geometry-of-Truth affirmative/negated twins: for each name, `{name}.csv` (polarity
-    +1) and `neg_{name}.csv` (-1); group = the topic (the name), meta carries "polarity" and "file".
-    `limit`: a seeded sample of that many statements per file. (Azaria & Mitchell's neg_* files interleave
-    affirmative and negated statements without a polarity column, so they are not used.)"""
+    """A `TextDataset` of affirmative/negated twins: group = the topic, meta carries "polarity" (+1/-1),
+    "file" and "twin" (the fact both statements state).
+
+    A Geometry-of-Truth name reads `{name}.csv` (+1) and `neg_{name}.csv` (-1); `limit`: a seeded sample of
+    that many statements per file. An Azaria & Mitchell interleaved name (`INTERLEAVED`, topic = the name
+    without "neg_") reads its file as consecutive twins (a statement, then its opposite-label rewrite); the
+    negated one is the twin with a negation word ("not", "n't", "never", ...) where the other has none, and
+    pairs where both or neither have one are left out (19 of 561 in neg_facts, e.g. "include"/"exclude");
+    `limit`: that many pairs."""
     from ..data import get_dataset
     from ..data.registry import TextDataset
 
+    from ..data.statements import GOT_NAMES, DataError
+
+    twins_of = sorted({n for n in GOT_NAMES if f"neg_{n}" in GOT_NAMES} | set(INTERLEAVED))
+    bad = [n for n in pairs if n not in twins_of]
+    if bad or not pairs:
+        raise DataError(f"--sets: {bad[0]!r} has no negated twins; use some of {', '.join(twins_of)}" if bad
+                        else f"--sets: name one or more of {', '.join(twins_of)}")
     texts, labels, groups, meta = [], [], [], []
     for name in pairs:
+        if name in INTERLEAVED:
+            topic = name.removeprefix("neg_")
+            ds = get_dataset(f"true-false:{name}", data_dir=data_dir)
+            twins = []
+            for k in range(0, len(ds) - 1, 2):
+                a, b = (ds.texts[k], ds.labels[k]), (ds.texts[k + 1], ds.labels[k + 1])
+                na, nb = bool(_NEGATION.search(a[0])), bool(_NEGATION.search(b[0]))
+                if na != nb and a[1] != b[1]:
+                    twins.append((k, (a, 1 if nb else -1), (b, -1 if nb else 1)))
+            if limit is not None and limit < len(twins):
+                keep = sorted(random.Random(seed).sample(range(len(twins)), limit))
+                twins = [twins[i] for i in keep]
+            for k, *rows in twins:
+                for off, ((text, label), pol) in enumerate(rows):
+                    texts.append(text)
+                    labels.append(label)
+                    groups.append(topic)
+                    meta.append({"polarity": pol, "file": name, "index": k + off, "twin": f"{topic}|{k}"})
+            continue
         for pol, fname in ((1, name), (-1, f"neg_{name}")):
             ds = get_dataset(f"got:{fname}", data_dir=data_dir, limit=limit, seed=seed)
             texts += ds.texts
@@ -240,8 +276,6 @@ def polarity_statements(pairs: Sequence[str] = POLARITY_PAIRS, data_dir: Any = N
 def _twin_key(name: str, text: str, meta: dict) -> str:
     """The fact a statement is about, shared by it and its negation: (city, country) for cities, the quoted
     words for sp_en_trans ("The Spanish word 'uno' (does not mean|means) 'one'."), else the text itself."""
-    import re
-
     if meta.get("city") and meta.get("country"):
         return f"{name}|{meta['city']}|{meta['country']}"
     quoted = re.findall(r"'([^']*)'", text)
