@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Sequence
+from typing import ContextManager, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-InterventionFactory = Callable[[str], ContextManager]
+from ..models.scoring import InterventionFactory
 
 
 @dataclass

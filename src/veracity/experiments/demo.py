@@ -151,7 +151,7 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     unshared path (tested); pass False for hooks that act on one position only. Without it: left padding
     with position ids counted from each row's first real token, so padding changes nothing."""
     from ..capture.engine import tokenize
-    from ..models.padding import expand_cache, pad_after_prefix, pad_batch, pad_token_id
+    from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
 
     prefix, yes, no = yes_no_token_ids(lm.tokenizer)
     tok = lm.tokenizer
@@ -164,13 +164,8 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
         while P < m and all(t[P] == ids[0][P] for t in ids):
             P += 1
     if P < 2:
-        for b in range(0, len(ids), batch_size):
-            input_ids, mask, pos = pad_batch(ids[b: b + batch_size], pad_id, "left", lm.device)
-            logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=False,
-                              logits_to_keep=1).logits
-            lp = torch.log_softmax(logits[:, -1].float(), -1)
-            out[b: b + len(input_ids)] = (lp[:, yes] - lp[:, no]).cpu()
-        return out
+        lp = lm.adapter.next_token_logprobs(ids, batch_size=batch_size)
+        return lp[:, yes] - lp[:, no]
     head = lm.model(input_ids=torch.tensor([ids[0][:P]], device=lm.device), use_cache=True).past_key_values
     for b in range(0, len(ids), batch_size):
         rows = [t[P:] for t in ids[b: b + batch_size]]

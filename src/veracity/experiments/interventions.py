@@ -36,8 +36,7 @@ from ..metrics import with_true_info
 from ..runs import open_results_db
 from .intervention_methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
                              uses_chat_template)
-from ..evaluate.truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores, score_requests
-from ..models.padding import pad_token_id
+from ..evaluate.truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores
 
 METRICS = ("true_info", "true", "info", "mc1", "mc2", "ce_loss", "kl")
 COSTS = ("train_s", "iti_fit_s", "infer_s", "extra_infer_s", "prompt_tokens")
@@ -115,8 +114,7 @@ def score_mc_prompted(pm: PreparedMethod, items: Sequence, protocol: str = "trut
     """MC results of `pm` on `items` with the method's prompt as context (choices and labels from the
     protocol); returns (results, mean context tokens). `question_fn(item)` can rewrite the question
     (the sycophancy probe prepends an opinion)."""
-    tok, model = pm.lm.tokenizer, pm.lm.model
-    pad = pad_token_id(tok)
+    tok, adapter = pm.lm.tokenizer, pm.lm.adapter
     factory = pm.factory()
     special = not uses_chat_template(pm.spec.prompt, tok)
     out, n_tok = [], []
@@ -127,7 +125,7 @@ def score_mc_prompted(pm: PreparedMethod, items: Sequence, protocol: str = "trut
         q = dataclasses.replace(q, context=ctx, choices=choices)
         reqs = make_requests(tok, ctx, choices, protocol, add_special_tokens=special)
         n_tok.append(len(reqs[0][0]))
-        scores = score_requests(model, reqs, batch_size=batch_size, intervention=factory, pad_id=pad)
+        scores = adapter.loglik(reqs, batch_size=batch_size, intervention=factory)
         out.append(result_from_scores(q, scores))
     return out, float(np.mean(n_tok)) if n_tok else 0.0
 

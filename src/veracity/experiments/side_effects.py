@@ -112,8 +112,7 @@ def sycophancy(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, m
 
 def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -> dict:
     from ..data.boolq import load_boolq
-    from ..evaluate.truthfulqa import make_requests, score_requests
-    from ..models.padding import pad_token_id
+    from ..evaluate.truthfulqa import make_requests
     from .intervention_methods import uses_chat_template
 
     items = _sample(load_boolq(data_dir), cfg.n.get("boolq", DEFAULT_N["boolq"]), cfg.seed)
@@ -126,8 +125,7 @@ def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -
     # intervene_prompt: the answer is one token, read at the prompt's last position, so hooks that only
     # entered the answer tokens' forwards (the MC convention) would never act; here the model under the
     # intervention reads the whole prompt
-    scores = score_requests(pm.lm.model, reqs, batch_size=cfg.batch_size, intervention=pm.factory(),
-                            intervene_prompt=True, pad_id=pad_token_id(tok))
+    scores = pm.lm.adapter.loglik(reqs, batch_size=cfg.batch_size, intervention=pm.factory(), intervene_prompt=True)
     yes = np.asarray(scores[0::2]) > np.asarray(scores[1::2])
     truth = np.asarray([it.answer for it in items])
     return {"boolq_accuracy": float((yes == truth).mean()), "boolq_majority": float(max(truth.mean(), 1 - truth.mean())),

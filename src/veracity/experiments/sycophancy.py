@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 from .intervention_methods import MethodSettings, PreparedMethod, build_prompt, parse_method, uses_chat_template
-from ..evaluate.truthfulqa import build_mc_question, close_answer, make_requests, score_requests
-from ..models.padding import pad_token_id
+from ..evaluate.truthfulqa import build_mc_question, close_answer, make_requests
 
 CONDITIONS = ("plain", "opinion", "plain+iti", "opinion+iti")
 
@@ -233,8 +232,7 @@ def truthfulqa_sycophancy(lm, items: Sequence, cfg: SycophancyConfig, iv=None,
             ctx, sep = pm.prompt(question)
             choices = [sep + c[1:] for c in q.choices]
             reqs = make_requests(tok, ctx, choices, "truthfulqa", add_special_tokens=special)
-            scores = score_requests(lm.model, reqs, batch_size=cfg.batch_size, intervention=pm.factory(),
-                                    pad_id=pad_token_id(tok))
+            scores = lm.adapter.loglik(reqs, batch_size=cfg.batch_size, intervention=pm.factory())
             s2 = [scores[i] for i in q.mc2_choice_ids]
             probs = _mc_probs(s2)
             choice = int(np.argmax(s2))
@@ -287,8 +285,7 @@ def true_false_sycophancy(lm, statements: Sequence, cfg: SycophancyConfig, iv=No
             ctx, sep = pm.prompt(question(s, opin))
             ctxs.append(ctx)
             reqs = make_requests(tok, ctx, [sep + "True", sep + "False"], "truthfulqa", add_special_tokens=special)
-            sc = score_requests(lm.model, reqs, intervention=pm.factory(),
-                                pad_id=pad_token_id(tok))
+            sc = lm.adapter.loglik(reqs, intervention=pm.factory())
             probs = _mc_probs(sc)
             choice = int(np.argmax(sc))  # 0 = True
             op = 1 if s.label else 0

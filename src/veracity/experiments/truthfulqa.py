@@ -18,7 +18,7 @@ import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -30,12 +30,12 @@ from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
 from ..evaluate.binary import score_binary, summarize_binary
 from ..evaluate.health import generation_health
 from ..evaluate.truthfulqa import PROTOCOLS, score_mc
+from ..models.scoring import InterventionFactory
 
 EVAL_PROTOCOLS = PROTOCOLS + ("binary",)
 #: generation-health keys copied into FoldMetrics and the summary (see health.generation_health)
 HEALTH_KEYS = ("refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate")
 
-InterventionFactory = Callable[[str], ContextManager]
 METRICS = ("mc", "ce", "kl", "judge")
 FOLD_COLUMNS = ["Info acc", "True acc", "MC1", "MC2", "CE Loss", "KL wrt Orig"]
 SUMMARY_COLUMNS = ["True*Info", "True", "Info", "MC1", "MC2", "CE Loss", "KL wrt Orig"]

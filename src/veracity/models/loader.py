@@ -64,6 +64,13 @@ class LoadedModel:
         return next(self.model.parameters()).dtype
 
     @property
+    def adapter(self):
+        """The `models.adapter.ModelAdapter` of this model: pad rule, padding, log-likelihoods, generation."""
+        from .adapter import ModelAdapter
+
+        return ModelAdapter(self.model, self.tokenizer)
+
+    @property
     def fingerprint(self) -> str:
         """Cheap weights hash: names, shapes and a strided sample of every parameter (exact enough to tell
         two checkpoints apart, fast enough for 70B)."""

@@ -12,8 +12,8 @@ from typing import Sequence
 
 import torch
 
-from ..models.padding import pad_batch, pad_token_id
 from ..models import LoadedModel
+from ..models.adapter import ModelAdapter
 
 
 def _ids(tok, text: str) -> list[int]:
@@ -25,23 +25,6 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     while k < min(len(a), len(b)) and a[k] == b[k]:
         k += 1
     return k
-
-
-@torch.inference_mode()
-def _forward_logprobs(lm: LoadedModel, seqs: list[list[int]], batch_size: int, start: list[int]) -> list[torch.Tensor]:
-    """log-softmax over the vocabulary at positions start[i]-1 .. len-1 of each sequence (right padding);
-    only those rows of the logits are normalised, so long BoolQ passages cost no [T, vocab] softmax."""
-    tok = lm.tokenizer
-    pad = pad_token_id(tok)
-    out: list[torch.Tensor] = [None] * len(seqs)  # type: ignore[list-item]
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    for b0 in range(0, len(order), batch_size):
-        rows = order[b0:b0 + batch_size]
-        ids, mask, _ = pad_batch([seqs[i] for i in rows], pad, "right", lm.device)
-        logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        for j, i in enumerate(rows):
-            out[i] = torch.log_softmax(logits[j, start[i] - 1:len(seqs[i])].float(), -1).cpu()
-    return out
 
 
 @torch.inference_mode()
@@ -58,11 +41,11 @@ def contrast_scores(lm: LoadedModel, x_plus: Sequence[str], x_minus: Sequence[st
     single = all(len(a) - k == 1 and len(b) - k == 1 for a, b, k in zip(P, Q, ks))
     scores = torch.empty(len(P))
     if single:  # one forward of the shared stem; compare the two next-token log-probs
-        lps = _forward_logprobs(lm, [a[:k] for a, k in zip(P, ks)], batch_size, ks)
+        lps = ModelAdapter(lm.model, tok).position_logprobs([a[:k] for a, k in zip(P, ks)], ks, batch_size=batch_size)
         for i, (a, b, k) in enumerate(zip(P, Q, ks)):
             scores[i] = lps[i][-1, a[k]] - lps[i][-1, b[k]]
         return scores
-    lps = _forward_logprobs(lm, P + Q, batch_size, ks + ks)
+    lps = ModelAdapter(lm.model, tok).position_logprobs(P + Q, ks + ks, batch_size=batch_size)
     n = len(P)
     for i, (a, b, k) in enumerate(zip(P, Q, ks)):
         # lps[i][r] is the distribution at position k - 1 + r, i.e. of token k + r

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...models.padding import pad_token_id
 from .base import Judge, judge_prompt
 
 
@@ -27,26 +26,13 @@ class HFJudge(Judge):
         self.yes_id = ids[-1]  # sentencepiece may give ["▁", "yes"] or ["▁yes"]
 
     def score(self, questions, answers) -> np.ndarray:
-        import torch
+        from ...models.adapter import ModelAdapter
 
-        tok, model = self.lm.tokenizer, self.lm.model
-        dev = next(model.parameters()).device
+        tok = self.lm.tokenizer
         enc = [tok(judge_prompt(q, a, self.kind))["input_ids"] for q, a in zip(questions, answers)]
-        pad = pad_token_id(tok)
-        out = np.zeros(len(enc))
-        with torch.no_grad():
-            for s in range(0, len(enc), self.batch_size):
-                chunk = enc[s:s + self.batch_size]
-                L = max(len(e) for e in chunk)
-                ids = torch.full((len(chunk), L), pad, dtype=torch.long)
-                mask = torch.zeros((len(chunk), L), dtype=torch.long)
-                for r, e in enumerate(chunk):  # left padding: the last position is the next-token slot
-                    ids[r, L - len(e):] = torch.tensor(e)
-                    mask[r, L - len(e):] = 1
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
-                               position_ids=pos.to(dev)).logits[:, -1].float()
-                out[s:s + len(chunk)] = torch.softmax(logits, -1)[:, self.yes_id].cpu().numpy()
-        return out
+        if not enc:
+            return np.zeros(0)
+        lp = ModelAdapter(self.lm.model, tok).next_token_logprobs(enc, batch_size=self.batch_size)
+        return lp[:, self.yes_id].exp().double().numpy()
 
 

@@ -1,0 +1,183 @@
+"""Log-likelihoods from a causal LM: continuations given prefixes (the MC fast path and its one-forward
+reference), and next-token log-probabilities of left-padded prompts. Always fp32 log-softmax, whatever
+the model's dtype; interventions enter through an `InterventionFactory`. `ModelAdapter` (models.adapter)
+bundles these with the pad rule and greedy generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from typing import Callable, ContextManager, Sequence
+
+import numpy as np
+import torch
+
+from .batching import AutoBatch, as_batcher
+from .padding import expand_cache, pad_after_prefix, pad_batch
+
+#: A factory for the intervention context: called with the phase ("mc", "generate", "lm") and entered
+#: around the model calls of that phase, so hook-based interventions (ITI) act on exactly those tokens.
+InterventionFactory = Callable[[str], ContextManager]
+
+
+def _ctx(intervention: InterventionFactory | None, phase: str) -> ContextManager:
+    return intervention(phase) if intervention is not None else contextlib.nullcontext()
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+class SharedPrefix:
+    """Token ids every prompt starts with (the instruction + primer) and their KV cache, computed once on
+    first use and reused by every question whose prefix starts with them (checked token by token)."""
+
+    def __init__(self, ids: Sequence[int]):
+        self.ids = tuple(ids)
+        self.cache = None
+        self.last_logits = None
+
+    def get(self, model, intervention: InterventionFactory | None):
+        from transformers import DynamicCache
+
+        if self.cache is None:
+            dev = _model_device(model)
+            with _ctx(intervention, "mc"):
+                out = model(input_ids=torch.tensor([self.ids], device=dev), use_cache=True,
+                            past_key_values=DynamicCache(config=model.config))
+            self.cache, self.last_logits = out.past_key_values, out.logits[0, -1]
+        return self.cache, self.last_logits
+
+def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervention):
+    """(KV cache, last-position logits) of `prefix`, continuing from the shared head's cache when it applies."""
+    from transformers import DynamicCache
+
+    dev = _model_device(model)
+    S = len(shared.ids) if shared is not None else 0
+    if shared is not None and S <= len(prefix) and prefix[:S] == shared.ids:
+        cache, last = shared.get(model, intervention)
+        cache = expand_cache(cache, 1)
+        if S == len(prefix):
+            return cache, last
+        ids, mask, pos = pad_after_prefix([prefix[S:]], S, 0, dev)
+        with _ctx(intervention, "mc"):
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True, attention_mask=mask, position_ids=pos)
+        return out.past_key_values, out.logits[0, -1]
+    with _ctx(intervention, "mc"):
+        out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True,
+                    past_key_values=DynamicCache(config=model.config))
+    return out.past_key_values, out.logits[0, -1]
+
+@torch.no_grad()
+def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                   batch_size: "int | str | AutoBatch" = 32,
+                   intervention: InterventionFactory | None = None, intervene_prompt: bool = False,
+                   pad_id: int = 0, per_token: bool = False, shared: SharedPrefix | None = None) -> list:
+    """Summed log-prob (fp32, nats) of each continuation given its prefix: the fast path.
+
+    Each distinct prefix runs once with a KV cache; its continuations run in right-padded batches over a
+    copy of the cache, with position ids continuing from the prefix. The intervention (if any) is entered
+    around the continuation forwards only, so it shifts every answer token's forward and no prompt token:
+    the first answer token is scored unshifted (read at the prompt's last position), the original ITI legacy
+    MC code leaves two (its shift starts at len(enc(prompt)) + 4; see `veracity.steer.apply`).
+    `intervene_prompt=True` enters it around the prefix forward too.
+    `per_token=True` returns each continuation's per-token log-probs instead of the sum. `shared`: a
+    `SharedPrefix` (the instruction + primer) whose cache is reused across calls. `batch_size`: an int,
+    "auto" or a shared `AutoBatch` (continuations per forward; halved on out-of-memory, see `models.batching`).
+    """
+    dev = _model_device(model)
+    batcher = as_batcher(batch_size, dev)
+    groups: "OrderedDict[tuple, list[int]]" = OrderedDict()
+    for i, (p, _) in enumerate(requests):
+        groups.setdefault(tuple(p), []).append(i)
+    out: list = [None] * len(requests)
+    for prefix, idxs in groups.items():
+        todo = [i for i in idxs if len(requests[i][1]) > 0]
+        for i in idxs:
+            if not requests[i][1]:
+                out[i] = np.zeros(0, np.float32) if per_token else 0.0
+        if not todo:
+            continue
+        P = len(prefix)
+        cache0, last = _prefix_forward(model, prefix, shared, intervention if intervene_prompt else None)
+        first_lp = torch.log_softmax(last.float(), -1)
+
+        def run_chunk(chunk: list[int]) -> None:  # halved and retried by `batcher` on out-of-memory
+            if all(len(requests[i][1]) == 1 for i in chunk):  # one-token continuations (the binary task's A/B
+                for i in chunk:  # letters) are read at the prefix's last position: no forward needed
+                    lp = first_lp[requests[i][1][0]].float().reshape(1)
+                    out[i] = lp.cpu().numpy() if per_token else float(lp.double().sum())
+                return
+            conts = [list(requests[i][1]) for i in chunk]
+            ids, mask, pos = pad_after_prefix(conts, P, pad_id, dev)
+            with _ctx(intervention, "mc"):
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                               past_key_values=expand_cache(cache0, len(conts)), use_cache=True).logits.float()
+            # log_softmax, not logits - logsumexp: on CPU the latter is biased by ~1e-5 nats/token on real LMs
+            logp = torch.log_softmax(logits, -1)  # [n, L, V]
+            ld = logp.device  # the LM head's device: not `dev` when a device_map spreads the model
+            for r, c in enumerate(conts):
+                c_t = torch.tensor(c, device=ld)
+                lp = torch.empty(len(c), dtype=torch.float32, device=ld)
+                lp[0] = first_lp[c[0]].to(ld)
+                if len(c) > 1:
+                    lp[1:] = logp[r, torch.arange(len(c) - 1, device=ld), c_t[1:]]
+                out[chunk[r]] = lp.cpu().numpy() if per_token else float(lp.double().sum())
+
+        batcher.map(todo, run_chunk)
+    return out
+
+
+@torch.no_grad()
+def score_requests_reference(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,
+                             intervention: InterventionFactory | None = None, per_token: bool = False) -> list:
+    """One full forward per continuation (prefix + continuation, no cache, no padding): the slow path the
+    reference implementations use; kept for tests and the benchmark."""
+    dev = _model_device(model)
+    out: list = []
+    for prefix, cont in requests:
+        if not cont:
+            out.append(np.zeros(0, np.float32) if per_token else 0.0)
+            continue
+        ids = torch.tensor([list(prefix) + list(cont)], device=dev)
+        with _ctx(intervention, "mc"):
+            logits = model(input_ids=ids).logits[0].float()
+        lp_all = torch.log_softmax(logits[len(prefix) - 1:-1], -1)
+        lp = lp_all[torch.arange(len(cont)), torch.tensor(list(cont), device=lp_all.device)]
+        out.append(lp.cpu().numpy() if per_token else float(lp.double().sum()))
+    return out
+
+
+@torch.no_grad()
+def next_token_logprobs(model, seqs: Sequence[Sequence[int]], pad_id: int, *, batch_size: int = 16,
+                        intervention: InterventionFactory | None = None, phase: str = "mc") -> torch.Tensor:
+    """[N, vocab] fp32 log-probabilities of the token after each sequence: left-padded batches with
+    position ids from each row's first real token (padding changes nothing), only the last position's
+    logits computed. `intervention(phase)` is entered around each forward."""
+    dev = _model_device(model)
+    out = []
+    for b in range(0, len(seqs), batch_size):
+        ids, mask, pos = pad_batch(seqs[b:b + batch_size], pad_id, "left", dev)
+        with _ctx(intervention, phase):
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                           logits_to_keep=1).logits[:, -1]
+        out.append(torch.log_softmax(logits.float(), -1).cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def position_logprobs(model, seqs: Sequence[Sequence[int]], start: Sequence[int], pad_id: int, *,
+                      batch_size: int = 8) -> list[torch.Tensor]:
+    """Per sequence, [len - start + 1, vocab] fp32 log-probabilities at positions start-1 .. len-1 (the
+    distributions of tokens start .. len, and of the next one); right-padded batches, longest first, and
+    only those rows of the logits normalised, so long passages cost no [T, vocab] softmax."""
+    dev = _model_device(model)
+    out: list[torch.Tensor] = [None] * len(seqs)  # type: ignore[list-item]
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    for b in range(0, len(order), batch_size):
+        rows = order[b:b + batch_size]
+        ids, mask, _ = pad_batch([seqs[i] for i in rows], pad_id, "right", dev)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        for j, i in enumerate(rows):
+            out[i] = torch.log_softmax(logits[j, start[i] - 1:len(seqs[i])].float(), -1).cpu()
+    return out
