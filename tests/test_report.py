@@ -297,7 +297,7 @@ def test_every_section_renders(real_root, full_report):
     assert cols[0] == "step" and {"train_loss", "kl", "one_minus_tv", "mean_accepted", "kl_per_group.female"} <= set(cols)
     assert _n_rows(ft, "milestones") == 3  # steps 0, 1, 2
     pol = _part_of(doc, root / "polarity")
-    assert _headers(pol, "train affirmative -> test negated")[0] == "method" and _n_rows(pol, "train affirmative") == 3
+    assert _headers(pol, "train affirmative -&gt; test negated")[0] == "method" and _n_rows(pol, "train affirmative") == 3
     steer = _part_of(doc, root / "steer")
     assert "<h2>Steering sweeps and probe sanity checks</h2>" in doc
     assert {"layer", "alpha", "MC2", "boolq_accuracy"} <= set(_headers(steer, "caa grid")) and _n_rows(steer, "caa grid") == 3

@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from .page import Page, Run, capture_summary, esc, expand_runs, fmt, img, load_run, read_json, table
+from .page import Page, Run, capture_summary, esc, expand_runs, fmt, img, load_run, table
 from .sections import SECTIONS
 
 __all__ = ["build_html", "capture_summary", "expand_runs", "load_run", "render_report"]
@@ -96,9 +96,10 @@ def _stores(runs: list[Run]) -> list[dict]:
             out.setdefault(run.results["path"], run.results)
             continue
         for m in sorted(run.path.glob("*/manifest.json")):
-            man = read_json(m)
-            if man is not None:
-                out.setdefault(str(m.parent), capture_summary(m.parent, man))
+            try:
+                out.setdefault(str(m.parent), load_run(m.parent).results)
+            except ValueError:  # a damaged store inside a run only drops out of the stores table
+                continue
     return list(out.values())
 
 

@@ -74,10 +74,12 @@ def load_run(path: str | Path) -> Run:
         res = read_json(res_path)
         status = "finished" if res is not None else ("corrupt results.json" if res_path.exists() else "unfinished")
         return Run(path, str(cfg["kind"]), cfg, res or {}, status)
-    manifest = read_json(path / "manifest.json")
-    if manifest is not None:
-        return Run(path, "capture", manifest, capture_summary(path, manifest),
-                   "finished" if manifest.get("complete", True) else "unfinished")
+    if (path / "manifest.json").exists():
+        from ..capture.store import read_manifest
+
+        manifest = read_manifest(path)  # StoreDamaged (a ValueError) names what is wrong with it
+        summary = capture_summary(path, manifest)
+        return Run(path, "capture", manifest, summary, "finished" if summary["complete"] else "unfinished")
     raise ValueError(f"{path} is neither a run folder (config.json with a kind) nor a capture store (manifest.json)")
 
 
@@ -118,28 +120,19 @@ def human_bytes(n: float) -> str:
 
 
 def capture_summary(root: Path, manifest: dict) -> dict:
-    """What a store holds and its size, from its manifest (no tensors read, no torch import)."""
-    sites = list(manifest.get("sites") or manifest.get("config", {}).get("sites") or [])
-    shapes = manifest.get("shapes") or {}
+    """What a store holds and its size, from its manifest (capture.store's layout; no tensors read)."""
     by_kind: dict[str, list[str]] = {}
-    for s in sites:
-        by_kind.setdefault(s.partition(".")[0], []).append(s)
-    nbytes = sum((root / s["file"]).stat().st_size for s in manifest.get("shards", [])
-                 if isinstance(s, dict) and "file" in s and (root / s["file"]).exists())
-    rows = manifest.get("n_rows") or 0
-    labels = manifest.get("labels") or []
-    model = manifest.get("model") or {}
-    arch = model.get("arch") or {} if isinstance(model, dict) else {}
-    out = {"path": str(root), "model": model.get("name") if isinstance(model, dict) else model,
-           "dataset": (manifest.get("dataset") or {}).get("name") if isinstance(manifest.get("dataset"), dict)
-           else manifest.get("dataset"),
-           "rows": rows, "positions": manifest.get("positions"), "dtype": manifest.get("dtype"),
-           "sites": ", ".join(f"{k} x{len(v)} {shapes.get(v[0], '')}" for k, v in by_kind.items()),
+    for site in manifest["sites"]:
+        by_kind.setdefault(site.partition(".")[0], []).append(site)
+    nbytes = sum((root / s["file"]).stat().st_size for s in manifest["shards"] if (root / s["file"]).exists())
+    rows, labels, arch = manifest["n_rows"], manifest.get("labels"), manifest["model"]["arch"]
+    out = {"path": str(root), "model": manifest["model"]["name"], "dataset": manifest["dataset"]["name"],
+           "rows": rows, "positions": manifest["positions"], "dtype": manifest["dtype"],
+           "sites": ", ".join(f"{k} x{len(v)} {manifest['shapes'][v[0]]}" for k, v in by_kind.items()),
            "bytes": nbytes, "size": human_bytes(nbytes), "bytes_per_row": round(nbytes / rows) if rows else None,
-           "complete": manifest.get("complete")}
-    if arch:
-        out["architecture"] = (f"{arch.get('model_type')}: {arch.get('n_layers')} layers, {arch.get('n_heads')} heads, "
-                               f"head_dim {arch.get('head_dim')}")
+           "complete": manifest.get("complete", False),
+           "architecture": f"{arch['model_type']}: {arch['n_layers']} layers, {arch['n_heads']} heads, "
+                           f"head_dim {arch['head_dim']}"}
     if labels and all(v in (0, 1) for v in labels):
         out["labels"] = f"{sum(labels)} true / {len(labels) - sum(labels)} false"
     return out

@@ -114,9 +114,9 @@ def _examples(page: Page, run: Run, res) -> None:
                               "true_before": after[i]["true"]} for i in idx],
                       "example answers (alpha = 0: the model without ITI)")
         return
-    if all(after[i].get("answer_before") is not None for i in idx):
+    if all(after[i]["answer_before"] is not None for i in idx):
         answers_table(page, [{"question": after[i]["question"], "before": after[i]["answer_before"],
-                              "after": after[i]["answer"], "true_before": after[i].get("true_before"),
+                              "after": after[i]["answer"], "true_before": after[i]["true_before"],
                               "true_after": after[i]["true"]} for i in idx],
                       "example answers before and after ITI (before: the plain model in this run)")
         return

@@ -17,17 +17,17 @@ def render(page: Page, run: Run) -> None:
     from ...experiments.spec import SpecRun
 
     res = SpecRun.from_json(run.results)
-    per_group = res.summary.get("per_group", {})
+    per_group = res.summary["per_group"]
     records_table(page, [{"group": g, **v} for g, v in per_group.items()], ("group",), "per group", labels=False)
     _histograms(page, run)
-    comps = res.summary.get("comparisons", [])
+    comps = res.summary["comparisons"]
     if comps:
         table(page, ["metric", "groups (a - b)", "mean a", "mean b", "difference (a - b)", "95% CI low", "95% CI high",
                      "p-value", "p < 0.05"],
               [[c["metric"], f"{c['group_a']} - {c['group_b']}", c["mean_a"], c["mean_b"], c["difference"],
                 c["ci95"][0], c["ci95"][1], c["p_value"], "yes" if c["p_value"] < 0.05 else "no"] for c in comps],
               caption="difference between groups: bootstrap 95% CI and permutation-test p-value")
-    corr = res.summary.get("correlations", {})
+    corr = res.summary["correlations"]
     if corr:
         table(page, ["per-prompt quantities", "Pearson r", "Spearman rho", "n (prompts)"],
               [[k, v["pearson"], v["spearman"], v["n"]] for k, v in corr.items()],
@@ -35,7 +35,7 @@ def render(page: Page, run: Run) -> None:
     tox = res.toxicity
     if "honest" in tox:
         table(page, ["group", "HONEST score (fraction of completions flagged)"],
-              [["all", tox["honest"]]] + [[g, v] for g, v in tox.get("per_group", {}).items()],
+              [["all", tox["honest"]]] + [[g, v] for g, v in tox["per_group"].items()],
               caption="toxicity of the completions" + (f" ({tox['classifier']})" if "classifier" in tox else ""))
 
 
