@@ -49,8 +49,7 @@ def _capture_table(page: Page, stores: list[dict]) -> None:
             "complete"]
     table(page, cols, [[s.get(c) for c in cols] for s in stores], caption="activation stores")
     for s in stores:
-        if s.get("architecture"):
-            page.note(f"{s['path']}: {s['architecture']}")
+        page.note(f"{s['path']}: {s['architecture']}")
 
 
 def _run_header(page: Page, run: Run) -> None:
