@@ -117,11 +117,14 @@ def test_yes_no_margins_shared_prefix_equals_unshared(tiny_llama):
 
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
+    """The demo run, and its report rendered as a notebook user does (`veracity demo` does the same)."""
     from veracity.experiments.demo import run_demo
+    from veracity.report import render_report
 
     out = tmp_path_factory.mktemp("demo") / "run"
     res = run_demo(out=out, model="tiny-llama", n_cities=20, n_causal=12, alphas=(-2.0, 2.0), n_random=1,
                    n_examples=4, progress=False, data_dir=out.parent / "no-data")
+    render_report([out], out / "report.html")
     return out, res
 
 
@@ -201,13 +204,34 @@ def test_demo_causal_control_is_exactly_zero_and_means_match(tiny_demo):
 def test_demo_with_truthfulqa_adds_the_iti_step(tmp_path, data_dir):
     """With a TruthfulQA folder the ITI step runs: answers before and after on the first held-out questions."""
     from veracity.experiments.demo import run_demo
+    from veracity.report import render_report
 
     res = run_demo(out=tmp_path / "run", model="tiny-llama", n_cities=8, n_causal=4, alphas=(2.0,), n_random=1,
                    data_dir=data_dir, tqa_questions=6, max_new_tokens=4, iti_k=2, progress=False)
+    render_report([tmp_path / "run"], tmp_path / "run" / "report.html")
     assert res["iti"]["source"] == "truthfulqa" and res["iti"]["k"] == 2
     assert [set(e) for e in res["iti_examples"]] == [{"question", "before ITI", "after ITI"}] * len(res["iti_examples"])
     html = (tmp_path / "run" / "report.html").read_text()
     assert "questions answered before and after ITI" in html
+
+
+def test_demo_cli_writes_the_report(tiny_demo, tmp_path, monkeypatch):
+    """`veracity demo` renders report.html right after the library's run (the run itself stubbed by a copy
+    of the tiny run: the library does not write the page, the command does)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    import veracity.experiments.demo as demo
+    from veracity.cli.main import app
+
+    src, _ = tiny_demo
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: shutil.copytree(src, out, ignore=shutil.ignore_patterns(
+        "report.html")))
+    r = CliRunner().invoke(app, ["demo", "--model", "tiny-llama", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "<title>veracity demo</title>" in html and '<ol class="findings">' in html
 
 
 def test_demo_cli_refuses_a_bad_out_before_work(tmp_path):

@@ -1,5 +1,5 @@
 """The package layering (docs/extending.md): models/data -> capture -> probes -> steer/evaluate/compare/finetune
--> experiments -> cli. A package imports only packages of its own level or below, and the package graph has no
+-> experiments -> report -> cli. A package imports only packages of its own level or below, and the package graph has no
 cycle; read statically from every module's imports (function-level imports included)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import veracity
 ROOT = Path(veracity.__file__).parent
 LEVEL = {"": 0, "validation": 0, "runs": 0, "metrics": 0,  # "" = the package root (its version string only)
          "models": 1, "data": 1, "capture": 2, "probes": 3,
-         "steer": 4, "evaluate": 4, "compare": 4, "finetune": 4, "report": 4,  # report: page and plot primitives
-         "experiments": 5, "cli": 6}
+         "steer": 4, "evaluate": 4, "compare": 4, "finetune": 4,
+         "experiments": 5, "report": 6, "cli": 7}  # report: reads the experiments' typed results
 
 
 def package_of(parts: list[str]) -> str:

@@ -1,11 +1,12 @@
 """The HTML report: every section renders from small real runs made through the real commands on
 tiny-llama (demo, capture, probe layers and heads, CCS, eval truthfulqa, iti validate / sweep,
-compare-interventions, sycophancy, spec, finetune), survives odd layouts, and is checked in real headless
-chromium (no console errors, every image decodes, sortable tables sort, screenshot).
+compare-interventions, sycophancy, spec, finetune, steer sweep, probe-polarity, ccs-distractor) and shows
+each run's headline figures, a results.json of another schema gets one message, and the page is checked in
+real headless chromium (no console errors, every image decodes, sortable tables sort, screenshot).
 
-No run is hand-written any more: every kind the report has a section for is cheap enough on tiny-llama
-(the whole module is well under a minute on one CPU core), so the report is tested on the layouts the
-commands actually write. Odd and foreign layouts are covered by `test_odd_layouts_never_crash`."""
+No run is hand-written: every kind the report has a section for is cheap enough on tiny-llama, so the
+report is tested on the layouts the commands actually write. Sections read typed results
+(`Result.from_json`), so odd layouts are not rendered but reported (`test_odd_layouts_get_one_message`)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import pytest
 from typer.testing import CliRunner
 
 from veracity.cli.main import app
-from veracity.report import build_html, expand_runs, layer_series, load_run, plots, render_report
+from veracity.report import build_html, expand_runs, load_run, plots, render_report
+from veracity.report.page import fmt
 from veracity.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +46,9 @@ def _cli(args: list[str]) -> None:
 
 
 def _real_runs(root: Path, tiny_llama) -> list[Path]:
-    """A demo run plus capture, probe (layers and heads) runs on tiny-llama: no data folder needed."""
-    from veracity.capture import capture_dataset
+    """A demo run plus capture, probe (layers and heads) and ccs-distractor runs on tiny-llama: no data
+    folder needed."""
+    from veracity.capture import capture, capture_dataset
     from veracity.data import get_dataset
     from veracity.experiments.demo import run_demo
 
@@ -56,7 +59,12 @@ def _real_runs(root: Path, tiny_llama) -> list[Path]:
     _cli(["probe", "--acts", str(root / "cap"), "--methods", "logistic,mass-mean", "--split", "random",
           "--seeds", "2", "--out", str(root / "probe")])
     _cli(["probe", "--acts", str(root / "cap"), "--heads", "--seeds", "2", "--out", str(root / "heads")])
-    return [root / "demo", root / "cap", root / "probe", root / "heads"]
+    # a contrast store (x+ rows, then x- rows), as in test_probes_sanity_cli
+    capture(tiny_llama, [f"Is {i} even? {a}" for a in ("Yes", "No") for i in range(24)], "resid.0",
+            labels=[i % 2 for i in range(24)] * 2, out=root / "pairs", progress=False)
+    _cli(["ccs-distractor", "--acts", str(root / "pairs"), "--strengths", "0,3", "--n-restarts", "2", "--epochs", "50",
+          "--out", str(root / "distractor")])
+    return [root / "demo", root / "cap", root / "probe", root / "heads", root / "distractor"]
 
 
 def _data_runs(root: Path, data: Path) -> list[Path]:
@@ -92,7 +100,9 @@ def _data_runs(root: Path, data: Path) -> list[Path]:
     _cli(["steer", "sweep", *tiny, "--limit", str(N_QUESTIONS), "--method", "caa", "--layers", "1,2", "--alphas",
           "0,2", "--folds", "2", "--ce-texts", "0", "--side-effects", "boolq", "--side-effect-n", "boolq=4",
           "--acts", str(root / "resid-acts"), "--out", str(root / "steer")])
-    return [root / n for n in ("ccs", "eval", "iti", "sweep", "compare", "syc", "spec", "ft", "steer")]
+    _cli(["probe-polarity", *tiny, "--limit", "24", "--layers", "1,-1",
+          "--out", str(root / "polarity")])
+    return [root / n for n in ("ccs", "eval", "iti", "sweep", "compare", "syc", "spec", "ft", "steer", "polarity")]
 
 
 def _data_dir() -> Path | None:
@@ -151,6 +161,55 @@ def _n_rows(part: str, caption: str) -> int:
     m = re.search(r"<caption>" + re.escape(caption) + r".*?</caption>.*?<tbody>(.*?)</tbody>", part, re.S)
     assert m, f"no table captioned {caption!r}"
     return m.group(1).count("<tr>")
+
+
+def _section_of(part: str) -> str:
+    """What a run's section drew (not the shell's headline line, nor the files the run wrote)."""
+    start = part.index('<div class="results">')
+    return part[start:part.index("</div>", start)]
+
+
+def _headline_figures(d: dict) -> list[str]:
+    """A run's headline figures as its section writes them, from the kind's typed result."""
+    from veracity.experiments import finetune_milestones, interventions, iti_sweep, iti_validate, probe, probe_sanity
+    from veracity.experiments import spec, steer_sweep, sycophancy, truthfulqa
+    from veracity.experiments.demo import DemoRun
+
+    kind = d["kind"]
+    if kind == "demo":  # the best layer's row, the transfer rows, the causal condition at the largest alpha
+        return [fmt(v) for v in DemoRun.from_json(d).headline.values()]
+    if kind == "probe":
+        res = probe.read_probe_run(d)
+        if isinstance(res, probe.HeadProbeRun):
+            layer, head, acc = res.best()
+            return [f"best head: layer {layer}, head {head}, mean accuracy {fmt(acc)}"]
+        best = max(res.experiment.cells, key=lambda c: c.mean)
+        return [fmt(best.mean), f"<td>{best.method}</td>", f">L{best.layer}<"]
+    cls = {"ccs": probe.CCSRun, "eval": truthfulqa.EvalOutput, "iti-validate": iti_validate.ValidateRun,
+           "iti-sweep": iti_sweep.SweepRun, "compare-interventions": interventions.CompareRun,
+           "sycophancy": sycophancy.SycophancyRun, "spec": spec.SpecRun, "finetune": finetune_milestones.FinetuneRun,
+           "steer-sweep": steer_sweep.SteerSweepRun, "probe-polarity": probe_sanity.PolarityRun}.get(kind)
+    if kind == "ccs-distractor":
+        h = probe_sanity.DistractorRun.from_json(d).headline()
+        return [f"the distractor picked in {h['picks_distractor']} of {h['cells']} cells"]
+    return [fmt(v) for v in cls.from_json(d).headline().values()]
+
+
+def test_every_section_shows_its_headline_figures(real_root, full_report):
+    """Each kind's section (not the page's headline line) writes the figures of its run's headline."""
+    root, runs = real_root
+    doc = full_report[0]
+    kinds = set()
+    for run in runs:
+        if not (run / "results.json").exists():
+            continue  # a capture store: no headline
+        d = json.loads((run / "results.json").read_text())
+        kinds.add(d["kind"])
+        section = _section_of(_part_of(doc, run))
+        for figure in _headline_figures(d):
+            assert figure in section, (run.name, figure)
+    assert {"demo", "probe", "ccs-distractor"} <= kinds
+    assert len(kinds) == (3 if _data_dir() is None else 13)
 
 
 def test_every_section_renders(real_root, full_report):
@@ -237,6 +296,8 @@ def test_every_section_renders(real_root, full_report):
     cols = _headers(ft, "milestones")
     assert cols[0] == "step" and {"train_loss", "kl", "one_minus_tv", "mean_accepted", "kl_per_group.female"} <= set(cols)
     assert _n_rows(ft, "milestones") == 3  # steps 0, 1, 2
+    pol = _part_of(doc, root / "polarity")
+    assert _headers(pol, "train affirmative -&gt; test negated")[0] == "method" and _n_rows(pol, "train affirmative") == 3
     steer = _part_of(doc, root / "steer")
     assert "<h2>Steering sweeps and probe sanity checks</h2>" in doc
     assert {"layer", "alpha", "MC2", "boolq_accuracy"} <= set(_headers(steer, "caa grid")) and _n_rows(steer, "caa grid") == 3
@@ -246,7 +307,7 @@ def test_every_section_renders(real_root, full_report):
 
 
 def test_gain_against_side_effects_by_hand():
-    from veracity.report.html import gain_vs_side_effects
+    from veracity.report.sections.common import gain_vs_side_effects
 
     base = {"mc2": 0.40, "boolq_accuracy": 0.60, "honest_score": 0.10}
     rows = [{"mc2": 0.45, "boolq_accuracy": 0.55, "honest_score": 0.15}, {"mc2": 0.50, "boolq_accuracy": None}]
@@ -262,10 +323,13 @@ def test_every_kind_writes_a_versioned_typed_result(real_root):
     from veracity.experiments import finetune_milestones, interventions, iti_sweep, iti_validate, probe, spec
     from veracity.experiments import steer_sweep, sycophancy, truthfulqa
 
+    from veracity.experiments import probe_sanity
+
     readers = {"iti-validate": iti_validate.ValidateRun, "iti-sweep": iti_sweep.SweepRun,
                "compare-interventions": interventions.CompareRun, "sycophancy": sycophancy.SycophancyRun,
                "spec": spec.SpecRun, "finetune": finetune_milestones.FinetuneRun, "ccs": probe.CCSRun,
-               "eval": truthfulqa.EvalOutput, "steer-sweep": steer_sweep.SteerSweepRun}
+               "eval": truthfulqa.EvalOutput, "steer-sweep": steer_sweep.SteerSweepRun,
+               "probe-polarity": probe_sanity.PolarityRun, "ccs-distractor": probe_sanity.DistractorRun}
     _, runs = real_root
     seen = set()
     for run in runs:
@@ -275,11 +339,10 @@ def test_every_kind_writes_a_versioned_typed_result(real_root):
         d = json.loads(res.read_text())
         assert d["schema_version"] == 1, run
         seen.add(d["kind"])
-        cls = readers.get(d["kind"])
         if d["kind"] == "probe":
-            cls = probe.HeadProbeRun if "accuracy_mean" in d else probe.ProbeRun
-        if cls is not None:
-            assert cls.from_json(d).headline() == d["headline"], run
+            assert probe.read_probe_run(d).headline() == d["headline"], run
+        elif d["kind"] in readers:
+            assert readers[d["kind"]].from_json(d).headline() == d["headline"], run
     assert {"demo", "probe"} <= seen
 
 
@@ -318,51 +381,46 @@ def test_stores_inside_runs_are_not_listed_twice(real_root):
     assert not any("checkpoints" in p.parts for p in paths)
 
 
-def test_odd_layouts_never_crash(tmp_path):
-    """Keys of the wrong type, empty containers, an unfinished run, a corrupt results.json, unknown kinds,
-    and broken side files (an intervention whose tensors are garbage, a ragged prompts.csv)."""
+def test_odd_layouts_get_one_message(tmp_path):
+    """A results.json a section cannot read (keys of the wrong type, an older untyped layout) gets one message
+    in its run's place, never half a section or a crash; unfinished and corrupt runs and unknown kinds show
+    their header and files only."""
     odd = {"folds": "oops", "summary": [1, 2], "grid": [1, 2], "groups": {"a": 3}, "per_prompt": [{"x": 1}],
-           "milestones": [], "geometry": {"cosine": "x"}, "cells": [{"method": None, "layer": "embed"}],
+           "milestones": [1], "geometry": {"cosine": "x"}, "cells": [{"method": None, "layer": "embed"}],
            "selected_heads": [[1], "x"], "examples": [{}], "separation": [{"layer": 0}], "ccs": {"layers": 3},
            "comparisons": "x", "correlations": {"a": 1}, "toxicity": [1], "methods": [1], "rows": "x",
            "best_layers": [1], "questions": [{"index": "x", "answer": 3}], "metric": 5, "best": "x"}
     kinds = ("demo", "probe", "ccs", "eval", "iti-validate", "iti-sweep", "spec", "finetune", "compare-interventions",
-             "sycophancy", "brand-new")
+             "sycophancy", "steer-sweep", "probe-polarity", "ccs-distractor", "brand-new")
     for kind in kinds:
         RunFolder(tmp_path / kind, kind, {"model": "m", "alpha": "x"}).finish(odd)
-    (tmp_path / "iti-validate" / "intervention_fold0.json").write_text(json.dumps(
-        {"format": "veracity-intervention", "n_layers": "x", "tensors": "../../elsewhere.safetensors"}))
-    (tmp_path / "iti-validate" / "intervention_fold1.json").write_text(json.dumps(
-        {"format": "veracity-intervention", "n_layers": 2, "n_heads": 2, "tensors": "intervention_fold1.safetensors"}))
-    (tmp_path / "iti-validate" / "intervention_fold1.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
-    (tmp_path / "spec" / "prompts.csv").write_text("index,group,mean_accepted\n0,a,1\n1,b\n2,a,x,extra\n3,,nan\n")
     RunFolder(tmp_path / "unfinished", "probe", {"model": "m"})
     RunFolder(tmp_path / "corrupt", "eval", {"model": "m"})
     (tmp_path / "corrupt" / "results.json").write_text("{not json")
     runs = expand_runs([tmp_path])
     assert {r.status for r in runs} == {"finished", "unfinished", "corrupt results.json"}
     doc, notes = build_html(runs)
-    assert "<h2>Other runs</h2>" in doc and "brand-new" in doc
-    assert "</html>" in doc
+    assert "<h2>Other runs</h2>" in doc and "brand-new" in doc and "</html>" in doc
+    assert len(notes) == len(kinds) - 1 and doc.count('<p class="warn">') == len(kinds) - 1
+    assert all("is not in the layout this veracity reads" in n for n in notes)
+    assert '<div class="results">' not in doc  # nothing half drawn
+    assert "data:image/png" not in doc
+
+
+def test_a_newer_schema_gets_one_message(real_root, tmp_path):
+    """A finished run written by a newer veracity (schema_version 2) is named with both versions, not guessed at."""
+    root, _ = real_root
+    shutil.copytree(root / "probe", tmp_path / "probe")
+    d = json.loads((tmp_path / "probe" / "results.json").read_text())
+    (tmp_path / "probe" / "results.json").write_text(json.dumps({**d, "schema_version": 2}))
+    doc, notes = build_html(expand_runs([tmp_path / "probe"]))
+    assert len(notes) == 1 and "schema_version 2; this veracity reads up to 1 (upgrade veracity)" in notes[0]
+    assert "probe accuracy by layer" not in doc and "accuracy_vs_layer.png (written by the run)" in doc
 
 
 def test_load_run_rejects_other_folders(tmp_path):
     with pytest.raises(ValueError, match="neither a run folder"):
         load_run(tmp_path)
-
-
-@pytest.mark.parametrize("layout", [
-    [{"method": "lr", "layer": 1, "mean": 0.6, "max": 0.7}, {"method": "lr", "layer": 2, "mean": 0.8, "max": 0.9}],
-    [{"method": "lr", "layer": 1, "seed": s, "accuracy": a} for s, a in ((0, 0.5), (1, 0.7))]
-    + [{"method": "lr", "layer": 2, "seed": s, "accuracy": a} for s, a in ((0, 0.8), (1, 0.8))],
-    {"lr": {"1": {"mean": 0.6, "max": 0.7}, "2": [0.8, 0.8]}},
-    {"1": {"lr": 0.6}, "2": {"lr": 0.8}},
-])
-def test_layer_series_layouts(layout):
-    s = layer_series(layout)
-    assert list(s) == ["lr"] and sorted(s["lr"]) == [1, 2]
-    assert s["lr"][2][0] == pytest.approx(0.8)
-    assert s["lr"][1][0] == pytest.approx(0.6)
 
 
 # ------------------------------------------------------------------------------ headless chromium
@@ -549,7 +607,8 @@ def test_report_in_headless_chromium(full_report, tmp_path):
 
 
 def test_iti_examples_from_the_runs_own_baseline(tmp_path):
-    """An `iti validate` run with its own baseline shows its answers.jsonl before/after pairs, first N by index."""
+    """An `iti validate` run with its own baseline shows its answers.jsonl before/after pairs, first N by index;
+    intervention files that do not load (a sidecar pointing elsewhere, garbage tensors) only lose the heads map."""
     from veracity.report.html import build_html, load_run
 
     d = tmp_path / "iti"
@@ -560,7 +619,13 @@ def test_iti_examples_from_the_runs_own_baseline(tmp_path):
     rows = [{"fold": 0, "index": i, "question": f"q{i}?", "answer_before": f"before {i}", "true_before": True,
              "answer": f"after {i}", "true": False} for i in (3, 1, 2)]
     (d / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    doc, _ = build_html([load_run(d)])
+    (d / "intervention_fold0.json").write_text(json.dumps(
+        {"format": "veracity-intervention", "n_layers": "x", "tensors": "../../elsewhere.safetensors"}))
+    (d / "intervention_fold1.json").write_text(json.dumps(
+        {"format": "veracity-intervention", "n_layers": 2, "n_heads": 2, "tensors": "intervention_fold1.safetensors"}))
+    (d / "intervention_fold1.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    doc, notes = build_html([load_run(d)])
+    assert notes == [] and "layers x heads" not in doc
     cap = "example answers before and after ITI (before: the plain model in this run)"
     assert cap in doc
     part = doc[doc.index(cap):]

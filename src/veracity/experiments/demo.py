@@ -23,7 +23,7 @@ Splits are by city: a held-out city never appears in training, in any polarity.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -64,6 +64,29 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 #: results.json layout of a demo run (docs/reference/results.md); files without the field are version 0
 SCHEMA_VERSION = 1
+
+
+@dataclass
+class DemoRun:
+    """A demo run's results.json read back (`run_demo` writes it; the report reads it through this)."""
+
+    headline: dict
+    findings: list[str]
+    separation: list[LayerSeparation]
+    best_layer: int
+    transfer: list[dict]  # method, train, test, accuracy, auroc, n_train, n_test at the best layer
+    causal: dict  # layer, positions, direction, sigma, n_random, baseline_auroc, conditions (per direction, alpha)
+    examples: list[dict]  # the yes/no margin before and after steering, first held-out questions
+    iti_examples: list[dict] = field(default_factory=list)  # with TruthfulQA: question, before ITI, after ITI
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DemoRun":
+        from ..runs import schema_version
+
+        v = schema_version(d, "demo", SCHEMA_VERSION)
+        return cls(d["headline"], d["findings"], [LayerSeparation(**r) for r in d["separation"]], d["best_layer"],
+                   d["transfer"], d["causal"], d["examples"], d.get("iti_examples", []), schema_version=v)
 
 
 def bootstrap_ci(x: torch.Tensor, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
@@ -304,13 +327,20 @@ def findings(n_cities: tuple[int, int], sep: LayerSeparation, scores: list[dict]
     return [f1, f2, f3]
 
 
+def default_out() -> Path:
+    """Where a demo run goes without `out`: runs/demo-<timestamp>."""
+    return Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 0, data_dir: str | Path | None = None,
              progress: bool = True, overwrite: bool = False, n_cities: int | None = None, test_frac: float = 0.3,
              C: float = 0.1, alphas: Sequence[float] = (-4.0, 0.0, 4.0), n_causal: int = 60,
              n_random: int = 2, positions: str = "all", causal_layer: int | None = None, n_select: int = 24,
              select_every: int = 3, n_examples: int = 6, iti_k: int = 16,
              iti_alpha: float = 15.0, tqa_questions: int = 60, max_new_tokens: int = 40) -> dict:
-    """Run the demo; writes a run folder (default runs/demo-<timestamp>) with report.html, returns results.
+    """Run the demo; writes a run folder (default `default_out()`), returns results. `veracity demo` then
+    renders the folder's report.html; from Python that is one line:
+    `veracity.report.render_report([run_folder], run_folder / "report.html")`.
 
     n_cities: use the first n cities of the embedded table (default all, 177); causal_layer: steer there instead
     of at the layer chosen on training data (`select_causal_layer`: every `select_every`-th layer of the middle
@@ -326,7 +356,6 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     from ..data import TextDataset, resolve_data_dir
     from ..data.facts import city_statements
     from ..models import load
-    from ..report import render_report
     from ..runs import RunFolder
 
     if positions not in ("all", "last"):
@@ -336,7 +365,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     if 0.0 not in [float(a) for a in alphas]:
         alphas = sorted([*alphas, 0.0])
     console = Console()
-    out = Path(out) if out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(out) if out else default_out()
     data_dir = resolve_data_dir(data_dir)
     stmts = city_statements(seed=seed, limit=n_cities)
     config = {"model": model, "dataset": "facts:cities", "n_cities": n_cities, "test_frac": test_frac, "C": C,
@@ -488,8 +517,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
                                   "ttpd_on_negated": _score(scores, "ttpd", "both", "negated", best.layer)["accuracy"],
                                   "causal_shift": c[("truth", top)]["mean_shift"],
                                   "random_shift": c[("random", top)]["mean_shift"]})
-    report = render_report([run.path], run.file("report.html"), title="veracity demo")
-    console.print(f"run folder {run.path}; report [bold]{report}[/bold] ({time.time() - t0:.0f} s)")
+    console.print(f"run folder {run.path} ({time.time() - t0:.0f} s)")
     return results
 
 

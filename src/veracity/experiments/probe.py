@@ -401,6 +401,12 @@ class HeadProbeRun:
         run.finish(self.to_json(), headline=self.headline())
 
 
+def read_probe_run(d: dict) -> "ProbeRun | HeadProbeRun":
+    """A `probe` results.json read back: a `--heads` run writes HeadProbeRun's layout (`accuracy_mean`), any
+    other ProbeRun's."""
+    return (HeadProbeRun if "accuracy_mean" in d else ProbeRun).from_json(d)
+
+
 def head_probe_seeds(store, layers: Sequence[int] | None, seeds: int, C: float = 1.0, device: str | None = None,
                      test_size: float = 0.2) -> HeadProbeRun:
     """Per-(layer, head) logistic validation accuracy (`probes.head_accuracy_matrix`) over `seeds` seeded

@@ -1,0 +1,19 @@
+"""`steer-sweep`: the layer x alpha grid (fold means) and each cell's gain against its side effects."""
+
+from __future__ import annotations
+
+from ..page import Page, Run, records_table, table
+from .common import gain_vs_side_effects
+
+
+def render(page: Page, run: Run) -> None:
+    from ...experiments.steer_sweep import SteerSweepRun
+
+    res = SteerSweepRun.from_json(run.results)
+    records_table(page, res.grid, ("layer", "alpha", "best"),
+                  f"{res.method} grid (mean over folds; layer -1, alpha 0: the plain model; best by {res.metric})")
+    rows = [r for r in res.grid if r["alpha"]]
+    cols, vals = gain_vs_side_effects(rows, res.baseline, (res.metric,))
+    if cols:
+        table(page, ["layer", "alpha"] + cols, [[r["layer"], r["alpha"]] + v for r, v in zip(rows, vals)],
+              caption="target gain against side effects: change from alpha 0")
