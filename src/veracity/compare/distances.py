@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..models.padding import pad_batch, pad_token_id
+from ..models.padding import pad_batch
 
 
 @dataclass
@@ -91,16 +91,10 @@ def check_same_tokenizer(main, assistant) -> None:
 
 
 @torch.no_grad()
-def _batched_logits(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    pos = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+def _batched_logits(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     out = lm.model(input_ids=input_ids.to(lm.device), attention_mask=attention_mask.to(lm.device),
                    position_ids=pos.to(lm.device), use_cache=False)
     return out.logits.float().cpu()
-
-
-def _encode_left(tokenizer, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = [tokenizer(t)["input_ids"] for t in texts]
-    return left_pad(ids, pad_token_id(tokenizer))
 
 
 def left_pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +128,6 @@ def prompt_distances(main, assistant, prompts: Sequence[str], continuations: Seq
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
     rows: list[Distances] = []
     per_token: list[Distances] = []
-    pad = pad_token_id(tok)
     for s in range(0, len(prompts), batch_size):
         chunk = list(prompts[s:s + batch_size])
         p_ids = [tok(t)["input_ids"] for t in chunk]
@@ -145,9 +138,9 @@ def prompt_distances(main, assistant, prompts: Sequence[str], continuations: Seq
                      for c in continuations[s:s + batch_size]]
             ids = [a + b for a, b in zip(p_ids, c_ids)]
             n_cont = [len(c) for c in c_ids]
-        input_ids, mask = left_pad(ids, pad)
-        lm_ = _batched_logits(main, input_ids, mask)
-        la_ = _batched_logits(assistant, input_ids, mask)
+        input_ids, mask, pos = main.adapter.pad(ids, side="left")  # the last position predicts the next token
+        lm_ = _batched_logits(main, input_ids, mask, pos)
+        la_ = _batched_logits(assistant, input_ids, mask, pos)
         if continuations is None:
             d = distances_from_logits(lm_[:, -1], la_[:, -1], temperature)
             rows.append(d)
