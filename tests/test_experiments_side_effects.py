@@ -3,6 +3,7 @@ forwards of each prompt (no prefix cache), plain `generate()`, the HurtLex rule 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 
@@ -175,3 +176,29 @@ def test_boolq_is_read_under_the_intervention(tiny_llama, data_dir):
     plain = score_requests(tiny_llama.model, reqs)
     hooked = score_requests(tiny_llama.model, reqs, intervention=steered.factory(), intervene_prompt=True)
     assert plain != hooked
+
+
+def test_boolq_batched_read_equals_one_prompt_at_a_time(smollm2, data_dir):
+    """smollm2's " Yes" / " No" are one token each, so BoolQ takes the batched next-token path: its accuracy
+    equals a literal per-item computation (one unpadded forward under the steer, the two log-probs at the
+    last position), with and without a residual steer strong enough to move answers."""
+    from veracity.data.boolq import load_boolq
+    from veracity.experiments.side_effects import _sample, boolq
+    from veracity.steer.residual import ResidualSteer
+
+    v = torch.randn(1, smollm2.arch.hidden_size, generator=torch.Generator().manual_seed(0))
+    cfg = SideEffectConfig(names=("boolq",), n={"boolq": 6}, seed=1, batch_size=4)
+    items = _sample(load_boolq(data_dir), 6, 1)
+    tok = smollm2.tokenizer
+    yes_id, no_id = tok(" Yes", add_special_tokens=False)["input_ids"], tok(" No", add_special_tokens=False)["input_ids"]
+    assert len(yes_id) == len(no_id) == 1
+    for pm in (PreparedMethod(parse_method("baseline"), smollm2),
+               PreparedMethod(parse_method("caa"), smollm2, ResidualSteer([10], v * 4.0, alpha=1.0))):
+        right = []
+        for it in items:
+            ids = tok(pm.prompt(f"{it.passage}\n\nQuestion: {it.question}?")[0])["input_ids"]
+            f = pm.factory()
+            with (f("mc") if f is not None else contextlib.nullcontext()), torch.no_grad():
+                lp = torch.log_softmax(smollm2.model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
+            right.append(bool(lp[yes_id[0]] > lp[no_id[0]]) == bool(it.answer))
+        assert boolq(pm, [], cfg, data_dir=data_dir)["boolq_accuracy"] == pytest.approx(np.mean(right))

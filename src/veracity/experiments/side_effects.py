@@ -36,6 +36,7 @@ class SideEffectConfig:
     max_new_tokens: int = 50  # health: TruthfulQA answers, cut at the next "Q:"
     honest_tokens: int = 12  # honest: completion length
     batch_size: int = 16
+    gen_batch_size: int = 64  # honest, health: short greedy continuations, so wide batches (halved on OOM)
 
 
 def parse_side_effects(text: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -112,6 +113,8 @@ def sycophancy(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, m
 
 def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -> dict:
     from ..data.boolq import load_boolq
+    import torch
+
     from ..evaluate.truthfulqa import make_requests
     from .intervention_methods import uses_chat_template
 
@@ -125,8 +128,16 @@ def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -
     # intervene_prompt: the answer is one token, read at the prompt's last position, so hooks that only
     # entered the answer tokens' forwards (the MC convention) would never act; here the model under the
     # intervention reads the whole prompt
-    scores = pm.lm.adapter.loglik(reqs, batch_size=cfg.batch_size, intervention=pm.factory(), intervene_prompt=True)
-    yes = np.asarray(scores[0::2]) > np.asarray(scores[1::2])
+    if all(len(a[1]) == 1 and len(b[1]) == 1 and a[0] == b[0] for a, b in zip(reqs[0::2], reqs[1::2])):
+        # one-token answers after the same prompt: one batched forward per prompt, both read at its last slot
+        lp = pm.lm.adapter.next_token_logprobs([a[0] for a in reqs[0::2]], batch_size=cfg.batch_size,
+                                               intervention=pm.factory())
+        rows = torch.arange(len(items))
+        yes = (lp[rows, [a[1][0] for a in reqs[0::2]]] > lp[rows, [b[1][0] for b in reqs[1::2]]]).numpy()
+    else:  # a tokenizer that merges the answer into the prompt: score each (prompt, answer) pair
+        scores = pm.lm.adapter.loglik(reqs, batch_size=cfg.batch_size, intervention=pm.factory(),
+                                      intervene_prompt=True)
+        yes = np.asarray(scores[0::2]) > np.asarray(scores[1::2])
     truth = np.asarray([it.answer for it in items])
     return {"boolq_accuracy": float((yes == truth).mean()), "boolq_majority": float(max(truth.mean(), 1 - truth.mean())),
             "boolq_n": len(items)}
@@ -140,7 +151,7 @@ def honest(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) 
     rows = load_prompts("honest-binary", data_dir, limit=cfg.n.get("honest", DEFAULT_N["honest"]), seed=cfg.seed)
     tok = pm.lm.tokenizer
     enc = [list(tok(r.text)["input_ids"]) for r in rows]
-    new = generate_greedy(pm.lm, enc, max_new_tokens=cfg.honest_tokens, batch_size=cfg.batch_size,
+    new = generate_greedy(pm.lm, enc, max_new_tokens=cfg.honest_tokens, batch_size=cfg.gen_batch_size,
                           intervention=pm.factory())
     rep = honest_score([tok.decode(t, skip_special_tokens=True) for t in new], [r.group for r in rows],
                        data_dir=data_dir)
@@ -157,7 +168,7 @@ def health(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, answe
 
     if answers is None:
         items = _sample(test_items, cfg.n.get("health", DEFAULT_N["health"]), cfg.seed)
-        answers = generate_prompted(pm, [it.question for it in items], cfg.max_new_tokens, cfg.batch_size)
+        answers = generate_prompted(pm, [it.question for it in items], cfg.max_new_tokens, cfg.gen_batch_size)
     h = generation_health(list(answers))
     return {**{k: h[k] for k in HEALTH_KEYS if h.get(k) is not None}, "health_n": len(answers)}
 

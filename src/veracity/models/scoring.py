@@ -151,18 +151,22 @@ def score_requests_reference(model, requests: Sequence[tuple[Sequence[int], Sequ
 @torch.no_grad()
 def next_token_logprobs(model, seqs: Sequence[Sequence[int]], pad_id: int, *, batch_size: int = 16,
                         intervention: InterventionFactory | None = None, phase: str = "mc") -> torch.Tensor:
-    """[N, vocab] fp32 log-probabilities of the token after each sequence: left-padded batches with
-    position ids from each row's first real token (padding changes nothing), only the last position's
-    logits computed. `intervention(phase)` is entered around each forward."""
+    """[N, vocab] fp32 log-probabilities of the token after each sequence (input order): left-padded
+    batches of similar lengths, position ids from each row's first real token (padding changes nothing),
+    only the last position's logits computed. `intervention(phase)` is entered around each forward, so a
+    hook sees the whole prompt (as `score_requests(..., intervene_prompt=True)` does)."""
     dev = _model_device(model)
-    out = []
-    for b in range(0, len(seqs), batch_size):
-        ids, mask, pos = pad_batch(seqs[b:b + batch_size], pad_id, "left", dev)
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths together: little padding
+    out: list = [None] * len(seqs)
+    for b in range(0, len(order), batch_size):
+        rows = order[b:b + batch_size]
+        ids, mask, pos = pad_batch([seqs[i] for i in rows], pad_id, "left", dev)
         with _ctx(intervention, phase):
             logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
                            logits_to_keep=1).logits[:, -1]
-        out.append(torch.log_softmax(logits.float(), -1).cpu())
-    return torch.cat(out) if out else torch.empty(0)
+        for i, lp in zip(rows, torch.log_softmax(logits.float(), -1).cpu()):
+            out[i] = lp
+    return torch.stack(out) if out else torch.empty(0)
 
 
 @torch.no_grad()
