@@ -91,7 +91,8 @@ def test_ccs_command_captures_pairs_and_prints_baselines(tmp_path, data_dir):
         X = store[f"resid.{row['layer']}"].float().numpy()
         d = X[:n] - X[n:]
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0)).fit(d[sp.train_idx], y[sp.train_idx])
-        assert row["logistic_accuracy"] == pytest.approx(accuracy_score(y[sp.test_idx], clf.predict(d[sp.test_idx])))
+        want = accuracy_score(y[sp.test_idx], clf.predict(d[sp.test_idx]))
+        assert row["logistic_accuracy"] == pytest.approx(want)
         assert 0 <= row["random_accuracy"] <= 1
     assert res["ccs"]["zero_shot"] is None
     assert (out / "acts" / "manifest.json").exists()

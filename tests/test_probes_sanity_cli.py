@@ -47,7 +47,8 @@ def test_probe_polarity_cli(data_dir, tmp_path):
     is_test = np.isin(gid, order[np.cumsum(np.bincount(gid)[order]) <= round(0.2 * len(y))])
     tr, te = ~is_test & (pol == 1), is_test & (pol == -1)
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0)).fit(X[tr], y[tr])
-    got = [r for r in rows if (r["method"], r["layer"], r["train"], r["test"]) == ("logistic", "3", "affirmative", "negated")]
+    key = ("logistic", "3", "affirmative", "negated")
+    got = [r for r in rows if (r["method"], r["layer"], r["train"], r["test"]) == key]
     assert len(got) == 1 and float(got[0]["accuracy"]) == pytest.approx(accuracy_score(y[te], clf.predict(X[te])))
     assert json.loads((out / "config.json").read_text())["rows"] == 24 * 4
 
