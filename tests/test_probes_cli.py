@@ -70,6 +70,18 @@ def test_probe_command_heads_matrix(tiny_store, tiny_llama, tmp_path):
     res = json.loads((out / "results.json").read_text())
     acc = res["accuracy_mean"]
     assert len(acc) == tiny_llama.arch.n_layers and len(acc[0]) == tiny_llama.arch.n_heads
+    # each head's figure = sklearn's standardised logistic regression on that head's activations, scored on
+    # the stratified 20% split of each seed, averaged over the two seeds
+    store = Activations.open(tiny_store)
+    y = store.labels.numpy()
+    splits = [stratified_split(y.tolist(), 0.2, seed) for seed in (0, 1)]
+    for layer in (0, tiny_llama.arch.n_layers - 1):
+        T = store[f"heads.{layer}"].float().numpy()  # [N, heads, head_dim]
+        for h in range(tiny_llama.arch.n_heads):
+            want = np.mean([accuracy_score(y[sp.test_idx], make_pipeline(StandardScaler(), LogisticRegression(C=1.0))
+                                           .fit(T[sp.train_idx, h], y[sp.train_idx]).predict(T[sp.test_idx, h]))
+                            for sp in splits])
+            assert acc[layer][h] == pytest.approx(want), (layer, h)
     assert (out / "head_accuracy.png").exists() and (out / "head_accuracy.csv").exists()
 
 
