@@ -34,13 +34,27 @@ def common(data_dir, acts):
             "--limit", "12"]
 
 
-def test_fit_and_bake(data_dir, acts, tmp_path):
+def test_fit_and_bake(data_dir, acts, tmp_path, tiny_llama):
     invoke(["iti", "fit", *common(data_dir, acts), "--num-heads", "4", "--alpha", "5", "--out", str(tmp_path / "iv")])
     meta = json.loads((tmp_path / "iv.json").read_text())
     assert meta["k"] == 4 and meta["alpha"] == 5.0 and meta["provenance"]["direction"] == "com"
     out = invoke(["iti", "bake", "--model", "tiny-llama", "--device", "cpu", "--intervention", str(tmp_path / "iv"),
                   "--out", str(tmp_path / "baked")])
-    assert (tmp_path / "baked" / "config.json").exists() and "max |logit diff|" in out
+    # the printed check is small, and the baked folder, loaded by plain transformers, gives the hooked
+    # model's logits at every position
+    assert float(re.search(r"max \|logit diff\|.*?: (\S+)", out).group(1)) < 1e-4
+    from transformers import AutoModelForCausalLM
+
+    from veracity.steer import Intervention, apply
+
+    baked = AutoModelForCausalLM.from_pretrained(str(tmp_path / "baked"), dtype=torch.float32)
+    ids = torch.tensor([tiny_llama.tokenizer("The capital of France is Paris")["input_ids"]])
+    with torch.no_grad():
+        with apply(tiny_llama, Intervention.load(tmp_path / "iv"), positions="all"):
+            want = tiny_llama.model(input_ids=ids).logits
+        plain = tiny_llama.model(input_ids=ids).logits
+        got = baked(input_ids=ids).logits
+    assert (got - want).abs().max() < 1e-4 and (plain - want).abs().max() > 1e-3  # the intervention acts
 
 
 def test_validate_writes_driver_summary(data_dir, acts, tmp_path):
