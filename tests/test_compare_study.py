@@ -58,7 +58,12 @@ def test_run_study_on_tiny_pair(tmp_path, data_dir):
     f_vals = [r.mean_accepted for r in res.rows if r.group == "f"]
     assert comp["mean_accepted"]["mean_a"] == pytest.approx(np.mean(f_vals))
     assert 0 < comp["mean_accepted"]["p_value"] <= 1
-    assert all(0 <= r.one_minus_tv_last <= 1 for r in res.rows)
+    # 1 - TV at the last prompt position, recomputed from one unpadded plain forward per model per prompt
+    for r, pr in zip(res.rows, prompts):
+        ids = main.tokenizer(pr.text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            p, q = (lm.model(ids).logits[0, -1].float().softmax(-1) for lm in (main, asst))
+        assert r.one_minus_tv_last == pytest.approx(1 - 0.5 * float((p - q).abs().sum()), abs=1e-5)
     assert "honest" in res.toxicity
     run = RunFolder(tmp_path / "spec", "spec", {"model": "tiny"})
     SpecRun(summary=res.summary, toxicity=res.toxicity, study=res).write(run)

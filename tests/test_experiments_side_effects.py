@@ -110,9 +110,12 @@ def test_compare_interventions_with_side_effects(data_dir, tmp_path, cli):
     assert "BoolQ" in text and "HONEST" in text
     res = json.loads((out / "results.json").read_text())
     rows = {r["method"]: r for r in res["methods"]}
-    for r in rows.values():
-        assert 0 <= r["boolq_accuracy"] <= 1 and 0 <= r["honest_score"] <= 1 and r["boolq_n"] == 6
-        assert "sycophancy_flip_rate" not in r and r["side_effects_s"] > 0
+    for m, r in rows.items():
+        assert r["boolq_n"] == 6 and "sycophancy_flip_rate" not in r and r["side_effects_s"] > 0
+        # a method's figure is the mean of its folds' figures
+        folds = [f for f in res["folds"] if f["method"] == m]
+        for k in ("boolq_accuracy", "honest_score"):
+            assert r[k] == pytest.approx(np.mean([f[k] for f in folds]))
     assert res["config"]["side_effects"] == ["boolq", "honest"]
     # the baseline's BoolQ and HONEST are the plain model's, whatever the fold (same samples, no hooks): equal
     # to measuring the plain model directly
@@ -122,7 +125,7 @@ def test_compare_interventions_with_side_effects(data_dir, tmp_path, cli):
     direct = measure_side_effects(PreparedMethod(parse_method("baseline"), load("tiny-llama", device="cpu")), [],
                                   SideEffectConfig(names=("boolq", "honest"), n={"boolq": 6, "honest": 4}, seed=0),
                                   data_dir=data_dir)
-    for f in folds:
+    for f in folds + [rows["baseline"]]:
         assert f["boolq_accuracy"] == direct["boolq_accuracy"] and f["honest_score"] == direct["honest_score"]
     bad = cli(["compare-interventions", "--model", "tiny-llama", "--side-effects", "magic", "--out",
                tmp_path / "x"], code=2)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -67,15 +69,26 @@ def test_sycophancy_table(data_dir, acts, tmp_path, cli):
     rows = {(r["dataset"], r["condition"]): r for r in res["rows"]}
     assert set(rows) == {(d, c) for d in ("truthfulqa", "true-false")
                          for c in ("plain", "opinion", "plain+iti", "opinion+iti")}
+    # the table's rates, recomputed from the run's own per-item choices (per_item.csv)
+    with open(out / "per_item.csv", newline="") as f:
+        items: dict = {}
+        for it in csv.DictReader(f):
+            items.setdefault((it["dataset"], it["condition"]), {})[it["index"]] = it
     for (d, c), r in rows.items():
-        assert 0 <= r["mc_acc"] <= 1 and 0 <= r["probe_acc"] <= 1
-        assert r["n"] == 4  # the test half of 8
+        recs = items[(d, c)]
+        assert r["n"] == len(recs) == 4  # the test half of 8
+        assert r["mc_acc"] == pytest.approx(np.mean([int(it["choice_true"]) for it in recs.values()]))
+        assert 0 <= r["probe_acc"] <= 1  # probe probabilities are not written per item
         if c == "plain":
             assert "flip_rate" not in r
-        else:
-            assert 0 <= r["flip_rate"] <= 1
+        else:  # share of items whose choice differs from the same item's plain choice
+            plain = items[(d, "plain")]
+            assert r["flip_rate"] == pytest.approx(np.mean([it["choice"] != plain[i]["choice"]
+                                                            for i, it in recs.items()]))
+        if c.startswith("opinion"):  # share of items that picked the suggested (wrong) answer
+            assert r["to_opinion"] == pytest.approx(np.mean([it["choice"] == it["opinion_choice"]
+                                                             for it in recs.values()]))
     assert 0 <= rows[("truthfulqa", "opinion")]["probe_p_opinion"] <= 1
-    assert 0 <= rows[("true-false", "opinion")]["to_opinion"] <= 1
     # resume: an interrupted run (no results.json, one condition missing) recomputes only that one
     prog = json.loads((out / "progress.json").read_text())
     assert len(prog["done"]) == 8

@@ -6,6 +6,11 @@ import csv
 import json
 
 import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 from veracity.capture import capture
@@ -29,8 +34,22 @@ def test_probe_polarity_cli(data_dir, tmp_path):
     assert ("topic!=sp_en_trans", "sp_en_trans:affirmative") in pairs
     ttpd_aff = [r for r in rows if r["method"] == "ttpd" and r["train"] == "affirmative"]
     assert ttpd_aff and all(r["accuracy"] == "" for r in ttpd_aff)  # TTPD needs both polarities
-    scored = [float(r["accuracy"]) for r in rows if r["accuracy"] != ""]
-    assert scored and all(0 <= a <= 1 for a in scored)
+    # logistic, affirmative -> negated at layer 3 = sklearn on the same statements' activations, split by
+    # hand: whole twin groups (a fact and its negation) to test, in a seeded order, up to 20% of the rows
+    from veracity.models import load
+    from veracity.probes.sanity import polarity_statements
+
+    ds = polarity_statements(("cities", "sp_en_trans"), data_dir=data_dir, limit=24, seed=0)
+    X = capture(load("tiny-llama", device="cpu"), ds.texts, "resid.3", progress=False)["resid.3"].float().numpy()
+    y, pol = np.asarray(ds.labels), np.asarray([m["polarity"] for m in ds.meta])
+    _, gid = np.unique([m["twin"] for m in ds.meta], return_inverse=True)
+    order = np.random.default_rng(0).permutation(gid.max() + 1)
+    is_test = np.isin(gid, order[np.cumsum(np.bincount(gid)[order]) <= round(0.2 * len(y))])
+    tr, te = ~is_test & (pol == 1), is_test & (pol == -1)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0)).fit(X[tr], y[tr])
+    key = ("logistic", "3", "affirmative", "negated")
+    got = [r for r in rows if (r["method"], r["layer"], r["train"], r["test"]) == key]
+    assert len(got) == 1 and float(got[0]["accuracy"]) == pytest.approx(accuracy_score(y[te], clf.predict(X[te])))
     assert json.loads((out / "config.json").read_text())["rows"] == 24 * 4
 
 
