@@ -54,6 +54,15 @@ def main() -> None:
                                               db.execute("SELECT layer, alpha, fold, seconds FROM results ORDER BY fold, layer")}
     out["ratio"] = out["seconds_with"] / out["seconds_without"]
     out["target_ratio"] = 1.5
+    # per row: what the side effects add (with - without, same row) against the row's own scoring time; the
+    # scoring grows with the questions per fold, the side effects do not, so the ratio at another size is
+    # 1 + added / (scoring x that size / this size)
+    wo, wi = out["row_seconds_without"], out["row_seconds_with"]
+    added = sum(wi[k] - wo[k] for k in wo) / len(wo)
+    scoring = sum(wo.values()) / len(wo)
+    n = a.limit or 817
+    out["side_effects_s_per_row"], out["scoring_s_per_row"] = round(added, 1), round(scoring, 1)
+    out["ratio_extrapolated_to_817_questions"] = round(1 + added / (scoring * 817 / n), 3)
     print(json.dumps(out, indent=1, default=str))
 
 
