@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..runs import FolderLock, check_out_folder, write_json_atomic
+from ..constraints import Checked, Count, Options, Parses, Text
 from ..validation import BadInput
 from ..models.batching import AutoBatch, as_batcher
 from ..models.loader import LoadedModel
@@ -210,6 +212,55 @@ def capture(lm: LoadedModel, texts: Sequence[str], sites: str | Sequence[str] = 
     lock.release()
     return Activations.open(root, check_crc=False)  # CRCs just computed from the files written
 
+
+
+def _site_syntax(spec) -> None:
+    """The grammar of --sites without a model (layer ranges are checked once the model is loaded)."""
+    from .sites import KINDS
+
+    parts = [str(p).strip() for p in (spec if isinstance(spec, (list, tuple)) else str(spec).split(","))
+             if str(p).strip()]
+    if not parts:
+        raise ValueError("no sites given; use e.g. 'resid', 'heads.-1' or 'resid.embed,mlp.3'")
+    for p in parts:
+        kind, _, layer = p.partition(".")
+        if kind not in KINDS or (layer == "embed" and kind != "resid") or (
+                layer not in ("", "embed") and not layer.lstrip("-").isdigit()):
+            raise ValueError(f"unknown site {p!r}: kinds are {', '.join(KINDS)} (e.g. resid.12, heads.-1, resid.embed)")
+
+
+def _batch_size(value) -> None:
+    from ..models.batching import parse_batch_size
+
+    parse_batch_size(value)
+
+
+#: --dtype of the stored activations -> torch dtype name
+STORE_DTYPES = {"float16": "float16", "fp16": "float16", "float32": "float32", "fp32": "float32",
+                "bfloat16": "bfloat16"}
+
+
+@dataclass
+class CaptureConfig(Checked):
+    """Every option of `veracity capture` but the model's (`models.LoadConfig`) and the store folder."""
+
+    _constraints = {"dataset": [Text()],
+                    "sites": [Parses(_site_syntax, "sites such as resid, heads.-1, resid.embed,mlp.3",
+                                     bad=["", "nosuch", "resid.x", "mlp.embed"], example="resid")],
+                    "positions": [Options(("last", "mean"))],
+                    "batch_size": [Parses(_batch_size, "a positive integer or 'auto'", bad=[0, -1, "0", "x", ""],
+                                          example="16")],
+                    "dtype": [Options(tuple(STORE_DTYPES))], "shard_size": [Count()],
+                    "limit": [None, Count(msg="be a positive number of items (leave it out for all)")]}
+    _commands = ("capture",)
+
+    dataset: str = "synthetic"
+    sites: str = "resid"
+    positions: str = "last"
+    batch_size: int | str = "16"
+    dtype: str = "float16"
+    shard_size: int = 2048
+    limit: int | None = None
 
 
 def capture_dataset(lm: LoadedModel, dataset, sites="resid", **kwargs) -> Activations:

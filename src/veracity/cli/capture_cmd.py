@@ -9,9 +9,6 @@ import typer
 
 from .common import DataDirOpt, ModelDtypeOpt, ModelOpt, console, fail, print_table
 
-_DTYPES = {"float16": "float16", "fp16": "float16", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16"}
-
-
 def capture_command(
     model: str = ModelOpt,
     dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Data set name (`veracity datasets`) or a CSV path."),
@@ -33,22 +30,19 @@ def capture_command(
     import torch
 
     from ..capture import StoreMismatch, capture_dataset
+    from ..capture.engine import STORE_DTYPES, CaptureConfig
     from ..data import DataError, get_dataset
     from ..models import ModelNotAvailable, load
-
     from ..models.batching import parse_batch_size
-    from ..models.loader import _resolve_dtype
+    from ..models.loader import LoadConfig
 
-    if dtype not in _DTYPES:
-        fail(f"--dtype must be one of {', '.join(_DTYPES)}")
+    LoadConfig(model=model, model_dtype=model_dtype, device=device, device_map=device_map)
+    cfg = CaptureConfig(dataset=dataset, sites=sites, positions=positions, batch_size=batch_size, dtype=dtype,
+                        shard_size=shard_size, limit=limit)  # every option checked before anything is touched
     from ..runs import check_out_folder
 
     check_out_folder(out, "capture", overwrite=overwrite, resume=not overwrite)  # before loading anything
-    try:
-        batch_size = parse_batch_size(batch_size)
-        _resolve_dtype(model_dtype)
-    except ValueError as e:
-        fail(str(e))
+    batch_size = parse_batch_size(cfg.batch_size)
     try:
         ds = get_dataset(dataset, data_dir=data_dir, limit=limit)
     except DataError as e:
@@ -61,7 +55,7 @@ def capture_command(
                   f"({lm.arch.n_layers} layers, {lm.arch.n_heads} heads) -> {out}")
     try:
         acts = capture_dataset(lm, ds, sites, positions=positions, batch_size=batch_size,
-                               dtype=getattr(torch, _DTYPES[dtype]), out=out, shard_size=shard_size,
+                               dtype=getattr(torch, STORE_DTYPES[dtype]), out=out, shard_size=shard_size,
                                overwrite=overwrite, config={"command": "capture", "model": model, "dataset": dataset,
                                                             "limit": limit, "batch_size": batch_size,
                                                             "model_dtype": model_dtype, "device_map": device_map})

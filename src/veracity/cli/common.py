@@ -92,43 +92,6 @@ def _int_list(text: str, key: str) -> list[int]:
         raise BadInput(f"{option_name(key)}: expected comma-separated integers, got {text!r}") from None
 
 
-def preflight(params: dict) -> None:
-    """Checks every command gets by option name, before its body runs (before anything is loaded or
-    created): counts >= 1, --limit >= 1, --folds >= 2, finite --alpha(s), fractions in (0, 1).
-    Raises `BadInput`. Model- and data-dependent checks: `check_model_options`, `check_question_count`."""
-    from .. import validation as v
-
-    for key, val in params.items():
-        if val is None or isinstance(val, bool):
-            continue
-        name = option_name(key)
-        if key in ("limit", "corpus_limit"):
-            v.check_limit(val, name)
-        elif key == "num_heads":
-            v.check_num_heads(val if isinstance(val, int) else _int_list(val, key), option=name)
-        elif key == "alpha":
-            v.check_finite(val, name)
-        elif key == "alphas":
-            try:
-                vals = [float(x) for x in str(val).split(",") if x.strip()]
-            except ValueError:
-                raise v.BadInput(f"{name}: expected comma-separated numbers, got {val!r}") from None
-            for a in vals:
-                v.check_finite(a, name)
-        elif key == "folds" and isinstance(val, int):
-            v.check_folds(val, option=name)
-        elif key in ("seeds", "shard_size", "n_restarts", "epochs", "gamma", "max_new_tokens", "eval_every",
-                     "sft_steps", "dpo_steps", "pairs_per_question") and isinstance(val, int):
-            v.check_positive(val, name)
-        elif key == "batch_size" and isinstance(val, int):
-            v.check_positive(val, name)
-        elif key in ("test_size", "heldout_frac") and isinstance(val, float):
-            v.check_fraction(val, name)
-        elif key in ("lr", "C", "temperature", "beta") and isinstance(val, float):
-            v.check_finite(val, name)
-            v.check_positive(val, name)
-
-
 def check_model_options(lm) -> None:
     """The running command's model-dependent options against a loaded model, before any work:
     every --num-heads K at most layers x heads."""
@@ -154,8 +117,8 @@ def check_question_count(n) -> None:
 
 
 def guarded(fn):
-    """A command that runs `preflight` on its options and turns the library's user errors into
-    `error: ...` and exit 2 (no traceback)."""
+    """A command whose library user errors become `error: ...` and exit 2 (no traceback). Option values are
+    checked by the Configs each command builds first (`veracity.constraints`), not here."""
     import functools
 
     names = _option_names(fn)
@@ -166,7 +129,6 @@ def guarded(fn):
 
         token = _CURRENT.set((kwargs, names))
         try:
-            preflight(kwargs)
             with closing_runs():  # a failed command releases its run folder's lock (also in-process)
                 return fn(*args, **kwargs)
         except Exception as e:  # typer.Exit is not an Exception subclass of these types: passes through

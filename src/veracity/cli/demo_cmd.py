@@ -20,10 +20,11 @@ def demo(out: Optional[Path] = typer.Option(None, "--out", help="Run folder (def
 mass-mean, TTPD); the truth direction is then added to the residual stream while the model answers yes/no \
 questions. With a TruthfulQA folder, ITI answers are shown too. Writes report.html in the run folder."""
     from ..experiments.demo import default_out, run_demo
-    from ..models.loader import check_model_spec
+    from ..models.loader import LoadConfig, check_model_spec
     from ..report import render_report
     from ..runs import RunExists, check_out_folder
 
+    LoadConfig(model=model)
     check_model_spec(model)  # an unknown model stops here: run_demo creates its run folder first
     out = out or default_out()
     check_out_folder(out, "demo", overwrite=overwrite)

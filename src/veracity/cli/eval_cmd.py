@@ -55,7 +55,9 @@ def eval_truthfulqa(
     """TruthfulQA: MC1/MC2, CE loss, KL wrt the original model, generation + truth/info judges, per fold."""
     from ..evaluate.judges import with_base_url
     from ..experiments.truthfulqa import EvalConfig, run_eval, summary_line
+    from ..models.loader import LoadConfig
 
+    LoadConfig(model=model, model_dtype=model_dtype, device=device, device_map=device_map)
     try:
         judge = with_base_url(judge, judge_base_url)  # recorded in config.json with the judge
     except ValueError as e:
@@ -84,10 +86,10 @@ def judge_train(
 ) -> None:
     """Train a local judge on finetune_{truth,info}.jsonl, split disjoint by question."""
     from ..evaluate import default_judge_dir, train_local_judge
+    from ..evaluate.judge_options import JudgeTrainConfig
 
-    if kind not in ("truth", "info"):
-        fail("--kind must be truth or info")
-    j = train_local_judge(kind, data_dir, heldout_frac=heldout_frac, seed=seed, max_train=max_train)
+    cfg = JudgeTrainConfig(kind=kind, heldout_frac=heldout_frac, seed=seed, max_train=max_train)
+    j = train_local_judge(cfg.kind, data_dir, heldout_frac=cfg.heldout_frac, seed=cfg.seed, max_train=cfg.max_train)
     folder = j.save((out or default_judge_dir()) / kind)
     r = j.report
     print_table(f"local {kind} judge -> {folder}", ["key", "value"], [
@@ -115,8 +117,10 @@ def judge_eval(
 ) -> None:
     """Accuracy of a judge against the human labels (a local judge: on its held-out questions)."""
     from ..evaluate import evaluate_judge, get_judge
+    from ..evaluate.judge_options import JudgeEvalConfig
     from ..evaluate.judges import JudgeError
 
+    JudgeEvalConfig(kind=kind, judge=judge)
     try:
         j = get_judge(judge, kind, judge_dir, base_url=judge_base_url)
     except (FileNotFoundError, ValueError) as e:

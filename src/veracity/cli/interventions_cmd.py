@@ -36,35 +36,23 @@ def compare_cmd(model: str = ModelOpt,
                 device: Optional[str] = typer.Option(None, "--device")) -> None:
     """Every method on the same folds, seeds and metrics, with cost columns; resumable (results.sqlite)."""
     from ..evaluate.judges import with_base_url
-    from ..experiments.intervention_methods import MethodSettings
-    from ..experiments.interventions import CompareConfig, run_compare_interventions
+    from ..experiments.interventions import CompareRunConfig, run_compare_interventions
     from ..experiments.side_effects import parse_side_effects, parse_sizes
-    from ..finetune import TrainConfig
-    from ..finetune.dpo import DPOConfig
-    from ..steer.residual import NORMALIZE
+    from ..models.loader import LoadConfig
 
-    if residual_normalize not in NORMALIZE:
-        fail(f"--residual-normalize must be one of {', '.join(NORMALIZE)}")
-    res_layers = parse_int_list(residual_layers)
+    LoadConfig(model=model, device=device)
     try:
         judge = with_base_url(judge, judge_base_url)  # "openai:<model>@<url>", recorded with the judge
-    except ValueError as e:
-        fail(str(e))
-    settings = MethodSettings(
-        sft=TrainConfig(lora=True, lr=lr, max_steps=sft_steps, batch_size=batch_size, max_length=384, seed=seed),
-        dpo=DPOConfig(beta=beta, train=TrainConfig(lora=True, lr=lr, max_steps=dpo_steps,
-                                                   batch_size=max(1, batch_size // 2), max_length=384, seed=seed)),
-        pairs_per_question=pairs_per_question, iti_k=num_heads, iti_alpha=alpha, seed=seed,
-        residual_layers=tuple(res_layers) if res_layers else None, residual_alpha=residual_alpha,
-        residual_normalize=residual_normalize)
-    try:
         names = parse_side_effects(side_effects)
         sizes = parse_sizes(side_effect_n)
     except ValueError as e:
         fail(str(e))
-    cfg = CompareConfig(methods=parse_str_list(methods), n_folds=folds, seed=seed, protocol=protocol, judge=judge,
-                        ce_texts=ce_texts, limit=limit, settings=settings, revision=revision,
-                        eval_revision=eval_revision, side_effects=names, side_effect_n=sizes)
+    cfg = CompareRunConfig(methods=parse_str_list(methods), folds=folds, seed=seed, limit=limit, judge=judge,
+                           protocol=protocol, sft_steps=sft_steps, dpo_steps=dpo_steps, lr=lr, beta=beta,
+                           train_batch_size=batch_size, pairs_per_question=pairs_per_question, num_heads=num_heads,
+                           alpha=alpha, residual_layers=parse_int_list(residual_layers), residual_alpha=residual_alpha,
+                           residual_normalize=residual_normalize, ce_texts=ce_texts, side_effects=names,
+                           side_effect_n=sizes, revision=revision, eval_revision=eval_revision).build()
     res = run_compare_interventions(cfg, model, out, data_dir=data_dir, acts=acts, device=device, log=console.print)
     print_table(*res.table())
 
@@ -82,11 +70,12 @@ def sycophancy_cmd(model: str = ModelOpt,
                    overwrite: bool = OverwriteOpt, device: Optional[str] = typer.Option(None, "--device")) -> None:
     """Does the truth signal survive "I think the answer is <wrong>."? MC change, probe change, ITI.
     Resumable: rerunning an interrupted command skips the conditions already finished."""
-    from ..experiments.sycophancy import SycophancyConfig, run_sycophancy_study
+    from ..experiments.sycophancy import SycophancyConfig, SycophancyRunConfig, run_sycophancy_study
 
+    rc = SycophancyRunConfig(model=model, datasets=parse_str_list(datasets), device=device)
     cfg = SycophancyConfig(prompt=prompt, limit=limit, iti=iti, iti_k=num_heads, iti_alpha=alpha, seed=seed)
-    res = run_sycophancy_study(cfg, model, parse_str_list(datasets), out, data_dir=data_dir, acts=acts,
-                               device=device, overwrite=overwrite, log=console.print)
+    res = run_sycophancy_study(cfg, rc.model, rc.datasets, out, data_dir=data_dir, acts=acts,
+                               device=rc.device, overwrite=overwrite, log=console.print)
     print_table(*res.table())
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .common import (DataDirOpt, DeviceMapOpt, ModelDtypeOpt, ModelOpt, OverwriteOpt, check_model_options,
-                     check_question_count, console, fail, parse_int_list, print_table)
+                     check_question_count, console, fail, print_table)
 
 iti_app = typer.Typer(help="Inference-Time Intervention: fit, bake, validate, sweep.", no_args_is_help=True)
 
@@ -108,8 +108,13 @@ def fit_cmd(model: str = ModelOpt, out: Path = typer.Option(..., "--out", "-o", 
             device: Optional[str] = typer.Option(None, "--device"), model_dtype: str = ModelDtypeOpt,
             device_map: Optional[str] = DeviceMapOpt) -> None:
     """Fit an intervention on every TruthfulQA question (nothing held out; use validate to measure)."""
+    from ..experiments.iti_common import ITIFitConfig
+    from ..models.loader import LoadConfig
     from ..steer.iti import fit
 
+    LoadConfig(model=model, model_dtype=model_dtype, device=device, device_map=device_map)
+    ITIFitConfig(num_heads=num_heads, alpha=alpha, direction=direction, sigma_from=sigma_from, seed=seed, data=data,
+                 reproduce=reproduce, limit=limit)
     st = _settings(reproduce, direction, data, sigma_from, False, None, seed)
     cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=num_heads, st=st)
     _say_preset(st)
@@ -134,10 +139,13 @@ def bake_cmd(model: str = ModelOpt, intervention: Path = typer.Option(..., "--in
              device: Optional[str] = typer.Option(None, "--device"), model_dtype: str = ModelDtypeOpt,
              device_map: Optional[str] = DeviceMapOpt) -> None:
     """Write a plain Hugging Face folder with the intervention as o_proj biases (shifts every position)."""
+    from ..models.loader import LoadConfig
     from ..steer import Intervention, bake, verify_baked
-
+    from ..steer.options import BakeConfig
     from ..validation import check_out_path
 
+    LoadConfig(model=model, model_dtype=model_dtype, device=device, device_map=device_map)
+    BakeConfig(alpha=alpha, verify=verify, o_proj_only=o_proj_only)
     iv = Intervention.load(intervention)  # missing or corrupt: one line, before loading the model
     check_out_path(out)
     lm = _load(model, device, model_dtype, device_map)
@@ -237,9 +245,21 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
               device: Optional[str] = typer.Option(None, "--device", help="This process's device (with "
                                                    "--executor ray the workers use their GPU, else the CPU).")) -> None:
     """Grid of (alpha, K) with k folds; resumable (results.sqlite in the run folder); heatmaps."""
+    from ..constraints import parse_numbers
+    from ..experiments.executors import ExecutorConfig
     from ..experiments.iti_sweep import SweepConfig, run_iti_sweep
 
+    ExecutorConfig(executor=executor, ray_address=ray_address, ray_workers=ray_workers, ray_gpus_per_worker=ray_gpus,
+                   ray_cpus_per_worker=ray_cpus)
     judge = _judge_spec(judge, judge_base_url)
+    cfg = SweepConfig(model=model, alphas=tuple(parse_numbers(alphas, float, "--alphas")),
+                      num_heads=tuple(parse_numbers(num_heads, int, "--num-heads")), folds=folds, direction=direction,
+                      judge=judge, protocol=protocol, metric=metric, sigma_from=sigma_from,
+                      contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
+                      reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
+                      gen_positions=gen_positions, revision=revision, eval_revision=eval_revision,
+                      data_dir=str(data_dir) if data_dir else None, device=device,
+                      **_side_effects(side_effects, side_effect_n))
     runner = None  # default: the local executor
     if executor == "ray":
         from ..experiments.executors import RayExecutor
@@ -249,20 +269,6 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                                  address=ray_address)
         except (RuntimeError, ValueError) as e:
             fail(str(e))  # fail() escapes markup itself
-    elif executor != "local":
-        fail(f"--executor: expected local or ray, got {executor!r}")
-    try:
-        a_list = [float(x) for x in alphas.split(",") if x.strip()]
-    except ValueError:
-        fail(f"--alphas: expected comma-separated numbers, got {alphas!r}")
-    k_list = parse_int_list(num_heads) or [48]
-    cfg = SweepConfig(model=model, alphas=tuple(a_list), num_heads=tuple(k_list), folds=folds, direction=direction,
-                      judge=judge, protocol=protocol, metric=metric, sigma_from=sigma_from,
-                      contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
-                      reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
-                      gen_positions=gen_positions, revision=revision, eval_revision=eval_revision,
-                      data_dir=str(data_dir) if data_dir else None, device=device,
-                      **_side_effects(side_effects, side_effect_n))
     res = run_iti_sweep(cfg, out, executor=runner, say=console.print)
     keys = [k for _, k in _SUMMARY if any(k in r for r in res.grid)]
     print_table(f"ITI sweep ({folds} folds; * best by {res.metric}, alpha 0 = baseline)",

@@ -14,7 +14,9 @@ def report(runs: list[Path] = typer.Argument(..., help="Run folders, capture sto
            title: str = typer.Option("veracity report", "--title", help="Page title.")) -> None:
     """Write a single HTML file (plots inlined, no network needed) with one section per run kind."""
     from ..report import build_html, expand_runs
+    from ..report.options import ReportConfig
 
+    ReportConfig(title=title)
     try:
         found = expand_runs(runs)
     except (FileNotFoundError, ValueError) as e:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_int_list, parse_str_list, print_table
+from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, parse_int_list, parse_str_list, print_table
 
 
 def probe_polarity_command(
@@ -58,12 +58,10 @@ def ccs_distractor_command(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Fit CCS on clean and on distracted contrast pairs; report which feature it finds."""
+    from ..constraints import parse_numbers
     from ..experiments.probe_sanity import DistractorConfig, run_ccs_distractor
 
-    try:
-        sizes = [float(s) for s in parse_str_list(strengths)]
-    except ValueError:
-        fail(f"--strengths: expected comma-separated numbers, got {strengths!r}")
+    sizes = parse_numbers(strengths, float, "--strengths")
     cfg = DistractorConfig(acts=str(acts), layers=parse_int_list(layers), strengths=sizes, test_size=test_size,
                            n_restarts=n_restarts, epochs=epochs, lr=lr, seed=seed)
     res = run_ccs_distractor(cfg, out, overwrite=overwrite, log=console.print)

@@ -10,13 +10,6 @@ import typer
 from .common import DataDirOpt, OverwriteOpt, console, data_dir_path, print_table
 
 
-def _threads(n: Optional[int]) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
-
-
 def spec(main: str = typer.Option("smollm2", "--main", help="Main (verifying) model."),
          assistant: str = typer.Option("int8", "--assistant",
                                        help="Assistant: 'int8' (int8 dynamically quantised copy of the main model), "
@@ -37,11 +30,13 @@ def spec(main: str = typer.Option("smollm2", "--main", help="Main (verifying) mo
          overwrite: bool = OverwriteOpt) -> None:
     """Speculative decoding per demographic group: acceptance, KL, rejected tokens, toxicity."""
     from ..experiments.spec import SpecConfig, run_spec
+    from ..models.loader import LoadConfig
 
-    _threads(threads)
+    lc = LoadConfig(threads=threads)
     cfg = SpecConfig(main=main, assistant=assistant, prompts=prompts, gamma=gamma, batch_size=batch_size,
                      max_new_tokens=max_new_tokens, sample=sample, temperature=temperature, schedule=schedule,
                      limit=limit, seed=seed, data_dir=data_dir_path(data_dir))
+    lc.set_threads()
     res = run_spec(cfg, out, overwrite=overwrite, log=console.print)
     for table in res.tables():
         print_table(*table)
@@ -75,13 +70,15 @@ def finetune_cmd(model: str = typer.Option("smollm2", "--model", "-m", help="Mod
     """Fine-tune a copy of a model; track KL / acceptance / toxicity against another model at milestones."""
     from ..experiments.finetune_milestones import FinetuneConfig, run_finetune
     from ..finetune import TrainConfig
+    from ..models.loader import LoadConfig
 
-    _threads(threads)
+    lc = LoadConfig(model=model, threads=threads)
     cfg = FinetuneConfig(model=model, data=data, corpus_limit=corpus_limit, eval_every=eval_every, track=list(track),
                          role=role, int8=int8, prompts=prompts, limit=limit, gamma=gamma,
                          max_new_tokens=max_new_tokens, data_dir=data_dir_path(data_dir),
                          train=TrainConfig(lora=lora, lora_r=lora_r, lr=lr, epochs=epochs, max_steps=max_steps,
                                            batch_size=batch_size, max_length=max_length, seed=seed))
+    lc.set_threads()
     res = run_finetune(cfg, out, overwrite=overwrite, log=console.print)
     print_table(*res.table())
     console.print(f"results in {out}; merged model in {res.final_checkpoint}")

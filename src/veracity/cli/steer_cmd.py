@@ -42,17 +42,24 @@ def sweep_cmd(model: str = ModelOpt,
               out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
               device: Optional[str] = typer.Option(None, "--device")) -> None:
     """Sweep a steering method over its grid with k folds; MC, CE/KL, judges and side effects per cell; resumable."""
-    try:
-        a_list = tuple(float(x) for x in alphas.split(",") if x.strip())
-    except ValueError:
-        fail(f"--alphas: expected comma-separated numbers, got {alphas!r}")
+    from ..constraints import parse_numbers
+    from ..experiments.steer_sweep import SteerSweepConfig, run_steer_sweep
+
+    a_list = tuple(parse_numbers(alphas, float, "--alphas"))
     judge = _judge_spec(judge, judge_base_url)
     se = _side_effects(side_effects, side_effect_n)
     dd = str(data_dir) if data_dir else None
+    # every method's options are checked here (--layers and --normalize with --method iti are refused)
+    scfg = SteerSweepConfig(model=model, method=method, layers=tuple(parse_numbers(layers, int, "--layers") or ()),
+                            alphas=a_list, normalize=normalize, folds=folds, seed=0 if seed is None else seed,
+                            protocol=protocol, judge=judge, metric=metric, ce_texts=ce_texts, limit=limit,
+                            revision=revision, eval_revision=eval_revision, data_dir=dd,
+                            acts=str(acts) if acts else None, device=device, **se)
     if method == "iti":
         from ..experiments.iti_sweep import SweepConfig, run_iti_sweep
 
-        cfg = SweepConfig(model=model, alphas=a_list, num_heads=tuple(parse_int_list(num_heads) or [48]), folds=folds,
+        cfg = SweepConfig(model=model, alphas=a_list, num_heads=tuple(parse_numbers(num_heads, int, "--num-heads")),
+                          folds=folds,
                           direction=direction, judge=judge, protocol=protocol, metric=metric, sigma_from=sigma_from,
                           contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
                           reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
@@ -65,14 +72,7 @@ def sweep_cmd(model: str = ModelOpt,
                     [[f"{r['alpha']:g}", r["k"]] + [f"{r[k]:.4f}" if isinstance(r.get(k), float) else "-"
                                                     for k in keys] + ["*" if r["best"] else ""] for r in res.grid])
         return
-    from ..experiments.steer_sweep import SteerSweepConfig, run_steer_sweep
-
-    cfg = SteerSweepConfig(model=model, method=method, layers=tuple(parse_int_list(layers) or ()), alphas=a_list,
-                           normalize=normalize, folds=folds, seed=0 if seed is None else seed, protocol=protocol,
-                           judge=judge, metric=metric, ce_texts=ce_texts, limit=limit, revision=revision,
-                           eval_revision=eval_revision, data_dir=dd,
-                           acts=str(acts) if acts else None, device=device, **se)
-    res = run_steer_sweep(cfg, out, log=console.print)
+    res = run_steer_sweep(scfg, out, log=console.print)
     print_table(*res.table())
 
 
@@ -88,10 +88,10 @@ def fit_cmd(acts: Path = typer.Option(..., "--acts", help="A labelled capture st
             seed: int = typer.Option(0, "--seed", help="lat: pairing and sign draws."),
             out: Path = typer.Option(..., "--out", "-o", help="PATH: writes PATH.json and PATH.safetensors.")) -> None:
     """Fit a residual-stream steering vector per layer from a labelled capture store."""
-    from ..steer.residual import NORMALIZE, fit_residual_from_store
+    from ..steer.options import ResidualFitConfig
+    from ..steer.residual import fit_residual_from_store
 
-    if normalize not in NORMALIZE:
-        fail(f"--normalize must be one of {', '.join(NORMALIZE)}")
+    ResidualFitConfig(method=method, layers=parse_int_list(layers), normalize=normalize, alpha=alpha, seed=seed)
     try:
         steer = fit_residual_from_store(str(acts), method, parse_int_list(layers), normalize, seed, alpha)
     except (FileNotFoundError, ValueError) as e:
@@ -112,8 +112,12 @@ def bake_cmd(model: str = ModelOpt,
     """Write the steered model as a plain Hugging Face folder (an exact down_proj bias where the architecture
     has one; refused clearly where it has not) and check its logits against the hooks."""
     from ..models import load
+    from ..models.loader import LoadConfig
+    from ..steer.options import ResidualBakeConfig
     from ..steer.residual import ResidualSteer, bake_residual, verify_residual_baked
 
+    LoadConfig(model=model, device=device)
+    ResidualBakeConfig(alpha=alpha, layers=parse_int_list(layers))
     try:
         s = ResidualSteer.load(steer)
         if layers:

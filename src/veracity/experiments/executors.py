@@ -17,10 +17,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+from ..constraints import Checked, Count, IgnoredUnless, Interval, Options, Text
 from ..steer.intervention import Intervention
 from .iti_validate import FoldEvalConfig, evaluate_intervention
 
 RAY_MISSING = "the Ray executor needs Ray: pip install 'veracity[ray]' (or pip install 'ray>=2.9')"
+
+
+@dataclass
+class ExecutorConfig(Checked):
+    """`veracity iti sweep`'s executor options: local, or Ray with its cluster address and worker sizes (the
+    Ray options mean nothing to the local executor, so they are refused there)."""
+
+    _constraints = {"executor": [Options(("local", "ray"))], "ray_address": [None, Text()],
+                    "ray_workers": [None, Count()], "ray_gpus_per_worker": [None, Interval(float, 0, None)],
+                    "ray_cpus_per_worker": [Interval(float, 0, None, closed="neither")]}
+    _rules = (IgnoredUnless("ray_address", "executor", ("ray",), example="auto"),
+              IgnoredUnless("ray_workers", "executor", ("ray",), example=2),
+              IgnoredUnless("ray_gpus_per_worker", "executor", ("ray",), example=0.5),
+              IgnoredUnless("ray_cpus_per_worker", "executor", ("ray",), example=2.0))
+    _commands = ("iti sweep",)
+
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_workers: int | None = None
+    ray_gpus_per_worker: float | None = None
+    ray_cpus_per_worker: float = 1.0
 
 
 @dataclass

@@ -16,6 +16,8 @@ import numpy as np
 from ..finetune import TrainConfig, TrainResult, finetune, merged
 from ..models.loader import LoadedModel
 from ..compare.distances import prompt_distances
+from ..constraints import Checked, Instance, ListOf, Options, Pattern
+from . import options as o
 from .spec import GroupedPrompt, run_study
 
 
@@ -154,8 +156,16 @@ SCHEMA_VERSION = 1
 
 
 @dataclass
-class FinetuneConfig:
-    """Every option of `veracity finetune`."""
+class FinetuneConfig(Checked):
+    """Every option of `veracity finetune` (the optimiser's in `train`)."""
+
+    _constraints = {"model": o.MODEL, "data": o.MODEL, "train": [Instance(TrainConfig)], "corpus_limit": o.LIMIT,
+                    "eval_every": o.COUNT,
+                    "track": [ListOf([Pattern(r"(kl|spec):\S.*", "kl:MODEL or spec:MODEL", bad=["kl", "nosuch:x"])],
+                                  min_len=0)],
+                    "role": [Options(("assistant", "main"))], "int8": o.BOOL, "prompts": o.MODEL, "limit": o.LIMIT,
+                    "gamma": o.COUNT, "max_new_tokens": o.COUNT, "data_dir": o.OPTIONAL_TEXT}
+    _commands = ("finetune",)
 
     model: str = "smollm2"
     data: str = "boolq-passages"  # boolq-passages | a .txt/.jsonl file | hf:NAME

@@ -29,6 +29,8 @@ from ..finetune.dpo import DPOConfig, PreferencePair, train_dpo
 from ..finetune.sft import SFTExample, train_sft
 from ..finetune.train import TrainConfig, merged
 from ..models.loader import LoadedModel
+from ..constraints import Checked, Instance, Options
+from . import options as o
 
 PROMPTS = ("baseline", "instruction", "few-shot", "system")
 TRAINERS = ("lora-sft", "dpo")
@@ -93,8 +95,17 @@ def uses_chat_template(style: str, tokenizer) -> bool:
 
 
 @dataclass
-class MethodSettings:
+class MethodSettings(Checked):
     """Hyper-parameters shared by every fold (small defaults sized for a CPU)."""
+
+    _constraints = {"sft": [Instance(TrainConfig)], "dpo": [Instance(DPOConfig)], "pairs_per_question": o.COUNT,
+                    "iti_k": o.NUM_HEADS, "iti_alpha": o.ALPHA, "iti_direction": [Options(("com", "probe", "random",
+                                                                                         "ccs"))],
+                    "residual_layers": o.LAYERS, "residual_alpha": o.ALPHA,
+                    "residual_normalize": [Options(("raw", "sigma", "unit"))], "generate_positions": o.GEN_POSITIONS,
+                    "seed": o.SEED}
+    _options = {"iti_k": "--num-heads", "iti_alpha": "--alpha", "iti_direction": "--direction",
+                "generate_positions": "--gen-positions"}
 
     sft: TrainConfig = field(default_factory=lambda: TrainConfig(lora=True, lr=2e-4, epochs=1, max_steps=30,
                                                                  batch_size=8, max_length=384))

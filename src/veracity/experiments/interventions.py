@@ -34,6 +34,8 @@ import numpy as np
 
 from ..metrics import with_true_info
 from ..runs import open_results_db
+from ..constraints import Checked, Instance, ListOf, Options, Parses
+from . import options as o
 from .intervention_methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
                              uses_chat_template)
 from ..evaluate.truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores
@@ -42,9 +44,24 @@ METRICS = ("true_info", "true", "info", "mc1", "mc2", "ce_loss", "kl")
 COSTS = ("train_s", "iti_fit_s", "infer_s", "extra_infer_s", "prompt_tokens")
 
 
+def _method(name) -> None:
+    from .intervention_methods import parse_method
+
+    parse_method(name)
+
+
 @dataclass
-class CompareConfig:
+class CompareConfig(Checked):
     """Everything that must be equal for two runs' rows to be comparable (checked on resume)."""
+
+    _constraints = {"methods": [ListOf([Parses(_method, "a method (prompt, trainer, steer and '+' combinations)",
+                                               bad=["nosuch", "iti+caa", ""], example="baseline")], unique=True)],
+                    "n_folds": o.FOLDS, "seed": o.SEED, "protocol": [Options(("truthfulqa", "lm-eval"))],
+                    "judge": o.JUDGE, "ce_texts": o.COUNT0, "ce_tokens": o.COUNT, "max_new_tokens": o.COUNT,
+                    "batch_size": o.BATCH, "limit": o.LIMIT, "settings": [Instance(MethodSettings)],
+                    "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION, "side_effects": o.SIDE_EFFECTS,
+                    "side_effect_n": o.SIDE_EFFECT_N}
+    _options = {"n_folds": "--folds"}
 
     methods: list[str]
     n_folds: int = 2
@@ -71,6 +88,65 @@ class CompareConfig:
         if not self.side_effects:
             d.pop("side_effects"), d.pop("side_effect_n")
         return d
+
+
+@dataclass
+class CompareRunConfig(Checked):
+    """Every option of `veracity compare-interventions`, flat as on the command line; `build()` gives the
+    `CompareConfig` (with its `MethodSettings`) the study runs and records."""
+
+    _constraints = {"methods": CompareConfig._constraints["methods"], "folds": o.FOLDS, "seed": o.SEED,
+                    "limit": o.LIMIT, "judge": o.JUDGE, "protocol": [Options(("truthfulqa", "lm-eval"))],
+                    "sft_steps": o.COUNT, "dpo_steps": o.COUNT, "lr": o.POSITIVE, "beta": o.POSITIVE,
+                    "train_batch_size": o.BATCH, "pairs_per_question": o.COUNT, "num_heads": o.NUM_HEADS,
+                    "alpha": o.ALPHA, "residual_layers": o.LAYERS, "residual_alpha": o.ALPHA,
+                    "residual_normalize": [Options(("raw", "sigma", "unit"))], "ce_texts": o.COUNT0,
+                    "side_effects": o.SIDE_EFFECTS, "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION,
+                    "eval_revision": o.OPTIONAL_REVISION}
+    _commands = ("compare-interventions",)
+
+    methods: list = field(default_factory=lambda: ["baseline", "instruction", "few-shot", "system", "lora-sft", "dpo",
+                                                   "iti", "few-shot+iti", "dpo+iti"])
+    folds: int = 2
+    seed: int = 0
+    limit: int | None = None
+    judge: str = "none"
+    protocol: str = "truthfulqa"
+    sft_steps: int = 30
+    dpo_steps: int = 30
+    lr: float = 2e-4
+    beta: float = 0.1
+    train_batch_size: int = 8
+    pairs_per_question: int = 3
+    num_heads: int = 48
+    alpha: float = 15.0
+    residual_layers: list | None = None
+    residual_alpha: float = 1.0
+    residual_normalize: str = "raw"
+    ce_texts: int = 100
+    side_effects: tuple = ()
+    side_effect_n: dict = field(default_factory=dict)
+    revision: str = "2021"
+    eval_revision: str | None = None
+
+    def build(self) -> CompareConfig:
+        from ..finetune import TrainConfig
+        from ..finetune.dpo import DPOConfig
+
+        bs = self.train_batch_size
+        settings = MethodSettings(
+            sft=TrainConfig(lora=True, lr=self.lr, max_steps=self.sft_steps, batch_size=bs, max_length=384,
+                            seed=self.seed),
+            dpo=DPOConfig(beta=self.beta, train=TrainConfig(lora=True, lr=self.lr, max_steps=self.dpo_steps,
+                                                            batch_size=max(1, bs // 2), max_length=384,
+                                                            seed=self.seed)),
+            pairs_per_question=self.pairs_per_question, iti_k=self.num_heads, iti_alpha=self.alpha, seed=self.seed,
+            residual_layers=tuple(self.residual_layers) if self.residual_layers else None,
+            residual_alpha=self.residual_alpha, residual_normalize=self.residual_normalize)
+        return CompareConfig(methods=list(self.methods), n_folds=self.folds, seed=self.seed, protocol=self.protocol,
+                             judge=self.judge, ce_texts=self.ce_texts, limit=self.limit, settings=settings,
+                             revision=self.revision, eval_revision=self.eval_revision,
+                             side_effects=tuple(self.side_effects), side_effect_n=dict(self.side_effect_n))
 
 
 # ------------------------------------------------------------------------------------------ the store

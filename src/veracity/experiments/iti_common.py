@@ -7,13 +7,39 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..constraints import Checked, Options
 from ..validation import BadInput
+from . import options as o
+
+
+def _choices(name: str):
+    """ITI's choice tuples (steer.iti), read when checked."""
+    from ..steer.apply import MC_SHIFT_FROM
+    from ..steer.iti import DATA, DIRECTIONS, REPRODUCE, SIGMA_FROM
+
+    return {"direction": DIRECTIONS, "sigma_from": SIGMA_FROM, "data": DATA, "reproduce": tuple(REPRODUCE),
+            "mc_shift_from": MC_SHIFT_FROM}[name]
+
+
+def _registered(name: str):
+    from ..constraints import Registered
+
+    return Registered(lambda: _choices(name), name.replace("_", "-") + " choice")
 
 
 @dataclass
-class ITIRunOptions:
+class ITIRunOptions(Checked):
     """The options every ITI study shares (validate, sweep): the model, how ITI is fitted (None: the
     default, or the --reproduce preset's value), which questions and how they are evaluated."""
+
+    _constraints = {"model": o.MODEL, "folds": o.FOLDS, "direction": [_registered("direction")], "judge": o.JUDGE,
+                    "protocol": [Options(("truthfulqa", "lm-eval"))], "sigma_from": [None, _registered("sigma_from")],
+                    "contiguous_folds": o.BOOL, "seed": o.OPTIONAL_SEED, "data": [None, _registered("data")],
+                    "mc_shift_from": [None, _registered("mc_shift_from")],
+                    "reproduce": [None, _registered("reproduce")], "limit": o.LIMIT, "acts": o.OPTIONAL_TEXT,
+                    "ce_texts": o.COUNT0, "gen_positions": o.GEN_POSITIONS, "revision": o.REVISION,
+                    "eval_revision": o.OPTIONAL_REVISION, "data_dir": o.OPTIONAL_TEXT, "device": o.DEVICE,
+                    "side_effects": o.SIDE_EFFECTS, "side_effect_n": o.SIDE_EFFECT_N}
 
     model: str = "smollm2"
     folds: int = 2
@@ -36,6 +62,27 @@ class ITIRunOptions:
     device: str | None = None
     side_effects: tuple = ()  # experiments.side_effects measured on each held-out fold (sweep default: all)
     side_effect_n: dict = field(default_factory=dict)  # their sample sizes (default side_effects.DEFAULT_N)
+
+
+@dataclass
+class ITIFitConfig(Checked):
+    """`veracity iti fit`: K, alpha and how ITI is fitted on every question (None: the default, or the
+    --reproduce preset's value); the model's options are `models.LoadConfig`'s."""
+
+    _constraints = {"num_heads": o.NUM_HEADS, "alpha": o.ALPHA, "direction": [_registered("direction")],
+                    "sigma_from": [None, _registered("sigma_from")], "seed": o.OPTIONAL_SEED,
+                    "data": [None, _registered("data")], "reproduce": [None, _registered("reproduce")],
+                    "limit": o.LIMIT}
+    _commands = ("iti fit",)
+
+    num_heads: int = 48
+    alpha: float = 15.0
+    direction: str = "com"
+    sigma_from: str | None = None
+    seed: int | None = None
+    data: str | None = None
+    reproduce: str | None = None
+    limit: int | None = None
 
 
 def resolve_settings(reproduce: str | None, direction: str, data: str | None, sigma_from: str | None,

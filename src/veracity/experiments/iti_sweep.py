@@ -23,6 +23,8 @@ from ..runs import open_results_db
 from .executors import Job, LocalExecutor
 from ..steer.intervention import Intervention, InterventionError
 from ..steer.iti import ITIConfig, ITIData, fit_folds
+from ..constraints import ListOf
+from . import options as o
 from .iti_common import ITIRunOptions
 from .iti_validate import SUMMARY_KEYS, FoldEvalConfig, evaluate_intervention, held_out_texts, summarise
 
@@ -222,6 +224,9 @@ SCHEMA_VERSION = 1
 @dataclass
 class SweepConfig(ITIRunOptions):
     """Every option of `veracity iti sweep`: the shared ITI options and the grid."""
+
+    _constraints = {"alphas": o.ALPHAS, "num_heads": [ListOf(o.NUM_HEADS)], "metric": o.METRIC}
+    _commands = ("iti sweep", "steer sweep")
 
     alphas: tuple = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0)
     num_heads: tuple = (8, 16, 32, 48, 64, 96)

@@ -17,6 +17,8 @@ from ..steer.apply import intervention_factory
 from ..steer.intervention import Intervention
 from ..metrics import aggregate_folds, with_true_info
 from ..steer.iti import ITIConfig, ITIData, fit_folds
+from ..constraints import Checked, Options
+from . import options as o
 from .iti_common import ITIRunOptions
 
 SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl",
@@ -31,9 +33,16 @@ SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2
 
 
 @dataclass
-class FoldEvalConfig:
+class FoldEvalConfig(Checked):
     """What `evaluate_intervention` measures on each held-out fold (a subset of the evaluation driver's
     options, `experiments.truthfulqa.EvalConfig`, which configures a whole plain-model evaluation)."""
+
+    _constraints = {"protocol": [Options(("truthfulqa", "lm-eval"))], "judge": o.JUDGE, "ce_texts": o.COUNT0,
+                    "ce_tokens": o.COUNT, "generate_positions": o.GEN_POSITIONS,
+                    "mc_shift_from": [Options(("answer-start", "legacy"))], "batch_size": o.BATCH,
+                    "data_dir": o.OPTIONAL_TEXT, "binary": o.BOOL, "side_effects": o.SIDE_EFFECTS,
+                    "side_effect_n": o.SIDE_EFFECT_N, "seed": o.SEED}
+    _options = {"generate_positions": "--gen-positions"}
 
     protocol: str = "truthfulqa"
     judge: str = "none"  # none | local | hf:<id> | openai:<model>
@@ -209,6 +218,10 @@ SCHEMA_VERSION = 1
 @dataclass
 class ValidateConfig(ITIRunOptions):
     """Every option of `veracity iti validate`: the shared ITI options, K, alpha and what is measured."""
+
+    _constraints = {"num_heads": o.NUM_HEADS, "alpha": o.ALPHA, "baseline": o.BOOL, "binary": o.BOOL,
+                    "model_dtype": o.MODEL_DTYPE, "device_map": o.DEVICE_MAP}
+    _commands = ("iti validate",)
 
     num_heads: int = 48
     alpha: float = 15.0

@@ -21,7 +21,9 @@ from ..probes.logistic import LogisticProbe
 from ..probes.random import RandomProbe
 from ..probes.splits import aggregate, make_splits, stratified_split
 from ..probes.registry import is_deterministic, make_probe, needs_polarity
+from ..constraints import Checked, IgnoredUnless, ListOf, Options, Registered
 from ..runs import schema_version
+from . import options as o
 
 # ---------------------------------------------------------------- records
 
@@ -221,9 +223,30 @@ def open_store(path):
         raise BadInput(str(e)) from None
 
 
+def _probe_names():
+    from ..probes.registry import PROBES
+
+    return PROBES
+
+
+def _split_kinds():
+    from ..probes.splits import SPLIT_KINDS
+
+    return SPLIT_KINDS
+
+
 @dataclass
-class ProbeConfig:
+class ProbeConfig(Checked):
     """Every option of `veracity probe`."""
+
+    _constraints = {"acts": o.MODEL, "site": [None, Options(("resid", "mlp", "heads"))], "layers": o.LAYERS,
+                    "methods": [ListOf([Registered(_probe_names, "probe method")], unique=True)],
+                    "split": [Registered(_split_kinds, "split")], "seeds": o.COUNT, "test_size": o.FRACTION,
+                    "k": o.FOLDS, "test_acts": o.OPTIONAL_TEXT, "heads": o.BOOL, "C": o.POSITIVE,
+                    "device": o.DEVICE}
+    _rules = (IgnoredUnless("k", "split", ("kfold",), example=3),
+              IgnoredUnless("test_acts", "split", ("transfer",), example="store"))
+    _commands = ("probe",)
 
     acts: str
     site: str | None = None  # resid (default) | mlp | heads
@@ -480,8 +503,14 @@ def run_probe(cfg: ProbeConfig, out, overwrite: bool = False, log: Callable[[str
 
 
 @dataclass
-class CCSConfig:
+class CCSConfig(Checked):
     """Every option of `veracity ccs`."""
+
+    _constraints = {"model": o.MODEL, "dataset": o.MODEL, "layers": o.LAYERS, "acts": o.OPTIONAL_TEXT,
+                    "limit": o.LIMIT, "test_size": o.FRACTION, "n_restarts": o.COUNT, "epochs": o.COUNT,
+                    "lr": o.POSITIVE, "seed": o.SEED, "zero_shot": o.BOOL, "batch_size": o.BATCH,
+                    "device": o.DEVICE, "data_dir": o.OPTIONAL_TEXT}
+    _commands = ("ccs",)
 
     model: str = "smollm2"
     dataset: str = "boolq"  # a data set whose meta holds x_plus / x_minus

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..probes.sanity import PolarityExperiment
+from ..constraints import Checked, Interval, ListOf, Registered
 from ..runs import schema_version
+from . import options as o
 
 #: results.json layout of probe-polarity and ccs-distractor runs (docs/reference/results.md)
 SCHEMA_VERSION = 1
@@ -17,9 +19,29 @@ POLARITY_VIEWS = (("affirmative", "affirmative"), ("affirmative", "negated"), ("
                   ("both", "negated"))
 
 
+def _polarity_methods():
+    from ..probes.registry import PROBES
+
+    return PROBES
+
+
+def _polarity_sets():
+    from ..data.statements import GOT_NAMES
+    from ..probes.sanity import INTERLEAVED
+
+    return sorted({n for n in GOT_NAMES if f"neg_{n}" in GOT_NAMES} | set(INTERLEAVED))
+
+
 @dataclass
-class PolarityConfig:
+class PolarityConfig(Checked):
     """Every option of `veracity probe-polarity`."""
+
+    _constraints = {"model": o.MODEL, "sets": [ListOf([Registered(_polarity_sets, "set with negated twins")], unique=True)], "layers": o.LAYERS,
+                    "methods": [ListOf([Registered(_polarity_methods, "probe method")], unique=True)],
+                    "limit": o.LIMIT, "test_size": o.FRACTION, "seed": o.SEED, "C": o.POSITIVE,
+                    "keep_twins": o.BOOL, "batch_size": o.BATCH, "device": o.DEVICE, "data_dir": o.OPTIONAL_TEXT}
+    _options = {"keep_twins": "--keep-twins"}
+    _commands = ("probe-polarity",)
 
     model: str = "smollm2"
     sets: list[str] = field(default_factory=lambda: ["cities", "sp_en_trans"])
@@ -116,8 +138,13 @@ def run_probe_polarity(cfg: PolarityConfig, out, overwrite: bool = False,
 
 
 @dataclass
-class DistractorConfig:
+class DistractorConfig(Checked):
     """Every option of `veracity ccs-distractor`."""
+
+    _constraints = {"acts": o.MODEL, "layers": o.LAYERS,
+                    "strengths": [ListOf([Interval(float, 0, None, closed="neither")])], "test_size": o.FRACTION,
+                    "n_restarts": o.COUNT, "epochs": o.COUNT, "lr": o.POSITIVE, "seed": o.SEED}
+    _commands = ("ccs-distractor",)
 
     acts: str
     layers: list[int] | None = None

@@ -25,11 +25,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..constraints import Checked
+from . import options as o
+
 DEFAULT_N = {"sycophancy": 50, "boolq": 100, "honest": 40, "health": 50}
 
 
 @dataclass
-class SideEffectConfig:
+class SideEffectConfig(Checked):
+    """Which side effects to measure, on how many items each, and how."""
+
+    _constraints = {"names": o.SIDE_EFFECTS, "n": o.SIDE_EFFECT_N, "seed": o.SEED, "max_new_tokens": o.COUNT,
+                    "honest_tokens": o.COUNT, "batch_size": o.BATCH, "gen_batch_size": o.BATCH}
+    _options = {"names": "--side-effects", "n": "--side-effect-n"}
+
     names: tuple[str, ...] = ("sycophancy", "boolq", "honest", "health")
     n: dict = field(default_factory=lambda: dict(DEFAULT_N))  # sample size per side effect
     seed: int = 0

@@ -20,6 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from ..compare.distances import prompt_distances
+from ..constraints import Checked, IgnoredUnless, Options
+from . import options as o
 from ..compare.speculative import SpecRecord, generate
 
 METRICS = ("mean_accepted", "acceptance_rate", "tokens_per_call")
@@ -275,8 +277,15 @@ SCHEMA_VERSION = 1
 
 
 @dataclass
-class SpecConfig:
+class SpecConfig(Checked):
     """Every option of `veracity spec`."""
+
+    _constraints = {"main": o.MODEL, "assistant": o.MODEL, "prompts": o.MODEL, "gamma": o.COUNT,
+                    "batch_size": o.BATCH, "max_new_tokens": o.COUNT, "sample": o.BOOL, "temperature": o.POSITIVE,
+                    "schedule": [Options(("constant", "heuristic"))], "limit": o.LIMIT, "seed": o.SEED,
+                    "data_dir": o.OPTIONAL_TEXT}
+    _rules = (IgnoredUnless("temperature", "sample", (True,), example=0.5),)
+    _commands = ("spec",)
 
     main: str = "smollm2"
     assistant: str = "int8"  # int8 | int8:MODEL | any model sharing the tokenizer

@@ -24,7 +24,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..constraints import Checked, IgnoredUnless, Interval, ListOf, Options
 from ..metrics import aggregate_folds, lower_is_better
+from . import options as o
 from ..runs import schema_version
 
 #: results.json layout of a steer-sweep run (docs/reference/results.md)
@@ -33,8 +35,20 @@ METHODS = ("caa", "lat", "iti")
 
 
 @dataclass
-class SteerSweepConfig:
-    """Every option of `veracity steer sweep` for caa / lat (`iti` takes `iti_sweep.SweepConfig`)."""
+class SteerSweepConfig(Checked):
+    """Every option of `veracity steer sweep` for caa / lat (`iti` takes `iti_sweep.SweepConfig`; the CLI
+    builds this one for iti too, so that --layers and --normalize, which iti ignores, are refused)."""
+
+    _constraints = {"model": o.MODEL, "method": [Options(METHODS)], "layers": [ListOf([Interval(int, None, None)],
+                                                                                       min_len=0)],
+                    "alphas": o.ALPHAS, "normalize": [Options(("raw", "sigma", "unit"))], "folds": o.FOLDS,
+                    "seed": o.SEED, "protocol": [Options(("truthfulqa", "lm-eval"))], "judge": o.JUDGE,
+                    "metric": o.METRIC, "ce_texts": o.COUNT0, "limit": o.LIMIT, "side_effects": o.SIDE_EFFECTS,
+                    "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION,
+                    "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE}
+    _rules = (IgnoredUnless("layers", "method", ("caa", "lat"), example=(1,)),
+              IgnoredUnless("normalize", "method", ("caa", "lat"), example="unit"))
+    _commands = ("steer sweep",)
 
     model: str = "smollm2"
     method: str = "caa"

@@ -27,14 +27,24 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .intervention_methods import MethodSettings, PreparedMethod, build_prompt, parse_method, uses_chat_template
+from ..constraints import Checked, ListOf, Options
+from . import options as o
+from .intervention_methods import PROMPTS, MethodSettings, PreparedMethod, build_prompt, parse_method, uses_chat_template
 from ..evaluate.truthfulqa import build_mc_question, close_answer, make_requests
 
 CONDITIONS = ("plain", "opinion", "plain+iti", "opinion+iti")
 
 
 @dataclass
-class SycophancyConfig:
+class SycophancyConfig(Checked):
+    """The study's settings (recorded in the checkpoint, so a resumed run must share them)."""
+
+    _constraints = {"prompt": [Options(PROMPTS)], "limit": o.LIMIT, "iti": o.BOOL, "iti_k": o.NUM_HEADS,
+                    "iti_alpha": o.ALPHA, "seed": o.SEED, "val_ratio": o.FRACTION, "C": o.POSITIVE,
+                    "batch_size": o.BATCH}
+    _options = {"iti_k": "--num-heads", "iti_alpha": "--alpha"}
+    _commands = ("sycophancy",)
+
     prompt: str = "baseline"
     limit: int | None = 200  # TruthfulQA: first N questions; true/false: a seeded sample of N statements
     iti: bool = True
@@ -346,6 +356,18 @@ def run_sycophancy(lm, datasets: Sequence[str], cfg: SycophancyConfig, data_dir=
 #: version 0 (the same layout) and still read.
 SCHEMA_VERSION = 1
 DATASETS = ("truthfulqa", "true-false")
+
+
+@dataclass
+class SycophancyRunConfig(Checked):
+    """What `run_sycophancy_study` takes besides `SycophancyConfig`: the model, the data sets, the device."""
+
+    _constraints = {"model": o.MODEL, "datasets": [ListOf([Options(DATASETS)], unique=True)], "device": o.DEVICE}
+    _commands = ("sycophancy",)
+
+    model: str = "smollm2"
+    datasets: list = field(default_factory=lambda: list(DATASETS))
+    device: str | None = None
 
 
 @dataclass

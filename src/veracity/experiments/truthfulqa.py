@@ -31,6 +31,8 @@ from ..evaluate.binary import score_binary, summarize_binary
 from ..evaluate.health import generation_health
 from ..evaluate.truthfulqa import PROTOCOLS, score_mc
 from ..models.scoring import InterventionFactory
+from ..constraints import Checked, Count, ListOf, Options, Parses, Registered
+from . import options as o
 
 EVAL_PROTOCOLS = PROTOCOLS + ("binary",)
 #: generation-health keys copied into FoldMetrics and the summary (see health.generation_health)
@@ -223,9 +225,31 @@ def summary_line(summary: dict) -> str:
 SCHEMA_VERSION = 1
 
 
+def _instructions():
+    from ..evaluate.truthfulqa import INSTRUCTIONS
+
+    return INSTRUCTIONS
+
+
+def _batch(value) -> None:
+    from ..models.batching import parse_batch_size
+
+    parse_batch_size(value)
+
+
 @dataclass
-class EvalConfig:
+class EvalConfig(Checked):
     """Every option of a plain evaluation (recorded in config.json and results.json)."""
+
+    _constraints = {"model": o.MODEL, "protocol": [Options(EVAL_PROTOCOLS)],
+                    "metrics": [ListOf([Options(METRICS)], unique=True)], "judge": o.JUDGE, "folds": o.FOLDS,
+                    "seed": o.SEED, "limit": o.LIMIT, "instruction": [Registered(_instructions, "instruction")],
+                    "gen_style": [Options(("original", "chat"))], "max_new_tokens": o.COUNT, "lm_source": o.MODEL,
+                    "n_docs": o.COUNT, "max_tokens": [Count(2)],
+                    "batch_size": [Parses(_batch, "a positive integer or 'auto'", bad=[0, -1, "0", "x", ""])],
+                    "revision": o.REVISION, "model_dtype": o.MODEL_DTYPE}
+    _options = {"lm_source": "--lm-text", "n_docs": "--lm-docs", "max_tokens": "--lm-tokens"}
+    _commands = ("eval truthfulqa",)
 
     model: str = "smollm2"
     protocol: str = "truthfulqa"
@@ -399,7 +423,7 @@ def run_eval(cfg: EvalConfig, out: str | Path, *, overwrite: bool = False, judge
              log: Callable[[str], None] | None = None) -> EvalOutput:
     """`veracity eval truthfulqa`: check every option, the run folder, the judges and the data before the
     model is loaded, then `run_truthfulqa_eval` into `out` (resuming an interrupted run of the same settings)."""
-    from ..data.truthfulqa import REVISIONS, load_truthfulqa
+    from ..data.truthfulqa import load_truthfulqa
     from ..evaluate import get_judge
     from ..evaluate.judges import JudgeError
     from ..models import ModelNotAvailable, load
@@ -413,12 +437,6 @@ def run_eval(cfg: EvalConfig, out: str | Path, *, overwrite: bool = False, judge
         _resolve_dtype(cfg.model_dtype)
     except ValueError as e:
         raise BadInput(str(e)) from None
-    if cfg.protocol not in EVAL_PROTOCOLS:
-        raise BadInput(f"--protocol must be one of {', '.join(EVAL_PROTOCOLS)}")
-    if cfg.revision not in REVISIONS:
-        raise BadInput(f"--revision must be one of {', '.join(REVISIONS)}")
-    if set(cfg.metrics) - set(METRICS):
-        raise BadInput(f"--metrics: unknown {sorted(set(cfg.metrics) - set(METRICS))}; choose from {', '.join(METRICS)}")
     if cfg.judge == "none" and not [m for m in cfg.metrics if m != "judge"]:
         raise BadInput("--metrics judge with --judge none measures nothing; pick a judge or other --metrics")
     check_out_folder(out, "eval", overwrite=overwrite)  # before loading anything

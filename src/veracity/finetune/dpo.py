@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..constraints import Checked, Instance, Interval
 from ..models.loader import LoadedModel
 from .sft import pair_batch
 from .train import TrainConfig, TrainResult, train_loop, trainable_copy
@@ -35,8 +36,10 @@ class PreferencePair:
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(Checked):
     """`beta` scales the implicit reward (TRL's default 0.1); `train` is the shared optimiser/LoRA config."""
+
+    _constraints = {"beta": [Interval(float, 0, None, closed="neither")], "train": [Instance(TrainConfig)]}
 
     beta: float = 0.1
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -16,13 +16,25 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from ..constraints import Boolean, Checked, Count, Interval, ListOf, Seed, Text
 from ..models.arch import ArchSpec
 from ..models.loader import LoadedModel
 from ..models.padding import pad_token_id
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
+    """The optimiser / LoRA options of one training run (finetune, and the SFT and DPO methods)."""
+
+    _commands = ("finetune",)
+
+    _constraints = {"lora": [Boolean()], "lora_r": [Count()], "lora_alpha": [Count()],
+                    "lora_dropout": [Interval(float, 0, 1, closed="left")], "target_modules": [None, ListOf([Text()])],
+                    "lr": [Interval(float, 0, None, closed="neither")], "weight_decay": [Interval(float, 0, None)],
+                    "epochs": [Count()], "max_steps": [None, Count()], "batch_size": [Count()],
+                    "max_length": [Count(2)], "grad_clip": [Interval(float, 0, None, closed="neither")],
+                    "seed": [Seed()]}
+
     lora: bool = True
     lora_r: int = 8
     lora_alpha: int = 16

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..constraints import Checked, Count, Device, Options, Text
 from .arch import ArchSpec
 from .tiny import TINY_ALIASES, build_tiny
 
@@ -188,6 +189,31 @@ def _resolve_dtype(dtype) -> torch.dtype:
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(table)}")
     return table[dtype]
+
+
+@dataclass
+class LoadConfig(Checked):
+    """How a command loads its model (`load`'s options), checked before anything is loaded: a device this
+    machine has (`cuda:7` on a CPU machine is one line, not an AssertionError), a known dtype, and the torch
+    CPU thread count of `spec` / `finetune`."""
+
+    _constraints = {"model": [Text()], "model_dtype": [Options(("float32", "fp32", "bfloat16", "bf16", "float16",
+                                                                 "fp16"))],
+                    "device": [None, Device()],
+                    "device_map": [None, Options(("auto", "balanced", "balanced_low_0", "sequential"))],
+                    "threads": [None, Count()]}
+    _commands = ("capture", "iti fit", "iti bake", "steer bake", "eval truthfulqa", "compare-interventions",
+                 "spec", "finetune", "demo")
+
+    model: str = DEFAULT_MODEL
+    model_dtype: str = "float32"
+    device: str | None = None
+    device_map: str | None = None
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+    def set_threads(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
 
 
 def default_device() -> str:

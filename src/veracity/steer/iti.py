@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..constraints import Checked, Count, Device, Fraction, Interval, Options, Seed
 from .intervention import Intervention
 from ..probes.registry import make_probe
 from ..probes.splits import question_blocks
@@ -88,9 +89,16 @@ REMAINING_DIFFERENCES = {
 
 
 @dataclass
-class ITIConfig:
+class ITIConfig(Checked):
     """Fit options. `max_k` bounds how many ranked heads get a direction (all by default; CCS trains one
     probe per kept head, so it defaults to the top 96)."""
+
+    _constraints = {"direction": [Options(DIRECTIONS)], "sigma_from": [Options(SIGMA_FROM)],
+                    "split": [Options(SPLITS)], "ranking": [Options(RANKINGS)], "probe": [Options(PROBES)],
+                    "val_ratio": [Fraction()], "C": [Interval(float, 0, None, closed="neither")],
+                    "probe_max_iter": [Count()], "seed": [Seed()], "max_k": [None, Count()],
+                    "ccs_restarts": [Count()], "ccs_epochs": [Count()], "device": [None, Device()]}
+    _options = {"max_k": "--num-heads"}
 
     direction: str = "com"
     sigma_from: str = "train"
@@ -105,17 +113,6 @@ class ITIConfig:
     ccs_restarts: int = 5
     ccs_epochs: int = 300
     device: str | None = None  # where probes are fitted (default: where the activations are)
-
-    def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
-        if self.sigma_from not in SIGMA_FROM:
-            raise ValueError(f"sigma_from must be one of {', '.join(SIGMA_FROM)}, got {self.sigma_from!r}")
-        for name, allowed in (("split", SPLITS), ("ranking", RANKINGS), ("probe", PROBES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if not 0 < self.val_ratio < 1:
-            raise ValueError("val_ratio must be in (0, 1)")
 
 
 @dataclass

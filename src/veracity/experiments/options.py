@@ -1,0 +1,75 @@
+"""The constraints the studies' Configs share (`veracity.constraints`), declared once: a model name, a judge
+spec, the MC protocols, TruthfulQA revisions, side effects and their sample sizes, metrics, data folders.
+Registry-backed ones read their registry when checked, so a registered plugin is accepted everywhere."""
+
+from __future__ import annotations
+
+from ..constraints import (Boolean, Count, Device, Interval, ListOf, MappingOf, Options, Parses, Registered, Seed,
+                           Text)
+
+
+def _metric_names():
+    from ..metrics import METRICS
+
+    return METRICS
+
+
+def _side_effect_names():
+    from .side_effects import SIDE_EFFECTS
+
+    return SIDE_EFFECTS
+
+
+def _revisions():
+    from ..data.truthfulqa import REVISIONS
+
+    return REVISIONS
+
+
+def _parse_judge(spec) -> None:
+    """none | local | <registered kind>:<name>[@url] (what `evaluate.judges.get_judge` accepts; the URL and
+    the judge itself are checked when it is built)."""
+    from ..evaluate.judges.registry import JUDGES
+
+    if not isinstance(spec, str):
+        raise ValueError("not a text")
+    prefix, colon, rest = spec.partition(":")
+    if spec in ("none", "local") or (prefix in JUDGES and colon and rest.strip()):
+        return
+    raise ValueError(f"use none, local, local:<folder>, hf:<model id>, openai:<model> or openai-chat:<model>"
+                     f"; registered kinds: {', '.join(sorted(JUDGES))}")
+
+
+def _protocols():
+    from ..evaluate.truthfulqa import PROTOCOLS
+
+    return PROTOCOLS
+
+
+MODEL = [Text()]
+OPTIONAL_TEXT = [None, Text()]  # a folder or file read later (data, acts), or a name with a default
+DEVICE = [None, Device()]
+DEVICE_MAP = [None, Options(("auto", "balanced", "balanced_low_0", "sequential"))]
+MODEL_DTYPE = [Options(("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"))]
+SEED = [Seed()]
+OPTIONAL_SEED = [None, Seed()]
+LIMIT = [None, Count(msg="be a positive number of items (leave it out for all)")]
+FOLDS = [Count(2)]
+NUM_HEADS = [Count()]
+ALPHA = [Interval(float, None, None, msg="be a finite number")]
+ALPHAS = [ListOf(ALPHA)]
+POSITIVE = [Interval(float, 0, None, closed="neither")]
+FRACTION = [Interval(float, 0, 1, closed="neither")]
+COUNT = [Count()]
+COUNT0 = [Count(0)]  # 0 = skip (--ce-texts 0)
+BOOL = [Boolean()]
+JUDGE = [Parses(_parse_judge, "a judge spec", bad=["nosuch", "hf:", "openai:", ""], example="none")]
+PROTOCOL = [Registered(_protocols, "protocol")]
+REVISION = [Registered(_revisions, "TruthfulQA revision")]
+OPTIONAL_REVISION = [None, Registered(_revisions, "TruthfulQA revision")]
+METRIC = [Registered(_metric_names, "metric")]
+SIDE_EFFECTS = [ListOf([Registered(_side_effect_names, "side effect")], min_len=0, unique=True)]
+SIDE_EFFECT_N = [MappingOf([Registered(_side_effect_names, "side effect")], [Count()])]
+GEN_POSITIONS = [Options(("last", "all"))]
+LAYERS = [None, ListOf([Interval(int, None, None)])]  # indices checked against the model once it is loaded
+BATCH = [Count()]
