@@ -253,6 +253,72 @@ CASES = [
     ("acts-manifest-not-json", ["probe", "--acts", "{tmp}/damaged", "--out", "{out}"],
      "manifest.json is not valid JSON", _manifest_not_json),
     ("acts-not-a-store", ["probe", "--acts", "{tmp}", "--out", "{out}"], "is not an activation store", None),
+    # ---- declared constraints (issue 25, mechanism 2): refused when the command's Config is built
+    ("probe-kfold-k-0", ["probe", "--acts", "{store}", "--split", "kfold", "--k", "0", "--out", "{out}"],
+     "--k must be at least 2, got 0", None),
+    ("probe-k-without-kfold", ["probe", "--acts", "{store}", "--split", "random", "--k", "3", "--out", "{out}"],
+     "--k is only used by --split kfold, not --split random", None),
+    ("probe-methods-empty", ["probe", "--acts", "{store}", "--methods", "", "--out", "{out}"],
+     "--methods must list at least 1 value, got nothing", None),
+    ("eval-instruction-unknown", ["eval", "truthfulqa", *TINY, "--instruction", "nosuch", "--out", "{out}"],
+     "--instruction must be one of default, informative, none, got 'nosuch'", None),
+    ("eval-lm-docs-0", ["eval", "truthfulqa", *TINY, "--lm-docs", "0", "--out", "{out}"],
+     "--lm-docs must be at least 1, got 0", None),
+    ("eval-seed-negative", ["eval", "truthfulqa", *TINY, "--seed", "-1", "--out", "{out}"],
+     "--seed must be an integer in [0, 2**32 - 1], got -1", None),
+    ("iti-sweep-metric-unknown", ["iti", "sweep", *TINY, "--metric", "nosuch", "--out", "{out}"],
+     "--metric must be one of true_info, true_info_per_answer, true, info", None),
+    ("steer-sweep-metric-unknown", ["steer", "sweep", *TINY, "--metric", "nosuch", "--out", "{out}"],
+     "--metric must be one of true_info, true_info_per_answer, true, info", None),
+    ("iti-sweep-alphas-empty", ["iti", "sweep", *TINY, "--alphas", "", "--out", "{out}"],
+     "--alphas must list at least 1 value, got nothing", None),
+    ("steer-sweep-alphas-empty", ["steer", "sweep", *TINY, "--alphas", ",", "--out", "{out}"],
+     "--alphas must list at least 1 value, got nothing", None),
+    ("iti-sweep-num-heads-empty", ["iti", "sweep", *TINY, "--num-heads", "", "--out", "{out}"],
+     "--num-heads must list at least 1 value, got nothing", None),
+    ("steer-sweep-iti-with-layers", ["steer", "sweep", *TINY, "--method", "iti", "--layers", "1", "--out", "{out}"],
+     "--layers is only used by --method caa or lat, not --method iti; drop --layers", None),
+    ("iti-sweep-ray-option-local", ["iti", "sweep", *TINY, "--ray-workers", "2", "--out", "{out}"],
+     "--ray-workers is only used by --executor ray, not --executor local", None),
+    ("iti-validate-seed-negative", ["iti", "validate", *TINY, "--seed", "-1", "--out", "{out}"],
+     "--seed must be an integer in [0, 2**32 - 1], got -1", None),
+    ("iti-fit-direction-unknown", ["iti", "fit", *TINY, "--direction", "nosuch", "--out", "{out}/iv"],
+     "--direction must be one of com, probe, random, ccs, got 'nosuch'", None),
+    ("compare-methods-empty", ["compare-interventions", *TINY, "--methods", "", "--out", "{out}"],
+     "--methods must list at least 1 value, got nothing", None),
+    ("compare-residual-alpha-nan", ["compare-interventions", *TINY, "--residual-alpha", "nan", "--out", "{out}"],
+     "--residual-alpha must be a finite number, got nan", None),
+    ("compare-method-unknown", ["compare-interventions", *TINY, "--methods", "baseline,nosuch", "--out", "{out}"],
+     "--methods must be a method (prompt, trainer, steer and '+' combinations), got 'nosuch'", None),
+    ("ccs-distractor-strengths-nan", ["ccs-distractor", "--acts", "{store}", "--strengths", "1,nan", "--out", "{out}"],
+     "--strengths must be a finite number >= 0, got nan", None),
+    ("ccs-seed-negative", ["ccs", *TINY, "--seed", "-1", "--out", "{out}"],
+     "--seed must be an integer in [0, 2**32 - 1], got -1", None),
+    ("probe-polarity-seed-negative", ["probe-polarity", *TINY, "--seed", "-1", "--out", "{out}"],
+     "--seed must be an integer in [0, 2**32 - 1], got -1", None),
+    ("sycophancy-dataset-unknown", ["sycophancy", *TINY, "--datasets", "truthfulqa,nosuch", "--out", "{out}"],
+     "--datasets must be one of truthfulqa, true-false, got 'nosuch'", None),
+    ("spec-threads-0", ["spec", "--main", "tiny-llama", "--threads", "0", "--out", "{out}"],
+     "--threads must be at least 1, got 0", None),
+    ("spec-temperature-without-sample", ["spec", "--main", "tiny-llama", "--temperature", "0.5", "--out", "{out}"],
+     "--temperature is only used with --sample", None),
+    ("finetune-max-length-0", ["finetune", *TINY, "--max-length", "0", "--out", "{out}"],
+     "--max-length must be at least 2, got 0", None),
+    ("finetune-max-steps-negative", ["finetune", *TINY, "--max-steps", "-1", "--out", "{out}"],
+     "--max-steps must be at least 1, got -1", None),
+    ("finetune-lora-r-0", ["finetune", *TINY, "--lora-r", "0", "--out", "{out}"], "--lora-r must be at least 1, got 0",
+     None),
+    ("capture-device-cuda7", ["capture", *TINY, "--device", "cuda:7", "--limit", "4", "--out", "{out}"],
+     "--device cuda:7: this machine has no CUDA GPU", None),
+    ("steer-fit-normalize-unknown", ["steer", "fit", "--acts", "{store}", "--normalize", "nosuch", "--out", "{out}"],
+     "--normalize must be one of raw, sigma, unit, got 'nosuch'", None),
+    ("steer-bake-alpha-inf", ["steer", "bake", *TINY, "--steer", "{tmp}/s", "--alpha", "inf", "--out", "{out}"],
+     "--alpha must be a finite number, got inf", None),
+    ("judge-train-heldout-1", ["judge", "train", "--kind", "truth", "--heldout", "1", "--out", "{out}"],
+     "--heldout must be strictly between 0 and 1, got 1", None),
+    ("judge-eval-kind-unknown", ["judge", "eval", "--kind", "nosuch"], "--kind must be one of truth, info", None),
+    ("report-empty-title", ["report", "{tmp}", "--title", " ", "--out", "{out}"], "--title must be a non-empty text",
+     None),
 ]
 
 
@@ -267,6 +333,11 @@ def test_bad_input(case, store, tmp_path, data_dir, monkeypatch):
         import veracity.validation as v
 
         monkeypatch.setattr(v, "_read_only_fs", lambda p: True)
+    if name == "capture-device-cuda7":  # as on a machine without a GPU, whatever this one has
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     args = [a.format(out=out, store=store, tmp=tmp, data=data_dir) for a in argv]
     before, store_before = snapshot(out), snapshot(store)
     try:

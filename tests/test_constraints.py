@@ -152,12 +152,12 @@ def test_messages_of_the_common_constraints():
 
     cases = [(lambda: ProbeConfig(acts="s", split="kfold", k=0), "--k must be at least 2, got 0"),
              (lambda: ProbeConfig(acts="s", k=3), "--k is only used by --split kfold, not --split leave-one-topic-out"),
-             (lambda: EvalConfig(instruction="nosuch"), "--instruction must be a registered instruction "
-                                                        "(default, informative, none), got 'nosuch'"),
+             (lambda: EvalConfig(instruction="nosuch"), "--instruction must be one of default, informative, none, "
+                                                        "got 'nosuch'"),
              (lambda: EvalConfig(limit=0), "--limit must be a positive number of items (leave it out for all), got 0"),
              (lambda: SteerSweepConfig(alphas=()), "--alphas must list at least 1 value, got nothing"),
              (lambda: SteerSweepConfig(alphas=(0.0, math.nan)), "--alphas must be a finite number, got nan"),
-             (lambda: SteerSweepConfig(metric="nosuch"), "--metric must be a registered metric (true_info,"),
+             (lambda: SteerSweepConfig(metric="nosuch"), "--metric must be one of true_info, true_info_per_answer,"),
              (lambda: SteerSweepConfig(method="iti", layers=(1,)),
               "--layers is only used by --method caa or lat, not --method iti; drop --layers"),
              (lambda: SteerSweepConfig(seed=-1), "--seed must be an integer in [0, 2**32 - 1], got -1")]

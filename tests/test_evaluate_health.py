@@ -40,7 +40,7 @@ def test_iti_validate_fold_metrics_carry_health(tiny_llama, items, monkeypatch):
     from veracity.evaluate import judges as jg
 
     monkeypatch.setattr(jg, "get_judge", lambda spec, kind, *a, **k: CallableJudge(lambda q, a: [0.2] * len(a), kind))
-    r = evaluate_intervention(tiny_llama, items[:2], None, FoldEvalConfig(judge="x"))
+    r = evaluate_intervention(tiny_llama, items[:2], None, FoldEvalConfig(judge="local"))
     assert {"refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate"} <= set(r["metrics"])
     want = health.generation_health([a["answer"] for a in r["answers"]])
     assert r["metrics"]["mean_words"] == want["mean_words"]

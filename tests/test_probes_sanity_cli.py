@@ -54,8 +54,10 @@ def test_probe_polarity_cli(data_dir, tmp_path):
 
 
 def test_probe_polarity_rejects_bad_input_before_work(data_dir, tmp_path):
-    for args, msg in ((["--methods", "nope"], "unknown probe method"), (["--sets", "larger_than"], "'larger_than' has no negated twins"),
-                      (["--sets", "cities,neg_cities"], "'neg_cities' has no negated twins; use some of cities, neg_companies")):
+    for args, msg in ((["--methods", "nope"], "--methods must be one of logistic, "),
+                      (["--sets", "larger_than"], "(the sets with negated twins), got 'larger_than'"),
+                      (["--sets", "cities,neg_cities"], "--sets must be one of cities, neg_companies, neg_facts, "
+                                                        "sp_en_trans (the sets with negated twins), got 'neg_cities'")):
         res = runner.invoke(app, ["probe-polarity", "--model", "tiny-llama", "--data-dir", str(data_dir),
                                   "--out", str(tmp_path / "x")] + args)
         assert res.exit_code == 2 and msg in res.output, res.output

@@ -104,4 +104,4 @@ def test_without_ray_says_how_to_install(monkeypatch, tmp_path):
 def test_unknown_executor_refused(tmp_path):
     res = runner.invoke(app, ["iti", "sweep", "--model", "tiny-llama", "--executor", "dask",
                               "--out", str(tmp_path / "r")])
-    assert res.exit_code == 2 and "local or ray" in res.output
+    assert res.exit_code == 2 and "--executor must be one of local, ray, got 'dask'" in res.output

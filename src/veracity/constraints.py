@@ -89,6 +89,8 @@ class Interval(Constraint):
         if self.left is not None:
             if self.left == 0 and not lo_in:
                 return f"be positive ({noun} > 0)"
+            if self.kind is float:
+                return f"be {noun} {'>=' if lo_in else '>'} {self.left:g}"
             return f"be at least {self.left:g}" if lo_in else f"be {noun} greater than {self.left:g}"
         if self.right is not None:
             return f"be at most {self.right:g}" if hi_in else f"be {noun} less than {self.right:g}"
@@ -164,8 +166,8 @@ class Registered(Constraint):
     """A name from a registry, read when checked (`names()` returns the registry or its names), so a name
     registered later (a plugin metric, judge, probe) is accepted without touching the Config."""
 
-    def __init__(self, names: Callable[[], Iterable[str]], what: str):
-        self.names, self.what = names, what
+    def __init__(self, names: Callable[[], Iterable[str]], what: str, note: str = ""):
+        self.names, self.what, self.note = names, what, note
 
     def _names(self) -> list[str]:
         return list(self.names())
@@ -174,7 +176,7 @@ class Registered(Constraint):
         return isinstance(value, str) and value in self._names()
 
     def describe(self) -> str:
-        return f"be a registered {self.what} ({', '.join(self._names())})"
+        return f"be one of {', '.join(self._names())}" + (f" ({self.note})" if self.note else "")
 
     def bad_values(self) -> list:
         return ["nosuch", ""]
@@ -289,6 +291,10 @@ class AnyOf(Constraint):
 
     def ok(self, value: Any) -> bool:
         return any(c.ok(value) for c in self.constraints)
+
+    def error(self, option: str, value: Any) -> str | None:
+        """None when one holds, else the first one's message (the usual form, e.g. a judge spec)."""
+        return None if self.ok(value) else self.constraints[0].error(option, value)
 
     def describe(self) -> str:
         return " or ".join(c.describe().removeprefix("be ") if i else c.describe()

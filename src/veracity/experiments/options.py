@@ -4,8 +4,8 @@ Registry-backed ones read their registry when checked, so a registered plugin is
 
 from __future__ import annotations
 
-from ..constraints import (Boolean, Count, Device, Interval, ListOf, MappingOf, Options, Parses, Registered, Seed,
-                           Text)
+from ..constraints import (AnyOf, Boolean, Constraint, Count, Device, Interval, ListOf, MappingOf, Options, Parses,
+                           Registered, Seed, Text)
 
 
 def _metric_names():
@@ -40,6 +40,24 @@ def _parse_judge(spec) -> None:
                      f"; registered kinds: {', '.join(sorted(JUDGES))}")
 
 
+class JudgeObject(Constraint):
+    """A judge given as an object (library use): a `Judge` or a callable(questions, answers) -> scores."""
+
+    def ok(self, value) -> bool:
+        from ..evaluate.judges import Judge
+
+        return isinstance(value, Judge) or (callable(value) and not isinstance(value, type))
+
+    def describe(self) -> str:
+        return "be a Judge or a callable"
+
+    def bad_values(self) -> list:
+        return [3]
+
+    def example(self):
+        return None
+
+
 def _protocols():
     from ..evaluate.truthfulqa import PROTOCOLS
 
@@ -63,7 +81,8 @@ FRACTION = [Interval(float, 0, 1, closed="neither")]
 COUNT = [Count()]
 COUNT0 = [Count(0)]  # 0 = skip (--ce-texts 0)
 BOOL = [Boolean()]
-JUDGE = [Parses(_parse_judge, "a judge spec", bad=["nosuch", "hf:", "openai:", ""], example="none")]
+JUDGE = [AnyOf(Parses(_parse_judge, "a judge spec", bad=["nosuch", "hf:", "openai:", ""], example="none"),
+               JudgeObject())]
 PROTOCOL = [Registered(_protocols, "protocol")]
 REVISION = [Registered(_revisions, "TruthfulQA revision")]
 OPTIONAL_REVISION = [None, Registered(_revisions, "TruthfulQA revision")]

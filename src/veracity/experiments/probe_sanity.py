@@ -36,7 +36,7 @@ def _polarity_sets():
 class PolarityConfig(Checked):
     """Every option of `veracity probe-polarity`."""
 
-    _constraints = {"model": o.MODEL, "sets": [ListOf([Registered(_polarity_sets, "set with negated twins")], unique=True)], "layers": o.LAYERS,
+    _constraints = {"model": o.MODEL, "sets": [ListOf([Registered(_polarity_sets, "set", note="the sets with negated twins")], unique=True)], "layers": o.LAYERS,
                     "methods": [ListOf([Registered(_polarity_methods, "probe method")], unique=True)],
                     "limit": o.LIMIT, "test_size": o.FRACTION, "seed": o.SEED, "C": o.POSITIVE,
                     "keep_twins": o.BOOL, "batch_size": o.BATCH, "device": o.DEVICE, "data_dir": o.OPTIONAL_TEXT}
@@ -142,7 +142,7 @@ class DistractorConfig(Checked):
     """Every option of `veracity ccs-distractor`."""
 
     _constraints = {"acts": o.MODEL, "layers": o.LAYERS,
-                    "strengths": [ListOf([Interval(float, 0, None, closed="neither")])], "test_size": o.FRACTION,
+                    "strengths": [ListOf([Interval(float, 0, None)])], "test_size": o.FRACTION,
                     "n_restarts": o.COUNT, "epochs": o.COUNT, "lr": o.POSITIVE, "seed": o.SEED}
     _commands = ("ccs-distractor",)
 
