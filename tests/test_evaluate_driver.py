@@ -148,8 +148,9 @@ def test_local_judge_booster_stage(small_labels, data_dir, tmp_path):
     d = k.dense(qs[:5], ans[:5])  # by hand: the booster reads [dense features, logistic score]
     z = np.asarray(k.features(qs[:5], ans[:5]) @ k.coef + k.intercept).ravel()
     np.testing.assert_allclose(k.score(qs[:5], ans[:5]), k.booster.predict_proba(np.column_stack([d, z]))[:, 1])
-    # retrained without a booster into the same folder: the stale booster file goes away
-    jg.train_local_judge("truth", data_dir, labels_path=small_labels, seed=3, Cs=(1.0,), boosters=(None,)).save(tmp_path / "truth")
+    # retrained without a booster into the same folder (overwrite): the stale booster file goes away
+    jg.train_local_judge("truth", data_dir, labels_path=small_labels, seed=3, Cs=(1.0,), boosters=(None,)).save(
+        tmp_path / "truth", overwrite=True)
     assert jg.LocalJudge.load(tmp_path / "truth").booster is None
 
 

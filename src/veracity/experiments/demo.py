@@ -461,7 +461,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     causal = causal_test(lm, X[tr][:, li], y[tr], steer_layer, prompts, hl, alphas, n_random=n_random,
                          positions=positions, seed=seed)
     causal["chosen_on"] = "training-city questions" if selection else "the causal_layer option"
-    causal["steer"].save(run.file("truth_direction"))
+    causal["steer"].write(run.file("truth_direction"))
     ct = Table(title="change of log P(Yes) - log P(No) (mean over held-out questions, 95% bootstrap interval)")
     for c in ("direction", "alpha (std)", "mean shift [95% CI]", "on true", "on false", "says Yes"):
         ct.add_column(c)
@@ -541,7 +541,7 @@ def _iti_step(lm, run, console, data_dir, seed: int, iti_k: int, iti_alpha: floa
     shown = [int(q) for q in folds[1][:3]]
     questions = [items[q].question for q in shown]
     iv = fit.intervention(min(iti_k, len(fit.heads)), iti_alpha)
-    iv.save(run.file("intervention"))
+    iv.write(run.file("intervention"))
     before = generate_answers(lm, questions, shown, max_new_tokens=max_new_tokens)
     with apply(lm, iv, positions="last"):
         after = generate_answers(lm, questions, shown, max_new_tokens=max_new_tokens)

@@ -121,7 +121,7 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
                     fits = fit_folds(data, ITIConfig(**{**iti.__dict__, "max_k": max(kmax, iti.max_k or 0)}),
                                      n_folds=n_folds, contiguous=contiguous)
                 full = fits[f].intervention(min(kmax, len(fits[f].heads)), 1.0)
-                full.save(fit_path)
+                full.write(fit_path)
             test_q = full.provenance["test_questions"]
             test_items = [by_index[int(q)] for q in test_q if int(q) in by_index]
             baseline_sent = False

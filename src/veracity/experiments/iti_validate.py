@@ -165,7 +165,7 @@ def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: 
     for ff in fits:
         iv = ff.intervention(min(k, len(ff.heads)), alpha)
         if out is not None:
-            iv.save(Path(out) / f"intervention_fold{ff.fold}")
+            iv.write(Path(out) / f"intervention_fold{ff.fold}")
         test_items = [by_index[int(q)] for q in ff.test_questions if int(q) in by_index]
         done = checkpoint.get(f"fold{ff.fold}") if checkpoint is not None else None
         if done is not None:
