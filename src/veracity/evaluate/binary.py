@@ -36,6 +36,12 @@ from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
 LOGLIK_VARIANTS = ("loglik-lm-eval", "loglik-truthfulqa")
 AB_VARIANTS = ("ab-best-first", "ab-best-second")
 BINARY_VARIANTS = LOGLIK_VARIANTS + AB_VARIANTS
+
+
+def metric_name(variant: str) -> str:
+    """The metrics registry's name of a binary variant ("loglik-truthfulqa" -> "binary_loglik_truthfulqa",
+    "ab-average" -> "binary_ab_average"): the one spelling every summary, headline and report uses."""
+    return "binary_" + variant.replace("-", "_")
 AB_AVERAGE = "ab-average"
 CHANCE = 0.5
 
