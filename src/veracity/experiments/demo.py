@@ -174,6 +174,7 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     unshared path (tested); pass False for hooks that act on one position only. Without it: left padding
     with position ids counted from each row's first real token, so padding changes nothing."""
     from ..capture.engine import tokenize
+    from ..models.cache import cache_kwargs, returned_cache
     from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
 
     prefix, yes, no = yes_no_token_ids(lm.tokenizer)
@@ -189,13 +190,13 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     if P < 2:
         lp = lm.adapter.next_token_logprobs(ids, batch_size=batch_size)
         return lp[:, yes] - lp[:, no]
-    head = lm.model(input_ids=torch.tensor([ids[0][:P]], device=lm.device), use_cache=True).past_key_values
+    head = returned_cache(lm.model(input_ids=torch.tensor([ids[0][:P]], device=lm.device), use_cache=True))
     for b in range(0, len(ids), batch_size):
         rows = [t[P:] for t in ids[b: b + batch_size]]
         n = len(rows)
         input_ids, mask, pos = pad_after_prefix(rows, P, pad_id, lm.device)
         logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos,
-                          past_key_values=expand_cache(head, n), use_cache=True).logits
+                          **cache_kwargs(lm.model, expand_cache(head, n)), use_cache=True).logits
         last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
         lp = torch.log_softmax(logits[torch.arange(n, device=logits.device), last].float(), -1)
         out[b: b + n] = (lp[:, yes] - lp[:, no]).cpu()
