@@ -24,9 +24,10 @@ code on the same smollm2 activations):
   veracity's `LogisticProbe` with L2 strength `C` on standardised features. The two would agree on
   non-separable data, but the polarity data are separable (the reference reaches training accuracy 1.000
   in every fit), where an unpenalised fit has no finite optimum and stops wherever its solver does. So
-  the polarity direction (step 3) differs from the reference's: cosine 0.75-0.85. Lowering `C` does not
-  bring it closer: the features are standardised first, so a stronger penalty pulls the direction
-  toward the standardised class-mean difference, further from the reference.
+  the polarity direction (step 3) differs from the reference's: cosine 0.75-0.85. The weakest penalty
+  allowed (the largest `C`) does not bring it closer but moves it further away, because the features are
+  standardised first: a nearly unpenalised fit then approaches a separating direction in standardised
+  coordinates, not the one the reference's solver stops at in raw coordinates.
 - The projections use unit vectors (the reference projects on the raw OLS t_G; an unpenalised 2-D
   logistic regression is invariant to that scale).
 - The reference's later variant that multiplies the t_G projection by sqrt(token count) is not
