@@ -206,16 +206,18 @@ def fold_table_rows(folds: Sequence[FoldMetrics]) -> list[list[str]]:
 
 
 def summary_line(summary: dict) -> str:
-    """`True*Info, True, Info, MC1, MC2, CE Loss, KL wrt Orig` with both True*Info conventions labelled."""
-    g = summary.get
-    return (f"True*Info (product of fold means) {_fmt(g('true_info'), True)}, "
-            f"True*Info (per-answer rate) {_fmt(g('true_info_per_answer'), True)}, True {_fmt(g('true'), True)}, "
-            f"Info {_fmt(g('info'), True)}, MC1 {_fmt(g('mc1'), True)}, MC2 {_fmt(g('mc2'), True)}, "
-            f"CE Loss {_fmt(g('ce_loss'), False)}, KL wrt Orig {_fmt(g('kl'), False)}"
-            + "".join(f", {label(k)} {_fmt(v, True)}" for k, v in summary.items() if k.startswith("binary_"))
-            + (f"; answers: refusals {_fmt(g('refusal_rate'), True)}%, distinct-2 {_fmt(g('distinct_2'), False)}, "
-               f"longest repeat {_fmt(g('mean_longest_repeat'), False)}, words {_fmt(g('mean_words'), False)}, "
-               f"degenerate {_fmt(g('degenerate_rate'), True)}%" if g("refusal_rate") is not None else ""))
+    """`True*Info, True, Info, MC1, MC2, CE Loss, KL wrt Orig`, the binary variants and the answers' health,
+    each labelled (both True*Info conventions), leaving out what the run did not measure."""
+    named = [("true_info", "True*Info (product of fold means)", True), ("true_info_per_answer",
+             "True*Info (per-answer rate)", True), ("true", "True", True), ("info", "Info", True),
+             ("mc1", "MC1", True), ("mc2", "MC2", True), ("ce_loss", "CE Loss", False), ("kl", "KL wrt Orig", False)]
+    named += [(k, label(k), True) for k in summary if k.startswith("binary_")]
+    parts = [f"{name} {_fmt(summary[k], pct)}" for k, name, pct in named if summary.get(k) is not None]
+    health = [("refusal_rate", "refusals", True), ("distinct_2", "distinct-2", False),
+              ("mean_longest_repeat", "longest repeat", False), ("mean_words", "words", False),
+              ("degenerate_rate", "degenerate", True)]
+    hs = [f"{name} {_fmt(summary[k], pct)}{'%' if pct else ''}" for k, name, pct in health if summary.get(k) is not None]
+    return ", ".join(parts) + ("; answers: " + ", ".join(hs) if hs else "")
 
 
 #: results.json layout of an eval run (docs/reference/results.md); files without the field are version 0
