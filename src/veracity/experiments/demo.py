@@ -351,6 +351,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     causal_prompts.csv (per prompt margins), examples.csv, statements.csv, the capture store and the
     steering vector (truth_direction.*)."""
     from rich.console import Console
+    from rich import box
     from rich.table import Table
 
     from ..capture import capture_dataset
@@ -413,11 +414,12 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
         rows.append(LayerSeparation(l, lr["accuracy"], lr["auroc"], mm["accuracy"], mm["auroc"], neg["accuracy"],
                                     neg["auroc"]))
     best = max(rows, key=lambda r: (r.accuracy, r.auroc))  # first of the ties
-    table = Table(title="held-out truth probes by layer (trained and tested on affirmative statements)")
-    for c in ("layer", "logistic acc", "logistic AUROC", "mass-mean acc", "on negated: acc", "AUROC", ""):
-        table.add_column(c)
+    # every console table fits 80 columns: short headers, no vertical rules, a bar of at most 10 characters
+    table = Table(title="held-out truth probes by layer (affirmative statements)", box=box.SIMPLE_HEAD)
+    for c in ("layer", "logistic", "AUROC", "mass-mean", "negated", "AUROC", "accuracy"):
+        table.add_column(c, no_wrap=True)
     for r in rows:
-        bar = "#" * int(round(max(0.0, r.accuracy - 0.5) * 40))
+        bar = "#" * int(round(max(0.0, r.accuracy - 0.5) * 20))
         table.add_row(str(r.layer), f"{r.accuracy:.3f}", f"{r.auroc:.3f}", f"{r.mass_mean_accuracy:.3f}",
                       f"{r.negated_accuracy:.3f}", f"{r.negated_auroc:.3f}", bar + (" <- best" if r is best else ""))
     console.print(table)
@@ -425,7 +427,8 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
                                                           ("accuracy", "auroc", "n_train", "n_test")}}
                 for m in ("logistic", "mass-mean", "ttpd") for tr, te in CONDITIONS
                 if m != "ttpd" or tr == "both"]
-    tt = Table(title=f"[4/5] where it fails: train on one polarity, test on the other (layer {best.layer}, held-out cities)")
+    tt = Table(title=f"[4/5] where it fails: train on one polarity, test on the other (layer {best.layer})",
+               box=box.SIMPLE_HEAD)
     for c in ("method", "train", "test", "accuracy", "AUROC"):
         tt.add_column(c)
     for r in transfer:
@@ -463,9 +466,10 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
                          positions=positions, seed=seed)
     causal["chosen_on"] = "training-city questions" if selection else "the causal_layer option"
     causal["steer"].write(run.file("truth_direction"))
-    ct = Table(title="change of log P(Yes) - log P(No) (mean over held-out questions, 95% bootstrap interval)")
-    for c in ("direction", "alpha (std)", "mean shift [95% CI]", "on true", "on false", "says Yes"):
-        ct.add_column(c)
+    ct = Table(title="change of log P(Yes) - log P(No), held-out questions (mean, 95% CI)",
+               box=box.SIMPLE_HEAD)
+    for c in ("direction", "alpha", "mean shift [95% CI]", "true", "false", "says Yes"):
+        ct.add_column(c, no_wrap=True)
     for r in causal["conditions"]:
         ct.add_row(r["direction"], f"{r['alpha']:+g}", _fmt_ci(r), f"{r['mean_shift_true']:+.2f}",
                    f"{r['mean_shift_false']:+.2f}", f"{r['yes_rate']:.2f}")
