@@ -378,7 +378,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     run = RunFolder(out, "demo", config, seed=seed, overwrite=overwrite)
     t0 = time.time()
     timings: dict[str, float] = {}
-    console.rule("[bold]veracity demo: where a small model keeps truth, where that fails, and whether it is used")
+    console.rule("[bold]veracity demo: where truth lives, where it fails, whether it is used")
     console.print(f"[1/5] loading [bold]{model}[/bold] (the first run converts the GGUF once, ~30 s)")
     lm = load(model)
     console.print(f"      {lm.arch.model_type}: {lm.arch.n_layers} layers, hidden size {lm.arch.hidden_size}")
