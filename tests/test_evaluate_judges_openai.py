@@ -90,7 +90,7 @@ def server():
     handler = type("H", (Handler,), {"state": state})
     srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     srv.daemon_threads = True
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     th.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
     srv.state = state

@@ -123,6 +123,8 @@ def parse_openai_spec(spec: str) -> tuple[str, str, str | None]:
     else:
         model, url = rest, None
         tail = rest.rpartition("@")[2] if "@" in rest else ""
+        if "@" in rest and not tail.strip():
+            raise BadInput(f"--judge {spec!r}: nothing after '@'; give {_URL_HINT} after it, or drop the '@'")
         if _looks_like_host(tail):
             raise BadInput(f"--judge {spec!r}: {tail!r} after '@' reads as a base URL without a scheme; write "
                            f"{prefix}:{rest.rpartition('@')[0]}@http://{tail} (or https://)")
