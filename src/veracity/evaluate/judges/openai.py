@@ -623,12 +623,13 @@ class OpenAIJudge(Judge):
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         last, status = "", None
+        client = self._client()  # made before the rate limiter's wait, so the spacing is the requests'
         for attempt in range(1, self.max_tries + 1):
             self.limiter.wait()
             with self._count_lock:
                 self.requests_sent += 1
             try:
-                return self._once(url, data, headers)
+                return self._once(client, url, data, headers)
             except _Retry as e:
                 last, status = str(e), e.status
                 retry_after = e.retry_after
@@ -639,7 +640,7 @@ class OpenAIJudge(Judge):
                 time.sleep(delay)
         raise JudgeError(f"POST {url}: failed after {self.max_tries} tries; last error: {last}", url, status)
 
-    def _once(self, url: str, data: bytes, headers: dict):
+    def _once(self, client, url: str, data: bytes, headers: dict):
         """One request: the parsed JSON reply, `_Retry` for a failure a later try may not have, `JudgeError`
         for one it would have again."""
         import httpx
@@ -648,7 +649,7 @@ class OpenAIJudge(Judge):
         t = httpx.Timeout(connect=min(self.connect_timeout, self.timeout), read=min(self.read_timeout, self.timeout),
                           write=min(self.read_timeout, self.timeout), pool=self.timeout)
         try:
-            with self._client().stream("POST", url, content=data, headers=headers, timeout=t) as r:
+            with client.stream("POST", url, content=data, headers=headers, timeout=t) as r:
                 code = r.status_code
                 if 300 <= code < 400:
                     where = r.headers.get("Location", "")
