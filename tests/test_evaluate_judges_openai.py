@@ -522,7 +522,7 @@ def test_cli_refuses_a_bad_base_url_on_every_command(no_requests, tmp_path, monk
 
     cmds = [(p, {q.name for q in c.params}) for p, c in walk(typer.main.get_command(app), [])
             if "judge_base_url" in {q.name for q in c.params}]
-    assert len(cmds) >= 6, cmds  # compare-interventions, iti validate, iti sweep, eval truthfulqa, judge eval, steer sweep
+    assert len(cmds) >= 6, cmds  # compare-interventions, iti validate/sweep, eval truthfulqa, judge eval, steer sweep
     monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
     cases = [(["--judge", "openai:x", "--judge-base-url", u], e, {}) for u, e in
              [("localhost:8000/v1", "--judge-base-url 'localhost:8000/v1' has no scheme"),

@@ -340,6 +340,21 @@ def _trickle(every: float, n: int = 40):
     return step
 
 
+def _trickle_headers(every: float, n: int = 40):
+    """A status line, then header bytes one every `every` s (each byte resets a read timeout)."""
+    def step(h):
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(n):
+            time.sleep(every)
+            try:
+                h.wfile.write(b"a")
+                h.wfile.flush()
+            except OSError:
+                return
+        h.close_connection = True
+    return step
+
+
 def _silent(seconds: float):
     def step(h):
         time.sleep(seconds)  # no status line at all
@@ -486,10 +501,11 @@ def test_openai_judge_old_invalid_cache_entry_is_asked_again(hostile, tmp_path):
         j.probability({" yes": float("nan")})  # never min(1.0, nan) = 1.0
 
 
-def test_openai_judge_total_deadline_cuts_a_trickle(hostile):
-    """A server trickling a byte every 0.1 s never trips the read timeout; the total deadline (0.5 s) does,
-    on every try."""
-    hostile.play(_trickle(0.1))
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_openai_judge_total_deadline_cuts_a_trickle(hostile, where):
+    """A server trickling a byte every 0.1 s (in the body, or in the headers) never trips the read timeout;
+    the total deadline (0.5 s) does, on every try."""
+    hostile.play(_trickle(0.1) if where == "body" else _trickle_headers(0.1))
     j = jg.OpenAIJudge("m", "truth", base_url=hostile.url, cache=False, timeout=0.5, read_timeout=0.4,
                        max_tries=2, backoff=0.0)
     t0 = time.monotonic()
@@ -549,3 +565,22 @@ def test_openai_judge_withholds_the_key_over_plain_http_off_loopback(hostile, mo
                        send_key_over_http=True)
     j.score(["Q?"], ["A."])
     assert hostile.seen[0]["auth"] == "Bearer sk-secret"
+
+
+def test_openai_judge_proxies_from_the_environment(hostile, monkeypatch):
+    """$http_proxy is used for a host off this machine (the key still withheld: plain http), never for a
+    loopback base URL (a local vLLM is reached directly)."""
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{hostile.server_address[1]}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    hostile.play(_json(GOOD))
+    with pytest.warns(UserWarning, match="API key is not sent"):
+        j = jg.OpenAIJudge("m", "truth", base_url="http://judge.example.invalid/v1", api_key="sk-secret", cache=False)
+    assert j.score(["Q?"], ["A."])[0] == pytest.approx(0.7)
+    assert hostile.seen[0]["path"] == "http://judge.example.invalid/v1/completions"  # via the proxy
+    assert hostile.seen[0]["auth"] is None
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+    hostile.play(_json(GOOD))
+    j = jg.OpenAIJudge("m", "truth", base_url=hostile.url, api_key="sk-secret", cache=False, max_tries=1)
+    assert j.score(["Q?"], ["A."])[0] == pytest.approx(0.7)
+    assert hostile.seen[0]["path"] == "/v1/completions" and hostile.seen[0]["auth"] == "Bearer sk-secret"

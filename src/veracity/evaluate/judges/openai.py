@@ -381,6 +381,86 @@ class JudgeCache:
                 self._db.close()
 
 
+# ------------------------------------------------------------------------------------- total deadline
+_DEADLINE = threading.local()  # .at: the monotonic time the request of this thread must end by (or None)
+
+
+def _capped(timeout: float | None, error: str) -> float | None:
+    """`timeout` shortened to what is left of this thread's request deadline; past it, httpcore's `error`."""
+    at = getattr(_DEADLINE, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        import httpcore
+
+        raise getattr(httpcore, error)("the total deadline of the request has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream:
+    """A network stream whose every read, write and TLS handshake waits at most until the deadline, so
+    a server trickling bytes (in the headers as well as the body) cannot hold a request past it."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _capped(timeout, "ReadTimeout"))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _capped(timeout, "WriteTimeout"))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _capped(timeout, "ConnectTimeout")))
+
+    def get_extra_info(self, info: str):
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend:
+    """httpcore's network backend with `_DeadlineStream`s (connects capped by the deadline too)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        return _DeadlineStream(self._inner.connect_tcp(host, port, _capped(timeout, "ConnectTimeout"), local_address,
+                                                       socket_options))
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _capped(timeout, "ConnectTimeout"),
+                                                               socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _http_client(base_url: str, connections: int):
+    """An httpx client for one origin: no redirects, the environment's proxy unless the host is loopback,
+    every socket wait capped by the request's total deadline (`_DeadlineBackend`, installed in httpcore's
+    pool; where a future httpx hides it, the deadline is still checked at every chunk of the body)."""
+    import urllib.request
+
+    import httpx
+
+    parts = urllib.parse.urlsplit(base_url)
+    loopback = _is_loopback(parts.hostname)
+    proxy = None
+    if not loopback and not urllib.request.proxy_bypass(parts.hostname or ""):
+        env = urllib.request.getproxies()  # $https_proxy / $http_proxy / $all_proxy, as httpx itself reads them
+        proxy = env.get(parts.scheme.lower()) or env.get("all")
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    transport = httpx.HTTPTransport(proxy=proxy, trust_env=not loopback, limits=limits)
+    pool = getattr(transport, "_pool", None)
+    if pool is not None and hasattr(pool, "_network_backend"):
+        pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return httpx.Client(transport=transport, follow_redirects=False, trust_env=not loopback)
+
+
 # --------------------------------------------------------------------------------------------- judge
 class _Retry(Exception):
     """A failure a later try may not have: what went wrong, the HTTP status and the server's Retry-After."""
@@ -524,7 +604,7 @@ class OpenAIJudge(Judge):
     def probability(self, top: dict[str, float]) -> float:
         """P(yes) (or normalised) from a {token: logprob} dict of the first answer token (checked: a NaN or
         positive log-prob is an `InvalidReply`, never a probability of 1)."""
-        top = _check_cached(top)
+        top = {t: _logprob(v, f"token {t!r}") for t, v in top.items()}
 
         def mass(word: str, exact: Sequence[str] | None) -> float:
             if exact:
@@ -584,12 +664,11 @@ class OpenAIJudge(Judge):
 
         with self._http_lock:
             if self._http is None:
-                loopback = _is_loopback(urllib.parse.urlsplit(self.base_url).hostname)
-                self._http = httpx.Client(
-                    follow_redirects=False,  # the key must not travel on to wherever Location points
-                    trust_env=not loopback,  # loopback (a local vLLM): never through a proxy
-                    limits=httpx.Limits(max_connections=self.concurrency,
-                                        max_keepalive_connections=self.concurrency))
+                try:
+                    self._http = _http_client(self.base_url, self.concurrency)
+                except (ImportError, ValueError, httpx.HTTPError, httpx.InvalidURL) as e:  # socks proxy, no socksio
+                    raise JudgeError(f"judge {self.base_url}: cannot set up the HTTP client: {e}",
+                                     self.base_url) from None
         return self._http
 
     def _body(self, chunk: list[str]) -> tuple[str, dict]:
@@ -610,7 +689,8 @@ class OpenAIJudge(Judge):
             return parse_reply(reply, len(chunk), self.api)
         except InvalidReply as e:
             raise JudgeError(f"POST {url}: invalid reply: {e} (not retried, not cached); does the endpoint return "
-                             f"logprobs for {self.api}? Reply starts: {self._snippet(json.dumps(reply))}", url) from None
+                             f"logprobs for {self.api}? Reply starts: {self._snippet(json.dumps(reply))}",
+                             url) from None
 
     def _snippet(self, text: str, n: int = 300) -> str:
         """The start of a server's text for an error message, on one line, the key (if echoed) masked."""
@@ -648,6 +728,7 @@ class OpenAIJudge(Judge):
         deadline = time.monotonic() + self.timeout
         t = httpx.Timeout(connect=min(self.connect_timeout, self.timeout), read=min(self.read_timeout, self.timeout),
                           write=min(self.read_timeout, self.timeout), pool=self.timeout)
+        _DEADLINE.at = deadline
         try:
             with client.stream("POST", url, content=data, headers=headers, timeout=t) as r:
                 code = r.status_code
@@ -674,12 +755,16 @@ class OpenAIJudge(Judge):
                     raise _Retry(last, code, _retry_after(r.headers.get("Retry-After")))
                 raw = self._read(r, url, deadline, self.max_reply_bytes)
         except httpx.TimeoutException as e:
+            if time.monotonic() >= deadline:
+                raise _Retry(f"no complete reply within the total deadline of {self.timeout:g} s") from None
             raise _Retry(f"{type(e).__name__} (connect {min(self.connect_timeout, self.timeout):g} s, read "
-                         f"{min(self.read_timeout, self.timeout):g} s, total {self.timeout:g} s): {e}") from None
+                         f"{min(self.read_timeout, self.timeout):g} s between bytes): {e}") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError) as e:
             raise _Retry(f"{type(e).__name__}: {e}") from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
             raise JudgeError(f"POST {url}: {type(e).__name__}: {e} (not retried)", url) from None
+        finally:
+            _DEADLINE.at = None
         return self._decode(raw, url)
 
     def _read(self, r, url: str, deadline: float, limit: int, truncate: bool = False) -> bytes:
