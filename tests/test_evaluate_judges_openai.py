@@ -563,3 +563,23 @@ def test_cli_eval_with_a_nan_judge_reply(fake, tmp_path, monkeypatch, data_dir):
     assert f"POST {fake.url}/completions: invalid reply" in errors[0] and "NaN" in errors[0]
     assert len(fake.state.requests) == 1 and _rows(tmp_path / "vc" / "judge-cache.sqlite") == 0
     assert not (tmp_path / "e" / "results.json").exists()
+
+
+def test_cli_damaged_judge_cache(fake, tmp_path, monkeypatch, data_dir):
+    """A garbage judge-cache.sqlite in the veracity cache: one line naming it, exit 2, the file and --out
+    left as they were, no request."""
+    from typer.testing import CliRunner
+
+    from veracity.cli.main import app
+
+    monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
+    (tmp_path / "vc").mkdir()
+    bad = tmp_path / "vc" / "judge-cache.sqlite"
+    bad.write_bytes(b"\x00garbage, not SQLite\xff" * 64)
+    r = CliRunner().invoke(app, ["eval", "truthfulqa", "--model", "tiny-llama", "--metrics", "judge", "--judge",
+                                 "openai:fake", "--judge-base-url", fake.url, "--limit", "2", "--data-dir",
+                                 str(data_dir), "--out", str(tmp_path / "e")])
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(errors) == 1 and f"judge cache {bad} cannot be used" in errors[0], r.output
+    assert bad.read_bytes() == b"\x00garbage, not SQLite\xff" * 64 and not (tmp_path / "e").exists()
+    assert fake.state.requests == []

@@ -688,9 +688,10 @@ class OpenAIJudge(Judge):
         try:
             return parse_reply(reply, len(chunk), self.api)
         except InvalidReply as e:
-            raise JudgeError(f"POST {url}: invalid reply: {e} (not retried, not cached); does the endpoint return "
-                             f"logprobs for {self.api}? Reply starts: {self._snippet(json.dumps(reply))}",
-                             url) from None
+            hint = "" if re.search(r"the log-prob|add up to", str(e)) else \
+                f" does the endpoint return logprobs for {self.api}?"
+            raise JudgeError(f"POST {url}: invalid reply: {e} (not retried, not cached);{hint} Reply starts: "
+                             f"{self._snippet(json.dumps(reply))}", url) from None
 
     def _snippet(self, text: str, n: int = 300) -> str:
         """The start of a server's text for an error message, on one line, the key (if echoed) masked."""
