@@ -584,3 +584,52 @@ def test_openai_judge_proxies_from_the_environment(hostile, monkeypatch):
     j = jg.OpenAIJudge("m", "truth", base_url=hostile.url, api_key="sk-secret", cache=False, max_tries=1)
     assert j.score(["Q?"], ["A."])[0] == pytest.approx(0.7)
     assert hostile.seen[0]["path"] == "/v1/completions" and hostile.seen[0]["auth"] == "Bearer sk-secret"
+
+
+def test_parse_reply_never_crashes_nor_scores_out_of_range():
+    """Property: any JSON-like reply (shaped like the APIs' or not, NaN / inf / huge / bool / string values)
+    is either an `InvalidReply` or first-token log-probs that score in [0, 1]; never another exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    special = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, 1e-9, 1e-3, 0.5, -1e-300, -0.1, 10**400, True])
+    num = st.one_of(special, st.floats(-50, 0), st.floats(allow_nan=True, allow_infinity=True),
+                    st.integers(-10**400, 10**400), st.none(), st.text(max_size=3))
+    tok = st.one_of(st.sampled_from([" yes", "Yes", "\u2581yes", " no", "No", "\n"]), st.text(max_size=3))
+    leaf = st.one_of(num, tok, st.just({}), st.just([]))
+    anyjson = st.recursive(leaf, lambda c: st.one_of(st.lists(c, max_size=3),
+                                                     st.dictionaries(st.text(max_size=6), c, max_size=3)), max_leaves=8)
+
+    def mostly(s):  # the API's shape three times in four, anything else the fourth
+        return st.one_of(s, s, s, anyjson)
+
+    top = mostly(st.dictionaries(tok, num, min_size=1, max_size=4))
+    comp = st.fixed_dictionaries({"index": mostly(st.just(0)), "logprobs": mostly(st.fixed_dictionaries({
+        "tokens": mostly(st.lists(tok, max_size=2)), "token_logprobs": mostly(st.lists(num, max_size=2)),
+        "top_logprobs": mostly(st.lists(top, min_size=1, max_size=2))}))})
+    entry = mostly(st.fixed_dictionaries({"token": mostly(tok), "logprob": num}))
+    chat = st.fixed_dictionaries({"index": mostly(st.just(0)), "logprobs": mostly(st.fixed_dictionaries({
+        "content": mostly(st.lists(mostly(st.fixed_dictionaries({
+            "token": mostly(tok), "logprob": num, "top_logprobs": mostly(st.lists(entry, max_size=4))})),
+            min_size=1, max_size=2))}))})
+    judges = {api: jg.OpenAIJudge("m", "truth", base_url="http://127.0.0.1:9/v1", api=api, cache=False)
+              for api in jg.OPENAI_APIS}
+    normalized = jg.OpenAIJudge("m", "truth", base_url="http://127.0.0.1:9/v1", cache=False, normalize=True)
+
+    @settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(api=st.sampled_from(jg.OPENAI_APIS), data=st.data())
+    def check(api, data):
+        choice = comp if api == "completions" else chat
+        reply = data.draw(mostly(st.fixed_dictionaries({"choices": mostly(st.lists(choice, min_size=1,
+                                                                                            max_size=1))})))
+        try:
+            got = jg.parse_reply(reply, 1, api)
+        except jg.InvalidReply:
+            return
+        assert len(got) == 1 and got[0]
+        for v in got[0].values():
+            assert v <= 0 and not math.isnan(v)
+        for j in (judges[api], normalized):
+            assert 0.0 <= j.probability(got[0]) <= 1.0
+
+    check()
