@@ -85,8 +85,10 @@ def check_base_url(url, option: str = "--judge-base-url") -> str:
     if parts.query or parts.fragment or "?" in text or "#" in text:
         raise BadInput(f"{option} {url!r}: a base URL takes no query (?) or fragment (#); the judge appends "
                        f"/completions or /chat/completions to it")
-    import httpx
-
+    try:
+        import httpx
+    except ImportError:  # the request will say so; the checks above stand
+        return text.rstrip("/")
     try:
         httpx.URL(text)
     except (httpx.InvalidURL, ValueError) as e:
@@ -660,8 +662,11 @@ class OpenAIJudge(Judge):
 
     # -- HTTP
     def _client(self):
-        import httpx
-
+        try:
+            import httpx
+        except ImportError:
+            raise JudgeError("the openai judge needs the httpx package (pip install 'httpx>=0.27')",
+                             self.base_url) from None
         with self._http_lock:
             if self._http is None:
                 try:
