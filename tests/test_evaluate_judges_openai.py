@@ -395,7 +395,8 @@ BAD_URLS = [  # (value, what the error says)
     ("http://", "names no host"), ("http:///v1", "names no host"), ("http://:8000/v1", "names no host"),
     ("", "is empty"), ("   ", "is empty"), ("http://127.0.0.1:99999/v1", "port"),
     ("http://user:pw@127.0.0.1/v1", "user info"), ("http://127.0.0.1/v1?key=1", "no query"),
-    ("http://127.0.0.1/v1 x", "whitespace"),
+    ("http://127.0.0.1/v1 x", "whitespace"), ("http://[::1/v1", "not a valid URL"),
+    ("http://bad_host!/v1", "not a valid URL"),
 ]
 
 

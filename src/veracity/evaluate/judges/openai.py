@@ -70,7 +70,11 @@ def check_base_url(url, option: str = "--judge-base-url") -> str:
     if not _SCHEME.match(text):
         eg = f" (http://{text} or https://{text})" if re.match(r"^[\w.\-\[\]:]+(/|$)", text) else ""
         raise BadInput(f"{option} {url!r} has no scheme: give {_URL_HINT}{eg}")
-    parts = urllib.parse.urlsplit(text)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.hostname
+    except ValueError as e:  # e.g. an unclosed [IPv6 address
+        raise BadInput(f"{option} {url!r} is not a valid URL ({e}): give {_URL_HINT}") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise BadInput(f"{option} {url!r}: {parts.scheme}:// is not supported; give {_URL_HINT}")
     if "@" in parts.netloc:
@@ -78,6 +82,8 @@ def check_base_url(url, option: str = "--judge-base-url") -> str:
                        f"$OPENAI_API_KEY, never in the URL")
     if not parts.hostname:
         raise BadInput(f"{option} {url!r} names no host: give {_URL_HINT}")
+    if not re.fullmatch(r"[\w.-]+", parts.hostname) and not _is_ip(parts.hostname):
+        raise BadInput(f"{option} {url!r} is not a valid URL (host {parts.hostname!r}): give {_URL_HINT}")
     try:
         parts.port
     except ValueError:
@@ -96,18 +102,21 @@ def check_base_url(url, option: str = "--judge-base-url") -> str:
     return text.rstrip("/")
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _looks_like_host(text: str) -> bool:
     """Whether the text after an "@" in a judge spec reads as a host without a scheme (localhost:8000/v1,
     10.0.0.1, judge.example.com) rather than a model-name suffix (claude@2024, model@20240620)."""
     if not text:
         return False
-    if ":" in text or "/" in text or text.lower() == "localhost":
+    if ":" in text or "/" in text or text.lower() == "localhost" or _is_ip(text):
         return True
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        pass
     return re.fullmatch(r"[\w-]+(\.[\w-]+)*\.[A-Za-z]{2,}", text) is not None
 
 
