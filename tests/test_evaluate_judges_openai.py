@@ -464,6 +464,10 @@ def test_good_base_urls_and_model_names_with_at(no_requests):
     assert jg.parse_openai_spec("openai:claude-3@20240229") == ("openai", "claude-3@20240229", None)
     assert jg.parse_openai_spec("openai:m@v1.2@http://h:1/v1") == ("openai", "m@v1.2", "http://h:1/v1")
     assert jg.with_base_url("local", None) == "local"
+    from veracity.validation import BadInput
+
+    with pytest.raises(BadInput, match="other than --judge-base-url"):  # two URLs: neither is picked
+        jg.get_judge("openai:m@http://127.0.0.1:1/v1", "truth", base_url="http://127.0.0.1:2/v1", cache=False)
 
 
 def test_key_rules(no_requests, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ...validation import BadInput
 from .base import CallableJudge, Judge
 from .hf import HFJudge
 from .local import LocalJudge
@@ -64,7 +65,7 @@ def _openai(spec: str, kind: str, judge_dir=None, base_url=None, **options) -> J
     if base_url is not None:
         base_url = check_base_url(base_url, "--judge-base-url")
         if url is not None and url != base_url:
-            raise ValueError(f"judge {spec!r} names a base URL other than base_url={base_url!r}")
+            raise BadInput(f"judge {spec!r} names a base URL other than --judge-base-url {base_url!r}")
     api = options.pop("api", "chat" if prefix == "openai-chat" else "completions")
     return OpenAIJudge(model.replace("{kind}", kind), kind, base_url=url or base_url, api=api, **options)
 
