@@ -571,8 +571,8 @@ def test_openai_judge_proxies_from_the_environment(hostile, monkeypatch):
     """$http_proxy is used for a host off this machine (the key still withheld: plain http), never for a
     loopback base URL (a local vLLM is reached directly)."""
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{hostile.server_address[1]}")
-    monkeypatch.delenv("no_proxy", raising=False)
-    monkeypatch.delenv("NO_PROXY", raising=False)
+    for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
     hostile.play(_json(GOOD))
     with pytest.warns(UserWarning, match="API key is not sent"):
         j = jg.OpenAIJudge("m", "truth", base_url="http://judge.example.invalid/v1", api_key="sk-secret", cache=False)
