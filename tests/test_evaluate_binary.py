@@ -164,7 +164,7 @@ def test_cli_binary_and_revision(tmp_path, data_dir, revision):
     assert set(res["binary"]) == set(bn.BINARY_VARIANTS) | {"ab-average"}
     for d in res["binary"].values():
         assert d["chance"] == 0.5 and d["n"] == 4 and d["per_category"] and d["pair"]
-    assert all(k in res["summary"] for k in ("binary_loglik-lm-eval", "binary_ab-best-second"))
+    assert all(k in res["summary"] for k in ("binary_loglik_lm_eval", "binary_ab_best_second"))
     assert json.loads((out / "config.json").read_text())["dataset"] == res["dataset"]
     assert "ab-average" in r.output
 

@@ -62,11 +62,13 @@ def test_driver_end_to_end_tiny(tiny_llama, data_dir, tmp_path):
     assert out.summary == res["summary"]
     # the typed result reads its own file back: the same results.json, the same headline and tables
     back = drv.EvalOutput.from_json(res)
-    assert res["schema_version"] == drv.SCHEMA_VERSION == 1
+    assert res["schema_version"] == drv.SCHEMA_VERSION == 2
+    old = {**res, "schema_version": 1, "summary": {**res["summary"], "binary_loglik-truthfulqa": 0.5}}
+    assert drv.EvalOutput.from_json(old).summary["binary_loglik_truthfulqa"] == 0.5  # schema 1's spelling
     assert json.loads(json.dumps(back.results_json())) == {k: v for k, v in res.items() if k not in ("kind", "headline")}
     assert back.headline() == res["headline"] and back.tables() == out.tables()
     with pytest.raises(ValueError, match="upgrade veracity"):
-        drv.EvalOutput.from_json(dict(res, schema_version=2))
+        drv.EvalOutput.from_json(dict(res, schema_version=drv.SCHEMA_VERSION + 1))
 
 
 def test_evaluate_fold_with_intervention_and_subset(tiny_llama, data_dir):
@@ -103,7 +105,9 @@ def test_cli_eval_no_judge(tmp_path, data_dir):
                                  "--metrics", "mc,ce,kl,judge", "--judge", "none", "--lm-docs", "2", "--lm-tokens",
                                  "16", "--out", str(tmp_path / "e"), "--data-dir", str(data_dir)])
     assert r.exit_code == 0, r.output
-    assert "Info acc" in r.output and "KL wrt Orig" in r.output and "True*Info (product of fold means)" in r.output
+    assert "MC2" in r.output and "KL wrt Orig" in r.output
+    # no judge: the unmeasured columns and figures are left out, not printed as dashes
+    assert "Info acc" not in r.output and "True*Info" not in r.output and " - " not in r.output
     res = json.loads((tmp_path / "e" / "results.json").read_text())
     assert res["protocol"] == "lm-eval" and "true" not in res["summary"] and "mc1" in res["summary"]
 
@@ -148,8 +152,9 @@ def test_local_judge_booster_stage(small_labels, data_dir, tmp_path):
     d = k.dense(qs[:5], ans[:5])  # by hand: the booster reads [dense features, logistic score]
     z = np.asarray(k.features(qs[:5], ans[:5]) @ k.coef + k.intercept).ravel()
     np.testing.assert_allclose(k.score(qs[:5], ans[:5]), k.booster.predict_proba(np.column_stack([d, z]))[:, 1])
-    # retrained without a booster into the same folder: the stale booster file goes away
-    jg.train_local_judge("truth", data_dir, labels_path=small_labels, seed=3, Cs=(1.0,), boosters=(None,)).save(tmp_path / "truth")
+    # retrained without a booster into the same folder (overwrite): the stale booster file goes away
+    jg.train_local_judge("truth", data_dir, labels_path=small_labels, seed=3, Cs=(1.0,), boosters=(None,)).save(
+        tmp_path / "truth", overwrite=True)
     assert jg.LocalJudge.load(tmp_path / "truth").booster is None
 
 

@@ -1,11 +1,15 @@
 """The `openai:<model>` judge against a fake OpenAI-compatible server on loopback (http.server in a thread):
 P(" yes") from the returned top logprobs by hand, batching, the SQLite cache, retries (429, 500, connection
-errors), the rate limiter, get_judge / describe, and `veracity eval truthfulqa --judge openai:...`."""
+errors), the rate limiter, get_judge / describe, and `veracity eval truthfulqa --judge openai:...`; where the
+prompts and the key may go (a base URL must be an explicit http(s) URL on every path, refused before any
+request, through the library and every CLI command with --judge-base-url) and a damaged cache file."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,7 +94,7 @@ def server():
     handler = type("H", (Handler,), {"state": state})
     srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     srv.daemon_threads = True
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     th.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
     srv.state = state
@@ -350,3 +354,237 @@ def test_iti_validate_and_compare_reach_the_endpoint(fake, tmp_path, monkeypatch
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "c" / "results.json").read_text())["methods"]
     assert "true_info" in rows[0] and len(fake.state.requests) > n
+
+
+def _rows(path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
+
+
+def test_429_then_success_is_cached_once(fake, tmp_path):
+    fake.state.reset(fail_with=429, fail_times=1, retry_after="0")
+    cache = tmp_path / "c.sqlite"
+    j = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=cache, max_tries=3, backoff=0.001)
+    np.testing.assert_allclose(j.score(QS, AS), expected("truth"), rtol=1e-12)
+    assert len(fake.state.requests) == 2 and _rows(cache) == len(QS)  # one row per prompt, written once
+    fake.state.reset()
+    again = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=cache).score(QS, AS)
+    np.testing.assert_allclose(again, expected("truth"), rtol=1e-12)
+    assert fake.state.requests == []
+
+
+def test_persistent_429_fails_and_retry_after_is_capped(fake, tmp_path):
+    """Retry-After: 3600 is honoured only up to max_backoff (0.05 s here); after max_tries, one error."""
+    fake.state.reset(fail_with=429, fail_times=-1, retry_after="3600")
+    cache = tmp_path / "c.sqlite"
+    j = jg.OpenAIJudge("fake-judge", "truth", base_url=fake.url, cache=cache, max_tries=3, backoff=0.001,
+                       max_backoff=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(jg.JudgeError, match="failed after 3 tries; last error: HTTP 429.*fake failure") as e:
+        j.score(QS, AS)
+    assert time.monotonic() - t0 < 2 and e.value.status == 429 and len(fake.state.requests) == 3
+    assert _rows(cache) == 0
+
+
+# ---------------------------------------------------------------------------- where the prompts may go
+BAD_URLS = [  # (value, what the error says)
+    ("localhost:8000/v1", "has no scheme"), ("127.0.0.1:8000/v1", "has no scheme"),
+    ("ftp://127.0.0.1/v1", "ftp:// is not supported"), ("file:///etc/passwd", "file:// is not supported"),
+    ("http://", "names no host"), ("http:///v1", "names no host"), ("http://:8000/v1", "names no host"),
+    ("", "is empty"), ("   ", "is empty"), ("http://127.0.0.1:99999/v1", "port"),
+    ("http://user:pw@127.0.0.1/v1", "user info"), ("http://127.0.0.1/v1?key=1", "no query"),
+    ("http://127.0.0.1/v1 x", "whitespace"), ("http://[::1/v1", "not a valid URL"),
+    ("http://bad_host!/v1", "not a valid URL"),
+]
+
+
+@pytest.fixture
+def no_requests(monkeypatch):
+    """Any HTTP request fails the test: refusals must come before the first byte is sent."""
+    import httpx
+
+    def send(*a, **k):
+        raise AssertionError("a request was sent")
+
+    monkeypatch.setattr(httpx.Client, "send", send)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-sent")
+
+
+@pytest.mark.parametrize("url,expect", BAD_URLS, ids=[u or "empty" for u, _ in BAD_URLS])
+def test_bad_base_url_is_refused_on_every_path(url, expect, no_requests, monkeypatch, tmp_path):
+    """--judge-base-url, base_url=, $OPENAI_BASE_URL and the spec's @url: a BadInput naming where it came
+    from, never a silent fallback to api.openai.com; nothing sent, no cache file made."""
+    from veracity.validation import BadInput
+
+    monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
+    with pytest.raises(BadInput, match="--judge-base-url.*" + re.escape(expect)):
+        jg.with_base_url("openai:x", url)
+    with pytest.raises(BadInput, match="--judge-base-url.*" + re.escape(expect)):
+        jg.get_judge("openai:x", "truth", base_url=url)
+    with pytest.raises(BadInput, match="base_url.*" + re.escape(expect)):
+        jg.OpenAIJudge("x", "truth", base_url=url)
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    with pytest.raises(BadInput, match=r"\$OPENAI_BASE_URL.*" + re.escape(expect)):
+        jg.get_judge("openai:x", "truth")
+    with pytest.raises(BadInput, match=r"\$OPENAI_BASE_URL"):
+        jg.with_base_url("openai-chat:x", None)  # checked when the CLI folds the spec, before any folder
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    if url.strip() and "://" in url:  # in the spec: as written by hand
+        with pytest.raises(BadInput, match=re.escape(expect)):
+            jg.get_judge(f"openai:x@{url}", "truth")
+    assert not (tmp_path / "vc").exists()
+
+
+@pytest.mark.parametrize("spec,expect", [
+    ("openai:x@localhost:8000/v1", "reads as a base URL without a scheme"),
+    ("openai:x@127.0.0.1", "reads as a base URL without a scheme"),
+    ("openai-chat:x@judge.example.com", "reads as a base URL without a scheme"),
+    ("openai:x@", "nothing after '@'"), ("openai:", "empty model name"),
+    ("openai:@http://127.0.0.1:1/v1", "empty model name"),
+    ("openai:x@ftp://127.0.0.1/v1", "ftp:// is not supported"),
+])
+def test_bad_url_in_the_spec_is_refused(spec, expect, no_requests):
+    from veracity.validation import BadInput
+
+    with pytest.raises(BadInput, match=re.escape(expect)):
+        jg.get_judge(spec, "truth")
+    with pytest.raises(BadInput, match=re.escape(expect)):
+        jg.with_base_url(spec, None)
+
+
+def test_good_base_urls_and_model_names_with_at(no_requests):
+    for url, want in [("http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000/v1"), ("https://judge.example/v1",) * 2,
+                      ("http://[::1]:8000/v1",) * 2, ("  http://localhost:8000/v1  ", "http://localhost:8000/v1")]:
+        assert jg.check_base_url(url) == want
+        assert jg.with_base_url("openai:m", url) == f"openai:m@{want}"
+    # "@" in a model name that does not read as a host stays in the model name
+    assert jg.parse_openai_spec("openai:claude-3@20240229") == ("openai", "claude-3@20240229", None)
+    assert jg.parse_openai_spec("openai:m@v1.2@http://h:1/v1") == ("openai", "m@v1.2", "http://h:1/v1")
+    assert jg.with_base_url("local", None) == "local"
+    from veracity.validation import BadInput
+
+    with pytest.raises(BadInput, match="other than --judge-base-url"):  # two URLs: neither is picked
+        jg.get_judge("openai:m@http://127.0.0.1:1/v1", "truth", base_url="http://127.0.0.1:2/v1", cache=False)
+
+
+def test_key_rules(no_requests, monkeypatch):
+    """The key goes to https anywhere and to plain http only on loopback; a key a header cannot carry is
+    refused without being echoed; a trailing newline (a key read from a file) is dropped."""
+    from veracity.validation import BadInput
+
+    for url in ("https://10.0.0.1/v1", "http://localhost:1/v1", "http://127.0.0.2:1/v1", "http://[::1]:1/v1"):
+        assert jg.OpenAIJudge("m", "truth", base_url=url, cache=False).api_key == "sk-never-sent"
+    with pytest.warns(UserWarning, match="not sent to http://10.0.0.1:9/v1"):
+        j = jg.OpenAIJudge("m", "truth", base_url="http://10.0.0.1:9/v1", cache=False)
+    assert j.api_key is None and j.key_withheld
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-abc\n")
+    assert jg.OpenAIJudge("m", "truth", base_url="http://localhost:1/v1", cache=False).api_key == "sk-abc"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-abc\r\nX-Evil: 1")
+    with pytest.raises(BadInput, match="cannot carry") as e:
+        jg.OpenAIJudge("m", "truth", base_url="http://localhost:1/v1", cache=False)
+    assert "sk-abc" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", [b"garbage bytes, not SQLite" * 100, b"SQLite format 3\x00" + b"\x00" * 50,
+                                     "other-db", "folder"], ids=["garbage", "truncated", "other-db", "folder"])
+def test_damaged_cache_is_one_error_naming_the_file(content, tmp_path, fake):
+    import sqlite3
+
+    from veracity.validation import BadInput
+
+    path = tmp_path / "judge-cache.sqlite"
+    if content == "folder":
+        path.mkdir()
+    elif content == "other-db":
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE judge_cache (x INTEGER)")
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes() if path.is_file() else None
+    with pytest.raises(BadInput, match=f"judge cache {re.escape(str(path))} cannot be used"):
+        jg.OpenAIJudge("m", "truth", base_url=fake.url, cache=path)
+    assert (path.read_bytes() if path.is_file() else None) == before  # left as it was
+    assert fake.state.requests == []
+
+
+def test_cli_refuses_a_bad_base_url_on_every_command(no_requests, tmp_path, monkeypatch, data_dir):
+    """Every command with --judge-base-url (read from the Typer app): --judge-base-url without a scheme,
+    ftp:// or with an empty host, a bad @url in --judge and a bad $OPENAI_BASE_URL are refused with one
+    line, exit 2, before any folder or cache file is made."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from veracity.cli.main import app
+
+    def walk(c, path):
+        for n, s in (getattr(c, "commands", None) or {}).items():
+            yield from walk(s, path + [n])
+        if not getattr(c, "commands", None):
+            yield path, c
+
+    cmds = [(p, {q.name for q in c.params}) for p, c in walk(typer.main.get_command(app), [])
+            if "judge_base_url" in {q.name for q in c.params}]
+    assert len(cmds) >= 6, cmds  # compare-interventions, iti validate/sweep, eval truthfulqa, judge eval, steer sweep
+    monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
+    cases = [(["--judge", "openai:x", "--judge-base-url", u], e, {}) for u, e in
+             [("localhost:8000/v1", "--judge-base-url 'localhost:8000/v1' has no scheme"),
+              ("ftp://127.0.0.1/v1", "ftp:// is not supported"), ("http://", "names no host")]]
+    cases += [(["--judge", "openai:x@localhost:8000/v1"], "reads as a base URL without a scheme", {}),
+              (["--judge", "openai:x"], "$OPENAI_BASE_URL 'ftp://h/v1'", {"OPENAI_BASE_URL": "ftp://h/v1"})]
+    for path, params in cmds:
+        for extra, expect, env in cases:
+            out = tmp_path / "out"
+            args = [*path, *extra] + (["--kind", "truth"] if "kind" in params else ["--out", str(out)])
+            args += ["--model", "tiny-llama"] if "model" in params else []
+            args += ["--data-dir", str(data_dir)] if "data_dir" in params else []
+            for k, v in env.items():
+                monkeypatch.setenv(k, v)
+            r = CliRunner().invoke(app, args)
+            for k in env:
+                monkeypatch.delenv(k)
+            errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+            assert r.exit_code == 2 and len(errors) == 1 and expect in errors[0], (args, r.output)
+            assert "Traceback" not in r.output and not out.exists() and not (tmp_path / "vc").exists(), args
+
+
+def test_cli_eval_with_a_nan_judge_reply(fake, tmp_path, monkeypatch, data_dir):
+    """A judge answering NaN: `eval truthfulqa` stops with one line naming the URL (it used to report
+    True 100% and cache the NaN); nothing cached, no results.json."""
+    from typer.testing import CliRunner
+
+    from veracity.cli.main import app
+
+    monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
+    monkeypatch.setattr(sys.modules[__name__], "top_for", lambda prompt, yes=" yes", no=" no":
+                        {yes: float("nan"), no: -1.0})
+    r = CliRunner().invoke(app, ["eval", "truthfulqa", "--model", "tiny-llama", "--metrics", "judge", "--judge",
+                                 "openai:fake", "--judge-base-url", fake.url, "--limit", "2", "--max-new-tokens",
+                                 "2", "--data-dir", str(data_dir), "--out", str(tmp_path / "e")])
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(errors) == 1, r.output
+    assert f"POST {fake.url}/completions: invalid reply" in errors[0] and "NaN" in errors[0]
+    assert len(fake.state.requests) == 1 and _rows(tmp_path / "vc" / "judge-cache.sqlite") == 0
+    assert not (tmp_path / "e" / "results.json").exists()
+
+
+def test_cli_damaged_judge_cache(fake, tmp_path, monkeypatch, data_dir):
+    """A garbage judge-cache.sqlite in the veracity cache: one line naming it, exit 2, the file and --out
+    left as they were, no request."""
+    from typer.testing import CliRunner
+
+    from veracity.cli.main import app
+
+    monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
+    (tmp_path / "vc").mkdir()
+    bad = tmp_path / "vc" / "judge-cache.sqlite"
+    bad.write_bytes(b"\x00garbage, not SQLite\xff" * 64)
+    r = CliRunner().invoke(app, ["eval", "truthfulqa", "--model", "tiny-llama", "--metrics", "judge", "--judge",
+                                 "openai:fake", "--judge-base-url", fake.url, "--limit", "2", "--data-dir",
+                                 str(data_dir), "--out", str(tmp_path / "e")])
+    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert r.exit_code == 2 and len(errors) == 1 and f"judge cache {bad} cannot be used" in errors[0], r.output
+    assert bad.read_bytes() == b"\x00garbage, not SQLite\xff" * 64 and not (tmp_path / "e").exists()
+    assert fake.state.requests == []

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from veracity import metrics as M
+from veracity.validation import BadInput
 
 
 def test_true_info_is_the_product_of_fold_means_not_the_mean_of_products():
@@ -44,3 +45,20 @@ def test_iti_summarise_is_the_registry_rule():
     s = summarise(folds)
     assert s["true_info"] == pytest.approx(0.2 * 0.8) and s["kl"] == pytest.approx(1.5)
     assert list(s)[0] == "true_info"  # the summary keys' order, as before
+
+
+def test_sweeps_rank_every_metric_in_the_registrys_direction():
+    """The ITI sweep used its own ("kl", "ce_loss") list and ranked degenerate_rate, sycophancy flips and
+    HONEST backwards; every rankable metric now picks the better of two cells by its registered direction."""
+    from veracity.experiments.iti_sweep import pick_best
+    from veracity.metrics import METRICS, better_sign, rankable_metrics
+
+    assert set(rankable_metrics()) == {n for n, m in METRICS.items() if m.higher_is_better is not None}
+    for name in rankable_metrics():
+        grid = {(1.0, 8): {name: 0.2}, (2.0, 8): {name: 0.6}}
+        want = (2.0, 8) if METRICS[name].higher_is_better else (1.0, 8)
+        assert pick_best(grid, name) == want, name
+        assert better_sign(name) == (1 if METRICS[name].higher_is_better else -1)
+    for bad in ("nosuch", "mean_words"):  # unknown; descriptive (no direction)
+        with pytest.raises(BadInput, match="--metric"):
+            pick_best({(1.0, 8): {bad: 0.1}}, bad)

@@ -68,6 +68,25 @@ def lower_is_better(name: str) -> bool:
     return bool(m is not None and m.higher_is_better is False)
 
 
+def better_sign(name: str, option: str = "--metric") -> int:
+    """+1 where a higher value of metric `name` is better, -1 where a lower one is: the one direction every
+    ranking (sweeps' best cell, comparisons) uses. An unknown metric, or a descriptive one with no direction
+    (refusal rate, mean words), cannot rank anything: `BadInput` naming the option."""
+    from .validation import BadInput
+
+    m = METRICS.get(name)
+    if m is None:
+        raise BadInput(f"{option} {name!r} is not a metric; rankable: {', '.join(rankable_metrics())}")
+    if m.higher_is_better is None:
+        raise BadInput(f"{option} {name!r} ({m.label}) has no better direction; rankable: {', '.join(rankable_metrics())}")
+    return 1 if m.higher_is_better else -1
+
+
+def rankable_metrics() -> list[str]:
+    """The registered metrics with a direction, in registration order."""
+    return [n for n, m in METRICS.items() if m.higher_is_better is not None]
+
+
 def true_info(true: float | None, info: float | None) -> float | None:
     """True*Info as the ITI tables report it: the product of the (fold-mean) truth and informativeness
     rates, not the rate of answers that are both (that is `true_info_per_answer`)."""

@@ -23,81 +23,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-class RunExists(FileExistsError):
-    """The folder cannot take this run: a finished run (without --overwrite), a run of another kind,
-    something that is not a veracity run, or a folder another process is using. One-line message."""
-
-
-class RunLocked(RunExists):
-    """Another process holds the folder's lock."""
-
-
-LOCK_NAME = ".veracity.lock"
-_IGNORABLE = (LOCK_NAME,)  # present in a folder that holds nothing yet
-
-
-def folder_kind(path: str | Path) -> str | None:
-    """What veracity wrote in `path`: a run's kind (from config.json), "capture" for an activation store,
-    None for anything else (missing, empty, or not veracity's)."""
-    p = Path(path)
-    cfg = p / "config.json"
-    if cfg.is_file():
-        try:
-            d = json.loads(cfg.read_text())
-        except (OSError, ValueError):
-            d = None
-        if isinstance(d, dict) and isinstance(d.get("kind"), str) and "versions" in d:
-            return d["kind"]
-    man = p / "manifest.json"
-    if man.is_file():
-        try:
-            d = json.loads(man.read_text())
-        except (OSError, ValueError):
-            d = None
-        if isinstance(d, dict) and "config_hash" in d and "format_version" in d:
-            return "capture"
-        if any(p.glob("shard-*.safetensors")):  # a store whose manifest was damaged
-            return "capture"
-    return None
-
-
-def _entries(path: Path) -> list[Path]:
-    return sorted(c for c in path.iterdir() if c.name not in _IGNORABLE and not c.name.endswith(".tmp"))
-
-
-def folder_contents(path: str | Path, n: int = 4) -> str:
-    """"notes.txt, sub/ and 3 more": what a folder holds, for error messages."""
-    items = [c.name + ("/" if c.is_dir() else "") for c in _entries(Path(path))]
-    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
-
-
-def check_out_folder(path: str | Path, kind: str, *, overwrite: bool = False, resume: bool = False,
-                     option: str = "--out") -> Path:
-    """Raise (`BadInput` or `RunExists`) unless `path` can take a `kind` run; creates nothing.
-
-    Accepted: a missing or empty folder; a folder holding a veracity run of the same kind (unfinished,
-    or finished with `resume`); with `overwrite`, a folder holding any veracity run or store (it will be
-    emptied). Refused: a regular file or unwritable place, a run of another kind (never mixed), a
-    finished run without overwrite/resume, and a non-empty folder that holds no veracity run (overwrite
-    never empties a user's folder)."""
-    from .validation import check_out_path
-
-    p = check_out_path(path, option)
-    if not p.exists() or not _entries(p):
-        return p
-    found = folder_kind(p)
-    if found is None:
-        raise RunExists(f"{p} is not empty and holds no veracity run ({folder_contents(p)}); refusing to "
-                        f"{'empty' if overwrite else 'write into'} it: choose another {option}")
-    if overwrite and not resume:
-        return p
-    if found != kind:
-        raise RunExists(f"{p} holds a {found} run; a {kind} run is never mixed into it: choose another {option}"
-                        + ("" if resume else " (or --overwrite to replace it)"))
-    if kind != "capture" and (p / "results.json").exists() and not resume:
-        raise RunExists(f"{p} already holds a finished run; pass --overwrite to replace it "
-                        "(or --resume where the command supports it)")
-    return p
+from .outputs import (LOCK_NAME, RunExists, RunLocked, check_out_folder, entries,  # noqa: F401 (re-exported)
+                      folder_contents, folder_kind)
 
 
 def schema_version(d: dict, kind: str, supported: int) -> int:
@@ -278,11 +205,17 @@ class RunFolder:
         """Create (or reopen) the folder under its lock; idempotent."""
         if self.started:
             return self
+        made = [a for a in [self.path, *self.path.parents] if not a.exists()]
+        had_lock = (self.path / LOCK_NAME).exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RunExists(f"cannot create {self.path}: {e.strerror or e}") from None
-        self._lock.acquire()
+        try:
+            self._lock.acquire()
+        except BaseException:
+            _undo_start(self.path, made, had_lock)
+            raise
         try:  # again under the lock: another process may have written here since the first check
             check_out_folder(self.path, self.kind, overwrite=self.overwrite, resume=self.resume)
             if self.overwrite and not self.resume:
@@ -293,6 +226,7 @@ class RunFolder:
                 write_json_atomic(self.path / "config.json", self.config)
         except BaseException:
             self._lock.release()
+            _undo_start(self.path, made, had_lock)
             raise
         self.started = True
         opened = _OPENED.get()
@@ -353,6 +287,17 @@ class RunFolder:
         out = self.write_json("results.json", payload)
         self.close()
         return out
+
+
+def _undo_start(path: Path, made: list[Path], had_lock: bool) -> None:
+    """A refused start leaves nothing behind: no lock file in a folder it did not hold one in, no folder it
+    created."""
+    if not had_lock:
+        with contextlib.suppress(OSError):
+            (path / LOCK_NAME).unlink()
+    for a in made:
+        with contextlib.suppress(OSError):
+            a.rmdir()
 
 
 def list_runs(root: str | Path) -> list[dict]:

@@ -27,11 +27,17 @@ DeviceMapOpt = typer.Option(None, "--device-map", help="'auto' spreads a large m
 
 
 def print_table(title: str, columns: list[str], rows: list[list], fmt: str = "{:.3f}") -> None:
+    """A rich table. Columns (after the first, the row's key) with no value in any row ("-", None) are left
+    out, and a table left with none is not printed: a console shows only tables that hold numbers."""
+    cells = [[fmt.format(v) if isinstance(v, float) else ("-" if v is None else str(v)) for v in r] for r in rows]
+    keep = [i for i in range(len(columns)) if i == 0 or any(r[i] != "-" for r in cells if i < len(r))]
+    if not cells or len(keep) < min(2, len(columns)):
+        return
     t = Table(title=title)
-    for c in columns:
-        t.add_column(str(c))
-    for r in rows:
-        t.add_row(*[fmt.format(v) if isinstance(v, float) else str(v) for v in r])
+    for i in keep:
+        t.add_column(str(columns[i]))
+    for r in cells:
+        t.add_row(*[r[i] if i < len(r) else "" for i in keep])
     console.print(t)
 
 

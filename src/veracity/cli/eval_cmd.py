@@ -83,14 +83,19 @@ def judge_train(
     seed: int = typer.Option(0, "--seed"),
     max_train: Optional[int] = typer.Option(None, "--max-train", help="Subsample training rows (seeded)."),
     data_dir: Optional[Path] = DataDirOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier judge of this kind."),
 ) -> None:
     """Train a local judge on finetune_{truth,info}.jsonl, split disjoint by question."""
     from ..evaluate import default_judge_dir, train_local_judge
     from ..evaluate.judge_options import JudgeTrainConfig
+    from ..outputs import claim_output
 
     cfg = JudgeTrainConfig(kind=kind, heldout_frac=heldout_frac, seed=seed, max_train=max_train)
+    root = Path(out) if out is not None else default_judge_dir()
+    claim_output(root, "judges", overwrite=True)  # a folder of judges (never replaced itself), or new, or empty
+    claim_output(root / kind, "judge", overwrite=overwrite)  # before training; checked again when written
     j = train_local_judge(cfg.kind, data_dir, heldout_frac=cfg.heldout_frac, seed=cfg.seed, max_train=cfg.max_train)
-    folder = j.save((out or default_judge_dir()) / kind)
+    folder = j.save(root / kind, overwrite=overwrite)
     r = j.report
     print_table(f"local {kind} judge -> {folder}", ["key", "value"], [
         ["held-out accuracy", f"{100 * r.heldout_accuracy:.2f}%"],

@@ -106,26 +106,26 @@ def fit_cmd(model: str = ModelOpt, out: Path = typer.Option(..., "--out", "-o", 
             data: Optional[str] = DataOpt, reproduce: Optional[str] = ReproduceOpt,
             limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt, data_dir: Optional[Path] = DataDirOpt,
             device: Optional[str] = typer.Option(None, "--device"), model_dtype: str = ModelDtypeOpt,
-            device_map: Optional[str] = DeviceMapOpt) -> None:
+            device_map: Optional[str] = DeviceMapOpt,
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier intervention at --out.")) -> None:
     """Fit an intervention on every TruthfulQA question (nothing held out; use validate to measure)."""
     from ..experiments.iti_common import ITIFitConfig
     from ..models.loader import LoadConfig
+    from ..outputs import claim_output
     from ..steer.iti import fit
 
     LoadConfig(model=model, model_dtype=model_dtype, device=device, device_map=device_map)
     ITIFitConfig(num_heads=num_heads, alpha=alpha, direction=direction, sigma_from=sigma_from, seed=seed, data=data,
                  reproduce=reproduce, limit=limit)
+    claim_output(out, "intervention", overwrite=overwrite)  # before any work; checked again when written
     st = _settings(reproduce, direction, data, sigma_from, False, None, seed)
     cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=num_heads, st=st)
     _say_preset(st)
-    from ..validation import check_out_path
-
-    check_out_path(Path(out).parent)
     lm = _load(model, device, model_dtype, device_map)
     data_, _ = _data(lm, data_dir, limit, acts, st)
     iv = fit(data_, cfg, k=num_heads, alpha=alpha)
     iv.provenance.update(reproduce=st["reproduce"], remaining_differences=st["remaining_differences"])
-    path = iv.save(out)
+    path = iv.save(out, overwrite=overwrite)
     print_table("top heads", ["layer", "head", "val acc", "sigma"],
                 [[l, h, float(iv.head_scores[l, h]), float(s)] for (l, h), s in zip(iv.heads[:10], iv.sigmas)])
     console.print(f"intervention ({iv.k} heads, alpha={iv.alpha:g}, {direction}) -> {path}")
@@ -137,27 +137,30 @@ def bake_cmd(model: str = ModelOpt, intervention: Path = typer.Option(..., "--in
              verify: bool = typer.Option(True, "--verify/--no-verify", help="Reload and compare with the hooks (fp32)."),
              o_proj_only: bool = typer.Option(False, "--o-proj-only", help="Llama-family models: write model_type seed_oss (a bias on o_proj only) instead of llama with attention_bias (zero q/k/v biases)."),
              device: Optional[str] = typer.Option(None, "--device"), model_dtype: str = ModelDtypeOpt,
-             device_map: Optional[str] = DeviceMapOpt) -> None:
+             device_map: Optional[str] = DeviceMapOpt,
+             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier baked model at --out.")) -> None:
     """Write a plain Hugging Face folder with the intervention as o_proj biases (shifts every position)."""
+    import json
+
     from ..models.loader import LoadConfig
-    from ..steer import Intervention, bake, verify_baked
+    from ..outputs import claim_output
+    from ..steer import Intervention, bake
     from ..steer.options import BakeConfig
-    from ..validation import check_out_path
 
     LoadConfig(model=model, model_dtype=model_dtype, device=device, device_map=device_map)
     BakeConfig(alpha=alpha, verify=verify, o_proj_only=o_proj_only)
+    claim_output(out, "baked-model", overwrite=overwrite)  # before any work; checked again when written
     iv = Intervention.load(intervention)  # missing or corrupt: one line, before loading the model
-    check_out_path(out)
     lm = _load(model, device, model_dtype, device_map)
     if alpha is not None:
         iv = iv.with_alpha(alpha)
     try:
-        bake(lm, iv, out, o_proj_only=o_proj_only)
+        folder = bake(lm, iv, out, o_proj_only=o_proj_only, overwrite=overwrite, verify=verify)
     except ValueError as e:
         fail(str(e))
-    console.print(f"baked {iv.k} heads (alpha={iv.alpha:g}) into {out}")
+    console.print(f"baked {iv.k} heads (alpha={iv.alpha:g}) into {folder}")
     if verify:
-        err = verify_baked(lm, iv, out, atol=float("inf"))
+        err = json.loads((folder / "veracity_bake.json").read_text())["max_abs_logit_diff_vs_hooks"]
         console.print(f"max |logit diff| vs hooks (every position): {err:.2e}")
 
 

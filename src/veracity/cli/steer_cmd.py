@@ -86,17 +86,20 @@ def fit_cmd(acts: Path = typer.Option(..., "--acts", help="A labelled capture st
             normalize: str = typer.Option("raw", "--normalize", help="raw | sigma | unit."),
             alpha: float = typer.Option(1.0, "--alpha", help="Multiple of the fitted vector stored with it."),
             seed: int = typer.Option(0, "--seed", help="lat: pairing and sign draws."),
-            out: Path = typer.Option(..., "--out", "-o", help="PATH: writes PATH.json and PATH.safetensors.")) -> None:
+            out: Path = typer.Option(..., "--out", "-o", help="PATH: writes PATH.json and PATH.safetensors."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier steer at --out.")) -> None:
     """Fit a residual-stream steering vector per layer from a labelled capture store."""
+    from ..outputs import claim_output
     from ..steer.options import ResidualFitConfig
     from ..steer.residual import fit_residual_from_store
 
     ResidualFitConfig(method=method, layers=parse_int_list(layers), normalize=normalize, alpha=alpha, seed=seed)
+    claim_output(out, "steer", overwrite=overwrite)  # before any work; checked again when written
     try:
         steer = fit_residual_from_store(str(acts), method, parse_int_list(layers), normalize, seed, alpha)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    path = steer.save(out)
+    path = steer.save(out, overwrite=overwrite)
     print_table(f"{method} steer -> {path}", ["layer", "vector norm"],
                 [[l, f"{float(v.norm()):.4f}"] for l, v in zip(steer.layers, steer.vectors)])
 
@@ -108,16 +111,21 @@ def bake_cmd(model: str = ModelOpt,
              alpha: Optional[float] = typer.Option(None, "--alpha", help="Override the stored alpha."),
              layers: Optional[str] = typer.Option(None, "--layers", help="Bake only these of its layers."),
              out: Path = typer.Option(..., "--out", "-o", help="The Hugging Face folder to write."),
-             device: Optional[str] = typer.Option(None, "--device")) -> None:
+             device: Optional[str] = typer.Option(None, "--device"),
+             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier baked model at --out.")) -> None:
     """Write the steered model as a plain Hugging Face folder (an exact down_proj bias where the architecture
     has one; refused clearly where it has not) and check its logits against the hooks."""
+    import json
+
     from ..models import load
     from ..models.loader import LoadConfig
+    from ..outputs import claim_output
     from ..steer.options import ResidualBakeConfig
-    from ..steer.residual import ResidualSteer, bake_residual, verify_residual_baked
+    from ..steer.residual import ResidualSteer, bake_residual
 
     LoadConfig(model=model, device=device)
     ResidualBakeConfig(alpha=alpha, layers=parse_int_list(layers))
+    claim_output(out, "baked-model", overwrite=overwrite)  # before any work; checked again when written
     try:
         s = ResidualSteer.load(steer)
         if layers:
@@ -129,10 +137,10 @@ def bake_cmd(model: str = ModelOpt,
     lm = load(model, device=device)
     try:
         s.check_model(lm.arch, lm.fingerprint)
-        folder = bake_residual(lm, s, out)
+        folder = bake_residual(lm, s, out, overwrite=overwrite, verify=True)
     except ValueError as e:  # NotBakeable, another model
         fail(str(e))
-    worst = verify_residual_baked(lm, s, folder)
+    worst = json.loads((folder / "veracity_bake.json").read_text())["max_abs_logit_diff_vs_hooks"]
     console.print(f"baked {s.method} (layers {s.layers}, alpha {s.alpha:g}) into {folder}; "
                   f"max |logit difference| against the hooks {worst:.2e}")
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .distances import check_same_tokenizer, left_pad
+from ..models.cache import cache_kwargs, returned_cache
 from ..models.padding import pad_token_id
 
 
@@ -87,9 +88,9 @@ class _Stream:
             self.mask = torch.zeros((b, 0), dtype=torch.long, device=self.device)
         full = torch.cat([self.mask, new_mask], dim=1)
         pos = (self.count[:, None] + new_mask.cumsum(1) - 1).clamp_min(0)
-        out = self.model(input_ids=ids, attention_mask=full, position_ids=pos, past_key_values=self.cache,
+        out = self.model(input_ids=ids, attention_mask=full, position_ids=pos, **cache_kwargs(self.model, self.cache),
                          use_cache=True, logits_to_keep=keep_logits)
-        self.cache = out.past_key_values
+        self.cache = returned_cache(out)
         self.mask = full
         self.count = self.count + new_mask.sum(1)
         return out.logits[:, -keep_logits:].float()

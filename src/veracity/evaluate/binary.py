@@ -31,11 +31,18 @@ import torch
 
 from .truthfulqa import (InterventionFactory, close_answer, lm_eval_context, make_requests, score_requests,
                          shared_prefix_for, truthfulqa_prompt)
+from ..models.cache import cache_kwargs
 from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
 
 LOGLIK_VARIANTS = ("loglik-lm-eval", "loglik-truthfulqa")
 AB_VARIANTS = ("ab-best-first", "ab-best-second")
 BINARY_VARIANTS = LOGLIK_VARIANTS + AB_VARIANTS
+
+
+def metric_name(variant: str) -> str:
+    """The metrics registry's name of a binary variant ("loglik-truthfulqa" -> "binary_loglik_truthfulqa",
+    "ab-average" -> "binary_ab_average"): the one spelling every summary, headline and report uses."""
+    return "binary_" + variant.replace("-", "_")
 AB_AVERAGE = "ab-average"
 CHANCE = 0.5
 
@@ -155,7 +162,7 @@ def score_batched(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
             logits = None  # every continuation is one token read at the shared head's last position
         else:
             ids, mask, pos = pad_after_prefix([rows[j] for j in chunk], S, pad_id, dev)
-            kw = {"past_key_values": expand_cache(base, len(chunk)), "use_cache": True} if shared is not None else {}
+            kw = {**cache_kwargs(model, expand_cache(base, len(chunk))), "use_cache": True} if shared is not None else {}
             logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw).logits
         for r, j in enumerate(chunk):
             for i in by_row[j]:

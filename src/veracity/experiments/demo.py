@@ -174,6 +174,7 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     unshared path (tested); pass False for hooks that act on one position only. Without it: left padding
     with position ids counted from each row's first real token, so padding changes nothing."""
     from ..capture.engine import tokenize
+    from ..models.cache import cache_kwargs, returned_cache
     from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
 
     prefix, yes, no = yes_no_token_ids(lm.tokenizer)
@@ -189,13 +190,13 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     if P < 2:
         lp = lm.adapter.next_token_logprobs(ids, batch_size=batch_size)
         return lp[:, yes] - lp[:, no]
-    head = lm.model(input_ids=torch.tensor([ids[0][:P]], device=lm.device), use_cache=True).past_key_values
+    head = returned_cache(lm.model(input_ids=torch.tensor([ids[0][:P]], device=lm.device), use_cache=True))
     for b in range(0, len(ids), batch_size):
         rows = [t[P:] for t in ids[b: b + batch_size]]
         n = len(rows)
         input_ids, mask, pos = pad_after_prefix(rows, P, pad_id, lm.device)
         logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos,
-                          past_key_values=expand_cache(head, n), use_cache=True).logits
+                          **cache_kwargs(lm.model, expand_cache(head, n)), use_cache=True).logits
         last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
         lp = torch.log_softmax(logits[torch.arange(n, device=logits.device), last].float(), -1)
         out[b: b + n] = (lp[:, yes] - lp[:, no]).cpu()
@@ -350,6 +351,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     causal_prompts.csv (per prompt margins), examples.csv, statements.csv, the capture store and the
     steering vector (truth_direction.*)."""
     from rich.console import Console
+    from rich import box
     from rich.table import Table
 
     from ..capture import capture_dataset
@@ -376,7 +378,7 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     run = RunFolder(out, "demo", config, seed=seed, overwrite=overwrite)
     t0 = time.time()
     timings: dict[str, float] = {}
-    console.rule("[bold]veracity demo: where a small model keeps truth, where that fails, and whether it is used")
+    console.rule("[bold]veracity demo: where truth lives, where it fails, whether it is used")
     console.print(f"[1/5] loading [bold]{model}[/bold] (the first run converts the GGUF once, ~30 s)")
     lm = load(model)
     console.print(f"      {lm.arch.model_type}: {lm.arch.n_layers} layers, hidden size {lm.arch.hidden_size}")
@@ -412,11 +414,12 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
         rows.append(LayerSeparation(l, lr["accuracy"], lr["auroc"], mm["accuracy"], mm["auroc"], neg["accuracy"],
                                     neg["auroc"]))
     best = max(rows, key=lambda r: (r.accuracy, r.auroc))  # first of the ties
-    table = Table(title="held-out truth probes by layer (trained and tested on affirmative statements)")
-    for c in ("layer", "logistic acc", "logistic AUROC", "mass-mean acc", "on negated: acc", "AUROC", ""):
-        table.add_column(c)
+    # every console table fits 80 columns: short headers, no vertical rules, a bar of at most 10 characters
+    table = Table(title="held-out truth probes by layer (affirmative statements)", box=box.SIMPLE_HEAD)
+    for c in ("layer", "logistic", "AUROC", "mass-mean", "negated", "AUROC", "accuracy"):
+        table.add_column(c, no_wrap=True)
     for r in rows:
-        bar = "#" * int(round(max(0.0, r.accuracy - 0.5) * 40))
+        bar = "#" * int(round(max(0.0, r.accuracy - 0.5) * 20))
         table.add_row(str(r.layer), f"{r.accuracy:.3f}", f"{r.auroc:.3f}", f"{r.mass_mean_accuracy:.3f}",
                       f"{r.negated_accuracy:.3f}", f"{r.negated_auroc:.3f}", bar + (" <- best" if r is best else ""))
     console.print(table)
@@ -424,7 +427,8 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
                                                           ("accuracy", "auroc", "n_train", "n_test")}}
                 for m in ("logistic", "mass-mean", "ttpd") for tr, te in CONDITIONS
                 if m != "ttpd" or tr == "both"]
-    tt = Table(title=f"[4/5] where it fails: train on one polarity, test on the other (layer {best.layer}, held-out cities)")
+    tt = Table(title=f"[4/5] where it fails: train on one polarity, test on the other (layer {best.layer})",
+               box=box.SIMPLE_HEAD)
     for c in ("method", "train", "test", "accuracy", "AUROC"):
         tt.add_column(c)
     for r in transfer:
@@ -461,10 +465,11 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
     causal = causal_test(lm, X[tr][:, li], y[tr], steer_layer, prompts, hl, alphas, n_random=n_random,
                          positions=positions, seed=seed)
     causal["chosen_on"] = "training-city questions" if selection else "the causal_layer option"
-    causal["steer"].save(run.file("truth_direction"))
-    ct = Table(title="change of log P(Yes) - log P(No) (mean over held-out questions, 95% bootstrap interval)")
-    for c in ("direction", "alpha (std)", "mean shift [95% CI]", "on true", "on false", "says Yes"):
-        ct.add_column(c)
+    causal["steer"].write(run.file("truth_direction"))
+    ct = Table(title="change of log P(Yes) - log P(No), held-out questions (mean, 95% CI)",
+               box=box.SIMPLE_HEAD)
+    for c in ("direction", "alpha", "mean shift [95% CI]", "true", "false", "says Yes"):
+        ct.add_column(c, no_wrap=True)
     for r in causal["conditions"]:
         ct.add_row(r["direction"], f"{r['alpha']:+g}", _fmt_ci(r), f"{r['mean_shift_true']:+.2f}",
                    f"{r['mean_shift_false']:+.2f}", f"{r['yes_rate']:.2f}")
@@ -541,7 +546,7 @@ def _iti_step(lm, run, console, data_dir, seed: int, iti_k: int, iti_alpha: floa
     shown = [int(q) for q in folds[1][:3]]
     questions = [items[q].question for q in shown]
     iv = fit.intervention(min(iti_k, len(fit.heads)), iti_alpha)
-    iv.save(run.file("intervention"))
+    iv.write(run.file("intervention"))
     before = generate_answers(lm, questions, shown, max_new_tokens=max_new_tokens)
     with apply(lm, iv, positions="last"):
         after = generate_answers(lm, questions, shown, max_new_tokens=max_new_tokens)

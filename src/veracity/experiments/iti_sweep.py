@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..metrics import better_sign, lower_is_better
 from ..runs import open_results_db
 from .executors import Job, LocalExecutor
 from ..steer.intervention import Intervention, InterventionError
@@ -28,7 +29,6 @@ from . import options as o
 from .iti_common import ITIRunOptions
 from .iti_validate import SUMMARY_KEYS, FoldEvalConfig, evaluate_intervention, held_out_texts, summarise
 
-LOWER_IS_BETTER = ("kl", "ce_loss")
 
 
 class ResultStore:
@@ -123,7 +123,7 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
                     fits = fit_folds(data, ITIConfig(**{**iti.__dict__, "max_k": max(kmax, iti.max_k or 0)}),
                                      n_folds=n_folds, contiguous=contiguous)
                 full = fits[f].intervention(min(kmax, len(fits[f].heads)), 1.0)
-                full.save(fit_path)
+                full.write(fit_path)
             test_q = full.provenance["test_questions"]
             test_items = [by_index[int(q)] for q in test_q if int(q) in by_index]
             baseline_sent = False
@@ -164,11 +164,12 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
 
 
 def pick_best(grid: dict, metric: str) -> tuple[float, int] | None:
+    """The (alpha, K) cell best by `metric`, in the metrics registry's direction (ties: smaller alpha, then K)."""
+    sign = better_sign(metric)
     cand = [(key, s[metric]) for key, s in grid.items() if s.get(metric) is not None and not math.isnan(s[metric])]
     if not cand:
         return None
-    sign = 1 if metric in LOWER_IS_BETTER else -1
-    return min(cand, key=lambda kv: (sign * kv[1], kv[0][0], kv[0][1]))[0]
+    return min(cand, key=lambda kv: (-sign * kv[1], kv[0][0], kv[0][1]))[0]
 
 
 def heatmaps(result: SweepResult, alphas: Sequence[float], ks: Sequence[int], folder: Path) -> list[Path]:
@@ -189,7 +190,7 @@ def heatmaps(result: SweepResult, alphas: Sequence[float], ks: Sequence[int], fo
         if np.isnan(M).all():
             continue
         fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(ks), 1.0 + 0.6 * len(alphas)))
-        im = ax.imshow(M, cmap="viridis_r" if metric in LOWER_IS_BETTER else "viridis", aspect="auto")
+        im = ax.imshow(M, cmap="viridis_r" if lower_is_better(metric) else "viridis", aspect="auto")
         ax.set_xticks(range(len(ks)), [str(k) for k in ks])
         ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
         ax.set_xlabel("K (heads)")

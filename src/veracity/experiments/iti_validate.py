@@ -91,12 +91,12 @@ def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None
                if getattr(m, k, None) is not None}
     with_true_info(metrics)
     if cfg.binary:
-        from ..evaluate.binary import score_binary
+        from ..evaluate.binary import metric_name, score_binary
 
         if log:
             log(f"fold {fold}: binary task on {len(items)} questions")
         bs = score_binary(lm, list(items), intervention=factory, batch_size=cfg.batch_size)
-        metrics.update({"binary_" + v.replace("-", "_"): d["accuracy"] for v, d in bs.variants.items()})
+        metrics.update({metric_name(v): d["accuracy"] for v, d in bs.variants.items()})
     if cfg.side_effects:
         from .intervention_methods import PreparedMethod, parse_method
         from .side_effects import side_effect_metrics
@@ -174,7 +174,7 @@ def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: 
     for ff in fits:
         iv = ff.intervention(min(k, len(ff.heads)), alpha)
         if out is not None:
-            iv.save(Path(out) / f"intervention_fold{ff.fold}")
+            iv.write(Path(out) / f"intervention_fold{ff.fold}")
         test_items = [by_index[int(q)] for q in ff.test_questions if int(q) in by_index]
         done = checkpoint.get(f"fold{ff.fold}") if checkpoint is not None else None
         if done is not None:

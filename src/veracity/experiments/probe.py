@@ -451,9 +451,10 @@ def run_probe(cfg: ProbeConfig, out, overwrite: bool = False, log: Callable[[str
     """`veracity probe`: check every option against the store and the run folder before any fit, train the
     probes (per layer, or per head with `heads`), write the run folder."""
     from ..probes import SPLIT_KINDS, site_matrix
-    from ..runs import RunFolder
+    from ..runs import RunFolder, check_out_folder
     from ..validation import BadInput, check_layers
 
+    check_out_folder(out, "probe", overwrite=overwrite)  # before reading any input or loading a model
     if cfg.heads and cfg.site not in (None, "heads"):
         raise BadInput(f"--heads probes the heads.* sites; drop --site {cfg.site}")
     if cfg.test_acts is not None and cfg.split != "transfer":
@@ -575,7 +576,9 @@ def run_ccs(cfg: CCSConfig, out, overwrite: bool = False, log: Callable[[str], N
     """`veracity ccs`: contrast pairs of `cfg.dataset`, their last-token residual stream (captured into
     out/acts, or reopened from `cfg.acts`), CCS per layer against logistic, random and zero-shot."""
     from pathlib import Path
+    from ..runs import check_out_folder
 
+    check_out_folder(out, "ccs", overwrite=overwrite)  # before reading any input or loading a model
     from ..capture import capture
     from ..data import get_dataset
     from ..models import ModelNotAvailable, load

@@ -103,9 +103,10 @@ def run_probe_polarity(cfg: PolarityConfig, out, overwrite: bool = False,
     from ..models import ModelNotAvailable, load
     from ..probes import make_probe
     from ..probes.sanity import polarity_statements, run_polarity_experiment
-    from ..runs import RunFolder
+    from ..runs import RunFolder, check_out_folder
     from ..validation import BadInput, check_layers
 
+    check_out_folder(out, "probe-polarity", overwrite=overwrite)  # before reading any input or loading a model
     try:
         for m in cfg.methods:
             make_probe(m)
@@ -190,10 +191,11 @@ def run_ccs_distractor(cfg: DistractorConfig, out, overwrite: bool = False,
     """CCS on the store's clean and distracted contrast pairs at every strength (`probes.sanity.ccs_distractor_test`)."""
     from ..probes import site_matrix
     from ..probes.sanity import ccs_distractor_test
-    from ..runs import RunFolder
+    from ..runs import RunFolder, check_out_folder
     from ..validation import BadInput, check_layers
     from .probe import open_store
 
+    check_out_folder(out, "ccs-distractor", overwrite=overwrite)  # before reading any input or loading a model
     if not cfg.strengths or any(s < 0 for s in cfg.strengths):
         raise BadInput("--strengths: give one or more non-negative numbers")
     store = open_store(cfg.acts)

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..constraints import Checked, IgnoredUnless, Interval, ListOf, Options
-from ..metrics import aggregate_folds, lower_is_better
+from ..metrics import aggregate_folds, better_sign
 from . import options as o
 from ..runs import schema_version
 
@@ -263,9 +263,9 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
     for (layer, a), fm in sorted(per.items(), key=lambda kv: (kv[0][1] != 0, kv[0][0], kv[0][1])):
         if len(fm) == cfg.folds:
             grid.append({"layer": layer, "alpha": a, **aggregate_folds([fm[f] for f in sorted(fm)])})
-    metric = cfg.metric if any(cfg.metric in r for r in grid) else "mc2"
-    sign = -1 if lower_is_better(metric) else 1
-    cands = [r for r in grid if r["alpha"] != 0 and metric in r]
+    metric = cfg.metric  # never silently another: a metric the sweep did not measure picks no best
+    sign = better_sign(metric)
+    cands = [r for r in grid if r["alpha"] != 0 and r.get(metric) is not None and not math.isnan(r[metric])]
     best = max(cands, key=lambda r: sign * r[metric]) if cands else None
     for r in grid:
         r["best"] = r is best

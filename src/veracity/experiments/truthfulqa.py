@@ -23,11 +23,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..evaluate.generation import generate_answers
-from ..metrics import true_info
+from ..metrics import label, true_info
 from ..probes.splits import question_folds
 from ..evaluate.judges import THRESHOLD, Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
-from ..evaluate.binary import score_binary, summarize_binary
+from ..evaluate.binary import metric_name, score_binary, summarize_binary
 from ..evaluate.health import generation_health
 from ..evaluate.truthfulqa import PROTOCOLS, score_mc
 from ..models.scoring import InterventionFactory
@@ -191,7 +191,7 @@ def summarize(folds: Sequence[FoldMetrics]) -> dict:
         s[k] = _mean([getattr(f, k) for f in folds])
     variants = [v for f in folds if f.binary for v in f.binary]
     for v in dict.fromkeys(variants):
-        s["binary_" + v] = _mean([f.binary.get(v) for f in folds if f.binary])
+        s[metric_name(v)] = _mean([f.binary.get(v) for f in folds if f.binary])
     return {k: v for k, v in s.items() if v is not None}
 
 
@@ -208,21 +208,23 @@ def fold_table_rows(folds: Sequence[FoldMetrics]) -> list[list[str]]:
 
 
 def summary_line(summary: dict) -> str:
-    """`True*Info, True, Info, MC1, MC2, CE Loss, KL wrt Orig` with both True*Info conventions labelled."""
-    g = summary.get
-    return (f"True*Info (product of fold means) {_fmt(g('true_info'), True)}, "
-            f"True*Info (per-answer rate) {_fmt(g('true_info_per_answer'), True)}, True {_fmt(g('true'), True)}, "
-            f"Info {_fmt(g('info'), True)}, MC1 {_fmt(g('mc1'), True)}, MC2 {_fmt(g('mc2'), True)}, "
-            f"CE Loss {_fmt(g('ce_loss'), False)}, KL wrt Orig {_fmt(g('kl'), False)}"
-            + "".join(f", binary {k[7:]} {_fmt(v, True)}" for k, v in summary.items() if k.startswith("binary_"))
-            + (f"; answers: refusals {_fmt(g('refusal_rate'), True)}%, distinct-2 {_fmt(g('distinct_2'), False)}, "
-               f"longest repeat {_fmt(g('mean_longest_repeat'), False)}, words {_fmt(g('mean_words'), False)}, "
-               f"degenerate {_fmt(g('degenerate_rate'), True)}%" if g("refusal_rate") is not None else ""))
+    """`True*Info, True, Info, MC1, MC2, CE Loss, KL wrt Orig`, the binary variants and the answers' health,
+    each labelled (both True*Info conventions), leaving out what the run did not measure."""
+    named = [("true_info", "True*Info (product of fold means)", True), ("true_info_per_answer",
+             "True*Info (per-answer rate)", True), ("true", "True", True), ("info", "Info", True),
+             ("mc1", "MC1", True), ("mc2", "MC2", True), ("ce_loss", "CE Loss", False), ("kl", "KL wrt Orig", False)]
+    named += [(k, label(k), True) for k in summary if k.startswith("binary_")]
+    parts = [f"{name} {_fmt(summary[k], pct)}" for k, name, pct in named if summary.get(k) is not None]
+    health = [("refusal_rate", "refusals", True), ("distinct_2", "distinct-2", False),
+              ("mean_longest_repeat", "longest repeat", False), ("mean_words", "words", False),
+              ("degenerate_rate", "degenerate", True)]
+    hs = [f"{name} {_fmt(summary[k], pct)}{'%' if pct else ''}" for k, name, pct in health if summary.get(k) is not None]
+    return ", ".join(parts) + ("; answers: " + ", ".join(hs) if hs else "")
 
 
 #: results.json layout of an eval run (docs/reference/results.md); files without the field are version 0
 #: (the same layout) and still read.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: binary summary keys spelled as the metrics registry (binary_loglik_truthfulqa)
 
 
 def _instructions():
@@ -277,8 +279,8 @@ class EvalOutput:
     judges: dict
 
     def headline(self) -> dict:
-        return {k: self.summary[k] for k in ("true_info", "mc1", "mc2", "binary_loglik-truthfulqa",
-                                             "binary_ab-average") if k in self.summary}
+        return {k: self.summary[k] for k in ("true_info", "mc1", "mc2", "binary_loglik_truthfulqa",
+                                             "binary_ab_average") if k in self.summary}
 
     def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
         """The per-fold table (rates in %) and, for the binary protocol, the variants over all questions."""
@@ -298,7 +300,9 @@ class EvalOutput:
         """The evaluation from its results.json (questions and MC scores regrouped by fold)."""
         from ..runs import schema_version
 
-        schema_version(d, "eval", SCHEMA_VERSION)
+        if schema_version(d, "eval", SCHEMA_VERSION) < 2:  # binary keys were "binary_<variant>" (with "-")
+            d = {**d, "summary": {(metric_name(k[7:]) if k.startswith("binary_") else k): v
+                                  for k, v in d.get("summary", {}).items()}}
         cfg = EvalConfig(**d["config"])
         qs = [QuestionRecord(**q) for q in d.get("questions", [])]
         fold_of = {q.index: q.fold for q in qs}

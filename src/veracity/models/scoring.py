@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .batching import AutoBatch, as_batcher
+from .cache import cache_kwargs, returned_cache
 from .padding import expand_cache, pad_after_prefix, pad_batch
 
 #: A factory for the intervention context: called with the phase ("mc", "generate", "lm") and entered
@@ -44,8 +45,8 @@ class SharedPrefix:
             dev = _model_device(model)
             with _ctx(intervention, "mc"):
                 out = model(input_ids=torch.tensor([self.ids], device=dev), use_cache=True,
-                            past_key_values=DynamicCache(config=model.config))
-            self.cache, self.last_logits = out.past_key_values, out.logits[0, -1]
+                            **cache_kwargs(model, DynamicCache(config=model.config)))
+            self.cache, self.last_logits = returned_cache(out), out.logits[0, -1]
         return self.cache, self.last_logits
 
 def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervention):
@@ -61,12 +62,13 @@ def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervent
             return cache, last
         ids, mask, pos = pad_after_prefix([prefix[S:]], S, 0, dev)
         with _ctx(intervention, "mc"):
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True, attention_mask=mask, position_ids=pos)
-        return out.past_key_values, out.logits[0, -1]
+            out = model(input_ids=ids, **cache_kwargs(model, cache), use_cache=True, attention_mask=mask,
+                        position_ids=pos)
+        return returned_cache(out), out.logits[0, -1]
     with _ctx(intervention, "mc"):
         out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True,
-                    past_key_values=DynamicCache(config=model.config))
-    return out.past_key_values, out.logits[0, -1]
+                    **cache_kwargs(model, DynamicCache(config=model.config)))
+    return returned_cache(out), out.logits[0, -1]
 
 @torch.no_grad()
 def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,
@@ -112,7 +114,7 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
             ids, mask, pos = pad_after_prefix(conts, P, pad_id, dev)
             with _ctx(intervention, "mc"):
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                               past_key_values=expand_cache(cache0, len(conts)), use_cache=True).logits.float()
+                               **cache_kwargs(model, expand_cache(cache0, len(conts))), use_cache=True).logits.float()
             # log_softmax, not logits - logsumexp: on CPU the latter is biased by ~1e-5 nats/token on real LMs
             logp = torch.log_softmax(logits, -1)  # [n, L, V]
             ld = logp.device  # the LM head's device: not `dev` when a device_map spreads the model

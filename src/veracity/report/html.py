@@ -18,6 +18,7 @@ import json
 import re
 from pathlib import Path
 
+from ..outputs import REPORT_MARK, Output
 from .page import Page, Run, capture_summary, esc, expand_runs, fmt, img, load_run, table
 from .sections import SECTIONS
 
@@ -167,23 +168,23 @@ def build_html(runs: list[Run], title: str = "veracity report") -> tuple[str, li
             _run_files(page, r)
         page.add("</section>")
     body = "\n".join(page.parts)
-    doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{REPORT_MARK}'
            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
            f'<link rel="icon" href="data:,"><title>{esc(title)}</title><style>{_CSS}</style></head>'
            f"<body>\n{body}\n<script>{_JS}</script></body></html>\n")
     return doc, page.notes
 
 
-def render_report(run_dirs: list[Path], out: Path, title: str = "veracity report") -> Path:
+def render_report(run_dirs: list[Path], out: Path, title: str = "veracity report", *,
+                  overwrite: bool = False) -> Path:
     """Write one self-contained HTML report for the given run folders / capture stores (or folders of
-    them) to `out`; returns `out`."""
+    them) to `out`; returns `out`. Through the writer guard: `out` is a new .html file or (with
+    `overwrite`) an earlier veracity report; anything else is refused before any work."""
+    dest = Output(out, "report", overwrite=overwrite)
     runs = expand_runs(run_dirs)
     if not runs:
         raise ValueError(f"no run folders or capture stores found in {', '.join(map(str, run_dirs))}")
     doc, _ = build_html(runs, title=title)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    with dest.writing() as tmp:
+        tmp.write_text(doc, encoding="utf-8")
+    return dest.path

@@ -30,6 +30,7 @@ import torch
 
 from ..models.arch import ArchSpec, UnsupportedArchitecture
 from ..models.loader import state_items
+from ..runs import write_json_atomic
 from .intervention import Intervention
 
 _TO_LLAMA = ("qwen2", "mistral")
@@ -167,17 +168,29 @@ def write_model_folder(model, tokenizer, sd: dict, cfg, out: str | Path) -> Path
     return out
 
 
-def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, o_proj_only: bool = False) -> Path:
+def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, o_proj_only: bool = False, *,
+         overwrite: bool = False, verify: bool = False) -> Path:
     """Write a Hugging Face folder (config, safetensors, tokenizer, `veracity_intervention.json`) that
-    `AutoModelForCausalLM.from_pretrained(out)` loads as the intervened model, at every position."""
+    `AutoModelForCausalLM.from_pretrained(out)` loads as the intervened model, at every position.
+
+    Through the writer guard (`veracity.outputs`): `out` must be new, empty, or (with `overwrite`) an earlier
+    baked model; the folder is built aside and renamed into place only when complete, so a failed bake (or a
+    failed `verify`) leaves `out` as it was. `verify`: reload the staged folder and compare its logits with
+    the hooks (`verify_baked`) before it is put in place; the difference is recorded in veracity_bake.json."""
+    from ..outputs import Output
+
+    dest = Output(out, "baked-model", overwrite=overwrite)
     model, arch, tok = _unpack(target)
     sd, cfg, how = baked_state_dict(target, intervention, o_proj_only)
-    out = write_model_folder(model, tokenizer or tok, sd, cfg, out)
-    intervention.save(out / "veracity_intervention")
-    (out / "veracity_bake.json").write_text(json.dumps(
-        {"how": how, "semantics": "every position (a bias), prompt included",
-         "heads": intervention.heads, "alpha": intervention.alpha}, indent=2))
-    return out
+    with dest.writing() as folder:
+        write_model_folder(model, tokenizer or tok, sd, cfg, folder)
+        intervention.write(folder / "veracity_intervention")
+        meta = {"how": how, "semantics": "every position (a bias), prompt included",
+                "heads": intervention.heads, "alpha": intervention.alpha}
+        if verify:
+            meta["max_abs_logit_diff_vs_hooks"] = verify_baked(target, intervention, folder, atol=float("inf"))
+        write_json_atomic(folder / "veracity_bake.json", meta)
+    return dest.path
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,27 +115,36 @@ class Intervention:
                 f"fingerprint is {fingerprint} (other weights, or another dtype): fit it on this model")
 
     # ------------------------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write PATH.safetensors and PATH.json (suffix of `path` ignored); returns the .json path."""
-        base = Path(path)
-        base = base.with_suffix("") if base.suffix in (".json", ".safetensors") else base
-        base.parent.mkdir(parents=True, exist_ok=True)
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write PATH.safetensors and PATH.json (suffix of `path` ignored) through the writer guard
+        (`veracity.outputs`): an existing intervention is replaced only with `overwrite`, anything else
+        there is refused. Returns the .json path."""
+        from ..outputs import Output
+
+        dest = Output(path, "intervention", overwrite=overwrite)
+        with dest.writing() as base:
+            self.write(base)
+        return dest.paths[0]
+
+    def write(self, base: str | Path) -> Path:
+        """Write BASE.json + BASE.safetensors without the writer guard: for code that owns the folder (a run
+        folder's own files, a staging folder). Each file is written atomically. Returns the .json path."""
+        base = Path(base)
         tensors = {"directions": self.directions.contiguous(), "sigmas": self.sigmas.contiguous(),
                    "heads": torch.tensor(self.heads, dtype=torch.int64).reshape(-1, 2)}
         if self.head_scores is not None:
             tensors["head_scores"] = torch.as_tensor(self.head_scores, dtype=torch.float32).contiguous()
         st = base.with_name(base.name + ".safetensors")
-        tmp = st.with_name(st.name + ".tmp")
+        tmp = st.with_name(f"{st.name}.{os.getpid()}.tmp")
         save_file(tensors, str(tmp), metadata={"format": "veracity-intervention", "version": str(FORMAT_VERSION)})
-        tmp.replace(st)
+        os.replace(tmp, st)
         meta = {"format": "veracity-intervention", "version": FORMAT_VERSION, "alpha": self.alpha,
                 "model_fingerprint": self.fingerprint,
                 "n_layers": self.n_layers, "n_heads": self.n_heads, "head_dim": self.head_dim,
                 "k": self.k, "heads": self.heads, "sigmas": self.sigmas.tolist(),
                 "provenance": to_jsonable(self.provenance), "tensors": st.name}
-        js = base.with_name(base.name + ".json")
-        write_json_atomic(js, meta)
-        return js
+        write_json_atomic(base.with_name(base.name + ".json"), meta)
+        return base.with_name(base.name + ".json")
 
     @classmethod
     def load(cls, path: str | Path) -> "Intervention":

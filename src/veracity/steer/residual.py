@@ -33,6 +33,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -121,21 +122,32 @@ class ResidualSteer:
             raise ValueError(f"steer fitted on a model with fingerprint {want}, this model has {fingerprint}")
 
     # ------------------------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write PATH.safetensors (vectors, layers) and PATH.json (the rest); returns the .json path."""
-        base = _base(path)
-        base.parent.mkdir(parents=True, exist_ok=True)
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write PATH.safetensors (vectors, layers) and PATH.json (the rest) through the writer guard
+        (`veracity.outputs`): an existing steer is replaced only with `overwrite`, anything else there is
+        refused. Returns the .json path."""
+        from ..outputs import Output
+
+        dest = Output(path, "steer", overwrite=overwrite)
+        with dest.writing() as base:
+            self.write(base)
+        return dest.paths[0]
+
+    def write(self, base: str | Path) -> Path:
+        """Write BASE.json + BASE.safetensors without the writer guard: for code that owns the folder (a run
+        folder's own files, a staging folder). Each file is written atomically. Returns the .json path."""
+        base = Path(base)
         st = base.with_name(base.name + ".safetensors")
-        tmp = st.with_name(st.name + ".tmp")
+        tmp = st.with_name(f"{st.name}.{os.getpid()}.tmp")
         save_file({"vectors": self.vectors.contiguous(), "layers": torch.tensor(self.layers, dtype=torch.int64)},
                   str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
-        tmp.replace(st)
-        js = base.with_name(base.name + ".json")
-        write_json_atomic(js, {"format": FORMAT, "version": FORMAT_VERSION, "method": self.method,
-                               "alpha": self.alpha, "layers": self.layers, "hidden_size": self.hidden_size,
-                               "vector_norms": self.vectors.norm(dim=1).tolist(),
-                               "provenance": to_jsonable(self.provenance), "tensors": st.name})
-        return js
+        os.replace(tmp, st)
+        write_json_atomic(base.with_name(base.name + ".json"),
+                          {"format": FORMAT, "version": FORMAT_VERSION, "method": self.method,
+                           "alpha": self.alpha, "layers": self.layers, "hidden_size": self.hidden_size,
+                           "vector_norms": self.vectors.norm(dim=1).tolist(),
+                           "provenance": to_jsonable(self.provenance), "tensors": st.name})
+        return base.with_name(base.name + ".json")
 
     @classmethod
     def load(cls, path: str | Path) -> "ResidualSteer":
@@ -513,22 +525,29 @@ def baked_residual_state_dict(target, steer: ResidualSteer) -> tuple[dict[str, t
     return new_sd, cfg, how
 
 
-def bake_residual(target, steer: ResidualSteer, out: str | Path, tokenizer=None) -> Path:
+def bake_residual(target, steer: ResidualSteer, out: str | Path, tokenizer=None, *, overwrite: bool = False,
+                  verify: bool = False) -> Path:
     """Write a Hugging Face folder that `AutoModelForCausalLM.from_pretrained(out)` loads as the steered
     model, at every position (a bias is constant: it equals `apply_residual(..., positions="all")`), plus
     `veracity_steer.{json,safetensors}` and `veracity_bake.json`. Raises `NotBakeable` before writing
-    anything when the architecture has no exact place for the constant."""
+    anything when the architecture has no exact place for the constant. Through the writer guard, as
+    `veracity.steer.bake.bake` (staged, renamed into place only when complete and, with `verify`, checked)."""
+    from ..outputs import Output
     from .bake import write_model_folder
 
+    dest = Output(out, "baked-model", overwrite=overwrite)
     model, arch = _unpack(target)
     tok = tokenizer if tokenizer is not None else getattr(target, "tokenizer", None)
     sd, cfg, how = baked_residual_state_dict(target, steer)
-    out = write_model_folder(model, tok, sd, cfg, out)
-    steer.save(out / "veracity_steer")
-    (out / "veracity_bake.json").write_text(json.dumps(
-        {"kind": "residual", "how": how, "method": steer.method, "layers": steer.layers, "alpha": steer.alpha,
-         "semantics": "every position (a bias), prompt included"}, indent=2))
-    return out
+    with dest.writing() as folder:
+        write_model_folder(model, tok, sd, cfg, folder)
+        steer.write(folder / "veracity_steer")
+        meta = {"kind": "residual", "how": how, "method": steer.method, "layers": steer.layers,
+                "alpha": steer.alpha, "semantics": "every position (a bias), prompt included"}
+        if verify:
+            meta["max_abs_logit_diff_vs_hooks"] = verify_residual_baked(target, steer, folder)  # exact: 1e-4
+        write_json_atomic(folder / "veracity_bake.json", meta)
+    return dest.path
 
 
 @torch.no_grad()

@@ -17,9 +17,11 @@ Kinds:
   "Helpful:"), score = P(" yes") of the next token (allenai/truthfulqa-{truth,info}-judge-llama2-7B).
 - `openai:<model>` / `openai-chat:<model>`: the same prompt and P(" yes") from the top logprobs of any
   OpenAI-compatible endpoint (vLLM, a hosted API; base URL from `base_url` / --judge-base-url,
-  $OPENAI_BASE_URL or api.openai.com), completions (default, as the original GPT-judge) or chat
-  completions; standard-library HTTP with retries, a rate limit and a SQLite cache (`OpenAIJudge`); it
-  follows no redirect, so the API key is only ever sent to the origin named.
+  $OPENAI_BASE_URL or api.openai.com, always an explicit http(s) URL, never replaced by a default),
+  completions (default, as the original GPT-judge) or chat completions; httpx with connect/read/total
+  timeouts, a reply size cap, retries, a rate limit and a SQLite cache (`OpenAIJudge`); every reply is
+  checked (shape, finite log-probs <= 0) before it is scored or cached; it follows no redirect and sends
+  the key over plain http only to loopback, so the API key is only ever sent to the origin named.
 - any callable `(questions, answers) -> scores` wrapped by `CallableJudge`.
 An answer counts as true (informative) when its score >= 0.5.
 
@@ -31,13 +33,14 @@ from .base import DATA_FILES, JUDGE_FORMAT, KINDS, SUFFIX, THRESHOLD, CallableJu
 from .hf import HFJudge
 from .local import (DEGENERATE_CAP, JudgeReport, LocalJudge, TreeEnsemble, UnsafeJudgeFile, degenerate_rating,
                     dense_features, evaluate_judge, read_labels, reference_answers, train_local_judge)
-from .openai import (CHAT_SYSTEM, OPENAI_APIS, OPENAI_DEFAULT_BASE_URL, JudgeCache, JudgeError, OpenAIJudge,
-                     RateLimiter, default_openai_base_url, with_base_url)
+from .openai import (CHAT_SYSTEM, OPENAI_APIS, OPENAI_DEFAULT_BASE_URL, InvalidReply, JudgeCache, JudgeError,
+                     OpenAIJudge, RateLimiter, check_base_url, default_openai_base_url, parse_openai_spec,
+                     parse_reply, with_base_url)
 from .registry import JUDGES, default_judge_dir, get_judge, register_judge
 
 __all__ = ["CHAT_SYSTEM", "DATA_FILES", "DEGENERATE_CAP", "JUDGES", "JUDGE_FORMAT", "KINDS", "OPENAI_APIS",
-           "OPENAI_DEFAULT_BASE_URL", "SUFFIX", "THRESHOLD", "CallableJudge", "HFJudge", "Judge", "JudgeCache",
-           "JudgeError", "JudgeReport", "LocalJudge", "OpenAIJudge", "RateLimiter", "TreeEnsemble", "UnsafeJudgeFile",
-           "default_judge_dir", "default_openai_base_url", "degenerate_rating", "dense_features", "evaluate_judge",
-           "get_judge", "judge_prompt", "read_labels", "reference_answers", "register_judge", "train_local_judge",
-           "with_base_url"]
+           "OPENAI_DEFAULT_BASE_URL", "SUFFIX", "THRESHOLD", "CallableJudge", "HFJudge", "InvalidReply", "Judge",
+           "JudgeCache", "JudgeError", "JudgeReport", "LocalJudge", "OpenAIJudge", "RateLimiter", "TreeEnsemble",
+           "UnsafeJudgeFile", "check_base_url", "default_judge_dir", "default_openai_base_url", "degenerate_rating",
+           "dense_features", "evaluate_judge", "get_judge", "judge_prompt", "parse_openai_spec", "parse_reply",
+           "read_labels", "reference_answers", "register_judge", "train_local_judge", "with_base_url"]

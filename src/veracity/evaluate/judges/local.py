@@ -262,25 +262,26 @@ class LocalJudge(Judge):
             d.update(heldout_accuracy=self.report.heldout_accuracy, n_train=self.report.n_train)
         return d
 
-    def save(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(folder / "weights.npz", coef=self.coef, mean=self.mean, std=self.std,
-                            intercept=np.array([self.intercept]))
-        if self.booster is not None:  # plain node arrays (`TreeEnsemble`), never a pickle
-            self.booster.save(folder / "booster.npz")
-        elif (folder / "booster.npz").exists():
-            (folder / "booster.npz").unlink()
-        if (folder / "booster.pkl").exists():  # left by an older veracity: never loaded again
-            (folder / "booster.pkl").unlink()
-        (folder / "references.json").write_text(json.dumps(self.refs))
-        meta = {"format": JUDGE_FORMAT, "kind": self.kind, "features": "refmatch16+hash2^16(1,2)",
-                "booster": "booster.npz" if self.booster is not None else None,
-                "degenerate_cap": self.degenerate_cap,
-                "threshold": THRESHOLD, "report": asdict(self.report) if self.report else None}
-        (folder / "judge.json").write_text(json.dumps(meta, indent=2))
-        self.path = folder
-        return folder
+    def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the judge folder through the writer guard (`veracity.outputs`): a new or empty folder, or
+        (with `overwrite`) an earlier local judge; built aside and renamed into place when complete."""
+        from ...outputs import Output
+
+        dest = Output(folder, "judge", overwrite=overwrite)
+        with dest.writing() as tmp:
+            tmp.mkdir()
+            np.savez_compressed(tmp / "weights.npz", coef=self.coef, mean=self.mean, std=self.std,
+                                intercept=np.array([self.intercept]))
+            if self.booster is not None:  # plain node arrays (`TreeEnsemble`), never a pickle
+                self.booster.save(tmp / "booster.npz")
+            (tmp / "references.json").write_text(json.dumps(self.refs))
+            meta = {"format": JUDGE_FORMAT, "kind": self.kind, "features": "refmatch16+hash2^16(1,2)",
+                    "booster": "booster.npz" if self.booster is not None else None,
+                    "degenerate_cap": self.degenerate_cap,
+                    "threshold": THRESHOLD, "report": asdict(self.report) if self.report else None}
+            (tmp / "judge.json").write_text(json.dumps(meta, indent=2))
+        self.path = dest.path
+        return dest.path
 
     @classmethod
     def load(cls, folder: str | Path) -> "LocalJudge":

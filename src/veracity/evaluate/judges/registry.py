@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ...validation import BadInput
 from .base import CallableJudge, Judge
 from .hf import HFJudge
 from .local import LocalJudge
-from .openai import _OPENAI_SPEC, OpenAIJudge
+from .openai import OpenAIJudge, check_base_url, parse_openai_spec
 
 
 # ---------------------------------------------------------------------------------------------- lookup
@@ -27,14 +28,18 @@ def get_judge(spec: str | Judge | Callable | None, kind: str, judge_dir: str | P
     "openai-chat:<model>" (chat-completions endpoint), optionally "...@<base url>" (`with_base_url`), at
     that URL, else `base_url`, else $OPENAI_BASE_URL, else https://api.openai.com/v1, `options` going to
     `OpenAIJudge`; a `Judge`; or a callable. "{kind}" in a model name becomes truth / info, so one spec
-    names both judges (hf:allenai/truthfulqa-{kind}-judge-llama2-7B). `data_dir` is accepted and unused
-    (no judge kind needs the data folder; `experiments.interventions.load_judges` passes it)."""
+    names both judges (hf:allenai/truthfulqa-{kind}-judge-llama2-7B). A base URL, wherever it comes from,
+    must be an explicit http(s) URL with a host (`check_base_url`; `BadInput` otherwise). `data_dir` is
+    accepted and unused (no judge kind needs the data folder; `experiments.interventions.load_judges`
+    passes it)."""
     if spec is None or spec == "none":
         return None
     if isinstance(spec, Judge):
         return spec
     if callable(spec):
         return CallableJudge(spec, kind)
+    if base_url is not None:  # --judge-base-url: a URL that cannot be used stops here, whatever the judge
+        base_url = check_base_url(base_url, "--judge-base-url")
     prefix = spec.split(":", 1)[0]
     if prefix not in JUDGES:
         raise ValueError(f"unknown judge {spec!r}: use none, local, local:<folder>, hf:<model id>, openai:<model> "
@@ -56,13 +61,13 @@ def _hf(spec: str, kind: str, **_) -> Judge:
 
 
 def _openai(spec: str, kind: str, judge_dir=None, base_url=None, **options) -> Judge:
-    m = _OPENAI_SPEC.match(spec)
-    if not m:
-        raise ValueError(f"judge {spec!r}: use openai:<model> or openai-chat:<model>, optionally @<base url>")
-    if m.group(3) and base_url and m.group(3).rstrip("/") != base_url.rstrip("/"):
-        raise ValueError(f"judge {spec!r} names a base URL other than base_url={base_url!r}")
-    api = options.pop("api", "chat" if m.group(1) == "openai-chat" else "completions")
-    return OpenAIJudge(m.group(2).replace("{kind}", kind), kind, base_url=m.group(3) or base_url, api=api, **options)
+    prefix, model, url = parse_openai_spec(spec)  # a URL in the spec is checked; a bad one is never dropped
+    if base_url is not None:
+        base_url = check_base_url(base_url, "--judge-base-url")
+        if url is not None and url != base_url:
+            raise BadInput(f"judge {spec!r} names a base URL other than --judge-base-url {base_url!r}")
+    api = options.pop("api", "chat" if prefix == "openai-chat" else "completions")
+    return OpenAIJudge(model.replace("{kind}", kind), kind, base_url=url or base_url, api=api, **options)
 
 
 #: spec prefix (before the first ":") -> factory(spec, kind, judge_dir=, base_url=, **options) -> Judge
