@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -339,6 +339,8 @@ def _check_run(cmd: str, argv: list[str], out: Path, r) -> None:
        c=_opt("--C", _FLOATS),
        methods=_opt("--methods", st.sampled_from(["mass-mean", "logistic,mass-mean", "random", "mass-mean-cov",
                                                   "", "nosuch", "mass-mean,mass-mean"])))
+@example(split="kfold", k=["--k", "3"], seeds=["--seeds", "2"], test_size=[], c=["--C", "0.5"],
+         methods=["--methods", "logistic,mass-mean"])  # a run that finishes: its record is checked
 def test_fuzz_probe(store, tmp_path_factory, split, k, seeds, test_size, c, methods):
     out = tmp_path_factory.mktemp("probe") / "run"
     argv = ["probe", "--acts", str(store), "--layers", "1,2", "--split", split, *k, *seeds, *test_size, *c,
@@ -352,6 +354,8 @@ def test_fuzz_probe(store, tmp_path_factory, split, k, seeds, test_size, c, meth
        protocol=_opt("--protocol", st.sampled_from(["truthfulqa", "lm-eval", "binary", "nosuch"])),
        batch=_opt("--batch-size", st.sampled_from(["auto", "4", "8", "0", "x"])),
        device=_opt("--device", st.sampled_from(["cpu", "cpu", "cuda:7", "gpu"])))
+@example(limit=["--limit", "4"], folds=["--folds", "2"], seed=["--seed", "3"], instruction=["--instruction", "informative"],
+         protocol=["--protocol", "lm-eval"], batch=["--batch-size", "auto"], device=["--device", "cpu"])
 def test_fuzz_eval(tmp_path_factory, data_dir, limit, folds, seed, instruction, protocol, batch, device):
     out = tmp_path_factory.mktemp("eval") / "run"
     argv = ["eval", "truthfulqa", *TINY, "--metrics", "mc", "--judge", "none", *(limit or ["--limit", "4"]),
@@ -366,6 +370,8 @@ def test_fuzz_eval(tmp_path_factory, data_dir, limit, folds, seed, instruction, 
        positions=_opt("--positions", st.sampled_from(["last", "mean", "first"])),
        sites=_opt("--sites", st.sampled_from(["resid", "heads.-1", "resid.embed", "mlp.embed", "nosuch", ""])),
        device=_opt("--device", st.sampled_from(["cpu", "cpu", "cuda:7", "gpu"])))
+@example(limit=["--limit", "4"], shard=["--shard-size", "3"], batch=["--batch-size", "3"], dtype=["--dtype", "float32"],
+         positions=["--positions", "mean"], sites=["--sites", "heads.-1"], device=["--device", "cpu"])
 def test_fuzz_capture(tmp_path_factory, limit, shard, batch, dtype, positions, sites, device):
     out = tmp_path_factory.mktemp("capture") / "store"
     argv = ["capture", *TINY, "--dataset", "synthetic", *(limit or ["--limit", "4"]), *shard, *batch, *dtype,

@@ -40,7 +40,6 @@ class PolarityConfig(Checked):
                     "methods": [ListOf([Registered(_polarity_methods, "probe method")], unique=True)],
                     "limit": o.LIMIT, "test_size": o.FRACTION, "seed": o.SEED, "C": o.POSITIVE,
                     "keep_twins": o.BOOL, "batch_size": o.BATCH, "device": o.DEVICE, "data_dir": o.OPTIONAL_TEXT}
-    _options = {"keep_twins": "--keep-twins"}
     _commands = ("probe-polarity",)
 
     model: str = "smollm2"
