@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -190,8 +191,9 @@ class Text(Constraint):
     read (`models.loader`, `data`, the safe readers)."""
 
     def ok(self, value: Any) -> bool:
-        return isinstance(value, str) and value.strip() != "" or (
-            type(value).__name__.endswith("Path") and str(value).strip() not in ("", "."))
+        if isinstance(value, os.PathLike):  # a Path("") is "."
+            return str(value).strip() not in ("", ".")
+        return isinstance(value, str) and value.strip() != ""
 
     def describe(self) -> str:
         return "be a non-empty text"

@@ -17,7 +17,7 @@ from ..steer.apply import intervention_factory
 from ..steer.intervention import Intervention
 from ..metrics import aggregate_folds, with_true_info
 from ..steer.iti import ITIConfig, ITIData, fit_folds
-from ..constraints import Checked, Options
+from ..constraints import Checked, Conflict, Options
 from . import options as o
 from .iti_common import ITIRunOptions
 
@@ -221,6 +221,8 @@ class ValidateConfig(ITIRunOptions):
 
     _constraints = {"num_heads": o.NUM_HEADS, "alpha": o.ALPHA, "baseline": o.BOOL, "binary": o.BOOL,
                     "model_dtype": o.MODEL_DTYPE, "device_map": o.DEVICE_MAP}
+    _rules = (Conflict("device", "device_map", values=("cpu", "auto"),
+                       why="--device-map places the model itself (--device would be ignored)"),)
     _commands = ("iti validate",)
 
     num_heads: int = 48

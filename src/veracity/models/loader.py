@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..constraints import Checked, Count, Device, Options, Text
+from ..constraints import Checked, Conflict, Count, Device, Options, Text
 from .arch import ArchSpec
 from .tiny import TINY_ALIASES, build_tiny
 
@@ -202,6 +202,8 @@ class LoadConfig(Checked):
                     "device": [None, Device()],
                     "device_map": [None, Options(("auto", "balanced", "balanced_low_0", "sequential"))],
                     "threads": [None, Count()]}
+    _rules = (Conflict("device", "device_map", values=("cpu", "auto"),
+                       why="--device-map places the model itself (--device would be ignored)"),)
     _commands = ("capture", "iti fit", "iti bake", "steer bake", "eval truthfulqa", "compare-interventions",
                  "spec", "finetune", "demo")
 
