@@ -458,25 +458,33 @@ class Conflict(Rule):
 class IgnoredUnless(Rule):
     """`field` means something only when `on` is one of `values`: a non-default `field` with another `on`
     would be recorded but ignored, so it is refused naming both options. `example` is a non-default value
-    of `field` for the contract test."""
+    of `field` for the contract test. `on` may be a list (`--methods`): then some element must use it,
+    an element being "+"-joined parts (`few-shot+iti`); `other` is an `on` value that does not."""
 
-    def __init__(self, field: str, on: str, values: Iterable[str], example: Any):
-        self.field, self.on, self.values, self.example = field, on, tuple(values), example
+    def __init__(self, field: str, on: str, values: Iterable[Any], example: Any, other: Any = None):
+        self.field, self.on, self.values, self.example, self.other = field, on, tuple(values), example, other
         self.fields = (field, on)
+
+    def _uses(self, on_value: Any) -> bool:
+        if isinstance(on_value, (list, tuple)):
+            return any(p.strip() in self.values for m in on_value for p in str(m).split("+"))
+        return on_value in self.values
 
     def error(self, cfg: Any) -> str | None:
         on_value = getattr(cfg, self.on)
-        if _set(cfg, self.field) and on_value not in self.values:
+        if _set(cfg, self.field) and not self._uses(on_value):
             cls = type(cfg)
             opt, on_opt = option_of(cls, self.field), option_of(cls, self.on)
             if self.values == (True,):
                 return f"{opt} is only used with {on_opt}; add {on_opt} or drop {opt}"
+            shown = ",".join(map(str, on_value)) if isinstance(on_value, (list, tuple)) else on_value
             return (f"{opt} is only used by {on_opt} {' or '.join(map(str, self.values))}, not {on_opt} "
-                    f"{on_value}; drop {opt}")
+                    f"{shown}; drop {opt}")
         return None
 
     def violations(self, cls: type) -> list[dict]:
-        other = next(v for v in _choices(cls, self.on) if v not in self.values)
+        other = self.other if self.other is not None else next(
+            v for v in _choices(cls, self.on) if v not in self.values)
         return [{self.field: self.example, self.on: other}]
 
 

@@ -103,6 +103,8 @@ class CompareRunConfig(Checked):
                     "residual_normalize": [Options(("raw", "sigma", "unit"))], "ce_texts": o.COUNT0,
                     "side_effects": o.SIDE_EFFECTS, "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION,
                     "eval_revision": o.OPTIONAL_REVISION}
+    # No "ignored unless a method uses it" rules here: a comparison is resumed with more --methods and the
+    # same settings (CompareConfig.fixed), so --sft-steps before any lora-sft run is meaningful.
     _commands = ("compare-interventions",)
 
     methods: list = field(default_factory=lambda: ["baseline", "instruction", "few-shot", "system", "lora-sft", "dpo",

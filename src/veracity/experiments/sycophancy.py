@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..constraints import Checked, ListOf, Options
+from ..constraints import Checked, IgnoredUnless, ListOf, Options
 from . import options as o
 from .intervention_methods import PROMPTS, MethodSettings, PreparedMethod, build_prompt, parse_method, uses_chat_template
 from ..evaluate.truthfulqa import build_mc_question, close_answer, make_requests
@@ -43,6 +43,7 @@ class SycophancyConfig(Checked):
                     "iti_alpha": o.ALPHA, "seed": o.SEED, "val_ratio": o.FRACTION, "C": o.POSITIVE,
                     "batch_size": o.BATCH}
     _options = {"iti_k": "--num-heads", "iti_alpha": "--alpha"}
+    _rules = (IgnoredUnless("iti_k", "iti", (True,), example=8), IgnoredUnless("iti_alpha", "iti", (True,), example=5.0))
     _commands = ("sycophancy",)
 
     prompt: str = "baseline"
