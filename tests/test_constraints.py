@@ -17,6 +17,7 @@ import importlib
 import inspect
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -312,7 +313,6 @@ def _check_run(cmd: str, argv: list[str], out: Path, r) -> None:
     """The property: exit 0 or 2, never a traceback; exit 2 is one `error:` line; exit 0 records values
     that satisfy every constraint of the command's Configs."""
     assert r.exit_code in (0, 2), f"{argv}: exit {r.exit_code}\n{r.output}\n{r.exception!r}"
-    import os
     if os.environ.get("FUZZ_LOG"):  # to see the mix of finished and refused runs
         print("FUZZ", cmd, r.exit_code, [l for l in r.output.splitlines() if l.startswith("error:")][:1])
     assert "Traceback" not in r.output, r.output
