@@ -38,16 +38,12 @@ _IGNORABLE = (LOCK_NAME,)  # present in a folder that holds nothing yet
 
 def folder_kind(path: str | Path) -> str | None:
     """What veracity wrote in `path`: a run's kind (from config.json), "capture" for an activation store,
-    None for anything else (missing, empty, or not veracity's)."""
+    None for anything else (missing, empty, or not veracity's). A config.json that looks like a run's (it
+    has `kind` or `versions`) but is damaged raises `ArtifactError` naming it: never taken for a user's file."""
     p = Path(path)
-    cfg = p / "config.json"
-    if cfg.is_file():
-        try:
-            d = json.loads(cfg.read_text())
-        except (OSError, ValueError):
-            d = None
-        if isinstance(d, dict) and isinstance(d.get("kind"), str) and "versions" in d:
-            return d["kind"]
+    cfg = run_config(p)
+    if cfg is not None:
+        return cfg["kind"]
     man = p / "manifest.json"
     if man.is_file():
         try:
@@ -59,6 +55,26 @@ def folder_kind(path: str | Path) -> str | None:
         if any(p.glob("shard-*.safetensors")):  # a store whose manifest was damaged
             return "capture"
     return None
+
+
+def run_config(folder: str | Path) -> dict | None:
+    """The config.json of the run in `folder`, checked (`artifacts.read_json`); None when the folder holds
+    no run: no config.json, or a JSON object that is not a run's (neither `kind` nor `versions`: e.g. a
+    Hugging Face model's config). Damaged (truncated, not UTF-8, not an object, a key missing or of the
+    wrong type) is `ArtifactError` naming the file."""
+    from .artifacts import RUN_CONFIG, check_schema, parse_json, read_json
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return read_json(path, RUN_CONFIG, "run config")  # raises, naming the file
+    obj = parse_json(raw, path)
+    if isinstance(obj, dict) and "kind" not in obj and "versions" not in obj:
+        return None
+    return check_schema(obj, RUN_CONFIG, path, "run config")
 
 
 def _entries(path: Path) -> list[Path]:
@@ -97,6 +113,9 @@ def check_out_folder(path: str | Path, kind: str, *, overwrite: bool = False, re
     if kind != "capture" and (p / "results.json").exists() and not resume:
         raise RunExists(f"{p} already holds a finished run; pass --overwrite to replace it "
                         "(or --resume where the command supports it)")
+    from .artifacts import check_run_files
+
+    check_run_files(p, kind)  # a damaged checkpoint or results store is named now, before any work
     return p
 
 
@@ -119,7 +138,9 @@ class Checkpoint:
         self.path, self.config = Path(path), json.loads(json.dumps(to_jsonable(config), default=str))
         self.done: dict = {}
         if self.path.exists():
-            saved = json.loads(self.path.read_text())
+            from .artifacts import CHECKPOINT, read_json
+
+            saved = read_json(self.path, CHECKPOINT, "checkpoint")  # damaged: one line naming it
             if saved.get("config") != self.config:
                 raise RunExists(f"{self.path} was written by a run with another configuration; "
                                 "pass --overwrite to start again (or choose another --out)")
@@ -356,33 +377,57 @@ class RunFolder:
 
 
 def list_runs(root: str | Path) -> list[dict]:
-    """Every run folder under root (recursively), with kind, model, data and headline metric."""
+    """Every run folder under root (recursively), with kind, model, data and headline metric. A damaged
+    config.json or results.json is one row with status "damaged: <file: what is wrong>" and the listing
+    goes on; a missing root is `ArtifactMissing`."""
+    from .artifacts import RUN_RESULTS, ArtifactError, ArtifactMissing, read_json, short
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ArtifactMissing(f"{root}: no such folder" if not root.exists() else f"{root} is a file, not a folder")
     rows = []
-    for cfg_path in sorted(Path(root).rglob("config.json")):
+    for cfg_path in sorted(root.rglob("config.json")):
         d = cfg_path.parent
+        row = {"path": str(d), "kind": None, "model": None, "data": None, "status": "unfinished", "headline": {}}
         try:
-            cfg = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            cfg = run_config(d)
+        except ArtifactError as e:
+            rows.append({**row, "kind": "?", "status": f"damaged: {short(e, d)}"})
             continue
-        if "kind" not in cfg:
+        if cfg is None:
             continue
+        row.update(kind=cfg.get("kind"), model=cfg.get("model"), data=cfg.get("dataset") or cfg.get("data"))
         res_path = d / "results.json"
-        headline, status = {}, "unfinished"
         if res_path.exists():
             try:
-                headline = json.loads(res_path.read_text()).get("headline", {})
-                status = "finished"
-            except json.JSONDecodeError:
-                status = "corrupt results.json"
-        rows.append({"path": str(d), "kind": cfg.get("kind"), "model": cfg.get("model"),
-                     "data": cfg.get("dataset") or cfg.get("data"), "status": status, "headline": headline})
+                row["headline"] = read_json(res_path, RUN_RESULTS, "run results")["headline"]
+                row["status"] = "finished"
+            except ArtifactError as e:
+                row["status"] = f"damaged: {short(e, d)}"
+        rows.append(row)
     return rows
+
+
+def _table_columns(create_sql: str) -> tuple[str, tuple[str, ...]]:
+    """(table, column names) of a `CREATE TABLE [IF NOT EXISTS] name (col TYPE, ..., PRIMARY KEY (...))`."""
+    import re
+
+    m = re.match(r"\s*CREATE TABLE (?:IF NOT EXISTS )?(\w+)\s*\((.*)\)\s*$", create_sql, re.S | re.I)
+    if not m:
+        raise ValueError(f"not a CREATE TABLE statement: {create_sql[:60]!r}")
+    cols = tuple(c.split()[0] for c in re.split(r",(?![^(]*\))", m.group(2))
+                 if c.split() and c.split()[0].upper() not in ("PRIMARY", "UNIQUE", "CHECK", "FOREIGN"))
+    return m.group(1), cols
 
 
 def open_results_db(path: str | Path, results_table_sql: str, config: dict | None, what: str) -> sqlite3.Connection:
     """A run's resumable SQLite results store. Rows are reused only by a run with the same fixed settings:
     `config` is recorded on first open and a different one is refused (naming the keys that differ)."""
-    db = sqlite3.connect(str(path))
+    from .artifacts import open_sqlite
+
+    table, cols = _table_columns(results_table_sql)
+    # damaged (truncated, garbage, a table missing): one line naming it
+    db = open_sqlite(path, {table: cols, "meta": ("key", "value")}, what)
     db.execute(results_table_sql)
     db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
     db.commit()

@@ -57,23 +57,19 @@ class Page:
 
 # ----------------------------------------------------------------------------------------- loading
 
-def read_json(p: Path) -> dict | None:
-    try:
-        obj = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def load_run(path: str | Path) -> Run:
-    """Read a run folder or a capture store. Raises ValueError for a folder that is neither."""
+    """Read a run folder or a capture store with the artifact readers (`veracity.artifacts`): a damaged
+    config.json or results.json is `ArtifactError` naming the file. Raises ValueError for a folder that
+    is neither a run nor a store."""
+    from ..artifacts import RUN_RESULTS, read_json
+    from ..runs import run_config
+
     path = Path(path)
-    cfg = read_json(path / "config.json")
-    if cfg is not None and "kind" in cfg:
+    cfg = run_config(path)
+    if cfg is not None:
         res_path = path / "results.json"
-        res = read_json(res_path)
-        status = "finished" if res is not None else ("corrupt results.json" if res_path.exists() else "unfinished")
-        return Run(path, str(cfg["kind"]), cfg, res or {}, status)
+        res = read_json(res_path, RUN_RESULTS, "run results") if res_path.exists() else None
+        return Run(path, str(cfg["kind"]), cfg, res or {}, "finished" if res is not None else "unfinished")
     if (path / "manifest.json").exists():
         from ..capture.store import read_manifest
 
@@ -86,6 +82,8 @@ def load_run(path: str | Path) -> Run:
 def expand_runs(paths: Iterable[str | Path]) -> list[Run]:
     """Each path is a run, a store, or a folder searched recursively for both (stores inside a run are
     shown with that run, not again on their own)."""
+    from ..artifacts import ArtifactError
+
     runs: list[Run] = []
     seen: set[Path] = set()
     for p in map(Path, paths):
@@ -103,8 +101,8 @@ def expand_runs(paths: Iterable[str | Path]) -> list[Run]:
                 continue
             try:
                 runs.append(load_run(c))
-            except ValueError:
-                if c == p:
+            except ValueError as e:
+                if c == p or isinstance(e, ArtifactError):  # a damaged run is named, never left out silently
                     raise
                 continue
             seen.add(c.resolve())

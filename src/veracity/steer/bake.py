@@ -29,8 +29,14 @@ from pathlib import Path
 import torch
 
 from ..models.arch import ArchSpec, UnsupportedArchitecture
+from ..validation import BadInput
 from ..models.loader import state_items
 from .intervention import Intervention
+
+class BakeFailed(BadInput):
+    """The baked folder does not reproduce the hooked model (a non-finite logit, or a difference above the
+    tolerance); the folder has been removed so it cannot be mistaken for a good model."""
+
 
 _TO_LLAMA = ("qwen2", "mistral")
 _LLAMA_DROP = ("use_sliding_window", "sliding_window", "max_window_layers", "layer_types", "model_type",
@@ -184,7 +190,8 @@ def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, o_
 def verify_baked(target, intervention: Intervention, folder: str | Path, texts: list[str] | None = None,
                  atol: float = 1e-4) -> float:
     """Max |logit difference| between the folder loaded with plain `from_pretrained` (fp32) and the hook
-    version with every-position semantics; raises AssertionError above `atol`."""
+    version with every-position semantics; `BakeFailed` (the folder removed) above `atol` or on any
+    non-finite logit."""
     from transformers import AutoModelForCausalLM
 
     from .apply import apply
@@ -199,7 +206,32 @@ def verify_baked(target, intervention: Intervention, folder: str | Path, texts: 
         with apply(model, intervention, positions="all"):
             a = model(input_ids=ids).logits.float()
         b = baked.to(dev)(input_ids=ids).logits.float()
-        worst = max(worst, float((a - b).abs().max()))
-    if worst > atol:
-        raise AssertionError(f"baked model differs from the hook version by {worst:.2e} > {atol:.0e}")
+        worst = max(worst, compare_logits(a, b, folder, "the hook version"))
+    return check_tolerance(worst, atol, folder, "the hook version")
+
+
+def compare_logits(hooked: torch.Tensor, baked: torch.Tensor, folder: str | Path, other: str) -> float:
+    """Max |difference| of two logit tensors; a NaN or inf in either is `BakeFailed` (and the folder is
+    removed): max() over differences ignores NaN, so a NaN model would otherwise pass as 0.00e+00."""
+    for name, t in (("the baked model", baked), (other, hooked)):
+        if not bool(torch.isfinite(t).all()):
+            discard_baked(folder)
+            raise BakeFailed(f"{name} outputs NaN or inf logits: the bake is refused and {folder} removed "
+                             "(check the alpha and the vectors)")
+    return float((hooked - baked).abs().max())
+
+
+def check_tolerance(worst: float, atol: float, folder: str | Path, other: str) -> float:
+    if not worst <= atol:
+        discard_baked(folder)
+        raise BakeFailed(f"the baked model differs from {other} by {worst:.2e} > {atol:.0e}: {folder} removed")
     return worst
+
+
+def discard_baked(folder: str | Path) -> None:
+    """Remove a baked folder that failed its check (only one veracity wrote: it holds veracity_bake.json)."""
+    import shutil
+
+    folder = Path(folder)
+    if (folder / "veracity_bake.json").is_file():
+        shutil.rmtree(folder, ignore_errors=True)

@@ -39,7 +39,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..models.arch import ArchSpec
 from ..runs import to_jsonable, write_json_atomic
@@ -119,6 +119,21 @@ class ResidualSteer:
         want = self.provenance.get("model_fingerprint")
         if want and fingerprint and want != fingerprint:
             raise ValueError(f"steer fitted on a model with fingerprint {want}, this model has {fingerprint}")
+        self.check_finite()
+
+    def check_finite(self) -> None:
+        """alpha, the vectors and alpha * vector in float32 (1e39 overflows) are finite: a NaN or inf shift
+        makes a model that outputs NaN."""
+        import math
+
+        from ..validation import BadInput
+
+        if not math.isfinite(self.alpha):
+            raise BadInput(f"steer alpha is {self.alpha}: it must be a finite number")
+        if not bool(torch.isfinite(self.vectors).all()):
+            raise BadInput("the steer's vectors hold NaN or inf")
+        if not all(bool(torch.isfinite(v).all()) for v in self.shifts().values()):
+            raise BadInput(f"alpha {self.alpha:g} x the steer's vectors overflows float32 (inf): use a smaller alpha")
 
     # ------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -142,14 +157,21 @@ class ResidualSteer:
         """From PATH.json / PATH.safetensors / PATH."""
         base = _base(path)
         js, st = base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors")
-        if not js.exists() or not st.exists():
-            raise FileNotFoundError(f"a residual steer needs both {js} and {st}")
-        meta = json.loads(js.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{js} is not a veracity residual steer")
-        t = load_file(str(st))
-        return cls(layers=t["layers"].tolist(), vectors=t["vectors"], alpha=meta["alpha"], method=meta["method"],
-                   provenance=meta.get("provenance", {}))
+        from ..artifacts import damaged, read
+
+        files = read("residual-steer", base)  # format, keys, shapes, finite: one line naming the file
+        meta, t = files[".json"], files[".safetensors"]
+        if t["layers"].is_floating_point():
+            raise damaged(st, "'layers' holds floats, expected decoder layer indices")
+        layers = t["layers"].tolist()
+        if meta["layers"] != layers:
+            raise damaged(js, f"its layers {meta['layers']} are not the layers {layers} of {st.name}: the two "
+                              "files are not one steer")
+        try:
+            return cls(layers=layers, vectors=t["vectors"], alpha=meta["alpha"], method=meta["method"],
+                       provenance=meta.get("provenance") or {})
+        except ValueError as e:  # duplicate or negative layers
+            raise damaged(st, str(e)) from None
 
 
 def _base(path: str | Path) -> Path:
@@ -535,8 +557,10 @@ def bake_residual(target, steer: ResidualSteer, out: str | Path, tokenizer=None)
 def verify_residual_baked(target, steer: ResidualSteer, folder: str | Path, texts: list[str] | None = None,
                           atol: float = 1e-4) -> float:
     """Max |logit difference| between the folder loaded with plain `from_pretrained` (fp32) and the hooks
-    at every position; AssertionError above `atol`."""
+    at every position; `BakeFailed` (the folder removed) above `atol` or on any non-finite logit."""
     from transformers import AutoModelForCausalLM
+
+    from .bake import check_tolerance, compare_logits
 
     model, arch = _unpack(target)
     tok = getattr(target, "tokenizer", None)
@@ -550,10 +574,8 @@ def verify_residual_baked(target, steer: ResidualSteer, folder: str | Path, text
         with apply_residual((model, arch), steer, positions="all"):
             a = model(input_ids=ids).logits.float()
         b = baked(input_ids=ids).logits.float()
-        worst = max(worst, float((a - b).abs().max()))
-    if worst > atol:
-        raise AssertionError(f"baked model differs from the hooks by {worst:.2e} > {atol:.0e}")
-    return worst
+        worst = max(worst, compare_logits(a, b, folder, "the hooks"))
+    return check_tolerance(worst, atol, folder, "the hooks")
 
 
 def fit_residual_from_store(store, method: str = "caa", layers: Sequence[int] | None = None,
