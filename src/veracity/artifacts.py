@@ -38,7 +38,7 @@ class ArtifactMissing(ArtifactError, FileNotFoundError):
 
 def damaged(path: str | Path, what: str) -> ArtifactError:
     """The one error for a damaged file: `PATH: what is wrong`."""
-    e = ArtifactError(f"{path}: {what}")
+    e = ArtifactError(f"{path} {what}")
     e.path, e.reason = Path(path), what
     return e
 
@@ -46,7 +46,7 @@ def damaged(path: str | Path, what: str) -> ArtifactError:
 def short(e: ArtifactError, folder: str | Path) -> str:
     """The error with the file named relative to `folder` (for a table that already shows the folder)."""
     if e.path is not None and e.path.parent == Path(folder):
-        return f"{e.path.name}: {e.reason}"
+        return f"{e.path.name} {e.reason}"
     return str(e)
 
 
@@ -54,7 +54,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise ArtifactMissing(f"{path}: no such file ({what})") from None
+        raise ArtifactMissing(f"{path} does not exist ({what})") from None
     except IsADirectoryError:
         raise damaged(path, f"is a folder, expected a file ({what})") from None
     except OSError as e:
@@ -80,7 +80,7 @@ def check_schema(obj: Any, schema: Mapping[str, str], path: str | Path, what: st
                  equals: Mapping[str, Any] | None = None) -> dict:
     """`obj` is a JSON object holding every required key of `schema` with its type (numbers finite) and the
     fixed values of `equals`; else `ArtifactError` naming the file and the key."""
-    what = f" (a {what})" if what else ""
+    what = f" ({what})" if what else ""
     if not isinstance(obj, dict):
         raise damaged(path, f"holds a JSON {_json_type(obj)}, expected an object{what}")
     for key, t in schema.items():
@@ -92,12 +92,12 @@ def check_schema(obj: Any, schema: Mapping[str, str], path: str | Path, what: st
             raise damaged(path, f"has no {key!r}{what}")
         v = obj[key]
         if not _type_ok(v, t):
-            raise damaged(path, f"{key!r} is a {_json_type(v)}, expected {'a number' if t == 'number' else t}{what}")
+            raise damaged(path, f"has {key!r} of type {_json_type(v)}, expected {'number' if t == 'number' else t}{what}")
         if t == "number" and not math.isfinite(v):
-            raise damaged(path, f"{key!r} is {v}, expected a finite number{what}")
+            raise damaged(path, f"has {key!r} = {v}, expected a finite number{what}")
     for key, want in (equals or {}).items():
         if obj.get(key) != want:
-            raise damaged(path, f"{key!r} is {obj.get(key)!r}, expected {want!r}{what}")
+            raise damaged(path, f"has {key!r} = {obj.get(key)!r}, expected {want!r}{what}")
     return obj
 
 
@@ -133,6 +133,7 @@ def read_json(path: str | Path, schema: Mapping[str, str] | None = None, what: s
 # ------------------------------------------------------------------------------------------ SQLite
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+EMPTY_IS_NEW = ("sqlite",)  # formats where an empty file is a new store (what a crash before the first table leaves)
 
 
 def open_sqlite(path: str | Path, tables: Mapping[str, Sequence[str]], what: str = "results store"):
@@ -163,7 +164,7 @@ def open_sqlite(path: str | Path, tables: Mapping[str, Sequence[str]], what: str
                 raise damaged(path, f"has no table {table!r}: not a veracity {what}")
             missing = [c for c in cols if c not in have]
             if missing:
-                raise damaged(path, f"table {table!r} has no column {missing[0]!r}: not a veracity {what}")
+                raise damaged(path, f"has no column {missing[0]!r} in table {table!r}: not a veracity {what}")
     except sqlite3.DatabaseError as e:
         db.close()
         raise damaged(path, f"is a damaged SQLite database ({e})") from None
@@ -197,7 +198,7 @@ def safetensors_header(path: str | Path, data: bytes | None = None) -> dict:
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            raise ArtifactMissing(f"{path}: no such file (safetensors)") from None
+            raise ArtifactMissing(f"{path} does not exist (safetensors)") from None
         head = _read_head(path, 8)
     else:
         size, head = len(data), data[:8]
@@ -207,7 +208,10 @@ def safetensors_header(path: str | Path, data: bytes | None = None) -> dict:
     if n > size - 8 or n > 100_000_000:
         raise damaged(path, "is not a safetensors file (header length beyond the file: truncated or garbage)")
     raw = data[8:8 + n] if data is not None else _read_range(path, 8, n)
-    hdr = parse_json(raw, path)
+    try:
+        hdr = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        raise damaged(path, "is not a safetensors file (its header is not JSON: truncated or garbage)") from None
     if not isinstance(hdr, dict):
         raise damaged(path, "is not a safetensors file (its header is not a JSON object)")
     end = 0
@@ -221,7 +225,7 @@ def safetensors_header(path: str | Path, data: bytes | None = None) -> dict:
         except (TypeError, KeyError, ValueError):
             ok = False
         if not ok:
-            raise damaged(path, f"tensor {name!r} has an inconsistent header entry: damaged safetensors file")
+            raise damaged(path, f"has an inconsistent header entry for tensor {name!r}: damaged safetensors file")
         end = max(end, b)
     if 8 + n + end != size:
         raise damaged(path, f"has {size} bytes, its header describes {8 + n + end} (truncated or extended)")
@@ -243,7 +247,7 @@ def check_shapes(path: str | Path, shapes: Mapping[str, tuple], expect: Mapping[
     must agree across tensors (and with `dims`, e.g. sizes read from the JSON half), None any size.
     Returns the named sizes found."""
     dims = dict(dims or {})
-    what = f" (a {what})" if what else ""
+    what = f" ({what})" if what else ""
     for key, spec in expect.items():
         if key.endswith("?"):
             key = key[:-1]
@@ -253,10 +257,10 @@ def check_shapes(path: str | Path, shapes: Mapping[str, tuple], expect: Mapping[
             raise damaged(path, f"has no tensor {key!r}{what}")
         got = tuple(shapes[key])
         if len(got) != len(spec):
-            raise damaged(path, f"{key!r} has shape {list(got)}, expected {len(spec)} dimensions {list(spec)}{what}")
+            raise damaged(path, f"has {key!r} of shape {list(got)}, expected {len(spec)} dimensions {list(spec)}{what}")
         for g, s in zip(got, spec):
             if isinstance(s, int) and g != s or isinstance(s, str) and dims.setdefault(s, g) != g:
-                raise damaged(path, f"{key!r} has shape {list(got)}, expected {[dims.get(x, x) for x in spec]}{what}")
+                raise damaged(path, f"has {key!r} of shape {list(got)}, expected {[dims.get(x, x) for x in spec]}{what}")
     return dims
 
 
@@ -278,7 +282,7 @@ def read_safetensors(path: str | Path, expect: Mapping[str, Sequence] | None = N
     if finite:
         for k, t in tensors.items():
             if t.is_floating_point() and not bool(t.isfinite().all()):
-                raise damaged(path, f"tensor {k!r} holds NaN or inf")
+                raise damaged(path, f"has NaN or inf in tensor {k!r}")
     return tensors
 
 
@@ -297,7 +301,7 @@ def check_safetensors_file(path: str | Path, finite_suffix: str | None = None) -
         with safe_open(str(path), framework="pt") as f:
             for k in names:
                 if not bool(f.get_tensor(k).isfinite().all()):
-                    raise damaged(path, f"tensor {k!r} holds NaN or inf")
+                    raise damaged(path, f"has NaN or inf in tensor {k!r}")
     except ArtifactError:
         raise
     except Exception as e:
@@ -324,9 +328,9 @@ def read_npz(path: str | Path, expect: Mapping[str, Sequence], dims: dict | None
     check_shapes(path, {k: v.shape for k, v in arrays.items()}, expect, dims, what)
     for k, a in arrays.items():
         if a.dtype.kind not in "biuf":
-            raise damaged(path, f"array {k!r} has dtype {a.dtype}, expected numbers")
+            raise damaged(path, f"has array {k!r} of dtype {a.dtype}, expected numbers")
         if finite and a.dtype.kind == "f" and not bool(np.isfinite(a).all()):
-            raise damaged(path, f"array {k!r} holds NaN or inf")
+            raise damaged(path, f"has NaN or inf in array {k!r}")
     return arrays
 
 
@@ -534,8 +538,8 @@ register(ArtifactKind(
     (Consumer(("judge", "eval", "--kind", "truth", "--judge", "local:{path}", "--data-dir", "{data}")),)))
 register(ArtifactKind(
     "capture-store", "capture store: manifest.json + shard-NNNNN.safetensors (`veracity capture`)",
-    (FileSpec("manifest.json", "json", {"format_version": "int", "config_hash": "str", "n_rows": "int",
-                                        "shards": "list"}),
+    (FileSpec("manifest.json", "json", {"n_rows": "int", "sites": "list", "shapes": "dict", "dtype": "str",
+                                        "shards": "list", "model": "dict"}),
      FileSpec("shard-00000.safetensors", "safetensors", {})),
     (Consumer(("steer", "fit", "--acts", "{path}", "--out", "{out}/v")), _REPORT),
     checked_by="veracity.capture.store.open_store (StoreDamaged: manifest, integrity hash, shard sizes, CRC-32)"))

@@ -175,18 +175,18 @@ class Intervention:
         meta, t = files[".json"], files[".safetensors"]
         heads = [tuple(x) for x in t["heads"].tolist()]
         if t["heads"].is_floating_point():
-            raise damaged(st, "'heads' holds floats, expected (layer, head) integers")
+            raise damaged(st, "holds float 'heads', expected (layer, head) integers")
         try:
             listed = [tuple(int(x) for x in h) for h in meta["heads"]]
         except (TypeError, ValueError):
             raise damaged(js, "'heads' is not a list of (layer, head) pairs") from None
         if listed != heads or meta["k"] != len(heads):
-            raise damaged(js, f"its heads ({meta['heads'][:4]}...) are not the heads of {st.name}: the two files "
-                              "are not one intervention")
+            raise damaged(js, f"lists heads {meta['heads'][:4]}... (k={meta['k']}) that are not the heads of "
+                              f"{st.name}: the two files are not one intervention")
         for l, h in heads:
             if not (0 <= l < meta["n_layers"] and 0 <= h < meta["n_heads"]):
-                raise damaged(st, f"head ({l}, {h}) outside the {meta['n_layers']} x {meta['n_heads']} model it "
-                                  "records")
+                raise damaged(st, f"names head ({l}, {h}) outside the {meta['n_layers']} x {meta['n_heads']} "
+                                  "model its .json records")
         if len(set(heads)) != len(heads):
             raise damaged(st, "lists a head twice")
         prov = dict(meta.get("provenance") or {})

@@ -162,11 +162,11 @@ class ResidualSteer:
         files = read("residual-steer", base)  # format, keys, shapes, finite: one line naming the file
         meta, t = files[".json"], files[".safetensors"]
         if t["layers"].is_floating_point():
-            raise damaged(st, "'layers' holds floats, expected decoder layer indices")
+            raise damaged(st, "holds float 'layers', expected decoder layer indices")
         layers = t["layers"].tolist()
         if meta["layers"] != layers:
-            raise damaged(js, f"its layers {meta['layers']} are not the layers {layers} of {st.name}: the two "
-                              "files are not one steer")
+            raise damaged(js, f"lists layers {meta['layers']}, {st.name} holds layers {layers}: the two files "
+                              "are not one steer")
         try:
             return cls(layers=layers, vectors=t["vectors"], alpha=meta["alpha"], method=meta["method"],
                        provenance=meta.get("provenance") or {})

@@ -309,7 +309,7 @@ class LocalJudge(Judge):
         w = read_file(kind, "weights.npz", folder / "weights.npz", {"n_dense": N_DENSE})  # allow_pickle=False
         mean, std, coef, b0 = w["mean"], w["std"], w["coef"], float(w["intercept"][0])
         if coef.shape[0] != N_DENSE + _hashing().n_features:
-            raise damaged(folder / "weights.npz", f"'coef' has {coef.shape[0]} weights, the features are "
+            raise damaged(folder / "weights.npz", f"has {coef.shape[0]} 'coef' weights, the features are "
                                                   f"{N_DENSE + _hashing().n_features}")
         refs_raw = read_file(kind, "references.json", folder / "references.json")
         try:
@@ -320,7 +320,7 @@ class LocalJudge(Judge):
         try:
             rep = JudgeReport(**meta["report"]) if meta.get("report") else None
         except TypeError as e:
-            raise damaged(folder / "judge.json", f"its report does not match this veracity ({e})") from None
+            raise damaged(folder / "judge.json", f"holds a report this veracity cannot read ({e})") from None
         if booster_file:
             b = read_file(kind, "booster.npz", folder / booster_file)
             try:
