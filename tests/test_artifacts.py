@@ -108,8 +108,8 @@ def build_intervention(path: Path, lm) -> Path:
     a = lm.arch
     g = torch.Generator().manual_seed(0)
     base = path / "iv"
-    Intervention(heads=[(1, 2), (3, 0)], directions=torch.nn.functional.normalize(torch.randn(2, a.head_dim, generator=g),
-                                                                                dim=-1),
+    dirs = torch.nn.functional.normalize(torch.randn(2, a.head_dim, generator=g), dim=-1)
+    Intervention(heads=[(1, 2), (3, 0)], directions=dirs,
                  sigmas=torch.ones(2), alpha=2.0, n_layers=a.n_layers, n_heads=a.n_heads, head_dim=a.head_dim,
                  provenance={"model": MODEL, "model_fingerprint": lm.fingerprint},
                  head_scores=torch.rand(a.n_layers, a.n_heads, generator=g)).save(base)

@@ -92,7 +92,7 @@ def check_schema(obj: Any, schema: Mapping[str, str], path: str | Path, what: st
             raise damaged(path, f"has no {key!r}{what}")
         v = obj[key]
         if not _type_ok(v, t):
-            raise damaged(path, f"has {key!r} of type {_json_type(v)}, expected {'number' if t == 'number' else t}{what}")
+            raise damaged(path, f"has {key!r} of type {_json_type(v)}, expected {t}{what}")
         if t == "number" and not math.isfinite(v):
             raise damaged(path, f"has {key!r} = {v}, expected a finite number{what}")
     for key, want in (equals or {}).items():
@@ -242,7 +242,7 @@ def _read_range(path: Path, start: int, n: int) -> bytes:
 
 
 def check_shapes(path: str | Path, shapes: Mapping[str, tuple], expect: Mapping[str, Sequence],
-                 dims: dict | None = None, what: str = "") -> dict:
+                 dims: dict | None = None, what: str = "", noun: str = "tensor") -> dict:
     """Every key of `expect` present with its shape: an int is a fixed size, a string a named size that
     must agree across tensors (and with `dims`, e.g. sizes read from the JSON half), None any size.
     Returns the named sizes found."""
@@ -254,13 +254,14 @@ def check_shapes(path: str | Path, shapes: Mapping[str, tuple], expect: Mapping[
             if key not in shapes:
                 continue
         if key not in shapes:
-            raise damaged(path, f"has no tensor {key!r}{what}")
+            raise damaged(path, f"has no {noun} {key!r}{what}")
         got = tuple(shapes[key])
         if len(got) != len(spec):
-            raise damaged(path, f"has {key!r} of shape {list(got)}, expected {len(spec)} dimensions {list(spec)}{what}")
+            raise damaged(path, f"has {key!r} of shape {list(got)}, expected shape {list(spec)}{what}")
         for g, s in zip(got, spec):
             if isinstance(s, int) and g != s or isinstance(s, str) and dims.setdefault(s, g) != g:
-                raise damaged(path, f"has {key!r} of shape {list(got)}, expected {[dims.get(x, x) for x in spec]}{what}")
+                want = [dims.get(x, x) for x in spec]
+                raise damaged(path, f"has {key!r} of shape {list(got)}, expected {want}{what}")
     return dims
 
 
@@ -325,7 +326,7 @@ def read_npz(path: str | Path, expect: Mapping[str, Sequence], dims: dict | None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise damaged(path, f"is not a readable .npz file of plain arrays ({type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    check_shapes(path, {k: v.shape for k, v in arrays.items()}, expect, dims, what)
+    check_shapes(path, {k: v.shape for k, v in arrays.items()}, expect, dims, what, noun="array")
     for k, a in arrays.items():
         if a.dtype.kind not in "biuf":
             raise damaged(path, f"has array {k!r} of dtype {a.dtype}, expected numbers")
@@ -529,13 +530,15 @@ register(ArtifactKind(
                "--metrics", "mc", "--judge", "none", "--out", "{out}")),)))
 register(ArtifactKind(
     "local-judge", "local judge: judge.json + weights.npz + references.json (`veracity judge train`)",
-    (FileSpec("judge.json", "json", {"format": "str", "kind": "str", "booster": "str?", "degenerate_cap": "number?",
+    (FileSpec("judge.json", "json", {"format": "str?", "kind": "str", "booster": "str?", "degenerate_cap": "number?",
                                      "report": "dict?"}),
      FileSpec("weights.npz", "npz", {"coef": ("n_features",), "mean": ("n_dense",), "std": ("n_dense",),
                                      "intercept": (1,)}),
      FileSpec("references.json", "json", {}),
      FileSpec("booster.npz", "npz", {}, optional=True, finite=False)),  # tree thresholds may be inf
-    (Consumer(("judge", "eval", "--kind", "truth", "--judge", "local:{path}", "--data-dir", "{data}")),)))
+    (Consumer(("judge", "eval", "--kind", "truth", "--judge", "local:{path}", "--data-dir", "{data}")),
+     Consumer(("eval", "truthfulqa", *_TINY, "--limit", "2", "--metrics", "judge", "--judge", "local:{path}",
+               "--out", "{out}")))))
 register(ArtifactKind(
     "capture-store", "capture store: manifest.json + shard-NNNNN.safetensors (`veracity capture`)",
     (FileSpec("manifest.json", "json", {"n_rows": "int", "sites": "list", "shapes": "dict", "dtype": "str",

@@ -62,16 +62,15 @@ def run_config(folder: str | Path) -> dict | None:
     no run: no config.json, or a JSON object that is not a run's (neither `kind` nor `versions`: e.g. a
     Hugging Face model's config). Damaged (truncated, not UTF-8, not an object, a key missing or of the
     wrong type) is `ArtifactError` naming the file."""
-    from .artifacts import RUN_CONFIG, check_schema, parse_json, read_json
+    from .artifacts import RUN_CONFIG, check_schema, damaged, parse_json
 
     path = Path(folder) / "config.json"
     if not path.is_file():
         return None
     try:
-        raw = path.read_bytes()
-    except OSError:
-        return read_json(path, RUN_CONFIG, "run config")  # raises, naming the file
-    obj = parse_json(raw, path)
+        obj = parse_json(path.read_bytes(), path)
+    except OSError as e:
+        raise damaged(path, f"cannot be read ({e.strerror or e})") from None
     if isinstance(obj, dict) and "kind" not in obj and "versions" not in obj:
         return None
     return check_schema(obj, RUN_CONFIG, path, "run config")
