@@ -466,7 +466,9 @@ _TINY = ("--model", "{model}", "--device", "cpu", "--data-dir", "{data}")
 
 register(ArtifactKind(
     "run-config", "run config: a run folder's config.json (kind, options, versions)",
-    (FileSpec("config.json", "json", RUN_CONFIG),), (_LIST, _REPORT)))
+    (FileSpec("config.json", "json", RUN_CONFIG),),
+    (_LIST, _REPORT, Consumer(("eval", "truthfulqa", *_TINY, "--limit", "2", "--metrics", "mc", "--judge", "none",
+                               "--out", "{path}", "--overwrite")))))  # a writer: never empties a damaged run
 register(ArtifactKind(
     "run-results", "run results: a finished run's results.json (kind, headline, results)",
     (FileSpec("results.json", "json", RUN_RESULTS),), (_LIST, _REPORT)))
