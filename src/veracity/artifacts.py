@@ -37,7 +37,7 @@ class ArtifactMissing(ArtifactError, FileNotFoundError):
 
 
 def damaged(path: str | Path, what: str) -> ArtifactError:
-    """The one error for a damaged file: `PATH: what is wrong`."""
+    """The one error for a damaged file: "PATH <what is wrong>" (e.g. "PATH has no 'alpha'")."""
     e = ArtifactError(f"{path} {what}")
     e.path, e.reason = Path(path), what
     return e
@@ -356,8 +356,8 @@ class FileSpec:
 @dataclass(frozen=True)
 class Consumer:
     """A CLI command that reads the artifact, as words with placeholders: {path} (the artifact: its folder,
-    or PATH of PATH.json + PATH.safetensors), {out} (a new folder for the command's output), {data} (the data
-    folder), {model} (the tiny model the artifact was made with). `on_damage`: "error" (one `error:` line
+    or PATH of PATH.json + PATH.safetensors), {root} (the folder holding it), {out} (a new folder for the
+    command's output), {data} (the data folder), {model} (the tiny model the artifact was made with). `on_damage`: "error" (one `error:` line
     naming the file, exit 2) or "listed" (exit 0, the artifact shown as damaged with the file named)."""
 
     argv: tuple[str, ...]
@@ -366,6 +366,9 @@ class Consumer:
 
 @dataclass(frozen=True)
 class ArtifactKind:
+    """An artifact veracity writes and reads back: its files (format and schema each) and the commands that
+    read it. `doc` starts with the short name used in messages ("ITI intervention: ...")."""
+
     name: str
     doc: str
     files: tuple[FileSpec, ...]
