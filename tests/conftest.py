@@ -1,4 +1,5 @@
-"""Shared fixtures: the data folder (../shared/data or $VERACITY_DATA), tiny models, the real smollm2."""
+"""Shared fixtures: the data folder (../shared/data or $VERACITY_DATA), tiny models, the real smollm2 and
+Gemma-3-270M."""
 
 from __future__ import annotations
 
@@ -76,6 +77,28 @@ def smollm2():
     from veracity.models import load
 
     return load("smollm2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gemma3_270m():
+    """The second real architecture (converted once to the cache like smollm2, then ~5 s to load): head_dim
+    256 != hidden 640 / 4 heads, one KV head, norms after attention and after the MLP, sliding-window layers,
+    a 262k vocabulary. Not skipped when its wheels are missing: `make test` installs them (the error names
+    the pip command)."""
+    from veracity.models import load
+
+    return load("gemma3-270m", device="cpu")
+
+
+REAL_MODELS = ["smollm2", "gemma3_270m"]
+
+
+# module scope, not session: a session-scoped parameter makes pytest regroup tests across modules (modules
+# split in two, their module fixtures built twice); the models themselves still load once per session
+@pytest.fixture(scope="module", params=REAL_MODELS)
+def real_lm(request):
+    """Each real model in turn (a test taking it runs once per architecture)."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -97,7 +97,8 @@ def _bad_tqa(out: Path, tmp: Path) -> None:
 def _bad_interventions(out: Path, tmp: Path) -> None:
     (tmp / "corrupt.json").write_text("{not json")
     (tmp / "corrupt.safetensors").write_bytes(b"\x00" * 16)
-    (tmp / "badtensors.json").write_text(json.dumps({"format": "veracity-intervention", "alpha": 1.0}))
+    (tmp / "badtensors.json").write_text(json.dumps({"format": "veracity-intervention", "alpha": 1.0, "n_layers": 4,
+                                                     "n_heads": 4, "head_dim": 16, "k": 0, "heads": []}))
     (tmp / "badtensors.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
 
 
@@ -159,7 +160,7 @@ CASES = [
     ("eval-into-store", ["eval", "truthfulqa", *TINY, "--metrics", "mc", "--judge", "none", "--limit", "4",
                          "--out", "{out}"], "holds a capture run", _capture_store),
     ("out-with-invalid-config", ["probe", "--acts", "{store}", "--out", "{out}", "--overwrite"],
-     "holds no veracity run (config.json)", _invalid_run_config),
+     "config.json is not valid JSON", _invalid_run_config),
     ("finished-run", ["probe", "--acts", "{store}", "--out", "{out}"], "already holds a finished run", _probe_run),
     ("out-is-a-file", ["probe", "--acts", "{store}", "--out", "{out}"], "is a file, not a folder", _regular_file),
     ("eval-out-is-a-file", ["eval", "truthfulqa", *TINY, "--metrics", "mc", "--judge", "none", "--out", "{out}"],
@@ -245,7 +246,7 @@ CASES = [
     ("bake-corrupt-json", ["iti", "bake", *TINY, "-i", "{tmp}/corrupt", "--out", "{out}"],
      "corrupt.json is not valid JSON", _bad_interventions),
     ("bake-corrupt-tensors", ["iti", "bake", *TINY, "-i", "{tmp}/badtensors", "--out", "{out}"],
-     "badtensors.safetensors is not a readable safetensors file", _bad_interventions),
+     "badtensors.safetensors is not a safetensors file", _bad_interventions),
     ("bake-other-model-same-shape", ["iti", "bake", "--model", "tiny-qwen2", "-i", "{tmp}/llama_iv", "--out", "{out}"],
      "intervention fitted on another model", _llama_intervention),
     ("acts-damaged-store", ["probe", "--acts", "{tmp}/damaged", "--out", "{out}"],

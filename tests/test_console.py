@@ -26,3 +26,18 @@ def test_demo_console_fits_80_columns(tmp_path, monkeypatch):
     lines = [re.sub(r"^.*?\d+/\d+ \[[^\]]*\]", "", x) for x in r.output.splitlines()]
     assert max(cell_len(x) for x in lines) <= 80
     assert not any("…" in x for x in lines), "a table cell was truncated to fit 80 columns"
+
+
+def test_cli_starts_without_torch(tmp_path):
+    """`veracity --help` and `veracity runs list` import neither torch nor transformers (each costs seconds
+    at start-up): the commands that need them import them when they run."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom veracity.cli.main import app\n"
+            f"for args in (['--help'], ['runs', 'list', {str(tmp_path)!r}]):\n"
+            "    r = CliRunner().invoke(app, args)\n    assert r.exit_code == 0, r.output\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

@@ -1,6 +1,7 @@
 """`veracity demo`: the embedded facts, the helpers against hand/numpy/sklearn references, the whole run on
 tiny-llama (structure and internal consistency: every score recomputed from the saved predictions, the
-alpha = 0 control exactly zero), and on smollm2 the findings themselves (slow, real)."""
+alpha = 0 control exactly zero), the answer read and the probe step on both real models (smollm2 and Gemma-3-270M),
+and on smollm2 the whole run's findings (slow, real)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,31 @@ def test_yes_no_margins_shared_prefix_equals_unshared(tiny_llama):
                 a, b = yes_no_margins(tiny_llama, prompts, 2, True), yes_no_margins(tiny_llama, prompts, 2, False)
         assert torch.allclose(a, b, atol=1e-4), (a, b)
     assert not torch.allclose(a, yes_no_margins(tiny_llama, prompts, 2, False), atol=1e-3)  # the steer moved it
+
+
+@pytest.mark.real
+def test_yes_no_margins_on_real_model(real_lm):
+    """The demo's answer read on both real tokenizers (" Yes" / " No" one token each; Gemma's adds <bos>):
+    the few-shot head's KV cache shared across rows (Gemma 3: a sliding-window cache) == each prompt alone by
+    hand, and under a residual steer on every position == the unshared path."""
+    from veracity.experiments.demo import FEW_SHOT
+    from veracity.steer.residual import ResidualSteer, apply_residual
+
+    lm, tok = real_lm, real_lm.tokenizer
+    prompts = [FEW_SHOT + f"Is it true that the city of {c} is in {k}? Answer:"
+               for c, k in (("Oslo", "Norway"), ("Lima", "Chad"), ("Kyoto", "Japan"))]
+    (y,), (n,) = tok(" Yes", add_special_tokens=False)["input_ids"], tok(" No", add_special_tokens=False)["input_ids"]
+    got = yes_no_margins(lm, prompts, batch_size=2)
+    for p, g in zip(prompts, got):
+        with torch.no_grad():
+            lp = torch.log_softmax(lm.model(input_ids=torch.tensor([tok(p)["input_ids"]])).logits[0, -1].float(), -1)
+        assert float(g) == pytest.approx(float(lp[y] - lp[n]), abs=1e-4)
+    L, D = lm.arch.n_layers, lm.arch.hidden_size
+    steer = ResidualSteer([L // 2], torch.randn(1, D, generator=torch.Generator().manual_seed(0)), method="random")
+    with apply_residual(lm, steer, positions="all", alpha=3.0):
+        a, b = yes_no_margins(lm, prompts, 2, True), yes_no_margins(lm, prompts, 2, False)
+    assert torch.allclose(a, b, atol=1e-4), (a, b)
+    assert (a - got).abs().max() > 1e-2  # the steer moved the answers
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -244,6 +270,55 @@ def test_demo_cli_refuses_a_bad_out_before_work(tmp_path):
     r = CliRunner().invoke(app, ["demo", "--model", "tiny-llama", "--out", str(tmp_path / "taken")])
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["x.txt"]
+
+
+@pytest.mark.real
+def test_demo_probe_step_on_real_model(real_lm):
+    """The demo's capture and probe steps on both real models (40 cities, 160 statements, three layers):
+    every held-out logistic score equals scikit-learn's (StandardScaler + LogisticRegression solved to
+    convergence in float64), every mass-mean score the midpoint rule by hand, and the findings hold on both
+    architectures at the middle layer: accuracy >= 0.75, affirmative -> negated below chance, TTPD >= 0.75."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from veracity.capture import capture
+    from veracity.experiments.demo import _masks, _score, probe_all_layers
+
+    lm, L = real_lm, real_lm.arch.n_layers
+    layers = [L // 4, L // 2, (3 * L) // 4]
+    stmts = city_statements(seed=0, limit=40)
+    masks = _masks(stmts, held_out_groups([s.city for s in stmts], 0.3, seed=0))
+    acts = capture(lm, [s.text for s in stmts], ",".join(f"resid.{l}" for l in layers), batch_size=32,
+                   progress=False)  # the demo's storage dtype (float16), then float32 as the demo does
+    assert acts.layers("resid") == layers
+    X = acts.stack("resid").float()
+    y, pol = torch.tensor([s.label for s in stmts]), torch.tensor([s.polarity for s in stmts])
+    scores, preds = probe_all_layers(X, y, pol, masks, layers, C=0.1)
+    got = {(p["method"], p["train"], p["test"], p["layer"], p["row"]): p["score"] for p in preds}
+    for train in ("affirmative", "negated", "both"):
+        tr = masks[f"train:{train}"]
+        for j, layer in enumerate(layers):
+            Xtr, ytr = X[tr, j].double().numpy(), y[tr].numpy()
+            sc = StandardScaler().fit(Xtr)
+            clf = LogisticRegression(C=0.1, solver="newton-cholesky", tol=1e-10, max_iter=100)
+            clf.fit(sc.transform(Xtr), ytr)
+            mu1, mu0 = Xtr[ytr == 1].mean(0), Xtr[ytr == 0].mean(0)
+            temp = ((Xtr - (mu1 + mu0) / 2) @ (mu1 - mu0)).std(ddof=1)  # the probe's temperature
+            for test in ("affirmative", "negated"):
+                rows = masks[f"test:{test}"].nonzero().flatten().tolist()
+                Xte = X[rows, j].double().numpy()
+                want = {"logistic": clf.decision_function(sc.transform(Xte)),
+                        "mass-mean": (Xte - (mu1 + mu0) / 2) @ (mu1 - mu0) / temp}
+                for method, w in want.items():
+                    ours = np.array([got[(method, train, test, layer, r)] for r in rows])
+                    # 2e-3 of the scale: float32 input with features far from zero (Gemma 3 layer 4: |mean| /
+                    # std up to 282) stops the logistic fit ~1e-3 from the optimum; elsewhere ~1e-5
+                    np.testing.assert_allclose(ours, w, rtol=0, atol=2e-3 * max(1.0, np.abs(w).max()),
+                                               err_msg=f"{lm.name} {method} {train}->{test} layer {layer}")
+    mid = L // 2
+    assert _score(scores, "logistic", "affirmative", "affirmative", mid)["accuracy"] >= 0.75
+    assert _score(scores, "logistic", "affirmative", "negated", mid)["accuracy"] < 0.5
+    assert _score(scores, "ttpd", "both", "negated", mid)["accuracy"] >= 0.75
 
 
 @pytest.fixture(scope="module")

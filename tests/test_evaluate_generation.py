@@ -34,8 +34,9 @@ def test_batched_equals_one_at_a_time_tiny(tiny_llama):
 
 
 @pytest.mark.real
-def test_batched_equals_one_at_a_time_smollm2(smollm2):
-    out = _check_batched_equals_single(smollm2, "original", 10)
+def test_batched_equals_one_at_a_time_real_model(real_lm):
+    """Left-padded greedy batches on both real models (Gemma 3: sliding-window layers, <bos> first)."""
+    out = _check_batched_equals_single(real_lm, "original", 10)
     assert all(a.answer for a in out)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import veracity
 
 ROOT = Path(veracity.__file__).parent
-LEVEL = {"": 0, "validation": 0, "constraints": 0, "outputs": 0, "runs": 0, "metrics": 0,  # "" = the package root (its version string only)
+LEVEL = {"": 0, "validation": 0, "constraints": 0, "artifacts": 0, "outputs": 0, "runs": 0, "metrics": 0,  # "" = the package root (its version string only)
          "models": 1, "data": 1, "capture": 2, "probes": 3,
          "steer": 4, "evaluate": 4, "compare": 4, "finetune": 4,
          "experiments": 5, "report": 6, "cli": 7}  # report: reads the experiments' typed results

@@ -318,8 +318,8 @@ def test_gain_against_side_effects_by_hand():
 
 
 def test_every_kind_writes_a_versioned_typed_result(real_root):
-    """Every run kind the commands write carries schema_version 1, and each typed result reads its own file
-    back to the same headline."""
+    """Every run kind the commands write carries its kind's current schema_version (1; eval 2), and each
+    typed result reads its own file back to the same headline."""
     from veracity.experiments import finetune_milestones, interventions, iti_sweep, iti_validate, probe, spec
     from veracity.experiments import steer_sweep, sycophancy, truthfulqa
 
@@ -337,7 +337,7 @@ def test_every_kind_writes_a_versioned_typed_result(real_root):
         if not res.exists():
             continue  # a capture store
         d = json.loads(res.read_text())
-        assert d["schema_version"] == 1, run
+        assert d["schema_version"] == (truthfulqa.SCHEMA_VERSION if d["kind"] == "eval" else 1), run
         seen.add(d["kind"])
         if d["kind"] == "probe":
             assert probe.read_probe_run(d).headline() == d["headline"], run
@@ -398,11 +398,13 @@ def test_odd_layouts_get_one_message(tmp_path):
     RunFolder(tmp_path / "corrupt", "eval", {"model": "m"})
     (tmp_path / "corrupt" / "results.json").write_text("{not json")
     runs = expand_runs([tmp_path])
-    assert {r.status for r in runs} == {"finished", "unfinished", "corrupt results.json"}
+    assert {r.status.split(" (")[0] for r in runs} == {"finished", "unfinished",
+                                                       "damaged: results.json is not valid JSON"}
     doc, notes = build_html(runs)
     assert "<h2>Other runs</h2>" in doc and "brand-new" in doc and "</html>" in doc
-    assert len(notes) == len(kinds) - 1 and doc.count('<p class="warn">') == len(kinds) - 1
-    assert all("is not in the layout this veracity reads" in n for n in notes)
+    assert len(notes) == len(kinds) and doc.count('<p class="warn">') == len(kinds)
+    assert sum("is not in the layout this veracity reads" in n for n in notes) == len(kinds) - 1
+    assert any("corrupt: damaged: results.json is not valid JSON" in n for n in notes)
     assert '<div class="results">' not in doc  # nothing half drawn
     assert "data:image/png" not in doc
 
@@ -614,8 +616,9 @@ def test_iti_examples_from_the_runs_own_baseline(tmp_path):
     d = tmp_path / "iti"
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"kind": "iti-validate", "status": "finished", "model": "m",
-                                               "alpha": 5, "k": 4}))
-    (d / "results.json").write_text(json.dumps({"summary": {"MC1": 0.5}, "folds": []}))
+                                               "alpha": 5, "k": 4, "versions": {}}))
+    (d / "results.json").write_text(json.dumps({"kind": "iti-validate", "headline": {}, "summary": {"MC1": 0.5},
+                                                "folds": []}))
     rows = [{"fold": 0, "index": i, "question": f"q{i}?", "answer_before": f"before {i}", "true_before": True,
              "answer": f"after {i}", "true": False} for i in (3, 1, 2)]
     (d / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -77,7 +77,7 @@ def test_list_runs_statuses(tmp_path):
     assert rows["done"]["status"] == "finished" and rows["done"]["headline"] == {"acc": 0.75, "best": "L2"}
     assert rows["done"]["model"] == "tiny-llama" and rows["done"]["data"] == "synthetic"
     assert rows["b"]["status"] == "unfinished" and rows["b"]["kind"] == "ccs"
-    assert rows["c"]["status"] == "corrupt results.json"
+    assert rows["c"]["status"].startswith("damaged: results.json is not valid JSON")
 
 
 def test_runs_list_cli(tmp_path, monkeypatch):

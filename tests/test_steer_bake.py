@@ -121,14 +121,58 @@ def test_baked_loads_without_veracity(tmp_path):
     assert (got - want).abs().max() < 1e-4
 
 
-@pytest.mark.slow
+def _hand_iti(lm, iv, last_only=False):
+    """Pre-hooks written here, for one unpadded text: head h of layer l is columns [h * head_dim,
+    (h + 1) * head_dim) of o_proj's input (on Gemma 3 that input is 4 x 256 = 1024 wide, hidden 640).
+    head_dim from the module itself, not from ArchSpec, so a wrong ArchSpec.head_dim would show."""
+    handles = []
+    for (l, h), v in zip(iv.heads, iv.alpha * iv.sigmas[:, None] * iv.directions):
+        o = lm.model.model.layers[l].self_attn.o_proj
+        hd = o.in_features // lm.model.config.num_attention_heads
+
+        def pre(module, args, h=h, v=v, hd=hd):
+            x = args[0].clone()
+            x[..., -1 if last_only else slice(None), h * hd:(h + 1) * hd] += v
+            return (x, *args[1:])
+        handles.append(o.register_forward_pre_hook(pre))
+    return handles
+
+
 @pytest.mark.real
-def test_baked_smollm2_equals_hooks(tmp_path):
-    lm = load("smollm2", device="cpu")
-    a = lm.arch
+def test_real_model_iti_equals_hand_hooks_and_bakes_exactly(real_lm, tmp_path):
+    """Both real architectures: `apply` == hand-written hooks (every position; the last real token of a
+    left-padded batch == that token of each text alone), and the baked folder == the hooks. Gemma 3 bakes
+    too: its o_proj output goes through post_attention_layernorm, so an o_proj bias is exactly the shift."""
+    import shutil
+
+    from veracity.capture import pad_batch
+
+    lm, a = real_lm, real_lm.arch
     g = torch.Generator().manual_seed(0)
-    heads = [(l, h) for l in range(0, a.n_layers, 3) for h in (0, 4)]
+    heads = [(0, a.n_heads - 1), (a.n_layers // 2, 1), (a.n_layers - 1, 0)]  # first/last layer, last head
     iv = Intervention(heads, F.normalize(torch.randn(len(heads), a.head_dim, generator=g), dim=-1),
-                      torch.rand(len(heads), generator=g) + 0.5, 1.0, a.n_layers, a.n_heads, a.head_dim)
+                      torch.rand(len(heads), generator=g) + 0.5, 3.0, a.n_layers, a.n_heads, a.head_dim)
+    ids = [lm.tokenizer(t)["input_ids"] for t in TEXTS]
+
+    def each(hooks=()):
+        try:
+            return [lm.model(input_ids=torch.tensor([i])).logits[0] for i in ids]
+        finally:
+            for h in hooks:
+                h.remove()
+
+    with torch.no_grad():
+        plain, hand, hand_last = each(), each(_hand_iti(lm, iv)), each(_hand_iti(lm, iv, last_only=True))
+        with apply(lm, iv, positions="all"):
+            ours = each()
+        x, m, p = pad_batch(ids, lm.tokenizer.pad_token_id, "left", "cpu")
+        with apply(lm, iv, positions="last"):
+            last = lm.model(input_ids=x, attention_mask=m, position_ids=p).logits[:, -1]
+    for i in range(len(ids)):
+        assert (ours[i] - hand[i]).abs().max() < 1e-4
+        assert (ours[i] - plain[i]).abs().amax(-1).min() > 1e-3  # every position moved
+        assert (last[i] - hand_last[i][-1]).abs().max() < 1e-4
+        assert (last[i] - ours[i][-1]).abs().max() > 1e-3  # "last" is not "all"
     bake(lm, iv, tmp_path / "baked")
     assert verify_baked(lm, iv, tmp_path / "baked", texts=TEXTS, atol=1e-4) <= 1e-4
+    shutil.rmtree(tmp_path / "baked")  # ~0.5 GB (smollm2) / 1.1 GB (Gemma) of fp32 weights

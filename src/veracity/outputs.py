@@ -72,12 +72,13 @@ def _safetensors_format(path: Path) -> str | None:
 
 
 def folder_kind(path: str | Path) -> str | None:
-    """What veracity wrote in folder `path`: a run's kind (from config.json), "capture" for an activation
-    store, None for anything else (missing, empty, or not veracity's)."""
+    """What veracity wrote in `path`: a run's kind (from config.json), "capture" for an activation store,
+    None for anything else (missing, empty, or not veracity's). A config.json that looks like a run's (it
+    has `kind` or `versions`) but is damaged raises `ArtifactError` naming it: never taken for a user's file."""
     p = Path(path)
-    d = _json_object(p / "config.json")
-    if d is not None and isinstance(d.get("kind"), str) and "versions" in d:
-        return d["kind"]
+    cfg = run_config(p)
+    if cfg is not None:
+        return cfg["kind"]
     if (p / "manifest.json").is_file():
         d = _json_object(p / "manifest.json")
         if d is not None and "config_hash" in d and "format_version" in d:
@@ -85,6 +86,25 @@ def folder_kind(path: str | Path) -> str | None:
         if any(p.glob("shard-*.safetensors")):  # a store whose manifest was damaged
             return "capture"
     return None
+
+
+def run_config(folder: str | Path) -> dict | None:
+    """The config.json of the run in `folder`, checked (`artifacts.read_json`); None when the folder holds
+    no run: no config.json, or a JSON object that is not a run's (neither `kind` nor `versions`: e.g. a
+    Hugging Face model's config). Damaged (truncated, not UTF-8, not an object, a key missing or of the
+    wrong type) is `ArtifactError` naming the file."""
+    from .artifacts import RUN_CONFIG, check_schema, damaged, parse_json
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        obj = parse_json(path.read_bytes(), path)
+    except OSError as e:
+        raise damaged(path, f"cannot be read ({e.strerror or e})") from None
+    if isinstance(obj, dict) and "kind" not in obj and "versions" not in obj:
+        return None
+    return check_schema(obj, RUN_CONFIG, path, "run config")
 
 
 def entries(path: Path) -> list[Path]:
@@ -216,6 +236,9 @@ def check_out_folder(path: str | Path, kind: str, *, overwrite: bool = False, re
     if kind != "capture" and (p / "results.json").exists() and not resume:
         raise RunExists(f"{p} already holds a finished run; pass --overwrite to replace it "
                         "(or --resume where the command supports it)")
+    from .artifacts import check_run_files
+
+    check_run_files(p, kind)  # a damaged checkpoint or results store is named now, before any work
     return p
 
 

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 
 from .outputs import (LOCK_NAME, RunExists, RunLocked, check_out_folder, entries,  # noqa: F401 (re-exported)
-                      folder_contents, folder_kind)
+                      folder_contents, folder_kind, run_config)
 
 
 def schema_version(d: dict, kind: str, supported: int) -> int:
@@ -46,7 +46,9 @@ class Checkpoint:
         self.path, self.config = Path(path), json.loads(json.dumps(to_jsonable(config), default=str))
         self.done: dict = {}
         if self.path.exists():
-            saved = json.loads(self.path.read_text())
+            from .artifacts import CHECKPOINT, read_json
+
+            saved = read_json(self.path, CHECKPOINT, "checkpoint")  # damaged: one line naming it
             if saved.get("config") != self.config:
                 raise RunExists(f"{self.path} was written by a run with another configuration; "
                                 "pass --overwrite to start again (or choose another --out)")
@@ -301,33 +303,57 @@ def _undo_start(path: Path, made: list[Path], had_lock: bool) -> None:
 
 
 def list_runs(root: str | Path) -> list[dict]:
-    """Every run folder under root (recursively), with kind, model, data and headline metric."""
+    """Every run folder under root (recursively), with kind, model, data and headline metric. A damaged
+    config.json or results.json is one row with status "damaged: <file: what is wrong>" and the listing
+    goes on; a missing root is `ArtifactMissing`."""
+    from .artifacts import RUN_RESULTS, ArtifactError, ArtifactMissing, read_json, short
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ArtifactMissing(f"{root}: no such folder" if not root.exists() else f"{root} is a file, not a folder")
     rows = []
-    for cfg_path in sorted(Path(root).rglob("config.json")):
+    for cfg_path in sorted(root.rglob("config.json")):
         d = cfg_path.parent
+        row = {"path": str(d), "kind": None, "model": None, "data": None, "status": "unfinished", "headline": {}}
         try:
-            cfg = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            cfg = run_config(d)
+        except ArtifactError as e:
+            rows.append({**row, "kind": "?", "status": f"damaged: {short(e, d)}"})
             continue
-        if "kind" not in cfg:
+        if cfg is None:
             continue
+        row.update(kind=cfg.get("kind"), model=cfg.get("model"), data=cfg.get("dataset") or cfg.get("data"))
         res_path = d / "results.json"
-        headline, status = {}, "unfinished"
         if res_path.exists():
             try:
-                headline = json.loads(res_path.read_text()).get("headline", {})
-                status = "finished"
-            except json.JSONDecodeError:
-                status = "corrupt results.json"
-        rows.append({"path": str(d), "kind": cfg.get("kind"), "model": cfg.get("model"),
-                     "data": cfg.get("dataset") or cfg.get("data"), "status": status, "headline": headline})
+                row["headline"] = read_json(res_path, RUN_RESULTS, "run results")["headline"]
+                row["status"] = "finished"
+            except ArtifactError as e:
+                row["status"] = f"damaged: {short(e, d)}"
+        rows.append(row)
     return rows
+
+
+def _table_columns(create_sql: str) -> tuple[str, tuple[str, ...]]:
+    """(table, column names) of a `CREATE TABLE [IF NOT EXISTS] name (col TYPE, ..., PRIMARY KEY (...))`."""
+    import re
+
+    m = re.match(r"\s*CREATE TABLE (?:IF NOT EXISTS )?(\w+)\s*\((.*)\)\s*$", create_sql, re.S | re.I)
+    if not m:
+        raise ValueError(f"not a CREATE TABLE statement: {create_sql[:60]!r}")
+    cols = tuple(c.split()[0] for c in re.split(r",(?![^(]*\))", m.group(2))
+                 if c.split() and c.split()[0].upper() not in ("PRIMARY", "UNIQUE", "CHECK", "FOREIGN"))
+    return m.group(1), cols
 
 
 def open_results_db(path: str | Path, results_table_sql: str, config: dict | None, what: str) -> sqlite3.Connection:
     """A run's resumable SQLite results store. Rows are reused only by a run with the same fixed settings:
     `config` is recorded on first open and a different one is refused (naming the keys that differ)."""
-    db = sqlite3.connect(str(path))
+    from .artifacts import open_sqlite
+
+    table, cols = _table_columns(results_table_sql)
+    # damaged (truncated, garbage, a table missing): one line naming it
+    db = open_sqlite(path, {table: cols, "meta": ("key", "value")}, what)
     db.execute(results_table_sql)
     db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
     db.commit()

@@ -88,20 +88,17 @@ def manifest_hash(manifest: dict) -> str:
 
 
 def read_manifest(root: Path) -> dict:
-    """manifest.json of a store, or `StoreDamaged` naming the file when it is not a JSON object."""
+    """manifest.json of a store, or `StoreDamaged` naming the file when it is not a JSON object with the
+    keys (and their types) that `veracity.artifacts` registers for a capture store."""
+    from ..artifacts import ArtifactError, ArtifactMissing, read_file
+
     mpath = root / "manifest.json"
-    try:
-        manifest = json.loads(mpath.read_text())
-    except FileNotFoundError:
+    try:  # the registered reader: a UTF-8 JSON object with n_rows, sites, shapes, dtype, shards, model
+        return read_file("capture-store", "manifest.json", mpath)
+    except ArtifactMissing:
         raise StoreNotFound(f"{root} is not an activation store (no manifest.json)") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise StoreDamaged(f"{mpath} is not valid JSON ({e}); recapture with --overwrite") from None
-    if not isinstance(manifest, dict):
-        raise StoreDamaged(f"{mpath} is not a store manifest (not a JSON object)")
-    missing = [k for k in ("n_rows", "sites", "shapes", "dtype", "shards", "model") if k not in manifest]
-    if missing:
-        raise StoreDamaged(f"{mpath} is not a store manifest (lacks {', '.join(missing)})")
-    return manifest
+    except ArtifactError as e:
+        raise StoreDamaged(f"{e}; recapture with --overwrite") from None
 
 
 def _read_header(path: Path) -> dict:

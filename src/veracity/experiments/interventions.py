@@ -381,7 +381,9 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
 
 def per_question_rows(folder: str | Path, methods: Sequence[str], n_folds: int) -> list[dict]:
     """Every (method, fold, question) row from the store, for the CSV."""
-    db = sqlite3.connect(str(Path(folder) / "results.sqlite"))
+    from ..artifacts import KINDS, open_sqlite
+
+    db = open_sqlite(Path(folder) / "results.sqlite", KINDS["comparison-store"].file("results.sqlite").schema)
     try:
         out = []
         for m, f, pq in db.execute("SELECT method, fold, per_question FROM results ORDER BY method, fold"):

@@ -22,7 +22,7 @@ import numpy as np
 from ..metrics import better_sign, lower_is_better
 from ..runs import open_results_db
 from .executors import Job, LocalExecutor
-from ..steer.intervention import Intervention, InterventionError
+from ..steer.intervention import DAMAGED, Intervention
 from ..steer.iti import ITIConfig, ITIData, fit_folds
 from ..constraints import ListOf
 from . import options as o
@@ -112,7 +112,7 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
             if (folder / f"fold{f}_fit.json").exists():
                 try:
                     full = Intervention.load(fit_path)
-                except InterventionError as e:  # a damaged cache is refitted, never trusted
+                except DAMAGED as e:  # a damaged cache is refitted, never trusted
                     log(f"fold {f}: the saved fit cannot be read ({e}): refitting")
             if full is not None and full.k < min(kmax, full.n_layers * full.n_heads):
                 # saved by a sweep with a smaller largest K: top(K) would silently hold fewer heads

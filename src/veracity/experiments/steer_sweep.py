@@ -34,6 +34,10 @@ SCHEMA_VERSION = 1
 METHODS = ("caa", "lat", "iti")
 
 
+RESULTS_TABLE = ("CREATE TABLE IF NOT EXISTS results (layer INTEGER, alpha REAL, fold INTEGER, metrics TEXT, "
+                 "seconds REAL, PRIMARY KEY (layer, alpha, fold))")
+
+
 @dataclass
 class SteerSweepConfig(Checked):
     """Every option of `veracity steer sweep` for caa / lat (`iti` takes `iti_sweep.SweepConfig`; the CLI
@@ -209,9 +213,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
              "revision": cfg.revision, "eval_revision": eval_revision, "questions": len(items)}
     run.start()
     try:
-        db = open_results_db(run.path / "results.sqlite", "CREATE TABLE IF NOT EXISTS results (layer INTEGER, "
-                             "alpha REAL, fold INTEGER, metrics TEXT, seconds REAL, PRIMARY KEY (layer, alpha, fold))",
-                             fixed, "steer sweep")
+        db = open_results_db(run.path / "results.sqlite", RESULTS_TABLE, fixed, "steer sweep")
     except ValueError as e:  # other settings in this folder: refused, the folder left as it was
         raise BadInput(str(e)) from None
 

@@ -308,18 +308,21 @@ def check_gguf(path: Path) -> None:
 
 
 def check_model_folder(path: Path) -> None:
-    """A local model folder needs a config.json that is a JSON object naming a model_type."""
-    import json
+    """A local model folder needs a config.json that is a JSON object naming a model_type, and weights
+    files whose safetensors headers match their sizes (a truncated file is named here, not deep in
+    transformers). A folder baked by veracity (`veracity_bake.json`) is a registered artifact kind: its
+    record and the finiteness of its biases are checked too (`veracity.artifacts`)."""
+    from ..artifacts import read, read_json, safetensors_header
 
     cfg = path / "config.json"
     if not cfg.exists():
         raise ModelNotAvailable(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
-    try:
-        d = json.loads(cfg.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ModelNotAvailable(f"{cfg} is not valid JSON ({e})") from None
-    if not isinstance(d, dict) or "model_type" not in d:
-        raise ModelNotAvailable(f"{cfg} is not a Hugging Face model config (no model_type)")
+    read_json(cfg, {"model_type": "str"}, "Hugging Face model config")
+    if (path / "veracity_bake.json").exists():
+        read("baked-model", path)
+        return
+    for f in sorted(path.glob("*.safetensors")):
+        safetensors_header(f)
 
 
 def _load_hf(source, name, dtype, device, device_map, local_only) -> LoadedModel:

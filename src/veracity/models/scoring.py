@@ -44,7 +44,7 @@ class SharedPrefix:
         if self.cache is None:
             dev = _model_device(model)
             with _ctx(intervention, "mc"):
-                out = model(input_ids=torch.tensor([self.ids], device=dev), use_cache=True,
+                out = model(input_ids=torch.tensor([self.ids], device=dev), use_cache=True, logits_to_keep=1,
                             **cache_kwargs(model, DynamicCache(config=model.config)))
             self.cache, self.last_logits = returned_cache(out), out.logits[0, -1]
         return self.cache, self.last_logits
@@ -63,12 +63,12 @@ def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervent
         ids, mask, pos = pad_after_prefix([prefix[S:]], S, 0, dev)
         with _ctx(intervention, "mc"):
             out = model(input_ids=ids, **cache_kwargs(model, cache), use_cache=True, attention_mask=mask,
-                        position_ids=pos)
+                        position_ids=pos, logits_to_keep=1)
         return returned_cache(out), out.logits[0, -1]
     with _ctx(intervention, "mc"):
-        out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True,
+        out = model(input_ids=torch.tensor([prefix], device=dev), use_cache=True, logits_to_keep=1,
                     **cache_kwargs(model, DynamicCache(config=model.config)))
-    return returned_cache(out), out.logits[0, -1]
+    return returned_cache(out), out.logits[0, -1]  # logits_to_keep=1: only the last position is read
 
 @torch.no_grad()
 def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,

@@ -161,6 +161,8 @@ def build_html(runs: list[Run], title: str = "veracity report") -> tuple[str, li
             _capture_table(page, stores)
         for r in members:
             _run_header(page, r)
+            if r.status.startswith("damaged"):
+                page.warn(f"{r.path}: {r.status}")
             if r.kind == "capture":
                 continue
             if r.kind in SECTIONS and r.status == "finished":

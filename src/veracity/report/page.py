@@ -57,27 +57,37 @@ class Page:
 
 # ----------------------------------------------------------------------------------------- loading
 
-def read_json(p: Path) -> dict | None:
-    try:
-        obj = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
+def load_run(path: str | Path, damaged_ok: bool = False) -> Run:
+    """Read a run folder or a capture store with the artifact readers (`veracity.artifacts`). A damaged
+    config.json or results.json is `ArtifactError` naming the file, or with `damaged_ok` (a run found under
+    a root the user named) a run with status "damaged: FILE ...", shown with its header and files only,
+    as `runs list` shows it. Raises ValueError for a folder that is neither a run nor a store."""
+    from ..artifacts import RUN_RESULTS, ArtifactError, read_json, short
+    from ..runs import run_config
 
-
-def load_run(path: str | Path) -> Run:
-    """Read a run folder or a capture store. Raises ValueError for a folder that is neither."""
     path = Path(path)
-    cfg = read_json(path / "config.json")
-    if cfg is not None and "kind" in cfg:
-        res_path = path / "results.json"
-        res = read_json(res_path)
-        status = "finished" if res is not None else ("corrupt results.json" if res_path.exists() else "unfinished")
+    try:
+        cfg = run_config(path)
+    except ArtifactError as e:
+        if not damaged_ok:
+            raise
+        return Run(path, "damaged", {}, {}, f"damaged: {short(e, path)}")
+    if cfg is not None:
+        res_path, res, status = path / "results.json", None, "unfinished"
+        if res_path.exists():
+            try:
+                res, status = read_json(res_path, RUN_RESULTS, "run results"), "finished"
+            except ArtifactError as e:
+                if not damaged_ok:
+                    raise
+                status = f"damaged: {short(e, path)}"
         return Run(path, str(cfg["kind"]), cfg, res or {}, status)
     if (path / "manifest.json").exists():
-        from ..capture.store import read_manifest
+        from ..capture.store import verify_store
 
-        manifest = read_manifest(path)  # StoreDamaged (a ValueError) names what is wrong with it
+        # the store's own checks, as `--acts` gets them (manifest, hash, every shard's size, header and CRC-32):
+        # StoreDamaged (a ValueError) names the file
+        manifest = verify_store(path)
         summary = capture_summary(path, manifest)
         return Run(path, "capture", manifest, summary, "finished" if summary["complete"] else "unfinished")
     raise ValueError(f"{path} is neither a run folder (config.json with a kind) nor a capture store (manifest.json)")
@@ -101,8 +111,8 @@ def expand_runs(paths: Iterable[str | Path]) -> list[Run]:
         for c in cands:
             if c.resolve() in seen:
                 continue
-            try:
-                runs.append(load_run(c))
+            try:  # a run named directly must be readable; one found under a root may be listed as damaged
+                runs.append(load_run(c, damaged_ok=c != p))
             except ValueError:
                 if c == p:
                     raise

@@ -29,9 +29,16 @@ from pathlib import Path
 import torch
 
 from ..models.arch import ArchSpec, UnsupportedArchitecture
+from ..validation import BadInput
 from ..models.loader import state_items
 from ..runs import write_json_atomic
 from .intervention import Intervention
+
+class BakeFailed(BadInput):
+    """The baked folder does not reproduce the hooked model (a non-finite logit, or a difference above the
+    tolerance). `bake` and `bake_residual` verify before the folder is put in place, so then nothing is
+    written and nothing can be mistaken for a good model."""
+
 
 _TO_LLAMA = ("qwen2", "mistral")
 _LLAMA_DROP = ("use_sliding_window", "sliding_window", "max_window_layers", "layer_types", "model_type",
@@ -188,7 +195,10 @@ def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, o_
         meta = {"how": how, "semantics": "every position (a bias), prompt included",
                 "heads": intervention.heads, "alpha": intervention.alpha}
         if verify:
-            meta["max_abs_logit_diff_vs_hooks"] = verify_baked(target, intervention, folder, atol=float("inf"))
+            try:
+                meta["max_abs_logit_diff_vs_hooks"] = verify_baked(target, intervention, folder, atol=float("inf"))
+            except BakeFailed as e:
+                raise BakeFailed(f"{e}: the bake is refused, nothing was written to {dest.path}") from None
         write_json_atomic(folder / "veracity_bake.json", meta)
     return dest.path
 
@@ -197,7 +207,7 @@ def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, o_
 def verify_baked(target, intervention: Intervention, folder: str | Path, texts: list[str] | None = None,
                  atol: float = 1e-4) -> float:
     """Max |logit difference| between the folder loaded with plain `from_pretrained` (fp32) and the hook
-    version with every-position semantics; raises AssertionError above `atol`."""
+    version with every-position semantics; `BakeFailed` above `atol` or on any non-finite logit."""
     from transformers import AutoModelForCausalLM
 
     from .apply import apply
@@ -212,7 +222,20 @@ def verify_baked(target, intervention: Intervention, folder: str | Path, texts: 
         with apply(model, intervention, positions="all"):
             a = model(input_ids=ids).logits.float()
         b = baked.to(dev)(input_ids=ids).logits.float()
-        worst = max(worst, float((a - b).abs().max()))
-    if worst > atol:
-        raise AssertionError(f"baked model differs from the hook version by {worst:.2e} > {atol:.0e}")
+        worst = max(worst, compare_logits(a, b, folder, "the hook version"))
+    return check_tolerance(worst, atol, folder, "the hook version")
+
+
+def compare_logits(hooked: torch.Tensor, baked: torch.Tensor, folder: str | Path, other: str) -> float:
+    """Max |difference| of two logit tensors; a NaN or inf in either is `BakeFailed`: max() over differences
+    ignores NaN, so a NaN model would otherwise pass as 0.00e+00."""
+    for name, t in (("the baked model", baked), (other, hooked)):
+        if not bool(torch.isfinite(t).all()):
+            raise BakeFailed(f"{name} outputs NaN or inf logits (check the alpha and the vectors)")
+    return float((hooked - baked).abs().max())
+
+
+def check_tolerance(worst: float, atol: float, folder: str | Path, other: str) -> float:
+    if not worst <= atol:
+        raise BakeFailed(f"the baked model differs from {other} by {worst:.2e} > {atol:.0e}")
     return worst

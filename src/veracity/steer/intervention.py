@@ -8,21 +8,25 @@ Saved as `NAME.safetensors` (tensors) + `NAME.json` (everything else, human-read
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from ..artifacts import ArtifactError, damaged
 from ..runs import to_jsonable, write_json_atomic
 
 FORMAT_VERSION = 1
 
 
 class InterventionError(ValueError):
-    """An intervention file that cannot be used (missing, corrupt, or fitted on another model)."""
+    """An intervention that cannot be used (missing, or fitted on another model, or not finite). A damaged
+    file is `ArtifactError` (`veracity.artifacts`), which callers that refit a damaged cache catch too."""
+
+
+DAMAGED = (InterventionError, ArtifactError)  # what a reader of a possibly damaged intervention file catches
 
 
 class InterventionMissing(InterventionError, FileNotFoundError):
@@ -108,11 +112,30 @@ class Intervention:
         want = (self.n_layers, self.n_heads, self.head_dim)
         if got != want:
             raise InterventionError(f"intervention fitted for (layers, heads, head_dim) = {want}, model has {got}")
+        bad = [(l, h) for l, h in self.heads if not (0 <= l < arch.n_layers and 0 <= h < arch.n_heads)]
+        if bad:
+            raise InterventionError(f"intervention names head {bad[0]} of a model with {arch.n_layers} layers x "
+                                    f"{arch.n_heads} heads")
+        self.check_finite()
         if fingerprint and self.fingerprint and fingerprint != self.fingerprint:
             raise InterventionError(
                 f"intervention fitted on another model (fingerprint {self.fingerprint}"
                 f"{', ' + str(self.provenance['model']) if self.provenance.get('model') else ''}); this model's "
                 f"fingerprint is {fingerprint} (other weights, or another dtype): fit it on this model")
+
+    def check_finite(self) -> None:
+        """alpha, directions, sigmas and the shifts they make (alpha * sigma * direction in float32: 1e39
+        overflows) are finite: a NaN or inf shift makes a model that outputs NaN."""
+        import math
+
+        if not math.isfinite(self.alpha):
+            raise InterventionError(f"intervention alpha is {self.alpha}: it must be a finite number")
+        for name, t in (("directions", self.directions), ("sigmas", self.sigmas)):
+            if not bool(torch.isfinite(t).all()):
+                raise InterventionError(f"intervention {name} hold NaN or inf")
+        if not bool(torch.isfinite(self.head_shifts()).all()):
+            raise InterventionError(f"alpha {self.alpha:g} x sigma x direction overflows float32 (inf): "
+                                    "use a smaller alpha")
 
     # ------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -156,24 +179,29 @@ class Intervention:
             if not f.is_file():
                 raise InterventionMissing(f"intervention file {f} not found (an intervention is NAME.json + "
                                           "NAME.safetensors, from `veracity iti fit`)")
+        from ..artifacts import read
+
+        files = read("iti-intervention", base)  # format, keys, shapes, finite: one line naming the file
+        meta, t = files[".json"], files[".safetensors"]
+        heads = [tuple(x) for x in t["heads"].tolist()]
+        if t["heads"].is_floating_point():
+            raise damaged(st, "holds float 'heads', expected (layer, head) integers")
         try:
-            meta = json.loads(js.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise InterventionError(f"{js} is not valid JSON ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != "veracity-intervention":
-            raise InterventionError(f"{js} is not a veracity intervention")
-        try:
-            t = load_file(str(st))
-        except Exception as e:  # safetensors raises its own error types on a damaged file
-            raise InterventionError(f"{st} is not a readable safetensors file ({e})") from None
-        try:
-            prov = dict(meta.get("provenance") or {})
-            if meta.get("model_fingerprint"):
-                prov.setdefault("model_fingerprint", meta["model_fingerprint"])
-            return cls(heads=[tuple(x) for x in t["heads"].tolist()], directions=t["directions"], sigmas=t["sigmas"],
-                       alpha=meta["alpha"], n_layers=meta["n_layers"], n_heads=meta["n_heads"],
-                       head_dim=meta["head_dim"], provenance=prov, head_scores=t.get("head_scores"))
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            if isinstance(e, InterventionError):
-                raise
-            raise InterventionError(f"{base}: intervention files do not match ({type(e).__name__}: {e})") from None
+            listed = [tuple(int(x) for x in h) for h in meta["heads"]]
+        except (TypeError, ValueError):
+            raise damaged(js, "'heads' is not a list of (layer, head) pairs") from None
+        if listed != heads or meta["k"] != len(heads):
+            raise damaged(js, f"lists heads {meta['heads'][:4]}... (k={meta['k']}) that are not the heads of "
+                              f"{st.name}: the two files are not one intervention")
+        for l, h in heads:
+            if not (0 <= l < meta["n_layers"] and 0 <= h < meta["n_heads"]):
+                raise damaged(st, f"names head ({l}, {h}) outside the {meta['n_layers']} x {meta['n_heads']} "
+                                  "model its .json records")
+        if len(set(heads)) != len(heads):
+            raise damaged(st, "lists a head twice")
+        prov = dict(meta.get("provenance") or {})
+        if meta.get("model_fingerprint"):
+            prov.setdefault("model_fingerprint", meta["model_fingerprint"])
+        return cls(heads=heads, directions=t["directions"], sigmas=t["sigmas"], alpha=meta["alpha"],
+                   n_layers=meta["n_layers"], n_heads=meta["n_heads"], head_dim=meta["head_dim"], provenance=prov,
+                   head_scores=t.get("head_scores"))

@@ -40,7 +40,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..models.arch import ArchSpec
 from ..runs import to_jsonable, write_json_atomic
@@ -120,6 +120,21 @@ class ResidualSteer:
         want = self.provenance.get("model_fingerprint")
         if want and fingerprint and want != fingerprint:
             raise ValueError(f"steer fitted on a model with fingerprint {want}, this model has {fingerprint}")
+        self.check_finite()
+
+    def check_finite(self) -> None:
+        """alpha, the vectors and alpha * vector in float32 (1e39 overflows) are finite: a NaN or inf shift
+        makes a model that outputs NaN."""
+        import math
+
+        from ..validation import BadInput
+
+        if not math.isfinite(self.alpha):
+            raise BadInput(f"steer alpha is {self.alpha}: it must be a finite number")
+        if not bool(torch.isfinite(self.vectors).all()):
+            raise BadInput("the steer's vectors hold NaN or inf")
+        if not all(bool(torch.isfinite(v).all()) for v in self.shifts().values()):
+            raise BadInput(f"alpha {self.alpha:g} x the steer's vectors overflows float32 (inf): use a smaller alpha")
 
     # ------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -154,14 +169,21 @@ class ResidualSteer:
         """From PATH.json / PATH.safetensors / PATH."""
         base = _base(path)
         js, st = base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors")
-        if not js.exists() or not st.exists():
-            raise FileNotFoundError(f"a residual steer needs both {js} and {st}")
-        meta = json.loads(js.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{js} is not a veracity residual steer")
-        t = load_file(str(st))
-        return cls(layers=t["layers"].tolist(), vectors=t["vectors"], alpha=meta["alpha"], method=meta["method"],
-                   provenance=meta.get("provenance", {}))
+        from ..artifacts import damaged, read
+
+        files = read("residual-steer", base)  # format, keys, shapes, finite: one line naming the file
+        meta, t = files[".json"], files[".safetensors"]
+        if t["layers"].is_floating_point():
+            raise damaged(st, "holds float 'layers', expected decoder layer indices")
+        layers = t["layers"].tolist()
+        if meta["layers"] != layers:
+            raise damaged(js, f"lists layers {meta['layers']}, {st.name} holds layers {layers}: the two files "
+                              "are not one steer")
+        try:
+            return cls(layers=layers, vectors=t["vectors"], alpha=meta["alpha"], method=meta["method"],
+                       provenance=meta.get("provenance") or {})
+        except ValueError as e:  # duplicate or negative layers
+            raise damaged(st, str(e)) from None
 
 
 def _base(path: str | Path) -> Path:
@@ -533,7 +555,7 @@ def bake_residual(target, steer: ResidualSteer, out: str | Path, tokenizer=None,
     anything when the architecture has no exact place for the constant. Through the writer guard, as
     `veracity.steer.bake.bake` (staged, renamed into place only when complete and, with `verify`, checked)."""
     from ..outputs import Output
-    from .bake import write_model_folder
+    from .bake import BakeFailed, write_model_folder
 
     dest = Output(out, "baked-model", overwrite=overwrite)
     model, arch = _unpack(target)
@@ -545,7 +567,10 @@ def bake_residual(target, steer: ResidualSteer, out: str | Path, tokenizer=None,
         meta = {"kind": "residual", "how": how, "method": steer.method, "layers": steer.layers,
                 "alpha": steer.alpha, "semantics": "every position (a bias), prompt included"}
         if verify:
-            meta["max_abs_logit_diff_vs_hooks"] = verify_residual_baked(target, steer, folder)  # exact: 1e-4
+            try:
+                meta["max_abs_logit_diff_vs_hooks"] = verify_residual_baked(target, steer, folder)  # exact: 1e-4
+            except BakeFailed as e:
+                raise BakeFailed(f"{e}: the bake is refused, nothing was written to {dest.path}") from None
         write_json_atomic(folder / "veracity_bake.json", meta)
     return dest.path
 
@@ -554,8 +579,10 @@ def bake_residual(target, steer: ResidualSteer, out: str | Path, tokenizer=None,
 def verify_residual_baked(target, steer: ResidualSteer, folder: str | Path, texts: list[str] | None = None,
                           atol: float = 1e-4) -> float:
     """Max |logit difference| between the folder loaded with plain `from_pretrained` (fp32) and the hooks
-    at every position; AssertionError above `atol`."""
+    at every position; `BakeFailed` above `atol` or on any non-finite logit."""
     from transformers import AutoModelForCausalLM
+
+    from .bake import check_tolerance, compare_logits
 
     model, arch = _unpack(target)
     tok = getattr(target, "tokenizer", None)
@@ -569,10 +596,8 @@ def verify_residual_baked(target, steer: ResidualSteer, folder: str | Path, text
         with apply_residual((model, arch), steer, positions="all"):
             a = model(input_ids=ids).logits.float()
         b = baked(input_ids=ids).logits.float()
-        worst = max(worst, float((a - b).abs().max()))
-    if worst > atol:
-        raise AssertionError(f"baked model differs from the hooks by {worst:.2e} > {atol:.0e}")
-    return worst
+        worst = max(worst, compare_logits(a, b, folder, "the hooks"))
+    return check_tolerance(worst, atol, folder, "the hooks")
 
 
 def fit_residual_from_store(store, method: str = "caa", layers: Sequence[int] | None = None,

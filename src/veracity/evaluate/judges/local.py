@@ -292,10 +292,10 @@ class LocalJudge(Judge):
         if not (folder / "judge.json").exists():
             raise FileNotFoundError(f"no local judge in {folder}; train one with `veracity judge train --kind "
                                     f"truth|info --out {folder.parent}`")
-        try:
-            meta = json.loads((folder / "judge.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{folder / 'judge.json'} is not valid JSON ({e})") from None
+        from ...artifacts import KINDS, damaged, read_file
+
+        kind = KINDS["local-judge"]
+        meta = read_file(kind, "judge.json", folder / "judge.json")  # damaged: one line naming the file
         booster_file = meta.get("booster") if isinstance(meta, dict) else None
         if booster_file is not None and (not isinstance(booster_file, str) or booster_file != "booster.npz"):
             raise UnsafeJudgeFile(
@@ -307,11 +307,30 @@ class LocalJudge(Judge):
                 f"refusing to load the local judge in {folder}: it was written with a pickled booster "
                 f"(booster.pkl), which veracity no longer unpickles (it can run arbitrary code). Retrain it with "
                 f"`veracity judge train --kind {meta.get('kind', 'truth|info')}`.")
-        with np.load(folder / "weights.npz", allow_pickle=False) as w:
-            mean, std, coef, b0 = w["mean"], w["std"], w["coef"], float(w["intercept"][0])
-        refs = {k: (v[0], v[1]) for k, v in json.loads((folder / "references.json").read_text()).items()}
-        rep = JudgeReport(**meta["report"]) if meta.get("report") else None
-        booster = TreeEnsemble.load(folder / booster_file) if booster_file else None
+        w = read_file(kind, "weights.npz", folder / "weights.npz", {"n_dense": N_DENSE})  # allow_pickle=False
+        mean, std, coef, b0 = w["mean"], w["std"], w["coef"], float(w["intercept"][0])
+        if coef.shape[0] != N_DENSE + _hashing().n_features:
+            raise damaged(folder / "weights.npz", f"has {coef.shape[0]} 'coef' weights, the features are "
+                                                  f"{N_DENSE + _hashing().n_features}")
+        refs_raw = read_file(kind, "references.json", folder / "references.json")
+        try:
+            refs = {k: (list(v[0]), list(v[1])) for k, v in refs_raw.items()}
+        except (TypeError, IndexError, KeyError):
+            raise damaged(folder / "references.json",
+                          "is not {question: [correct answers, incorrect answers]}") from None
+        try:
+            rep = JudgeReport(**meta["report"]) if meta.get("report") else None
+        except TypeError as e:
+            raise damaged(folder / "judge.json", f"holds a report this veracity cannot read ({e})") from None
+        if booster_file:
+            b = read_file(kind, "booster.npz", folder / booster_file)
+            try:
+                booster = TreeEnsemble(**{k: b[k] for k in TreeEnsemble.FIELDS}, baseline=float(b["baseline"][0]),
+                                       n_features=int(b["n_features"][0]))
+            except (KeyError, IndexError) as e:
+                raise damaged(folder / booster_file, f"has no array {e}: not a veracity booster") from None
+        else:
+            booster = None
         return cls(meta["kind"], refs, mean, std, coef, b0, rep, folder, booster, meta.get("degenerate_cap"))
 
 

@@ -30,13 +30,13 @@ def render(page: Page, run: Run) -> None:
 def _interventions(run: Run) -> tuple[tuple[int, int] | None, list]:
     """(n_layers, n_heads) and every saved head-score map of the folds' intervention files
     (intervention_fold<k>.{json,safetensors}); a file that does not load is skipped."""
-    from ...steer.intervention import Intervention, InterventionError
+    from ...steer.intervention import DAMAGED, Intervention
 
     shape, maps = None, []
     for js in sorted(run.path.glob("intervention_fold*.json")):
         try:
             iv = Intervention.load(js)
-        except InterventionError:
+        except DAMAGED:
             continue
         shape = shape or (iv.n_layers, iv.n_heads)
         if iv.head_scores is not None and tuple(iv.head_scores.shape) == shape:
