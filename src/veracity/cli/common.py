@@ -55,7 +55,10 @@ def fail(message: str) -> None:
 # have been raised), so this module imports nothing heavy.
 _USER_ERRORS = {"veracity.validation": "BadInput", "veracity.runs": "RunExists", "veracity.data.errors": "DataError",
                 "veracity.models.loader": "ModelNotAvailable", "veracity.models.arch": "UnsupportedArchitecture",
-                "veracity.capture.store": "StoreError", "veracity.steer.intervention": "InterventionError"}
+                "veracity.capture.store": "StoreError", "veracity.steer.intervention": "InterventionError",
+                # a remote judge that failed after its retries: the endpoint's fault, named in one line (the run's
+                # finished folds are kept; rerun the command to resume)
+                "veracity.evaluate.judges.openai": "JudgeError"}
 
 
 def user_error_types() -> tuple[type, ...]:
