@@ -57,15 +57,16 @@ def test_rows_after_a_cached_prefix_equal_whole_forwards(tiny_llama):
     prompt run alone, for rows of different lengths, and leaves the prefix cache reusable."""
     import torch
 
+    from veracity.models.cache import cache_kwargs, returned_cache
     from veracity.models.padding import expand_cache, pad_after_prefix
 
     m = tiny_llama.model
     prefix, rows = [3, 14, 15, 9], [[2, 6, 5], [3], [5, 8]]
     with torch.no_grad():
-        head = m(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+        head = returned_cache(m(input_ids=torch.tensor([prefix]), use_cache=True))
         for _ in range(2):  # twice: the head's cache is copied, never consumed
             ids, mask, pos = pad_after_prefix(rows, len(prefix), 0)
-            got = m(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=expand_cache(head, 3),
+            got = m(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kwargs(m, expand_cache(head, 3)),
                     use_cache=True).logits
             for r, row in enumerate(rows):
                 want = m(input_ids=torch.tensor([prefix + row])).logits[0, len(prefix):]
