@@ -153,7 +153,7 @@ def fmt(name: str | None, value, percent: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     m = METRICS.get(name) if name is not None else None
-    if m is None:
+    if m is None or not isinstance(value, (int, float)):
         if not isinstance(value, float):
             return str(value)
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
