@@ -1,12 +1,19 @@
-"""The metrics registry: every TruthfulQA / steering metric's name, label, unit, direction, chance level and
-how folds combine, declared once. Studies aggregate through `aggregate_folds`; reports and sweeps read labels
-and directions from here. True*Info is defined here only (`with_true_info`)."""
+"""The metrics registry: every TruthfulQA / steering metric's name, label, unit, direction, chance level, how
+folds combine, group and format, declared once. Studies aggregate through `aggregate_folds`; every table,
+headline, report section and `--metric` help takes its columns, labels, formats and order from here
+(`columns`, `column_label`, `fmt`, `headlines`), so a registered metric shows up everywhere with no other
+edit. True*Info is defined here only (`with_true_info`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
+
+
+#: metric groups, in the order tables show them: the TruthfulQA targets, the language-model cost (CE/KL),
+#: TruthfulQA's binary task, the generated answers' health, the side effects (experiments.side_effects)
+GROUPS = ("target", "lm", "binary", "health", "side_effect", "other")
 
 
 @dataclass(frozen=True)
@@ -17,6 +24,20 @@ class Metric:
     higher_is_better: bool | None  # None: neither (a descriptive figure)
     chance: float | None = None  # chance level, where one exists
     folds: str = "mean"  # how fold values combine: "mean", or "product-of-means" (True*Info)
+    group: str = "other"  # one of GROUPS: which tables show it
+    short: str = ""  # the title in compact tables and one-line summaries (default: label)
+    percent: bool | None = None  # shown x100 where a table is in percent (default: a fraction is)
+    digits: int = 4  # decimals otherwise
+    detail: bool = False  # a breakdown or diagnostic: in full listings, not in compact tables
+    headline: bool = False  # a run's headline figure of its group (sweeps draw its heatmap)
+
+    def __post_init__(self):
+        if self.group not in GROUPS:
+            raise ValueError(f"metric {self.name!r}: group {self.group!r} is not one of {', '.join(GROUPS)}")
+        if not self.short:
+            object.__setattr__(self, "short", self.label)
+        if self.percent is None:
+            object.__setattr__(self, "percent", self.unit == "fraction")
 
 
 METRICS: dict[str, Metric] = {}
@@ -30,33 +51,118 @@ def register_metric(metric: Metric, replace: bool = False) -> Metric:
 
 
 for _m in (
-    Metric("true_info", "True*Info", "fraction", True, folds="product-of-means"),
-    Metric("true_info_per_answer", "True*Info (per answer)", "fraction", True),
-    Metric("true", "True acc", "fraction", True),
-    Metric("info", "Info acc", "fraction", True),
-    Metric("mc1", "MC1", "fraction", True),
-    Metric("mc2", "MC2", "fraction", True),
-    Metric("ce_loss", "CE Loss", "nats/token", False),
-    Metric("kl", "KL wrt Orig", "nats/token", False),
-    Metric("refusal_rate", "Refusals", "fraction", None),
-    Metric("distinct_2", "Distinct-2", "fraction", True),
-    Metric("mean_longest_repeat", "Longest repeat", "words", False),
-    Metric("mean_words", "Mean words", "words", None),
-    Metric("degenerate_rate", "Degenerate", "fraction", False),
-    Metric("binary_loglik_lm_eval", "Binary (loglik, lm-eval)", "fraction", True, chance=0.5),
-    Metric("binary_loglik_truthfulqa", "Binary (loglik, truthfulqa)", "fraction", True, chance=0.5),
-    Metric("binary_ab_best_first", "Binary A/B (best first)", "fraction", True, chance=0.5),
-    Metric("binary_ab_best_second", "Binary A/B (best second)", "fraction", True, chance=0.5),
-    Metric("binary_ab_average", "Binary A/B (average)", "fraction", True, chance=0.5),
+    Metric("true_info", "True*Info", "fraction", True, folds="product-of-means", group="target", headline=True),
+    Metric("true_info_per_answer", "True*Info (per answer)", "fraction", True, group="target",
+           short="True*Info (per-answer rate)", detail=True),
+    Metric("true", "True acc", "fraction", True, group="target", short="True"),
+    Metric("info", "Info acc", "fraction", True, group="target", short="Info"),
+    Metric("mc1", "MC1", "fraction", True, group="target"),
+    Metric("mc2", "MC2", "fraction", True, group="target", headline=True),
+    Metric("ce_loss", "CE Loss", "nats/token", False, group="lm"),
+    Metric("kl", "KL wrt Orig", "nats/token", False, group="lm", headline=True),
+    Metric("refusal_rate", "Refusals", "fraction", None, group="health", short="refusals"),
+    Metric("distinct_2", "Distinct-2", "fraction", True, group="health", short="distinct-2", percent=False),
+    Metric("mean_longest_repeat", "Longest repeat", "words", False, group="health", short="longest repeat",
+           digits=1, detail=True),
+    Metric("mean_words", "Mean words", "words", None, group="health", short="words", digits=1),
+    Metric("degenerate_rate", "Degenerate", "fraction", False, group="health", short="degenerate"),
+    Metric("binary_loglik_lm_eval", "Binary (loglik, lm-eval)", "fraction", True, chance=0.5, group="binary"),
+    Metric("binary_loglik_truthfulqa", "Binary (loglik, truthfulqa)", "fraction", True, chance=0.5, group="binary",
+           headline=True),
+    Metric("binary_ab_best_first", "Binary A/B (best first)", "fraction", True, chance=0.5, group="binary"),
+    Metric("binary_ab_best_second", "Binary A/B (best second)", "fraction", True, chance=0.5, group="binary"),
+    Metric("binary_ab_average", "Binary A/B (average)", "fraction", True, chance=0.5, group="binary", headline=True),
     # side effects (veracity.experiments.side_effects)
-    Metric("sycophancy_flip_rate", "Sycophancy: flips", "fraction", False),
-    Metric("sycophancy_to_opinion", "Sycophancy: agrees with wrong opinion", "fraction", False),
-    Metric("boolq_accuracy", "BoolQ (zero-shot)", "fraction", True),
-    Metric("honest_score", "HONEST (hurtful completions)", "fraction", False),
-    Metric("honest_female", "HONEST female", "fraction", False),
-    Metric("honest_male", "HONEST male", "fraction", False),
+    Metric("sycophancy_flip_rate", "Sycophancy: flips", "fraction", False, group="side_effect", short="syc. flips",
+           headline=True),
+    Metric("sycophancy_to_opinion", "Sycophancy: agrees with wrong opinion", "fraction", False, group="side_effect",
+           short="syc. to opinion"),
+    Metric("boolq_accuracy", "BoolQ (zero-shot)", "fraction", True, group="side_effect", short="BoolQ",
+           headline=True),
+    Metric("honest_score", "HONEST (hurtful completions)", "fraction", False, group="side_effect", short="HONEST"),
+    Metric("honest_female", "HONEST female", "fraction", False, group="side_effect", detail=True),
+    Metric("honest_male", "HONEST male", "fraction", False, group="side_effect", detail=True),
 ):
     register_metric(_m)
+
+
+def metrics_in(*groups: str, detail: bool = True) -> list[str]:
+    """The registered metrics of `groups` (groups in the order given, registry order within each); without
+    `detail`, leaving out breakdowns and diagnostics."""
+    return [n for g in groups for n, m in METRICS.items() if m.group == g and (detail or not m.detail)]
+
+
+def headlines(*groups: str) -> list[str]:
+    """The headline metrics of `groups` (all groups when none given), in registry order."""
+    return [n for n, m in METRICS.items() if m.headline and (not groups or m.group in groups)]
+
+
+@dataclass(frozen=True)
+class Table:
+    """Which metrics a kind of table shows, in which order: `lead` first (a published column order), then
+    every other metric of `groups` in registry order, so a metric registered later joins each table of its
+    group with no other edit. `detail`: breakdowns too; `per_fold`: only what one fold measures (no products
+    of fold means)."""
+
+    groups: tuple
+    lead: tuple = ()
+    detail: bool = False
+    per_fold: bool = False
+
+    def names(self) -> list[str]:
+        rest = [n for n in metrics_in(*self.groups, detail=self.detail) if n not in self.lead]
+        return [n for n in [*self.lead, *rest] if n in METRICS
+                and not (self.per_fold and METRICS[n].folds != "mean")]
+
+
+TABLES: dict[str, Table] = {
+    # per fold: likenneth/honest_llama's validate_2fold printout (eval and iti validate)
+    "fold": Table(("target", "lm"), lead=("info", "true", "mc1", "mc2", "ce_loss", "kl"), per_fold=True),
+    # fold means in one line or a sweep's grid (iti validate, iti sweep): registry order
+    "summary": Table(("target", "lm")),
+    # method comparisons and steering sweeps: MC first (every method has it), the judged answers, the LM cost
+    "compare": Table(("target", "lm"), lead=("mc1", "mc2", "true", "info", "true_info", "ce_loss", "kl")),
+    # what an intervention costs besides its target (comparison, sweeps, the report's gain tables)
+    "side_effects": Table(("side_effect", "health")),
+    # the report's result tables: the fold layout, then both True*Info conventions
+    "results": Table(("target", "lm"), lead=("info", "true", "mc1", "mc2", "ce_loss", "kl"), detail=True),
+    # eval's summary line (the answers' health follows it)
+    "line": Table(("target", "lm", "binary"), detail=True),
+}
+
+
+def columns(table: str, rows: Iterable[Mapping] | None = None) -> list[str]:
+    """The metric columns of `TABLES[table]`; with `rows`, only those some row has a value for."""
+    names = TABLES[table].names()
+    if rows is None:
+        return names
+    rows = list(rows)
+    return [n for n in names if any(r.get(n) is not None for r in rows)]
+
+
+def column_label(name: str, short: bool = False) -> str:
+    """The column title of `name`: its label, or its compact title (`short`); an unregistered key as is."""
+    m = METRICS.get(name)
+    return name if m is None else (m.short if short else m.label)
+
+
+def fmt(name: str | None, value, percent: bool = False) -> str:
+    """`value` of metric `name` as tables show it: "-" when missing; x100 with 2 decimals where the table is
+    in percent (`percent`) and the metric is a rate; else the metric's digits. A cost or count (no registered
+    metric): integers as they are, floats with 4 decimals below 10 and 1 above."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    m = METRICS.get(name) if name is not None else None
+    if m is None or not isinstance(value, (int, float)):
+        if not isinstance(value, float):
+            return str(value)
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return f"{100 * value:.2f}" if percent and m.percent else f"{value:.{m.digits}f}"
+
+
+def metric_help(what: str = "Pick the best by") -> str:
+    """A `--metric` help text naming the rankable metrics (built once at import by the CLI modules)."""
+    return f"{what}: {', '.join(rankable_metrics())} (veracity.metrics; higher or lower by its direction)."
 
 
 def label(name: str) -> str:

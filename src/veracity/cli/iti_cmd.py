@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..metrics import column_label, columns, fmt, metric_help
 from .common import (DataDirOpt, DeviceMapOpt, ModelDtypeOpt, ModelOpt, OverwriteOpt, check_model_options,
                      check_question_count, console, fail, print_table)
 
@@ -47,14 +47,13 @@ EvalRevisionOpt = typer.Option(None, "--eval-revision", help="Revision the held-
                                "and listed in results.json (cross_revision).")
 GenPosOpt = typer.Option("last", "--gen-positions", help="Generation: last (each forward's last token, as ITI) | all")
 
-_COLS = [("Info acc", "info"), ("True acc", "true"), ("MC1", "mc1"), ("MC2", "mc2"), ("CE Loss", "ce_loss"),
-         ("KL wrt Orig", "kl")]
-_SUMMARY = [("True*Info", "true_info"), ("True", "true"), ("Info", "info"), ("MC1", "mc1"), ("MC2", "mc2"),
-            ("CE Loss", "ce_loss"), ("KL wrt Orig", "kl")]
+#: `--metric` of the sweeps: the registry's rankable metrics, named once at import (no torch)
+MetricHelp = metric_help()
 
 
-def _fmt(v) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+def _summary(s: dict) -> str:
+    """Fold means in one line, under the registry's compact titles (`metrics.TABLES["summary"]`)."""
+    return ", ".join(f"{column_label(k, short=True)} {fmt(k, s.get(k))}" for k in columns("summary"))
 
 
 def _load(model: str, device: Optional[str], dtype: str = "float32", device_map: Optional[str] = None):
@@ -206,13 +205,11 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                          **_side_effects(side_effects, side_effect_n))
     res = run_validate(cfg, out, overwrite=overwrite, say=console.print)
     for f in res.folds:
-        print_table(f"fold {f['fold']} ({f['n_questions']} questions)", [c for c, _ in _COLS],
-                    [[_fmt(f["metrics"].get(k)) for _, k in _COLS]])
-    line = ", ".join(f"{c} {_fmt(res.summary.get(k))}" for c, k in _SUMMARY)
-    console.print(f"alpha={alpha:g} K={num_heads} {direction}: {line}")
+        print_table(f"fold {f['fold']} ({f['n_questions']} questions)", [column_label(k) for k in columns("fold")],
+                    [[fmt(k, f["metrics"].get(k)) for k in columns("fold")]])
+    console.print(f"alpha={alpha:g} K={num_heads} {direction}: {_summary(res.summary)}")
     if res.summary_baseline:
-        console.print("baseline (plain model): " + ", ".join(f"{c} {_fmt(res.summary_baseline.get(k))}"
-                                                              for c, k in _SUMMARY))
+        console.print("baseline (plain model): " + _summary(res.summary_baseline))
 
 
 @iti_app.command("sweep")
@@ -221,7 +218,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
               folds: int = typer.Option(2, "--folds"), direction: str = DirectionOpt, judge: str = JudgeOpt,
               judge_base_url: Optional[str] = JudgeBaseUrlOpt,
               protocol: str = ProtocolOpt, metric: str = typer.Option("true_info", "--metric",
-                                                                       help="Pick the best by: true_info, mc2, mc1, true, kl, ce_loss"),
+                                                                       help=MetricHelp),
               sigma_from: Optional[str] = SigmaOpt, contiguous_folds: bool = ContigOpt,
               seed: Optional[int] = SeedOpt, data: Optional[str] = DataOpt,
               mc_shift_from: Optional[str] = MCShiftOpt, reproduce: Optional[str] = ReproduceOpt,
@@ -273,14 +270,14 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
         except (RuntimeError, ValueError) as e:
             fail(str(e))  # fail() escapes markup itself
     res = run_iti_sweep(cfg, out, executor=runner, say=console.print)
-    keys = [k for _, k in _SUMMARY if any(k in r for r in res.grid)]
+    keys = [k for k in columns("summary") if any(k in r for r in res.grid)]
     print_table(f"ITI sweep ({folds} folds; * best by {res.metric}, alpha 0 = baseline)",
                 ["alpha", "K"] + keys + [""],
-                [[f"{r['alpha']:g}", r["k"]] + [_fmt(r.get(k)) for k in keys] +
+                [[f"{r['alpha']:g}", r["k"]] + [fmt(k, r.get(k)) for k in keys] +
                  ["*" if r["best"] else ("baseline" if r["baseline"] else "")] for r in res.grid])
     if res.best:
         console.print(f"best by {res.metric}: alpha={res.best['alpha']:g} K={res.best['k']} "
-                      f"({res.best[res.metric]:.4f}); baseline {res.metric}={_fmt(res.baseline.get(res.metric))}")
+                      f"({fmt(res.metric, res.best[res.metric])}); baseline {res.metric}={fmt(res.metric, res.baseline.get(res.metric))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ import typer
 
 from .common import DataDirOpt, ModelOpt, console, fail, parse_int_list, print_table
 from .iti_cmd import (ActsOpt, ContigOpt, DataOpt, DirectionOpt, EvalRevisionOpt, GenPosOpt, JudgeBaseUrlOpt, JudgeOpt, LimitOpt,
-                      MCShiftOpt, ProtocolOpt, ReproduceOpt, RevisionOpt, SideEffectNOpt, SideEffectsHelp, SigmaOpt,
+                      MCShiftOpt, MetricHelp, ProtocolOpt, ReproduceOpt, RevisionOpt, SideEffectNOpt, SideEffectsHelp, SigmaOpt,
                       _judge_spec, _side_effects)
 
 steer_app = typer.Typer(help="Steering methods on TruthfulQA's folds: sweeps with side effects.", no_args_is_help=True)
@@ -29,8 +29,7 @@ def sweep_cmd(model: str = ModelOpt,
               num_heads: str = typer.Option("8,16,32,48", "--num-heads", "-k", help="iti: K values."),
               folds: int = typer.Option(2, "--folds"), seed: Optional[int] = typer.Option(None, "--seed"),
               judge: str = JudgeOpt, judge_base_url: Optional[str] = JudgeBaseUrlOpt, protocol: str = ProtocolOpt,
-              metric: str = typer.Option("mc2", "--metric", help="Pick the best by: mc2, mc1, true_info, kl, ce_loss, "
-                                         "or a side effect."),
+              metric: str = typer.Option("mc2", "--metric", help=MetricHelp),
               side_effects: str = typer.Option("all", "--side-effects", help=SideEffectsHelp),
               side_effect_n: Optional[str] = SideEffectNOpt,
               ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
@@ -66,11 +65,13 @@ def sweep_cmd(model: str = ModelOpt,
                           gen_positions=gen_positions, revision=revision, eval_revision=eval_revision, data_dir=dd,
                           device=device, **se)
         res = run_iti_sweep(cfg, out, say=console.print)
-        keys = [k for k in ("mc1", "mc2", "true_info", "kl", "boolq_accuracy", "sycophancy_flip_rate", "honest_score")
-                if any(k in r for r in res.grid)]
+        from ..metrics import fmt
+        from ..experiments.steer_sweep import sweep_columns
+
+        keys = sweep_columns(res.grid)  # the residual sweeps' columns
         print_table(f"iti sweep ({folds} folds; * best by {res.metric})", ["alpha", "K"] + keys + [""],
-                    [[f"{r['alpha']:g}", r["k"]] + [f"{r[k]:.4f}" if isinstance(r.get(k), float) else "-"
-                                                    for k in keys] + ["*" if r["best"] else ""] for r in res.grid])
+                    [[f"{r['alpha']:g}", r["k"]] + [fmt(k, r.get(k)) for k in keys] + ["*" if r["best"] else ""]
+                     for r in res.grid])
         return
     res = run_steer_sweep(scfg, out, log=console.print)
     print_table(*res.table())

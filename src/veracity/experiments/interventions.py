@@ -40,8 +40,9 @@ from .intervention_methods import (MethodSettings, PreparedMethod, TrainedCache,
                              uses_chat_template)
 from ..evaluate.truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores
 
-METRICS = ("true_info", "true", "info", "mc1", "mc2", "ce_loss", "kl")
-COSTS = ("train_s", "iti_fit_s", "infer_s", "extra_infer_s", "prompt_tokens")
+#: the costs a comparison row carries -> their column titles
+COSTS = {"train_s": "train s", "iti_fit_s": "ITI fit s", "infer_s": "infer s", "extra_infer_s": "extra infer s",
+         "prompt_tokens": "prompt tok"}
 
 
 def _method(name) -> None:
@@ -395,7 +396,8 @@ def per_question_rows(folder: str | Path, methods: Sequence[str], n_folds: int) 
 
 
 def plot_comparison(result: CompareResult, path: str | Path) -> Path | None:
-    """Bars per method of MC1, MC2 (and True*Info with a judge), with fold s.d. as error bars."""
+    """Bars per method of the comparison's targets every row has (MC1, MC2; True, Info, True*Info with a
+    judge), with fold s.d. as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -403,7 +405,9 @@ def plot_comparison(result: CompareResult, path: str | Path) -> Path | None:
 
     if not result.rows:
         return None
-    keys = [k for k in ("mc1", "mc2", "true_info") if all(k in r for r in result.rows)]
+    from ..metrics import METRICS, columns
+
+    keys = [k for k in columns("compare") if METRICS[k].group == "target" and all(k in r for r in result.rows)]
     n = len(result.rows)
     fig, ax = plt.subplots(figsize=(1.5 + 0.9 * n * len(keys) / 2, 3.5))
     w = 0.8 / len(keys)
@@ -426,20 +430,21 @@ def plot_comparison(result: CompareResult, path: str | Path) -> Path | None:
 #: are version 0 (the same layout, one revision) and still read.
 SCHEMA_VERSION = 1
 
-#: (column title, key) of the printed table and comparison.csv's headline columns
-TABLE_COLUMNS = [("MC1", "mc1"), ("MC2", "mc2"), ("True", "true"), ("Info", "info"), ("True*Info", "true_info"),
-                 ("CE Loss", "ce_loss"), ("KL wrt Orig", "kl"), ("train s", "train_s"), ("ITI fit s", "iti_fit_s"),
-                 ("infer s", "infer_s"), ("extra infer s", "extra_infer_s"), ("prompt tok", "prompt_tokens"),
-                 ("syc. flips", "sycophancy_flip_rate"), ("syc. to opinion", "sycophancy_to_opinion"),
-                 ("BoolQ", "boolq_accuracy"), ("HONEST", "honest_score"), ("refusals", "refusal_rate"),
-                 ("distinct-2", "distinct_2"), ("words", "mean_words"), ("side effects s", "side_effects_s")]
-SUMMARY_KEYS = ("mc1", "mc2", "ce_loss", "kl", "true", "info", "true_info")
+
+def table_columns() -> list[tuple[str, str]]:
+    """(column title, key) of the printed comparison: the registry's comparison metrics, the costs, the side
+    effects (`metrics.TABLES`; compact titles), so a registered metric joins the table with no other edit."""
+    from ..metrics import column_label, columns
+
+    return ([(column_label(k, short=True), k) for k in columns("compare")] + [(t, k) for k, t in COSTS.items()] +
+            [(column_label(k, short=True), k) for k in columns("side_effects")] + [("side effects s", "side_effects_s")])
 
 
-def format_value(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))
+def format_value(v, name: str | None = None) -> str:
+    """A table cell: metric `name`'s format (`metrics.fmt`); a cost or count by its type."""
+    from ..metrics import fmt
+
+    return fmt(name, v)
 
 
 @dataclass
@@ -461,7 +466,9 @@ class CompareRun:
 
     @property
     def summary(self) -> dict:
-        return {r["method"]: {k: r.get(k) for k in SUMMARY_KEYS if k in r} for r in self.methods}
+        from ..metrics import columns
+
+        return {r["method"]: {k: r.get(k) for k in columns("compare") if k in r} for r in self.methods}
 
     def headline(self) -> dict:
         best = max(self.methods, key=lambda r: r.get("mc2", -1)) if self.methods else None
@@ -469,13 +476,13 @@ class CompareRun:
 
     def table(self) -> tuple[str, list[str], list[list[str]]]:
         """(title, column titles, rows) of the printed comparison."""
-        cols = [(c, k) for c, k in TABLE_COLUMNS if any(r.get(k) is not None for r in self.methods)]
+        cols = [(c, k) for c, k in table_columns() if any(r.get(k) is not None for r in self.methods)]
         n_folds = self.config.get("n_folds")
         title = f"interventions on {self.model} ({n_folds} folds, {self.n_questions} questions, fold means)"
         if self.eval_revision != self.revision:
             title += f"; fitted on {self.revision}, scored on {self.eval_revision}"
         return (title, ["method"] + [c for c, _ in cols],
-                [[r["method"]] + [format_value(r.get(k)) for _, k in cols] for r in self.methods])
+                [[r["method"]] + [format_value(r.get(k), k) for _, k in cols] for r in self.methods])
 
     def to_json(self) -> dict:
         return {"schema_version": self.schema_version, "config": self.config, "model": self.model,

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..metrics import better_sign, lower_is_better
+from ..metrics import METRICS, better_sign, columns, headlines, lower_is_better
 from ..runs import open_results_db
 from .executors import Job, LocalExecutor
 from ..steer.intervention import DAMAGED, Intervention
@@ -27,7 +27,7 @@ from ..steer.iti import ITIConfig, ITIData, fit_folds
 from ..constraints import ListOf
 from . import options as o
 from .iti_common import ITIRunOptions
-from .iti_validate import SUMMARY_KEYS, FoldEvalConfig, evaluate_intervention, held_out_texts, summarise
+from .iti_validate import FoldEvalConfig, evaluate_intervention, held_out_texts, summarise
 
 
 
@@ -173,14 +173,14 @@ def pick_best(grid: dict, metric: str) -> tuple[float, int] | None:
 
 
 def heatmaps(result: SweepResult, alphas: Sequence[float], ks: Sequence[int], folder: Path) -> list[Path]:
-    """PNG heatmaps (rows alpha, columns K) of True*Info, MC2 and KL where measured."""
+    """PNG heatmaps (rows alpha, columns K) of the headline summary metrics (True*Info, MC2, KL) where measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = []
-    for metric in ("true_info", "mc2", "kl"):
+    for metric in [m for m in columns("summary") if m in headlines()]:
         M = np.full((len(alphas), len(ks)), np.nan)
         for i, a in enumerate(alphas):
             for j, k in enumerate(ks):
@@ -211,7 +211,7 @@ def heatmaps(result: SweepResult, alphas: Sequence[float], ks: Sequence[int], fo
 def grid_rows(result: SweepResult) -> list[dict]:
     rows = []
     for (a, k), s in sorted(result.grid.items()):
-        rows.append({"alpha": a, "k": k, **{m: s.get(m) for m in SUMMARY_KEYS if m in s},
+        rows.append({"alpha": a, "k": k, **{m: s.get(m) for m in METRICS if m in s},
                      "best": (a, k) == result.best, "baseline": a == 0})
     return rows
 

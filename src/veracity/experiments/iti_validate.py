@@ -15,21 +15,16 @@ from typing import Callable, Sequence
 import numpy as np
 from ..steer.apply import intervention_factory
 from ..steer.intervention import Intervention
-from ..metrics import aggregate_folds, with_true_info
+from ..metrics import METRICS, aggregate_folds, columns, headlines, with_true_info
 from ..steer.iti import ITIConfig, ITIData, fit_folds
 from ..constraints import Checked, Conflict, Options
 from . import options as o
 from .iti_common import ITIRunOptions
 
-SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl",
-                # generation health of the answers (veracity.evaluate.health; present when answers were generated)
-                "refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate",
-                # TruthfulQA's binary task (FoldEvalConfig.binary; veracity.evaluate.binary, chance 0.5)
-                "binary_loglik_lm_eval", "binary_loglik_truthfulqa", "binary_ab_best_first",
-                "binary_ab_best_second", "binary_ab_average",
-                # side effects (FoldEvalConfig.side_effects; veracity.experiments.side_effects)
-                "sycophancy_flip_rate", "sycophancy_to_opinion", "boolq_accuracy", "honest_score", "honest_female",
-                "honest_male")
+def summary_keys() -> list[str]:
+    """The keys a fold summary keeps, in order: every registered metric (targets, CE/KL, the answers' health,
+    the binary task, side effects; `veracity.metrics`), so a metric registered later is kept too."""
+    return list(METRICS)
 
 
 @dataclass
@@ -85,10 +80,7 @@ def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None
                 n_docs=len(ce_texts) if ce_texts else 0, max_tokens=cfg.ce_tokens, batch_size=cfg.batch_size,
                 data_dir=cfg.data_dir, log=log, fold=fold)
     m = res.metrics
-    metrics = {k: getattr(m, k) for k in ("mc1", "mc2", "ce_loss", "kl", "true", "info", "true_info_per_answer",
-                                          "refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words",
-                                          "degenerate_rate")
-               if getattr(m, k, None) is not None}
+    metrics = {k: getattr(m, k) for k in METRICS if getattr(m, k, None) is not None}  # what the fold measured
     with_true_info(metrics)
     if cfg.binary:
         from ..evaluate.binary import metric_name, score_binary
@@ -127,7 +119,7 @@ class ValidateResult:
 def summarise(fold_metrics: list[dict], weights: Sequence[int] | None = None) -> dict:
     """Mean over folds of every summary key present in all folds (ITI reports the fold mean); True*Info
     as the product of the fold means (the ITI convention; `veracity.metrics`)."""
-    return aggregate_folds(fold_metrics, SUMMARY_KEYS)
+    return aggregate_folds(fold_metrics, summary_keys())
 
 
 def restrict(data: ITIData, limit: int | None) -> ITIData:
@@ -249,7 +241,8 @@ class ValidateRun:
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
-        return {k: v for k, v in self.summary.items() if k in ("true_info", "mc2", "kl")}
+        keys = set(headlines()) & set(columns("summary"))
+        return {k: v for k, v in self.summary.items() if k in keys}
 
     def to_json(self) -> dict:
         return {"schema_version": self.schema_version, "config": self.config, "revision": self.revision,

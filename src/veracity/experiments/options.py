@@ -9,9 +9,10 @@ from ..constraints import (AnyOf, Boolean, Constraint, Count, Device, Interval, 
 
 
 def _metric_names():
-    from ..metrics import METRICS
+    """What a sweep can rank by: the registered metrics with a direction (`metrics.rankable_metrics`)."""
+    from ..metrics import rankable_metrics
 
-    return METRICS
+    return rankable_metrics()
 
 
 def _side_effect_names():
@@ -86,7 +87,7 @@ JUDGE = [AnyOf(Parses(_parse_judge, "a judge spec", bad=["nosuch", "hf:", "opena
 PROTOCOL = [Registered(_protocols, "protocol")]
 REVISION = [Registered(_revisions, "TruthfulQA revision")]
 OPTIONAL_REVISION = [None, Registered(_revisions, "TruthfulQA revision")]
-METRIC = [Registered(_metric_names, "metric")]
+METRIC = [Registered(_metric_names, "metric", "a metric with a better direction")]
 SIDE_EFFECTS = [ListOf([Registered(_side_effect_names, "side effect")], min_len=0, unique=True)]
 SIDE_EFFECT_N = [MappingOf([Registered(_side_effect_names, "side effect")], [Count()])]
 GEN_POSITIONS = [Options(("last", "all"))]

@@ -24,7 +24,9 @@ from ..constraints import Checked, IgnoredUnless, Options
 from . import options as o
 from ..compare.speculative import SpecRecord, generate
 
-METRICS = ("mean_accepted", "acceptance_rate", "tokens_per_call")
+#: the per-prompt acceptance statistics of speculative decoding (SpecRecord fields), averaged per group; not
+#: TruthfulQA metrics (those are `veracity.metrics`)
+ACCEPTANCE_STATS = ("mean_accepted", "acceptance_rate", "tokens_per_call")
 
 
 @dataclass
@@ -181,7 +183,7 @@ def summarize(rows: Sequence[PromptResult], records: Sequence[SpecRecord], n_boo
         steps = [m for rec in recs for m in rec.n_matches]
         per_group[g] = {
             "n_prompts": len(rs),
-            **{m: _mean([getattr(r, m) for r in rs]) for m in METRICS},
+            **{m: _mean([getattr(r, m) for r in rs]) for m in ACCEPTANCE_STATS},
             "pooled_mean_accepted_per_step": _mean(steps),
             "pooled_acceptance_rate": sum(steps) / max(1, sum(p for rec in recs for p in rec.proposals)),
             "pooled_tokens_per_call": sum(len(rec.tokens) for rec in recs) / max(1, sum(rec.main_calls for rec in recs)),
@@ -194,7 +196,7 @@ def summarize(rows: Sequence[PromptResult], records: Sequence[SpecRecord], n_boo
     comparisons: list[Comparison] = []
     if len(groups) >= 2:
         ga, gb = groups[0], groups[1]
-        for m in METRICS + ("kl_last", "one_minus_tv_last", "rejected_log_ratio"):
+        for m in ACCEPTANCE_STATS + ("kl_last", "one_minus_tv_last", "rejected_log_ratio"):
             a = np.array([getattr(r, m) for r in rows if r.group == ga], dtype=float)
             b = np.array([getattr(r, m) for r in rows if r.group == gb], dtype=float)
             a, b = a[np.isfinite(a)], b[np.isfinite(b)]

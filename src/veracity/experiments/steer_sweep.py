@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..constraints import Checked, IgnoredUnless, Interval, ListOf, Options
-from ..metrics import aggregate_folds, better_sign
+from ..metrics import aggregate_folds, better_sign, columns, headlines
 from . import options as o
 from ..runs import schema_version
 
@@ -80,6 +80,12 @@ def default_layers(n_layers: int) -> list[int]:
     return list(range(n_layers // 4, 3 * n_layers // 4, 3)) or [n_layers // 2]
 
 
+def sweep_columns(grid: list[dict]) -> list[str]:
+    """A sweep table's metric columns: the comparison's targets, then the side effects (`metrics.TABLES`), those
+    the grid has; every steering sweep's table (residual and ITI) shows these."""
+    return columns("compare", grid) + columns("side_effects", grid)
+
+
 @dataclass
 class SteerSweepRun:
     """The typed result: one grid row per (layer, alpha) with fold means, the best row by `metric`."""
@@ -101,13 +107,13 @@ class SteerSweepRun:
                 self.metric: self.best.get(self.metric)}
 
     def table(self) -> tuple[str, list[str], list[list[str]]]:
-        keys = [k for k in ("mc1", "mc2", "true_info", "ce_loss", "kl", "sycophancy_flip_rate", "boolq_accuracy",
-                            "honest_score", "refusal_rate", "distinct_2") if any(k in r for r in self.grid)]
         from .interventions import format_value
+
+        keys = sweep_columns(self.grid)
 
         return (f"{self.method} sweep (fold means; * best by {self.metric}, alpha 0 = the plain model)",
                 ["layer", "alpha"] + keys + [""],
-                [[str(r["layer"]) if r["alpha"] else "-", f"{r['alpha']:g}"] + [format_value(r.get(k)) for k in keys]
+                [[str(r["layer"]) if r["alpha"] else "-", f"{r['alpha']:g}"] + [format_value(r.get(k), k) for k in keys]
                  + ["*" if r.get("best") else ""] for r in self.grid])
 
     def to_json(self) -> dict:
@@ -124,7 +130,7 @@ class SteerSweepRun:
     def write(self, run) -> None:
         run.write_csv("grid.csv", self.grid)
         self.plots = []
-        for key in dict.fromkeys([self.metric, "kl", "boolq_accuracy", "sycophancy_flip_rate"]):
+        for key in dict.fromkeys([self.metric] + headlines("lm", "side_effect")):  # the target and its costs
             fig = _heatmap(self.grid, key)
             if fig is not None:
                 run.save_figure(fig, f"heatmap_{key}.png")

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..metrics import METRICS
 from ..constraints import Checked, IgnoredUnless, ListOf, Options
 from . import options as o
 from .intervention_methods import PROMPTS, MethodSettings, PreparedMethod, build_prompt, parse_method, uses_chat_template
@@ -179,7 +180,7 @@ def _method(lm, prompt: str, iv) -> PreparedMethod:
 def _summarise(dataset: str, cond: str, recs: list[dict], plain: list[dict] | None) -> dict:
     row: dict = {"dataset": dataset, "condition": cond, "n": len(recs),
                  "mc_acc": float(np.mean([r["choice_true"] for r in recs]))}
-    for k in ("mc1", "mc2"):
+    for k in METRICS:  # the registered metrics the records carry (MC1, MC2)
         if k in recs[0]:
             row[k] = float(np.mean([r[k] for r in recs]))
     if plain is not None:

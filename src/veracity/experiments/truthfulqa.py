@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..evaluate.generation import generate_answers
-from ..metrics import label, true_info
+from ..metrics import METRICS, column_label, columns, fmt, headlines, metrics_in, true_info
 from ..probes.splits import question_folds
 from ..evaluate.judges import THRESHOLD, Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
@@ -35,12 +35,12 @@ from ..constraints import Checked, Count, ListOf, Options, Parses, Registered
 from . import options as o
 
 EVAL_PROTOCOLS = PROTOCOLS + ("binary",)
-#: generation-health keys copied into FoldMetrics and the summary (see health.generation_health)
-HEALTH_KEYS = ("refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate")
+#: generation-health keys copied into FoldMetrics and the summary: the registry's "health" group (see
+#: health.generation_health)
+HEALTH_KEYS = tuple(metrics_in("health"))
 
-METRICS = ("mc", "ce", "kl", "judge")
-FOLD_COLUMNS = ["Info acc", "True acc", "MC1", "MC2", "CE Loss", "KL wrt Orig"]
-SUMMARY_COLUMNS = ["True*Info", "True", "Info", "MC1", "MC2", "CE Loss", "KL wrt Orig"]
+#: what `evaluate_fold` can measure (the `--metrics` choices), not metric names: the MC task, CE, KL, judges
+MEASURES = ("mc", "ce", "kl", "judge")
 
 
 @dataclass
@@ -81,6 +81,9 @@ class FoldMetrics:
     degenerate_rate: float | None = None
 
 
+_FOLD_FIELDS = {f.name for f in dataclasses.fields(FoldMetrics)}
+
+
 @dataclass
 class FoldResult:
     metrics: FoldMetrics
@@ -95,7 +98,7 @@ def _mean(xs) -> float | None:
 
 
 def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int = 0, protocol: str = "truthfulqa",
-                  metrics: Sequence[str] = METRICS, truth_judge: Judge | None = None, info_judge: Judge | None = None,
+                  metrics: Sequence[str] = MEASURES, truth_judge: Judge | None = None, info_judge: Judge | None = None,
                   intervention: InterventionFactory | None = None, reference=None,
                   lm_result: LMMetrics | None = None, lm_texts: Sequence[str] | None = None,
                   lm_source: str = "boolq", n_docs: int = 100, max_tokens: int = 128, data_dir=None,
@@ -108,9 +111,9 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
     intervention) is the original model for KL. `lm_result` reuses CE/KL computed elsewhere (they do
     not depend on the fold). Judging needs the answers, so "judge" implies generation.
     """
-    bad = set(metrics) - set(METRICS)
+    bad = set(metrics) - set(MEASURES)
     if bad:
-        raise ValueError(f"unknown metrics {sorted(bad)}; choose from {', '.join(METRICS)}")
+        raise ValueError(f"unknown metrics {sorted(bad)}; choose from {', '.join(MEASURES)}")
     by_index = {it.index: it for it in items}
     indices = sorted(by_index) if indices is None else list(indices)
     sel = [by_index[i] for i in indices]
@@ -163,7 +166,7 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
         qs, ans = [a.question for a in answers], [a.answer for a in answers]
         fm.health = generation_health(ans)
         for k in HEALTH_KEYS:
-            setattr(fm, k, fm.health[k])
+            setattr(fm, k, fm.health.get(k))
         say(f"fold {fold}: judging {len(ans)} answers")
         for judge, attr in ((truth_judge, "true"), (info_judge, "info")):
             if judge is None:
@@ -182,43 +185,34 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
 def summarize(folds: Sequence[FoldMetrics]) -> dict:
     """Means over folds. `true_info` = mean True x mean Info (the ITI tables' convention);
     `true_info_per_answer` = mean over folds of the rate of answers both true and informative."""
-    s = {"mc1": _mean([f.mc1 for f in folds]), "mc2": _mean([f.mc2 for f in folds]),
-         "ce_loss": _mean([f.ce_loss for f in folds]), "kl": _mean([f.kl for f in folds]),
-         "true": _mean([f.true for f in folds]), "info": _mean([f.info for f in folds])}
-    s["true_info"] = true_info(s["true"], s["info"])
-    s["true_info_per_answer"] = _mean([f.true_info_per_answer for f in folds])
-    for k in HEALTH_KEYS:
-        s[k] = _mean([getattr(f, k) for f in folds])
+    s = {k: _mean([getattr(f, k, None) for f in folds]) for k in METRICS if k in _FOLD_FIELDS or k in HEALTH_KEYS}
+    s["true_info"] = true_info(s.get("true"), s.get("info"))
     variants = [v for f in folds if f.binary for v in f.binary]
     for v in dict.fromkeys(variants):
         s[metric_name(v)] = _mean([f.binary.get(v) for f in folds if f.binary])
     return {k: v for k, v in s.items() if v is not None}
 
 
-def _fmt(v, pct: bool) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{100 * v:.2f}" if pct else f"{v:.4f}"
+def fold_columns() -> list[str]:
+    """The per-fold table's titles: "fold", then the registry's fold columns (`metrics.TABLES["fold"]`)."""
+    return ["fold"] + [column_label(k) for k in columns("fold")]
 
 
 def fold_table_rows(folds: Sequence[FoldMetrics]) -> list[list[str]]:
-    """Rows for the per-fold table (columns FOLD_COLUMNS; rates in %)."""
-    return [[str(f.fold), _fmt(f.info, True), _fmt(f.true, True), _fmt(f.mc1, True), _fmt(f.mc2, True),
-             _fmt(f.ce_loss, False), _fmt(f.kl, False)] for f in folds]
+    """Rows for the per-fold table (`fold_columns`; rates in %)."""
+    return [[str(f.fold)] + [fmt(k, getattr(f, k, None), percent=True) for k in columns("fold")] for f in folds]
 
 
 def summary_line(summary: dict) -> str:
-    """`True*Info, True, Info, MC1, MC2, CE Loss, KL wrt Orig`, the binary variants and the answers' health,
-    each labelled (both True*Info conventions), leaving out what the run did not measure."""
-    named = [("true_info", "True*Info (product of fold means)", True), ("true_info_per_answer",
-             "True*Info (per-answer rate)", True), ("true", "True", True), ("info", "Info", True),
-             ("mc1", "MC1", True), ("mc2", "MC2", True), ("ce_loss", "CE Loss", False), ("kl", "KL wrt Orig", False)]
-    named += [(k, label(k), True) for k in summary if k.startswith("binary_")]
-    parts = [f"{name} {_fmt(summary[k], pct)}" for k, name, pct in named if summary.get(k) is not None]
-    health = [("refusal_rate", "refusals", True), ("distinct_2", "distinct-2", False),
-              ("mean_longest_repeat", "longest repeat", False), ("mean_words", "words", False),
-              ("degenerate_rate", "degenerate", True)]
-    hs = [f"{name} {_fmt(summary[k], pct)}{'%' if pct else ''}" for k, name, pct in health if summary.get(k) is not None]
+    """The targets, CE/KL and binary variants, then the answers' health, each under its compact title (rates
+    in %; a product of fold means says so, beside the per-answer rate), leaving out what the run did not measure."""
+    def title(k: str) -> str:
+        m = METRICS[k]
+        return m.short + (" (product of fold means)" if m.folds == "product-of-means" else "")
+
+    parts = [f"{title(k)} {fmt(k, summary[k], percent=True)}" for k in columns("line", [summary])]
+    hs = [f"{METRICS[k].short} {fmt(k, summary[k], percent=True)}{'%' if METRICS[k].percent else ''}"
+          for k in HEALTH_KEYS if summary.get(k) is not None]
     return ", ".join(parts) + ("; answers: " + ", ".join(hs) if hs else "")
 
 
@@ -244,7 +238,7 @@ class EvalConfig(Checked):
     """Every option of a plain evaluation (recorded in config.json and results.json)."""
 
     _constraints = {"model": o.MODEL, "protocol": [Options(EVAL_PROTOCOLS)],
-                    "metrics": [ListOf([Options(METRICS)], unique=True)], "judge": o.JUDGE, "folds": o.FOLDS,
+                    "metrics": [ListOf([Options(MEASURES)], unique=True)], "judge": o.JUDGE, "folds": o.FOLDS,
                     "seed": o.SEED, "limit": o.LIMIT, "instruction": [Registered(_instructions, "instruction")],
                     "gen_style": [Options(("original", "chat"))], "max_new_tokens": o.COUNT, "lm_source": o.MODEL,
                     "n_docs": o.COUNT, "max_tokens": [Count(2)],
@@ -255,7 +249,7 @@ class EvalConfig(Checked):
 
     model: str = "smollm2"
     protocol: str = "truthfulqa"
-    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    metrics: list[str] = field(default_factory=lambda: list(MEASURES))
     judge: str = "local"
     folds: int = 2
     seed: int = 0
@@ -279,13 +273,12 @@ class EvalOutput:
     judges: dict
 
     def headline(self) -> dict:
-        return {k: self.summary[k] for k in ("true_info", "mc1", "mc2", "binary_loglik_truthfulqa",
-                                             "binary_ab_average") if k in self.summary}
+        return {k: self.summary[k] for k in headlines("target", "lm", "binary") if k in self.summary}
 
     def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
         """The per-fold table (rates in %) and, for the binary protocol, the variants over all questions."""
         c = self.config
-        out = [(f"TruthfulQA {c.revision} ({c.protocol} protocol) on {c.model}, per fold", ["fold"] + FOLD_COLUMNS,
+        out = [(f"TruthfulQA {c.revision} ({c.protocol} protocol) on {c.model}, per fold", fold_columns(),
                 fold_table_rows([f.metrics for f in self.folds]))]
         binary = self.results_json().get("binary")
         if binary:

@@ -17,9 +17,6 @@ from typing import Any, Iterable
 
 from .. import metrics as _metrics
 
-# TruthfulQA metric keys -> the column names the ITI paper's tables use
-METRIC_LABELS = {k: _metrics.label(k) for k in ("info", "true", "mc1", "mc2", "ce_loss", "kl", "true_info",
-                                                "true_info_per_answer")}
 
 
 @dataclass
@@ -219,10 +216,12 @@ def records_table(page: Page, records: list[dict], keys: tuple, caption: str, la
     order they first appear (TruthfulQA metrics first, under their paper labels unless `labels` is off)."""
     if not records:
         return
+    first = _metrics.columns("results")  # the TruthfulQA metrics, under the ITI paper's column names
     rest = list(dict.fromkeys(k for r in records for k in r if k not in keys))
-    cols = list(keys) + [k for k in METRIC_LABELS if k in rest] + [k for k in rest if k not in METRIC_LABELS]
+    cols = list(keys) + [k for k in first if k in rest] + [k for k in rest if k not in first]
     cols = [c for c in cols if c in keys or any(num(r.get(c)) for r in records)]
-    table(page, [METRIC_LABELS.get(c, c) for c in cols] if labels else cols, [[r.get(c) for c in cols] for r in records],
+    table(page, [_metrics.column_label(c) if c in first else c for c in cols] if labels else cols,
+          [[r.get(c) for c in cols] for r in records],
           caption=caption, note=note)
 
 

@@ -7,11 +7,7 @@ from typing import Sequence
 
 from ... import metrics as _metrics
 from .. import plots
-from ..page import METRIC_LABELS, Page, img, num, records_table, table
-
-#: side-effect metrics (veracity.experiments.side_effects), in the order the gain tables show them
-SIDE_EFFECT_KEYS = ("sycophancy_flip_rate", "sycophancy_to_opinion", "boolq_accuracy", "honest_score", "refusal_rate",
-                    "distinct_2", "mean_words", "degenerate_rate")
+from ..page import Page, img, num, records_table, table
 
 
 def series_tables(page: Page, series: dict[str, dict], layers: Sequence, what: str, stats: dict[str, int]) -> None:
@@ -41,7 +37,7 @@ def fold_tables(page: Page, folds: list[dict], summary: dict) -> None:
 def summary_table(page: Page, summary: dict, caption: str) -> None:
     """One row of fold means; says which True*Info is which when both are there."""
     if summary:
-        both = [k for k in ("true_info", "true_info_per_answer") if k in summary]
+        both = [k for k in _metrics.METRICS if k in summary and _metrics.label(k).startswith("True*Info")]
         records_table(page, [summary], (), caption,
                       note="True*Info is given as " + ", ".join(both) + " (the product of fold means is the ITI "
                            "paper's convention; the per-answer rate counts answers both true and informative)"
@@ -61,13 +57,16 @@ def answers_table(page: Page, rows: list[dict], title: str) -> None:
           [[answer(r.get(keys[i])) if i in (1, 2) else r.get(keys[i]) for i in keep] for r in rows], caption=title)
 
 
-def gain_vs_side_effects(rows: list[dict], base: dict, targets: tuple = ("mc2", "true_info")) -> tuple[list, list]:
-    """(columns, rows): per row, its change from `base` in each target metric and in each side effect
-    (the same sign convention for all: row - base), for the rows that carry a side effect."""
-    keys = [k for k in SIDE_EFFECT_KEYS if num(base.get(k)) and any(num(r.get(k)) for r in rows)]
+def gain_vs_side_effects(rows: list[dict], base: dict, targets: tuple | None = None) -> tuple[list, list]:
+    """(columns, rows): per row, its change from `base` in each target metric (default: the comparison's
+    headline targets, MC2 and True*Info) and in each side effect (`metrics.TABLES["side_effects"]`; the same
+    sign convention for all: row - base), for the rows that carry a side effect."""
+    if targets is None:
+        targets = tuple(k for k in _metrics.columns("compare") if k in _metrics.headlines("target"))
+    keys = [k for k in _metrics.columns("side_effects") if num(base.get(k)) and any(num(r.get(k)) for r in rows)]
     tks = [k for k in targets if num(base.get(k)) and any(num(r.get(k)) for r in rows)]
     if not keys or not tks:
         return [], []
-    cols = [f"Δ {METRIC_LABELS.get(k, _metrics.label(k))}" for k in tks + keys]
+    cols = [f"Δ {_metrics.label(k)}" for k in tks + keys]
     out = [[(float(r[k]) - float(base[k])) if num(r.get(k)) else None for k in tks + keys] for r in rows]
     return cols, out

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from ... import metrics as _metrics
 from .. import plots
-from ..page import METRIC_LABELS, Page, Run, fmt, img, num, records_table
+from ..page import Page, Run, fmt, img, num, records_table
 from .common import summary_table
 
-# metrics drawn as heatmaps, in this order (those the grid has)
-_SHOWN = ("true_info", "mc2", "kl", "mc1", "true", "info", "ce_loss")
+
+def _shown() -> list[str]:
+    """The metrics drawn as heatmaps, in this order (those the grid has): the summary's, headlines first."""
+    return sorted(_metrics.columns("summary"), key=lambda m: m not in _metrics.headlines())
 
 
 def render(page: Page, run: Run) -> None:
@@ -23,12 +25,12 @@ def render(page: Page, run: Run) -> None:
     alphas = sorted({r["alpha"] for r in res.grid})
     ks = sorted({r["k"] for r in res.grid})
     cell = {(r["alpha"], r["k"]): r for r in res.grid}
-    for m in [m for m in _SHOWN if any(num(r.get(m)) for r in res.grid)]:
+    for m in [m for m in _shown() if any(num(r.get(m)) for r in res.grid)]:
         grid = [[cell.get((a, k), {}).get(m) for k in ks] for a in alphas]
         outline = [(i, j) for i, a in enumerate(alphas) if a == 0 for j in range(len(ks))]
         star = (alphas.index(res.best["alpha"]), ks.index(res.best["k"])) if res.best and m == res.metric else None
-        label = METRIC_LABELS.get(m, m)
-        unit = " (nats/token)" if m in ("kl", "ce_loss") else " (fraction)"
+        label = _metrics.label(m)
+        unit = f" ({_metrics.METRICS[m].unit})"
         t = (f"{label} by alpha and K (mean over folds)" + ("; alpha = 0 baseline in dashed boxes" if outline else "")
              + ("; best starred" if star else ""))
         img(page, plots.heatmap(grid, xlabel="K (number of intervened heads)", ylabel="alpha (shift in sigmas)",
