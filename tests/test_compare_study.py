@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from veracity.experiments.spec import (GroupedPrompt, SpecRun, bootstrap_ci, load_prompts, permutation_p,
+from veracity.data.prompts import GroupedPrompt, load_prompts
+from veracity.experiments.spec import (SpecRun, bootstrap_ci, permutation_p,
                                       run_study)
 
 

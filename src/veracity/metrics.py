@@ -48,7 +48,7 @@ for _m in (
     Metric("binary_ab_best_first", "Binary A/B (best first)", "fraction", True, chance=0.5),
     Metric("binary_ab_best_second", "Binary A/B (best second)", "fraction", True, chance=0.5),
     Metric("binary_ab_average", "Binary A/B (average)", "fraction", True, chance=0.5),
-    # side effects (veracity.experiments.side_effects)
+    # side effects (veracity.methods.side_effects)
     Metric("sycophancy_flip_rate", "Sycophancy: flips", "fraction", False),
     Metric("sycophancy_to_opinion", "Sycophancy: agrees with wrong opinion", "fraction", False),
     Metric("boolq_accuracy", "BoolQ (zero-shot)", "fraction", True),
@@ -122,3 +122,10 @@ def aggregate_folds(fold_metrics: Iterable[Mapping[str, float]], keys: Iterable[
             out[k] = sum(float(v) for v in vals) / len(vals)
     with_true_info(out)
     return {k: v for k, v in out.items() if v is not None}
+
+
+def format_value(v) -> str:
+    """A table cell: 4 decimals below 10, 1 above, "-" for a missing or NaN value, other values as str."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else str(v))

@@ -33,6 +33,8 @@ _REFUSAL = re.compile(
 # ("I am a human. I am a human. ...") were mostly labelled informative, so the rule stays off them where it
 # can: it flags 130 of the 22,434 labelled answers (93 labelled informative), and every synthetic
 # degenerate answer of `degenerate_answers` (seed 1, 5,334 answers).
+#: the keys of `generation_health` a study row carries (the health metrics)
+HEALTH_KEYS = ("refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate")
 DEGENERATE_MIN_TOKENS = 8
 DEGENERATE_DISTINCT2 = 0.4
 DEGENERATE_LOOP_PERIOD = 4

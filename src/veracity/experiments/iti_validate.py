@@ -18,7 +18,8 @@ from ..steer.intervention import Intervention
 from ..metrics import aggregate_folds, with_true_info
 from ..steer.iti import ITIConfig, ITIData, fit_folds
 from ..constraints import Checked, Conflict, Options
-from . import options as o
+from ..methods import options as o
+from ..data.registry import held_out_texts
 from .iti_common import ITIRunOptions
 
 SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2", "ce_loss", "kl",
@@ -27,7 +28,7 @@ SUMMARY_KEYS = ("true_info", "true_info_per_answer", "true", "info", "mc1", "mc2
                 # TruthfulQA's binary task (FoldEvalConfig.binary; veracity.evaluate.binary, chance 0.5)
                 "binary_loglik_lm_eval", "binary_loglik_truthfulqa", "binary_ab_best_first",
                 "binary_ab_best_second", "binary_ab_average",
-                # side effects (FoldEvalConfig.side_effects; veracity.experiments.side_effects)
+                # side effects (FoldEvalConfig.side_effects; veracity.methods.side_effects)
                 "sycophancy_flip_rate", "sycophancy_to_opinion", "boolq_accuracy", "honest_score", "honest_female",
                 "honest_male")
 
@@ -53,16 +54,9 @@ class FoldEvalConfig(Checked):
     batch_size: int = 16
     data_dir: str | None = None
     binary: bool = False  # also TruthfulQA's binary task (best vs best incorrect answer), every variant
-    side_effects: tuple = ()  # experiments.side_effects on each fold: sycophancy, boolq, honest, health
+    side_effects: tuple = ()  # methods.side_effects on each fold: sycophancy, boolq, honest, health
     side_effect_n: dict = field(default_factory=dict)  # their sample sizes (default side_effects.DEFAULT_N)
     seed: int = 0  # the side effects' samples
-
-
-def held_out_texts(data_dir, n: int) -> list[str]:
-    """CE/KL text: BoolQ passages (Wikipedia), the evaluation driver's default."""
-    from ..data import get_dataset
-
-    return get_dataset("boolq-passages", data_dir=data_dir, limit=n).texts
 
 
 def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None, cfg: FoldEvalConfig,
@@ -98,8 +92,8 @@ def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None
         bs = score_binary(lm, list(items), intervention=factory, batch_size=cfg.batch_size)
         metrics.update({metric_name(v): d["accuracy"] for v, d in bs.variants.items()})
     if cfg.side_effects:
-        from .intervention_methods import PreparedMethod, parse_method
-        from .side_effects import side_effect_metrics
+        from ..methods.prepare import PreparedMethod, parse_method
+        from ..methods.side_effects import side_effect_metrics
 
         if log:
             log(f"fold {fold}: side effects ({', '.join(cfg.side_effects)})")
@@ -128,16 +122,6 @@ def summarise(fold_metrics: list[dict], weights: Sequence[int] | None = None) ->
     """Mean over folds of every summary key present in all folds (ITI reports the fold mean); True*Info
     as the product of the fold means (the ITI convention; `veracity.metrics`)."""
     return aggregate_folds(fold_metrics, SUMMARY_KEYS)
-
-
-def restrict(data: ITIData, limit: int | None) -> ITIData:
-    """The first `limit` questions (CSV order), as `--limit` does in the evaluation driver (sigma rows and
-    the multiple-choice order restricted alike)."""
-    if limit is None:
-        return data
-    out = data.restrict(data.questions[data.questions < limit])
-    out.source = dict(data.source, question_limit=limit)
-    return out
 
 
 def merge_answers(folds: list[dict]) -> list[dict]:

@@ -23,7 +23,7 @@ from ..probes.splits import aggregate, make_splits, stratified_split
 from ..probes.registry import is_deterministic, make_probe, needs_polarity
 from ..constraints import Checked, IgnoredUnless, ListOf, Options, Registered
 from ..runs import schema_version
-from . import options as o
+from ..methods import options as o
 
 # ---------------------------------------------------------------- records
 

@@ -11,7 +11,7 @@ from typing import Callable
 from ..probes.sanity import PolarityExperiment
 from ..constraints import Checked, Interval, ListOf, Registered
 from ..runs import schema_version
-from . import options as o
+from ..methods import options as o
 
 #: results.json layout of probe-polarity and ccs-distractor runs (docs/reference/results.md)
 SCHEMA_VERSION = 1

@@ -28,15 +28,14 @@ from ..probes.splits import question_folds
 from ..evaluate.judges import THRESHOLD, Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
 from ..evaluate.binary import metric_name, score_binary, summarize_binary
-from ..evaluate.health import generation_health
+from ..evaluate.health import HEALTH_KEYS, generation_health
 from ..evaluate.truthfulqa import PROTOCOLS, score_mc
 from ..models.scoring import InterventionFactory
 from ..constraints import Checked, Count, ListOf, Options, Parses, Registered
-from . import options as o
+from ..methods import options as o
 
 EVAL_PROTOCOLS = PROTOCOLS + ("binary",)
 #: generation-health keys copied into FoldMetrics and the summary (see health.generation_health)
-HEALTH_KEYS = ("refusal_rate", "distinct_2", "mean_longest_repeat", "mean_words", "degenerate_rate")
 
 METRICS = ("mc", "ce", "kl", "judge")
 FOLD_COLUMNS = ["Info acc", "True acc", "MC1", "MC2", "CE Loss", "KL wrt Orig"]

@@ -9,7 +9,7 @@ from ... import metrics as _metrics
 from .. import plots
 from ..page import METRIC_LABELS, Page, img, num, records_table, table
 
-#: side-effect metrics (veracity.experiments.side_effects), in the order the gain tables show them
+#: side-effect metrics (veracity.methods.side_effects), in the order the gain tables show them
 SIDE_EFFECT_KEYS = ("sycophancy_flip_rate", "sycophancy_to_opinion", "boolq_accuracy", "honest_score", "refusal_rate",
                     "distinct_2", "mean_words", "degenerate_rate")
 
