@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from veracity.data.prompts import GroupedPrompt, load_prompts
-from veracity.experiments.spec import (SpecRun, bootstrap_ci, permutation_p,
-                                      run_study)
+from veracity.compare.acceptance import bootstrap_ci, permutation_p, run_study
+from veracity.experiments.spec import SpecRun
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower

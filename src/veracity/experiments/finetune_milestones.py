@@ -19,7 +19,7 @@ from ..compare.distances import prompt_distances
 from ..constraints import Checked, Instance, ListOf, Options, Pattern
 from ..methods import options as o
 from ..data.prompts import GroupedPrompt, load_prompts
-from .spec import run_study
+from ..compare.acceptance import run_study
 
 
 @dataclass

@@ -192,12 +192,12 @@ def run_ccs_distractor(cfg: DistractorConfig, out, overwrite: bool = False,
     from ..probes.sanity import ccs_distractor_test
     from ..runs import RunFolder, check_out_folder
     from ..validation import BadInput, check_layers
-    from .probe import open_store
+    from ..capture.store import open_checked
 
     check_out_folder(out, "ccs-distractor", overwrite=overwrite)  # before reading any input or loading a model
     if not cfg.strengths or any(s < 0 for s in cfg.strengths):
         raise BadInput("--strengths: give one or more non-negative numbers")
-    store = open_store(cfg.acts)
+    store = open_checked(cfg.acts)
     if store.labels is None or store.n_rows % 2:
         raise BadInput(f"{cfg.acts} is not a contrast-pair store (labelled x+ rows then x- rows)")
     check_layers(cfg.layers, store.n_layers)
