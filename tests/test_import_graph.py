@@ -18,9 +18,6 @@ LEVEL = {"": 0, "validation": 0, "constraints": 0, "artifacts": 0, "outputs": 0,
 
 #: modules of experiments/ that several studies share (every other module there is one study)
 SHARED = {"__init__", "iti_common", "executors"}
-#: study -> study imports still to remove (the one fold evaluator and the split of two-concept modules, issue 26
-#: items 2 and 7); this list may only shrink: an entry that no longer exists fails the test
-KNOWN_STUDY_IMPORTS = {("iti_sweep", "iti_validate"), ("iti_validate", "truthfulqa")}
 
 
 def package_of(parts: list[str]) -> str:
@@ -210,11 +207,8 @@ def test_no_circle_of_files():
 
 def test_no_study_imports_another_study():
     found = study_imports(file_graph())
-    new = {k: v for k, v in found.items() if k not in KNOWN_STUDY_IMPORTS}
-    assert not new, "a study imports another study (give the shared piece a lower home): " + "; ".join(
-        f"{a} -> {b} at {w}" for (a, b), w in sorted(new.items()))
-    gone = KNOWN_STUDY_IMPORTS - set(found)
-    assert not gone, f"remove these from KNOWN_STUDY_IMPORTS, they are fixed: {sorted(gone)}"
+    assert not found, "a study imports another study (give the shared piece a lower home): " + "; ".join(
+        f"{a} -> {b} at {w}" for (a, b), w in sorted(found.items()))
 
 
 def test_the_checker_sees_a_planted_circle_and_study_import(tmp_path):

@@ -15,7 +15,7 @@ from veracity.cli.main import app
 from veracity.experiments.executors import RayExecutor
 from veracity.steer.iti import ITIConfig, load_iti_data
 from veracity.experiments.iti_sweep import run_sweep
-from veracity.experiments.iti_validate import FoldEvalConfig
+from veracity.methods.fold import FoldEvalConfig
 
 try:
     import ray

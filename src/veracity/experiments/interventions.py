@@ -402,7 +402,7 @@ def run_compare_interventions(cfg: CompareConfig, model: str, out: str | Path, d
     from ..data.truthfulqa import cross_revision_items
     from ..models import ModelNotAvailable, load
     from ..runs import RunFolder
-    from ..validation import BadInput, check_folds, check_num_heads
+    from ..validation import BadInput, check_folds
 
     try:
         specs = [parse_method(m) for m in cfg.methods]

@@ -28,7 +28,7 @@ from ..constraints import ListOf
 from ..methods import options as o
 from .iti_common import ITIRunOptions
 from ..data.registry import held_out_texts
-from .iti_validate import SUMMARY_KEYS, FoldEvalConfig, evaluate_intervention, summarise
+from ..methods.fold import SUMMARY_KEYS, FoldEvalConfig, evaluate_intervention, summarise
 
 
 
