@@ -37,7 +37,7 @@ from ..runs import open_results_db
 from ..constraints import Checked, Instance, ListOf, Options, Parses
 from ..methods import options as o
 from ..methods.evaluate import MethodEvalConfig, evaluate_prepared, load_judges
-from ..methods.prepare import MethodSettings, TrainedCache, check_revision_pair, parse_method, prepare_method
+from ..methods.prepare import DEFAULT_METHODS, MethodSettings, TrainedCache, check_revision_pair, parse_method, prepare_method
 
 METRICS = ("true_info", "true", "info", "mc1", "mc2", "ce_loss", "kl")
 COSTS = ("train_s", "iti_fit_s", "infer_s", "extra_infer_s", "prompt_tokens")
@@ -110,8 +110,7 @@ class CompareRunConfig(Checked):
     # same settings (CompareConfig.fixed), so --sft-steps before any lora-sft run is meaningful.
     _commands = ("compare-interventions",)
 
-    methods: list = field(default_factory=lambda: ["baseline", "instruction", "few-shot", "system", "lora-sft", "dpo",
-                                                   "iti", "few-shot+iti", "dpo+iti"])
+    methods: list = field(default_factory=lambda: list(DEFAULT_METHODS))
     folds: int = 2
     seed: int = 0
     limit: int | None = None
