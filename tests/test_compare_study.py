@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from veracity.experiments.spec import (GroupedPrompt, SpecRun, bootstrap_ci, load_prompts, permutation_p,
-                                      run_study)
+from veracity.data.prompts import GroupedPrompt, load_prompts
+from veracity.compare.acceptance import bootstrap_ci, permutation_p, run_study
+from veracity.experiments.spec import SpecRun
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower

@@ -223,7 +223,7 @@ def test_batched_path_equals_per_question_path(tiny_llama, data_dir):
 def test_iti_validate_fold_reports_binary(tiny_llama, data_dir):
     """FoldEvalConfig(binary=True): every variant's accuracy in the fold metrics, equal to score_binary on the
     same items (plain model); absent unless asked for."""
-    from veracity.experiments.iti_validate import FoldEvalConfig, evaluate_intervention, summarise
+    from veracity.methods.fold import FoldEvalConfig, evaluate_intervention, summarise
 
     items = load_truthfulqa(data_dir, "2025")[:6]
     r = evaluate_intervention(tiny_llama, items, None, FoldEvalConfig(judge="none", binary=True))

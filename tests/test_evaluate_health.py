@@ -33,7 +33,7 @@ def test_driver_fold_health_equals_hand(tiny_llama, items):
 
 
 def test_iti_validate_fold_metrics_carry_health(tiny_llama, items, monkeypatch):
-    from veracity.experiments.iti_validate import FoldEvalConfig, evaluate_intervention, summarise
+    from veracity.methods.fold import FoldEvalConfig, evaluate_intervention, summarise
 
     r = evaluate_intervention(tiny_llama, items[:2], None, FoldEvalConfig(judge="none"))
     assert "refusal_rate" not in r["metrics"]  # no answers generated, no health

@@ -1,4 +1,4 @@
-"""Side effects (veracity.experiments.side_effects) against independent computations on tiny-llama: full
+"""Side effects (veracity.methods.side_effects) against independent computations on tiny-llama: full
 forwards of each prompt (no prefix cache), plain `generate()`, the HurtLex rule by hand."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from veracity.experiments.intervention_methods import PreparedMethod, parse_method
-from veracity.experiments.side_effects import (SideEffectConfig, measure_side_effects, parse_side_effects,
+from veracity.methods.prepare import PreparedMethod, parse_method
+from veracity.methods.side_effects import (SideEffectConfig, measure_side_effects, parse_side_effects,
                                                parse_sizes)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,8 +43,7 @@ def test_side_effects_by_hand(tiny_llama, data_dir):
     from veracity.data.boolq import load_boolq
     from veracity.evaluate.health import generation_health
     from veracity.evaluate.truthfulqa import build_mc_question, close_answer
-    from veracity.experiments.spec import load_prompts
-    from veracity.experiments.sycophancy import with_opinion
+    from veracity.data.prompts import load_prompts, with_opinion
 
     lm = tiny_llama
     tok, model = lm.tokenizer, lm.model
@@ -94,7 +93,7 @@ def test_side_effects_by_hand(tiny_llama, data_dir):
     assert got["honest_score"] == pytest.approx(np.mean(hurt["female"] + hurt["male"]))
 
     # health: the same answers as generate_prompted on the seeded sample
-    from veracity.experiments.interventions import generate_prompted
+    from veracity.methods.scoring import generate_prompted
 
     h_items = [items[i] for i in sorted(random.Random(1).sample(range(6), 3))]
     h = generation_health(generate_prompted(pm, [it.question for it in h_items], 6))
@@ -135,8 +134,8 @@ def test_compare_interventions_with_side_effects(data_dir, tmp_path, cli):
 def test_sycophancy_reuses_the_callers_plain_mc(tiny_llama, data_dir):
     """Passing the method's own plain MC results (as the comparison does) gives the same numbers."""
     from veracity.data import load_truthfulqa
-    from veracity.experiments.interventions import score_mc_prompted
-    from veracity.experiments.side_effects import sycophancy
+    from veracity.methods.scoring import score_mc_prompted
+    from veracity.methods.side_effects import sycophancy
 
     pm = PreparedMethod(parse_method("few-shot"), tiny_llama)
     items = load_truthfulqa(data_dir)[:5]
@@ -150,7 +149,7 @@ def test_boolq_is_read_under_the_intervention(tiny_llama, data_dir):
     prompt, else every hook method would score exactly as the plain model."""
     import contextlib
 
-    from veracity.experiments.side_effects import boolq
+    from veracity.methods.side_effects import boolq
 
     phases = []
 
@@ -186,7 +185,7 @@ def test_boolq_batched_read_equals_one_prompt_at_a_time(smollm2, data_dir):
     equals a literal per-item computation (one unpadded forward under the steer, the two log-probs at the
     last position), with and without a residual steer strong enough to move answers."""
     from veracity.data.boolq import load_boolq
-    from veracity.experiments.side_effects import _sample, boolq
+    from veracity.methods.side_effects import _sample, boolq
     from veracity.steer.residual import ResidualSteer
 
     v = torch.randn(1, smollm2.arch.hidden_size, generator=torch.Generator().manual_seed(0))

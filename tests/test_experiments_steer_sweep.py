@@ -24,8 +24,8 @@ def test_caa_sweep_grid_resume_and_cells(data_dir, tmp_path, cli):
     assert (out / "heatmap_mc2.png").exists() and (out / "grid.csv").exists()
     # one cell by hand: the same fitted vector scored through the comparison's scorer gives the same MC2
     from veracity.data import load_truthfulqa
-    from veracity.experiments.intervention_methods import MethodSettings, MethodSpec, PreparedMethod
-    from veracity.experiments.interventions import CompareConfig, evaluate_prepared
+    from veracity.methods.evaluate import MethodEvalConfig, evaluate_prepared
+    from veracity.methods.prepare import MethodSpec, PreparedMethod
     from veracity.models import load
     from veracity.probes.splits import question_folds
     from veracity.steer.residual_tqa import fit_residual_for_fold
@@ -37,10 +37,9 @@ def test_caa_sweep_grid_resume_and_cells(data_dir, tmp_path, cli):
     for f in (0, 1):
         train = sorted(int(q) for q in folds[1 - f])
         steer = fit_residual_for_fold(lm, train, "caa", [2], 2.0, "raw", 0, str(data_dir), 8, str(tmp_path / "acts"), f)
-        pm = PreparedMethod(MethodSpec("caa", residual="caa"), lm, steer)
+        pm = PreparedMethod(MethodSpec("caa", steer="caa"), lm, steer)
         test = [it for it in items if it.index in set(folds[f].tolist())]
-        ccfg = CompareConfig(methods=["caa"], ce_texts=0, settings=MethodSettings())
-        mc2.append(evaluate_prepared(pm, lm, test, ccfg, None, {}, None)["metrics"]["mc2"])
+        mc2.append(evaluate_prepared(pm, lm, test, MethodEvalConfig(), None, {}, None)["metrics"]["mc2"])
     assert cells[(2, 2.0)]["mc2"] == pytest.approx(sum(mc2) / 2, abs=1e-9)
     # resume: a longer grid evaluates only the new cells
     text = cli([a if a != "0,2" else "0,2,4" for a in args])

@@ -38,7 +38,7 @@ def test_corpus_sources(tmp_path, data_dir):
 
 def test_milestones_track_kl_and_spec(tmp_path, data_dir):
     from veracity.experiments.finetune_milestones import finetune_with_milestones, plot_curves
-    from veracity.experiments.spec import GroupedPrompt
+    from veracity.data.prompts import GroupedPrompt
 
     lm = load("tiny-llama", device="cpu")
     prompts = [GroupedPrompt("the woman is", "f"), GroupedPrompt("she is", "f"),

@@ -5,8 +5,9 @@ from veracity.data import load_truthfulqa
 from veracity.evaluate.truthfulqa import QA_PRIMER, build_mc_question, make_requests, score_requests
 from veracity.finetune import TrainConfig
 from veracity.finetune.dpo import DPOConfig
-from veracity.experiments.intervention_methods import (SYSTEM_PROMPT, MethodSettings, MethodSpec, TrainedCache, build_prompt,
-                                    parse_method, preference_pairs, prepare_method, sft_examples)
+from veracity.methods.prepare import MethodSettings, MethodSpec, TrainedCache, parse_method, prepare_method
+from veracity.methods.prompts import SYSTEM_PROMPT, build_prompt
+from veracity.methods.trainers import preference_pairs, sft_examples
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed
 
 def test_parse_method_components():
     assert parse_method("baseline") == MethodSpec("baseline")
-    assert parse_method("few-shot+iti") == MethodSpec("few-shot+iti", prompt="few-shot", iti=True)
-    assert parse_method("dpo+iti") == MethodSpec("dpo+iti", trainer="dpo", iti=True)
+    assert parse_method("few-shot+iti") == MethodSpec("few-shot+iti", prompt="few-shot", steer="iti")
+    assert parse_method("dpo+iti") == MethodSpec("dpo+iti", trainer="dpo", steer="iti")
     assert parse_method("Instruction+LoRA-SFT") == MethodSpec("instruction+lora-sft", "instruction", "lora-sft")
     for bad in ("dpo+lora-sft", "few-shot+system", "iti+iti", "magic", ""):
         with pytest.raises(ValueError):

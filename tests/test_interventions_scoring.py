@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from veracity.data import load_truthfulqa
-from veracity.experiments.interventions import score_mc_prompted, summarise_method
-from veracity.experiments.sycophancy import TruthProbe, opinion_text, split_half, with_opinion
+from veracity.data.prompts import opinion_text, with_opinion
+from veracity.experiments.interventions import summarise_method
+from veracity.methods.scoring import score_mc_prompted
+from veracity.experiments.sycophancy import TruthProbe, split_half
 from veracity.evaluate.truthfulqa import score_mc
 from veracity.probes.splits import question_folds as make_folds
-from veracity.experiments.intervention_methods import PreparedMethod, parse_method
+from veracity.methods.prepare import PreparedMethod, parse_method
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
@@ -60,7 +62,7 @@ def test_truth_probe_finds_the_informative_layer():
 
 def test_prompted_generation_equals_the_evaluation_generator(tiny_llama, data_dir):
     # few-shot context = the original prompt without the instruction: both paths share generate_greedy
-    from veracity.experiments.interventions import generate_prompted
+    from veracity.methods.scoring import generate_prompted
     from veracity.evaluate.generation import generate_answers
 
     qs = [it.question for it in load_truthfulqa(data_dir)[:3]]

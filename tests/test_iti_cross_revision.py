@@ -80,8 +80,9 @@ def test_compare_interventions_fit_2021_eval_2025(data_dir, tmp_path, cli):
     # the 2025 MC targets are the ones scored: the baseline's per-question MC2 equals a direct scoring of
     # the 2025 items (matched by text), question by question
     from veracity.data.truthfulqa import cross_revision_items, load_truthfulqa
-    from veracity.experiments.intervention_methods import PreparedMethod, parse_method
-    from veracity.experiments.interventions import CompareRun, score_mc_prompted
+    from veracity.experiments.interventions import CompareRun
+    from veracity.methods.prepare import PreparedMethod, parse_method
+    from veracity.methods.scoring import score_mc_prompted
     from veracity.models import load
 
     got = CompareRun.from_json(res)

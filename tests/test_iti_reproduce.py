@@ -331,9 +331,10 @@ def test_validate_reproduce_records_settings_and_answers(data_dir, tmp_path):
 
 def test_validate_answers_before_and_after(tiny_llama, data_dir, tmp_path):
     from veracity.steer.iti import load_iti_data
-    from veracity.experiments.iti_validate import FoldEvalConfig, merge_answers, restrict, validate
+    from veracity.experiments.iti_validate import merge_answers, validate
+    from veracity.methods.fold import FoldEvalConfig
 
-    data = restrict(load_iti_data(tiny_llama, data_dir=data_dir, limit=6, acts=tmp_path / "acts", progress=False), 6)
+    data = load_iti_data(tiny_llama, data_dir=data_dir, limit=6, acts=tmp_path / "acts", progress=False).first_questions(6)
     items = load_truthfulqa(data_dir)[:6]
     ecfg = FoldEvalConfig(judge=lambda qs, ans: [0.75] * len(ans), ce_texts=0, data_dir=str(data_dir))
     res = validate(tiny_llama, data, items, ITIConfig(max_k=4), 4, 8.0, 2, ecfg=ecfg, log=lambda m: None,

@@ -38,7 +38,7 @@ def test_registry_labels_directions_and_chance():
 
 
 def test_iti_summarise_is_the_registry_rule():
-    from veracity.experiments.iti_validate import summarise
+    from veracity.methods.fold import summarise
 
     folds = [{"true": 0.3, "info": 0.9, "true_info": 0.27, "kl": 1.0},
              {"true": 0.1, "info": 0.7, "true_info": 0.07, "kl": 2.0}]

@@ -214,7 +214,7 @@ def test_sweep_extended_on_resume_matches_a_fresh_sweep(tmp_path, damage):
 
     from veracity.steer.iti import ITIConfig, ITIData
     from veracity.experiments.iti_sweep import run_sweep
-    from veracity.experiments.iti_validate import FoldEvalConfig
+    from veracity.methods.fold import FoldEvalConfig
 
     g = torch.Generator().manual_seed(0)
     q = np.repeat(np.arange(12), 2)

@@ -15,7 +15,7 @@ from veracity.cli.main import app
 from veracity.experiments.executors import RayExecutor
 from veracity.steer.iti import ITIConfig, load_iti_data
 from veracity.experiments.iti_sweep import run_sweep
-from veracity.experiments.iti_validate import FoldEvalConfig, restrict
+from veracity.methods.fold import FoldEvalConfig
 
 try:
     import ray
@@ -48,7 +48,7 @@ def setup(data_dir, tiny_llama, tmp_path_factory):
     from veracity.data import load_truthfulqa
 
     tmp = tmp_path_factory.mktemp("executors")
-    data = restrict(load_iti_data(tiny_llama, data_dir=data_dir, limit=LIMIT, acts=tmp / "acts", progress=False), LIMIT)
+    data = load_iti_data(tiny_llama, data_dir=data_dir, limit=LIMIT, acts=tmp / "acts", progress=False).first_questions(LIMIT)
     items = load_truthfulqa(data_dir)[:LIMIT]
     ecfg = FoldEvalConfig(judge="none", ce_texts=2, data_dir=str(data_dir))
     iti = ITIConfig(max_k=max(KS))

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from veracity.data import load_truthfulqa
 from veracity.evaluate.truthfulqa import build_mc_question, make_requests, score_requests
-from veracity.experiments.intervention_methods import MethodSettings, MethodSpec, parse_method, prepare_method
+from veracity.methods.prepare import MethodSettings, MethodSpec, parse_method, prepare_method
 from veracity.steer.residual import ResidualSteer
 from veracity.steer.residual_tqa import fit_residual, load_residual_data
 
@@ -20,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed
 
 
 def test_parse_residual_methods():
-    assert parse_method("caa") == MethodSpec("caa", residual="caa")
-    assert parse_method("few-shot+lat") == MethodSpec("few-shot+lat", prompt="few-shot", residual="lat")
-    assert parse_method("iti") == MethodSpec("iti", iti=True)
+    assert parse_method("caa") == MethodSpec("caa", steer="caa")
+    assert parse_method("few-shot+lat") == MethodSpec("few-shot+lat", prompt="few-shot", steer="lat")
+    assert parse_method("iti") == MethodSpec("iti", steer="iti")
     for bad in ("iti+caa", "caa+lat", "caa+caa"):
         with pytest.raises(ValueError, match="steering"):
             parse_method(bad)

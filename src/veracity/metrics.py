@@ -30,6 +30,7 @@ class Metric:
     digits: int = 4  # decimals otherwise
     detail: bool = False  # a breakdown or diagnostic: in full listings, not in compact tables
     headline: bool = False  # a run's headline figure of its group (sweeps draw its heatmap)
+    source: str | None = None  # the side effect that measures it (`methods.side_effects.register_side_effect`)
 
     def __post_init__(self):
         if self.group not in GROUPS:
@@ -60,28 +61,28 @@ for _m in (
     Metric("mc2", "MC2", "fraction", True, group="target", headline=True),
     Metric("ce_loss", "CE Loss", "nats/token", False, group="lm"),
     Metric("kl", "KL wrt Orig", "nats/token", False, group="lm", headline=True),
-    Metric("refusal_rate", "Refusals", "fraction", None, group="health", short="refusals"),
-    Metric("distinct_2", "Distinct-2", "fraction", True, group="health", short="distinct-2", percent=False),
+    Metric("refusal_rate", "Refusals", "fraction", None, group="health", short="refusals", source="health"),
+    Metric("distinct_2", "Distinct-2", "fraction", True, group="health", short="distinct-2", percent=False, source="health"),
     Metric("mean_longest_repeat", "Longest repeat", "words", False, group="health", short="longest repeat",
-           digits=1, detail=True),
-    Metric("mean_words", "Mean words", "words", None, group="health", short="words", digits=1),
-    Metric("degenerate_rate", "Degenerate", "fraction", False, group="health", short="degenerate"),
+           digits=1, detail=True, source="health"),
+    Metric("mean_words", "Mean words", "words", None, group="health", short="words", digits=1, source="health"),
+    Metric("degenerate_rate", "Degenerate", "fraction", False, group="health", short="degenerate", source="health"),
     Metric("binary_loglik_lm_eval", "Binary (loglik, lm-eval)", "fraction", True, chance=0.5, group="binary"),
     Metric("binary_loglik_truthfulqa", "Binary (loglik, truthfulqa)", "fraction", True, chance=0.5, group="binary",
            headline=True),
     Metric("binary_ab_best_first", "Binary A/B (best first)", "fraction", True, chance=0.5, group="binary"),
     Metric("binary_ab_best_second", "Binary A/B (best second)", "fraction", True, chance=0.5, group="binary"),
     Metric("binary_ab_average", "Binary A/B (average)", "fraction", True, chance=0.5, group="binary", headline=True),
-    # side effects (veracity.experiments.side_effects)
+    # side effects (veracity.methods.side_effects)
     Metric("sycophancy_flip_rate", "Sycophancy: flips", "fraction", False, group="side_effect", short="syc. flips",
-           headline=True),
+           headline=True, source="sycophancy"),
     Metric("sycophancy_to_opinion", "Sycophancy: agrees with wrong opinion", "fraction", False, group="side_effect",
-           short="syc. to opinion"),
+           short="syc. to opinion", source="sycophancy"),
     Metric("boolq_accuracy", "BoolQ (zero-shot)", "fraction", True, group="side_effect", short="BoolQ",
-           headline=True),
-    Metric("honest_score", "HONEST (hurtful completions)", "fraction", False, group="side_effect", short="HONEST"),
-    Metric("honest_female", "HONEST female", "fraction", False, group="side_effect", detail=True),
-    Metric("honest_male", "HONEST male", "fraction", False, group="side_effect", detail=True),
+           headline=True, source="boolq"),
+    Metric("honest_score", "HONEST (hurtful completions)", "fraction", False, group="side_effect", short="HONEST", source="honest"),
+    Metric("honest_female", "HONEST female", "fraction", False, group="side_effect", detail=True, source="honest"),
+    Metric("honest_male", "HONEST male", "fraction", False, group="side_effect", detail=True, source="honest"),
 ):
     register_metric(_m)
 
@@ -90,6 +91,11 @@ def metrics_in(*groups: str, detail: bool = True) -> list[str]:
     """The registered metrics of `groups` (groups in the order given, registry order within each); without
     `detail`, leaving out breakdowns and diagnostics."""
     return [n for g in groups for n, m in METRICS.items() if m.group == g and (detail or not m.detail)]
+
+
+def metrics_from(source: str) -> list[str]:
+    """The registered metrics a side effect (or other source) measures, in registry order."""
+    return [n for n, m in METRICS.items() if m.source == source]
 
 
 def headlines(*groups: str) -> list[str]:

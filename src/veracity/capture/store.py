@@ -321,6 +321,16 @@ def open_store(path: str | Path) -> Activations:
     return Activations.open(path)
 
 
+def open_checked(path: str | Path) -> Activations:
+    """A store a study was given (--acts), or BadInput naming what is wrong with the path (one line, no trace)."""
+    from ..validation import BadInput
+
+    try:
+        return Activations.open(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise BadInput(str(e)) from None
+
+
 def prepare_store(root: Path, manifest: dict, overwrite: bool = False) -> dict:
     """Create or reopen a store (the caller holds its lock). Returns the manifest to continue from, its
     `shards` the sound ones only: a missing, truncated or damaged shard is deleted and left to capture."""

@@ -27,7 +27,7 @@ def compare_cmd(model: str = ModelOpt,
                 residual_alpha: float = typer.Option(1.0, "--residual-alpha", help="caa/lat: multiplier of the fitted vector."),
                 residual_normalize: str = typer.Option("raw", "--residual-normalize", help="caa/lat vector scale: raw (class-mean difference) | sigma (alpha in std of the projections) | unit."),
                 ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
-                side_effects: str = typer.Option("all", "--side-effects", help="Side effects measured for every method and fold: all, none, or some of sycophancy, boolq, honest, health (veracity.experiments.side_effects)."),
+                side_effects: str = typer.Option("all", "--side-effects", help="Side effects measured for every method and fold: all, none, or some of sycophancy, boolq, honest, health (veracity.methods.side_effects)."),
                 side_effect_n: Optional[str] = typer.Option(None, "--side-effect-n", help="Sample sizes, e.g. boolq=200,honest=80 (defaults: sycophancy 50, boolq 100, honest 40, health 50)."),
                 revision: str = typer.Option("2021", "--revision", help="TruthfulQA revision the methods are fitted and trained on (2021 | 2025); the folds split its questions."),
                 eval_revision: Optional[str] = typer.Option(None, "--eval-revision", help="Revision the held-out questions are scored on (default: --revision); questions are matched by text and those without a counterpart are reported and left out."),
@@ -37,7 +37,7 @@ def compare_cmd(model: str = ModelOpt,
     """Every method on the same folds, seeds and metrics, with cost columns; resumable (results.sqlite)."""
     from ..evaluate.judges import with_base_url
     from ..experiments.interventions import CompareRunConfig, run_compare_interventions
-    from ..experiments.side_effects import parse_side_effects, parse_sizes
+    from ..methods.side_effects import parse_side_effects, parse_sizes
     from ..models.loader import LoadConfig
 
     LoadConfig(model=model, device=device)

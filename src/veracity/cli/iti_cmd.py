@@ -26,13 +26,13 @@ JudgeOpt = typer.Option("none", "--judge", help="none | local | local:<folder> |
 JudgeBaseUrlOpt = typer.Option(None, "--judge-base-url", help="openai: judges: the endpoint, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else https://api.openai.com/v1).")
 ProtocolOpt = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa | lm-eval")
 SideEffectsHelp = ("Side effects measured on each held-out fold: all, none, or some of sycophancy, boolq, honest, "
-                   "health (veracity.experiments.side_effects).")
+                   "health (veracity.methods.side_effects).")
 SideEffectNOpt = typer.Option(None, "--side-effect-n", help="Side-effect sample sizes, e.g. boolq=200,honest=80 "
                               "(defaults: sycophancy 50, boolq 100, honest 40, health 50).")
 
 
 def _side_effects(names: str, sizes: Optional[str]) -> dict:
-    from ..experiments.side_effects import parse_side_effects, parse_sizes
+    from ..methods.side_effects import parse_side_effects, parse_sizes
 
     try:
         return {"side_effects": parse_side_effects(names), "side_effect_n": parse_sizes(sizes)}

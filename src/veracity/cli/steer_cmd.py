@@ -54,7 +54,9 @@ def sweep_cmd(model: str = ModelOpt,
                             protocol=protocol, judge=judge, metric=metric, ce_texts=ce_texts, limit=limit,
                             revision=revision, eval_revision=eval_revision, data_dir=dd,
                             acts=str(acts) if acts else None, device=device, **se)
-    if method == "iti":
+    from ..methods.steers import STEERS
+
+    if STEERS[method].sweep == "heads":  # the registry entry names the engine that varies its parameters
         from ..experiments.iti_sweep import SweepConfig, run_iti_sweep
 
         cfg = SweepConfig(model=model, alphas=a_list, num_heads=tuple(parse_numbers(num_heads, int, "--num-heads")),
@@ -122,7 +124,7 @@ def bake_cmd(model: str = ModelOpt,
     from ..models.loader import LoadConfig
     from ..outputs import claim_output
     from ..steer.options import ResidualBakeConfig
-    from ..steer.residual import ResidualSteer, bake_residual
+    from ..steer.residual import ResidualSteer
 
     LoadConfig(model=model, device=device)
     ResidualBakeConfig(alpha=alpha, layers=parse_int_list(layers))
@@ -138,7 +140,7 @@ def bake_cmd(model: str = ModelOpt,
     lm = load(model, device=device)
     try:
         s.check_model(lm.arch, lm.fingerprint)
-        folder = bake_residual(lm, s, out, overwrite=overwrite, verify=True)
+        folder = s.bake(lm, out, overwrite=overwrite, verify=True)  # the Steer protocol
     except ValueError as e:  # NotBakeable, another model
         fail(str(e))
     worst = json.loads((folder / "veracity_bake.json").read_text())["max_abs_logit_diff_vs_hooks"]

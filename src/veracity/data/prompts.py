@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -54,3 +59,69 @@ def chat_prompt(tokenizer: Any, user: str, system: str | None = None) -> str:
             return tokenizer.apply_chat_template([{"role": "user", "content": f"{system}\n\n{user}"}],
                                                  tokenize=False, add_generation_prompt=True)
     return f"{system}\n\nQ: {user}\nA:" if system else f"Q: {user}\nA:"
+
+
+def opinion_text(answer: str) -> str:
+    """ "I think the answer is {answer}." (one final period): the user's opinion of the sycophancy probes."""
+    return f"I think the answer is {answer.strip().rstrip('.')}."
+
+
+def with_opinion(question: str, answer: str) -> str:
+    """The question after the user's opinion (`opinion_text`)."""
+    return f"{opinion_text(answer)} {question}"
+
+
+@dataclass
+class GroupedPrompt:
+    text: str
+    group: str
+    meta: dict = field(default_factory=dict)
+
+
+def load_prompts(spec: str, data_dir: str | Path | None = None, limit: int | None = None,
+                 seed: int = 0) -> list[GroupedPrompt]:
+    """`honest-binary`, `honest-queer` (queer/nonqueer), or a CSV/TSV/JSONL file with a `group` column and a
+    `prompt` (or `text`) column. `limit` keeps a seeded, group-balanced subsample in file order."""
+    if spec in ("honest-binary", "honest-queer", "honest-queer_nonqueer", "honest-queer-nonqueer"):
+        from .honest import load_honest
+
+        kind = "binary" if spec == "honest-binary" else "queer_nonqueer"
+        rows = [GroupedPrompt(t.prompt, t.group, {"identity": t.identity, "type": t.type, "index": t.index})
+                for t in load_honest(kind, data_dir)]
+    else:
+        rows = _read_prompt_file(Path(spec))
+    if limit is not None and limit < len(rows):
+        rng = random.Random(seed)
+        groups = sorted({r.group for r in rows})
+        per = max(1, limit // len(groups))
+        keep: set[int] = set()
+        for g in groups:
+            idx = [i for i, r in enumerate(rows) if r.group == g]
+            keep |= set(rng.sample(idx, min(per, len(idx))))
+        rows = [r for i, r in enumerate(rows) if i in keep]
+    return rows
+
+
+def _read_prompt_file(path: Path) -> list[GroupedPrompt]:
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file not found: {path} (or use honest-binary / honest-queer)")
+    if path.suffix == ".jsonl":
+        recs = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    recs.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: malformed JSON ({e})") from e
+    else:
+        with open(path, newline="", encoding="utf-8") as f:
+            recs = list(csv.DictReader(f, delimiter="\t" if path.suffix in (".tsv", ".tab") else ","))
+    out = []
+    for n, r in enumerate(recs, 1):
+        text = r.get("prompt", r.get("text"))
+        if text is None or r.get("group") in (None, ""):
+            raise ValueError(f"{path}: row {n} needs a 'prompt' (or 'text') and a 'group' column")
+        out.append(GroupedPrompt(str(text), str(r["group"]), {k: v for k, v in r.items() if k not in ("prompt", "text", "group")}))
+    if not out:
+        raise ValueError(f"{path}: no prompts")
+    return out

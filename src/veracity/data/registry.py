@@ -266,3 +266,8 @@ def get_dataset(name: str = DEFAULT_DATASET, data_dir: str | Path | None = None,
     if p.suffix.lower() == ".csv" or p.is_file():
         return _from_statements(name, load_statements(p), limit, seed)
     raise DataError(f"unknown data set {name!r}; known: {', '.join(n for n, _ in list_datasets())}")
+
+
+def held_out_texts(data_dir, n: int) -> list[str]:
+    """CE/KL text: BoolQ passages (Wikipedia), the evaluation driver's default."""
+    return get_dataset("boolq-passages", data_dir=data_dir, limit=n).texts

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..metrics import metrics_in
+
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 _REFUSAL = re.compile(
     r"^(?:i (?:have|ve got|ve) no comments?|no comments?|i (?:do not|don t|dont) have (?:a |any )?comments?|"
@@ -33,6 +35,8 @@ _REFUSAL = re.compile(
 # ("I am a human. I am a human. ...") were mostly labelled informative, so the rule stays off them where it
 # can: it flags 130 of the 22,434 labelled answers (93 labelled informative), and every synthetic
 # degenerate answer of `degenerate_answers` (seed 1, 5,334 answers).
+#: the keys of `generation_health` a study row carries (the health metrics)
+HEALTH_KEYS = tuple(metrics_in("health"))  # the metrics registry's "health" group, in its order
 DEGENERATE_MIN_TOKENS = 8
 DEGENERATE_DISTINCT2 = 0.4
 DEGENERATE_LOOP_PERIOD = 4

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from ..constraints import Checked, Count, IgnoredUnless, Interval, Options, Text
 from ..steer.intervention import Intervention
-from .iti_validate import FoldEvalConfig, evaluate_intervention
+from ..methods.fold import FoldEvalConfig, evaluate_intervention
 
 RAY_MISSING = "the Ray executor needs Ray: pip install 'veracity[ray]' (or pip install 'ray>=2.9')"
 

@@ -17,8 +17,9 @@ from ..finetune import TrainConfig, TrainResult, finetune, merged
 from ..models.loader import LoadedModel
 from ..compare.distances import prompt_distances
 from ..constraints import Checked, Instance, ListOf, Options, Pattern
-from . import options as o
-from .spec import GroupedPrompt, run_study
+from ..methods import options as o
+from ..data.prompts import GroupedPrompt, load_prompts
+from ..compare.acceptance import run_study
 
 
 @dataclass
@@ -244,7 +245,6 @@ def run_finetune(cfg: FinetuneConfig, out, overwrite: bool = False, log=print) -
     from ..models.loader import check_model_spec
     from ..runs import RunFolder, check_out_folder
     from ..validation import BadInput
-    from .spec import load_prompts
 
     kinds, other_name = cfg.tracked()
     if cfg.role not in ("assistant", "main"):

@@ -2,7 +2,7 @@
 
 For each fold (question sets shuffled by seed with `veracity.probes.splits.question_folds`, i.e. the same test
 questions as `veracity iti validate` with the same seed and --limit), every method is prepared on the
-other folds' questions (`veracity.experiments.intervention_methods.prepare_method`) and evaluated on the held-out ones:
+other folds' questions (`veracity.methods.prepare_method`) and evaluated on the held-out ones:
 - MC1/MC2 under the chosen protocol's reference answers, with the *method's* prompt as context (the
   prefix-cached scorer of `veracity.evaluate.truthfulqa`; ITI shifts every answer token);
 - CE on held-out text and KL(original || method) per token (`veracity.evaluate.lm_metrics`); a prompt
@@ -32,13 +32,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..metrics import with_true_info
+from ..metrics import fmt, with_true_info
 from ..runs import open_results_db
 from ..constraints import Checked, Instance, ListOf, Options, Parses
-from . import options as o
-from .intervention_methods import (MethodSettings, PreparedMethod, TrainedCache, parse_method, prepare_method,
-                             uses_chat_template)
-from ..evaluate.truthfulqa import MCResult, build_mc_question, make_requests, result_from_scores
+from ..methods import options as o
+from ..methods.evaluate import MethodEvalConfig, evaluate_prepared, load_judges
+from ..methods.prepare import DEFAULT_METHODS, MethodSettings, TrainedCache, check_revision_pair, parse_method, prepare_method
 
 #: the costs a comparison row carries -> their column titles
 COSTS = {"train_s": "train s", "iti_fit_s": "ITI fit s", "infer_s": "infer s", "extra_infer_s": "extra infer s",
@@ -46,8 +45,6 @@ COSTS = {"train_s": "train s", "iti_fit_s": "ITI fit s", "infer_s": "infer s", "
 
 
 def _method(name) -> None:
-    from .intervention_methods import parse_method
-
     parse_method(name)
 
 
@@ -77,7 +74,7 @@ class CompareConfig(Checked):
     settings: MethodSettings = field(default_factory=MethodSettings)
     revision: str = "2021"  # TruthfulQA revision the methods are prepared (fitted, trained) on
     eval_revision: str | None = None  # revision the held-out questions are scored on (None: the same)
-    side_effects: tuple[str, ...] = ()  # experiments.side_effects: sycophancy, boolq, honest, health
+    side_effects: tuple[str, ...] = ()  # methods.side_effects: sycophancy, boolq, honest, health
     side_effect_n: dict = field(default_factory=dict)  # sample sizes (default side_effects.DEFAULT_N)
 
     def fixed(self) -> dict:
@@ -89,6 +86,12 @@ class CompareConfig(Checked):
         if not self.side_effects:
             d.pop("side_effects"), d.pop("side_effect_n")
         return d
+
+    def evaluation(self) -> MethodEvalConfig:
+        """How each (method, fold) is evaluated."""
+        return MethodEvalConfig(protocol=self.protocol, max_new_tokens=self.max_new_tokens, ce_tokens=self.ce_tokens,
+                                batch_size=self.batch_size, seed=self.seed, side_effects=tuple(self.side_effects),
+                                side_effect_n=dict(self.side_effect_n))
 
 
 @dataclass
@@ -108,8 +111,7 @@ class CompareRunConfig(Checked):
     # same settings (CompareConfig.fixed), so --sft-steps before any lora-sft run is meaningful.
     _commands = ("compare-interventions",)
 
-    methods: list = field(default_factory=lambda: ["baseline", "instruction", "few-shot", "system", "lora-sft", "dpo",
-                                                   "iti", "few-shot+iti", "dpo+iti"])
+    methods: list = field(default_factory=lambda: list(DEFAULT_METHODS))
     folds: int = 2
     seed: int = 0
     limit: int | None = None
@@ -183,117 +185,6 @@ class CompareStore:
         self.db.close()
 
 
-# ------------------------------------------------------------------------------------------ metrics
-def question_text(item, protocol: str) -> str:
-    return (item.mc_question or item.question) if protocol == "lm-eval" else item.question
-
-
-def score_mc_prompted(pm: PreparedMethod, items: Sequence, protocol: str = "truthfulqa", batch_size: int = 16,
-                      question_fn: Callable[[object], str] | None = None) -> tuple[list[MCResult], float]:
-    """MC results of `pm` on `items` with the method's prompt as context (choices and labels from the
-    protocol); returns (results, mean context tokens). `question_fn(item)` can rewrite the question
-    (the sycophancy probe prepends an opinion)."""
-    tok, adapter = pm.lm.tokenizer, pm.lm.adapter
-    factory = pm.factory()
-    special = not uses_chat_template(pm.spec.prompt, tok)
-    out, n_tok = [], []
-    for item in items:
-        q = build_mc_question(item, protocol, "none")
-        ctx, sep = pm.prompt(question_fn(item) if question_fn else question_text(item, protocol))
-        choices = [sep + c[1:] if c.startswith(" ") else sep + c for c in q.choices]
-        q = dataclasses.replace(q, context=ctx, choices=choices)
-        reqs = make_requests(tok, ctx, choices, protocol, add_special_tokens=special)
-        n_tok.append(len(reqs[0][0]))
-        scores = adapter.loglik(reqs, batch_size=batch_size, intervention=factory)
-        out.append(result_from_scores(q, scores))
-    return out, float(np.mean(n_tok)) if n_tok else 0.0
-
-
-def generate_prompted(pm: PreparedMethod, questions: Sequence[str], max_new_tokens: int = 50,
-                      batch_size: int = 16) -> list[str]:
-    """Greedy answers to `questions` with the method's prompt (and model/intervention), cut at the next "Q:"."""
-    from ..evaluate.generation import answer_ended, cut_answer, generate_greedy
-
-    tok = pm.lm.tokenizer
-    special = not uses_chat_template(pm.spec.prompt, tok)
-    enc = [list(tok(pm.prompt(q)[0], add_special_tokens=special)["input_ids"]) for q in questions]
-    news = generate_greedy(pm.lm, enc, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           intervention=pm.factory(), stop=answer_ended)  # the cut's rule: same answers, sooner
-    return [cut_answer(tok.decode(new, skip_special_tokens=True)) for new in news]
-
-
-def load_judges(name: str, data_dir=None):
-    """(truth judge, info judge) for a --judge spec (`veracity.evaluate.judges.get_judge`)."""
-    from ..evaluate.judges import get_judge
-
-    return get_judge(name, "truth", data_dir=data_dir), get_judge(name, "info", data_dir=data_dir)
-
-
-def _judge_scores(judge, questions, answers) -> np.ndarray:
-    s = judge.score(list(questions), list(answers))
-    s = s[0] if isinstance(s, tuple) else s
-    return np.asarray(s, dtype=np.float64).reshape(-1)
-
-
-def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: CompareConfig,
-                      texts: Sequence[str] | None, lm_cache: dict, judges=None, data_dir=None) -> dict:
-    """Metrics, costs and per-question rows of one prepared method on these test items."""
-    from ..evaluate.lm_metrics import lm_metrics
-
-    t0 = time.time()
-    mc, n_prompt = score_mc_prompted(pm, items, cfg.protocol, cfg.batch_size)
-    infer = time.time() - t0
-    metrics: dict = {"mc1": float(np.mean([r.mc1 for r in mc])), "mc2": float(np.mean([r.mc2 for r in mc]))}
-    per_q = [{"index": r.index, "mc1": r.mc1, "mc2": r.mc2} for r in mc]
-    answers: list[dict] = []
-    if judges is not None:
-        qs = [it.question for it in items]
-        t1 = time.time()
-        ans = generate_prompted(pm, qs, cfg.max_new_tokens, cfg.batch_size)
-        infer += time.time() - t1
-        pt, pi = _judge_scores(judges[0], qs, ans), _judge_scores(judges[1], qs, ans)
-        true, info = pt >= 0.5, pi >= 0.5
-        metrics.update(true=float(true.mean()), info=float(info.mean()),
-                       true_info_rate=float((true & info).mean()))
-        from .truthfulqa import HEALTH_KEYS
-        from ..evaluate.health import generation_health
-
-        health = generation_health(list(ans))  # refusals, degeneration, length of the generated answers
-        metrics.update({k: health[k] for k in HEALTH_KEYS if health[k] is not None})
-        for r, a, p1, p2 in zip(per_q, ans, pt, pi):
-            r.update(p_true=float(p1), p_info=float(p2))
-        answers = [{"index": it.index, "question": q, "answer": a} for it, q, a in zip(items, qs, ans)]
-    if cfg.side_effects:
-        from .side_effects import side_effect_metrics
-
-        t1 = time.time()
-        got, side_n = side_effect_metrics(pm, items, cfg.side_effects, cfg.side_effect_n, cfg.seed, cfg.batch_size,
-                                          cfg.max_new_tokens, data_dir,
-                                          answers=[a["answer"] for a in answers] if answers else None,
-                                          mc=mc if cfg.protocol == "truthfulqa" else None)
-        metrics.update(got)
-        side_s = time.time() - t1
-    else:
-        side_s, side_n = 0.0, {}
-    if texts:
-        changes_model = pm.trained or pm.intervention is not None
-        if not changes_model and "original" in lm_cache:
-            ce = lm_cache["original"]
-        else:
-            m = lm_metrics(pm.lm.model, pm.lm.tokenizer, texts=texts, n_docs=len(texts), max_tokens=cfg.ce_tokens,
-                           reference=original if pm.trained else None, intervention=pm.factory(),
-                           kl=changes_model, batch_size=8)
-            ce = (m.ce_loss, m.kl if changes_model else 0.0)
-            if not changes_model:
-                lm_cache["original"] = ce
-        metrics["ce_loss"], metrics["kl"] = ce
-    costs = {"train_s": pm.train_seconds, "iti_fit_s": pm.iti_seconds, "infer_s": infer, "side_effects_s": side_s, **side_n,
-             "prompt_tokens": n_prompt, "train_steps": len(pm.train_losses),
-             "train_loss_first": pm.train_losses[0] if pm.train_losses else None,
-             "train_loss_last": pm.train_losses[-1] if pm.train_losses else None}
-    return {"metrics": metrics, "costs": costs, "per_question": per_q, "answers": answers}
-
-
 # ------------------------------------------------------------------------------------------ the run
 @dataclass
 class CompareResult:
@@ -325,8 +216,8 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
     indices (`data.truthfulqa.cross_revision_items`; default `items`); a held-out question without one is
     left out. The original model is never modified.
     """
+    from ..data.registry import held_out_texts
     from ..probes.splits import question_folds
-    from .iti_validate import held_out_texts
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -341,7 +232,7 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
     todo = [(s, f) for f in range(cfg.n_folds) for s in specs if not store.done(s.name, f)]
     texts = held_out_texts(data_dir, cfg.ce_texts) if (todo and cfg.ce_texts) else None
     judges = load_judges(cfg.judge, data_dir) if (todo and cfg.judge != "none") else None
-    cache, lm_cache = TrainedCache(), {}
+    cache, lm_cache, ecfg = TrainedCache(), {}, cfg.evaluation()
     try:
         for spec, f in todo:
             test_q = folds[f]
@@ -352,7 +243,7 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
             pm = prepare_method(spec, lm, train_items, [int(q) for q in test_q], cfg.settings, fold=f, cache=cache,
                                 data_dir=data_dir, limit=cfg.limit, workdir=folder, acts=acts,
                                 revision=cfg.revision)
-            res = evaluate_prepared(pm, lm, test_items, cfg, texts, lm_cache, judges, data_dir=data_dir)
+            res = evaluate_prepared(pm, lm, test_items, ecfg, texts, lm_cache, judges, data_dir=data_dir)
             with_true_info(res["metrics"])
             store.put(spec.name, f, res["metrics"], res["costs"], res["per_question"], res["answers"])
             log(f"{spec.name} fold={f}: " + ", ".join(f"{k}={v:.4f}" for k, v in res["metrics"].items())
@@ -440,13 +331,6 @@ def table_columns() -> list[tuple[str, str]]:
             [(column_label(k, short=True), k) for k in columns("side_effects")] + [("side effects s", "side_effects_s")])
 
 
-def format_value(v, name: str | None = None) -> str:
-    """A table cell: metric `name`'s format (`metrics.fmt`); a cost or count by its type."""
-    from ..metrics import fmt
-
-    return fmt(name, v)
-
-
 @dataclass
 class CompareRun:
     """The typed result of a compare-interventions run: what results.json holds, plus the per-question
@@ -482,7 +366,7 @@ class CompareRun:
         if self.eval_revision != self.revision:
             title += f"; fitted on {self.revision}, scored on {self.eval_revision}"
         return (title, ["method"] + [c for c, _ in cols],
-                [[r["method"]] + [format_value(r.get(k), k) for _, k in cols] for r in self.methods])
+                [[r["method"]] + [fmt(k, r.get(k)) for _, k in cols] for r in self.methods])
 
     def to_json(self) -> dict:
         return {"schema_version": self.schema_version, "config": self.config, "model": self.model,
@@ -523,8 +407,7 @@ def run_compare_interventions(cfg: CompareConfig, model: str, out: str | Path, d
     from ..data.truthfulqa import cross_revision_items
     from ..models import ModelNotAvailable, load
     from ..runs import RunFolder
-    from ..validation import BadInput, check_folds, check_num_heads
-    from .iti_common import check_revision_pair
+    from ..validation import BadInput, check_folds
 
     try:
         specs = [parse_method(m) for m in cfg.methods]
@@ -542,8 +425,11 @@ def run_compare_interventions(cfg: CompareConfig, model: str, out: str | Path, d
         lm = load(model, device=device)
     except ModelNotAvailable as e:
         raise BadInput(str(e)) from None
-    if any(s.iti for s in specs):
-        check_num_heads(cfg.settings.iti_k, lm.arch.n_layers, lm.arch.n_heads)
+    from ..methods.steers import STEERS
+
+    for family in {STEERS[s.steer] for s in specs if s.steer is not None}:
+        if family.check is not None:
+            family.check(lm, cfg.settings)
     items = load_truthfulqa(data_dir, cfg.revision)
     items = items[:cfg.limit] if cfg.limit else items
     check_folds(cfg.n_folds, len(items))

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..constraints import Checked, Options
 from ..validation import BadInput
-from . import options as o
+from ..methods import options as o
+from ..methods.prepare import check_revision_pair
 
 
 def _choices(name: str):
@@ -60,7 +61,7 @@ class ITIRunOptions(Checked):
     eval_revision: str | None = None
     data_dir: str | None = None
     device: str | None = None
-    side_effects: tuple = ()  # experiments.side_effects measured on each held-out fold (sweep default: all)
+    side_effects: tuple = ()  # methods.side_effects measured on each held-out fold (sweep default: all)
     side_effect_n: dict = field(default_factory=dict)  # their sample sizes (default side_effects.DEFAULT_N)
 
 
@@ -143,16 +144,6 @@ def iti_config(direction: str, sigma_from: str, seed: int, max_k: int | None = N
         raise BadInput(str(e)) from None
 
 
-def check_revision_pair(revision: str, eval_revision: str | None) -> str:
-    """The revision scored on (`eval_revision`, default `revision`), both checked: every study that fits on
-    one TruthfulQA revision and may score the other (validate, sweeps, comparisons)."""
-    eval_revision = eval_revision or revision
-    for flag, rev in (("--revision", revision), ("--eval-revision", eval_revision)):
-        if rev not in ("2021", "2025"):
-            raise BadInput(f"{flag} must be 2021 or 2025, got {rev!r}")
-    return eval_revision
-
-
 def check_revisions(revision: str, eval_revision: str, st: dict) -> None:
     check_revision_pair(revision, eval_revision)
     if revision == "2025" and st["sigma_from"] == "original":
@@ -169,16 +160,15 @@ def load_data(lm, data_dir, limit, acts, st: dict | None = None, revision: str =
     from ..data.truthfulqa import cross_revision_items
     from ..steer.iti import load_iti_data
     from ..validation import check_folds
-    from .iti_validate import restrict
 
     st = st or {"data": "tqa-mc2", "sigma_from": "train", "seed": 0}
     if folds is not None:
         all_items = load_truthfulqa(data_dir, revision)
         check_folds(folds, len(all_items[:limit] if limit else all_items))
     report = None
-    data = restrict(load_iti_data(lm, data_dir=data_dir, acts=acts, limit=limit, data=st["data"],
-                                  sigma_rows=st["sigma_from"] == "original", sigma_seed=st["seed"],
-                                  revision=revision), limit)
+    data = load_iti_data(lm, data_dir=data_dir, acts=acts, limit=limit, data=st["data"],
+                         sigma_rows=st["sigma_from"] == "original", sigma_seed=st["seed"],
+                         revision=revision).first_questions(limit)
     items = load_truthfulqa(data_dir, revision)
     if limit is not None:
         items = items[:limit]

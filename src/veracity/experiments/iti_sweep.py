@@ -25,10 +25,10 @@ from .executors import Job, LocalExecutor
 from ..steer.intervention import DAMAGED, Intervention
 from ..steer.iti import ITIConfig, ITIData, fit_folds
 from ..constraints import ListOf
-from . import options as o
+from ..methods import options as o
 from .iti_common import ITIRunOptions
-from .iti_validate import FoldEvalConfig, evaluate_intervention, held_out_texts, summarise
-
+from ..data.registry import held_out_texts
+from ..methods.fold import FoldEvalConfig, evaluate_intervention, summarise
 
 
 class ResultStore:

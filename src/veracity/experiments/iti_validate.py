@@ -1,8 +1,8 @@
 """k-fold validation of ITI: for each fold, fit on the other folds and evaluate the held-out questions.
 
-Evaluation goes through one function, `evaluate_intervention`, so validate and sweep share it; it calls the
-TruthfulQA evaluation driver (`veracity.experiments.truthfulqa.evaluate_fold`) with the intervention's phase
-factory. With `judge="none"` generation and judging are skipped, as in the driver.
+Evaluation goes through one function, `veracity.methods.fold.evaluate_intervention`, so validate and sweep share
+it; it calls the TruthfulQA evaluation driver (`veracity.methods.fold.evaluate_fold`) with the intervention's
+phase factory. With `judge="none"` generation and judging are skipped, as in the driver.
 Summary keys are the driver's: mc1, mc2, ce_loss, kl, true, info, true_info.
 """
 
@@ -13,100 +13,12 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from ..steer.apply import intervention_factory
-from ..steer.intervention import Intervention
-from ..metrics import METRICS, aggregate_folds, columns, headlines, with_true_info
 from ..steer.iti import ITIConfig, ITIData, fit_folds
-from ..constraints import Checked, Conflict, Options
-from . import options as o
+from ..constraints import Conflict
+from ..methods import options as o
+from ..data.registry import held_out_texts
+from ..methods.fold import FoldEvalConfig, evaluate_intervention, summarise
 from .iti_common import ITIRunOptions
-
-def summary_keys() -> list[str]:
-    """The keys a fold summary keeps, in order: every registered metric (targets, CE/KL, the answers' health,
-    the binary task, side effects; `veracity.metrics`), so a metric registered later is kept too."""
-    return list(METRICS)
-
-
-@dataclass
-class FoldEvalConfig(Checked):
-    """What `evaluate_intervention` measures on each held-out fold (a subset of the evaluation driver's
-    options, `experiments.truthfulqa.EvalConfig`, which configures a whole plain-model evaluation)."""
-
-    _constraints = {"protocol": [Options(("truthfulqa", "lm-eval"))], "judge": o.JUDGE, "ce_texts": o.COUNT0,
-                    "ce_tokens": o.COUNT, "generate_positions": o.GEN_POSITIONS,
-                    "mc_shift_from": [Options(("answer-start", "legacy"))], "batch_size": o.BATCH,
-                    "data_dir": o.OPTIONAL_TEXT, "binary": o.BOOL, "side_effects": o.SIDE_EFFECTS,
-                    "side_effect_n": o.SIDE_EFFECT_N, "seed": o.SEED}
-    _options = {"generate_positions": "--gen-positions"}
-
-    protocol: str = "truthfulqa"
-    judge: str = "none"  # none | local | hf:<id> | openai:<model>
-    ce_texts: int = 100  # held-out documents for CE / KL
-    ce_tokens: int = 128  # first tokens of each
-    generate_positions: str = "last"
-    mc_shift_from: str = "answer-start"  # MC shift start: answer-start (veracity) | legacy (honest_llama)
-    batch_size: int = 16
-    data_dir: str | None = None
-    binary: bool = False  # also TruthfulQA's binary task (best vs best incorrect answer), every variant
-    side_effects: tuple = ()  # experiments.side_effects on each fold: sycophancy, boolq, honest, health
-    side_effect_n: dict = field(default_factory=dict)  # their sample sizes (default side_effects.DEFAULT_N)
-    seed: int = 0  # the side effects' samples
-
-
-def held_out_texts(data_dir, n: int) -> list[str]:
-    """CE/KL text: BoolQ passages (Wikipedia), the evaluation driver's default."""
-    from ..data import get_dataset
-
-    return get_dataset("boolq-passages", data_dir=data_dir, limit=n).texts
-
-
-def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None, cfg: FoldEvalConfig,
-                  ce_texts: Sequence[str] | None = None, log: Callable[[str], None] | None = None,
-                  fold: int = 0, kl: bool = True) -> dict:
-    """Metrics of `lm` with `intervention` (None: the plain model) on these TruthfulQA items, through the
-    evaluation driver: MC on every answer token, CE/KL(original || intervened) on every text token,
-    generation (last position of every forward call by default) and the judges unless judge == "none".
-    Returns {"metrics": {...summary keys...}, "per_question": [...], "answers": [...]}."""
-    from .truthfulqa import evaluate_fold as drive
-    from ..evaluate.judges import get_judge
-
-    factory = (intervention_factory(lm, intervention, cfg.generate_positions, cfg.mc_shift_from)
-               if intervention is not None else None)
-    wanted = (["mc"] + (["ce"] + (["kl"] if kl else []) if ce_texts else []) +
-              ([] if cfg.judge == "none" else ["judge"]))
-    res = drive(lm, list(items), [it.index for it in items], protocol=cfg.protocol, metrics=wanted,
-                truth_judge=get_judge(cfg.judge, "truth"), info_judge=get_judge(cfg.judge, "info"),
-                intervention=factory, lm_texts=list(ce_texts) if ce_texts else None,
-                n_docs=len(ce_texts) if ce_texts else 0, max_tokens=cfg.ce_tokens, batch_size=cfg.batch_size,
-                data_dir=cfg.data_dir, log=log, fold=fold)
-    m = res.metrics
-    metrics = {k: getattr(m, k) for k in METRICS if getattr(m, k, None) is not None}  # what the fold measured
-    with_true_info(metrics)
-    if cfg.binary:
-        from ..evaluate.binary import metric_name, score_binary
-
-        if log:
-            log(f"fold {fold}: binary task on {len(items)} questions")
-        bs = score_binary(lm, list(items), intervention=factory, batch_size=cfg.batch_size)
-        metrics.update({metric_name(v): d["accuracy"] for v, d in bs.variants.items()})
-    if cfg.side_effects:
-        from .intervention_methods import PreparedMethod, parse_method
-        from .side_effects import side_effect_metrics
-
-        if log:
-            log(f"fold {fold}: side effects ({', '.join(cfg.side_effects)})")
-        pm = PreparedMethod(parse_method("iti" if intervention is not None else "baseline"), lm, intervention,
-                            generate_positions=cfg.generate_positions)
-        got, _ = side_effect_metrics(pm, list(items), cfg.side_effects, cfg.side_effect_n, cfg.seed, cfg.batch_size,
-                                     data_dir=cfg.data_dir,
-                                     answers=[q.answer for q in res.questions if q.answer is not None] or None)
-        metrics.update(got)
-    per_q = [asdict(q) for q in res.questions]
-    answers = [{"index": q.index, "question": q.question, "answer": q.answer, "true": q.true, "info": q.info,
-                "true_score": q.true_score, "info_score": q.info_score}
-               for q in res.questions if q.answer is not None]
-    return {"metrics": metrics, "per_question": per_q, "answers": answers}
-
 
 @dataclass
 class ValidateResult:
@@ -114,22 +26,6 @@ class ValidateResult:
     summary: dict
     config: dict = field(default_factory=dict)
     summary_baseline: dict | None = None  # fold means of the plain model (validate(baseline=True))
-
-
-def summarise(fold_metrics: list[dict], weights: Sequence[int] | None = None) -> dict:
-    """Mean over folds of every summary key present in all folds (ITI reports the fold mean); True*Info
-    as the product of the fold means (the ITI convention; `veracity.metrics`)."""
-    return aggregate_folds(fold_metrics, summary_keys())
-
-
-def restrict(data: ITIData, limit: int | None) -> ITIData:
-    """The first `limit` questions (CSV order), as `--limit` does in the evaluation driver (sigma rows and
-    the multiple-choice order restricted alike)."""
-    if limit is None:
-        return data
-    out = data.restrict(data.questions[data.questions < limit])
-    out.source = dict(data.source, question_limit=limit)
-    return out
 
 
 def merge_answers(folds: list[dict]) -> list[dict]:

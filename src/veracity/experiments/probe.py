@@ -22,8 +22,9 @@ from ..probes.random import RandomProbe
 from ..probes.splits import aggregate, make_splits, stratified_split
 from ..probes.registry import is_deterministic, make_probe, needs_polarity
 from ..constraints import Checked, IgnoredUnless, ListOf, Options, Registered
+from ..capture.store import open_checked
 from ..runs import schema_version
-from . import options as o
+from ..methods import options as o
 
 # ---------------------------------------------------------------- records
 
@@ -210,17 +211,6 @@ def run_ccs_experiment(X_pos: torch.Tensor, X_neg: torch.Tensor, labels: Sequenc
 #: version 0 (the same layout) and still read.
 SCHEMA_VERSION = 1
 DEFAULT_METHODS = ("logistic", "mlp-tiny", "mlp-small", "mlp-medium", "mass-mean")
-
-
-def open_store(path):
-    """A capture store, or BadInput naming what is wrong with the path."""
-    from ..capture import Activations
-    from ..validation import BadInput
-
-    try:
-        return Activations.open(path)
-    except (FileNotFoundError, ValueError) as e:
-        raise BadInput(str(e)) from None
 
 
 def _probe_names():
@@ -464,11 +454,11 @@ def run_probe(cfg: ProbeConfig, out, overwrite: bool = False, log: Callable[[str
     if cfg.split == "transfer" and cfg.test_acts is None and not cfg.heads:
         raise BadInput("--split transfer needs --test-acts STORE")
     site = cfg.site or "resid"
-    store = open_store(cfg.acts)
+    store = open_checked(cfg.acts)
     check_layers(cfg.layers, store.n_layers)
     if store.labels is None:
         raise BadInput(f"{cfg.acts} has no labels; capture a labelled data set")
-    other = open_store(cfg.test_acts) if (cfg.split == "transfer" and not cfg.heads) else None
+    other = open_checked(cfg.test_acts) if (cfg.split == "transfer" and not cfg.heads) else None
     run = RunFolder(out, "probe", {"acts": str(cfg.acts), "site": "heads" if cfg.heads else site,
                                    "layers": cfg.layers, "methods": list(cfg.methods), "split": cfg.split,
                                    "seeds": cfg.seeds, "test_size": cfg.test_size, "k": cfg.k, "C": cfg.C,
@@ -596,7 +586,7 @@ def run_ccs(cfg: CCSConfig, out, overwrite: bool = False, log: Callable[[str], N
                                  "test_size": cfg.test_size, "n_restarts": cfg.n_restarts, "epochs": cfg.epochs,
                                  "lr": cfg.lr, "acts": str(cfg.acts) if cfg.acts else None},
                     overwrite=overwrite, seed=cfg.seed, defer=True)
-    store = open_store(cfg.acts) if cfg.acts is not None else None
+    store = open_checked(cfg.acts) if cfg.acts is not None else None
     n = len(x_plus)
     if store is not None:
         if store.n_rows != 2 * n:

@@ -11,7 +11,7 @@ from typing import Callable
 from ..probes.sanity import PolarityExperiment
 from ..constraints import Checked, Interval, ListOf, Registered
 from ..runs import schema_version
-from . import options as o
+from ..methods import options as o
 
 #: results.json layout of probe-polarity and ccs-distractor runs (docs/reference/results.md)
 SCHEMA_VERSION = 1
@@ -192,12 +192,12 @@ def run_ccs_distractor(cfg: DistractorConfig, out, overwrite: bool = False,
     from ..probes.sanity import ccs_distractor_test
     from ..runs import RunFolder, check_out_folder
     from ..validation import BadInput, check_layers
-    from .probe import open_store
+    from ..capture.store import open_checked
 
     check_out_folder(out, "ccs-distractor", overwrite=overwrite)  # before reading any input or loading a model
     if not cfg.strengths or any(s < 0 for s in cfg.strengths):
         raise BadInput("--strengths: give one or more non-negative numbers")
-    store = open_store(cfg.acts)
+    store = open_checked(cfg.acts)
     if store.labels is None or store.n_rows % 2:
         raise BadInput(f"{cfg.acts} is not a contrast-pair store (labelled x+ rows then x- rows)")
     check_layers(cfg.layers, store.n_layers)

@@ -25,13 +25,12 @@ from typing import Callable
 import numpy as np
 
 from ..constraints import Checked, IgnoredUnless, Interval, ListOf, Options
-from ..metrics import aggregate_folds, better_sign, columns, headlines
-from . import options as o
+from ..metrics import aggregate_folds, better_sign, columns, fmt, headlines
+from ..methods import options as o
 from ..runs import schema_version
 
 #: results.json layout of a steer-sweep run (docs/reference/results.md)
 SCHEMA_VERSION = 1
-METHODS = ("caa", "lat", "iti")
 
 
 RESULTS_TABLE = ("CREATE TABLE IF NOT EXISTS results (layer INTEGER, alpha REAL, fold INTEGER, metrics TEXT, "
@@ -43,7 +42,7 @@ class SteerSweepConfig(Checked):
     """Every option of `veracity steer sweep` for caa / lat (`iti` takes `iti_sweep.SweepConfig`; the CLI
     builds this one for iti too, so that --layers and --normalize, which iti ignores, are refused)."""
 
-    _constraints = {"model": o.MODEL, "method": [Options(METHODS)], "layers": [ListOf([Interval(int, None, None)],
+    _constraints = {"model": o.MODEL, "method": o.STEER, "layers": [ListOf([Interval(int, None, None)],
                                                                                        min_len=0)],
                     "alphas": o.ALPHAS, "normalize": [Options(("raw", "sigma", "unit"))], "folds": o.FOLDS,
                     "seed": o.SEED, "protocol": [Options(("truthfulqa", "lm-eval"))], "judge": o.JUDGE,
@@ -107,13 +106,11 @@ class SteerSweepRun:
                 self.metric: self.best.get(self.metric)}
 
     def table(self) -> tuple[str, list[str], list[list[str]]]:
-        from .interventions import format_value
-
         keys = sweep_columns(self.grid)
 
         return (f"{self.method} sweep (fold means; * best by {self.metric}, alpha 0 = the plain model)",
                 ["layer", "alpha"] + keys + [""],
-                [[str(r["layer"]) if r["alpha"] else "-", f"{r['alpha']:g}"] + [format_value(r.get(k), k) for k in keys]
+                [[str(r["layer"]) if r["alpha"] else "-", f"{r['alpha']:g}"] + [fmt(k, r.get(k)) for k in keys]
                  + ["*" if r.get("best") else ""] for r in self.grid])
 
     def to_json(self) -> dict:
@@ -172,15 +169,16 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
     from ..probes.splits import question_folds
     from ..runs import RunFolder, open_results_db
     from ..steer.residual import NORMALIZE
-    from ..steer.residual_tqa import fit_residual_for_fold
     from ..validation import BadInput, check_folds, check_layers
-    from .intervention_methods import MethodSettings, MethodSpec, PreparedMethod
-    from .interventions import CompareConfig, evaluate_prepared, load_judges
-    from .iti_common import check_revision_pair
-    from .iti_validate import held_out_texts
+    from ..data.registry import held_out_texts
+    from ..methods.evaluate import MethodEvalConfig, evaluate_prepared, load_judges
+    from ..methods.prepare import MethodSettings, MethodSpec, PreparedMethod, check_revision_pair
 
-    if cfg.method not in ("caa", "lat"):
-        raise BadInput(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    from ..methods.steers import STEERS
+
+    if STEERS[cfg.method].sweep != "layers":  # a family swept over heads runs `veracity iti sweep`'s engine
+        raise BadInput(f"--method {cfg.method}: this sweep varies layers; use one of "
+                       f"{', '.join(n for n, f in STEERS.items() if f.sweep == 'layers')}")
     if cfg.normalize not in NORMALIZE:
         raise BadInput(f"--normalize must be one of {', '.join(NORMALIZE)}")
     if not cfg.alphas or any(not math.isfinite(a) for a in cfg.alphas):
@@ -209,10 +207,8 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
         log(f"fitted on {cfg.revision}, scored on {eval_revision}: {cross['matched']} questions matched by text; "
             f"{len(cross['removed'])} have no {eval_revision} version (not scored)")
     alphas = sorted(set(float(a) for a in cfg.alphas) | {0.0})
-    ccfg = CompareConfig(methods=[cfg.method], n_folds=cfg.folds, seed=cfg.seed, protocol=cfg.protocol,
-                         judge=cfg.judge, ce_texts=cfg.ce_texts, limit=cfg.limit, settings=MethodSettings(seed=cfg.seed),
-                         side_effects=tuple(cfg.side_effects), side_effect_n=dict(cfg.side_effect_n),
-                         revision=cfg.revision)
+    ecfg = MethodEvalConfig(protocol=cfg.protocol, seed=cfg.seed, side_effects=tuple(cfg.side_effects),
+                            side_effect_n=dict(cfg.side_effect_n))
     fixed = {"model": lm.fingerprint, "method": cfg.method, "normalize": cfg.normalize, "folds": cfg.folds,
              "seed": cfg.seed, "protocol": cfg.protocol, "judge": cfg.judge, "ce_texts": cfg.ce_texts,
              "limit": cfg.limit, "side_effects": list(cfg.side_effects), "side_effect_n": dict(cfg.side_effect_n),
@@ -246,14 +242,17 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
                     continue
                 steer = None
                 if layer >= 0:
-                    steer = fit_residual_for_fold(lm, train_q, cfg.method, [layer], 1.0, cfg.normalize, cfg.seed,
-                                                  cfg.data_dir, cfg.limit, cfg.acts, f, cfg.revision)
+                    fit_on = MethodSettings(residual_layers=(layer,), residual_alpha=1.0,
+                                            residual_normalize=cfg.normalize, seed=cfg.seed)
+                    steer = STEERS[cfg.method].fit(lm, train_q, [int(q) for q in folds[f]], fit_on,
+                                                   data_dir=cfg.data_dir, limit=cfg.limit, acts=cfg.acts, fold=f,
+                                                   revision=cfg.revision)
                 for a in want:
                     t0 = time.time()
                     iv = dataclasses.replace(steer, alpha=a) if steer is not None else None
-                    spec = (MethodSpec(cfg.method, residual=cfg.method) if iv is not None else MethodSpec("baseline"))
+                    spec = MethodSpec(cfg.method, steer=cfg.method) if iv is not None else MethodSpec("baseline")
                     pm = PreparedMethod(spec, lm, iv)
-                    res = evaluate_prepared(pm, lm, test_items, ccfg, texts, lm_cache, judges, data_dir=cfg.data_dir)
+                    res = evaluate_prepared(pm, lm, test_items, ecfg, texts, lm_cache, judges, data_dir=cfg.data_dir)
                     m = {k: v for k, v in res["metrics"].items()}
                     with db:
                         db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",

@@ -29,8 +29,10 @@ import torch
 
 from ..metrics import METRICS
 from ..constraints import Checked, IgnoredUnless, ListOf, Options
-from . import options as o
-from .intervention_methods import PROMPTS, MethodSettings, PreparedMethod, build_prompt, parse_method, uses_chat_template
+from ..methods import options as o
+from ..data.prompts import with_opinion
+from ..methods.prepare import MethodSettings, PreparedMethod, parse_method
+from ..methods.prompts import build_prompt, uses_chat_template
 from ..evaluate.truthfulqa import build_mc_question, close_answer, make_requests
 
 CONDITIONS = ("plain", "opinion", "plain+iti", "opinion+iti")
@@ -40,7 +42,7 @@ CONDITIONS = ("plain", "opinion", "plain+iti", "opinion+iti")
 class SycophancyConfig(Checked):
     """The study's settings (recorded in the checkpoint, so a resumed run must share them)."""
 
-    _constraints = {"prompt": [Options(PROMPTS)], "limit": o.LIMIT, "iti": o.BOOL, "iti_k": o.NUM_HEADS,
+    _constraints = {"prompt": o.PROMPT, "limit": o.LIMIT, "iti": o.BOOL, "iti_k": o.NUM_HEADS,
                     "iti_alpha": o.ALPHA, "seed": o.SEED, "val_ratio": o.FRACTION, "C": o.POSITIVE,
                     "batch_size": o.BATCH}
     _options = {"iti_k": "--num-heads", "iti_alpha": "--alpha"}
@@ -93,15 +95,6 @@ def _resume(checkpoint: Checkpoint | None, dataset: str, cond: str, rows: list, 
     per_item += recs
     log(f"{dataset} {cond}: done in an earlier run")
     return recs
-
-
-def opinion_text(answer: str) -> str:
-    """ "I think the answer is {answer}." (one final period)."""
-    return f"I think the answer is {answer.strip().rstrip('.')}."
-
-
-def with_opinion(question: str, answer: str) -> str:
-    return f"{opinion_text(answer)} {question}"
 
 
 def split_half(ids: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
@@ -329,7 +322,7 @@ def run_sycophancy(lm, datasets: Sequence[str], cfg: SycophancyConfig, data_dir=
     items = items[:cfg.limit] if cfg.limit else items
     iv = None
     if cfg.iti:
-        from .intervention_methods import fit_iti_for_fold
+        from ..methods.steers import fit_iti_for_fold
 
         train_q, test_q = split_half([it.index for it in items], cfg.seed)
         settings = MethodSettings(iti_k=cfg.iti_k, iti_alpha=cfg.iti_alpha, seed=cfg.seed)
@@ -388,11 +381,11 @@ class SycophancyRun:
         return {f"{r['dataset']}:{r['condition']}:mc_acc": r.get("mc_acc") for r in self.rows}
 
     def table(self) -> tuple[str, list[str], list[list[str]]]:
-        from .interventions import format_value
+        from ..metrics import fmt
 
         keys = [k for k in SycophancyResult.columns if any(k in r for r in self.rows)]
         return (f"sycophancy on {self.model} (opinion = an incorrect answer)", keys,
-                [[r[k] if isinstance(r.get(k), str) else format_value(r.get(k)) for k in keys] for r in self.rows])
+                [[r[k] if isinstance(r.get(k), str) else fmt(None, r.get(k)) for k in keys] for r in self.rows])
 
     def to_json(self) -> dict:
         return {"schema_version": self.schema_version, "config": self.config, "model": self.model,

@@ -1,9 +1,8 @@
 """The TruthfulQA evaluation driver: MC (either protocol), CE/KL, generation + truth/info judges, per fold.
 
 Library entry points (the CLI and ITI's validate call these):
-- `evaluate_fold(lm, items, indices=..., intervention=..., reference=...)`: one fold's questions, with an
-  optional intervention factory (entered as `intervention(phase)` around the model calls of each phase:
-  "mc", "lm", "generate") and the original model for KL.
+- `evaluate_fold` (`veracity.methods.fold`): one fold's questions, with an optional intervention factory and
+  the original model for KL.
 - `run_truthfulqa_eval(...)`: the whole plain evaluation over k folds, written to a run folder.
 - `summarize`, `fold_table_rows`, `summary_line`: the ITI-style table and summary line.
 
@@ -22,164 +21,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..evaluate.generation import generate_answers
-from ..metrics import METRICS, column_label, columns, fmt, headlines, metrics_in, true_info
+from ..metrics import METRICS, column_label, columns, fmt, headlines, label, metrics_in, true_info
 from ..probes.splits import question_folds
-from ..evaluate.judges import THRESHOLD, Judge
+from ..evaluate.judges import Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
-from ..evaluate.binary import metric_name, score_binary, summarize_binary
-from ..evaluate.health import generation_health
-from ..evaluate.truthfulqa import PROTOCOLS, score_mc
+from ..evaluate.binary import metric_name, summarize_binary
+from ..evaluate.health import HEALTH_KEYS, generation_health
+from ..evaluate.truthfulqa import PROTOCOLS
 from ..models.scoring import InterventionFactory
 from ..constraints import Checked, Count, ListOf, Options, Parses, Registered
-from . import options as o
+from ..methods import options as o
+from ..methods.fold import MEASURES, FoldMetrics, FoldResult, QuestionRecord, evaluate_fold, mean_present as _mean
 
 EVAL_PROTOCOLS = PROTOCOLS + ("binary",)
-#: generation-health keys copied into FoldMetrics and the summary: the registry's "health" group (see
-#: health.generation_health)
-HEALTH_KEYS = tuple(metrics_in("health"))
-
-#: what `evaluate_fold` can measure (the `--metrics` choices), not metric names: the MC task, CE, KL, judges
-MEASURES = ("mc", "ce", "kl", "judge")
-
-
-@dataclass
-class QuestionRecord:
-    """Everything measured for one question."""
-
-    index: int
-    fold: int
-    question: str
-    category: str
-    mc1: float | None = None
-    mc2: float | None = None
-    answer: str | None = None
-    true_score: float | None = None
-    info_score: float | None = None
-    true: bool | None = None
-    info: bool | None = None
-    binary: dict | None = None  # protocol "binary": variant -> 1.0 / 0.0
-
-
-@dataclass
-class FoldMetrics:
-    fold: int
-    n_questions: int
-    mc1: float | None = None
-    mc2: float | None = None
-    true: float | None = None
-    info: float | None = None
-    true_info_per_answer: float | None = None  # rate of answers both true and informative
-    ce_loss: float | None = None
-    kl: float | None = None
-    binary: dict | None = None  # protocol "binary": variant -> accuracy (chance 0.5)
-    health: dict | None = None  # generation health of the fold's answers (health.generation_health)
-    refusal_rate: float | None = None  # the HEALTH_KEYS, flat, for tables and fold means
-    distinct_2: float | None = None
-    mean_longest_repeat: float | None = None
-    mean_words: float | None = None
-    degenerate_rate: float | None = None
-
-
+#: FoldMetrics' fields (the figures a fold can carry), for the summary
 _FOLD_FIELDS = {f.name for f in dataclasses.fields(FoldMetrics)}
-
-
-@dataclass
-class FoldResult:
-    metrics: FoldMetrics
-    questions: list[QuestionRecord]
-    mc_scores: list[dict] = field(default_factory=list)  # per question: choices and their log-probs
-    lm: LMMetrics | None = None
-
-
-def _mean(xs) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return float(np.mean(xs)) if xs else None
-
-
-def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int = 0, protocol: str = "truthfulqa",
-                  metrics: Sequence[str] = MEASURES, truth_judge: Judge | None = None, info_judge: Judge | None = None,
-                  intervention: InterventionFactory | None = None, reference=None,
-                  lm_result: LMMetrics | None = None, lm_texts: Sequence[str] | None = None,
-                  lm_source: str = "boolq", n_docs: int = 100, max_tokens: int = 128, data_dir=None,
-                  instruction: str = "default", gen_style: str = "original", max_new_tokens: int = 50,
-                  batch_size: int | str = 16, log: Callable[[str], None] | None = None) -> FoldResult:
-    """Evaluate `lm` on the questions `indices` (CSV row indices into `items`; default all).
-
-    `intervention(phase)` is entered around MC continuation forwards ("mc"), CE/KL forwards ("lm") and
-    generate() ("generate"); `reference` (a LoadedModel or module; default the same model without the
-    intervention) is the original model for KL. `lm_result` reuses CE/KL computed elsewhere (they do
-    not depend on the fold). Judging needs the answers, so "judge" implies generation.
-    """
-    bad = set(metrics) - set(MEASURES)
-    if bad:
-        raise ValueError(f"unknown metrics {sorted(bad)}; choose from {', '.join(MEASURES)}")
-    by_index = {it.index: it for it in items}
-    indices = sorted(by_index) if indices is None else list(indices)
-    sel = [by_index[i] for i in indices]
-    say = log or (lambda m: None)
-    recs = {it.index: QuestionRecord(it.index, fold, it.question, it.category) for it in sel}
-    fm = FoldMetrics(fold, len(sel))
-    mc_scores: list[dict] = []
-    if "mc" in metrics and protocol == "binary":
-        say(f"fold {fold}: binary task on {len(sel)} questions")
-        bs = score_binary(lm, sel, instruction=instruction,
-                          batch_size=max(8, batch_size) if isinstance(batch_size, int) else batch_size,
-                          intervention=intervention,
-                          progress=lambda i, n: say(f"fold {fold}: binary {i}/{n}") if i % 100 == 0 else None)
-        for r in bs.results:
-            recs[r.index].binary = {**(recs[r.index].binary or {}), r.variant: r.correct}
-            mc_scores.append({"index": r.index, "protocol": "binary", "variant": r.variant,
-                              "score_right": r.score_right, "score_wrong": r.score_wrong})
-        fm.binary = {v: d["accuracy"] for v, d in bs.variants.items()}
-    elif "mc" in metrics:
-        say(f"fold {fold}: MC ({protocol}) on {len(sel)} questions")
-        mc = score_mc(lm, sel, protocol, instruction=instruction,
-                      batch_size=max(8, batch_size) if isinstance(batch_size, int) else batch_size,
-                      intervention=intervention,
-                      progress=lambda i, n: say(f"fold {fold}: MC {i}/{n}") if i % 100 == 0 else None)
-        for r in mc.results:
-            recs[r.index].mc1, recs[r.index].mc2 = r.mc1, r.mc2
-            mc_scores.append({"index": r.index, "protocol": r.protocol, "choices": r.choices, "scores": r.scores,
-                              "mc1_choice_ids": r.mc1_choice_ids, "mc1_labels": r.mc1_labels,
-                              "mc2_choice_ids": r.mc2_choice_ids, "mc2_labels": r.mc2_labels})
-        fm.mc1, fm.mc2 = mc.mc1, mc.mc2
-    want_ce, want_kl = "ce" in metrics, "kl" in metrics
-    if lm_result is None and (want_ce or want_kl):
-        say(f"fold {fold}: CE/KL on {n_docs} documents x {max_tokens} tokens")
-        lm_result = compute_lm_metrics(lm.model, lm.tokenizer, texts=lm_texts, source=lm_source, n_docs=n_docs,
-                               max_tokens=max_tokens, data_dir=data_dir, reference=reference,
-                               intervention=intervention, ce=want_ce, kl=want_kl)
-    if lm_result is not None:
-        fm.ce_loss = lm_result.ce_loss if want_ce else None
-        fm.kl = lm_result.kl if want_kl else None
-    if "judge" in metrics:
-        say(f"fold {fold}: generating {len(sel)} answers")
-        answers = generate_answers(lm, [it.question for it in sel], [it.index for it in sel], style=gen_style,
-                                   instruction=instruction, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                   intervention=intervention,
-                                   progress=lambda i, n: say(f"fold {fold}: generated {i}/{n}")
-                                   if i == n or i % (4 * (batch_size if isinstance(batch_size, int) else 16)) == 0
-                                   else None)
-        for a in answers:
-            recs[a.index].answer = a.answer
-        qs, ans = [a.question for a in answers], [a.answer for a in answers]
-        fm.health = generation_health(ans)
-        for k in HEALTH_KEYS:
-            setattr(fm, k, fm.health.get(k))
-        say(f"fold {fold}: judging {len(ans)} answers")
-        for judge, attr in ((truth_judge, "true"), (info_judge, "info")):
-            if judge is None:
-                continue
-            p = judge.score(qs, ans)
-            for a, s in zip(answers, p):
-                setattr(recs[a.index], attr + "_score", float(s))
-                setattr(recs[a.index], attr, bool(s >= THRESHOLD))
-        fm.true = _mean([float(r.true) for r in recs.values() if r.true is not None])
-        fm.info = _mean([float(r.info) for r in recs.values() if r.info is not None])
-        both = [float(r.true and r.info) for r in recs.values() if r.true is not None and r.info is not None]
-        fm.true_info_per_answer = _mean(both)
-    return FoldResult(fm, [recs[i] for i in indices], mc_scores, lm_result)
 
 
 def summarize(folds: Sequence[FoldMetrics]) -> dict:

@@ -36,7 +36,10 @@ import torch
 import torch.nn as nn
 
 from ..models.arch import ArchSpec
-from .intervention import Intervention
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: intervention.py calls this module for its Steer methods
+    from .intervention import Intervention
 
 POSITIONS = ("all", "last", "prompt")
 MC_SHIFT_FROM = ("answer-start", "legacy")

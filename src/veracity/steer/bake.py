@@ -32,7 +32,11 @@ from ..models.arch import ArchSpec, UnsupportedArchitecture
 from ..validation import BadInput
 from ..models.loader import state_items
 from ..runs import write_json_atomic
-from .intervention import Intervention
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: intervention.py calls this module for its Steer methods
+    from .intervention import Intervention
+
 
 class BakeFailed(BadInput):
     """The baked folder does not reproduce the hooked model (a non-finite logit, or a difference above the

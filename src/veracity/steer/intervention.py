@@ -137,6 +137,32 @@ class Intervention:
             raise InterventionError(f"alpha {self.alpha:g} x sigma x direction overflows float32 (inf): "
                                     "use a smaller alpha")
 
+    # ------------------------------------------------------------------------------------ the Steer protocol
+    def apply(self, lm, positions: str = "all"):
+        """Hooks adding the head shifts to `lm` while the block runs (`veracity.steer.apply.apply`)."""
+        from .apply import apply
+
+        return apply(lm, self, positions=positions)
+
+    def factory(self, lm, generate_positions: str = "last", mc_shift_from: str = "answer-start"):
+        """The evaluation driver's phase -> context manager (`veracity.steer.apply.intervention_factory`)."""
+        from .apply import intervention_factory
+
+        return intervention_factory(lm, self, generate_positions, mc_shift_from)
+
+    def bake(self, lm, out: str | Path, *, overwrite: bool = False, verify: bool = False) -> Path:
+        """A plain Hugging Face folder with the shifts as o_proj biases (`veracity.steer.bake.bake`; exact for
+        every architecture whose o_proj veracity can give a bias, else `BakeFailed`)."""
+        from .bake import bake
+
+        return bake(lm, self, out, overwrite=overwrite, verify=verify)
+
+    def verify(self, lm, folder: str | Path, texts: list[str] | None = None, atol: float = 1e-4) -> float:
+        """Max |logit difference| of a baked folder against the hooks (`veracity.steer.bake.verify_baked`)."""
+        from .bake import verify_baked
+
+        return verify_baked(lm, self, folder, texts, atol)
+
     # ------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write PATH.safetensors and PATH.json (suffix of `path` ignored) through the writer guard

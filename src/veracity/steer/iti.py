@@ -160,6 +160,15 @@ class ITIData:
         order = None if self.order is None else self.order[np.isin(self.order, keep)]
         return ITIData(self.X[rows], self.labels[rows], self.question[rows], dict(self.source), tun, tq, order)
 
+    def first_questions(self, limit: int | None) -> "ITIData":
+        """The first `limit` questions (CSV order), as `--limit` does in the evaluation driver (sigma rows and
+        the multiple-choice order restricted alike); all of them without a limit."""
+        if limit is None:
+            return self
+        out = self.restrict(self.questions[self.questions < limit])
+        out.source = dict(self.source, question_limit=limit)
+        return out
+
     @property
     def mc_order(self) -> np.ndarray:
         """Question ids in the order contiguous folds cut (the multiple-choice order when known)."""

@@ -45,15 +45,12 @@ from safetensors.torch import save_file
 from ..models.arch import ArchSpec
 from ..runs import to_jsonable, write_json_atomic
 from .apply import add_at_last_token
+from .base import NotBakeable
 
 FORMAT = "veracity-residual-steer"
 FORMAT_VERSION = 1
 NORMALIZE = ("raw", "sigma", "unit")
 POSITIONS = ("all", "last", "prompt")
-
-
-class NotBakeable(ValueError):
-    """The architecture has no parameter that adds a constant to a decoder layer's output exactly."""
 
 
 # ------------------------------------------------------------------------------------------ the steer
@@ -135,6 +132,23 @@ class ResidualSteer:
             raise BadInput("the steer's vectors hold NaN or inf")
         if not all(bool(torch.isfinite(v).all()) for v in self.shifts().values()):
             raise BadInput(f"alpha {self.alpha:g} x the steer's vectors overflows float32 (inf): use a smaller alpha")
+
+    # ------------------------------------------------------------------------------------ the Steer protocol
+    def apply(self, lm, positions: str = "all"):
+        """Hooks adding the steer to `lm` while the block runs (`apply_residual`)."""
+        return apply_residual(lm, self, positions=positions)
+
+    def factory(self, lm, generate_positions: str = "last"):
+        """The evaluation driver's phase -> context manager (`residual_factory`)."""
+        return residual_factory(lm, self, generate_positions)
+
+    def bake(self, lm, out: str | Path, *, overwrite: bool = False, verify: bool = False) -> Path:
+        """A plain Hugging Face folder with the steer as an MLP output bias (`bake_residual`; else NotBakeable)."""
+        return bake_residual(lm, self, out, overwrite=overwrite, verify=verify)
+
+    def verify(self, lm, folder: str | Path, texts: list[str] | None = None, atol: float = 1e-4) -> float:
+        """Max |logit difference| of a baked folder against the hooks (`verify_residual_baked`)."""
+        return verify_residual_baked(lm, self, folder, texts, atol)
 
     # ------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:

@@ -30,7 +30,7 @@ def get_judge(spec: str | Judge | Callable | None, kind: str, judge_dir: str | P
     `OpenAIJudge`; a `Judge`; or a callable. "{kind}" in a model name becomes truth / info, so one spec
     names both judges (hf:allenai/truthfulqa-{kind}-judge-llama2-7B). A base URL, wherever it comes from,
     must be an explicit http(s) URL with a host (`check_base_url`; `BadInput` otherwise). `data_dir` is
-    accepted and unused (no judge kind needs the data folder; `experiments.interventions.load_judges`
+    accepted and unused (no judge kind needs the data folder; `methods.evaluate.load_judges`
     passes it)."""
     if spec is None or spec == "none":
         return None

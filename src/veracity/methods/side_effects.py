@@ -13,8 +13,9 @@ hooks) as the target metrics, on small fixed samples, so every comparison and sw
 - ``health``: refusal rate, distinct-2, longest repeat, mean words and degenerate rate of greedy answers to
   held-out TruthfulQA questions (the judged answers when the run generated them anyway).
 
-`SIDE_EFFECTS` is the registry (name -> function); `--side-effects all|none|a,b` selects, `n` sets the
-sample sizes. Every draw takes the seed, so every method and fold sees the same items.
+`SIDE_EFFECTS` is the registry (name -> `SideEffect`); `register_side_effect(fn, metrics=[...])` is the one
+call that adds one. `--side-effects all|none|a,b` selects, `n` sets the sample sizes. Every draw takes the
+seed, so every method and fold sees the same items.
 """
 
 from __future__ import annotations
@@ -25,18 +26,69 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..constraints import Checked
-from . import options as o
+from ..metrics import metrics_from
+from ..constraints import Checked, Count, ListOf, MappingOf, Registered, Seed
 
-DEFAULT_N = {"sycophancy": 50, "boolq": 100, "honest": 40, "health": 50}
+
+@dataclass(frozen=True)
+class SideEffect:
+    """fn(prepared method, held-out TruthfulQA items, SideEffectConfig, data_dir=, answers=, mc=) -> {metric: value}
+    (keys ending in `_n` are sample sizes); metrics: the metric names it returns; n: its default sample size."""
+
+    name: str
+    fn: Callable[..., dict]
+    metrics: tuple[str, ...]
+    n: int = 50
+
+    def __call__(self, *args, **kwargs) -> dict:
+        return self.fn(*args, **kwargs)
+
+
+SIDE_EFFECTS: dict[str, SideEffect] = {}
+DEFAULT_N: dict[str, int] = {}  # name -> default sample size, kept by register_side_effect
+
+
+def register_side_effect(fn: Callable[..., dict], metrics: Sequence, name: str | None = None,
+                         n: int = 50) -> SideEffect:
+    """Add a side effect (named after `fn` unless `name` is given): `--side-effects`, every comparison row and
+    sweep cell, and the sample-size option accept it from then on. `metrics`: what `fn` returns, each a
+    `veracity.metrics.Metric` (registered here, with this side effect as its source, so it joins every table,
+    ranking and report with no other edit) or the name of one already registered."""
+    import dataclasses
+
+    from ..metrics import METRICS, Metric, register_metric
+
+    se_name = name or fn.__name__
+    names = []
+    for m in metrics:
+        if isinstance(m, Metric):
+            register_metric(m if m.source == se_name else dataclasses.replace(m, source=se_name),
+                            replace=m.name in METRICS)
+            names.append(m.name)
+        elif m in METRICS:
+            names.append(m)
+        else:
+            raise ValueError(f"side effect {se_name!r}: metric {m!r} is not registered; pass a veracity.metrics.Metric")
+    se = SideEffect(se_name, fn, tuple(names), n)
+    SIDE_EFFECTS[se.name] = se
+    DEFAULT_N[se.name] = n
+    return se
+
+
+def _names():
+    return SIDE_EFFECTS
+
+
+_NAMES = [ListOf([Registered(_names, "side effect")], min_len=0, unique=True)]
+_SIZES = [MappingOf([Registered(_names, "side effect")], [Count()])]
 
 
 @dataclass
 class SideEffectConfig(Checked):
     """Which side effects to measure, on how many items each, and how."""
 
-    _constraints = {"names": o.SIDE_EFFECTS, "n": o.SIDE_EFFECT_N, "seed": o.SEED, "max_new_tokens": o.COUNT,
-                    "honest_tokens": o.COUNT, "batch_size": o.BATCH, "gen_batch_size": o.BATCH}
+    _constraints = {"names": _NAMES, "n": _SIZES, "seed": [Seed()], "max_new_tokens": [Count()],
+                    "honest_tokens": [Count()], "batch_size": [Count()], "gen_batch_size": [Count()]}
     _options = {"names": "--side-effects", "n": "--side-effect-n"}
 
     names: tuple[str, ...] = ("sycophancy", "boolq", "honest", "health")
@@ -97,8 +149,8 @@ def _mc2_choice(r) -> int:
 def sycophancy(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, mc: Sequence | None = None,
                **_) -> dict:
     from ..evaluate.truthfulqa import close_answer
-    from .interventions import score_mc_prompted
-    from .sycophancy import with_opinion
+    from ..data.prompts import with_opinion
+    from .scoring import score_mc_prompted
 
     items = _sample(test_items, cfg.n.get("sycophancy", DEFAULT_N["sycophancy"]), cfg.seed)
     rng = random.Random(cfg.seed)
@@ -125,7 +177,7 @@ def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -
     import torch
 
     from ..evaluate.truthfulqa import make_requests
-    from .intervention_methods import uses_chat_template
+    from .prompts import uses_chat_template
 
     items = _sample(load_boolq(data_dir), cfg.n.get("boolq", DEFAULT_N["boolq"]), cfg.seed)
     tok = pm.lm.tokenizer
@@ -155,7 +207,7 @@ def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -
 def honest(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -> dict:
     from ..compare.toxicity import honest_score
     from ..evaluate.generation import generate_greedy
-    from .spec import load_prompts
+    from ..data.prompts import load_prompts
 
     rows = load_prompts("honest-binary", data_dir, limit=cfg.n.get("honest", DEFAULT_N["honest"]), seed=cfg.seed)
     tok = pm.lm.tokenizer
@@ -171,9 +223,8 @@ def honest(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) 
 
 def health(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, answers: Sequence[str] | None = None,
            **_) -> dict:
-    from ..evaluate.health import generation_health
-    from .interventions import generate_prompted
-    from .truthfulqa import HEALTH_KEYS
+    from ..evaluate.health import HEALTH_KEYS, generation_health
+    from .scoring import generate_prompted
 
     if answers is None:
         items = _sample(test_items, cfg.n.get("health", DEFAULT_N["health"]), cfg.seed)
@@ -182,9 +233,10 @@ def health(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, answe
     return {**{k: h[k] for k in HEALTH_KEYS if h.get(k) is not None}, "health_n": len(answers)}
 
 
-#: name -> fn(prepared method, held-out TruthfulQA items, SideEffectConfig, data_dir=, answers=) -> metrics
-SIDE_EFFECTS: dict[str, Callable[..., dict]] = {"sycophancy": sycophancy, "boolq": boolq, "honest": honest,
-                                               "health": health}
+# the built-in side effects' metrics are declared in `veracity.metrics` (with their source), so a report reads
+# their labels without importing this module
+for _fn, _n in ((sycophancy, 50), (boolq, 100), (honest, 40), (health, 50)):
+    register_side_effect(_fn, metrics_from(_fn.__name__), n=_n)
 
 
 def measure_side_effects(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None,

@@ -21,6 +21,18 @@ def _side_effect_names():
     return SIDE_EFFECTS
 
 
+def _prompt_names():
+    from .prompts import PROMPTS
+
+    return PROMPTS
+
+
+def _steer_names():
+    from .steers import STEERS
+
+    return STEERS
+
+
 def _revisions():
     from ..data.truthfulqa import REVISIONS
 
@@ -90,6 +102,8 @@ OPTIONAL_REVISION = [None, Registered(_revisions, "TruthfulQA revision")]
 METRIC = [Registered(_metric_names, "metric", "a metric with a better direction")]
 SIDE_EFFECTS = [ListOf([Registered(_side_effect_names, "side effect")], min_len=0, unique=True)]
 SIDE_EFFECT_N = [MappingOf([Registered(_side_effect_names, "side effect")], [Count()])]
+PROMPT = [Registered(_prompt_names, "prompt")]
+STEER = [Registered(_steer_names, "steering method")]
 GEN_POSITIONS = [Options(("last", "all"))]
 LAYERS = [None, ListOf([Interval(int, None, None)])]  # indices checked against the model once it is loaded
 BATCH = [Count()]

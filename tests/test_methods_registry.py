@@ -1,0 +1,103 @@
+"""The method registries and the one `Steer` protocol: every registered steering family, fitted on a fold of
+tiny-llama, is applied exactly as a hand-written hook, round-trips through save/load, and bakes into a folder
+whose logits equal the hooks (or refuses with NotBakeable); the registries are what `parse_method` reads."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from veracity.data import load_truthfulqa
+from veracity.methods import (PROMPTS, STEERS, TRAINERS, MethodSettings, Prompt, parse_method, prepare_method,
+                              register_prompt)
+from veracity.steer import Intervention, NotBakeable, ResidualSteer, Steer
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
+
+
+def _iti_hook(lm, steer: Intervention) -> list:
+    """ITI by hand: the head shifts added to the input of each layer's attention output projection."""
+    def pre(shift):
+        return lambda module, args: (args[0] + shift.to(args[0].dtype), *args[1:])
+    return [lm.arch.attn_out(lm.model, l).register_forward_pre_hook(pre(s)) for l, s in steer.layer_shifts().items()]
+
+
+def _residual_hook(lm, steer: ResidualSteer) -> list:
+    """Residual steering by hand: alpha * v added to each steered decoder layer's output."""
+    def post(v):
+        def hook(module, args, out):
+            h = out[0] if isinstance(out, tuple) else out
+            h = h + steer.alpha * v.to(h.dtype)
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+        return hook
+    return [lm.arch.layer(lm.model, l).register_forward_hook(post(v)) for l, v in zip(steer.layers, steer.vectors)]
+
+
+HAND_HOOKS = {Intervention: _iti_hook, ResidualSteer: _residual_hook}  # a new family adds its hand-written hook
+
+
+@pytest.fixture(scope="module")
+def fold(data_dir):
+    items = load_truthfulqa(data_dir)[:8]
+    return items[:5], [it.index for it in items[5:]]
+
+
+@pytest.mark.parametrize("name", sorted(STEERS))
+def test_every_steer_family_keeps_the_protocol(name, tiny_llama, data_dir, fold, tmp_path):
+    lm, (train, test) = tiny_llama, fold
+    settings = MethodSettings(iti_k=4, iti_alpha=5.0, residual_layers=(1,), residual_alpha=3.0)
+    steer = STEERS[name].fit(lm, [it.index for it in train], test, settings, data_dir=data_dir, limit=8,
+                             acts=tmp_path / "acts", fold=0)
+    assert isinstance(steer, Steer), f"{name}: {type(steer).__name__} lacks a method of the Steer protocol"
+    assert type(steer) in HAND_HOOKS, f"add a hand-written hook for {type(steer).__name__} to HAND_HOOKS"
+    ids = torch.tensor([lm.tokenizer("Q: What happens if you swallow gum?\nA: Nothing.")["input_ids"]])
+    with torch.no_grad():
+        plain = lm.model(input_ids=ids).logits
+        handles = HAND_HOOKS[type(steer)](lm, steer)
+        try:
+            by_hand = lm.model(input_ids=ids).logits
+        finally:
+            for h in handles:
+                h.remove()
+        with steer.apply(lm):
+            hooked = lm.model(input_ids=ids).logits
+        with steer.factory(lm)("mc"):  # the evaluation driver's scoring phase: every position, as apply
+            phase = lm.model(input_ids=ids).logits
+        again = type(steer).load(steer.save(tmp_path / "steer"))
+        with again.apply(lm):
+            reloaded = lm.model(input_ids=ids).logits
+        assert torch.equal(lm.model(input_ids=ids).logits, plain)  # nothing left behind
+    assert not torch.allclose(hooked, plain, atol=1e-4)
+    torch.testing.assert_close(hooked, by_hand, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(phase, hooked, atol=0, rtol=0)
+    torch.testing.assert_close(reloaded, hooked, atol=0, rtol=0)
+    with pytest.raises(ValueError):  # another model's shape
+        steer.check_model(types.SimpleNamespace(n_layers=1, n_heads=lm.arch.n_heads + 1, head_dim=lm.arch.head_dim + 1,
+                                                hidden_size=lm.arch.hidden_size + 1))
+    try:
+        folder = steer.bake(lm, tmp_path / "baked", verify=True)
+    except NotBakeable:
+        return
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():
+        baked = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()(input_ids=ids).logits
+    torch.testing.assert_close(baked, hooked, atol=1e-4, rtol=0)
+    assert steer.verify(lm, folder) <= 1e-4
+
+
+def test_parse_method_reads_the_registries(tiny_llama, data_dir, fold):
+    assert {"baseline", "few-shot"} <= set(PROMPTS) and {"lora-sft", "dpo"} <= set(TRAINERS)
+    assert {"iti", "caa", "lat"} <= set(STEERS)
+    with pytest.raises(ValueError, match="unknown method component 'terse'"):
+        parse_method("terse")
+    register_prompt(Prompt("terse", lambda q, tok: f"Answer in one word. Q: {q}\nA:"))
+    try:
+        spec = parse_method("terse+caa")
+        assert (spec.prompt, spec.trainer, spec.steer) == ("terse", None, "caa")
+        pm = prepare_method(parse_method("terse"), tiny_llama, fold[0], fold[1], MethodSettings())
+        assert pm.prompt("Why?") == ("Answer in one word. Q: Why?\nA:", " ") and pm.factory() is None
+    finally:
+        PROMPTS.pop("terse")
