@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from ..steer.iti import ITIConfig, ITIData, fit_folds
 from ..constraints import Conflict
+from ..metrics import columns, headlines
 from ..methods import options as o
 from ..data.registry import held_out_texts
 from ..methods.fold import FoldEvalConfig, evaluate_intervention, summarise
