@@ -1,7 +1,7 @@
 """Input checks shared by every command, run before any work (nothing loaded, nothing created).
 
 Each check raises `BadInput` (a `ValueError`) with one line naming the option and the cause; the CLI turns
-it (and the library's other one-line error types, see `veracity.cli.common.USER_ERRORS`) into
+it (and the library's other one-line error types, listed in the CLI's `USER_ERRORS`) into
 `error: ...` and exit status 2. Library callers get an ordinary exception they can catch.
 """
 

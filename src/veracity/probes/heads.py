@@ -1,7 +1,5 @@
 """One logistic probe per attention head, fitted in one batched call: the head ranking ITI uses."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
