@@ -123,12 +123,14 @@ class EvalConfig(Checked):
 
 @dataclass
 class EvalOutput:
+    """An evaluation's result: its settings, each fold's per-question results, the fold means, and the judges used."""
     config: EvalConfig
     folds: list[FoldResult]
     summary: dict
     judges: dict
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         return {k: self.summary[k] for k in headlines("target", "lm", "binary") if k in self.summary}
 
     def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -162,6 +164,7 @@ class EvalOutput:
         return cls(cfg, folds, d.get("summary", {}), d.get("judges", {}))
 
     def results_json(self) -> dict:
+        """The results.json payload: per-question scores and answers, the binary task, the fold means and the judges."""
         from ..data.truthfulqa import DATASET_NAMES
 
         qs = [q for f in self.folds for q in f.questions]
