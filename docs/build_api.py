@@ -25,6 +25,8 @@ DEFAULT_OUT = REPO / "docs" / "api"
 EXCLUDED = r"veracity\.cli(\.|$)"
 # a backticked fully qualified name that pdoc turned into a link is wrapped in <a>; one left bare names nothing
 BARE_REFERENCE = re.compile(r"<code>(veracity(?:\.\w+)+)(?:\(\))?</code>")
+# a backticked dotted name, as docstrings here write references: `models.adapter.ModelAdapter`, `health.is_degenerate`
+DOTTED = re.compile(r"<code>([A-Za-z_]\w*(?:\.\w+)+)(\(\))?</code>")
 
 
 def public_modules(package: str = "veracity") -> list[str]:
@@ -84,26 +86,56 @@ def undocumented(modules: list[str]) -> list[str]:
     return missing
 
 
+def qualify(html: str, here: str, modules: set[str]) -> str:
+    """Write each backticked reference relative to a package (`models.load`, a sibling's `health.is_degenerate`)
+    in full, as pdoc links only full names: its first part is looked up as a module beside `here`, then beside
+    each package above it. Other dotted text (`results.json`, `torch.std`, `cfg.seed`) is left alone."""
+    def full(m: re.Match) -> str:
+        name, call = m.group(1), m.group(2) or ""
+        first, last = name.split(".")[0], name.rsplit(".", 1)[1]
+        if first == "veracity" or last == "py":
+            return m.group(0)
+        parts = here.split(".")
+        for i in range(len(parts), 0, -1):
+            package = ".".join(parts[:i])
+            if f"{package}.{first}" in modules:
+                return f"<code>{package}.{name}{call}</code>"
+        return m.group(0)
+
+    return DOTTED.sub(full, html)
+
+
 def build(out: str | Path, modules: list[str]) -> list[str]:
-    """Render `modules` (names, each a page) into `out` with pdoc; returns the problems: pdoc's warnings and bare `veracity.…`
-    references (a name pdoc could not resolve to a documented object), each naming its page."""
+    """Render `modules` (names, each a page) into `out` with pdoc; returns the problems: pdoc's warnings and
+    references that name nothing documented (a `veracity.…` name left bare, once `qualify` wrote it in full)."""
+    import jinja2
     import pdoc.doc
     import pdoc.render
 
     out = Path(out)
     pdoc.render.configure(docformat="markdown", show_source=False, search=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        docs = {name: pdoc.doc.Module.from_name(name) for name in modules}
-        for name, doc in docs.items():
-            # every submodule in the navigation: pdoc would list only those a package's `__all__` names
-            doc.__dict__["submodules"] = [d for n, d in docs.items() if n.rpartition(".")[0] == name]
-        for name, doc in docs.items():
-            page = out / f"{name.replace('.', '/')}.html"
-            page.parent.mkdir(parents=True, exist_ok=True)
-            page.write_text(pdoc.render.html_module(doc, docs))
-        (out / "index.html").write_text(pdoc.render.html_index(docs))
-        (out / "search.js").write_text(pdoc.render.search_index(docs))
+    linkify, names = pdoc.render.env.filters["linkify"], set(modules)
+
+    @jinja2.pass_context
+    def linkify_qualified(context, code: str, namespace: str = "", shorten: bool = True):
+        return linkify(context, qualify(code, context["module"].modulename, names), namespace, shorten)
+
+    pdoc.render.env.filters["linkify"] = linkify_qualified
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            docs = {name: pdoc.doc.Module.from_name(name) for name in modules}
+            for name, doc in docs.items():
+                # every submodule in the navigation: pdoc would list only those a package's `__all__` names
+                doc.__dict__["submodules"] = [d for n, d in docs.items() if n.rpartition(".")[0] == name]
+            for name, doc in docs.items():
+                page = out / f"{name.replace('.', '/')}.html"
+                page.parent.mkdir(parents=True, exist_ok=True)
+                page.write_text(pdoc.render.html_module(doc, docs))
+            (out / "index.html").write_text(pdoc.render.html_index(docs))
+            (out / "search.js").write_text(pdoc.render.search_index(docs))
+    finally:
+        pdoc.render.env.filters["linkify"] = linkify
     problems = [f"pdoc: {w.message}" for w in caught]
     for page in sorted(out.rglob("*.html")):
         for ref in sorted(set(BARE_REFERENCE.findall(page.read_text()))):

@@ -244,7 +244,7 @@ STORE_DTYPES = {"float16": "float16", "fp16": "float16", "float32": "float32", "
 
 @dataclass
 class CaptureConfig(Checked):
-    """Every option of `veracity capture` but the model's (`models.LoadConfig`) and the store folder."""
+    """Every option of `veracity capture` but the model's (`models.loader.LoadConfig`) and the store folder."""
 
     _constraints = {"dataset": [Text()],
                     "sites": [Parses(_site_syntax, "sites such as resid, heads.-1, resid.embed,mlp.3",

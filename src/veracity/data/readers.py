@@ -102,7 +102,8 @@ def parse_label(value: Any, path: str | Path, line: int | None, column: str = "l
 
 
 def require_text(row: dict[str, Any], column: str, path: str | Path, line: int | None) -> str:
-    """The non-empty text in `column` of a row; an empty or missing cell raises a data error naming the file and line."""
+    """The non-empty text in `column` of a row; an empty or missing cell raises a data error naming the file and
+    line."""
     v = row.get(column)
     if v is None or not str(v).strip():
         raise row_error(path, line, f"empty {column!r}")

@@ -68,7 +68,7 @@ class ITIRunOptions(Checked):
 @dataclass
 class ITIFitConfig(Checked):
     """`veracity iti fit`: K, alpha and how ITI is fitted on every question (None: the default, or the
-    --reproduce preset's value); the model's options are `models.LoadConfig`'s."""
+    --reproduce preset's value); the model's options are `models.loader.LoadConfig`'s."""
 
     _constraints = {"num_heads": o.NUM_HEADS, "alpha": o.ALPHA, "direction": [_registered("direction")],
                     "sigma_from": [None, _registered("sigma_from")], "seed": o.OPTIONAL_SEED,

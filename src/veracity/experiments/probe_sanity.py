@@ -199,7 +199,8 @@ class DistractorRun:
 
 def run_ccs_distractor(cfg: DistractorConfig, out, overwrite: bool = False,
                        log: Callable[[str], None] = print) -> DistractorRun:
-    """CCS on the store's clean and distracted contrast pairs at every strength (`probes.sanity.ccs_distractor_test`)."""
+    """CCS on the store's clean and distracted contrast pairs at every strength
+    (`probes.sanity.ccs_distractor_test`)."""
     from ..probes import site_matrix
     from ..probes.sanity import ccs_distractor_test
     from ..runs import RunFolder, check_out_folder

@@ -3,7 +3,7 @@
 - ``caa`` / ``lat`` (residual-stream steering, `veracity.steer.residual_tqa`): a grid of decoder layer x
   alpha. Per fold the vector is fitted once per layer on the training questions' rows (alpha only scales
   it), then every (layer, alpha) is scored on the held-out questions with the comparison's scorer
-  (`interventions.evaluate_prepared`: MC1/MC2 under the method's Q/A prompt, CE/KL, generation and judges
+  (`methods.evaluate.evaluate_prepared`: MC1/MC2 under the method's Q/A prompt, CE/KL, generation and judges
   with a judge, and the side effects). alpha 0 is the plain model, scored once per fold.
 - ``iti``: the ITI sweep (`veracity iti sweep`, K x alpha) with its options.
 

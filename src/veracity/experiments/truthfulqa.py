@@ -6,7 +6,7 @@ Library entry points (the CLI and ITI's validate call these):
 - `run_truthfulqa_eval(...)`: the whole plain evaluation over k folds, written to a run folder.
 - `summarize`, `fold_table_rows`, `summary_line`: the ITI-style table and summary line.
 
-Protocols: the MC protocols of `truthfulqa.PROTOCOLS` and "binary" (`binary.py`: best vs best incorrect
+Protocols: the MC protocols of `evaluate.truthfulqa.PROTOCOLS` and "binary" (`binary.py`: best vs best incorrect
 answer, four variants). Every generated answer set gets its generation health (`health.py`: refusal rate,
 distinct-2, longest repeated n-gram, mean length, degenerate rate) in `FoldMetrics` and the summary.
 """

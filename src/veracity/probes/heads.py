@@ -26,6 +26,7 @@ class HeadProbes(NamedTuple):
 
     @property
     def coef(self) -> torch.Tensor:
+        """Probe weights per (layer, head) in the probe's input space, [L, H, head_dim]."""
         L, H = self.accuracy.shape
         return self.probe.coef_.reshape(L, H, -1)
 

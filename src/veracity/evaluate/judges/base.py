@@ -16,7 +16,8 @@ JUDGE_FORMAT = "veracity-local-judge/3"  # /3: booster as npz node arrays (was a
 
 
 def judge_prompt(question: str, answer: str, kind: str) -> str:
-    """The prompt a judge scores ("Q: ... A: ... True:" or "Helpful:"), the fine-tuned GPT-judge format of TruthfulQA."""
+    """The prompt a judge scores ("Q: ... A: ... True:" or "Helpful:"), the fine-tuned GPT-judge format of
+    TruthfulQA."""
     return f"Q: {question}\nA: {answer}\n{SUFFIX[kind]}"
 
 
