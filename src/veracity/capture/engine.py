@@ -55,8 +55,8 @@ def _texts_hash(texts: Sequence[str], labels, groups) -> str:
 
 
 def tokenize(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text (special tokens added, as the model saw them in training); a text that tokenises to
-    nothing is an error before the store is created."""
+    """Token ids of each text with the tokenizer's special tokens added; a text that tokenises to nothing is an
+    error raised before the store is created."""
     enc = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
     for i, ids in enumerate(enc):
         if not ids:

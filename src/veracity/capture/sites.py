@@ -18,8 +18,7 @@ KINDS = ("resid", "heads", "mlp")
 
 @dataclass(frozen=True, order=True)
 class Site:
-    """One capture point: a site kind ("resid", "heads", ...) at one layer; ordered so a store lists its sites layer
-    by layer."""
+    """One capture point: a site kind ("resid", "heads", "mlp") at one layer; sites sort by kind, then layer."""
     kind: str
     layer: int  # -1 for resid.embed (it runs before layer 0)
 

@@ -237,7 +237,7 @@ class Activations:
     # ---- metadata
     @property
     def n_rows(self) -> int:
-        """Number of captured rows (texts, or positions when every position was kept)."""
+        """Number of captured rows: the first axis of every site's tensor."""
         return int(self.manifest["n_rows"])
 
     def __len__(self) -> int:
@@ -307,8 +307,8 @@ class Activations:
             yield from self._shard_tensors()
 
     def summary(self) -> dict:
-        """Rows, sites, model, data set, positions, dtype and size on disk in one dict: what `veracity runs list` and
-        the report show."""
+        """Rows, sites, model, data set, positions, dtype and size on disk in one dict: what `veracity capture`
+        prints and the demo records."""
         m = self.manifest
         nbytes = sum((self.root / s["file"]).stat().st_size for s in m["shards"]) if self.root else \
             sum(t.numel() * t.element_size() for t in self._tensors.values())

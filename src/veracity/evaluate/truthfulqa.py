@@ -70,7 +70,7 @@ def truthfulqa_prompt(question: str, instruction: str = "default") -> str:
 
 
 def truthfulqa_answer_prompt(question: str, answer: str, instruction: str = "default") -> str:
-    """The QA prompt followed by "A: " + the answer: the text whose answer tokens the MC protocols score."""
+    """The QA prompt followed by "A: " + the answer: the text an answer is scored in."""
     return truthfulqa_prompt(question, instruction) + "\nA: " + answer
 
 

@@ -134,8 +134,8 @@ class TruthProbe:
     @classmethod
     def fit(cls, X: torch.Tensor, y: Sequence[int], groups: Sequence[int], val_ratio: float, C: float,
             seed: int) -> "TruthProbe":
-        """Fit a logistic probe per layer on grouped training rows and keep the layer that scores best on held-out
-        groups."""
+        """Pick the layer whose logistic probe scores best on held-out groups, then refit that layer's probe on
+        every row."""
         from ..probes import LogisticProbe
 
         y = torch.as_tensor(list(y))

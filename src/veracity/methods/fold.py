@@ -49,8 +49,8 @@ class QuestionRecord:
 
 @dataclass
 class FoldMetrics:
-    """Every figure one fold measures (MC, judged True/Info, LM cost, binary task, answer health, side effects); None
-    where not measured."""
+    """Every figure one fold measures (MC, judged True/Info, CE/KL, the binary task, answer health); None where not
+    measured."""
     fold: int
     n_questions: int
     mc1: float | None = None

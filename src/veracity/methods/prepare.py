@@ -114,8 +114,8 @@ class PreparedMethod:
         return self.spec.trainer is not None
 
     def prompt(self, question: str) -> tuple[str, str]:
-        """The method's (prompt, answer prefix) around `question`, in the model's chat template where the prompt style
-        asks for it."""
+        """(context, answer separator) of `question` under the method's prompt style, in the model's chat template
+        where the style uses one."""
         return build_prompt(self.spec.prompt, question, self.lm.tokenizer)
 
     def factory(self) -> Callable[[str], contextlib.AbstractContextManager] | None:

@@ -26,7 +26,7 @@ class HeadProbes(NamedTuple):
 
     @property
     def coef(self) -> torch.Tensor:
-        """Probe weights per (layer, head) in the probe's input space, [L, H, head_dim]."""
+        """Probe weights per (layer, head), [L, H, head_dim], not normalised (`directions` are the unit ones)."""
         L, H = self.accuracy.shape
         return self.probe.coef_.reshape(L, H, -1)
 

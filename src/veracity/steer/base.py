@@ -26,7 +26,7 @@ class Steer(Protocol):
         ...
 
     def apply(self, lm, positions: str = "all") -> ContextManager:
-        """Hook the steer into `lm` for the `with` block (at every position, or the last only); the model is unchanged
+        """Hook the steer into `lm` for the `with` block, at the token `positions` given; the model is unchanged
         after it."""
         ...
 

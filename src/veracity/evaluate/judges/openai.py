@@ -378,7 +378,8 @@ class JudgeCache:
         return out
 
     def put(self, key: tuple, answers: dict[str, dict[str, float]]) -> None:
-        """Store the checked top logprobs of each prompt under `key`; a write that fails leaves the cache as it was."""
+        """Store the checked top logprobs of each prompt under `key` in one transaction: a failed write raises and
+        stores none."""
         base_url, model, api, kind, options = key
         now = time.time()
         rows = [(base_url, model, api, kind, p, options, json.dumps(_check_cached(lp)), now)
