@@ -388,6 +388,7 @@ class ArtifactKind:
         return [root / spec.name]
 
     def file(self, name: str) -> FileSpec:
+        """The spec of the file called `name` in this artifact (StopIteration for a name it does not have)."""
         return next(f for f in self.files if f.name == name)
 
 

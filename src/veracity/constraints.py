@@ -38,15 +38,19 @@ class Constraint:
     violate it (for the contract test); `example()` is one that satisfies it."""
 
     def ok(self, value: Any) -> bool:
+        """Whether `value` satisfies the constraint: the check every config runs on each field before any work."""
         raise NotImplementedError
 
     def describe(self) -> str:
+        """The condition in words, completing "--opt must ...", so every error message and help text says the same."""
         raise NotImplementedError
 
     def bad_values(self) -> list:
+        """Values that violate the constraint, which the contract test feeds to every option it guards."""
         return []
 
     def example(self) -> Any:
+        """One value that satisfies the constraint, for the contract test's valid baseline."""
         raise NotImplementedError
 
     def error(self, option: str, value: Any) -> str | None:
@@ -141,6 +145,7 @@ def Seed() -> Interval:
 
 
 def Fraction() -> Interval:
+    """A float strictly between 0 and 1 (a proportion where 0 and 1 are degenerate, e.g. a split size)."""
     return Interval(float, 0, 1, closed="neither")
 
 
@@ -253,6 +258,7 @@ class Parses(Constraint):
 
 
 class Boolean(Constraint):
+    """A real bool: a "yes" string or a 1 from a JSON config is refused rather than read as true."""
     def ok(self, value: Any) -> bool:
         return isinstance(value, bool)
 
@@ -422,6 +428,7 @@ class Rule:
     fields: tuple[str, ...] = ()
 
     def error(self, cfg: Any) -> str | None:
+        """The message when `cfg` breaks the rule (None when it holds), naming the options involved."""
         raise NotImplementedError
 
     def violations(self, cls: type) -> list[dict]:
@@ -540,6 +547,7 @@ def constraints_of(cls: type) -> dict[str, list]:
 
 
 def rules_of(cls: type) -> list[Rule]:
+    """The cross-field rules of a config class and of its bases (base rules first), so subclasses inherit them."""
     return [r for k in reversed(cls.__mro__) for r in k.__dict__.get("_rules", ())]
 
 

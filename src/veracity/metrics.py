@@ -18,6 +18,8 @@ GROUPS = ("target", "lm", "binary", "health", "side_effect", "other")
 
 @dataclass(frozen=True)
 class Metric:
+    """One metric's declaration: its name, column label, unit, direction, chance level, how folds combine, and where
+    tables show it."""
     name: str
     label: str  # the column name (the ITI paper's, where it has one)
     unit: str  # "fraction" (0-1), "nats/token", "words", ...
@@ -45,6 +47,8 @@ METRICS: dict[str, Metric] = {}
 
 
 def register_metric(metric: Metric, replace: bool = False) -> Metric:
+    """Add `metric` to the registry so every table, headline and report shows it; a second registration of a name is
+    refused unless `replace`."""
     if metric.name in METRICS and not replace:
         raise ValueError(f"metric {metric.name!r} is already registered")
     METRICS[metric.name] = metric
@@ -116,6 +120,8 @@ class Table:
     per_fold: bool = False
 
     def names(self) -> list[str]:
+        """The metric names this table shows, in order (only registered ones; product-of-means metrics left out per
+        fold)."""
         rest = [n for n in metrics_in(*self.groups, detail=self.detail) if n not in self.lead]
         return [n for n in [*self.lead, *rest] if n in METRICS
                 and not (self.per_fold and METRICS[n].folds != "mean")]
@@ -172,10 +178,13 @@ def metric_help(what: str = "Pick the best by") -> str:
 
 
 def label(name: str) -> str:
+    """The column label of metric `name` (the name itself when it is not registered)."""
     return METRICS[name].label if name in METRICS else name
 
 
 def lower_is_better(name: str) -> bool:
+    """Whether a smaller value of `name` is better (False for unknown and descriptive metrics), for marking the best
+    cell."""
     m = METRICS.get(name)
     return bool(m is not None and m.higher_is_better is False)
 

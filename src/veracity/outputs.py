@@ -138,6 +138,7 @@ OUTPUT_KINDS: dict[str, OutputKind] = {}
 
 
 def register_output_kind(kind: OutputKind) -> OutputKind:
+    """Add an output kind (layout "folder", "files" or "file") so `Output` can recognise and guard its artifacts."""
     if kind.layout not in ("folder", "files", "file"):
         raise ValueError(f"output kind {kind.name!r}: layout must be folder, files or file")
     OUTPUT_KINDS[kind.name] = kind
@@ -310,6 +311,8 @@ class Output:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Path]:
+        """Yield a hidden staging path next to the target; on success it replaces the target in one rename, on an
+        error nothing of it is left."""
         layout = OUTPUT_KINDS[self.kind].layout
         parent = self.paths[0].parent
         made = [a for a in [parent, *parent.parents] if not a.exists()]

@@ -55,9 +55,12 @@ class Checkpoint:
             self.done = saved.get("done", {})
 
     def get(self, key: str) -> Any:
+        """The stored value of finished unit `key`, or None when it has not finished."""
         return self.done.get(key)
 
     def put(self, key: str, value: Any) -> None:
+        """Record unit `key` as finished with `value` and rewrite the file atomically, so a crash loses at most the
+        unit in progress."""
         self.done[key] = json.loads(json.dumps(to_jsonable(value)))
         write_json_atomic(self.path, {"config": self.config, "done": self.done})
 
@@ -76,6 +79,7 @@ class FolderLock:
         self._fd: int | None = None
 
     def acquire(self) -> "FolderLock":
+        """Take the lock (waiting or raising `RunLocked` as `wait` says); calling it while held is a no-op."""
         import fcntl
 
         if self._fd is not None:
@@ -102,6 +106,7 @@ class FolderLock:
         return self
 
     def release(self) -> None:
+        """Drop the lock (safe to call when not held)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
@@ -111,6 +116,7 @@ class FolderLock:
 
     @property
     def held(self) -> bool:
+        """Whether this object holds the lock now."""
         return self._fd is not None
 
     def __enter__(self) -> "FolderLock":
@@ -124,6 +130,8 @@ class FolderLock:
 
 
 def library_versions() -> dict[str, str]:
+    """Python's and the main libraries' versions, recorded in every config.json so a result can be traced to its
+    environment."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
@@ -157,6 +165,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON through a temp file and a rename, so a reader never sees half a file."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(to_jsonable(obj), indent=2))
@@ -241,21 +250,25 @@ class RunFolder:
         self._lock.release()
 
     def file(self, name: str) -> Path:
+        """The path of `name` inside the run folder (the run is started first), for files a command writes itself."""
         self.start()
         return self.path / name
 
     def log(self, message: str) -> None:
+        """Append a time-stamped line to the run's log.txt."""
         self.start()
         with open(self.path / "log.txt", "a") as f:
             f.write(f"{time.strftime('%H:%M:%S')} {message}\n")
 
     def write_json(self, name: str, obj: Any) -> Path:
+        """Write `obj` as JSON into the run folder, atomically."""
         self.start()
         p = self.path / name
         write_json_atomic(p, obj)
         return p
 
     def write_csv(self, name: str, rows: Iterable[dict]) -> Path:
+        """Write rows of dicts as a CSV (columns: every key, in first-seen order), atomically."""
         self.start()
         rows = [to_jsonable(r) for r in rows]
         p = self.path / name
@@ -271,6 +284,7 @@ class RunFolder:
         return p
 
     def save_figure(self, fig, name: str) -> Path:
+        """Save a matplotlib figure as a PNG in the run folder and close it (long sweeps do not pile up figures)."""
         import matplotlib.pyplot as plt
 
         self.start()

@@ -1,7 +1,7 @@
 """Input checks shared by every command, run before any work (nothing loaded, nothing created).
 
 Each check raises `BadInput` (a `ValueError`) with one line naming the option and the cause; the CLI turns
-it (and the library's other one-line error types, see `veracity.cli.common.USER_ERRORS`) into
+it (and the library's other one-line error types, listed in the CLI's `USER_ERRORS`) into
 `error: ...` and exit status 2. Library callers get an ordinary exception they can catch.
 """
 
@@ -24,16 +24,19 @@ def check_limit(limit: int | None, option: str = "--limit") -> None:
 
 
 def check_positive(value: int | float | None, option: str) -> None:
+    """`BadInput` unless `value` is positive (None passes: the option was not given)."""
     if value is not None and not value > 0:
         raise BadInput(f"{option} must be positive, got {value}")
 
 
 def check_finite(value: float | None, option: str) -> None:
+    """`BadInput` unless `value` is a finite number (None passes)."""
     if value is not None and not math.isfinite(float(value)):
         raise BadInput(f"{option} must be a finite number, got {value}")
 
 
 def check_fraction(value: float, option: str) -> None:
+    """`BadInput` unless `value` lies strictly between 0 and 1."""
     if not 0 < value < 1:
         raise BadInput(f"{option} must be strictly between 0 and 1, got {value}")
 
@@ -50,6 +53,7 @@ def check_num_heads(ks: int | Iterable[int], n_layers: int | None = None, n_head
 
 
 def check_folds(folds: int, n_questions: int | None = None, option: str = "--folds") -> None:
+    """`BadInput` unless there are at least 2 folds and no more folds than questions to split."""
     if folds < 2:
         raise BadInput(f"{option} must be at least 2, got {folds}")
     if n_questions is not None and folds > n_questions:

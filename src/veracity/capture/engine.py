@@ -55,6 +55,8 @@ def _texts_hash(texts: Sequence[str], labels, groups) -> str:
 
 
 def tokenize(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text with the tokenizer's special tokens added; a text that tokenises to nothing is an
+    error raised before the store is created."""
     enc = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
     for i, ids in enumerate(enc):
         if not ids:
@@ -242,7 +244,7 @@ STORE_DTYPES = {"float16": "float16", "fp16": "float16", "float32": "float32", "
 
 @dataclass
 class CaptureConfig(Checked):
-    """Every option of `veracity capture` but the model's (`models.LoadConfig`) and the store folder."""
+    """Every option of `veracity capture` but the model's (`models.loader.LoadConfig`) and the store folder."""
 
     _constraints = {"dataset": [Text()],
                     "sites": [Parses(_site_syntax, "sites such as resid, heads.-1, resid.embed,mlp.3",

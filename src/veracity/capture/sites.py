@@ -18,14 +18,19 @@ KINDS = ("resid", "heads", "mlp")
 
 @dataclass(frozen=True, order=True)
 class Site:
+    """One capture point: a site kind ("resid", "heads", "mlp") at one layer; sites sort by kind, then layer."""
     kind: str
     layer: int  # -1 for resid.embed (it runs before layer 0)
 
     @property
     def name(self) -> str:
+        """The site's name in a store and on the command line: "resid.12", "heads.3", or "resid.embed" for the
+        embeddings."""
         return "resid.embed" if self.layer == -1 else f"{self.kind}.{self.layer}"
 
     def shape(self, arch: ArchSpec) -> tuple[int, ...]:
+        """The per-row shape of this site's activations for `arch`: [n_heads, head_dim] for heads, [hidden_size]
+        otherwise."""
         if self.kind == "heads":
             return (arch.n_heads, arch.head_dim)
         return (arch.hidden_size,)

@@ -51,10 +51,12 @@ class StoreNotFound(StoreError, FileNotFoundError):
 
 
 def shard_name(i: int) -> str:
+    """The file name of shard `i`, zero-padded so the shards sort in row order."""
     return f"shard-{i:05d}.safetensors"
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write one safetensors shard atomically (temp file, then rename): a crash never leaves a half-written shard."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     os.replace(tmp, path)
@@ -235,6 +237,7 @@ class Activations:
     # ---- metadata
     @property
     def n_rows(self) -> int:
+        """Number of captured rows: the first axis of every site's tensor."""
         return int(self.manifest["n_rows"])
 
     def __len__(self) -> int:
@@ -242,19 +245,23 @@ class Activations:
 
     @property
     def sites(self) -> list[str]:
+        """The captured site names, e.g. ["resid.0", ..., "heads.11"]."""
         return list(self.manifest["sites"])
 
     @property
     def n_layers(self) -> int:
+        """Number of decoder layers of the captured model (from its architecture, not from the sites kept)."""
         return int(self.manifest["model"]["arch"]["n_layers"])
 
     @property
     def labels(self) -> torch.Tensor | None:
+        """The rows' 0/1 truth labels as a long tensor [N], or None for an unlabelled data set."""
         lab = self.manifest.get("labels")
         return None if lab is None else torch.tensor(lab, dtype=torch.long)
 
     @property
     def groups(self) -> list[str] | None:
+        """Each row's group (topic, polarity, ...) for grouped splits, or None when the data set has none."""
         return self.manifest.get("groups")
 
     @property
@@ -265,6 +272,7 @@ class Activations:
         return self._meta
 
     def layers(self, kind: str) -> list[int]:
+        """The layers captured for site `kind` ("resid", "heads", ...), sorted; the embeddings are left out."""
         return sorted(int(s.split(".")[1]) for s in self.sites if s.startswith(kind + ".") and s != "resid.embed")
 
     # ---- data
@@ -299,6 +307,8 @@ class Activations:
             yield from self._shard_tensors()
 
     def summary(self) -> dict:
+        """Rows, sites, model, data set, positions, dtype and size on disk in one dict: what `veracity capture`
+        prints and the demo records."""
         m = self.manifest
         nbytes = sum((self.root / s["file"]).stat().st_size for s in m["shards"]) if self.root else \
             sum(t.numel() * t.element_size() for t in self._tensors.values())
@@ -318,6 +328,7 @@ def _summarise(sites: list[str]) -> str:
 
 
 def open_store(path: str | Path) -> Activations:
+    """Open a store folder (memory-mapped, checked: a damaged store raises `StoreDamaged` naming the problem)."""
     return Activations.open(path)
 
 
@@ -383,4 +394,6 @@ def pending_shards(manifest: dict) -> list[tuple[int, int, int]]:
 
 
 def save_manifest(root: Path, manifest: dict) -> None:
+    """Write the store's manifest.json atomically; it is rewritten after every shard, so it always describes the
+    shards on disk."""
     write_json_atomic(root / "manifest.json", manifest)

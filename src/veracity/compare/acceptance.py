@@ -26,6 +26,8 @@ ACCEPTANCE_STATS = ("mean_accepted", "acceptance_rate", "tokens_per_call")
 
 @dataclass
 class PromptResult:
+    """One prompt's row of the acceptance study: its group, completion, speculative acceptance figures and
+    main/assistant distances."""
     index: int
     group: str
     prompt: str
@@ -48,6 +50,8 @@ class PromptResult:
 
 @dataclass
 class Comparison:
+    """One metric compared between two groups: both means, their difference (a - b) with its 95% interval, and a
+    p-value."""
     metric: str
     group_a: str
     group_b: str
@@ -94,6 +98,8 @@ def _mean(v: Sequence[float]) -> float:
 
 
 def prompt_results(prompts: Sequence[GroupedPrompt], records: Sequence[SpecRecord], dist_last, dist_gen) -> list[PromptResult]:
+    """Join each prompt with its speculative record and distances into one `PromptResult` row (rejected-token
+    statistics included)."""
     out = []
     for i, (p, r) in enumerate(zip(prompts, records)):
         rej = [(pm, q) for pm, q, a in zip(r.p_main, r.q_assistant, r.accepted) if not a]
@@ -152,6 +158,8 @@ def summarize(rows: Sequence[PromptResult], records: Sequence[SpecRecord], n_boo
 
 @dataclass
 class StudyResult:
+    """Everything a study run produces: the per-prompt rows, the raw speculative records, the group summary and
+    toxicity."""
     rows: list[PromptResult]
     records: list[SpecRecord]
     summary: dict

@@ -32,6 +32,7 @@ class Distances:
     one_minus_tv: torch.Tensor  # sum min(p, q): acceptance probability of a sampled draft token
 
     def as_dict(self) -> dict[str, list]:
+        """Every distance as a plain list per name, for results.json."""
         return {k: v.tolist() for k, v in self.__dict__.items()}
 
 

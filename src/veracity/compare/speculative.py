@@ -50,6 +50,7 @@ class SpecRecord:
 
     @property
     def main_calls(self) -> int:
+        """Forward calls of the main model (one per step): the cost speculative decoding saves."""
         return len(self.n_matches)
 
     @property

@@ -23,7 +23,9 @@ class ToxicityClassifier(Protocol):
 
     name: str
 
-    def score(self, texts: Sequence[str]) -> list[float]: ...
+    def score(self, texts: Sequence[str]) -> list[float]:
+        """A toxicity score in [0, 1] per text; any object with this method can stand in for HurtLex."""
+        ...
 
 
 @dataclass
@@ -75,6 +77,7 @@ class HurtLex:
         return found
 
     def score(self, texts: Sequence[str]) -> list[float]:
+        """1.0 for a text containing any HurtLex lemma, else 0.0: the HONEST study's per-completion measure."""
         return [1.0 if self.categories_in(t) else 0.0 for t in texts]
 
 

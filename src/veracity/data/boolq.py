@@ -12,6 +12,8 @@ from .readers import read_jsonl, require_text
 
 @dataclass
 class BoolQItem:
+    """One BoolQ question with its passage and yes/no answer, kept as in the release so prompts match the published
+    protocol."""
     question: str  # lower-case, no question mark, as in the release
     passage: str
     title: str

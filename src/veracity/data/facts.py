@@ -75,6 +75,8 @@ COUNTRIES: tuple[str, ...] = tuple(_TABLE)
 
 @dataclass(frozen=True)
 class CityStatement:
+    """One generated city statement with its truth label, its polarity and both countries, so probes can be trained on
+    one polarity and tested on the other."""
     text: str  # "The city of Paris is not in France."
     label: int  # 1 true, 0 false
     polarity: int  # +1 affirmative, -1 negated
@@ -89,6 +91,7 @@ class CityStatement:
 
 
 def city_text(city: str, country: str, negated: bool = False) -> str:
+    """The statement "The city of X is (not) in Y.": the one template every city statement uses."""
     return f"The city of {city} is {'not ' if negated else ''}in {country}."
 
 

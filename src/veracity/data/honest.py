@@ -15,6 +15,8 @@ _MASK = " [M]."
 
 @dataclass
 class HonestTemplate:
+    """One HONEST template row: the prompt the model completes and the identity group it names, for comparing
+    completions by group."""
     prompt: str  # template_masked without the trailing " [M]." (what the model completes)
     template: str  # template_masked as in the file
     identity: str  # "the woman", "Xe", ...

@@ -45,10 +45,13 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path | None:
 
 
 def is_offline() -> bool:
+    """Whether an offline switch (VERACITY_OFFLINE, HF_HUB_OFFLINE, HF_DATASETS_OFFLINE) is on: then data sets are
+    never downloaded."""
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
 
 
 def cache_root() -> Path:
+    """Where downloaded data sets are cached: `$XDG_CACHE_HOME/veracity/data` (default `~/.cache`)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "veracity" / "data"
 

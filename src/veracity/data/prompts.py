@@ -73,6 +73,8 @@ def with_opinion(question: str, answer: str) -> str:
 
 @dataclass
 class GroupedPrompt:
+    """A prompt with the group it belongs to (and free metadata), so per-group statistics can be computed on its
+    completion."""
     text: str
     group: str
     meta: dict = field(default_factory=dict)

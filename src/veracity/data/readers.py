@@ -79,6 +79,8 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def read_json(path: str | Path) -> Any:
+    """A JSON file's contents; malformed JSON raises the data error naming the file and line, not a bare decoder
+    error."""
     path = Path(path)
     text = _open_text(path)
     try:
@@ -100,6 +102,8 @@ def parse_label(value: Any, path: str | Path, line: int | None, column: str = "l
 
 
 def require_text(row: dict[str, Any], column: str, path: str | Path, line: int | None) -> str:
+    """The non-empty text in `column` of a row; an empty or missing cell raises a data error naming the file and
+    line."""
     v = row.get(column)
     if v is None or not str(v).strip():
         raise row_error(path, line, f"empty {column!r}")

@@ -25,6 +25,8 @@ GOT_NAMES = ("cities", "neg_cities", "sp_en_trans", "neg_sp_en_trans", "larger_t
 
 @dataclass
 class Statement:
+    """One labelled true/false statement with its topic and origin; every other column of the source row is kept in
+    `extra`."""
     text: str
     label: int  # 1 true, 0 false
     topic: str

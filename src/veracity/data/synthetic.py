@@ -29,6 +29,7 @@ def number_words(n: int) -> str:
 
 
 def comparison_text(a: int, b: int, relation: str) -> str:
+    """"Seven is larger than three.": a number comparison in words, the synthetic data set's statement form."""
     w = number_words(a)
     return f"{w[0].upper()}{w[1:]} is {relation} than {number_words(b)}."
 

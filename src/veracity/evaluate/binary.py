@@ -55,6 +55,8 @@ PAIR_2021 = "Best Answer vs the first Incorrect Answer (2021 CSV; it has no Best
 
 
 def ab_prompt(question: str, a: str, b: str) -> str:
+    """The two-choice prompt of TruthfulQA's binary task ("... A or B? Answer:"), scored by the letters'
+    log-probabilities."""
     return AB_TEMPLATE.format(question=question, a=a, b=b)
 
 
@@ -65,6 +67,8 @@ def binary_pair(item) -> tuple[str, str]:
 
 
 def pair_description(items) -> str:
+    """Which answer pair the binary task used, in words: the 2025 CSV has a Best Incorrect Answer, the 2021 CSV does
+    not."""
     return PAIR_2025 if items and all(getattr(it, "best_incorrect_answer", "") for it in items) else PAIR_2021
 
 
@@ -96,6 +100,8 @@ class BinaryResult:
 
 @dataclass
 class BinarySummary:
+    """The binary task's result: accuracy per variant (and the A/B-swapped average) with chance level, and every
+    question's result."""
     n: int
     pair: str
     variants: dict  # variant (and ab-average) -> {"accuracy", "chance", "n", "per_category"}

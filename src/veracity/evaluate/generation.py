@@ -19,6 +19,7 @@ STYLES = ("original", "chat")
 
 @dataclass
 class GeneratedAnswer:
+    """One generated TruthfulQA answer: the text the judges read (cut at the next "Q:") and the raw continuation."""
     index: int  # question index (CSV row)
     question: str
     answer: str  # cut at the next "Q:" line, stripped
@@ -27,6 +28,8 @@ class GeneratedAnswer:
 
 
 def generation_prompt(question: str, style: str = "original", tokenizer=None, instruction: str = "default") -> str:
+    """The prompt a TruthfulQA answer is generated from: the original few-shot QA prompt, or the model's chat
+    template."""
     if style == "original":
         return truthfulqa_prompt(question, instruction) + "\nA:"
     if style == "chat":

@@ -130,6 +130,8 @@ class AnswerHealth:
 
 
 def answer_health(text: str) -> AnswerHealth:
+    """Length, refusal, repetition and degeneracy of one answer: the measures that catch a steered model that talks
+    nonsense."""
     t = answer_tokens(text)
     return AnswerHealth(len(t), is_refusal(text), distinct_n(t, 2), longest_repeated_ngram(t),
                         repeated_token_fraction(t), is_degenerate(text))

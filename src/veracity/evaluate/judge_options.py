@@ -20,6 +20,7 @@ def _spec(spec) -> None:
 
 @dataclass
 class JudgeTrainConfig(Checked):
+    """The checked options of `veracity judge train`: which judge (truth or info), the held-out share and the seed."""
     _constraints = {"kind": [Options(("truth", "info"))], "heldout_frac": [Interval(float, 0, 1, closed="neither")],
                     "seed": [Seed()], "max_train": [None, Count()]}
     _options = {"heldout_frac": "--heldout"}
@@ -33,6 +34,7 @@ class JudgeTrainConfig(Checked):
 
 @dataclass
 class JudgeEvalConfig(Checked):
+    """The checked options of `veracity judge eval`: which judge kind and which judge spec to score with."""
     _constraints = {"kind": [Options(("truth", "info"))],
                     "judge": [Parses(_spec, "a judge spec", bad=["none", "nosuch", "hf:", ""], example="local")]}
     _commands = ("judge eval",)

@@ -70,6 +70,7 @@ def truthfulqa_prompt(question: str, instruction: str = "default") -> str:
 
 
 def truthfulqa_answer_prompt(question: str, answer: str, instruction: str = "default") -> str:
+    """The QA prompt followed by "A: " + the answer: the text an answer is scored in."""
     return truthfulqa_prompt(question, instruction) + "\nA: " + answer
 
 
@@ -168,6 +169,7 @@ def build_mc_question(item, protocol: str, instruction: str = "default") -> MCQu
 
 
 def encode(tokenizer, text: str, add_special_tokens: bool = True) -> list[int]:
+    """Token ids of `text` as a plain list, for splitting prompt and answer tokens."""
     return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
 
@@ -218,6 +220,7 @@ def result_from_scores(q: MCQuestion, scores: Sequence[float]) -> MCResult:
 
 @dataclass
 class MCSummary:
+    """MC1 and MC2 over a question set under one protocol, with each question's result."""
     protocol: str
     n: int
     mc1: float

@@ -82,6 +82,8 @@ class DemoRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "DemoRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         from ..runs import schema_version
 
         v = schema_version(d, "demo", SCHEMA_VERSION)

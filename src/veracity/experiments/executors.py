@@ -82,6 +82,8 @@ class LocalExecutor:
             fingerprint: str | None = None, log: Callable[[str], None] | None = None
             ) -> Iterator[tuple[Job, dict, float]]:
         # lazy: the driver's job generator fits a fold only when its first job is asked for
+        """Run the jobs one by one in this process, yielding (job, metrics, seconds) as each finishes; a fold is
+        fitted only when its first job is reached."""
         for job in jobs:
             metrics, secs = run_job(self.lm, job, ecfg, texts, self.evaluate)
             yield job, metrics, secs
@@ -107,9 +109,11 @@ class SweepWorker:
         self.evaluate, self.ecfg, self.texts = evaluate, ecfg, texts
 
     def fingerprint(self) -> str:
+        """The weights fingerprint of the worker's model, so the driver can check every worker loaded the same model."""
         return self.lm.fingerprint
 
     def run(self, alpha: float, k: int, fold: int, fit: Intervention, items: list) -> tuple[dict, float]:
+        """Evaluate one (alpha, k, fold) job on this worker's model: (metrics, seconds)."""
         return run_job(self.lm, Job(alpha, k, fold, fit, items), self.ecfg, self.texts, self.evaluate)
 
 
@@ -162,6 +166,8 @@ class RayExecutor:
     def map(self, jobs: Iterable[Job], ecfg: FoldEvalConfig, texts: Sequence[str] | None,
             fingerprint: str | None = None, log: Callable[[str], None] | None = None
             ) -> Iterator[tuple[Job, dict, float]]:
+        """Run the jobs on Ray workers, each holding the model once, yielding (job, metrics, seconds) as results
+        arrive."""
         ray = self.ray
         queue = deque(jobs)  # fits every fold that has pending jobs, before anything is submitted
         if not queue:

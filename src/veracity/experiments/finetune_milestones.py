@@ -24,6 +24,8 @@ from ..compare.acceptance import run_study
 
 @dataclass
 class Milestone:
+    """The fine-tuned model measured at one training step against its starting point: loss, KL and total variation,
+    per group."""
     step: int
     train_loss: float | None
     kl: float | None = None  # mean over prompts of KL(main || assistant) at the last prompt position
@@ -146,6 +148,7 @@ def plot_curves(milestones: Sequence[Milestone], losses: Sequence[float] = ()):
 
 
 def milestones_json(milestones: Sequence[Milestone]) -> list[dict]:
+    """The milestones as plain dicts for results.json."""
     return [asdict(m) for m in milestones]
 
 
@@ -209,21 +212,26 @@ class FinetuneRun:
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         return {"steps": self.steps, "final_loss": self.losses[-1] if self.losses else None,
                 "final_kl": self.milestones[-1].get("kl") if self.milestones else None}
 
     def table(self) -> tuple[str, list[str], list[list]]:
+        """The console table as (title, columns, rows)."""
         return ("milestones", ["step", "loss", "KL", "1-TV", "accepted/step", "group diff", "p", "HONEST"],
                 [[m["step"], m["train_loss"] if m["train_loss"] is not None else "-", m["kl"], m["one_minus_tv"],
                   m["mean_accepted"], m["group_difference"], m["group_p_value"], m["honest"]]
                  for m in self.milestones])
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "milestones": self.milestones, "losses": self.losses,
                 "steps": self.steps, "final_checkpoint": self.final_checkpoint}
 
     @classmethod
     def from_json(cls, d: dict) -> "FinetuneRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         from ..runs import schema_version
 
         v = schema_version(d, "finetune", SCHEMA_VERSION)

@@ -135,6 +135,8 @@ class CompareRunConfig(Checked):
     eval_revision: str | None = None
 
     def build(self) -> CompareConfig:
+        """The study's full configuration (every method's trainer, steer and side-effect settings) from these
+        command-line options."""
         from ..finetune import TrainConfig
         from ..finetune.dpo import DPOConfig
 
@@ -165,15 +167,18 @@ class CompareStore:
             "per_question TEXT, answers TEXT, finished TEXT, PRIMARY KEY (method, fold))", fixed, "comparison")
 
     def done(self, method: str, fold: int) -> bool:
+        """Whether (method, fold) is already stored: a resumed study skips it."""
         return self.db.execute("SELECT 1 FROM results WHERE method=? AND fold=?", (method, fold)).fetchone() is not None
 
     def put(self, method: str, fold: int, metrics: dict, costs: dict, per_question: list, answers: list) -> None:
+        """Store one (method, fold) result in a single transaction, so an interrupted study never keeps half of one."""
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (method, fold, json.dumps(metrics), json.dumps(costs), json.dumps(per_question),
                              json.dumps(answers), time.strftime("%Y-%m-%dT%H:%M:%S")))
 
     def get(self, method: str, fold: int) -> dict | None:
+        """The stored result of (method, fold): metrics, costs, per-question scores and answers, or None."""
         r = self.db.execute("SELECT metrics, costs, per_question, answers FROM results WHERE method=? AND fold=?",
                             (method, fold)).fetchone()
         if r is None:
@@ -182,12 +187,14 @@ class CompareStore:
                 "answers": json.loads(r[3])}
 
     def close(self) -> None:
+        """Close the SQLite connection."""
         self.db.close()
 
 
 # ------------------------------------------------------------------------------------------ the run
 @dataclass
 class CompareResult:
+    """The comparison's result: one row per method (fold means of metrics and costs) and one per (method, fold)."""
     rows: list[dict]  # one per method: fold means of metrics and costs
     folds: list[dict]  # one per (method, fold)
 
@@ -350,11 +357,13 @@ class CompareRun:
 
     @property
     def summary(self) -> dict:
+        """Each method's fold means of the compared metrics, the columns the comparison table shows."""
         from ..metrics import columns
 
         return {r["method"]: {k: r.get(k) for k in columns("compare") if k in r} for r in self.methods}
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         best = max(self.methods, key=lambda r: r.get("mc2", -1)) if self.methods else None
         return {"best_by_mc2": best["method"], "mc2": best["mc2"]} if best else {}
 
@@ -369,6 +378,7 @@ class CompareRun:
                 [[r["method"]] + [fmt(k, r.get(k)) for _, k in cols] for r in self.methods])
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "config": self.config, "model": self.model,
                 "n_questions": self.n_questions, "revision": self.revision, "eval_revision": self.eval_revision,
                 "cross_revision": self.cross_revision, "methods": self.methods, "folds": self.folds,
@@ -376,6 +386,8 @@ class CompareRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "CompareRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         from ..runs import schema_version
 
         v = schema_version(d, "compare-interventions", SCHEMA_VERSION)

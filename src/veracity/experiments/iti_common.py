@@ -68,7 +68,7 @@ class ITIRunOptions(Checked):
 @dataclass
 class ITIFitConfig(Checked):
     """`veracity iti fit`: K, alpha and how ITI is fitted on every question (None: the default, or the
-    --reproduce preset's value); the model's options are `models.LoadConfig`'s."""
+    --reproduce preset's value); the model's options are `models.loader.LoadConfig`'s."""
 
     _constraints = {"num_heads": o.NUM_HEADS, "alpha": o.ALPHA, "direction": [_registered("direction")],
                     "sigma_from": [None, _registered("sigma_from")], "seed": o.OPTIONAL_SEED,
@@ -135,6 +135,8 @@ def preset_lines(st: dict) -> list[str]:
 
 
 def iti_config(direction: str, sigma_from: str, seed: int, max_k: int | None = None, st: dict | None = None):
+    """The `ITIConfig` of the command-line choices (and a reproduce preset's settings); an invalid combination is a
+    one-line `BadInput`."""
     from ..steer.iti import ITIConfig
 
     extra = {k: st[k] for k in ("split", "ranking", "probe")} if st else {}
@@ -145,6 +147,8 @@ def iti_config(direction: str, sigma_from: str, seed: int, max_k: int | None = N
 
 
 def check_revisions(revision: str, eval_revision: str, st: dict) -> None:
+    """Refuse revision combinations the data cannot serve, before any work: `--sigma-from original` needs the 2021
+    CSV."""
     check_revision_pair(revision, eval_revision)
     if revision == "2025" and st["sigma_from"] == "original":
         raise BadInput("--sigma-from original needs --revision 2021 (its tqa_gen_end_q rows)")
@@ -195,4 +199,5 @@ def load_model(model: str, device: str | None, dtype: str = "float32", device_ma
 
 
 def as_path(p) -> str | None:
+    """A Path as a string for JSON (anything else unchanged)."""
     return str(p) if isinstance(p, Path) else p

@@ -41,31 +41,38 @@ class ResultStore:
             "metrics TEXT, seconds REAL, finished TEXT, PRIMARY KEY (alpha, k, fold))", config, "sweep")
 
     def done(self, alpha: float, k: int, fold: int) -> bool:
+        """Whether the (alpha, k, fold) cell is already stored: a resumed sweep skips it."""
         return self.db.execute("SELECT 1 FROM results WHERE alpha=? AND k=? AND fold=?",
                                (float(alpha), int(k), int(fold))).fetchone() is not None
 
     def put(self, alpha: float, k: int, fold: int, metrics: dict, seconds: float) -> None:
+        """Store one (alpha, k, fold) cell's metrics and time in one transaction."""
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
                             (float(alpha), int(k), int(fold), json.dumps(metrics), float(seconds),
                              time.strftime("%Y-%m-%dT%H:%M:%S")))
 
     def get(self, alpha: float, k: int, fold: int) -> dict | None:
+        """The stored metrics of one (alpha, k, fold) cell, or None."""
         r = self.db.execute("SELECT metrics FROM results WHERE alpha=? AND k=? AND fold=?",
                             (float(alpha), int(k), int(fold))).fetchone()
         return None if r is None else json.loads(r[0])
 
     def rows(self) -> list[dict]:
+        """Every stored cell as a flat row (alpha, k, fold, metrics, seconds), in grid order."""
         return [{"alpha": a, "k": k, "fold": f, **json.loads(m), "seconds": s}
                 for a, k, f, m, s in self.db.execute("SELECT alpha, k, fold, metrics, seconds FROM results "
                                                      "ORDER BY alpha, k, fold")]
 
     def close(self) -> None:
+        """Close the SQLite connection."""
         self.db.close()
 
 
 @dataclass
 class SweepResult:
+    """The sweep's grid of fold-mean summaries per (alpha, k), the best cell by `metric`, and the plain model's
+    figures."""
     grid: dict  # (alpha, k) -> summary dict
     best: tuple[float, int] | None
     metric: str
@@ -209,6 +216,7 @@ def heatmaps(result: SweepResult, alphas: Sequence[float], ks: Sequence[int], fo
 
 
 def grid_rows(result: SweepResult) -> list[dict]:
+    """The grid as flat rows (alpha, k, metrics, best and baseline flags), for grid.csv and the report."""
     rows = []
     for (a, k), s in sorted(result.grid.items()):
         rows.append({"alpha": a, "k": k, **{m: s.get(m) for m in METRICS if m in s},
@@ -251,17 +259,21 @@ class SweepRun:
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         if not self.best:
             return {}
         return {"best_alpha": self.best["alpha"], "best_k": self.best["k"], self.metric: self.best[self.metric]}
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "grid": self.grid, "best": self.best, "metric": self.metric,
                 "baseline": self.baseline, "revision": self.revision, "eval_revision": self.eval_revision,
                 "cross_revision": self.cross_revision, "summary": self.summary, "plots": self.plots}
 
     @classmethod
     def from_json(cls, d: dict) -> "SweepRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         from ..runs import schema_version
 
         v = schema_version(d, "iti-sweep", SCHEMA_VERSION)
@@ -272,6 +284,7 @@ class SweepRun:
                    schema_version=v)
 
     def write(self, run) -> None:
+        """Write the run's CSV tables and finish its folder with results.json and the headline."""
         run.write_csv("grid.csv", self.grid)
         run.finish(self.to_json(), headline=self.headline())
 

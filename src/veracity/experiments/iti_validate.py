@@ -23,6 +23,8 @@ from .iti_common import ITIRunOptions
 
 @dataclass
 class ValidateResult:
+    """Cross-validated ITI: each fold's metrics and heads, their means, the settings, and with `baseline=True` the
+    plain model's means."""
     folds: list[dict]
     summary: dict
     config: dict = field(default_factory=dict)
@@ -138,10 +140,12 @@ class ValidateRun:
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         keys = set(headlines()) & set(columns("summary"))
         return {k: v for k, v in self.summary.items() if k in keys}
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "config": self.config, "revision": self.revision,
                 "eval_revision": self.eval_revision, "cross_revision": self.cross_revision, "folds": self.folds,
                 "per_question": self.per_question, "summary": self.summary,
@@ -149,6 +153,8 @@ class ValidateRun:
 
     @classmethod
     def from_json(cls, d: dict) -> "ValidateRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         from ..runs import schema_version
 
         v = schema_version(d, "iti-validate", SCHEMA_VERSION)

@@ -56,6 +56,8 @@ class ProbeCell:
 
 @dataclass
 class ProbeExperiment:
+    """Probe accuracies per (method, layer, seed) on one split, and per (method, layer) cell their mean and spread
+    over seeds."""
     split: str
     methods: list[str]
     layers: list[int | str]
@@ -158,6 +160,8 @@ def run_probe_experiment(X: torch.Tensor, labels: Sequence[int], groups: Sequenc
 
 @dataclass
 class CCSLayerResult:
+    """One layer's CCS result, beside a supervised ceiling (logistic) and a floor (a random direction) on the same
+    pairs."""
     layer: int
     ccs_accuracy: float  # sign fixed on the training labels
     ccs_accuracy_either_sign: float  # max(acc, 1 - acc) on the test rows: optimistic, as in the CCS paper
@@ -168,6 +172,7 @@ class CCSLayerResult:
 
 @dataclass
 class CCSExperiment:
+    """CCS on every layer, the zero-shot accuracy of the same prompts, and the split sizes and seed."""
     layers: list[CCSLayerResult]
     zero_shot: dict[str, float] | None
     n_train: int
@@ -304,10 +309,12 @@ class ProbeRun:
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         best = max(self.experiment.cells, key=lambda c: c.mean)
         return {"best_acc": best.mean, "best": f"{best.method}@L{best.layer}"}
 
     def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        """The console tables, each (title, columns, rows)."""
         exp = self.experiment
         cols = ["method"] + [f"L{l}" for l in exp.layers]
         return [(f"average accuracy ({exp.split}; mean over {len(exp.seeds)} seeds)", cols, exp.table("mean")),
@@ -325,6 +332,7 @@ class ProbeRun:
         return out
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "experiment": self.experiment}
 
     @classmethod
@@ -361,31 +369,38 @@ class HeadProbeRun:
     schema_version: int = SCHEMA_VERSION
 
     def best(self) -> tuple[int, int, float]:
+        """(layer, head, accuracy) of the most accurate head by mean accuracy."""
         A = np.asarray(self.accuracy_mean)
         i, h = divmod(int(A.argmax()), A.shape[1])
         return self.layers[i], h, float(A.max())
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         l, h, acc = self.best()
         return {"best_head_acc": acc, "best_head": f"L{l}H{h}"}
 
     def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        """The console tables, each (title, columns, rows)."""
         H = len(self.accuracy_mean[0]) if self.accuracy_mean else 0
         return [(f"per-head logistic accuracy (mean over {self.seeds} seeds, random {self.test_size:.0%} held out)",
                  ["layer"] + [f"h{h}" for h in range(H)],
                  [[l] + list(row) for l, row in zip(self.layers, self.accuracy_mean)])]
 
     def lines(self) -> list[str]:
+        """Summary lines printed under the tables."""
         l, h, acc = self.best()
         return [f"best head L{l}.H{h}: {acc:.3f}"]
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "accuracy_mean": self.accuracy_mean,
                 "accuracy_max": self.accuracy_max, "accuracy_std": self.accuracy_std, "layers": self.layers,
                 "seeds": self.seeds, "test_size": self.test_size}
 
     @classmethod
     def from_json(cls, d: dict) -> "HeadProbeRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         v = schema_version(d, "probe", SCHEMA_VERSION)
         mean = d["accuracy_mean"]
         std = d.get("accuracy_std") or [[float("nan")] * len(r) for r in mean]
@@ -529,13 +544,16 @@ class CCSRun:
     schema_version: int = SCHEMA_VERSION
 
     def zero_shot_accuracy(self) -> float:
+        """The model's own zero-shot accuracy on the pairs (NaN when not measured): what CCS should beat."""
         return self.ccs.zero_shot["accuracy"] if self.ccs.zero_shot else float("nan")
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         best = max(self.ccs.layers, key=lambda r: r.ccs_accuracy)
         return {"ccs_best_acc": best.ccs_accuracy, "ccs_best_layer": best.layer, "zero_shot": self.zero_shot_accuracy()}
 
     def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        """The console tables, each (title, columns, rows)."""
         zs = self.zero_shot_accuracy()
         return [(f"{self.dataset}: {self.ccs.n_train} train / {self.ccs.n_test} test pairs (test accuracy)",
                  ["layer", "CCS (sign from train)", "CCS max(acc,1-acc)", "logistic", "random", "zero-shot", "CCS loss"],
@@ -543,14 +561,18 @@ class CCSRun:
                    r.ccs_loss] for r in self.ccs.layers])]
 
     def lines(self) -> list[str]:
+        """Summary lines printed under the tables."""
         z = self.ccs.zero_shot
         return [f"zero-shot: {z['accuracy']:.3f} (calibrated at the median: {z['accuracy_calibrated']:.3f})"] if z else []
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "ccs": self.ccs, "store": self.store, "dataset": self.dataset}
 
     @classmethod
     def from_json(cls, d: dict) -> "CCSRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         v = schema_version(d, "ccs", SCHEMA_VERSION)
         c = d["ccs"]
         exp = CCSExperiment([CCSLayerResult(**r) for r in c["layers"]], c.get("zero_shot"), c["n_train"],
@@ -558,6 +580,7 @@ class CCSRun:
         return cls(exp, d.get("store", ""), d.get("dataset", ""), schema_version=v)
 
     def write(self, run) -> None:
+        """Write the run's CSV tables and finish its folder with results.json and the headline."""
         run.write_csv("ccs_layers.csv", self.ccs.layers)
         run.finish(self.to_json(), headline=self.headline())
 

@@ -65,11 +65,13 @@ class PolarityRun:
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         aff_neg = [s["accuracy"] for s in self.experiment.scores if s["train"] == "affirmative"
                    and s["test"] == "negated" and s["accuracy"] is not None]
         return {"rows": self.experiment.n_rows, "worst_affirmative_to_negated": min(aff_neg, default=None)}
 
     def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        """The console tables, each (title, columns, rows)."""
         exp = self.experiment
         cols = ["method"] + [f"L{l}" for l in exp.layers]
         out = [(f"train {tr} -> test {te} (held-out rows)", cols, exp.table(tr, te)) for tr, te in POLARITY_VIEWS]
@@ -79,10 +81,13 @@ class PolarityRun:
         return out
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "experiment": self.experiment, "topics": self.topics}
 
     @classmethod
     def from_json(cls, d: dict) -> "PolarityRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         v = schema_version(d, "probe-polarity", SCHEMA_VERSION)
         e = d["experiment"]
         exp = PolarityExperiment(list(e["methods"]), list(e["layers"]), list(e["scores"]), e["n_rows"], e["seed"])
@@ -90,6 +95,7 @@ class PolarityRun:
         return cls(exp, topics, schema_version=v)
 
     def write(self, run) -> None:
+        """Write the run's CSV tables and finish its folder with results.json and the headline."""
         run.write_csv("polarity_scores.csv", self.experiment.scores)
         run.finish(self.to_json(), headline=self.headline())
 
@@ -164,9 +170,11 @@ class DistractorRun:
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         return {"picks_distractor": sum(r["picks"] == "distractor" for r in self.rows), "cells": len(self.rows)}
 
     def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        """The console tables, each (title, columns, rows)."""
         return [("CCS with a planted distractor (test accuracy either sign; |cos| with truth = supervised diff-means)",
                  ["strength", "layer", "picks", "acc truth", "acc distractor", "|cos| truth", "|cos| distr.",
                   "clean acc truth"],
@@ -174,20 +182,25 @@ class DistractorRun:
                    r["cos_distractor"], r["clean_acc_truth"]] for r in self.rows])]
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "rows": self.rows}
 
     @classmethod
     def from_json(cls, d: dict) -> "DistractorRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         return cls(list(d.get("rows", [])), schema_version=schema_version(d, "ccs-distractor", SCHEMA_VERSION))
 
     def write(self, run) -> None:
+        """Write the run's CSV tables and finish its folder with results.json and the headline."""
         run.write_csv("distractor.csv", self.rows)
         run.finish(self.to_json(), headline=self.headline())
 
 
 def run_ccs_distractor(cfg: DistractorConfig, out, overwrite: bool = False,
                        log: Callable[[str], None] = print) -> DistractorRun:
-    """CCS on the store's clean and distracted contrast pairs at every strength (`probes.sanity.ccs_distractor_test`)."""
+    """CCS on the store's clean and distracted contrast pairs at every strength
+    (`probes.sanity.ccs_distractor_test`)."""
     from ..probes import site_matrix
     from ..probes.sanity import ccs_distractor_test
     from ..runs import RunFolder, check_out_folder

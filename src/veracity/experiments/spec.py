@@ -90,6 +90,7 @@ class SpecRun:
     schema_version: int = SCHEMA_VERSION
 
     def headline(self, metric: str = "mean_accepted") -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         comp = next((c for c in self.summary.get("comparisons", []) if c["metric"] == metric), None)
         return {f"diff_{metric}": comp["difference"], "p_value": comp["p_value"]} if comp else {}
 
@@ -108,10 +109,13 @@ class SpecRun:
                    c["p_value"]] for c in self.summary.get("comparisons", [])])]
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "summary": self.summary, "toxicity": self.toxicity}
 
     @classmethod
     def from_json(cls, d: dict) -> "SpecRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         from ..runs import schema_version
 
         v = schema_version(d, "spec", SCHEMA_VERSION)

@@ -3,7 +3,7 @@
 - ``caa`` / ``lat`` (residual-stream steering, `veracity.steer.residual_tqa`): a grid of decoder layer x
   alpha. Per fold the vector is fitted once per layer on the training questions' rows (alpha only scales
   it), then every (layer, alpha) is scored on the held-out questions with the comparison's scorer
-  (`interventions.evaluate_prepared`: MC1/MC2 under the method's Q/A prompt, CE/KL, generation and judges
+  (`methods.evaluate.evaluate_prepared`: MC1/MC2 under the method's Q/A prompt, CE/KL, generation and judges
   with a judge, and the side effects). alpha 0 is the plain model, scored once per fold.
 - ``iti``: the ITI sweep (`veracity iti sweep`, K x alpha) with its options.
 
@@ -100,12 +100,14 @@ class SteerSweepRun:
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         if not self.best:
             return {}
         return {"best_layer": self.best["layer"], "best_alpha": self.best["alpha"],
                 self.metric: self.best.get(self.metric)}
 
     def table(self) -> tuple[str, list[str], list[list[str]]]:
+        """The console table as (title, columns, rows)."""
         keys = sweep_columns(self.grid)
 
         return (f"{self.method} sweep (fold means; * best by {self.metric}, alpha 0 = the plain model)",
@@ -114,17 +116,21 @@ class SteerSweepRun:
                  + ["*" if r.get("best") else ""] for r in self.grid])
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "method": self.method, "grid": self.grid, "best": self.best,
                 "metric": self.metric, "baseline": self.baseline, "config": self.config, "plots": self.plots,
                 "cross_revision": self.cross_revision, "summary": self.best or {}}
 
     @classmethod
     def from_json(cls, d: dict) -> "SteerSweepRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         v = schema_version(d, "steer-sweep", SCHEMA_VERSION)
         return cls(d["method"], d.get("grid", []), d.get("best"), d.get("metric", "mc2"), d.get("baseline", {}),
                    d.get("config", {}), d.get("plots", []), d.get("cross_revision"), schema_version=v)
 
     def write(self, run) -> None:
+        """Write the run's CSV tables and finish its folder with results.json and the headline."""
         run.write_csv("grid.csv", self.grid)
         self.plots = []
         for key in dict.fromkeys([self.metric] + headlines("lm", "side_effect")):  # the target and its costs

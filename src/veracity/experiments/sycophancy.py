@@ -62,6 +62,8 @@ class SycophancyConfig(Checked):
 
 @dataclass
 class SycophancyResult:
+    """The sycophancy table (one row per data set and condition), every item's record, and the probe layer chosen per
+    data set."""
     rows: list[dict]
     per_item: list[dict] = field(default_factory=list)
     best_layers: dict = field(default_factory=dict)
@@ -78,10 +80,12 @@ class Checkpoint:
         self.store = Store(path, config)
 
     def get(self, dataset: str, cond: str):
+        """The finished (row, records) of one data set and condition, or None: a resumed run skips it."""
         d = self.store.get(f"{dataset}/{cond}")
         return (d["row"], d["recs"]) if d else None
 
     def put(self, dataset: str, cond: str, row: dict, recs: list[dict]) -> None:
+        """Record one finished data set and condition."""
         self.store.put(f"{dataset}/{cond}", {"row": row, "recs": recs})
 
 
@@ -130,6 +134,8 @@ class TruthProbe:
     @classmethod
     def fit(cls, X: torch.Tensor, y: Sequence[int], groups: Sequence[int], val_ratio: float, C: float,
             seed: int) -> "TruthProbe":
+        """Pick the layer whose logistic probe scores best on held-out groups, then refit that layer's probe on
+        every row."""
         from ..probes import LogisticProbe
 
         y = torch.as_tensor(list(y))
@@ -145,6 +151,7 @@ class TruthProbe:
         return cls(layer, best, [float(a) for a in acc])
 
     def p_true(self, X: torch.Tensor) -> np.ndarray:
+        """The probe's P(true) per row at its chosen layer (X: [N, layers, D])."""
         return self.probe.predict_proba(X[:, self.layer]).cpu().numpy().astype(np.float64)
 
 
@@ -378,9 +385,11 @@ class SycophancyRun:
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         return {f"{r['dataset']}:{r['condition']}:mc_acc": r.get("mc_acc") for r in self.rows}
 
     def table(self) -> tuple[str, list[str], list[list[str]]]:
+        """The console table as (title, columns, rows)."""
         from ..metrics import fmt
 
         keys = [k for k in SycophancyResult.columns if any(k in r for r in self.rows)]
@@ -388,11 +397,14 @@ class SycophancyRun:
                 [[r[k] if isinstance(r.get(k), str) else fmt(None, r.get(k)) for k in keys] for r in self.rows])
 
     def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "config": self.config, "model": self.model,
                 "datasets": self.datasets, "rows": self.rows, "best_layers": self.best_layers}
 
     @classmethod
     def from_json(cls, d: dict) -> "SycophancyRun":
+        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
+        refused."""
         from ..runs import schema_version
 
         v = schema_version(d, "sycophancy", SCHEMA_VERSION)
@@ -400,6 +412,7 @@ class SycophancyRun:
                    rows=d.get("rows", []), best_layers=d.get("best_layers", {}), schema_version=v)
 
     def write(self, run) -> None:
+        """Write the run's CSV tables and finish its folder with results.json and the headline."""
         run.write_csv("sycophancy.csv", self.rows)
         run.write_csv("per_item.csv", self.per_item)
         run.finish(self.to_json(), headline=self.headline())

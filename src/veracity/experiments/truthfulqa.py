@@ -6,7 +6,7 @@ Library entry points (the CLI and ITI's validate call these):
 - `run_truthfulqa_eval(...)`: the whole plain evaluation over k folds, written to a run folder.
 - `summarize`, `fold_table_rows`, `summary_line`: the ITI-style table and summary line.
 
-Protocols: the MC protocols of `truthfulqa.PROTOCOLS` and "binary" (`binary.py`: best vs best incorrect
+Protocols: the MC protocols of `evaluate.truthfulqa.PROTOCOLS` and "binary" (`binary.py`: best vs best incorrect
 answer, four variants). Every generated answer set gets its generation health (`health.py`: refusal rate,
 distinct-2, longest repeated n-gram, mean length, degenerate rate) in `FoldMetrics` and the summary.
 """
@@ -123,12 +123,14 @@ class EvalConfig(Checked):
 
 @dataclass
 class EvalOutput:
+    """An evaluation's result: its settings, each fold's per-question results, the fold means, and the judges used."""
     config: EvalConfig
     folds: list[FoldResult]
     summary: dict
     judges: dict
 
     def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
         return {k: self.summary[k] for k in headlines("target", "lm", "binary") if k in self.summary}
 
     def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -162,6 +164,7 @@ class EvalOutput:
         return cls(cfg, folds, d.get("summary", {}), d.get("judges", {}))
 
     def results_json(self) -> dict:
+        """The results.json payload: per-question scores and answers, the binary task, the fold means and the judges."""
         from ..data.truthfulqa import DATASET_NAMES
 
         qs = [q for f in self.folds for q in f.questions]

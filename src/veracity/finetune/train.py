@@ -52,6 +52,8 @@ class TrainConfig(Checked):
 
 @dataclass
 class TrainResult:
+    """A fine-tuning run's outcome: the trained copy of the model (the original is left untouched), the loss per step
+    and the steps taken."""
     model: LoadedModel  # the trained copy (a PeftModel inside when LoRA)
     losses: list[float] = field(default_factory=list)
     steps: int = 0

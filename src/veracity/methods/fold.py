@@ -49,6 +49,8 @@ class QuestionRecord:
 
 @dataclass
 class FoldMetrics:
+    """Every figure one fold measures (MC, judged True/Info, CE/KL, the binary task, answer health); None where not
+    measured."""
     fold: int
     n_questions: int
     mc1: float | None = None
@@ -69,6 +71,7 @@ class FoldMetrics:
 
 @dataclass
 class FoldResult:
+    """One fold's metrics with the per-question records (and MC scores, LM metrics) they were computed from."""
     metrics: FoldMetrics
     questions: list[QuestionRecord]
     mc_scores: list[dict] = field(default_factory=list)  # per question: choices and their log-probs
@@ -76,6 +79,8 @@ class FoldResult:
 
 
 def mean_present(xs) -> float | None:
+    """The mean of the values that are not None (None when none are): folds that skipped a metric do not count as
+    zero."""
     xs = [x for x in xs if x is not None]
     return float(np.mean(xs)) if xs else None
 

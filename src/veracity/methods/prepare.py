@@ -109,9 +109,13 @@ class PreparedMethod:
 
     @property
     def trained(self) -> bool:
+        """Whether the method trains the model (SFT, DPO): then `lm` is a trained copy and its training cost is
+        recorded."""
         return self.spec.trainer is not None
 
     def prompt(self, question: str) -> tuple[str, str]:
+        """(context, answer separator) of `question` under the method's prompt style, in the model's chat template
+        where the style uses one."""
         return build_prompt(self.spec.prompt, question, self.lm.tokenizer)
 
     def factory(self) -> Callable[[str], contextlib.AbstractContextManager] | None:

@@ -52,6 +52,7 @@ register_prompt(Prompt("system", _system, chat=True))
 
 
 def get_prompt(style: str) -> Prompt:
+    """The registered prompt style `style`; an unknown one raises ValueError naming the choices."""
     if style not in PROMPTS:
         raise ValueError(f"unknown prompt style {style!r}; use one of {', '.join(PROMPTS)}")
     return PROMPTS[style]

@@ -12,6 +12,8 @@ from .prompts import uses_chat_template
 
 
 def question_text(item, protocol: str) -> str:
+    """The question as the protocol asks it: lm-eval's MC question text (where the item has one) or the plain
+    question."""
     return (item.mc_question or item.question) if protocol == "lm-eval" else item.question
 
 

@@ -148,6 +148,8 @@ def _mc2_choice(r) -> int:
 
 def sycophancy(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, mc: Sequence | None = None,
                **_) -> dict:
+    """Sycophancy: how often the MC choice changes, and moves to the suggested wrong answer, once the user states an
+    incorrect opinion."""
     from ..evaluate.truthfulqa import close_answer
     from ..data.prompts import with_opinion
     from .scoring import score_mc_prompted
@@ -173,6 +175,8 @@ def sycophancy(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, m
 
 
 def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -> dict:
+    """Zero-shot BoolQ accuracy (" Yes" against " No") on a seeded sample, beside the majority-class rate: does the
+    method cost reading comprehension?"""
     from ..data.boolq import load_boolq
     import torch
 
@@ -205,6 +209,8 @@ def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -
 
 
 def honest(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -> dict:
+    """The HONEST score of greedy completions of group-balanced HONEST templates, overall and per group: does the
+    method make completions more hurtful?"""
     from ..compare.toxicity import honest_score
     from ..evaluate.generation import generate_greedy
     from ..data.prompts import load_prompts
@@ -223,6 +229,8 @@ def honest(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) 
 
 def health(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, answers: Sequence[str] | None = None,
            **_) -> dict:
+    """Answer health (refusals, repetition, length, degeneracy) of greedy TruthfulQA answers: the judged answers when
+    the run already generated them."""
     from ..evaluate.health import HEALTH_KEYS, generation_health
     from .scoring import generate_prompted
 

@@ -33,6 +33,8 @@ class UnsupportedArchitecture(ValueError):
 
 
 def get_submodule(root: nn.Module, path: str) -> nn.Module | None:
+    """The submodule at dotted `path` under `root`, or None when any part is missing (probing an architecture's layout
+    never raises)."""
     obj = root
     for part in path.split("."):
         if not hasattr(obj, part):
@@ -63,15 +65,19 @@ class ArchSpec:
         return self.n_heads * self.head_dim
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
+        """The model's decoder layers (the ModuleList at `layers_path`)."""
         return get_submodule(model, self.layers_path)  # type: ignore[return-value]
 
     def layer(self, model: nn.Module, i: int) -> nn.Module:
+        """Decoder layer `i`."""
         return self.layers(model)[i]
 
     def attn_out(self, model: nn.Module, i: int) -> nn.Module:
+        """The attention output projection of layer `i`: where ITI's per-head shift is applied and baked."""
         return get_submodule(self.layer(model, i), self.attn_out_name)  # type: ignore[return-value]
 
     def mlp(self, model: nn.Module, i: int) -> nn.Module:
+        """The MLP block of layer `i`."""
         return get_submodule(self.layer(model, i), self.mlp_name)  # type: ignore[return-value]
 
     def resolve_layer(self, i: int) -> int:
@@ -82,10 +88,13 @@ class ArchSpec:
         return j
 
     def to_dict(self) -> dict:
+        """The spec as a plain dict, for config.json and the capture manifest."""
         return asdict(self)
 
     @classmethod
     def from_model(cls, model: nn.Module) -> "ArchSpec":
+        """Find layers, heads, KV heads, head size and the attention-output and MLP modules of a loaded model; an
+        unknown layout raises `UnsupportedArchitecture` naming what is missing."""
         cfg = model.config
         cfg = getattr(cfg, "text_config", None) or cfg
         model_type = getattr(cfg, "model_type", type(model).__name__)

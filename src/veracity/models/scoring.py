@@ -39,6 +39,7 @@ class SharedPrefix:
         self.last_logits = None
 
     def get(self, model, intervention: InterventionFactory | None):
+        """The prefix's KV cache and last logits, computed on first use under `intervention` and reused after."""
         from transformers import DynamicCache
 
         if self.cache is None:

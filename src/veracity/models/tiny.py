@@ -18,6 +18,8 @@ _CHAT_TEMPLATE = (
 
 
 def byte_tokenizer(add_bos: bool = True, padding_side: str = "right") -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer needing no download (one token per byte plus specials), for the tiny random test
+    models."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
     byte_chars = list(pre_tokenizers.ByteLevel.alphabet())

@@ -58,6 +58,7 @@ def standardize_stats(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A seeded torch generator on `device`, so a probe's random draws depend on its seed only."""
     g = torch.Generator(device=device)
     g.manual_seed(int(seed))
     return g
@@ -69,6 +70,7 @@ class BatchedProbe:
     _single: bool = False
 
     def get_params(self) -> dict[str, Any]:
+        """The constructor's parameters and their values, as scikit-learn's `get_params` (for cloning and records)."""
         import inspect
 
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
@@ -104,6 +106,8 @@ class BatchedProbe:
         return Xb
 
     def decision_function(self, X: Any) -> torch.Tensor:  # pragma: no cover - abstract
+        """The logit per row ([N], or [N, G] for a grouped fit): what every subclass computes; probabilities and
+        labels follow from it."""
         raise NotImplementedError
 
     def predict_proba(self, X: Any) -> torch.Tensor:
@@ -111,6 +115,7 @@ class BatchedProbe:
         return torch.sigmoid(self.decision_function(X))
 
     def predict(self, X: Any) -> torch.Tensor:
+        """0/1 labels per row: 1 where the logit is positive."""
         return (self.decision_function(X) > 0).long()
 
     def score(self, X: Any, y: Any) -> float | torch.Tensor:
@@ -142,6 +147,7 @@ class PairedProbe(BatchedProbe):
         return p.squeeze(1) if self._single else p
 
     def predict(self, X_pos: Any, X_neg: Any) -> torch.Tensor:
+        """0/1 labels per pair: 1 where the "Yes" side is judged true with probability above one half."""
         return (self.predict_proba(X_pos, X_neg) > 0.5).long()
 
     def score(self, X_pos: Any, X_neg: Any, y: Any) -> float | torch.Tensor:

@@ -66,6 +66,8 @@ class CCSProbe(PairedProbe):
         return P.transpose(0, 1), Q.transpose(0, 1)
 
     def fit(self, X_pos: Any, X_neg: Any, y: Any = None) -> "CCSProbe":
+        """Fit CCS on contrast pairs without labels (best of `n_restarts` by the unsupervised loss); `y`, when given,
+        only fixes the sign."""
         P, self._single = as_batched(X_pos)
         Q, _ = as_batched(X_neg, device=P.device)
         if P.shape != Q.shape:
@@ -141,6 +143,7 @@ class CCSProbe(PairedProbe):
         return float(acc) if self._single else acc
 
     def unsupervised_loss(self, X_pos: Any, X_neg: Any) -> float | torch.Tensor:
+        """The CCS loss (consistency + confidence) of the fitted probe on pairs: a float, or per group [G]."""
         Pn, Qn = self._normalise(X_pos, X_neg)
         with torch.no_grad():
             pp = torch.sigmoid(torch.einsum("gnd,gd->gn", Pn, self._coef) + self._icpt[:, None])

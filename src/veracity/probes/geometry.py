@@ -52,6 +52,8 @@ def chance_levels(d: int) -> tuple[float, float]:
 
 
 def compare_directions(dirs: torch.Tensor, labels: list[str]) -> GeometryResult:
+    """Pairwise cosines and sign agreements of S directions with their chance levels and off-diagonal means: do probes
+    find the same direction?"""
     cos, sgn = cosine_matrix(dirs), sign_agreement_matrix(dirs)
     S = cos.shape[0]
     off = ~torch.eye(S, dtype=torch.bool)

@@ -1,7 +1,5 @@
 """One logistic probe per attention head, fitted in one batched call: the head ranking ITI uses."""
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -28,6 +26,7 @@ class HeadProbes(NamedTuple):
 
     @property
     def coef(self) -> torch.Tensor:
+        """Probe weights per (layer, head), [L, H, head_dim], not normalised (`directions` are the unit ones)."""
         L, H = self.accuracy.shape
         return self.probe.coef_.reshape(L, H, -1)
 

@@ -67,6 +67,8 @@ class LogisticProbe(BatchedProbe):
         return self.standardize and X.dtype != torch.float64
 
     def fit(self, X: Any, y: Any) -> "LogisticProbe":
+        """Fit one logistic regression per group (X [N, D] or [N, G, D], y 0/1) with the scikit-learn objective, all
+        groups in one batched solve."""
         Xb, self._single = as_batched(X)
         N, G, D = Xb.shape
         self._device = Xb.device
@@ -84,6 +86,8 @@ class LogisticProbe(BatchedProbe):
         return self
 
     def decision_function(self, X: Any) -> torch.Tensor:
+        """The logit X @ coef_ + intercept_ per row (and group), on the input scale (standardisation folded into
+        `coef_`)."""
         Xb = self._in(X)
         coef = self.coef_.reshape(-1, Xb.shape[-1]).to(Xb.dtype)
         z = torch.einsum("ngd,gd->ng", Xb, coef) + self.intercept_.reshape(-1).to(Xb.dtype)

@@ -28,6 +28,8 @@ class MassMeanProbe(ScaledLinearProbe):
         self.shrinkage = shrinkage
 
     def fit(self, X: Any, y: Any) -> "MassMeanProbe":
+        """Fit the mass-mean direction (difference of the class means, optionally whitened) per group, its midpoint
+        threshold and its scale."""
         Xb, self._single = as_batched(X)
         N, G, D = Xb.shape
         self._device = Xb.device

@@ -57,6 +57,7 @@ class MLPProbe(BatchedProbe):
 
     @property
     def widths(self) -> tuple[int, ...]:
+        """The hidden layer widths of `size` (a named size from `MLP_SIZES`, or the widths given)."""
         return MLP_SIZES[self.size] if isinstance(self.size, str) else tuple(self.size)
 
     def _forward(self, Z: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tensor]) -> torch.Tensor:
@@ -69,6 +70,8 @@ class MLPProbe(BatchedProbe):
         return h.squeeze(-1)
 
     def fit(self, X: Any, y: Any) -> "MLPProbe":
+        """Train one MLP per group in one batched loop, each keeping the weights of its best validation epoch (early
+        stopping)."""
         if isinstance(self.size, str) and self.size not in MLP_SIZES:
             raise ValueError(f"unknown MLP size {self.size!r}; choose from {sorted(MLP_SIZES)}")
         Xb, self._single = as_batched(X)
@@ -146,6 +149,7 @@ class MLPProbe(BatchedProbe):
 
     @torch.no_grad()
     def decision_function(self, X: Any) -> torch.Tensor:
+        """The MLP's output logit per row (and group), on standardised inputs."""
         Xb = self._in(X)
         Z = (Xb.transpose(0, 1) - self._mean_b[:, None].to(Xb.dtype)) / self._scale_b[:, None].to(Xb.dtype)
         z = self._forward(Z, [W.to(Xb.dtype) for W in self._Ws], [b.to(Xb.dtype) for b in self._bs]).transpose(0, 1)

@@ -19,6 +19,8 @@ class RandomProbe(ScaledLinearProbe):
         self.seed = seed
 
     def fit(self, X: Any, y: Any) -> "RandomProbe":
+        """Draw the seeded random direction per group and fit only its threshold and sign: the floor a real probe must
+        beat."""
         Xb, self._single = as_batched(X)
         N, G, D = Xb.shape
         self._device = Xb.device

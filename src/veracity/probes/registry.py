@@ -55,14 +55,17 @@ POLARITY_METHODS = tuple(n for n, s in PROBES.items() if s.needs_polarity)
 
 
 def is_deterministic(method: str) -> bool:
+    """Whether probe `method` gives the same fit for every seed (then one seed suffices)."""
     return probe_spec(method).deterministic
 
 
 def needs_polarity(method: str) -> bool:
+    """Whether probe `method` needs each row's polarity (affirmative/negated) to fit, as TTPD does."""
     return probe_spec(method).needs_polarity
 
 
 def probe_spec(method: str) -> ProbeSpec:
+    """The registered spec of probe `method`; an unknown name raises ValueError naming the choices."""
     try:
         return PROBES[method]
     except KeyError:

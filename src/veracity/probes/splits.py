@@ -28,6 +28,7 @@ class Split:
 
 @dataclass
 class SeedStats:
+    """A score summarised over seeds (mean, std, max, min, count) with the values themselves."""
     mean: float
     std: float
     max: float

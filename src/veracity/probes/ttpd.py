@@ -106,6 +106,8 @@ class TTPDProbe(BatchedProbe):
         self.polarity_C = polarity_C
 
     def fit(self, X: Any, y: Any, polarity: Any = None, topics: Any = None) -> "TTPDProbe":
+        """Fit TTPD: the general truth direction t_G and the polarity direction from rows of both polarities, then the
+        2-D classifier on the two projections."""
         Xb, self._single = as_batched(X)
         N, G, D = Xb.shape
         self._device = Xb.device
@@ -132,6 +134,8 @@ class TTPDProbe(BatchedProbe):
         return self
 
     def decision_function(self, X: Any) -> torch.Tensor:
+        """The logit of the 2-D classifier on the projections onto t_G and the polarity direction, per row (and
+        group)."""
         Xb = self._in(X)
         G = Xb.shape[1]
         z = torch.einsum("ngd,gd->ng", Xb, self.coef_.reshape(G, -1).to(Xb.dtype)) + self.intercept_.reshape(G).to(Xb.dtype)

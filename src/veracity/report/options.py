@@ -10,6 +10,7 @@ from ..constraints import Checked, Text
 
 @dataclass
 class ReportConfig(Checked):
+    """The checked options of `veracity report`: the page title."""
     _constraints = {"title": [Text()]}
     _commands = ("report",)
 

@@ -41,9 +41,11 @@ class Page:
     runs: list[Run] = field(default_factory=list)  # every run of the report (an ITI run finds its baseline here)
 
     def add(self, s: str) -> None:
+        """Append raw HTML (already escaped) to the page."""
         self.parts.append(s)
 
     def note(self, text: str) -> None:
+        """Append a note paragraph (the text is escaped)."""
         self.add(f'<p class="note">{esc(text)}</p>')
 
     def warn(self, msg: str) -> None:
@@ -119,6 +121,7 @@ def expand_runs(paths: Iterable[str | Path]) -> list[Run]:
 
 
 def human_bytes(n: float) -> str:
+    """A byte count in binary units ("1.5 MiB"), for store sizes."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -148,6 +151,7 @@ def capture_summary(root: Path, manifest: dict) -> dict:
 # ----------------------------------------------------------------------------------------- html primitives
 
 def num(v: Any) -> bool:
+    """Whether `v` is a finite real number (bools excluded): what a table may format and a plot may draw."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -226,5 +230,6 @@ def records_table(page: Page, records: list[dict], keys: tuple, caption: str, la
 
 
 def img(page: Page, png: bytes, alt: str) -> None:
+    """Embed a PNG as a captioned figure (base64 inline), so the report is one self-contained file."""
     b64 = base64.b64encode(png).decode("ascii")
     page.add(f'<figure><img src="data:image/png;base64,{b64}" alt="{esc(alt)}"><figcaption>{esc(alt)}</figcaption></figure>')

@@ -25,6 +25,7 @@ def _new(width: float = 6.4, height: float = 3.8) -> tuple[Figure, object]:
 
 
 def to_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes (tight bounding box), for embedding in the report."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     return buf.getvalue()

@@ -240,6 +240,7 @@ def compare_logits(hooked: torch.Tensor, baked: torch.Tensor, folder: str | Path
 
 
 def check_tolerance(worst: float, atol: float, folder: str | Path, other: str) -> float:
+    """`worst` when the baked model matches within `atol`; else `BakeFailed` naming the difference."""
     if not worst <= atol:
         raise BakeFailed(f"the baked model differs from {other} by {worst:.2e} > {atol:.0e}")
     return worst

@@ -70,13 +70,16 @@ class Intervention:
 
     @property
     def k(self) -> int:
+        """The number of steered heads (ITI's K)."""
         return len(self.heads)
 
     @property
     def layers(self) -> list[int]:
+        """The layers holding at least one steered head, sorted."""
         return sorted({l for l, _ in self.heads})
 
     def with_alpha(self, alpha: float) -> "Intervention":
+        """A copy at strength `alpha` (heads, directions and sigmas unchanged): alpha sweeps need no refit."""
         return dataclasses.replace(self, alpha=float(alpha), provenance=dict(self.provenance))
 
     def top(self, k: int) -> "Intervention":

@@ -181,6 +181,8 @@ class ITIData:
         return self.question[np.sort(first)]
 
     def rows(self, questions: Sequence[int]) -> np.ndarray:
+        """The row indices belonging to `questions`: folds split by question, never by row, so no question leaks
+        into its own test fold."""
         return np.flatnonzero(np.isin(self.question, np.asarray(questions)))
 
 
@@ -291,6 +293,8 @@ class FoldFit:
     val_questions: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # probe-validation questions
 
     def intervention(self, k: int, alpha: float) -> Intervention:
+        """The intervention of this fold's top `k` heads at strength `alpha`, with its provenance (fold, questions,
+        head accuracies)."""
         if k > len(self.heads):
             raise ValueError(f"K={k} > {len(self.heads)} heads fitted (raise max_k)")
         L, H, hd = self.shape
@@ -454,7 +458,7 @@ def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold
 
 def fold_splits(data: ITIData, cfg: ITIConfig, n_folds: int = 2, contiguous: bool = False
                 ) -> list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]]:
-    """(test, train, (probe-train, validation)) questions per fold. Contiguous folds cut `data.mc_order`
+    """(test, train, (probe-train, validation)) questions per fold. Contiguous folds cut `ITIData.mc_order`
     (the multiple-choice order, as the original); shuffled folds permute the sorted question ids by seed."""
     order = data.mc_order if contiguous else np.sort(data.questions)
     blocks = _fold_blocks(order, n_folds, cfg.seed, contiguous)

@@ -89,9 +89,11 @@ class ResidualSteer:
 
     @property
     def hidden_size(self) -> int:
+        """The model width the steering vectors were fitted for."""
         return int(self.vectors.shape[1])
 
     def with_alpha(self, alpha: float) -> "ResidualSteer":
+        """A copy at strength `alpha` (the vectors unchanged): alpha sweeps need no refit."""
         return dataclasses.replace(self, alpha=float(alpha), provenance=dict(self.provenance))
 
     def select(self, layers: Sequence[int]) -> "ResidualSteer":

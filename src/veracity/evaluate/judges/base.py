@@ -16,6 +16,8 @@ JUDGE_FORMAT = "veracity-local-judge/3"  # /3: booster as npz node arrays (was a
 
 
 def judge_prompt(question: str, answer: str, kind: str) -> str:
+    """The prompt a judge scores ("Q: ... A: ... True:" or "Helpful:"), the fine-tuned GPT-judge format of
+    TruthfulQA."""
     return f"Q: {question}\nA: {answer}\n{SUFFIX[kind]}"
 
 
@@ -26,9 +28,12 @@ class Judge:
     name: str = "judge"
 
     def score(self, questions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        """Score each (question, answer) pair: the probability the answer is true (or informative), as float64 [N]."""
         raise NotImplementedError
 
     def describe(self) -> dict:
+        """What this judge is (kind, name, and its settings), recorded in results.json so a score can be traced to its
+        judge."""
         return {"kind": self.kind, "name": self.name}
 
 

@@ -163,6 +163,7 @@ class TreeEnsemble:
                    n_features=int(model.n_features_in_))
 
     def raw(self, X) -> np.ndarray:
+        """The ensemble's raw score (log-odds) per row, walking every tree at once with numpy."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"tree ensemble expects {self.n_features} features, got shape {X.shape}")
@@ -182,17 +183,20 @@ class TreeEnsemble:
         return out
 
     def predict_proba(self, X) -> np.ndarray:
+        """[P(0), P(1)] per row, as scikit-learn's `predict_proba` gives for the same model."""
         from scipy.special import expit
 
         p = expit(self.raw(X))
         return np.column_stack([1.0 - p, p])
 
     def save(self, path: str | Path) -> None:
+        """Write the arrays as a compressed .npz (numbers only, so loading runs no code)."""
         np.savez_compressed(path, **{k: getattr(self, k) for k in self.FIELDS},
                             baseline=np.array([self.baseline]), n_features=np.array([self.n_features]))
 
     @classmethod
     def load(cls, path: str | Path) -> "TreeEnsemble":
+        """Read an ensemble written by `save` (pickles refused)."""
         with np.load(path, allow_pickle=False) as z:
             return cls(**{k: z[k] for k in cls.FIELDS}, baseline=float(z["baseline"][0]),
                        n_features=int(z["n_features"][0]))
@@ -228,10 +232,12 @@ class LocalJudge(Judge):
         self.name = f"local-{kind}" + (f" ({path})" if path else "")
 
     def dense(self, questions, answers) -> np.ndarray:
+        """The dense reference-match and answer-shape features, one row per answer."""
         return np.array([dense_features(q, a, self.refs) for q, a in zip(questions, answers)],
                         dtype=np.float64).reshape(len(answers), N_DENSE)
 
     def features(self, questions, answers, dense: np.ndarray | None = None):
+        """The logistic stage's input: the standardised dense features and the hashed n-grams of the answer, sparse."""
         from scipy import sparse
 
         d = self.dense(questions, answers) if dense is None else dense

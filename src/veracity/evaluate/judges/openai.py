@@ -199,6 +199,7 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def wait(self) -> None:
+        """Block until the next call is allowed, so concurrent workers together stay under the rate."""
         if not self.interval:
             return
         with self._lock:
@@ -358,6 +359,8 @@ class JudgeCache:
         return JudgeError(f"judge cache {self.path}: {e} (move or delete the file; it only saves requests)")
 
     def get(self, key: tuple, prompts: Sequence[str]) -> dict[str, dict[str, float]]:
+        """The cached top logprobs of those `prompts` that are stored under `key`; missing or unreadable entries are
+        left out."""
         out = {}
         with self._lock:
             try:
@@ -375,6 +378,8 @@ class JudgeCache:
         return out
 
     def put(self, key: tuple, answers: dict[str, dict[str, float]]) -> None:
+        """Store the checked top logprobs of each prompt under `key` in one transaction: a failed write raises and
+        stores none."""
         base_url, model, api, kind, options = key
         now = time.time()
         rows = [(base_url, model, api, kind, p, options, json.dumps(_check_cached(lp)), now)
@@ -387,6 +392,7 @@ class JudgeCache:
                 raise self._fail(e) from None
 
     def close(self) -> None:
+        """Close the SQLite connection (safe to call twice)."""
         with self._lock:
             if self._db is not None:
                 self._db.close()

@@ -10,6 +10,7 @@ from .common import series_tables
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `ccs` run's tables and figures into the page, from its typed result read back from results.json."""
     from ...experiments.probe import CCSRun
 
     res = CCSRun.from_json(run.results)

@@ -14,6 +14,7 @@ _SEPARATION = {"accuracy": "logistic accuracy", "auroc": "logistic AUROC", "mass
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `demo` run's tables and figures into the page, from its typed result read back from results.json."""
     from ...experiments.demo import DemoRun
 
     res = DemoRun.from_json(run.results)

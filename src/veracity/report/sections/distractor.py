@@ -6,6 +6,8 @@ from ..page import Page, Run, records_table
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `ccs-distractor` run's tables and figures into the page, from its typed result read back from
+    results.json."""
     from ...experiments.probe_sanity import DistractorRun
 
     res = DistractorRun.from_json(run.results)

@@ -18,6 +18,7 @@ _PLOTS = (
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `finetune` run's tables and figures into the page, from its typed result read back from results.json."""
     from ...experiments.finetune_milestones import FinetuneRun
 
     res = FinetuneRun.from_json(run.results)

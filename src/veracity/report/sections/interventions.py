@@ -8,6 +8,8 @@ from .common import gain_vs_side_effects
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `compare-interventions` run's tables and figures into the page, from its typed result read back from
+    results.json."""
     from ...experiments.interventions import CompareRun
 
     res = CompareRun.from_json(run.results)

@@ -15,6 +15,7 @@ def _shown() -> list[str]:
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `iti-sweep` run's tables and figures into the page, from its typed result read back from results.json."""
     from ...experiments.iti_sweep import SweepRun
 
     res = SweepRun.from_json(run.results)

@@ -18,6 +18,8 @@ _GEN_DEFAULTS = {"instruction": "default", "gen_style": "original", "max_new_tok
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `iti-validate` run's tables and figures into the page, from its typed result read back from
+    results.json."""
     from ...experiments.iti_validate import ValidateRun
 
     res = ValidateRun.from_json(run.results)

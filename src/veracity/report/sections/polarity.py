@@ -8,6 +8,8 @@ VIEWS = (("affirmative", "affirmative"), ("affirmative", "negated"), ("negated",
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `probe-polarity` run's tables and figures into the page, from its typed result read back from
+    results.json."""
     from ...experiments.probe_sanity import PolarityRun
 
     res = PolarityRun.from_json(run.results)

@@ -9,6 +9,7 @@ from .common import heads_heatmap, series_tables
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `probe` run's tables and figures into the page, from its typed result read back from results.json."""
     from ...experiments.probe import HeadProbeRun, read_probe_run
 
     res = read_probe_run(run.results)

@@ -14,6 +14,7 @@ _HISTOGRAMS = {"mean_accepted": "tokens", "acceptance_rate": "fraction of draft 
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `spec` run's tables and figures into the page, from its typed result read back from results.json."""
     from ...experiments.spec import SpecRun
 
     res = SpecRun.from_json(run.results)

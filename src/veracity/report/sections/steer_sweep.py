@@ -7,6 +7,8 @@ from .common import gain_vs_side_effects
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `steer-sweep` run's tables and figures into the page, from its typed result read back from
+    results.json."""
     from ...experiments.steer_sweep import SteerSweepRun
 
     res = SteerSweepRun.from_json(run.results)

@@ -6,6 +6,7 @@ from ..page import Page, Run, records_table, table
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `sycophancy` run's tables and figures into the page, from its typed result read back from results.json."""
     from ...experiments.sycophancy import SycophancyRun
 
     res = SycophancyRun.from_json(run.results)

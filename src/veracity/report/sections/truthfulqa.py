@@ -10,6 +10,7 @@ from .common import fold_tables
 
 
 def render(page: Page, run: Run) -> None:
+    """Draw a `eval` run's tables and figures into the page, from its typed result read back from results.json."""
     from ...experiments.truthfulqa import EvalOutput
 
     res = EvalOutput.from_json(run.results)
