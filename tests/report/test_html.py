@@ -32,7 +32,7 @@ from veracity.report import build_html, expand_runs, load_run, plots, render_rep
 from veracity.report.page import fmt
 from veracity.runs import RunFolder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 N_QUESTIONS = 8  # TruthfulQA questions of the eval / ITI runs (4 per fold)

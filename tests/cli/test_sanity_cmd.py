@@ -66,7 +66,7 @@ def test_probe_polarity_rejects_bad_input_before_work(data_dir, tmp_path):
 
 def test_ccs_distractor_cli(tmp_path):
     """Plumbing on a real contrast-store layout (x+ rows then x- rows); CCS's behaviour on planted pairs is
-    tested in test_probes_sanity.py."""
+    tested in tests/probes/test_sanity.py."""
     from veracity.models import load
 
     n = 60

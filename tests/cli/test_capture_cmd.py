@@ -46,4 +46,4 @@ def test_capture_bad_inputs(tmp_path):
     assert r.exit_code == 2 and "unknown site" in r.output
 
 
-# the demo is tested in tests/test_demo.py
+# the demo is tested in tests/experiments/test_demo.py

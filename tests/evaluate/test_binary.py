@@ -182,7 +182,7 @@ def test_cli_bad_revision(tmp_path, data_dir):
 def test_docs_show_the_ab_prompt_byte_for_byte(data_dir):
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "concepts.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "concepts.md").read_text()
     block = doc.split("```text\n", 1)[1].split("\n```", 1)[0]
     it = load_truthfulqa(data_dir, "2025")[0]
     ctx, conts, right, _ = bn.variant_context(it, "ab-best-first")
