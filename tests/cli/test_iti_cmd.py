@@ -10,18 +10,8 @@ import sqlite3
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from veracity.cli.main import app
 from veracity.data.boolq import load_boolq
-
-runner = CliRunner()
-
-
-def invoke(args):
-    res = runner.invoke(app, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return res.output
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +24,11 @@ def common(data_dir, acts):
             "--limit", "12"]
 
 
-def test_fit_and_bake(data_dir, acts, tmp_path, tiny_llama):
-    invoke(["iti", "fit", *common(data_dir, acts), "--num-heads", "4", "--alpha", "5", "--out", str(tmp_path / "iv")])
+def test_fit_and_bake(data_dir, acts, tmp_path, tiny_llama, cli):
+    cli(["iti", "fit", *common(data_dir, acts), "--num-heads", "4", "--alpha", "5", "--out", str(tmp_path / "iv")])
     meta = json.loads((tmp_path / "iv.json").read_text())
     assert meta["k"] == 4 and meta["alpha"] == 5.0 and meta["provenance"]["direction"] == "com"
-    out = invoke(["iti", "bake", "--model", "tiny-llama", "--device", "cpu", "--intervention", str(tmp_path / "iv"),
+    out = cli(["iti", "bake", "--model", "tiny-llama", "--device", "cpu", "--intervention", str(tmp_path / "iv"),
                   "--out", str(tmp_path / "baked")])
     # the printed check is small, and the baked folder, loaded by plain transformers, gives the hooked
     # model's logits at every position
@@ -57,8 +47,8 @@ def test_fit_and_bake(data_dir, acts, tmp_path, tiny_llama):
     assert (got - want).abs().max() < 1e-4 and (plain - want).abs().max() > 1e-3  # the intervention acts
 
 
-def test_validate_writes_driver_summary(data_dir, acts, tmp_path):
-    out = invoke(["iti", "validate", *common(data_dir, acts), "--num-heads", "4", "--alpha", "5", "--folds", "2",
+def test_validate_writes_driver_summary(data_dir, acts, tmp_path, cli):
+    out = cli(["iti", "validate", *common(data_dir, acts), "--num-heads", "4", "--alpha", "5", "--folds", "2",
                   "--judge", "none", "--ce-texts", "3", "--out", str(tmp_path / "run")])
     assert "MC1" in out and "KL wrt Orig" in out
     res = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -67,17 +57,17 @@ def test_validate_writes_driver_summary(data_dir, acts, tmp_path):
     assert sum(f["n_questions"] for f in res["folds"]) == 12
     assert (tmp_path / "run" / "intervention_fold0.safetensors").exists()
     # alpha 0 is the plain model: KL exactly 0
-    invoke(["iti", "validate", *common(data_dir, acts), "--num-heads", "4", "--alpha", "0", "--folds", "2",
+    cli(["iti", "validate", *common(data_dir, acts), "--num-heads", "4", "--alpha", "0", "--folds", "2",
             "--judge", "none", "--ce-texts", "3", "--out", str(tmp_path / "base")])
     base = json.loads((tmp_path / "base" / "results.json").read_text())
     assert base["summary"]["kl"] == 0.0
 
 
-def test_sweep_resumes(data_dir, acts, tmp_path, tiny_llama):
+def test_sweep_resumes(data_dir, acts, tmp_path, tiny_llama, cli):
     args = ["iti", "sweep", *common(data_dir, acts), "--alphas", "0,5", "--num-heads", "2,4", "--folds", "2",
             "--judge", "none", "--ce-texts", "2", "--side-effects", "boolq", "--side-effect-n", "boolq=4",
             "--out", str(tmp_path / "sw")]
-    out = invoke(args)
+    out = cli(args)
     db = sqlite3.connect(str(tmp_path / "sw" / "results.sqlite"))
     assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 8  # 2 alphas x 2 K x 2 folds
     db.close()
@@ -103,8 +93,7 @@ def test_sweep_resumes(data_dir, acts, tmp_path, tiny_llama):
     base = next(r for r in res["grid"] if r["alpha"] == 0)
     assert base["boolq_accuracy"] == pytest.approx(np.mean(right))
     assert (tmp_path / "sw" / "heatmap_mc2.png").exists() and (tmp_path / "sw" / "heatmap_kl.png").exists()
-    again = invoke(args)
+    again = cli(args)
     assert "fold=" not in again  # nothing re-evaluated
     # other fixed settings into the same folder: refused, never mixed with the stored rows
-    res = runner.invoke(app, args + ["--direction", "random"])
-    assert res.exit_code == 2 and "other settings" in res.output
+    assert "other settings" in cli(args + ["--direction", "random"], code=2)

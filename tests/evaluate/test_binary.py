@@ -148,16 +148,10 @@ def test_2025_reader_refuses_the_2021_csv(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("revision", ["2021", "2025"])
-def test_cli_binary_and_revision(tmp_path, data_dir, revision):
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
+def test_cli_binary_and_revision(tmp_path, data_dir, revision, cli):
     out = tmp_path / "e"
-    r = CliRunner().invoke(app, ["eval", "truthfulqa", "--model", "tiny-llama", "--protocol", "binary", "--revision",
-                                 revision, "--limit", "4", "--metrics", "mc", "--judge", "none", "--out", str(out),
-                                 "--data-dir", str(data_dir)])
-    assert r.exit_code == 0, r.output
+    text = cli(["eval", "truthfulqa", "--model", "tiny-llama", "--protocol", "binary", "--revision", revision,
+                "--limit", "4", "--metrics", "mc", "--judge", "none", "--out", str(out), "--data-dir", str(data_dir)])
     res = json.loads((out / "results.json").read_text())
     assert res["revision"] == revision and res["config"]["revision"] == revision and res["protocol"] == "binary"
     assert res["dataset"] == ("truthfulqa-2025" if revision == "2025" else "truthfulqa")
@@ -166,17 +160,13 @@ def test_cli_binary_and_revision(tmp_path, data_dir, revision):
         assert d["chance"] == 0.5 and d["n"] == 4 and d["per_category"] and d["pair"]
     assert all(k in res["summary"] for k in ("binary_loglik_lm_eval", "binary_ab_best_second"))
     assert json.loads((out / "config.json").read_text())["dataset"] == res["dataset"]
-    assert "ab-average" in r.output
+    assert "ab-average" in text
 
 
-def test_cli_bad_revision(tmp_path, data_dir):
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
-    r = CliRunner().invoke(app, ["eval", "truthfulqa", "--model", "tiny-llama", "--revision", "2030", "--out",
-                                 str(tmp_path / "x"), "--data-dir", str(data_dir), "--judge", "none"])
-    assert r.exit_code == 2 and "--revision" in r.output and not (tmp_path / "x").exists()
+def test_cli_bad_revision(tmp_path, data_dir, cli):
+    assert "--revision" in cli(["eval", "truthfulqa", "--model", "tiny-llama", "--revision", "2030", "--out",
+                                str(tmp_path / "x"), "--data-dir", str(data_dir), "--judge", "none"], code=2)
+    assert not (tmp_path / "x").exists()
 
 
 def test_docs_show_the_ab_prompt_byte_for_byte(data_dir):

@@ -241,34 +241,25 @@ def test_demo_with_truthfulqa_adds_the_iti_step(tmp_path, data_dir):
     assert "questions answered before and after ITI" in html
 
 
-def test_demo_cli_writes_the_report(tiny_demo, tmp_path, monkeypatch):
+def test_demo_cli_writes_the_report(tiny_demo, tmp_path, monkeypatch, cli):
     """`veracity demo` renders report.html right after the library's run (the run itself stubbed by a copy
     of the tiny run: the library does not write the page, the command does)."""
     import shutil
 
-    from typer.testing import CliRunner
-
     import veracity.experiments.demo as demo
-    from veracity.cli.main import app
 
     src, _ = tiny_demo
     monkeypatch.setattr(demo, "run_demo", lambda out, **kw: shutil.copytree(src, out, ignore=shutil.ignore_patterns(
         "report.html")))
-    r = CliRunner().invoke(app, ["demo", "--model", "tiny-llama", "--out", str(tmp_path / "run")])
-    assert r.exit_code == 0, r.output
+    cli(["demo", "--model", "tiny-llama", "--out", str(tmp_path / "run")])
     html = (tmp_path / "run" / "report.html").read_text()
     assert "<title>veracity demo</title>" in html and '<ol class="findings">' in html
 
 
-def test_demo_cli_refuses_a_bad_out_before_work(tmp_path):
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
+def test_demo_cli_refuses_a_bad_out_before_work(tmp_path, cli):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x.txt").write_text("mine")
-    r = CliRunner().invoke(app, ["demo", "--model", "tiny-llama", "--out", str(tmp_path / "taken")])
-    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "Traceback" not in cli(["demo", "--model", "tiny-llama", "--out", str(tmp_path / "taken")], code=2)
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["x.txt"]
 
 

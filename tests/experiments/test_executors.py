@@ -9,9 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from veracity.cli.main import app
 from veracity.experiments.executors import RayExecutor
 from veracity.steer.iti import ITIConfig, load_iti_data
 from veracity.experiments.iti_sweep import run_sweep
@@ -23,7 +21,6 @@ except ImportError:  # the optional extra: pip install 'veracity[ray]'
     ray = None
 
 needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install 'veracity[ray]')")
-runner = CliRunner()
 LIMIT = 8
 ALPHAS, KS, FOLDS = [0.0, 5.0], [2, 4], 2
 
@@ -66,7 +63,7 @@ def ray_instance():
 
 
 @needs_ray
-def test_cli_ray_sweep_matches_local_and_resumes(setup, data_dir, ray_instance):
+def test_cli_ray_sweep_matches_local_and_resumes(setup, data_dir, ray_instance, cli):
     """alpha 0, 5 x K 2, 4 x two folds on two Ray workers: the store holds the local executor's results;
     a rerun evaluates nothing (and starts no worker)."""
     out = setup["tmp"] / "ray"
@@ -74,10 +71,9 @@ def test_cli_ray_sweep_matches_local_and_resumes(setup, data_dir, ray_instance):
             "--acts", str(setup["tmp"] / "acts"), "--limit", str(LIMIT), "--alphas", ",".join(f"{a:g}" for a in ALPHAS),
             "--num-heads", ",".join(map(str, KS)), "--folds", str(FOLDS), "--judge", "none", "--ce-texts", "2",
             "--side-effects", "none", "--executor", "ray", "--ray-workers", "2", "--ray-gpus-per-worker", "0", "--out", str(out)]
-    res = runner.invoke(app, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    assert "on 2 workers" in res.output
-    done = sorted(re.findall(r"alpha=(\S+) K=(\d+) fold=(\d)", res.output))
+    text = cli(args)
+    assert "on 2 workers" in text
+    done = sorted(re.findall(r"alpha=(\S+) K=(\d+) fold=(\d)", text))
     # alpha 0 is the plain model: evaluated once per fold, recorded for both K
     assert [d for d in done if d[0] == "0"] in ([("0", "2", "0"), ("0", "2", "1")], [("0", "4", "0"), ("0", "4", "1")])
     assert [d for d in done if d[0] == "5"] == [("5", k, f) for k in ("2", "4") for f in ("0", "1")]
@@ -87,21 +83,20 @@ def test_cli_ray_sweep_matches_local_and_resumes(setup, data_dir, ray_instance):
     assert (out / "fold0_fit.json").exists() and (out / "fold1_fit.safetensors").exists()
     assert (out / "results.json").exists() and (out / "heatmap_mc2.png").exists()
     assert ray.is_initialized()  # an instance it did not start is left running
-    again = runner.invoke(app, args, catch_exceptions=False)
-    assert again.exit_code == 0 and "fold=" not in again.output and "workers" not in again.output
+    again = cli(args)
+    assert "fold=" not in again and "workers" not in again
 
 
-def test_without_ray_says_how_to_install(monkeypatch, tmp_path):
+def test_without_ray_says_how_to_install(monkeypatch, tmp_path, cli):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(RuntimeError, match=re.escape("pip install 'veracity[ray]'")):
         RayExecutor("tiny-llama")
-    res = runner.invoke(app, ["iti", "sweep", "--model", "tiny-llama", "--executor", "ray",
-                              "--out", str(tmp_path / "r")])
-    assert res.exit_code == 2 and "veracity[ray]" in res.output
+    assert "veracity[ray]" in cli(["iti", "sweep", "--model", "tiny-llama", "--executor", "ray",
+                                   "--out", str(tmp_path / "r")], code=2)
     assert not (tmp_path / "r").exists()  # refused before anything was loaded or written
 
 
-def test_unknown_executor_refused(tmp_path):
-    res = runner.invoke(app, ["iti", "sweep", "--model", "tiny-llama", "--executor", "dask",
-                              "--out", str(tmp_path / "r")])
-    assert res.exit_code == 2 and "--executor must be one of local, ray, got 'dask'" in res.output
+def test_unknown_executor_refused(tmp_path, cli):
+    assert "--executor must be one of local, ray, got 'dask'" in cli(["iti", "sweep", "--model", "tiny-llama",
+                                                                      "--executor", "dask", "--out", str(tmp_path / "r")],
+                                                                     code=2)

@@ -96,18 +96,13 @@ def test_evaluate_fold_with_intervention_and_subset(tiny_llama, data_dir):
     assert moved.mc_scores[0]["scores"] != base.mc_scores[0]["scores"]
 
 
-def test_cli_eval_no_judge(tmp_path, data_dir):
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
-    r = CliRunner().invoke(app, ["eval", "truthfulqa", "--model", "tiny-llama", "--protocol", "lm-eval", "--limit", "2",
-                                 "--metrics", "mc,ce,kl,judge", "--judge", "none", "--lm-docs", "2", "--lm-tokens",
-                                 "16", "--out", str(tmp_path / "e"), "--data-dir", str(data_dir)])
-    assert r.exit_code == 0, r.output
-    assert "MC2" in r.output and "KL wrt Orig" in r.output
+def test_cli_eval_no_judge(tmp_path, data_dir, cli):
+    text = cli(["eval", "truthfulqa", "--model", "tiny-llama", "--protocol", "lm-eval", "--limit", "2",
+                "--metrics", "mc,ce,kl,judge", "--judge", "none", "--lm-docs", "2", "--lm-tokens",
+                "16", "--out", str(tmp_path / "e"), "--data-dir", str(data_dir)])
+    assert "MC2" in text and "KL wrt Orig" in text
     # no judge: the unmeasured columns and figures are left out, not printed as dashes
-    assert "Info acc" not in r.output and "True*Info" not in r.output and " - " not in r.output
+    assert "Info acc" not in text and "True*Info" not in text and " - " not in text
     res = json.loads((tmp_path / "e" / "results.json").read_text())
     assert res["protocol"] == "lm-eval" and "true" not in res["summary"] and "mc1" in res["summary"]
 

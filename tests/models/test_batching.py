@@ -124,14 +124,9 @@ def test_generation_finishes_after_oom(tiny_llama):
     assert got == ref  # greedy tokens identical
 
 
-def test_cli_batch_size_auto_and_bad(tmp_path):
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
-    r = CliRunner().invoke(app, ["capture", "--model", "tiny-llama", "--dataset", "synthetic", "--limit", "6",
-                                 "--batch-size", "auto", "--device", "cpu", "--out", str(tmp_path / "s")])
-    assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["capture", "--model", "tiny-llama", "--batch-size", "lots",
-                                 "--out", str(tmp_path / "t")])
-    assert r.exit_code == 2 and "--batch-size" in r.output and not (tmp_path / "t").exists()
+def test_cli_batch_size_auto_and_bad(tmp_path, cli):
+    cli(["capture", "--model", "tiny-llama", "--dataset", "synthetic", "--limit", "6", "--batch-size", "auto",
+         "--device", "cpu", "--out", str(tmp_path / "s")])
+    assert "--batch-size" in cli(["capture", "--model", "tiny-llama", "--batch-size", "lots",
+                                  "--out", str(tmp_path / "t")], code=2)
+    assert not (tmp_path / "t").exists()

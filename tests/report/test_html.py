@@ -25,9 +25,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from typer.testing import CliRunner
 
-from veracity.cli.main import app
 from veracity.report import build_html, expand_runs, load_run, plots, render_report
 from veracity.report.page import fmt
 from veracity.runs import RunFolder
@@ -40,12 +38,7 @@ N_QUESTIONS = 8  # TruthfulQA questions of the eval / ITI runs (4 per fold)
 
 # ------------------------------------------------------------------------------ real runs
 
-def _cli(args: list[str]) -> None:
-    r = CliRunner().invoke(app, args)
-    assert r.exit_code == 0, f"veracity {' '.join(args[:2])}: {r.output}"
-
-
-def _real_runs(root: Path, tiny_llama) -> list[Path]:
+def _real_runs(root: Path, tiny_llama, cli) -> list[Path]:
     """A demo run plus capture, probe (layers and heads) and ccs-distractor runs on tiny-llama: no data
     folder needed."""
     from veracity.capture import capture, capture_dataset
@@ -56,18 +49,18 @@ def _real_runs(root: Path, tiny_llama) -> list[Path]:
              progress=False, data_dir=root / "no-data")
     ds = get_dataset("synthetic", limit=64, seed=0)
     capture_dataset(tiny_llama, ds, "resid,heads", out=root / "cap", progress=False)
-    _cli(["probe", "--acts", str(root / "cap"), "--methods", "logistic,mass-mean", "--split", "random",
+    cli(["probe", "--acts", str(root / "cap"), "--methods", "logistic,mass-mean", "--split", "random",
           "--seeds", "2", "--out", str(root / "probe")])
-    _cli(["probe", "--acts", str(root / "cap"), "--heads", "--seeds", "2", "--out", str(root / "heads")])
-    # a contrast store (x+ rows, then x- rows), as in test_probes_sanity_cli
+    cli(["probe", "--acts", str(root / "cap"), "--heads", "--seeds", "2", "--out", str(root / "heads")])
+    # a contrast store (x+ rows, then x- rows), as in tests/cli/test_sanity_cmd.py
     capture(tiny_llama, [f"Is {i} even? {a}" for a in ("Yes", "No") for i in range(24)], "resid.0",
             labels=[i % 2 for i in range(24)] * 2, out=root / "pairs", progress=False)
-    _cli(["ccs-distractor", "--acts", str(root / "pairs"), "--strengths", "0,3", "--n-restarts", "2", "--epochs", "50",
+    cli(["ccs-distractor", "--acts", str(root / "pairs"), "--strengths", "0,3", "--n-restarts", "2", "--epochs", "50",
           "--out", str(root / "distractor")])
     return [root / "demo", root / "cap", root / "probe", root / "heads", root / "distractor"]
 
 
-def _data_runs(root: Path, data: Path) -> list[Path]:
+def _data_runs(root: Path, data: Path, cli) -> list[Path]:
     """Runs that read the data folder (BoolQ, TruthfulQA, HONEST), each through its command with the
     smallest settings the command tests use. The judge is `hf:tiny-llama` (the causal-LM judge path with the
     tiny model), so the eval and ITI runs generate and judge answers: the report's True/Info columns and
@@ -75,32 +68,32 @@ def _data_runs(root: Path, data: Path) -> list[Path]:
     tiny = ["--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data)]
     iti = [*tiny, "--acts", str(root / "iti-acts"), "--limit", str(N_QUESTIONS)]
     judge = ["--judge", "hf:tiny-llama"]
-    _cli(["ccs", "--model", "tiny-llama", "--limit", "24", "--epochs", "30", "--n-restarts", "2",
+    cli(["ccs", "--model", "tiny-llama", "--limit", "24", "--epochs", "30", "--n-restarts", "2",
           "--out", str(root / "ccs"), "--data-dir", str(data)])
     # the baseline: generation settings left at the defaults `iti validate` uses, so the report pairs them
-    _cli(["eval", "truthfulqa", *tiny, "--limit", str(N_QUESTIONS), *judge, "--lm-docs", "2", "--lm-tokens", "32",
+    cli(["eval", "truthfulqa", *tiny, "--limit", str(N_QUESTIONS), *judge, "--lm-docs", "2", "--lm-tokens", "32",
           "--out", str(root / "eval")])
     # --no-baseline: the before answers come from the eval run above (the cross-run pairing); the run's own
     # before answers (answers.jsonl) are covered by test_iti_examples_from_the_runs_own_baseline
-    _cli(["iti", "validate", *iti, "--num-heads", "4", "--alpha", "5", "--folds", "2", *judge, "--ce-texts", "2",
+    cli(["iti", "validate", *iti, "--num-heads", "4", "--alpha", "5", "--folds", "2", *judge, "--ce-texts", "2",
           "--no-baseline", "--out", str(root / "iti")])
     # no judge: the sweep falls back from the requested true_info to mc2 (the report must star mc2's best)
-    _cli(["iti", "sweep", *iti, "--alphas", "0,5", "--num-heads", "2,4", "--folds", "2", "--judge", "none",
+    cli(["iti", "sweep", *iti, "--alphas", "0,5", "--num-heads", "2,4", "--folds", "2", "--judge", "none",
           "--ce-texts", "2", "--side-effects", "none", "--out", str(root / "sweep")])
-    _cli(["compare-interventions", *iti, "--folds", "2", "--judge", "none", "--ce-texts", "2", "--num-heads", "4",
+    cli(["compare-interventions", *iti, "--folds", "2", "--judge", "none", "--ce-texts", "2", "--num-heads", "4",
           "--alpha", "5", "--methods", "baseline,few-shot,iti", "--side-effects", "boolq",
           "--side-effect-n", "boolq=4", "--out", str(root / "compare")])
-    _cli(["sycophancy", *iti, "--num-heads", "4", "--alpha", "5", "--out", str(root / "syc")])
-    _cli(["spec", "--main", "tiny-llama", "--assistant", "int8", "--limit", "6", "--max-new-tokens", "4",
+    cli(["sycophancy", *iti, "--num-heads", "4", "--alpha", "5", "--out", str(root / "syc")])
+    cli(["spec", "--main", "tiny-llama", "--assistant", "int8", "--limit", "6", "--max-new-tokens", "4",
           "--gamma", "3", "--threads", "1", "--out", str(root / "spec"), "--data-dir", str(data)])
-    _cli(["finetune", "--model", "tiny-llama", "--data", "boolq-passages", "--corpus-limit", "8", "--max-steps", "2",
+    cli(["finetune", "--model", "tiny-llama", "--data", "boolq-passages", "--corpus-limit", "8", "--max-steps", "2",
           "--batch-size", "4", "--eval-every", "1", "--track", "kl:tiny-llama", "--track", "spec:tiny-llama",
           "--limit", "4", "--max-new-tokens", "4", "--gamma", "3", "--threads", "1", "--out", str(root / "ft"),
           "--data-dir", str(data)])
-    _cli(["steer", "sweep", *tiny, "--limit", str(N_QUESTIONS), "--method", "caa", "--layers", "1,2", "--alphas",
+    cli(["steer", "sweep", *tiny, "--limit", str(N_QUESTIONS), "--method", "caa", "--layers", "1,2", "--alphas",
           "0,2", "--folds", "2", "--ce-texts", "0", "--side-effects", "boolq", "--side-effect-n", "boolq=4",
           "--acts", str(root / "resid-acts"), "--out", str(root / "steer")])
-    _cli(["probe-polarity", *tiny, "--limit", "24", "--layers", "1,-1",
+    cli(["probe-polarity", *tiny, "--limit", "24", "--layers", "1,-1",
           "--out", str(root / "polarity")])
     return [root / n for n in ("ccs", "eval", "iti", "sweep", "compare", "syc", "spec", "ft", "steer", "polarity")]
 
@@ -113,12 +106,12 @@ def _data_dir() -> Path | None:
 # ------------------------------------------------------------------------------ structure tests
 
 @pytest.fixture(scope="module")
-def real_root(tiny_llama, tmp_path_factory):
+def real_root(tiny_llama, tmp_path_factory, cli):
     root = tmp_path_factory.mktemp("report_runs")
-    runs = _real_runs(root, tiny_llama)
+    runs = _real_runs(root, tiny_llama, cli)
     data = _data_dir()
     if data is not None:
-        runs += _data_runs(root, data)
+        runs += _data_runs(root, data, cli)
     return root, runs
 
 
@@ -356,19 +349,18 @@ def test_figures_have_axis_labels_with_units(full_report):
         assert re.search(r"\(.+\)", text) or text in ("attention head index", "epoch"), (kind, which, text)
 
 
-def test_render_report_and_cli(real_root, tmp_path):
+def test_render_report_and_cli(real_root, tmp_path, cli):
     root, runs = real_root
     out = render_report([root / "demo"], tmp_path / "a" / "report.html")
     text = out.read_text()
     assert "<h2>Demo</h2>" in text and "<h2>Capture</h2>" in text  # the demo's store is shown as a capture
     args = ["report", str(root / "heads")] + ([str(root / "iti")] if (root / "iti").exists() else [])
-    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "all.html")])
-    assert r.exit_code == 0, r.output
-    assert "wrote" in r.output and (tmp_path / "all.html").stat().st_size > 10_000
+    assert "wrote" in cli(args + ["--out", str(tmp_path / "all.html")])
+    assert (tmp_path / "all.html").stat().st_size > 10_000
     if (root / "iti").exists():  # without its baseline run in the report, the ITI answers are shown alone
         assert "example answers with ITI (for the answers before, add" in (tmp_path / "all.html").read_text()
-    r = CliRunner().invoke(app, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")])
-    assert r.exit_code == 2 and "no such run folder" in " ".join(r.output.split())
+    text = cli(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")], code=2)
+    assert "no such run folder" in " ".join(text.split())
 
 
 def test_stores_inside_runs_are_not_listed_twice(real_root):

@@ -10,9 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from veracity.cli.main import app
 from veracity.data import get_dataset, load_truthfulqa
 from veracity.steer.apply import intervention_factory, legacy_mc_start
 from veracity.steer.iti import (REPRODUCE, ITIConfig, ITIData, _rank, fit_fold, fold_splits,
@@ -289,30 +287,25 @@ def test_score_mc_uses_the_legacy_start(tiny_llama, data_dir):
 
 
 # --------------------------------------------------------------------------------------- preset + CLI
-runner = CliRunner()
-
-
-def test_preset_conflicts_refused(data_dir, tmp_path):
+def test_preset_conflicts_refused(data_dir, tmp_path, cli):
     for extra in (["--sigma-from", "train"], ["--data", "csv"], ["--mc-shift-from", "answer-start"]):
-        res = runner.invoke(app, ["iti", "validate", "--model", "tiny-llama", "--reproduce", "honest-llama", *extra,
-                                  "--data-dir", str(data_dir), "--out", str(tmp_path / "r")])
-        assert res.exit_code == 2 and "--reproduce honest-llama sets" in res.output
+        assert "--reproduce honest-llama sets" in cli(["iti", "validate", "--model", "tiny-llama", "--reproduce",
+                                                       "honest-llama", *extra, "--data-dir", str(data_dir),
+                                                       "--out", str(tmp_path / "r")], code=2)
         assert not (tmp_path / "r").exists()
-    res = runner.invoke(app, ["iti", "validate", "--model", "tiny-llama", "--reproduce", "honest-lama",
-                              "--data-dir", str(data_dir), "--out", str(tmp_path / "r")])
-    assert res.exit_code == 2 and not (tmp_path / "r").exists()
+    cli(["iti", "validate", "--model", "tiny-llama", "--reproduce", "honest-lama", "--data-dir", str(data_dir),
+         "--out", str(tmp_path / "r")], code=2)
+    assert not (tmp_path / "r").exists()
 
 
-def test_validate_reproduce_records_settings_and_answers(data_dir, tmp_path):
+def test_validate_reproduce_records_settings_and_answers(data_dir, tmp_path, cli):
     """--reproduce on tiny-llama (12 questions): the preset in config.json and results.json, the remaining
     differences printed, contiguous MC-order folds, and answers before/after written per question."""
     out = tmp_path / "run"
-    res = runner.invoke(app, ["iti", "validate", "--model", "tiny-llama", "--device", "cpu", "--data-dir",
-                              str(data_dir), "--acts", str(tmp_path / "acts"), "--limit", "12", "--num-heads", "4",
-                              "--alpha", "5", "--ce-texts", "2", "--reproduce", "honest-llama", "--out", str(out)],
-                        catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    assert "deliberate differences that remain" in res.output and "RandomState" in res.output
+    text = cli(["iti", "validate", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
+                "--acts", str(tmp_path / "acts"), "--limit", "12", "--num-heads", "4", "--alpha", "5", "--ce-texts", "2",
+                "--reproduce", "honest-llama", "--out", str(out)])
+    assert "deliberate differences that remain" in text and "RandomState" in text
     cfg = json.loads((out / "config.json").read_text())
     flat = json.dumps(cfg)
     for key in ("honest-llama", "remaining_differences", "legacy"):
@@ -347,20 +340,15 @@ def test_validate_answers_before_and_after(tiny_llama, data_dir, tmp_path):
     assert any(r["answer_before"] != r["answer"] for r in rows)  # alpha 8 on 4 heads changes some answer
 
 
-def test_fit_and_sweep_take_the_preset(data_dir, tmp_path):
+def test_fit_and_sweep_take_the_preset(data_dir, tmp_path, cli):
     common = ["--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--acts", str(tmp_path / "acts"),
               "--limit", "12", "--reproduce", "honest-llama"]
-    res = runner.invoke(app, ["iti", "fit", *common, "--num-heads", "3", "--out", str(tmp_path / "iv")],
-                        catch_exceptions=False)
-    assert res.exit_code == 0, res.output
+    cli(["iti", "fit", *common, "--num-heads", "3", "--out", str(tmp_path / "iv")])
     prov = json.loads((tmp_path / "iv.json").read_text())["provenance"]
     assert (prov["sigma_from"], prov["probe"], prov["ranking"], prov["seed"], prov["reproduce"]) == (
         "original", "sklearn", "original", 42, "honest-llama")
     assert prov["sigma_dataset"].startswith("truthfulqa-iti-gen-end-q")
-    res = runner.invoke(app, ["iti", "sweep", *common, "--alphas", "0,5", "--num-heads", "2", "--folds", "2",
-                              "--judge", "none", "--ce-texts", "2", "--side-effects", "none",
-                              "--out", str(tmp_path / "sw")],
-                        catch_exceptions=False)
-    assert res.exit_code == 0, res.output
+    cli(["iti", "sweep", *common, "--alphas", "0,5", "--num-heads", "2", "--folds", "2", "--judge", "none",
+         "--ce-texts", "2", "--side-effects", "none", "--out", str(tmp_path / "sw")])
     con = json.loads((tmp_path / "sw" / "config.json").read_text())
     assert "honest-llama" in json.dumps(con) and "legacy" in json.dumps(con)

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from veracity.data import load_truthfulqa
 from veracity.evaluate.truthfulqa import build_mc_question, make_requests, score_requests
@@ -73,16 +72,13 @@ def test_fit_residual_default_layer_and_errors(tiny_llama, data_dir, tmp_path):
     assert fit_residual(data, qs, "lat", layers=[-1]).layers == [tiny_llama.arch.n_layers - 1]
 
 
-def test_compare_interventions_runs_caa_and_lat(data_dir, tmp_path):
-    from veracity.cli.main import app
-
+def test_compare_interventions_runs_caa_and_lat(data_dir, tmp_path, cli):
     out = tmp_path / "cmp"
     args = ["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir),
             "--acts", str(tmp_path / "acts"), "--limit", "6", "--folds", "2", "--judge", "none", "--ce-texts", "2",
             "--num-heads", "4", "--alpha", "5", "--residual-layers", "1,-1", "--residual-alpha", "3",
             "--methods", "baseline,iti,caa,lat", "--out", str(out)]
-    res = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
+    cli(args)
     rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["methods"]}
     assert set(rows) == {"baseline", "iti", "caa", "lat"}
     assert rows["caa"]["kl"] > 0 and rows["lat"]["kl"] > 0 and rows["caa"]["iti_fit_s"] > 0
@@ -92,10 +88,7 @@ def test_compare_interventions_runs_caa_and_lat(data_dir, tmp_path):
     assert cfg["residual_layers"] == [1, -1] and cfg["residual_alpha"] == 3.0
 
 
-def test_compare_interventions_rejects_bad_residual_normalize(tmp_path):
-    from veracity.cli.main import app
-
-    res = CliRunner().invoke(app, ["compare-interventions", "--model", "tiny-llama", "--methods", "caa",
-                                   "--residual-normalize", "l2", "--out", str(tmp_path / "x")])
-    assert res.exit_code == 2 and "--residual-normalize" in res.output
+def test_compare_interventions_rejects_bad_residual_normalize(tmp_path, cli):
+    assert "--residual-normalize" in cli(["compare-interventions", "--model", "tiny-llama", "--methods", "caa",
+                                          "--residual-normalize", "l2", "--out", str(tmp_path / "x")], code=2)
     assert not (tmp_path / "x").exists()

@@ -303,16 +303,11 @@ def test_get_judge_describe_and_api_key(fake, monkeypatch, tmp_path):
     assert jg.get_judge("none", "truth", base_url=fake.url) is None
 
 
-def test_cli_eval_with_openai_judge(fake, tmp_path, monkeypatch, data_dir):
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
+def test_cli_eval_with_openai_judge(fake, tmp_path, monkeypatch, data_dir, cli):
     monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))  # the judge cache goes there
     args = ["eval", "truthfulqa", "--model", "tiny-llama", "--metrics", "judge", "--judge", "openai:fake",
             "--judge-base-url", fake.url, "--limit", "2", "--max-new-tokens", "4", "--data-dir", str(data_dir)]
-    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "e")])
-    assert r.exit_code == 0, r.output
+    cli(args + ["--out", str(tmp_path / "e")])
     res = json.loads((tmp_path / "e" / "results.json").read_text())
     assert res["judges"]["truth"]["base_url"] == fake.url and res["judges"]["info"]["model"] == "fake"
     assert res["config"]["judge"] == f"openai:fake@{fake.url}"
@@ -321,37 +316,30 @@ def test_cli_eval_with_openai_judge(fake, tmp_path, monkeypatch, data_dir):
         prompt = jg.judge_prompt(q["question"], q["answer"], "truth")
         assert q["true_score"] == pytest.approx(0.0 if "absent" in prompt else p_yes(prompt))
     n = len(fake.state.requests)
-    r = CliRunner().invoke(app, args + ["--out", str(tmp_path / "e2")])  # the rerun: answers cached
-    assert r.exit_code == 0, r.output
+    cli(args + ["--out", str(tmp_path / "e2")])  # the rerun: answers cached
     assert len(fake.state.requests) == n
     fake.state.reset(fail_with=401, fail_times=-1)  # a refused key: a clear CLI error, no traceback
-    r = CliRunner().invoke(app, ["judge", "eval", "--kind", "truth", "--judge", "openai:never-seen",
-                                 "--judge-base-url", fake.url, "--data-dir", str(data_dir)])
-    assert r.exit_code != 0 and "HTTP 401" in r.output and not isinstance(r.exception, jg.JudgeError)
+    # cli's runner re-raises every exception but SystemExit: exit 2 means no JudgeError escaped
+    assert "HTTP 401" in cli(["judge", "eval", "--kind", "truth", "--judge", "openai:never-seen",
+                              "--judge-base-url", fake.url, "--data-dir", str(data_dir)], code=2)
 
 
-def test_iti_validate_and_compare_reach_the_endpoint(fake, tmp_path, monkeypatch, data_dir):
+def test_iti_validate_and_compare_reach_the_endpoint(fake, tmp_path, monkeypatch, data_dir, cli):
     """--judge-base-url on `iti validate` and `compare-interventions`: the judges built deep inside (and in
     sweep workers) get the URL through the recorded spec "openai:<model>@<url>"."""
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
     monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
     common = ["--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--acts",
               str(tmp_path / "acts"), "--limit", "4", "--folds", "2", "--judge", "openai:fake", "--judge-base-url",
               fake.url, "--ce-texts", "0", "--num-heads", "2", "--alpha", "5"]
-    r = CliRunner().invoke(app, ["iti", "validate", *common, "--no-baseline", "--out", str(tmp_path / "v")])
-    assert r.exit_code == 0, r.output
+    cli(["iti", "validate", *common, "--no-baseline", "--out", str(tmp_path / "v")])
     assert json.loads((tmp_path / "v" / "config.json").read_text())["judge"] == f"openai:fake@{fake.url}"
     res = json.loads((tmp_path / "v" / "results.json").read_text())
     assert {"true", "info", "true_info"} <= set(res["summary"])
     n = len(fake.state.requests)
     assert n == 4 and {r["body"]["model"] for r in fake.state.requests} == {"fake"}  # 2 folds x truth, info
     monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc2"))  # a fresh judge cache: it must ask again
-    r = CliRunner().invoke(app, ["compare-interventions", *common, "--methods", "baseline", "--side-effects",
-                                 "none", "--out", str(tmp_path / "c")])
-    assert r.exit_code == 0, r.output
+    cli(["compare-interventions", *common, "--methods", "baseline", "--side-effects", "none",
+         "--out", str(tmp_path / "c")])
     rows = json.loads((tmp_path / "c" / "results.json").read_text())["methods"]
     assert "true_info" in rows[0] and len(fake.state.requests) > n
 
@@ -510,12 +498,11 @@ def test_damaged_cache_is_one_error_naming_the_file(content, tmp_path, fake):
     assert fake.state.requests == []
 
 
-def test_cli_refuses_a_bad_base_url_on_every_command(no_requests, tmp_path, monkeypatch, data_dir):
+def test_cli_refuses_a_bad_base_url_on_every_command(no_requests, tmp_path, monkeypatch, data_dir, cli):
     """Every command with --judge-base-url (read from the Typer app): --judge-base-url without a scheme,
     ftp:// or with an empty host, a bad @url in --judge and a bad $OPENAI_BASE_URL are refused with one
     line, exit 2, before any folder or cache file is made."""
     import typer.main
-    from typer.testing import CliRunner
 
     from veracity.cli.main import app
 
@@ -542,49 +529,41 @@ def test_cli_refuses_a_bad_base_url_on_every_command(no_requests, tmp_path, monk
             args += ["--data-dir", str(data_dir)] if "data_dir" in params else []
             for k, v in env.items():
                 monkeypatch.setenv(k, v)
-            r = CliRunner().invoke(app, args)
+            text = cli(args, code=2)
             for k in env:
                 monkeypatch.delenv(k)
-            errors = [line for line in r.output.splitlines() if line.startswith("error:")]
-            assert r.exit_code == 2 and len(errors) == 1 and expect in errors[0], (args, r.output)
-            assert "Traceback" not in r.output and not out.exists() and not (tmp_path / "vc").exists(), args
+            errors = [line for line in text.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and expect in errors[0], (args, text)
+            assert "Traceback" not in text and not out.exists() and not (tmp_path / "vc").exists(), args
 
 
-def test_cli_eval_with_a_nan_judge_reply(fake, tmp_path, monkeypatch, data_dir):
+def test_cli_eval_with_a_nan_judge_reply(fake, tmp_path, monkeypatch, data_dir, cli):
     """A judge answering NaN: `eval truthfulqa` stops with one line naming the URL (it used to report
     True 100% and cache the NaN); nothing cached, no results.json."""
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
     monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
     monkeypatch.setattr(sys.modules[__name__], "top_for", lambda prompt, yes=" yes", no=" no":
                         {yes: float("nan"), no: -1.0})
-    r = CliRunner().invoke(app, ["eval", "truthfulqa", "--model", "tiny-llama", "--metrics", "judge", "--judge",
-                                 "openai:fake", "--judge-base-url", fake.url, "--limit", "2", "--max-new-tokens",
-                                 "2", "--data-dir", str(data_dir), "--out", str(tmp_path / "e")])
-    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert r.exit_code == 2 and len(errors) == 1, r.output
+    text = cli(["eval", "truthfulqa", "--model", "tiny-llama", "--metrics", "judge", "--judge", "openai:fake",
+                "--judge-base-url", fake.url, "--limit", "2", "--max-new-tokens", "2", "--data-dir", str(data_dir),
+                "--out", str(tmp_path / "e")], code=2)
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, text
     assert f"POST {fake.url}/completions: invalid reply" in errors[0] and "NaN" in errors[0]
     assert len(fake.state.requests) == 1 and _rows(tmp_path / "vc" / "judge-cache.sqlite") == 0
     assert not (tmp_path / "e" / "results.json").exists()
 
 
-def test_cli_damaged_judge_cache(fake, tmp_path, monkeypatch, data_dir):
+def test_cli_damaged_judge_cache(fake, tmp_path, monkeypatch, data_dir, cli):
     """A garbage judge-cache.sqlite in the veracity cache: one line naming it, exit 2, the file and --out
     left as they were, no request."""
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
     monkeypatch.setenv("VERACITY_CACHE", str(tmp_path / "vc"))
     (tmp_path / "vc").mkdir()
     bad = tmp_path / "vc" / "judge-cache.sqlite"
     bad.write_bytes(b"\x00garbage, not SQLite\xff" * 64)
-    r = CliRunner().invoke(app, ["eval", "truthfulqa", "--model", "tiny-llama", "--metrics", "judge", "--judge",
-                                 "openai:fake", "--judge-base-url", fake.url, "--limit", "2", "--data-dir",
-                                 str(data_dir), "--out", str(tmp_path / "e")])
-    errors = [line for line in r.output.splitlines() if line.startswith("error:")]
-    assert r.exit_code == 2 and len(errors) == 1 and f"judge cache {bad} cannot be used" in errors[0], r.output
+    text = cli(["eval", "truthfulqa", "--model", "tiny-llama", "--metrics", "judge", "--judge", "openai:fake",
+                "--judge-base-url", fake.url, "--limit", "2", "--data-dir", str(data_dir),
+                "--out", str(tmp_path / "e")], code=2)
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"judge cache {bad} cannot be used" in errors[0], text
     assert bad.read_bytes() == b"\x00garbage, not SQLite\xff" * 64 and not (tmp_path / "e").exists()
     assert fake.state.requests == []

@@ -129,19 +129,15 @@ def test_crafted_pickle_is_refused_not_executed(small_judge, tmp_path):
     assert not marker.exists()  # ... but never through a judge folder
 
 
-def test_cli_refuses_pickled_judge(small_judge, tmp_path):
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
+def test_cli_refuses_pickled_judge(small_judge, tmp_path, cli):
     j, _ = small_judge
     a = j.save(tmp_path / "judges" / "info")
     meta = json.loads((a / "judge.json").read_text())
     meta["booster"] = "booster.pkl"
     (a / "judge.json").write_text(json.dumps(meta))
     (a / "booster.pkl").write_bytes(pickle.dumps(_Boom(str(tmp_path / "pwned"))))
-    r = CliRunner().invoke(app, ["judge", "eval", "--kind", "info", "--judge-dir", str(tmp_path / "judges")])
-    assert r.exit_code == 2 and "pickle" in r.output and "Traceback" not in r.output
+    text = cli(["judge", "eval", "--kind", "info", "--judge-dir", str(tmp_path / "judges")], code=2)
+    assert "pickle" in text and "Traceback" not in text
     assert not (tmp_path / "pwned").exists()
 
 
