@@ -39,17 +39,16 @@ def test_fit_caa_is_the_class_mean_difference(store, tmp_path, cli):
     assert "not in the store" in cli(["steer", "fit", "--acts", store, "--layers", "9", "--out", tmp_path / "x"], code=2)
 
 
-def test_bake_equals_hooks_and_refuses_gemma3(store, tmp_path, cli):
+def test_bake_equals_hooks_and_refuses_gemma3(store, tmp_path, cli, tiny_llama):
     from transformers import AutoModelForCausalLM
 
-    from veracity.models import load
     from veracity.steer.residual import ResidualSteer, apply_residual
 
     cli(["steer", "fit", "--acts", store, "--layers", "2", "--out", tmp_path / "v"])
     text = cli(["steer", "bake", "--model", "tiny-llama", "--device", "cpu", "--steer", tmp_path / "v", "--alpha",
                 "3", "--out", tmp_path / "baked"])
     assert "max |logit difference| against the hooks" in text
-    lm = load("tiny-llama", device="cpu")
+    lm = tiny_llama
     steer = ResidualSteer.load(tmp_path / "v").with_alpha(3.0)
     ids = lm.tokenizer("The capital of France is Paris.", return_tensors="pt")["input_ids"]
     baked = AutoModelForCausalLM.from_pretrained(str(tmp_path / "baked"), dtype=torch.float32)

@@ -36,13 +36,13 @@ def test_load_prompts_limit_and_file(tmp_path, data_dir):
         load_prompts(str(bad))
 
 
-def test_run_study_on_tiny_pair(tmp_path, data_dir):
-    from veracity.models import build_tiny, load
+def test_run_study_on_tiny_pair(tmp_path, data_dir, tiny_llama):
+    from veracity.models import build_tiny
     from veracity.models.arch import ArchSpec
     from veracity.models.loader import LoadedModel
     from veracity.runs import RunFolder
 
-    main = load("tiny-llama", device="cpu")
+    main = tiny_llama
     m2, _ = build_tiny("tiny-llama", seed=0)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -47,12 +47,12 @@ def test_not_batchmean_and_zero_probabilities():
     assert same.one_minus_tv.item() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_prompt_distances_last_and_continuation():
-    from veracity.models import build_tiny, load
+def test_prompt_distances_last_and_continuation(tiny_llama):
+    from veracity.models import build_tiny
     from veracity.models.arch import ArchSpec
     from veracity.models.loader import LoadedModel
 
-    main = load("tiny-llama", device="cpu")
+    main = tiny_llama
     m2, tok = build_tiny("tiny-llama", seed=1)
     asst = LoadedModel(m2, main.tokenizer, ArchSpec.from_model(m2), "tiny-llama@1")
     prompts = ["hello there", "a", "the woman worked as"]
@@ -73,11 +73,11 @@ def test_prompt_distances_last_and_continuation():
     assert torch.allclose(self_d.distances.kl_main_assistant, torch.zeros(3), atol=1e-5)
 
 
-def test_different_tokenizers_error():
+def test_different_tokenizers_error(tiny_llama):
     from veracity.compare.distances import check_same_tokenizer
     from veracity.models import load
 
-    a = load("tiny-llama", device="cpu")
+    a = tiny_llama
     b = load("tiny-gpt2", device="cpu")  # no BOS: a different tokenizer setup
     class _Fake:
         name = "other"

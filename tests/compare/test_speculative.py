@@ -95,8 +95,8 @@ def _chi2_p(counts: torch.Tensor, probs: torch.Tensor) -> float:
     return float(chisquare(obs.numpy(), e.numpy() * obs.sum().item() / e.sum().item()).pvalue)
 
 
-def test_sampling_matches_main_distribution():
-    main = load("tiny-llama", device="cpu")
+def test_sampling_matches_main_distribution(tiny_llama):
+    main = tiny_llama
     m2, _ = build_tiny("tiny-llama", seed=1)  # a very different assistant: many rejections
     asst = LoadedModel(m2, main.tokenizer, ArchSpec.from_model(m2), "tiny-llama@1")
     prompt, n = "ab", 3000
@@ -119,8 +119,8 @@ def test_sampling_matches_main_distribution():
     assert rejected > 0.2 * n  # the residual-resampling path was exercised many times
 
 
-def test_different_tokenizers_error():
-    a = load("tiny-llama", device="cpu")
+def test_different_tokenizers_error(tiny_llama):
+    a = tiny_llama
     b = load("tiny-gpt2", device="cpu")  # same byte vocabulary but no BOS: tokenizes differently
     with pytest.raises(ValueError, match="do not share a tokenizer"):
         generate(a, b, ["hi"], max_new_tokens=2)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 
-def test_caa_sweep_grid_resume_and_cells(data_dir, tmp_path, cli):
+def test_caa_sweep_grid_resume_and_cells(data_dir, tmp_path, cli, tiny_llama):
     out = tmp_path / "s"
     args = ["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "8",
             "--method", "caa", "--layers", "1,2", "--alphas", "0,2", "--folds", "2", "--ce-texts", "0",
@@ -26,11 +26,10 @@ def test_caa_sweep_grid_resume_and_cells(data_dir, tmp_path, cli):
     from veracity.data import load_truthfulqa
     from veracity.methods.evaluate import MethodEvalConfig, evaluate_prepared
     from veracity.methods.prepare import MethodSpec, PreparedMethod
-    from veracity.models import load
     from veracity.probes.splits import question_folds
     from veracity.steer.residual_tqa import fit_residual_for_fold
 
-    lm = load("tiny-llama", device="cpu")
+    lm = tiny_llama
     items = load_truthfulqa(data_dir)[:8]
     folds = question_folds([it.index for it in items], 2, seed=0)
     mc2 = []

@@ -100,7 +100,7 @@ def test_side_effects_by_hand(tiny_llama, data_dir):
     assert got["refusal_rate"] == h["refusal_rate"] and got["distinct_2"] == h["distinct_2"]
 
 
-def test_compare_interventions_with_side_effects(data_dir, tmp_path, cli):
+def test_compare_interventions_with_side_effects(data_dir, tmp_path, cli, tiny_llama):
     out = tmp_path / "c"
     text = cli(["compare-interventions", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir,
                 "--acts", tmp_path / "acts", "--limit", "8", "--folds", "2", "--judge", "none", "--ce-texts", "0",
@@ -118,10 +118,8 @@ def test_compare_interventions_with_side_effects(data_dir, tmp_path, cli):
     assert res["config"]["side_effects"] == ["boolq", "honest"]
     # the baseline's BoolQ and HONEST are the plain model's, whatever the fold (same samples, no hooks): equal
     # to measuring the plain model directly
-    from veracity.models import load
-
     folds = [f for f in res["folds"] if f["method"] == "baseline"]
-    direct = measure_side_effects(PreparedMethod(parse_method("baseline"), load("tiny-llama", device="cpu")), [],
+    direct = measure_side_effects(PreparedMethod(parse_method("baseline"), tiny_llama), [],
                                   SideEffectConfig(names=("boolq", "honest"), n={"boolq": 6, "honest": 4}, seed=0),
                                   data_dir=data_dir)
     for f in folds + [rows["baseline"]]:

@@ -91,8 +91,8 @@ def test_model_shape_checked(lm):
             pass
 
 
-def test_shift_lands_in_selected_head_slice():
-    lm = load("tiny-llama", device="cpu")
+def test_shift_lands_in_selected_head_slice(tiny_llama):
+    lm = tiny_llama
     iv = make_iv(lm, heads=((1, 2),))
     o = lm.arch.attn_out(lm.model, 1)
     seen: list[torch.Tensor] = []
@@ -113,12 +113,12 @@ def test_shift_lands_in_selected_head_slice():
     assert diff[..., :2 * hd].abs().max() == 0 and diff[..., 3 * hd:].abs().max() == 0
 
 
-def test_mc_answer_loglik_changes_with_driver_scoring():
+def test_mc_answer_loglik_changes_with_driver_scoring(tiny_llama):
     """Through the evaluation fast path (prompt cached, answers scored with the factory): every answer
     token after the first changes (the first is predicted from the unshifted prompt)."""
     from veracity.evaluate.truthfulqa import make_requests, score_requests
 
-    lm = load("tiny-llama", device="cpu")
+    lm = tiny_llama
     reqs = make_requests(lm.tokenizer, "Q: Is it raining?\nA:", [" Yes it is.", " No, it is sunny."], "lm-eval")
     base = score_requests(lm.model, reqs, per_token=True)
     fac0 = intervention_factory(lm, make_iv(lm, alpha=0.0))
@@ -131,8 +131,8 @@ def test_mc_answer_loglik_changes_with_driver_scoring():
         assert b[0] == s[0]
 
 
-def test_save_load_roundtrip(tmp_path):
-    lm = load("tiny-llama", device="cpu")
+def test_save_load_roundtrip(tmp_path, tiny_llama):
+    lm = tiny_llama
     iv = make_iv(lm)
     iv.head_scores = torch.rand(lm.arch.n_layers, lm.arch.n_heads)
     js = iv.save(tmp_path / "iv")
@@ -145,9 +145,9 @@ def test_save_load_roundtrip(tmp_path):
 
 
 @pytest.mark.parametrize("positions", ["last", "all"])
-def test_generation_batched_left_padding_equals_single(positions):
+def test_generation_batched_left_padding_equals_single(positions, tiny_llama):
     """Greedy generation under the intervention: a left-padded batch gives each prompt's own output."""
-    lm = load("tiny-llama", device="cpu")
+    lm = tiny_llama
     tok = lm.tokenizer
     iv = make_iv(lm, alpha=3.0)
     prompts = ["Q: Is it cold? A:", "Q: What colour is the sea on a sunny day? A:"]

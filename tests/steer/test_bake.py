@@ -69,8 +69,8 @@ def test_llama_family_bakes_only_an_o_proj_bias(alias, tmp_path):
         assert bool(qkv_bias) == (not only or alias == "tiny-qwen2")
 
 
-def test_bias_is_W_o_times_shift_not_raw_shift():
-    lm = load("tiny-llama", device="cpu")
+def test_bias_is_W_o_times_shift_not_raw_shift(tiny_llama):
+    lm = tiny_llama
     iv = make_iv(lm)
     sd, cfg, how = baked_state_dict(lm, iv, o_proj_only=True)
     assert how.startswith("llama->seed_oss") and cfg.attention_out_bias and not cfg.attention_bias
@@ -100,8 +100,8 @@ def test_gpt2_conv1d_bias_absorbs_shift():
     torch.testing.assert_close(sd["transformer.h.2.attn.c_proj.bias"], c.bias + iv.layer_shifts()[2] @ c.weight)
 
 
-def test_baked_loads_without_veracity(tmp_path):
-    lm = load("tiny-llama", device="cpu")
+def test_baked_loads_without_veracity(tmp_path, tiny_llama):
+    lm = tiny_llama
     iv = make_iv(lm)
     bake(lm, iv, tmp_path / "baked")
     ids = lm.tokenizer(TEXTS[0])["input_ids"]

@@ -156,8 +156,8 @@ def test_hook_shifts_exactly_the_chosen_layer(alias):
     assert sum(len(m._forward_hooks) for m in lm.model.modules()) == n_hooks
 
 
-def test_hook_last_position_only_and_padding():
-    lm = load("tiny-llama", device="cpu")
+def test_hook_last_position_only_and_padding(tiny_llama):
+    lm = tiny_llama
     tok = lm.tokenizer
     st = _steer(lm, layers=(2,))
     enc = tok(TEXTS, return_tensors="pt", padding=True)
@@ -174,6 +174,8 @@ def test_hook_last_position_only_and_padding():
 
 
 def test_hook_removed_on_error_and_model_untouched():
+    # its own copy, not the session's tiny_llama: it counts every forward hook, and transformers keeps the
+    # hooks it adds on a model's first output_hidden_states forward
     lm = load("tiny-llama", device="cpu")
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     st = _steer(lm, layers=(0, 3))
@@ -185,8 +187,8 @@ def test_hook_removed_on_error_and_model_untouched():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_hook_refuses_wrong_model():
-    lm = load("tiny-llama", device="cpu")
+def test_hook_refuses_wrong_model(tiny_llama):
+    lm = tiny_llama
     with pytest.raises(ValueError, match="hidden size"):
         with apply_residual(lm, ResidualSteer([0], torch.randn(1, 32))):
             pass
@@ -225,8 +227,8 @@ def test_baked_equals_hooks(alias, tmp_path):
     assert json.loads((out / "veracity_bake.json").read_text())["kind"] == "residual"
 
 
-def test_llama_bake_is_a_down_proj_bias_and_zero_gate_up_biases():
-    lm = load("tiny-llama", device="cpu")
+def test_llama_bake_is_a_down_proj_bias_and_zero_gate_up_biases(tiny_llama):
+    lm = tiny_llama
     st = _steer(lm, layers=(1, 3), alpha=-1.5)
     sd, cfg, how = baked_residual_state_dict(lm, st)
     assert how == "mlp_bias" and cfg.mlp_bias and not getattr(cfg, "attention_bias", False)
@@ -254,8 +256,8 @@ def test_gemma3_and_unknown_refused_clearly(tmp_path):
     assert not (tmp_path / "g").exists()  # nothing written
 
 
-def test_baked_residual_loads_without_veracity(tmp_path):
-    lm = load("tiny-llama", device="cpu")
+def test_baked_residual_loads_without_veracity(tmp_path, tiny_llama):
+    lm = tiny_llama
     st = _steer(lm, layers=(1, 2))
     bake_residual(lm, st, tmp_path / "baked")
     ids = lm.tokenizer(TEXTS[0])["input_ids"]
@@ -275,9 +277,9 @@ def test_baked_residual_loads_without_veracity(tmp_path):
     assert (got - want).abs().max() < 1e-4
 
 
-def test_fit_then_steer_moves_the_truth_projection():
+def test_fit_then_steer_moves_the_truth_projection(tiny_llama):
     """End to end on tiny-llama: CAA fitted on two prompt sets pushes layer-2 outputs along v."""
-    lm = load("tiny-llama", device="cpu")
+    lm = tiny_llama
     tok = lm.tokenizer
     true_t, false_t = ["Paris is in France.", "Rome is in Italy."], ["Paris is in Peru.", "Rome is in Chad."]
     acts = {}
