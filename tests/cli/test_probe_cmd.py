@@ -11,10 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from typer.testing import CliRunner
 
 from veracity.capture import Activations
-from veracity.cli.main import app
 from veracity.probes.splits import stratified_split
 
 
@@ -36,13 +34,12 @@ def tiny_store(tmp_path_factory, tiny_llama):
     return out
 
 
-def test_probe_command_loto_writes_tables_and_figures(tiny_store, tmp_path):
+def test_probe_command_loto_writes_tables_and_figures(tiny_store, tmp_path, cli):
     out = tmp_path / "probe1"
-    r = CliRunner().invoke(app, ["probe", "--acts", str(tiny_store), "--site", "resid", "--layers", "0,-1",
-                                 "--methods", "logistic,mass-mean,mlp-tiny", "--split", "leave-one-topic-out",
-                                 "--seeds", "2", "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    assert "average accuracy" in r.output and "maximum accuracy" in r.output
+    text = cli(["probe", "--acts", str(tiny_store), "--site", "resid", "--layers", "0,-1",
+                "--methods", "logistic,mass-mean,mlp-tiny", "--split", "leave-one-topic-out",
+                "--seeds", "2", "--out", str(out)])
+    assert "average accuracy" in text and "maximum accuracy" in text
     res = json.loads((out / "results.json").read_text())
     cells = res["experiment"]["cells"]
     assert {c["method"] for c in cells} == {"logistic", "mass-mean", "mlp-tiny"} and len(cells) == 6
@@ -58,15 +55,13 @@ def test_probe_command_loto_writes_tables_and_figures(tiny_store, tmp_path):
     for f in ("scores.csv", "summary.csv", "accuracy_vs_layer.png", "cosine_heatmap.png", "config.json"):
         assert (out / f).exists(), f
     # rerunning into a finished folder is refused without --overwrite
-    r2 = CliRunner().invoke(app, ["probe", "--acts", str(tiny_store), "--layers", "-1", "--methods", "logistic",
-                                  "--out", str(out)])
-    assert r2.exit_code != 0
+    assert "--overwrite" in cli(["probe", "--acts", str(tiny_store), "--layers", "-1", "--methods", "logistic",
+                                 "--out", str(out)], code=2)
 
 
-def test_probe_command_heads_matrix(tiny_store, tiny_llama, tmp_path):
+def test_probe_command_heads_matrix(tiny_store, tiny_llama, tmp_path, cli):
     out = tmp_path / "heads"
-    r = CliRunner().invoke(app, ["probe", "--acts", str(tiny_store), "--heads", "--seeds", "2", "--out", str(out)])
-    assert r.exit_code == 0, r.output
+    cli(["probe", "--acts", str(tiny_store), "--heads", "--seeds", "2", "--out", str(out)])
     res = json.loads((out / "results.json").read_text())
     acc = res["accuracy_mean"]
     assert len(acc) == tiny_llama.arch.n_layers and len(acc[0]) == tiny_llama.arch.n_heads
@@ -85,11 +80,10 @@ def test_probe_command_heads_matrix(tiny_store, tiny_llama, tmp_path):
     assert (out / "head_accuracy.png").exists() and (out / "head_accuracy.csv").exists()
 
 
-def test_ccs_command_captures_pairs_and_prints_baselines(tmp_path, data_dir):
+def test_ccs_command_captures_pairs_and_prints_baselines(tmp_path, data_dir, tiny_llama, cli):
     out = tmp_path / "ccs"
-    r = CliRunner().invoke(app, ["ccs", "--model", "tiny-llama", "--dataset", "boolq", "--limit", "16", "--layers", "all", "--no-zero-shot",
-                                 "--epochs", "20", "--n-restarts", "3", "--data-dir", str(data_dir), "--out", str(out)])
-    assert r.exit_code == 0, r.output
+    cli(["ccs", "--model", "tiny-llama", "--dataset", "boolq", "--limit", "16", "--layers", "all", "--no-zero-shot",
+         "--epochs", "20", "--n-restarts", "3", "--data-dir", str(data_dir), "--out", str(out)])
     res = json.loads((out / "results.json").read_text())
     layers = res["ccs"]["layers"]
     assert len(layers) >= 2
@@ -109,17 +103,14 @@ def test_ccs_command_captures_pairs_and_prints_baselines(tmp_path, data_dir):
     assert res["ccs"]["zero_shot"] is None
     assert (out / "acts" / "manifest.json").exists()
     # the store is reused with --acts
-    r2 = CliRunner().invoke(app, ["ccs", "--model", "tiny-llama", "--dataset", "boolq", "--limit", "16", "--epochs", "10",
-                                  "--n-restarts", "2", "--acts", str(out / "acts"),
-                                  "--data-dir", str(data_dir), "--out", str(tmp_path / "ccs2")])
-    assert r2.exit_code == 0, r2.output
+    cli(["ccs", "--model", "tiny-llama", "--dataset", "boolq", "--limit", "16", "--epochs", "10",
+         "--n-restarts", "2", "--acts", str(out / "acts"), "--data-dir", str(data_dir), "--out", str(tmp_path / "ccs2")])
     res2 = json.loads((tmp_path / "ccs2" / "results.json").read_text())
     # zero-shot = "the model prefers x+": summed log-probs of each side's tokens after the shared prefix,
     # by one unpadded plain forward per text, scored on the same test rows
     from veracity.data import get_dataset
-    from veracity.models import load
 
-    lm = load("tiny-llama", device="cpu")
+    lm = tiny_llama
     meta = get_dataset("boolq", data_dir=data_dir, limit=16, seed=0).meta
 
     def tail_logprob(ids: list, k: int) -> float:

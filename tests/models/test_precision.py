@@ -267,27 +267,19 @@ def test_speculative_greedy_equals_plain_greedy(name, dtype, data_dir):
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def test_cli_model_dtype(tmp_path):
+def test_cli_model_dtype(tmp_path, tiny_llama, cli):
     import json
 
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
-
-    r = CliRunner().invoke(app, ["capture", "--model", "tiny-llama", "--model-dtype", "bfloat16", "--dataset",
-                                 "synthetic", "--limit", "6", "--device", "cpu", "--dtype", "bfloat16",
-                                 "--out", str(tmp_path / "s")])
-    assert r.exit_code == 0, r.output
+    cli(["capture", "--model", "tiny-llama", "--model-dtype", "bfloat16", "--dataset", "synthetic", "--limit", "6",
+         "--device", "cpu", "--dtype", "bfloat16", "--out", str(tmp_path / "s")])
     man = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert man["run_config"]["model_dtype"] == "bfloat16" and man["dtype"] == "bfloat16"
-    assert man["model"]["fingerprint"] != load("tiny-llama", device="cpu").fingerprint  # bf16 weights
-    r = CliRunner().invoke(app, ["iti", "fit", "--model", "tiny-llama", "--model-dtype", "bfloat16", "--limit", "6",
-                                 "--num-heads", "2", "--acts", str(tmp_path / "acts"), "--device", "cpu",
-                                 "--out", str(tmp_path / "iv")])
-    assert r.exit_code == 0, r.output
+    assert man["model"]["fingerprint"] != tiny_llama.fingerprint  # bf16 weights
+    cli(["iti", "fit", "--model", "tiny-llama", "--model-dtype", "bfloat16", "--limit", "6", "--num-heads", "2",
+         "--acts", str(tmp_path / "acts"), "--device", "cpu", "--out", str(tmp_path / "iv")])
     assert json.loads((tmp_path / "acts" / "manifest.json").read_text())["model"]["fingerprint"] == \
         man["model"]["fingerprint"]  # the heads were captured from the bf16 model
     for cmd in (["capture", "--model", "tiny-llama"], ["eval", "truthfulqa", "--model", "tiny-llama"],
                 ["iti", "validate", "--model", "tiny-llama"]):
-        r = CliRunner().invoke(app, cmd + ["--model-dtype", "int3", "--out", str(tmp_path / "x")])
-        assert r.exit_code == 2 and "int3" in r.output and not (tmp_path / "x").exists()
+        assert "int3" in cli(cmd + ["--model-dtype", "int3", "--out", str(tmp_path / "x")], code=2)
+        assert not (tmp_path / "x").exists()

@@ -13,22 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from veracity.cli.main import app
-
-runner = CliRunner()
 TINY = ["--model", "tiny-llama", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, tiny_llama):
     """A valid residual steer and ITI intervention for tiny-llama, and damaged copies of each."""
-    from veracity.models import load
     from veracity.steer import Intervention, ResidualSteer
 
     d = tmp_path_factory.mktemp("bake")
-    lm = load("tiny-llama", device="cpu")
+    lm = tiny_llama
     a = lm.arch
     g = torch.Generator().manual_seed(0)
     vec = torch.randn(1, a.hidden_size, generator=g)
@@ -73,29 +68,27 @@ CASES = [
 ]
 
 
-def _check_refused(r, out: Path, expect: str) -> None:
+def _check_refused(text: str, out: Path, expect: str) -> None:
+    """`text`: the output of `cli(..., code=2)`, whose runner re-raises any exception but SystemExit (so exit
+    2 is the CLI's own refusal, not a crash)."""
     # (progress bars on stderr may share the error's line: count from "error:")
-    errors = [l[l.index("error:"):] for l in r.output.splitlines() if "error:" in l]
-    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
-    assert "Traceback" not in r.output and len(errors) == 1 and expect in errors[0], r.output
+    errors = [l[l.index("error:"):] for l in text.splitlines() if "error:" in l]
+    assert "Traceback" not in text and len(errors) == 1 and expect in errors[0], text
     assert not out.exists(), f"{out} was left behind"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bake_refuses_non_finite_or_out_of_range(case, files, tmp_path):
+def test_bake_refuses_non_finite_or_out_of_range(case, files, tmp_path, cli):
     name, argv, expect = case
     out = tmp_path / "baked"
-    r = runner.invoke(app, [a.format(d=files) for a in argv] + ["--out", str(out)])
-    _check_refused(r, out, expect)
+    _check_refused(cli([a.format(d=files) for a in argv] + ["--out", str(out)], code=2), out, expect)
 
 
-def test_heads_outside_the_model_are_refused_before_the_bake(files):
+def test_heads_outside_the_model_are_refused_before_the_bake(files, tiny_llama):
     """`check_model`: a head index outside the loaded model (an intervention built by hand, never saved)."""
-    from veracity.models import load
     from veracity.steer.intervention import Intervention, InterventionError
 
-    lm = load("tiny-llama", device="cpu")
-    a = lm.arch
+    a = tiny_llama.arch
     iv = Intervention.load(files / "iv")
     iv.heads = [(a.n_layers + 95, 0), (3, 0)]  # edited after construction, as a notebook might
     with pytest.raises(InterventionError, match=f"names head \\({a.n_layers + 95}, 0\\)"):
@@ -103,7 +96,7 @@ def test_heads_outside_the_model_are_refused_before_the_bake(files):
 
 
 @pytest.mark.parametrize("cmd", ["steer", "iti"])
-def test_verification_refuses_non_finite_logits_and_removes_the_folder(cmd, files, tmp_path, monkeypatch):
+def test_verification_refuses_non_finite_logits_and_removes_the_folder(cmd, files, tmp_path, monkeypatch, cli):
     """With the checks before the bake switched off, alpha 1e39 bakes inf biases: the verification (both
     kinds) must refuse the NaN/inf logits with one line and remove the folder, not report 0.00e+00."""
     from veracity.steer.intervention import Intervention
@@ -114,8 +107,7 @@ def test_verification_refuses_non_finite_logits_and_removes_the_folder(cmd, file
     out = tmp_path / "baked"
     argv = (["steer", "bake", *TINY, "--steer", str(files / "v")] if cmd == "steer"
             else ["iti", "bake", *TINY, "-i", str(files / "iv")])
-    r = runner.invoke(app, argv + ["--alpha", "1e39", "--out", str(out)])
-    _check_refused(r, out, "outputs NaN or inf logits")
+    _check_refused(cli(argv + ["--alpha", "1e39", "--out", str(out)], code=2), out, "outputs NaN or inf logits")
 
 
 def test_compare_logits_sees_nan_that_max_ignores(tmp_path):
