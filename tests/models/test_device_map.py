@@ -26,10 +26,10 @@ SPLIT = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(tmp_path_factory, tiny_llama):
     """(single-device LoadedModel, the same checkpoint split over cpu + disk)."""
     root = tmp_path_factory.mktemp("dm")
-    src = load("tiny-llama", device="cpu")
+    src = tiny_llama
     src.model.save_pretrained(root / "m")
     src.tokenizer.save_pretrained(root / "m")
     mp = pytest.MonkeyPatch()
