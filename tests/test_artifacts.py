@@ -275,12 +275,9 @@ def snapshot(paths: list[Path]) -> dict:
 # ------------------------------------------------------------------------------------------ the test
 
 @pytest.fixture(scope="module")
-def valid(tmp_path_factory):
-    """{kind: path of a valid artifact}, built once."""
-    from veracity.models import load
-
-    lm = load(MODEL, device="cpu")
-    return {name: BUILDERS[name](tmp_path_factory.mktemp(name) / "artifact", lm) for name in KINDS}
+def valid(tmp_path_factory, tiny_llama):
+    """{kind: path of a valid artifact}, built once (on MODEL, the session's tiny_llama)."""
+    return {name: BUILDERS[name](tmp_path_factory.mktemp(name) / "artifact", tiny_llama) for name in KINDS}
 
 
 def _cases():
@@ -330,7 +327,7 @@ def test_every_damaged_artifact_is_named_by_every_consumer(name, valid, tmp_path
     print(f"{name}: {len(cases)} corruptions x {len(kind.consumers)} consumers = {tried} runs")
 
 
-def test_runs_list_shows_a_damaged_run_and_goes_on(tmp_path, monkeypatch):
+def test_runs_list_shows_a_damaged_run_and_goes_on(tmp_path, monkeypatch, cli):
     """One damaged folder (a results.json that is a list, a config.json that is not UTF-8) does not hide
     the others: each is a row saying what is wrong, the good run is listed as before, exit 0."""
     monkeypatch.setattr(common.console, "width", 1000)
@@ -339,18 +336,17 @@ def test_runs_list_shows_a_damaged_run_and_goes_on(tmp_path, monkeypatch):
     (tmp_path / "list-results" / "results.json").write_text("[1, 2]")
     build_run(tmp_path / "latin1-config", None)
     (tmp_path / "latin1-config" / "config.json").write_bytes('{"kind": "probe", "model": "café"}'.encode("latin-1"))
-    res = CliRunner().invoke(app, ["runs", "list", str(tmp_path)])
-    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
-    rows = {l.split("│")[1].strip().rsplit("/", 1)[-1]: l for l in res.output.splitlines() if l.startswith("│")}
+    text = cli(["runs", "list", str(tmp_path)])
+    assert "Traceback" not in text, text
+    rows = {l.split("│")[1].strip().rsplit("/", 1)[-1]: l for l in text.splitlines() if l.startswith("│")}
     assert "finished" in rows["good"] and "acc=0.500" in rows["good"]
     assert "damaged: results.json holds a JSON list, expected an object" in rows["list-results"]
     assert "damaged: config.json is not UTF-8 text" in rows["latin1-config"]
 
 
-def test_runs_list_of_a_missing_root_is_an_error(tmp_path):
-    res = CliRunner().invoke(app, ["runs", "list", str(tmp_path / "nothere")])
-    assert res.exit_code == 2 and res.output.startswith("error:") and "nothere: no such folder" in res.output, \
-        res.output
+def test_runs_list_of_a_missing_root_is_an_error(tmp_path, cli):
+    text = cli(["runs", "list", str(tmp_path / "nothere")], code=2)
+    assert text.startswith("error:") and "nothere: no such folder" in text, text
 
 
 def test_readers_name_the_file_in_library_calls(tmp_path):

@@ -18,19 +18,18 @@ from typer.testing import CliRunner
 
 from veracity.cli.main import app
 
-runner = CliRunner()
+runner = CliRunner()  # the table test below reads r.exception and names the failing row; the rest use `cli`
 TINY = ["--model", "tiny-llama"]
 
 
 # ------------------------------------------------------------------------------------------ fixtures
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, cli):
     """A finished 24-row store of tiny-llama residuals and heads (3 shards)."""
     out = tmp_path_factory.mktemp("store") / "cap"
-    r = runner.invoke(app, ["capture", *TINY, "--dataset", "synthetic", "--limit", "24", "--sites", "resid,heads",
-                            "--shard-size", "10", "--out", str(out)])
-    assert r.exit_code == 0, r.output
+    cli(["capture", *TINY, "--dataset", "synthetic", "--limit", "24", "--sites", "resid,heads", "--shard-size", "10",
+         "--out", str(out)])
     return out
 
 
@@ -365,24 +364,21 @@ def test_cases_cover_every_command():
         assert cmd in covered, cmd
 
 
-def test_bake_into_the_fitted_model_is_accepted(tmp_path):
+def test_bake_into_the_fitted_model_is_accepted(tmp_path, cli):
     """The positive control of bake-other-model-same-shape: the same intervention bakes into tiny-llama."""
     _llama_intervention(tmp_path, tmp_path)
-    r = runner.invoke(app, ["iti", "bake", *TINY, "-i", str(tmp_path / "llama_iv"), "--out", str(tmp_path / "baked")])
-    assert r.exit_code == 0, r.output
+    cli(["iti", "bake", *TINY, "-i", str(tmp_path / "llama_iv"), "--out", str(tmp_path / "baked")])
     assert (tmp_path / "baked" / "config.json").exists()
 
 
-def test_num_heads_is_only_checked_where_used(tmp_path, data_dir):
+def test_num_heads_is_only_checked_where_used(tmp_path, data_dir, cli):
     """The default --num-heads 48 exceeds a tiny model's 16 heads: refused where ITI runs (above), accepted
     when no method uses it (compare-interventions without an ITI method)."""
-    r = runner.invoke(app, ["compare-interventions", *TINY, "--device", "cpu", "--methods", "baseline", "--limit", "4",
-                            "--folds", "2", "--judge", "none", "--ce-texts", "0", "--side-effects", "none",
-                            "--out", str(tmp_path / "c")])
-    assert r.exit_code == 0, r.output
+    cli(["compare-interventions", *TINY, "--device", "cpu", "--methods", "baseline", "--limit", "4", "--folds", "2",
+         "--judge", "none", "--ce-texts", "0", "--side-effects", "none", "--out", str(tmp_path / "c")])
 
 
-def test_resumed_capture_command_repairs_a_damaged_store(tmp_path, store):
+def test_resumed_capture_command_repairs_a_damaged_store(tmp_path, store, cli):
     """`veracity capture` again on a store with a missing middle shard re-captures it: equal to the original."""
     import torch
 
@@ -391,9 +387,8 @@ def test_resumed_capture_command_repairs_a_damaged_store(tmp_path, store):
     copy = tmp_path / "cap"
     shutil.copytree(store, copy)
     (copy / "shard-00001.safetensors").unlink()
-    r = runner.invoke(app, ["capture", *TINY, "--dataset", "synthetic", "--limit", "24", "--sites", "resid,heads",
-                            "--shard-size", "10", "--out", str(copy)])
-    assert r.exit_code == 0, r.output
+    cli(["capture", *TINY, "--dataset", "synthetic", "--limit", "24", "--sites", "resid,heads", "--shard-size", "10",
+         "--out", str(copy)])
     a, b = open_store(copy), open_store(store)
     torch.testing.assert_close(a.stack("heads"), b.stack("heads"))
     torch.testing.assert_close(a.stack("resid"), b.stack("resid"))

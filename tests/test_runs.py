@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from veracity.cli import common
-from veracity.cli.main import app
 from veracity.runs import RunExists, RunFolder, list_runs
 
 
@@ -80,17 +78,16 @@ def test_list_runs_statuses(tmp_path):
     assert rows["c"]["status"].startswith("damaged: results.json is not valid JSON")
 
 
-def test_runs_list_cli(tmp_path, monkeypatch):
+def test_runs_list_cli(tmp_path, monkeypatch, cli):
     monkeypatch.setattr(common.console, "width", 250)  # rich would otherwise fold cells at 80 columns
     _finished(tmp_path / "p1")
     RunFolder(tmp_path / "c1", "ccs", {"model": "m", "dataset": "boolq"})
-    r = CliRunner().invoke(app, ["runs", "list", str(tmp_path)])
-    assert r.exit_code == 0, r.output
-    assert "p1" in r.output and "probe" in r.output and "acc=0.750, best=L2" in r.output
-    assert "ccs" in r.output and "unfinished" in r.output and "boolq" in r.output
+    text = cli(["runs", "list", str(tmp_path)])
+    assert "p1" in text and "probe" in text and "acc=0.750, best=L2" in text
+    assert "ccs" in text and "unfinished" in text and "boolq" in text
 
 
-def test_cli_refuses_to_overwrite_a_finished_run(tmp_path, tiny_llama):
+def test_cli_refuses_to_overwrite_a_finished_run(tmp_path, tiny_llama, cli):
     """Through a real command: `veracity probe --out DIR` twice fails cleanly; --overwrite replaces it."""
     from veracity.capture import capture_dataset
     from veracity.data import get_dataset
@@ -99,14 +96,11 @@ def test_cli_refuses_to_overwrite_a_finished_run(tmp_path, tiny_llama):
                     progress=False)
     args = ["probe", "--acts", str(tmp_path / "cap"), "--methods", "mass-mean", "--split", "random", "--seeds", "1",
             "--layers", "-1", "--out", str(tmp_path / "p")]
-    runner = CliRunner()
-    assert runner.invoke(app, args).exit_code == 0
+    cli(args)
     first = (tmp_path / "p" / "results.json").read_text()
-    r = runner.invoke(app, args)
-    assert r.exit_code == 2 and "--overwrite" in r.output
+    assert "--overwrite" in cli(args, code=2)
     assert (tmp_path / "p" / "results.json").read_text() == first
-    r = runner.invoke(app, args + ["--overwrite"])
-    assert r.exit_code == 0, r.output
+    cli(args + ["--overwrite"])
     assert json.loads((tmp_path / "p" / "results.json").read_text())["kind"] == "probe"
 
 
@@ -246,22 +240,19 @@ def test_sweep_extended_on_resume_matches_a_fresh_sweep(tmp_path, damage):
         assert resumed.grid[key]["mc2"] == pytest.approx(fresh.grid[key]["mc2"], rel=1e-6), key
 
 
-def test_cli_sweep_refused_resume_changes_nothing_and_extension_recomputes(tmp_path, data_dir):
+def test_cli_sweep_refused_resume_changes_nothing_and_extension_recomputes(tmp_path, data_dir, cli):
     """`iti sweep` again with another fixed setting (--folds) is refused with exit 2 and the folder is
     byte-identical; extending --num-heads resumes, evaluates only the new K and rewrites config.json."""
     base = ["iti", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", str(data_dir), "--acts",
             str(tmp_path / "acts"), "--limit", "4", "--alphas", "0,5", "--judge", "none", "--ce-texts", "0",
             "--side-effects", "none", "--out", str(tmp_path / "sw")]
-    runner = CliRunner()
-    r = runner.invoke(app, base + ["--num-heads", "2", "--folds", "2"])
-    assert r.exit_code == 0, r.output
+    cli(base + ["--num-heads", "2", "--folds", "2"])
     before = {p.name: p.read_bytes() for p in (tmp_path / "sw").iterdir() if p.is_file()}
-    r = runner.invoke(app, base + ["--num-heads", "2", "--folds", "3"])
-    assert r.exit_code == 2 and "other settings" in r.output and "folds" in r.output, r.output
+    text = cli(base + ["--num-heads", "2", "--folds", "3"], code=2)
+    assert "other settings" in text and "folds" in text, text
     assert {p.name: p.read_bytes() for p in (tmp_path / "sw").iterdir() if p.is_file()} == before
-    r = runner.invoke(app, base + ["--num-heads", "2,4", "--folds", "2"])
-    assert r.exit_code == 0, r.output
-    assert "fold 0: the saved fit has 2 heads, K=4 needs more: refitting" in r.output
+    text = cli(base + ["--num-heads", "2,4", "--folds", "2"])
+    assert "fold 0: the saved fit has 2 heads, K=4 needs more: refitting" in text
     assert json.loads((tmp_path / "sw" / "config.json").read_text())["num_heads"] == [2, 4]
     grid = {(row["alpha"], row["k"]) for row in json.loads((tmp_path / "sw" / "results.json").read_text())["grid"]}
     assert grid == {(0.0, 2), (0.0, 4), (5.0, 2), (5.0, 4)}

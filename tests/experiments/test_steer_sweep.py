@@ -1,0 +1,74 @@
+"""`veracity steer sweep` on tiny-llama: the layer x alpha grid of residual steering with side effects, each
+cell equal to the comparison's scorer with the same fitted vector, resumable, and `--method iti` delegating."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_caa_sweep_grid_resume_and_cells(data_dir, tmp_path, cli, tiny_llama):
+    out = tmp_path / "s"
+    args = ["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "8",
+            "--method", "caa", "--layers", "1,2", "--alphas", "0,2", "--folds", "2", "--ce-texts", "0",
+            "--side-effects", "boolq", "--side-effect-n", "boolq=4", "--acts", tmp_path / "acts", "--out", out]
+    text = cli(args)
+    assert "caa sweep" in text and text.count("fold=") == 6  # (layers 1, 2 at alpha 2 + alpha 0) x 2 folds
+    res = json.loads((out / "results.json").read_text())
+    assert res["schema_version"] == 1 and res["method"] == "caa" and res["metric"] == "mc2"
+    cells = {(r["layer"], r["alpha"]): r for r in res["grid"]}
+    assert set(cells) == {(-1, 0.0), (1, 2.0), (2, 2.0)}
+    assert sum(r["best"] for r in res["grid"]) == 1 and res["best"]["alpha"] == 2.0
+    assert all("boolq_accuracy" in r and "mc2" in r for r in res["grid"])
+    assert (out / "heatmap_mc2.png").exists() and (out / "grid.csv").exists()
+    # one cell by hand: the same fitted vector scored through the comparison's scorer gives the same MC2
+    from veracity.data import load_truthfulqa
+    from veracity.methods.evaluate import MethodEvalConfig, evaluate_prepared
+    from veracity.methods.prepare import MethodSpec, PreparedMethod
+    from veracity.probes.splits import question_folds
+    from veracity.steer.residual_tqa import fit_residual_for_fold
+
+    lm = tiny_llama
+    items = load_truthfulqa(data_dir)[:8]
+    folds = question_folds([it.index for it in items], 2, seed=0)
+    mc2 = []
+    for f in (0, 1):
+        train = sorted(int(q) for q in folds[1 - f])
+        steer = fit_residual_for_fold(lm, train, "caa", [2], 2.0, "raw", 0, str(data_dir), 8, str(tmp_path / "acts"), f)
+        pm = PreparedMethod(MethodSpec("caa", steer="caa"), lm, steer)
+        test = [it for it in items if it.index in set(folds[f].tolist())]
+        mc2.append(evaluate_prepared(pm, lm, test, MethodEvalConfig(), None, {}, None)["metrics"]["mc2"])
+    assert cells[(2, 2.0)]["mc2"] == pytest.approx(sum(mc2) / 2, abs=1e-9)
+    # resume: a longer grid evaluates only the new cells
+    text = cli([a if a != "0,2" else "0,2,4" for a in args])
+    assert text.count("fold=") == 4 and "alpha=4 fold=" in text
+    assert len(json.loads((out / "results.json").read_text())["grid"]) == 5
+    # other fixed settings into the same folder: refused
+    bad = cli([a if a != "raw" else "unit" for a in args] + ["--normalize", "unit"], code=2)
+    assert "other settings" in bad
+
+
+def test_iti_method_delegates_to_the_iti_sweep(data_dir, tmp_path, cli):
+    out = tmp_path / "i"
+    cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "8",
+         "--method", "iti", "--num-heads", "2", "--alphas", "0,5", "--folds", "2", "--ce-texts", "0",
+         "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
+    res = json.loads((out / "results.json").read_text())
+    assert res["kind"] == "iti-sweep" and {(r["alpha"], r["k"]) for r in res["grid"]} >= {(5.0, 2)}
+
+
+def test_bad_method_is_refused_before_work(tmp_path, cli):
+    text = cli(["steer", "sweep", "--model", "tiny-llama", "--method", "magic", "--out", tmp_path / "x"], code=2)
+    assert "--method" in text and not (tmp_path / "x").exists()
+
+
+def test_caa_sweep_fit_2021_scored_on_2025(data_dir, tmp_path, cli):
+    out = tmp_path / "x"
+    text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "12",
+                "--method", "lat", "--layers", "1", "--alphas", "0,2", "--folds", "2", "--ce-texts", "0",
+                "--side-effects", "none", "--eval-revision", "2025", "--acts", tmp_path / "acts", "--out", out])
+    assert "11 questions matched" in text
+    res = json.loads((out / "results.json").read_text())
+    assert [r["index"] for r in res["cross_revision"]["removed"]] == [9]
+    assert res["config"]["eval_revision"] == "2025" and res["method"] == "lat"
