@@ -4,7 +4,7 @@ For a yes/no question the model sees x+ (answered "Yes") and x- (answered "No").
 sigmoid gives p+ and p-; the unsupervised loss asks for consistency (p+ = 1 - p-) and confidence
 (not both 0.5): loss = mean[(p+ - (1 - p-))^2 + min(p+, p-)^2]. Prediction: 0.5 * (p+ + 1 - p-).
 
-Three defects of the first public release are absent by construction, and tests/test_probes_ccs.py
+Three defects of the first public release are absent by construction, and tests/probes/test_ccs.py
 checks each: (1) the normalisation statistics (each side's own mean and scale) come from the training
 rows only and are stored, never recomputed on test rows; (2) the sigmoid is applied before the loss;
 (3) every minibatch of every epoch takes a gradient step (default: full batch, one step per epoch).
