@@ -106,6 +106,11 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 REPO_PATH = re.compile(r"(?<![\w./-])((?:docs|tests|benchmarks|src)/[\w./-]*\w)(?:::(\w+))?")
 
 
+#: folders .gitignore names (build outputs such as docs/api/): a page may name them before they are built
+GENERATED = tuple(line.strip().strip("/") + "/" for line in (REPO / ".gitignore").read_text().splitlines()
+                  if line.strip().endswith("/") and not line.startswith("#"))
+
+
 def _defined(path: Path) -> set[str]:
     """Names of the functions and classes a Python file defines, read from its syntax tree."""
     return {n.name for n in ast.walk(ast.parse(path.read_text()))
@@ -130,6 +135,8 @@ def test_docs_name_only_files_and_tests_that_exist():
                 wrong.append(f"{page}: link to {target}")
         for path, name in REPO_PATH.findall(text):
             seen += 1
+            if (path + "/").startswith(GENERATED):
+                continue  # a build output the page tells you how to make (git-ignored, never committed)
             if not (REPO / path).exists():
                 wrong.append(f"{page}: {path} does not exist")
             elif name and name not in _defined(REPO / path):
