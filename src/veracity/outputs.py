@@ -355,3 +355,14 @@ class Output:
         os.replace(inner, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def write_guarded(path: str | Path, kind: str, write: Callable[[Path], object], *, overwrite: bool = False,
+                  option: str = "--out") -> Path:
+    """The whole guarded write of an artifact in one call: claim `path` for `kind`, let `write(staged)` fill
+    the staging place (a folder, PATH for PATH.json + PATH.safetensors, or the file), then put it in place.
+    Returns the artifact's first path (the folder, PATH.json, the file). What `save` methods call."""
+    dest = Output(path, kind, overwrite=overwrite, option=option)
+    with dest.writing() as staged:
+        write(staged)
+    return dest.paths[0]

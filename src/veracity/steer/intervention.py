@@ -171,12 +171,9 @@ class Intervention:
         """Write PATH.safetensors and PATH.json (suffix of `path` ignored) through the writer guard
         (`veracity.outputs`): an existing intervention is replaced only with `overwrite`, anything else
         there is refused. Returns the .json path."""
-        from ..outputs import Output
+        from ..outputs import write_guarded
 
-        dest = Output(path, "intervention", overwrite=overwrite)
-        with dest.writing() as base:
-            self.write(base)
-        return dest.paths[0]
+        return write_guarded(path, "intervention", self.write, overwrite=overwrite)
 
     def write(self, base: str | Path) -> Path:
         """Write BASE.json + BASE.safetensors without the writer guard: for code that owns the folder (a run

@@ -157,12 +157,9 @@ class ResidualSteer:
         """Write PATH.safetensors (vectors, layers) and PATH.json (the rest) through the writer guard
         (`veracity.outputs`): an existing steer is replaced only with `overwrite`, anything else there is
         refused. Returns the .json path."""
-        from ..outputs import Output
+        from ..outputs import write_guarded
 
-        dest = Output(path, "steer", overwrite=overwrite)
-        with dest.writing() as base:
-            self.write(base)
-        return dest.paths[0]
+        return write_guarded(path, "steer", self.write, overwrite=overwrite)
 
     def write(self, base: str | Path) -> Path:
         """Write BASE.json + BASE.safetensors without the writer guard: for code that owns the folder (a run
