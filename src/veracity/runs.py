@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-from .outputs import (LOCK_NAME, RunExists, RunLocked, check_out_folder, entries,  # noqa: F401 (re-exported)
-                      folder_contents, folder_kind, run_config)
+from .outputs import (LOCK_NAME, RunExists, RunLocked, check_out_folder, folder_kind,  # noqa: F401 (re-exported)
+                      run_config)
 
 
 def schema_version(d: dict, kind: str, supported: int) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

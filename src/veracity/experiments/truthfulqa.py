@@ -19,9 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
-from ..metrics import METRICS, column_label, columns, fmt, headlines, label, metrics_in, true_info
+from ..metrics import METRICS, column_label, columns, fmt, headlines, true_info
 from ..probes.splits import question_folds
 from ..evaluate.judges import Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics

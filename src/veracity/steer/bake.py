@@ -23,7 +23,6 @@ adds new bias tensors; `verify_baked` reloads the folder and compares logits wit
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
