@@ -1,0 +1,58 @@
+"""The normalised-match rule: when a short generated answer counts as a gold answer, and when two sampled answers
+count as the same answer (the clustering of semantic entropy).
+
+Normalisation (`normalise_answer`, SQuAD's and TriviaQA's evaluation rule, plus Unicode NFKC): lower-case; delete
+punctuation (every Unicode punctuation character, so "U.S." -> "us"); drop the articles "a", "an", "the" as
+whole words; collapse whitespace. Correctness (`is_match`): the normalised answer equals, or contains as whole
+words (a contiguous run of its words), the normalised form of some alias; an alias that normalises to nothing
+never matches. So "It is in France." matches "France" but "Francesca" does not.
+
+Equivalence (`same_answer`): two answers are the same when their normalised forms are equal, or, given the
+question's aliases, when both match one (every alias names the one gold answer). Unlike containment in either
+direction, this is an equivalence relation (reflexive, symmetric, transitive: tested), so clustering does not
+depend on the order of the samples.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Callable, Iterable, Sequence
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalise_answer(text: str) -> str:
+    """`text` under the normalised-match rule (module doc): lower-cased, punctuation deleted, articles dropped,
+    whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _contains_words(words: Sequence[str], part: Sequence[str]) -> bool:
+    k = len(part)
+    return k > 0 and any(list(words[i:i + k]) == list(part) for i in range(len(words) - k + 1))
+
+
+def is_match(answer: str, aliases: Iterable[str]) -> bool:
+    """Whether `answer` is correct under the normalised-match rule: its normalised words equal or contain, as a
+    contiguous run of whole words, the normalised words of some alias."""
+    words = normalise_answer(answer).split()
+    return any(_contains_words(words, normalise_answer(a).split()) for a in aliases)
+
+
+def same_answer(a: str, b: str, aliases: Iterable[str] = ()) -> bool:
+    """Whether two answers are the same under the normalised-match rule: equal normalised forms, or both matching
+    one of the question's `aliases` (module doc)."""
+    if normalise_answer(a) == normalise_answer(b):
+        return True
+    aliases = list(aliases)
+    return bool(aliases) and is_match(a, aliases) and is_match(b, aliases)
+
+
+def match_rule(aliases: Iterable[str] = ()) -> Callable[[str, str], bool]:
+    """The equivalence of the normalised-match rule for one question (its `aliases` bound), as
+    `semantic_entropy.cluster_answers` takes it."""
+    aliases = tuple(aliases)
+    return lambda a, b: same_answer(a, b, aliases)
