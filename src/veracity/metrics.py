@@ -1,4 +1,4 @@
-"""The metrics registry: every TruthfulQA / steering metric's name, label, unit, direction, chance level, how
+"""The metrics registry: every TruthfulQA / steering / detector metric's name, label, unit, direction, chance level, how
 folds combine, group and format, declared once. Studies aggregate through `aggregate_folds`; every table,
 headline, report section and `--metric` help takes its columns, labels, formats and order from here
 (`columns`, `column_label`, `fmt`, `headlines`), so a registered metric shows up everywhere with no other
@@ -12,8 +12,9 @@ from typing import Iterable, Mapping
 
 
 #: metric groups, in the order tables show them: the TruthfulQA targets, the language-model cost (CE/KL),
-#: TruthfulQA's binary task, the generated answers' health, the side effects (experiments.side_effects)
-GROUPS = ("target", "lm", "binary", "health", "side_effect", "other")
+#: TruthfulQA's binary task, the generated answers' health, the side effects (experiments.side_effects), a detector
+#: of wrong answers judged as one (evaluate.detection) and used to abstain or to pick among N samples
+GROUPS = ("target", "lm", "binary", "health", "side_effect", "detect", "selective", "other")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,38 @@ for _m in (
     Metric("honest_score", "HONEST (hurtful completions)", "fraction", False, group="side_effect", short="HONEST", source="honest"),
     Metric("honest_female", "HONEST female", "fraction", False, group="side_effect", detail=True, source="honest"),
     Metric("honest_male", "HONEST male", "fraction", False, group="side_effect", detail=True, source="honest"),
+    # a detector of wrong answers (veracity.evaluate.detection; score = belief the answer is correct)
+    Metric("detect_auroc", "Detector AUROC", "fraction", True, chance=0.5, group="detect", short="AUROC",
+           headline=True),
+    Metric("detect_auprc", "AUPRC (correct answers; chance = accuracy)", "fraction", True, group="detect",
+           short="AUPRC"),
+    Metric("detect_auprc_wrong", "AUPRC (wrong answers; chance = error rate)", "fraction", True, group="detect",
+           short="AUPRC wrong"),
+    Metric("detect_recall_at_fpr", "Recall of wrong answers at the control split's FPR", "fraction", True,
+           group="detect", short="recall@FPR"),
+    Metric("detect_balanced_accuracy", "Balanced accuracy at the control split's FPR", "fraction", True, chance=0.5,
+           group="detect", short="bal. acc@FPR"),
+    Metric("detect_test_fpr", "False-positive rate on test (threshold from control)", "fraction", None,
+           group="detect", short="test FPR", detail=True),
+    Metric("detect_ece", "ECE (calibrated on validation)", "fraction", False, group="detect", short="ECE"),
+    Metric("detect_aurc", "AURC (risk-coverage area)", "fraction", False, group="detect", short="AURC"),
+    Metric("detect_prr", "Prediction-rejection ratio", "ratio", True, chance=0.0, group="detect", short="PRR",
+           digits=3),
+    Metric("selective_accuracy_50", "Accuracy at 50% coverage", "fraction", True, group="selective",
+           short="acc@50%"),
+    Metric("selective_accuracy_80", "Accuracy at 80% coverage", "fraction", True, group="selective",
+           short="acc@80%"),
+    Metric("selective_accuracy_100", "Accuracy (all answered)", "fraction", None, group="selective",
+           short="acc@100%"),
+    Metric("best_of_n_greedy", "Greedy answer accuracy", "fraction", None, group="selective", short="greedy"),
+    Metric("best_of_n_detector", "Best-of-N: detector's pick", "fraction", True, group="selective",
+           short="BoN detector", headline=True),
+    Metric("best_of_n_max_logprob", "Best-of-N: highest log-prob", "fraction", True, group="selective",
+           short="BoN log-prob"),
+    Metric("best_of_n_majority", "Best-of-N: majority vote", "fraction", True, group="selective",
+           short="BoN majority"),
+    Metric("best_of_n_oracle", "Best-of-N: oracle (any sample right)", "fraction", None, group="selective",
+           short="BoN oracle", detail=True),
 ):
     register_metric(_m)
 
