@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from veracity.evaluate.answer_match import match_rule
 from veracity.evaluate.semantic_entropy import (binarise_entropy, cluster_answers, discrete_semantic_entropy,
-                                                semantic_entropy)
+                                                semantic_entropies, semantic_entropy)
 
 SAMPLES = ["Paris", "paris.", "The Paris", "Lyon", "Marseille", "lyon"]
 
@@ -46,6 +46,19 @@ def test_weighted_semantic_entropy_by_hand():
     assert semantic_entropy(ids, np.zeros(6)) == pytest.approx(discrete_semantic_entropy(ids))  # equal weights
     with pytest.raises(ValueError, match="one log-prob per sample"):
         semantic_entropy(ids, lp[:3])
+
+
+def test_semantic_entropies_per_question():
+    samples = [SAMPLES, ["USA", "United States", "Canada", "USA"]]
+    lp = [np.log([0.2, 0.1, 0.1, 0.3, 0.2, 0.1]), np.log([0.25] * 4)]
+    plain = semantic_entropies(samples)
+    assert plain[0] == pytest.approx(discrete_semantic_entropy([0, 0, 0, 1, 2, 1]))
+    assert plain[1] == pytest.approx(discrete_semantic_entropy([0, 1, 2, 0]))
+    aliased = semantic_entropies(samples, lp, aliases=[["Paris"], ["United States", "USA"]])
+    assert aliased[0] == pytest.approx(semantic_entropy([0, 0, 0, 1, 2, 1], lp[0]))
+    assert aliased[1] == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))  # USA x3, Canada
+    with pytest.raises(ValueError, match="every question"):
+        semantic_entropies(samples, lp[:1])
 
 
 def test_binarise_best_split_and_median_by_hand():

@@ -72,6 +72,20 @@ def semantic_entropy(cluster_ids: Sequence[int], log_probs: Sequence[float]) -> 
     return _entropy(np.bincount(inv, weights=w) / w.sum())
 
 
+def semantic_entropies(samples: Sequence[Sequence[str]], log_probs: Sequence[Sequence[float]] | None = None,
+                       aliases: Sequence[Sequence[str]] | None = None) -> np.ndarray:
+    """One semantic entropy per question from its sampled answers, clustered by the normalised-match rule (with
+    the question's gold `aliases`, when given, merging every answer that matches one): weighted by the samples'
+    `log_probs` when given, else discrete. Minus it is the semantic-entropy baseline's score (belief correct)."""
+    if any(x is not None and len(x) != len(samples) for x in (log_probs, aliases)):
+        raise ValueError("need log-probs and aliases (when given) for every question")
+    out = []
+    for i, answers in enumerate(samples):
+        ids = cluster_answers(answers, match_rule(aliases[i] if aliases is not None else ()))
+        out.append(discrete_semantic_entropy(ids) if log_probs is None else semantic_entropy(ids, log_probs[i]))
+    return np.array(out, dtype=np.float64)
+
+
 def binarise_entropy(values: Sequence[float], method: str = "best_split") -> tuple[float, np.ndarray]:
     """(threshold, labels): labels 1 where the entropy is below the threshold (low entropy, "the model knows"), 0
     at or above it. "best_split" (Kossen et al. 2024): the threshold, a midpoint between two neighbouring distinct
