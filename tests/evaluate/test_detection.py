@@ -54,9 +54,9 @@ def test_bootstrap_intervals_equal_a_plain_resampling_loop():
     y = rng.integers(0, 2, 60)
     s = np.round(y + rng.normal(0, 1, 60), 1)  # rounded: ties
     n_boot, seed = 300, 11
-    counts = np.random.default_rng(seed).multinomial(60, np.full(60, 1 / 60), size=n_boot)
+    draws = np.random.default_rng(seed).integers(0, 60, (n_boot, 60))  # resampled answers, one row per resample
     for fn, ref in ((D.auroc_ci, roc_auc_score), (D.auprc_ci, average_precision_score)):
-        vals = [ref(y, s, sample_weight=c) for c in counts if 0 < (c * y).sum() < c.sum()]
+        vals = [ref(y[i], s[i]) for i in draws if 0 < y[i].sum() < len(i)]
         lo, hi = np.percentile(vals, [2.5, 97.5])
         ci = fn(s, y, n_boot=n_boot, seed=seed)
         assert ci.value == pytest.approx(ref(y, s)) and ci.low == pytest.approx(lo) and ci.high == pytest.approx(hi)
@@ -212,8 +212,8 @@ def test_best_of_n_intervals_resample_questions_in_pairs():
     ok, greedy = rng.integers(0, 2, (q, n)), rng.integers(0, 2, q)
     r = D.best_of_n(det, lp, ok, [[0] * n] * q, greedy, n_boot=300, seed=7)
     pick = ok[np.arange(q), det.argmax(1)].astype(float)
-    counts = np.random.default_rng(7).multinomial(q, np.full(q, 1 / q), size=300)
-    diffs = counts @ (pick - greedy) / q
+    draws = np.random.default_rng(7).integers(0, q, (300, q))
+    diffs = [(pick - greedy)[i].mean() for i in draws]
     assert r.detector_minus["greedy"][1:] == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])))
     assert r.accuracy["majority"].value == pytest.approx(ok[:, 0].mean())  # one cluster: its first sample
 
@@ -263,3 +263,10 @@ def test_detector_metrics_are_registered_with_directions_and_chance():
     assert M.lower_is_better("detect_ece") and M.lower_is_better("detect_aurc")
     assert not M.lower_is_better("detect_auroc") and "detect_auroc" in M.headlines("detect")
     assert M.fmt("detect_prr", 0.5714) == "0.571" and M.fmt("detect_auroc", 0.75, percent=True) == "75.00"
+
+
+def test_bootstrap_resamples_do_not_depend_on_the_chunk_size():
+    """Large inputs are resampled in chunks (bounded memory); the resamples are the same as in one piece."""
+    whole = np.concatenate(list(D._bootstrap_counts(50, 10, 3)))
+    chunked = np.concatenate(list(D._bootstrap_counts(50, 10, 3, max_cells=150)))  # 3 resamples a chunk
+    assert np.array_equal(whole, chunked) and (whole.sum(1) == 50).all()

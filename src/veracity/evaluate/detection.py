@@ -94,7 +94,9 @@ def _bootstrap_counts(n: int, n_boot: int, seed: int, max_cells: int = 1 << 22) 
     rng = np.random.default_rng(seed)
     chunk = max(1, max_cells // max(n, 1))
     for start in range(0, n_boot, chunk):
-        yield rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, n_boot - start)).astype(np.float64)
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, (b, n)) + n * np.arange(b)[:, None]  # row r's draws, offset into row r
+        yield np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
 
 
 def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
