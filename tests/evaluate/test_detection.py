@@ -45,6 +45,8 @@ def test_auroc_chance_and_missing_class():
     assert math.isnan(D.auroc([0.1, 0.2], [1, 1]))
     with pytest.raises(ValueError, match="0 .wrong answer. or 1"):
         D.auroc([0.1, 0.2], [1, 2])
+    with pytest.raises(ValueError, match="positive must be"):
+        D.auprc([0.1, 0.2], [1, 0], positive=2)
     with pytest.raises(ValueError, match="one label per score"):
         D.auroc([0.1, 0.2], [1])
 

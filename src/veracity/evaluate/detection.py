@@ -83,9 +83,7 @@ def auprc(scores, labels, positive: int = 1) -> float:
     """Average precision (= `sklearn.metrics.average_precision_score`) with the answers of class `positive` as the
     positives: 1 ranks correct answers by the score, 0 ranks wrong answers by minus the score (the detector of
     wrong answers). Chance = the positives' share; NaN when there are none."""
-    s, y = _as(scores, labels)
-    if positive == 0:
-        s, y = -s, 1 - y
+    s, y = _positives(*_as(scores, labels), positive)
     return float(_auprc_w(s, y, np.ones((1, s.size)))[0])
 
 
@@ -114,6 +112,13 @@ def _check_boot(n_boot: int, level: float) -> None:
         raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
 
 
+def _positives(s: np.ndarray, y: np.ndarray, positive: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and labels with class `positive` as label 1 (wrong answers: minus the score, flipped labels)."""
+    if positive not in (0, 1):
+        raise ValueError(f"positive must be 1 (correct answers) or 0 (wrong answers), got {positive!r}")
+    return (s, y) if positive == 1 else (-s, 1 - y)
+
+
 def _ranking_ci(fn: Callable, s, y, n_boot: int, seed: int, level: float) -> Interval:
     _check_boot(n_boot, level)
     value = float(fn(s, y, np.ones((1, s.size)))[0])
@@ -130,9 +135,7 @@ def auroc_ci(scores, labels, n_boot: int = 2000, seed: int = 0, level: float = 0
 
 def auprc_ci(scores, labels, positive: int = 1, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Interval:
     """AUPRC (`auprc`, positives of class `positive`) with its percentile bootstrap interval, as `auroc_ci`."""
-    s, y = _as(scores, labels)
-    if positive == 0:
-        s, y = -s, 1 - y
+    s, y = _positives(*_as(scores, labels), positive)
     return _ranking_ci(_auprc_w, s, y, n_boot, seed, level)
 
 
