@@ -3,27 +3,21 @@ calls (every FutureWarning is an error in the whole suite: pyproject's filterwar
 
 from __future__ import annotations
 
-import os
 import re
 
 from rich.cells import cell_len
 
 
-def test_demo_console_fits_80_columns(tmp_path, monkeypatch):
+def test_demo_console_fits_80_columns(tmp_path, monkeypatch, cli):
     """The demo's tables and findings at a terminal of 80 columns: no line wider than the terminal (rich
     wraps lines, so a table too wide shows up as truncated cells, checked below, not as long lines)."""
     import veracity.cli.common as common
-    from typer.testing import CliRunner
-
-    from veracity.cli.main import app
 
     monkeypatch.setattr(common.console, "_width", 80)  # the CLI's shared console, as in an 80-column terminal
     monkeypatch.setenv("COLUMNS", "80")
-    r = CliRunner().invoke(app, ["demo", "--model", "tiny-llama", "--out", str(tmp_path / "d")],
-                           env={**os.environ, "COLUMNS": "80"})
-    assert r.exit_code == 0, r.output
+    out = cli(["demo", "--model", "tiny-llama", "--out", tmp_path / "d"])
     # progress bars (tqdm, on stderr; redrawn in place on a terminal) are not the tables under test
-    lines = [re.sub(r"^.*?\d+/\d+ \[[^\]]*\]", "", x) for x in r.output.splitlines()]
+    lines = [re.sub(r"^.*?\d+/\d+ \[[^\]]*\]", "", x) for x in out.splitlines()]
     assert max(cell_len(x) for x in lines) <= 80
     assert not any("…" in x for x in lines), "a table cell was truncated to fit 80 columns"
 

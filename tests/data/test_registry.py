@@ -71,14 +71,5 @@ def test_unknown_name_and_bad_dataset():
         TextDataset("x", ["a"], [0, 1])
 
 
-def test_cli_lists_datasets():
-    import typer
-    from typer.testing import CliRunner
-
-    from veracity.cli import data_cmd
-
-    app = typer.Typer()
-    data_cmd.register(app)
-    app.command("noop")(lambda: None)  # keep `datasets` a subcommand
-    out = CliRunner().invoke(app, ["datasets"])
-    assert out.exit_code == 0 and "truthfulqa-mc2" in out.output
+def test_cli_lists_datasets(cli):
+    assert "truthfulqa-mc2" in cli(["datasets"])

@@ -85,8 +85,8 @@ def test_compare_and_sycophancy_results():
 
 def test_probe_ccs_spec_finetune_results():
     from veracity.experiments.finetune_milestones import FinetuneRun, Milestone
-    from veracity.experiments.probe import (CCSExperiment, CCSLayerResult, CCSRun, HeadProbeRun, ProbeCell,
-                                            ProbeExperiment, ProbeRun, ProbeScore)
+    from veracity.experiments.ccs import CCSExperiment, CCSLayerResult, CCSRun
+    from veracity.experiments.probe import HeadProbeRun, ProbeCell, ProbeExperiment, ProbeRun, ProbeScore
     from veracity.experiments.spec import SpecRun
     from dataclasses import asdict
 

@@ -164,8 +164,8 @@ def _section_of(part: str) -> str:
 
 def _headline_figures(d: dict) -> list[str]:
     """A run's headline figures as its section writes them, from the kind's typed result."""
-    from veracity.experiments import finetune_milestones, interventions, iti_sweep, iti_validate, probe, probe_sanity
-    from veracity.experiments import spec, steer_sweep, sycophancy, truthfulqa
+    from veracity.experiments import ccs, finetune_milestones, interventions, iti_sweep, iti_validate, probe
+    from veracity.experiments import probe_sanity, spec, steer_sweep, sycophancy, truthfulqa
     from veracity.experiments.demo import DemoRun
 
     kind = d["kind"]
@@ -178,7 +178,7 @@ def _headline_figures(d: dict) -> list[str]:
             return [f"best head: layer {layer}, head {head}, mean accuracy {fmt(acc)}"]
         best = max(res.experiment.cells, key=lambda c: c.mean)
         return [fmt(best.mean), f"<td>{best.method}</td>", f">L{best.layer}<"]
-    cls = {"ccs": probe.CCSRun, "eval": truthfulqa.EvalOutput, "iti-validate": iti_validate.ValidateRun,
+    cls = {"ccs": ccs.CCSRun, "eval": truthfulqa.EvalOutput, "iti-validate": iti_validate.ValidateRun,
            "iti-sweep": iti_sweep.SweepRun, "compare-interventions": interventions.CompareRun,
            "sycophancy": sycophancy.SycophancyRun, "spec": spec.SpecRun, "finetune": finetune_milestones.FinetuneRun,
            "steer-sweep": steer_sweep.SteerSweepRun, "probe-polarity": probe_sanity.PolarityRun}.get(kind)
@@ -313,14 +313,14 @@ def test_gain_against_side_effects_by_hand():
 def test_every_kind_writes_a_versioned_typed_result(real_root):
     """Every run kind the commands write carries its kind's current schema_version (1; eval 2), and each
     typed result reads its own file back to the same headline."""
-    from veracity.experiments import finetune_milestones, interventions, iti_sweep, iti_validate, probe, spec
+    from veracity.experiments import ccs, finetune_milestones, interventions, iti_sweep, iti_validate, probe, spec
     from veracity.experiments import steer_sweep, sycophancy, truthfulqa
 
     from veracity.experiments import probe_sanity
 
     readers = {"iti-validate": iti_validate.ValidateRun, "iti-sweep": iti_sweep.SweepRun,
                "compare-interventions": interventions.CompareRun, "sycophancy": sycophancy.SycophancyRun,
-               "spec": spec.SpecRun, "finetune": finetune_milestones.FinetuneRun, "ccs": probe.CCSRun,
+               "spec": spec.SpecRun, "finetune": finetune_milestones.FinetuneRun, "ccs": ccs.CCSRun,
                "eval": truthfulqa.EvalOutput, "steer-sweep": steer_sweep.SteerSweepRun,
                "probe-polarity": probe_sanity.PolarityRun, "ccs-distractor": probe_sanity.DistractorRun}
     _, runs = real_root

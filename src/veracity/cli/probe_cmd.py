@@ -65,7 +65,7 @@ def ccs_command(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """CCS per layer on yes/no contrast pairs vs logistic regression, a random direction and zero-shot."""
-    from ..experiments.probe import CCSConfig, run_ccs
+    from ..experiments.ccs import CCSConfig, run_ccs
 
     cfg = CCSConfig(model=model, dataset=dataset, layers=parse_int_list(layers),
                     acts=str(acts) if acts else None, limit=limit, test_size=test_size, n_restarts=n_restarts,

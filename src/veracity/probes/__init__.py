@@ -2,7 +2,7 @@
 
 Batched torch estimators with the scikit-learn contract (one fit trains a probe per layer or per
 (layer, head)), split builders, the registry of probe methods and the geometry of learned directions (the probe
-experiments live in `veracity.experiments.probe`).
+experiments live in `veracity.experiments.probe` and `veracity.experiments.ccs`).
 ITI and other steering code call `head_accuracy_matrix` for per-head probes.
 """
 

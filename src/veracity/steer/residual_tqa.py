@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .residual import ResidualSteer, fit_diff_means, fit_lat, pair_by_group
+from .residual.fit import fit_diff_means, fit_lat, pair_by_group
+from .residual.vectors import ResidualSteer
 
 RESIDUAL_METHODS = ("caa", "lat")
 

@@ -25,14 +25,15 @@ Kinds:
 - any callable `(questions, answers) -> scores` wrapped by `CallableJudge`.
 An answer counts as true (informative) when its score >= 0.5.
 
-Modules: `base` (the interface), `local`, `hf`, `openai` (one per kind), `registry` (specs -> judges;
-`register_judge` adds a kind).
+Modules: `base` (the interface), `local`, `hf`, `openai` (one per kind), `local_train` (the local judge's trainer,
+and every judge's agreement with the human labels), `registry` (specs -> judges; `register_judge` adds a kind).
 """
 
 from .base import DATA_FILES, JUDGE_FORMAT, KINDS, SUFFIX, THRESHOLD, CallableJudge, Judge, judge_prompt
 from .hf import HFJudge
-from .local import (DEGENERATE_CAP, JudgeReport, LocalJudge, TreeEnsemble, UnsafeJudgeFile, degenerate_rating,
-                    dense_features, evaluate_judge, read_labels, reference_answers, train_local_judge)
+from .local import (DEGENERATE_CAP, JudgeReport, LocalJudge, TreeEnsemble, UnsafeJudgeFile, dense_features,
+                    reference_answers)
+from .local_train import degenerate_rating, evaluate_judge, read_labels, train_local_judge
 from .openai import (CHAT_SYSTEM, OPENAI_APIS, OPENAI_DEFAULT_BASE_URL, InvalidReply, JudgeCache, JudgeError,
                      OpenAIJudge, RateLimiter, check_base_url, default_openai_base_url, parse_openai_spec,
                      parse_reply, with_base_url)

@@ -259,7 +259,7 @@ def parse_reply(reply, n: int, api: str) -> list[dict[str, float]]:
     choices = reply.get("choices")
     if not isinstance(choices, list):
         err = reply.get("error")
-        raise InvalidReply(f"the reply has no 'choices' list" + (f"; it says: {json.dumps(err)[:200]}" if err else ""))
+        raise InvalidReply("the reply has no 'choices' list" + (f"; it says: {json.dumps(err)[:200]}" if err else ""))
     if len(choices) != n:
         raise InvalidReply(f"{len(choices)} choices for {n} prompts")
     if not all(isinstance(c, dict) for c in choices):

@@ -11,7 +11,7 @@ from .common import series_tables
 
 def render(page: Page, run: Run) -> None:
     """Draw a `ccs` run's tables and figures into the page, from its typed result read back from results.json."""
-    from ...experiments.probe import CCSRun
+    from ...experiments.ccs import CCSRun
 
     res = CCSRun.from_json(run.results)
     layers = [r.layer for r in res.ccs.layers]

@@ -1,0 +1,94 @@
+"""Applying a residual steer through forward hooks on decoder layers' outputs (every position, or the last
+real token of each forward call), removed on exit; the model is never modified."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+
+from ...models.arch import ArchSpec
+from ..apply import add_at_last_token
+
+if TYPE_CHECKING:
+    from .vectors import ResidualSteer
+
+POSITIONS = ("all", "last", "prompt")
+
+
+def _unpack(target) -> tuple[torch.nn.Module, ArchSpec]:
+    if hasattr(target, "model") and hasattr(target, "arch"):  # LoadedModel
+        return target.model, target.arch
+    if isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], ArchSpec):
+        return target[0], target[1]
+    if isinstance(target, torch.nn.Module):
+        return target, ArchSpec.from_model(target)
+    raise TypeError(f"expected a LoadedModel, a Hugging Face model or (model, ArchSpec), got {type(target).__name__}")
+
+
+def _fingerprint_of(target, steer: ResidualSteer) -> str | None:
+    """The target's fingerprint, computed only when the steer records one to compare with."""
+    if steer.provenance.get("model_fingerprint") and hasattr(target, "fingerprint"):
+        return target.fingerprint
+    return None
+
+
+@contextlib.contextmanager
+def apply_residual(target, steer: ResidualSteer, positions: str = "all",
+                   alpha: float | None = None) -> Iterator[ResidualSteer]:
+    """Add alpha * v_l to the output hidden states of each steered decoder layer while the block runs.
+
+    target: a `LoadedModel`, a Hugging Face causal LM, or (model, ArchSpec). positions: "all" (every
+    position of every forward call; what a baked model does; "prompt" is an alias) or "last" (the last
+    real token of each row in every forward call, by the call's attention mask). alpha overrides the
+    steer's. The model is not modified; hooks are removed on exit, also on error. Yields the steer used."""
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+    model, arch = _unpack(target)
+    st = steer if alpha is None else steer.with_alpha(alpha)
+    st.check_model(arch, _fingerprint_of(target, st))
+    shifts = st.shifts()
+    last_only = positions == "last"
+    state: dict[str, torch.Tensor | None] = {"mask": None}
+    cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def vec(layer: int, x: torch.Tensor) -> torch.Tensor:
+        key = (layer, x.device, x.dtype)
+        if key not in cache:
+            cache[key] = shifts[layer].to(device=x.device, dtype=x.dtype)
+        return cache[key]
+
+    def make_hook(layer: int):
+        def hook(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            v = vec(layer, h)
+            if not last_only or h.dim() < 3 or h.shape[-2] == 1:
+                h = h + v
+            else:
+                h = add_at_last_token(h, v, state["mask"])
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+        return hook
+
+    def record_mask(module, args, kwargs):
+        state["mask"] = kwargs.get("attention_mask")
+
+    handles = []
+    try:
+        if last_only:
+            handles.append(model.register_forward_pre_hook(record_mask, with_kwargs=True))
+        for layer in sorted(shifts):
+            handles.append(arch.layer(model, layer).register_forward_hook(make_hook(layer)))
+        yield st
+    finally:
+        for h in handles:
+            h.remove()
+        state["mask"] = None
+
+
+def residual_factory(target, steer: ResidualSteer, generate_positions: str = "last"):
+    """A factory for the evaluation driver (phase -> context manager), as `steer.apply.intervention_factory`:
+    scoring phases shift every token; "generate" uses `generate_positions`."""
+    def factory(phase: str):
+        return apply_residual(target, steer, positions=generate_positions if phase == "generate" else "all")
+    return factory
