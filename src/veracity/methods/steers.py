@@ -9,8 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..constraints import Options, Registered
-from . import options as o
+from ..constraints import Count, Interval, ListOf, Options, Registered
+
+# the steer parameters' constraints (methods.options reads this registry, so it is not imported here)
+_COUNT = (Count(),)
+_FINITE = (Interval(float, None, None, msg="be a finite number"),)
+_LAYERS = (None, ListOf([Interval(int, None, None)]))  # indices checked against the model once it is loaded
 
 
 def _iti_choices(name: str) -> Registered:
@@ -36,13 +40,13 @@ class SteerParam:
 
 
 #: ITI's parameters (`veracity.steer.iti`)
-ITI_PARAMS = (SteerParam("k", 48, tuple(o.NUM_HEADS), "iti_k", 8),
-              SteerParam("alpha", 15.0, tuple(o.ALPHA), "iti_alpha", 5.0),
+ITI_PARAMS = (SteerParam("k", 48, _COUNT, "iti_k", 8),
+              SteerParam("alpha", 15.0, _FINITE, "iti_alpha", 5.0),
               SteerParam("direction", "com", (_iti_choices("DIRECTIONS"),), "iti_direction", "probe"),
               SteerParam("sigma_from", None, (None, _iti_choices("SIGMA_FROM")), None, "all"))
 #: a residual-stream steer's parameters (caa, lat; `veracity.steer.residual`): layers None = the middle layer
-RESIDUAL_PARAMS = (SteerParam("layers", None, tuple(o.LAYERS), "residual_layers", (1,)),
-                   SteerParam("alpha", 1.0, tuple(o.ALPHA), "residual_alpha", 2.0),
+RESIDUAL_PARAMS = (SteerParam("layers", None, _LAYERS, "residual_layers", (1,)),
+                   SteerParam("alpha", 1.0, _FINITE, "residual_alpha", 2.0),
                    SteerParam("normalize", "raw", (Options(("raw", "sigma", "unit")),), "residual_normalize", "unit"))
 
 
