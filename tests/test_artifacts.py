@@ -54,25 +54,23 @@ def build_run(path: Path, lm) -> Path:
 
 
 def build_iti_sweep(path: Path, lm) -> Path:
-    from veracity.experiments.iti_sweep import ResultStore
+    from veracity.experiments.iti_sweep import open_store
 
     run = _run(path, "iti-sweep")
-    store = ResultStore(run.file("results.sqlite"), {"model": "fp", "folds": 2})
-    store.put(0.0, 2, 0, {"mc2": 0.5}, 1.0)
-    store.db.close()
+    store = open_store(run.file("results.sqlite"), {"model": "fp", "folds": 2})
+    store.put({"alpha": 0.0, "k": 2}, 0, {"mc2": 0.5}, 1.0)
+    store.close()
     run.close()
     return path
 
 
 def build_steer_sweep(path: Path, lm) -> Path:
-    from veracity.experiments.steer_sweep import RESULTS_TABLE
-    from veracity.runs import open_results_db
+    from veracity.experiments.steer_sweep import open_store
 
     run = _run(path, "steer-sweep")
-    db = open_results_db(run.file("results.sqlite"), RESULTS_TABLE, {"model": "fp"}, "steer sweep")
-    with db:
-        db.execute("INSERT INTO results VALUES (1, 0.0, 0, ?, 1.0)", (json.dumps({"mc2": 0.5}),))
-    db.close()
+    store = open_store(run.file("results.sqlite"), {"model": "fp"})
+    store.put({"layer": 1, "alpha": 0.0}, 0, {"mc2": 0.5}, 1.0)
+    store.close()
     run.close()
     return path
 
@@ -82,8 +80,8 @@ def build_comparison(path: Path, lm) -> Path:
 
     run = _run(path, "compare-interventions")
     store = CompareStore(run.file("results.sqlite"), {"model": "fp"})
-    store.put("baseline", 0, {"mc2": 0.5}, {"seconds": 1.0}, [{"question": 0, "mc2": 0.5}], ["an answer"])
-    store.db.close()
+    store.record("baseline", 0, {"mc2": 0.5}, {"seconds": 1.0}, [{"question": 0, "mc2": 0.5}], ["an answer"])
+    store.close()
     run.close()
     return path
 

@@ -136,10 +136,24 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 EMPTY_IS_NEW = ("sqlite",)  # formats where an empty file is a new store (what a crash before the first table leaves)
 
 
-def open_sqlite(path: str | Path, tables: Mapping[str, Sequence[str]], what: str = "results store"):
+def _missing_table(db, tables: Mapping[str, Sequence[str]]) -> str | None:
+    """What `tables` ({table: columns}) finds missing in `db` ("no table ..." / "no column ..."), or None."""
+    for table, cols in tables.items():
+        have = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+        if not have:
+            return f"has no table {table!r}"
+        missing = [c for c in cols if c not in have]
+        if missing:
+            return f"has no column {missing[0]!r} in table {table!r}"
+    return None
+
+
+def open_sqlite(path: str | Path, tables: Mapping[str, Sequence[str]], what: str = "results store",
+                legacy: Sequence[Mapping[str, Sequence[str]]] = ()):
     """A connection to the SQLite file `path`, checked: a SQLite header, `PRAGMA quick_check` ok and every
-    table of `tables` with its columns. A missing or empty file is a new store (the caller creates its
-    tables); anything else wrong is `ArtifactError` naming the file."""
+    table of `tables` with its columns (or of one of the `legacy` layouts: a file an older veracity wrote,
+    which its owner migrates). A missing or empty file is a new store (the caller creates its tables);
+    anything else wrong is `ArtifactError` naming the file."""
     import sqlite3
 
     path = Path(path)
@@ -158,13 +172,9 @@ def open_sqlite(path: str | Path, tables: Mapping[str, Sequence[str]], what: str
         rows = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
         if rows != ["ok"]:
             raise damaged(path, f"fails SQLite's integrity check ({'; '.join(map(str, rows[:2]))}): damaged {what}")
-        for table, cols in tables.items():
-            have = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
-            if not have:
-                raise damaged(path, f"has no table {table!r}: not a veracity {what}")
-            missing = [c for c in cols if c not in have]
-            if missing:
-                raise damaged(path, f"has no column {missing[0]!r} in table {table!r}: not a veracity {what}")
+        wrong = _missing_table(db, tables)
+        if wrong and not any(_missing_table(db, old) is None for old in legacy):
+            raise damaged(path, f"{wrong}: not a veracity {what}")
     except sqlite3.DatabaseError as e:
         db.close()
         raise damaged(path, f"is a damaged SQLite database ({e})") from None
@@ -351,6 +361,7 @@ class FileSpec:
     equals: Mapping[str, Any] = field(default_factory=dict)
     optional: bool = False
     finite: bool | str = True
+    legacy: tuple = ()  # sqlite: older layouts still read (their owner migrates them on the next write)
 
 
 @dataclass(frozen=True)
@@ -423,7 +434,7 @@ def read_file(kind: str | ArtifactKind, name: str, path: str | Path, dims: dict 
     if spec.format == "npz":
         return read_npz(path, spec.schema, dims, what, finite=bool(spec.finite))
     if spec.format == "sqlite":
-        db = open_sqlite(path, spec.schema, what)
+        db = open_sqlite(path, spec.schema, what, spec.legacy)
         db.close()
         return None
     raise ValueError(f"unknown artifact format {spec.format!r}")
@@ -491,22 +502,35 @@ register(ArtifactKind(
     (FileSpec("progress.json", "json", CHECKPOINT),),
     (Consumer(("sycophancy", "--model", "{model}", "--device", "cpu", "--limit", "4", "--no-iti", "--out",
                "{path}")),), run_kinds=("sycophancy",)))
+#: The one layout of every sweep's resumable store (`experiments.sweep.SweepStore` creates it from this):
+#: {table: ((column, SQL type), ...)}; a cell is its parameters as canonical JSON, `extra` a study's payload.
+SWEEP_STORE = {"results": (("cell", "TEXT"), ("fold", "INTEGER"), ("metrics", "TEXT"), ("extra", "TEXT"),
+                           ("seconds", "REAL"), ("finished", "TEXT")),
+               "meta": (("key", "TEXT PRIMARY KEY"), ("value", "TEXT"))}
+SWEEP_STORE_KEY = ("cell", "fold")
+SWEEP_TABLES = {t: tuple(c for c, _ in cols) for t, cols in SWEEP_STORE.items()}
+#: The results tables each study wrote before the shared store (one column per parameter); still read,
+#: and migrated to `SWEEP_STORE` when the run resumes.
+LEGACY_STORES = {"iti-sweep": ("alpha", "k", "fold", "metrics", "seconds"),
+                 "steer-sweep": ("layer", "alpha", "fold", "metrics", "seconds"),
+                 "comparison": ("method", "fold", "metrics", "costs", "per_question", "answers")}
+
+
+def _store(kind: str) -> FileSpec:
+    return FileSpec("results.sqlite", "sqlite", SWEEP_TABLES,
+                    legacy=({"results": LEGACY_STORES[kind], "meta": ("key", "value")},))
+
+
 register(ArtifactKind(
-    "iti-sweep-store", "results store: an `iti sweep`'s results.sqlite",
-    (FileSpec("results.sqlite", "sqlite", {"results": ("alpha", "k", "fold", "metrics", "seconds"),
-                                          "meta": ("key", "value")}),),
+    "iti-sweep-store", "results store: an `iti sweep`'s results.sqlite", (_store("iti-sweep"),),
     (Consumer(("iti", "sweep", *_TINY, "--limit", "4", "--alphas", "0,5", "--num-heads", "2", "--judge", "none",
                "--ce-texts", "0", "--side-effects", "none", "--out", "{path}")),), run_kinds=("iti-sweep",)))
 register(ArtifactKind(
-    "steer-sweep-store", "results store: a `steer sweep`'s results.sqlite",
-    (FileSpec("results.sqlite", "sqlite", {"results": ("layer", "alpha", "fold", "metrics", "seconds"),
-                                          "meta": ("key", "value")}),),
+    "steer-sweep-store", "results store: a `steer sweep`'s results.sqlite", (_store("steer-sweep"),),
     (Consumer(("steer", "sweep", *_TINY, "--limit", "4", "--alphas", "0,1", "--layers", "1", "--judge", "none",
                "--ce-texts", "0", "--side-effects", "none", "--out", "{path}")),), run_kinds=("steer-sweep",)))
 register(ArtifactKind(
-    "comparison-store", "results store: a `compare-interventions` run's results.sqlite",
-    (FileSpec("results.sqlite", "sqlite", {"results": ("method", "fold", "metrics", "costs", "per_question",
-                                                       "answers"), "meta": ("key", "value")}),),
+    "comparison-store", "results store: a `compare-interventions` run's results.sqlite", (_store("comparison"),),
     (Consumer(("compare-interventions", *_TINY, "--limit", "4", "--methods", "baseline", "--judge", "none",
                "--out", "{path}")),), run_kinds=("compare-interventions",)))
 

@@ -3,6 +3,7 @@ executor's results and resumes like it; without Ray the executor says how to ins
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import sys
@@ -27,14 +28,13 @@ ALPHAS, KS, FOLDS = [0.0, 5.0], [2, 4], 2
 
 def rows(folder) -> dict:
     db = sqlite3.connect(str(folder / "results.sqlite"))
-    out = {(a, k, f): m for a, k, f, m in db.execute("SELECT alpha, k, fold, metrics FROM results")}
+    out = {(json.loads(c)["alpha"], json.loads(c)["k"], f): m
+           for c, f, m in db.execute("SELECT cell, fold, metrics FROM results")}
     db.close()
     return out
 
 
 def same(m1: str, m2: str) -> bool:
-    import json
-
     a, b = json.loads(m1), json.loads(m2)
     return a.keys() == b.keys() and all(np.isclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
 

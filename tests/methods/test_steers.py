@@ -101,3 +101,26 @@ def test_parse_method_reads_the_registries(tiny_llama, data_dir, fold):
         assert pm.prompt("Why?") == ("Answer in one word. Q: Why?\nA:", " ") and pm.factory() is None
     finally:
         PROMPTS.pop("terse")
+
+
+@pytest.mark.parametrize("name", sorted(STEERS))
+def test_every_steer_declares_its_parameters(name):
+    """A family's parameters are the single source of their defaults and constraints: MethodSettings starts
+    from the declared defaults, refuses what a parameter's constraints refuse, and `settings` sets a parameter
+    by its name; a name the family does not have is refused naming the ones it has."""
+    from veracity.validation import BadInput
+
+    family = STEERS[name]
+    plain = MethodSettings()
+    for p in family.params:
+        if p.setting is None:
+            continue
+        assert getattr(plain, p.setting) == p.default, p.name
+        assert getattr(family.settings(plain, **{p.name: p.example}), p.setting) == p.example, p.name
+        bad = next((b for c in p.constraints if c is not None for b in c.bad_values()), None)
+        if bad is not None:
+            with pytest.raises(BadInput):
+                MethodSettings(**{p.setting: bad})
+    with pytest.raises(ValueError, match=f"steer {name!r} has no parameter 'nosuch'; its parameters: "
+                                         + ", ".join(p.name for p in family.params)):
+        family.settings(plain, nosuch=1)

@@ -26,7 +26,8 @@ def sweep_cmd(model: str = ModelOpt,
                                                    "configuration (negatives from the end; default every third "
                                                    "layer of the middle half)."),
               normalize: str = typer.Option("raw", "--normalize", help="caa, lat: raw | sigma | unit."),
-              num_heads: str = typer.Option("8,16,32,48", "--num-heads", "-k", help="iti: K values."),
+              num_heads: Optional[str] = typer.Option(None, "--num-heads", "-k",
+                                                      help="iti: K values (default 8,16,32,48)."),
               folds: int = typer.Option(2, "--folds"), seed: Optional[int] = typer.Option(None, "--seed"),
               judge: str = JudgeOpt, judge_base_url: Optional[str] = JudgeBaseUrlOpt, protocol: str = ProtocolOpt,
               metric: str = typer.Option("mc2", "--metric", help=MetricHelp),
@@ -48,19 +49,22 @@ def sweep_cmd(model: str = ModelOpt,
     judge = _judge_spec(judge, judge_base_url)
     se = _side_effects(side_effects, side_effect_n)
     dd = str(data_dir) if data_dir else None
-    # every method's options are checked here (--layers and --normalize with --method iti are refused)
+    k_list = tuple(parse_numbers(num_heads, int, "--num-heads") or ())
+    # every method's options are checked here: an option of a parameter the chosen steer does not declare
+    # (--layers with iti, --num-heads / --direction / --sigma-from with caa) is refused, never ignored
     scfg = SteerSweepConfig(model=model, method=method, layers=tuple(parse_numbers(layers, int, "--layers") or ()),
                             alphas=a_list, normalize=normalize, folds=folds, seed=0 if seed is None else seed,
                             protocol=protocol, judge=judge, metric=metric, ce_texts=ce_texts, limit=limit,
                             revision=revision, eval_revision=eval_revision, data_dir=dd,
-                            acts=str(acts) if acts else None, device=device, **se)
+                            acts=str(acts) if acts else None, device=device, num_heads=k_list, direction=direction,
+                            sigma_from=sigma_from, data=data, mc_shift_from=mc_shift_from, reproduce=reproduce,
+                            contiguous_folds=contiguous_folds, gen_positions=gen_positions, **se)
     from ..methods.steers import STEERS
 
     if STEERS[method].sweep == "heads":  # the registry entry names the engine that varies its parameters
         from ..experiments.iti_sweep import SweepConfig, run_iti_sweep
 
-        cfg = SweepConfig(model=model, alphas=a_list, num_heads=tuple(parse_numbers(num_heads, int, "--num-heads")),
-                          folds=folds,
+        cfg = SweepConfig(model=model, alphas=a_list, num_heads=k_list or (8, 16, 32, 48), folds=folds,
                           direction=direction, judge=judge, protocol=protocol, metric=metric, sigma_from=sigma_from,
                           contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
                           reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,

@@ -1,12 +1,13 @@
-"""Where a sweep's configurations are evaluated: in this process (`LocalExecutor`, the default) or on
-Ray actors (`RayExecutor`, `veracity iti sweep --executor ray`).
+"""Where a sweep's cells are evaluated: in this process (`LocalExecutor`, the default) or on Ray actors
+(`RayExecutor`, `veracity iti sweep --executor ray`).
 
-The sweep's driver (`run_sweep`) does everything else in both cases: it fits probes and directions once
-per fold (saved to the run folder), builds the list of pending (alpha, K, fold) jobs and writes every
-result into the run folder's SQLite store as it arrives, so it is the store's only writer. An executor
-only turns jobs into metrics: `map(jobs, ecfg, texts, fingerprint, log)` yields `(job, metrics,
-seconds)` as each configuration finishes (`fingerprint`: the driver's model weights, which workers that
-load the model themselves must match). Ray is optional: it is imported only when a `RayExecutor` is made.
+The sweep engine (`experiments.sweep.run_grid`) does everything else in both cases: it fits each fold once
+(the study's fit, saved where the study keeps it), builds the list of pending (cell, fold) jobs and writes
+every result into the run folder's store as it arrives, so it is the store's only writer. An executor only
+turns jobs into results: `map(jobs, evaluate, fingerprint, log)` yields `(job, result, seconds)` as each cell
+finishes, `evaluate(lm, job) -> {"metrics": ..., ...}` being the study's per-cell callable (picklable for Ray;
+`fingerprint`: the driver's model weights, which workers that load the model themselves must match). Ray is
+optional: it is imported only when a `RayExecutor` is made.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator
 
 from ..constraints import Checked, Count, IgnoredUnless, Interval, Options, Text
-from ..steer.intervention import Intervention
-from ..methods.fold import FoldEvalConfig, evaluate_intervention
 
 RAY_MISSING = "the Ray executor needs Ray: pip install 'veracity[ray]' (or pip install 'ray>=2.9')"
 
@@ -47,26 +46,21 @@ class ExecutorConfig(Checked):
 
 @dataclass
 class Job:
-    """One configuration on one fold. `fit`: the fold's fit for the largest K (alpha 1), from which every
-    (alpha, K) is a prefix and a re-scaling; `items`: the fold's held-out TruthfulQA items."""
+    """One cell of a grid on one fold. `cell`: its parameters ({"alpha": 5.0, "k": 8}); `fit`: what the study
+    fitted for it on the fold's training questions (shared by the cells of one fit); `items`: the fold's
+    held-out items."""
 
-    alpha: float
-    k: int
+    cell: dict
     fold: int
-    fit: Intervention
+    fit: object
     items: list
 
-    def intervention(self) -> Intervention | None:
-        """None for alpha = 0 (the plain model), else the top-K heads of the fit at this alpha."""
-        return None if self.alpha == 0 else self.fit.top(min(self.k, self.fit.k)).with_alpha(self.alpha)
 
-
-def run_job(lm, job: Job, ecfg: FoldEvalConfig, texts: Sequence[str] | None,
-            evaluate: Callable = evaluate_intervention) -> tuple[dict, float]:
-    """(metrics, seconds) of one job on a loaded model: what every executor runs per configuration."""
+def run_job(lm, job: Job, evaluate: Callable) -> tuple[dict, float]:
+    """(result, seconds) of one job on a loaded model: what every executor runs per cell."""
     t0 = time.time()
-    res = evaluate(lm, job.items, job.intervention(), ecfg, texts)
-    return dict(res["metrics"]), time.time() - t0
+    res = evaluate(lm, job)
+    return res, time.time() - t0
 
 
 class LocalExecutor:
@@ -74,19 +68,16 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, lm, evaluate: Callable = evaluate_intervention):
+    def __init__(self, lm):
         self.lm = lm
-        self.evaluate = evaluate
 
-    def map(self, jobs: Iterable[Job], ecfg: FoldEvalConfig, texts: Sequence[str] | None,
-            fingerprint: str | None = None, log: Callable[[str], None] | None = None
-            ) -> Iterator[tuple[Job, dict, float]]:
-        # lazy: the driver's job generator fits a fold only when its first job is asked for
-        """Run the jobs one by one in this process, yielding (job, metrics, seconds) as each finishes; a fold is
-        fitted only when its first job is reached."""
+    def map(self, jobs: Iterable[Job], evaluate: Callable, fingerprint: str | None = None,
+            log: Callable[[str], None] | None = None) -> Iterator[tuple[Job, dict, float]]:
+        """Run the jobs one by one in this process, yielding (job, result, seconds) as each finishes; lazily, so
+        the engine fits a fold only when its first job is reached."""
         for job in jobs:
-            metrics, secs = run_job(self.lm, job, ecfg, texts, self.evaluate)
-            yield job, metrics, secs
+            res, secs = run_job(self.lm, job, evaluate)
+            yield job, res, secs
 
 
 def import_ray():
@@ -101,20 +92,20 @@ def import_ray():
 class SweepWorker:
     """A Ray actor's state: one model, loaded once from its spec, evaluating job after job."""
 
-    def __init__(self, model: str, device: str | None, dtype: str, evaluate: Callable, ecfg: FoldEvalConfig,
-                 texts: Sequence[str] | None, device_map: str | None = None):
+    def __init__(self, model: str, device: str | None, dtype: str, evaluate: Callable,
+                 device_map: str | None = None):
         from ..models import load
 
         self.lm = load(model, dtype=dtype, device=device, device_map=device_map)
-        self.evaluate, self.ecfg, self.texts = evaluate, ecfg, texts
+        self.evaluate = evaluate
 
     def fingerprint(self) -> str:
         """The weights fingerprint of the worker's model, so the driver can check every worker loaded the same model."""
         return self.lm.fingerprint
 
-    def run(self, alpha: float, k: int, fold: int, fit: Intervention, items: list) -> tuple[dict, float]:
-        """Evaluate one (alpha, k, fold) job on this worker's model: (metrics, seconds)."""
-        return run_job(self.lm, Job(alpha, k, fold, fit, items), self.ecfg, self.texts, self.evaluate)
+    def run(self, cell: dict, fold: int, fit, items: list) -> tuple[dict, float]:
+        """Evaluate one (cell, fold) job on this worker's model: (result, seconds)."""
+        return run_job(self.lm, Job(cell, fold, fit, items), self.evaluate)
 
 
 class RayExecutor:
@@ -135,8 +126,7 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, model: str, workers: int | None = None, gpus_per_worker: float | None = None,
-                 cpus_per_worker: float = 1.0, address: str | None = None, dtype: str = "float32",
-                 evaluate: Callable = evaluate_intervention):
+                 cpus_per_worker: float = 1.0, address: str | None = None, dtype: str = "float32"):
         self.ray = import_ray()
         if workers is not None and workers < 1:
             raise ValueError(f"Ray workers must be >= 1, got {workers}")
@@ -147,7 +137,7 @@ class RayExecutor:
         local = Path(str(model)).expanduser()
         model = str(local.resolve()) if local.exists() else str(model)  # workers may start in another folder
         self.model, self.workers, self.gpus, self.cpus = model, workers, gpus_per_worker, cpus_per_worker
-        self.address, self.dtype, self.evaluate = address, dtype, evaluate
+        self.address, self.dtype = address, dtype
 
     def _plan(self, n_jobs: int) -> tuple[int, float]:
         res = self.ray.cluster_resources()
@@ -163,10 +153,9 @@ class RayExecutor:
             n = int(res.get("CPU", 1) // self.cpus) if self.cpus > 0 else 1
         return max(1, min(n, n_jobs)), gpus
 
-    def map(self, jobs: Iterable[Job], ecfg: FoldEvalConfig, texts: Sequence[str] | None,
-            fingerprint: str | None = None, log: Callable[[str], None] | None = None
-            ) -> Iterator[tuple[Job, dict, float]]:
-        """Run the jobs on Ray workers, each holding the model once, yielding (job, metrics, seconds) as results
+    def map(self, jobs: Iterable[Job], evaluate: Callable, fingerprint: str | None = None,
+            log: Callable[[str], None] | None = None) -> Iterator[tuple[Job, dict, float]]:
+        """Run the jobs on Ray workers, each holding the model once, yielding (job, result, seconds) as results
         arrive."""
         ray = self.ray
         queue = deque(jobs)  # fits every fold that has pending jobs, before anything is submitted
@@ -182,10 +171,9 @@ class RayExecutor:
             (log or print)(f"ray: {len(queue)} configurations on {n} workers ({gpus:g} GPU, {self.cpus:g} CPU "
                            f"each; model {self.model} on {device})")
             Worker = ray.remote(num_gpus=gpus, num_cpus=self.cpus)(SweepWorker)
-            texts_ref = ray.put(list(texts) if texts else None)
+            evaluate_ref = ray.put(evaluate)
             device_map = "auto" if gpus > 1 else None  # several GPUs per worker: the model spread over them
-            actors = [Worker.remote(self.model, device, self.dtype, self.evaluate, ecfg, texts_ref, device_map)
-                      for _ in range(n)]
+            actors = [Worker.remote(self.model, device, self.dtype, evaluate_ref, device_map) for _ in range(n)]
             try:
                 prints = ray.get([a.fingerprint.remote() for a in actors])
             except Exception as e:  # a worker that cannot load the model: say so, not a Ray traceback
@@ -193,15 +181,16 @@ class RayExecutor:
             if fingerprint is not None and any(p != fingerprint for p in prints):
                 raise RuntimeError(f"Ray workers loaded other weights for {self.model!r} than this process "
                                    f"({sorted(set(prints))} != {fingerprint}); install the same model on every node")
-            shared: dict[int, tuple] = {}  # fold -> (fit ref, items ref): each sent once
+            shared: dict[tuple, tuple] = {}  # (id of fit, id of items) -> their refs: each fit sent once
             pending: dict = {}  # result ref -> (job, actor)
 
             def submit(actor) -> None:
                 job = queue.popleft()
-                if job.fold not in shared:
-                    shared[job.fold] = (ray.put(job.fit), ray.put(list(job.items)))
-                fit_ref, items_ref = shared[job.fold]
-                pending[actor.run.remote(job.alpha, job.k, job.fold, fit_ref, items_ref)] = (job, actor)
+                key = (id(job.fit), id(job.items))  # the queue holds every job, so these ids stay unique
+                if key not in shared:
+                    shared[key] = (ray.put(job.fit), ray.put(list(job.items)))
+                fit_ref, items_ref = shared[key]
+                pending[actor.run.remote(job.cell, job.fold, fit_ref, items_ref)] = (job, actor)
 
             for a in actors:
                 if queue:
@@ -209,10 +198,10 @@ class RayExecutor:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 job, actor = pending.pop(ready[0])
-                metrics, secs = ray.get(ready[0])
+                res, secs = ray.get(ready[0])
                 if queue:
                     submit(actor)
-                yield job, metrics, secs
+                yield job, res, secs
         finally:
             for a in actors:
                 try:

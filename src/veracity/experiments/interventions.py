@@ -22,7 +22,6 @@ finished rows and an interrupted run loses at most the row in progress.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..metrics import fmt, with_true_info
-from ..runs import open_results_db
+from .sweep import SweepStore
 from ..constraints import Checked, Instance, ListOf, Options, Parses
 from ..methods import options as o
 from ..methods.evaluate import MethodEvalConfig, evaluate_prepared, load_judges
@@ -156,38 +155,31 @@ class CompareRunConfig(Checked):
 
 
 # ------------------------------------------------------------------------------------------ the store
-class CompareStore:
-    """SQLite: (method, fold) -> metrics, costs and per-question rows; `meta.config` guards reuse."""
+class CompareStore(SweepStore):
+    """The comparison's resumable store: the shared sweep store (`experiments.sweep`) with one cell per method;
+    a (method, fold)'s costs, per-question rows and answers ride along as the cell's extra payload.
+    `fixed`: the settings a resume must share (None: read only)."""
 
-    def __init__(self, path: str | Path, fixed: dict):
-        self.path = Path(path)
-        self.db = open_results_db(
-            self.path, "CREATE TABLE IF NOT EXISTS results (method TEXT, fold INTEGER, metrics TEXT, costs TEXT, "
-            "per_question TEXT, answers TEXT, finished TEXT, PRIMARY KEY (method, fold))", fixed, "comparison")
+    def __init__(self, path: str | Path, fixed: dict | None):
+        super().__init__(path, fixed, "comparison", ("method",))
 
-    def done(self, method: str, fold: int) -> bool:
-        """Whether (method, fold) is already stored: a resumed study skips it."""
-        return self.db.execute("SELECT 1 FROM results WHERE method=? AND fold=?", (method, fold)).fetchone() is not None
-
-    def put(self, method: str, fold: int, metrics: dict, costs: dict, per_question: list, answers: list) -> None:
+    def record(self, method: str, fold: int, metrics: dict, costs: dict, per_question: list, answers: list,
+               seconds: float | None = None) -> None:
         """Store one (method, fold) result in a single transaction, so an interrupted study never keeps half of one."""
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (method, fold, json.dumps(metrics), json.dumps(costs), json.dumps(per_question),
-                             json.dumps(answers), time.strftime("%Y-%m-%dT%H:%M:%S")))
+        self.put({"method": method}, fold, metrics, seconds,
+                 {"costs": costs, "per_question": per_question, "answers": answers})
 
-    def get(self, method: str, fold: int) -> dict | None:
+    def result(self, method: str, fold: int) -> dict | None:
         """The stored result of (method, fold): metrics, costs, per-question scores and answers, or None."""
-        r = self.db.execute("SELECT metrics, costs, per_question, answers FROM results WHERE method=? AND fold=?",
-                            (method, fold)).fetchone()
-        if r is None:
+        e = self.entry({"method": method}, fold)
+        if e is None:
             return None
-        return {"metrics": json.loads(r[0]), "costs": json.loads(r[1]), "per_question": json.loads(r[2]),
-                "answers": json.loads(r[3])}
+        return {"metrics": e.metrics, "costs": e.extra.get("costs", {}),
+                "per_question": e.extra.get("per_question", []), "answers": e.extra.get("answers", [])}
 
-    def close(self) -> None:
-        """Close the SQLite connection."""
-        self.db.close()
+    def finished(self, method: str, fold: int) -> bool:
+        """Whether (method, fold) is already stored: a resumed study skips it."""
+        return self.done({"method": method}, fold)
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -235,7 +227,7 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
     by_index = {it.index: it for it in items}
     scored = by_index if eval_items is None else {it.index: it for it in eval_items}
     folds = question_folds(sorted(by_index), cfg.n_folds, seed=cfg.seed)
-    todo = [(s, f) for f in range(cfg.n_folds) for s in specs if not store.done(s.name, f)]
+    todo = [(s, f) for f in range(cfg.n_folds) for s in specs if not store.finished(s.name, f)]
     texts = held_out_texts(data_dir, cfg.ce_texts) if (todo and cfg.ce_texts) else None
     judges = load_judges(cfg.judge, data_dir) if (todo and cfg.judge != "none") else None
     cache, lm_cache, ecfg = TrainedCache(), {}, cfg.evaluation()
@@ -251,16 +243,17 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
                                 revision=cfg.revision)
             res = evaluate_prepared(pm, lm, test_items, ecfg, texts, lm_cache, judges, data_dir=data_dir)
             with_true_info(res["metrics"])
-            store.put(spec.name, f, res["metrics"], res["costs"], res["per_question"], res["answers"])
+            store.record(spec.name, f, res["metrics"], res["costs"], res["per_question"], res["answers"],
+                         time.time() - t0)
             log(f"{spec.name} fold={f}: " + ", ".join(f"{k}={v:.4f}" for k, v in res["metrics"].items())
                 + f" (train {pm.train_seconds + pm.iti_seconds:.0f}s, total {time.time() - t0:.0f}s)")
             if spec.trainer is not None and not any(s.trainer == spec.trainer and s.prompt == spec.prompt
-                                                    and not store.done(s.name, f) for s in specs):
+                                                    and not store.finished(s.name, f) for s in specs):
                 cache.models.pop((spec.trainer, spec.prompt, f), None)  # free the model once no one needs it
         fold_rows, rows = [], []
         for s in specs:
-            got = [store.get(s.name, f) for f in range(cfg.n_folds)]
-            base = [store.get("baseline", f) for f in range(cfg.n_folds)]
+            got = [store.result(s.name, f) for f in range(cfg.n_folds)]
+            base = [store.result("baseline", f) for f in range(cfg.n_folds)]
             mine = []
             for f, g in enumerate(got):
                 if g is None:
@@ -279,17 +272,12 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
 
 def per_question_rows(folder: str | Path, methods: Sequence[str], n_folds: int) -> list[dict]:
     """Every (method, fold, question) row from the store, for the CSV."""
-    from ..artifacts import KINDS, open_sqlite
-
-    db = open_sqlite(Path(folder) / "results.sqlite", KINDS["comparison-store"].file("results.sqlite").schema)
+    store = CompareStore(Path(folder) / "results.sqlite", None)
     try:
-        out = []
-        for m, f, pq in db.execute("SELECT method, fold, per_question FROM results ORDER BY method, fold"):
-            if m in methods and f < n_folds:
-                out += [{"method": m, "fold": f, **r} for r in json.loads(pq)]
-        return out
+        return [{"method": cell["method"], "fold": f, **r} for cell, f, e in store.rows()
+                if cell["method"] in methods and f < n_folds for r in e.extra.get("per_question", [])]
     finally:
-        db.close()
+        store.close()
 
 
 def plot_comparison(result: CompareResult, path: str | Path) -> Path | None:

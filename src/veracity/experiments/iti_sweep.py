@@ -1,27 +1,24 @@
-"""Grid sweep over (alpha, K) with k-fold validation, resumable through an SQLite store in the run folder.
+"""Grid sweep over (alpha, K) with k-fold validation, resumable through the run folder's results.sqlite.
 
-Each (alpha, K, fold) result is one committed row of `results.sqlite`, so a rerun skips finished
-configurations and an interrupted run loses at most the configurations in progress (one here, one per
-worker with `--executor ray`: see `executors.py`; this process stays the store's only writer). Per fold the
-probes and directions are fitted once, for the largest K, and saved (`fold{i}_fit.*`); every (alpha, K)
-is a prefix/re-scaling of that fit. alpha = 0 is the plain model whatever K is, so it is evaluated
-once per fold and recorded for every K.
+A study on the shared engine (`experiments.sweep`): each (alpha, K, fold) result is one committed row of the
+store, so a rerun skips finished configurations and an interrupted run loses at most the configurations in
+progress (one here, one per worker with `--executor ray`: see `executors.py`; this process stays the store's
+only writer). Per fold the probes and directions are fitted once, for the largest K, and saved
+(`fold{i}_fit.*`); every (alpha, K) is a prefix/re-scaling of that fit. alpha = 0 is the plain model whatever
+K is, so it is evaluated once per fold and recorded for every K.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ..metrics import METRICS, better_sign, columns, headlines, lower_is_better
-from ..runs import open_results_db
-from .executors import Job, LocalExecutor
+from ..metrics import METRICS, columns, headlines, lower_is_better
+from .executors import Job
+from .sweep import Grid, SweepStore, pick_best as best_cell, product, run_grid
 from ..steer.intervention import DAMAGED, Intervention
 from ..steer.iti import ITIConfig, ITIData, fit_folds
 from ..constraints import ListOf
@@ -30,43 +27,28 @@ from .iti_common import ITIRunOptions
 from ..data.registry import held_out_texts
 from ..methods.fold import FoldEvalConfig, evaluate_intervention, summarise
 
+#: the cells' parameter names (and the columns of a store written before the shared engine)
+PARAMS = ("alpha", "k")
 
-class ResultStore:
-    """SQLite table (alpha, k, fold) -> metrics JSON; one transaction per configuration."""
 
-    def __init__(self, path: str | Path, config: dict | None = None):
-        self.path = Path(path)
-        self.db = open_results_db(
-            self.path, "CREATE TABLE IF NOT EXISTS results (alpha REAL, k INTEGER, fold INTEGER, "
-            "metrics TEXT, seconds REAL, finished TEXT, PRIMARY KEY (alpha, k, fold))", config, "sweep")
+def open_store(path: str | Path, config: dict | None = None) -> SweepStore:
+    """An iti sweep's results store (`config`: the settings a resume must share; None for reading)."""
+    return SweepStore(path, config, "sweep", PARAMS)
 
-    def done(self, alpha: float, k: int, fold: int) -> bool:
-        """Whether the (alpha, k, fold) cell is already stored: a resumed sweep skips it."""
-        return self.db.execute("SELECT 1 FROM results WHERE alpha=? AND k=? AND fold=?",
-                               (float(alpha), int(k), int(fold))).fetchone() is not None
 
-    def put(self, alpha: float, k: int, fold: int, metrics: dict, seconds: float) -> None:
-        """Store one (alpha, k, fold) cell's metrics and time in one transaction."""
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
-                            (float(alpha), int(k), int(fold), json.dumps(metrics), float(seconds),
-                             time.strftime("%Y-%m-%dT%H:%M:%S")))
+@dataclass
+class ITICell:
+    """One (alpha, K) cell on one fold: the top-K heads of the fold's fit at alpha (alpha 0: the plain model)
+    scored by `evaluate` (`methods.fold.evaluate_intervention`). Picklable, so Ray workers run it too."""
 
-    def get(self, alpha: float, k: int, fold: int) -> dict | None:
-        """The stored metrics of one (alpha, k, fold) cell, or None."""
-        r = self.db.execute("SELECT metrics FROM results WHERE alpha=? AND k=? AND fold=?",
-                            (float(alpha), int(k), int(fold))).fetchone()
-        return None if r is None else json.loads(r[0])
+    ecfg: FoldEvalConfig
+    texts: Sequence[str] | None
+    evaluate: Callable = evaluate_intervention
 
-    def rows(self) -> list[dict]:
-        """Every stored cell as a flat row (alpha, k, fold, metrics, seconds), in grid order."""
-        return [{"alpha": a, "k": k, "fold": f, **json.loads(m), "seconds": s}
-                for a, k, f, m, s in self.db.execute("SELECT alpha, k, fold, metrics, seconds FROM results "
-                                                     "ORDER BY alpha, k, fold")]
-
-    def close(self) -> None:
-        """Close the SQLite connection."""
-        self.db.close()
+    def __call__(self, lm, job: Job) -> dict:
+        alpha, k, fit = job.cell["alpha"], job.cell["k"], job.fit
+        iv = None if alpha == 0 else fit.top(min(k, fit.k)).with_alpha(alpha)
+        return {"metrics": dict(self.evaluate(lm, job.items, iv, self.ecfg, self.texts)["metrics"])}
 
 
 @dataclass
@@ -99,69 +81,50 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
                       and not (k == "seed" and not ecfg.side_effects)}}
     if data.source.get("sigma_content_hash"):  # sigma_from="original": its rows are part of the fit
         fixed["sigma_data"] = data.source["sigma_content_hash"]
-    store = ResultStore(folder / "results.sqlite", fixed)
-    executor = executor if executor is not None else LocalExecutor(lm, evaluate)
+    store = open_store(folder / "results.sqlite", fixed)
     by_index = {it.index: it for it in items}
     kmax = max(ks)
-    todo = [(a, k, f) for f in range(n_folds) for a in alphas for k in ks if not store.done(a, k, f)]
-    texts = held_out_texts(ecfg.data_dir, ecfg.ce_texts) if (todo and ecfg.ce_texts) else None
+    cells = product(("alpha", [float(a) for a in alphas]), ("k", [int(k) for k in ks]))
+    fits: list = []  # probes + directions of every fold, fitted once for the largest K when first needed
 
-    def jobs():
-        """Pending jobs fold by fold, fitting (or reopening) each fold's fit when its first job is due.
-        alpha = 0 once per fold: its result is recorded for every K."""
-        fits = None
-        for f in range(n_folds):
-            mine = [(a, k) for a, k, f_ in todo if f_ == f]
-            if not mine:
-                continue
-            fit_path = folder / f"fold{f}_fit"
+    def fit(f: int, key) -> tuple[Intervention, list]:
+        """The fold's fit for the largest K (reopened from the run folder when it holds enough heads)."""
+        fit_path = folder / f"fold{f}_fit"
+        full = None
+        if (folder / f"fold{f}_fit.json").exists():
+            try:
+                full = Intervention.load(fit_path)
+            except DAMAGED as e:  # a damaged cache is refitted, never trusted
+                log(f"fold {f}: the saved fit cannot be read ({e}): refitting")
+        if full is not None and full.k < min(kmax, full.n_layers * full.n_heads):
+            # saved by a sweep with a smaller largest K: top(K) would silently hold fewer heads
+            log(f"fold {f}: the saved fit has {full.k} heads, K={kmax} needs more: refitting")
             full = None
-            if (folder / f"fold{f}_fit.json").exists():
-                try:
-                    full = Intervention.load(fit_path)
-                except DAMAGED as e:  # a damaged cache is refitted, never trusted
-                    log(f"fold {f}: the saved fit cannot be read ({e}): refitting")
-            if full is not None and full.k < min(kmax, full.n_layers * full.n_heads):
-                # saved by a sweep with a smaller largest K: top(K) would silently hold fewer heads
-                log(f"fold {f}: the saved fit has {full.k} heads, K={kmax} needs more: refitting")
-                full = None
-            if full is None:
-                if fits is None:  # probes + directions once per fold, for the largest K
-                    fits = fit_folds(data, ITIConfig(**{**iti.__dict__, "max_k": max(kmax, iti.max_k or 0)}),
-                                     n_folds=n_folds, contiguous=contiguous)
-                full = fits[f].intervention(min(kmax, len(fits[f].heads)), 1.0)
-                full.write(fit_path)
-            test_q = full.provenance["test_questions"]
-            test_items = [by_index[int(q)] for q in test_q if int(q) in by_index]
-            baseline_sent = False
-            for a, k in mine:
-                if store.done(a, k, f):  # alpha=0 filled in for every K by an earlier step
-                    continue
-                if a == 0:
-                    if baseline_sent:
-                        continue
-                    baseline_sent = True
-                yield Job(a, k, f, full, test_items)
+        if full is None:
+            if not fits:
+                fits.extend(fit_folds(data, ITIConfig(**{**iti.__dict__, "max_k": max(kmax, iti.max_k or 0)}),
+                                      n_folds=n_folds, contiguous=contiguous))
+            full = fits[f].intervention(min(kmax, len(fits[f].heads)), 1.0)
+            full.write(fit_path)
+        test_q = full.provenance["test_questions"]
+        return full, [by_index[int(q)] for q in test_q if int(q) in by_index]
+
+    def describe(job: Job, res: dict, secs: float) -> str:
+        return (f"alpha={job.cell['alpha']:g} K={job.cell['k']} fold={job.fold}: "
+                + ", ".join(f"{x}={v:.4f}" for x, v in res["metrics"].items() if isinstance(v, float))
+                + f" ({secs:.0f}s)")
 
     try:
-        results = executor.map(jobs(), ecfg, texts, fingerprint=fixed["model"], log=log)
-        try:
-            for job, m, secs in results:
-                a, k, f = job.alpha, job.k, job.fold
-                for kk in (ks if a == 0 else [k]):
-                    if not store.done(a, kk, f):
-                        store.put(a, kk, f, m, secs)
-                log(f"alpha={a:g} K={k} fold={f}: " + ", ".join(f"{x}={v:.4f}" for x, v in m.items()
-                                                                 if isinstance(v, float)) + f" ({secs:.0f}s)")
-        finally:
-            if hasattr(results, "close"):
-                results.close()  # a Ray executor releases its workers even when interrupted
+        grid_spec = Grid(cells, n_folds, fit, None, describe=describe,
+                         share=lambda c: "plain model" if c["alpha"] == 0 else (c["alpha"], c["k"]))
+        texts = held_out_texts(ecfg.data_dir, ecfg.ce_texts) if (grid_spec.pending(store) and ecfg.ce_texts) else None
+        grid_spec.evaluate = ITICell(ecfg, texts, evaluate)
+        run_grid(grid_spec, store, lm, executor, fingerprint=fixed["model"], log=log)
         grid = {}
-        for a in alphas:
-            for k in ks:
-                ms = [store.get(a, k, f) for f in range(n_folds)]
-                if all(m is not None for m in ms):
-                    grid[(float(a), int(k))] = summarise(ms)
+        for c in cells:
+            ms = store.fold_metrics(c, n_folds)
+            if ms is not None:
+                grid[(c["alpha"], c["k"])] = summarise(ms)
     finally:
         store.close()
     metric = metric if any(metric in s for s in grid.values()) else "mc2"
@@ -172,11 +135,7 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
 
 def pick_best(grid: dict, metric: str) -> tuple[float, int] | None:
     """The (alpha, K) cell best by `metric`, in the metrics registry's direction (ties: smaller alpha, then K)."""
-    sign = better_sign(metric)
-    cand = [(key, s[metric]) for key, s in grid.items() if s.get(metric) is not None and not math.isnan(s[metric])]
-    if not cand:
-        return None
-    return min(cand, key=lambda kv: (-sign * kv[1], kv[0][0], kv[0][1]))[0]
+    return best_cell(grid.items(), metric, tie=lambda key: key)
 
 
 def heatmaps(result: SweepResult, alphas: Sequence[float], ks: Sequence[int], folder: Path) -> list[Path]:

@@ -7,17 +7,17 @@
   with a judge, and the side effects). alpha 0 is the plain model, scored once per fold.
 - ``iti``: the ITI sweep (`veracity iti sweep`, K x alpha) with its options.
 
-Resumable: each (layer, alpha, fold) is a committed row of results.sqlite; a rerun with the same settings
-(a longer grid allowed) evaluates only what is missing. Folds: `probes.splits.question_folds` with the
-seed, the same held-out questions as `iti validate`, `iti sweep` and `compare-interventions`.
+A study on the shared engine (`experiments.sweep`): each (layer, alpha, fold) is a committed row of
+results.sqlite; a rerun with the same settings (a longer grid allowed) evaluates only what is missing.
+Folds: `probes.splits.question_folds` with the seed, the same held-out questions as `iti validate`,
+`iti sweep` and `compare-interventions`. An option of a parameter the chosen steer does not declare
+(`methods.steers.SteerParam`: --num-heads with caa, --layers with iti) is refused, never ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,22 +25,53 @@ from typing import Callable
 import numpy as np
 
 from ..constraints import Checked, IgnoredUnless, Interval, ListOf, Options
-from ..metrics import aggregate_folds, better_sign, columns, fmt, headlines
+from ..metrics import aggregate_folds, columns, fmt, headlines
 from ..methods import options as o
+from ..methods.steers import STEERS, SteerFamily, steers_with
 from ..runs import schema_version
+from .iti_common import ITIRunOptions
+from .sweep import Grid, SweepStore, pick_best, run_grid
 
 #: results.json layout of a steer-sweep run (docs/reference/results.md)
 SCHEMA_VERSION = 1
 
+#: the cells' parameter names (and the columns of a store written before the shared engine); layer -1 with
+#: alpha 0 is the plain model
+PARAMS = ("layer", "alpha")
 
-RESULTS_TABLE = ("CREATE TABLE IF NOT EXISTS results (layer INTEGER, alpha REAL, fold INTEGER, metrics TEXT, "
-                 "seconds REAL, PRIMARY KEY (layer, alpha, fold))")
+
+def open_store(path: str | Path, config: dict | None = None) -> SweepStore:
+    """A steer sweep's results store (`config`: the settings a resume must share; None for reading)."""
+    return SweepStore(path, config, "steer sweep", PARAMS)
+
+
+class UnlessSteer(IgnoredUnless):
+    """`field` means something only for the registered steers `uses(family)` accepts (read when checked, so a
+    steer registered later counts): given with another --method, it is refused naming both options."""
+
+    def __init__(self, field: str, uses: Callable[[SteerFamily], bool], example):
+        self.field, self.on, self.example, self.other, self.uses = field, "method", example, None, uses
+        self.fields = (field, "method")
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(n for n, f in STEERS.items() if self.uses(f))
+
+
+def _has(param: str) -> Callable[[SteerFamily], bool]:
+    return lambda family: family.name in steers_with(param)
+
+
+def _heads_sweep(family: SteerFamily) -> bool:
+    return family.sweep == "heads"
 
 
 @dataclass
 class SteerSweepConfig(Checked):
-    """Every option of `veracity steer sweep` for caa / lat (`iti` takes `iti_sweep.SweepConfig`; the CLI
-    builds this one for iti too, so that --layers and --normalize, which iti ignores, are refused)."""
+    """Every option of `veracity steer sweep`, checked whatever the method (`iti` runs `iti_sweep.SweepConfig`;
+    the CLI builds this one for iti too): a steer parameter's option the chosen steer does not declare
+    (--layers, --normalize with iti; --num-heads, --direction, --sigma-from with caa / lat) and the ITI
+    sweep's own options with a residual steer are refused."""
 
     _constraints = {"model": o.MODEL, "method": o.STEER, "layers": [ListOf([Interval(int, None, None)],
                                                                                        min_len=0)],
@@ -48,9 +79,20 @@ class SteerSweepConfig(Checked):
                     "seed": o.SEED, "protocol": [Options(("truthfulqa", "lm-eval"))], "judge": o.JUDGE,
                     "metric": o.METRIC, "ce_texts": o.COUNT0, "limit": o.LIMIT, "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION,
-                    "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE}
-    _rules = (IgnoredUnless("layers", "method", ("caa", "lat"), example=(1,)),
-              IgnoredUnless("normalize", "method", ("caa", "lat"), example="unit"))
+                    "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE,
+                    "num_heads": [ListOf(o.NUM_HEADS, min_len=0)],
+                    "direction": list(STEERS["iti"].param("direction").constraints),
+                    "sigma_from": list(STEERS["iti"].param("sigma_from").constraints),
+                    **{k: ITIRunOptions._constraints[k] for k in ("data", "mc_shift_from", "reproduce",
+                                                                  "contiguous_folds", "gen_positions")}}
+    _rules = (UnlessSteer("layers", _has("layers"), example=(1,)),
+              UnlessSteer("normalize", _has("normalize"), example="unit"),
+              UnlessSteer("num_heads", _has("k"), example=(8,)),
+              UnlessSteer("direction", _has("direction"), example="probe"),
+              UnlessSteer("sigma_from", _has("sigma_from"), example="all"),
+              *(UnlessSteer(f, _heads_sweep, example=ex) for f, ex in (
+                  ("data", "csv"), ("mc_shift_from", "legacy"), ("reproduce", "honest-llama"),
+                  ("contiguous_folds", True), ("gen_positions", "all"))))
     _commands = ("steer sweep",)
 
     model: str = "smollm2"
@@ -72,6 +114,27 @@ class SteerSweepConfig(Checked):
     data_dir: str | None = None
     acts: str | None = None  # the residual activation store (default: the veracity cache)
     device: str | None = None
+    # iti only (`veracity iti sweep`'s options): recorded nowhere for caa / lat, so refused there
+    num_heads: tuple = ()  # () = the iti sweep's default K values
+    direction: str = "com"
+    sigma_from: str | None = None
+    data: str | None = None
+    mc_shift_from: str | None = None
+    reproduce: str | None = None
+    contiguous_folds: bool = False
+    gen_positions: str = "last"
+
+    def recorded(self) -> dict:
+        """What a caa / lat run records in config.json and results.json: the residual sweep's options (the iti
+        ones, unset here, left out so that run folders written before they existed resume)."""
+        d = dataclasses.asdict(self)
+        for name in _ITI_ONLY:
+            d.pop(name)
+        return d
+
+
+_ITI_ONLY = ("num_heads", "direction", "sigma_from", "data", "mc_shift_from", "reproduce", "contiguous_folds",
+             "gen_positions")
 
 
 def default_layers(n_layers: int) -> list[int]:
@@ -173,16 +236,15 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
     from ..data import load_truthfulqa
     from ..models import ModelNotAvailable, load
     from ..probes.splits import question_folds
-    from ..runs import RunFolder, open_results_db
+    from ..runs import RunFolder
     from ..steer.residual import NORMALIZE
     from ..validation import BadInput, check_folds, check_layers
     from ..data.registry import held_out_texts
     from ..methods.evaluate import MethodEvalConfig, evaluate_prepared, load_judges
     from ..methods.prepare import MethodSettings, MethodSpec, PreparedMethod, check_revision_pair
 
-    from ..methods.steers import STEERS
-
-    if STEERS[cfg.method].sweep != "layers":  # a family swept over heads runs `veracity iti sweep`'s engine
+    family = STEERS[cfg.method]
+    if family.sweep != "layers":  # a family swept over heads runs `veracity iti sweep`'s engine
         raise BadInput(f"--method {cfg.method}: this sweep varies layers; use one of "
                        f"{', '.join(n for n, f in STEERS.items() if f.sweep == 'layers')}")
     if cfg.normalize not in NORMALIZE:
@@ -190,7 +252,8 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
     if not cfg.alphas or any(not math.isfinite(a) for a in cfg.alphas):
         raise BadInput("--alphas: give one or more finite numbers")
     eval_revision = check_revision_pair(cfg.revision, cfg.eval_revision)
-    run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **dataclasses.asdict(cfg)},
+    recorded = cfg.recorded()
+    run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **recorded},
                     resume=True, seed=cfg.seed, defer=True)
     try:
         lm = load(cfg.model, device=cfg.device)
@@ -198,7 +261,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
         raise BadInput(str(e)) from None
     n_layers = lm.arch.n_layers
     check_layers(list(cfg.layers) or None, n_layers)
-    layers = [l % n_layers for l in cfg.layers] if cfg.layers else default_layers(n_layers)
+    layers = list(dict.fromkeys(l % n_layers for l in cfg.layers)) if cfg.layers else default_layers(n_layers)
     items = load_truthfulqa(cfg.data_dir, cfg.revision)
     items = items[:cfg.limit] if cfg.limit else items
     check_folds(cfg.folds, len(items))
@@ -221,71 +284,63 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
              "revision": cfg.revision, "eval_revision": eval_revision, "questions": len(items)}
     run.start()
     try:
-        db = open_results_db(run.path / "results.sqlite", RESULTS_TABLE, fixed, "steer sweep")
+        store = open_store(run.path / "results.sqlite", fixed)
     except ValueError as e:  # other settings in this folder: refused, the folder left as it was
         raise BadInput(str(e)) from None
-
-    def done(layer: int, alpha: float, fold: int) -> bool:
-        return db.execute("SELECT 1 FROM results WHERE layer=? AND alpha=? AND fold=?",
-                          (layer, alpha, fold)).fetchone() is not None
 
     def both(msg: str) -> None:
         log(msg)
         run.log(msg)
 
+    # -1 with alpha 0: the plain model (once per fold); each layer's vector fitted once per fold, alpha scales it
+    cells = [{"layer": -1, "alpha": 0.0}] + [{"layer": l, "alpha": a} for l in layers for a in alphas if a != 0]
+
+    def fit(f: int, layer: int):
+        test_items = [scored[int(q)] for q in folds[f] if int(q) in scored]
+        if layer < 0:
+            return None, test_items
+        train_q = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
+        settings = family.settings(MethodSettings(seed=cfg.seed), layers=(layer,), alpha=1.0,
+                                   normalize=cfg.normalize)
+        steer = family.fit(lm, train_q, [int(q) for q in folds[f]], settings, data_dir=cfg.data_dir,
+                           limit=cfg.limit, acts=cfg.acts, fold=f, revision=cfg.revision)
+        return steer, test_items
+
     try:
-        cells = [(-1, 0.0)] + [(l, a) for l in layers for a in alphas if a != 0]
-        todo = [(l, a, f) for f in range(cfg.folds) for l, a in cells if not done(l, a, f)]
+        grid_spec = Grid(cells, cfg.folds, fit, None, fit_key=lambda c: c["layer"],
+                         describe=lambda job, res, secs: (
+                             f"{cfg.method} layer={job.cell['layer'] if job.cell['layer'] >= 0 else '-'} "
+                             f"alpha={job.cell['alpha']:g} fold={job.fold}: " + ", ".join(
+                                 f"{k}={v:.4f}" for k, v in res["metrics"].items() if isinstance(v, float))))
+        todo = grid_spec.pending(store)
         texts = held_out_texts(cfg.data_dir, cfg.ce_texts) if (todo and cfg.ce_texts) else None
         judges = load_judges(cfg.judge, cfg.data_dir) if (todo and cfg.judge != "none") else None
         lm_cache: dict = {}
-        for f in range(cfg.folds):
-            test_items = [scored[int(q)] for q in folds[f] if int(q) in scored]
-            train_q = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
-            for layer in [-1] + layers:  # -1: alpha 0, the plain model (once per fold)
-                want = [a for a in alphas if (a == 0) == (layer == -1) and not done(layer, a, f)]
-                if not want:
-                    continue
-                steer = None
-                if layer >= 0:
-                    fit_on = MethodSettings(residual_layers=(layer,), residual_alpha=1.0,
-                                            residual_normalize=cfg.normalize, seed=cfg.seed)
-                    steer = STEERS[cfg.method].fit(lm, train_q, [int(q) for q in folds[f]], fit_on,
-                                                   data_dir=cfg.data_dir, limit=cfg.limit, acts=cfg.acts, fold=f,
-                                                   revision=cfg.revision)
-                for a in want:
-                    t0 = time.time()
-                    iv = dataclasses.replace(steer, alpha=a) if steer is not None else None
-                    spec = MethodSpec(cfg.method, steer=cfg.method) if iv is not None else MethodSpec("baseline")
-                    pm = PreparedMethod(spec, lm, iv)
-                    res = evaluate_prepared(pm, lm, test_items, ecfg, texts, lm_cache, judges, data_dir=cfg.data_dir)
-                    m = {k: v for k, v in res["metrics"].items()}
-                    with db:
-                        db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
-                                   (layer, a, f, json.dumps(m), time.time() - t0))
-                    both(f"{cfg.method} layer={layer if layer >= 0 else '-'} alpha={a:g} fold={f}: "
-                         + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float)))
-        rows = db.execute("SELECT layer, alpha, fold, metrics FROM results").fetchall()
+
+        def evaluate(lm, job) -> dict:
+            iv = dataclasses.replace(job.fit, alpha=job.cell["alpha"]) if job.fit is not None else None
+            spec = MethodSpec(cfg.method, steer=cfg.method) if iv is not None else MethodSpec("baseline")
+            res = evaluate_prepared(PreparedMethod(spec, lm, iv), lm, job.items, ecfg, texts, lm_cache, judges,
+                                    data_dir=cfg.data_dir)
+            return {"metrics": dict(res["metrics"])}
+
+        grid_spec.evaluate = evaluate
+        run_grid(grid_spec, store, lm, log=both)
+        grid = sorted(({**c, **aggregate_folds(ms)} for c in cells
+                       if (ms := store.fold_metrics(c, cfg.folds)) is not None),
+                      key=lambda r: (r["alpha"] != 0, r["layer"], r["alpha"]))
     finally:
-        db.close()
-    per: dict = {}
-    for layer, a, f, m in rows:
-        if (layer in layers and a in alphas) or (layer == -1 and a == 0):
-            per.setdefault((layer, a), {})[f] = json.loads(m)
-    grid = []
-    for (layer, a), fm in sorted(per.items(), key=lambda kv: (kv[0][1] != 0, kv[0][0], kv[0][1])):
-        if len(fm) == cfg.folds:
-            grid.append({"layer": layer, "alpha": a, **aggregate_folds([fm[f] for f in sorted(fm)])})
+        store.close()
     metric = cfg.metric  # never silently another: a metric the sweep did not measure picks no best
-    sign = better_sign(metric)
-    cands = [r for r in grid if r["alpha"] != 0 and r.get(metric) is not None and not math.isnan(r[metric])]
-    best = max(cands, key=lambda r: sign * r[metric]) if cands else None
-    for r in grid:
-        r["best"] = r is best
+    cands = [(i, r) for i, r in enumerate(grid) if r["alpha"] != 0]
+    at = pick_best(cands, metric)  # the registry's direction; ties: the first in grid order
+    for i, r in enumerate(grid):
+        r["best"] = i == at
+    best = grid[at] if at is not None else None
     base = next((r for r in grid if r["alpha"] == 0), {})
     result = SteerSweepRun(cfg.method, grid, dict(best) if best else None, metric,
                            {k: v for k, v in base.items() if k not in ("layer", "alpha", "best")},
-                           dataclasses.asdict(cfg) | {"layers": layers, "eval_revision": eval_revision},
+                           recorded | {"layers": layers, "eval_revision": eval_revision},
                            cross_revision=cross)
     result.write(run)
     return result

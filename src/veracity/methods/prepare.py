@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..constraints import Checked, Instance, Options
+from ..constraints import Checked, Instance
 from ..finetune.dpo import DPOConfig
 from ..finetune.train import TrainConfig
 from ..models.loader import LoadedModel
 from ..validation import BadInput
 from . import options as o
 from .prompts import PROMPTS, build_prompt
-from .steers import STEERS
+from .steers import STEERS, setting_params
 from .trainers import TRAINERS, train_for_fold
 
 DEFAULT_METHODS = ("baseline", "instruction", "few-shot", "system", "lora-sft", "dpo", "iti", "few-shot+iti", "dpo+iti")
@@ -66,16 +66,19 @@ def parse_method(name: str) -> MethodSpec:
                       steers[0] if steers else None)
 
 
+_STEER = setting_params()  # the registered steers' parameters, by the settings field that carries them
+
+
 @dataclass
 class MethodSettings(Checked):
-    """Hyper-parameters shared by every fold (small defaults sized for a CPU)."""
+    """Hyper-parameters shared by every fold (small defaults sized for a CPU). The steer fields carry the
+    registered steers' parameters (`methods.steers.SteerParam`: their defaults and constraints are declared
+    there, once; `SteerFamily.settings` sets them by parameter name); they stay fields here so that the
+    settings a comparison recorded read back, and resume, as they were."""
 
     _constraints = {"sft": [Instance(TrainConfig)], "dpo": [Instance(DPOConfig)], "pairs_per_question": o.COUNT,
-                    "iti_k": o.NUM_HEADS, "iti_alpha": o.ALPHA, "iti_direction": [Options(("com", "probe", "random",
-                                                                                         "ccs"))],
-                    "residual_layers": o.LAYERS, "residual_alpha": o.ALPHA,
-                    "residual_normalize": [Options(("raw", "sigma", "unit"))], "generate_positions": o.GEN_POSITIONS,
-                    "seed": o.SEED}
+                    "generate_positions": o.GEN_POSITIONS, "seed": o.SEED,
+                    **{name: list(p.constraints) for name, p in _STEER.items()}}
     _options = {"iti_k": "--num-heads", "iti_alpha": "--alpha", "iti_direction": "--direction",
                 "generate_positions": "--gen-positions"}
 
@@ -84,12 +87,12 @@ class MethodSettings(Checked):
     dpo: DPOConfig = field(default_factory=lambda: DPOConfig(beta=0.1, train=TrainConfig(
         lora=True, lr=2e-4, epochs=1, max_steps=30, batch_size=4, max_length=384)))
     pairs_per_question: int = 3  # DPO: (best, incorrect) pairs per training question (seeded choice)
-    iti_k: int = 48
-    iti_alpha: float = 15.0
-    iti_direction: str = "com"
-    residual_layers: tuple[int, ...] | None = None  # caa / lat: None = the middle decoder layer
-    residual_alpha: float = 1.0  # with "raw" scaling, 1 adds the full class-mean difference
-    residual_normalize: str = "raw"  # raw | sigma | unit (see veracity.steer.residual)
+    iti_k: int = _STEER["iti_k"].default
+    iti_alpha: float = _STEER["iti_alpha"].default
+    iti_direction: str = _STEER["iti_direction"].default
+    residual_layers: tuple[int, ...] | None = _STEER["residual_layers"].default  # None = the middle decoder layer
+    residual_alpha: float = _STEER["residual_alpha"].default  # "raw" scaling: 1 adds the class-mean difference
+    residual_normalize: str = _STEER["residual_normalize"].default  # raw | sigma | unit (veracity.steer.residual)
     generate_positions: str = "last"
     seed: int = 0
 

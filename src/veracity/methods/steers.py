@@ -4,9 +4,50 @@ fold's training questions of the model it steers; preparing, evaluating, baking 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
+
+from ..constraints import Count, Interval, ListOf, Options, Registered
+
+# the steer parameters' constraints (methods.options reads this registry, so it is not imported here)
+_COUNT = (Count(),)
+_FINITE = (Interval(float, None, None, msg="be a finite number"),)
+_LAYERS = (None, ListOf([Interval(int, None, None)]))  # indices checked against the model once it is loaded
+
+
+def _iti_choices(name: str) -> Registered:
+    def names():
+        from ..steer import iti
+
+        return getattr(iti, name)
+    return Registered(names, name.lower().replace("_", "-") + " choice")
+
+
+@dataclass(frozen=True)
+class SteerParam:
+    """One parameter of a steering family. name: what a sweep's axis and `SteerFamily.settings` call it ("k");
+    default and constraints: its value when not given and what it accepts (`veracity.constraints`);
+    setting: the `MethodSettings` field that carries it to the family's `fit` (None: an option of the family's
+    sweep only, such as ITI's --sigma-from); example: a non-default value, for the contract tests."""
+
+    name: str
+    default: object
+    constraints: tuple
+    setting: str | None
+    example: object
+
+
+#: ITI's parameters (`veracity.steer.iti`)
+ITI_PARAMS = (SteerParam("k", 48, _COUNT, "iti_k", 8),
+              SteerParam("alpha", 15.0, _FINITE, "iti_alpha", 5.0),
+              SteerParam("direction", "com", (_iti_choices("DIRECTIONS"),), "iti_direction", "probe"),
+              SteerParam("sigma_from", None, (None, _iti_choices("SIGMA_FROM")), None, "all"))
+#: a residual-stream steer's parameters (caa, lat; `veracity.steer.residual`): layers None = the middle layer
+RESIDUAL_PARAMS = (SteerParam("layers", None, _LAYERS, "residual_layers", (1,)),
+                   SteerParam("alpha", 1.0, _FINITE, "residual_alpha", 2.0),
+                   SteerParam("normalize", "raw", (Options(("raw", "sigma", "unit")),), "residual_normalize", "unit"))
 
 
 @dataclass(frozen=True)
@@ -14,17 +55,37 @@ class SteerFamily:
     """name: the method component ("iti"). fit(lm, train_questions, test_questions, settings, *, data_dir, limit,
     acts, fold, revision) -> a `Steer` fitted on `train_questions` only (`settings`: the run's `MethodSettings`).
     store: the name of its activation store; shares_acts: it reads the `acts` store given for the original model
-    as is (else `<acts>-<store>`, never another family's store). params: the parameters a sweep varies; sweep:
-    the sweep engine that varies them ("heads": `veracity iti sweep`, "layers": `veracity steer sweep`).
+    as is (else `<acts>-<store>`, never another family's store). params: its parameters (`SteerParam`: names,
+    defaults, constraints), what a sweep ranges over and the only steer options a run of it accepts; sweep: the
+    study that varies them ("heads": `veracity iti sweep`, "layers": `veracity steer sweep`).
     check(lm, settings): refuse settings this model cannot take, before any work (None: nothing to check)."""
 
     name: str
     fit: Callable[..., object]
     store: str
-    params: tuple[str, ...]
+    params: tuple[SteerParam, ...]
     sweep: str
     shares_acts: bool = False
     check: Callable[[object, object], None] | None = None
+
+    def param(self, name: str) -> SteerParam:
+        """The parameter called `name`; a ValueError naming the family's parameters when it has none."""
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise ValueError(f"steer {self.name!r} has no parameter {name!r}; its parameters: "
+                         f"{', '.join(p.name for p in self.params)}")
+
+    def settings(self, base, **values):
+        """`base` (a `MethodSettings`) with these of the family's parameters set: how a sweep fits one cell
+        without knowing which settings field carries which parameter."""
+        fields = {}
+        for name, v in values.items():
+            p = self.param(name)
+            if p.setting is None:
+                raise ValueError(f"steer {self.name!r}: {name!r} is an option of its sweep, not of its fit")
+            fields[p.setting] = v
+        return dataclasses.replace(base, **fields)
 
     def store_path(self, acts, workdir, trainer: str | None, prompt: str, fold: int):
         """Where this family's activations of the model it steers live: a trained copy's under the run folder,
@@ -34,6 +95,16 @@ class SteerFamily:
         if acts is None or self.shares_acts:
             return acts
         return Path(f"{acts}-{self.store}")
+
+
+def steers_with(param: str) -> tuple[str, ...]:
+    """The registered families that have a parameter called `param` (read when asked: later registrations count)."""
+    return tuple(n for n, f in STEERS.items() if any(p.name == param for p in f.params))
+
+
+def setting_params() -> dict[str, SteerParam]:
+    """Every registered family's parameters by the `MethodSettings` field that carries them."""
+    return {p.setting: p for f in STEERS.values() for p in f.params if p.setting is not None}
 
 
 STEERS: dict[str, SteerFamily] = {}
@@ -79,6 +150,6 @@ def _residual(method: str) -> Callable[..., object]:
 register_steer(SteerFamily(
     "iti", lambda lm, train_q, test_q, settings, *, data_dir=None, limit=None, acts=None, fold=0, revision="2021":
     fit_iti_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold, revision),
-    store="acts", params=("k", "alpha"), sweep="heads", shares_acts=True, check=_check_iti))
-register_steer(SteerFamily("caa", _residual("caa"), store="resid", params=("layer", "alpha"), sweep="layers"))
-register_steer(SteerFamily("lat", _residual("lat"), store="resid", params=("layer", "alpha"), sweep="layers"))
+    store="acts", params=ITI_PARAMS, sweep="heads", shares_acts=True, check=_check_iti))
+register_steer(SteerFamily("caa", _residual("caa"), store="resid", params=RESIDUAL_PARAMS, sweep="layers"))
+register_steer(SteerFamily("lat", _residual("lat"), store="resid", params=RESIDUAL_PARAMS, sweep="layers"))
