@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import shutil
-import sqlite3
 import sys
 import time
 from dataclasses import asdict, is_dataclass
@@ -346,42 +345,3 @@ def list_runs(root: str | Path) -> list[dict]:
                 row["status"] = f"damaged: {short(e, d)}"
         rows.append(row)
     return rows
-
-
-def _table_columns(create_sql: str) -> tuple[str, tuple[str, ...]]:
-    """(table, column names) of a `CREATE TABLE [IF NOT EXISTS] name (col TYPE, ..., PRIMARY KEY (...))`."""
-    import re
-
-    m = re.match(r"\s*CREATE TABLE (?:IF NOT EXISTS )?(\w+)\s*\((.*)\)\s*$", create_sql, re.S | re.I)
-    if not m:
-        raise ValueError(f"not a CREATE TABLE statement: {create_sql[:60]!r}")
-    cols = tuple(c.split()[0] for c in re.split(r",(?![^(]*\))", m.group(2))
-                 if c.split() and c.split()[0].upper() not in ("PRIMARY", "UNIQUE", "CHECK", "FOREIGN"))
-    return m.group(1), cols
-
-
-def open_results_db(path: str | Path, results_table_sql: str, config: dict | None, what: str) -> sqlite3.Connection:
-    """A run's resumable SQLite results store. Rows are reused only by a run with the same fixed settings:
-    `config` is recorded on first open and a different one is refused (naming the keys that differ)."""
-    from .artifacts import open_sqlite
-
-    table, cols = _table_columns(results_table_sql)
-    # damaged (truncated, garbage, a table missing): one line naming it
-    db = open_sqlite(path, {table: cols, "meta": ("key", "value")}, what)
-    db.execute(results_table_sql)
-    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-    db.commit()
-    if config is None:
-        return db
-    want = json.dumps(config, sort_keys=True, default=str)
-    row = db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
-    if row is None:
-        with db:
-            db.execute("INSERT INTO meta VALUES ('config', ?)", (want,))
-    elif row[0] != want:
-        old, new = json.loads(row[0]), json.loads(want)
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        db.close()
-        raise ValueError(f"{path} holds a {what} with other settings (differs in: {', '.join(diff)}); "
-                         "use a new --out folder")
-    return db
