@@ -100,9 +100,12 @@ def test_a_registered_metric_shows_in_the_report(extra_metrics):
 
 
 def test_metric_help_lists_the_rankable_metrics(cli):
-    """`--metric` of both sweeps names every rankable metric, from the registry (built at import)."""
-    assert MetricHelp == M.metric_help() and all(n in MetricHelp for n in M.rankable_metrics())
+    """`--metric` of both sweeps names every metric a sweep cell measures and has a direction for, from the registry
+    (built at import); a detector's figures (another study's) are not offered."""
+    assert MetricHelp == M.metric_help() and all(n in MetricHelp for n in M.rankable_metrics(M.FOLD_GROUPS))
     assert "mean_words" not in MetricHelp.split(":", 1)[1]  # no direction: cannot rank
+    detect = [n for n, m in M.METRICS.items() if m.group in ("detect", "selective")]
+    assert detect and not any(re.search(rf"\b{n}\b", MetricHelp) for n in detect)
     for cmd in (["iti", "sweep"], ["steer", "sweep"]):
         out = re.sub(r"[\s│]+", "", cli([*cmd, "--help"]))
         assert "true_info_per_answer" in out and "sycophancy_to_opinion" in out and "honest_male" in out, cmd

@@ -15,6 +15,9 @@ from typing import Iterable, Mapping
 #: TruthfulQA's binary task, the generated answers' health, the side effects (experiments.side_effects), a detector
 #: of wrong answers judged as one (evaluate.detection) and used to abstain or to pick among N samples
 GROUPS = ("target", "lm", "binary", "health", "side_effect", "detect", "selective", "other")
+#: the groups a fold evaluation (`methods.fold`) measures for every sweep cell and comparison row: what a sweep
+#: can rank by (a detector's AUROC is a detect study's figure, not a sweep cell's)
+FOLD_GROUPS = ("target", "lm", "binary", "health", "side_effect", "other")
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,7 @@ def fmt(name: str | None, value, percent: bool = False) -> str:
 
 def metric_help(what: str = "Pick the best by") -> str:
     """A `--metric` help text naming the rankable metrics (built once at import by the CLI modules)."""
-    return f"{what}: {', '.join(rankable_metrics())} (veracity.metrics; higher or lower by its direction)."
+    return f"{what}: {', '.join(rankable_metrics(FOLD_GROUPS))} (veracity.metrics; higher or lower by its direction)."
 
 
 def label(name: str) -> str:
@@ -236,9 +239,10 @@ def better_sign(name: str, option: str = "--metric") -> int:
     return 1 if m.higher_is_better else -1
 
 
-def rankable_metrics() -> list[str]:
-    """The registered metrics with a direction, in registration order."""
-    return [n for n, m in METRICS.items() if m.higher_is_better is not None]
+def rankable_metrics(groups: Iterable[str] | None = None) -> list[str]:
+    """The registered metrics with a direction, in registration order (only those of `groups` when given)."""
+    keep = None if groups is None else set(groups)
+    return [n for n, m in METRICS.items() if m.higher_is_better is not None and (keep is None or m.group in keep)]
 
 
 def true_info(true: float | None, info: float | None) -> float | None:

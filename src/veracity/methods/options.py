@@ -9,10 +9,11 @@ from ..constraints import (AnyOf, Boolean, Constraint, Count, Device, Interval, 
 
 
 def _metric_names():
-    """What a sweep can rank by: the registered metrics with a direction (`metrics.rankable_metrics`)."""
-    from ..metrics import rankable_metrics
+    """What a sweep can rank by: the registered metrics with a direction that a fold evaluation measures
+    (`metrics.rankable_metrics`, `metrics.FOLD_GROUPS`)."""
+    from ..metrics import FOLD_GROUPS, rankable_metrics
 
-    return rankable_metrics()
+    return rankable_metrics(FOLD_GROUPS)
 
 
 def _side_effect_names():
