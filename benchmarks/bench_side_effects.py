@@ -1,11 +1,17 @@
 """What the side effects cost: the same `veracity steer sweep` (caa, layer x alpha, two folds) with and
 without `--side-effects all`, in one process, after a warm-up that fills the activation cache. Prints JSON
-with both wall times and their ratio (target: at most 1.5x) and the side-effect sample sizes.
+with, per TruthfulQA size, both wall times and their ratio (target: at most 1.5x) and the side-effect
+sample sizes each row used.
 
-The side effects cost a fixed amount per row (their samples do not grow with the sweep), so the ratio
-depends on how many TruthfulQA questions each row scores: the default is a sweep's default, all of them.
+The default samples scale with a row's held-out questions (`veracity.methods.side_effects.default_sizes`:
+full from 250 per fold, proportional below, at least 20), so the ratio should hold at every size; measure
+the sizes directly (several in one run: `--limit 200,817`), not by extrapolation.
 
-    python benchmarks/bench_side_effects.py --model smollm2 --layers 15 --alphas 2
+    python benchmarks/bench_side_effects.py --model smollm2 --limit 200,817 --layers 15 --alphas 2
+
+At 817 questions each row scores 409 held-out questions; `--alphas 0` keeps only the plain-model row of
+each fold (the same side-effect work against the same scoring, without fitting a steer): half the rows,
+about half an hour per size on an idle CPU instead of over an hour.
 """
 
 from __future__ import annotations
@@ -17,34 +23,27 @@ import tempfile
 import time
 from pathlib import Path
 
+ALL = ("sycophancy", "boolq", "honest", "health")
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--limit", type=int, default=None, help="TruthfulQA questions (both folds together; default all)")
-    ap.add_argument("--layers", default="15")
-    ap.add_argument("--alphas", default="2")
-    ap.add_argument("--ce-texts", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--data-dir", default=None)
-    a = ap.parse_args()
-    if a.threads:
-        import torch
 
-        torch.set_num_threads(a.threads)
-    from veracity.experiments.side_effects import DEFAULT_N
+def measure(a, limit: int | None) -> dict:
+    """Both sweeps at one TruthfulQA size (`limit` questions, None: all 817)."""
+    from veracity.data.truthfulqa import load_truthfulqa
     from veracity.experiments.steer_sweep import SteerSweepConfig, run_steer_sweep
+    from veracity.methods.side_effects import default_sizes
     from veracity.models import load
     from veracity.steer.residual_tqa import load_residual_data
 
-    load_residual_data(load(a.model), data_dir=a.data_dir, limit=a.limit)  # warm-up: the capture is cached
+    load_residual_data(load(a.model), data_dir=a.data_dir, limit=limit)  # warm-up: the capture is cached
+    n_q = min(limit or 10 ** 9, len(load_truthfulqa(a.data_dir)))
     base = dict(model=a.model, method="caa", layers=tuple(int(x) for x in a.layers.split(",")),
-                alphas=tuple(float(x) for x in a.alphas.split(",")), folds=2, ce_texts=a.ce_texts, limit=a.limit,
-                data_dir=a.data_dir)
-    out: dict = {"model": a.model, "limit": a.limit, "layers": base["layers"], "alphas": base["alphas"],
-                 "side_effect_n": DEFAULT_N}
+                alphas=tuple(float(x) for x in a.alphas.split(",")), folds=a.folds, ce_texts=a.ce_texts,
+                limit=limit, data_dir=a.data_dir)
+    out: dict = {"questions": n_q, "folds": a.folds,
+                 "side_effect_n_per_fold_size": {k: default_sizes(k) for k in sorted({n_q // a.folds,
+                                                                                      -(-n_q // a.folds)})}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, se in (("without", ()), ("with", ("sycophancy", "boolq", "honest", "health"))):
+        for name, se in (("without", ()), ("with", ALL)):
             t0 = time.perf_counter()
             res = run_steer_sweep(SteerSweepConfig(**base, side_effects=se), Path(tmp) / name, log=lambda m: None)
             out[f"seconds_{name}"] = time.perf_counter() - t0
@@ -53,16 +52,33 @@ def main() -> None:
                 out[f"row_seconds_{name}"] = {f"layer={l} alpha={al:g} fold={f}": round(s, 1) for l, al, f, s in
                                               db.execute("SELECT layer, alpha, fold, seconds FROM results ORDER BY fold, layer")}
     out["ratio"] = out["seconds_with"] / out["seconds_without"]
-    out["target_ratio"] = 1.5
-    # per row: what the side effects add (with - without, same row) against the row's own scoring time; the
-    # scoring grows with the questions per fold, the side effects do not, so the ratio at another size is
-    # 1 + added / (scoring x that size / this size)
     wo, wi = out["row_seconds_without"], out["row_seconds_with"]
-    added = sum(wi[k] - wo[k] for k in wo) / len(wo)
-    scoring = sum(wo.values()) / len(wo)
-    n = a.limit or 817
-    out["side_effects_s_per_row"], out["scoring_s_per_row"] = round(added, 1), round(scoring, 1)
-    out["ratio_extrapolated_to_817_questions"] = round(1 + added / (scoring * 817 / n), 3)
+    out["side_effects_s_per_row"] = round(sum(wi[k] - wo[k] for k in wo) / len(wo), 1)
+    out["scoring_s_per_row"] = round(sum(wo.values()) / len(wo), 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--limit", default="all",
+                    help="TruthfulQA questions (both folds together): a number, 'all', or several, e.g. 200,817")
+    ap.add_argument("--layers", default="15")
+    ap.add_argument("--alphas", default="2", help="'0': only the plain-model row of each fold (half the rows)")
+    ap.add_argument("--folds", type=int, default=2)
+    ap.add_argument("--ce-texts", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--data-dir", default=None)
+    a = ap.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    limits = [None if x.strip() in ("all", "817") else int(x) for x in a.limit.split(",") if x.strip()]
+    out: dict = {"model": a.model, "layers": a.layers, "alphas": a.alphas, "target_ratio": 1.5, "sizes": []}
+    for limit in limits:
+        out["sizes"].append(measure(a, limit))
+    out["ratios"] = {str(s["questions"]): round(s["ratio"], 3) for s in out["sizes"]}
     print(json.dumps(out, indent=1, default=str))
 
 

@@ -83,6 +83,32 @@ def test_binary_scores_equal_hand_computation(tiny_llama):
     assert v["loglik-lm-eval"]["pair"] == bn.PAIR_2025
 
 
+def test_ab_letters_one_token_read_equals_hand_computation(smollm2):
+    """smollm2's " A" / " B" are one token each, so the A/B variants take `score_requests`' batched last-position
+    read: each score equals one plain forward of the whole prompt, with and without a steer on the prompt."""
+    import contextlib
+
+    from veracity.steer.residual import ResidualSteer
+
+    tok = smollm2.tokenizer
+    assert all(len(tok(x, add_special_tokens=False)["input_ids"]) == 1 for x in bn.AB_LETTERS)
+    items = [item(0), item(1, q="Can pigs fly?", best="No, pigs cannot fly", bad="Yes"),
+             item(2, q="Is water wet?", best="Yes", bad="No, water is dry")]
+    v = torch.randn(1, smollm2.arch.hidden_size, generator=torch.Generator().manual_seed(0)) * 4.0
+    steer = ResidualSteer([10], v, alpha=1.0).factory(smollm2)
+    seen = []
+    for iv in (None, steer):
+        res = bn.score_binary(smollm2, items, variants=list(bn.AB_VARIANTS), batch_size=2, intervention=iv)
+        seen.append([r.score_right for r in res.results])
+        for r in res.results:
+            ctx, conts, right, proto = bn.variant_context(items[r.index], r.variant)
+            with iv("mc") if iv else contextlib.nullcontext():
+                want = [_by_hand(smollm2, ctx, c, proto) for c in (conts[right], conts[1 - right])]
+            assert (r.score_right, r.score_wrong) == pytest.approx(want, abs=1e-4)
+            assert r.correct == (1.0 if want[0] > want[1] else 0.0)
+    assert len(seen[0]) == 2 * len(items) and seen[0] != pytest.approx(seen[1], abs=1e-3)  # the steer reached the prompt
+
+
 def test_summarize_binary_by_hand():
     R = bn.BinaryResult
     rs = [R(0, "x", "ab-best-first", 1.0, 0, 0), R(1, "y", "ab-best-first", 1.0, 0, 0),

@@ -202,3 +202,41 @@ def test_boolq_batched_read_equals_one_prompt_at_a_time(smollm2, data_dir):
                 lp = torch.log_softmax(smollm2.model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
             right.append(bool(lp[yes_id[0]] > lp[no_id[0]]) == bool(it.answer))
         assert boolq(pm, [], cfg, data_dir=data_dir)["boolq_accuracy"] == pytest.approx(np.mean(right))
+
+
+def test_default_sizes_scale_with_the_fold():
+    """Full samples from FULL_AT held-out questions on, proportional below, never under MIN_N (or the full size)."""
+    import math
+
+    from veracity.methods import side_effects as se
+
+    assert se.default_sizes() == se.DEFAULT_N == se.default_sizes(se.FULL_AT) == se.default_sizes(10 * se.FULL_AT)
+    prev = None
+    for f in range(1, se.FULL_AT + 1):
+        got = se.default_sizes(f)
+        for name, full in se.DEFAULT_N.items():
+            assert min(se.MIN_N, full) <= got[name] <= full
+            share = full * f / se.FULL_AT
+            if se.MIN_N <= share <= full:  # the proportional range
+                assert got[name] == math.ceil(share)
+            if prev is not None:
+                assert got[name] >= prev[name]
+        prev = got
+    assert se.default_sizes(se.FULL_AT // 2)["boolq"] == math.ceil(se.DEFAULT_N["boolq"] / 2)
+
+
+def test_row_sizes_follow_the_fold_and_an_explicit_size_wins(tiny_llama, data_dir, monkeypatch):
+    from veracity.data.truthfulqa import load_truthfulqa
+    from veracity.methods import side_effects as se
+
+    monkeypatch.setitem(se.DEFAULT_N, "boolq", 8)
+    monkeypatch.setattr(se, "FULL_AT", 10)
+    monkeypatch.setattr(se, "MIN_N", 2)
+    pm = PreparedMethod(parse_method("baseline"), tiny_llama)
+    items = load_truthfulqa(data_dir)[:5]  # half of FULL_AT: half the full sample
+    _, costs = se.side_effect_metrics(pm, items, ["boolq"], data_dir=data_dir)
+    assert costs["boolq_n"] == 4
+    got, costs = se.side_effect_metrics(pm, items, ["boolq"], sizes={"boolq": 3}, data_dir=data_dir)
+    assert costs["boolq_n"] == 3
+    direct = measure_side_effects(pm, [], SideEffectConfig(names=("boolq",), n={"boolq": 3}), data_dir=data_dir)
+    assert got["boolq_accuracy"] == direct["boolq_accuracy"]

@@ -188,12 +188,32 @@ def score_batched(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     return out
 
 
+def _ab_scores(model, tok, items, variant: str, instruction: str, batch_size, intervention, pad: int) -> list:
+    """[(score of continuation 0, of continuation 1)] per item for an A/B variant: every question's two letters
+    through one `score_requests` call, so one-token letters are read at the prompts' last positions, many
+    prompts per forward (its one-token path), the intervention on the whole prompt."""
+    reqs = []
+    for it in items:
+        ctx, conts, _, proto = variant_context(it, variant, instruction)
+        reqs += make_requests(tok, ctx, conts, proto)
+    s = score_requests(model, reqs, batch_size=batch_size, intervention=intervention, pad_id=pad,
+                       intervene_prompt=True)
+    return list(zip(s[0::2], s[1::2]))
+
+
+def _result(item, variant: str, right: int, s) -> BinaryResult:
+    return BinaryResult(item.index, item.category, variant, 1.0 if s[right] > s[1 - right] else 0.0,
+                        float(s[right]), float(s[1 - right]))
+
+
 def score_binary(lm, items, *, variants: Sequence[str] = BINARY_VARIANTS, instruction: str = "default",
                  batch_size=32, intervention: InterventionFactory | None = None,
                  progress: Callable[[int, int], None] | None = None) -> BinarySummary:
-    """Every binary variant of `lm` (a LoadedModel) on TruthfulQA items (module doc). Without an
-    intervention, many questions share each forward (`score_batched`); with one, question by question
-    through `score_requests`, so the intervention acts where the module doc says."""
+    """Every binary variant of `lm` (a LoadedModel) on TruthfulQA items (module doc). The A/B variants go
+    through `score_requests` for all questions at once (its batched one-token read; `_ab_scores`). The
+    log-likelihood variants: without an intervention, many questions share each forward (`score_batched`);
+    with one, question by question through `score_requests`, so the intervention acts where the module doc
+    says."""
     bad = [v for v in variants if v not in BINARY_VARIANTS]
     if bad:
         raise ValueError(f"unknown binary variant(s) {bad}; use {', '.join(BINARY_VARIANTS)}")
@@ -202,16 +222,21 @@ def score_binary(lm, items, *, variants: Sequence[str] = BINARY_VARIANTS, instru
     shared = {"lm-eval": shared_prefix_for(tok, "lm-eval"),
               "truthfulqa": shared_prefix_for(tok, "truthfulqa", instruction)}
     items = list(items)
+    ab = {v: _ab_scores(model, tok, items, v, instruction, batch_size, intervention, pad)
+          for v in variants if v in AB_VARIANTS}
     if intervention is None:
         bs = batch_size if isinstance(batch_size, int) else 32
         results = []
         for v in variants:
+            if v in AB_VARIANTS:
+                results += [_result(it, v, variant_context(it, v, instruction)[2], s) for it, s in zip(items, ab[v])]
+                continue
             reqs, meta = [], []
             for it in items:
                 ctx, conts, right, proto = variant_context(it, v, instruction)
                 r2 = make_requests(tok, ctx, conts, proto)
-                sh = None if v in AB_VARIANTS else shared[proto]
-                if sh is not None and any(tuple(p[:len(sh.ids)]) != sh.ids for p, _ in r2):
+                sh = shared[proto]
+                if any(tuple(p[:len(sh.ids)]) != sh.ids for p, _ in r2):
                     sh = None
                 meta.append((it, right, len(reqs), sh))
                 reqs += r2
@@ -220,10 +245,7 @@ def score_binary(lm, items, *, variants: Sequence[str] = BINARY_VARIANTS, instru
                 flat = [m[2] + j for m in meta if m[3] is sh for j in (0, 1)]
                 scores.update(zip(flat, score_batched(model, [reqs[f] for f in flat], sh, batch_size=bs,
                                                       pad_id=pad)))
-            for it, right, off, _ in meta:
-                s = [scores[off], scores[off + 1]]
-                results.append(BinaryResult(it.index, it.category, v, 1.0 if s[right] > s[1 - right] else 0.0,
-                                            float(s[right]), float(s[1 - right])))
+            results += [_result(it, v, right, (scores[off], scores[off + 1])) for it, right, off, _ in meta]
         if progress:
             progress(len(items), len(items))
         pair = pair_description(items)
@@ -232,12 +254,12 @@ def score_binary(lm, items, *, variants: Sequence[str] = BINARY_VARIANTS, instru
     for k, item in enumerate(items):
         for v in variants:
             ctx, conts, right, proto = variant_context(item, v, instruction)
-            reqs = make_requests(tok, ctx, conts, proto)
-            ab = v in AB_VARIANTS
-            s = score_requests(model, reqs, batch_size=batch_size, intervention=intervention, pad_id=pad,
-                               intervene_prompt=ab, shared=None if ab else shared[proto])
-            results.append(BinaryResult(item.index, item.category, v, 1.0 if s[right] > s[1 - right] else 0.0,
-                                        float(s[right]), float(s[1 - right])))
+            if v in AB_VARIANTS:
+                s = ab[v][k]
+            else:
+                s = score_requests(model, make_requests(tok, ctx, conts, proto), batch_size=batch_size,
+                                   intervention=intervention, pad_id=pad, shared=shared[proto])
+            results.append(_result(item, v, right, s))
         if progress:
             progress(k + 1, len(items))
     pair = pair_description(list(items))

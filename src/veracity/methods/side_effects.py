@@ -16,6 +16,16 @@ hooks) as the target metrics, on small fixed samples, so every comparison and sw
 `SIDE_EFFECTS` is the registry (name -> `SideEffect`); `register_side_effect(fn, metrics=[...])` is the one
 call that adds one. `--side-effects all|none|a,b` selects, `n` sets the sample sizes. Every draw takes the
 seed, so every method and fold sees the same items.
+
+Sample sizes: `DEFAULT_N` holds each side effect's full sample (sycophancy 50, boolq 100, honest 40,
+health 50). A study row's default (`default_sizes`, used by `side_effect_metrics`) scales it with the row's
+held-out questions F: n = min(full, max(MIN_N, ceil(full x F / FULL_AT))), so the side effects cost about
+the same share of a row whatever the fold size (the row's own scoring grows with F; fixed samples made a
+200-question sweep cost 2.08x, against 1.27x at 817). From FULL_AT = 250 questions per fold (a sweep
+over 500 or more questions, all 817 by default) every sample is full; at 100 per fold (200 questions)
+they are 20 / 40 / 20 / 20. The floor keeps the rates readable: a rate's 95% interval on n items is at
+most +-0.98 / sqrt(n) wide, +-0.22 at MIN_N = 20, +-0.155 at 40, +-0.14 at 50, +-0.10 at 100. An
+explicit size (`--side-effect-n`) always wins.
 """
 
 from __future__ import annotations
@@ -45,7 +55,9 @@ class SideEffect:
 
 
 SIDE_EFFECTS: dict[str, SideEffect] = {}
-DEFAULT_N: dict[str, int] = {}  # name -> default sample size, kept by register_side_effect
+DEFAULT_N: dict[str, int] = {}  # name -> full sample size, kept by register_side_effect
+FULL_AT = 250  # held-out questions per fold from which every side effect gets its full sample (module doc)
+MIN_N = 20  # the smallest default sample: a rate's 95% interval is then at most +-0.22 wide
 
 
 def register_side_effect(fn: Callable[..., dict], metrics: Sequence, name: str | None = None,
@@ -98,6 +110,17 @@ class SideEffectConfig(Checked):
     honest_tokens: int = 12  # honest: completion length
     batch_size: int = 16
     gen_batch_size: int = 64  # honest, health: short greedy continuations, so wide batches (halved on OOM)
+
+
+def default_sizes(fold_questions: int | None = None) -> dict:
+    """Each side effect's default sample size for a row that holds out `fold_questions` TruthfulQA questions:
+    its full `DEFAULT_N` scaled by fold_questions / FULL_AT, between MIN_N (or the full size, if smaller) and
+    the full size (module doc); None: the full sizes."""
+    import math
+
+    if fold_questions is None:
+        return dict(DEFAULT_N)
+    return {name: min(full, max(MIN_N, math.ceil(full * fold_questions / FULL_AT))) for name, full in DEFAULT_N.items()}
 
 
 def parse_side_effects(text: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -178,8 +201,6 @@ def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -
     """Zero-shot BoolQ accuracy (" Yes" against " No") on a seeded sample, beside the majority-class rate: does the
     method cost reading comprehension?"""
     from ..data.boolq import load_boolq
-    import torch
-
     from ..evaluate.truthfulqa import make_requests
     from .prompts import uses_chat_template
 
@@ -190,19 +211,11 @@ def boolq(pm, test_items: Sequence, cfg: SideEffectConfig, data_dir=None, **_) -
     for it in items:  # the MC scorer's rule: enc(context + answer), the tokens after enc(context) scored
         ctx, sep = pm.prompt(f"{it.passage}\n\nQuestion: {it.question}?")
         reqs += make_requests(tok, ctx, [sep + "Yes", sep + "No"], "truthfulqa", add_special_tokens=special)
-    # intervene_prompt: the answer is one token, read at the prompt's last position, so hooks that only
+    # intervene_prompt: the answer is usually one token, read at the prompt's last position, so hooks that only
     # entered the answer tokens' forwards (the MC convention) would never act; here the model under the
-    # intervention reads the whole prompt
-    if all(len(a[1]) == 1 and len(b[1]) == 1 and a[0] == b[0] for a, b in zip(reqs[0::2], reqs[1::2])):
-        # one-token answers after the same prompt: one batched forward per prompt, both read at its last slot
-        lp = pm.lm.adapter.next_token_logprobs([a[0] for a in reqs[0::2]], batch_size=cfg.batch_size,
-                                               intervention=pm.factory())
-        rows = torch.arange(len(items))
-        yes = (lp[rows, [a[1][0] for a in reqs[0::2]]] > lp[rows, [b[1][0] for b in reqs[1::2]]]).numpy()
-    else:  # a tokenizer that merges the answer into the prompt: score each (prompt, answer) pair
-        scores = pm.lm.adapter.loglik(reqs, batch_size=cfg.batch_size, intervention=pm.factory(),
-                                      intervene_prompt=True)
-        yes = np.asarray(scores[0::2]) > np.asarray(scores[1::2])
+    # intervention reads the whole prompt. One-token answers take `score_requests`' batched last-position read.
+    scores = pm.lm.adapter.loglik(reqs, batch_size=cfg.batch_size, intervention=pm.factory(), intervene_prompt=True)
+    yes = np.asarray(scores[0::2]) > np.asarray(scores[1::2])
     truth = np.asarray([it.answer for it in items])
     return {"boolq_accuracy": float((yes == truth).mean()), "boolq_majority": float(max(truth.mean(), 1 - truth.mean())),
             "boolq_n": len(items)}
@@ -266,9 +279,10 @@ def side_effect_metrics(pm, test_items: Sequence, names: Sequence[str], sizes: d
                         batch_size: int = 16, max_new_tokens: int = 50, data_dir=None,
                         answers: Sequence[str] | None = None, mc: Sequence | None = None) -> tuple[dict, dict]:
     """(metrics, costs) of the named side effects, as a study row stores them: the measurements, and the
-    sample sizes (`<name>_n`) and seconds (`<name>_s`) beside the row's other costs. `sizes` override
-    `DEFAULT_N`."""
-    cfg = SideEffectConfig(names=tuple(names), n={**DEFAULT_N, **(sizes or {})}, seed=seed,
+    sample sizes (`<name>_n`) and seconds (`<name>_s`) beside the row's other costs. `test_items` are the
+    row's held-out questions: the default sizes scale with their number (`default_sizes`); `sizes` override
+    them."""
+    cfg = SideEffectConfig(names=tuple(names), n={**default_sizes(len(test_items)), **(sizes or {})}, seed=seed,
                            max_new_tokens=max_new_tokens, batch_size=batch_size)
     got = measure_side_effects(pm, test_items, cfg, data_dir=data_dir, answers=answers, mc=mc)
     costs = {k: v for k, v in got.items() if k.endswith(("_n", "_s"))}

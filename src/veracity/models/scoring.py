@@ -71,6 +71,45 @@ def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervent
                     **cache_kwargs(model, DynamicCache(config=model.config)))
     return returned_cache(out), out.logits[0, -1]  # logits_to_keep=1: only the last position is read
 
+def _one_token_prefixes(model, prefixes: list, emit: Callable, batcher: AutoBatch, pad_id: int,
+                         shared: SharedPrefix | None, intervention) -> None:
+    """`emit(prefix, fp32 log-softmax of its last position)` for every prefix, many prefixes per forward and
+    only the last real position's logits computed: the prefixes that start with the `shared` head
+    right-padded after its cache, the others left-padded whole (both keep every real token's position
+    and distance, so the numbers are a plain forward's up to float rounding)."""
+    dev = _model_device(model)
+    S = len(shared.ids) if shared is not None else 0
+    on_head = [p for p in prefixes if shared is not None and S <= len(p) and p[:S] == shared.ids]
+    whole = [p for p in prefixes if not (shared is not None and S <= len(p) and p[:S] == shared.ids)]
+
+    def run_whole(chunk: list) -> None:
+        ids, mask, pos = pad_batch(chunk, pad_id, "left", dev)
+        with _ctx(intervention, "mc"):
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                           logits_to_keep=1).logits[:, -1]
+        for p, lp in zip(chunk, torch.log_softmax(logits.float(), -1)):
+            emit(p, lp)
+
+    def run_on_head(chunk: list) -> None:
+        cache, last = shared.get(model, intervention)
+        tails = [p[S:] for p in chunk]
+        logits = None
+        if any(tails):
+            ids, mask, pos = pad_after_prefix(tails, S, pad_id, dev)
+            keep = sorted({len(t) - 1 for t in tails if t})  # few distinct ends: the chunk is sorted by length
+            with _ctx(intervention, "mc"):
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                               **cache_kwargs(model, expand_cache(cache, len(chunk))),
+                               logits_to_keep=torch.tensor(keep)).logits
+        for p, t, r in zip(chunk, tails, range(len(chunk))):
+            row = last if not t else logits[r, keep.index(len(t) - 1)]
+            emit(p, torch.log_softmax(row.float(), -1))
+
+    # similar lengths share a forward: little padding, and (on the head) few distinct last positions
+    batcher.map(sorted(whole, key=len), run_whole)
+    batcher.map(sorted(on_head, key=len), run_on_head)
+
+
 @torch.no_grad()
 def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,
                    batch_size: "int | str | AutoBatch" = 32,
@@ -84,9 +123,13 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
     the first answer token is scored unshifted (read at the prompt's last position), the original ITI legacy
     MC code leaves two (its shift starts at len(enc(prompt)) + 4; see `veracity.steer.apply`).
     `intervene_prompt=True` enters it around the prefix forward too.
+    Prefixes whose continuations are all one token (BoolQ's " Yes" / " No", the binary task's " A" / " B")
+    need no continuation forward: they are read at the prefix's last position, `batch_size` prefixes per
+    padded forward with only that position's logits computed (`_one_token_prefixes`).
     `per_token=True` returns each continuation's per-token log-probs instead of the sum. `shared`: a
     `SharedPrefix` (the instruction + primer) whose cache is reused across calls. `batch_size`: an int,
-    "auto" or a shared `AutoBatch` (continuations per forward; halved on out-of-memory, see `models.batching`).
+    "auto" or a shared `AutoBatch` (continuations or one-token prefixes per forward; halved on
+    out-of-memory, see `models.batching`).
     """
     dev = _model_device(model)
     batcher = as_batcher(batch_size, dev)
@@ -94,22 +137,36 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
     for i, (p, _) in enumerate(requests):
         groups.setdefault(tuple(p), []).append(i)
     out: list = [None] * len(requests)
+    for i, (_, c) in enumerate(requests):
+        if not c:
+            out[i] = np.zeros(0, np.float32) if per_token else 0.0
+
+    def put(i: int, lp: torch.Tensor) -> None:  # lp: [len(continuation)] fp32 log-probs
+        out[i] = lp.cpu().numpy() if per_token else float(lp.double().sum())
+
+    one = [p for p, idxs in groups.items()
+           if any(requests[i][1] for i in idxs) and all(len(requests[i][1]) <= 1 for i in idxs)]
+
+    def emit(prefix: tuple, lp: torch.Tensor) -> None:
+        for i in groups[prefix]:
+            if requests[i][1]:
+                put(i, lp[requests[i][1][0]].float().reshape(1))
+
+    if one:
+        _one_token_prefixes(model, one, emit, batcher, pad_id, shared, intervention if intervene_prompt else None)
+    one_set = set(one)
     for prefix, idxs in groups.items():
         todo = [i for i in idxs if len(requests[i][1]) > 0]
-        for i in idxs:
-            if not requests[i][1]:
-                out[i] = np.zeros(0, np.float32) if per_token else 0.0
-        if not todo:
+        if not todo or prefix in one_set:
             continue
         P = len(prefix)
         cache0, last = _prefix_forward(model, prefix, shared, intervention if intervene_prompt else None)
         first_lp = torch.log_softmax(last.float(), -1)
 
         def run_chunk(chunk: list[int]) -> None:  # halved and retried by `batcher` on out-of-memory
-            if all(len(requests[i][1]) == 1 for i in chunk):  # one-token continuations (the binary task's A/B
-                for i in chunk:  # letters) are read at the prefix's last position: no forward needed
-                    lp = first_lp[requests[i][1][0]].float().reshape(1)
-                    out[i] = lp.cpu().numpy() if per_token else float(lp.double().sum())
+            if all(len(requests[i][1]) == 1 for i in chunk):  # one-token continuations beside longer ones of
+                for i in chunk:  # the same prefix: read at the prefix's last position, no forward needed
+                    put(i, first_lp[requests[i][1][0]].float().reshape(1))
                 return
             conts = [list(requests[i][1]) for i in chunk]
             ids, mask, pos = pad_after_prefix(conts, P, pad_id, dev)
@@ -125,7 +182,7 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
                 lp[0] = first_lp[c[0]].to(ld)
                 if len(c) > 1:
                     lp[1:] = logp[r, torch.arange(len(c) - 1, device=ld), c_t[1:]]
-                out[chunk[r]] = lp.cpu().numpy() if per_token else float(lp.double().sum())
+                put(chunk[r], lp)
 
         batcher.map(todo, run_chunk)
     return out

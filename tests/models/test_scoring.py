@@ -1,0 +1,82 @@
+"""`score_requests`' one-token path against plain unpadded forwards, one request at a time."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from veracity.models import load
+from veracity.models.scoring import SharedPrefix, score_requests, score_requests_reference
+
+HEAD = (1, 5, 17, 99)  # a shared head most prefixes start with (the instruction + primer in real use)
+ONE = [(HEAD + (30,), [41]), (HEAD + (30,), [8]), (HEAD + (30, 41, 8, 9), [11]), (HEAD, [12]),
+       (HEAD + (7, 7), [40]), ((20, 3, 7), [9]), ((20, 3, 7), [10]), ((42,), [5]), ((42, 42, 100, 8, 9, 11, 12), [3])]
+OTHER = [(HEAD + (7, 7), [40, 41]),  # one prefix with a one-token and a longer continuation: the cached path
+         ((20, 3, 7), []), ((50, 60), [70, 80, 90])]
+
+
+@pytest.fixture(scope="module", params=["tiny-llama", "tiny-gpt2", "tiny-gemma3"])
+def lm(request):
+    return load(request.param, device="cpu")
+
+
+def _shift(model):
+    """An intervention factory that moves every token's embedding, unevenly across dimensions (a layer norm would
+    undo a constant), so it changes what the last position reads."""
+    @contextlib.contextmanager
+    def f(phase):
+        h = model.get_input_embeddings().register_forward_hook(lambda m, i, o: o + torch.linspace(-1, 1, o.shape[-1]))
+        try:
+            yield
+        finally:
+            h.remove()
+    return f
+
+
+def _last_lp(model, prefix, intervention=None) -> torch.Tensor:
+    with (intervention("mc") if intervention else contextlib.nullcontext()), torch.no_grad():
+        return torch.log_softmax(model(input_ids=torch.tensor([list(prefix)])).logits[0, -1].float(), -1)
+
+
+@pytest.mark.parametrize("head", [False, True], ids=["left-padded-whole", "right-padded-after-head"])
+@pytest.mark.parametrize("hooked", [False, True], ids=["plain", "intervention"])
+def test_one_token_batched_read_equals_one_forward_per_request(lm, head, hooked):
+    model = lm.model
+    iv = _shift(model) if hooked else None
+    reqs = ONE + OTHER
+    got = score_requests(model, reqs, batch_size=3, intervention=iv, intervene_prompt=True, pad_id=7,
+                         shared=SharedPrefix(HEAD) if head else None)
+    for (p, c), g in zip(ONE, got):
+        assert g == pytest.approx(float(_last_lp(model, p, iv)[c[0]]), abs=1e-5)
+    # the other requests keep today's path: the one-forward reference (the prompt under the hook too)
+    assert got[len(ONE):] == pytest.approx(score_requests_reference(model, OTHER, intervention=iv), abs=1e-4)
+    assert got[len(ONE) + 1] == 0.0
+    if hooked:  # the hook acts on the prompt: the numbers move
+        plain = score_requests(model, ONE, batch_size=3, shared=SharedPrefix(HEAD) if head else None)
+        assert max(abs(a - b) for a, b in zip(plain, got)) > 1e-3
+
+
+def test_one_token_read_without_intervene_prompt_ignores_the_hook(lm):
+    """As today: the intervention enters the continuation forwards only, and a one-token continuation has none."""
+    got = score_requests(lm.model, ONE, batch_size=4, intervention=_shift(lm.model))
+    for (p, c), g in zip(ONE, got):
+        assert g == pytest.approx(float(_last_lp(lm.model, p)[c[0]]), abs=1e-5)
+
+
+def test_one_token_prefixes_share_forwards_and_per_token(lm):
+    """Seven distinct one-token prefixes, three per forward: three forwards in all (no prefix runs alone), and
+    per_token gives each request its one-element fp32 array."""
+    calls = []
+    h = lm.model.register_forward_pre_hook(lambda m, a, k: calls.append(1), with_kwargs=True)
+    try:
+        got = score_requests(lm.model, ONE, batch_size=3, per_token=True)
+    finally:
+        h.remove()
+    prefixes = {p for p, _ in ONE}
+    assert len(calls) == -(-len(prefixes) // 3)
+    for (p, c), g in zip(ONE, got):
+        assert g.dtype == np.float32 and g.shape == (1,)
+        assert float(g[0]) == pytest.approx(float(_last_lp(lm.model, p)[c[0]]), abs=1e-5)
