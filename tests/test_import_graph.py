@@ -17,7 +17,7 @@ LEVEL = {"": 0, "validation": 0, "constraints": 0, "artifacts": 0, "outputs": 0,
          "experiments": 6, "report": 7, "cli": 8}  # report: reads the experiments' typed results
 
 #: modules of experiments/ that several studies share (every other module there is one study)
-SHARED = {"__init__", "iti_common", "executors", "sweep"}
+SHARED = {"__init__", "iti_common", "executors", "sweep", "registry"}
 
 
 def package_of(parts: list[str]) -> str:

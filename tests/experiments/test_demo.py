@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from veracity.data.facts import CITIES, COUNTRIES, city_statements, city_text
-from veracity.experiments.demo import auroc, bootstrap_ci, yes_no_margins
+from veracity.experiments.demo import DemoConfig, auroc, bootstrap_ci, yes_no_margins
+from veracity.experiments.registry import STUDIES
 from veracity.probes.splits import held_out_groups
 
 
@@ -161,6 +162,11 @@ def test_demo_writes_findings_report_and_tables(tiny_demo):
         assert (out / f).exists(), f
     saved = json.loads((out / "results.json").read_text())
     assert saved["kind"] == "demo" and len(saved["findings"]) == 3
+    # the layout of results.json before DemoConfig / DemoResult (old demo folders still read, `veracity report`)
+    assert list(saved) == ["kind", "headline", "schema_version", "findings", "separation", "best_layer", "layers",
+                           "statements", "transfer", "causal", "causal_layer_selection", "examples", "capture",
+                           "timings", "seconds"]
+    assert saved["headline"] == res.headline() and list(saved["headline"]) == list(STUDIES["demo"].headline)
     assert [f.split(":")[0] for f in saved["findings"]] == ["Find", "Where it fails", "Causal test"]
     assert len(saved["separation"]) == 4 and saved["layers"] == [0, 1, 2, 3]
     assert saved["causal"]["alphas"] == [-2.0, 0.0, 2.0]  # alpha 0 always added as the control
@@ -196,10 +202,10 @@ def test_demo_scores_recompute_from_saved_predictions(tiny_demo):
         assert all(int(p["label"]) == int(stmts[int(p["row"])]["label"]) for p in rows)
         assert float(s["accuracy"]) == pytest.approx(np.mean((sc > 0) == lab), abs=1e-9)
         assert float(s["auroc"]) == pytest.approx(roc_auc_score(lab, sc), abs=1e-6)
-    best = res["best_layer"]
-    sep = {r.layer: r for r in res["separation"]}
-    assert sep[best].accuracy == max(r.accuracy for r in res["separation"])
-    for t in res["transfer"]:
+    best = res.best_layer
+    sep = {r.layer: r for r in res.separation}
+    assert sep[best].accuracy == max(r.accuracy for r in res.separation)
+    for t in res.transfer:
         s = next(s for s in scores if (s["method"], s["train"], s["test"], int(s["layer"])) ==
                  (t["method"], t["train"], t["test"], best))
         assert t["accuracy"] == pytest.approx(float(s["accuracy"]))
@@ -211,7 +217,7 @@ def test_demo_causal_control_is_exactly_zero_and_means_match(tiny_demo):
     assert len(rows) == 12
     base = np.array([float(r["base"]) for r in rows])
     assert all(float(r["truth_+0"]) == float(r["base"]) for r in rows)  # the hooks ran and added zero
-    for c in res["causal"]["conditions"]:
+    for c in res.causal["conditions"]:
         col = np.array([float(r[f"{c['direction']}_{c['alpha']:+g}"]) for r in rows])
         assert c["mean_shift"] == pytest.approx(float(np.mean(col - base)), abs=1e-5)
         assert c["ci_low"] <= c["mean_shift"] + 1e-9 and c["mean_shift"] <= c["ci_high"] + 1e-9
@@ -235,8 +241,8 @@ def test_demo_with_truthfulqa_adds_the_iti_step(tmp_path, data_dir):
     res = run_demo(out=tmp_path / "run", model="tiny-llama", n_cities=8, n_causal=4, alphas=(2.0,), n_random=1,
                    data_dir=data_dir, tqa_questions=6, max_new_tokens=4, iti_k=2, progress=False)
     render_report([tmp_path / "run"], tmp_path / "run" / "report.html")
-    assert res["iti"]["source"] == "truthfulqa" and res["iti"]["k"] == 2
-    assert [set(e) for e in res["iti_examples"]] == [{"question", "before ITI", "after ITI"}] * len(res["iti_examples"])
+    assert res.iti["source"] == "truthfulqa" and res.iti["k"] == 2
+    assert [set(e) for e in res.iti_examples] == [{"question", "before ITI", "after ITI"}] * len(res.iti_examples)
     html = (tmp_path / "run" / "report.html").read_text()
     assert "questions answered before and after ITI" in html
 
@@ -249,11 +255,34 @@ def test_demo_cli_writes_the_report(tiny_demo, tmp_path, monkeypatch, cli):
     import veracity.experiments.demo as demo
 
     src, _ = tiny_demo
-    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: shutil.copytree(src, out, ignore=shutil.ignore_patterns(
-        "report.html")))
-    cli(["demo", "--model", "tiny-llama", "--out", str(tmp_path / "run")])
+    def copy(config, out, **kw):
+        shutil.copytree(src, out, ignore=shutil.ignore_patterns("report.html"))
+        return demo.DemoResult.from_json(json.loads((out / "results.json").read_text()))
+
+    monkeypatch.setattr(demo, "run_demo", copy)
+    text = cli(["demo", "--model", "tiny-llama", "--out", str(tmp_path / "run")])
     html = (tmp_path / "run" / "report.html").read_text()
     assert "<title>veracity demo</title>" in html and '<ol class="findings">' in html
+    # the command prints the result's tables and findings (the library prints nothing)
+    for title, _, _ in demo.DemoResult.from_json(json.loads((src / "results.json").read_text())).tables():
+        assert title.split(" (")[0] in " ".join(text.split()), title
+    assert "- Find: trained on affirmative statements" in " ".join(text.split())
+
+
+def test_demo_config_and_library_output(tiny_demo, capsys):
+    """DemoConfig refuses a bad setting in one line naming it; alpha 0 is always added; run_demo takes a Config
+    or keyword options, not both; the library printed nothing (the command prints)."""
+    from veracity.experiments.demo import run_demo
+    from veracity.validation import BadInput
+
+    for bad in ({"test_frac": 1.0}, {"positions": "first"}, {"alphas": []}, {"n_causal": 1}, {"causal_layer": -1}):
+        with pytest.raises(BadInput, match="--" + next(iter(bad)).replace("_", "-")):
+            DemoConfig(**bad)
+    assert DemoConfig(alphas=(2.0, -2.0)).causal_alphas() == [-2.0, 0.0, 2.0]
+    assert DemoConfig(alphas=(1.0, 0.0)).causal_alphas() == [1.0, 0.0]
+    with pytest.raises(TypeError, match="not both"):
+        run_demo(DemoConfig(), "unused", model="tiny-llama")
+    assert capsys.readouterr().out == ""
 
 
 def test_demo_cli_refuses_a_bad_out_before_work(tmp_path, cli):
@@ -326,9 +355,9 @@ def test_demo_on_smollm2_finds_truth_and_its_failure_across_negation(smollm2_dem
     """The acceptance figures of the demo on the embedded model: accuracy >= 0.75 at the best layer, the
     affirmative <-> negated transfer inverted (AUROC well below 0.5) and repaired by TTPD."""
     res = smollm2_demo
-    best = next(r for r in res["separation"] if r.layer == res["best_layer"])
+    best = next(r for r in res.separation if r.layer == res.best_layer)
     assert best.accuracy >= 0.75
-    t = {(r["method"], r["train"], r["test"]): r for r in res["transfer"]}
+    t = {(r["method"], r["train"], r["test"]): r for r in res.transfer}
     for cross in (("affirmative", "negated"), ("negated", "affirmative")):  # ranking inverted, accuracy at most chance
         assert t[("logistic", *cross)]["auroc"] < 0.3 and t[("logistic", *cross)]["accuracy"] <= 0.5
     assert t[("ttpd", "both", "negated")]["accuracy"] >= 0.75 and t[("ttpd", "both", "affirmative")]["accuracy"] >= 0.75
@@ -341,9 +370,9 @@ def test_demo_on_smollm2_truth_direction_moves_the_answer_towards_yes(smollm2_de
     " Yes" by more than a random direction of the same norm (measured +2.21 against +0.54), and -4 std less
     than +4 std."""
     res = smollm2_demo
-    assert res["causal_layer_selection"]["on"] == "training cities"
-    c = {(r["direction"], r["alpha"]): r for r in res["causal"]["conditions"]}
-    top = max(res["causal"]["alphas"])
+    assert res.causal_layer_selection["on"] == "training cities"
+    c = {(r["direction"], r["alpha"]): r for r in res.causal["conditions"]}
+    top = max(res.causal["alphas"])
     assert c[("truth", top)]["minus_random_low"] > 0  # more " Yes" than a random direction of the same norm
     assert c[("truth", -top)]["mean_shift"] < c[("truth", top)]["mean_shift"]
 
@@ -352,9 +381,9 @@ def test_demo_causal_layer_is_chosen_on_training_cities(tiny_demo):
     """The causal layer is the candidate with the largest truth-minus-random shift on TRAINING-city questions
     (never the held-out ones the causal test reports), and the saved records are consistent."""
     out, res = tiny_demo
-    sel = res["causal_layer_selection"]
+    sel = res.causal_layer_selection
     assert sel["on"] == "training cities" and sel["candidates"]
-    assert sel["chosen"] == max(sel["candidates"], key=lambda r: r["minus_random"])["layer"] == res["causal"]["layer"]
+    assert sel["chosen"] == max(sel["candidates"], key=lambda r: r["minus_random"])["layer"] == res.causal["layer"]
     for r in sel["candidates"]:
         assert r["minus_random"] == pytest.approx(r["truth_shift"] - r["random_shift"])
     assert len(_csv(out / "causal_layer_selection.csv")) == len(sel["candidates"])

@@ -65,7 +65,7 @@ def test_driver_end_to_end_tiny(tiny_llama, data_dir, tmp_path):
     assert res["schema_version"] == drv.SCHEMA_VERSION == 2
     old = {**res, "schema_version": 1, "summary": {**res["summary"], "binary_loglik-truthfulqa": 0.5}}
     assert drv.EvalOutput.from_json(old).summary["binary_loglik_truthfulqa"] == 0.5  # schema 1's spelling
-    assert json.loads(json.dumps(back.results_json())) == {k: v for k, v in res.items() if k not in ("kind", "headline")}
+    assert json.loads(json.dumps(back.to_json())) == {k: v for k, v in res.items() if k not in ("kind", "headline")}
     assert back.headline() == res["headline"] and back.tables() == out.tables()
     with pytest.raises(ValueError, match="upgrade veracity"):
         drv.EvalOutput.from_json(dict(res, schema_version=drv.SCHEMA_VERSION + 1))

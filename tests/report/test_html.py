@@ -166,11 +166,11 @@ def _headline_figures(d: dict) -> list[str]:
     """A run's headline figures as its section writes them, from the kind's typed result."""
     from veracity.experiments import ccs, finetune_milestones, interventions, iti_sweep, iti_validate, probe
     from veracity.experiments import probe_sanity, spec, steer_sweep, sycophancy, truthfulqa
-    from veracity.experiments.demo import DemoRun
+    from veracity.experiments.demo import DemoResult
 
     kind = d["kind"]
     if kind == "demo":  # the best layer's row, the transfer rows, the causal condition at the largest alpha
-        return [fmt(v) for v in DemoRun.from_json(d).headline.values()]
+        return [fmt(v) for v in DemoResult.from_json(d).headline().values()]
     if kind == "probe":
         res = probe.read_probe_run(d)
         if isinstance(res, probe.HeadProbeRun):

@@ -25,11 +25,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
+from ..constraints import Checked, Count, Interval, Options
+from ..methods import options as o
 from ..probes.splits import held_out_groups
+from ..validation import BadInput
 
 # Two worked examples (cities outside the embedded table) so the model answers " Yes"/" No" at all: with the
 # bare question smollm2 puts ~1% of its mass on those two tokens, with these ~90%.
@@ -67,28 +70,137 @@ SCHEMA_VERSION = 1
 
 
 @dataclass
-class DemoRun:
-    """A demo run's results.json read back (`run_demo` writes it; the report reads it through this)."""
+class DemoConfig(Checked):
+    """Every setting of the demo (`veracity demo` sets model and data_dir; the rest are the library's).
 
-    headline: dict
+    n_cities: the first n cities of the embedded table (default all, 177); alphas: the causal test's steering
+    strengths in std of the projection (0 is always added as the control); causal_layer: steer there instead
+    of at the layer chosen on training data (`select_causal_layer`: every `select_every`-th layer of the
+    middle half, `n_select` training-city questions); data_dir: with a TruthfulQA folder, the ITI step runs
+    (`iti_k` heads, `iti_alpha`, the first `tqa_questions` questions, answers of `max_new_tokens`)."""
+
+    _constraints = {"model": o.MODEL, "seed": o.SEED, "data_dir": o.OPTIONAL_TEXT, "n_cities": [None, Count(2)],
+                    "test_frac": o.FRACTION, "C": o.POSITIVE, "alphas": o.ALPHAS, "n_causal": [Count(2)],
+                    "n_random": o.COUNT, "positions": [Options(("all", "last"))],
+                    "causal_layer": [None, Interval(int, 0, None)], "n_select": o.COUNT, "select_every": o.COUNT,
+                    "n_examples": o.COUNT0, "iti_k": o.COUNT, "iti_alpha": o.ALPHA, "tqa_questions": [Count(4)],
+                    "max_new_tokens": o.COUNT}
+    _commands = ("demo",)
+
+    model: str = "smollm2"
+    seed: int = 0
+    data_dir: str | None = None
+    n_cities: int | None = None
+    test_frac: float = 0.3
+    C: float = 0.1
+    alphas: Sequence[float] = (-4.0, 0.0, 4.0)
+    n_causal: int = 60
+    n_random: int = 2
+    positions: str = "all"
+    causal_layer: int | None = None
+    n_select: int = 24
+    select_every: int = 3
+    n_examples: int = 6
+    iti_k: int = 16
+    iti_alpha: float = 15.0
+    tqa_questions: int = 60
+    max_new_tokens: int = 40
+
+    def causal_alphas(self) -> list[float]:
+        """The causal test's alphas, with the alpha = 0 control added when missing (sorted then)."""
+        a = [float(x) for x in self.alphas]
+        return a if 0.0 in a else sorted([*a, 0.0])
+
+
+@dataclass
+class DemoResult:
+    """The demo's one result type: what results.json holds (docs/reference/results.md), written by `write`
+    with the run's CSV tables (`files`: name -> rows, not part of results.json)."""
+
     findings: list[str]
     separation: list[LayerSeparation]
     best_layer: int
     transfer: list[dict]  # method, train, test, accuracy, auroc, n_train, n_test at the best layer
     causal: dict  # layer, positions, direction, sigma, n_random, baseline_auroc, conditions (per direction, alpha)
     examples: list[dict]  # the yes/no margin before and after steering, first held-out questions
+    layers: list[int] = field(default_factory=list)
+    statements: dict = field(default_factory=dict)
+    causal_layer_selection: dict = field(default_factory=dict)
+    capture: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    iti: dict | None = None
     iti_examples: list[dict] = field(default_factory=list)  # with TruthfulQA: question, before ITI, after ITI
     schema_version: int = SCHEMA_VERSION
+    files: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _transfer(self, method: str, train: str, test: str) -> dict:
+        return next(r for r in self.transfer if (r["method"], r["train"], r["test"]) == (method, train, test))
+
+    def _conditions(self) -> tuple[dict, dict]:
+        top = max(self.causal["alphas"])
+        c = {(r["direction"], r["alpha"]): r for r in self.causal["conditions"]}
+        return c[("truth", top)], c[("random", top)]
+
+    def headline(self) -> dict:
+        """The run's headline figures: what `veracity runs list` shows for it."""
+        best = next(r for r in self.separation if r.layer == self.best_layer)
+        up, rnd = self._conditions()
+        return {"best_layer": self.best_layer, "accuracy": best.accuracy, "auroc": best.auroc,
+                "affirmative_to_negated": self._transfer("logistic", "affirmative", "negated")["accuracy"],
+                "ttpd_on_negated": self._transfer("ttpd", "both", "negated")["accuracy"],
+                "causal_shift": up["mean_shift"], "random_shift": rnd["mean_shift"]}
+
+    def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        """The console tables, each (title, columns, rows): separation by layer (a bar of at most 10
+        characters), transfer across polarity, the causal test, and with TruthfulQA the answers before and after
+        ITI. Every table fits 80 columns with short headers."""
+        sep = [[r.layer, r.accuracy, r.auroc, r.mass_mean_accuracy, r.negated_accuracy, r.negated_auroc,
+                "#" * int(round(max(0.0, r.accuracy - 0.5) * 20)) + (" <- best" if r.layer == self.best_layer else "")]
+               for r in self.separation]
+        out = [("held-out truth probes by layer (affirmative statements)",
+                ["layer", "logistic", "AUROC", "mass-mean", "negated", "AUROC", "accuracy"], sep),
+               (f"where it fails: train on one polarity, test on the other (layer {self.best_layer})",
+                ["method", "train", "test", "accuracy", "AUROC"],
+                [[r["method"], r["train"], r["test"], r["accuracy"], r["auroc"]] for r in self.transfer]),
+               ("change of log P(Yes) - log P(No), held-out questions (mean, 95% CI)",
+                ["direction", "alpha", "mean shift [95% CI]", "true", "false", "says Yes"],
+                [[r["direction"], f"{r['alpha']:+g}", _fmt_ci(r), f"{r['mean_shift_true']:+.2f}",
+                  f"{r['mean_shift_false']:+.2f}", f"{r['yes_rate']:.2f}"] for r in self.causal["conditions"]])]
+        if self.iti:
+            out.append((f"answers before and after ITI (K={self.iti['k']}, alpha={self.iti['alpha']:g}, first "
+                        "held-out questions)", ["question", "before ITI", "after ITI"],
+                        [[e["question"], e["before ITI"], e["after ITI"]] for e in self.iti_examples]))
+        return out
+
+    def to_json(self) -> dict:
+        """The results.json payload (its fields: docs/reference/results.md)."""
+        d = {"schema_version": self.schema_version, "findings": self.findings, "separation": self.separation,
+             "best_layer": self.best_layer, "layers": self.layers, "statements": self.statements,
+             "transfer": self.transfer, "causal": self.causal, "causal_layer_selection": self.causal_layer_selection,
+             "examples": self.examples, "capture": self.capture, "timings": self.timings, "seconds": self.seconds}
+        if self.iti is not None:
+            d["iti"], d["iti_examples"] = self.iti, self.iti_examples
+        return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "DemoRun":
+    def from_json(cls, d: dict) -> "DemoResult":
         """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
         refused."""
         from ..runs import schema_version
 
         v = schema_version(d, "demo", SCHEMA_VERSION)
-        return cls(d["headline"], d["findings"], [LayerSeparation(**r) for r in d["separation"]], d["best_layer"],
-                   d["transfer"], d["causal"], d["examples"], d.get("iti_examples", []), schema_version=v)
+        return cls(d["findings"], [LayerSeparation(**r) for r in d["separation"]], d["best_layer"], d["transfer"],
+                   d["causal"], d["examples"], d.get("layers", []), d.get("statements", {}),
+                   d.get("causal_layer_selection", {}), d.get("capture", {}), d.get("timings", {}),
+                   d.get("seconds", 0.0), d.get("iti"), d.get("iti_examples", []), schema_version=v)
+
+    def write(self, run) -> None:
+        """The CSV tables (`files`), then results.json (last: it marks the run finished)."""
+        for name, rows in self.files.items():
+            run.write_csv(name, rows)
+        run.finish(self.to_json(), headline=self.headline())
+
 
 
 def bootstrap_ci(x: torch.Tensor, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
@@ -330,84 +442,32 @@ def findings(n_cities: tuple[int, int], sep: LayerSeparation, scores: list[dict]
     return [f1, f2, f3]
 
 
+
 def default_out() -> Path:
     """Where a demo run goes without `out`: runs/demo-<timestamp>."""
     return Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 0, data_dir: str | Path | None = None,
-             progress: bool = True, overwrite: bool = False, n_cities: int | None = None, test_frac: float = 0.3,
-             C: float = 0.1, alphas: Sequence[float] = (-4.0, 0.0, 4.0), n_causal: int = 60,
-             n_random: int = 2, positions: str = "all", causal_layer: int | None = None, n_select: int = 24,
-             select_every: int = 3, n_examples: int = 6, iti_k: int = 16,
-             iti_alpha: float = 15.0, tqa_questions: int = 60, max_new_tokens: int = 40) -> dict:
-    """Run the demo; writes a run folder (default `default_out()`), returns results. `veracity demo` then
-    renders the folder's report.html; from Python that is one line:
-    `veracity.report.render_report([run_folder], run_folder / "report.html")`.
+# ------------------------------------------------------------------------------------------ the run, in steps
 
-    n_cities: use the first n cities of the embedded table (default all, 177); causal_layer: steer there instead
-    of at the layer chosen on training data (`select_causal_layer`: every `select_every`-th layer of the middle
-    half, `n_select` training-city questions); the rest as in the module
-    docstring. Files: results.json (everything), separation.csv (per layer, in distribution), transfer.csv
-    (every method x train x test x layer), predictions.csv (every held-out decision score), causal.csv,
-    causal_prompts.csv (per prompt margins), examples.csv, statements.csv, the capture store and the
-    steering vector (truth_direction.*)."""
-    from rich.console import Console
-    from rich import box
-    from rich.table import Table
-
+def capture_step(lm, stmts, test_cities: set[str], store: Path, progress: bool = True):
+    """Capture the last-token residual stream of every statement, every layer, into the run's store.
+    Returns (X [N, L, D] float32, layers, labels, polarities, the store's summary)."""
     from ..capture import capture_dataset
-    from ..data import TextDataset, resolve_data_dir
-    from ..data.facts import city_statements
-    from ..models import load
-    from ..runs import RunFolder
+    from ..data import TextDataset
 
-    if positions not in ("all", "last"):
-        raise ValueError(f"positions must be 'all' or 'last', got {positions!r}")
-    if not 0 < test_frac < 1:
-        raise ValueError(f"test_frac must be between 0 and 1, got {test_frac}")
-    if 0.0 not in [float(a) for a in alphas]:
-        alphas = sorted([*alphas, 0.0])
-    console = Console()
-    out = Path(out) if out else default_out()
-    data_dir = resolve_data_dir(data_dir)
-    stmts = city_statements(seed=seed, limit=n_cities)
-    config = {"model": model, "dataset": "facts:cities", "n_cities": n_cities, "test_frac": test_frac, "C": C,
-              "alphas": list(alphas), "n_causal": n_causal, "n_random": n_random, "positions": positions,
-              "causal_layer": causal_layer, "n_select": n_select, "select_every": select_every,
-              "few_shot": FEW_SHOT, "n_examples": n_examples, "data_dir": data_dir, "iti_k": iti_k,
-              "iti_alpha": iti_alpha, "tqa_questions": tqa_questions, "max_new_tokens": max_new_tokens}
-    run = RunFolder(out, "demo", config, seed=seed, overwrite=overwrite)
-    t0 = time.time()
-    timings: dict[str, float] = {}
-    console.rule("[bold]veracity demo: where truth lives, where it fails, whether it is used")
-    console.print(f"[1/5] loading [bold]{model}[/bold] (the first run converts the GGUF once, ~30 s)")
-    lm = load(model)
-    console.print(f"      {lm.arch.model_type}: {lm.arch.n_layers} layers, hidden size {lm.arch.hidden_size}")
-    timings["load"] = time.time() - t0
-
-    t = time.time()
-    test_cities = held_out_groups([s.city for s in stmts], test_frac, seed)
     ds = TextDataset("facts:cities", [s.text for s in stmts], [s.label for s in stmts],
                      ["affirmative" if s.polarity > 0 else "negated" for s in stmts],
                      [{"city": s.city, "country": s.country, "true_country": s.true_country, "polarity": s.polarity,
                        "held_out": s.city in test_cities} for s in stmts])
-    run.write_csv("statements.csv", [{"row": i, "text": s.text, "label": s.label, "polarity": s.polarity, "city": s.city,
-                                      "held_out": s.city in test_cities} for i, s in enumerate(stmts)])
-    n_cities_total = len({s.city for s in stmts})
-    console.print(f"[2/5] capturing {len(stmts)} statements about {n_cities_total} cities (residual stream, last "
-                  f"token, every layer), e.g. {stmts[0].text!r} / {stmts[3].text!r}")
-    acts = capture_dataset(lm, ds, "resid", out=run.file("capture"), progress=progress, batch_size=32)
-    X = acts.stack("resid").float()  # [N, L, D]
-    layers = acts.layers("resid")
-    y = torch.tensor([s.label for s in stmts])
-    pol = torch.tensor([s.polarity for s in stmts])
-    timings["capture"] = time.time() - t
+    acts = capture_dataset(lm, ds, "resid", out=store, progress=progress, batch_size=32)
+    return (acts.stack("resid").float(), acts.layers("resid"), torch.tensor([s.label for s in stmts]),
+            torch.tensor([s.polarity for s in stmts]), acts.summary())
 
-    t = time.time()
-    masks = _masks(stmts, test_cities)
-    n_split = (n_cities_total - len(test_cities), len(test_cities))
-    console.print(f"[3/5] probing every layer: trained on {n_split[0]} cities, scored on {n_split[1]} held-out cities")
+
+def probe_step(X: torch.Tensor, y: torch.Tensor, pol: torch.Tensor, masks: dict, layers: list[int], C: float):
+    """Every probe on every layer (`probe_all_layers`). Returns (scores, predictions, separation per layer,
+    the best layer's row (first of the ties by accuracy, then AUROC), transfer at the best layer)."""
     scores, preds = probe_all_layers(X, y, pol, masks, layers, C=C)
     rows = []
     for l in layers:
@@ -415,152 +475,179 @@ def run_demo(out: str | Path | None = None, model: str = "smollm2", seed: int = 
         neg = _score(scores, "logistic", "affirmative", "negated", l)
         rows.append(LayerSeparation(l, lr["accuracy"], lr["auroc"], mm["accuracy"], mm["auroc"], neg["accuracy"],
                                     neg["auroc"]))
-    best = max(rows, key=lambda r: (r.accuracy, r.auroc))  # first of the ties
-    # every console table fits 80 columns: short headers, no vertical rules, a bar of at most 10 characters
-    table = Table(title="held-out truth probes by layer (affirmative statements)", box=box.SIMPLE_HEAD)
-    for c in ("layer", "logistic", "AUROC", "mass-mean", "negated", "AUROC", "accuracy"):
-        table.add_column(c, no_wrap=True)
-    for r in rows:
-        bar = "#" * int(round(max(0.0, r.accuracy - 0.5) * 20))
-        table.add_row(str(r.layer), f"{r.accuracy:.3f}", f"{r.auroc:.3f}", f"{r.mass_mean_accuracy:.3f}",
-                      f"{r.negated_accuracy:.3f}", f"{r.negated_auroc:.3f}", bar + (" <- best" if r is best else ""))
-    console.print(table)
+    best = max(rows, key=lambda r: (r.accuracy, r.auroc))
     transfer = [{"method": m, "train": tr, "test": te, **{k: _score(scores, m, tr, te, best.layer)[k] for k in
                                                           ("accuracy", "auroc", "n_train", "n_test")}}
                 for m in ("logistic", "mass-mean", "ttpd") for tr, te in CONDITIONS
                 if m != "ttpd" or tr == "both"]
-    tt = Table(title=f"[4/5] where it fails: train on one polarity, test on the other (layer {best.layer})",
-               box=box.SIMPLE_HEAD)
-    for c in ("method", "train", "test", "accuracy", "AUROC"):
-        tt.add_column(c)
-    for r in transfer:
-        tt.add_row(r["method"], r["train"], r["test"], f"{r['accuracy']:.3f}", f"{r['auroc']:.3f}")
-    console.print(tt)
-    run.write_csv("separation.csv", rows)
-    run.write_csv("transfer.csv", scores)
-    run.write_csv("predictions.csv", preds)
-    timings["probes"] = time.time() - t
+    return scores, preds, rows, best, transfer
 
-    t = time.time()
-    held = [s for s in stmts if s.polarity == 1 and s.city in test_cities][:n_causal]
-    prompts = [FEW_SHOT + s.question for s in held]
-    hl = torch.tensor([s.label for s in held])
-    tr = masks["train:affirmative"]
+
+def causal_step(lm, cfg: DemoConfig, stmts, test_cities: set[str], X: torch.Tensor, y: torch.Tensor,
+                train: torch.Tensor, layers: list[int], best_layer: int, log: Callable[[str], None]):
+    """Choose the causal layer on training-city questions (unless `causal_layer` is set), then `causal_test`
+    on the held-out affirmative questions. Returns (causal, the layer selection records, held-out statements)."""
+    alphas = cfg.causal_alphas()
+    held = [s for s in stmts if s.polarity == 1 and s.city in test_cities][:cfg.n_causal]
     selection = []
-    if causal_layer is None:
+    if cfg.causal_layer is None:
         n = len(layers)
-        candidates = [l for l in layers[n // 4: (3 * n) // 4 + 1: max(1, select_every)]] or [best.layer]
-        sel = [s for s in stmts if s.polarity == 1 and s.city not in test_cities][:n_select]
-        console.print(f"      choosing the causal layer on {len(sel)} training-city questions: layers "
-                      f"{', '.join(map(str, candidates))}, {max(alphas):+g} std, truth vs a random direction")
-        selection = select_causal_layer(lm, X[tr], y[tr], layers, candidates, [FEW_SHOT + s.question for s in sel],
-                                        alpha=max(max(alphas), 1.0), positions=positions, seed=seed)
+        candidates = [l for l in layers[n // 4: (3 * n) // 4 + 1: max(1, cfg.select_every)]] or [best_layer]
+        sel = [s for s in stmts if s.polarity == 1 and s.city not in test_cities][:cfg.n_select]
+        log(f"      choosing the causal layer on {len(sel)} training-city questions: layers "
+            f"{', '.join(map(str, candidates))}, {max(alphas):+g} std, truth vs a random direction")
+        selection = select_causal_layer(lm, X[train], y[train], layers, candidates,
+                                        [FEW_SHOT + s.question for s in sel], alpha=max(max(alphas), 1.0),
+                                        positions=cfg.positions, seed=cfg.seed)
         steer_layer = max(selection, key=lambda r: r["minus_random"])["layer"]
     else:
-        steer_layer = causal_layer
+        steer_layer = cfg.causal_layer
     if steer_layer not in layers:
-        raise ValueError(f"causal_layer {steer_layer} is not a layer of this model (0..{len(layers) - 1})")
-    li = layers.index(steer_layer)
-    console.print(f"[5/5] causal test at layer {steer_layer}: the truth direction added ({positions} positions) while "
-                  f"the model answers {len(held)} held-out questions, alpha in {', '.join(f'{a:g}' for a in alphas)} "
-                  f"(std of the projection), {n_random} random directions of the same norm as control")
-    causal = causal_test(lm, X[tr][:, li], y[tr], steer_layer, prompts, hl, alphas, n_random=n_random,
-                         positions=positions, seed=seed)
+        raise BadInput(f"causal_layer {steer_layer} is not a layer of this model (0..{len(layers) - 1})")
+    log(f"[5/5] causal test at layer {steer_layer}: the truth direction added ({cfg.positions} positions) while "
+        f"the model answers {len(held)} held-out questions, alpha in {', '.join(f'{a:g}' for a in alphas)} "
+        f"(std of the projection), {cfg.n_random} random directions of the same norm as control")
+    causal = causal_test(lm, X[train][:, layers.index(steer_layer)], y[train], steer_layer,
+                         [FEW_SHOT + s.question for s in held], torch.tensor([s.label for s in held]), alphas,
+                         n_random=cfg.n_random, positions=cfg.positions, seed=cfg.seed)
     causal["chosen_on"] = "training-city questions" if selection else "the causal_layer option"
-    causal["steer"].write(run.file("truth_direction"))
-    ct = Table(title="change of log P(Yes) - log P(No), held-out questions (mean, 95% CI)",
-               box=box.SIMPLE_HEAD)
-    for c in ("direction", "alpha", "mean shift [95% CI]", "true", "false", "says Yes"):
-        ct.add_column(c, no_wrap=True)
-    for r in causal["conditions"]:
-        ct.add_row(r["direction"], f"{r['alpha']:+g}", _fmt_ci(r), f"{r['mean_shift_true']:+.2f}",
-                   f"{r['mean_shift_false']:+.2f}", f"{r['yes_rate']:.2f}")
-    console.print(ct)
+    return causal, selection, held
+
+
+def causal_tables(causal: dict, held, n_examples: int) -> tuple[list[dict], list[dict]]:
+    """(per-prompt margins for causal_prompts.csv, the first `n_examples` questions before and after)."""
     top = max(causal["alphas"])
+    m = causal["margins"]
     per_prompt = [{"row": i, "question": s.question, "label": s.label, "base": float(causal["base"][i]),
-                   **{f"{d}_{a:+g}": float(causal["margins"][d][a][i]) for d in ("truth", "random") for a in causal["alphas"]}}
+                   **{f"{d}_{a:+g}": float(m[d][a][i]) for d in ("truth", "random") for a in causal["alphas"]}}
                   for i, s in enumerate(held)]
     examples = [{"question": s.question, "truth": "true" if s.label else "false",
                  "before (alpha 0)": round(float(causal["base"][i]), 3),
-                 f"after +{top:g} std": round(float(causal["margins"]["truth"][top][i]), 3),
-                 f"after -{top:g} std": round(float(causal["margins"]["truth"][-top][i]), 3)
-                 if -top in causal["margins"]["truth"] else None,
-                 f"random +{top:g} std": round(float(causal["margins"]["random"][top][i]), 3)}
+                 f"after +{top:g} std": round(float(m["truth"][top][i]), 3),
+                 f"after -{top:g} std": round(float(m["truth"][-top][i]), 3) if -top in m["truth"] else None,
+                 f"random +{top:g} std": round(float(m["random"][top][i]), 3)}
                 for i, s in enumerate(held[:n_examples])]
-    run.write_csv("causal.csv", causal["conditions"])
-    if selection:
-        run.write_csv("causal_layer_selection.csv", selection)
-    run.write_csv("causal_prompts.csv", per_prompt)
-    run.write_csv("examples.csv", examples)
-    timings["causal"] = time.time() - t
-
-    iti = None
-    tqa = data_dir is not None and (Path(data_dir) / "truthfulqa").is_dir()
-    if tqa:
-        t = time.time()
-        iti = _iti_step(lm, run, console, data_dir, seed, iti_k, iti_alpha, tqa_questions, max_new_tokens, progress)
-        timings["iti"] = time.time() - t
-    else:
-        console.print("      (ITI on TruthfulQA skipped: no data folder; set VERACITY_DATA or --data-dir)")
-
-    found = findings(n_split, best, scores, causal)
-    for f in found:
-        console.print(f"- {f}")
-    results = {"schema_version": SCHEMA_VERSION, "findings": found, "separation": rows, "best_layer": best.layer, "layers": layers,
-               "statements": {"n": len(stmts), "cities": n_cities_total, "train_cities": n_split[0],
-                              "test_cities": n_split[1], "rows": {k: int(v.sum()) for k, v in masks.items()}},
-               "transfer": transfer,
-               "causal": {k: v for k, v in causal.items() if k not in ("base", "margins", "steer")},
-               "causal_layer_selection": {"chosen": steer_layer, "on": "training cities" if selection else "causal_layer",
-                                          "candidates": selection},
-               "examples": examples, "capture": acts.summary(), "timings": timings,
-               "seconds": time.time() - t0}
-    if iti is not None:
-        results["iti"] = iti["iti"]
-        results["iti_examples"] = iti["examples"]
-    c = {(r["direction"], r["alpha"]): r for r in causal["conditions"]}
-    run.finish(results, headline={"best_layer": best.layer, "accuracy": best.accuracy, "auroc": best.auroc,
-                                  "affirmative_to_negated": _score(scores, "logistic", "affirmative", "negated", best.layer)["accuracy"],
-                                  "ttpd_on_negated": _score(scores, "ttpd", "both", "negated", best.layer)["accuracy"],
-                                  "causal_shift": c[("truth", top)]["mean_shift"],
-                                  "random_shift": c[("random", top)]["mean_shift"]})
-    console.print(f"run folder {run.path} ({time.time() - t0:.0f} s)")
-    return results
+    return per_prompt, examples
 
 
-def _iti_step(lm, run, console, data_dir, seed: int, iti_k: int, iti_alpha: float, tqa_questions: int,
-              max_new_tokens: int, progress: bool) -> dict:
+def iti_step(lm, cfg: DemoConfig, data_dir, intervention_path: Path, progress: bool = True) -> dict:
     """ITI on the first `tqa_questions` TruthfulQA questions: heads at the last token of every (question,
     answer) row, fitted on one fold; the first three questions of the other fold answered before and after."""
-    from rich.table import Table
-
     from ..data import load_truthfulqa
     from ..evaluate.generation import generate_answers
     from ..steer import apply
     from ..probes.splits import question_folds
     from ..steer.iti import ITIConfig, fit_fold, load_iti_data
 
-    console.print(f"[+] ITI on the first {tqa_questions} TruthfulQA questions: fitted on one fold, shown on the other")
-    data = load_iti_data(lm, data_dir=data_dir, limit=tqa_questions, progress=progress)
-    folds = question_folds(data.questions, 2, seed=seed)
-    fit = fit_fold(data, folds[0], ITIConfig(seed=seed, max_k=iti_k), fold=0, test_questions=folds[1])
+    data = load_iti_data(lm, data_dir=data_dir, limit=cfg.tqa_questions, progress=progress)
+    folds = question_folds(data.questions, 2, seed=cfg.seed)
+    fit = fit_fold(data, folds[0], ITIConfig(seed=cfg.seed, max_k=cfg.iti_k), fold=0, test_questions=folds[1])
     items = {it.index: it for it in load_truthfulqa(data_dir)}
     shown = [int(q) for q in folds[1][:3]]
     questions = [items[q].question for q in shown]
-    iv = fit.intervention(min(iti_k, len(fit.heads)), iti_alpha)
-    iv.write(run.file("intervention"))
-    before = generate_answers(lm, questions, shown, max_new_tokens=max_new_tokens)
+    iv = fit.intervention(min(cfg.iti_k, len(fit.heads)), cfg.iti_alpha)
+    iv.write(intervention_path)
+    before = generate_answers(lm, questions, shown, max_new_tokens=cfg.max_new_tokens)
     with apply(lm, iv, positions="last"):
-        after = generate_answers(lm, questions, shown, max_new_tokens=max_new_tokens)
-    examples = [{"question": q, "before ITI": b.answer, "after ITI": a.answer} for q, b, a in zip(questions, before, after)]
-    t = Table(title=f"answers before and after ITI (K={iv.k}, alpha={iv.alpha:g}, first held-out questions)",
-              show_lines=True)
-    for c in ("question", "before ITI", "after ITI"):
-        t.add_column(c, overflow="fold")
-    for e in examples:
-        t.add_row(e["question"], e["before ITI"], e["after ITI"])
-    console.print(t)
-    run.write_csv("iti_examples.csv", examples)
-    return {"examples": examples,
+        after = generate_answers(lm, questions, shown, max_new_tokens=cfg.max_new_tokens)
+    return {"examples": [{"question": q, "before ITI": b.answer, "after ITI": a.answer}
+                         for q, b, a in zip(questions, before, after)],
             "iti": {"source": "truthfulqa", "k": iv.k, "alpha": iv.alpha, "heads": iv.heads,
                     "val_acc_top": [float(fit.head_scores[l, h]) for l, h in iv.heads]}}
+
+
+def run_demo(config: DemoConfig | None = None, out: str | Path | None = None, *, overwrite: bool = False,
+             log: Callable[[str], None] | None = None, progress: bool = True, **options) -> DemoResult:
+    """Run the demo into the run folder `out` (default `default_out()`) and return its result. `veracity demo`
+    then renders the folder's report.html; from Python that is one line:
+    `veracity.report.render_report([run_folder], run_folder / "report.html")`.
+
+    `log` gets one line per step (`veracity demo` prints them); `progress` shows the capture's progress bar.
+    Keyword `options` (model=..., n_cities=...) build the DemoConfig when none is given. Files: results.json
+    (everything), separation.csv (per layer, in distribution), transfer.csv (every method x train x test x
+    layer), predictions.csv (every held-out decision score), causal.csv, causal_prompts.csv (per prompt
+    margins), examples.csv, statements.csv, the capture store and the steering vector (truth_direction.*)."""
+    from ..data import resolve_data_dir
+    from ..data.facts import city_statements
+    from ..models import ModelNotAvailable, load
+    from ..runs import RunFolder
+
+    if config is None:
+        config = DemoConfig(**{k: str(v) if isinstance(v, Path) else v for k, v in options.items()})
+    elif options:
+        raise TypeError(f"run_demo takes a DemoConfig or keyword options, not both ({', '.join(options)})")
+    cfg = config
+    say = log or (lambda m: None)
+    out = Path(out) if out else default_out()
+    data_dir = resolve_data_dir(cfg.data_dir)
+    alphas = cfg.causal_alphas()
+    stmts = city_statements(seed=cfg.seed, limit=cfg.n_cities)
+    record = {"model": cfg.model, "dataset": "facts:cities", "n_cities": cfg.n_cities, "test_frac": cfg.test_frac,
+              "C": cfg.C, "alphas": alphas, "n_causal": cfg.n_causal, "n_random": cfg.n_random,
+              "positions": cfg.positions, "causal_layer": cfg.causal_layer, "n_select": cfg.n_select,
+              "select_every": cfg.select_every, "few_shot": FEW_SHOT, "n_examples": cfg.n_examples,
+              "data_dir": data_dir, "iti_k": cfg.iti_k, "iti_alpha": cfg.iti_alpha,
+              "tqa_questions": cfg.tqa_questions, "max_new_tokens": cfg.max_new_tokens}
+    run = RunFolder(out, "demo", record, seed=cfg.seed, overwrite=overwrite, defer=True)  # checked, not created
+    t0 = time.time()
+    timings: dict[str, float] = {}
+    say(f"[1/5] loading {cfg.model} (the first run converts the GGUF once, ~30 s)")
+    try:
+        lm = load(cfg.model)
+    except ModelNotAvailable as e:
+        raise BadInput(str(e)) from None
+    run.start()
+    say(f"      {lm.arch.model_type}: {lm.arch.n_layers} layers, hidden size {lm.arch.hidden_size}")
+    timings["load"] = time.time() - t0
+
+    t = time.time()
+    test_cities = held_out_groups([s.city for s in stmts], cfg.test_frac, cfg.seed)
+    n_cities_total = len({s.city for s in stmts})
+    say(f"[2/5] capturing {len(stmts)} statements about {n_cities_total} cities (residual stream, last "
+        f"token, every layer), e.g. {stmts[0].text!r} / {stmts[3].text!r}")
+    X, layers, y, pol, capture_summary = capture_step(lm, stmts, test_cities, run.file("capture"), progress)
+    timings["capture"] = time.time() - t
+
+    t = time.time()
+    masks = _masks(stmts, test_cities)
+    n_split = (n_cities_total - len(test_cities), len(test_cities))
+    say(f"[3/5] probing every layer: trained on {n_split[0]} cities, scored on {n_split[1]} held-out cities")
+    scores, preds, separation, best, transfer = probe_step(X, y, pol, masks, layers, cfg.C)
+    say(f"[4/5] where it fails: train on one polarity, test on the other (layer {best.layer})")
+    timings["probes"] = time.time() - t
+
+    t = time.time()
+    causal, selection, held = causal_step(lm, cfg, stmts, test_cities, X, y, masks["train:affirmative"], layers,
+                                          best.layer, say)
+    causal["steer"].write(run.file("truth_direction"))
+    per_prompt, examples = causal_tables(causal, held, cfg.n_examples)
+    timings["causal"] = time.time() - t
+
+    iti = None
+    if data_dir is not None and (Path(data_dir) / "truthfulqa").is_dir():
+        t = time.time()
+        say(f"[+] ITI on the first {cfg.tqa_questions} TruthfulQA questions: fitted on one fold, shown on the other")
+        iti = iti_step(lm, cfg, data_dir, run.file("intervention"), progress)
+        timings["iti"] = time.time() - t
+    else:
+        say("      (ITI on TruthfulQA skipped: no data folder; set VERACITY_DATA or --data-dir)")
+
+    files = {"statements.csv": [{"row": i, "text": s.text, "label": s.label, "polarity": s.polarity, "city": s.city,
+                                 "held_out": s.city in test_cities} for i, s in enumerate(stmts)],
+             "separation.csv": separation, "transfer.csv": scores, "predictions.csv": preds,
+             "causal.csv": causal["conditions"]}
+    if selection:
+        files["causal_layer_selection.csv"] = selection
+    files.update({"causal_prompts.csv": per_prompt, "examples.csv": examples})
+    if iti is not None:
+        files["iti_examples.csv"] = iti["examples"]
+    result = DemoResult(
+        findings(n_split, best, scores, causal), separation, best.layer, transfer,
+        {k: v for k, v in causal.items() if k not in ("base", "margins", "steer")}, examples, layers,
+        {"n": len(stmts), "cities": n_cities_total, "train_cities": n_split[0], "test_cities": n_split[1],
+         "rows": {k: int(v.sum()) for k, v in masks.items()}},
+        {"chosen": causal["layer"], "on": "training cities" if selection else "causal_layer", "candidates": selection},
+        capture_summary, timings, time.time() - t0, iti["iti"] if iti else None, iti["examples"] if iti else [],
+        files=files)
+    result.write(run)
+    return result

@@ -73,6 +73,8 @@ def summary_line(summary: dict) -> str:
 #: results.json layout of an eval run (docs/reference/results.md); files without the field are version 0
 #: (the same layout) and still read.
 SCHEMA_VERSION = 2  # 2: binary summary keys spelled as the metrics registry (binary_loglik_truthfulqa)
+#: what an eval's headline may hold: the registry's target, CE/KL and binary headline metrics
+HEADLINE = tuple(headlines("target", "lm", "binary"))
 
 
 def _instructions():
@@ -129,14 +131,14 @@ class EvalOutput:
 
     def headline(self) -> dict:
         """The run's headline figures: what `veracity runs list` shows for it."""
-        return {k: self.summary[k] for k in headlines("target", "lm", "binary") if k in self.summary}
+        return {k: self.summary[k] for k in HEADLINE if k in self.summary}
 
     def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
         """The per-fold table (rates in %) and, for the binary protocol, the variants over all questions."""
         c = self.config
         out = [(f"TruthfulQA {c.revision} ({c.protocol} protocol) on {c.model}, per fold", fold_columns(),
                 fold_table_rows([f.metrics for f in self.folds]))]
-        binary = self.results_json().get("binary")
+        binary = self.to_json().get("binary")
         if binary:
             out.append((f"binary task ({next(iter(binary.values()))['pair']}), all questions",
                         ["variant", "accuracy %", "chance %", "n"],
@@ -161,8 +163,10 @@ class EvalOutput:
                  for fm in d.get("folds", [])]
         return cls(cfg, folds, d.get("summary", {}), d.get("judges", {}))
 
-    def results_json(self) -> dict:
-        """The results.json payload: per-question scores and answers, the binary task, the fold means and the judges."""
+    def to_json(self) -> dict:
+        """The results.json payload: per-question scores and answers, the binary task, the fold means and the judges
+        (its fields: docs/reference/results.md). Always the current schema_version's layout: an older file read
+        back is written in it."""
         from ..data.truthfulqa import DATASET_NAMES
 
         qs = [q for f in self.folds for q in f.questions]
@@ -183,6 +187,16 @@ class EvalOutput:
                 "questions": [asdict(q) for f in self.folds for q in f.questions],
                 "mc_scores": [m for f in self.folds for m in f.mc_scores],
                 "lm": ({k: v for k, v in asdict(self.folds[0].lm).items()} if self.folds and self.folds[0].lm else None)}
+
+    def write(self, run) -> None:
+        """questions.csv, answers.csv (when answers were generated), then results.json (last: it marks the run
+        finished)."""
+        rows = [asdict(q) for f in self.folds for q in f.questions]
+        if any(q["answer"] is not None for q in rows):
+            run.write_csv("answers.csv", [{k: q[k] for k in ("index", "fold", "question", "answer", "true_score",
+                                                             "info_score", "true", "info")} for q in rows])
+        run.write_csv("questions.csv", rows)
+        run.finish(self.to_json(), headline=self.headline())
 
 
 def fold_result_from_json(d: dict | None) -> FoldResult | None:
@@ -263,12 +277,7 @@ def run_truthfulqa_eval(lm, items, config: EvalConfig, *, truth_judge: Judge | N
     summary = summarize([r.metrics for r in results])
     output = EvalOutput(config, results, summary, judges)
     if run:
-        rows = [asdict(q) for r in results for q in r.questions]
-        if "judge" in metrics:
-            run.write_csv("answers.csv", [{k: q[k] for k in ("index", "fold", "question", "answer", "true_score",
-                                                             "info_score", "true", "info")} for q in rows])
-        run.write_csv("questions.csv", rows)
-        run.finish(output.results_json(), headline=output.headline())
+        output.write(run)
     return output
 
 

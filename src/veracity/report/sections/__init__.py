@@ -1,29 +1,54 @@
 """One module per run kind, each with `render(page, run)`: it reads the kind's typed result
 (`Result.from_json(run.results)`) and draws its figures and tables.
 
-SECTIONS maps a kind to (page heading, render); kinds that share a heading share a page section, in this
-order. A new kind is one module here and one line below."""
+SECTIONS maps a kind to (page heading, render), derived from the studies registry
+(`experiments.registry.STUDIES`: a registered study's heading is its `section`) and RENDERS; kinds that share a
+heading share a page section, in RENDERS' order. PENDING holds the headings of the kinds whose study does not
+conform to the registry yet (not registered). A new study is its registration and one module here, with one
+line in RENDERS."""
 
 from __future__ import annotations
 
 from typing import Callable
 
+from ...experiments.registry import STUDIES
 from ..page import Page, Run
 from . import ccs, demo, distractor, finetune, interventions, iti_sweep, iti_validate, polarity, probe, spec
 from . import steer_sweep, sycophancy, truthfulqa
 
-SECTIONS: dict[str, tuple[str, Callable[[Page, Run], None]]] = {
-    "demo": ("Demo", demo.render),
-    "probe": ("Probes", probe.render),
-    "ccs": ("CCS", ccs.render),
-    "eval": ("TruthfulQA and ITI", truthfulqa.render),
-    "iti-validate": ("TruthfulQA and ITI", iti_validate.render),
-    "iti-sweep": ("TruthfulQA and ITI", iti_sweep.render),
-    "compare-interventions": ("Intervention comparison and sycophancy", interventions.render),
-    "sycophancy": ("Intervention comparison and sycophancy", sycophancy.render),
-    "spec": ("Model pairs", spec.render),
-    "finetune": ("Model pairs", finetune.render),
-    "steer-sweep": ("Steering sweeps and probe sanity checks", steer_sweep.render),
-    "probe-polarity": ("Steering sweeps and probe sanity checks", polarity.render),
-    "ccs-distractor": ("Steering sweeps and probe sanity checks", distractor.render),
+#: kind -> its section's render, in page order
+RENDERS: dict[str, Callable[[Page, Run], None]] = {
+    "demo": demo.render,
+    "probe": probe.render,
+    "ccs": ccs.render,
+    "eval": truthfulqa.render,
+    "iti-validate": iti_validate.render,
+    "iti-sweep": iti_sweep.render,
+    "compare-interventions": interventions.render,
+    "sycophancy": sycophancy.render,
+    "spec": spec.render,
+    "finetune": finetune.render,
+    "steer-sweep": steer_sweep.render,
+    "probe-polarity": polarity.render,
+    "ccs-distractor": distractor.render,
 }
+
+#: the headings of the kinds not (yet) in the studies registry
+PENDING: dict[str, str] = {
+    "probe": "Probes",
+    "iti-validate": "TruthfulQA and ITI",
+    "iti-sweep": "TruthfulQA and ITI",
+    "compare-interventions": "Intervention comparison and sycophancy",
+    "sycophancy": "Intervention comparison and sycophancy",
+    "finetune": "Model pairs",
+    "steer-sweep": "Steering sweeps and probe sanity checks",
+    "ccs-distractor": "Steering sweeps and probe sanity checks",
+}
+
+
+def heading_of(kind: str) -> str:
+    """The page heading of `kind`: its registered study's `section`, else its PENDING heading."""
+    return STUDIES[kind].section if kind in STUDIES else PENDING[kind]
+
+
+SECTIONS: dict[str, tuple[str, Callable[[Page, Run], None]]] = {k: (heading_of(k), r) for k, r in RENDERS.items()}

@@ -15,9 +15,9 @@ _SEPARATION = {"accuracy": "logistic accuracy", "auroc": "logistic AUROC", "mass
 
 def render(page: Page, run: Run) -> None:
     """Draw a `demo` run's tables and figures into the page, from its typed result read back from results.json."""
-    from ...experiments.demo import DemoRun
+    from ...experiments.demo import DemoResult
 
-    res = DemoRun.from_json(run.results)
+    res = DemoResult.from_json(run.results)
     page.add('<ol class="findings">' + "".join(f"<li>{esc(f)}</li>" for f in res.findings) + "</ol>")
     _separation(page, res)
     _transfer(page, res)
