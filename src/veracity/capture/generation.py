@@ -39,7 +39,7 @@ POSITIONS = ("pre", "answer_first", "answer_last", "after_answer", "answer_mean"
 
 
 @dataclass
-class GeneratedAnswer:
+class CapturedAnswer:
     """One answer with its label and hidden states; `features` is float32 [len(POSITIONS), n_layers, d]."""
     item_id: str
     sample: int  # -1 for the greedy answer, 0..N-1 for the seeded samples
@@ -146,7 +146,7 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
                           seeds: Sequence[int | None] | None = None, item_ids: Sequence[str] | None = None,
                           samples: Sequence[int] | None = None, temperature: float = 1.0, top_p: float = 1.0,
                           max_new_tokens: int = 32, stop: Callable[[str], bool] | None = first_line_done,
-                          batch_size: "int | str | AutoBatch" = 16, capture: bool = True) -> list[GeneratedAnswer]:
+                          batch_size: "int | str | AutoBatch" = 16, capture: bool = True) -> list[CapturedAnswer]:
     """One answer per tokenised prompt: greedy where `seeds[i]` is None, else sampled from its own generator;
     left-padded batches (longest prompts first), outputs in input order. With `capture`, hidden states at
     `POSITIONS` come from hooks on the generation's forwards; without it (the plain baseline) nothing is hooked
@@ -162,7 +162,7 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
     model, tok = lm.model, lm.tokenizer
     pad, eos = pad_token_id(tok), tok.eos_token_id
     dev = next(model.parameters()).device
-    out: list[GeneratedAnswer | None] = [None] * n
+    out: list[CapturedAnswer | None] = [None] * n
 
     def run_chunk(chunk: list[int]) -> None:
         ids, mask, _ = pad_batch([list(prompts[i]) for i in chunk], pad, "left", dev)
@@ -207,7 +207,7 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
                     feats = torch.stack([pre, ans[:, 0], ans[:, -1], after, ans.mean(1)])
                 else:  # an empty generation: every answer position reads the prompt's last token
                     feats = torch.stack([pre] * len(POSITIONS))
-            out[i] = GeneratedAnswer(
+            out[i] = CapturedAnswer(
                 item_ids[i], samples[i], list(prompts[i]), new, text, lps[r, :len(new)].numpy().astype(np.float32),
                 text[cs:ce], (a0, a1), correct, after_in, feats)
 
@@ -219,7 +219,7 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
 def answer_questions(lm, items: Sequence[QAItem], *, n_samples: int = 0, greedy: bool = True, seed: int = 0,
                      temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 32,
                      batch_size: "int | str | AutoBatch" = 16, capture: bool = True,
-                     prompt: Callable[[object, str], str] = qa_prompt) -> list[GeneratedAnswer]:
+                     prompt: Callable[[object, str], str] = qa_prompt) -> list[CapturedAnswer]:
     """The greedy answer (when `greedy`) and `n_samples` seeded samples for every question, labelled by
     normalised alias match and captured at `POSITIONS`; grouped by question, greedy first."""
     tok = lm.tokenizer

@@ -2,14 +2,17 @@
 copied data set), plus TruthfulQA questions in the same record, for the "does the model know when its own
 answer is wrong?" study.
 
-Tables (questions; greedy smollm2 right / wrong, chat prompt, 24 new tokens, `answer_span` rule below):
-  cities      "Which country is Lyon in?" from the demo's `facts.CITIES`     COUNTS_CITIES
-  capitals    "What is the capital of Peru?"                                 COUNTS_CAPITALS
-  elements    "What is the chemical symbol of gold?"                         COUNTS_ELEMENTS
-  authors     "Who wrote Moby-Dick?"                                         COUNTS_AUTHORS
-  astronomy   planets, moons, stars and spaceflight                          COUNTS_ASTRONOMY
-  currencies  "What is the currency of Japan?"                               COUNTS_CURRENCIES
-  continents  "On which continent is Peru?"                                  COUNTS_CONTINENTS
+Tables (greedy smollm2 answers right / wrong: chat prompt `qa_prompt`, 24 new tokens, the rule below):
+  cities      "Which country is Lyon in?" from the demo's `facts.CITIES`     125 / 52
+  capitals    "What is the capital of Peru?"                                 35 / 52
+  elements    "What is the chemical symbol of gold?"                         30 / 8
+  authors     "Who wrote Moby-Dick?"                                         31 / 30
+  astronomy   planets, moons, stars and spaceflight                          15 / 13
+  currencies  "What is the currency of Japan?"                               14 / 22
+  continents  "On which continent is Peru?"                                  37 / 6
+  all 470 questions                                                         287 / 183
+Many wrong answers echo the question or name a wrong place; a garbled city followed by the right country
+("Ossaf is the capital of ... Norway") still counts as right: the rule grades the answer's first line.
 
 Answer rule (one copy, used for labels and for the answer span the hidden states are read at):
 - `normalise_answer`: SQuAD's rule: lower-case, remove ASCII punctuation, drop the articles a/an/the,
