@@ -1,0 +1,120 @@
+"""Detector scoring of N sampled answers: hidden states read during generation vs a second forward per answer.
+
+- plain: N seeded samples per question (`generate_with_capture(capture=False)`), nothing hooked;
+- capture: the same generation with hooks reading every layer at the detector's positions;
+- naive: plain generation, then one forward per answer over prompt + answer reading the same positions.
+Each path then scores every answer with one fixed linear detector (seeded random direction on
+answer_last at the middle layer) and picks the best of N per question (target: capture / plain <= 1.05).
+
+Usage: python benchmarks/bench_detect.py [--model smollm2] [--questions 32] [--samples 5] [--max-new-tokens 24]
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def _naive_features(lm, answers):
+    """[n, 5, layers, d] from one unpadded forward per answer (the naive way)."""
+    from veracity.capture.hooks import hook_sites
+    from veracity.capture.sites import Site
+
+    sites = [Site("resid", i) for i in range(lm.arch.n_layers)]
+    out = []
+    for a in answers:
+        P, (a0, a1) = len(a.prompt_ids), a.span
+        h: dict[int, torch.Tensor] = {}
+        with torch.inference_mode(), hook_sites(lm.model, lm.arch, sites, lambda s, v: h.__setitem__(s.layer, v),
+                                                lambda x: x[0].float()):
+            lm.model(input_ids=torch.tensor([a.prompt_ids + a.token_ids], device=lm.device), use_cache=False)
+        st = torch.stack([h[i] for i in range(lm.arch.n_layers)]).cpu()  # [layers, T, d]
+        if not a.token_ids:
+            out.append(torch.stack([st[:, P - 1]] * 5))
+            continue
+        after = P + a1 if a.after_in_generation else P + a1 - 1
+        out.append(torch.stack([st[:, P - 1], st[:, P + a0], st[:, P + a1 - 1], st[:, after],
+                                st[:, P + a0:P + a1].mean(1)]))
+    return torch.stack(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--questions", type=int, default=32, help="questions per QA table draw (total, seeded)")
+    ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from veracity.capture.generation import POSITIONS, answer_questions
+    from veracity.data.qa import load_qa
+    from veracity.models import load
+
+    lm = load(args.model, device=args.device)
+    items = load_qa(seed=0)
+    items = [items[i] for i in torch.randperm(len(items), generator=torch.Generator().manual_seed(0))[:args.questions]]
+    kw = dict(n_samples=args.samples, greedy=False, seed=0, max_new_tokens=args.max_new_tokens,
+              batch_size=args.batch_size)
+    w = torch.randn(lm.arch.hidden_size, generator=torch.Generator().manual_seed(0))
+    pos, layer = POSITIONS.index("answer_last"), lm.arch.n_layers // 2
+
+    def best_of_n(scores):
+        return scores.view(len(items), args.samples).argmax(1).tolist()
+
+    def plain():
+        return answer_questions(lm, items, capture=False, **kw)
+
+    def captured():
+        ans = answer_questions(lm, items, capture=True, **kw)
+        feats = torch.stack([a.features for a in ans])
+        return ans, feats, feats[:, pos, layer] @ w
+
+    def naive():
+        ans = answer_questions(lm, items, capture=False, **kw)
+        feats = _naive_features(lm, ans)
+        return ans, feats, feats[:, pos, layer] @ w
+
+    def timed(fn):
+        best, res = float("inf"), None
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            res = fn()
+            best = min(best, time.perf_counter() - t)
+        return best, res
+
+    plain()  # warm-up
+    t_plain, ans_plain = timed(plain)
+    t_cap, (ans_cap, f_cap, s_cap) = timed(captured)
+    t_naive, (ans_naive, f_naive, s_naive) = timed(naive)
+    same_tokens = [a.token_ids for a in ans_cap] == [a.token_ids for a in ans_naive] == \
+        [a.token_ids for a in ans_plain]
+    scale = f_naive.abs().amax(-1, keepdim=True).clamp_min(1.0)
+    print(json.dumps({
+        "ratio_capture_over_plain": t_cap / t_plain,
+        "ratio_naive_over_plain": t_naive / t_plain,
+        "seconds_plain": t_plain, "seconds_capture": t_cap, "seconds_naive": t_naive,
+        "max_abs_diff_features": float((f_cap - f_naive).abs().max()),
+        "max_rel_diff_features": float(((f_cap - f_naive).abs() / scale).max()),
+        "max_abs_diff_scores": float((s_cap - s_naive).abs().max()),
+        "same_best_of_n": best_of_n(s_cap) == best_of_n(s_naive), "same_tokens": same_tokens,
+        "target": {"ratio_capture_over_plain": "<= 1.05"},
+        "details": {"model": args.model, "device": args.device, "questions": len(items), "samples": args.samples,
+                    "answers": len(ans_cap), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+                    "threads": torch.get_num_threads(), "repeats": args.repeats,
+                    "detector": f"random direction on answer_last, layer {layer}",
+                    "mean_new_tokens": sum(len(a.token_ids) for a in ans_cap) / len(ans_cap)},
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()

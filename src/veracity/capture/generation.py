@@ -1,0 +1,238 @@
+"""Generation with capture: greedy and seeded sampled answers whose hidden states are read by hooks on the
+generation's own forward passes (no second forward), at the positions a truthfulness detector reads.
+
+Per answer, for every decoder layer (`resid.L`, the layer's output as in `capture.sites`), float32 [n_layers, d]
+at each of `POSITIONS`:
+- "pre": the last prompt token (read in the prefill, before anything is generated);
+- "answer_first" / "answer_last": the first / last token of the exact answer inside the generation
+  (`data.qa.answer_span`: the first alias match in the first line, else its first sentence);
+- "after_answer": the token after the answer (the answer's last token when the answer ends the generation:
+  `after_in_generation` is then False);
+- "answer_mean": the mean over the answer's tokens.
+A token's state is the layer output at the step that feeds it, so the token that ends an answer is fed once
+more: generation runs one step past `max_new_tokens`, and the stop rule ends a row one token after it fires
+(neither changes the returned tokens). Memory per batch: float32 [layers, batch, steps, d], reduced to the
+five positions when the batch ends.
+
+Sampling is batch-independent: each sampled row has its own `torch.Generator` seeded from (seed, item id,
+sample index), and a logits processor draws its token (Gumbel-max over temperature-scaled logits, optional
+top-p) and forces it; greedy rows take the argmax, as plain `generate()` does. The same processor records
+each chosen token's log-probability under the unscaled model (float32 log-softmax of the logits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..data.qa import QAItem, answer_span, first_line_done, qa_prompt
+from ..models.batching import AutoBatch, as_batcher
+from ..models.padding import pad_batch, pad_token_id
+from .hooks import _first
+
+POSITIONS = ("pre", "answer_first", "answer_last", "after_answer", "answer_mean")
+
+
+@dataclass
+class CapturedAnswer:
+    """One answer with its label and hidden states; `features` is float32 [len(POSITIONS), n_layers, d]."""
+    item_id: str
+    sample: int  # -1 for the greedy answer, 0..N-1 for the seeded samples
+    prompt_ids: list[int]
+    token_ids: list[int]  # new tokens, cut at EOS / the stop rule / max_new_tokens
+    text: str  # decoded token_ids
+    logprobs: np.ndarray  # float32 [len(token_ids)], each token's log-prob under the model (unscaled)
+    answer: str  # the exact answer span's text
+    span: tuple[int, int]  # token span of the answer in token_ids, end exclusive
+    correct: bool | None  # normalised alias match of the first line (None without aliases)
+    after_in_generation: bool
+    features: torch.Tensor | None = field(default=None, repr=False)
+
+    def feature(self, position: str, layer: int) -> torch.Tensor:
+        """[d] float32 at one of `POSITIONS` and one layer (negative counts from the end)."""
+        return self.features[POSITIONS.index(position), layer]
+
+
+def sample_seed(seed: int, item_id: str, sample: int) -> int:
+    """The generator seed of one sampled answer: stable across runs, batch sizes and orders."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{item_id}:{sample}".encode()).digest()[:8], "little") >> 1
+
+
+class _Picker:
+    """Logits processor: chooses every row's token itself (argmax, or a seeded Gumbel-max draw), records its fp32
+    log-prob, and returns logits that force it."""
+
+    def __init__(self, gens: list[torch.Generator | None], temperature: float, top_p: float):
+        self.gens, self.temperature, self.top_p = gens, temperature, top_p
+        self.logprobs: list[torch.Tensor] = []
+
+    def _draw(self, logits: torch.Tensor, gen: torch.Generator) -> int:
+        z = logits / self.temperature
+        if self.top_p < 1.0:
+            p, idx = torch.softmax(z, -1).sort(descending=True)
+            drop = (p.cumsum(-1) - p) >= self.top_p  # keep the smallest head whose mass reaches top_p
+            z = z.clone()
+            z[idx[drop]] = float("-inf")
+        u = torch.rand(z.shape, generator=gen, device=gen.device, dtype=torch.float64)
+        return int((z.double() - torch.log(-torch.log(u))).argmax())
+
+    def __call__(self, input_ids, scores):
+        scores = scores.float()
+        tok = scores.argmax(-1)
+        for r, g in enumerate(self.gens):
+            if g is not None:
+                tok[r] = self._draw(scores[r], g)
+        lp = torch.log_softmax(scores, -1).gather(1, tok[:, None])[:, 0]
+        self.logprobs.append(lp.cpu())
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, tok[:, None], 0.0)
+
+
+class _StopLate:
+    """Row r is done one token after `stop(decoded new tokens)` first holds, so the token that fired is fed."""
+
+    def __init__(self, tok, start: int, stop: Callable[[str], bool]):
+        self.tok, self.start, self.stop = tok, start, stop
+
+    def __call__(self, input_ids, scores, **kwargs):
+        rows = [len(r) > self.start + 1 and self.stop(self.tok.decode(r[self.start:-1], skip_special_tokens=True))
+                for r in input_ids.tolist()]
+        return torch.tensor(rows, dtype=torch.bool, device=input_ids.device)
+
+
+@contextlib.contextmanager
+def _read_layers(lm, keep: list[list[torch.Tensor]]):
+    """Hooks on every decoder layer appending the float32 state of the newest position ([B, d]) to keep[layer]."""
+    handles = [lm.arch.layer(lm.model, i).register_forward_hook(
+        lambda m, a, o, i=i: keep[i].append(_first(o)[:, -1].float()))
+        for i in range(lm.arch.n_layers)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _cut(tok, new: list[int], eos, max_new_tokens: int, stop: Callable[[str], bool] | None) -> list[int]:
+    if eos is not None and eos in new:
+        new = new[:new.index(eos)]
+    new = new[:max_new_tokens]
+    if stop is not None:
+        for k in range(1, len(new) + 1):
+            if stop(tok.decode(new[:k], skip_special_tokens=True)):
+                return new[:k]
+    return new
+
+
+def char_to_token_span(tok, ids: Sequence[int], start: int, end: int) -> tuple[int, int]:
+    """Tokens of `ids` whose decoded characters overlap [start, end) (decode of each prefix gives the offsets);
+    an empty character span gives the token holding `start` (or the last token)."""
+    ends = [len(tok.decode(list(ids[:k + 1]), skip_special_tokens=True)) for k in range(len(ids))]
+    begins = [0] + ends[:-1]
+    hit = [k for k in range(len(ids)) if begins[k] < max(end, start + 1) and ends[k] > start]
+    if not hit:
+        k = next((k for k in range(len(ids)) if ends[k] > start), len(ids) - 1)
+        return k, k + 1
+    return hit[0], hit[-1] + 1
+
+
+@torch.no_grad()
+def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequence[Sequence[str]] | None = None,
+                          seeds: Sequence[int | None] | None = None, item_ids: Sequence[str] | None = None,
+                          samples: Sequence[int] | None = None, temperature: float = 1.0, top_p: float = 1.0,
+                          max_new_tokens: int = 32, stop: Callable[[str], bool] | None = first_line_done,
+                          batch_size: "int | str | AutoBatch" = 16, capture: bool = True) -> list[CapturedAnswer]:
+    """One answer per tokenised prompt: greedy where `seeds[i]` is None, else sampled from its own generator;
+    left-padded batches (longest prompts first), outputs in input order. With `capture`, hidden states at
+    `POSITIONS` come from hooks on the generation's forwards; without it (the plain baseline) nothing is hooked
+    and `features` is None. `aliases[i]` labels and locates the answer (module doc)."""
+    if temperature <= 0 or not 0 < top_p <= 1:
+        raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {temperature}, {top_p}")
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    n = len(prompts)
+    seeds = [None] * n if seeds is None else list(seeds)
+    item_ids = [str(i) for i in range(n)] if item_ids is None else list(item_ids)
+    samples = [-1 if s is None else 0 for s in seeds] if samples is None else list(samples)
+    model, tok = lm.model, lm.tokenizer
+    pad, eos = pad_token_id(tok), tok.eos_token_id
+    dev = next(model.parameters()).device
+    out: list[CapturedAnswer | None] = [None] * n
+
+    def run_chunk(chunk: list[int]) -> None:
+        ids, mask, _ = pad_batch([list(prompts[i]) for i in chunk], pad, "left", dev)
+        L = ids.shape[1]
+        gens = []
+        for i in chunk:
+            g = None
+            if seeds[i] is not None:
+                g = torch.Generator(device=dev)
+                g.manual_seed(int(seeds[i]))
+            gens.append(g)
+        picker = _Picker(gens, temperature, top_p)
+        extra = {"stopping_criteria": StoppingCriteriaList([_StopLate(tok, L, stop)])} if stop is not None else {}
+        keep: list[list[torch.Tensor]] = [[] for _ in range(lm.arch.n_layers)]
+        ctx = _read_layers(lm, keep) if capture else contextlib.nullcontext()
+        with ctx:
+            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
+                                 max_new_tokens=max_new_tokens + (1 if capture else 0), pad_token_id=pad,
+                                 eos_token_id=eos, temperature=None, top_p=None, top_k=None,
+                                 logits_processor=LogitsProcessorList([picker]), **extra)
+        lps = torch.stack(picker.logprobs, 1)  # [B, steps]
+        states = torch.stack([torch.stack(k, 1) for k in keep], 0).cpu() if capture else None  # [layers, B, S, d]
+        for r, i in enumerate(chunk):
+            new = _cut(tok, gen[r, L:].tolist(), eos, max_new_tokens, stop)
+            text = tok.decode(new, skip_special_tokens=True)
+            al = list(aliases[i]) if aliases is not None else []
+            cs, ce, ok = answer_span(text, al)
+            correct = ok if al else None
+            if new:
+                a0, a1 = char_to_token_span(tok, new, cs, ce)
+            else:
+                a0, a1 = 0, 0
+            feats = None
+            after_in = a1 < len(new)
+            if states is not None:
+                st = states[:, r]  # [layers, S, d]: step 0 = prompt's last token, step j+1 = new token j
+                assert st.shape[1] >= len(new) + 1, "generation stopped before the last token was fed"
+                pre = st[:, 0]
+                if new:
+                    ans = st[:, 1 + a0: 1 + a1]
+                    after = st[:, 1 + (a1 if after_in else a1 - 1)]
+                    feats = torch.stack([pre, ans[:, 0], ans[:, -1], after, ans.mean(1)])
+                else:  # an empty generation: every answer position reads the prompt's last token
+                    feats = torch.stack([pre] * len(POSITIONS))
+            out[i] = CapturedAnswer(
+                item_ids[i], samples[i], list(prompts[i]), new, text, lps[r, :len(new)].numpy().astype(np.float32),
+                text[cs:ce], (a0, a1), correct, after_in, feats)
+
+    order = sorted(range(n), key=lambda i: -len(prompts[i]))
+    as_batcher(batch_size, dev).map(order, run_chunk)
+    return out  # type: ignore[return-value]
+
+
+def answer_questions(lm, items: Sequence[QAItem], *, n_samples: int = 0, greedy: bool = True, seed: int = 0,
+                     temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 32,
+                     batch_size: "int | str | AutoBatch" = 16, capture: bool = True,
+                     prompt: Callable[[object, str], str] = qa_prompt) -> list[CapturedAnswer]:
+    """The greedy answer (when `greedy`) and `n_samples` seeded samples for every question, labelled by
+    normalised alias match and captured at `POSITIONS`; grouped by question, greedy first."""
+    tok = lm.tokenizer
+    chat = bool(getattr(tok, "chat_template", None))
+    enc, als, seeds, ids, samples = [], [], [], [], []
+    for it in items:
+        p = list(tok(prompt(tok, it.question), add_special_tokens=not chat)["input_ids"])
+        for s in ([-1] if greedy else []) + list(range(n_samples)):
+            enc.append(p)
+            als.append(it.aliases)
+            seeds.append(None if s < 0 else sample_seed(seed, it.id, s))
+            ids.append(it.id)
+            samples.append(s)
+    return generate_with_capture(lm, enc, aliases=als, seeds=seeds, item_ids=ids, samples=samples,
+                                 temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size, capture=capture)

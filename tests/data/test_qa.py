@@ -1,0 +1,110 @@
+"""The QA tables, the seeded loader and the answer rule (checked against SQuAD's normaliser, written out here)."""
+
+from __future__ import annotations
+
+import re
+import string
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from veracity.data import DataError
+from veracity.data.facts import CITIES
+from veracity.data.qa import (TABLES, answer_span, first_line, first_line_done, is_match, load_qa,
+                              load_truthfulqa_qa, normalise_answer, qa_table)
+
+
+def squad_normalize(s: str) -> str:
+    """SQuAD v1.1 evaluate.py's normalize_answer, verbatim in substance."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+@pytest.mark.parametrize("text", ["The U.S.A.", "  Paris,   France! ", "an apple a day", "Theatre of the Absurd",
+                                  "Washington, D.C.", "the-the", "A", "", "Saint-Exupéry", "it's 8."])
+def test_normalise_answer_is_squads_rule(text):
+    assert normalise_answer(text) == squad_normalize(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=" \n\tabcdeinhtAThE.,-!'?", max_size=30))
+def test_normalise_answer_matches_squad_on_random_text(text):
+    assert normalise_answer(text) == squad_normalize(text)
+
+
+def test_is_match_whole_words_only():
+    assert is_match("It is in France.", ["France"])
+    assert is_match("france", ["The France"])
+    assert not is_match("Franceville", ["France"])
+    assert is_match("Lyon is in the U.S.", ["US"])
+    assert not is_match("Rome", ["Paris", "Lutetia"])
+    assert not is_match("anything", ["the", "..."])  # aliases that normalise to nothing never match
+
+
+def test_answer_span_correct_is_the_earliest_alias_in_the_first_line():
+    text = "  The capital is Washington, D.C. not Washington state.\nParis"
+    s, e, ok = answer_span(text, ["Washington", "Washington, D.C.", "Paris"])
+    assert ok and text[s:e] == "Washington, D.C"  # the longest alias at the earliest place; no final period
+    assert normalise_answer(text[s:e]) == normalise_answer("Washington, D.C.")
+    s, e, ok = answer_span(text, ["Paris"])  # only on the second line: wrong
+    assert not ok and text[s:e] == "The capital is Washington, D.C"  # first sentence ends at ". "
+
+
+def test_answer_span_wrong_is_the_first_sentence():
+    text = "\n It is in Italy! Or Spain.\nFrance"
+    s, e, ok = answer_span(text, ["France"])
+    assert (text[s:e], ok) == ("It is in Italy", False)
+    assert answer_span("   ", ["x"])[:2] == (3, 3)
+    assert first_line("\n\n ab \ncd") == (3, 5)
+
+
+def test_first_line_done():
+    assert not first_line_done("\n\n  Paris")
+    assert first_line_done("\nParis\n")
+    assert not first_line_done("")
+
+
+def test_tables_are_well_formed():
+    items = load_qa()
+    assert {it.table for it in items} == set(TABLES)
+    assert len({it.id for it in items}) == len(items)
+    assert 300 <= len(items) <= 1000
+    for it in items:
+        assert it.aliases[0] == it.answer and len(set(it.aliases)) == len(it.aliases)
+        assert all(normalise_answer(a) for a in it.aliases)
+        assert it.question.endswith("?") and is_match(it.answer, it.aliases)
+    for name in TABLES:
+        qs = [it.question for it in qa_table(name)]
+        assert len(set(qs)) == len(qs), name
+    cities = qa_table("cities")
+    assert len(cities) == len(CITIES)
+    lyon = next(it for it in cities if "Lyon" in it.question)
+    assert lyon.question == "Which country is Lyon in?" and lyon.answer == "France"
+
+
+def test_load_qa_is_seeded_and_keeps_every_table():
+    a, b, c = load_qa(limit=5, seed=1), load_qa(limit=5, seed=1), load_qa(limit=5, seed=2)
+    assert a == b and a != c
+    assert len(a) == 5 * len(TABLES)
+    full = {it.id: it for it in load_qa()}
+    assert all(full[it.id] == it for it in a)
+    assert [it.id for it in a] == sorted((it.id for it in a), key=list(full).index)  # table order kept
+    assert [it.table for it in load_qa("elements")] == ["elements"] * len(qa_table("elements"))
+    with pytest.raises(DataError, match="unknown QA table"):
+        load_qa(["nope"])
+    with pytest.raises(DataError, match="positive"):
+        load_qa(limit=0)
+
+
+def test_truthfulqa_as_qa_items(data_dir):
+    from veracity.data import load_truthfulqa
+
+    tqa = load_truthfulqa(data_dir)
+    items = load_truthfulqa_qa(data_dir, limit=7, seed=3)
+    assert items == load_truthfulqa_qa(data_dir, limit=7, seed=3) and len(items) == 7
+    for it in items:
+        src = tqa[int(it.id.split("-")[1])]
+        assert it.question == src.question and it.answer == src.best_answer and it.table == "truthfulqa"
+        assert set(src.correct_answers) <= set(it.aliases)
