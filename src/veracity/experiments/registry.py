@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import demo, probe, probe_sanity, spec, truthfulqa
+from . import ccs, demo, probe_sanity, spec, truthfulqa
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ for _s in (
            "random_shift"), "Demo", "demo",
           {"model": "tiny-llama", "n_cities": 8, "n_causal": 4, "alphas": [2.0], "n_random": 1, "n_select": 4,
            "n_examples": 2, "data_dir": "/nonexistent-veracity-data"}),
-    Study("ccs", probe.CCSConfig, probe.run_ccs, probe.CCSRun, probe.SCHEMA_VERSION,
+    Study("ccs", ccs.CCSConfig, ccs.run_ccs, ccs.CCSRun, ccs.SCHEMA_VERSION,
           ("ccs_best_acc", "ccs_best_layer", "zero_shot"), "CCS", "ccs",
           {"model": "tiny-llama", "dataset": "boolq", "limit": 16, "epochs": 10, "n_restarts": 2,
            "zero_shot": False}),
