@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 import re
-import string
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -39,7 +39,6 @@ from .errors import DataError
 from .facts import _TABLE as _CITY_TABLE
 
 ARTICLES = frozenset({"a", "an", "the"})
-_PUNCT = frozenset(string.punctuation)
 
 
 @dataclass(frozen=True)
@@ -61,18 +60,19 @@ def _words(text: str) -> list[tuple[str, int, int]]:
     out = []
     for m in re.finditer(r"\S+", text):
         chunk = m.group()
-        keep = [i for i, c in enumerate(chunk) if c not in _PUNCT]
+        keep = [i for i, c in enumerate(chunk) if not unicodedata.category(c).startswith("P")]
         if not keep:
             continue
-        word = "".join(chunk[i] for i in keep).lower()
-        if word in ARTICLES:
-            continue
-        out.append((word, m.start() + keep[0], m.start() + keep[-1] + 1))
+        for word in unicodedata.normalize("NFKC", "".join(chunk[i] for i in keep)).lower().split():
+            if word not in ARTICLES:
+                out.append((word, m.start() + keep[0], m.start() + keep[-1] + 1))
     return out
 
 
 def normalise_answer(text: str) -> str:
-    """Lower-case, ASCII punctuation removed, articles a/an/the dropped, whitespace collapsed (SQuAD's rule)."""
+    """Lower-case, punctuation (every Unicode punctuation character) removed, Unicode NFKC, articles a/an/the
+    dropped, whitespace collapsed (SQuAD's and TriviaQA's rule); the one copy of the rule, which
+    `evaluate.answer_match` (semantic entropy's clustering) uses too."""
     return " ".join(w for w, _, _ in _words(text))
 
 
@@ -121,7 +121,8 @@ def answer_span(text: str, aliases: Sequence[str]) -> tuple[int, int, bool]:
     line = text[ls:le]
     m = re.search(r"[.!?](\s|$)", line)
     sent = line[:m.start()] if m else line
-    sent = sent.rstrip().rstrip("".join(_PUNCT)).rstrip()
+    while sent and (sent[-1].isspace() or unicodedata.category(sent[-1]).startswith("P")):
+        sent = sent[:-1]
     if not sent:  # a line of punctuation: the whole line
         sent = line
     return ls, ls + len(sent), False

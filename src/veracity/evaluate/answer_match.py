@@ -15,32 +15,11 @@ depend on the order of the samples.
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+from ..data.qa import is_match, normalise_answer  # the rule is defined once, in data/qa.py
 
-
-def normalise_answer(text: str) -> str:
-    """`text` under the normalised-match rule (module doc): lower-cased, punctuation deleted, articles dropped,
-    whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def _contains_words(words: Sequence[str], part: Sequence[str]) -> bool:
-    k = len(part)
-    return k > 0 and any(list(words[i:i + k]) == list(part) for i in range(len(words) - k + 1))
-
-
-def is_match(answer: str, aliases: Iterable[str]) -> bool:
-    """Whether `answer` is correct under the normalised-match rule: its normalised words equal or contain, as a
-    contiguous run of whole words, the normalised words of some alias."""
-    words = normalise_answer(answer).split()
-    return any(_contains_words(words, normalise_answer(a).split()) for a in aliases)
-
+__all__ = ["is_match", "match_rule", "normalise_answer", "same_answer"]
 
 def same_answer(a: str, b: str, aliases: Iterable[str] = ()) -> bool:
     """Whether two answers are the same under the normalised-match rule: equal normalised forms, or both matching
