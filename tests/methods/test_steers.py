@@ -11,7 +11,7 @@ import torch
 
 from veracity.data import load_truthfulqa
 from veracity.methods import (PROMPTS, STEERS, TRAINERS, MethodSettings, Prompt, parse_method, prepare_method,
-                              register_prompt)
+                              SteerFamily, register_prompt, register_steer)
 from veracity.steer import Intervention, NotBakeable, ResidualSteer, Steer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
@@ -110,17 +110,44 @@ def test_every_steer_declares_its_parameters(name):
     by its name; a name the family does not have is refused naming the ones it has."""
     from veracity.validation import BadInput
 
+    from veracity.methods.steers import IN_PARAMS, steer_value
+
     family = STEERS[name]
     plain = MethodSettings()
     for p in family.params:
         if p.setting is None:
             continue
-        assert getattr(plain, p.setting) == p.default, p.name
-        assert getattr(family.settings(plain, **{p.name: p.example}), p.setting) == p.example, p.name
+        assert steer_value(plain, name, p.name) == p.default, p.name
+        assert steer_value(family.settings(plain, **{p.name: p.example}), name, p.name) == p.example, p.name
         bad = next((b for c in p.constraints if c is not None for b in c.bad_values()), None)
         if bad is not None:
             with pytest.raises(BadInput):
-                MethodSettings(**{p.setting: bad})
+                if p.setting == IN_PARAMS:
+                    MethodSettings(steer_params={p.name: bad})
+                else:
+                    MethodSettings(**{p.setting: bad})
     with pytest.raises(ValueError, match=f"steer {name!r} has no parameter 'nosuch'; its parameters: "
                                          + ", ".join(p.name for p in family.params)):
         family.settings(plain, nosuch=1)
+
+
+def test_a_new_family_adds_parameters_with_its_registration():
+    """A family registered later declares its parameters IN_PARAMS: MethodSettings carries them by name with no
+    field of its own, checks them against the declaration when built, and `steer_value` reads them (default when
+    unset); a name no family declares is refused."""
+    from veracity.constraints import Interval
+    from veracity.methods.steers import IN_PARAMS, SteerParam, steer_value
+    from veracity.validation import BadInput
+
+    angle = SteerParam("angle_deg", 30.0, (Interval(float, 0, 180),), IN_PARAMS, 90.0)
+    register_steer(SteerFamily("toy-rot", lambda *a, **k: None, store="resid", params=(angle,), sweep="layers"))
+    try:
+        assert steer_value(MethodSettings(), "toy-rot", "angle_deg") == 30.0
+        s = STEERS["toy-rot"].settings(MethodSettings(), angle_deg=90.0)
+        assert s.steer_params == {"angle_deg": 90.0} and steer_value(s, "toy-rot", "angle_deg") == 90.0
+        with pytest.raises(BadInput, match="angle_deg"):
+            MethodSettings(steer_params={"angle_deg": 270.0})
+        with pytest.raises(BadInput, match="no registered steer has a parameter 'nosuch'"):
+            MethodSettings(steer_params={"nosuch": 1})
+    finally:
+        STEERS.pop("toy-rot")

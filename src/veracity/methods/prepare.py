@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..constraints import Checked, Instance
+from ..constraints import Checked, Instance, Parses
 from ..finetune.dpo import DPOConfig
 from ..finetune.train import TrainConfig
 from ..models.loader import LoadedModel
 from ..validation import BadInput
 from . import options as o
 from .prompts import PROMPTS, build_prompt
-from .steers import STEERS, setting_params
+from .steers import STEERS, check_steer_params, setting_params
 from .trainers import TRAINERS, train_for_fold
 
 DEFAULT_METHODS = ("baseline", "instruction", "few-shot", "system", "lora-sft", "dpo", "iti", "few-shot+iti", "dpo+iti")
@@ -78,6 +78,8 @@ class MethodSettings(Checked):
 
     _constraints = {"sft": [Instance(TrainConfig)], "dpo": [Instance(DPOConfig)], "pairs_per_question": o.COUNT,
                     "generate_positions": o.GEN_POSITIONS, "seed": o.SEED,
+                    "steer_params": [Parses(check_steer_params, "steer parameters {name: value} of registered steers",
+                                            bad=[{"nosuch": 1}, ["x"]], example={})],
                     **{name: list(p.constraints) for name, p in _STEER.items()}}
     _options = {"iti_k": "--num-heads", "iti_alpha": "--alpha", "iti_direction": "--direction",
                 "generate_positions": "--gen-positions"}
@@ -93,6 +95,7 @@ class MethodSettings(Checked):
     residual_layers: tuple[int, ...] | None = _STEER["residual_layers"].default  # None = the middle decoder layer
     residual_alpha: float = _STEER["residual_alpha"].default  # "raw" scaling: 1 adds the class-mean difference
     residual_normalize: str = _STEER["residual_normalize"].default  # raw | sigma | unit (veracity.steer.residual)
+    steer_params: dict = field(default_factory=dict)  # parameters of families declared IN_PARAMS, by name
     generate_positions: str = "last"
     seed: int = 0
 

@@ -25,12 +25,18 @@ def _iti_choices(name: str) -> Registered:
     return Registered(names, name.lower().replace("_", "-") + " choice")
 
 
+#: the `SteerParam.setting` of a parameter carried by name in `MethodSettings.steer_params`: how a family adds
+#: parameters with one registration (no settings field of its own); fits read it with `steer_value`
+IN_PARAMS = "steer_params"
+
+
 @dataclass(frozen=True)
 class SteerParam:
     """One parameter of a steering family. name: what a sweep's axis and `SteerFamily.settings` call it ("k");
     default and constraints: its value when not given and what it accepts (`veracity.constraints`);
-    setting: the `MethodSettings` field that carries it to the family's `fit` (None: an option of the family's
-    sweep only, such as ITI's --sigma-from); example: a non-default value, for the contract tests."""
+    setting: the `MethodSettings` field that carries it to the family's `fit` (`IN_PARAMS`: by name in
+    `MethodSettings.steer_params`, the way for a new family; None: an option of the family's sweep only, such
+    as ITI's --sigma-from); example: a non-default value, for the contract tests."""
 
     name: str
     default: object
@@ -84,7 +90,10 @@ class SteerFamily:
             p = self.param(name)
             if p.setting is None:
                 raise ValueError(f"steer {self.name!r}: {name!r} is an option of its sweep, not of its fit")
-            fields[p.setting] = v
+            if p.setting == IN_PARAMS:
+                fields[IN_PARAMS] = {**fields.get(IN_PARAMS, base.steer_params), name: v}
+            else:
+                fields[p.setting] = v
         return dataclasses.replace(base, **fields)
 
     def store_path(self, acts, workdir, trainer: str | None, prompt: str, fold: int):
@@ -103,8 +112,38 @@ def steers_with(param: str) -> tuple[str, ...]:
 
 
 def setting_params() -> dict[str, SteerParam]:
-    """Every registered family's parameters by the `MethodSettings` field that carries them."""
-    return {p.setting: p for f in STEERS.values() for p in f.params if p.setting is not None}
+    """Every registered family's parameters by the `MethodSettings` field of their own that carries them."""
+    return {p.setting: p for f in STEERS.values() for p in f.params if p.setting not in (None, IN_PARAMS)}
+
+
+def steer_value(settings, family: str, name: str):
+    """The value of family `family`'s parameter `name` in these `MethodSettings` (its declared default when not
+    set): what a family's `fit` reads."""
+    p = STEERS[family].param(name)
+    if p.setting == IN_PARAMS:
+        return settings.steer_params.get(name, p.default)
+    return getattr(settings, p.setting) if p.setting else p.default
+
+
+def check_steer_params(values) -> dict:
+    """`MethodSettings.steer_params` checked against the registered families' declarations (read when checked,
+    so a family registered later counts): each name must be an `IN_PARAMS` parameter of some family, and its
+    value must pass that parameter's constraints. ValueError / TypeError otherwise."""
+    from ..constraints import _field_error
+
+    if not isinstance(values, dict):
+        raise TypeError(f"a mapping of steer parameter names to values, got {type(values).__name__}")
+    for name, v in values.items():
+        owners = [(f.name, p) for f in STEERS.values() for p in f.params if p.name == name and p.setting == IN_PARAMS]
+        if not owners:
+            have = sorted({p.name for f in STEERS.values() for p in f.params if p.setting == IN_PARAMS})
+            raise ValueError(f"no registered steer has a parameter {name!r}"
+                             + (f" (these do: {', '.join(have)})" if have else ""))
+        for family, p in owners:
+            msg = _field_error(f"{family} {name}", v, list(p.constraints))
+            if msg:
+                raise ValueError(msg)
+    return values
 
 
 STEERS: dict[str, SteerFamily] = {}
