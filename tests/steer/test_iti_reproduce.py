@@ -205,6 +205,66 @@ def test_sklearn_probe_is_the_originals():
     assert ff.heads[0] == (1, 0)
 
 
+def _fp16_unfriendly_data(n_q=30, L=2, H=2, hd=4, seed=0):
+    """Rows whose float32 values are not float16 numbers (offset 10, so float16 rounding shows), with a true
+    signal on head (1, 0): four rows per question, two true and two false."""
+    g = torch.Generator().manual_seed(seed)
+    X = 10.0 + torch.randn(n_q * 4, L, H, hd, generator=g)
+    y = torch.tensor([1, 1, 0, 0] * n_q)
+    X[y == 1, 1, 0] += 0.7
+    return ITIData(X, y, np.repeat(np.arange(n_q), 4))
+
+
+def test_sklearn_probe_original_precision_is_float64_of_float16():
+    """precision="original": each head's LogisticRegression sees the activations rounded to float16 and converted
+    to float64 (scikit-learn's conversion of the original's float16 arrays): the same accuracies as that literal
+    call; the float32 default hands scikit-learn float32 arrays, which it fits in float32."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+
+    from veracity.steer.iti import _sklearn_probes
+
+    data = _fp16_unfriendly_data()
+    L, H = data.X.shape[1:3]
+    cfg = ITIConfig(probe="sklearn", ranking="original", seed=42, precision="original")
+    ff = fit_fold(data, np.arange(30), cfg)
+    fr = np.concatenate([data.rows([q]) for q in ff.fit_questions])
+    vr = data.rows(ff.val_questions)
+    X64 = data.X.numpy().astype(np.float16).astype(np.float64)
+    yn = data.labels.numpy()
+    for l in range(L):
+        for h in range(H):
+            clf = LogisticRegression(random_state=42, max_iter=1000).fit(X64[fr, l, h], yn[fr])
+            assert float(ff.head_scores[l, h]) == pytest.approx(
+                accuracy_score(yn[vr], clf.predict(X64[vr, l, h])), abs=1e-7)
+    flat = lambda rows: data.X[rows].reshape(len(rows), L * H, -1)
+    _, coef = _sklearn_probes(flat(fr), data.labels[fr], flat(vr), data.labels[vr], 42, precision="original")
+    clf = LogisticRegression(random_state=42, max_iter=1000).fit(X64[fr, 1, 0], yn[fr])
+    assert np.array_equal(coef[2].numpy(), clf.coef_[0].astype(np.float32))
+    _, coef32 = _sklearn_probes(flat(fr), data.labels[fr], flat(vr), data.labels[vr], 42)
+    assert not torch.equal(coef, coef32)  # the rule changes what scikit-learn fits
+
+
+def test_com_original_is_numpy_float16_mean():
+    """precision="original": the centre of mass is the original's float16 numpy arithmetic over the fold's
+    probe-train then validation questions' rows (np.mean per class, float16 difference, float16 np.linalg.norm);
+    on the head with a signal it agrees with veracity's float32 mass-mean direction to float16 rounding."""
+    data = _fp16_unfriendly_data(seed=1)
+    cfg = ITIConfig(probe="sklearn", ranking="original", seed=42, precision="original")
+    ff = fit_fold(data, np.arange(30), cfg)
+    rows = np.concatenate([data.rows([q]) for q in (*ff.fit_questions, *ff.val_questions)])
+    X16, yn = data.X.numpy().astype(np.float16)[rows], data.labels.numpy()[rows]
+    for i, (l, h) in enumerate(ff.heads):
+        d = np.mean(X16[yn == 1, l, h], axis=0) - np.mean(X16[yn == 0, l, h], axis=0)
+        d = d / np.linalg.norm(d)
+        assert d.dtype == np.float16
+        assert np.array_equal(ff.directions[i].numpy(), d.astype(np.float32))
+    ref = fit_fold(data, np.arange(30), ITIConfig(probe="sklearn", ranking="original", seed=42))
+    assert ref.heads == ff.heads
+    assert ff.heads[0] == (1, 0) and float(ff.directions[0] @ ref.directions[0]) > 0.999  # the signal head
+    assert not torch.equal(ff.directions, ref.directions)
+
+
 # ------------------------------------------------------------------------------------------------- sigma
 def test_sigma_original_is_torch_std_n_minus_1_over_tuning_rows():
     """One head, head_dim 2. True rows (1, 0), false rows (-1, 0): unit com direction e0. Sigma rows project
@@ -312,8 +372,8 @@ def test_validate_reproduce_records_settings_and_answers(data_dir, tmp_path, cli
         assert key in flat
     results = json.loads((out / "results.json").read_text())
     iti = results["config"]["iti"]
-    assert (iti["sigma_from"], iti["split"], iti["ranking"], iti["probe"], iti["seed"]) == (
-        "original", "original", "original", "sklearn", 42)
+    assert (iti["sigma_from"], iti["split"], iti["ranking"], iti["probe"], iti["precision"], iti["seed"]) == (
+        "original", "original", "original", "sklearn", "original", 42)
     assert results["config"]["eval"]["mc_shift_from"] == "legacy" and results["config"]["contiguous"]
     items = load_truthfulqa(data_dir)[:12]
     mc_order = [it.index for it in sorted(items, key=lambda it: it.mc_index)]

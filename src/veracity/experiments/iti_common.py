@@ -89,7 +89,7 @@ class ITIFitConfig(Checked):
 def resolve_settings(reproduce: str | None, direction: str, data: str | None, sigma_from: str | None,
                      contiguous: bool, mc_shift_from: str | None, seed: int | None) -> dict:
     """Every ITI reproduction setting, resolved: veracity's defaults, or the preset (an explicit option that
-    contradicts the preset is refused). Keys: data, sigma_from, contiguous, split, ranking, probe,
+    contradicts the preset is refused). Keys: data, sigma_from, contiguous, split, ranking, probe, precision,
     mc_shift_from, seed, direction, reproduce, remaining_differences."""
     from ..steer.apply import MC_SHIFT_FROM
     from ..steer.iti import DATA, REMAINING_DIFFERENCES, REPRODUCE
@@ -100,7 +100,7 @@ def resolve_settings(reproduce: str | None, direction: str, data: str | None, si
         raise BadInput(f"--mc-shift-from: expected one of {', '.join(MC_SHIFT_FROM)}, got {mc_shift_from!r}")
     if reproduce is None:
         return {"data": data or "tqa-mc2", "sigma_from": sigma_from or "train", "contiguous": contiguous,
-                "split": "seeded", "ranking": "stable", "probe": "batched",
+                "split": "seeded", "ranking": "stable", "probe": "batched", "precision": "float32",
                 "mc_shift_from": mc_shift_from or "answer-start", "seed": 0 if seed is None else seed,
                 "direction": direction, "reproduce": None, "remaining_differences": []}
     if reproduce not in REPRODUCE:
@@ -121,7 +121,8 @@ def settings_record(st: dict) -> dict:
     """The resolved settings as a run's config.json records them (validate and sweep alike)."""
     return {"sigma_from": st["sigma_from"], "contiguous_folds": st["contiguous"], "iti_data": st["data"],
             "mc_shift_from": st["mc_shift_from"], "split": st["split"], "ranking": st["ranking"],
-            "probe": st["probe"], "reproduce": st["reproduce"], "remaining_differences": st["remaining_differences"]}
+            "probe": st["probe"], "precision": st["precision"], "reproduce": st["reproduce"],
+            "remaining_differences": st["remaining_differences"]}
 
 
 def preset_lines(st: dict) -> list[str]:
@@ -129,8 +130,8 @@ def preset_lines(st: dict) -> list[str]:
     if not st["reproduce"]:
         return []
     return ([f"--reproduce {st['reproduce']}: " + ", ".join(
-        f"{k}={st[k]}" for k in ("data", "sigma_from", "contiguous", "split", "ranking", "probe", "mc_shift_from",
-                                 "seed")), "deliberate differences that remain:"]
+        f"{k}={st[k]}" for k in ("data", "sigma_from", "contiguous", "split", "ranking", "probe", "precision",
+                                 "mc_shift_from", "seed")), "deliberate differences that remain:"]
             + [f"  - {d}" for d in st["remaining_differences"]])
 
 
@@ -139,7 +140,7 @@ def iti_config(direction: str, sigma_from: str, seed: int, max_k: int | None = N
     one-line `BadInput`."""
     from ..steer.iti import ITIConfig
 
-    extra = {k: st[k] for k in ("split", "ranking", "probe")} if st else {}
+    extra = {k: st[k] for k in ("split", "ranking", "probe", "precision") if k in st} if st else {}
     try:
         return ITIConfig(direction=direction, sigma_from=sigma_from, seed=seed, max_k=max_k, **extra)
     except ValueError as e:

@@ -15,11 +15,15 @@ Per fold (the held-out questions are never seen, except by ``sigma_from="all"|"o
    `RandomState(seed)` stream consumed fold after fold);
 2. one logistic probe per (layer, head) fitted on probe-train rows and scored on validation rows
    (``probe="batched"``: veracity's batched Newton solver; ``"sklearn"``: the original's
-   ``LogisticRegression(random_state=seed, max_iter=1000)``, same objective); heads ranked by validation
+   ``LogisticRegression(random_state=seed, max_iter=1000)``, same objective; with ``precision="original"``
+   it sees the fp16 activations as float64, as scikit-learn converts the original's float16 arrays, rather
+   than as float32, which scikit-learn keeps and fits in single precision); heads ranked by validation
    accuracy, ties by (layer, head) order (``ranking="stable"``) or by the original's literal
    ``np.argsort(accs.flatten())[::-1]`` (``ranking="original"``);
 3. each head's unit direction: ``com`` (mean true - mean false over the fold's training rows; the
-   paper's best, and what the original computes), ``probe`` (the probe weight), ``random`` (seeded),
+   paper's best, and what the original computes; ``precision="original"``: numpy's float16 ``np.mean`` of
+   each class over the probe-train then validation questions' rows, the float16 difference normalised by
+   ``np.linalg.norm`` in float16, as the original), ``probe`` (the probe weight), ``random`` (seeded),
    ``ccs`` (CCS on pairs of a true and a false answer to the same training question);
 4. sigma = std of the projections on the direction: over the fold's training rows (``"train"``, default,
    N denominator), over every question's rows (``"all"``) or, as the original, ``torch.std`` (N-1) over
@@ -55,6 +59,7 @@ SIGMA_FROM = ("train", "all", "original")
 SPLITS = ("seeded", "original")
 RANKINGS = ("stable", "original", "reverse-stable")
 PROBES = ("batched", "sklearn")
+PRECISIONS = ("float32", "original")
 DATA = ("tqa-mc2", "csv")
 DATASET_NAMES = {"tqa-mc2": "truthfulqa-iti-mc2", "csv": "truthfulqa-iti"}
 SIGMA_DATASET = "truthfulqa-iti-gen-end-q"
@@ -64,7 +69,7 @@ REPRODUCE = {
     "honest-llama": {
         "data": "tqa-mc2", "sigma_from": "original", "contiguous": True, "split": "original",
         "ranking": "original", "probe": "sklearn", "mc_shift_from": "legacy", "seed": 42, "val_ratio": 0.2,
-        "direction": "com",
+        "direction": "com", "precision": "original",
     },
 }
 #: What still differs from the original under the preset (printed and recorded by the CLI).
@@ -74,7 +79,11 @@ REMAINING_DIFFERENCES = {
         "recorded (the original: the unseeded global numpy state, so its draws are not reproducible)",
         "the generation split for the sigma rows is built from TruthfulQA.csv as the hub's loading script "
         "builds it (split on ';', stripped, empty pieces kept), not downloaded from the hub",
-        "head activations come from veracity's capture of the model in its loaded dtype, stored in fp16",
+        "head activations come from veracity's capture of the model in its loaded dtype, stored in fp16 (the "
+        "probes then see them as float64 and the centre of mass is numpy's float16 mean, as in the original)",
+        "head ranking below the top ~10 depends on the numpy / scikit-learn versions (lbfgs and the tie sort): "
+        "the original's own code changes 143 of the validation accuracies between its pinned versions and "
+        "today's, so the top-48 heads may differ by one or two heads near the cut",
         "MC answer tokens are scored over a KV-cached prompt (equal to the full forward to float precision)",
         "generation: veracity's greedy decoding, shift at the last position of every forward call (as the "
         "current pyvene code); True/Info from the chosen judges (the paper's GPT-judge models are gone)",
@@ -95,6 +104,7 @@ class ITIConfig(Checked):
 
     _constraints = {"direction": [Options(DIRECTIONS)], "sigma_from": [Options(SIGMA_FROM)],
                     "split": [Options(SPLITS)], "ranking": [Options(RANKINGS)], "probe": [Options(PROBES)],
+                    "precision": [Options(PRECISIONS)],
                     "val_ratio": [Fraction()], "C": [Interval(float, 0, None, closed="neither")],
                     "probe_max_iter": [Count()], "seed": [Seed()], "max_k": [None, Count()],
                     "ccs_restarts": [Count()], "ccs_epochs": [Count()], "device": [None, Device()]}
@@ -113,6 +123,7 @@ class ITIConfig(Checked):
     ccs_restarts: int = 5
     ccs_epochs: int = 300
     device: str | None = None  # where probes are fitted (default: where the activations are)
+    precision: str = "float32"  # float32 | original (sklearn probes on float64, float16 numpy centre of mass)
 
 
 @dataclass
@@ -327,17 +338,22 @@ def _rank(scores: torch.Tensor, ranking: str = "stable") -> list[tuple[int, int]
 
 
 def _sklearn_probes(X_fit: torch.Tensor, y_fit: torch.Tensor, X_val: torch.Tensor, y_val: torch.Tensor,
-                    seed: int, C: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                    seed: int, C: float = 1.0, precision: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
     """The original's probes: one ``LogisticRegression(random_state=seed, max_iter=1000)`` per head on raw
     activations, validation accuracy by ``accuracy_score``. X_*: [n, G, hd]. Returns (acc [G] float64,
-    coef [G, hd])."""
+    coef [G, hd]). precision "original": the activations rounded to float16 and handed over as float64 (what
+    scikit-learn makes of the original's float16 arrays); "float32": float32 arrays, which scikit-learn fits
+    in float32, so validation accuracies can move by a few rows."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score
 
-    Xf, Xv = X_fit.float().cpu().numpy(), X_val.float().cpu().numpy()
+    if precision == "original":
+        Xf, Xv = (x.cpu().to(torch.float16).numpy().astype(np.float64) for x in (X_fit, X_val))
+    else:
+        Xf, Xv = X_fit.float().cpu().numpy(), X_val.float().cpu().numpy()
     yf, yv = y_fit.cpu().numpy(), y_val.cpu().numpy()
     accs, coefs = np.zeros(Xf.shape[1]), np.zeros((Xf.shape[1], Xf.shape[2]), np.float32)
     with warnings.catch_warnings():
@@ -380,6 +396,19 @@ def _ccs_directions(Xh: torch.Tensor, y: torch.Tensor, q: np.ndarray, cfg: ITICo
     return F.normalize(raw * sign[:, None], dim=-1).cpu()
 
 
+def original_com_directions(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The original's centre-of-mass unit directions: per head, numpy's ``np.mean`` of the float16 rows of each
+    class (float16 result), their float16 difference, divided by its float16 ``np.linalg.norm``. X: [n, K, hd]
+    (rounded to float16 first), y: [n] -> [K, hd] float32 holding the float16 values."""
+    X16 = X.cpu().to(torch.float16).numpy()
+    lab = np.asarray(y.cpu()).reshape(-1)
+    out = np.zeros((X16.shape[1], X16.shape[2]), np.float16)
+    for k in range(X16.shape[1]):
+        d = np.mean(X16[lab == 1, k], axis=0) - np.mean(X16[lab == 0, k], axis=0)
+        out[k] = d / np.linalg.norm(d)
+    return torch.from_numpy(out.astype(np.float32))
+
+
 def seeded_val_split(train_questions: Sequence[int], seed: int, val_ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """veracity's within-fold split: a `default_rng(seed)` shuffle of the training questions, the first
     round(val_ratio * n) (at least one) for validation. Returns (probe-train, validation)."""
@@ -412,7 +441,7 @@ def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold
         fit_rows = np.concatenate([data.rows([q]) for q in fit_q]) if len(fit_q) else fit_rows
         scores, coef = _sklearn_probes(data.X[fit_rows].reshape(len(fit_rows), L * H, hd), y[fit_rows],
                                        data.X[val_rows].reshape(len(val_rows), L * H, hd), y[val_rows],
-                                       cfg.seed, cfg.C)
+                                       cfg.seed, cfg.C, cfg.precision)
         scores = scores.reshape(L, H)
     else:
         X_fit = data.X[fit_rows].reshape(len(fit_rows), L * H, hd).to(dev, torch.float32)
@@ -431,7 +460,10 @@ def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold
     hi = torch.tensor([h for _, h in heads])
     Xt = data.X[train_rows][:, li, hi].float()  # [n, K, hd]
     yt = y[train_rows]
-    if cfg.direction == "com":  # centre of mass: the registry's mass-mean probe, one per head (theta = mu1 - mu0)
+    if cfg.direction == "com" and cfg.precision == "original":  # rows question by question, probe-train then val
+        com_rows = np.concatenate([data.rows([q]) for q in (*fit_q, *val_q)])
+        d = original_com_directions(data.X[com_rows][:, li, hi], y[com_rows])
+    elif cfg.direction == "com":  # centre of mass: the registry's mass-mean probe, one per head (theta = mu1 - mu0)
         d = make_probe("mass-mean").fit(Xt, yt).theta_
     elif cfg.direction == "probe":
         d = coef.reshape(L, H, hd)[li, hi]
@@ -440,7 +472,8 @@ def fit_fold(data: ITIData, train_questions: Sequence[int], cfg: ITIConfig, fold
         d = torch.randn(L, H, hd, generator=g)[li, hi]
     else:
         d = _ccs_directions(Xt, yt, data.question[train_rows], cfg)
-    d = F.normalize(d.float(), dim=-1)
+    if not (cfg.direction == "com" and cfg.precision == "original"):  # already the original's float16 unit
+        d = F.normalize(d.float(), dim=-1)
     if cfg.sigma_from == "original":
         if data.tuning is None:
             raise ValueError("sigma_from='original' needs the tqa_gen_end_q rows (load_iti_data(sigma_rows=True))")
