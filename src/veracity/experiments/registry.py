@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import ccs, demo, probe_sanity, spec, truthfulqa
+from . import ccs, demo, finetune_milestones, probe_sanity, spec, truthfulqa
 
 
 @dataclass(frozen=True)
@@ -90,5 +90,10 @@ for _s in (
           "Steering sweeps and probe sanity checks", "probe-polarity",
           {"model": "tiny-llama", "sets": ["cities"], "limit": 24, "layers": [1, -1], "methods": ["logistic"],
            "device": "cpu"}),
+    Study("finetune", finetune_milestones.FinetuneConfig, finetune_milestones.run_finetune,
+          finetune_milestones.FinetuneRun, finetune_milestones.SCHEMA_VERSION, ("steps", "final_loss", "final_kl"),
+          "Model pairs", "finetune",
+          {"model": "tiny-llama", "corpus_limit": 4, "eval_every": 1,
+           "train": finetune_milestones.TrainConfig(max_steps=2, batch_size=2, max_length=16)}),
 ):
     register_study(_s)

@@ -40,7 +40,6 @@ PENDING: dict[str, str] = {
     "iti-sweep": "TruthfulQA and ITI",
     "compare-interventions": "Intervention comparison and sycophancy",
     "sycophancy": "Intervention comparison and sycophancy",
-    "finetune": "Model pairs",
     "steer-sweep": "Steering sweeps and probe sanity checks",
     "ccs-distractor": "Steering sweeps and probe sanity checks",
 }
