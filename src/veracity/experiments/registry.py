@@ -95,5 +95,10 @@ for _s in (
           "Model pairs", "finetune",
           {"model": "tiny-llama", "corpus_limit": 4, "eval_every": 1,
            "train": finetune_milestones.TrainConfig(max_steps=2, batch_size=2, max_length=16)}),
+    Study("ccs-distractor", probe_sanity.DistractorConfig, probe_sanity.run_ccs_distractor, probe_sanity.DistractorRun,
+          probe_sanity.SCHEMA_VERSION, ("picks_distractor", "cells"), "Steering sweeps and probe sanity checks",
+          "ccs-distractor",
+          {"model": "tiny-llama", "dataset": "boolq", "limit": 16, "layers": [1, -1], "strengths": [0.0, 3.0],
+           "n_restarts": 2, "epochs": 20}),
 ):
     register_study(_s)

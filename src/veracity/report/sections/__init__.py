@@ -41,7 +41,6 @@ PENDING: dict[str, str] = {
     "compare-interventions": "Intervention comparison and sycophancy",
     "sycophancy": "Intervention comparison and sycophancy",
     "steer-sweep": "Steering sweeps and probe sanity checks",
-    "ccs-distractor": "Steering sweeps and probe sanity checks",
 }
 
 
