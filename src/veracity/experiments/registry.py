@@ -76,7 +76,7 @@ def _parse_value(key: str, text: str, annotation: str) -> Any:
     JSON, for an unannotated field). The Config's constraints then check the value itself."""
     from ..validation import BadInput
 
-    ann = str(annotation).replace(" ", "")
+    ann = (annotation.__name__ if isinstance(annotation, type) else str(annotation)).replace(" ", "")
     t = text.strip()
     if t.lower() in ("none", "null") and ("None" in ann or "Optional" in ann):
         return None
