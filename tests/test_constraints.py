@@ -224,6 +224,9 @@ OWNED_ELSEWHERE = {
     "--judge-base-url": "the judge mechanism (4): an explicit http(s) URL, checked by with_base_url",
     "RUNS": "the safe readers (mechanism 3): report's run folders, expanded and read by the report",
     "ROOT": "the safe readers (mechanism 3): `runs list` reads every run folder under it",
+    "KIND": "the studies registry: `run` looks the kind up (study_of names the registered ones)",
+    "--set": "the study's own Config: each KEY=VALUE is one of its fields, parsed by type, checked by its constraints",
+    "--list": "the studies registry: `run --list` prints it and runs nothing",
 }
 
 

@@ -75,7 +75,7 @@ def test_a_registered_metric_shows_in_the_comparison_and_sweeps(extra_metrics):
     assert run.summary == {"iti": {"mc2": 0.5, "calib_ece": 0.1234}}
     sweep = SteerSweepRun("caa", [{"layer": 3, "alpha": 1.0, "mc2": 0.5, "calib_ece": 0.2, "toxic_rate": 0.1,
                                    "best": True}], None, "mc2", {}, {})
-    _, cols, rows = sweep.table()
+    (_, cols, rows), = sweep.tables()
     assert cols == ["layer", "alpha", "mc2", "calib_ece", "toxic_rate", ""] and rows[0][2:5] == ["0.5000", "0.200", "0.10"]
 
 

@@ -59,6 +59,7 @@ INVOCATIONS = {
     "steer sweep": ["steer", "sweep", *TINY, "--limit", "4"],
     "steer fit": ["steer", "fit", "--acts", "{tmp}/no-store"],
     "steer bake": ["steer", "bake", *TINY, "--steer", "{tmp}/no-steer"],
+    "run": ["run", "ccs-distractor", "--set", "model=tiny-llama", "--set", "limit=4"],
 }
 
 

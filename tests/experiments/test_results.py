@@ -112,7 +112,7 @@ def test_probe_ccs_spec_finetune_results():
     f = FinetuneRun(ms, [2.0, 1.5], 2, "out/checkpoints/final")
     back = _roundtrip(FinetuneRun, f.to_json())
     assert back.headline() == {"steps": 2, "final_loss": 1.5, "final_kl": 0.3}
-    assert back.table()[2][1][:3] == [2, 1.5, 0.3]
+    assert back.tables()[0][2][1][:3] == [2, 1.5, 0.3]
 
 
 def test_probe_sanity_results():

@@ -107,6 +107,41 @@ def test_schema_is_documented(study_run):
 
 # ------------------------------------------------------------------------------------------ the registry itself
 
+def test_results_md_is_the_registry():
+    """docs/reference/results.md lists exactly the registered kinds, and documents each one's kind, schema_version
+    and Result type in a section heading (without running the study: a newly registered one fails here first)."""
+    text = DOC.read_text(encoding="utf-8")
+    listed = re.search(r"\(registered kinds: (.*?)\)", text, re.S)
+    assert listed and re.findall(r"`([\w-]+)`", listed.group(1)) == list(STUDIES)
+    for kind, s in STUDIES.items():
+        heading, _ = _doc_section(kind)
+        assert heading.startswith(f"(schema_version {s.schema_version}): `{s.result.__module__}.{s.result.__qualname__}`")
+
+
+def test_run_command_runs_a_registered_study_from_its_config_fields(tmp_path, cli, data_dir):
+    """`veracity run KIND --set KEY=VALUE` builds the Config from its fields (typed, then checked by its
+    constraints) and runs the study as its own command does; `--list` lists every kind."""
+    from veracity.experiments.registry import study_config
+
+    listing = cli(["run", "--list"])
+    assert all(k in listing for k in STUDIES)
+    cfg = study_config("finetune", ["model=tiny-llama", "limit=none", "track=kl:a,kl:a", "train.max_steps=2",
+                                    "int8=false", "gamma=3"])
+    assert (cfg.model, cfg.limit, cfg.track, cfg.train.max_steps, cfg.int8, cfg.gamma) == \
+        ("tiny-llama", None, ["kl:a", "kl:a"], 2, False, 3)
+    assert study_config("probe-polarity", ["layers=[1, -1]"]).layers == study_config("probe-polarity", ["layers=1,-1"]).layers == [1, -1]
+    out = cli(["run", "ccs-distractor", "--set", "model=tiny-llama", "--set", "limit=16", "--set", "layers=1,-1",
+               "--set", "strengths=0,3", "--set", "n_restarts=2", "--set", "epochs=20", "--out", str(tmp_path / "r")])
+    d = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert d["kind"] == "ccs-distractor" and len(d["rows"]) == 4 and "CCS with a planted distractor" in out
+    for bad, msg in ((["nosuch=1"], "KEY one of"), (["layers=a"], "expected list"), (["test_size=2"], "test-size"),
+                     (["strengths"], "KEY=VALUE")):
+        assert msg in cli(["run", "ccs-distractor", *sum((["--set", b] for b in bad), []), "--out",
+                           str(tmp_path / "bad")], code=2)
+    assert "registered: demo" in cli(["run", "nosuch", "--out", str(tmp_path / "bad")], code=2)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_registry_entries_are_consistent():
     from veracity.cli.main import app
     from veracity.report.sections import PENDING, RENDERS, SECTIONS

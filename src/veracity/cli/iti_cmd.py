@@ -269,15 +269,9 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                                  address=ray_address)
         except (RuntimeError, ValueError) as e:
             fail(str(e))  # fail() escapes markup itself
-    res = run_iti_sweep(cfg, out, executor=runner, say=console.print)
-    keys = [k for k in columns("summary") if any(k in r for r in res.grid)]
-    print_table(f"ITI sweep ({folds} folds; * best by {res.metric}, alpha 0 = baseline)",
-                ["alpha", "K"] + keys + [""],
-                [[f"{r['alpha']:g}", r["k"]] + [fmt(k, r.get(k)) for k in keys] +
-                 ["*" if r["best"] else ("baseline" if r["baseline"] else "")] for r in res.grid])
-    if res.best:
-        console.print(f"best by {res.metric}: alpha={res.best['alpha']:g} K={res.best['k']} "
-                      f"({fmt(res.metric, res.best[res.metric])}); baseline {res.metric}={fmt(res.metric, res.baseline.get(res.metric))}")
+    res = run_iti_sweep(cfg, out, executor=runner, log=console.print)
+    for table in res.tables():
+        print_table(*table)
 
 
 def register(app: typer.Typer) -> None:

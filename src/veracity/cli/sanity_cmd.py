@@ -46,7 +46,11 @@ def probe_polarity_command(
 
 
 def ccs_distractor_command(
-    acts: Path = typer.Option(..., "--acts", help="Contrast-pair store of a `veracity ccs` run (x+ rows, then x-)."),
+    model: str = ModelOpt,
+    dataset: str = typer.Option("boolq", "--dataset", help="Contrast pairs (meta x_plus / x_minus) to capture."),
+    acts: Optional[Path] = typer.Option(None, "--acts", help="Instead of --model/--dataset: the contrast-pair store "
+                                                             "of a `veracity ccs` run (x+ rows, then x-)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="A seeded sample of N pairs (with --dataset)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated, negatives from the end; default all."),
     strengths: str = typer.Option("0.5,1,2", "--strengths", help="Distractor sizes, in RMS norms of the centred activations."),
     test_size: float = typer.Option(0.4, "--test-size"),
@@ -54,6 +58,9 @@ def ccs_distractor_command(
     epochs: int = typer.Option(1000, "--epochs"),
     lr: float = typer.Option(1e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(8, "--batch-size", "-b"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    data_dir: Optional[Path] = DataDirOpt,
     out: Path = typer.Option(..., "--out", "-o"),
     overwrite: bool = OverwriteOpt,
 ) -> None:
@@ -62,8 +69,10 @@ def ccs_distractor_command(
     from ..experiments.probe_sanity import DistractorConfig, run_ccs_distractor
 
     sizes = parse_numbers(strengths, float, "--strengths")
-    cfg = DistractorConfig(acts=str(acts), layers=parse_int_list(layers), strengths=sizes, test_size=test_size,
-                           n_restarts=n_restarts, epochs=epochs, lr=lr, seed=seed)
+    cfg = DistractorConfig(model=model, dataset=dataset, acts=str(acts) if acts else None, limit=limit,
+                           layers=parse_int_list(layers), strengths=sizes, test_size=test_size, n_restarts=n_restarts,
+                           epochs=epochs, lr=lr, seed=seed, batch_size=batch_size, device=device,
+                           data_dir=str(data_dir) if data_dir else None)
     res = run_ccs_distractor(cfg, out, overwrite=overwrite, log=console.print)
     for table in res.tables():
         print_table(*table)

@@ -80,7 +80,8 @@ def finetune_cmd(model: str = typer.Option("smollm2", "--model", "-m", help="Mod
                                            batch_size=batch_size, max_length=max_length, seed=seed))
     lc.set_threads()
     res = run_finetune(cfg, out, overwrite=overwrite, log=console.print)
-    print_table(*res.table())
+    for table in res.tables():
+        print_table(*table)
     console.print(f"results in {out}; merged model in {res.final_checkpoint}")
 
 

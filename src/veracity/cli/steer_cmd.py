@@ -70,17 +70,13 @@ def sweep_cmd(model: str = ModelOpt,
                           reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
                           gen_positions=gen_positions, revision=revision, eval_revision=eval_revision, data_dir=dd,
                           device=device, **se)
-        res = run_iti_sweep(cfg, out, say=console.print)
-        from ..metrics import fmt
-        from ..experiments.steer_sweep import sweep_columns
-
-        keys = sweep_columns(res.grid)  # the residual sweeps' columns
-        print_table(f"iti sweep ({folds} folds; * best by {res.metric})", ["alpha", "K"] + keys + [""],
-                    [[f"{r['alpha']:g}", r["k"]] + [fmt(k, r.get(k)) for k in keys] + ["*" if r["best"] else ""]
-                     for r in res.grid])
+        res = run_iti_sweep(cfg, out, log=console.print)
+        for table in res.tables():
+            print_table(*table)
         return
     res = run_steer_sweep(scfg, out, log=console.print)
-    print_table(*res.table())
+    for table in res.tables():
+        print_table(*table)
 
 
 @steer_app.command("fit")

@@ -216,12 +216,12 @@ class FinetuneRun:
         return {"steps": self.steps, "final_loss": self.losses[-1] if self.losses else None,
                 "final_kl": self.milestones[-1].get("kl") if self.milestones else None}
 
-    def table(self) -> tuple[str, list[str], list[list]]:
-        """The console table as (title, columns, rows)."""
-        return ("milestones", ["step", "loss", "KL", "1-TV", "accepted/step", "group diff", "p", "HONEST"],
+    def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        """The console tables, each (title, columns, rows)."""
+        return [("milestones", ["step", "loss", "KL", "1-TV", "accepted/step", "group diff", "p", "HONEST"],
                 [[m["step"], m["train_loss"] if m["train_loss"] is not None else "-", m["kl"], m["one_minus_tv"],
                   m["mean_accepted"], m["group_difference"], m["group_p_value"], m["honest"]]
-                 for m in self.milestones])
+                 for m in self.milestones])]
 
     def to_json(self) -> dict:
         """The results.json payload (its fields: docs/reference/results.md)."""
@@ -245,7 +245,7 @@ class FinetuneRun:
         run.finish(self.to_json(), headline=self.headline())
 
 
-def run_finetune(cfg: FinetuneConfig, out, overwrite: bool = False, log=print) -> FinetuneRun:
+def run_finetune(cfg: FinetuneConfig, out, *, overwrite: bool = False, log=print) -> FinetuneRun:
     """`veracity finetune`: check every input and the run folder before loading anything, fine-tune a copy
     with milestones, write the run folder (checkpoints/ holds each milestone's and the final merged model)."""
     from ..finetune import load_corpus

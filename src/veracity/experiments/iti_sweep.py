@@ -223,6 +223,21 @@ class SweepRun:
             return {}
         return {"best_alpha": self.best["alpha"], "best_k": self.best["k"], self.metric: self.best[self.metric]}
 
+    def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        """The console tables, each (title, columns, rows): the grid (fold means), then the best cell beside the
+        baseline."""
+        from ..metrics import fmt
+
+        keys = [k for k in columns("summary") if any(k in r for r in self.grid)]
+        out = [(f"ITI sweep (fold means; * best by {self.metric}, alpha 0 = baseline)", ["alpha", "K"] + keys + [""],
+                [[f"{r['alpha']:g}", r["k"]] + [fmt(k, r.get(k)) for k in keys]
+                 + ["*" if r.get("best") else ("baseline" if r.get("baseline") else "")] for r in self.grid])]
+        if self.best:
+            out.append((f"best by {self.metric}", ["alpha", "K", self.metric, f"baseline {self.metric}"],
+                        [[f"{self.best['alpha']:g}", self.best["k"], fmt(self.metric, self.best[self.metric]),
+                          fmt(self.metric, self.baseline.get(self.metric))]]))
+        return out
+
     def to_json(self) -> dict:
         """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "grid": self.grid, "best": self.best, "metric": self.metric,
@@ -248,8 +263,8 @@ class SweepRun:
         run.finish(self.to_json(), headline=self.headline())
 
 
-def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None,
-                  say: Callable[[str], None] = print) -> SweepRun:
+def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None, *,
+                  log: Callable[[str], None] = print) -> SweepRun:
     """The (alpha, K) grid as `veracity iti sweep` runs it, resumable in `out` (results.sqlite): settings,
     run folder (checked before loading anything), model, probe data, every pending (alpha, K, fold), the
     heatmaps, grid.csv and results.json. `executor`: None (here) or a `RayExecutor`."""
@@ -272,16 +287,16 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None,
                                        "side_effect_n": dict(cfg.side_effect_n)},
                     resume=True, seed=st["seed"], defer=True)  # checked now (kind, lock), created below
     for line in preset_lines(st):
-        say(line)
+        log(line)
     lm = load_model(cfg.model, cfg.device, num_heads=k_list)
     data, items, cross = load_data(lm, cfg.data_dir, cfg.limit, cfg.acts, st, cfg.revision, eval_revision,
                                    folds=cfg.folds)
     if cross:
-        say(f"fitted on {cfg.revision}, evaluated on {eval_revision}: {cross['matched']} questions matched; "
+        log(f"fitted on {cfg.revision}, evaluated on {eval_revision}: {cross['matched']} questions matched; "
             f"{len(cross['removed'])} without a {eval_revision} version are not evaluated")
 
-    def log(msg: str) -> None:
-        say(msg)
+    def both(msg: str) -> None:
+        log(msg)
         run.log(msg)
 
     ecfg = FoldEvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,
@@ -290,7 +305,7 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None,
     run.start()  # a resume refused by the results store leaves config.json as it was (see RunFolder)
     try:
         res = run_sweep(lm, data, items, icfg, a_list, k_list, cfg.folds, run.path, st["contiguous"], ecfg,
-                        metric=cfg.metric, log=log, executor=executor)
+                        metric=cfg.metric, log=both, executor=executor)
     except (RuntimeError, ValueError) as e:
         raise BadInput(str(e)) from None
     rows = grid_rows(res)

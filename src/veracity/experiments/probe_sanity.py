@@ -145,14 +145,19 @@ def run_probe_polarity(cfg: PolarityConfig, out, overwrite: bool = False,
 
 @dataclass
 class DistractorConfig(Checked):
-    """Every option of `veracity ccs-distractor`."""
+    """Every option of `veracity ccs-distractor`: the model's contrast pairs of `dataset` (captured in memory),
+    or `acts`, the contrast-pair store of an earlier `veracity ccs` run (then the model is not loaded)."""
 
-    _constraints = {"acts": o.MODEL, "layers": o.LAYERS,
-                    "strengths": [ListOf([Interval(float, 0, None)])], "test_size": o.FRACTION,
-                    "n_restarts": o.COUNT, "epochs": o.COUNT, "lr": o.POSITIVE, "seed": o.SEED}
+    _constraints = {"model": o.MODEL, "dataset": o.MODEL, "acts": o.OPTIONAL_TEXT, "limit": o.LIMIT,
+                    "layers": o.LAYERS, "strengths": [ListOf([Interval(float, 0, None)])], "test_size": o.FRACTION,
+                    "n_restarts": o.COUNT, "epochs": o.COUNT, "lr": o.POSITIVE, "seed": o.SEED,
+                    "batch_size": o.BATCH, "device": o.DEVICE, "data_dir": o.OPTIONAL_TEXT}
     _commands = ("ccs-distractor",)
 
-    acts: str
+    model: str = "smollm2"
+    dataset: str = "boolq"  # a data set whose meta holds x_plus / x_minus (read without `acts`)
+    acts: str | None = None  # a contrast-pair store (x+ rows, then x- rows); replaces model + dataset
+    limit: int | None = None
     layers: list[int] | None = None
     strengths: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # RMS norms of the centred activations
     test_size: float = 0.4
@@ -160,6 +165,9 @@ class DistractorConfig(Checked):
     epochs: int = 1000
     lr: float = 1e-3
     seed: int = 0
+    batch_size: int = 8
+    device: str | None = None
+    data_dir: str | None = None
 
 
 @dataclass
@@ -197,27 +205,54 @@ class DistractorRun:
         run.finish(self.to_json(), headline=self.headline())
 
 
-def run_ccs_distractor(cfg: DistractorConfig, out, overwrite: bool = False,
+def _contrast_pairs(cfg: DistractorConfig):
+    """(store-like activations, n_pairs, labels) of the model's contrast pairs of `cfg.dataset`, captured in
+    memory (last token, every layer), or of the store `cfg.acts`."""
+    from ..capture import capture
+    from ..capture.store import open_checked
+    from ..data import get_dataset
+    from ..models import ModelNotAvailable, load
+    from ..validation import BadInput, check_layers
+
+    if cfg.acts is not None:
+        store = open_checked(cfg.acts)
+        if store.labels is None or store.n_rows % 2:
+            raise BadInput(f"{cfg.acts} is not a contrast-pair store (labelled x+ rows then x- rows)")
+        check_layers(cfg.layers, store.n_layers)
+        return store
+    ds = get_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed)
+    if not ds.meta or "x_plus" not in ds.meta[0]:
+        raise BadInput(f"{cfg.dataset} has no contrast pairs (meta x_plus/x_minus); use boolq")
+    try:
+        lm = load(cfg.model, device=cfg.device)
+    except ModelNotAvailable as e:
+        raise BadInput(str(e)) from None
+    check_layers(cfg.layers, lm.arch.n_layers)
+    return capture(lm, [m["x_plus"] for m in ds.meta] + [m["x_minus"] for m in ds.meta], "resid", positions="last",
+                   batch_size=cfg.batch_size, labels=list(ds.labels) * 2, dataset_name=f"{ds.name}-contrast",
+                   progress=False)
+
+
+def run_ccs_distractor(cfg: DistractorConfig, out, *, overwrite: bool = False,
                        log: Callable[[str], None] = print) -> DistractorRun:
-    """CCS on the store's clean and distracted contrast pairs at every strength
+    """CCS on the clean and distracted contrast pairs (the model's, or a store's) at every strength
     (`probes.sanity.ccs_distractor_test`)."""
     from ..probes import site_matrix
     from ..probes.sanity import ccs_distractor_test
     from ..runs import RunFolder, check_out_folder
-    from ..validation import BadInput, check_layers
-    from ..capture.store import open_checked
+    from ..validation import BadInput
 
     check_out_folder(out, "ccs-distractor", overwrite=overwrite)  # before reading any input or loading a model
     if not cfg.strengths or any(s < 0 for s in cfg.strengths):
         raise BadInput("--strengths: give one or more non-negative numbers")
-    store = open_checked(cfg.acts)
-    if store.labels is None or store.n_rows % 2:
-        raise BadInput(f"{cfg.acts} is not a contrast-pair store (labelled x+ rows then x- rows)")
-    check_layers(cfg.layers, store.n_layers)
-    run = RunFolder(out, "ccs-distractor", {"acts": str(cfg.acts), "layers": cfg.layers, "strengths": cfg.strengths,
+    source = ({"acts": str(cfg.acts)} if cfg.acts is not None else
+              {"model": cfg.model, "dataset": cfg.dataset, "limit": cfg.limit})
+    run = RunFolder(out, "ccs-distractor", {**source, "layers": cfg.layers, "strengths": cfg.strengths,
                                             "test_size": cfg.test_size, "n_restarts": cfg.n_restarts,
                                             "epochs": cfg.epochs, "lr": cfg.lr, "seed": cfg.seed},
-                    overwrite=overwrite, seed=cfg.seed)
+                    overwrite=overwrite, seed=cfg.seed, defer=True)
+    store = _contrast_pairs(cfg)
+    run.start()
     X, absl = site_matrix(store, "resid", cfg.layers)
     n = store.n_rows // 2
     y = store.labels[:n]

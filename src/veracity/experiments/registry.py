@@ -17,10 +17,12 @@ A new study is one `register_study` call here (or in a plugin, at import time)."
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from . import ccs, demo, probe_sanity, spec, truthfulqa
+from . import ccs, demo, finetune_milestones, probe_sanity, spec, truthfulqa
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,87 @@ def study_of(kind: str) -> Study:
         raise KeyError(f"no study of kind {kind!r}; registered: {', '.join(STUDIES)}") from None
 
 
+def _parse_value(key: str, text: str, annotation: str) -> Any:
+    """`text` (a `--set` value) as the field's annotated type: None for none/null where the field allows it,
+    a list from JSON (`[1, 2]`) or comma-separated items, bool from true/false, int, float, else the text (or
+    JSON, for an unannotated field). The Config's constraints then check the value itself."""
+    from ..validation import BadInput
+
+    ann = (annotation.__name__ if isinstance(annotation, type) else str(annotation)).replace(" ", "")
+    t = text.strip()
+    if t.lower() in ("none", "null") and ("None" in ann or "Optional" in ann):
+        return None
+    base = ann.replace("|None", "").replace("None|", "")
+    if base.startswith("Optional["):
+        base = base[len("Optional["):-1]
+    try:
+        if base.startswith(("list[", "tuple[", "Sequence[", "list", "tuple")):
+            items = json.loads(t) if t.startswith("[") else [x for x in t.split(",") if x.strip()]
+            inner = base[base.index("[") + 1:-1] if "[" in base else "str"
+            return [_parse_value(key, str(x), inner) if isinstance(x, str) else x for x in items]
+        if base == "bool":
+            if t.lower() in ("true", "yes", "1", "on"):
+                return True
+            if t.lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError(t)
+        if base == "int":
+            return int(t)
+        if base == "float":
+            return float(t)
+        if base == "str":
+            return text
+        return json.loads(t)
+    except ValueError:
+        if base in ("int", "float", "bool") or base.startswith(("list", "tuple", "Sequence")):
+            raise BadInput(f"--set {key}={text}: expected {annotation}") from None
+        return text
+
+
+def study_config(kind: str, settings: Iterable[str] = ()) -> Any:
+    """The validated Config of study `kind` from `KEY=VALUE` strings (`veracity run KIND --set KEY=VALUE`), each
+    parsed by its field's type (`_parse_value`); `KEY.SUB=VALUE` sets a field of a nested Config (finetune's
+    `train.max_steps=2`). Unknown keys, malformed values and the Config's constraints raise `BadInput`."""
+    from ..validation import BadInput
+
+    try:
+        study = study_of(kind)
+    except KeyError as e:
+        raise BadInput(e.args[0]) from None
+    fields = {f.name: f for f in dataclasses.fields(study.config)}
+    values: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for item in settings:
+        key, eq, text = item.partition("=")
+        key, _, sub = key.strip().partition(".")
+        if not eq or key not in fields:
+            raise BadInput(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        if sub:
+            default = fields[key].default_factory() if fields[key].default_factory is not dataclasses.MISSING \
+                else fields[key].default
+            if not dataclasses.is_dataclass(default):
+                raise BadInput(f"--set {item!r}: {key} has no fields")
+            subfields = {f.name: f for f in dataclasses.fields(default)}
+            if sub not in subfields:
+                raise BadInput(f"--set {item!r}: {key} has no field {sub!r}; its fields: {', '.join(subfields)}")
+            nested.setdefault(key, {})[sub] = _parse_value(item.partition("=")[0], text, subfields[sub].type)
+        else:
+            values[key] = _parse_value(key, text, fields[key].type)
+    for key, subs in nested.items():
+        f = fields[key]
+        base = values.get(key) or (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        values[key] = dataclasses.replace(base, **subs)
+    return study.config(**values)
+
+
+def run_study(kind: str, settings: Iterable[str], out, *, overwrite: bool = False,
+              log: Callable[[str], None] = print) -> Any:
+    """Run study `kind` with its Config built from `KEY=VALUE` settings (`study_config`): what `veracity run`
+    calls, so a newly registered study runs from the CLI without a CLI edit."""
+    cfg = study_config(kind, settings)
+    return study_of(kind).run(cfg, out, overwrite=overwrite, log=log)
+
+
 for _s in (
     Study("demo", demo.DemoConfig, demo.run_demo, demo.DemoResult, demo.SCHEMA_VERSION,
           ("best_layer", "accuracy", "auroc", "affirmative_to_negated", "ttpd_on_negated", "causal_shift",
@@ -90,5 +173,15 @@ for _s in (
           "Steering sweeps and probe sanity checks", "probe-polarity",
           {"model": "tiny-llama", "sets": ["cities"], "limit": 24, "layers": [1, -1], "methods": ["logistic"],
            "device": "cpu"}),
+    Study("finetune", finetune_milestones.FinetuneConfig, finetune_milestones.run_finetune,
+          finetune_milestones.FinetuneRun, finetune_milestones.SCHEMA_VERSION, ("steps", "final_loss", "final_kl"),
+          "Model pairs", "finetune",
+          {"model": "tiny-llama", "corpus_limit": 4, "eval_every": 1,
+           "train": finetune_milestones.TrainConfig(max_steps=2, batch_size=2, max_length=16)}),
+    Study("ccs-distractor", probe_sanity.DistractorConfig, probe_sanity.run_ccs_distractor, probe_sanity.DistractorRun,
+          probe_sanity.SCHEMA_VERSION, ("picks_distractor", "cells"), "Steering sweeps and probe sanity checks",
+          "ccs-distractor",
+          {"model": "tiny-llama", "dataset": "boolq", "limit": 16, "layers": [1, -1], "strengths": [0.0, 3.0],
+           "n_restarts": 2, "epochs": 20}),
 ):
     register_study(_s)

@@ -169,14 +169,14 @@ class SteerSweepRun:
         return {"best_layer": self.best["layer"], "best_alpha": self.best["alpha"],
                 self.metric: self.best.get(self.metric)}
 
-    def table(self) -> tuple[str, list[str], list[list[str]]]:
-        """The console table as (title, columns, rows)."""
+    def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """The console tables, each (title, columns, rows)."""
         keys = sweep_columns(self.grid)
 
-        return (f"{self.method} sweep (fold means; * best by {self.metric}, alpha 0 = the plain model)",
+        return [(f"{self.method} sweep (fold means; * best by {self.metric}, alpha 0 = the plain model)",
                 ["layer", "alpha"] + keys + [""],
                 [[str(r["layer"]) if r["alpha"] else "-", f"{r['alpha']:g}"] + [fmt(k, r.get(k)) for k in keys]
-                 + ["*" if r.get("best") else ""] for r in self.grid])
+                 + ["*" if r.get("best") else ""] for r in self.grid])]
 
     def to_json(self) -> dict:
         """The results.json payload (its fields: docs/reference/results.md)."""
@@ -231,8 +231,11 @@ def _heatmap(grid: list[dict], key: str):
     return fig
 
 
-def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str], None] = print) -> SteerSweepRun:
-    """Check every input and the run folder before loading, then evaluate each missing (layer, alpha, fold)."""
+def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool = False,
+                    log: Callable[[str], None] = print) -> SteerSweepRun:
+    """Check every input and the run folder before loading, then evaluate each missing (layer, alpha, fold): a
+    folder of the same settings resumes (a finished one with a longer grid gains only the new cells);
+    `overwrite` empties it and starts over."""
     from ..data import load_truthfulqa
     from ..models import ModelNotAvailable, load
     from ..probes.splits import question_folds
@@ -254,7 +257,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, log: Callable[[str],
     eval_revision = check_revision_pair(cfg.revision, cfg.eval_revision)
     recorded = cfg.recorded()
     run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **recorded},
-                    resume=True, seed=cfg.seed, defer=True)
+                    resume=not overwrite, overwrite=overwrite, seed=cfg.seed, defer=True)
     try:
         lm = load(cfg.model, device=cfg.device)
     except ModelNotAvailable as e:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..outputs import REPORT_MARK, Output
 from .page import Page, Run, capture_summary, esc, expand_runs, fmt, img, load_run, table
-from .sections import SECTIONS
+from .sections import SECTIONS, section_of
 
 __all__ = ["build_html", "capture_summary", "expand_runs", "load_run", "render_report"]
 
@@ -32,7 +32,7 @@ HEADER_KEYS = ("model", "assistant", "dataset", "data", "prompts")
 def _section(page: Page, run: Run) -> None:
     """The run's section, or one message when it cannot read the run's results.json (the section's
     partial output is dropped, so the page never shows half a section)."""
-    render = SECTIONS[run.kind][1]
+    render = section_of(run.kind)[1]
     mark = len(page.parts)
     page.add('<div class="results">')
     try:
@@ -143,11 +143,12 @@ def build_html(runs: list[Run], title: str = "veracity report") -> tuple[str, li
     page = Page(runs=list(runs))
     stores = _stores(runs)
     groups: dict[str, list[Run]] = {"Capture": [r for r in runs if r.kind == "capture"]} if stores else {}
-    for heading, _ in SECTIONS.values():
-        members = [r for r in runs if r.kind in SECTIONS and SECTIONS[r.kind][0] == heading]
+    headings = [h for h, _ in SECTIONS.values()] + [section_of(r.kind)[0] for r in runs if section_of(r.kind)]
+    for heading in dict.fromkeys(headings):
+        members = [r for r in runs if section_of(r.kind) and section_of(r.kind)[0] == heading]
         if members:
             groups[heading] = members
-    other = [r for r in runs if r.kind not in SECTIONS and r.kind != "capture"]
+    other = [r for r in runs if not section_of(r.kind) and r.kind != "capture"]
     if other:
         groups["Other runs"] = other
     anchor = {h: re.sub(r"[^a-z0-9]+", "-", h.lower()).strip("-") for h in groups}
@@ -165,7 +166,7 @@ def build_html(runs: list[Run], title: str = "veracity report") -> tuple[str, li
                 page.warn(f"{r.path}: {r.status}")
             if r.kind == "capture":
                 continue
-            if r.kind in SECTIONS and r.status == "finished":
+            if section_of(r.kind) and r.status == "finished":
                 _section(page, r)
             _run_files(page, r)
         page.add("</section>")

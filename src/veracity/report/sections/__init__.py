@@ -40,9 +40,7 @@ PENDING: dict[str, str] = {
     "iti-sweep": "TruthfulQA and ITI",
     "compare-interventions": "Intervention comparison and sycophancy",
     "sycophancy": "Intervention comparison and sycophancy",
-    "finetune": "Model pairs",
     "steer-sweep": "Steering sweeps and probe sanity checks",
-    "ccs-distractor": "Steering sweeps and probe sanity checks",
 }
 
 
@@ -52,3 +50,26 @@ def heading_of(kind: str) -> str:
 
 
 SECTIONS: dict[str, tuple[str, Callable[[Page, Run], None]]] = {k: (heading_of(k), r) for k, r in RENDERS.items()}
+
+
+def render_tables(page: Page, run: Run) -> None:
+    """A registered study's section without a module here: its headline and its Result's `tables()`, read
+    back from results.json (so a new study renders with its registration alone)."""
+    from ..page import table
+
+    res = STUDIES[run.kind].result.from_json(run.results)
+    head = res.headline()
+    if head:
+        table(page, list(head), [list(head.values())], caption="headline")
+    for title, columns, rows in res.tables():
+        table(page, list(columns), [list(r) for r in rows], caption=title)
+
+
+def section_of(kind: str) -> tuple[str, Callable[[Page, Run], None]] | None:
+    """(heading, render) of `kind`: SECTIONS', else a study registered since (its `section`, `render_tables`),
+    else None."""
+    if kind in SECTIONS:
+        return SECTIONS[kind]
+    if kind in STUDIES:
+        return STUDIES[kind].section, render_tables
+    return None
