@@ -192,3 +192,46 @@ register_steer(SteerFamily(
     store="acts", params=ITI_PARAMS, sweep="heads", shares_acts=True, check=_check_iti))
 register_steer(SteerFamily("caa", _residual("caa"), store="resid", params=RESIDUAL_PARAMS, sweep="layers"))
 register_steer(SteerFamily("lat", _residual("lat"), store="resid", params=RESIDUAL_PARAMS, sweep="layers"))
+
+
+#: BiPO's parameters (`veracity.steer.bipo`): one layer (None = the middle one), the strength and the scaling of the
+#: trained vector; the optimiser settings are `BipoConfig`'s documented defaults, seeded by the run's seed
+BIPO_PARAMS = RESIDUAL_PARAMS
+
+
+def fit_bipo_for_fold(lm, train_questions: Sequence[int], test_questions: Sequence[int], settings, data_dir=None,
+                      limit: int | None = None, acts=None, fold: int = 0, revision: str = "2021"):
+    """A BiPO vector trained on (best, incorrect) answer pairs of the training questions only (the baseline
+    prompt; `preference_pairs`, as DPO's, seeded), at the one layer of `settings.residual_layers`."""
+    from ..data.truthfulqa import load_truthfulqa
+    from ..steer.bipo import BipoConfig, train_bipo
+    from .trainers import preference_pairs
+
+    keep = {int(q) for q in train_questions}
+    items = [it for it in load_truthfulqa(data_dir, revision) if it.index in keep]
+    if not items:
+        raise ValueError("no TruthfulQA items for the training questions")
+    pairs = preference_pairs(items, "baseline", lm.tokenizer, settings.pairs_per_question, settings.seed)
+    n_layers = lm.arch.n_layers
+    layers = settings.residual_layers
+    layer = n_layers // 2 if layers is None else (layers[0] + n_layers if layers[0] < 0 else int(layers[0]))
+    prov = {"train_questions": sorted(keep), "fold": int(fold), "seed": int(settings.seed), "revision": revision,
+            "model": lm.name, "model_fingerprint": lm.fingerprint}
+    return train_bipo(lm, pairs, layer, BipoConfig(seed=settings.seed), settings.residual_normalize,
+                      settings.residual_alpha, prov)
+
+
+def _check_bipo(lm, settings) -> None:
+    from ..validation import BadInput
+
+    layers = settings.residual_layers
+    if layers is not None and len(layers) != 1:
+        raise BadInput(f"bipo trains one vector at one layer; got layers {list(layers)}")
+    if layers is not None and not -lm.arch.n_layers <= layers[0] < lm.arch.n_layers:
+        raise BadInput(f"bipo layer {layers[0]} out of range for a {lm.arch.n_layers}-layer model")
+
+
+register_steer(SteerFamily(
+    "bipo", lambda lm, train_q, test_q, settings, *, data_dir=None, limit=None, acts=None, fold=0, revision="2021":
+    fit_bipo_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold, revision),
+    store="bipo", params=BIPO_PARAMS, sweep="layers", check=_check_bipo))
