@@ -93,6 +93,11 @@ class MethodSettings(Checked):
     residual_layers: tuple[int, ...] | None = _STEER["residual_layers"].default  # None = the middle decoder layer
     residual_alpha: float = _STEER["residual_alpha"].default  # "raw" scaling: 1 adds the class-mean difference
     residual_normalize: str = _STEER["residual_normalize"].default  # raw | sigma | unit (veracity.steer.residual)
+    ace_reference: str = _STEER["ace_reference"].default  # ace: false (the other class's mean) | all
+    angular_angle: float = _STEER["angular_angle"].default  # angular(-adaptive): theta in degrees from the direction
+    cast_steer: str = _STEER["cast_steer"].default  # conditional: the steer applied where the probe fires
+    cast_probe: str = _STEER["cast_probe"].default  # conditional: the condition probe (veracity.probes)
+    cast_threshold: float = _STEER["cast_threshold"].default  # conditional: fire where P(false) > this
     generate_positions: str = "last"
     seed: int = 0
 
