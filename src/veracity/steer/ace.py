@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from .layerwise import LayerwiseSteer, scales, training_rows, unit_rows
+from .layerwise import LayerwiseSteer, kept_unit, scales, training_rows, unit_rows
 
 REFERENCES = ("false", "all")
 
@@ -50,7 +50,7 @@ class AceSteer(LayerwiseSteer):
         if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
             raise ValueError(f"layers must be distinct absolute decoder layers, got {self.layers}")
         L = len(self.layers)
-        self.directions = unit_rows(torch.as_tensor(self.directions).reshape(L, -1)).float()
+        self.directions = kept_unit(torch.as_tensor(self.directions).reshape(L, -1))
         self.ref_proj = torch.as_tensor(self.ref_proj).detach().to("cpu", torch.float32).reshape(L)
         self.scales = torch.as_tensor(self.scales).detach().to("cpu", torch.float32).reshape(L)
         self.alpha = float(self.alpha)

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from .layerwise import LayerwiseSteer, training_rows, unit_rows
+from .layerwise import LayerwiseSteer, kept_unit, training_rows, unit_rows
 
 METHODS = ("angular", "angular-adaptive")
 
@@ -53,10 +53,11 @@ class AngularSteer(LayerwiseSteer):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         L = len(self.layers)
-        b1 = unit_rows(torch.as_tensor(self.b1).reshape(L, -1))
-        b2 = torch.as_tensor(self.b2).double().reshape(L, -1)
-        b2 = unit_rows(b2 - (b2 * b1).sum(-1, keepdim=True) * b1)  # exactly orthogonal to b1
-        self.b1, self.b2 = b1.float(), b2.float()
+        b1 = kept_unit(torch.as_tensor(self.b1).reshape(L, -1))
+        b2 = torch.as_tensor(self.b2).reshape(L, -1)
+        if not bool(((b2.double() * b1.double()).sum(-1).abs() < 1e-6).all()):  # orthogonal to b1, else made so
+            b2 = b2.double() - (b2.double() * b1.double()).sum(-1, keepdim=True) * b1.double()
+        self.b1, self.b2 = b1, kept_unit(b2)
         self.alpha = float(self.alpha)
 
     @property

@@ -205,6 +205,8 @@ class LayerwiseSteer:
         base = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
         js, st = base.with_name(base.name + ".json"), base.with_name(base.name + ".safetensors")
         meta = read_json(js, JSON_SCHEMA, "layerwise steer", {"format": FORMAT})
+        if meta["method"] not in cls.METHODS:
+            raise damaged(js, f"holds a {meta['method']!r} steer, not one of {', '.join(cls.METHODS)}")
         expect = {k: tuple("hidden_size" if d == "D" else ("L" if d == "L" else d) for d in shape)
                   for k, shape in cls.SHAPES.items()}
         t = read_safetensors(st, {"layers": ("L",), **expect}, {"hidden_size": meta["hidden_size"],
@@ -212,8 +214,6 @@ class LayerwiseSteer:
         if t["layers"].is_floating_point() or t["layers"].tolist() != meta["layers"]:
             raise damaged(st, f"holds layers {t['layers'].tolist()}, {js.name} lists {meta['layers']}: the two "
                               "files are not one steer")
-        if meta["method"] not in cls.METHODS:
-            raise damaged(js, f"holds a {meta['method']!r} steer, not one of {', '.join(cls.METHODS)}")
         try:
             return cls.from_files(meta, t)
         except (ValueError, KeyError, TypeError) as e:
@@ -236,6 +236,15 @@ def unit_rows(v: torch.Tensor) -> torch.Tensor:
     if bool((n == 0).any()):
         raise ValueError("a direction has norm zero")
     return v / n
+
+
+def kept_unit(v: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
+    """[L, D] float32 rows of norm 1: `v` itself when it already is (to `tol`), so a saved, loaded or re-scaled
+    steer keeps its exact bits; else `unit_rows(v)`."""
+    v = torch.as_tensor(v).detach().cpu()
+    if bool(((v.double().norm(dim=-1) - 1).abs() < tol).all()):
+        return v.float()
+    return unit_rows(v).float()
 
 
 def training_rows(data, train_questions, layers, seed: int = 0, fold: int | None = None):
