@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from veracity.cli.main import app
+from veracity.methods.steers import steers_with
 
 runner = CliRunner()  # the table test below reads r.exception and names the failing row; the rest use `cli`
 TINY = ["--model", "tiny-llama"]
@@ -277,7 +278,7 @@ CASES = [
     ("iti-sweep-num-heads-empty", ["iti", "sweep", *TINY, "--num-heads", "", "--out", "{out}"],
      "--num-heads must list at least 1 value, got nothing", None),
     ("steer-sweep-iti-with-layers", ["steer", "sweep", *TINY, "--method", "iti", "--layers", "1", "--out", "{out}"],
-     "--layers is only used by --method caa or lat, not --method iti; drop --layers", None),
+     f"--layers is only used by --method {' or '.join(steers_with('layers'))}, not --method iti; drop --layers", None),
     ("steer-sweep-caa-with-num-heads", ["steer", "sweep", *TINY, "--method", "caa", "--num-heads", "8", "--out",
                                         "{out}"],
      "--num-heads is only used by --method iti, not --method caa; drop --num-heads", None),

@@ -43,6 +43,7 @@ def _import_everything() -> None:
 
 _import_everything()
 from veracity.cli.main import app  # noqa: E402
+from veracity.methods.steers import steers_with  # noqa: E402
 
 CLASSES = sorted(CONFIGS.values(), key=lambda c: c.__name__)
 
@@ -161,7 +162,7 @@ def test_messages_of_the_common_constraints():
              (lambda: SteerSweepConfig(alphas=(0.0, math.nan)), "--alphas must be a finite number, got nan"),
              (lambda: SteerSweepConfig(metric="nosuch"), "--metric must be one of true_info, true_info_per_answer,"),
              (lambda: SteerSweepConfig(method="iti", layers=(1,)),
-              "--layers is only used by --method caa or lat, not --method iti; drop --layers"),
+              f"--layers is only used by --method {' or '.join(steers_with('layers'))}, not --method iti; drop --layers"),
              (lambda: SteerSweepConfig(seed=-1), "--seed must be an integer in [0, 2**32 - 1], got -1")]
     for build, expect in cases:
         with pytest.raises(BadInput) as e:

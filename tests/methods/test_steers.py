@@ -13,6 +13,9 @@ from veracity.data import load_truthfulqa
 from veracity.methods import (PROMPTS, STEERS, TRAINERS, MethodSettings, Prompt, parse_method, prepare_method,
                               SteerFamily, register_prompt, register_steer)
 from veracity.steer import Intervention, NotBakeable, ResidualSteer, Steer
+from veracity.steer.ace import AceSteer
+from veracity.steer.angular import AngularSteer
+from veracity.steer.conditional import ConditionalSteer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
 
@@ -36,6 +39,57 @@ def _residual_hook(lm, steer: ResidualSteer) -> list:
 
 
 HAND_HOOKS = {Intervention: _iti_hook, ResidualSteer: _residual_hook}  # a new family adds its hand-written hook
+
+
+def _output_hook(lm, layers, fn) -> list:
+    """A forward hook per layer replacing the decoder layer's output h by fn(i, h) (i: index into `layers`)."""
+    def post(i):
+        def hook(module, args, out):
+            h = out[0] if isinstance(out, tuple) else out
+            return (fn(i, h), *out[1:]) if isinstance(out, tuple) else fn(i, h)
+        return hook
+    return [lm.arch.layer(lm.model, l).register_forward_hook(post(i)) for i, l in enumerate(layers)]
+
+
+def _ace_hook(lm, steer) -> list:
+    """ACE by hand: the coordinate along u set to r.u + alpha * s."""
+    def fn(i, h):
+        u = steer.directions[i]
+        return h - (h @ u)[..., None] * u + (steer.ref_proj[i] + steer.alpha * steer.scales[i]) * u
+    return _output_hook(lm, steer.layers, fn)
+
+
+def _angular_hook(lm, steer) -> list:
+    """Angular steering by hand: the (b1, b2) coordinates replaced by their length at angle alpha (degrees)."""
+    import math
+
+    def fn(i, h):
+        b1, b2 = steer.b1[i], steer.b2[i]
+        x, y = h @ b1, h @ b2
+        r = (x ** 2 + y ** 2).sqrt()
+        out = h - x[..., None] * b1 - y[..., None] * b2 + (r * math.cos(math.radians(steer.alpha)))[..., None] * b1 \
+            + (r * math.sin(math.radians(steer.alpha)))[..., None] * b2
+        return torch.where((x > 0)[..., None], out, h) if steer.method == "angular-adaptive" else out
+    return _output_hook(lm, steer.layers, fn)
+
+
+def _conditional_hook(lm, steer) -> list:
+    """A conditional steer by hand: the probe on the first layer's plain output, then the inner hand map there."""
+    import torch.nn.functional as F
+
+    inner, where = steer.inner, {}
+    maps = {ResidualSteer: lambda i, h: h + inner.alpha * inner.vectors[i]}
+    maps[AceSteer] = lambda i, h: h - (h @ inner.directions[i] - inner.ref_proj[i] - inner.alpha * inner.scales[i])[
+        ..., None] * inner.directions[i]
+
+    def fn(i, h):
+        if i == 0:
+            where["fire"] = F.logsigmoid(-(h @ steer.probe_w + steer.probe_b)).exp() > steer.threshold
+        return torch.where(where["fire"][..., None], maps[type(inner)](i, h), h)
+    return _output_hook(lm, steer.layers, fn)
+
+
+HAND_HOOKS.update({AceSteer: _ace_hook, AngularSteer: _angular_hook, ConditionalSteer: _conditional_hook})
 
 
 @pytest.fixture(scope="module")

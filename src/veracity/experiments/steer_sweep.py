@@ -303,8 +303,8 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         if layer < 0:
             return None, test_items
         train_q = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
-        settings = family.settings(MethodSettings(seed=cfg.seed), layers=(layer,), alpha=1.0,
-                                   normalize=cfg.normalize)
+        scale = {"normalize": cfg.normalize} if family.name in steers_with("normalize") else {}  # angular: none
+        settings = family.settings(MethodSettings(seed=cfg.seed), layers=(layer,), alpha=1.0, **scale)
         steer = family.fit(lm, train_q, [int(q) for q in folds[f]], settings, data_dir=cfg.data_dir,
                            limit=cfg.limit, acts=cfg.acts, fold=f, revision=cfg.revision)
         return steer, test_items

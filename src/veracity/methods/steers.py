@@ -235,3 +235,54 @@ register_steer(SteerFamily(
     "bipo", lambda lm, train_q, test_q, settings, *, data_dir=None, limit=None, acts=None, fold=0, revision="2021":
     fit_bipo_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold, revision),
     store="bipo", params=BIPO_PARAMS, sweep="layers", check=_check_bipo))
+
+
+# ---------------------------------------------------------------- ace, angular steering, conditional (CAST-style)
+_PROBABILITY = (Interval(float, 0, 1, closed="neither", msg="be a probability strictly between 0 and 1"),)
+#: ACE's parameters (`veracity.steer.ace`): the residual ones (alpha: the coordinate's offset from the reference, in
+#: `normalize` units; 0 = ablation about the reference) and the reference point
+ACE_PARAMS = RESIDUAL_PARAMS + (SteerParam("reference", "false", (Options(("false", "all")),), IN_PARAMS, "all"),)
+#: angular steering's parameters (`veracity.steer.angular`): alpha is the angle theta in degrees from the direction
+ANGULAR_PARAMS = (RESIDUAL_PARAMS[0], SteerParam("alpha", 0.0, _FINITE, IN_PARAMS, 90.0))
+#: the conditional steer's parameters (`veracity.steer.conditional`): the inner steer's (layers, alpha, normalize
+#: reach it), which steer, the condition probe and its threshold
+CONDITIONAL_PARAMS = RESIDUAL_PARAMS + (
+    SteerParam("steer", "caa", (Options(("caa", "lat", "ace")),), IN_PARAMS, "ace"),
+    SteerParam("probe", "logistic", (Options(("logistic", "mass-mean")),), IN_PARAMS, "mass-mean"),
+    SteerParam("threshold", 0.5, _PROBABILITY, IN_PARAMS, 0.7))
+
+
+def _fit_ace(lm, train_questions, test_questions, settings, *, data_dir=None, limit=None, acts=None, fold=0,
+             revision="2021"):
+    from ..steer.ace import fit_ace_for_fold
+
+    return fit_ace_for_fold(lm, list(train_questions), settings.residual_layers, settings.residual_alpha,
+                            settings.residual_normalize, steer_value(settings, "ace", "reference"), settings.seed, data_dir, limit,
+                            acts, fold, revision)
+
+
+def _angular(adaptive: bool) -> Callable[..., object]:
+    def fit(lm, train_questions, test_questions, settings, *, data_dir=None, limit=None, acts=None, fold=0,
+            revision="2021"):
+        from ..steer.angular import fit_angular_for_fold
+
+        return fit_angular_for_fold(lm, list(train_questions), settings.residual_layers,
+                                    steer_value(settings, "angular", "alpha"),
+                                    adaptive, settings.seed, data_dir, limit, acts, fold, revision)
+    return fit
+
+
+def _fit_conditional(lm, train_questions, test_questions, settings, *, data_dir=None, limit=None, acts=None, fold=0,
+                     revision="2021"):
+    from ..steer.conditional import fit_conditional_for_fold
+
+    inner = STEERS[steer_value(settings, "conditional", "steer")].fit(lm, train_questions, test_questions, settings, data_dir=data_dir,
+                                            limit=limit, acts=acts, fold=fold, revision=revision)
+    return fit_conditional_for_fold(lm, inner, list(train_questions), list(test_questions), steer_value(settings, "conditional", "probe"),
+                                    steer_value(settings, "conditional", "threshold"), settings.seed, data_dir, limit, acts, fold, revision)
+
+
+register_steer(SteerFamily("ace", _fit_ace, store="resid", params=ACE_PARAMS, sweep="layers"))
+register_steer(SteerFamily("angular", _angular(False), store="resid", params=ANGULAR_PARAMS, sweep="layers"))
+register_steer(SteerFamily("angular-adaptive", _angular(True), store="resid", params=ANGULAR_PARAMS, sweep="layers"))
+register_steer(SteerFamily("conditional", _fit_conditional, store="resid", params=CONDITIONAL_PARAMS, sweep="layers"))

@@ -1,0 +1,123 @@
+"""Angular steering (`veracity.steer.angular`): the rotation keeps every activation's norm (1e-5), equals a
+hand 2-D rotation of the (b1, b2) coordinates with the rest of h untouched, the adaptive variant leaves
+activations with a negative b1 coordinate alone, b2 is the top principal component orthogonal to b1 (numpy);
+hooks on a tiny model, save/load, `few-shot+angular` and `veracity steer sweep --method angular`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from veracity.methods import MethodSettings, parse_method, prepare_method
+from veracity.steer import NotBakeable
+from veracity.steer.angular import AngularSteer, fit_angular
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _rows(n=50, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    X = rng.normal(size=(n, 1, d)) * np.linspace(0.5, 3, d) + 2.0 * y[:, None, None] * rng.normal(size=d) + 1.0
+    return X, y
+
+
+def test_second_axis_is_the_top_pc_orthogonal_to_the_direction():
+    X, y = _rows()
+    steer = fit_angular(torch.tensor(X), torch.tensor(y), [0])
+    b1 = X[y == 1, 0].mean(0) - X[y == 0, 0].mean(0)
+    b1 /= np.linalg.norm(b1)
+    Z = X[:, 0] - X[:, 0].mean(0)
+    Z = Z - np.outer(Z @ b1, b1)
+    pc = np.linalg.svd(Z, full_matrices=False)[2][0]
+    pc *= np.sign(X[:, 0].mean(0) @ pc)
+    np.testing.assert_allclose(steer.b1[0].numpy(), b1, atol=1e-6)
+    np.testing.assert_allclose(steer.b2[0].numpy(), pc, atol=1e-5)
+    assert abs(float(steer.b1[0] @ steer.b2[0])) < 1e-6
+
+
+@pytest.mark.parametrize("angle", [0.0, 37.0, 90.0, 180.0, 300.0])
+def test_rotation_keeps_the_norm_and_equals_a_hand_2d_rotation(angle):
+    X, y = _rows()
+    steer = fit_angular(torch.tensor(X), torch.tensor(y), [0], angle=angle)
+    h = torch.tensor(np.random.default_rng(2).normal(size=(7, 8)) * 4, dtype=torch.float32)
+    got = steer.transform(0, h)
+    torch.testing.assert_close(got.norm(dim=-1), h.norm(dim=-1), atol=1e-5, rtol=1e-6)
+    b1, b2 = steer.b1[0].double().numpy(), steer.b2[0].double().numpy()
+    hd = h.double().numpy()
+    x, z = hd @ b1, hd @ b2
+    rho, t = np.hypot(x, z), math.radians(angle)
+    np.testing.assert_allclose(got.double().numpy() @ b1, rho * math.cos(t), atol=1e-5)
+    np.testing.assert_allclose(got.double().numpy() @ b2, rho * math.sin(t), atol=1e-5)
+    rest = lambda v: v - np.outer(v @ b1, b1) - np.outer(v @ b2, b2)  # noqa: E731
+    np.testing.assert_allclose(rest(got.double().numpy()), rest(hd), atol=1e-5)
+
+
+def test_adaptive_rotates_only_activations_aligned_with_the_direction():
+    X, y = _rows()
+    plain = fit_angular(torch.tensor(X), torch.tensor(y), [0], angle=120.0)
+    ada = fit_angular(torch.tensor(X), torch.tensor(y), [0], angle=120.0, adaptive=True)
+    h = torch.randn(64, 8, generator=torch.Generator().manual_seed(3)) * 3
+    pos = (h @ ada.b1[0]) > 0
+    assert pos.any() and (~pos).any()
+    out = ada.transform(0, h)
+    torch.testing.assert_close(out[~pos], h[~pos], atol=0, rtol=0)
+    torch.testing.assert_close(out[pos], plain.transform(0, h)[pos], atol=0, rtol=0)
+    torch.testing.assert_close(out.norm(dim=-1), h.norm(dim=-1), atol=1e-5, rtol=1e-6)
+
+
+def test_hooks_on_a_tiny_model_and_files(tiny_llama, tmp_path):
+    lm, D = tiny_llama, tiny_llama.arch.hidden_size
+    X, y = _rows(d=D)
+    steer = fit_angular(torch.tensor(X), torch.tensor(y), [1], angle=75.0)
+    ids = torch.tensor([[1, 4, 7, 10, 13]])
+    got = {}
+
+    def grab(m, a, o):
+        got["h"] = (o[0] if isinstance(o, tuple) else o).detach().clone()
+
+    with torch.no_grad():
+        hd = lm.arch.layer(lm.model, 1).register_forward_hook(grab)
+        lm.model(input_ids=ids)
+        plain = got["h"]
+        hd.remove()
+        with steer.apply(lm):
+            hd = lm.arch.layer(lm.model, 1).register_forward_hook(grab)  # after the steer's: sees its output
+            lm.model(input_ids=ids)
+            hd.remove()
+    torch.testing.assert_close(got["h"].norm(dim=-1), plain.norm(dim=-1), atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(got["h"], steer.transform(0, plain), atol=1e-6, rtol=0)
+    back = AngularSteer.load(steer.save(tmp_path / "ang"))
+    assert torch.equal(back.b1, steer.b1) and torch.equal(back.b2, steer.b2) and back.alpha == 75.0
+    with pytest.raises(NotBakeable):
+        steer.bake(lm, tmp_path / "baked")
+    from veracity.steer.ace import AceSteer
+
+    with pytest.raises(ValueError, match="ang.json"):  # an angular file is not an ACE steer
+        AceSteer.load(tmp_path / "ang")
+
+
+def test_runs_as_a_method_and_in_the_sweep(tiny_llama, data_dir, tmp_path, cli):
+    from veracity.data import load_truthfulqa
+
+    items = load_truthfulqa(data_dir)[:8]
+    spec = parse_method("few-shot+angular-adaptive")
+    pm = prepare_method(spec, tiny_llama, items[:5], [it.index for it in items[5:]],
+                        MethodSettings(residual_layers=(-1,), steer_params={"alpha": 45.0}), data_dir=data_dir, limit=8,
+                        acts=tmp_path / "acts")
+    assert isinstance(pm.intervention, AngularSteer) and pm.intervention.adaptive
+    assert pm.intervention.alpha == 45.0 and pm.intervention.layers == [tiny_llama.arch.n_layers - 1]
+    out = tmp_path / "s"
+    text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "6",
+                "--method", "angular", "--layers", "1", "--alphas", "0,90", "--folds", "2", "--ce-texts", "0",
+                "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
+    assert "angular sweep" in text
+    res = json.loads((out / "results.json").read_text())
+    assert {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 90.0)}
+    bad = cli(["steer", "sweep", "--model", "tiny-llama", "--method", "angular", "--normalize", "unit",
+               "--out", tmp_path / "t"], code=2)
+    assert "--normalize" in bad
