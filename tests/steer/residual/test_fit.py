@@ -129,4 +129,4 @@ def test_fits_record_steerability_predictors(tmp_path):
     from veracity.steer.residual.vectors import ResidualSteer
 
     back = ResidualSteer.load(grouped.write(tmp_path / "s"))
-    assert back.provenance["steerability"] == pytest.approx(grouped.provenance["steerability"])
+    assert back.provenance["steerability"]["2"] == pytest.approx(grouped.provenance["steerability"]["2"])
