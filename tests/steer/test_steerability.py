@@ -125,3 +125,18 @@ def test_rank_agreement_with_bootstrap():
     assert r["low"] <= r["spearman"] <= r["high"]
     assert r == rank_agreement(noisy, "p", "o", n_boot=300, seed=1)  # seeded
     assert rank_agreement(rows[:2], "p", "o")["spearman"] is None  # too few cells
+
+
+def test_cell_steerability_pools_folds_and_averages_predictors():
+    from veracity.steer.steerability import cell_steerability
+
+    base = [[{"index": 0, "mc2": 0.2}, {"index": 1, "mc2": 0.5}], [{"index": 2, "mc2": 0.4}]]
+    steered = [[{"index": 1, "mc2": 0.6}, {"index": 0, "mc2": 0.1}], [{"index": 2, "mc2": 0.7}]]
+    preds = [{"pair_cosine": 0.2, "d_prime": 1.0, "auroc": 0.7}, {"pair_cosine": 0.4, "d_prime": 3.0, "auroc": 0.9}]
+    got = cell_steerability(base, steered, preds)
+    # items 1 and 2 rose, item 0 fell; the predictors' fold means (cosine_to_mean is in no fold)
+    assert got == pytest.approx({"pair_cosine": 0.3, "d_prime": 2.0, "auroc": 0.8, "item_steerable": 2 / 3,
+                                 "anti_steerable": 1 / 3, "steer_items": 3})
+    assert cell_steerability(base, steered, [preds[0], None]) == pytest.approx(
+        {"item_steerable": 2 / 3, "anti_steerable": 1 / 3, "steer_items": 3})  # a fold without predictors
+    assert cell_steerability([[]], [[]]) == {}

@@ -183,3 +183,27 @@ def rank_agreement(rows: Sequence[Mapping], predictor: str, outcome: str, n_boot
         tail = (1 - level) / 2
         out["low"], out["high"] = float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))
     return out
+
+
+def cell_steerability(base_folds: Sequence[Sequence[Mapping]], steered_folds: Sequence[Sequence[Mapping]],
+                      predictor_folds: Sequence[Mapping | None] = (), key: str = "mc2") -> dict:
+    """One sweep cell's steerability over its folds: the fold means of the fitted layer's predictors (those
+    every fold has) and `item_steerability` of the held-out items of every fold pooled, each item's `key`
+    (its per-question MC2 by default) steered against the plain model on the same fold (`paired_items`).
+    Fold lists are aligned (fold f of each); an empty fold list contributes nothing."""
+    out: dict = {}
+    preds = [p for p in predictor_folds if p]
+    if preds and len(preds) == len(predictor_folds):
+        for name in PREDICTORS:
+            vals = [p.get(name) for p in preds]
+            if all(_num(v) for v in vals):
+                out[name] = float(np.mean(vals))
+    before, after = [], []
+    for b, s in zip(base_folds, steered_folds):
+        x, y = paired_items(b, s, key)
+        before += x
+        after += y
+    if before:
+        got = item_steerability(before, after)
+        out.update({k: got[k] for k in OUTCOMES}, steer_items=got["n"])
+    return out
