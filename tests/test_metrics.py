@@ -62,3 +62,38 @@ def test_sweeps_rank_every_metric_in_the_registrys_direction():
     for bad in ("nosuch", "mean_words"):  # unknown; descriptive (no direction)
         with pytest.raises(BadInput, match="--metric"):
             pick_best({(1.0, 8): {bad: 0.1}}, bad)
+
+
+def test_pareto_front_by_hand_directions_from_the_registry():
+    # mc2 higher is better, kl lower is better
+    pts = [{"mc2": 0.30, "kl": 0.0},   # plain model: nothing cheaper
+           {"mc2": 0.35, "kl": 0.1},   # front
+           {"mc2": 0.33, "kl": 0.2},   # dominated by the second
+           {"mc2": 0.40, "kl": 0.5},   # front (best mc2)
+           {"mc2": 0.40, "kl": 0.5},   # an equal point is on it too
+           {"mc2": 0.50},              # no kl: never on the front, dominates nothing
+           {"mc2": 0.20, "kl": 0.0}]   # dominated by the plain model (same cost, lower mc2)
+    assert M.pareto_front(pts, ("mc2", "kl")) == [True, True, False, True, True, False, False]
+    # boolq is higher-better: with kl the trade-off flips which points win
+    assert M.pareto_front([{"boolq_accuracy": 0.6, "kl": 0.1}, {"boolq_accuracy": 0.5, "kl": 0.05},
+                           {"boolq_accuracy": 0.4, "kl": 0.2}], ("boolq_accuracy", "kl")) == [True, True, False]
+    with pytest.raises(BadInput):
+        M.pareto_front(pts, ("mc2", "mean_words"))  # no direction: cannot rank
+
+
+def test_gain_cost_table_long_rows():
+    pts = [{"series": "plain", "label": "plain", "reference": "plain model", "mc2": 0.3, "kl": 0.0, "ce_loss": 2.0},
+           {"series": "caa L3", "label": "a=1", "reference": None, "mc2": 0.35, "mc2_sd": 0.01, "kl": 0.1,
+            "ce_loss": 1.9, "refusal_rate": 0.1},
+           {"series": "caa L3", "label": "a=2", "reference": None, "mc2": 0.32, "kl": 0.3, "ce_loss": 2.1}]
+    assert M.gain_axes(pts) == ["mc2"]
+    assert M.cost_axes(pts) == ["ce_loss", "kl"]  # refusal rate has no direction: not a cost axis
+    rows = M.gain_cost_table(pts)
+    assert len(rows) == 6
+    kl = [r for r in rows if r["cost_metric"] == "kl"]
+    assert [r["pareto"] for r in kl] == [True, True, False]
+    assert [r["gain_sd"] for r in kl] == [None, 0.01, None]
+    ce = [r for r in rows if r["cost_metric"] == "ce_loss"]
+    assert [r["pareto"] for r in ce] == [False, True, False]  # the second point is better on both
+    assert ce[1] == {"series": "caa L3", "label": "a=1", "reference": None, "gain_metric": "mc2", "gain": 0.35,
+                     "gain_sd": 0.01, "cost_metric": "ce_loss", "cost": 1.9, "pareto": True}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 
 #: metric groups, in the order tables show them: the TruthfulQA targets, the language-model cost (CE/KL),
@@ -280,3 +280,54 @@ def aggregate_folds(fold_metrics: Iterable[Mapping[str, float]], keys: Iterable[
             out[k] = sum(float(v) for v in vals) / len(vals)
     with_true_info(out)
     return {k: v for k, v in out.items() if v is not None}
+
+
+def pareto_front(points: Sequence[Mapping], axes: Sequence[str]) -> list[bool]:
+    """Per point, whether it is on the Pareto front of `axes` (metric names; which way is better comes only from
+    `better_sign`): no other point is at least as good on every axis and strictly better on one. A point missing
+    an axis's value is never on the front and dominates nothing; equal points are all on it."""
+    signs = [better_sign(a, "axis") for a in axes]
+    vals = [[s * float(p[a]) for a, s in zip(axes, signs)] if all(_ok(p.get(a)) for a in axes) else None
+            for p in points]
+
+    def dominates(u, v) -> bool:
+        return all(x >= y for x, y in zip(u, v)) and any(x > y for x, y in zip(u, v))
+
+    return [v is not None and not any(u is not None and dominates(u, v) for u in vals) for v in vals]
+
+
+def gain_axes(points: Iterable[Mapping]) -> list[str]:
+    """The target gains a gain-against-cost chart shows: the headline targets and binary tasks (MC2, True*Info,
+    the binary task) some point carries, in registry order."""
+    points = list(points)
+    return [n for n in headlines("target", "binary") if any(_ok(p.get(n)) for p in points)]
+
+
+def cost_axes(points: Iterable[Mapping]) -> list[str]:
+    """The costs a gain-against-cost chart shows: the language-model cost (CE, KL) and every side effect with a
+    better direction (`TABLES["side_effects"]`) some point carries, in registry order."""
+    points = list(points)
+    names = metrics_in("lm") + [n for n in TABLES["side_effects"].names() if METRICS[n].higher_is_better is not None]
+    return [n for n in names if any(_ok(p.get(n)) for p in points)]
+
+
+def gain_cost_table(points: Sequence[Mapping], gains: Sequence[str] | None = None,
+                    costs: Sequence[str] | None = None) -> list[dict]:
+    """The data of the gain-against-cost chart, one row per (point, gain, cost) both values of which are there:
+    series, label, reference (None for a method's setting, else what it stands for: "plain model", "prompting"),
+    gain_metric, gain, gain_sd (the point's `<gain>_sd` over folds, where it has one), cost_metric, cost, and
+    pareto (on the front of that (gain, cost) plane among every point, references included). `points`: dicts
+    with series, label, reference and metric values; gains / costs default to `gain_axes` / `cost_axes`."""
+    gains = gain_axes(points) if gains is None else list(gains)
+    costs = cost_axes(points) if costs is None else list(costs)
+    out = []
+    for g in gains:
+        for c in costs:
+            front = pareto_front(points, (g, c))
+            for p, on in zip(points, front):
+                if _ok(p.get(g)) and _ok(p.get(c)):
+                    out.append({"series": p.get("series"), "label": p.get("label"), "reference": p.get("reference"),
+                                "gain_metric": g, "gain": float(p[g]),
+                                "gain_sd": float(p[g + "_sd"]) if _ok(p.get(g + "_sd")) else None,
+                                "cost_metric": c, "cost": float(p[c]), "pareto": bool(on)})
+    return out

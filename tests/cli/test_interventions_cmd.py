@@ -38,6 +38,18 @@ def test_compare_resumes_and_shares_folds(data_dir, acts, tmp_path, cli):
     assert folds[("baseline", 0)] + folds[("baseline", 1)] == 8
     assert all(folds[(m, f)] == folds[("baseline", f)] for m, f in folds)
     assert (out / "comparison.png").exists() and (out / "per_question.csv").exists()
+    # per-item steerability: the share of questions whose MC2 rose (fell) against the baseline's on the same fold
+    pq = list(csv.DictReader(open(out / "per_question.csv")))
+    base = {(q["fold"], q["index"]): float(q["mc2"]) for q in pq if q["method"] == "baseline"}
+    moves = [float(q["mc2"]) - base[(q["fold"], q["index"])] for q in pq if q["method"] == "dpo"]
+    assert rows["dpo"]["steer_items"] == len(moves) == 8 and "item_steerable" not in rows["baseline"]
+    assert rows["dpo"]["item_steerable"] == pytest.approx(sum(m > 0 for m in moves) / 8)
+    assert rows["dpo"]["anti_steerable"] == pytest.approx(sum(m < 0 for m in moves) / 8)
+    # the gain-against-cost chart's data: the baseline the plain model, few-shot the prompting reference
+    chart = list(csv.DictReader(open(out / "gain_cost.csv")))
+    refs = {r["label"]: r["reference"] for r in chart}
+    assert refs["baseline"] == "plain model" and refs["few-shot"] == "prompting" and refs["dpo"] == ""
+    assert {r["cost_metric"] for r in chart} == {"ce_loss", "kl"}
     db = sqlite3.connect(str(out / "results.sqlite"))
     assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 8
     db.close()

@@ -93,6 +93,14 @@ def test_sweep_resumes(data_dir, acts, tmp_path, tiny_llama, cli):
     base = next(r for r in res["grid"] if r["alpha"] == 0)
     assert base["boolq_accuracy"] == pytest.approx(np.mean(right))
     assert (tmp_path / "sw" / "heatmap_mc2.png").exists() and (tmp_path / "sw" / "heatmap_kl.png").exists()
+    # the gain-against-cost chart's data: the plain model once, each (alpha 5, K) a point, per (gain, cost) plane
+    import csv
+
+    chart = list(csv.DictReader(open(tmp_path / "sw" / "gain_cost.csv")))
+    planes = {(r["gain_metric"], r["cost_metric"]) for r in chart}
+    assert ("mc2", "kl") in planes and ("mc2", "boolq_accuracy") in planes
+    kl = [r for r in chart if (r["gain_metric"], r["cost_metric"]) == ("mc2", "kl")]
+    assert [r["reference"] for r in kl] == ["plain model", "", ""] and kl[0]["pareto"] == "True"  # KL 0: nothing cheaper
     again = cli(args)
     assert "fold=" not in again  # nothing re-evaluated
     # other fixed settings into the same folder: refused, never mixed with the stored rows

@@ -32,14 +32,31 @@ def test_caa_sweep_grid_resume_and_cells(data_dir, tmp_path, cli, tiny_llama):
     lm = tiny_llama
     items = load_truthfulqa(data_dir)[:8]
     folds = question_folds([it.index for it in items], 2, seed=0)
-    mc2 = []
+    mc2, moves, d_prime = [], [], []
     for f in (0, 1):
         train = sorted(int(q) for q in folds[1 - f])
         steer = fit_residual_for_fold(lm, train, "caa", [2], 2.0, "raw", 0, str(data_dir), 8, str(tmp_path / "acts"), f)
         pm = PreparedMethod(MethodSpec("caa", steer="caa"), lm, steer)
         test = [it for it in items if it.index in set(folds[f].tolist())]
-        mc2.append(evaluate_prepared(pm, lm, test, MethodEvalConfig(), None, {}, None)["metrics"]["mc2"])
+        got = evaluate_prepared(pm, lm, test, MethodEvalConfig(), None, {}, None)
+        mc2.append(got["metrics"]["mc2"])
+        plain = evaluate_prepared(PreparedMethod(MethodSpec("baseline"), lm, None), lm, test, MethodEvalConfig(),
+                                  None, {}, None)["per_question"]
+        before = {r["index"]: r["mc2"] for r in plain}
+        moves += [r["mc2"] - before[r["index"]] for r in got["per_question"]]
+        d_prime.append(steer.provenance["steerability"]["2"]["d_prime"])
     assert cells[(2, 2.0)]["mc2"] == pytest.approx(sum(mc2) / 2, abs=1e-9)
+    # steerability: the fitted layer's predictors (fold mean) and the share of held-out items whose MC2 rose / fell
+    assert cells[(2, 2.0)]["d_prime"] == pytest.approx(sum(d_prime) / 2)
+    assert cells[(2, 2.0)]["steer_items"] == len(moves) == 8
+    assert cells[(2, 2.0)]["item_steerable"] == pytest.approx(sum(m > 0 for m in moves) / 8)
+    assert cells[(2, 2.0)]["anti_steerable"] == pytest.approx(sum(m < 0 for m in moves) / 8)
+    assert "pair_cosine" in cells[(1, 2.0)] and "item_steerable" not in cells[(-1, 0.0)]
+    import csv
+
+    chart = list(csv.DictReader(open(out / "gain_cost.csv")))
+    assert {r["cost_metric"] for r in chart} == {"boolq_accuracy"} and {r["gain_metric"] for r in chart} == {"mc2"}
+    assert [r["reference"] for r in chart].count("plain model") == 1 and len(chart) == 3
     # resume: a longer grid evaluates only the new cells
     text = cli([a if a != "0,2" else "0,2,4" for a in args])
     assert text.count("fold=") == 4 and "alpha=4 fold=" in text

@@ -30,12 +30,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..metrics import fmt, with_true_info
+from ..metrics import fmt, gain_cost_table, with_true_info
 from .sweep import SweepStore
 from ..constraints import Checked, Instance, ListOf, Options, Parses
 from ..methods import options as o
 from ..methods.evaluate import MethodEvalConfig, evaluate_prepared, load_judges
 from ..methods.prepare import DEFAULT_METHODS, MethodSettings, TrainedCache, check_revision_pair, parse_method, prepare_method
+from ..steer.steerability import cell_steerability
 
 #: the costs a comparison row carries -> their column titles
 COSTS = {"train_s": "train s", "iti_fit_s": "ITI fit s", "infer_s": "infer s", "extra_infer_s": "extra infer s",
@@ -385,9 +386,25 @@ class CompareRun:
                    methods=d.get("methods", []), folds=d.get("folds", []), plots=d.get("plots", []),
                    schema_version=v)
 
+    def gain_cost(self) -> list[dict]:
+        """The gain-against-cost chart's data (`metrics.gain_cost_table`): each method a point (its own series),
+        the plain model (baseline) and prompting alone (a prompt, no trainer, no steer) the references."""
+        def kind(name: str) -> str | None:
+            try:
+                spec = parse_method(name)
+            except ValueError:
+                return None
+            if spec.trainer is None and spec.steer is None:
+                return "plain model" if spec.prompt == "baseline" else "prompting"
+            return None
+
+        return gain_cost_table([{**r, "series": r["method"], "label": r["method"], "reference": kind(r["method"])}
+                                for r in self.methods])
+
     def write(self, run) -> None:
-        """comparison.csv, folds.csv, per_question.csv, comparison.png and results.json (last)."""
+        """comparison.csv, folds.csv, per_question.csv, gain_cost.csv, comparison.png and results.json (last)."""
         run.write_csv("comparison.csv", self.methods)
+        run.write_csv("gain_cost.csv", self.gain_cost())
         run.write_csv("folds.csv", self.folds)
         run.write_csv("per_question.csv", self.per_question)
         png = plot_comparison(CompareResult(rows=self.methods, folds=self.folds), run.path / "comparison.png")
@@ -448,9 +465,14 @@ def run_compare_interventions(cfg: CompareConfig, model: str, out: str | Path, d
         res = run_comparison(lm, items, cfg, run.path, data_dir=data_dir, log=both, acts=acts, eval_items=eval_items)
     except (RuntimeError, ValueError) as e:
         raise BadInput(str(e)) from None
+    pq = per_question_rows(run.path, cfg.methods, cfg.n_folds)
+    for r in res.rows:  # per-item steerability: each held-out question's MC2 against the plain model's, same fold
+        if r["method"] != "baseline":
+            r.update(cell_steerability(*[[[q for q in pq if q["method"] == m and q["fold"] == f]
+                                          for f in range(cfg.n_folds)] for m in ("baseline", r["method"])]))
     result = CompareRun(config=dataclasses.asdict(cfg), model=model,
                         n_questions=len(items) if eval_items is None else len(eval_items), revision=cfg.revision,
                         eval_revision=eval_revision, cross_revision=cross, methods=res.rows, folds=res.folds,
-                        per_question=per_question_rows(run.path, cfg.methods, cfg.n_folds))
+                        per_question=pq)
     result.write(run)
     return result

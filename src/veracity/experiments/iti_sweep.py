@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..metrics import METRICS, columns, headlines, lower_is_better
+from ..metrics import METRICS, columns, gain_cost_table, headlines, lower_is_better
 from .executors import Job
 from .sweep import Grid, SweepStore, pick_best as best_cell, product, run_grid
 from ..steer.intervention import DAMAGED, Intervention
@@ -257,9 +257,19 @@ class SweepRun:
                    cross_revision=d.get("cross_revision"), summary=d.get("summary", {}), plots=d.get("plots", []),
                    schema_version=v)
 
+    def gain_cost(self) -> list[dict]:
+        """The gain-against-cost chart's data (`metrics.gain_cost_table`): each (alpha, K) a point of its K's
+        series, the plain model (alpha 0, the same for every K: once) the reference."""
+        plain = [r for r in self.grid if not r["alpha"]][:1]
+        return gain_cost_table([{**r, "series": "plain model", "label": "alpha 0", "reference": "plain model"}
+                                for r in plain] +
+                               [{**r, "series": f"ITI K={r['k']}", "label": f"alpha {r['alpha']:g}", "reference": None}
+                                for r in self.grid if r["alpha"]])
+
     def write(self, run) -> None:
         """Write the run's CSV tables and finish its folder with results.json and the headline."""
         run.write_csv("grid.csv", self.grid)
+        run.write_csv("gain_cost.csv", self.gain_cost())
         run.finish(self.to_json(), headline=self.headline())
 
 

@@ -25,10 +25,11 @@ from typing import Callable
 import numpy as np
 
 from ..constraints import Checked, IgnoredUnless, Interval, ListOf, Options
-from ..metrics import aggregate_folds, columns, fmt, headlines
+from ..metrics import aggregate_folds, columns, fmt, gain_cost_table, headlines
 from ..methods import options as o
 from ..methods.steers import STEERS, SteerFamily, steers_with
 from ..runs import schema_version
+from ..steer.steerability import cell_steerability
 from .iti_common import ITIRunOptions
 from .sweep import Grid, SweepStore, pick_best, run_grid
 
@@ -192,9 +193,18 @@ class SteerSweepRun:
         return cls(d["method"], d.get("grid", []), d.get("best"), d.get("metric", "mc2"), d.get("baseline", {}),
                    d.get("config", {}), d.get("plots", []), d.get("cross_revision"), schema_version=v)
 
+    def gain_cost(self) -> list[dict]:
+        """The gain-against-cost chart's data (`metrics.gain_cost_table`): each (layer, alpha) a point of its
+        layer's series, the plain model (alpha 0) the reference."""
+        return gain_cost_table([{**r, "series": f"{self.method} layer {r['layer']}", "label": f"alpha {r['alpha']:g}",
+                                 "reference": None} if r["alpha"] else
+                                {**r, "series": "plain model", "label": "alpha 0", "reference": "plain model"}
+                                for r in self.grid])
+
     def write(self, run) -> None:
         """Write the run's CSV tables and finish its folder with results.json and the headline."""
         run.write_csv("grid.csv", self.grid)
+        run.write_csv("gain_cost.csv", self.gain_cost())
         self.plots = []
         for key in dict.fromkeys([self.metric] + headlines("lm", "side_effect")):  # the target and its costs
             fig = _heatmap(self.grid, key)
@@ -325,13 +335,21 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
             spec = MethodSpec(cfg.method, steer=cfg.method) if iv is not None else MethodSpec("baseline")
             res = evaluate_prepared(PreparedMethod(spec, lm, iv), lm, job.items, ecfg, texts, lm_cache, judges,
                                     data_dir=cfg.data_dir)
-            return {"metrics": dict(res["metrics"])}
+            pred = (iv.provenance.get("steerability") or {}).get(str(job.cell["layer"])) if iv is not None else None
+            return {"metrics": dict(res["metrics"]), "per_question": res["per_question"], "steerability": pred}
 
         grid_spec.evaluate = evaluate
         run_grid(grid_spec, store, lm, log=both)
         grid = sorted(({**c, **aggregate_folds(ms)} for c in cells
                        if (ms := store.fold_metrics(c, cfg.folds)) is not None),
                       key=lambda r: (r["alpha"] != 0, r["layer"], r["alpha"]))
+        plain = [store.entry(cells[0], f) for f in range(cfg.folds)]
+        for r in grid:  # steerability: the fitted layer's predictors, per-item MC2 moves against the plain model
+            es = [store.entry({"layer": r["layer"], "alpha": r["alpha"]}, f) for f in range(cfg.folds)]
+            if r["alpha"] and all(e is not None for e in es + plain):
+                r.update(cell_steerability([e.extra.get("per_question", []) for e in plain],
+                                           [e.extra.get("per_question", []) for e in es],
+                                           [e.extra.get("steerability") for e in es]))
     finally:
         store.close()
     metric = cfg.metric  # never silently another: a metric the sweep did not measure picks no best

@@ -190,3 +190,53 @@ def bars(groups: Mapping[str, Mapping[str, Number | None]], *, xlabel: str, ylab
     if series or hlines:
         ax.legend(fontsize=8)
     return to_png(fig)
+
+
+def gain_cost(rows: Sequence[Mapping], *, title: str, labels: Mapping[str, str] | None = None) -> bytes:
+    """The one picture of gain against cost: one panel per (gain, cost) pair of `rows` (`metrics.gain_cost_table`:
+    gains down, costs across), every setting a point coloured by its series (interval bars from gain_sd), the
+    Pareto front joined by a red line and ringed, reference points (the plain model, prompting) as black markers
+    with a dotted line at their gain. `labels`: axis titles by metric name (default the name)."""
+    labels = labels or {}
+    gains = list(dict.fromkeys(r["gain_metric"] for r in rows))
+    costs = list(dict.fromkeys(r["cost_metric"] for r in rows))
+    series = list(dict.fromkeys(r["series"] for r in rows if not r.get("reference")))
+    colour = {s: f"C{i % 10}" for i, s in enumerate(series)}
+    refs = list(dict.fromkeys(r["reference"] for r in rows if r.get("reference")))
+    marker = {r: m for r, m in zip(refs, "s^DPX*")}
+    nr, nc = max(1, len(gains)), max(1, len(costs))
+    fig = Figure(figsize=(min(18.0, 1.0 + 3.0 * nc), 0.8 + 2.6 * nr), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nr, nc, squeeze=False)
+    for i, g in enumerate(gains):
+        for j, c in enumerate(costs):
+            ax = axes[i][j]
+            pts = [r for r in rows if r["gain_metric"] == g and r["cost_metric"] == c]
+            for s in series:
+                mine = [r for r in pts if r["series"] == s and not r.get("reference")]
+                if mine:
+                    ax.errorbar([r["cost"] for r in mine], [r["gain"] for r in mine],
+                                yerr=[r["gain_sd"] if _finite(r.get("gain_sd")) else 0.0 for r in mine],
+                                fmt="o", color=colour[s], markersize=4, elinewidth=0.8, capsize=2, linestyle="none",
+                                label=s if i == 0 and j == 0 else None)
+            for r in pts:
+                if r.get("reference"):
+                    ax.plot([r["cost"]], [r["gain"]], marker=marker[r["reference"]], color="black", markersize=7,
+                            linestyle="none", label=r["reference"] if i == 0 and j == 0 else None)
+                    ax.axhline(r["gain"], color="gray", linestyle=":", linewidth=0.9)
+            front = sorted((r for r in pts if r["pareto"]), key=lambda r: r["cost"])
+            if front:
+                ax.plot([r["cost"] for r in front], [r["gain"] for r in front], "-", color="red", linewidth=1.0,
+                        label="Pareto front" if i == 0 and j == 0 else None)
+                ax.plot([r["cost"] for r in front], [r["gain"] for r in front], "o", markerfacecolor="none",
+                        markeredgecolor="red", markersize=9, linestyle="none")
+            ax.set_xlabel(labels.get(c, c), fontsize=8)
+            if j == 0:
+                ax.set_ylabel(labels.get(g, g), fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    if rows:
+        fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(6, len(series) + len(refs) + 1), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return to_png(fig)

@@ -92,7 +92,8 @@ def fit_residual(data: ResidualData, train_questions: Sequence[int], method: str
     if fold is not None:
         prov["fold"] = int(fold)
     if method == "caa":
-        return fit_diff_means(X, y, normalize=normalize, act_layers=layers, alpha=alpha, provenance=prov)
+        return fit_diff_means(X, y, normalize=normalize, act_layers=layers, alpha=alpha, provenance=prov,
+                              groups=data.question[rows].tolist(), seed=seed)
     pos, neg = pair_by_group(y, data.question[rows].tolist(), seed=seed)
     return fit_lat(X[pos], X[neg], seed=seed, normalize=normalize, act_layers=layers, alpha=alpha, provenance=prov)
 

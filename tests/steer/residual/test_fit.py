@@ -105,3 +105,28 @@ def test_fit_then_steer_moves_the_truth_projection(tiny_llama, layer_outputs):
     acts = {l: torch.stack(v) for l, v in acts.items()}
     st = fit_diff_means(acts, [1, 1, 0, 0], layers=[2])
     torch.testing.assert_close(st.vectors[0], acts[2][:2].mean(0) - acts[2][2:].mean(0))
+
+
+# ------------------------------------------------------------------------------------------ steerability in provenance
+
+def test_fits_record_steerability_predictors(tmp_path):
+    from veracity.steer.steerability import directional_agreement, predictors, separability
+
+    rng = np.random.default_rng(7)
+    P, Q = rng.normal(size=(8, 5)) + 0.5, rng.normal(size=(8, 5))
+    for st in (fit_contrast_pairs({2: P}, {2: Q}), fit_lat({2: P}, {2: Q}, seed=1)):
+        assert st.provenance["steerability"] == {"2": pytest.approx(predictors(P, Q))}
+    X = np.concatenate([P, Q])
+    y = [1] * 8 + [0] * 8
+    plain = fit_diff_means({2: X}, y)
+    assert plain.provenance["steerability"] == {"2": pytest.approx(separability(P, Q))}
+    # groups pair a true and a false row of one question: row i of P with row i of Q here
+    grouped = fit_diff_means({2: X}, y, groups=list(range(8)) * 2)
+    want = {**directional_agreement(P - Q), **separability(P, Q)}
+    assert grouped.provenance["steerability"] == {"2": pytest.approx(want)}
+    # a layer subset and a save / load round-trip keep them
+    assert grouped.select([2]).provenance["steerability"] == grouped.provenance["steerability"]
+    from veracity.steer.residual.vectors import ResidualSteer
+
+    back = ResidualSteer.load(grouped.write(tmp_path / "s"))
+    assert back.provenance["steerability"]["2"] == pytest.approx(grouped.provenance["steerability"]["2"])

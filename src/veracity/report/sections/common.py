@@ -70,3 +70,31 @@ def gain_vs_side_effects(rows: list[dict], base: dict, targets: tuple | None = N
     cols = [f"Δ {_metrics.label(k)}" for k in tks + keys]
     out = [[(float(r[k]) - float(base[k])) if num(r.get(k)) else None for k in tks + keys] for r in rows]
     return cols, out
+
+
+def gain_cost_chart(page: Page, rows: list[dict], what: str) -> None:
+    """The one picture of target gain against cost (`plots.gain_cost` of `metrics.gain_cost_table` rows, the
+    gain_cost.csv the study wrote), axes titled by the registry with units; nothing when no plane has data."""
+    if not rows:
+        return
+    names = {r[k] for r in rows for k in ("gain_metric", "cost_metric")}
+    labels = {n: f"{_metrics.label(n)} ({_metrics.METRICS[n].unit})" for n in names if n in _metrics.METRICS}
+    title = f"{what}: target against cost (Pareto front in red; black: references)"
+    img(page, plots.gain_cost(rows, title=title, labels=labels), title)
+
+
+def steerability_table(page: Page, rows: list[dict], outcomes: tuple = ("item_steerable", "mc2"),
+                       seed: int = 0) -> None:
+    """Did the before-steering predictors foretell the outcome across cells? Spearman's rho of each predictor
+    (`steer.steerability.PREDICTORS`) with each outcome (the share of items steered the intended way, the
+    target) over the rows that carry both, with a 95% bootstrap interval; nothing when no pair has three cells."""
+    from ...steer.steerability import PREDICTORS, rank_agreement
+
+    got = [rank_agreement(rows, p, o, seed=seed) for p in PREDICTORS for o in outcomes]
+    got = [g for g in got if g["spearman"] is not None]
+    if got:
+        table(page, ["predictor", "outcome", "cells", "Spearman rho", "95% low", "95% high"],
+              [[g["predictor"], g["outcome"], g["n"], g["spearman"], g["low"], g["high"]] for g in got],
+              caption="did the steerability predictors (fitted on the training fold, before any generation) "
+                      "foretell the outcome across layers and strengths? rank correlation over the cells, "
+                      "bootstrap interval over cells")

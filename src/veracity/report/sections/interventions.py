@@ -1,10 +1,11 @@
 """`compare-interventions`: one row per method (fold means, *_sd over folds, cost columns), each method's
-gain against its side effects (changes from `baseline`), and one row per method and fold."""
+gain against its side effects (changes from `baseline`), the one chart of target gain against cost (prompting and
+the plain model as references), and one row per method and fold."""
 
 from __future__ import annotations
 
 from ..page import Page, Run, records_table, table
-from .common import gain_vs_side_effects
+from .common import gain_cost_chart, gain_vs_side_effects
 
 
 def render(page: Page, run: Run) -> None:
@@ -24,4 +25,5 @@ def render(page: Page, run: Run) -> None:
                   caption="target gain against side effects: change from baseline (fractions; a rise in flips, "
                           "agreement with a wrong opinion, HONEST or refusals is a cost, a fall in BoolQ or "
                           "distinct-2 is one)")
+    gain_cost_chart(page, res.gain_cost(), "methods on the same folds (bars: s.d. over folds)")
     records_table(page, res.folds, ("method", "fold"), "per method and fold")

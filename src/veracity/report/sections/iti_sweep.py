@@ -1,12 +1,12 @@
 """`iti-sweep`: the alpha x K grid (fold means) as one heatmap per metric with the best cell starred, the
-grid as a table, and the best configuration's metrics."""
+grid as a table, the best configuration's metrics, and the one chart of target gain against cost."""
 
 from __future__ import annotations
 
 from ... import metrics as _metrics
 from .. import plots
 from ..page import Page, Run, fmt, img, num, records_table
-from .common import summary_table
+from .common import gain_cost_chart, summary_table
 
 
 def _shown() -> list[str]:
@@ -38,6 +38,7 @@ def render(page: Page, run: Run) -> None:
                                 title=t, cbar_label=label + unit, x_ticklabels=ks, y_ticklabels=[fmt(a) for a in alphas],
                                 outline=outline, star=star, cmap="magma" if _metrics.lower_is_better(m) else "viridis"),
             t)
+    gain_cost_chart(page, res.gain_cost(), "ITI sweep")
     records_table(page, [{"alpha": r["alpha"], "K": r["k"], **{k: v for k, v in r.items() if k not in ("alpha", "k")}}
                          for r in sorted(res.grid, key=lambda r: (r["alpha"], r["k"]))],
                   ("alpha", "K"), "sweep grid (mean over folds; alpha = 0 is the baseline)")

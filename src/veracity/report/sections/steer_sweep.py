@@ -1,9 +1,10 @@
-"""`steer-sweep`: the layer x alpha grid (fold means) and each cell's gain against its side effects."""
+"""`steer-sweep`: the layer x alpha grid (fold means), each cell's gain against its side effects, the one chart of
+target gain against cost with its Pareto front, and whether the steerability predictors foretold the outcome."""
 
 from __future__ import annotations
 
 from ..page import Page, Run, records_table, table
-from .common import gain_vs_side_effects
+from .common import gain_cost_chart, gain_vs_side_effects, steerability_table
 
 
 def render(page: Page, run: Run) -> None:
@@ -19,3 +20,5 @@ def render(page: Page, run: Run) -> None:
     if cols:
         table(page, ["layer", "alpha"] + cols, [[r["layer"], r["alpha"]] + v for r, v in zip(rows, vals)],
               caption="target gain against side effects: change from alpha 0")
+    gain_cost_chart(page, res.gain_cost(), f"{res.method} sweep")
+    steerability_table(page, rows)

@@ -1,6 +1,9 @@
 """Fitting a residual steer (every vector points from false towards true, so alpha > 0 steers towards truth):
 class-mean differences (CAA / DiffMean), paired differences, LAT's first principal component, and the same from
-a labelled capture store. The scaling conventions (`normalize`): the package docstring."""
+a labelled capture store. The scaling conventions (`normalize`): the package docstring. Every fit also records
+its layers' steerability predictors (`veracity.steer.steerability.predictors`: the pair differences' cosine
+agreement, the classes' separability along the difference-of-means line) in provenance["steerability"],
+{str(layer): {...}}, so sweeps and comparisons can read them before any generation."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..steerability import predictors
 from .vectors import ResidualSteer
 
 NORMALIZE = ("raw", "sigma", "unit")
@@ -85,16 +89,27 @@ def _make(method: str, layers: list[int], vecs: list[torch.Tensor], scales: list
 
 def fit_diff_means(acts: Any, labels: Any, layers: Sequence[int] | None = None, normalize: str | bool = "raw",
                    act_layers: Sequence[int] | None = None, alpha: float = 1.0,
-                   provenance: dict | None = None) -> ResidualSteer:
+                   provenance: dict | None = None, groups: Sequence[Any] | None = None,
+                   seed: int = 0) -> ResidualSteer:
     """CAA / DiffMean: v_l = mean(true rows) - mean(false rows) of layer l's activations (scaled by `normalize`).
 
     acts: {layer: [N, D]} or [N, L, D] (axis 1 = `act_layers`, default every layer); labels: [N] 0/1,
-    1 = true. layers: which to fit (default: all given)."""
+    1 = true. layers: which to fit (default: all given). groups: each row's group (a question), which pairs a
+    true and a false row of a group (`pair_by_group` with `seed`) for the pair-difference agreement among the
+    steerability predictors; None: only the classes' separability is recorded (the vector never uses pairs)."""
     normalize = _check_normalize(normalize)
     per = _per_layer(acts, layers, act_layers)
     n = next(iter(per.values())).shape[0]
     y = _labels(labels, n)
-    vecs, scales = [], []
+    pairs = None
+    if groups is not None:
+        try:
+            pairs = pair_by_group(y.long(), groups, seed=seed)
+        except ValueError:  # no group holds both classes: separability only
+            pairs = None
+        if pairs is not None and len(pairs[0]) < 2:
+            pairs = None
+    vecs, scales, steer = [], [], {}
     for l, X in per.items():
         if X.shape[0] != n:
             raise ValueError(f"layer {l} has {X.shape[0]} rows, expected {n}")
@@ -105,8 +120,10 @@ def fit_diff_means(acts: Any, labels: Any, layers: Sequence[int] | None = None, 
         v, s = _scaled(diff / nrm, diff, X, normalize)
         vecs.append(v)
         scales.append(s)
+        steer[str(l)] = ({**predictors(X[pairs[0]], X[pairs[1]]), **predictors(X[y], X[~y], paired=False)}
+                         if pairs is not None else predictors(X[y], X[~y], paired=False))
     return _make("caa", list(per), vecs, scales, normalize, alpha, provenance,
-                 {"fit": "diff-means", "n_true": int(y.sum()), "n_false": int((~y).sum())})
+                 {"fit": "diff-means", "n_true": int(y.sum()), "n_false": int((~y).sum()), "steerability": steer})
 
 
 def _pairs(pos: Any, neg: Any, layers, act_layers) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
@@ -126,8 +143,9 @@ def fit_contrast_pairs(pos: Any, neg: Any, layers: Sequence[int] | None = None, 
     """CAA from contrast pairs: v_l = mean_i(pos_i - neg_i); row i of pos and of neg form a pair (pos = true)."""
     normalize = _check_normalize(normalize)
     P, Q = _pairs(pos, neg, layers, act_layers)
-    vecs, scales = [], []
+    vecs, scales, steer = [], [], {}
     for l in P:
+        steer[str(l)] = predictors(P[l], Q[l])
         diff = (P[l] - Q[l]).mean(0)
         nrm = diff.norm()
         if float(nrm) == 0:
@@ -136,7 +154,7 @@ def fit_contrast_pairs(pos: Any, neg: Any, layers: Sequence[int] | None = None, 
         vecs.append(v)
         scales.append(s)
     return _make("caa", list(P), vecs, scales, normalize, alpha, provenance,
-                 {"fit": "contrast-pairs", "n_pairs": int(next(iter(P.values())).shape[0])})
+                 {"fit": "contrast-pairs", "n_pairs": int(next(iter(P.values())).shape[0]), "steerability": steer})
 
 
 def lat_signs(n: int, seed: int) -> torch.Tensor:
@@ -159,8 +177,9 @@ def fit_lat(pos: Any, neg: Any, seed: int = 0, layers: Sequence[int] | None = No
     docstring for the convention. Also records `explained_variance_ratio` per layer in provenance."""
     normalize = _check_normalize(normalize)
     P, Q = _pairs(pos, neg, layers, act_layers)
-    vecs, scales, evr, agree = [], [], [], []
+    vecs, scales, evr, agree, steer = [], [], [], [], {}
     for l in P:
+        steer[str(l)] = predictors(P[l], Q[l])  # the unshuffled differences: true minus false
         Dm = lat_differences(P[l], Q[l], seed)
         Dc = Dm - Dm.mean(0)
         _, S, Vh = torch.linalg.svd(Dc, full_matrices=False)
@@ -177,7 +196,7 @@ def fit_lat(pos: Any, neg: Any, seed: int = 0, layers: Sequence[int] | None = No
         agree.append(float((votes > 0).double().mean()))
     return _make("lat", list(P), vecs, scales, normalize, alpha, provenance,
                  {"fit": "lat-pca", "seed": int(seed), "n_pairs": int(next(iter(P.values())).shape[0]),
-                  "explained_variance_ratio": evr, "train_pair_accuracy": agree})
+                  "explained_variance_ratio": evr, "train_pair_accuracy": agree, "steerability": steer})
 
 
 def pair_by_group(labels: Any, groups: Sequence[Any], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,10 +246,11 @@ def fit_residual_from_store(store, method: str = "caa", layers: Sequence[int] | 
     y = torch.as_tensor(np.asarray(acts.labels)).long()
     prov = {"store": str(acts.root or ""), "dataset": (acts.manifest or {}).get("dataset", {}).get("name"),
             "model_fingerprint": (acts.manifest or {}).get("model", {}).get("fingerprint"), "seed": int(seed)}
+    groups = list(acts.groups) if acts.groups is not None else ["all"] * len(y)
     if method == "caa":
-        return fit_diff_means(X, y, normalize=normalize, act_layers=want, alpha=alpha, provenance=prov)
+        return fit_diff_means(X, y, normalize=normalize, act_layers=want, alpha=alpha, provenance=prov,
+                              groups=groups, seed=seed)
     if method == "lat":
-        groups = list(acts.groups) if acts.groups is not None else ["all"] * len(y)
         pos, neg = pair_by_group(y, groups, seed=seed)
         return fit_lat(X[pos], X[neg], seed=seed, normalize=normalize, act_layers=want, alpha=alpha, provenance=prov)
     raise ValueError(f"method must be caa or lat, got {method!r}")
