@@ -56,6 +56,7 @@ class UnlessSteer(IgnoredUnless):
 
     @property
     def values(self) -> tuple[str, ...]:
+        """The registered steers that take `field`, read now (a steer registered later counts)."""
         return tuple(n for n, f in STEERS.items() if self.uses(f))
 
 

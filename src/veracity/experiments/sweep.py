@@ -156,6 +156,11 @@ class SweepStore:
         self.db.close()
 
 
+def one_fit_per_fold(cell: dict) -> tuple:
+    """`Grid.fit_key`'s default: every cell of a fold shares one fit (ITI's heads and directions)."""
+    return ()
+
+
 @dataclass
 class Grid:
     """What a study sweeps: its cells (grid order), the folds, and its own two steps.
@@ -170,7 +175,7 @@ class Grid:
     folds: int
     fit: Callable[[int, Hashable], tuple[object, list]]
     evaluate: Callable[[object, Job], dict]
-    fit_key: Callable[[dict], Hashable] = lambda cell: ()
+    fit_key: Callable[[dict], Hashable] = one_fit_per_fold
     share: Callable[[dict], Hashable] | None = None
     describe: Callable[[Job, dict, float], str] | None = None
 

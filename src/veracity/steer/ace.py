@@ -67,10 +67,12 @@ class AceSteer(LayerwiseSteer):
         return h + (target - h @ u)[..., None] * u
 
     def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors `save` writes (safetensors), by name."""
         return {"directions": self.directions, "ref_proj": self.ref_proj, "scales": self.scales}
 
     @classmethod
     def from_files(cls, meta: dict, tensors: dict) -> "AceSteer":
+        """The steer from its saved JSON metadata and tensors (what `load` reads through the safe reader)."""
         return cls(meta["layers"], tensors["directions"], tensors["ref_proj"], tensors["scales"], meta["alpha"],
                    meta["method"], meta.get("provenance") or {})
 

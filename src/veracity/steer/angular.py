@@ -80,10 +80,12 @@ class AngularSteer(LayerwiseSteer):
         return torch.where((a > 0)[..., None], new, h) if self.adaptive else new
 
     def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors `save` writes (safetensors), by name."""
         return {"b1": self.b1, "b2": self.b2}
 
     @classmethod
     def from_files(cls, meta: dict, tensors: dict) -> "AngularSteer":
+        """The steer from its saved JSON metadata and tensors (what `load` reads through the safe reader)."""
         return cls(meta["layers"], tensors["b1"], tensors["b2"], meta["alpha"], meta["method"],
                    meta.get("provenance") or {})
 

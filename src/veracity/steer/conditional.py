@@ -132,6 +132,7 @@ class ConditionalSteer(LayerwiseSteer):
             raise BadInput("the condition probe holds NaN or inf")
 
     def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors `save` writes (safetensors), by name."""
         inner = ({"vectors": self.inner.vectors} if isinstance(self.inner, ResidualSteer) else self.inner.tensors())
         return {"probe_w": self.probe_w, **{f"inner.{k}": v for k, v in inner.items()}}
 
@@ -141,6 +142,7 @@ class ConditionalSteer(LayerwiseSteer):
 
     @classmethod
     def from_files(cls, meta: dict, tensors: dict) -> "ConditionalSteer":
+        """The steer from its saved JSON metadata and tensors (what `load` reads through the safe reader)."""
         im = meta["inner"]["method"]
         if im not in INNER:
             raise ValueError(f"inner steer {im!r} is not one of {', '.join(INNER)}")

@@ -97,7 +97,7 @@ def cosmic_scores(lm, texts: Sequence[str], labels: Sequence[int], steer: Residu
                   candidates: Sequence[int] | None = None, eval_layers: Sequence[int] | None = None,
                   frac: float = 0.1, batch_size: int = 16) -> LayerScores:
     """S(l) for each candidate layer of `steer` (default: every layer it was fitted at) on these rows (labels
-    1 = true, 0 = false), at `steer.alpha`; `eval_layers` overrides M (default: COSMIC's L_low with `frac`)."""
+    1 = true, 0 = false), at the steer's own alpha; `eval_layers` overrides M (default: COSMIC's L_low with `frac`)."""
     y = [int(v) for v in labels]
     if len(y) != len(texts):
         raise ValueError(f"{len(y)} labels for {len(texts)} texts")

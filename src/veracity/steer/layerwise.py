@@ -74,9 +74,11 @@ class LayerwiseSteer:
 
     # ------------------------------------------------------------------------------------ to implement
     def transform(self, i: int, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The steered hidden states at layer `layers[i]` (every position of `h`; the hooks pick the positions)."""
         raise NotImplementedError
 
     def tensors(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        """The tensors `save` writes (safetensors), by name."""
         raise NotImplementedError
 
     def meta(self) -> dict:
@@ -85,6 +87,7 @@ class LayerwiseSteer:
 
     @property
     def hidden_size(self) -> int:  # pragma: no cover - abstract
+        """The model width the steer was fitted for (checked against the model it is applied to)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------ shared
@@ -226,6 +229,7 @@ class LayerwiseSteer:
 
     @classmethod
     def from_files(cls, meta: dict, tensors: dict):  # pragma: no cover - abstract
+        """The steer from its saved JSON metadata and tensors (what `load` reads through the safe reader)."""
         raise NotImplementedError
 
 
