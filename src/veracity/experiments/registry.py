@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import ccs, demo, probe_sanity, spec, truthfulqa
+from . import ccs, demo, detect, probe_sanity, spec, truthfulqa
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,11 @@ for _s in (
           probe_sanity.SCHEMA_VERSION, ("rows", "worst_affirmative_to_negated"),
           "Steering sweeps and probe sanity checks", "probe-polarity",
           {"model": "tiny-llama", "sets": ["cities"], "limit": 24, "layers": [1, -1], "methods": ["logistic"],
+           "device": "cpu"}),
+    Study("detect", detect.DetectConfig, detect.run_detect, detect.DetectResult, detect.SCHEMA_VERSION,
+          detect.HEADLINE, "Detecting wrong answers", "detect",
+          {"model": "tiny-llama", "tables": ["continents"], "n_questions": 8, "n_samples": 2, "max_new_tokens": 4,
+           "layers": [0, 1], "positions": ["pre", "answer_last"], "probes": ["logistic"], "n_boot": 20,
            "device": "cpu"}),
 ):
     register_study(_s)
