@@ -303,7 +303,7 @@ CASES = [
     ("detect-splits-not-summing-to-1", ["detect", *TINY, "--splits", "0.5,0.5,0.5,0.5", "--out", "{out}"],
      "--splits must be four fractions", None),
     ("detect-one-sample", ["detect", *TINY, "--n-samples", "1", "--out", "{out}"], "--n-samples", None),
-    ("detect-probe-nosuch", ["detect", *TINY, "--probes", "nosuch", "--out", "{out}"], "probe method", None),
+    ("detect-probe-nosuch", ["detect", *TINY, "--probes", "nosuch", "--out", "{out}"], "--probes must be one of", None),
     ("detect-position-nosuch", ["detect", *TINY, "--positions", "middle", "--out", "{out}"], "--positions", None),
     ("ccs-seed-negative", ["ccs", *TINY, "--seed", "-1", "--out", "{out}"],
      "--seed must be an integer in [0, 2**32 - 1], got -1", None),
