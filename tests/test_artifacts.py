@@ -142,11 +142,24 @@ def build_store(path: Path, lm) -> Path:
     return path / "store"
 
 
+def build_detector(path: Path, lm) -> Path:
+    import numpy as np
+
+    from veracity.evaluate.detector import Detector
+
+    d, rng = lm.arch.hidden_size, np.random.default_rng(0)
+    Detector([0, 1], ["pre", "answer_last"], rng.normal(size=(2, d)), np.zeros(2), np.zeros((2, d)), np.ones((2, d)),
+             np.array([0.5, 0.5]), 0.0, 0.0, {"method": "platt", "a": 1.0, "b": 0.0}, lm.fingerprint,
+             "test detector").save(path / "det")
+    return path / "det"
+
+
 BUILDERS = {"run-config": build_run, "run-results": build_run, "eval-progress": _checkpoint("eval"),
             "iti-validate-progress": _checkpoint("iti-validate"), "sycophancy-progress": _checkpoint("sycophancy"),
             "iti-sweep-store": build_iti_sweep, "steer-sweep-store": build_steer_sweep,
             "comparison-store": build_comparison, "residual-steer": build_steer, "iti-intervention": build_intervention,
-            "baked-model": build_baked, "local-judge": build_judge, "capture-store": build_store}
+            "baked-model": build_baked, "local-judge": build_judge, "capture-store": build_store,
+            "detector": build_detector}
 
 
 def test_every_registered_kind_has_a_builder_and_consumers():

@@ -552,6 +552,18 @@ register(ArtifactKind(
                                               "head_scores?": ("n_layers", "n_heads")})),
     (Consumer(("iti", "bake", "--model", "{model}", "--device", "cpu", "--intervention", "{path}", "--out",
                "{out}")),), layout="base"))
+DETECTOR_JSON = {"format": "str", "layers": "list", "positions": "list", "hidden_size": "int", "n_components": "int",
+                 "stack_bias": "number", "threshold": "number", "calibration": "dict", "model_fingerprint": "str",
+                 "provenance": "dict?"}
+register(ArtifactKind(
+    "detector", "detector: PATH.json + PATH.safetensors (`veracity detect`)",
+    (FileSpec(".json", "json", DETECTOR_JSON, equals={"format": "veracity-detector"}),
+     FileSpec(".safetensors", "safetensors", {"weights": ("n_components", "hidden_size"), "biases": ("n_components",),
+                                              "means": ("n_components", "hidden_size"),
+                                              "scales": ("n_components", "hidden_size"),
+                                              "stack_weights": ("n_components",)})),
+    (Consumer(("detect-score", "--model", "{model}", "--device", "cpu", "--detector", "{path}", "--n-questions",
+               "2")),), layout="base"))
 register(ArtifactKind(
     "baked-model", "baked model: a Hugging Face folder written by `steer bake` / `iti bake`",
     (FileSpec("veracity_bake.json", "json", {"how": "str", "alpha": "number"}),

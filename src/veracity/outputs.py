@@ -184,6 +184,7 @@ for _k in (
                (".json", ".safetensors")),
     OutputKind("steer", "a veracity residual steer", "files", _pair_format("veracity-residual-steer"),
                (".json", ".safetensors")),
+    OutputKind("detector", "a veracity detector", "files", _pair_format("veracity-detector"), (".json", ".safetensors")),
     OutputKind("baked-model", "a baked veracity model", "folder", lambda p: (p / "veracity_bake.json").is_file()),
     OutputKind("judge", "a local veracity judge", "folder", _is_judge),
     OutputKind("judges", "a folder of local veracity judges", "folder", _is_judges_folder),

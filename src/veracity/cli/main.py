@@ -22,9 +22,10 @@ from . import eval_cmd  # noqa: E402
 from . import sanity_cmd  # noqa: E402
 from . import steer_cmd  # noqa: E402
 from . import run_cmd  # noqa: E402
+from . import detect_cmd  # noqa: E402
 
 for _m in (models_cmd, capture_cmd, runs_cmd, demo_cmd, data_cmd, probe_cmd, report_cmd, iti_cmd, spec_cmd,
-           interventions_cmd, eval_cmd, sanity_cmd, steer_cmd, run_cmd):
+           interventions_cmd, eval_cmd, sanity_cmd, steer_cmd, detect_cmd, run_cmd):
     _m.register(app)
 
 from .common import guard_app  # noqa: E402

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from . import ccs, demo, finetune_milestones, probe_sanity, spec, truthfulqa
+from . import ccs, demo, detect, finetune_milestones, probe_sanity, spec, truthfulqa
 
 
 @dataclass(frozen=True)
@@ -183,5 +183,10 @@ for _s in (
           "ccs-distractor",
           {"model": "tiny-llama", "dataset": "boolq", "limit": 16, "layers": [1, -1], "strengths": [0.0, 3.0],
            "n_restarts": 2, "epochs": 20}),
+    Study("detect", detect.DetectConfig, detect.run_detect, detect.DetectResult, detect.SCHEMA_VERSION,
+          detect.HEADLINE, "Detecting wrong answers", "detect",
+          {"model": "tiny-llama", "tables": ["continents"], "n_questions": 8, "n_samples": 2, "max_new_tokens": 4,
+           "layers": [0, 1], "positions": ["pre", "answer_last"], "probes": ["logistic"], "n_boot": 20,
+           "device": "cpu"}),
 ):
     register_study(_s)

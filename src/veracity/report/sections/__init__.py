@@ -13,7 +13,7 @@ from typing import Callable
 
 from ...experiments.registry import STUDIES
 from ..page import Page, Run
-from . import ccs, demo, distractor, finetune, interventions, iti_sweep, iti_validate, polarity, probe, spec
+from . import ccs, demo, detect, distractor, finetune, interventions, iti_sweep, iti_validate, polarity, probe, spec
 from . import steer_sweep, sycophancy, truthfulqa
 
 #: kind -> its section's render, in page order
@@ -31,6 +31,7 @@ RENDERS: dict[str, Callable[[Page, Run], None]] = {
     "steer-sweep": steer_sweep.render,
     "probe-polarity": polarity.render,
     "ccs-distractor": distractor.render,
+    "detect": detect.render,
 }
 
 #: the headings of the kinds not (yet) in the studies registry

@@ -1,0 +1,185 @@
+"""A detector of wrong answers you can keep: the `veracity detect` study's best linear detector, saved as
+PATH.json + PATH.safetensors, loaded with one call, and used to score a model's new answers.
+
+The detector is a stack of linear read-outs, one per (layer, position) component, each on standardised hidden
+states: score = stack_bias + sum_k stack_weight_k * (w_k . (x_k - mean_k) / scale_k + b_k). A single probe is
+one component with stack weight 1 and bias 0. The score is the belief the answer is CORRECT (higher = more
+likely correct); an answer scoring below `threshold` (set on a control split at `fpr` false positives) is
+flagged wrong, and `calibration` (Platt a, b) maps a score to P(correct). The hidden states come from the
+generation's own forward passes (`capture.generation`), so scoring costs no second forward.
+
+The JSON records the model fingerprint the detector was fitted on; scoring with another model is refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..capture.generation import POSITIONS
+
+FORMAT = "veracity-detector"
+
+
+@dataclass
+class Detector:
+    """A kept detector (module doc). weights / means / scales: float32 [K, d]; biases, stack_weights: [K]."""
+    layers: list[int]
+    positions: list[str]
+    weights: np.ndarray
+    biases: np.ndarray
+    means: np.ndarray
+    scales: np.ndarray
+    stack_weights: np.ndarray
+    stack_bias: float
+    threshold: float
+    calibration: dict  # {"method": "platt", "a": ..., "b": ...}
+    model_fingerprint: str
+    name: str = ""
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.weights.shape[1])
+
+    def score_features(self, features) -> np.ndarray:
+        """Scores of answers from their captured features, [n, len(POSITIONS), n_layers, d] (or one answer's
+        [len(POSITIONS), n_layers, d])."""
+        F = torch.as_tensor(features, dtype=torch.float32)
+        if F.dim() == 3:
+            F = F[None]
+        out = np.full(F.shape[0], float(self.stack_bias), dtype=np.float64)
+        for k, (layer, pos) in enumerate(zip(self.layers, self.positions)):
+            x = F[:, POSITIONS.index(pos), layer].double().numpy()
+            z = ((x - self.means[k]) / self.scales[k]) @ self.weights[k].astype(np.float64) + float(self.biases[k])
+            out += float(self.stack_weights[k]) * z
+        return out
+
+    def probability(self, scores) -> np.ndarray:
+        """P(correct) of scores under the validation split's Platt calibration."""
+        s = np.asarray(scores, dtype=np.float64)
+        return 1 / (1 + np.exp(-(self.calibration["a"] * s + self.calibration["b"])))
+
+    def check_model(self, lm) -> None:
+        """Refuse a model of other weights (fingerprint), width or depth than the detector was fitted on."""
+        from ..validation import BadInput
+
+        if lm.fingerprint != self.model_fingerprint:
+            raise BadInput(f"the detector was fitted on a model with fingerprint {self.model_fingerprint}; "
+                           f"{lm.name} has {lm.fingerprint}: fit a detector for this model (`veracity detect`)")
+        if lm.arch.hidden_size != self.hidden_size or max(self.layers) >= lm.arch.n_layers:
+            raise BadInput(f"the detector reads width {self.hidden_size} at layers {self.layers}; {lm.name} does "
+                           "not have them")
+
+    # ------------------------------------------------------------------------------------ files
+    def to_json(self) -> dict:
+        """PATH.json: everything but the tensors (they are PATH.safetensors)."""
+        return {"format": FORMAT, "name": self.name, "layers": [int(l) for l in self.layers],
+                "positions": list(self.positions), "hidden_size": self.hidden_size, "n_components": len(self.layers),
+                "stack_bias": float(self.stack_bias), "threshold": float(self.threshold),
+                "calibration": dict(self.calibration), "model_fingerprint": self.model_fingerprint,
+                "provenance": self.provenance}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """PATH.safetensors: the components' weights, biases and normalisation, and the stack weights."""
+        t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
+        return {"weights": t(self.weights), "biases": t(self.biases), "means": t(self.means),
+                "scales": t(self.scales), "stack_weights": t(self.stack_weights)}
+
+    def write_files(self, base: str | Path) -> Path:
+        """Write base.json + base.safetensors as they are (callers go through a guard: `save`, or a run folder)."""
+        from safetensors.torch import save_file
+
+        from ..runs import write_json_atomic
+
+        base = Path(base)
+        save_file(self.tensors(), str(base.with_name(base.name + ".safetensors")), metadata={"format": FORMAT})
+        write_json_atomic(base.with_name(base.name + ".json"), self.to_json())
+        return base.with_name(base.name + ".json")
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write PATH.json + PATH.safetensors through the writer guard (`outputs.write_guarded`, kind "detector")."""
+        from ..outputs import write_guarded
+
+        return write_guarded(path, "detector", self.write_files, overwrite=overwrite)
+
+
+def load_detector(path: str | Path) -> Detector:
+    """Read a detector saved by `Detector.save` or a `veracity detect` run (PATH, PATH.json or the run folder,
+    which holds detector.json + detector.safetensors) through the safe readers (`artifacts`, kind "detector")."""
+    from ..artifacts import read
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "detector"
+    elif p.suffix in (".json", ".safetensors"):
+        p = p.with_suffix("")
+    d = read("detector", p)
+    meta, ts = d[".json"], d[".safetensors"]
+    arr = lambda k: ts[k].double().numpy() if hasattr(ts[k], "double") else np.asarray(ts[k], dtype=np.float64)  # noqa: E731
+    from ..artifacts import damaged
+
+    bad = [q for q in meta["positions"] if q not in POSITIONS]
+    if bad or len(meta["positions"]) != len(meta["layers"]) or not {"a", "b"} <= set(meta["calibration"]):
+        raise damaged(p.with_name(p.name + ".json"), "has positions, layers or calibration that do not fit together")
+    return Detector([int(l) for l in meta["layers"]], list(meta["positions"]), arr("weights"), arr("biases"),
+                    arr("means"), arr("scales"), arr("stack_weights"), float(meta["stack_bias"]),
+                    float(meta["threshold"]), dict(meta["calibration"]), str(meta["model_fingerprint"]),
+                    meta.get("name", ""), meta.get("provenance") or {})
+
+
+@dataclass
+class ScoredAnswer:
+    """One generated answer with the detector's verdict."""
+    item_id: str
+    question: str
+    answer: str
+    correct: bool | None
+    score: float
+    p_correct: float
+    flagged: bool
+
+
+def score_answers(lm, detector: Detector, items: Sequence, *, max_new_tokens: int = 24,
+                  batch_size: int = 16) -> list[ScoredAnswer]:
+    """Answer each question greedily with hidden states captured by the generation's own hooks, and attach the
+    detector's score, P(correct) and flag to every answer (a detector of another model is refused)."""
+    from ..capture.generation import answer_questions
+
+    detector.check_model(lm)
+    answers = answer_questions(lm, items, n_samples=0, greedy=True, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size)
+    scores = detector.score_features(torch.stack([a.features for a in answers])) if answers else np.zeros(0)
+    probs = detector.probability(scores)
+    q = {it.id: it.question for it in items}
+    return [ScoredAnswer(a.item_id, q[a.item_id], a.text, a.correct, float(s), float(p), bool(s < detector.threshold))
+            for a, s, p in zip(answers, scores, probs)]
+
+
+def score_questions(detector: str | Path, model: str, *, tables: Sequence[str] | None = None,
+                    n_questions: int | None = None, seed: int = 0, max_new_tokens: int = 24,
+                    device: str | None = None) -> list[ScoredAnswer]:
+    """`veracity detect-score`: read the detector (refused when damaged, before any model is loaded), load the
+    model (refused when it is not the detector's), and score its greedy answers to QA-table questions (a seeded
+    draw of `n_questions`)."""
+    import random
+
+    from ..data.qa import load_qa
+    from ..models import ModelNotAvailable, load
+    from ..validation import BadInput
+
+    if n_questions is not None and n_questions < 1:
+        raise BadInput(f"--n-questions must be a positive number of questions, got {n_questions}")
+    det = load_detector(detector)
+    items = load_qa(tables)
+    if n_questions is not None and n_questions < len(items):
+        keep = sorted(random.Random(f"detect:{seed}").sample(range(len(items)), n_questions))
+        items = [items[i] for i in keep]
+    try:
+        lm = load(model, device=device)
+    except ModelNotAvailable as e:
+        raise BadInput(str(e)) from None
+    return score_answers(lm, det, items, max_new_tokens=max_new_tokens)

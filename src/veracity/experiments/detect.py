@@ -1,0 +1,578 @@
+"""The detect study (`veracity detect`): does the model know when its own answer is wrong?
+
+The model answers short factual questions (`data.qa` tables, or a JSON file of the user's own) greedily and with
+N seeded samples; hidden states are read by hooks on the generation's own forwards (`capture.generation`) at
+every `POSITIONS` entry and the chosen layers, and every answer is labelled by the normalised-match rule.
+
+Questions (never answers) are split, stratified by whether the greedy answer is right, into train / validation
+/ control / test. Probes are fitted on EVERY answer (greedy and samples) of the train questions; every other
+split is judged on the greedy answer of each question, the answer a deployed model gives. Detectors: each
+registered probe per layer x position; a stacked ensemble (logistic on cross-fitted logits of the best
+position's top layers); a semantic-entropy probe (logistic at the pre-generation token on binarised semantic
+entropy). Baselines: mean and minimum token log-prob, P(True), semantic entropy, a text-only bag of words. The
+detector and layer of each method are chosen on validation AUROC, never on test. Every row is judged as a
+deployed detector (`evaluate.detection.detector_report`): threshold at `fpr` on control, calibration on
+validation, AUROC/AUPRC with bootstrap intervals, AURC, PRR, selective accuracy; best-of-N on the test
+questions' samples; the best linear detector is kept (`evaluate.detector`).
+
+Resumable: the generations, their features and P(True) are cached in the run folder (generations.json +
+features.safetensors) under a key of the settings that produce them; a rerun with the same settings skips them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..capture.generation import POSITIONS
+from ..constraints import Checked, ListOf, Options, Registered
+from ..data.qa import TABLES
+from ..methods import options as o
+from ..runs import schema_version
+
+SCHEMA_VERSION = 1
+SPLITS = ("train", "validation", "control", "test")
+HEADLINE = ("best_detector", "detect_auroc", "text_auroc", "n_correct", "n_wrong", "spike")
+
+
+def _probe_names():
+    from ..probes.registry import PROBES
+
+    return [n for n, s in PROBES.items() if not s.needs_polarity]
+
+
+@dataclass
+class DetectConfig(Checked):
+    """Every option of `veracity detect`."""
+
+    _constraints = {"model": o.MODEL, "tables": [None, ListOf([Options(TABLES)], unique=True)],
+                    "qa_file": o.OPTIONAL_TEXT, "n_questions": o.LIMIT, "n_samples": [o.Count(2)], "seed": o.SEED,
+                    "temperature": o.POSITIVE, "max_new_tokens": o.COUNT, "layers": o.LAYERS,
+                    "positions": [ListOf([Options(POSITIONS)], unique=True)],
+                    "probes": [ListOf([Registered(_probe_names, "probe method")], unique=True)],
+                    "splits": [ListOf(o.FRACTION, min_len=4)], "fpr": o.FRACTION, "n_boot": o.COUNT,
+                    "ensemble_layers": o.COUNT, "p_true": o.BOOL, "batch_size": o.BATCH, "device": o.DEVICE}
+    _commands = ("detect",)
+
+    model: str = "smollm2"
+    tables: list[str] | None = None  # QA tables (None: every table; [] is refused)
+    qa_file: str | None = None  # {"questions": [{"question", "answer", "aliases"?}]}, instead of the tables
+    n_questions: int | None = None  # a seeded draw of this many questions (None: all)
+    n_samples: int = 5
+    seed: int = 0
+    temperature: float = 1.0
+    max_new_tokens: int = 24
+    layers: list[int] | None = None  # None: every layer
+    positions: list[str] = field(default_factory=lambda: list(POSITIONS))
+    probes: list[str] = field(default_factory=lambda: ["logistic", "mass-mean", "mlp-tiny"])
+    splits: list[float] = field(default_factory=lambda: [0.5, 0.15, 0.15, 0.2])  # train, validation, control, test
+    fpr: float = 0.01
+    n_boot: int = 1000
+    ensemble_layers: int = 3
+    p_true: bool = True
+    batch_size: int = 16
+    device: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ the result
+
+@dataclass
+class DetectResult:
+    """The typed result of `veracity detect` (docs/reference/results.md). `detectors`: one flat row per detector
+    and baseline (registered metric names, plus `detect_auroc_low/high` for the interval); `grid`: validation and
+    test AUROC per probe method x position x layer; `curves`: ROC, risk-coverage and reliability points per row."""
+
+    model: str
+    counts: dict  # greedy_correct, greedy_wrong, sample_correct, sample_wrong
+    splits: dict  # split -> {"questions", "correct", "wrong"}
+    detectors: list
+    grid: list
+    spike: dict
+    best_of_n: dict
+    curves: dict
+    detector: dict | None  # the kept detector: {"path", "name", "validation_auroc"}
+    notes: list
+    elapsed_s: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+    def best(self) -> dict | None:
+        """The detector row (not a baseline) with the best validation AUROC: the study's headline."""
+        rows = [r for r in self.detectors if r["kind"] != "baseline" and _finite(r.get("validation_auroc"))]
+        return max(rows, key=lambda r: r["validation_auroc"]) if rows else None
+
+    def headline(self) -> dict:
+        """What `veracity runs list` shows: the best detector's test AUROC against the text-only baseline's."""
+        b = self.best()
+        text = next((r for r in self.detectors if r["name"] == "text only"), None)
+        return {"best_detector": b["name"] if b else None, "detect_auroc": b["detect_auroc"] if b else None,
+                "text_auroc": text["detect_auroc"] if text else None, "n_correct": self.counts["greedy_correct"],
+                "n_wrong": self.counts["greedy_wrong"], "spike": self.spike.get("spike")}
+
+    def tables(self) -> list[tuple[str, list[str], list[list]]]:
+        """The console tables: every detector against every baseline on the test split, and best-of-N."""
+        t = self.splits.get("test", {})
+        cols = ["detector", "AUROC [95% CI]", "AUPRC wrong", "recall@FPR", "bal. acc@FPR", "ECE", "AURC", "PRR",
+                "acc@50%", "acc@80%", "acc@100%"]
+        rows = [[r["name"], _ci(r), r.get("detect_auprc_wrong"), r.get("detect_recall_at_fpr"),
+                 r.get("detect_balanced_accuracy"), r.get("detect_ece"), r.get("detect_aurc"), r.get("detect_prr"),
+                 r.get("selective_accuracy_50"), r.get("selective_accuracy_80"), r.get("selective_accuracy_100")]
+                for r in self.detectors]
+        out = [(f"{self.model}: test split, {t.get('questions', 0)} greedy answers ({t.get('correct', 0)} right / "
+                f"{t.get('wrong', 0)} wrong)", cols, rows)]
+        if self.best_of_n:
+            acc, diff = self.best_of_n["accuracy"], self.best_of_n["detector_minus"]
+            out.append((f"best-of-N on {self.best_of_n['n_questions']} test questions (accuracy [95% CI])",
+                        ["strategy", "accuracy", "detector minus it"],
+                        [[k, _iv(v), _iv(diff[k]) if k in diff else ""] for k, v in acc.items()]))
+        return out
+
+    def lines(self) -> list[str]:
+        """Summary lines printed under the tables."""
+        c = self.counts
+        out = [f"greedy answers: {c['greedy_correct']} right / {c['greedy_wrong']} wrong; samples: "
+               f"{c['sample_correct']} right / {c['sample_wrong']} wrong"]
+        if self.spike:
+            out.append(f"best layer {self.spike['best_layer']}: test AUROC {_f(self.spike['best'])}, neighbours "
+                       f"{_f(self.spike['neighbours_mean'])}" + (" -- a single-layer SPIKE" if self.spike["spike"] else ""))
+        if self.detector:
+            out.append(f"kept detector: {self.detector['name']} -> {self.detector['path']}.json/.safetensors")
+        return out + list(self.notes)
+
+    def to_json(self) -> dict:
+        """The results.json payload."""
+        return {"schema_version": self.schema_version, "model": self.model, "counts": self.counts,
+                "splits": self.splits, "detectors": self.detectors, "grid": self.grid, "spike": self.spike,
+                "best_of_n": self.best_of_n, "curves": self.curves, "detector": self.detector, "notes": self.notes,
+                "elapsed_s": self.elapsed_s}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DetectResult":
+        """Read a results.json payload back; a newer schema_version is refused."""
+        v = schema_version(d, "detect", SCHEMA_VERSION)
+        return cls(d["model"], d["counts"], d["splits"], d["detectors"], d["grid"], d["spike"], d["best_of_n"],
+                   d["curves"], d.get("detector"), d.get("notes", []), d.get("elapsed_s", 0.0), schema_version=v)
+
+    def write(self, run) -> None:
+        """detectors.csv, layers.csv, risk_coverage.csv, the plots, then results.json."""
+        run.write_csv("detectors.csv", self.detectors)
+        run.write_csv("layers.csv", self.grid)
+        run.write_csv("risk_coverage.csv", [{"detector": n, "coverage": x, "risk": y} for n, c in self.curves.items()
+                                            for x, y in zip(*c["risk_coverage"])])
+        _plots(run, self.curves)
+        run.finish(self.to_json(), headline=self.headline())
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _f(v) -> str:
+    return f"{v:.3f}" if _finite(v) else "n/a"
+
+
+def _iv(v) -> str:
+    return f"{_f(v[0])} [{_f(v[1])}, {_f(v[2])}]"
+
+
+def _ci(r: dict) -> str:
+    return _iv((r.get("detect_auroc"), r.get("detect_auroc_low"), r.get("detect_auroc_high")))
+
+
+def _plots(run, curves: dict) -> None:
+    """roc.png, risk_coverage.png and reliability.png of every row with curves."""
+    if not curves:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, key, xl, yl, diag in (("roc.png", "roc", "false-positive rate (correct answers flagged)",
+                                     "recall (wrong answers flagged)", True),
+                                    ("risk_coverage.png", "risk_coverage", "coverage (share answered)",
+                                     "risk (error rate among answered)", False),
+                                    ("reliability.png", "reliability", "calibrated P(correct)", "share correct", True)):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for det, c in curves.items():
+            if c.get(key) and len(c[key][0]):
+                ax.plot(c[key][0], c[key][1], "-" if key != "reliability" else "o-", label=det, linewidth=1.2,
+                        markersize=3)
+        if diag:
+            ax.plot([0, 1], [0, 1], ":", color="grey", label="chance" if key == "roc" else "perfect calibration")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.legend(fontsize=7)
+        run.save_figure(fig, name)
+
+
+# ------------------------------------------------------------------------------------------ pieces
+
+def load_questions(cfg: DetectConfig) -> list:
+    """The study's questions: `cfg.qa_file` ({"questions": [{"question", "answer", "aliases"?, "id"?}, ...]}) or the QA tables,
+    then a seeded draw of `cfg.n_questions` (kept in order)."""
+    from ..data.qa import QAItem, load_qa
+    from ..validation import BadInput
+
+    if cfg.qa_file is not None:
+        from ..artifacts import read_json
+
+        rows = read_json(cfg.qa_file, {"questions": "list"}, "QA file")["questions"]
+        if not rows or not all(
+                isinstance(r, dict) and isinstance(r.get("question"), str) and isinstance(r.get("answer"), str)
+                for r in rows):
+            raise BadInput(f"--qa-file {cfg.qa_file}: expected {{\"questions\": [{{\"question\", \"answer\", "
+                           "\"aliases\"}}, ...]}}")
+        items = [QAItem(str(r.get("id", f"file-{i:03d}")), r["question"], r["answer"],
+                        tuple(dict.fromkeys([r["answer"], *[str(a) for a in r.get("aliases", [])]])), "file")
+                 for i, r in enumerate(rows)]
+    else:
+        items = load_qa(cfg.tables)
+    if cfg.n_questions is not None and cfg.n_questions < len(items):
+        keep = sorted(random.Random(f"detect:{cfg.seed}").sample(range(len(items)), cfg.n_questions))
+        items = [items[i] for i in keep]
+    if len(items) < 4:
+        raise BadInput(f"the detect study needs at least 4 questions (one per split), got {len(items)}")
+    return items
+
+
+def split_questions(greedy_correct, fractions, seed: int) -> dict[str, np.ndarray]:
+    """Question indices per split (`SPLITS`), stratified by the greedy answer's correctness: each class is shuffled
+    (seeded) and cut by the cumulative fractions, so every split gets its share of right and wrong answers."""
+    y = np.asarray(greedy_correct, dtype=bool)
+    frac = np.asarray(fractions, dtype=np.float64)
+    frac = frac / frac.sum()
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list] = {s: [] for s in SPLITS}
+    for cls in (True, False):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        cuts = np.round(np.cumsum(frac)[:-1] * idx.size).astype(int)
+        for s, chunk in zip(SPLITS, np.split(idx, cuts)):
+            parts[s] += chunk.tolist()
+    return {s: np.array(sorted(v), dtype=np.int64) for s, v in parts.items()}
+
+
+def linear_parts(probe, G: int) -> tuple[np.ndarray, ...]:
+    """(means, scales, weights, biases) [G, d] x3 and [G] of a fitted linear probe, such that its logit is
+    ((x - mean) / scale) . w + b: logistic's standardisation and standardised weights, a scaled probe's
+    temperature folded into w and b (the same logit as `decision_function`: tested)."""
+    t = lambda a: a.detach().double().cpu().reshape(G, -1).numpy()  # noqa: E731
+    if getattr(probe, "mean_", None) is not None and getattr(probe, "coef_std_", None) is not None:
+        return t(probe.mean_), t(probe.scale_), t(probe.coef_std_), t(probe.intercept_std_).reshape(G)
+    w, b = t(probe.coef_), t(probe.intercept_).reshape(G)
+    temp = t(probe.temperature_).reshape(G) if getattr(probe, "temperature_", None) is not None else np.ones(G)
+    return np.zeros_like(w), np.ones_like(w), w / temp[:, None], b / temp
+
+
+def _cache_key(cfg: DetectConfig, fingerprint: str, ids: list[str], layers: list[int]) -> str:
+    key = {"fingerprint": fingerprint, "ids": ids, "n_samples": cfg.n_samples, "seed": cfg.seed,
+           "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "layers": layers, "p_true": cfg.p_true}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _generate(lm, items, cfg: DetectConfig, layers: list[int], run, log) -> tuple[list[dict], torch.Tensor]:
+    """Every answer (greedy + samples) as a record and its features [n, positions, layers, d], from the run
+    folder's cache when it holds the same settings' generations, else generated (in chunks, with progress)."""
+    from ..capture.generation import answer_questions
+
+    key = _cache_key(cfg, lm.fingerprint, [it.id for it in items], layers)
+    gpath, fpath = run.path / "generations.json", run.path / "features.safetensors"
+    if gpath.exists() and fpath.exists():
+        from ..artifacts import ArtifactError, read_json, read_safetensors
+
+        try:
+            cached = read_json(gpath, {"key": "str", "answers": "list"}, "generation cache")
+            if cached["key"] == key:
+                log(f"reusing the {len(cached['answers'])} cached answers in {gpath}")
+                return cached["answers"], read_safetensors(fpath, what="feature cache")["features"]
+        except ArtifactError as e:
+            log(f"ignoring the damaged generation cache ({e}); generating again")
+    t0 = time.time()
+    recs, feats = [], []
+    step = max(1, 64 // (cfg.n_samples + 1))
+    for start in range(0, len(items), step):
+        chunk = items[start:start + step]
+        ans = answer_questions(lm, chunk, n_samples=cfg.n_samples, seed=cfg.seed, temperature=cfg.temperature,
+                               max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        q = {it.id: it for it in chunk}
+        for a in ans:
+            recs.append({"item_id": a.item_id, "question": q[a.item_id].question, "aliases": list(q[a.item_id].aliases),
+                         "sample": a.sample, "text": a.text, "answer": a.answer, "correct": bool(a.correct),
+                         "logprobs": [float(x) for x in a.logprobs]})
+            feats.append(a.features[:, layers].clone())
+        log(f"generated {min(start + step, len(items))}/{len(items)} questions x {cfg.n_samples + 1} answers "
+            f"({time.time() - t0:.0f}s)")
+    if cfg.p_true:
+        from ..evaluate.p_true import p_true_scores
+
+        g = [r for r in recs if r["sample"] < 0]
+        for r, p in zip(g, p_true_scores(lm, [r["question"] for r in g], [r["text"] for r in g],
+                                         batch_size=cfg.batch_size)):
+            r["p_true"] = p.score
+        log("scored P(True) of the greedy answers")
+    F = torch.stack(feats).contiguous()
+    from safetensors.torch import save_file
+
+    save_file({"features": F}, str(run.file("features.safetensors")))
+    run.write_json("generations.json", {"key": key, "answers": recs})
+    return recs, F
+
+
+def _report_row(name: str, kind: str, scores: np.ndarray, y: np.ndarray, rows: dict, cfg: DetectConfig,
+                extra: dict) -> tuple[dict, dict]:
+    """One detector's row (registered metric names) and its curves, from its scores on every question's greedy
+    answer (`rows[split]`: indices into them)."""
+    from sklearn.metrics import roc_curve
+
+    from ..evaluate.detection import auroc, detector_report, fit_calibrator, reliability_bins, risk_coverage_curve
+
+    def part(s):
+        return scores[rows[s]], y[rows[s]]
+
+    te_s, te_y = part("test")
+    ctrl = part("control") if y[rows["control"]].sum() > 0 else None
+    val = part("validation") if 0 < y[rows["validation"]].sum() < rows["validation"].size else None
+    row = {"name": name, "kind": kind, **extra,
+           "validation_auroc": auroc(*part("validation")) if val is not None else math.nan}
+    curves: dict = {}
+    if te_s.size == 0:
+        return row, curves
+    rep = detector_report(te_s, te_y, control=ctrl, validation=val, fpr=cfg.fpr, n_boot=cfg.n_boot, seed=cfg.seed)
+    row.update(rep.metrics())
+    row.update({"detect_auroc_low": rep.auroc.low, "detect_auroc_high": rep.auroc.high,
+                "threshold": rep.flag.threshold if rep.flag else math.nan})
+    cov, risk = risk_coverage_curve(te_s, te_y)
+    curves["risk_coverage"] = [cov.tolist(), risk.tolist()]
+    if 0 < te_y.sum() < te_y.size:
+        fpr_, tpr_, _ = roc_curve(1 - te_y, -te_s)  # flagging wrong answers: positives are the wrong ones
+        curves["roc"] = [fpr_.tolist(), tpr_.tolist()]
+    if val is not None:
+        t, p, n = reliability_bins(fit_calibrator(*val)(te_s), te_y)
+        curves["reliability"] = [p.tolist(), t.tolist(), n.tolist()]
+    return row, curves
+
+
+def _auroc_safe(s, y) -> float:
+    from ..evaluate.detection import auroc
+
+    return auroc(s, y) if 0 < np.sum(y) < np.size(y) else math.nan
+
+
+# ------------------------------------------------------------------------------------------ the study
+
+def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[str], None] = print) -> DetectResult:
+    """`veracity detect`: generate and label the model's own answers, fit and judge every detector against every
+    baseline, use the signal (selective answering, best-of-N), keep the best linear detector (module doc)."""
+    from ..runs import check_out_folder
+
+    check_out_folder(out, "detect", overwrite=overwrite)  # before reading any input or loading a model
+    from ..evaluate.detection import best_of_n, fit_calibrator, layer_spike, logprob_scores, threshold_at_fpr
+    from ..evaluate.answer_match import match_rule
+    from ..evaluate.semantic_entropy import binarise_entropy, cluster_answers, semantic_entropies
+    from ..evaluate.text_baseline import fit_text_baseline, text_baseline_scores
+    from ..models import ModelNotAvailable, load
+    from ..probes.registry import make_probe
+    from ..runs import RunFolder
+    from ..validation import BadInput, check_layers
+    from ..evaluate.detector import Detector
+
+    t0 = time.time()
+    if len(cfg.splits) != 4 or abs(sum(cfg.splits) - 1) > 1e-6:
+        raise BadInput(f"--splits must be four fractions (train, validation, control, test) summing to 1, got "
+                       f"{cfg.splits}")
+    items = load_questions(cfg)
+    run = RunFolder(out, "detect", {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, overwrite=overwrite,
+                    seed=cfg.seed, defer=True)
+    try:
+        lm = load(cfg.model, device=cfg.device)
+    except ModelNotAvailable as e:
+        raise BadInput(str(e)) from None
+    n_layers = lm.arch.n_layers
+    check_layers(cfg.layers, n_layers)
+    layers = sorted({l % n_layers for l in cfg.layers}) if cfg.layers else list(range(n_layers))
+    run.start()
+    recs, F = _generate(lm, items, cfg, layers, run, log)
+    notes: list[str] = []
+
+    # ---- labels, questions, semantic entropy
+    qids = [it.id for it in items]
+    qpos = {q: i for i, q in enumerate(qids)}
+    y_all = np.array([int(r["correct"]) for r in recs])
+    q_of = np.array([qpos[r["item_id"]] for r in recs])
+    greedy = np.array([next(j for j, r in enumerate(recs) if r["item_id"] == q and r["sample"] < 0) for q in qids])
+    samples = [[j for j, r in enumerate(recs) if r["item_id"] == q and r["sample"] >= 0] for q in qids]
+    y = y_all[greedy]
+    mean_lp = [float(np.mean(r["logprobs"])) if r["logprobs"] else -100.0 for r in recs]  # empty: least trusted
+    se = semantic_entropies([[recs[j]["answer"] for j in s] for s in samples],
+                            [[mean_lp[j] for j in s] for s in samples], [it.aliases for it in items])
+    counts = {"greedy_correct": int(y.sum()), "greedy_wrong": int((1 - y).sum()),
+              "sample_correct": int(sum(y_all[j] for s in samples for j in s)),
+              "sample_wrong": int(sum(1 - y_all[j] for s in samples for j in s))}
+    log(f"greedy answers: {counts['greedy_correct']} right / {counts['greedy_wrong']} wrong")
+    sp = split_questions(y, cfg.splits, cfg.seed)
+    split_info = {s: {"questions": int(v.size), "correct": int(y[v].sum()), "wrong": int((1 - y[v]).sum())}
+                  for s, v in sp.items()}
+    train_rows = np.flatnonzero(np.isin(q_of, sp["train"]))
+    ytr = y_all[train_rows]
+
+    # ---- probes per method x position x layer; scores of every answer
+    P = {p: POSITIONS.index(p) for p in cfg.positions}
+    S: dict[tuple[str, str], np.ndarray] = {}  # (method, position) -> [n_answers, L]
+    probes: dict[tuple[str, str], object] = {}
+    grid = []
+    if 0 < ytr.sum() < ytr.size:
+        for m in cfg.probes:
+            for p, pi in P.items():
+                pr = make_probe(m, seed=cfg.seed).fit(F[train_rows, pi], torch.as_tensor(ytr))
+                S[(m, p)] = pr.decision_function(F[:, pi]).detach().double().cpu().reshape(len(recs), -1).numpy()
+                probes[(m, p)] = pr
+                for li, l in enumerate(layers):
+                    sc = S[(m, p)][greedy, li]
+                    grid.append({"method": m, "position": p, "layer": l,
+                                 "validation_auroc": _auroc_safe(sc[sp["validation"]], y[sp["validation"]]),
+                                 "test_auroc": _auroc_safe(sc[sp["test"]], y[sp["test"]])})
+            log(f"fitted {m} on {train_rows.size} train answers at {len(P)} positions x {len(layers)} layers")
+    else:
+        notes.append("the train split's answers are all right or all wrong: no probe could be fitted")
+
+    def val_key(g):
+        v = g["validation_auroc"]
+        return v if _finite(v) else -1.0
+
+    rows_g = {s: sp[s] for s in SPLITS}
+    det_rows, curves, scored = [], {}, {}  # scored: name -> score of every answer (for best-of-N / keeping)
+
+    def add(name, kind, all_scores, extra):
+        row, c = _report_row(name, kind, all_scores[greedy], y, rows_g, cfg, extra)
+        det_rows.append(row)
+        curves[name] = c
+        scored[name] = all_scores
+
+    for m in cfg.probes:
+        cells = [g for g in grid if g["method"] == m]
+        if cells:
+            b = max(cells, key=val_key)
+            add(f"{m} L{b['layer']} {b['position']}", "probe", S[(m, b["position"])][:, layers.index(b["layer"])],
+                {"method": m, "layers": [b["layer"]], "position": b["position"]})
+    spike = {}
+    best_cells = [g for g in grid if g["method"] == cfg.probes[0]]
+    if best_cells:
+        b = max(grid, key=val_key)
+        by_layer = {g["layer"]: g["test_auroc"] for g in grid if g["method"] == b["method"]
+                    and g["position"] == b["position"] and _finite(g["test_auroc"])}
+        if by_layer:
+            ls = layer_spike(by_layer)
+            spike = {"method": b["method"], "position": b["position"], "best_layer": ls.best_layer, "best": ls.best,
+                     "neighbours_mean": ls.neighbours_mean, "spike": ls.spike}
+
+    # ---- stacked ensemble: logistic on cross-fitted logits of the best linear position's top layers
+    lin = [m for m in cfg.probes if m in ("logistic", "mass-mean", "mass-mean-cov")]
+    kept_parts: dict[str, tuple] = {}
+    if lin and S:
+        from sklearn.linear_model import LogisticRegression
+
+        m = lin[0]
+        cells = sorted([g for g in grid if g["method"] == m], key=val_key, reverse=True)
+        pos = cells[0]["position"]
+        top = [g["layer"] for g in cells if g["position"] == pos][:cfg.ensemble_layers]
+        li = [layers.index(l) for l in top]
+        pi = P[pos]
+        folds = np.arange(sp["train"].size) % 3
+        rng = np.random.default_rng(cfg.seed)
+        fold_of_q = dict(zip(rng.permutation(sp["train"]).tolist(), folds.tolist()))
+        f_rows = np.array([fold_of_q[q] for q in q_of[train_rows]])
+        oof = np.zeros((train_rows.size, len(li)))
+        ok = True
+        for k in range(3):
+            tr, te = train_rows[f_rows != k], train_rows[f_rows == k]
+            if not (0 < y_all[tr].sum() < tr.size) or te.size == 0:
+                ok = False
+                break
+            pr = make_probe(m, seed=cfg.seed).fit(F[tr][:, pi][:, li], torch.as_tensor(y_all[tr]))
+            oof[f_rows == k] = pr.decision_function(F[te][:, pi][:, li]).detach().double().cpu().reshape(te.size, -1).numpy()
+        if ok and len(li) > 1:
+            stack = LogisticRegression(C=1.0, random_state=cfg.seed, max_iter=1000).fit(oof, ytr)
+            ens = S[(m, pos)][:, li] @ stack.coef_[0] + stack.intercept_[0]
+            name = f"ensemble {m} L{','.join(map(str, top))} {pos}"
+            add(name, "ensemble", ens, {"method": m, "layers": top, "position": pos})
+            kept_parts[name] = (m, pos, top, stack.coef_[0], float(stack.intercept_[0]))
+        for r in det_rows:
+            if r["kind"] == "probe" and r["method"] in lin:
+                kept_parts[r["name"]] = (r["method"], r["position"], r["layers"], np.ones(1), 0.0)
+
+    # ---- semantic-entropy probe at the pre-generation token
+    try:
+        thr, _ = binarise_entropy(se[sp["train"]])
+        se_lab = (se < thr).astype(int)
+        if "pre" in P and 0 < se_lab[sp["train"]].sum() < sp["train"].size:
+            pr = make_probe("logistic", seed=cfg.seed).fit(F[greedy[sp["train"]], P["pre"]],
+                                                            torch.as_tensor(se_lab[sp["train"]]))
+            sc = pr.decision_function(F[:, P["pre"]]).detach().double().cpu().reshape(len(recs), -1).numpy()
+            v = [_auroc_safe(sc[greedy[sp["validation"]], k], se_lab[sp["validation"]]) for k in range(len(layers))]
+            k = int(np.argmax([x if _finite(x) else -1 for x in v]))
+            add(f"SE probe L{layers[k]} pre", "se-probe", sc[:, k],
+                {"method": "logistic", "layers": [layers[k]], "position": "pre", "entropy_threshold": thr})
+    except ValueError as e:
+        notes.append(f"no semantic-entropy probe: {e}")
+
+    # ---- baselines
+    mean_b, min_b = logprob_scores([r["logprobs"] or [-100.0] for r in recs])
+    add("mean log-prob", "baseline", mean_b, {})
+    add("min log-prob", "baseline", min_b, {})
+    if cfg.p_true:
+        pt = np.array([r.get("p_true", 0.0) for r in recs])
+        add("P(True)", "baseline", pt, {})
+    add("semantic entropy", "baseline", -se[q_of], {})
+    if 0 < ytr.sum() < ytr.size:
+        tb = fit_text_baseline([recs[j]["question"] for j in train_rows], [recs[j]["text"] for j in train_rows], ytr,
+                               seed=cfg.seed)
+        add("text only", "baseline", text_baseline_scores(tb, [r["question"] for r in recs], [r["text"] for r in recs]),
+            {})
+
+    # ---- the kept detector and best-of-N with it
+    res = DetectResult(lm.name, counts, split_info, det_rows, grid, spike, {}, curves, None, notes)
+    keepable = [r for r in det_rows if r["name"] in kept_parts and _finite(r.get("validation_auroc"))]
+    if keepable:
+        best = max(keepable, key=lambda r: r["validation_auroc"])
+        m, pos, top, sw, sb = kept_parts[best["name"]]
+        pr = probes[(m, pos)]
+        mu, sc_, w, b = linear_parts(pr, len(layers))
+        idx = [layers.index(l) for l in top]
+        s_all = scored[best["name"]]
+        ctrl = sp["control"] if y[sp["control"]].sum() > 0 else sp["validation"]
+        threshold = threshold_at_fpr(s_all[greedy[ctrl]], y[ctrl], cfg.fpr)
+        val = sp["validation"]
+        cal = fit_calibrator(s_all[greedy[val]], y[val]) if 0 < y[val].sum() < val.size else None
+        det = Detector(list(top), [pos] * len(top), w[idx], b[idx], mu[idx], sc_[idx], np.asarray(sw, float),
+                       float(sb), float(threshold) if math.isfinite(threshold) else float(s_all.max() + 1),
+                       {"method": "platt", "a": cal.a if cal else 1.0, "b": cal.b if cal else 0.0},
+                       lm.fingerprint, best["name"],
+                       {"model": lm.name, "fpr": cfg.fpr, "seed": cfg.seed, "study": "detect"})
+        det.write_files(run.file("detector"))
+        res.detector = {"path": "detector", "name": best["name"], "validation_auroc": best["validation_auroc"]}
+        te = sp["test"]
+        if te.size:
+            bon = best_of_n([[s_all[j] for j in samples[q]] for q in te], [[mean_lp[j] for j in samples[q]] for q in te],
+                            [[int(y_all[j]) for j in samples[q]] for q in te],
+                            [cluster_answers([recs[j]["answer"] for j in samples[q]], match_rule(items[q].aliases))
+                             for q in te], y[te].tolist(), n_boot=cfg.n_boot, seed=cfg.seed)
+            res.best_of_n = {"n_questions": bon.n_questions, "detector": best["name"],
+                             "accuracy": {k: list(v) for k, v in bon.accuracy.items()},
+                             "detector_minus": {k: list(v) for k, v in bon.detector_minus.items()}}
+    else:
+        notes.append("no linear detector could be fitted and judged on validation: nothing kept")
+
+    run.write_csv("answers.csv", [{"item_id": r["item_id"], "sample": r["sample"], "split": next(
+        (s for s in SPLITS if qpos[r["item_id"]] in set(sp[s].tolist())), ""), "text": r["text"],
+        "answer": r["answer"], "correct": r["correct"], "mean_logprob": mean_lp[j],
+        **{n: float(v[j]) for n, v in scored.items()}} for j, r in enumerate(recs)])
+    res.elapsed_s = time.time() - t0
+    res.write(run)
+    return res
