@@ -68,7 +68,7 @@ def test_tiny_features_equal_a_second_forward(tiny_llama, tiny_prompts, one_thre
                                 stop=None, batch_size=3)
     assert [len(a.token_ids) for a in out] == [9, 9, 9]  # random weights: no EOS, all run to the limit
     check_against_forward(tiny_llama, out)
-    # the answer span: a located alias, then a token after it read inside the generation
+    # the answer span (the first sentence, whatever the label), then a token after it read inside the generation
     tok = tiny_llama.tokenizer
     text = tok.decode(out[0].token_ids)
     alias = text[2:5]

@@ -43,13 +43,14 @@ def test_is_match_whole_words_only():
     assert not is_match("anything", ["the", "..."])  # aliases that normalise to nothing never match
 
 
-def test_answer_span_correct_is_the_earliest_alias_in_the_first_line():
+def test_answer_span_never_depends_on_the_gold_answer():
+    """Right or wrong, the span is the first line's first sentence: a span located with the aliases made the tokens
+    read differ by label (a leak: 1.00 AUROC from the embeddings)."""
     text = "  The capital is Washington, D.C. not Washington state.\nParis"
     s, e, ok = answer_span(text, ["Washington", "Washington, D.C.", "Paris"])
-    assert ok and text[s:e] == "Washington, D.C"  # the longest alias at the earliest place; no final period
-    assert normalise_answer(text[s:e]) == normalise_answer("Washington, D.C.")
-    s, e, ok = answer_span(text, ["Paris"])  # only on the second line: wrong
-    assert not ok and text[s:e] == "The capital is Washington, D.C"  # first sentence ends at ". "
+    assert ok and text[s:e] == "The capital is Washington, D.C"  # first sentence ends at ". "
+    s2, e2, ok2 = answer_span(text, ["Paris"])  # only on the second line: wrong, same span
+    assert not ok2 and (s2, e2) == (s, e)
 
 
 def test_answer_span_wrong_is_the_first_sentence():

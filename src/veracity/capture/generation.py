@@ -5,7 +5,7 @@ Per answer, for every decoder layer (`resid.L`, the layer's output as in `captur
 at each of `POSITIONS`:
 - "pre": the last prompt token (read in the prefill, before anything is generated);
 - "answer_first" / "answer_last": the first / last token of the exact answer inside the generation
-  (`data.qa.answer_span`: the first alias match in the first line, else its first sentence);
+  (`data.qa.answer_span`: the first sentence of the first line, never chosen with the gold answer);
 - "after_answer": the token after the answer (the answer's last token when the answer ends the generation:
   `after_in_generation` is then False);
 - "answer_mean": the mean over the answer's tokens.

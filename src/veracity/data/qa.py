@@ -20,9 +20,11 @@ Answer rule (one copy, used for labels and for the answer span the hidden states
 - `is_match(answer, aliases)`: the normalised answer equals, or contains as whole words, a normalised
   alias (an alias that normalises to "" never matches).
 - The answer of a generation is its first non-empty line (`first_line`); it is correct when it matches.
-- `answer_span`: the exact answer inside the generation: the earliest whole-word occurrence of an alias
-  in the first line (the longest at that place) when correct; when wrong, the first sentence of the line
-  (up to the first ". ", "! " or "? " or the line's end), trailing punctuation left out.
+- `answer_span`: the answer's tokens inside the generation, chosen WITHOUT the gold answer: the first
+  sentence of the first line (up to the first ". ", "! " or "? " or the line's end), trailing punctuation
+  left out, whether the answer is right or wrong. A span located with the gold aliases (the earliest alias
+  match when right, the sentence when wrong) makes the tokens read differ by label: probes at those positions
+  read 1.00 AUROC from layer 0, the token embeddings, which is a leak, not the model's knowledge.
 Aliases use the common spellings with and without accents, since the rule keeps accents.
 """
 
@@ -100,24 +102,11 @@ def first_line_done(text: str) -> bool:
 
 
 def answer_span(text: str, aliases: Sequence[str]) -> tuple[int, int, bool]:
-    """(start, end, correct): the exact answer's characters in a generation (module doc's rule)."""
+    """(start, end, correct): the answer's characters in a generation, the first sentence of its first line
+    (never chosen with the gold answer: module doc), and whether the first line matches an alias."""
     ls, le = first_line(text)
     if ls == le:
         return ls, le, False
-    words = _words(text[ls:le])
-    best = None
-    for alias in aliases:
-        aw = normalise_answer(alias).split()
-        if not aw:
-            continue
-        for i in range(len(words) - len(aw) + 1):
-            if [w for w, _, _ in words[i:i + len(aw)]] == aw:
-                cand = (i, -len(aw))
-                if best is None or cand < best[0]:
-                    best = (cand, words[i][1], words[i + len(aw) - 1][2])
-                break
-    if best is not None:
-        return ls + best[1], ls + best[2], True
     line = text[ls:le]
     m = re.search(r"[.!?](\s|$)", line)
     sent = line[:m.start()] if m else line
@@ -125,7 +114,7 @@ def answer_span(text: str, aliases: Sequence[str]) -> tuple[int, int, bool]:
         sent = sent[:-1]
     if not sent:  # a line of punctuation: the whole line
         sent = line
-    return ls, ls + len(sent), False
+    return ls, ls + len(sent), is_match(line, aliases)
 
 
 # --- the tables ----------------------------------------------------------------------------------------
