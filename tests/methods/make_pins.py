@@ -2,7 +2,8 @@
 
 Produced once, on commit 0cbf2ba (before the fold evaluators were merged into one), by
 ``PYTHONPATH=src OMP_NUM_THREADS=1 python tests/methods/make_pins.py`` from the repository root; kept so the
-numbers can be regenerated the same way. `tests/methods/test_one_evaluator.py` runs the same cases through
+numbers can be regenerated the same way (run against the old code: ``git worktree add --detach /tmp/old 0cbf2ba``
+and ``PYTHONPATH=/tmp/old/src``). smollm2 runs a subset of the tiny model's cases (CPU time). `tests/methods/test_one_evaluator.py` runs the same cases through
 today's code and compares: MC/CE/KL and every other float to 1e-6, generations, judge labels and choices
 exactly. Each case goes through a study's public entry point: `evaluate_fold` as `veracity eval` calls it,
 `evaluate_intervention` as ITI validate and the ITI sweep call it (binary task and side effects on),
@@ -122,46 +123,50 @@ def cases(lm, name: str, data_dir) -> dict:
     gen = 12 if tiny else 16
     out: dict = {}
     # veracity eval: evaluate_fold, every measure, each protocol; with and without an intervention
-    for proto in ("truthfulqa", "lm-eval", "binary"):
-        for steered in ((False, True) if proto == "truthfulqa" else (True,)):
+    for proto in ("truthfulqa", "lm-eval", "binary") if tiny else ("truthfulqa", "lm-eval"):
+        for steered in ((False, True) if proto == "truthfulqa" and tiny else (True,)):
             fac = intervention_factory(lm, iv, "last") if steered else None
             r = evaluate_fold(lm, items, idx[::-1], fold=1, protocol=proto, truth_judge=judges[0],
                               info_judge=judges[1], intervention=fac, lm_texts=tx, n_docs=2, max_tokens=24,
                               max_new_tokens=gen, batch_size=4)
             out[f"eval/{proto}/{'iti' if steered else 'plain'}"] = to_plain(r)
-    r = evaluate_fold(lm, items, idx[:3], protocol="truthfulqa", metrics=("mc", "judge"), truth_judge=judges[0],
-                      instruction="informative", gen_style="chat" if not tiny else "original", max_new_tokens=gen,
-                      batch_size=2)
-    out["eval/informative"] = to_plain(r)
+    if tiny:
+        r = evaluate_fold(lm, items, idx[:3], protocol="truthfulqa", metrics=("mc", "judge"), truth_judge=judges[0],
+                          instruction="informative", max_new_tokens=gen, batch_size=2)
+        out["eval/informative"] = to_plain(r)
     # iti validate / iti sweep: evaluate_intervention with the binary task and side effects
     se = dict(side_effects=("sycophancy", "health"), side_effect_n={"sycophancy": 3, "health": 3})
     for label, steer, extra in (("iti", iv, {}), ("plain", None, {}),
-                                ("iti-legacy-all", iv, {"mc_shift_from": "legacy", "generate_positions": "all"})):
+                                ("iti-legacy-all", iv, {"mc_shift_from": "legacy", "generate_positions": "all"})
+                                )[:3 if tiny else 1]:
         cfg = FoldEvalConfig(judge=truth_fn, ce_tokens=24, batch_size=4, binary=True, **se, **extra)
         r = evaluate_intervention(lm, items, steer, cfg, tx, fold=2)
         out[f"iti/{label}"] = to_plain(r)
-    cfg = FoldEvalConfig(protocol="lm-eval", judge="none", ce_tokens=24, batch_size=4)
-    out["iti/lm-eval-nokl"] = to_plain(evaluate_intervention(lm, items, iv, cfg, tx, kl=False))
+    if tiny:
+        cfg = FoldEvalConfig(protocol="lm-eval", judge="none", ce_tokens=24, batch_size=4)
+        out["iti/lm-eval-nokl"] = to_plain(evaluate_intervention(lm, items, iv, cfg, tx, kl=False))
     # compare-interventions / steer sweep: evaluate_prepared
     mcfg = MethodEvalConfig(max_new_tokens=gen, ce_tokens=24, batch_size=4, **se)
-    methods = [("baseline", None, lm), ("few-shot+caa", rs, lm), ("instruction+iti", iv, lm)]
+    methods = [("baseline", None, lm), ("few-shot+caa", rs, lm)]
     if tiny:
-        methods += [("system", None, lm), ("lora-sft", None, trained_copy(lm)), ("lora-sft+iti", iv, trained_copy(lm))]
+        methods += [("instruction+iti", iv, lm), ("system", None, lm), ("lora-sft", None, trained_copy(lm)), ("lora-sft+iti", iv, trained_copy(lm))]
     cache: dict = {}
     for m, steer, model in methods:
         pm = PreparedMethod(parse_method(m), model, steer, generate_positions="all" if "caa" in m else "last")
         r = evaluate_prepared(pm, lm, items, mcfg, tx, cache, judges)
         out[f"prepared/{m}"] = drop_timings(to_plain(r))
-    pm = PreparedMethod(parse_method("few-shot+iti"), lm, iv)
-    r = evaluate_prepared(pm, lm, items, dataclasses.replace(mcfg, protocol="lm-eval", side_effects=()), None, {}, None)
-    out["prepared/lm-eval"] = drop_timings(to_plain(r))
+    if tiny:
+        pm = PreparedMethod(parse_method("few-shot+iti"), lm, iv)
+        mcfg = dataclasses.replace(mcfg, protocol="lm-eval", side_effects=())
+        out["prepared/lm-eval"] = drop_timings(to_plain(evaluate_prepared(pm, lm, items, mcfg, None, {}, None)))
     # sycophancy: its MC on TruthfulQA and on true/false statements, plain and under ITI
     scfg = SycophancyConfig(limit=len(items), batch_size=4)
     rows, per_item, info = truthfulqa_sycophancy(lm, items, scfg, iv, log=lambda m: None)
     out["sycophancy/truthfulqa"] = to_plain({"rows": rows, "per_item": per_item, "probe": info})
-    st = load_true_false(data_dir)[:8] + load_true_false(data_dir)[-8:]
-    rows, per_item, info = true_false_sycophancy(lm, st, scfg, iv, log=lambda m: None)
-    out["sycophancy/true-false"] = to_plain({"rows": rows, "per_item": per_item, "probe": info})
+    if tiny:
+        st = load_true_false(data_dir)[:8] + load_true_false(data_dir)[-8:]
+        rows, per_item, info = true_false_sycophancy(lm, st, scfg, iv, log=lambda m: None)
+        out["sycophancy/true-false"] = to_plain({"rows": rows, "per_item": per_item, "probe": info})
     return out
 
 

@@ -57,3 +57,31 @@ def test_every_study_matches_its_pins_on_the_tiny_model(tiny_llama, data_dir):
 
 def test_every_study_matches_its_pins_on_smollm2(smollm2, data_dir):
     _check(smollm2, "smollm2", data_dir)
+
+
+def test_a_method_without_prompt_scores_as_the_protocol_reference(tiny_llama, data_dir):
+    # the evaluator's one MC path, posed in the protocol's own prompt, against evaluate.truthfulqa.score_mc;
+    # and the few-shot prompt, which is lm-eval's context, against the protocol's own lm-eval prompt
+    from veracity.data import load_truthfulqa
+    from veracity.evaluate.truthfulqa import score_mc
+    from veracity.methods.fold import FoldPlan, as_method, evaluate
+    from veracity.methods.prepare import PreparedMethod, parse_method
+
+    items = load_truthfulqa(data_dir)[:3]
+    for proto in ("truthfulqa", "lm-eval"):
+        ev = evaluate(as_method(tiny_llama), items, FoldPlan(proto, ("mc",)))
+        ref = score_mc(tiny_llama, items, proto)
+        assert [r.scores for r in ev.mc] == [pytest.approx(r.scores, abs=1e-6) for r in ref.results]
+        assert ev.metrics() == {"mc1": pytest.approx(ref.mc1, abs=1e-9), "mc2": pytest.approx(ref.mc2, abs=1e-9)}
+    few = evaluate(PreparedMethod(parse_method("few-shot"), tiny_llama), items, FoldPlan("lm-eval", ("mc",)))
+    assert [r.scores for r in few.mc] == [pytest.approx(r.scores, abs=1e-5) for r in ev.mc]
+    assert few.prompt_tokens == pytest.approx(ev.prompt_tokens)
+
+
+def test_legacy_mc_start_needs_iti(tiny_llama, data_dir):
+    from veracity.data import load_truthfulqa
+    from veracity.methods.fold import FoldPlan, as_method, evaluate
+
+    plan = FoldPlan(measures=("mc",), mc_shift_from="legacy")
+    with pytest.raises(ValueError, match="ITI"):
+        evaluate(as_method(tiny_llama, make_pins.residual_steer(tiny_llama)), load_truthfulqa(data_dir)[:1], plan)
