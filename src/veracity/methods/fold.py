@@ -99,6 +99,7 @@ class FoldPlan(Checked):
                     "measures": [ListOf([Options(MEASURES)], unique=True)], "binary": o.BOOL,
                     "instruction": [Options(tuple(INSTRUCTIONS))], "gen_style": [Options(("original", "chat"))],
                     "max_new_tokens": o.COUNT, "batch_size": [AnyOf(Count(), Options(("auto",)))],
+                    "mc_batch_size": [None, AnyOf(Count(), Options(("auto",)))],
                     "lm_source": o.MODEL, "n_docs": o.COUNT0, "max_tokens": o.COUNT, "data_dir": o.OPTIONAL_TEXT,
                     "mc_shift_from": [Options(("answer-start", "legacy"))], "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "seed": o.SEED}
@@ -110,6 +111,7 @@ class FoldPlan(Checked):
     gen_style: str = "original"  # the protocol's generation prompt: original (few-shot) or chat
     max_new_tokens: int = 50
     batch_size: int | str = 16
+    mc_batch_size: int | str | None = None  # MC and the binary task (None: batch_size); batches change float sums
     lm_source: str = "boolq"  # CE/KL documents when no texts are given
     n_docs: int = 100
     max_tokens: int = 128  # first tokens of each CE/KL document
@@ -190,7 +192,7 @@ def evaluate(pm: PreparedMethod, items: Sequence, plan: FoldPlan, *,
     fm = FoldMetrics(fold, len(sel))
     ev = FoldEvaluation(FoldResult(fm, [recs[it.index] for it in sel]))
     bs = plan.batch_size
-    mc_batch = max(8, bs) if isinstance(bs, int) else bs
+    mc_batch = bs if plan.mc_batch_size is None else plan.mc_batch_size
     factory = pm.factory()
     if plan.mc_shift_from != "answer-start":  # ITI's per-question MC start; every other phase is the same
         if not isinstance(pm.intervention, Intervention):
@@ -280,6 +282,11 @@ def evaluate(pm: PreparedMethod, items: Sequence, plan: FoldPlan, *,
     return ev
 
 
+def _mc_batch(batch_size):
+    """The MC batch of `veracity eval` and ITI's evaluation: at least 8 continuations per forward."""
+    return max(8, batch_size) if isinstance(batch_size, int) else batch_size
+
+
 def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int = 0, protocol: str = "truthfulqa",
                   metrics: Sequence[str] = MEASURES, truth_judge: Judge | None = None, info_judge: Judge | None = None,
                   intervention: InterventionFactory | None = None, reference=None,
@@ -295,7 +302,8 @@ def evaluate_fold(lm, items, indices: Sequence[int] | None = None, *, fold: int 
     by_index = {it.index: it for it in items}
     indices = sorted(by_index) if indices is None else list(indices)
     plan = FoldPlan(protocol, tuple(metrics), instruction=instruction, gen_style=gen_style,
-                    max_new_tokens=max_new_tokens, batch_size=batch_size, lm_source=lm_source, n_docs=n_docs,
+                    max_new_tokens=max_new_tokens, batch_size=batch_size, mc_batch_size=_mc_batch(batch_size),
+                    lm_source=lm_source, n_docs=n_docs,
                     max_tokens=max_tokens, data_dir=None if data_dir is None else str(data_dir))
     return evaluate(as_method(lm, intervention), [by_index[i] for i in indices], plan,
                     judges=(truth_judge, info_judge), texts=lm_texts, reference=reference, lm_result=lm_result,
@@ -346,6 +354,7 @@ def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None
     measures = (("mc",) + ((("ce", "kl") if kl else ("ce",)) if ce_texts else ()) +
                 (() if cfg.judge == "none" else ("judge",)))
     plan = FoldPlan(cfg.protocol, measures, cfg.binary, batch_size=cfg.batch_size,
+                    mc_batch_size=_mc_batch(cfg.batch_size),
                     n_docs=len(ce_texts) if ce_texts else 0, max_tokens=cfg.ce_tokens, data_dir=cfg.data_dir,
                     mc_shift_from=cfg.mc_shift_from, side_effects=tuple(cfg.side_effects),
                     side_effect_n=dict(cfg.side_effect_n), seed=cfg.seed)
