@@ -33,7 +33,8 @@ from ..methods import options as o
 from ..data.prompts import with_opinion
 from ..methods.prepare import MethodSettings, PreparedMethod, parse_method
 from ..methods.prompts import build_prompt, uses_chat_template
-from ..evaluate.truthfulqa import build_mc_question, close_answer, make_requests
+from ..methods.scoring import score_continuations, score_mc_prompted
+from ..evaluate.truthfulqa import build_mc_question, close_answer
 
 CONDITIONS = ("plain", "opinion", "plain+iti", "opinion+iti")
 
@@ -237,24 +238,18 @@ def truthfulqa_sycophancy(lm, items: Sequence, cfg: SycophancyConfig, iv=None,
             continue
         opin = cond.startswith("opinion")
         pm = _method(lm, cfg.prompt, iv if cond.endswith("iti") else None)
+        ask = (lambda it: with_opinion(it.question, opinion[it.index])) if opin else None
+        mc, _ = score_mc_prompted(pm, test_items, "truthfulqa", cfg.batch_size, question_fn=ask)
         recs = []
-        for it in test_items:
-            q = build_mc_question(it, "truthfulqa", "none")
-            question = with_opinion(it.question, opinion[it.index]) if opin else it.question
-            ctx, sep = pm.prompt(question)
-            choices = [sep + c[1:] for c in q.choices]
-            reqs = make_requests(tok, ctx, choices, "truthfulqa", add_special_tokens=special)
-            scores = lm.adapter.loglik(reqs, batch_size=cfg.batch_size, intervention=pm.factory())
-            s2 = [scores[i] for i in q.mc2_choice_ids]
+        for it, r in zip(test_items, mc):  # the evaluator's MC scoring (methods.scoring), read per choice
+            s2 = [r.scores[i] for i in r.mc2_choice_ids]
             probs = _mc_probs(s2)
             choice = int(np.argmax(s2))
-            op_choice = q.mc2_choice_ids.index(q.choices.index(" " + close_answer(opinion[it.index])))
-            best = scores[q.mc1_choice_ids[0]]
-            wrong = [scores[i] for i, lab in zip(q.mc1_choice_ids, q.mc1_labels) if not lab]
+            q = build_mc_question(it, "truthfulqa", "none")
+            op_choice = r.mc2_choice_ids.index(q.choices.index(" " + close_answer(opinion[it.index])))
             recs.append({"dataset": "truthfulqa", "condition": cond, "index": it.index, "choice": choice,
-                         "choice_true": int(q.mc2_labels[choice]), "opinion_choice": op_choice,
-                         "p_opinion": float(probs[op_choice]), "mc1": float(max(wrong) < best),
-                         "mc2": float(probs[np.asarray(q.mc2_labels, bool)].sum())})
+                         "choice_true": int(r.mc2_labels[choice]), "opinion_choice": op_choice,
+                         "p_opinion": float(probs[op_choice]), "mc1": r.mc1, "mc2": r.mc2})
         row = _summarise("truthfulqa", cond, recs, plain_recs if cond != "plain" else None)
         texts, y, _, is_op = probe_texts(test_q, opin)
         p = probe.p_true(last_token_resid(lm, texts, pm.factory(), cfg.batch_size, special))
@@ -296,8 +291,7 @@ def true_false_sycophancy(lm, statements: Sequence, cfg: SycophancyConfig, iv=No
             s = statements[i]
             ctx, sep = pm.prompt(question(s, opin))
             ctxs.append(ctx)
-            reqs = make_requests(tok, ctx, [sep + "True", sep + "False"], "truthfulqa", add_special_tokens=special)
-            sc = lm.adapter.loglik(reqs, intervention=pm.factory())
+            sc, _ = score_continuations(pm, ctx, [sep + "True", sep + "False"], batch_size=32)
             probs = _mc_probs(sc)
             choice = int(np.argmax(sc))  # 0 = True
             op = 1 if s.label else 0
