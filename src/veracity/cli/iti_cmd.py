@@ -45,6 +45,8 @@ RevisionOpt = typer.Option("2021", "--revision", help="TruthfulQA revision the i
 EvalRevisionOpt = typer.Option(None, "--eval-revision", help="Revision the held-out questions are evaluated on "
                                "(default: --revision); questions matched by text, those without a match left out "
                                "and listed in results.json (cross_revision).")
+SweepOverwriteOpt = typer.Option(False, "--overwrite", help="Empty the run folder (its stored cells too) and start "
+                                 "over; without it a folder of the same settings resumes.")
 GenPosOpt = typer.Option("last", "--gen-positions", help="Generation: last (each forward's last token, as ITI) | all")
 
 #: `--metric` of the sweeps: the registry's rankable metrics, named once at import (no torch)
@@ -243,7 +245,8 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
               out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
               revision: str = RevisionOpt, eval_revision: Optional[str] = EvalRevisionOpt,
               device: Optional[str] = typer.Option(None, "--device", help="This process's device (with "
-                                                   "--executor ray the workers use their GPU, else the CPU).")) -> None:
+                                                   "--executor ray the workers use their GPU, else the CPU)."),
+              overwrite: bool = SweepOverwriteOpt) -> None:
     """Grid of (alpha, K) with k folds; resumable (results.sqlite in the run folder); heatmaps."""
     from ..constraints import parse_numbers
     from ..experiments.executors import ExecutorConfig
@@ -269,7 +272,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                                  address=ray_address)
         except (RuntimeError, ValueError) as e:
             fail(str(e))  # fail() escapes markup itself
-    res = run_iti_sweep(cfg, out, executor=runner, log=console.print)
+    res = run_iti_sweep(cfg, out, executor=runner, overwrite=overwrite, log=console.print)
     for table in res.tables():
         print_table(*table)
 

@@ -37,10 +37,8 @@ RENDERS: dict[str, Callable[[Page, Run], None]] = {
 PENDING: dict[str, str] = {
     "probe": "Probes",
     "iti-validate": "TruthfulQA and ITI",
-    "iti-sweep": "TruthfulQA and ITI",
     "compare-interventions": "Intervention comparison and sycophancy",
     "sycophancy": "Intervention comparison and sycophancy",
-    "steer-sweep": "Steering sweeps and probe sanity checks",
 }
 
 
