@@ -70,7 +70,7 @@ def test_a_registered_metric_shows_in_the_comparison_and_sweeps(extra_metrics):
     run = CompareRun(config={"n_folds": 2}, model="tiny", n_questions=10, revision="2021", eval_revision="2021",
                      cross_revision=None, folds=[],
                      methods=[{"method": "iti", "mc2": 0.5, "calib_ece": 0.1234, "toxic_rate": 0.056, "infer_s": 1.5}])
-    _, cols, rows = run.table()
+    (_, cols, rows), = run.tables()
     assert cols == ["method", "MC2", "ECE", "infer s", "toxic"] and rows == [["iti", "0.5000", "0.123", "1.5000", "0.06"]]
     assert run.summary == {"iti": {"mc2": 0.5, "calib_ece": 0.1234}}
     sweep = SteerSweepRun("caa", [{"layer": 3, "alpha": 1.0, "mc2": 0.5, "calib_ece": 0.2, "toxic_rate": 0.1,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from ..metrics import rankable_metrics
-from . import ccs, demo, finetune_milestones, iti_sweep, probe_sanity, spec, steer_sweep, truthfulqa
+from . import ccs, demo, finetune_milestones, interventions, iti_sweep, probe_sanity, spec, steer_sweep, truthfulqa
 
 
 @dataclass(frozen=True)
@@ -198,5 +198,10 @@ for _s in (
           "Steering sweeps and probe sanity checks", "steer sweep",
           {"model": "tiny-llama", "method": "caa", "layers": [1], "alphas": [0.0, 2.0], "folds": 2, "limit": 8,
            "ce_texts": 0, "side_effects": [], "device": "cpu", "acts": "{tmp}/acts"}, resumable=True),
+    Study("compare-interventions", interventions.CompareRunConfig, interventions.run_compare_interventions,
+          interventions.CompareRun, interventions.SCHEMA_VERSION, ("best_by_mc2", "mc2"),
+          "Intervention comparison and sycophancy", "compare-interventions",
+          {"model": "tiny-llama", "methods": ["baseline", "instruction"], "folds": 2, "limit": 8, "ce_texts": 0,
+           "side_effects": [], "device": "cpu", "acts": "{tmp}/acts"}, resumable=True),
 ):
     register_study(_s)

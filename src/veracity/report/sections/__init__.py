@@ -37,7 +37,6 @@ RENDERS: dict[str, Callable[[Page, Run], None]] = {
 PENDING: dict[str, str] = {
     "probe": "Probes",
     "iti-validate": "TruthfulQA and ITI",
-    "compare-interventions": "Intervention comparison and sycophancy",
     "sycophancy": "Intervention comparison and sycophancy",
 }
 
