@@ -24,8 +24,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from ..metrics import rankable_metrics
-from . import ccs, demo, finetune_milestones, interventions, iti_sweep, probe_sanity, spec, steer_sweep, truthfulqa
+from ..metrics import columns, headlines, rankable_metrics
+from . import ccs, demo, finetune_milestones, interventions, iti_sweep, iti_validate, probe_sanity, spec, steer_sweep, truthfulqa
 
 
 @dataclass(frozen=True)
@@ -203,5 +203,10 @@ for _s in (
           "Intervention comparison and sycophancy", "compare-interventions",
           {"model": "tiny-llama", "methods": ["baseline", "instruction"], "folds": 2, "limit": 8, "ce_texts": 0,
            "side_effects": [], "device": "cpu", "acts": "{tmp}/acts"}, resumable=True),
+    Study("iti-validate", iti_validate.ValidateConfig, iti_validate.run_validate, iti_validate.ValidateRun,
+          iti_validate.SCHEMA_VERSION, tuple(k for k in headlines() if k in columns("summary")),
+          "TruthfulQA and ITI", "iti validate",
+          {"model": "tiny-llama", "num_heads": 2, "alpha": 5.0, "folds": 2, "limit": 8, "ce_texts": 0,
+           "device": "cpu", "acts": "{tmp}/acts"}),
 ):
     register_study(_s)

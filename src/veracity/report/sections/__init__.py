@@ -36,7 +36,6 @@ RENDERS: dict[str, Callable[[Page, Run], None]] = {
 #: the headings of the kinds not (yet) in the studies registry
 PENDING: dict[str, str] = {
     "probe": "Probes",
-    "iti-validate": "TruthfulQA and ITI",
     "sycophancy": "Intervention comparison and sycophancy",
 }
 
