@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from veracity import metrics as M
-from veracity.cli.iti_cmd import MetricHelp, _summary  # the help is built at import: before any test registers
+from veracity.cli.iti_cmd import MetricHelp  # the help is built at import: before any test registers
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "veracity"
 
@@ -70,7 +70,7 @@ def test_a_registered_metric_shows_in_the_comparison_and_sweeps(extra_metrics):
     run = CompareRun(config={"n_folds": 2}, model="tiny", n_questions=10, revision="2021", eval_revision="2021",
                      cross_revision=None, folds=[],
                      methods=[{"method": "iti", "mc2": 0.5, "calib_ece": 0.1234, "toxic_rate": 0.056, "infer_s": 1.5}])
-    _, cols, rows = run.table()
+    (_, cols, rows), = run.tables()
     assert cols == ["method", "MC2", "ECE", "infer s", "toxic"] and rows == [["iti", "0.5000", "0.123", "1.5000", "0.06"]]
     assert run.summary == {"iti": {"mc2": 0.5, "calib_ece": 0.1234}}
     sweep = SteerSweepRun("caa", [{"layer": 3, "alpha": 1.0, "mc2": 0.5, "calib_ece": 0.2, "toxic_rate": 0.1,
@@ -84,7 +84,14 @@ def test_a_registered_metric_shows_in_the_eval_and_validate_output(extra_metrics
 
     assert drv.fold_columns()[-1] == "ECE (calibration)"
     assert drv.summary_line({"mc2": 0.5, "calib_ece": 0.1234}) == "MC2 50.00, ECE 12.34"
-    assert _summary({"mc2": 0.5, "calib_ece": 0.1234}).endswith("MC2 0.5000, ECE 0.123, CE Loss -, KL wrt Orig -")
+    from veracity.experiments.iti_validate import ValidateRun
+
+    run = ValidateRun(config={"alpha": 5.0, "k": 2, "iti": {"direction": "com"}}, revision="2021",
+                      eval_revision="2021", cross_revision=None, folds=[], per_question=[],
+                      summary={"mc2": 0.5, "calib_ece": 0.1234})
+    (title, cols, rows), = run.tables()  # what `veracity iti validate` prints under the folds
+    assert title == "fold means" and rows[0][0] == "alpha=5 K=2 com"
+    assert dict(zip(cols, rows[0]))["ECE"] == "0.123" and cols[-3:] == ["ECE", "CE Loss", "KL wrt Orig"]
 
 
 def test_a_registered_metric_shows_in_the_report(extra_metrics):

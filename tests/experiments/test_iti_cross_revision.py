@@ -110,16 +110,16 @@ def test_iti_validate_resumes_an_interrupted_run(data_dir, tmp_path, interrupt_f
         return iv.ValidateConfig(model="tiny-llama", device="cpu", data_dir=str(data_dir), limit=12, num_heads=2,
                                  alpha=5.0, folds=2, judge="none", ce_texts=0, acts=str(tmp_path / "acts"), **kw)
 
-    iv.run_validate(cfg(), tmp_path / "whole", say=lambda m: None)
+    iv.run_validate(cfg(), tmp_path / "whole", log=lambda m: None)
     calls = interrupt_fold(iv, "evaluate_intervention")
     with pytest.raises(KeyboardInterrupt):
-        iv.run_validate(cfg(), tmp_path / "cut", say=lambda m: None)
+        iv.run_validate(cfg(), tmp_path / "cut", log=lambda m: None)
     assert not (tmp_path / "cut" / "results.json").exists()
-    iv.run_validate(cfg(), tmp_path / "cut", say=lambda m: None)
+    iv.run_validate(cfg(), tmp_path / "cut", log=lambda m: None)
     assert calls == [0, 0, 1, 1, 1]  # fold 0 (ITI, baseline) once, fold 1 interrupted, then fold 1 (ITI, baseline)
     assert "fold 0: done in an earlier run" in (tmp_path / "cut" / "log.txt").read_text()
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
     assert json.loads((tmp_path / "cut" / "results.json").read_text()) == whole
     (tmp_path / "cut" / "results.json").unlink()
     with pytest.raises(RunExists, match="another configuration"):
-        iv.run_validate(cfg(binary=True), tmp_path / "cut", say=lambda m: None)
+        iv.run_validate(cfg(binary=True), tmp_path / "cut", log=lambda m: None)

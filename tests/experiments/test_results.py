@@ -73,7 +73,7 @@ def test_compare_and_sycophancy_results():
     back = _roundtrip(CompareRun, r.to_json())
     assert back.headline() == {"best_by_mc2": "iti", "mc2": 0.5}
     assert back.summary == {"baseline": {"mc1": 0.2, "mc2": 0.4}, "iti": {"mc2": 0.5}}
-    title, cols, rows = back.table()
+    (title, cols, rows), = back.tables()
     assert "fitted on 2021, scored on 2025" in title and cols == ["method", "MC1", "MC2"]
     assert rows == [["baseline", "0.2000", "0.4000"], ["iti", "-", "0.5000"]]
     s = SycophancyRun(config={}, model="m", datasets=["truthfulqa"], best_layers={"truthfulqa": {"layer": 3}},

@@ -64,6 +64,11 @@ def test_caa_sweep_grid_resume_and_cells(data_dir, tmp_path, cli, tiny_llama):
     # other fixed settings into the same folder: refused
     bad = cli([a if a != "raw" else "unit" for a in args] + ["--normalize", "unit"], code=2)
     assert "other settings" in bad
+    # --overwrite empties the folder (its stored cells too): other settings start over from the first cell
+    text = cli(args + ["--normalize", "unit", "--overwrite"])
+    assert text.count("fold=") == 6
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["grid"]) == 3 and res["config"]["normalize"] == "unit"
 
 
 def test_iti_method_delegates_to_the_iti_sweep(data_dir, tmp_path, cli):

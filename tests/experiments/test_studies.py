@@ -5,7 +5,8 @@ tiny-llama, and then
 - to_json / from_json round-trip the file (headline and console tables included), and a newer
   schema_version is refused;
 - a second run into the same folder follows the run contract: a finished run is refused (not a byte of it
-  changes), an unfinished one (results.json not yet written) runs to the same headline;
+  changes), or, for a resumable study (a sweep), resumed computing no new cell and returning an equal
+  Result; an unfinished one (results.json not yet written) runs to the same headline;
 - its report section renders and writes the headline figures;
 - docs/reference/results.md documents its kind, schema_version, Result type and headline keys."""
 
@@ -36,12 +37,19 @@ def _doc_section(kind: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
+def _config(study: Study, out: Path):
+    """The study's smallest Config, `{tmp}` in its text settings naming the run's temporary folder (a study's
+    own activation store goes there rather than into the shared cache)."""
+    return study.config(**{k: v.replace("{tmp}", str(out.parent)) if isinstance(v, str) else v
+                           for k, v in study.smallest.items()})
+
+
 @pytest.fixture(scope="module", params=sorted(STUDIES))
 def study_run(request, tmp_path_factory, data_dir, tiny_llama):
     """(study, run folder, returned result, results.json) of the study's smallest run."""
     study: Study = STUDIES[request.param]
     out = tmp_path_factory.mktemp(study.kind) / "run"
-    res = study.run(study.config(**study.smallest), out, log=lambda m: None)
+    res = study.run(_config(study, out), out, log=lambda m: None)
     return study, out, res, json.loads((out / "results.json").read_text())
 
 
@@ -69,14 +77,33 @@ def test_json_round_trip_and_versions(study_run):
         study.result.from_json(dict(d, schema_version=study.schema_version + 1))
 
 
+def _stored_cells(out: Path) -> list:
+    """Every (cell, fold, metrics, seconds) a resumable study's results.sqlite holds (the shared sweep store)."""
+    from veracity.experiments.sweep import SweepStore
+
+    store = SweepStore(out / "results.sqlite", None, "sweep", ())
+    try:
+        return [(c, f, e.metrics, e.seconds) for c, f, e in store.rows()]
+    finally:
+        store.close()
+
+
 def test_second_run_follows_the_run_contract(study_run):
-    study, out, _, d = study_run
+    study, out, first, d = study_run
     before = (out / "results.json").read_bytes()
-    with pytest.raises(RunExists, match="already holds a finished run"):
-        study.run(study.config(**study.smallest), out, log=lambda m: None)
-    assert (out / "results.json").read_bytes() == before
+    if study.resumable:  # a finished sweep resumes: nothing new to compute, the same Result
+        cells = _stored_cells(out)
+        assert cells, "a resumable study keeps its cells in results.sqlite"
+        again = study.run(_config(study, out), out, log=lambda m: None)
+        assert _stored_cells(out) == cells, "a finished sweep rerun with the same settings computed a cell"
+        assert _plain(again.to_json()) == _plain(first.to_json())
+        assert json.loads((out / "results.json").read_text()) == json.loads(before)
+    else:
+        with pytest.raises(RunExists, match="already holds a finished run"):
+            study.run(_config(study, out), out, log=lambda m: None)
+        assert (out / "results.json").read_bytes() == before
     (out / "results.json").unlink()  # a run stopped before its last write: the same settings finish it
-    again = study.run(study.config(**study.smallest), out, log=lambda m: None)
+    again = study.run(_config(study, out), out, log=lambda m: None)
     assert _plain(again.headline()) == d["headline"]
     assert json.loads((out / "results.json").read_text())["headline"] == d["headline"]
 

@@ -38,23 +38,24 @@ def compare_cmd(model: str = ModelOpt,
     from ..evaluate.judges import with_base_url
     from ..experiments.interventions import CompareRunConfig, run_compare_interventions
     from ..methods.side_effects import parse_side_effects, parse_sizes
-    from ..models.loader import LoadConfig
 
-    LoadConfig(model=model, device=device)
     try:
         judge = with_base_url(judge, judge_base_url)  # "openai:<model>@<url>", recorded with the judge
         names = parse_side_effects(side_effects)
         sizes = parse_sizes(side_effect_n)
     except ValueError as e:
         fail(str(e))
-    cfg = CompareRunConfig(methods=parse_str_list(methods), folds=folds, seed=seed, limit=limit, judge=judge,
+    cfg = CompareRunConfig(model=model, methods=parse_str_list(methods), folds=folds, seed=seed, limit=limit, judge=judge,
                            protocol=protocol, sft_steps=sft_steps, dpo_steps=dpo_steps, lr=lr, beta=beta,
                            train_batch_size=batch_size, pairs_per_question=pairs_per_question, num_heads=num_heads,
                            alpha=alpha, residual_layers=parse_int_list(residual_layers), residual_alpha=residual_alpha,
                            residual_normalize=residual_normalize, ce_texts=ce_texts, side_effects=names,
-                           side_effect_n=sizes, revision=revision, eval_revision=eval_revision).build()
-    res = run_compare_interventions(cfg, model, out, data_dir=data_dir, acts=acts, device=device, log=console.print)
-    print_table(*res.table())
+                           side_effect_n=sizes, revision=revision, eval_revision=eval_revision,
+                           data_dir=str(data_dir) if data_dir else None, acts=str(acts) if acts else None,
+                           device=device)
+    res = run_compare_interventions(cfg, out, log=console.print)
+    for table in res.tables():
+        print_table(*table)
 
 
 def sycophancy_cmd(model: str = ModelOpt,

@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from ..metrics import column_label, columns, fmt, metric_help
+from ..metrics import metric_help
 from .common import (DataDirOpt, DeviceMapOpt, ModelDtypeOpt, ModelOpt, OverwriteOpt, check_model_options,
-                     check_question_count, console, fail, print_table)
+                     console, fail, print_table)
 
 iti_app = typer.Typer(help="Inference-Time Intervention: fit, bake, validate, sweep.", no_args_is_help=True)
 
@@ -45,15 +45,12 @@ RevisionOpt = typer.Option("2021", "--revision", help="TruthfulQA revision the i
 EvalRevisionOpt = typer.Option(None, "--eval-revision", help="Revision the held-out questions are evaluated on "
                                "(default: --revision); questions matched by text, those without a match left out "
                                "and listed in results.json (cross_revision).")
+SweepOverwriteOpt = typer.Option(False, "--overwrite", help="Empty the run folder (its stored cells too) and start "
+                                 "over; without it a folder of the same settings resumes.")
 GenPosOpt = typer.Option("last", "--gen-positions", help="Generation: last (each forward's last token, as ITI) | all")
 
 #: `--metric` of the sweeps: the registry's rankable metrics, named once at import (no torch)
 MetricHelp = metric_help()
-
-
-def _summary(s: dict) -> str:
-    """Fold means in one line, under the registry's compact titles (`metrics.TABLES["summary"]`)."""
-    return ", ".join(f"{column_label(k, short=True)} {fmt(k, s.get(k))}" for k in columns("summary"))
 
 
 def _load(model: str, device: Optional[str], dtype: str = "float32", device_map: Optional[str] = None):
@@ -62,40 +59,6 @@ def _load(model: str, device: Optional[str], dtype: str = "float32", device_map:
     lm = load_model(model, device, dtype, device_map)
     check_model_options(lm)  # --num-heads against the model's layers x heads, before any work
     return lm
-
-
-def _settings(reproduce, direction, data, sigma_from, contiguous, mc_shift_from, seed) -> dict:
-    from ..experiments.iti_common import resolve_settings
-
-    return resolve_settings(reproduce, direction, data, sigma_from, contiguous, mc_shift_from, seed)
-
-
-def _say_preset(st: dict) -> None:
-    from ..experiments.iti_common import preset_lines
-
-    for line in preset_lines(st):
-        console.print(line)
-
-
-def _iti_cfg(direction, sigma_from, seed, max_k=None, st: dict | None = None):
-    from ..experiments.iti_common import iti_config
-
-    return iti_config(direction, sigma_from, seed, max_k, st)
-
-
-def _data(lm, data_dir, limit, acts, st: dict | None = None, revision: str = "2021",
-          eval_revision: str | None = None):
-    from ..experiments.iti_common import load_data
-
-    check_question_count(lambda: _n_questions(data_dir, revision, limit))  # --folds, before the capture
-    return load_data(lm, data_dir, limit, acts, st, revision, eval_revision)
-
-
-def _n_questions(data_dir, revision: str, limit) -> int:
-    from ..data import load_truthfulqa
-
-    items = load_truthfulqa(data_dir, revision)
-    return len(items[:limit] if limit else items)
 
 
 @iti_app.command("fit")
@@ -109,22 +72,12 @@ def fit_cmd(model: str = ModelOpt, out: Path = typer.Option(..., "--out", "-o", 
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier intervention at --out.")) -> None:
     """Fit an intervention on every TruthfulQA question (nothing held out; use validate to measure)."""
     from ..experiments.iti_common import ITIFitConfig
-    from ..models.loader import LoadConfig
-    from ..outputs import claim_output
-    from ..steer.iti import fit
+    from ..experiments.iti_fit import run_iti_fit
 
-    LoadConfig(model=model, model_dtype=model_dtype, device=device, device_map=device_map)
-    ITIFitConfig(num_heads=num_heads, alpha=alpha, direction=direction, sigma_from=sigma_from, seed=seed, data=data,
-                 reproduce=reproduce, limit=limit)
-    claim_output(out, "intervention", overwrite=overwrite)  # before any work; checked again when written
-    st = _settings(reproduce, direction, data, sigma_from, False, None, seed)
-    cfg = _iti_cfg(direction, st["sigma_from"], st["seed"], max_k=num_heads, st=st)
-    _say_preset(st)
-    lm = _load(model, device, model_dtype, device_map)
-    data_, _ = _data(lm, data_dir, limit, acts, st)
-    iv = fit(data_, cfg, k=num_heads, alpha=alpha)
-    iv.provenance.update(reproduce=st["reproduce"], remaining_differences=st["remaining_differences"])
-    path = iv.save(out, overwrite=overwrite)
+    cfg = ITIFitConfig(num_heads=num_heads, alpha=alpha, direction=direction, sigma_from=sigma_from, seed=seed,
+                       data=data, reproduce=reproduce, limit=limit)
+    iv, path = run_iti_fit(cfg, out, model=model, device=device, model_dtype=model_dtype, device_map=device_map,
+                           acts=acts, data_dir=data_dir, overwrite=overwrite, log=console.print)
     print_table("top heads", ["layer", "head", "val acc", "sigma"],
                 [[l, h, float(iv.head_scores[l, h]), float(s)] for (l, h), s in zip(iv.heads[:10], iv.sigmas)])
     console.print(f"intervention ({iv.k} heads, alpha={iv.alpha:g}, {direction}) -> {path}")
@@ -203,13 +156,9 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                          eval_revision=eval_revision, data_dir=str(data_dir) if data_dir else None, device=device,
                          model_dtype=model_dtype, device_map=device_map,
                          **_side_effects(side_effects, side_effect_n))
-    res = run_validate(cfg, out, overwrite=overwrite, say=console.print)
-    for f in res.folds:
-        print_table(f"fold {f['fold']} ({f['n_questions']} questions)", [column_label(k) for k in columns("fold")],
-                    [[fmt(k, f["metrics"].get(k)) for k in columns("fold")]])
-    console.print(f"alpha={alpha:g} K={num_heads} {direction}: {_summary(res.summary)}")
-    if res.summary_baseline:
-        console.print("baseline (plain model): " + _summary(res.summary_baseline))
+    res = run_validate(cfg, out, overwrite=overwrite, log=console.print)
+    for table in res.tables():
+        print_table(*table)
 
 
 @iti_app.command("sweep")
@@ -243,7 +192,8 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
               out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
               revision: str = RevisionOpt, eval_revision: Optional[str] = EvalRevisionOpt,
               device: Optional[str] = typer.Option(None, "--device", help="This process's device (with "
-                                                   "--executor ray the workers use their GPU, else the CPU).")) -> None:
+                                                   "--executor ray the workers use their GPU, else the CPU)."),
+              overwrite: bool = SweepOverwriteOpt) -> None:
     """Grid of (alpha, K) with k folds; resumable (results.sqlite in the run folder); heatmaps."""
     from ..constraints import parse_numbers
     from ..experiments.executors import ExecutorConfig
@@ -269,7 +219,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                                  address=ray_address)
         except (RuntimeError, ValueError) as e:
             fail(str(e))  # fail() escapes markup itself
-    res = run_iti_sweep(cfg, out, executor=runner, log=console.print)
+    res = run_iti_sweep(cfg, out, executor=runner, overwrite=overwrite, log=console.print)
     for table in res.tables():
         print_table(*table)
 

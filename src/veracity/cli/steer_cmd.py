@@ -10,7 +10,7 @@ import typer
 
 from .common import DataDirOpt, ModelOpt, console, fail, parse_int_list, print_table
 from .iti_cmd import (ActsOpt, ContigOpt, DataOpt, DirectionOpt, EvalRevisionOpt, GenPosOpt, JudgeBaseUrlOpt, JudgeOpt, LimitOpt,
-                      MCShiftOpt, MetricHelp, ProtocolOpt, ReproduceOpt, RevisionOpt, SideEffectNOpt, SideEffectsHelp, SigmaOpt,
+                      MCShiftOpt, MetricHelp, SweepOverwriteOpt, ProtocolOpt, ReproduceOpt, RevisionOpt, SideEffectNOpt, SideEffectsHelp, SigmaOpt,
                       _judge_spec, _side_effects)
 
 steer_app = typer.Typer(help="Steering methods on TruthfulQA's folds: sweeps with side effects.", no_args_is_help=True)
@@ -40,7 +40,8 @@ def sweep_cmd(model: str = ModelOpt,
               mc_shift_from: Optional[str] = MCShiftOpt, reproduce: Optional[str] = ReproduceOpt,
               contiguous_folds: bool = ContigOpt, gen_positions: str = GenPosOpt,
               out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
-              device: Optional[str] = typer.Option(None, "--device")) -> None:
+              device: Optional[str] = typer.Option(None, "--device"),
+              overwrite: bool = SweepOverwriteOpt) -> None:
     """Sweep a steering method over its grid with k folds; MC, CE/KL, judges and side effects per cell; resumable."""
     from ..constraints import parse_numbers
     from ..experiments.steer_sweep import SteerSweepConfig, run_steer_sweep
@@ -70,11 +71,11 @@ def sweep_cmd(model: str = ModelOpt,
                           reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
                           gen_positions=gen_positions, revision=revision, eval_revision=eval_revision, data_dir=dd,
                           device=device, **se)
-        res = run_iti_sweep(cfg, out, log=console.print)
+        res = run_iti_sweep(cfg, out, overwrite=overwrite, log=console.print)
         for table in res.tables():
             print_table(*table)
         return
-    res = run_steer_sweep(scfg, out, log=console.print)
+    res = run_steer_sweep(scfg, out, overwrite=overwrite, log=console.print)
     for table in res.tables():
         print_table(*table)
 

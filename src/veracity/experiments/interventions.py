@@ -95,10 +95,12 @@ class CompareConfig(Checked):
 
 @dataclass
 class CompareRunConfig(Checked):
-    """Every option of `veracity compare-interventions`, flat as on the command line; `build()` gives the
+    """Every option of `veracity compare-interventions`, flat as on the command line, the model and its
+    inputs included (the study's Config: `run_compare_interventions(config, out)`); `build()` gives the
     `CompareConfig` (with its `MethodSettings`) the study runs and records."""
 
-    _constraints = {"methods": CompareConfig._constraints["methods"], "folds": o.FOLDS, "seed": o.SEED,
+    _constraints = {"model": o.MODEL, "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE,
+                    "methods": CompareConfig._constraints["methods"], "folds": o.FOLDS, "seed": o.SEED,
                     "limit": o.LIMIT, "judge": o.JUDGE, "protocol": [Options(("truthfulqa", "lm-eval"))],
                     "sft_steps": o.COUNT, "dpo_steps": o.COUNT, "lr": o.POSITIVE, "beta": o.POSITIVE,
                     "train_batch_size": o.BATCH, "pairs_per_question": o.COUNT, "num_heads": o.NUM_HEADS,
@@ -110,6 +112,7 @@ class CompareRunConfig(Checked):
     # same settings (CompareConfig.fixed), so --sft-steps before any lora-sft run is meaningful.
     _commands = ("compare-interventions",)
 
+    model: str = "smollm2"
     methods: list = field(default_factory=lambda: list(DEFAULT_METHODS))
     folds: int = 2
     seed: int = 0
@@ -132,6 +135,9 @@ class CompareRunConfig(Checked):
     side_effect_n: dict = field(default_factory=dict)
     revision: str = "2021"
     eval_revision: str | None = None
+    data_dir: str | None = None
+    acts: str | None = None  # the original model's ITI activation store (default: the veracity cache)
+    device: str | None = None
 
     def build(self) -> CompareConfig:
         """The study's full configuration (every method's trainer, steer and side-effect settings) from these
@@ -184,13 +190,6 @@ class CompareStore(SweepStore):
 
 
 # ------------------------------------------------------------------------------------------ the run
-@dataclass
-class CompareResult:
-    """The comparison's result: one row per method (fold means of metrics and costs) and one per (method, fold)."""
-    rows: list[dict]  # one per method: fold means of metrics and costs
-    folds: list[dict]  # one per (method, fold)
-
-
 def summarise_method(fold_rows: list[dict]) -> dict:
     """Fold means of metrics and costs (ITI convention: True*Info = product of the fold means)."""
     out: dict = {}
@@ -207,8 +206,9 @@ def summarise_method(fold_rows: list[dict]) -> dict:
 
 def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, data_dir=None,
                    log: Callable[[str], None] = print, acts: str | Path | None = None,
-                   eval_items: Sequence | None = None) -> CompareResult:
-    """Evaluate every (method, fold) not yet in `folder/results.sqlite`; returns per-method fold means.
+                   eval_items: Sequence | None = None) -> tuple[list[dict], list[dict]]:
+    """Evaluate every (method, fold) not yet in `folder/results.sqlite`; returns (one row per method: fold
+    means of metrics and costs, one row per (method, fold)).
 
     `items`: TruthfulQA items of `cfg.revision` (CSV order, already cut by --limit): the folds and what
     methods are prepared on. `eval_items`: the held-out questions' versions to score, under the same
@@ -268,7 +268,7 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
                 rows.append({"method": s.name, **summarise_method(mine)})
     finally:
         store.close()
-    return CompareResult(rows=rows, folds=fold_rows)
+    return rows, fold_rows
 
 
 def per_question_rows(folder: str | Path, methods: Sequence[str], n_folds: int) -> list[dict]:
@@ -281,7 +281,7 @@ def per_question_rows(folder: str | Path, methods: Sequence[str], n_folds: int) 
         store.close()
 
 
-def plot_comparison(result: CompareResult, path: str | Path) -> Path | None:
+def plot_comparison(rows: list[dict], path: str | Path) -> Path | None:
     """Bars per method of the comparison's targets every row has (MC1, MC2; True, Info, True*Info with a
     judge), with fold s.d. as error bars."""
     import matplotlib
@@ -289,19 +289,19 @@ def plot_comparison(result: CompareResult, path: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not result.rows:
+    if not rows:
         return None
     from ..metrics import METRICS, columns
 
-    keys = [k for k in columns("compare") if METRICS[k].group == "target" and all(k in r for r in result.rows)]
-    n = len(result.rows)
+    keys = [k for k in columns("compare") if METRICS[k].group == "target" and all(k in r for r in rows)]
+    n = len(rows)
     fig, ax = plt.subplots(figsize=(1.5 + 0.9 * n * len(keys) / 2, 3.5))
     w = 0.8 / len(keys)
     x = np.arange(n)
     for j, k in enumerate(keys):
-        ax.bar(x + j * w, [r[k] for r in result.rows], w, yerr=[r.get(k + "_sd", 0.0) for r in result.rows],
+        ax.bar(x + j * w, [r[k] for r in rows], w, yerr=[r.get(k + "_sd", 0.0) for r in rows],
                label=k, capsize=2)
-    ax.set_xticks(x + w * (len(keys) - 1) / 2, [r["method"] for r in result.rows], rotation=30, ha="right")
+    ax.set_xticks(x + w * (len(keys) - 1) / 2, [r["method"] for r in rows], rotation=30, ha="right")
     ax.set_ylabel("score (fold mean)")
     ax.legend()
     path = Path(path)
@@ -355,15 +355,15 @@ class CompareRun:
         best = max(self.methods, key=lambda r: r.get("mc2", -1)) if self.methods else None
         return {"best_by_mc2": best["method"], "mc2": best["mc2"]} if best else {}
 
-    def table(self) -> tuple[str, list[str], list[list[str]]]:
-        """(title, column titles, rows) of the printed comparison."""
+    def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """The console tables, each (title, column titles, rows): the comparison (one row per method)."""
         cols = [(c, k) for c, k in table_columns() if any(r.get(k) is not None for r in self.methods)]
         n_folds = self.config.get("n_folds")
         title = f"interventions on {self.model} ({n_folds} folds, {self.n_questions} questions, fold means)"
         if self.eval_revision != self.revision:
             title += f"; fitted on {self.revision}, scored on {self.eval_revision}"
-        return (title, ["method"] + [c for c, _ in cols],
-                [[r["method"]] + [fmt(k, r.get(k)) for _, k in cols] for r in self.methods])
+        return [(title, ["method"] + [c for c, _ in cols],
+                 [[r["method"]] + [fmt(k, r.get(k)) for _, k in cols] for r in self.methods])]
 
     def to_json(self) -> dict:
         """The results.json payload (its fields: docs/reference/results.md)."""
@@ -407,24 +407,26 @@ class CompareRun:
         run.write_csv("gain_cost.csv", self.gain_cost())
         run.write_csv("folds.csv", self.folds)
         run.write_csv("per_question.csv", self.per_question)
-        png = plot_comparison(CompareResult(rows=self.methods, folds=self.folds), run.path / "comparison.png")
+        png = plot_comparison(self.methods, run.path / "comparison.png")
         self.plots = [png.name] if png else []
         run.finish(self.to_json(), headline=self.headline())
 
 
-def run_compare_interventions(cfg: CompareConfig, model: str, out: str | Path, data_dir=None,
-                              acts: str | Path | None = None, device: str | None = None,
+def run_compare_interventions(config: CompareRunConfig, out: str | Path, *, overwrite: bool = False,
                               log: Callable[[str], None] = print) -> CompareRun:
     """`veracity compare-interventions`: check every input (methods, revisions, the run folder, then the
     model's heads and the question count) before any work, evaluate every (method, fold) not yet in the
     folder's results.sqlite, and write the run folder. Resumable: a rerun with the same settings (more
-    methods allowed) skips the finished rows."""
+    methods allowed) skips the finished rows, a finished folder included; `overwrite` empties the folder and
+    starts over."""
     from ..data import load_truthfulqa
     from ..data.truthfulqa import cross_revision_items
     from ..models import ModelNotAvailable, load
     from ..runs import RunFolder
     from ..validation import BadInput, check_folds
 
+    model, data_dir, acts, device = config.model, config.data_dir, config.acts, config.device
+    cfg = config.build()
     try:
         specs = [parse_method(m) for m in cfg.methods]
     except ValueError as e:
@@ -436,7 +438,8 @@ def run_compare_interventions(cfg: CompareConfig, model: str, out: str | Path, d
                                                    "protocol": cfg.protocol, "settings": cfg.settings,
                                                    "revision": cfg.revision, "eval_revision": eval_revision,
                                                    "side_effects": list(cfg.side_effects)},
-                    resume=True, seed=cfg.seed, defer=True)  # checked now, created once the inputs are
+                    resume=not overwrite, overwrite=overwrite, seed=cfg.seed,
+                    defer=True)  # checked now, created once the inputs are
     try:
         lm = load(model, device=device)
     except ModelNotAvailable as e:
@@ -462,17 +465,18 @@ def run_compare_interventions(cfg: CompareConfig, model: str, out: str | Path, d
 
     run.start()
     try:
-        res = run_comparison(lm, items, cfg, run.path, data_dir=data_dir, log=both, acts=acts, eval_items=eval_items)
+        rows, fold_rows = run_comparison(lm, items, cfg, run.path, data_dir=data_dir, log=both, acts=acts,
+                                         eval_items=eval_items)
     except (RuntimeError, ValueError) as e:
         raise BadInput(str(e)) from None
     pq = per_question_rows(run.path, cfg.methods, cfg.n_folds)
-    for r in res.rows:  # per-item steerability: each held-out question's MC2 against the plain model's, same fold
+    for r in rows:  # per-item steerability: each held-out question's MC2 against the plain model's, same fold
         if r["method"] != "baseline":
             r.update(cell_steerability(*[[[q for q in pq if q["method"] == m and q["fold"] == f]
                                           for f in range(cfg.n_folds)] for m in ("baseline", r["method"])]))
     result = CompareRun(config=dataclasses.asdict(cfg), model=model,
                         n_questions=len(items) if eval_items is None else len(eval_items), revision=cfg.revision,
-                        eval_revision=eval_revision, cross_revision=cross, methods=res.rows, folds=res.folds,
+                        eval_revision=eval_revision, cross_revision=cross, methods=rows, folds=fold_rows,
                         per_question=pq)
     result.write(run)
     return result

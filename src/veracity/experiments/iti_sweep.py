@@ -273,11 +273,12 @@ class SweepRun:
         run.finish(self.to_json(), headline=self.headline())
 
 
-def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None, *,
+def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None, *, overwrite: bool = False,
                   log: Callable[[str], None] = print) -> SweepRun:
     """The (alpha, K) grid as `veracity iti sweep` runs it, resumable in `out` (results.sqlite): settings,
     run folder (checked before loading anything), model, probe data, every pending (alpha, K, fold), the
-    heatmaps, grid.csv and results.json. `executor`: None (here) or a `RayExecutor`."""
+    heatmaps, grid.csv and results.json. `executor`: None (here) or a `RayExecutor`; `overwrite` empties the
+    folder (its stored cells too) and starts over."""
     from ..runs import RunFolder
     from ..validation import BadInput
     from .iti_common import (check_revisions, iti_config, load_data, load_model, preset_lines,
@@ -295,7 +296,8 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None, *,
                                        "metric": cfg.metric, "protocol": cfg.protocol, "limit": cfg.limit,
                                        **settings_record(st), "side_effects": list(cfg.side_effects),
                                        "side_effect_n": dict(cfg.side_effect_n)},
-                    resume=True, seed=st["seed"], defer=True)  # checked now (kind, lock), created below
+                    resume=not overwrite, overwrite=overwrite, seed=st["seed"],
+                    defer=True)  # checked now (kind, lock), created below
     for line in preset_lines(st):
         log(line)
     lm = load_model(cfg.model, cfg.device, num_heads=k_list)

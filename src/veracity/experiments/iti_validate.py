@@ -144,6 +144,22 @@ class ValidateRun:
         keys = set(headlines()) & set(columns("summary"))
         return {k: v for k, v in self.summary.items() if k in keys}
 
+    def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """The console tables, each (title, columns, rows): every fold's metrics, then the fold means with ITI
+        and, when the baseline was run, of the plain model (`metrics.TABLES`: "fold", "summary")."""
+        from ..metrics import column_label, fmt
+
+        fold_keys, keys = columns("fold"), columns("summary")
+        out = [(f"fold {f['fold']} ({f['n_questions']} questions)", [column_label(k) for k in fold_keys],
+                [[fmt(k, f["metrics"].get(k)) for k in fold_keys]]) for f in self.folds]
+        direction = self.config.get("iti", {}).get("direction", "")
+        rows = [[f"alpha={self.config.get('alpha', 0):g} K={self.config.get('k')} {direction}"]
+                + [fmt(k, self.summary.get(k)) for k in keys]]
+        if self.summary_baseline:
+            rows.append(["baseline (plain model)"] + [fmt(k, self.summary_baseline.get(k)) for k in keys])
+        out.append(("fold means", [""] + [column_label(k, short=True) for k in keys], rows))
+        return out
+
     def to_json(self) -> dict:
         """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "config": self.config, "revision": self.revision,
@@ -176,11 +192,11 @@ class ValidateRun:
         run.finish(self.to_json(), headline=self.headline())
 
 
-def run_validate(cfg: ValidateConfig, out: str | Path, overwrite: bool = False,
-                 say: Callable[[str], None] = print) -> ValidateRun:
+def run_validate(cfg: ValidateConfig, out: str | Path, *, overwrite: bool = False,
+                 log: Callable[[str], None] = print) -> ValidateRun:
     """k-fold ITI as `veracity iti validate` runs it: resolve the settings, check the run folder (before
     loading anything), load the model and the probe data, fit and evaluate each fold, write the run folder
-    (config.json, log.txt, intervention_fold*, per_question.csv, answers.*, results.json). `say` gets the
+    (config.json, log.txt, intervention_fold*, per_question.csv, answers.*, results.json). `log` gets the
     messages meant for the user (the preset, the revision matching)."""
     from ..runs import RunFolder
     from ..validation import BadInput
@@ -202,12 +218,12 @@ def run_validate(cfg: ValidateConfig, out: str | Path, overwrite: bool = False,
                                           "side_effect_n": dict(cfg.side_effect_n)},
                     overwrite=overwrite, seed=st["seed"], defer=True)  # checked now, created below
     for line in preset_lines(st):
-        say(line)
+        log(line)
     lm = load_model(cfg.model, cfg.device, cfg.model_dtype, cfg.device_map, num_heads=cfg.num_heads)
     data, items, cross = load_data(lm, cfg.data_dir, cfg.limit, cfg.acts, st, cfg.revision, eval_revision,
                                    folds=cfg.folds)
     if cross:
-        say(f"fitted on {cfg.revision}, evaluated on {eval_revision}: {cross['matched']} questions matched by "
+        log(f"fitted on {cfg.revision}, evaluated on {eval_revision}: {cross['matched']} questions matched by "
             f"text; {len(cross['removed'])} have no {eval_revision} version (not evaluated), "
             f"{len(cross['unmatched_eval'])} {eval_revision} questions have none in {cfg.revision}")
     ecfg = FoldEvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,

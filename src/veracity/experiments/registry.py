@@ -7,7 +7,9 @@ A study conforms when:
 - its Config subclasses `constraints.Checked` and holds the model (and every other setting of the run);
 - `run(config, out, *, overwrite=False, log=print) -> Result` writes the run folder `out` through
   `runs.RunFolder` (a finished folder is refused without `overwrite`; an unfinished one of the same kind is
-  resumed or restarted, as the study's checkpoint allows);
+  resumed or restarted, as the study's checkpoint allows). A `resumable` study (a sweep: its results.sqlite
+  holds one committed row per cell and fold) takes a finished folder too: a rerun computes only the cells
+  the folder lacks (none with the same settings; the new ones of a longer grid) and returns an equal Result;
 - its one Result type has `to_json()`, `from_json(d)` (refusing a newer `schema_version`), `write(run)`
   (its files, then results.json last), `headline()` and `tables()` (the console tables, each
   (title, columns, rows)).
@@ -22,7 +24,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from . import ccs, demo, detect, finetune_milestones, probe_sanity, spec, truthfulqa
+from ..metrics import columns, headlines, rankable_metrics
+from . import (ccs, demo, detect, finetune_milestones, interventions, iti_sweep, iti_validate, probe_sanity, spec,
+               steer_sweep, truthfulqa)
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,9 @@ class Study:
     """One registered study. `headline`: the keys its results' headline may hold (what `veracity runs list`
     shows); `section`: the report's page heading (kinds sharing one share a page section, in registration
     order); `smallest`: the options of its smallest run on the tiny test model (tiny-llama), beside the
-    Config's defaults: what the conformance test runs."""
+    Config's defaults: what the conformance test runs (`{tmp}` in a text setting: its temporary folder, e.g.
+    for an activation store the study writes). `resumable`: a finished run folder is resumed, not
+    refused (its results.sqlite store: a rerun evaluates only the missing cells)."""
 
     kind: str
     config: type
@@ -41,6 +47,7 @@ class Study:
     section: str
     command: str
     smallest: Mapping[str, Any] = field(default_factory=dict)
+    resumable: bool = False
 
 
 STUDIES: dict[str, Study] = {}
@@ -188,5 +195,24 @@ for _s in (
           {"model": "tiny-llama", "tables": ["continents"], "n_questions": 8, "n_samples": 2, "max_new_tokens": 4,
            "layers": [0, 1], "positions": ["pre", "answer_last"], "probes": ["logistic"], "n_boot": 20,
            "device": "cpu"}),
+    Study("iti-sweep", iti_sweep.SweepConfig, iti_sweep.run_iti_sweep, iti_sweep.SweepRun, iti_sweep.SCHEMA_VERSION,
+          ("best_alpha", "best_k", *rankable_metrics()), "TruthfulQA and ITI", "iti sweep",
+          {"model": "tiny-llama", "alphas": [0.0, 5.0], "num_heads": [2], "folds": 2, "limit": 8, "ce_texts": 0,
+           "metric": "mc2", "side_effects": [], "device": "cpu", "acts": "{tmp}/acts"}, resumable=True),
+    Study("steer-sweep", steer_sweep.SteerSweepConfig, steer_sweep.run_steer_sweep, steer_sweep.SteerSweepRun,
+          steer_sweep.SCHEMA_VERSION, ("best_layer", "best_alpha", *rankable_metrics()),
+          "Steering sweeps and probe sanity checks", "steer sweep",
+          {"model": "tiny-llama", "method": "caa", "layers": [1], "alphas": [0.0, 2.0], "folds": 2, "limit": 8,
+           "ce_texts": 0, "side_effects": [], "device": "cpu", "acts": "{tmp}/acts"}, resumable=True),
+    Study("compare-interventions", interventions.CompareRunConfig, interventions.run_compare_interventions,
+          interventions.CompareRun, interventions.SCHEMA_VERSION, ("best_by_mc2", "mc2"),
+          "Intervention comparison and sycophancy", "compare-interventions",
+          {"model": "tiny-llama", "methods": ["baseline", "instruction"], "folds": 2, "limit": 8, "ce_texts": 0,
+           "side_effects": [], "device": "cpu", "acts": "{tmp}/acts"}, resumable=True),
+    Study("iti-validate", iti_validate.ValidateConfig, iti_validate.run_validate, iti_validate.ValidateRun,
+          iti_validate.SCHEMA_VERSION, tuple(k for k in headlines() if k in columns("summary")),
+          "TruthfulQA and ITI", "iti validate",
+          {"model": "tiny-llama", "num_heads": 2, "alpha": 5.0, "folds": 2, "limit": 8, "ce_texts": 0,
+           "device": "cpu", "acts": "{tmp}/acts"}),
 ):
     register_study(_s)

@@ -37,11 +37,7 @@ RENDERS: dict[str, Callable[[Page, Run], None]] = {
 #: the headings of the kinds not (yet) in the studies registry
 PENDING: dict[str, str] = {
     "probe": "Probes",
-    "iti-validate": "TruthfulQA and ITI",
-    "iti-sweep": "TruthfulQA and ITI",
-    "compare-interventions": "Intervention comparison and sycophancy",
     "sycophancy": "Intervention comparison and sycophancy",
-    "steer-sweep": "Steering sweeps and probe sanity checks",
 }
 
 
