@@ -35,7 +35,9 @@ def public_modules(package: str = "veracity") -> list[str]:
     names = [package] + [m.name for m in pkgutil.walk_packages(pkg.__path__, package + ".")]
     names = [n for n in names if not re.match(EXCLUDED, n) and not n.rpartition(".")[2].startswith("_")]
     for n in names:
-        importlib.import_module(n)
+        mod = importlib.import_module(n)
+        for attr in getattr(mod, "__all__", ()):  # a lazy package (PEP 562) binds its exports on first access
+            getattr(mod, attr)
     return names
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import veracity
 
 ROOT = Path(veracity.__file__).parent
-LEVEL = {"": 0, "validation": 0, "constraints": 0, "artifacts": 0, "outputs": 0, "runs": 0, "metrics": 0,  # "" = the package root (its version string only)
+LEVEL = {"": 0, "validation": 0, "constraints": 0, "artifacts": 0, "outputs": 0, "runs": 0, "metrics": 0, "_lazy": 0,  # "" = the package root (its version string only)
          "models": 1, "data": 1, "capture": 2, "probes": 3,
          "steer": 4, "evaluate": 4, "compare": 4, "finetune": 4, "methods": 5,
          "experiments": 6, "report": 7, "cli": 8}  # report: reads the experiments' typed results

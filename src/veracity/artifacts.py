@@ -297,6 +297,31 @@ def read_safetensors(path: str | Path, expect: Mapping[str, Sequence] | None = N
     return tensors
 
 
+def read_safetensors_array(path: str | Path, name: str, what: str = ""):
+    """One float tensor of a safetensors file as a float32 numpy array, read without torch (the report shows
+    saved head scores without paying seconds for importing torch): the header checked (`safetensors_header`),
+    only that tensor's bytes read; None when the file has no such tensor. NaN or inf is refused."""
+    import numpy as np
+
+    path = Path(path)
+    hdr = safetensors_header(path)
+    if name not in hdr or name == "__metadata__":
+        return None
+    t = hdr[name]
+    if t["dtype"] not in _FLOAT:
+        raise damaged(path, f"has {t['dtype']} tensor {name!r}, expected floats ({what or 'safetensors'})")
+    n = int.from_bytes(_read_head(path, 8), "little")
+    a, b = t["data_offsets"]
+    raw = _read_range(path, 8 + n + a, b - a)
+    if t["dtype"] == "BF16":  # bfloat16: the upper half of a float32
+        arr = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+    else:
+        arr = np.frombuffer(raw, {"F64": "<f8", "F32": "<f4", "F16": "<f2"}[t["dtype"]]).astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise damaged(path, f"has NaN or inf in tensor {name!r}")
+    return arr.reshape([int(x) for x in t["shape"]])
+
+
 def check_safetensors_file(path: str | Path, finite_suffix: str | None = None) -> None:
     """A (possibly large) safetensors file checked without loading it whole: header and size, and only the
     tensors whose name ends with `finite_suffix` (e.g. a bake's biases) read and checked finite."""

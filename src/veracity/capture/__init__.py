@@ -1,12 +1,16 @@
 """Capture: batched, padding-correct activations at residual, per-head and MLP sites, to a resumable store."""
 
-from .engine import answer_spans, capture, capture_dataset, pad_batch, tokenize
-from .generation import POSITIONS, CapturedAnswer, answer_questions, generate_with_capture
-from .hooks import hook_sites
-from .sites import KINDS, Site, parse_sites, resolve_site_name
-from .store import Activations, StoreDamaged, StoreError, StoreMismatch, mmap_safetensors, open_store, verify_store
+from .._lazy import lazy_exports
 
-__all__ = ["Activations", "CapturedAnswer", "KINDS", "POSITIONS", "answer_questions", "generate_with_capture",
-           "Site", "StoreDamaged", "StoreError", "StoreMismatch", "answer_spans", "capture", "capture_dataset",
-           "hook_sites", "mmap_safetensors", "open_store", "pad_batch", "parse_sites", "resolve_site_name",
-           "tokenize", "verify_store"]
+_EXPORTS = {
+    "Activations": "store", "StoreDamaged": "store", "StoreError": "store", "StoreMismatch": "store",
+    "mmap_safetensors": "store", "open_store": "store", "verify_store": "store",
+    "CapturedAnswer": "generation", "POSITIONS": "generation", "answer_questions": "generation",
+    "generate_with_capture": "generation",
+    "KINDS": "sites", "Site": "sites", "parse_sites": "sites", "resolve_site_name": "sites",
+    "answer_spans": "engine", "capture": "engine", "capture_dataset": "engine", "pad_batch": "engine",
+    "tokenize": "engine",
+    "hook_sites": "hooks",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -21,17 +21,17 @@ import struct
 import shutil
 import zlib
 from pathlib import Path
-from typing import Iterator
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING, Iterator
 
 from ..runs import to_jsonable, write_json_atomic
 from .sites import resolve_site_name
 
+if TYPE_CHECKING:
+    import torch
+
 FORMAT_VERSION = 2
-_DTYPES = {"F16": torch.float16, "F32": torch.float32, "BF16": torch.bfloat16, "I64": torch.int64,
-           "F64": torch.float64, "I32": torch.int32}
+# safetensors dtype code -> torch dtype name; by name, so checking a store (`verify_store`, the report) needs no torch
+_DTYPES = {"F16": "float16", "F32": "float32", "BF16": "bfloat16", "I64": "int64", "F64": "float64", "I32": "int32"}
 
 
 class StoreError(ValueError):
@@ -57,6 +57,8 @@ def shard_name(i: int) -> str:
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Write one safetensors shard atomically (temp file, then rename): a crash never leaves a half-written shard."""
+    from safetensors.torch import save_file
+
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     os.replace(tmp, path)
@@ -135,7 +137,7 @@ def shard_problem(root: Path, manifest: dict, entry: dict, check_crc: bool = Tru
         header = _read_header(p)
     except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
         return f"{p.name} is not a readable safetensors file ({e})"
-    want_dtype = {v: k for k, v in _DTYPES.items()}.get(getattr(torch, str(manifest["dtype"]), None))
+    want_dtype = {v: k for k, v in _DTYPES.items()}.get(str(manifest["dtype"]))
     for site in manifest["sites"]:
         info = header.get(site)
         if info is None:
@@ -184,6 +186,8 @@ def verify_store(root: str | Path, manifest: dict | None = None, check_crc: bool
 
 def mmap_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file as views of one private memory map (pages load on access)."""
+    import torch
+
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(n))
@@ -193,7 +197,7 @@ def mmap_safetensors(path: Path) -> dict[str, torch.Tensor]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dt = _DTYPES[info["dtype"]]
+        dt = getattr(torch, _DTYPES[info["dtype"]])
         start, _ = info["data_offsets"]
         itemsize = torch.empty(0, dtype=dt).element_size()
         offset = 8 + n + start
@@ -256,6 +260,8 @@ class Activations:
     @property
     def labels(self) -> torch.Tensor | None:
         """The rows' 0/1 truth labels as a long tensor [N], or None for an unlabelled data set."""
+        import torch
+
         lab = self.manifest.get("labels")
         return None if lab is None else torch.tensor(lab, dtype=torch.long)
 
@@ -288,6 +294,8 @@ class Activations:
         if self._tensors is not None:
             return self._tensors[name]
         if name not in self._cache:
+            import torch
+
             parts = [sh[name] for sh in self._shard_tensors()]
             self._cache[name] = parts[0] if len(parts) == 1 else torch.cat(parts)
         return self._cache[name]
@@ -297,6 +305,8 @@ class Activations:
         layers = self.layers(kind) if layers is None else [l + self.n_layers if l < 0 else l for l in layers]
         if not layers:
             raise KeyError(f"no {kind} sites captured; this store has {_summarise(self.sites)}")
+        import torch
+
         return torch.stack([self[f"{kind}.{l}"] for l in layers], dim=1)
 
     def iter_shards(self) -> Iterator[dict[str, torch.Tensor]]:

@@ -4,23 +4,22 @@ Every loader takes a data folder (or the file itself); without one it uses $VERA
 the original sources when online. Bad input raises `DataError` naming the file and the line.
 """
 
-from .boolq import BoolQItem, load_boolq
-from .errors import DataError
-from .honest import HonestTemplate, load_honest
-from .paths import data_file, resolve_data_dir
-from .qa import QAItem, is_match, load_qa, load_truthfulqa_qa, normalise_answer
-from .prompts import ccs_contrast_pair, chat_prompt, iti_prompt, yes_no_prompt
-from .registry import DEFAULT_DATASET, TextDataset, get_dataset, list_datasets
-from .statements import (DEFAULT_TOPICS, Statement, available_topics, load_geometry_of_truth, load_statements,
-                         load_true_false)
-from .synthetic import load_synthetic, number_words
-from .truthfulqa import TruthfulQAItem, load_truthfulqa, split_answers
+from .._lazy import lazy_exports
 
-__all__ = ["DEFAULT_DATASET", "DEFAULT_TOPICS", "BoolQItem", "DataError", "HonestTemplate", "QAItem", "Statement",
-           "TextDataset",
-           "TruthfulQAItem", "available_topics", "ccs_contrast_pair", "chat_prompt", "data_file", "get_dataset",
-           "is_match", "iti_prompt", "list_datasets", "load_boolq", "load_geometry_of_truth", "load_honest", "load_qa",
-           "load_statements",
-           "load_synthetic", "load_true_false", "load_truthfulqa", "load_truthfulqa_qa", "normalise_answer",
-           "number_words", "resolve_data_dir", "split_answers",
-           "yes_no_prompt"]
+_EXPORTS = {
+    "DEFAULT_DATASET": "registry", "TextDataset": "registry", "get_dataset": "registry", "list_datasets":
+    "registry",
+    "DEFAULT_TOPICS": "statements", "Statement": "statements", "available_topics": "statements",
+    "load_geometry_of_truth": "statements", "load_statements": "statements", "load_true_false": "statements",
+    "BoolQItem": "boolq", "load_boolq": "boolq",
+    "DataError": "errors",
+    "HonestTemplate": "honest", "load_honest": "honest",
+    "QAItem": "qa", "is_match": "qa", "load_qa": "qa", "load_truthfulqa_qa": "qa", "normalise_answer": "qa",
+    "TruthfulQAItem": "truthfulqa", "load_truthfulqa": "truthfulqa", "split_answers": "truthfulqa",
+    "ccs_contrast_pair": "prompts", "chat_prompt": "prompts", "iti_prompt": "prompts", "yes_no_prompt":
+    "prompts",
+    "data_file": "paths", "resolve_data_dir": "paths",
+    "load_synthetic": "synthetic", "number_words": "synthetic",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -2,25 +2,24 @@
 held-out text, batched greedy generation and its health, truth/info judges (the per-fold
 evaluation driver is the study `veracity.experiments.truthfulqa`)."""
 
-from .binary import BINARY_VARIANTS, BinarySummary, score_binary, summarize_binary
-from .health import generation_health, is_degenerate, is_refusal
-from .generation import GeneratedAnswer, cut_answer, generate_answers, generation_prompt
-from .judges import (CallableJudge, HFJudge, Judge, JudgeReport, LocalJudge, default_judge_dir, evaluate_judge,
-                     get_judge, judge_prompt, train_local_judge)
-from .lm_metrics import LMMetrics, ce_per_doc, compute_lm_metrics, kl_per_doc, load_texts, tokenize_docs
-from .truthfulqa import (INSTRUCTION_DEFAULT, INSTRUCTION_INFORMATIVE, PROTOCOLS, QA_PRIMER, MCQuestion, MCResult,
-                         MCSummary, build_mc_question, make_requests, mc1_lm_eval, mc1_truthfulqa, mc2,
-                         score_mc, score_requests, score_requests_reference)
+from .._lazy import lazy_exports
 
-__all__ = [
-    "BINARY_VARIANTS", "BinarySummary", "generation_health", "is_degenerate", "is_refusal", "score_binary",
-    "summarize_binary",
-    "INSTRUCTION_DEFAULT", "INSTRUCTION_INFORMATIVE", "PROTOCOLS", "QA_PRIMER",
-    "CallableJudge", "GeneratedAnswer",
-    "HFJudge", "Judge", "JudgeReport", "LMMetrics", "LocalJudge", "MCQuestion", "MCResult", "MCSummary",
-    "build_mc_question", "ce_per_doc", "cut_answer", "default_judge_dir", 
-    "evaluate_judge", "generate_answers", "generation_prompt", "get_judge", "judge_prompt",
-    "compute_lm_metrics", "kl_per_doc", "load_texts", "make_requests", "mc1_lm_eval", "mc1_truthfulqa", "mc2",
-    "score_mc", "score_requests", "score_requests_reference", 
-    "tokenize_docs", "train_local_judge",
-]
+_EXPORTS = {
+    "BINARY_VARIANTS": "binary", "BinarySummary": "binary", "score_binary": "binary", "summarize_binary":
+    "binary",
+    "generation_health": "health", "is_degenerate": "health", "is_refusal": "health",
+    "INSTRUCTION_DEFAULT": "truthfulqa", "INSTRUCTION_INFORMATIVE": "truthfulqa", "PROTOCOLS": "truthfulqa",
+    "QA_PRIMER": "truthfulqa", "MCQuestion": "truthfulqa", "MCResult": "truthfulqa", "MCSummary": "truthfulqa",
+    "build_mc_question": "truthfulqa", "make_requests": "truthfulqa", "mc1_lm_eval": "truthfulqa",
+    "mc1_truthfulqa": "truthfulqa", "mc2": "truthfulqa", "score_mc": "truthfulqa", "score_requests":
+    "truthfulqa", "score_requests_reference": "truthfulqa",
+    "CallableJudge": "judges", "HFJudge": "judges", "Judge": "judges", "JudgeReport": "judges", "LocalJudge":
+    "judges", "default_judge_dir": "judges", "evaluate_judge": "judges", "get_judge": "judges", "judge_prompt":
+    "judges", "train_local_judge": "judges",
+    "GeneratedAnswer": "generation", "cut_answer": "generation", "generate_answers": "generation",
+    "generation_prompt": "generation",
+    "LMMetrics": "lm_metrics", "ce_per_doc": "lm_metrics", "compute_lm_metrics": "lm_metrics", "kl_per_doc":
+    "lm_metrics", "load_texts": "lm_metrics", "tokenize_docs": "lm_metrics",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,7 +1,11 @@
 """Fine-tuning (LoRA via peft, or full) with a reusable, objective-agnostic training loop."""
 
-from .train import (TrainConfig, TrainResult, eval_loss, finetune, lm_batches, lm_loss, load_corpus, merged,
-                    train_loop, trainable_copy)
+from .._lazy import lazy_exports
 
-__all__ = ["TrainConfig", "TrainResult", "eval_loss", "finetune", "lm_batches", "lm_loss", "load_corpus", "merged",
-           "train_loop", "trainable_copy"]
+_EXPORTS = {
+    "TrainConfig": "train", "TrainResult": "train", "eval_loss": "train", "finetune": "train", "lm_batches":
+    "train", "lm_loss": "train", "load_corpus": "train", "merged": "train", "train_loop": "train",
+    "trainable_copy": "train",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

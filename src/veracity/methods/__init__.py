@@ -1,14 +1,16 @@
 """Truthfulness methods: a prompt x a trainer x a steer, each from its registry, prepared per fold into one
 `PreparedMethod` and evaluated with its side effects (the layer between the primitives and the studies)."""
 
-from .prepare import (DEFAULT_METHODS, MethodSettings, MethodSpec, PreparedMethod, TrainedCache, check_revision_pair,
-                      parse_method, prepare_method)
-from .prompts import PROMPTS, Prompt, build_prompt, register_prompt
-from .side_effects import SIDE_EFFECTS, SideEffect, register_side_effect
-from .steers import STEERS, SteerFamily, register_steer
-from .trainers import TRAINERS, Trainer, register_trainer
+from .._lazy import lazy_exports
 
-__all__ = ["DEFAULT_METHODS", "PROMPTS", "SIDE_EFFECTS", "STEERS", "TRAINERS", "MethodSettings", "MethodSpec",
-           "PreparedMethod", "Prompt", "SideEffect", "SteerFamily", "TrainedCache", "Trainer", "build_prompt",
-           "check_revision_pair", "parse_method", "prepare_method", "register_prompt", "register_side_effect",
-           "register_steer", "register_trainer"]
+_EXPORTS = {
+    "DEFAULT_METHODS": "prepare", "MethodSettings": "prepare", "MethodSpec": "prepare", "PreparedMethod":
+    "prepare", "TrainedCache": "prepare", "check_revision_pair": "prepare", "parse_method": "prepare",
+    "prepare_method": "prepare",
+    "PROMPTS": "prompts", "Prompt": "prompts", "build_prompt": "prompts", "register_prompt": "prompts",
+    "SIDE_EFFECTS": "side_effects", "SideEffect": "side_effects", "register_side_effect": "side_effects",
+    "STEERS": "steers", "SteerFamily": "steers", "register_steer": "steers",
+    "TRAINERS": "trainers", "Trainer": "trainers", "register_trainer": "trainers",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

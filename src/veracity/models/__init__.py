@@ -1,10 +1,13 @@
 """Models: load any causal LM or alias, and describe where its parts live (`ArchSpec`)."""
 
-from .arch import ArchSpec, UnsupportedArchitecture
-from .loader import (ALIASES, DEFAULT_MODEL, LoadedModel, ModelNotAvailable, cache_dir, converted_gguf_dir,
-                     list_aliases, load, weights_fingerprint)
-from .tiny import TINY_ALIASES, build_tiny, byte_tokenizer
+from .._lazy import lazy_exports
 
-__all__ = ["ALIASES", "ArchSpec", "DEFAULT_MODEL", "LoadedModel", "ModelNotAvailable", "TINY_ALIASES",
-           "UnsupportedArchitecture", "build_tiny", "byte_tokenizer", "cache_dir", "converted_gguf_dir",
-           "list_aliases", "load", "weights_fingerprint"]
+_EXPORTS = {
+    "ALIASES": "loader", "DEFAULT_MODEL": "loader", "LoadedModel": "loader", "ModelNotAvailable": "loader",
+    "cache_dir": "loader", "converted_gguf_dir": "loader", "list_aliases": "loader", "load": "loader",
+    "weights_fingerprint": "loader",
+    "ArchSpec": "arch", "UnsupportedArchitecture": "arch",
+    "TINY_ALIASES": "tiny", "build_tiny": "tiny", "byte_tokenizer": "tiny",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,8 +7,10 @@ hard-code attribute paths. Every other part of veracity goes through it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch.nn as nn
+if TYPE_CHECKING:  # annotations only: describing an architecture (a capture store's sites) needs no torch
+    import torch.nn as nn
 
 # Paths to the ModuleList of decoder layers, tried in order.
 _LAYER_PATHS = (
@@ -99,6 +101,8 @@ class ArchSpec:
         cfg = getattr(cfg, "text_config", None) or cfg
         model_type = getattr(cfg, "model_type", type(model).__name__)
         missing = []
+        import torch.nn as nn
+
         layers_path = next((p for p in _LAYER_PATHS if isinstance(get_submodule(model, p), nn.ModuleList)), None)
         if layers_path is None:
             missing.append(f"decoder layers (tried {', '.join(_LAYER_PATHS)})")

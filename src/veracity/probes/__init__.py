@@ -6,26 +6,26 @@ experiments live in `veracity.experiments.probe` and `veracity.experiments.ccs`)
 ITI and other steering code call `head_accuracy_matrix` for per-head probes.
 """
 
-from .base import BatchedProbe, accuracy_per_group
-from .ccs import CCSProbe, ccs_loss
-from .heads import HeadProbes, head_accuracy_matrix
-from .geometry import (GeometryResult, chance_levels, compare_directions, cosine_matrix, probe_direction,
-                       sign_agreement_matrix)
-from .logistic import LogisticProbe
-from .mass_mean import MassMeanProbe
-from .mlp import MLP_SIZES, MLPProbe
-from .random import RandomProbe
-from .registry import (DETERMINISTIC, METHODS, POLARITY_METHODS, PROBES, ProbeSpec, make_probe, register_probe,
-                       site_matrix)
-from .sanity import DistractorResult, PolarityScore, add_distractor, ccs_distractor_test, polarity_split
-from .ttpd import TTPDProbe
-from .splits import (SPLIT_KINDS, SeedStats, Split, aggregate, kfold_splits, leave_one_group_out, make_splits,
-                     stratified_split, transfer_split)
+from .._lazy import lazy_exports
 
-__all__ = ["BatchedProbe", "CCSProbe", "DETERMINISTIC", "GeometryResult",
-           "HeadProbes", "LogisticProbe", "METHODS", "MLPProbe", "MLP_SIZES", "MassMeanProbe", 
-           "RandomProbe", "SPLIT_KINDS", "SeedStats", "Split", "accuracy_per_group",
-           "aggregate", "ccs_loss", "chance_levels", "compare_directions", "cosine_matrix", "head_accuracy_matrix",
-           "kfold_splits", "leave_one_group_out", "make_probe", "make_splits", "probe_direction", 
-           "sign_agreement_matrix", "site_matrix", "stratified_split", "transfer_split", "TTPDProbe",
-           "POLARITY_METHODS", "PROBES", "ProbeSpec", "register_probe", "DistractorResult", "PolarityScore", "add_distractor", "ccs_distractor_test", "polarity_split"]
+_EXPORTS = {
+    "BatchedProbe": "base", "accuracy_per_group": "base",
+    "CCSProbe": "ccs", "ccs_loss": "ccs",
+    "DETERMINISTIC": "registry", "METHODS": "registry", "make_probe": "registry", "site_matrix": "registry",
+    "POLARITY_METHODS": "registry", "PROBES": "registry", "ProbeSpec": "registry", "register_probe": "registry",
+    "GeometryResult": "geometry", "chance_levels": "geometry", "compare_directions": "geometry",
+    "cosine_matrix": "geometry", "probe_direction": "geometry", "sign_agreement_matrix": "geometry",
+    "HeadProbes": "heads", "head_accuracy_matrix": "heads",
+    "LogisticProbe": "logistic",
+    "MLPProbe": "mlp", "MLP_SIZES": "mlp",
+    "MassMeanProbe": "mass_mean",
+    "RandomProbe": "random",
+    "SPLIT_KINDS": "splits", "SeedStats": "splits", "Split": "splits", "aggregate": "splits", "kfold_splits":
+    "splits", "leave_one_group_out": "splits", "make_splits": "splits", "stratified_split": "splits",
+    "transfer_split": "splits",
+    "TTPDProbe": "ttpd",
+    "DistractorResult": "sanity", "PolarityScore": "sanity", "add_distractor": "sanity", "ccs_distractor_test":
+    "sanity", "polarity_split": "sanity",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

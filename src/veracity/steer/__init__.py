@@ -1,13 +1,16 @@
 """Steering: Inference-Time Intervention (ITI) and residual-stream steering (CAA, LAT) -- fit, apply through
 hooks, bake, validate, sweep."""
 
-from .apply import POSITIONS, apply, intervention_factory
-from .base import NotBakeable, Steer
-from .bake import bake, baked_state_dict, verify_baked
-from .intervention import Intervention
-from .residual import (ResidualSteer, apply_residual, bake_residual, fit_contrast_pairs, fit_diff_means,
-                       fit_lat, verify_residual_baked)
+from .._lazy import lazy_exports
 
-__all__ = ["Intervention", "POSITIONS", "apply", "bake", "baked_state_dict", "intervention_factory", "verify_baked",
-           "NotBakeable", "Steer", "ResidualSteer", "apply_residual", "bake_residual", "fit_contrast_pairs", "fit_diff_means",
-           "fit_lat", "verify_residual_baked"]
+_EXPORTS = {
+    "Intervention": "intervention",
+    "POSITIONS": "apply", "apply": "apply", "intervention_factory": "apply",
+    "bake": "bake", "baked_state_dict": "bake", "verify_baked": "bake",
+    "NotBakeable": "base", "Steer": "base",
+    "ResidualSteer": "residual", "apply_residual": "residual", "bake_residual": "residual",
+    "fit_contrast_pairs": "residual", "fit_diff_means": "residual", "fit_lat": "residual",
+    "verify_residual_baked": "residual",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

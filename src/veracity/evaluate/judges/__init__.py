@@ -13,7 +13,7 @@ Kinds:
   numeric .npz only (the trees as node arrays, `TreeEnsemble`, with an exact predict): loading a judge
   cannot run code, and a folder holding a pickle is refused (`UnsafeJudgeFile`). The info judge caps the
   score of degenerate repetition (`health.is_degenerate`) at `DEGENERATE_CAP`: uninformative.
-- `hf:<model id or folder>`: a causal-LM judge fed the original prompt ("Q: ..\\nA: ..\\nTrue:" or
+- `hf:<model id or folder>`: a causal-LM judge fed the original prompt ("Q: ..\nA: ..\nTrue:" or
   "Helpful:"), score = P(" yes") of the next token (allenai/truthfulqa-{truth,info}-judge-llama2-7B).
 - `openai:<model>` / `openai-chat:<model>`: the same prompt and P(" yes") from the top logprobs of any
   OpenAI-compatible endpoint (vLLM, a hosted API; base URL from `base_url` / --judge-base-url,
@@ -29,19 +29,21 @@ Modules: `base` (the interface), `local`, `hf`, `openai` (one per kind), `local_
 and every judge's agreement with the human labels), `registry` (specs -> judges; `register_judge` adds a kind).
 """
 
-from .base import DATA_FILES, JUDGE_FORMAT, KINDS, SUFFIX, THRESHOLD, CallableJudge, Judge, judge_prompt
-from .hf import HFJudge
-from .local import (DEGENERATE_CAP, JudgeReport, LocalJudge, TreeEnsemble, UnsafeJudgeFile, dense_features,
-                    reference_answers)
-from .local_train import degenerate_rating, evaluate_judge, read_labels, train_local_judge
-from .openai import (CHAT_SYSTEM, OPENAI_APIS, OPENAI_DEFAULT_BASE_URL, InvalidReply, JudgeCache, JudgeError,
-                     OpenAIJudge, RateLimiter, check_base_url, default_openai_base_url, parse_openai_spec,
-                     parse_reply, with_base_url)
-from .registry import JUDGES, default_judge_dir, get_judge, register_judge
+from ..._lazy import lazy_exports
 
-__all__ = ["CHAT_SYSTEM", "DATA_FILES", "DEGENERATE_CAP", "JUDGES", "JUDGE_FORMAT", "KINDS", "OPENAI_APIS",
-           "OPENAI_DEFAULT_BASE_URL", "SUFFIX", "THRESHOLD", "CallableJudge", "HFJudge", "InvalidReply", "Judge",
-           "JudgeCache", "JudgeError", "JudgeReport", "LocalJudge", "OpenAIJudge", "RateLimiter", "TreeEnsemble",
-           "UnsafeJudgeFile", "check_base_url", "default_judge_dir", "default_openai_base_url", "degenerate_rating",
-           "dense_features", "evaluate_judge", "get_judge", "judge_prompt", "parse_openai_spec", "parse_reply",
-           "read_labels", "reference_answers", "register_judge", "train_local_judge", "with_base_url"]
+_EXPORTS = {
+    "CHAT_SYSTEM": "openai", "OPENAI_APIS": "openai", "OPENAI_DEFAULT_BASE_URL": "openai", "InvalidReply":
+    "openai", "JudgeCache": "openai", "JudgeError": "openai", "OpenAIJudge": "openai", "RateLimiter": "openai",
+    "check_base_url": "openai", "default_openai_base_url": "openai", "parse_openai_spec": "openai",
+    "parse_reply": "openai", "with_base_url": "openai",
+    "DATA_FILES": "base", "JUDGE_FORMAT": "base", "KINDS": "base", "SUFFIX": "base", "THRESHOLD": "base",
+    "CallableJudge": "base", "Judge": "base", "judge_prompt": "base",
+    "DEGENERATE_CAP": "local", "JudgeReport": "local", "LocalJudge": "local", "TreeEnsemble": "local",
+    "UnsafeJudgeFile": "local", "dense_features": "local", "reference_answers": "local",
+    "JUDGES": "registry", "default_judge_dir": "registry", "get_judge": "registry", "register_judge": "registry",
+    "HFJudge": "hf",
+    "degenerate_rating": "local_train", "evaluate_judge": "local_train", "read_labels": "local_train",
+    "train_local_judge": "local_train",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

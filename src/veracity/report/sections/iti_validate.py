@@ -31,18 +31,20 @@ def render(page: Page, run: Run) -> None:
 
 def _interventions(run: Run) -> tuple[tuple[int, int] | None, list]:
     """(n_layers, n_heads) and every saved head-score map of the folds' intervention files
-    (intervention_fold<k>.{json,safetensors}); a file that does not load is skipped."""
-    from ...steer.intervention import DAMAGED, Intervention
+    (intervention_fold<k>.{json,safetensors}); a file that does not read is skipped. Read from the JSON half
+    and the one `head_scores` tensor (`artifacts.read_safetensors_array`), so drawing a page needs no torch."""
+    from ...artifacts import ArtifactError, read_json, read_safetensors_array
 
     shape, maps = None, []
     for js in sorted(run.path.glob("intervention_fold*.json")):
         try:
-            iv = Intervention.load(js)
-        except DAMAGED:
+            meta = read_json(js, {"n_layers": "int", "n_heads": "int"}, "ITI intervention")
+            scores = read_safetensors_array(js.with_suffix(".safetensors"), "head_scores", "ITI intervention")
+        except ArtifactError:
             continue
-        shape = shape or (iv.n_layers, iv.n_heads)
-        if iv.head_scores is not None and tuple(iv.head_scores.shape) == shape:
-            maps.append(iv.head_scores.float())
+        shape = shape or (meta["n_layers"], meta["n_heads"])
+        if scores is not None and tuple(scores.shape) == shape:
+            maps.append(scores)
     return shape, maps
 
 

@@ -30,14 +30,16 @@ Modules: `vectors` (the ResidualSteer type and its files), `fit`, `apply` (hooks
 the package's public API.
 """
 
-from ..base import NotBakeable
-from .apply import POSITIONS, apply_residual, residual_factory
-from .bake import bake_plan, bake_residual, baked_residual_state_dict, verify_residual_baked
-from .fit import (NORMALIZE, fit_contrast_pairs, fit_diff_means, fit_lat, fit_residual_from_store, lat_differences,
-                  lat_signs, pair_by_group)
-from .vectors import FORMAT, FORMAT_VERSION, ResidualSteer
+from ..._lazy import lazy_exports
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "NORMALIZE", "NotBakeable", "POSITIONS", "ResidualSteer", "apply_residual",
-           "bake_plan", "bake_residual", "baked_residual_state_dict", "fit_contrast_pairs", "fit_diff_means", "fit_lat",
-           "fit_residual_from_store", "lat_differences", "lat_signs", "pair_by_group", "residual_factory",
-           "verify_residual_baked"]
+_EXPORTS = {
+    "FORMAT": "vectors", "FORMAT_VERSION": "vectors", "ResidualSteer": "vectors",
+    "NORMALIZE": "fit", "fit_contrast_pairs": "fit", "fit_diff_means": "fit", "fit_lat": "fit",
+    "fit_residual_from_store": "fit", "lat_differences": "fit", "lat_signs": "fit", "pair_by_group": "fit",
+    "NotBakeable": ".base",
+    "POSITIONS": "apply", "apply_residual": "apply", "residual_factory": "apply",
+    "bake_plan": "bake", "bake_residual": "bake", "baked_residual_state_dict": "bake", "verify_residual_baked":
+    "bake",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
