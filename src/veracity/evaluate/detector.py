@@ -43,6 +43,7 @@ class Detector:
 
     @property
     def hidden_size(self) -> int:
+        """The model width the detector's weights read (checked against the model it scores)."""
         return int(self.weights.shape[1])
 
     def score_features(self, features) -> np.ndarray:
