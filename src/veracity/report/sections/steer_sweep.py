@@ -19,6 +19,6 @@ def render(page: Page, run: Run) -> None:
     cols, vals = gain_vs_side_effects(rows, res.baseline, (res.metric,))
     if cols:
         table(page, ["layer", "alpha"] + cols, [[r["layer"], r["alpha"]] + v for r, v in zip(rows, vals)],
-              caption="target gain against side effects: change from the plain model")
+              caption="target gain against side effects: change from alpha 0")
     gain_cost_chart(page, res.gain_cost(), f"{res.method} sweep")
     steerability_table(page, rows)
