@@ -94,3 +94,25 @@ def test_caa_sweep_fit_2021_scored_on_2025(data_dir, tmp_path, cli):
     res = json.loads((out / "results.json").read_text())
     assert [r["index"] for r in res["cross_revision"]["removed"]] == [9]
     assert res["config"]["eval_revision"] == "2025" and res["method"] == "lat"
+
+
+def test_ace_alpha_0_is_scored_and_cosmic_is_reported(data_dir, tmp_path, cli):
+    """ACE has no identity alpha: its alpha 0 (the ablation) is a cell of every layer, not the plain model;
+    --steer-param reaches its reference; --cosmic reports COSMIC's layer per fold beside the sweep's best, whose
+    rank is its place among the recorded scores."""
+    out = tmp_path / "a"
+    text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "8",
+                "--method", "ace", "--layers", "1,2", "--alphas", "0", "--folds", "2", "--ce-texts", "0",
+                "--side-effects", "none", "--acts", tmp_path / "acts", "--steer-param", "reference=all", "--cosmic",
+                "--out", out])
+    res = json.loads((out / "results.json").read_text())
+    cells = {(r["layer"], r["alpha"]): r for r in res["grid"]}
+    assert set(cells) == {(-1, 0.0), (1, 0.0), (2, 0.0)}
+    assert cells[(1, 0.0)]["mc2"] != cells[(-1, 0.0)]["mc2"]
+    assert res["config"]["steer_params"] == {"reference": "all"}
+    assert "COSMIC" in text and len(res["cosmic"]) == 2
+    for c in res["cosmic"]:
+        assert c["sweep_layer"] == res["best"]["layer"] and set(c["scores"]) == {"1", "2"}
+        order = sorted(c["scores"], key=lambda l: (-c["scores"][l], int(l)))
+        assert c["cosmic_layer"] == int(order[0]) and c["sweep_rank"] == order.index(str(c["sweep_layer"])) + 1
+        assert c["agree"] == (c["cosmic_layer"] == c["sweep_layer"])

@@ -205,3 +205,41 @@ def test_a_new_family_adds_parameters_with_its_registration():
             MethodSettings(steer_params={"nosuch": 1})
     finally:
         STEERS.pop("toy-rot")
+
+
+@pytest.mark.parametrize("name", ["caa", "angular", "bipo"])
+def test_cosmic_layer_select_fits_on_the_training_fold(name, tiny_llama, data_dir, fold, tmp_path):
+    """layer_select=cosmic: the steer at COSMIC's best candidate, scored on the training questions' rows only
+    (by hand: the family fitted at each candidate, `cosmic_select` on `training_texts`), recorded in provenance;
+    angular's steer towards false is the mirrored angle."""
+    from veracity.methods.steers import steer_value
+    from veracity.steer.layer_select import cosmic_select, training_texts
+
+    lm, (train, test) = tiny_llama, fold
+    train_q = [it.index for it in train]
+    base = MethodSettings(residual_layers=(0, 2), residual_alpha=2.0, steer_params={"alpha": 60.0},
+                          pairs_per_question=1)
+    if name != "angular":
+        base = MethodSettings(residual_layers=(0, 2), residual_alpha=2.0, pairs_per_question=1)
+    family = STEERS[name]
+    kw = dict(data_dir=data_dir, limit=8, acts=tmp_path / "acts", fold=0)
+    got = family.fit(lm, train_q, test, family.settings(base, layer_select="cosmic"), **kw)
+    texts, labels = training_texts(data_dir, "2021", 8, train_q)
+    assert texts and not set(labels) - {0, 1}
+    one = {l: family.fit(lm, train_q, test, family.settings(base, layers=(l,)), **kw) for l in (0, 2)}
+    opposite = (lambda s: s.with_alpha(180 - s.alpha)) if name == "angular" else None
+    want = cosmic_select(lm, texts, labels, [0, 2], one.__getitem__, opposite=opposite)
+    rec = got.provenance["layer_select"]
+    assert rec["layer"] == want.layer and got.layers == [want.layer] and rec["candidates"] == [0, 2]
+    assert rec["scores"] == pytest.approx({str(l): v for l, v in want.scores.items()}, abs=1e-9)
+    assert steer_value(base, name, "layer_select") == "given"
+    assert str(want.layer) in got.provenance["steerability"]
+
+
+def test_identity_alpha_is_declared():
+    """caa, lat, bipo and iti add nothing at alpha 0; ACE's 0 ablates and angular's 0 rotates; a conditional steer
+    is the identity where its inner steer is."""
+    assert {n: STEERS[n].identity(MethodSettings()) for n in ("iti", "caa", "lat", "bipo", "ace", "angular")} == \
+        {"iti": 0.0, "caa": 0.0, "lat": 0.0, "bipo": 0.0, "ace": None, "angular": None}
+    assert STEERS["conditional"].identity(MethodSettings()) == 0.0
+    assert STEERS["conditional"].identity(MethodSettings(steer_params={"steer": "ace"})) is None

@@ -122,4 +122,4 @@ def test_steer_sweep_runs_ace(data_dir, tmp_path, cli):
                 "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
     assert "ace sweep" in text
     res = json.loads((out / "results.json").read_text())
-    assert res["method"] == "ace" and {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 1.0)}
+    assert res["method"] == "ace" and {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 0.0), (1, 1.0)}  # 0: the ablation

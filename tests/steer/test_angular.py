@@ -117,7 +117,7 @@ def test_runs_as_a_method_and_in_the_sweep(tiny_llama, data_dir, tmp_path, cli):
                 "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
     assert "angular sweep" in text
     res = json.loads((out / "results.json").read_text())
-    assert {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 90.0)}
+    assert {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 0.0), (1, 90.0)}  # angle 0 is no identity
     bad = cli(["steer", "sweep", "--model", "tiny-llama", "--method", "angular", "--normalize", "unit",
                "--out", tmp_path / "t"], code=2)
     assert "--normalize" in bad

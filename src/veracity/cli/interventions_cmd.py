@@ -26,6 +26,7 @@ def compare_cmd(model: str = ModelOpt,
                 residual_layers: Optional[str] = typer.Option(None, "--residual-layers", help="caa/lat: decoder layers whose output is shifted (comma-separated, negatives from the end; default the middle layer)."),
                 residual_alpha: float = typer.Option(1.0, "--residual-alpha", help="caa/lat: multiplier of the fitted vector."),
                 residual_normalize: str = typer.Option("raw", "--residual-normalize", help="caa/lat vector scale: raw (class-mean difference) | sigma (alpha in std of the projections) | unit."),
+                steer_param: Optional[list[str]] = typer.Option(None, "--steer-param", help="NAME=VALUE, repeatable: another parameter a chosen steer declares (angular: alpha=90 degrees; ace: reference=all; conditional: steer=ace; any residual steer: layer_select=cosmic)."),
                 ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
                 side_effects: str = typer.Option("all", "--side-effects", help="Side effects measured for every method and fold: all, none, or some of sycophancy, boolq, honest, health (veracity.methods.side_effects)."),
                 side_effect_n: Optional[str] = typer.Option(None, "--side-effect-n", help="Sample sizes, e.g. boolq=200,honest=80 (defaults: sycophancy 50, boolq 100, honest 40, health 50)."),
@@ -52,7 +53,7 @@ def compare_cmd(model: str = ModelOpt,
                            residual_normalize=residual_normalize, ce_texts=ce_texts, side_effects=names,
                            side_effect_n=sizes, revision=revision, eval_revision=eval_revision,
                            data_dir=str(data_dir) if data_dir else None, acts=str(acts) if acts else None,
-                           device=device)
+                           device=device, steer_params=steer_param or [])
     res = run_compare_interventions(cfg, out, log=console.print)
     for table in res.tables():
         print_table(*table)

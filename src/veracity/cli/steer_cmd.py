@@ -26,6 +26,12 @@ def sweep_cmd(model: str = ModelOpt,
                                                    "configuration (negatives from the end; default every third "
                                                    "layer of the middle half)."),
               normalize: str = typer.Option("raw", "--normalize", help="caa, lat: raw | sigma | unit."),
+              steer_param: Optional[list[str]] = typer.Option(None, "--steer-param", help="NAME=VALUE, repeatable: "
+                                                              "another parameter the chosen steer declares (ace: "
+                                                              "reference=all; conditional: steer=ace, threshold=0.7)."),
+              cosmic: bool = typer.Option(False, "--cosmic", help="Residual steers: also report COSMIC's "
+                                          "generation-free layer choice on each training fold beside the sweep's best "
+                                          "layer (and that layer's rank)."),
               num_heads: Optional[str] = typer.Option(None, "--num-heads", "-k",
                                                       help="iti: K values (default 8,16,32,48)."),
               folds: int = typer.Option(2, "--folds"), seed: Optional[int] = typer.Option(None, "--seed"),
@@ -51,6 +57,15 @@ def sweep_cmd(model: str = ModelOpt,
     se = _side_effects(side_effects, side_effect_n)
     dd = str(data_dir) if data_dir else None
     k_list = tuple(parse_numbers(num_heads, int, "--num-heads") or ())
+    from ..methods.steers import STEERS, parse_steer_params
+
+    if method in STEERS:  # an unknown --method is refused by the Config below, naming the registered ones
+        try:
+            params = parse_steer_params(steer_param or [], [method])
+        except ValueError as e:
+            fail(str(e))
+    else:
+        params = {}
     # every method's options are checked here: an option of a parameter the chosen steer does not declare
     # (--layers with iti, --num-heads / --direction / --sigma-from with caa) is refused, never ignored
     scfg = SteerSweepConfig(model=model, method=method, layers=tuple(parse_numbers(layers, int, "--layers") or ()),
@@ -59,8 +74,8 @@ def sweep_cmd(model: str = ModelOpt,
                             revision=revision, eval_revision=eval_revision, data_dir=dd,
                             acts=str(acts) if acts else None, device=device, num_heads=k_list, direction=direction,
                             sigma_from=sigma_from, data=data, mc_shift_from=mc_shift_from, reproduce=reproduce,
-                            contiguous_folds=contiguous_folds, gen_positions=gen_positions, **se)
-    from ..methods.steers import STEERS
+                            contiguous_folds=contiguous_folds, gen_positions=gen_positions,
+                            steer_params=params, cosmic=cosmic, **se)
 
     if STEERS[method].sweep == "heads":  # the registry entry names the engine that varies its parameters
         from ..experiments.iti_sweep import SweepConfig, run_iti_sweep

@@ -107,7 +107,8 @@ class CompareRunConfig(Checked):
                     "alpha": o.ALPHA, "residual_layers": o.LAYERS, "residual_alpha": o.ALPHA,
                     "residual_normalize": [Options(("raw", "sigma", "unit"))], "ce_texts": o.COUNT0,
                     "side_effects": o.SIDE_EFFECTS, "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION,
-                    "eval_revision": o.OPTIONAL_REVISION}
+                    "eval_revision": o.OPTIONAL_REVISION,
+                    "steer_params": [ListOf([Instance(str)], min_len=0)]}
     # No "ignored unless a method uses it" rules here: a comparison is resumed with more --methods and the
     # same settings (CompareConfig.fixed), so --sft-steps before any lora-sft run is meaningful.
     _commands = ("compare-interventions",)
@@ -138,6 +139,7 @@ class CompareRunConfig(Checked):
     data_dir: str | None = None
     acts: str | None = None  # the original model's ITI activation store (default: the veracity cache)
     device: str | None = None
+    steer_params: list = field(default_factory=list)  # NAME=VALUE: parameters a chosen steer carries by name
 
     def build(self) -> CompareConfig:
         """The study's full configuration (every method's trainer, steer and side-effect settings) from these
@@ -154,11 +156,27 @@ class CompareRunConfig(Checked):
                                                             seed=self.seed)),
             pairs_per_question=self.pairs_per_question, iti_k=self.num_heads, iti_alpha=self.alpha, seed=self.seed,
             residual_layers=tuple(self.residual_layers) if self.residual_layers else None,
-            residual_alpha=self.residual_alpha, residual_normalize=self.residual_normalize)
+            residual_alpha=self.residual_alpha, residual_normalize=self.residual_normalize,
+            steer_params=self.chosen_steer_params())
         return CompareConfig(methods=list(self.methods), n_folds=self.folds, seed=self.seed, protocol=self.protocol,
                              judge=self.judge, ce_texts=self.ce_texts, limit=self.limit, settings=settings,
                              revision=self.revision, eval_revision=self.eval_revision,
                              side_effects=tuple(self.side_effects), side_effect_n=dict(self.side_effect_n))
+
+
+    def chosen_steer_params(self) -> dict:
+        """--steer-param NAME=VALUE as {name: value}, each NAME a parameter of a steer one of the methods uses
+        (`methods.steers.parse_steer_params`); BadInput naming the chosen steers' parameters otherwise."""
+        from ..methods.steers import parse_steer_params
+        from ..validation import BadInput
+
+        if not self.steer_params:
+            return {}
+        try:
+            steers = [s.steer for s in map(parse_method, self.methods) if s.steer is not None]
+            return parse_steer_params(self.steer_params, steers)
+        except ValueError as e:
+            raise BadInput(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------ the store

@@ -4,7 +4,12 @@
   alpha. Per fold the vector is fitted once per layer on the training questions' rows (alpha only scales
   it), then every (layer, alpha) is scored on the held-out questions with the comparison's scorer
   (`methods.evaluate.evaluate_prepared`: MC1/MC2 under the method's Q/A prompt, CE/KL, generation and judges
-  with a judge, and the side effects). alpha 0 is the plain model, scored once per fold.
+  with a judge, and the side effects). The plain model (layer -1) is scored once per fold; a family's identity
+  alpha (`SteerFamily.identity`: caa's 0) shares that evaluation at every layer, any other alpha (ACE's
+  ablation at 0, angular's angle 0) is a cell of its own. Every residual family also takes the other
+  parameters it declares by name (--steer-param NAME=VALUE, e.g. ACE's reference, a conditional steer's inner
+  steer); with --cosmic, COSMIC's generation-free layer choice (`steer.layer_select`, on each training fold)
+  is reported beside the sweep's best layer and that layer's rank among COSMIC's scores.
 - ``iti``: the ITI sweep (`veracity iti sweep`, K x alpha) with its options.
 
 A study on the shared engine (`experiments.sweep`): each (layer, alpha, fold) is a committed row of
@@ -24,10 +29,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..constraints import Checked, IgnoredUnless, Interval, ListOf, Options
+from ..constraints import Checked, IgnoredUnless, Instance, Interval, ListOf, Options, Parses
 from ..metrics import aggregate_folds, columns, fmt, gain_cost_table, headlines
 from ..methods import options as o
-from ..methods.steers import STEERS, SteerFamily, steers_with
+from ..methods.steers import IN_PARAMS, STEERS, SteerFamily, check_steer_params, steers_with
 from ..runs import schema_version
 from ..steer.steerability import cell_steerability
 from .iti_common import ITIRunOptions
@@ -82,7 +87,9 @@ class SteerSweepConfig(Checked):
                     "metric": o.METRIC, "ce_texts": o.COUNT0, "limit": o.LIMIT, "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION,
                     "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE,
-                    "num_heads": [ListOf(o.NUM_HEADS, min_len=0)],
+                    "num_heads": [ListOf(o.NUM_HEADS, min_len=0)], "cosmic": [Instance(bool)],
+                    "steer_params": [Parses(check_steer_params, "steer parameters {name: value} of registered steers",
+                                            bad=[{"nosuch": 1}], example={"reference": "all"})],
                     "direction": list(STEERS["iti"].param("direction").constraints),
                     "sigma_from": list(STEERS["iti"].param("sigma_from").constraints),
                     **{k: ITIRunOptions._constraints[k] for k in ("data", "mc_shift_from", "reproduce",
@@ -92,6 +99,7 @@ class SteerSweepConfig(Checked):
               UnlessSteer("num_heads", _has("k"), example=(8,)),
               UnlessSteer("direction", _has("direction"), example="probe"),
               UnlessSteer("sigma_from", _has("sigma_from"), example="all"),
+              UnlessSteer("cosmic", _has("layer_select"), example=True),
               *(UnlessSteer(f, _heads_sweep, example=ex) for f, ex in (
                   ("data", "csv"), ("mc_shift_from", "legacy"), ("reproduce", "honest-llama"),
                   ("contiguous_folds", True), ("gen_positions", "all"))))
@@ -125,13 +133,21 @@ class SteerSweepConfig(Checked):
     reproduce: str | None = None
     contiguous_folds: bool = False
     gen_positions: str = "last"
+    # residual families: their parameters carried by name (`MethodSettings.steer_params`), and COSMIC's report
+    steer_params: dict = field(default_factory=dict)
+    cosmic: bool = False
 
     def recorded(self) -> dict:
         """What a caa / lat run records in config.json and results.json: the residual sweep's options (the iti
-        ones, unset here, left out so that run folders written before they existed resume)."""
+        ones, unset here, and steer_params / cosmic when unset, left out so that run folders written before they
+        existed resume)."""
         d = dataclasses.asdict(self)
         for name in _ITI_ONLY:
             d.pop(name)
+        if not self.steer_params:
+            d.pop("steer_params")
+        if not self.cosmic:
+            d.pop("cosmic")
         return d
 
 
@@ -140,8 +156,28 @@ _ITI_ONLY = ("num_heads", "direction", "sigma_from", "data", "mc_shift_from", "r
 
 
 def default_layers(n_layers: int) -> list[int]:
-    """Every third layer of the middle half (the demo's candidates for the causal layer)."""
-    return list(range(n_layers // 4, 3 * n_layers // 4, 3)) or [n_layers // 2]
+    """Every third layer of the middle half (the demo's candidates for the causal layer; COSMIC's default
+    candidates, `steer.layer_select.default_candidates`)."""
+    from ..steer.layer_select import default_candidates
+
+    return default_candidates(n_layers)
+
+
+#: the parameters a steer sweep varies or chooses itself: never given by --steer-param
+SWEPT = ("layers", "alpha", "layer_select")
+
+
+def check_sweep_params(family: SteerFamily, values: dict) -> None:
+    """Refuse a --steer-param the swept family does not carry by name, or one the sweep sets itself (its axes,
+    and layer_select: --cosmic reports COSMIC's choice instead): ValueError naming the ones it accepts."""
+    own = [p.name for p in family.params if p.setting == IN_PARAMS and p.name not in SWEPT]
+    for name in values:
+        if name in SWEPT:
+            raise ValueError(f"--steer-param {name}: the sweep sets {name} itself"
+                             + (" (--cosmic reports COSMIC's layer)" if name == "layer_select" else ""))
+        if name not in own:
+            raise ValueError(f"--steer-param {name}: steer {family.name!r} has no such parameter"
+                             + (f"; its own: {', '.join(own)}" if own else "; it takes none"))
 
 
 def sweep_columns(grid: list[dict]) -> list[str]:
@@ -162,6 +198,7 @@ class SteerSweepRun:
     config: dict
     plots: list[str] = field(default_factory=list)
     cross_revision: dict | None = None  # fitted on one revision, scored on the other: the matching report
+    cosmic: list[dict] | None = None  # per fold: COSMIC's layer (training fold only) beside the sweep's best
     schema_version: int = SCHEMA_VERSION
 
     def headline(self) -> dict:
@@ -174,17 +211,23 @@ class SteerSweepRun:
     def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
         """The console tables, each (title, columns, rows)."""
         keys = sweep_columns(self.grid)
-
-        return [(f"{self.method} sweep (fold means; * best by {self.metric}, alpha 0 = the plain model)",
+        out = [(f"{self.method} sweep (fold means; * best by {self.metric}, layer - = the plain model)",
                 ["layer", "alpha"] + keys + [""],
-                [[str(r["layer"]) if r["alpha"] else "-", f"{r['alpha']:g}"] + [fmt(k, r.get(k)) for k in keys]
+                [[str(r["layer"]) if r["layer"] >= 0 else "-", f"{r['alpha']:g}"] + [fmt(k, r.get(k)) for k in keys]
                  + ["*" if r.get("best") else ""] for r in self.grid])]
+        if self.cosmic:
+            out.append(("COSMIC's layer (training fold only, no generation) beside the sweep's best",
+                        ["fold", "COSMIC layer", "sweep's best layer", "agree", "its COSMIC rank"],
+                        [[str(c["fold"]), str(c["cosmic_layer"]), str(c["sweep_layer"]), "yes" if c["agree"] else "no",
+                          "-" if c["sweep_rank"] is None else f"{c['sweep_rank']} of {c['n_candidates']}"]
+                         for c in self.cosmic]))
+        return out
 
     def to_json(self) -> dict:
         """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "method": self.method, "grid": self.grid, "best": self.best,
                 "metric": self.metric, "baseline": self.baseline, "config": self.config, "plots": self.plots,
-                "cross_revision": self.cross_revision, "summary": self.best or {}}
+                "cross_revision": self.cross_revision, "cosmic": self.cosmic, "summary": self.best or {}}
 
     @classmethod
     def from_json(cls, d: dict) -> "SteerSweepRun":
@@ -192,14 +235,14 @@ class SteerSweepRun:
         refused."""
         v = schema_version(d, "steer-sweep", SCHEMA_VERSION)
         return cls(d["method"], d.get("grid", []), d.get("best"), d.get("metric", "mc2"), d.get("baseline", {}),
-                   d.get("config", {}), d.get("plots", []), d.get("cross_revision"), schema_version=v)
+                   d.get("config", {}), d.get("plots", []), d.get("cross_revision"), d.get("cosmic"), schema_version=v)
 
     def gain_cost(self) -> list[dict]:
         """The gain-against-cost chart's data (`metrics.gain_cost_table`): each (layer, alpha) a point of its
         layer's series, the plain model (alpha 0) the reference."""
         return gain_cost_table([{**r, "series": f"{self.method} layer {r['layer']}", "label": f"alpha {r['alpha']:g}",
-                                 "reference": None} if r["alpha"] else
-                                {**r, "series": "plain model", "label": "alpha 0", "reference": "plain model"}
+                                 "reference": None} if r["layer"] >= 0 else
+                                {**r, "series": "plain model", "label": "plain", "reference": "plain model"}
                                 for r in self.grid])
 
     def write(self, run) -> None:
@@ -216,7 +259,7 @@ class SteerSweepRun:
 
 
 def _heatmap(grid: list[dict], key: str):
-    rows = [r for r in grid if r["alpha"] and r.get(key) is not None]
+    rows = [r for r in grid if r["layer"] >= 0 and r.get(key) is not None]
     if not rows:
         return None
     import matplotlib
@@ -251,6 +294,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     from ..models import ModelNotAvailable, load
     from ..probes.splits import question_folds
     from ..runs import RunFolder
+    from ..steer.layer_select import LayerScores
     from ..steer.residual import NORMALIZE
     from ..validation import BadInput, check_folds, check_layers
     from ..data.registry import held_out_texts
@@ -265,6 +309,11 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         raise BadInput(f"--normalize must be one of {', '.join(NORMALIZE)}")
     if not cfg.alphas or any(not math.isfinite(a) for a in cfg.alphas):
         raise BadInput("--alphas: give one or more finite numbers")
+    try:
+        check_sweep_params(family, cfg.steer_params)
+        base_settings = MethodSettings(seed=cfg.seed, steer_params=dict(cfg.steer_params))
+    except ValueError as e:
+        raise BadInput(str(e)) from None
     eval_revision = check_revision_pair(cfg.revision, cfg.eval_revision)
     recorded = cfg.recorded()
     run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **recorded},
@@ -289,13 +338,16 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         scored = {it.index: it for it in mapped}
         log(f"fitted on {cfg.revision}, scored on {eval_revision}: {cross['matched']} questions matched by text; "
             f"{len(cross['removed'])} have no {eval_revision} version (not scored)")
-    alphas = sorted(set(float(a) for a in cfg.alphas) | {0.0})
+    identity = family.identity(base_settings)  # the alpha that is the plain model (None: no alpha is)
+    alphas = sorted(set(float(a) for a in cfg.alphas))
     ecfg = MethodEvalConfig(protocol=cfg.protocol, seed=cfg.seed, side_effects=tuple(cfg.side_effects),
                             side_effect_n=dict(cfg.side_effect_n))
     fixed = {"model": lm.fingerprint, "method": cfg.method, "normalize": cfg.normalize, "folds": cfg.folds,
              "seed": cfg.seed, "protocol": cfg.protocol, "judge": cfg.judge, "ce_texts": cfg.ce_texts,
              "limit": cfg.limit, "side_effects": list(cfg.side_effects), "side_effect_n": dict(cfg.side_effect_n),
              "revision": cfg.revision, "eval_revision": eval_revision, "questions": len(items)}
+    if cfg.steer_params:  # only when given, so stores written before the option resume
+        fixed["steer_params"] = dict(cfg.steer_params)
     run.start()
     try:
         store = open_store(run.path / "results.sqlite", fixed)
@@ -306,8 +358,10 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         log(msg)
         run.log(msg)
 
-    # -1 with alpha 0: the plain model (once per fold); each layer's vector fitted once per fold, alpha scales it
-    cells = [{"layer": -1, "alpha": 0.0}] + [{"layer": l, "alpha": a} for l in layers for a in alphas if a != 0]
+    # -1 with alpha 0: the plain model (once per fold), shared by the family's identity alpha at every layer (no
+    # cell of its own); each layer's steer fitted once per fold, alpha rescales it
+    cells = [{"layer": -1, "alpha": 0.0}] + [{"layer": l, "alpha": a} for l in layers for a in alphas
+                                             if identity is None or a != identity]
 
     def fit(f: int, layer: int):
         test_items = [scored[int(q)] for q in folds[f] if int(q) in scored]
@@ -315,7 +369,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
             return None, test_items
         train_q = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
         scale = {"normalize": cfg.normalize} if family.name in steers_with("normalize") else {}  # angular: none
-        settings = family.settings(MethodSettings(seed=cfg.seed), layers=(layer,), alpha=1.0, **scale)
+        settings = family.settings(base_settings, layers=(layer,), alpha=1.0, **scale)
         steer = family.fit(lm, train_q, [int(q) for q in folds[f]], settings, data_dir=cfg.data_dir,
                            limit=cfg.limit, acts=cfg.acts, fold=f, revision=cfg.revision)
         return steer, test_items
@@ -343,26 +397,41 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         run_grid(grid_spec, store, lm, log=both)
         grid = sorted(({**c, **aggregate_folds(ms)} for c in cells
                        if (ms := store.fold_metrics(c, cfg.folds)) is not None),
-                      key=lambda r: (r["alpha"] != 0, r["layer"], r["alpha"]))
+                      key=lambda r: (r["layer"] >= 0, r["layer"], r["alpha"]))
         plain = [store.entry(cells[0], f) for f in range(cfg.folds)]
         for r in grid:  # steerability: the fitted layer's predictors, per-item MC2 moves against the plain model
             es = [store.entry({"layer": r["layer"], "alpha": r["alpha"]}, f) for f in range(cfg.folds)]
-            if r["alpha"] and all(e is not None for e in es + plain):
+            if r["layer"] >= 0 and all(e is not None for e in es + plain):
                 r.update(cell_steerability([e.extra.get("per_question", []) for e in plain],
                                            [e.extra.get("per_question", []) for e in es],
                                            [e.extra.get("steerability") for e in es]))
     finally:
         store.close()
     metric = cfg.metric  # never silently another: a metric the sweep did not measure picks no best
-    cands = [(i, r) for i, r in enumerate(grid) if r["alpha"] != 0]
+    cands = [(i, r) for i, r in enumerate(grid) if r["layer"] >= 0]
     at = pick_best(cands, metric)  # the registry's direction; ties: the first in grid order
     for i, r in enumerate(grid):
         r["best"] = i == at
     best = grid[at] if at is not None else None
-    base = next((r for r in grid if r["alpha"] == 0), {})
+    base = next((r for r in grid if r["layer"] < 0), {})
+    cosmic = None
+    if cfg.cosmic and best is not None:  # per fold, on its training questions only, at the best alpha
+        cosmic = []
+        for f in range(cfg.folds):
+            train_q = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
+            scale = {"normalize": cfg.normalize} if family.name in steers_with("normalize") else {}
+            settings = family.settings(base_settings, layers=tuple(layers), alpha=best["alpha"],
+                                       layer_select="cosmic", **scale)
+            steer = family.fit(lm, train_q, [int(q) for q in folds[f]], settings, data_dir=cfg.data_dir,
+                               limit=cfg.limit, acts=cfg.acts, fold=f, revision=cfg.revision)
+            scores = LayerScores.from_json(steer.provenance["layer_select"])
+            cosmic.append({"fold": f, **scores.compare(best["layer"]), "alpha": best["alpha"],
+                           "scores": {str(l): v for l, v in scores.scores.items()}})
+            both(f"COSMIC fold {f}: layer {scores.layer} (the sweep's best: {best['layer']}, "
+                 f"rank {cosmic[-1]['sweep_rank']} of {len(scores.scores)})")
     result = SteerSweepRun(cfg.method, grid, dict(best) if best else None, metric,
                            {k: v for k, v in base.items() if k not in ("layer", "alpha", "best")},
                            recorded | {"layers": layers, "eval_revision": eval_revision},
-                           cross_revision=cross)
+                           cross_revision=cross, cosmic=cosmic)
     result.write(run)
     return result

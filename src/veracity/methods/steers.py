@@ -50,10 +50,16 @@ ITI_PARAMS = (SteerParam("k", 48, _COUNT, "iti_k", 8),
               SteerParam("alpha", 15.0, _FINITE, "iti_alpha", 5.0),
               SteerParam("direction", "com", (_iti_choices("DIRECTIONS"),), "iti_direction", "probe"),
               SteerParam("sigma_from", None, (None, _iti_choices("SIGMA_FROM")), None, "all"))
+#: how a residual family picks its layer (declared once, shared by every residual family): "given" steers the
+#: `layers` as given; "cosmic" scores each of them (None: `layer_select.default_candidates`) by COSMIC's
+#: generation-free score on the training fold's rows only (`steer.layer_select`) and steers the best one, its
+#: scores recorded in provenance["layer_select"]
+LAYER_SELECT = SteerParam("layer_select", "given", (Options(("given", "cosmic")),), IN_PARAMS, "cosmic")
 #: a residual-stream steer's parameters (caa, lat; `veracity.steer.residual`): layers None = the middle layer
 RESIDUAL_PARAMS = (SteerParam("layers", None, _LAYERS, "residual_layers", (1,)),
                    SteerParam("alpha", 1.0, _FINITE, "residual_alpha", 2.0),
-                   SteerParam("normalize", "raw", (Options(("raw", "sigma", "unit")),), "residual_normalize", "unit"))
+                   SteerParam("normalize", "raw", (Options(("raw", "sigma", "unit")),), "residual_normalize", "unit"),
+                   LAYER_SELECT)
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,11 @@ class SteerFamily:
     as is (else `<acts>-<store>`, never another family's store). params: its parameters (`SteerParam`: names,
     defaults, constraints), what a sweep ranges over and the only steer options a run of it accepts; sweep: the
     study that varies them ("heads": `veracity iti sweep`, "layers": `veracity steer sweep`).
-    check(lm, settings): refuse settings this model cannot take, before any work (None: nothing to check)."""
+    check(lm, settings): refuse settings this model cannot take, before any work (None: nothing to check).
+    identity_alpha: the alpha at which the fitted steer is the identity, i.e. the plain model (caa's 0: nothing
+    added); None: no alpha is (ACE's 0 is an ablation, angular's 0 a rotation). A sweep shares the plain model's
+    evaluation only for it. identity_of(settings): the same where it depends on the settings (a conditional
+    steer: its inner steer's); it overrides identity_alpha."""
 
     name: str
     fit: Callable[..., object]
@@ -73,6 +83,12 @@ class SteerFamily:
     sweep: str
     shares_acts: bool = False
     check: Callable[[object, object], None] | None = None
+    identity_alpha: float | None = None
+    identity_of: Callable[[object], float | None] | None = None
+
+    def identity(self, settings) -> float | None:
+        """The alpha at which this family's steer, fitted with `settings`, is the plain model (None: none)."""
+        return self.identity_of(settings) if self.identity_of is not None else self.identity_alpha
 
     def param(self, name: str) -> SteerParam:
         """The parameter called `name`; a ValueError naming the family's parameters when it has none."""
@@ -146,6 +162,44 @@ def check_steer_params(values) -> dict:
     return values
 
 
+def _typed(p: SteerParam, text: str):
+    """A command line's text as parameter `p`'s type (that of its default, else of its example)."""
+    kind = type(p.default if p.default is not None else p.example)
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(f"--steer-param {p.name}: give true or false, got {text!r}")
+        return text.lower() == "true"
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"--steer-param {p.name}: give a number, got {text!r}") from None
+    return text
+
+
+def parse_steer_params(pairs, steers) -> dict:
+    """{name: value} from NAME=VALUE texts (the repeatable --steer-param), each NAME a parameter carried by name
+    (`IN_PARAMS`) of at least one of the chosen `steers` (family names), its value typed as that parameter's
+    default: a ValueError naming the parameters the chosen steers have otherwise. The values are then checked
+    against the declarations when `MethodSettings` is built."""
+    chosen = [STEERS[n] for n in dict.fromkeys(steers)]
+    have = {p.name: p for f in chosen for p in f.params if p.setting == IN_PARAMS}
+    out: dict = {}
+    for text in pairs:
+        name, eq, value = str(text).partition("=")
+        name = name.strip()
+        if not eq or not name:
+            raise ValueError(f"--steer-param: give NAME=VALUE, got {text!r}")
+        if name not in have:
+            which = ", ".join(f.name for f in chosen) or "none"
+            raise ValueError(f"--steer-param {name}: no chosen steer ({which}) has a parameter {name!r}"
+                             + (f"; theirs: {', '.join(sorted(have))}" if have else ""))
+        if name in out:
+            raise ValueError(f"--steer-param {name} given twice")
+        out[name] = _typed(have[name], value.strip())
+    return out
+
+
 STEERS: dict[str, SteerFamily] = {}
 
 
@@ -189,9 +243,51 @@ def _residual(method: str) -> Callable[..., object]:
 register_steer(SteerFamily(
     "iti", lambda lm, train_q, test_q, settings, *, data_dir=None, limit=None, acts=None, fold=0, revision="2021":
     fit_iti_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold, revision),
-    store="acts", params=ITI_PARAMS, sweep="heads", shares_acts=True, check=_check_iti))
-register_steer(SteerFamily("caa", _residual("caa"), store="resid", params=RESIDUAL_PARAMS, sweep="layers"))
-register_steer(SteerFamily("lat", _residual("lat"), store="resid", params=RESIDUAL_PARAMS, sweep="layers"))
+    store="acts", params=ITI_PARAMS, sweep="heads", shares_acts=True, check=_check_iti, identity_alpha=0.0))
+
+
+def _layer_selected(family: str, fit: Callable[..., object], one_layer: bool = False,
+                    opposite: Callable | None = None) -> Callable[..., object]:
+    """`fit` with the shared ``layer_select`` option: "given" fits as asked; "cosmic" fits at every candidate
+    layer (the given `layers`, else `layer_select.default_candidates`) on the training questions only, scores
+    them on the training questions' rows (`layer_select.cosmic_scores`, at the fit's alpha; `opposite`: the
+    steer towards false, default alpha negated) and keeps the best layer. one_layer: the family fits one layer
+    per fit (bipo), so each candidate is fitted on its own."""
+    def wrapped(lm, train_questions, test_questions, settings, *, data_dir=None, limit=None, acts=None, fold=0,
+                revision="2021"):
+        kw = dict(data_dir=data_dir, limit=limit, acts=acts, fold=fold, revision=revision)
+        if steer_value(settings, family, "layer_select") != "cosmic":
+            return fit(lm, train_questions, test_questions, settings, **kw)
+        from ..steer.layer_select import cosmic_scores, cosmic_select, default_candidates, training_texts
+
+        n = lm.arch.n_layers
+        given = settings.residual_layers
+        cands = (default_candidates(n) if given is None else
+                 list(dict.fromkeys(int(l) + n if int(l) < 0 else int(l) for l in given)))
+        texts, labels = training_texts(data_dir, revision, limit, train_questions)
+        if one_layer:
+            fits: dict = {}
+
+            def at(layer: int):
+                fits[layer] = fit(lm, train_questions, test_questions,
+                                  dataclasses.replace(settings, residual_layers=(layer,)), **kw)
+                return fits[layer]
+            scores = cosmic_select(lm, texts, labels, cands, at, opposite=opposite)
+            chosen = fits[scores.layer]
+        else:
+            multi = fit(lm, train_questions, test_questions,
+                        dataclasses.replace(settings, residual_layers=tuple(cands)), **kw)
+            scores = cosmic_scores(lm, texts, labels, multi, opposite=opposite)
+            chosen = multi.select([scores.layer])
+        chosen.provenance["layer_select"] = {**scores.to_json(), "candidates": cands}
+        return chosen
+    return wrapped
+
+
+register_steer(SteerFamily("caa", _layer_selected("caa", _residual("caa")), store="resid", params=RESIDUAL_PARAMS,
+                           sweep="layers", identity_alpha=0.0))
+register_steer(SteerFamily("lat", _layer_selected("lat", _residual("lat")), store="resid", params=RESIDUAL_PARAMS,
+                           sweep="layers", identity_alpha=0.0))
 
 
 #: BiPO's parameters (`veracity.steer.bipo`): one layer (None = the middle one), the strength and the scaling of the
@@ -225,16 +321,20 @@ def _check_bipo(lm, settings) -> None:
     from ..validation import BadInput
 
     layers = settings.residual_layers
-    if layers is not None and len(layers) != 1:
+    cosmic = steer_value(settings, "bipo", "layer_select") == "cosmic"  # the layers are its candidates
+    if layers is not None and len(layers) != 1 and not cosmic:
         raise BadInput(f"bipo trains one vector at one layer; got layers {list(layers)}")
-    if layers is not None and not -lm.arch.n_layers <= layers[0] < lm.arch.n_layers:
-        raise BadInput(f"bipo layer {layers[0]} out of range for a {lm.arch.n_layers}-layer model")
+    bad = [l for l in (layers or ()) if not -lm.arch.n_layers <= l < lm.arch.n_layers]
+    if bad:
+        raise BadInput(f"bipo layer {bad[0]} out of range for a {lm.arch.n_layers}-layer model")
 
 
 register_steer(SteerFamily(
-    "bipo", lambda lm, train_q, test_q, settings, *, data_dir=None, limit=None, acts=None, fold=0, revision="2021":
-    fit_bipo_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold, revision),
-    store="bipo", params=BIPO_PARAMS, sweep="layers", check=_check_bipo))
+    "bipo", _layer_selected("bipo", lambda lm, train_q, test_q, settings, *, data_dir=None, limit=None, acts=None,
+                            fold=0, revision="2021":
+                            fit_bipo_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold, revision),
+                            one_layer=True),
+    store="bipo", params=BIPO_PARAMS, sweep="layers", check=_check_bipo, identity_alpha=0.0))
 
 
 # ---------------------------------------------------------------- ace, angular steering, conditional (CAST-style)
@@ -243,7 +343,7 @@ _PROBABILITY = (Interval(float, 0, 1, closed="neither", msg="be a probability st
 #: `normalize` units; 0 = ablation about the reference) and the reference point
 ACE_PARAMS = RESIDUAL_PARAMS + (SteerParam("reference", "false", (Options(("false", "all")),), IN_PARAMS, "all"),)
 #: angular steering's parameters (`veracity.steer.angular`): alpha is the angle theta in degrees from the direction
-ANGULAR_PARAMS = (RESIDUAL_PARAMS[0], SteerParam("alpha", 0.0, _FINITE, IN_PARAMS, 90.0))
+ANGULAR_PARAMS = (RESIDUAL_PARAMS[0], SteerParam("alpha", 0.0, _FINITE, IN_PARAMS, 90.0), LAYER_SELECT)
 #: the conditional steer's parameters (`veracity.steer.conditional`): the inner steer's (layers, alpha, normalize
 #: reach it), which steer, the condition probe and its threshold
 CONDITIONAL_PARAMS = RESIDUAL_PARAMS + (
@@ -282,7 +382,22 @@ def _fit_conditional(lm, train_questions, test_questions, settings, *, data_dir=
                                     steer_value(settings, "conditional", "threshold"), settings.seed, data_dir, limit, acts, fold, revision)
 
 
-register_steer(SteerFamily("ace", _fit_ace, store="resid", params=ACE_PARAMS, sweep="layers"))
-register_steer(SteerFamily("angular", _angular(False), store="resid", params=ANGULAR_PARAMS, sweep="layers"))
-register_steer(SteerFamily("angular-adaptive", _angular(True), store="resid", params=ANGULAR_PARAMS, sweep="layers"))
-register_steer(SteerFamily("conditional", _fit_conditional, store="resid", params=CONDITIONAL_PARAMS, sweep="layers"))
+def _turned_back(steer):
+    """Angular steering's steer towards false for COSMIC: the angle mirrored about the plane's normal (180 - theta)."""
+    return steer.with_alpha(180.0 - steer.alpha)
+
+
+def _inner_identity(settings) -> float | None:
+    return STEERS[steer_value(settings, "conditional", "steer")].identity(settings)
+
+
+# no identity alpha: ACE's 0 is the ablation about the reference, angular's 0 turns every activation onto b1
+register_steer(SteerFamily("ace", _layer_selected("ace", _fit_ace), store="resid", params=ACE_PARAMS, sweep="layers"))
+register_steer(SteerFamily("angular", _layer_selected("angular", _angular(False), opposite=_turned_back),
+                           store="resid", params=ANGULAR_PARAMS, sweep="layers"))
+register_steer(SteerFamily("angular-adaptive", _layer_selected("angular-adaptive", _angular(True),
+                                                               opposite=_turned_back),
+                           store="resid", params=ANGULAR_PARAMS, sweep="layers"))
+# the inner steer (caa, lat, ace) picks its layer itself (the shared layer_select); the probe reads the one chosen
+register_steer(SteerFamily("conditional", _fit_conditional, store="resid", params=CONDITIONAL_PARAMS, sweep="layers",
+                           identity_of=_inner_identity))

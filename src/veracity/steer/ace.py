@@ -18,6 +18,7 @@ output to every later layer unchanged (`veracity.steer.layerwise`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -66,6 +67,15 @@ class AceSteer(LayerwiseSteer):
         target = float(self.ref_proj[i]) + self.alpha * float(self.scales[i])
         return h + (target - h @ u)[..., None] * u
 
+    def select(self, layers: Sequence[int]):
+        """A copy steering only these of its layers (COSMIC scores one candidate layer at a time)."""
+        missing = [int(l) for l in layers if int(l) not in self.layers]
+        if missing:
+            raise ValueError(f"layers {missing} not fitted; this steer has {self.layers}")
+        idx = [self.layers.index(int(l)) for l in layers]
+        return dataclasses.replace(self, layers=[int(l) for l in layers], directions=self.directions[idx], ref_proj=self.ref_proj[idx], scales=self.scales[idx],
+                                   provenance=dict(self.provenance))
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensors `save` writes (safetensors), by name."""
         return {"directions": self.directions, "ref_proj": self.ref_proj, "scales": self.scales}
@@ -99,4 +109,23 @@ def fit_ace_for_fold(lm, train_questions: Sequence[int], layers: Sequence[int] |
 
     data = load_residual_data(lm, data_dir=data_dir, limit=limit, acts=acts, dataset=default_dataset(revision))
     X, y, layers, prov = training_rows(data, train_questions, layers, seed, fold)
+    prov["steerability"] = training_steerability(data, train_questions, X, y, layers, seed)
     return fit_ace(X, y, layers, reference, normalize, alpha, prov)
+
+
+def training_steerability(data, train_questions, X: torch.Tensor, y: torch.Tensor, layers: Sequence[int],
+                          seed: int = 0) -> dict:
+    """The steerability predictors of each fitted layer (`steerability.layer_predictors`) on the rows
+    `training_rows` returned (X, y): contrast pairs of a true and a false answer to one training question
+    (`pair_by_group`, seeded, as caa's) for the directional agreement, separability of all rows."""
+    import numpy as np
+
+    from .residual.fit import pair_by_group
+    from .steerability import layer_predictors
+
+    rows = np.flatnonzero(np.isin(data.question, np.asarray(list(train_questions))))
+    try:
+        pairs = pair_by_group(y.long(), data.question[rows].tolist(), seed=seed)
+    except ValueError:  # no question holds both classes: separability only
+        pairs = None
+    return layer_predictors(X, y, layers, pairs)

@@ -14,12 +14,13 @@ the false one) and keeps its length; the rest of h is untouched, so |h'| = |h|. 
 in degrees. The adaptive variant (``angular-adaptive``) rotates only activations with a positive b1 coordinate
 (a > 0: those already aligned with the direction), leaving the others as they are.
 
-In `veracity steer sweep` alpha 0 is the plain model, so the sweep never scores theta = 0; give the angles with
---alphas (e.g. 30,60,90). Not bakeable (a rotation that depends on h; `veracity.steer.layerwise`)."""
+No angle is the identity (theta = 0 turns every in-plane component onto b1), so `veracity steer sweep` scores
+every angle given with --alphas, 0 included, against the plain model. Not bakeable (a rotation that depends on h; `veracity.steer.layerwise`)."""
 
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -79,6 +80,15 @@ class AngularSteer(LayerwiseSteer):
         new = h + (rho * math.cos(t) - a)[..., None] * b1 + (rho * math.sin(t) - b)[..., None] * b2
         return torch.where((a > 0)[..., None], new, h) if self.adaptive else new
 
+    def select(self, layers: Sequence[int]):
+        """A copy steering only these of its layers (COSMIC scores one candidate layer at a time)."""
+        missing = [int(l) for l in layers if int(l) not in self.layers]
+        if missing:
+            raise ValueError(f"layers {missing} not fitted; this steer has {self.layers}")
+        idx = [self.layers.index(int(l)) for l in layers]
+        return dataclasses.replace(self, layers=[int(l) for l in layers], b1=self.b1[idx], b2=self.b2[idx],
+                                   provenance=dict(self.provenance))
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensors `save` writes (safetensors), by name."""
         return {"b1": self.b1, "b2": self.b2}
@@ -120,8 +130,10 @@ def fit_angular_for_fold(lm, train_questions: Sequence[int], layers: Sequence[in
                          adaptive: bool = False, seed: int = 0, data_dir=None, limit: int | None = None,
                          acts: str | Path | None = None, fold: int = 0, revision: str = "2021") -> AngularSteer:
     """Angular steering fitted on the training questions' rows of this model's cached resid activations."""
+    from .ace import training_steerability
     from .residual_tqa import default_dataset, load_residual_data
 
     data = load_residual_data(lm, data_dir=data_dir, limit=limit, acts=acts, dataset=default_dataset(revision))
     X, y, layers, prov = training_rows(data, train_questions, layers, seed, fold)
+    prov["steerability"] = training_steerability(data, train_questions, X, y, layers, seed)
     return fit_angular(X, y, layers, angle, adaptive, prov)

@@ -16,7 +16,8 @@ Settings: the paper's (Llama-2-7b-chat, 32 layers: layer 15, AdamW lr 5e-4, batc
 starting at zero) scaled to a small CPU model: the middle layer (same relative depth), the same lr, batch, beta
 and zero start, and the epochs capped by `max_steps` (200 by default: 20 epochs of a full training fold are
 thousands of forward/backward passes). The result is a `ResidualSteer` (method "bipo"), so it is hooked, baked,
-saved and swept like CAA; its provenance records the training time, the losses and the cosine with the CAA
+saved and swept like CAA; its provenance records the training time, the losses, the steerability predictors of the pairs'
+activations (`steerability.predictors`) and the cosine with the CAA
 vector (mean paired difference at the same layer, last token) of the same pairs.
 """
 
@@ -35,6 +36,7 @@ from ..constraints import Checked, Count, Interval, Seed
 from ..finetune.sft import pair_batch
 from .residual.fit import _check_normalize
 from .residual.vectors import ResidualSteer
+from .steerability import predictors
 
 
 @dataclass
@@ -203,7 +205,11 @@ def train_bipo(lm, pairs: Sequence, layer: int, config: BipoConfig | None = None
         u = trained / nrm
         scale = 1.0 if normalize == "unit" else float((torch.cat([pos, neg]) @ u).std(unbiased=False))
         vec = u * scale
-    prov = {"method": "bipo", "normalize": normalize, "scales": [scale], "fit": "bipo", "n_pairs": len(pairs),
+    try:  # the pairs' activations at the layer: Braun et al.'s predictors, as caa's (`steerability.predictors`)
+        pred = {str(layer): predictors(pos, neg)}
+    except ValueError:  # one pair, or a pair with equal activations: no agreement to measure
+        pred = {}
+    prov = {"method": "bipo", "normalize": normalize, "steerability": pred, "scales": [scale], "fit": "bipo", "n_pairs": len(pairs),
             "config": asdict(cfg), "steps": len(losses), "losses": losses, "directions": directions,
             "train_seconds": train_seconds, "trained_norm": nrm, "caa_cosine": cos, "caa_norm": float(caa.norm()),
             **(provenance or {})}

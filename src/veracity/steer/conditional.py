@@ -210,4 +210,7 @@ def fit_conditional_for_fold(lm, inner, train_questions: Sequence[int], test_que
     rows = np.flatnonzero(np.isin(data.question, np.asarray(list(test_questions))))
     held = (data.X[torch.as_tensor(rows)][:, layer].float(), data.labels[torch.as_tensor(rows)].bool())
     prov = {k: v for k, v in prov.items() if k not in ("n_true", "n_false")} | {"probe_layer": layer}
+    for key in ("steerability", "layer_select"):  # the inner fit's predictors and layer choice, where it has them
+        if key in inner.provenance:
+            prov[key] = inner.provenance[key]
     return fit_conditional(inner, X[:, 0], y, probe, threshold, seed, held, prov)

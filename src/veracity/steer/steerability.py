@@ -96,6 +96,23 @@ def predictors(pos: Any, neg: Any, paired: bool = True) -> dict:
     return out
 
 
+def layer_predictors(X: Any, y: Any, layers: Sequence[int], pairs: tuple | None = None) -> dict:
+    """{str(layer): `predictors`} of training rows X [n, len(layers), D] with labels y [n] (1 = true): what a
+    fit records in provenance["steerability"] (caa, lat, ace, angular, conditional). `pairs` = (pos rows,
+    neg rows) indices of contrast pairs (two or more) for the directional agreement; None: separability only."""
+    A = np.asarray(X.detach().cpu().double() if hasattr(X, "detach") else X, dtype=np.float64)
+    t = np.asarray(y.detach().cpu() if hasattr(y, "detach") else y).astype(bool)
+    if A.ndim != 3 or A.shape[1] != len(layers) or A.shape[0] != len(t):
+        raise ValueError(f"expected [{len(t)}, {len(layers)}, D] rows, got shape {A.shape}")
+    usable = pairs is not None and len(pairs[0]) >= 2
+    out = {}
+    for i, l in enumerate(layers):
+        sep = predictors(A[t, i], A[~t, i], paired=False)
+        out[str(int(l))] = ({**predictors(A[np.asarray(pairs[0]), i], A[np.asarray(pairs[1]), i]), **sep}
+                            if usable else sep)
+    return out
+
+
 def item_steerability(unsteered: Sequence[float], steered: Sequence[float], sign: int = 1) -> dict:
     """{"item_steerable", "anti_steerable", "n"}: of the n items, the share whose margin moved the intended
     way (sign * (steered - unsteered) > 0) and the share that moved the other way; item i of both lists is

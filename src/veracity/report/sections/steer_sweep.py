@@ -14,8 +14,8 @@ def render(page: Page, run: Run) -> None:
 
     res = SteerSweepRun.from_json(run.results)
     records_table(page, res.grid, ("layer", "alpha", "best"),
-                  f"{res.method} grid (mean over folds; layer -1, alpha 0: the plain model; best by {res.metric})")
-    rows = [r for r in res.grid if r["alpha"]]
+                  f"{res.method} grid (mean over folds; layer -1: the plain model; best by {res.metric})")
+    rows = [r for r in res.grid if r["layer"] >= 0]  # ACE's alpha 0 (an ablation) is a steered row
     cols, vals = gain_vs_side_effects(rows, res.baseline, (res.metric,))
     if cols:
         table(page, ["layer", "alpha"] + cols, [[r["layer"], r["alpha"]] + v for r, v in zip(rows, vals)],
