@@ -99,20 +99,21 @@ def test_belief_equals_the_detector_on_a_second_forward(steered, data_dir, judge
     ev = evaluate(steered, items, plan)
     tokens, stop = (10, answer_ended) if judged else (8, first_line_done)
     scores, probs, spans = reference_beliefs(steered, [it.question for it in items], det, tokens, stop)
-    recs = ev.result.questions
-    assert [r.detector_answer for r in recs] == spans
-    np.testing.assert_allclose([r.detector_score for r in recs], scores, rtol=0, atol=1e-4)
-    np.testing.assert_allclose([r.detector_belief for r in recs], probs, rtol=0, atol=1e-5)
+    recs = [ev.verdicts[it.index] for it in items]
+    assert [r["detector_answer"] for r in recs] == spans
+    np.testing.assert_allclose([r["detector_score"] for r in recs], scores, rtol=0, atol=1e-4)
+    np.testing.assert_allclose([r["detector_belief"] for r in recs], probs, rtol=0, atol=1e-5)
     m = ev.metrics()
     assert m["detector_belief"] == pytest.approx(np.mean(probs), abs=1e-5)
     assert m["detector_flagged"] == pytest.approx(np.mean(np.asarray(scores) < det.threshold))
-    assert [r.detector_flagged for r in recs] == [s < det.threshold for s in scores]
+    assert [r["detector_flagged"] for r in recs] == [s < det.threshold for s in scores]
+    answers = [q.answer for q in ev.result.questions]
     if judged:  # the judged answers are the plain generation's, detector or not
         plain = evaluate(steered, items, FoldPlan(measures=("judge",), max_new_tokens=10, batch_size=3))
-        assert [r.answer for r in recs] == [r.answer for r in plain.result.questions]
-        assert "detector_belief" not in plain.metrics()
+        assert answers == [q.answer for q in plain.result.questions]
+        assert "detector_belief" not in plain.metrics() and not plain.verdicts
     else:
-        assert all(r.answer is None for r in recs)  # short answers are the detector's, not judged ones
+        assert answers == [None] * len(items)  # short answers are the detector's, not judged ones
 
 
 def test_detect_score_and_the_fold_share_one_verdict(tiny_llama):

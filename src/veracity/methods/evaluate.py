@@ -65,10 +65,8 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Method
         answers = [{"index": q.index, "question": q.question, "answer": q.answer} for q in qs]
     metrics.update(ev.side_effects)
     metrics.update(ev.detector)
-    if ev.detector:
-        for r, q in zip(per_q, qs):
-            r.update(detector_answer=q.detector_answer, detector_belief=q.detector_belief,
-                     detector_flagged=q.detector_flagged)
+    for r in per_q:
+        r.update(ev.verdicts.get(r["index"], {}))
     if texts:
         metrics["ce_loss"], metrics["kl"] = m.ce_loss, m.kl
     costs = {"train_s": pm.train_seconds, "iti_fit_s": pm.iti_seconds, "infer_s": ev.infer_s,

@@ -61,10 +61,6 @@ class QuestionRecord:
     true: bool | None = None
     info: bool | None = None
     binary: dict | None = None  # protocol "binary": variant -> 1.0 / 0.0
-    detector_answer: str | None = None  # with a detector: the exact answer span it read
-    detector_score: float | None = None  # its score (higher = more likely correct)
-    detector_belief: float | None = None  # its calibrated P(correct)
-    detector_flagged: bool | None = None  # score below its threshold
 
 
 @dataclass
@@ -149,6 +145,9 @@ class FoldEvaluation:
     side_effects: dict = field(default_factory=dict)  # registered side-effect metrics
     side_costs: dict = field(default_factory=dict)  # their sample sizes (<name>_n) and seconds (<name>_s)
     detector: dict = field(default_factory=dict)  # with a detector: detector_belief, detector_flagged
+    #: with a detector, per question index: the exact answer span it read (detector_answer), its score
+    #: (detector_score, higher = more likely correct), P(correct) (detector_belief) and flag (detector_flagged)
+    verdicts: dict = field(default_factory=dict)
     infer_s: float = 0.0  # MC and generation
     side_effects_s: float = 0.0
     prompt_tokens: float = 0.0  # mean MC context tokens
@@ -204,18 +203,17 @@ def _captured_answers(pm: PreparedMethod, sel: Sequence, plan: FoldPlan, factory
     return [cut_answer(c.text) for c in caps], caps
 
 
-def _detector_metrics(detector: Detector, sel: Sequence, caps: Sequence, recs: dict) -> dict:
-    """The detector's verdict on every answer (into its question's record) and the fold's figures: the mean
-    belief that the answers are correct and the share flagged wrong at its threshold."""
+def _detector_verdicts(detector: Detector, sel: Sequence, caps: Sequence) -> tuple[dict, dict]:
+    """The fold's figures (the mean belief that the answers are correct, the share flagged wrong at the
+    detector's threshold) and the verdict on every answer, by question index (`FoldEvaluation.verdicts`)."""
     import torch
 
     scores, probs, flags = detector.verdicts(torch.stack([c.features for c in caps]) if caps else [])
-    for it, c, s, p, f in zip(sel, caps, scores, probs, flags):
-        r = recs[it.index]
-        r.detector_answer, r.detector_score, r.detector_belief, r.detector_flagged = c.answer, float(s), float(p), bool(f)
+    verdicts = {it.index: {"detector_answer": c.answer, "detector_score": float(s), "detector_belief": float(p),
+                           "detector_flagged": bool(f)} for it, c, s, p, f in zip(sel, caps, scores, probs, flags)}
     if not len(scores):
-        return {}
-    return {"detector_belief": float(np.mean(probs)), "detector_flagged": float(np.mean(flags))}
+        return {}, verdicts
+    return {"detector_belief": float(np.mean(probs)), "detector_flagged": float(np.mean(flags))}, verdicts
 
 
 def evaluate(pm: PreparedMethod, items: Sequence, plan: FoldPlan, *,
@@ -325,7 +323,7 @@ def evaluate(pm: PreparedMethod, items: Sequence, plan: FoldPlan, *,
             t1 = time.time()
             _, caps = _captured_answers(pm, sel, plan, factory, plan.detector_tokens, first_line_done)
             ev.infer_s += time.time() - t1
-        ev.detector = _detector_metrics(plan.detector, sel, caps, recs)
+        ev.detector, ev.verdicts = _detector_verdicts(plan.detector, sel, caps)
     if plan.side_effects:
         from dataclasses import replace
 
@@ -425,7 +423,8 @@ def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None
     qs = ev.result.questions
     answers = [{"index": q.index, "question": q.question, "answer": q.answer, "true": q.true, "info": q.info,
                 "true_score": q.true_score, "info_score": q.info_score} for q in qs if q.answer is not None]
-    return {"metrics": ev.metrics(), "per_question": [asdict(q) for q in qs], "answers": answers}
+    return {"metrics": ev.metrics(), "per_question": [asdict(q) | ev.verdicts.get(q.index, {}) for q in qs],
+            "answers": answers}
 
 
 def summarise(fold_metrics: list[dict], weights: Sequence[int] | None = None) -> dict:
