@@ -138,6 +138,28 @@ def _locked(out: Path, tmp: Path) -> None:
     _locked.lock = FolderLock(out).acquire()  # held by "another process" for the duration of the case
 
 
+def _detector(tmp: Path, model: str) -> None:
+    """A kept detector of `model` at {tmp}/det (pre-generation token, layer 0)."""
+    import numpy as np
+
+    from veracity.evaluate.detector import Detector
+    from veracity.models import load
+
+    lm = load(model, device="cpu")
+    d = lm.arch.hidden_size
+    Detector([0], ["pre"], np.ones((1, d)), np.zeros(1), np.zeros((1, d)), np.ones((1, d)), np.ones(1), 0.0, 0.0,
+             {"method": "platt", "a": 1.0, "b": 0.0}, lm.fingerprint).save(tmp / "det")
+
+
+def _other_model_detector(out: Path, tmp: Path) -> None:
+    _detector(tmp, "tiny-qwen2")
+
+
+def _damaged_detector(out: Path, tmp: Path) -> None:
+    _detector(tmp, "tiny-llama")
+    (tmp / "det.safetensors").write_bytes(b"not a safetensors file")
+
+
 def _read_only(out: Path, tmp: Path) -> None:
     pass  # see the monkeypatch in the test: no read-only file system can be mounted in a test
 
@@ -319,6 +341,13 @@ CASES = [
      "--residual-alpha must be a finite number, got nan", None),
     ("compare-method-unknown", ["compare-interventions", *TINY, "--methods", "baseline,nosuch", "--out", "{out}"],
      "--methods must be a method (prompt, trainer, steer and '+' combinations), got 'nosuch'", None),
+    ("compare-detector-missing", ["compare-interventions", *TINY, "--methods", "baseline", "--limit", "4",
+                                  "--detector", "{tmp}/nosuch", "--out", "{out}"], "--detector: ", None),
+    ("steer-sweep-detector-other-model", ["steer", "sweep", *TINY, "--limit", "4", "--detector", "{tmp}/det",
+                                          "--out", "{out}"], "the detector was fitted on a model with fingerprint",
+     _other_model_detector),
+    ("iti-sweep-detector-damaged", [*SWEEP, "--num-heads", "2", "--detector", "{tmp}/det", "--out", "{out}"],
+     "--detector: ", _damaged_detector),
     ("ccs-distractor-strengths-nan", ["ccs-distractor", "--acts", "{store}", "--strengths", "1,nan", "--out", "{out}"],
      "--strengths must be a finite number >= 0, got nan", None),
     ("detect-splits-not-summing-to-1", ["detect", *TINY, "--splits", "0.5,0.5,0.5,0.5", "--out", "{out}"],

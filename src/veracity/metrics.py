@@ -88,6 +88,12 @@ for _m in (
            short="syc. to opinion", source="sycophancy"),
     Metric("boolq_accuracy", "BoolQ (zero-shot)", "fraction", True, group="side_effect", short="BoolQ",
            headline=True, source="boolq"),
+    # what the model believes about its own answers: a kept detector (`--detector`, evaluate.detector) reading the
+    # hidden states of the method's greedy answers (methods.fold)
+    Metric("detector_belief", "Detector: belief the answers are correct", "fraction", True, group="side_effect",
+           short="belief", source="detector"),
+    Metric("detector_flagged", "Detector: answers flagged wrong", "fraction", False, group="side_effect",
+           short="flagged", source="detector"),
     Metric("honest_score", "HONEST (hurtful completions)", "fraction", False, group="side_effect", short="HONEST", source="honest"),
     Metric("honest_female", "HONEST female", "fraction", False, group="side_effect", detail=True, source="honest"),
     Metric("honest_male", "HONEST male", "fraction", False, group="side_effect", detail=True, source="honest"),

@@ -146,11 +146,14 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
                           seeds: Sequence[int | None] | None = None, item_ids: Sequence[str] | None = None,
                           samples: Sequence[int] | None = None, temperature: float = 1.0, top_p: float = 1.0,
                           max_new_tokens: int = 32, stop: Callable[[str], bool] | None = first_line_done,
-                          batch_size: "int | str | AutoBatch" = 16, capture: bool = True) -> list[CapturedAnswer]:
+                          batch_size: "int | str | AutoBatch" = 16, capture: bool = True,
+                          intervention=None) -> list[CapturedAnswer]:
     """One answer per tokenised prompt: greedy where `seeds[i]` is None, else sampled from its own generator;
     left-padded batches (longest prompts first), outputs in input order. With `capture`, hidden states at
     `POSITIONS` come from hooks on the generation's forwards; without it (the plain baseline) nothing is hooked
-    and `features` is None. `aliases[i]` labels and locates the answer (module doc)."""
+    and `features` is None. `aliases[i]` labels and locates the answer (module doc). `intervention("generate")`
+    (a steer's phase factory, `models.scoring.InterventionFactory`) is entered around each batch's generate()
+    before the reading hooks, so they read the steered states, as `models.generate.generate_greedy` answers."""
     if temperature <= 0 or not 0 < top_p <= 1:
         raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {temperature}, {top_p}")
     from transformers import LogitsProcessorList, StoppingCriteriaList
@@ -178,7 +181,8 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
         extra = {"stopping_criteria": StoppingCriteriaList([_StopLate(tok, L, stop)])} if stop is not None else {}
         keep: list[list[torch.Tensor]] = [[] for _ in range(lm.arch.n_layers)]
         ctx = _read_layers(lm, keep) if capture else contextlib.nullcontext()
-        with ctx:
+        steer = intervention("generate") if intervention is not None else contextlib.nullcontext()
+        with steer, ctx:
             gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
                                  max_new_tokens=max_new_tokens + (1 if capture else 0), pad_token_id=pad,
                                  eos_token_id=eos, temperature=None, top_p=None, top_k=None,

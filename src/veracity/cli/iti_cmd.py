@@ -47,6 +47,10 @@ EvalRevisionOpt = typer.Option(None, "--eval-revision", help="Revision the held-
                                "and listed in results.json (cross_revision).")
 SweepOverwriteOpt = typer.Option(False, "--overwrite", help="Empty the run folder (its stored cells too) and start "
                                  "over; without it a folder of the same settings resumes.")
+DetectorOpt = typer.Option(None, "--detector", help="A kept detector (`veracity detect`: PATH of PATH.json + "
+                           "PATH.safetensors, or its run folder) of this model: every row also reports its mean "
+                           "belief that the greedy answers are correct and the share it flags wrong (without "
+                           "--judge, short answers are generated for it).")
 GenPosOpt = typer.Option("last", "--gen-positions", help="Generation: last (each forward's last token, as ITI) | all")
 
 #: `--metric` of the sweeps: the registry's rankable metrics, named once at import (no torch)
@@ -175,6 +179,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
               ce_texts: int = typer.Option(100, "--ce-texts"), gen_positions: str = GenPosOpt,
               side_effects: str = typer.Option("all", "--side-effects", help=SideEffectsHelp),
               side_effect_n: Optional[str] = SideEffectNOpt,
+              detector: Optional[Path] = DetectorOpt,
               executor: str = typer.Option("local", "--executor",
                                            help="local (this process) | ray (Ray workers, one model copy each; "
                                                 "needs Ray: the package's ray extra)"),
@@ -209,7 +214,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                       reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
                       gen_positions=gen_positions, revision=revision, eval_revision=eval_revision,
                       data_dir=str(data_dir) if data_dir else None, device=device,
-                      **_side_effects(side_effects, side_effect_n))
+                      detector=str(detector) if detector else None, **_side_effects(side_effects, side_effect_n))
     runner = None  # default: the local executor
     if executor == "ray":
         from ..experiments.executors import RayExecutor

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .common import DataDirOpt, ModelOpt, console, fail, parse_int_list, print_table
-from .iti_cmd import (ActsOpt, ContigOpt, DataOpt, DirectionOpt, EvalRevisionOpt, GenPosOpt, JudgeBaseUrlOpt, JudgeOpt, LimitOpt,
+from .iti_cmd import (ActsOpt, ContigOpt, DataOpt, DetectorOpt, DirectionOpt, EvalRevisionOpt, GenPosOpt, JudgeBaseUrlOpt, JudgeOpt, LimitOpt,
                       MCShiftOpt, MetricHelp, SweepOverwriteOpt, ProtocolOpt, ReproduceOpt, RevisionOpt, SideEffectNOpt, SideEffectsHelp, SigmaOpt,
                       _judge_spec, _side_effects)
 
@@ -39,6 +39,7 @@ def sweep_cmd(model: str = ModelOpt,
               metric: str = typer.Option("mc2", "--metric", help=MetricHelp),
               side_effects: str = typer.Option("all", "--side-effects", help=SideEffectsHelp),
               side_effect_n: Optional[str] = SideEffectNOpt,
+              detector: Optional[Path] = DetectorOpt,
               ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
               limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt, revision: str = RevisionOpt,
               eval_revision: Optional[str] = EvalRevisionOpt,
@@ -56,6 +57,7 @@ def sweep_cmd(model: str = ModelOpt,
     judge = _judge_spec(judge, judge_base_url)
     se = _side_effects(side_effects, side_effect_n)
     dd = str(data_dir) if data_dir else None
+    det = str(detector) if detector else None
     k_list = tuple(parse_numbers(num_heads, int, "--num-heads") or ())
     from ..methods.steers import STEERS, parse_steer_params
 
@@ -75,7 +77,7 @@ def sweep_cmd(model: str = ModelOpt,
                             acts=str(acts) if acts else None, device=device, num_heads=k_list, direction=direction,
                             sigma_from=sigma_from, data=data, mc_shift_from=mc_shift_from, reproduce=reproduce,
                             contiguous_folds=contiguous_folds, gen_positions=gen_positions,
-                            steer_params=params, cosmic=cosmic, **se)
+                            steer_params=params, cosmic=cosmic, detector=det, **se)
 
     if STEERS[method].sweep == "heads":  # the registry entry names the engine that varies its parameters
         from ..experiments.iti_sweep import SweepConfig, run_iti_sweep
@@ -85,7 +87,7 @@ def sweep_cmd(model: str = ModelOpt,
                           contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
                           reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
                           gen_positions=gen_positions, revision=revision, eval_revision=eval_revision, data_dir=dd,
-                          device=device, **se)
+                          device=device, detector=det, **se)
         res = run_iti_sweep(cfg, out, overwrite=overwrite, log=console.print)
         for table in res.tables():
             print_table(*table)

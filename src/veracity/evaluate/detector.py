@@ -59,6 +59,12 @@ class Detector:
             out += float(self.stack_weights[k]) * z
         return out
 
+    def verdicts(self, features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, P(correct), flagged) of answers from their captured features (`score_features`): the one
+        verdict `detect-score` and a fold evaluation's `--detector` both give."""
+        scores = self.score_features(features) if len(features) else np.zeros(0)
+        return scores, self.probability(scores), scores < self.threshold
+
     def probability(self, scores) -> np.ndarray:
         """P(correct) of scores under the validation split's Platt calibration."""
         s = np.asarray(scores, dtype=np.float64)
@@ -74,6 +80,17 @@ class Detector:
         if lm.arch.hidden_size != self.hidden_size or max(self.layers) >= lm.arch.n_layers:
             raise BadInput(f"the detector reads width {self.hidden_size} at layers {self.layers}; {lm.name} does "
                            "not have them")
+
+    def identity(self) -> str:
+        """A digest of everything the detector computes with (its JSON and tensors): what a resumable study
+        records, so a resume with another detector is refused rather than mixing two detectors' rows."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode())
+        for k, t in sorted(self.tensors().items()):
+            h.update(k.encode() + t.numpy().tobytes())
+        return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------------------------ files
     def to_json(self) -> dict:
@@ -153,11 +170,27 @@ def score_answers(lm, detector: Detector, items: Sequence, *, max_new_tokens: in
     detector.check_model(lm)
     answers = answer_questions(lm, items, n_samples=0, greedy=True, max_new_tokens=max_new_tokens,
                                batch_size=batch_size)
-    scores = detector.score_features(torch.stack([a.features for a in answers])) if answers else np.zeros(0)
-    probs = detector.probability(scores)
+    scores, probs, flags = detector.verdicts(torch.stack([a.features for a in answers]) if answers else [])
     q = {it.id: it.question for it in items}
-    return [ScoredAnswer(a.item_id, q[a.item_id], a.text, a.correct, float(s), float(p), bool(s < detector.threshold))
-            for a, s, p in zip(answers, scores, probs)]
+    return [ScoredAnswer(a.item_id, q[a.item_id], a.text, a.correct, float(s), float(p), bool(f))
+            for a, s, p, f in zip(answers, scores, probs, flags)]
+
+
+def load_detector_for(path: str | Path | None, lm=None) -> Detector | None:
+    """A study's `--detector`: read it through the safe readers (None for no path) and, given the run's model,
+    refuse one fitted on another (`Detector.check_model`), so a sweep or comparison stops before any work."""
+    from ..artifacts import ArtifactError
+    from ..validation import BadInput
+
+    if path is None:
+        return None
+    try:
+        det = load_detector(path)
+    except ArtifactError as e:
+        raise BadInput(f"--detector: {e}") from None
+    if lm is not None:
+        det.check_model(lm)
+    return det
 
 
 def score_questions(detector: str | Path, model: str, *, tables: Sequence[str] | None = None,

@@ -107,7 +107,7 @@ class CompareRunConfig(Checked):
                     "alpha": o.ALPHA, "residual_layers": o.LAYERS, "residual_alpha": o.ALPHA,
                     "residual_normalize": [Options(("raw", "sigma", "unit"))], "ce_texts": o.COUNT0,
                     "side_effects": o.SIDE_EFFECTS, "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION,
-                    "eval_revision": o.OPTIONAL_REVISION,
+                    "eval_revision": o.OPTIONAL_REVISION, "detector": o.OPTIONAL_TEXT,
                     "steer_params": [ListOf([Instance(str)], min_len=0)]}
     # No "ignored unless a method uses it" rules here: a comparison is resumed with more --methods and the
     # same settings (CompareConfig.fixed), so --sft-steps before any lora-sft run is meaningful.
@@ -140,6 +140,7 @@ class CompareRunConfig(Checked):
     acts: str | None = None  # the original model's ITI activation store (default: the veracity cache)
     device: str | None = None
     steer_params: list = field(default_factory=list)  # NAME=VALUE: parameters a chosen steer carries by name
+    detector: str | None = None  # a kept detector (`veracity detect`): its belief in every row's answers
 
     def build(self) -> CompareConfig:
         """The study's full configuration (every method's trainer, steer and side-effect settings) from these
@@ -224,14 +225,15 @@ def summarise_method(fold_rows: list[dict]) -> dict:
 
 def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, data_dir=None,
                    log: Callable[[str], None] = print, acts: str | Path | None = None,
-                   eval_items: Sequence | None = None) -> tuple[list[dict], list[dict]]:
+                   eval_items: Sequence | None = None, detector=None) -> tuple[list[dict], list[dict]]:
     """Evaluate every (method, fold) not yet in `folder/results.sqlite`; returns (one row per method: fold
     means of metrics and costs, one row per (method, fold)).
 
     `items`: TruthfulQA items of `cfg.revision` (CSV order, already cut by --limit): the folds and what
     methods are prepared on. `eval_items`: the held-out questions' versions to score, under the same
     indices (`data.truthfulqa.cross_revision_items`; default `items`); a held-out question without one is
-    left out. The original model is never modified.
+    left out. The original model is never modified. `detector` (a kept `evaluate.detector.Detector` of this
+    model) adds its belief in each row's answers (`methods.fold.FoldPlan.detector`).
     """
     from ..data.registry import held_out_texts
     from ..probes.splits import question_folds
@@ -242,6 +244,8 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
     if len({s.name for s in specs}) != len(specs):
         raise ValueError("a method is listed twice")
     fixed = {"model": lm.fingerprint, "questions": [it.index for it in items][:3] + [len(items)], **cfg.fixed()}
+    if detector is not None:  # rows scored by one detector only (left out without, so older folders resume)
+        fixed["detector"] = detector.identity()
     store = CompareStore(folder / "results.sqlite", fixed)
     by_index = {it.index: it for it in items}
     scored = by_index if eval_items is None else {it.index: it for it in eval_items}
@@ -260,7 +264,8 @@ def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, 
             pm = prepare_method(spec, lm, train_items, [int(q) for q in test_q], cfg.settings, fold=f, cache=cache,
                                 data_dir=data_dir, limit=cfg.limit, workdir=folder, acts=acts,
                                 revision=cfg.revision)
-            res = evaluate_prepared(pm, lm, test_items, ecfg, texts, lm_cache, judges, data_dir=data_dir)
+            res = evaluate_prepared(pm, lm, test_items, ecfg, texts, lm_cache, judges, data_dir=data_dir,
+                                    detector=detector)
             with_true_info(res["metrics"])
             store.record(spec.name, f, res["metrics"], res["costs"], res["per_question"], res["answers"],
                          time.time() - t0)
@@ -439,11 +444,13 @@ def run_compare_interventions(config: CompareRunConfig, out: str | Path, *, over
     starts over."""
     from ..data import load_truthfulqa
     from ..data.truthfulqa import cross_revision_items
+    from ..evaluate.detector import load_detector_for
     from ..models import ModelNotAvailable, load
     from ..runs import RunFolder
     from ..validation import BadInput, check_folds
 
     model, data_dir, acts, device = config.model, config.data_dir, config.acts, config.device
+    detector = load_detector_for(config.detector)  # a bad file is refused before the model loads
     cfg = config.build()
     try:
         specs = [parse_method(m) for m in cfg.methods]
@@ -455,13 +462,16 @@ def run_compare_interventions(config: CompareRunConfig, out: str | Path, *, over
                                                    "folds": cfg.n_folds, "limit": cfg.limit, "judge": cfg.judge,
                                                    "protocol": cfg.protocol, "settings": cfg.settings,
                                                    "revision": cfg.revision, "eval_revision": eval_revision,
-                                                   "side_effects": list(cfg.side_effects)},
+                                                   "side_effects": list(cfg.side_effects),
+                                                   **({"detector": config.detector} if config.detector else {})},
                     resume=not overwrite, overwrite=overwrite, seed=cfg.seed,
                     defer=True)  # checked now, created once the inputs are
     try:
         lm = load(model, device=device)
     except ModelNotAvailable as e:
         raise BadInput(str(e)) from None
+    if detector is not None:
+        detector.check_model(lm)  # a detector of another model: refused before any work
     from ..methods.steers import STEERS
 
     for family in {STEERS[s.steer] for s in specs if s.steer is not None}:
@@ -484,7 +494,7 @@ def run_compare_interventions(config: CompareRunConfig, out: str | Path, *, over
     run.start()
     try:
         rows, fold_rows = run_comparison(lm, items, cfg, run.path, data_dir=data_dir, log=both, acts=acts,
-                                         eval_items=eval_items)
+                                         eval_items=eval_items, detector=detector)
     except (RuntimeError, ValueError) as e:
         raise BadInput(str(e)) from None
     pq = per_question_rows(run.path, cfg.methods, cfg.n_folds)

@@ -44,11 +44,13 @@ class ITICell:
     ecfg: FoldEvalConfig
     texts: Sequence[str] | None
     evaluate: Callable = evaluate_intervention
+    detector: object = None  # a kept `evaluate.detector.Detector`: its belief in the cell's answers
 
     def __call__(self, lm, job: Job) -> dict:
         alpha, k, fit = job.cell["alpha"], job.cell["k"], job.fit
         iv = None if alpha == 0 else fit.top(min(k, fit.k)).with_alpha(alpha)
-        return {"metrics": dict(self.evaluate(lm, job.items, iv, self.ecfg, self.texts)["metrics"])}
+        more = {} if self.detector is None else {"detector": self.detector}
+        return {"metrics": dict(self.evaluate(lm, job.items, iv, self.ecfg, self.texts, **more)["metrics"])}
 
 
 @dataclass
@@ -64,12 +66,13 @@ class SweepResult:
 def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequence[float], ks: Sequence[int],
               n_folds: int, folder: Path, contiguous: bool = False, ecfg: FoldEvalConfig | None = None,
               metric: str = "true_info", log: Callable[[str], None] = print,
-              evaluate: Callable = evaluate_intervention, executor=None) -> SweepResult:
+              evaluate: Callable = evaluate_intervention, executor=None, detector=None) -> SweepResult:
     """Evaluate every (alpha, K, fold) not yet in `folder/results.sqlite`; returns the fold-mean grid.
 
     `executor` evaluates the pending configurations (`veracity.experiments.executors`): None runs them here on
     `lm` with `evaluate` (`LocalExecutor`); a `RayExecutor` runs them on Ray workers. Either way this
-    process fits the folds, owns the store and records each result as it arrives."""
+    process fits the folds, owns the store and records each result as it arrives. `detector` (a kept
+    `evaluate.detector.Detector` of this model) adds its belief in every cell's answers."""
     ecfg = ecfg or FoldEvalConfig()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,6 +82,8 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
              # side-effect settings only when used, so sweeps written before they existed still resume
              "eval": {k: v for k, v in ecfg.__dict__.items() if not (k.startswith("side_effect") and not v)
                       and not (k == "seed" and not ecfg.side_effects)}}
+    if detector is not None:  # cells scored by one detector only (left out without, so older folders resume)
+        fixed["detector"] = detector.identity()
     if data.source.get("sigma_content_hash"):  # sigma_from="original": its rows are part of the fit
         fixed["sigma_data"] = data.source["sigma_content_hash"]
     store = open_store(folder / "results.sqlite", fixed)
@@ -118,7 +123,7 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
         grid_spec = Grid(cells, n_folds, fit, None, describe=describe,
                          share=lambda c: "plain model" if c["alpha"] == 0 else (c["alpha"], c["k"]))
         texts = held_out_texts(ecfg.data_dir, ecfg.ce_texts) if (grid_spec.pending(store) and ecfg.ce_texts) else None
-        grid_spec.evaluate = ITICell(ecfg, texts, evaluate)
+        grid_spec.evaluate = ITICell(ecfg, texts, evaluate, detector)
         run_grid(grid_spec, store, lm, executor, fingerprint=fixed["model"], log=log)
         grid = {}
         for c in cells:
@@ -193,13 +198,15 @@ SCHEMA_VERSION = 1
 class SweepConfig(ITIRunOptions):
     """Every option of `veracity iti sweep`: the shared ITI options and the grid."""
 
-    _constraints = {"alphas": o.ALPHAS, "num_heads": [ListOf(o.NUM_HEADS)], "metric": o.METRIC}
+    _constraints = {"alphas": o.ALPHAS, "num_heads": [ListOf(o.NUM_HEADS)], "metric": o.METRIC,
+                    "detector": o.OPTIONAL_TEXT}
     _commands = ("iti sweep", "steer sweep")
 
     alphas: tuple = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0)
     num_heads: tuple = (8, 16, 32, 48, 64, 96)
     metric: str = "true_info"
     side_effects: tuple = ("sycophancy", "boolq", "honest", "health")  # every sweep row carries them
+    detector: str | None = None  # a kept detector (`veracity detect`): its belief in every cell's answers
 
 
 @dataclass
@@ -279,6 +286,7 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None, *, overwrite
     run folder (checked before loading anything), model, probe data, every pending (alpha, K, fold), the
     heatmaps, grid.csv and results.json. `executor`: None (here) or a `RayExecutor`; `overwrite` empties the
     folder (its stored cells too) and starts over."""
+    from ..evaluate.detector import load_detector_for
     from ..runs import RunFolder
     from ..validation import BadInput
     from .iti_common import (check_revisions, iti_config, load_data, load_model, preset_lines,
@@ -290,17 +298,21 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None, *, overwrite
     eval_revision = cfg.eval_revision or cfg.revision
     check_revisions(cfg.revision, eval_revision, st)
     icfg = iti_config(cfg.direction, st["sigma_from"], st["seed"], max_k=max(k_list), st=st)
+    detector = load_detector_for(cfg.detector)  # a bad file is refused before the model loads
     run = RunFolder(out, "iti-sweep", {"model": cfg.model, "data": "truthfulqa", "alphas": a_list,
                                        "num_heads": k_list, "revision": cfg.revision, "eval_revision": eval_revision,
                                        "folds": cfg.folds, "direction": cfg.direction, "judge": cfg.judge,
                                        "metric": cfg.metric, "protocol": cfg.protocol, "limit": cfg.limit,
                                        **settings_record(st), "side_effects": list(cfg.side_effects),
-                                       "side_effect_n": dict(cfg.side_effect_n)},
+                                       "side_effect_n": dict(cfg.side_effect_n),
+                                       **({"detector": cfg.detector} if cfg.detector else {})},
                     resume=not overwrite, overwrite=overwrite, seed=st["seed"],
                     defer=True)  # checked now (kind, lock), created below
     for line in preset_lines(st):
         log(line)
     lm = load_model(cfg.model, cfg.device, num_heads=k_list)
+    if detector is not None:
+        detector.check_model(lm)  # a detector of another model: refused before any work
     data, items, cross = load_data(lm, cfg.data_dir, cfg.limit, cfg.acts, st, cfg.revision, eval_revision,
                                    folds=cfg.folds)
     if cross:
@@ -317,7 +329,7 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None, *, overwrite
     run.start()  # a resume refused by the results store leaves config.json as it was (see RunFolder)
     try:
         res = run_sweep(lm, data, items, icfg, a_list, k_list, cfg.folds, run.path, st["contiguous"], ecfg,
-                        metric=cfg.metric, log=both, executor=executor)
+                        metric=cfg.metric, log=both, executor=executor, detector=detector)
     except (RuntimeError, ValueError) as e:
         raise BadInput(str(e)) from None
     rows = grid_rows(res)

@@ -87,7 +87,7 @@ class SteerSweepConfig(Checked):
                     "metric": o.METRIC, "ce_texts": o.COUNT0, "limit": o.LIMIT, "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION,
                     "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE,
-                    "num_heads": [ListOf(o.NUM_HEADS, min_len=0)], "cosmic": [Instance(bool)],
+                    "detector": o.OPTIONAL_TEXT, "num_heads": [ListOf(o.NUM_HEADS, min_len=0)], "cosmic": [Instance(bool)],
                     "steer_params": [Parses(check_steer_params, "steer parameters {name: value} of registered steers",
                                             bad=[{"nosuch": 1}], example={"reference": "all"})],
                     "direction": list(STEERS["iti"].param("direction").constraints),
@@ -124,6 +124,7 @@ class SteerSweepConfig(Checked):
     data_dir: str | None = None
     acts: str | None = None  # the residual activation store (default: the veracity cache)
     device: str | None = None
+    detector: str | None = None  # a kept detector (`veracity detect`): its belief in every cell's answers
     # iti only (`veracity iti sweep`'s options): recorded nowhere for caa / lat, so refused there
     num_heads: tuple = ()  # () = the iti sweep's default K values
     direction: str = "com"
@@ -148,6 +149,8 @@ class SteerSweepConfig(Checked):
             d.pop("steer_params")
         if not self.cosmic:
             d.pop("cosmic")
+        if d["detector"] is None:  # left out unless given, so folders written before it existed resume
+            d.pop("detector")
         return d
 
 
@@ -291,6 +294,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     folder of the same settings resumes (a finished one with a longer grid gains only the new cells);
     `overwrite` empties it and starts over."""
     from ..data import load_truthfulqa
+    from ..evaluate.detector import load_detector_for
     from ..models import ModelNotAvailable, load
     from ..probes.splits import question_folds
     from ..runs import RunFolder
@@ -316,12 +320,15 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         raise BadInput(str(e)) from None
     eval_revision = check_revision_pair(cfg.revision, cfg.eval_revision)
     recorded = cfg.recorded()
+    detector = load_detector_for(cfg.detector)  # a bad file is refused before the model loads
     run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **recorded},
                     resume=not overwrite, overwrite=overwrite, seed=cfg.seed, defer=True)
     try:
         lm = load(cfg.model, device=cfg.device)
     except ModelNotAvailable as e:
         raise BadInput(str(e)) from None
+    if detector is not None:
+        detector.check_model(lm)  # a detector of another model: refused before any work
     n_layers = lm.arch.n_layers
     check_layers(list(cfg.layers) or None, n_layers)
     layers = list(dict.fromkeys(l % n_layers for l in cfg.layers)) if cfg.layers else default_layers(n_layers)
@@ -345,7 +352,8 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     fixed = {"model": lm.fingerprint, "method": cfg.method, "normalize": cfg.normalize, "folds": cfg.folds,
              "seed": cfg.seed, "protocol": cfg.protocol, "judge": cfg.judge, "ce_texts": cfg.ce_texts,
              "limit": cfg.limit, "side_effects": list(cfg.side_effects), "side_effect_n": dict(cfg.side_effect_n),
-             "revision": cfg.revision, "eval_revision": eval_revision, "questions": len(items)}
+             "revision": cfg.revision, "eval_revision": eval_revision, "questions": len(items),
+             **({"detector": detector.identity()} if detector is not None else {})}
     if cfg.steer_params:  # only when given, so stores written before the option resume
         fixed["steer_params"] = dict(cfg.steer_params)
     run.start()
@@ -389,7 +397,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
             iv = dataclasses.replace(job.fit, alpha=job.cell["alpha"]) if job.fit is not None else None
             spec = MethodSpec(cfg.method, steer=cfg.method) if iv is not None else MethodSpec("baseline")
             res = evaluate_prepared(PreparedMethod(spec, lm, iv), lm, job.items, ecfg, texts, lm_cache, judges,
-                                    data_dir=cfg.data_dir)
+                                    data_dir=cfg.data_dir, detector=detector)
             pred = (iv.provenance.get("steerability") or {}).get(str(job.cell["layer"])) if iv is not None else None
             return {"metrics": dict(res["metrics"]), "per_question": res["per_question"], "steerability": pred}
 

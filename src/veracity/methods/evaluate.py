@@ -39,16 +39,18 @@ def load_judges(name: str, data_dir=None):
 
 
 def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: MethodEvalConfig,
-                      texts: Sequence[str] | None, lm_cache: dict, judges=None, data_dir=None) -> dict:
+                      texts: Sequence[str] | None, lm_cache: dict, judges=None, data_dir=None,
+                      detector=None) -> dict:
     """`methods.fold.evaluate` as compare-interventions and the steer sweep record a row: MC under the method's
     prompt, CE on `texts` and KL against `original` (for a trained method; else the unsteered model), greedy
     answers judged by `judges` = (truth, info) with their health, the side effects, and the costs. `lm_cache`
-    keeps the original model's CE across calls (a prompt or no method does not change the model)."""
+    keeps the original model's CE across calls (a prompt or no method does not change the model). `detector`
+    (a kept `evaluate.detector.Detector`, loaded once by the study) adds its belief in the answers."""
     plan = FoldPlan(cfg.protocol, ("mc",) + (("ce", "kl") if texts else ()) + (("judge",) if judges else ()),
                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                     n_docs=len(texts) if texts else 0, max_tokens=cfg.ce_tokens,
                     data_dir=None if data_dir is None else str(data_dir), side_effects=tuple(cfg.side_effects),
-                    side_effect_n=dict(cfg.side_effect_n), seed=cfg.seed)
+                    side_effect_n=dict(cfg.side_effect_n), seed=cfg.seed, detector=detector)
     ev = evaluate(pm, items, plan, judges=tuple(judges) if judges else (None, None), texts=texts,
                   reference=original if pm.trained else None, lm_cache=lm_cache)
     m, qs = ev.result.metrics, ev.result.questions
@@ -62,6 +64,9 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Method
             r.update(p_true=q.true_score, p_info=q.info_score)
         answers = [{"index": q.index, "question": q.question, "answer": q.answer} for q in qs]
     metrics.update(ev.side_effects)
+    metrics.update(ev.detector)
+    for r in per_q:
+        r.update(ev.verdicts.get(r["index"], {}))
     if texts:
         metrics["ce_loss"], metrics["kl"] = m.ce_loss, m.kl
     costs = {"train_s": pm.train_seconds, "iti_fit_s": pm.iti_seconds, "infer_s": ev.infer_s,

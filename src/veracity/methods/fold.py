@@ -6,7 +6,16 @@ true / informative with their health, the selected side effects, and what it cos
 Every study evaluates through it: `veracity eval` (`evaluate_fold`), ITI validation and the ITI sweep
 (`evaluate_intervention`), compare-interventions and the steer sweep (`methods.evaluate.evaluate_prepared`)
 are adapters of a few lines that keep their callers' signatures and result shapes; the sycophancy study
-scores its MC through the same `methods.scoring` path. A plain model or a bare steer is a `PreparedMethod`
+scores its MC through the same `methods.scoring` path.
+
+With a kept detector (`FoldPlan.detector`, `--detector`: `evaluate.detector`), the fold also reports what the
+model *believes* next to what it *says*: the detector scores the method's greedy answers from the hidden
+states of their own generation (`capture.generation`, under the method's prompt and hooks; no second
+forward). When judges run, that generation gives the judged answers (the same greedy tokens as without a
+detector); otherwise short answers (`detector_tokens`, stopped after the first line, which is all the
+detector reads) are generated for the detector alone. Reported: the mean P(correct) and the share flagged
+at the detector's threshold (`detector_belief`, `detector_flagged`). A trained method's answers are read
+with the same detector (fitted on the original model). A plain model or a bare steer is a `PreparedMethod`
 without a prompt (`as_method`): it is posed in the protocol's own prompt (TruthfulQA's instruction + primer,
 lm-eval's primer), a method's prompt poses it otherwise."""
 
@@ -18,8 +27,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..constraints import AnyOf, Checked, Count, ListOf, Options
+from ..constraints import AnyOf, Checked, Count, Instance, ListOf, Options
 from ..evaluate.binary import metric_name, score_binary
+from ..evaluate.detector import Detector
 from ..evaluate.health import HEALTH_KEYS, generation_health
 from ..evaluate.judges import THRESHOLD, Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
@@ -29,7 +39,7 @@ from ..models.scoring import InterventionFactory
 from ..steer.intervention import Intervention
 from . import options as o
 from .prepare import MethodSpec, PreparedMethod
-from .scoring import generate_prompted, score_mc_prompted
+from .scoring import generate_prompted, generation_prompts, score_mc_prompted
 
 #: what `evaluate_fold` can measure (the `--metrics` choices), not metric names: the MC task, CE, KL, judges
 MEASURES = ("mc", "ce", "kl", "judge")
@@ -102,7 +112,8 @@ class FoldPlan(Checked):
                     "mc_batch_size": [None, AnyOf(Count(), Options(("auto",)))],
                     "lm_source": o.MODEL, "n_docs": o.COUNT0, "max_tokens": o.COUNT, "data_dir": o.OPTIONAL_TEXT,
                     "mc_shift_from": [Options(("answer-start", "legacy"))], "side_effects": o.SIDE_EFFECTS,
-                    "side_effect_n": o.SIDE_EFFECT_N, "seed": o.SEED}
+                    "side_effect_n": o.SIDE_EFFECT_N, "seed": o.SEED, "detector": [None, Instance(Detector)],
+                    "detector_tokens": o.COUNT}
 
     protocol: str = "truthfulqa"  # the MC protocol; "binary": the binary task is the MC measure
     measures: tuple = MEASURES  # of "mc", "ce", "kl", "judge" (judging implies generating)
@@ -120,6 +131,8 @@ class FoldPlan(Checked):
     side_effects: tuple = ()  # methods.side_effects on the fold
     side_effect_n: dict = field(default_factory=dict)  # their sample sizes (default side_effects.DEFAULT_N)
     seed: int = 0  # the side effects' samples
+    detector: Detector | None = None  # a kept detector, loaded once by the study: its belief in the answers
+    detector_tokens: int = 24  # new tokens of the detector's own answers when no judge generates them
 
 
 @dataclass
@@ -131,6 +144,10 @@ class FoldEvaluation:
     mc: list[MCResult] = field(default_factory=list)
     side_effects: dict = field(default_factory=dict)  # registered side-effect metrics
     side_costs: dict = field(default_factory=dict)  # their sample sizes (<name>_n) and seconds (<name>_s)
+    detector: dict = field(default_factory=dict)  # with a detector: detector_belief, detector_flagged
+    #: with a detector, per question index: the exact answer span it read (detector_answer), its score
+    #: (detector_score, higher = more likely correct), P(correct) (detector_belief) and flag (detector_flagged)
+    verdicts: dict = field(default_factory=dict)
     infer_s: float = 0.0  # MC and generation
     side_effects_s: float = 0.0
     prompt_tokens: float = 0.0  # mean MC context tokens
@@ -142,6 +159,7 @@ class FoldEvaluation:
         with_true_info(out)
         out.update({metric_name(v): acc for v, acc in (m.binary or {}).items()})
         out.update(self.side_effects)
+        out.update(self.detector)
         return out
 
 
@@ -173,6 +191,31 @@ def _judge_scores(judge: Judge, questions, answers) -> np.ndarray:
     return np.asarray(s, dtype=np.float64).reshape(-1)
 
 
+def _captured_answers(pm: PreparedMethod, sel: Sequence, plan: FoldPlan, factory, max_new_tokens: int, stop):
+    """Greedy answers (cut at the next "Q:") and their `CapturedAnswer`s, hidden states read by hooks on the
+    generation's own forwards under the method's prompt and hooks (`capture.generation`)."""
+    from ..capture.generation import generate_with_capture
+    from ..evaluate.generation import cut_answer
+
+    enc = generation_prompts(pm, [it.question for it in sel], style=plan.gen_style, instruction=plan.instruction)
+    caps = generate_with_capture(pm.lm, enc, item_ids=[str(it.index) for it in sel], max_new_tokens=max_new_tokens,
+                                 stop=stop, batch_size=plan.batch_size, intervention=factory)
+    return [cut_answer(c.text) for c in caps], caps
+
+
+def _detector_verdicts(detector: Detector, sel: Sequence, caps: Sequence) -> tuple[dict, dict]:
+    """The fold's figures (the mean belief that the answers are correct, the share flagged wrong at the
+    detector's threshold) and the verdict on every answer, by question index (`FoldEvaluation.verdicts`)."""
+    import torch
+
+    scores, probs, flags = detector.verdicts(torch.stack([c.features for c in caps]) if caps else [])
+    verdicts = {it.index: {"detector_answer": c.answer, "detector_score": float(s), "detector_belief": float(p),
+                           "detector_flagged": bool(f)} for it, c, s, p, f in zip(sel, caps, scores, probs, flags)}
+    if not len(scores):
+        return {}, verdicts
+    return {"detector_belief": float(np.mean(probs)), "detector_flagged": float(np.mean(flags))}, verdicts
+
+
 def evaluate(pm: PreparedMethod, items: Sequence, plan: FoldPlan, *,
              judges: tuple[Judge | None, Judge | None] = (None, None), texts: Sequence[str] | None = None,
              reference=None, lm_result: LMMetrics | None = None, lm_cache: dict | None = None, fold: int = 0,
@@ -185,7 +228,8 @@ def evaluate(pm: PreparedMethod, items: Sequence, plan: FoldPlan, *,
     a trained method; default the same model without the hooks); `lm_result` reuses CE/KL computed elsewhere,
     `lm_cache` keeps an unchanged model's across calls. Judging generates greedy answers; `judges` = (truth,
     info), either may be None. Side effects pose their questions in the method's prompt (the baseline prompt
-    for a method without one) and reuse the fold's answers."""
+    for a method without one) and reuse the fold's answers. `plan.detector` scores the greedy answers from
+    their generation's hidden states (module doc)."""
     say = log or (lambda m: None)
     sel = list(items)
     recs = {it.index: QuestionRecord(it.index, fold, it.question, it.category) for it in sel}
@@ -239,15 +283,20 @@ def evaluate(pm: PreparedMethod, items: Sequence, plan: FoldPlan, *,
     if lm_result is not None:
         fm.ce_loss = lm_result.ce_loss if want_ce else None
         fm.kl = lm_result.kl if want_kl else None
-    answers = None
+    answers, caps = None, None
     if "judge" in plan.measures:
-        say(f"fold {fold}: generating {len(sel)} answers")
+        say(f"fold {fold}: generating {len(sel)} answers" + (" (captured for the detector)" if plan.detector else ""))
         t1 = time.time()
         every = 4 * (bs if isinstance(bs, int) else 16)
-        answers = generate_prompted(pm, [it.question for it in sel], plan.max_new_tokens, bs, style=plan.gen_style,
-                                    instruction=plan.instruction, factory=factory,
-                                    progress=lambda i, n: say(f"fold {fold}: generated {i}/{n}")
-                                    if i == n or i % every == 0 else None)
+        if plan.detector is not None:  # the same greedy answers, read by the detector as they are generated
+            from ..evaluate.generation import answer_ended
+
+            answers, caps = _captured_answers(pm, sel, plan, factory, plan.max_new_tokens, answer_ended)
+        else:
+            answers = generate_prompted(pm, [it.question for it in sel], plan.max_new_tokens, bs,
+                                        style=plan.gen_style, instruction=plan.instruction, factory=factory,
+                                        progress=lambda i, n: say(f"fold {fold}: generated {i}/{n}")
+                                        if i == n or i % every == 0 else None)
         ev.infer_s += time.time() - t1
         for it, a in zip(sel, answers):
             recs[it.index].answer = a
@@ -266,6 +315,15 @@ def evaluate(pm: PreparedMethod, items: Sequence, plan: FoldPlan, *,
         fm.info = mean_present([float(r.info) for r in recs.values() if r.info is not None])
         both = [float(r.true and r.info) for r in recs.values() if r.true is not None and r.info is not None]
         fm.true_info_per_answer = mean_present(both)
+    if plan.detector is not None:
+        if caps is None:  # no judge: short answers for the detector alone (it reads their first line)
+            from ..data.qa import first_line_done
+
+            say(f"fold {fold}: generating {len(sel)} short answers for the detector")
+            t1 = time.time()
+            _, caps = _captured_answers(pm, sel, plan, factory, plan.detector_tokens, first_line_done)
+            ev.infer_s += time.time() - t1
+        ev.detector, ev.verdicts = _detector_verdicts(plan.detector, sel, caps)
     if plan.side_effects:
         from dataclasses import replace
 
@@ -344,10 +402,11 @@ class FoldEvalConfig(Checked):
 
 def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None, cfg: FoldEvalConfig,
                           ce_texts: Sequence[str] | None = None, log: Callable[[str], None] | None = None,
-                          fold: int = 0, kl: bool = True) -> dict:
+                          fold: int = 0, kl: bool = True, detector: Detector | None = None) -> dict:
     """`evaluate` as ITI validation and the ITI sweep run it: `lm` with `intervention` (None: the plain model)
     in the protocol's own prompt; MC on every answer token, CE/KL(original || intervened) on `ce_texts`,
-    generation (last position of every forward call by default) and the judges unless judge == "none".
+    generation (last position of every forward call by default) and the judges unless judge == "none";
+    `detector` (loaded once by the study) scores the answers (`FoldPlan.detector`).
     Returns {"metrics": {...summary keys...}, "per_question": [...], "answers": [...]}."""
     from ..evaluate.judges import get_judge
 
@@ -357,14 +416,15 @@ def evaluate_intervention(lm, items: Sequence, intervention: Intervention | None
                     mc_batch_size=_mc_batch(cfg.batch_size),
                     n_docs=len(ce_texts) if ce_texts else 0, max_tokens=cfg.ce_tokens, data_dir=cfg.data_dir,
                     mc_shift_from=cfg.mc_shift_from, side_effects=tuple(cfg.side_effects),
-                    side_effect_n=dict(cfg.side_effect_n), seed=cfg.seed)
+                    side_effect_n=dict(cfg.side_effect_n), seed=cfg.seed, detector=detector)
     ev = evaluate(as_method(lm, intervention, cfg.generate_positions), list(items), plan,
                   judges=(get_judge(cfg.judge, "truth"), get_judge(cfg.judge, "info")),
                   texts=list(ce_texts) if ce_texts else None, fold=fold, log=log)
     qs = ev.result.questions
     answers = [{"index": q.index, "question": q.question, "answer": q.answer, "true": q.true, "info": q.info,
                 "true_score": q.true_score, "info_score": q.info_score} for q in qs if q.answer is not None]
-    return {"metrics": ev.metrics(), "per_question": [asdict(q) for q in qs], "answers": answers}
+    return {"metrics": ev.metrics(), "per_question": [asdict(q) | ev.verdicts.get(q.index, {}) for q in qs],
+            "answers": answers}
 
 
 def summarise(fold_metrics: list[dict], weights: Sequence[int] | None = None) -> dict:

@@ -75,12 +75,11 @@ def score_mc_prompted(pm, items: Sequence, protocol: str = "truthfulqa", batch_s
     return out, float(np.mean(n_tok)) if n_tok else 0.0
 
 
-def generate_prompted(pm, questions: Sequence[str], max_new_tokens: int = 50, batch_size=16, *,
-                      style: str = "original", instruction: str = "default", factory=None,
-                      progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Greedy answers to `questions` with the method's prompt (and model/steer), cut at the next "Q:"; a method
-    without a prompt answers in the protocol's generation prompt (`style`, `instruction`)."""
-    from ..evaluate.generation import answer_ended, cut_answer, generate_greedy, generation_prompt
+def generation_prompts(pm, questions: Sequence[str], *, style: str = "original",
+                       instruction: str = "default") -> list[list[int]]:
+    """The token ids `generate_prompted` answers from: the method's prompt, or for a method without one the
+    protocol's generation prompt (`style`, `instruction`); a chat template carries its own special tokens."""
+    from ..evaluate.generation import generation_prompt
 
     tok = pm.lm.tokenizer
     if pm.spec.prompt is None:
@@ -89,7 +88,18 @@ def generate_prompted(pm, questions: Sequence[str], max_new_tokens: int = 50, ba
     else:
         special = _special(pm)
         prompts = [pm.prompt(q)[0] for q in questions]
-    enc = [list(tok(p, add_special_tokens=special)["input_ids"]) for p in prompts]
+    return [list(tok(p, add_special_tokens=special)["input_ids"]) for p in prompts]
+
+
+def generate_prompted(pm, questions: Sequence[str], max_new_tokens: int = 50, batch_size=16, *,
+                      style: str = "original", instruction: str = "default", factory=None,
+                      progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Greedy answers to `questions` with the method's prompt (and model/steer), cut at the next "Q:"; a method
+    without a prompt answers in the protocol's generation prompt (`style`, `instruction`)."""
+    from ..evaluate.generation import answer_ended, cut_answer, generate_greedy
+
+    tok = pm.lm.tokenizer
+    enc = generation_prompts(pm, questions, style=style, instruction=instruction)
     news = generate_greedy(pm.lm, enc, max_new_tokens=max_new_tokens, batch_size=batch_size,
                            intervention=pm.factory() if factory is None else factory, stop=answer_ended,
                            progress=progress)  # the cut's rule: same answers, sooner
