@@ -1,5 +1,7 @@
 """Probe study (`veracity probe`): every method x every layer x every split x every seed, from one [N, G, D]
-tensor; with `--heads`, per-(layer, head) logistic probes. (CCS is its own study: `experiments.ccs`.)
+tensor; with `--heads`, per-(layer, head) logistic probes. The activations are a capture store or the model's,
+captured in the run. One run kind, one Result (`ProbeRun`, either layout). (CCS is its own study:
+`experiments.ccs`.)
 
 All layers (or (layer, head) pairs) of one method train in a single batched fit per split and seed.
 Deterministic methods (logistic, mass-mean) are fitted once per distinct training set and reused
