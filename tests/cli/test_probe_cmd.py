@@ -125,3 +125,24 @@ def test_ccs_command_captures_pairs_and_prints_baselines(tmp_path, data_dir, tin
         prefer.append(tail_logprob(a, k) > tail_logprob(b, k))
     want = np.mean(np.asarray(prefer)[sp.test_idx] == (y[sp.test_idx] == 1))
     assert res2["ccs"]["zero_shot"]["accuracy"] == pytest.approx(want)
+
+
+def test_probe_command_captures_the_model_as_a_store_would(tmp_path, cli, data_dir):
+    """Without --acts the model's activations of --dataset are captured in memory: the same probes and numbers
+    as `veracity capture` into a store and `veracity probe --acts` on it (per layer and per head)."""
+    tiny = ["--model", "tiny-llama", "--device", "cpu"]
+    cli(["capture", *tiny, "--dataset", "synthetic", "--limit", "24", "--sites", "resid,heads",
+         "--out", str(tmp_path / "cap")])
+    opts = ["--layers", "1,-1", "--methods", "logistic,mass-mean", "--split", "random", "--seeds", "2"]
+    for extra in ([], ["--heads"]):
+        name = "heads" if extra else "layers"
+        cli(["probe", "--acts", str(tmp_path / "cap"), *opts, *extra, "--out", str(tmp_path / f"store-{name}")])
+        cli(["probe", *tiny, "--dataset", "synthetic", "--limit", "24", *opts, *extra,
+             "--out", str(tmp_path / f"model-{name}")])
+        a, b = (json.loads((tmp_path / f"{w}-{name}" / "results.json").read_text()) for w in ("store", "model"))
+        if not extra:
+            for e in (a, b):
+                e["experiment"].pop("elapsed_s")
+        assert a == b and a["headline"], name
+        recorded = json.loads((tmp_path / f"model-{name}" / "config.json").read_text())
+        assert (recorded["model"], recorded["dataset"], recorded["acts"]) == ("tiny-llama", "synthetic", None)

@@ -80,13 +80,13 @@ def test_compare_and_sycophancy_results():
                       rows=[{"dataset": "truthfulqa", "condition": "opinion", "n": 4, "mc_acc": 0.25}])
     back = _roundtrip(SycophancyRun, s.to_json())
     assert back.headline() == {"truthfulqa:opinion:mc_acc": 0.25}
-    assert back.table()[2] == [["truthfulqa", "opinion", "4", "0.2500"]]
+    assert back.tables()[0][2] == [["truthfulqa", "opinion", "4", "0.2500"]]
 
 
 def test_probe_ccs_spec_finetune_results():
     from veracity.experiments.finetune_milestones import FinetuneRun, Milestone
     from veracity.experiments.ccs import CCSExperiment, CCSLayerResult, CCSRun
-    from veracity.experiments.probe import HeadProbeRun, ProbeCell, ProbeExperiment, ProbeRun, ProbeScore
+    from veracity.experiments.probe import HeadProbeAccuracy, ProbeCell, ProbeExperiment, ProbeRun, ProbeScore
     from veracity.experiments.spec import SpecRun
     from dataclasses import asdict
 
@@ -95,9 +95,13 @@ def test_probe_ccs_spec_finetune_results():
                           [ProbeCell("logistic", 1, 0.6, 0.0, 0.6, 0.6, [0.6]), ProbeCell("logistic", 2, 0.9, 0.0, 0.9, 0.9, [0.9])])
     back = _roundtrip(ProbeRun, ProbeRun(exp).to_json())
     assert back.experiment.cells[1] == exp.cells[1] and back.headline() == {"best_acc": 0.9, "best": "logistic@L2"}
-    h = HeadProbeRun([[0.5, 0.7], [0.9, 0.6]], [[0.6, 0.8], [1.0, 0.7]], [[0.1, 0.1], [0.1, 0.1]], [3, 5], 2, 0.2)
-    back = _roundtrip(HeadProbeRun, h.to_json())
-    assert back.best() == (5, 0, 0.9) and back.headline() == {"best_head_acc": 0.9, "best_head": "L5H0"}
+    h = HeadProbeAccuracy([[0.5, 0.7], [0.9, 0.6]], [[0.6, 0.8], [1.0, 0.7]], [[0.1, 0.1], [0.1, 0.1]], [3, 5], 2, 0.2)
+    back = _roundtrip(ProbeRun, ProbeRun(heads=h).to_json())
+    assert back.experiment is None and back.heads == h
+    assert back.heads.best() == (5, 0, 0.9) and back.headline() == {"best_head_acc": 0.9, "best_head": "L5H0"}
+    for bad in ({}, {"experiment": exp, "heads": h}):  # one layout or the other, never both or neither
+        with pytest.raises(ValueError, match="either"):
+            ProbeRun(**bad)
     c = CCSRun(CCSExperiment([CCSLayerResult(4, 0.7, 0.75, 0.1, 0.8, 0.5), CCSLayerResult(6, 0.8, 0.8, 0.1, 0.9, 0.5)],
                              {"accuracy": 0.6, "accuracy_calibrated": 0.65}, 6, 4, 0), "acts", "boolq")
     back = _roundtrip(CCSRun, c.to_json())

@@ -172,9 +172,9 @@ def _headline_figures(d: dict) -> list[str]:
     if kind == "demo":  # the best layer's row, the transfer rows, the causal condition at the largest alpha
         return [fmt(v) for v in DemoResult.from_json(d).headline().values()]
     if kind == "probe":
-        res = probe.read_probe_run(d)
-        if isinstance(res, probe.HeadProbeRun):
-            layer, head, acc = res.best()
+        res = probe.ProbeRun.from_json(d)
+        if res.heads is not None:
+            layer, head, acc = res.heads.best()
             return [f"best head: layer {layer}, head {head}, mean accuracy {fmt(acc)}"]
         best = max(res.experiment.cells, key=lambda c: c.mean)
         return [fmt(best.mean), f"<td>{best.method}</td>", f">L{best.layer}<"]
@@ -333,7 +333,7 @@ def test_every_kind_writes_a_versioned_typed_result(real_root):
         assert d["schema_version"] == (truthfulqa.SCHEMA_VERSION if d["kind"] == "eval" else 1), run
         seen.add(d["kind"])
         if d["kind"] == "probe":
-            assert probe.read_probe_run(d).headline() == d["headline"], run
+            assert probe.ProbeRun.from_json(d).headline() == d["headline"], run
         elif d["kind"] in readers:
             assert readers[d["kind"]].from_json(d).headline() == d["headline"], run
     assert {"demo", "probe"} <= seen

@@ -75,13 +75,14 @@ def sycophancy_cmd(model: str = ModelOpt,
                    overwrite: bool = OverwriteOpt, device: Optional[str] = typer.Option(None, "--device")) -> None:
     """Does the truth signal survive "I think the answer is <wrong>."? MC change, probe change, ITI.
     Resumable: rerunning an interrupted command skips the conditions already finished."""
-    from ..experiments.sycophancy import SycophancyConfig, SycophancyRunConfig, run_sycophancy_study
+    from ..experiments.sycophancy import SycophancyConfig, run_sycophancy
 
-    rc = SycophancyRunConfig(model=model, datasets=parse_str_list(datasets), device=device)
-    cfg = SycophancyConfig(prompt=prompt, limit=limit, iti=iti, iti_k=num_heads, iti_alpha=alpha, seed=seed)
-    res = run_sycophancy_study(cfg, rc.model, rc.datasets, out, data_dir=data_dir, acts=acts,
-                               device=rc.device, overwrite=overwrite, log=console.print)
-    print_table(*res.table())
+    cfg = SycophancyConfig(model=model, datasets=parse_str_list(datasets), prompt=prompt, limit=limit, iti=iti,
+                           iti_k=num_heads, iti_alpha=alpha, seed=seed, device=device,
+                           data_dir=str(data_dir) if data_dir else None, acts=str(acts) if acts else None)
+    res = run_sycophancy(cfg, out, overwrite=overwrite, log=console.print)
+    for table in res.tables():
+        print_table(*table)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,17 @@ from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, parse_int_list,
 
 
 def probe_command(
-    acts: Path = typer.Option(..., "--acts", help="Capture store (from `veracity capture`)."),
+    acts: Optional[Path] = typer.Option(None, "--acts", help="Capture store (from `veracity capture`); instead of "
+                                        "--model/--dataset."),
+    model: str = ModelOpt,
+    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Without --acts: the labelled data set whose "
+                                "activations are captured (in memory) and probed."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Without --acts: only the first N rows."),
+    positions: str = typer.Option("last", "--positions", help="Without --acts: the captured token, last | mean."),
+    dtype: str = typer.Option("float16", "--dtype", help="Without --acts: the captured dtype (float16, as a store's; "
+                              "bfloat16 or float32)."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Without --acts: rows per forward."),
+    data_dir: Optional[Path] = DataDirOpt,
     site: Optional[str] = typer.Option(None, "--site", help="resid (default) | mlp | heads"),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated, negatives count from the end; default all."),
     methods: str = typer.Option("logistic,mlp-tiny,mlp-small,mlp-medium,mass-mean", "--methods",
@@ -28,11 +38,14 @@ def probe_command(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder."),
     overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Train probes per layer (or per head) and print average and max accuracy over seeds."""
+    """Train probes per layer (or per head) on a store or a model's captured activations and print average
+    and max accuracy over seeds."""
     from ..experiments.probe import ProbeConfig, run_probe
 
-    cfg = ProbeConfig(acts=str(acts), site=site, layers=parse_int_list(layers), methods=parse_str_list(methods),
-                      split=split, seeds=seeds, test_size=test_size, k=k,
+    cfg = ProbeConfig(model=model, dataset=dataset, acts=str(acts) if acts else None, limit=limit,
+                      positions=positions, dtype=dtype, batch_size=batch_size,
+                      data_dir=str(data_dir) if data_dir else None, site=site, layers=parse_int_list(layers),
+                      methods=parse_str_list(methods), split=split, seeds=seeds, test_size=test_size, k=k,
                       test_acts=str(test_acts) if test_acts else None, heads=heads, C=C, device=device)
     res = run_probe(cfg, out, overwrite=overwrite, log=console.print)
     _show(res)

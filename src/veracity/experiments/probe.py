@@ -1,5 +1,7 @@
 """Probe study (`veracity probe`): every method x every layer x every split x every seed, from one [N, G, D]
-tensor; with `--heads`, per-(layer, head) logistic probes. (CCS is its own study: `experiments.ccs`.)
+tensor; with `--heads`, per-(layer, head) logistic probes. The activations are a capture store or the model's,
+captured in the run. One run kind, one Result (`ProbeRun`, either layout). (CCS is its own study:
+`experiments.ccs`.)
 
 All layers (or (layer, head) pairs) of one method train in a single batched fit per split and seed.
 Deterministic methods (logistic, mass-mean) are fitted once per distinct training set and reused
@@ -176,9 +178,13 @@ def _split_kinds():
 
 @dataclass
 class ProbeConfig(Checked):
-    """Every option of `veracity probe`."""
+    """Every option of `veracity probe`: the activations of `model` on `dataset` (captured in memory at the
+    probed site and layers), or `acts`, a capture store (then the model is not loaded)."""
 
-    _constraints = {"acts": o.MODEL, "site": [None, Options(("resid", "mlp", "heads"))], "layers": o.LAYERS,
+    _constraints = {"model": o.MODEL, "dataset": o.MODEL, "acts": o.OPTIONAL_TEXT, "limit": o.LIMIT,
+                    "positions": [Options(("last", "mean"))], "dtype": [Options(("float16", "bfloat16", "float32"))],
+                    "batch_size": o.BATCH, "data_dir": o.OPTIONAL_TEXT,
+                    "site": [None, Options(("resid", "mlp", "heads"))], "layers": o.LAYERS,
                     "methods": [ListOf([Registered(_probe_names, "probe method")], unique=True)],
                     "split": [Registered(_split_kinds, "split")], "seeds": o.COUNT, "test_size": o.FRACTION,
                     "k": o.FOLDS, "test_acts": o.OPTIONAL_TEXT, "heads": o.BOOL, "C": o.POSITIVE,
@@ -187,7 +193,14 @@ class ProbeConfig(Checked):
               IgnoredUnless("test_acts", "split", ("transfer",), example="store"))
     _commands = ("probe",)
 
-    acts: str
+    model: str = "smollm2"
+    dataset: str = "synthetic"  # a labelled data set (`veracity datasets`), captured without `acts`
+    acts: str | None = None  # a capture store (`veracity capture`); replaces model + dataset
+    limit: int | None = None  # the first N rows of `dataset`
+    positions: str = "last"  # the captured token: last | mean (as `veracity capture --positions`)
+    dtype: str = "float16"  # the captured activations' dtype (as a store's, so both inputs give the same numbers)
+    batch_size: int = 16
+    data_dir: str | None = None
     site: str | None = None  # resid (default) | mlp | heads
     layers: list[int] | None = None  # None: all; negatives count from the end
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
@@ -246,26 +259,77 @@ def _plot_geometry(exp: ProbeExperiment):
 
 
 @dataclass
-class ProbeRun:
-    """The typed result of `veracity probe` (per layer): results.json = {"experiment": ProbeExperiment}."""
+class HeadProbeAccuracy:
+    """Per-(layer, head) logistic accuracy over seeds (`veracity probe --heads`): [layers][heads] matrices."""
 
-    experiment: ProbeExperiment
+    accuracy_mean: list[list[float]]  # [layers, heads]
+    accuracy_max: list[list[float]]
+    accuracy_std: list[list[float]]
+    layers: list[int]
+    seeds: int
+    test_size: float
+
+    def best(self) -> tuple[int, int, float]:
+        """(layer, head, accuracy) of the most accurate head by mean accuracy."""
+        A = np.asarray(self.accuracy_mean)
+        i, h = divmod(int(A.argmax()), A.shape[1])
+        return self.layers[i], h, float(A.max())
+
+    def to_json(self) -> dict:
+        """Its results.json fields (beside schema_version: the layout of a `--heads` run)."""
+        return {"accuracy_mean": self.accuracy_mean, "accuracy_max": self.accuracy_max,
+                "accuracy_std": self.accuracy_std, "layers": self.layers, "seeds": self.seeds,
+                "test_size": self.test_size}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "HeadProbeAccuracy":
+        """Read back; files without `accuracy_std` / `test_size` (older runs) get NaN / 0.2."""
+        mean = d["accuracy_mean"]
+        std = d.get("accuracy_std") or [[float("nan")] * len(r) for r in mean]
+        return cls(mean, d["accuracy_max"], std, list(d["layers"]), d["seeds"], d.get("test_size", 0.2))
+
+
+@dataclass
+class ProbeRun:
+    """The typed result of `veracity probe`: per layer, `experiment` (results.json = {"experiment":
+    ProbeExperiment}); with `--heads`, `heads` (results.json = HeadProbeAccuracy's fields). One run kind, one
+    type: each layout is the one older runs wrote, so their folders read back unchanged."""
+
+    experiment: ProbeExperiment | None = None
+    heads: HeadProbeAccuracy | None = None
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        if (self.experiment is None) == (self.heads is None):
+            raise ValueError("a probe run holds either a per-layer experiment or a per-head matrix")
 
     def headline(self) -> dict:
         """The run's headline figures: what `veracity runs list` shows for it."""
+        if self.heads is not None:
+            l, h, acc = self.heads.best()
+            return {"best_head_acc": acc, "best_head": f"L{l}H{h}"}
         best = max(self.experiment.cells, key=lambda c: c.mean)
         return {"best_acc": best.mean, "best": f"{best.method}@L{best.layer}"}
 
     def tables(self) -> list[tuple[str, list[str], list[list]]]:
         """The console tables, each (title, columns, rows)."""
+        if self.heads is not None:
+            hp = self.heads
+            H = len(hp.accuracy_mean[0]) if hp.accuracy_mean else 0
+            return [(f"per-head logistic accuracy (mean over {hp.seeds} seeds, random {hp.test_size:.0%} held out)",
+                     ["layer"] + [f"h{h}" for h in range(H)],
+                     [[l] + list(row) for l, row in zip(hp.layers, hp.accuracy_mean)])]
         exp = self.experiment
         cols = ["method"] + [f"L{l}" for l in exp.layers]
         return [(f"average accuracy ({exp.split}; mean over {len(exp.seeds)} seeds)", cols, exp.table("mean")),
                 (f"maximum accuracy over {len(exp.seeds)} seeds", cols, exp.table("max"))]
 
     def lines(self) -> list[str]:
-        """The direction-geometry sentences (the last layer of each method)."""
+        """Summary lines printed under the tables: the best head, or the direction geometry (the last layer of
+        each method)."""
+        if self.heads is not None:
+            l, h, acc = self.heads.best()
+            return [f"best head L{l}.H{h}: {acc:.3f}"]
         out = []
         for m, per_layer in self.experiment.geometry.items():
             l, g = list(per_layer.items())[-1]
@@ -277,12 +341,17 @@ class ProbeRun:
 
     def to_json(self) -> dict:
         """The results.json payload (its fields: docs/reference/results.md)."""
+        if self.heads is not None:
+            return {"schema_version": self.schema_version, **self.heads.to_json()}
         return {"schema_version": self.schema_version, "experiment": self.experiment}
 
     @classmethod
     def from_json(cls, d: dict) -> "ProbeRun":
-        """The experiment with typed scores and cells (geometry stays {method: {layer: dict}})."""
+        """Either layout read back (a `--heads` run's holds `accuracy_mean`); the experiment with typed scores and
+        cells (geometry stays {method: {layer: dict}}); a newer schema_version is refused."""
         v = schema_version(d, "probe", SCHEMA_VERSION)
+        if "accuracy_mean" in d:
+            return cls(heads=HeadProbeAccuracy.from_json(d), schema_version=v)
         e = d["experiment"]
         exp = ProbeExperiment(e["split"], list(e["methods"]), list(e["layers"]), list(e["seeds"]),
                               [ProbeScore(**s) for s in e["scores"]], [ProbeCell(**c) for c in e["cells"]],
@@ -290,97 +359,42 @@ class ProbeRun:
         return cls(exp, schema_version=v)
 
     def write(self, run) -> None:
-        """scores.csv, summary.csv, accuracy_vs_layer.png, cosine_heatmap.png, results.json (last)."""
-        run.write_csv("scores.csv", self.experiment.scores)
-        run.write_csv("summary.csv", self.experiment.cells)
-        run.save_figure(_plot_accuracy(self.experiment), "accuracy_vs_layer.png")
-        fig = _plot_geometry(self.experiment)
-        if fig is not None:
-            run.save_figure(fig, "cosine_heatmap.png")
+        """Per layer: scores.csv, summary.csv, accuracy_vs_layer.png, cosine_heatmap.png; per head:
+        head_accuracy.csv, head_accuracy.png; then results.json (last)."""
+        if self.heads is not None:
+            _write_heads(run, self.heads)
+        else:
+            run.write_csv("scores.csv", self.experiment.scores)
+            run.write_csv("summary.csv", self.experiment.cells)
+            run.save_figure(_plot_accuracy(self.experiment), "accuracy_vs_layer.png")
+            fig = _plot_geometry(self.experiment)
+            if fig is not None:
+                run.save_figure(fig, "cosine_heatmap.png")
         run.finish(self.to_json(), headline=self.headline())
 
 
-@dataclass
-class HeadProbeRun:
-    """The typed result of `veracity probe --heads`: per-(layer, head) logistic accuracy over seeds."""
+def _write_heads(run, hp: HeadProbeAccuracy) -> None:
+    import matplotlib
 
-    accuracy_mean: list[list[float]]  # [layers, heads]
-    accuracy_max: list[list[float]]
-    accuracy_std: list[list[float]]
-    layers: list[int]
-    seeds: int
-    test_size: float
-    schema_version: int = SCHEMA_VERSION
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    def best(self) -> tuple[int, int, float]:
-        """(layer, head, accuracy) of the most accurate head by mean accuracy."""
-        A = np.asarray(self.accuracy_mean)
-        i, h = divmod(int(A.argmax()), A.shape[1])
-        return self.layers[i], h, float(A.max())
-
-    def headline(self) -> dict:
-        """The run's headline figures: what `veracity runs list` shows for it."""
-        l, h, acc = self.best()
-        return {"best_head_acc": acc, "best_head": f"L{l}H{h}"}
-
-    def tables(self) -> list[tuple[str, list[str], list[list]]]:
-        """The console tables, each (title, columns, rows)."""
-        H = len(self.accuracy_mean[0]) if self.accuracy_mean else 0
-        return [(f"per-head logistic accuracy (mean over {self.seeds} seeds, random {self.test_size:.0%} held out)",
-                 ["layer"] + [f"h{h}" for h in range(H)],
-                 [[l] + list(row) for l, row in zip(self.layers, self.accuracy_mean)])]
-
-    def lines(self) -> list[str]:
-        """Summary lines printed under the tables."""
-        l, h, acc = self.best()
-        return [f"best head L{l}.H{h}: {acc:.3f}"]
-
-    def to_json(self) -> dict:
-        """The results.json payload (its fields: docs/reference/results.md)."""
-        return {"schema_version": self.schema_version, "accuracy_mean": self.accuracy_mean,
-                "accuracy_max": self.accuracy_max, "accuracy_std": self.accuracy_std, "layers": self.layers,
-                "seeds": self.seeds, "test_size": self.test_size}
-
-    @classmethod
-    def from_json(cls, d: dict) -> "HeadProbeRun":
-        """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
-        refused."""
-        v = schema_version(d, "probe", SCHEMA_VERSION)
-        mean = d["accuracy_mean"]
-        std = d.get("accuracy_std") or [[float("nan")] * len(r) for r in mean]
-        return cls(mean, d["accuracy_max"], std, list(d["layers"]), d["seeds"], d.get("test_size", 0.2),
-                   schema_version=v)
-
-    def write(self, run) -> None:
-        """head_accuracy.csv, head_accuracy.png, results.json (last)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        run.write_csv("head_accuracy.csv", [
-            {"layer": l, "head": h, "accuracy_mean": m, "accuracy_std": s, "accuracy_max": x}
-            for l, rm, rs, rx in zip(self.layers, self.accuracy_mean, self.accuracy_std, self.accuracy_max)
-            for h, (m, s, x) in enumerate(zip(rm, rs, rx))])
-        H = len(self.accuracy_mean[0])
-        fig, ax = plt.subplots(figsize=(1 + 0.4 * H, 1 + 0.25 * len(self.layers)))
-        im = ax.imshow(np.asarray(self.accuracy_mean), aspect="auto", cmap="viridis")
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-        ax.set_yticks(range(len(self.layers)), [str(l) for l in self.layers], fontsize=6)
-        fig.colorbar(im, ax=ax, label="validation accuracy")
-        run.save_figure(fig, "head_accuracy.png")
-        run.finish(self.to_json(), headline=self.headline())
-
-
-def read_probe_run(d: dict) -> "ProbeRun | HeadProbeRun":
-    """A `probe` results.json read back: a `--heads` run writes HeadProbeRun's layout (`accuracy_mean`), any
-    other ProbeRun's."""
-    return (HeadProbeRun if "accuracy_mean" in d else ProbeRun).from_json(d)
+    run.write_csv("head_accuracy.csv", [
+        {"layer": l, "head": h, "accuracy_mean": m, "accuracy_std": s, "accuracy_max": x}
+        for l, rm, rs, rx in zip(hp.layers, hp.accuracy_mean, hp.accuracy_std, hp.accuracy_max)
+        for h, (m, s, x) in enumerate(zip(rm, rs, rx))])
+    H = len(hp.accuracy_mean[0])
+    fig, ax = plt.subplots(figsize=(1 + 0.4 * H, 1 + 0.25 * len(hp.layers)))
+    im = ax.imshow(np.asarray(hp.accuracy_mean), aspect="auto", cmap="viridis")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_yticks(range(len(hp.layers)), [str(l) for l in hp.layers], fontsize=6)
+    fig.colorbar(im, ax=ax, label="validation accuracy")
+    run.save_figure(fig, "head_accuracy.png")
 
 
 def head_probe_seeds(store, layers: Sequence[int] | None, seeds: int, C: float = 1.0, device: str | None = None,
-                     test_size: float = 0.2) -> HeadProbeRun:
+                     test_size: float = 0.2) -> HeadProbeAccuracy:
     """Per-(layer, head) logistic validation accuracy (`probes.head_accuracy_matrix`) over `seeds` seeded
     random splits: mean, max and population s.d. over seeds."""
     from ..probes import head_accuracy_matrix
@@ -391,14 +405,35 @@ def head_probe_seeds(store, layers: Sequence[int] | None, seeds: int, C: float =
         accs.append(hp.accuracy)
         probe_layers = hp.layers
     A = torch.stack(accs).double()
-    return HeadProbeRun(A.mean(0).tolist(), A.max(0).values.tolist(), A.std(0, unbiased=False).tolist(),
-                        [int(l) for l in probe_layers], seeds, test_size)
+    return HeadProbeAccuracy(A.mean(0).tolist(), A.max(0).values.tolist(), A.std(0, unbiased=False).tolist(),
+                             [int(l) for l in probe_layers], seeds, test_size)
 
 
-def run_probe(cfg: ProbeConfig, out, overwrite: bool = False, log: Callable[[str], None] = print
-              ) -> ProbeRun | HeadProbeRun:
-    """`veracity probe`: check every option against the store and the run folder before any fit, train the
-    probes (per layer, or per head with `heads`), write the run folder."""
+def _captured(cfg: ProbeConfig, site: str):
+    """The model's activations of `cfg.dataset` at `site` (the probed layers only), captured in memory as
+    `veracity capture` would store them (same rows, positions and dtype, so the probes' numbers match)."""
+    from ..capture import capture_dataset
+    from ..data import get_dataset
+    from ..models import ModelNotAvailable, load
+    from ..validation import BadInput, check_layers
+
+    ds = get_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit)
+    if ds.labels is None:
+        raise BadInput(f"{cfg.dataset} has no labels; probe a labelled data set")
+    try:
+        lm = load(cfg.model, device=cfg.device)
+    except ModelNotAvailable as e:
+        raise BadInput(str(e)) from None
+    check_layers(cfg.layers, lm.arch.n_layers)
+    sites = site if cfg.layers is None else ",".join(f"{site}.{lm.arch.resolve_layer(l)}" for l in cfg.layers)
+    return capture_dataset(lm, ds, sites, positions=cfg.positions, batch_size=cfg.batch_size,
+                           dtype=getattr(torch, cfg.dtype), progress=False)
+
+
+def run_probe(cfg: ProbeConfig, out, *, overwrite: bool = False, log: Callable[[str], None] = print) -> ProbeRun:
+    """`veracity probe`: check every option (and the store, given one) and the run folder before any capture or
+    fit, capture the model's activations unless a store is given, train the probes (per layer, or per head with
+    `heads`), write the run folder."""
     from ..probes import SPLIT_KINDS, site_matrix
     from ..runs import RunFolder, check_out_folder
     from ..validation import BadInput, check_layers
@@ -412,22 +447,28 @@ def run_probe(cfg: ProbeConfig, out, overwrite: bool = False, log: Callable[[str
         raise BadInput(f"--split must be one of {', '.join(SPLIT_KINDS)}")
     if cfg.split == "transfer" and cfg.test_acts is None and not cfg.heads:
         raise BadInput("--split transfer needs --test-acts STORE")
-    site = cfg.site or "resid"
-    store = open_checked(cfg.acts)
-    check_layers(cfg.layers, store.n_layers)
-    if store.labels is None:
-        raise BadInput(f"{cfg.acts} has no labels; capture a labelled data set")
+    site = "heads" if cfg.heads else (cfg.site or "resid")
+    settings = {"site": site, "layers": cfg.layers, "methods": list(cfg.methods), "split": cfg.split,
+                "seeds": cfg.seeds, "test_size": cfg.test_size, "k": cfg.k, "C": cfg.C, "heads": cfg.heads,
+                "test_acts": str(cfg.test_acts) if cfg.test_acts else None}
+    store = None
+    if cfg.acts is not None:
+        store = open_checked(cfg.acts)
+        check_layers(cfg.layers, store.n_layers)
+        if store.labels is None:
+            raise BadInput(f"{cfg.acts} has no labels; capture a labelled data set")
+        source = {"model": store.manifest["model"]["name"], "dataset": store.manifest["dataset"]["name"]}
+    else:
+        source = {"model": cfg.model, "dataset": cfg.dataset, "limit": cfg.limit, "positions": cfg.positions,
+                  "dtype": cfg.dtype}
     other = open_checked(cfg.test_acts) if (cfg.split == "transfer" and not cfg.heads) else None
-    run = RunFolder(out, "probe", {"acts": str(cfg.acts), "site": "heads" if cfg.heads else site,
-                                   "layers": cfg.layers, "methods": list(cfg.methods), "split": cfg.split,
-                                   "seeds": cfg.seeds, "test_size": cfg.test_size, "k": cfg.k, "C": cfg.C,
-                                   "heads": cfg.heads, "test_acts": str(cfg.test_acts) if cfg.test_acts else None,
-                                   "model": store.manifest["model"]["name"],
-                                   "dataset": store.manifest["dataset"]["name"]},
+    run = RunFolder(out, "probe", {"acts": str(cfg.acts) if cfg.acts else None, **settings, **source},
                     overwrite=overwrite, seed=0, defer=True)  # created on first write
+    if store is None:
+        store = _captured(cfg, site)
     try:
         if cfg.heads:
-            result = head_probe_seeds(store, cfg.layers, cfg.seeds, cfg.C, cfg.device, cfg.test_size)
+            result = ProbeRun(heads=head_probe_seeds(store, cfg.layers, cfg.seeds, cfg.C, cfg.device, cfg.test_size))
             result.write(run)
             return result
         X, absl = site_matrix(store, site, cfg.layers)

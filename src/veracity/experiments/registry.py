@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from ..metrics import columns, headlines, rankable_metrics
-from . import (ccs, demo, detect, finetune_milestones, interventions, iti_sweep, iti_validate, probe_sanity, spec,
-               steer_sweep, truthfulqa)
+from . import (ccs, demo, detect, finetune_milestones, interventions, iti_sweep, iti_validate, probe, probe_sanity,
+               spec, steer_sweep, sycophancy, truthfulqa)
 
 
 @dataclass(frozen=True)
@@ -214,5 +214,14 @@ for _s in (
           "TruthfulQA and ITI", "iti validate",
           {"model": "tiny-llama", "num_heads": 2, "alpha": 5.0, "folds": 2, "limit": 8, "ce_texts": 0,
            "device": "cpu", "acts": "{tmp}/acts"}),
+    Study("probe", probe.ProbeConfig, probe.run_probe, probe.ProbeRun, probe.SCHEMA_VERSION,
+          ("best_acc", "best", "best_head_acc", "best_head"), "Probes", "probe",
+          {"model": "tiny-llama", "dataset": "synthetic", "limit": 24, "layers": [1, -1],
+           "methods": ["logistic", "mass-mean"], "split": "random", "seeds": 2, "device": "cpu"}),
+    Study("sycophancy", sycophancy.SycophancyConfig, sycophancy.run_sycophancy, sycophancy.SycophancyRun,
+          sycophancy.SCHEMA_VERSION,
+          tuple(f"{d}:{c}:mc_acc" for d in sycophancy.DATASETS for c in sycophancy.CONDITIONS), "Intervention comparison and sycophancy", "sycophancy",
+          {"model": "tiny-llama", "limit": 8, "iti_k": 4, "iti_alpha": 5.0, "batch_size": 4, "device": "cpu",
+           "acts": "{tmp}/acts"}),
 ):
     register_study(_s)

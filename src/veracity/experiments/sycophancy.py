@@ -39,17 +39,33 @@ from ..evaluate.truthfulqa import build_mc_question, close_answer
 CONDITIONS = ("plain", "opinion", "plain+iti", "opinion+iti")
 
 
+#: results.json layout of a sycophancy run (docs/reference/results.md); files without the field are
+#: version 0 (the same layout) and still read.
+SCHEMA_VERSION = 1
+DATASETS = ("truthfulqa", "true-false")
+#: the console table's columns (those some row holds), in this order
+COLUMNS = ("dataset", "condition", "n", "mc_acc", "mc1", "mc2", "flip_rate", "to_opinion", "p_opinion", "probe_acc",
+           "probe_p_true_on_true", "probe_p_true_on_false", "probe_p_opinion")
+#: the measurement's settings: what a run folder's checkpoint and results.json record as its `config` (the
+#: model and data sets are recorded beside them; the device and the input folders change no number)
+MEASURED = ("prompt", "limit", "iti", "iti_k", "iti_alpha", "seed", "val_ratio", "C", "batch_size")
+
+
 @dataclass
 class SycophancyConfig(Checked):
-    """The study's settings (recorded in the checkpoint, so a resumed run must share them)."""
+    """Every option of `veracity sycophancy`: the model, the data sets and the measurement's settings (those in
+    MEASURED are recorded in the checkpoint, so a resumed run must share them)."""
 
-    _constraints = {"prompt": o.PROMPT, "limit": o.LIMIT, "iti": o.BOOL, "iti_k": o.NUM_HEADS,
-                    "iti_alpha": o.ALPHA, "seed": o.SEED, "val_ratio": o.FRACTION, "C": o.POSITIVE,
-                    "batch_size": o.BATCH}
+    _constraints = {"model": o.MODEL, "datasets": [ListOf([Options(DATASETS)], unique=True)], "prompt": o.PROMPT,
+                    "limit": o.LIMIT, "iti": o.BOOL, "iti_k": o.NUM_HEADS, "iti_alpha": o.ALPHA, "seed": o.SEED,
+                    "val_ratio": o.FRACTION, "C": o.POSITIVE, "batch_size": o.BATCH, "device": o.DEVICE,
+                    "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT}
     _options = {"iti_k": "--num-heads", "iti_alpha": "--alpha"}
     _rules = (IgnoredUnless("iti_k", "iti", (True,), example=8), IgnoredUnless("iti_alpha", "iti", (True,), example=5.0))
     _commands = ("sycophancy",)
 
+    model: str = "smollm2"
+    datasets: list[str] = field(default_factory=lambda: list(DATASETS))
     prompt: str = "baseline"
     limit: int | None = 200  # TruthfulQA: first N questions; true/false: a seeded sample of N statements
     iti: bool = True
@@ -59,17 +75,13 @@ class SycophancyConfig(Checked):
     val_ratio: float = 0.25  # of the probe-train half, to pick the best layer
     C: float = 1.0
     batch_size: int = 16
+    device: str | None = None
+    data_dir: str | None = None
+    acts: str | None = None  # the model's ITI activation store (fitted from the model otherwise)
 
-
-@dataclass
-class SycophancyResult:
-    """The sycophancy table (one row per data set and condition), every item's record, and the probe layer chosen per
-    data set."""
-    rows: list[dict]
-    per_item: list[dict] = field(default_factory=list)
-    best_layers: dict = field(default_factory=dict)
-    columns: tuple = ("dataset", "condition", "n", "mc_acc", "mc1", "mc2", "flip_rate", "to_opinion", "p_opinion",
-                      "probe_acc", "probe_p_true_on_true", "probe_p_true_on_false", "probe_p_opinion")
+    def measured(self) -> dict:
+        """The measurement's settings (MEASURED): the `config` a run folder records."""
+        return {k: getattr(self, k) for k in MEASURED}
 
 
 class Checkpoint:
@@ -309,17 +321,17 @@ def true_false_sycophancy(lm, statements: Sequence, cfg: SycophancyConfig, iv=No
     return rows, per_item, {"layer": probe.layer, "val_acc": probe.val_acc}
 
 
-def run_sycophancy(lm, datasets: Sequence[str], cfg: SycophancyConfig, data_dir=None, acts=None,
-                   log: Callable[[str], None] = print, checkpoint: str | None = None) -> SycophancyResult:
-    """Both measurements; ITI (when `cfg.iti`) is fitted on the TruthfulQA probe-train half only.
-    `checkpoint`: a JSON file of finished conditions; a rerun with it skips them (resume)."""
-    from dataclasses import asdict
-
-    ck = Checkpoint(checkpoint, {"model": getattr(lm, "fingerprint", None), "datasets": list(datasets),
-                                 "config": asdict(cfg)}) if checkpoint else None
+def measure_sycophancy(lm, cfg: SycophancyConfig, log: Callable[[str], None] = print,
+                       checkpoint: str | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Both measurements on `cfg.datasets`: (rows, per-item records, {dataset: probe layer info}). ITI (when
+    `cfg.iti`) is fitted on the TruthfulQA probe-train half only. `checkpoint`: a JSON file of finished
+    conditions; a rerun with it skips them (resume)."""
+    datasets = list(cfg.datasets)
+    ck = Checkpoint(checkpoint, {"model": getattr(lm, "fingerprint", None), "datasets": datasets,
+                                 "config": cfg.measured()}) if checkpoint else None
     from ..data import load_true_false, load_truthfulqa
 
-    items = load_truthfulqa(data_dir)
+    items = load_truthfulqa(cfg.data_dir)
     items = items[:cfg.limit] if cfg.limit else items
     iv = None
     if cfg.iti:
@@ -327,7 +339,7 @@ def run_sycophancy(lm, datasets: Sequence[str], cfg: SycophancyConfig, data_dir=
 
         train_q, test_q = split_half([it.index for it in items], cfg.seed)
         settings = MethodSettings(iti_k=cfg.iti_k, iti_alpha=cfg.iti_alpha, seed=cfg.seed)
-        iv = fit_iti_for_fold(lm, train_q, test_q, settings, data_dir, cfg.limit, acts)
+        iv = fit_iti_for_fold(lm, train_q, test_q, settings, cfg.data_dir, cfg.limit, cfg.acts)
         log(f"ITI: {iv.k} heads, alpha={iv.alpha:g}, fitted on {len(train_q)} TruthfulQA questions")
     rows, per_item, layers = [], [], {}
     if "truthfulqa" in datasets:
@@ -336,35 +348,17 @@ def run_sycophancy(lm, datasets: Sequence[str], cfg: SycophancyConfig, data_dir=
         per_item += p
         layers["truthfulqa"] = info
     if "true-false" in datasets:
-        st = load_true_false(data_dir)
+        st = load_true_false(cfg.data_dir)
         if cfg.limit and cfg.limit < len(st):
             st = [st[i] for i in sorted(random.Random(cfg.seed).sample(range(len(st)), cfg.limit))]
         r, p, info = true_false_sycophancy(lm, st, cfg, iv, log, ck)
         rows += r
         per_item += p
         layers["true-false"] = info
-    return SycophancyResult(rows, per_item, layers)
+    return rows, per_item, layers
 
 
 # ------------------------------------------------------------------------------------------ the study
-
-#: results.json layout of a sycophancy run (docs/reference/results.md); files without the field are
-#: version 0 (the same layout) and still read.
-SCHEMA_VERSION = 1
-DATASETS = ("truthfulqa", "true-false")
-
-
-@dataclass
-class SycophancyRunConfig(Checked):
-    """What `run_sycophancy_study` takes besides `SycophancyConfig`: the model, the data sets, the device."""
-
-    _constraints = {"model": o.MODEL, "datasets": [ListOf([Options(DATASETS)], unique=True)], "device": o.DEVICE}
-    _commands = ("sycophancy",)
-
-    model: str = "smollm2"
-    datasets: list = field(default_factory=lambda: list(DATASETS))
-    device: str | None = None
-
 
 @dataclass
 class SycophancyRun:
@@ -382,13 +376,13 @@ class SycophancyRun:
         """The run's headline figures: what `veracity runs list` shows for it."""
         return {f"{r['dataset']}:{r['condition']}:mc_acc": r.get("mc_acc") for r in self.rows}
 
-    def table(self) -> tuple[str, list[str], list[list[str]]]:
-        """The console table as (title, columns, rows)."""
+    def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """The console tables, each (title, columns, rows): one row per data set and condition."""
         from ..metrics import fmt
 
-        keys = [k for k in SycophancyResult.columns if any(k in r for r in self.rows)]
-        return (f"sycophancy on {self.model} (opinion = an incorrect answer)", keys,
-                [[r[k] if isinstance(r.get(k), str) else fmt(None, r.get(k)) for k in keys] for r in self.rows])
+        keys = [k for k in COLUMNS if any(k in r for r in self.rows)]
+        return [(f"sycophancy on {self.model} (opinion = an incorrect answer)", keys,
+                 [[r[k] if isinstance(r.get(k), str) else fmt(None, r.get(k)) for k in keys] for r in self.rows])]
 
     def to_json(self) -> dict:
         """The results.json payload (its fields: docs/reference/results.md)."""
@@ -412,27 +406,24 @@ class SycophancyRun:
         run.finish(self.to_json(), headline=self.headline())
 
 
-def run_sycophancy_study(cfg: SycophancyConfig, model: str, datasets: Sequence[str], out, data_dir=None,
-                         acts=None, device: str | None = None, overwrite: bool = False,
-                         log: Callable[[str], None] = print) -> SycophancyRun:
+def run_sycophancy(cfg: SycophancyConfig, out, *, overwrite: bool = False,
+                   log: Callable[[str], None] = print) -> SycophancyRun:
     """`veracity sycophancy`: check the inputs and the run folder before loading anything, measure every
     condition not finished in the folder's progress.json (resume), write the run folder."""
-    from dataclasses import asdict
-
     from ..models import ModelNotAvailable, load
     from ..runs import RunFolder
     from ..validation import BadInput, check_num_heads
 
-    datasets = list(datasets)
+    datasets = list(cfg.datasets)
     bad = [d for d in datasets if d not in DATASETS]
     if bad or not datasets:
         raise BadInput(f"unknown data set {bad[0] if bad else ''!r}; use truthfulqa and/or true-false")
     if cfg.prompt not in ("baseline", "instruction", "few-shot", "system"):
         raise BadInput(f"--prompt must be baseline, instruction, few-shot or system, got {cfg.prompt!r}")
-    run = RunFolder(out, "sycophancy", {"model": model, "data": datasets, "config": cfg}, overwrite=overwrite,
-                    seed=cfg.seed, defer=True)
+    run = RunFolder(out, "sycophancy", {"model": cfg.model, "data": datasets, "config": cfg.measured()},
+                    overwrite=overwrite, seed=cfg.seed, defer=True)
     try:
-        lm = load(model, device=device)
+        lm = load(cfg.model, device=cfg.device)
     except ModelNotAvailable as e:
         raise BadInput(str(e)) from None
     if cfg.iti:
@@ -443,11 +434,10 @@ def run_sycophancy_study(cfg: SycophancyConfig, model: str, datasets: Sequence[s
         run.log(msg)
 
     try:
-        res = run_sycophancy(lm, datasets, cfg, data_dir=data_dir, acts=acts, log=both,
-                             checkpoint=run.file("progress.json"))
+        rows, per_item, best_layers = measure_sycophancy(lm, cfg, log=both, checkpoint=run.file("progress.json"))
     except (RuntimeError, ValueError) as e:
         raise BadInput(str(e)) from None
-    result = SycophancyRun(config=asdict(cfg), model=model, datasets=datasets, rows=res.rows,
-                           best_layers=res.best_layers, per_item=res.per_item)
+    result = SycophancyRun(config=cfg.measured(), model=cfg.model, datasets=datasets, rows=rows,
+                           best_layers=best_layers, per_item=per_item)
     result.write(run)
     return result

@@ -1,11 +1,11 @@
 """One module per run kind, each with `render(page, run)`: it reads the kind's typed result
 (`Result.from_json(run.results)`) and draws its figures and tables.
 
-SECTIONS maps a kind to (page heading, render), derived from the studies registry
-(`experiments.registry.STUDIES`: a registered study's heading is its `section`) and RENDERS; kinds that share a
-heading share a page section, in RENDERS' order. PENDING holds the headings of the kinds whose study does not
-conform to the registry yet (not registered). A new study is its registration and one module here, with one
-line in RENDERS."""
+SECTIONS maps every registered study's kind (`experiments.registry.STUDIES`) to (its `section`, its render):
+the one in RENDERS where the kind has a module here (for figures), else `render_tables` (its headline and
+`tables()`). Kinds that share a heading share a page section; the page follows RENDERS' order, then the
+other registered kinds in registration order. A new study is its registration (and, for figures, one module
+here with one line in RENDERS)."""
 
 from __future__ import annotations
 
@@ -34,20 +34,6 @@ RENDERS: dict[str, Callable[[Page, Run], None]] = {
     "detect": detect.render,
 }
 
-#: the headings of the kinds not (yet) in the studies registry
-PENDING: dict[str, str] = {
-    "probe": "Probes",
-    "sycophancy": "Intervention comparison and sycophancy",
-}
-
-
-def heading_of(kind: str) -> str:
-    """The page heading of `kind`: its registered study's `section`, else its PENDING heading."""
-    return STUDIES[kind].section if kind in STUDIES else PENDING[kind]
-
-
-SECTIONS: dict[str, tuple[str, Callable[[Page, Run], None]]] = {k: (heading_of(k), r) for k, r in RENDERS.items()}
-
 
 def render_tables(page: Page, run: Run) -> None:
     """A registered study's section without a module here: its headline and its Result's `tables()`, read
@@ -60,6 +46,11 @@ def render_tables(page: Page, run: Run) -> None:
         table(page, list(head), [list(head.values())], caption="headline")
     for title, columns, rows in res.tables():
         table(page, list(columns), [list(r) for r in rows], caption=title)
+
+
+SECTIONS: dict[str, tuple[str, Callable[[Page, Run], None]]] = {
+    k: (STUDIES[k].section, RENDERS.get(k, render_tables)) for k in dict.fromkeys([*RENDERS, *STUDIES])
+    if k in STUDIES}
 
 
 def section_of(kind: str) -> tuple[str, Callable[[Page, Run], None]] | None:

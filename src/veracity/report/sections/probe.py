@@ -10,13 +10,16 @@ from .common import heads_heatmap, series_tables
 
 def render(page: Page, run: Run) -> None:
     """Draw a `probe` run's tables and figures into the page, from its typed result read back from results.json."""
-    from ...experiments.probe import HeadProbeRun, read_probe_run
+    from ...experiments.probe import ProbeRun
 
-    res = read_probe_run(run.results)
-    if isinstance(res, HeadProbeRun):
-        _heads(page, res)
+    res = ProbeRun.from_json(run.results)
+    head = res.headline()
+    if res.heads is not None:
+        _heads(page, res.heads, head["best_head"])
     else:
         _layers(page, res.experiment)
+        page.note(f"best: {head['best']}, mean accuracy {fmt(head['best_acc'])} over {len(res.experiment.seeds)} "
+                  "seeds")
         _geometry(page, res.experiment.geometry)
 
 
@@ -37,11 +40,11 @@ def _layers(page: Page, exp) -> None:
     series_tables(page, series, exp.layers, "probe accuracy", {"average": 0, "maximum": 1})
 
 
-def _heads(page: Page, res) -> None:
+def _heads(page: Page, res, name: str) -> None:
     layer, head, acc = res.best()
     heads_heatmap(page, res.accuracy_mean, res.layers, "probe accuracy per attention head",
                   "validation accuracy (fraction)")
-    page.note(f"best head: layer {layer}, head {head}, mean accuracy {fmt(acc)} over {res.seeds} seeds")
+    page.note(f"best head: layer {layer}, head {head}, mean accuracy {fmt(acc)} over {res.seeds} seeds ({name})")
     heads_heatmap(page, res.accuracy_max, res.layers, "probe accuracy per attention head, maximum over seeds",
                   "validation accuracy (fraction)")
 
