@@ -285,7 +285,7 @@ class Instance(Constraint):
         return f"be a {self.cls.__name__}"
 
     def bad_values(self) -> list:
-        return [{}, "x"]
+        return [v for v in ({}, "x", 1) if not isinstance(v, self.cls)]
 
     def example(self) -> Any:
         return self.cls()

@@ -8,11 +8,12 @@ from typing import Optional
 import typer
 
 from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_int_list, parse_str_list, print_table
-from .iti_cmd import DetectorOpt
+from .iti_cmd import DetectorOpt, SideEffectsHelp, steer_names
 
 def compare_cmd(model: str = ModelOpt,
                 methods: str = typer.Option("baseline,instruction,few-shot,system,lora-sft,dpo,iti,few-shot+iti,dpo+iti",
-                                            "--methods", help="Comma-separated: prompts, trainers, a steering method (iti, caa, lat) and '+' combinations."),
+                                            "--methods", help="Comma-separated: prompts, trainers, a steering method "
+                                            f"({steer_names().replace(' | ', ', ')}) and '+' combinations."),
                 folds: int = typer.Option(2, "--folds"), seed: int = typer.Option(0, "--seed"),
                 limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
                 judge: str = typer.Option("none", "--judge", help="none | local | hf:<id> | openai:<model> | openai-chat:<model>"),
@@ -24,12 +25,12 @@ def compare_cmd(model: str = ModelOpt,
                 batch_size: int = typer.Option(8, "--train-batch-size"),
                 pairs_per_question: int = typer.Option(3, "--pairs-per-question"),
                 num_heads: int = typer.Option(48, "--num-heads", "-k"), alpha: float = typer.Option(15.0, "--alpha"),
-                residual_layers: Optional[str] = typer.Option(None, "--residual-layers", help="caa/lat: decoder layers whose output is shifted (comma-separated, negatives from the end; default the middle layer)."),
-                residual_alpha: float = typer.Option(1.0, "--residual-alpha", help="caa/lat: multiplier of the fitted vector."),
-                residual_normalize: str = typer.Option("raw", "--residual-normalize", help="caa/lat vector scale: raw (class-mean difference) | sigma (alpha in std of the projections) | unit."),
+                residual_layers: Optional[str] = typer.Option(None, "--residual-layers", help="Residual steers: decoder layers whose output is shifted (comma-separated, negatives from the end; default the middle layer)."),
+                residual_alpha: float = typer.Option(1.0, "--residual-alpha", help="Residual steers: multiplier of the fitted vector."),
+                residual_normalize: str = typer.Option("raw", "--residual-normalize", help="Residual steers' vector scale: raw (class-mean difference) | sigma (alpha in std of the projections) | unit."),
                 steer_param: Optional[list[str]] = typer.Option(None, "--steer-param", help="NAME=VALUE, repeatable: another parameter a chosen steer declares (angular: alpha=90 degrees; ace: reference=all; conditional: steer=ace; any residual steer: layer_select=cosmic)."),
                 ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
-                side_effects: str = typer.Option("all", "--side-effects", help="Side effects measured for every method and fold: all, none, or some of sycophancy, boolq, honest, health (veracity.methods.side_effects)."),
+                side_effects: str = typer.Option("all", "--side-effects", help=SideEffectsHelp),
                 side_effect_n: Optional[str] = typer.Option(None, "--side-effect-n", help="Sample sizes, e.g. boolq=200,honest=80 (defaults: sycophancy 50, boolq 100, honest 40, health 50)."),
                 revision: str = typer.Option("2021", "--revision", help="TruthfulQA revision the methods are fitted and trained on (2021 | 2025); the folds split its questions."),
                 eval_revision: Optional[str] = typer.Option(None, "--eval-revision", help="Revision the held-out questions are scored on (default: --revision); questions are matched by text and those without a counterpart are reported and left out."),

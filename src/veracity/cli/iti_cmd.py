@@ -25,10 +25,26 @@ LimitOpt = typer.Option(None, "--limit", help="Only the first N questions (fit a
 JudgeOpt = typer.Option("none", "--judge", help="none | local | local:<folder> | hf:<id> | openai:<model> | openai-chat:<model>: the truth and info judges (local: trained by `veracity judge train`; openai: an OpenAI-compatible endpoint).")
 JudgeBaseUrlOpt = typer.Option(None, "--judge-base-url", help="openai: judges: the endpoint, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else https://api.openai.com/v1).")
 ProtocolOpt = typer.Option("truthfulqa", "--protocol", help="MC protocol: truthfulqa | lm-eval")
-SideEffectsHelp = ("Side effects measured on each held-out fold: all, none, or some of sycophancy, boolq, honest, "
-                   "health (veracity.methods.side_effects).")
+
+def _side_effects_named() -> tuple[str, str]:
+    """(names, full sample sizes) of the registered side effects, for the help texts (read from the registry)."""
+    from ..methods.side_effects import DEFAULT_N, SIDE_EFFECTS
+
+    return ", ".join(SIDE_EFFECTS), ", ".join(f"{n} {DEFAULT_N[n]}" for n in SIDE_EFFECTS)
+
+
+SideEffectsHelp = ("Side effects measured on each held-out fold: all, none, or some of "
+                   f"{_side_effects_named()[0]} (veracity.methods.side_effects).")
 SideEffectNOpt = typer.Option(None, "--side-effect-n", help="Side-effect sample sizes, e.g. boolq=200,honest=80 "
-                              "(defaults: sycophancy 50, boolq 100, honest 40, health 50).")
+                              f"(full samples: {_side_effects_named()[1]}; by default they scale with the fold's "
+                              "questions).")
+
+
+def steer_names(sweep: str | None = None) -> str:
+    """The registered steering methods (those a `sweep` engine varies, when given), for the help texts."""
+    from ..methods.steers import STEERS
+
+    return " | ".join(n for n, f in STEERS.items() if sweep is None or f.sweep == sweep)
 
 
 def _side_effects(names: str, sizes: Optional[str]) -> dict:

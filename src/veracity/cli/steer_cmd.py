@@ -1,5 +1,5 @@
-"""`veracity steer sweep`: one sweep command for every steering method (caa, lat: layer x alpha; iti: K x alpha
-with `veracity iti sweep`'s options)."""
+"""`veracity steer sweep`: one sweep command for every registered steering method (the residual ones: layer x alpha;
+ITI: K x alpha with `veracity iti sweep`'s options)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 from .common import DataDirOpt, ModelOpt, console, fail, parse_int_list, print_table
 from .iti_cmd import (ActsOpt, ContigOpt, DataOpt, DetectorOpt, DirectionOpt, EvalRevisionOpt, GenPosOpt, JudgeBaseUrlOpt, JudgeOpt, LimitOpt,
-                      MCShiftOpt, MetricHelp, SweepOverwriteOpt, ProtocolOpt, ReproduceOpt, RevisionOpt, SideEffectNOpt, SideEffectsHelp, SigmaOpt,
+                      MCShiftOpt, MetricHelp, SweepOverwriteOpt, ProtocolOpt, ReproduceOpt, RevisionOpt, SideEffectNOpt, SideEffectsHelp, SigmaOpt, steer_names,
                       _judge_spec, _side_effects)
 
 steer_app = typer.Typer(help="Steering methods on TruthfulQA's folds: sweeps with side effects.", no_args_is_help=True)
@@ -18,14 +18,15 @@ steer_app = typer.Typer(help="Steering methods on TruthfulQA's folds: sweeps wit
 
 @steer_app.command("sweep")
 def sweep_cmd(model: str = ModelOpt,
-              method: str = typer.Option("caa", "--method", help="caa | lat (residual stream: layer x alpha) | iti "
-                                         "(attention heads: K x alpha, as `veracity iti sweep`)."),
-              alphas: str = typer.Option("0,1,2,4", "--alphas", help="Multiples of the fitted vector (caa, lat; raw "
+              method: str = typer.Option("caa", "--method", help=f"{steer_names('layers')} (residual stream: layer x "
+                                         f"alpha) | {steer_names('heads')} (attention heads: K x alpha, as "
+                                         "`veracity iti sweep`)."),
+              alphas: str = typer.Option("0,1,2,4", "--alphas", help="The residual steers' strength (a multiple of the fitted vector; raw "
                                          "scale = the class-mean difference) or ITI's alpha; 0 = the plain model."),
-              layers: Optional[str] = typer.Option(None, "--layers", help="caa, lat: decoder layers, one per "
+              layers: Optional[str] = typer.Option(None, "--layers", help="Residual steers: decoder layers, one per "
                                                    "configuration (negatives from the end; default every third "
                                                    "layer of the middle half)."),
-              normalize: str = typer.Option("raw", "--normalize", help="caa, lat: raw | sigma | unit."),
+              normalize: str = typer.Option("raw", "--normalize", help="Residual steers that declare it: raw | sigma | unit."),
               steer_param: Optional[list[str]] = typer.Option(None, "--steer-param", help="NAME=VALUE, repeatable: "
                                                               "another parameter the chosen steer declares (ace: "
                                                               "reference=all; conditional: steer=ace, threshold=0.7)."),
