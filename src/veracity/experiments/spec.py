@@ -31,13 +31,16 @@ def plot_histograms(result: StudyResult):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for g in groups:
         rs = [r for r in result.rows if r.group == g]
-        axes[0].hist([r.mean_accepted for r in rs], bins=20, alpha=0.5, label=g, density=True)
+        if rs:
+            axes[0].hist([r.mean_accepted for r in rs], bins=20, alpha=0.5, label=g, density=True)
         steps = [m for r in rs for m in result.records[r.index].n_matches]
-        axes[1].hist(steps, bins=np.arange(-0.5, max(steps + [1]) + 1.5), alpha=0.5, label=g, density=True)
+        if steps:
+            axes[1].hist(steps, bins=np.arange(-0.5, max(steps + [1]) + 1.5), alpha=0.5, label=g, density=True)
         lr = [math.log(max(q, 1e-30) / max(pm, 1e-30)) for r in rs
               for pm, q, a in zip(result.records[r.index].p_main, result.records[r.index].q_assistant,
                                   result.records[r.index].accepted) if not a]
-        axes[2].hist(lr, bins=30, alpha=0.5, label=g, density=True)
+        if lr:  # none when every draft token was accepted (a model paired with itself): no density to draw
+            axes[2].hist(lr, bins=30, alpha=0.5, label=g, density=True)
     axes[0].set_xlabel("mean accepted draft tokens per step (per prompt)")
     axes[1].set_xlabel("accepted draft tokens in a step")
     axes[2].set_xlabel("rejected draft tokens: ln(q_assistant / p_main)")
