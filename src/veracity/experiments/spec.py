@@ -46,7 +46,10 @@ def plot_histograms(result: StudyResult):
     axes[2].set_xlabel("rejected draft tokens: ln(q_assistant / p_main)")
     for ax in axes:
         ax.set_ylabel("density")
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return fig
 
