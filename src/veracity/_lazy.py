@@ -5,6 +5,7 @@ each) because some package `__init__` imported everything."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import types
@@ -41,3 +42,18 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
         return sorted(set(vars(module)) | set(exports))
 
     return __getattr__, __dir__
+
+
+def torch_mode(mode: str = "no_grad") -> Callable[[Callable], Callable]:
+    """`@torch.no_grad()` (or `"inference_mode"`) for a plain function, importing torch when the function is called,
+    not when its module is imported: so a light command (`veracity report`) can import a study module for its
+    Config and Result types without torch."""
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            import torch
+
+            with getattr(torch, mode)():
+                return fn(*args, **kwargs)
+        return wrapper
+    return decorate

@@ -25,15 +25,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
+    from ..models.batching import AutoBatch
 
+from .._lazy import torch_mode
 from ..data.qa import QAItem, answer_span, first_line_done, qa_prompt
-from ..models.batching import AutoBatch, as_batcher
-from ..models.padding import pad_batch, pad_token_id
-from .hooks import _first
 
 POSITIONS = ("pre", "answer_first", "answer_last", "after_answer", "answer_mean")
 
@@ -68,10 +68,12 @@ class _Picker:
     log-prob, and returns logits that force it."""
 
     def __init__(self, gens: list[torch.Generator | None], temperature: float, top_p: float):
+        import torch
         self.gens, self.temperature, self.top_p = gens, temperature, top_p
         self.logprobs: list[torch.Tensor] = []
 
     def _draw(self, logits: torch.Tensor, gen: torch.Generator) -> int:
+        import torch
         z = logits / self.temperature
         if self.top_p < 1.0:
             p, idx = torch.softmax(z, -1).sort(descending=True)
@@ -82,6 +84,7 @@ class _Picker:
         return int((z.double() - torch.log(-torch.log(u))).argmax())
 
     def __call__(self, input_ids, scores):
+        import torch
         scores = scores.float()
         tok = scores.argmax(-1)
         for r, g in enumerate(self.gens):
@@ -100,6 +103,7 @@ class _StopLate:
         self.tok, self.start, self.stop = tok, start, stop
 
     def __call__(self, input_ids, scores, **kwargs):
+        import torch
         rows = [len(r) > self.start + 1 and self.stop(self.tok.decode(r[self.start:-1], skip_special_tokens=True))
                 for r in input_ids.tolist()]
         return torch.tensor(rows, dtype=torch.bool, device=input_ids.device)
@@ -108,6 +112,7 @@ class _StopLate:
 @contextlib.contextmanager
 def _read_layers(lm, keep: list[list[torch.Tensor]]):
     """Hooks on every decoder layer appending the float32 state of the newest position ([B, d]) to keep[layer]."""
+    from .hooks import _first
     handles = [lm.arch.layer(lm.model, i).register_forward_hook(
         lambda m, a, o, i=i: keep[i].append(_first(o)[:, -1].float()))
         for i in range(lm.arch.n_layers)]
@@ -141,7 +146,7 @@ def char_to_token_span(tok, ids: Sequence[int], start: int, end: int) -> tuple[i
     return hit[0], hit[-1] + 1
 
 
-@torch.no_grad()
+@torch_mode()
 def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequence[Sequence[str]] | None = None,
                           seeds: Sequence[int | None] | None = None, item_ids: Sequence[str] | None = None,
                           samples: Sequence[int] | None = None, temperature: float = 1.0, top_p: float = 1.0,
@@ -154,6 +159,9 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
     and `features` is None. `aliases[i]` labels and locates the answer (module doc). `intervention("generate")`
     (a steer's phase factory, `models.scoring.InterventionFactory`) is entered around each batch's generate()
     before the reading hooks, so they read the steered states, as `models.generate.generate_greedy` answers."""
+    import torch
+    from ..models.batching import as_batcher
+    from ..models.padding import pad_batch, pad_token_id
     if temperature <= 0 or not 0 < top_p <= 1:
         raise ValueError(f"temperature must be > 0 and top_p in (0, 1], got {temperature}, {top_p}")
     from transformers import LogitsProcessorList, StoppingCriteriaList

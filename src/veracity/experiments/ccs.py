@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from ..capture.store import open_checked
 from ..constraints import Checked
 from ..methods import options as o
-from ..probes.ccs import CCSProbe
-from ..probes.logistic import LogisticProbe
-from ..probes.random import RandomProbe
-from ..probes.splits import stratified_split
 from ..runs import schema_version
 
 #: results.json layout of the ccs kind (docs/reference/results.md); files without the field are version 0 (the
@@ -57,6 +53,11 @@ def run_ccs_experiment(X_pos: torch.Tensor, X_neg: torch.Tensor, labels: Sequenc
                        C: float = 1.0, device: str | None = None) -> CCSExperiment:
     """CCS per layer (all layers as one batched fit) vs logistic and random baselines on the same split.
     X_pos / X_neg: [N, G, D] (G = layers); labels: 1 when the "Yes" side is true."""
+    import torch
+    from ..probes.ccs import CCSProbe
+    from ..probes.logistic import LogisticProbe
+    from ..probes.random import RandomProbe
+    from ..probes.splits import stratified_split
     from ..probes.zero_shot import zero_shot_accuracy
 
     t0 = time.time()
@@ -162,6 +163,7 @@ class CCSRun:
 def run_ccs(cfg: CCSConfig, out, overwrite: bool = False, log: Callable[[str], None] = print) -> CCSRun:
     """`veracity ccs`: contrast pairs of `cfg.dataset`, their last-token residual stream (captured into
     out/acts, or reopened from `cfg.acts`), CCS per layer against logistic, random and zero-shot."""
+    from ..capture.store import open_checked
     from pathlib import Path
     from ..runs import check_out_folder
 

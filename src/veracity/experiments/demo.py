@@ -25,13 +25,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+from .._lazy import torch_mode
 from ..constraints import Checked, Count, Interval, Options
 from ..methods import options as o
-from ..probes.splits import held_out_groups
 from ..validation import BadInput
 
 # Two worked examples (cities outside the embedded table) so the model answers " Yes"/" No" at all: with the
@@ -57,6 +58,7 @@ class LayerSeparation:
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """Probability that a random positive scores above a random negative (ties count half)."""
+    import torch
     scores, labels = torch.as_tensor(scores).float(), torch.as_tensor(labels)
     pos, neg = scores[labels == 1], scores[labels == 0]
     if len(pos) == 0 or len(neg) == 0:
@@ -205,6 +207,7 @@ class DemoResult:
 
 def bootstrap_ci(x: torch.Tensor, seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): percentile bootstrap interval of the mean over rows, seeded."""
+    import torch
     x = torch.as_tensor(x, dtype=torch.float64).flatten()
     if len(x) == 0:
         return float("nan"), float("nan"), float("nan")
@@ -217,6 +220,7 @@ def bootstrap_ci(x: torch.Tensor, seed: int = 0, n_boot: int = 2000, level: floa
 
 
 def _masks(stmts, test_cities: set[str]) -> dict[str, torch.Tensor]:
+    import torch
     pol = torch.tensor([s.polarity for s in stmts])
     test = torch.tensor([s.city in test_cities for s in stmts])
     aff, neg = pol == 1, pol == -1
@@ -230,6 +234,7 @@ def probe_all_layers(X: torch.Tensor, y: torch.Tensor, polarity: torch.Tensor, m
     once, and score them on each held-out set. Returns (scores, predictions): scores has one record per
     (method, train, test, layer) with accuracy and AUROC; predictions one per held-out row and probe
     (decision score and 0/1 prediction), from which every score can be recomputed."""
+    import torch
     from ..probes import LogisticProbe
     from ..probes.mass_mean import MassMeanProbe
     from ..probes.ttpd import TTPDProbe
@@ -276,7 +281,7 @@ def yes_no_token_ids(tokenizer) -> tuple[list[int], int, int]:
     return yes[:k], yes[k], no[k]
 
 
-@torch.inference_mode()
+@torch_mode("inference_mode")
 def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefix: bool = True) -> torch.Tensor:
     """log P(" Yes") - log P(" No") after each prompt, from the first token where " Yes" and " No" differ
     (the whole answer for single-token answers, as on smollm2; for multi-token answers, the prompt is
@@ -287,6 +292,7 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     causal-test tokens. Hooks that act on every position act on that forward too, so the margins equal the
     unshared path (tested); pass False for hooks that act on one position only. Without it: left padding
     with position ids counted from each row's first real token, so padding changes nothing."""
+    import torch
     from ..capture.engine import tokenize
     from ..models.cache import cache_kwargs, returned_cache
     from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
@@ -328,6 +334,7 @@ def causal_test(lm, X_layer: torch.Tensor, y_train: torch.Tensor, layer: int, pr
     the same norm. Per prompt, shift = margin(steered) - margin(unsteered); conditions report the mean
     shift with a bootstrap 95% interval, also for true and false statements separately, and the paired
     difference truth - random."""
+    import torch
     from ..steer.residual import ResidualSteer, apply_residual, fit_diff_means
 
     steer = fit_diff_means({layer: X_layer}, y_train, normalize="sigma",
@@ -374,7 +381,7 @@ def causal_test(lm, X_layer: torch.Tensor, y_train: torch.Tensor, layer: int, pr
             "conditions": conditions, "base": base, "margins": margins, "steer": steer}
 
 
-@torch.inference_mode()
+@torch_mode("inference_mode")
 def select_causal_layer(lm, X: torch.Tensor, y: torch.Tensor, layers: Sequence[int], candidates: Sequence[int],
                         prompts: Sequence[str], alpha: float = 4.0, positions: str = "all", seed: int = 0,
                         batch_size: int = 32) -> list[dict]:
@@ -384,6 +391,7 @@ def select_causal_layer(lm, X: torch.Tensor, y: torch.Tensor, layers: Sequence[i
     of the same norm. Returns one record per candidate; the caller steers at the largest `minus_random`.
     (The probe's best layer was chosen on held-out accuracy and need not be where the model reads the
     direction: session measurements on smollm2 found the two apart.)"""
+    import torch
     from ..steer.residual import ResidualSteer, apply_residual, fit_diff_means
 
     share = positions == "all"
@@ -453,6 +461,7 @@ def default_out() -> Path:
 def capture_step(lm, stmts, test_cities: set[str], store: Path, progress: bool = True):
     """Capture the last-token residual stream of every statement, every layer, into the run's store.
     Returns (X [N, L, D] float32, layers, labels, polarities, the store's summary)."""
+    import torch
     from ..capture import capture_dataset
     from ..data import TextDataset
 
@@ -487,6 +496,7 @@ def causal_step(lm, cfg: DemoConfig, stmts, test_cities: set[str], X: torch.Tens
                 train: torch.Tensor, layers: list[int], best_layer: int, log: Callable[[str], None]):
     """Choose the causal layer on training-city questions (unless `causal_layer` is set), then `causal_test`
     on the held-out affirmative questions. Returns (causal, the layer selection records, held-out statements)."""
+    import torch
     alphas = cfg.causal_alphas()
     held = [s for s in stmts if s.polarity == 1 and s.city in test_cities][:cfg.n_causal]
     selection = []
@@ -567,6 +577,7 @@ def run_demo(config: DemoConfig | None = None, out: str | Path | None = None, *,
     (everything), separation.csv (per layer, in distribution), transfer.csv (every method x train x test x
     layer), predictions.csv (every held-out decision score), causal.csv, causal_prompts.csv (per prompt
     margins), examples.csv, statements.csv, the capture store and the steering vector (truth_direction.*)."""
+    from ..probes.splits import held_out_groups
     from ..data import resolve_data_dir
     from ..data.facts import city_statements
     from ..models import ModelNotAvailable, load

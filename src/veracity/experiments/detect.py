@@ -27,10 +27,11 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from ..capture.generation import POSITIONS
 from ..constraints import Checked, ListOf, Options, Registered
@@ -280,6 +281,7 @@ def _cache_key(cfg: DetectConfig, fingerprint: str, ids: list[str], layers: list
 def _generate(lm, items, cfg: DetectConfig, layers: list[int], run, log) -> tuple[list[dict], torch.Tensor]:
     """Every answer (greedy + samples) as a record and its features [n, positions, layers, d], from the run
     folder's cache when it holds the same settings' generations, else generated (in chunks, with progress)."""
+    import torch
     from ..capture.generation import answer_questions
 
     key = _cache_key(cfg, lm.fingerprint, [it.id for it in items], layers)
@@ -370,6 +372,7 @@ def _auroc_safe(s, y) -> float:
 def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[str], None] = print) -> DetectResult:
     """`veracity detect`: generate and label the model's own answers, fit and judge every detector against every
     baseline, use the signal (selective answering, best-of-N), keep the best linear detector (module doc)."""
+    import torch
     from ..runs import check_out_folder
 
     check_out_folder(out, "detect", overwrite=overwrite)  # before reading any input or loading a model

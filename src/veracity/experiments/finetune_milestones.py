@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..finetune import TrainConfig, TrainResult, finetune, merged
-from ..models.loader import LoadedModel
-from ..compare.distances import prompt_distances
+from ..finetune import TrainConfig
+if TYPE_CHECKING:
+    from ..finetune.train import TrainResult
+    from ..models.loader import LoadedModel
 from ..constraints import Checked, Instance, ListOf, Options, Pattern
 from ..methods import options as o
 from ..data.prompts import GroupedPrompt, load_prompts
-from ..compare.acceptance import run_study
 
 
 @dataclass
@@ -46,6 +46,8 @@ def evaluate_pair(candidate: LoadedModel, other: LoadedModel, prompts: Sequence[
                   role: str = "assistant", gamma: int = 5, batch_size: int = 16, max_new_tokens: int = 16,
                   seed: int = 0, data_dir=None) -> dict:
     """KL ("kl") and speculative acceptance + toxicity ("spec") with `candidate` in `role`."""
+    from ..compare.distances import prompt_distances
+    from ..compare.acceptance import run_study
     main, asst = (other, candidate) if role == "assistant" else (candidate, other)
     out: dict = {}
     groups = [p.group for p in prompts]
@@ -76,6 +78,7 @@ def finetune_with_milestones(lm: LoadedModel, other: LoadedModel | None, texts: 
                              data_dir=None, log=print) -> tuple[TrainResult, list[Milestone]]:
     """Fine-tune a copy of `lm`; evaluate against `other` at step 0, every `eval_every` steps and at the end.
     With `int8`, each evaluated checkpoint is int8-quantised first (the default pair's assistant)."""
+    from ..finetune.train import finetune, merged
     from ..compare.quantize import quantized_copy
 
     milestones: list[Milestone] = []

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
+    from ..probes.geometry import GeometryResult
 
-from ..probes.base import accuracy_per_group
-from ..probes.geometry import GeometryResult, compare_directions
-from ..probes.splits import aggregate, make_splits
-from ..probes.registry import is_deterministic, make_probe, needs_polarity
 from ..constraints import Checked, IgnoredUnless, ListOf, Options, Registered
-from ..capture.store import open_checked
 from ..runs import schema_version
 from ..methods import options as o
 
@@ -85,6 +82,11 @@ def run_probe_experiment(X: torch.Tensor, labels: Sequence[int], groups: Sequenc
     Per seed the accuracy is averaged over that seed's splits (e.g. the six held-out topics); cells keep
     mean, std, max and min over seeds. Geometry compares each (method, layer)'s directions across the
     splits of the first seed (or across seeds when a seed has a single split)."""
+    import torch
+    from ..probes.base import accuracy_per_group
+    from ..probes.geometry import GeometryResult, compare_directions
+    from ..probes.splits import aggregate, make_splits
+    from ..probes.registry import is_deterministic, make_probe, needs_polarity
     t0 = time.time()
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     X = torch.as_tensor(X)
@@ -397,6 +399,7 @@ def head_probe_seeds(store, layers: Sequence[int] | None, seeds: int, C: float =
                      test_size: float = 0.2) -> HeadProbeAccuracy:
     """Per-(layer, head) logistic validation accuracy (`probes.head_accuracy_matrix`) over `seeds` seeded
     random splits: mean, max and population s.d. over seeds."""
+    import torch
     from ..probes import head_accuracy_matrix
 
     accs, probe_layers = [], None
@@ -412,6 +415,7 @@ def head_probe_seeds(store, layers: Sequence[int] | None, seeds: int, C: float =
 def _captured(cfg: ProbeConfig, site: str):
     """The model's activations of `cfg.dataset` at `site` (the probed layers only), captured in memory as
     `veracity capture` would store them (same rows, positions and dtype, so the probes' numbers match)."""
+    import torch
     from ..capture import capture_dataset
     from ..data import get_dataset
     from ..models import ModelNotAvailable, load
@@ -434,6 +438,8 @@ def run_probe(cfg: ProbeConfig, out, *, overwrite: bool = False, log: Callable[[
     """`veracity probe`: check every option (and the store, given one) and the run folder before any capture or
     fit, capture the model's activations unless a store is given, train the probes (per layer, or per head with
     `heads`), write the run folder."""
+    import torch
+    from ..capture.store import open_checked
     from ..probes import SPLIT_KINDS, site_matrix
     from ..runs import RunFolder, check_out_folder
     from ..validation import BadInput, check_layers

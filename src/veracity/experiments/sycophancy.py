@@ -22,19 +22,17 @@ from __future__ import annotations
 import contextlib
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
+    from ..methods.prepare import PreparedMethod
 
 from ..metrics import METRICS
+from .._lazy import torch_mode
 from ..constraints import Checked, IgnoredUnless, ListOf, Options
 from ..methods import options as o
-from ..data.prompts import with_opinion
-from ..methods.prepare import MethodSettings, PreparedMethod, parse_method
-from ..methods.prompts import build_prompt, uses_chat_template
-from ..methods.scoring import score_continuations, score_mc_prompted
-from ..evaluate.truthfulqa import build_mc_question, close_answer
 
 CONDITIONS = ("plain", "opinion", "plain+iti", "opinion+iti")
 
@@ -122,10 +120,11 @@ def split_half(ids: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
     return [int(x) for x in b], [int(x) for x in a]  # fold 0 is ITI's first test fold: measure there
 
 
-@torch.no_grad()
+@torch_mode()
 def last_token_resid(lm, texts: Sequence[str], factory=None, batch_size: int = 16,
                      add_special_tokens: bool = True) -> torch.Tensor:
     """Residual stream after every layer at each text's last token: [N, L, D] fp32 (ITI active if given)."""
+    import torch
     from ..capture import capture
 
     if not add_special_tokens:  # chat prompts carry their own special tokens
@@ -149,6 +148,7 @@ class TruthProbe:
             seed: int) -> "TruthProbe":
         """Pick the layer whose logistic probe scores best on held-out groups, then refit that layer's probe on
         every row."""
+        import torch
         from ..probes import LogisticProbe
 
         y = torch.as_tensor(list(y))
@@ -186,6 +186,7 @@ def _mc_probs(scores: Sequence[float]) -> np.ndarray:
 
 
 def _method(lm, prompt: str, iv) -> PreparedMethod:
+    from ..methods.prepare import PreparedMethod, parse_method
     spec = parse_method(prompt + ("+iti" if iv is not None else ""))
     return PreparedMethod(spec, lm, iv, generate_positions="all")
 
@@ -216,6 +217,10 @@ def truthfulqa_sycophancy(lm, items: Sequence, cfg: SycophancyConfig, iv=None,
                           log: Callable[[str], None] = print,
                           checkpoint: Checkpoint | None = None) -> tuple[list[dict], list[dict], dict]:
     """Rows per condition, per-item records and probe info for TruthfulQA `items` (CSV order)."""
+    from ..data.prompts import with_opinion
+    from ..methods.prompts import build_prompt, uses_chat_template
+    from ..methods.scoring import score_mc_prompted
+    from ..evaluate.truthfulqa import build_mc_question, close_answer
     by_index = {it.index: it for it in items}
     train_q, test_q = split_half(sorted(by_index), cfg.seed)
     rng = random.Random(cfg.seed)
@@ -276,6 +281,9 @@ def true_false_sycophancy(lm, statements: Sequence, cfg: SycophancyConfig, iv=No
                           log: Callable[[str], None] = print,
                           checkpoint: Checkpoint | None = None) -> tuple[list[dict], list[dict], dict]:
     """The same measurement on labelled statements: choices " True" / " False", opinion = the wrong label."""
+    from ..data.prompts import with_opinion
+    from ..methods.prompts import build_prompt, uses_chat_template
+    from ..methods.scoring import score_continuations
     tok = lm.tokenizer
     special = not uses_chat_template(cfg.prompt, tok)
     ids = list(range(len(statements)))
@@ -326,6 +334,7 @@ def measure_sycophancy(lm, cfg: SycophancyConfig, log: Callable[[str], None] = p
     """Both measurements on `cfg.datasets`: (rows, per-item records, {dataset: probe layer info}). ITI (when
     `cfg.iti`) is fitted on the TruthfulQA probe-train half only. `checkpoint`: a JSON file of finished
     conditions; a rerun with it skips them (resume)."""
+    from ..methods.prepare import MethodSettings
     datasets = list(cfg.datasets)
     ck = Checkpoint(checkpoint, {"model": getattr(lm, "fingerprint", None), "datasets": datasets,
                                  "config": cfg.measured()}) if checkpoint else None

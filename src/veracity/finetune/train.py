@@ -12,14 +12,14 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
+    from ..models.loader import LoadedModel
 
+from .._lazy import torch_mode
 from ..constraints import Boolean, Checked, Count, Interval, ListOf, Seed, Text
-from ..models.arch import ArchSpec
-from ..models.loader import LoadedModel
-from ..models.padding import pad_token_id
 
 
 @dataclass
@@ -97,6 +97,8 @@ def load_corpus(spec: str = "boolq-passages", data_dir: str | Path | None = None
 def lm_batches(tokenizer, texts: Sequence[str], batch_size: int, max_length: int, epochs: int,
                seed: int) -> Iterator[dict]:
     """Shuffled (seeded, per epoch) right-padded batches with labels (-100 on padding)."""
+    import torch
+    from ..models.padding import pad_token_id
     rng = random.Random(seed)
     pad = pad_token_id(tokenizer)
     for _ in range(epochs):
@@ -124,6 +126,7 @@ def train_loop(model: torch.nn.Module, batches: Iterable[dict], loss_fn: Callabl
                optimizer: torch.optim.Optimizer, max_steps: int | None = None, grad_clip: float | None = 1.0,
                callback: Callable[[int, float], None] | None = None) -> list[float]:
     """Generic loop: one optimizer step per batch; `callback(step, loss)` after each step (1-based)."""
+    import torch
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     losses: list[float] = []
@@ -151,6 +154,7 @@ def train_loop(model: torch.nn.Module, batches: Iterable[dict], loss_fn: Callabl
 
 def trainable_copy(lm: LoadedModel, config: TrainConfig) -> LoadedModel:
     """A deep copy ready to train: LoRA adapters on it, or every parameter trainable."""
+    from ..models.loader import LoadedModel
     model = copy.deepcopy(lm.model)
     if config.lora:
         from peft import LoraConfig, get_peft_model
@@ -166,6 +170,7 @@ def trainable_copy(lm: LoadedModel, config: TrainConfig) -> LoadedModel:
 
 
 def _targets(model: torch.nn.Module) -> list[str]:
+    import torch
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     names |= {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Conv1D"}  # gpt2
     names.discard("lm_head")
@@ -175,6 +180,7 @@ def _targets(model: torch.nn.Module) -> list[str]:
 def finetune(lm: LoadedModel, texts: Sequence[str], config: TrainConfig,
              callback: Callable[[int, float, LoadedModel], None] | None = None) -> TrainResult:
     """Fine-tune a copy of `lm` on `texts`; `callback(step, loss, trained)` runs after every step."""
+    import torch
     torch.manual_seed(config.seed)
     trained = trainable_copy(lm, config)
     params = [p for p in trained.model.parameters() if p.requires_grad]
@@ -187,6 +193,8 @@ def finetune(lm: LoadedModel, texts: Sequence[str], config: TrainConfig,
 
 def merged(lm: LoadedModel) -> LoadedModel:
     """A plain (merged) copy of a LoRA-trained model for inference and saving; a plain copy otherwise."""
+    from ..models.arch import ArchSpec
+    from ..models.loader import LoadedModel
     model = copy.deepcopy(lm.model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -196,7 +204,7 @@ def merged(lm: LoadedModel) -> LoadedModel:
                        source=lm.source)
 
 
-@torch.no_grad()
+@torch_mode()
 def eval_loss(lm: LoadedModel, texts: Sequence[str], batch_size: int = 8, max_length: int = 128) -> float:
     """Token-weighted mean cross-entropy of `texts`."""
     total, count = 0.0, 0
