@@ -14,9 +14,11 @@ this bottom-level module imports nothing of veracity's but `veracity.validation`
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
 import re
+import sys
 from typing import Any, Callable, ClassVar, Iterable
 
 from .validation import BadInput
@@ -273,12 +275,23 @@ class Boolean(Constraint):
 
 
 class Instance(Constraint):
-    """An instance of a (nested, itself checked) Config class."""
+    """An instance of a (nested, itself checked) Config class; or, named `"package.module:Class"`, of a class whose
+    module imports torch: it is imported only when needed, and a value cannot be one before its module is loaded, so
+    checking a config that leaves it unset (`veracity report` reading a result) imports nothing."""
 
-    def __init__(self, cls: type):
-        self.cls = cls
+    def __init__(self, cls: type | str):
+        self._cls = cls
+
+    @property
+    def cls(self) -> type:
+        if isinstance(self._cls, str):
+            module, name = self._cls.split(":")
+            self._cls = getattr(importlib.import_module(module), name)
+        return self._cls
 
     def ok(self, value: Any) -> bool:
+        if isinstance(self._cls, str) and self._cls.split(":")[0] not in sys.modules:
+            return False
         return isinstance(value, self.cls)
 
     def describe(self) -> str:

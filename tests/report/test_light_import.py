@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers")
 
@@ -62,9 +60,6 @@ def test_package_namespaces_are_lazy():
     assert "torch" in _heavy_after("from veracity.steer import ResidualSteer\nassert ResidualSteer.__name__\n")
 
 
-@pytest.mark.xfail(strict=True, reason="experiments.registry (which the report's sections read) imports every study "
-                   "at import; iti_sweep, iti_validate, interventions and steer_sweep import steer.iti, "
-                   "steer.intervention, methods.fold/evaluate/prepare at module level, and those import torch")
 def test_report_page_without_torch(tmp_path):
     """A report over a capture store and an unfinished run of every registered kind, drawn in a process that
     never imports torch or transformers."""

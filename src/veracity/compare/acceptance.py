@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ..data.prompts import GroupedPrompt
-from .distances import prompt_distances
-from .speculative import SpecRecord, generate
+if TYPE_CHECKING:
+    from .speculative import SpecRecord
 
 #: the per-prompt acceptance statistics of speculative decoding (SpecRecord fields), averaged per group; not
 #: TruthfulQA metrics (those are `veracity.metrics`)
@@ -171,6 +171,8 @@ def run_study(main, assistant, prompts: Sequence[GroupedPrompt], gamma: int = 5,
               schedule: str = "constant", seed: int = 0, n_boot: int = 2000, n_perm: int = 2000,
               data_dir: str | Path | None = None, toxicity_classifier=None) -> StudyResult:
     """Generate speculatively for every prompt, then compute distances, group statistics and toxicity."""
+    from .distances import prompt_distances
+    from .speculative import generate
     from ..compare.toxicity import honest_score
 
     texts = [p.text for p in prompts]

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
+from .._lazy import torch_mode
 from .truthfulqa import (InterventionFactory, close_answer, lm_eval_context, make_requests, score_requests,
                          shared_prefix_for, truthfulqa_prompt)
 from ..models.cache import cache_kwargs
@@ -134,7 +134,7 @@ def summarize_binary(results: Sequence[BinaryResult], pair: str = "") -> dict:
     return out
 
 
-@torch.no_grad()
+@torch_mode()
 def score_batched(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], shared=None, *,
                   batch_size: int = 32, pad_id: int = 0) -> list[float]:
     """Summed log-prob (fp32 log-softmax, nats) of each continuation after its prefix, many QUESTIONS per
@@ -142,6 +142,7 @@ def score_batched(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     head's KV cache (`shared`: a `SharedPrefix` every prefix starts with; None: whole prompts, no cache).
     No intervention (the per-question path keeps the prompt unshifted under one). Equal to `score_requests`
     up to float rounding (tested)."""
+    import torch
     dev = next(model.parameters()).device
     S = len(shared.ids) if shared is not None else 0
     for p, _ in requests:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ContextManager, Sequence
+from typing import TYPE_CHECKING, ContextManager, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from .._lazy import torch_mode
 from ..models.scoring import InterventionFactory
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -71,6 +73,7 @@ def _ctx(intervention: InterventionFactory | None) -> ContextManager:
 
 
 def _batches(docs: list[list[int]], batch_size: int):
+    import torch
     for s in range(0, len(docs), batch_size):
         chunk = docs[s:s + batch_size]
         L = max(len(d) for d in chunk)
@@ -89,10 +92,11 @@ def _logits(model, ids, mask, intervention) -> torch.Tensor:
         return model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()
 
 
-@torch.no_grad()
+@torch_mode()
 def ce_per_doc(model, docs: list[list[int]], *, intervention: InterventionFactory | None = None,
                batch_size: int = 8) -> list[float]:
     """Mean next-token cross-entropy (nats) of each document."""
+    import torch
     out = []
     for ids, mask in _batches(docs, batch_size):
         lp = torch.log_softmax(_logits(model, ids, mask, intervention), -1)
@@ -103,7 +107,7 @@ def ce_per_doc(model, docs: list[list[int]], *, intervention: InterventionFactor
     return out
 
 
-@torch.no_grad()
+@torch_mode()
 def kl_per_doc(reference, model, docs: list[list[int]], *, intervention: InterventionFactory | None = None,
                reference_intervention: InterventionFactory | None = None, batch_size: int = 8) -> list[float]:
     """Mean over positions of KL(reference || model) per document (nats, summed over the vocabulary).
@@ -111,6 +115,8 @@ def kl_per_doc(reference, model, docs: list[list[int]], *, intervention: Interve
     `reference` and `model` may be the same module: then `intervention` (entered only for the modified
     pass) makes the difference, which is how a hook-based intervention is compared with its own model.
     """
+    import torch
+    import torch.nn.functional as F
     out = []
     for ids, mask in _batches(docs, batch_size):
         lp_ref = torch.log_softmax(_logits(reference, ids, mask, reference_intervention), -1)

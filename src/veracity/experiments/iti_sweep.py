@@ -12,20 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from ..metrics import METRICS, columns, gain_cost_table, headlines, lower_is_better
 from .executors import Job
 from .sweep import Grid, SweepStore, pick_best as best_cell, product, run_grid
-from ..steer.intervention import DAMAGED, Intervention
-from ..steer.iti import ITIConfig, ITIData, fit_folds
 from ..constraints import ListOf
 from ..methods import options as o
 from .iti_common import ITIRunOptions
 from ..data.registry import held_out_texts
 from ..methods.fold import FoldEvalConfig, evaluate_intervention, summarise
+
+if TYPE_CHECKING:
+    from ..steer.iti import ITIConfig, ITIData
 
 #: the cells' parameter names (and the columns of a store written before the shared engine)
 PARAMS = ("alpha", "k")
@@ -73,6 +74,8 @@ def run_sweep(lm, data: ITIData, items: Sequence, iti: ITIConfig, alphas: Sequen
     `lm` with `evaluate` (`LocalExecutor`); a `RayExecutor` runs them on Ray workers. Either way this
     process fits the folds, owns the store and records each result as it arrives. `detector` (a kept
     `evaluate.detector.Detector` of this model) adds its belief in every cell's answers."""
+    from ..steer.intervention import DAMAGED, Intervention
+    from ..steer.iti import ITIConfig, fit_folds
     ecfg = ecfg or FoldEvalConfig()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

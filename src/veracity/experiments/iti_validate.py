@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-from ..steer.iti import ITIConfig, ITIData, fit_folds
 from ..constraints import Conflict
 from ..metrics import columns, headlines
 from ..methods import options as o
 from ..data.registry import held_out_texts
 from ..methods.fold import FoldEvalConfig, evaluate_intervention, summarise
 from .iti_common import ITIRunOptions
+
+if TYPE_CHECKING:
+    from ..steer.iti import ITIConfig, ITIData
 
 @dataclass
 class ValidateResult:
@@ -57,6 +59,7 @@ def validate(lm, data: ITIData, items: Sequence, iti: ITIConfig, k: int, alpha: 
     an after (`merge_answers`); with alpha = 0 the intervened run is the baseline and is reused.
     `checkpoint` (`runs.Checkpoint`): folds finished by an earlier run are taken from it, and each new
     fold is put there as soon as it is done."""
+    from ..steer.iti import fit_folds
     ecfg = ecfg or FoldEvalConfig()
     by_index = {it.index: it for it in items}
     fits = fit_folds(data, iti, n_folds=n_folds, contiguous=contiguous)

@@ -6,12 +6,14 @@ this module owns the configs, the typed results and the run folders."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..probes.sanity import PolarityExperiment
 from ..constraints import Checked, Interval, ListOf, Registered
 from ..runs import schema_version
 from ..methods import options as o
+
+if TYPE_CHECKING:
+    from ..probes.sanity import PolarityExperiment
 
 #: results.json layout of probe-polarity and ccs-distractor runs (docs/reference/results.md)
 SCHEMA_VERSION = 1
@@ -88,6 +90,7 @@ class PolarityRun:
     def from_json(cls, d: dict) -> "PolarityRun":
         """Read a results.json payload back, for the report; a newer schema_version than this veracity reads is
         refused."""
+        from ..probes.sanity import PolarityExperiment
         v = schema_version(d, "probe-polarity", SCHEMA_VERSION)
         e = d["experiment"]
         exp = PolarityExperiment(list(e["methods"]), list(e["layers"]), list(e["scores"]), e["n_rows"], e["seed"])

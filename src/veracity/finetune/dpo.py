@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-import torch
-import torch.nn.functional as F
 
+from .._lazy import torch_mode
 from ..constraints import Checked, Instance, Interval
 from ..models.loader import LoadedModel
 from .sft import pair_batch
 from .train import TrainConfig, TrainResult, train_loop, trainable_copy
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -56,6 +58,7 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
              ref_rejected: torch.Tensor, beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean loss, chosen rewards, rejected rewards) from summed sequence log-probs ([B] each).
     Rewards are beta * (log pi - log ref), detached, as TRL reports them."""
+    import torch.nn.functional as F
     chosen = policy_chosen - ref_chosen
     rejected = policy_rejected - ref_rejected
     loss = -F.logsigmoid(beta * (chosen - rejected)).mean()
@@ -64,6 +67,7 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 def sequence_logps(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """Summed log-prob of each row's labelled tokens ([B], fp32): token t is scored from position t-1."""
+    import torch
     dev = next(model.parameters()).device
     ids, mask, labels = (batch[k].to(dev) for k in ("input_ids", "attention_mask", "labels"))
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
@@ -80,10 +84,11 @@ def _pair_batch(tokenizer, pairs: Sequence[PreferencePair], max_length: int) -> 
     return pair_batch(tokenizer, prompts, answers, max_length)
 
 
-@torch.no_grad()
+@torch_mode()
 def reference_logps(model: torch.nn.Module, tokenizer, pairs: Sequence[PreferencePair], max_length: int,
                     batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen [P], rejected [P]) summed log-probs under the frozen reference, in pair order."""
+    import torch
     was = model.training
     model.eval()
     ch, rj = [], []
@@ -101,6 +106,7 @@ def reference_logps(model: torch.nn.Module, tokenizer, pairs: Sequence[Preferenc
 def dpo_batches(tokenizer, pairs: Sequence[PreferencePair], batch_size: int, max_length: int, epochs: int,
                 seed: int) -> Iterator[dict]:
     """Seeded shuffle per epoch; each batch carries `index` (pair positions) to look up reference log-probs."""
+    import torch
     rng = random.Random(seed)
     for _ in range(epochs):
         order = list(range(len(pairs)))
@@ -115,6 +121,7 @@ def dpo_batches(tokenizer, pairs: Sequence[PreferencePair], batch_size: int, max
 def train_dpo(lm: LoadedModel, pairs: Sequence[PreferencePair], config: DPOConfig,
               callback: Callable[[int, float], None] | None = None) -> DPOResult:
     """DPO on a trainable copy of `lm`; the reference is `lm` itself (frozen, never modified)."""
+    import torch
     if not pairs:
         raise ValueError("DPO needs at least one preference pair")
     tc = config.train
@@ -139,7 +146,7 @@ def train_dpo(lm: LoadedModel, pairs: Sequence[PreferencePair], config: DPOConfi
     return DPOResult(trained, losses, len(losses), reward_accuracies=accs[:len(losses)])
 
 
-@torch.no_grad()
+@torch_mode()
 def dpo_eval_loss(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer, pairs: Sequence[PreferencePair],
                   beta: float = 0.1, max_length: int = 256, batch_size: int = 8) -> float:
     """Mean DPO loss of `policy` against `reference` over `pairs` (log 2 when they are the same model)."""

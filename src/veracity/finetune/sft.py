@@ -13,8 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-import torch
-
+from .._lazy import torch_mode
 from ..models.loader import LoadedModel
 from .train import TrainConfig, TrainResult, lm_loss, train_loop, trainable_copy
 from ..models.padding import pad_token_id
@@ -44,6 +43,7 @@ def encode_pair(tokenizer, prompt: str, answer: str, max_length: int) -> tuple[l
 
 def pair_batch(tokenizer, prompts: Sequence[str], answers: Sequence[str], max_length: int) -> dict:
     """Right-padded batch with labels = input ids on answer tokens, -100 elsewhere (prompt, padding)."""
+    import torch
     pad = pad_token_id(tokenizer)
     enc = [encode_pair(tokenizer, p, a, max_length) for p, a in zip(prompts, answers)]
     n = max(len(ids) for ids, _ in enc)
@@ -70,7 +70,7 @@ def sft_batches(tokenizer, examples: Sequence[SFTExample], batch_size: int, max_
             yield pair_batch(tokenizer, [e.prompt for e in chunk], [e.answer for e in chunk], max_length)
 
 
-@torch.no_grad()
+@torch_mode()
 def sft_eval_loss(lm: LoadedModel, examples: Sequence[SFTExample], batch_size: int = 8, max_length: int = 256) -> float:
     """Answer-token-weighted mean cross-entropy (what SFT minimises)."""
     total, count = 0.0, 0
@@ -84,6 +84,7 @@ def sft_eval_loss(lm: LoadedModel, examples: Sequence[SFTExample], batch_size: i
 def train_sft(lm: LoadedModel, examples: Sequence[SFTExample], config: TrainConfig,
               callback: Callable[[int, float], None] | None = None) -> TrainResult:
     """Fine-tune a copy of `lm` on the answers of `examples` (LoRA when `config.lora`)."""
+    import torch
     if not examples:
         raise ValueError("SFT needs at least one example")
     torch.manual_seed(config.seed)

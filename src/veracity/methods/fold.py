@@ -23,23 +23,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from ..constraints import AnyOf, Checked, Count, Instance, ListOf, Options
 from ..evaluate.binary import metric_name, score_binary
-from ..evaluate.detector import Detector
 from ..evaluate.health import HEALTH_KEYS, generation_health
 from ..evaluate.judges import THRESHOLD, Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
 from ..evaluate.truthfulqa import INSTRUCTIONS, MCResult
 from ..metrics import METRICS, aggregate_folds, with_true_info
 from ..models.scoring import InterventionFactory
-from ..steer.intervention import Intervention
 from . import options as o
 from .prepare import MethodSpec, PreparedMethod
 from .scoring import generate_prompted, generation_prompts, score_mc_prompted
+
+if TYPE_CHECKING:
+    from ..evaluate.detector import Detector
+    from ..steer.intervention import Intervention
 
 #: what `evaluate_fold` can measure (the `--metrics` choices), not metric names: the MC task, CE, KL, judges
 MEASURES = ("mc", "ce", "kl", "judge")
@@ -112,8 +114,8 @@ class FoldPlan(Checked):
                     "mc_batch_size": [None, AnyOf(Count(), Options(("auto",)))],
                     "lm_source": o.MODEL, "n_docs": o.COUNT0, "max_tokens": o.COUNT, "data_dir": o.OPTIONAL_TEXT,
                     "mc_shift_from": [Options(("answer-start", "legacy"))], "side_effects": o.SIDE_EFFECTS,
-                    "side_effect_n": o.SIDE_EFFECT_N, "seed": o.SEED, "detector": [None, Instance(Detector)],
-                    "detector_tokens": o.COUNT}
+                    "side_effect_n": o.SIDE_EFFECT_N, "seed": o.SEED,
+                    "detector": [None, Instance("veracity.evaluate.detector:Detector")], "detector_tokens": o.COUNT}
 
     protocol: str = "truthfulqa"  # the MC protocol; "binary": the binary task is the MC measure
     measures: tuple = MEASURES  # of "mc", "ce", "kl", "judge" (judging implies generating)
@@ -178,6 +180,7 @@ class Hooks:
 def as_method(lm, steer=None, generate_positions: str = "last") -> PreparedMethod:
     """A plain model (`steer` None), a fitted steer (`veracity.steer.Steer`) or a bare phase -> context-manager
     factory as a method without prompt or trainer: the questions are posed in the protocol's own prompt."""
+    from ..steer.intervention import Intervention
     if steer is not None and not hasattr(steer, "factory"):
         steer = Hooks(steer)
     family = None if steer is None else "iti" if isinstance(steer, Intervention) else getattr(steer, "method", "hooks")
@@ -230,6 +233,7 @@ def evaluate(pm: PreparedMethod, items: Sequence, plan: FoldPlan, *,
     info), either may be None. Side effects pose their questions in the method's prompt (the baseline prompt
     for a method without one) and reuse the fold's answers. `plan.detector` scores the greedy answers from
     their generation's hidden states (module doc)."""
+    from ..steer.intervention import Intervention
     say = log or (lambda m: None)
     sel = list(items)
     recs = {it.index: QuestionRecord(it.index, fold, it.question, it.category) for it in sel}

@@ -13,9 +13,10 @@ killing the process) or an `AutoBatch` (to share the remembered size between cal
 from __future__ import annotations
 
 import gc
-from typing import Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 AUTO_START = 128
@@ -24,6 +25,7 @@ AUTO_START_CPU = 16
 
 def is_oom(e: BaseException) -> bool:
     """An out-of-memory error from torch (CUDA, MPS, XPU) or a RuntimeError saying so."""
+    import torch
     oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
                                   getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)) if t)
     if oom_types and isinstance(e, oom_types):
@@ -32,6 +34,7 @@ def is_oom(e: BaseException) -> bool:
 
 
 def _free_cached() -> None:
+    import torch
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -44,6 +47,7 @@ class AutoBatch:
     """
 
     def __init__(self, size: int | str = "auto", device: str | torch.device | None = None):
+        import torch
         if size == "auto":
             dev = torch.device(device) if device is not None else None
             size = AUTO_START if (dev is None and torch.cuda.is_available()) or (dev is not None and dev.type == "cuda") \

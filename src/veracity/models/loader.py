@@ -8,12 +8,15 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 
 from ..constraints import Checked, Conflict, Count, Device, Options, Text
 from .arch import ArchSpec
 from .tiny import TINY_ALIASES, build_tiny
+
+if TYPE_CHECKING:
+    import torch
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_MODEL = "smollm2"
@@ -60,6 +63,7 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         """Where inputs go: the first parameter's device (one not offloaded to accelerate's meta placeholder)."""
+        import torch
         return next((p.device for p in self.model.parameters() if p.device.type != "meta"), torch.device("cpu"))
 
     @property
@@ -86,6 +90,7 @@ class LoadedModel:
 def state_items(model: torch.nn.Module):
     """`model.state_dict().items()`, with weights that accelerate offloaded (cpu/disk entries of a
     device_map: meta placeholders in the module) loaded to the CPU one module at a time."""
+    import torch
     sd = model.state_dict()
     if not any(t.device.type == "meta" for t in sd.values()):
         yield from sd.items()
@@ -102,6 +107,7 @@ def state_items(model: torch.nn.Module):
 def weights_fingerprint(model: torch.nn.Module, samples: int = 2048) -> str:
     """A short hash of every tensor's name, shape and a strided sample of its values: tells two models apart cheaply,
     recorded in every run."""
+    import torch
     h = hashlib.sha256()
     for name, p in state_items(model):
         flat = p.detach().reshape(-1)
@@ -165,6 +171,7 @@ def converted_gguf_dir(gguf: Path) -> Path:
     Loading a GGUF takes ~30 s; the converted folder ~3 s. The folder name carries the file's size and
     mtime, so a changed file is converted again. Written to a temp dir and renamed: never half-written.
     """
+    import torch
     gguf = Path(gguf).resolve()
     st = gguf.stat()
     key = hashlib.sha256(f"{gguf}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
@@ -191,6 +198,7 @@ def converted_gguf_dir(gguf: Path) -> Path:
 
 
 def _resolve_dtype(dtype) -> torch.dtype:
+    import torch
     if isinstance(dtype, torch.dtype):
         return dtype
     table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -224,12 +232,14 @@ class LoadConfig(Checked):
 
     def set_threads(self) -> None:
         """Apply the torch CPU thread count, where one was given."""
+        import torch
         if self.threads:
             torch.set_num_threads(self.threads)
 
 
 def default_device() -> str:
     """"cuda" when a GPU is available, else "cpu"."""
+    import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -7,9 +7,10 @@ only has to be a valid embedding row: any of the three gives the same numbers fo
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def pad_token_id(tokenizer) -> int:
@@ -26,6 +27,7 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "right", d
     """(input_ids, attention_mask, position_ids) for token lists padded on `side` ("left" | "right").
     Position ids count from 0 at each row's first real token, so left padding shifts nothing (a model that
     derives positions from the mask gives the same numbers)."""
+    import torch
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     T = max(len(s) for s in seqs)
@@ -52,6 +54,7 @@ def pad_after_prefix(rows: Sequence[Sequence[int]], prefix_len: int, pad_id: int
     after a shared few-shot head): (input_ids [n, L] right-padded, attention_mask [n, prefix_len + L] with
     the prefix and each row's real tokens on, position_ids [n, L] counting on from prefix_len). L >= 1, so
     empty rows (everything read at the prefix's last position) still make a valid forward."""
+    import torch
     n, L = len(rows), max(1, max((len(r) for r in rows), default=0))
     ids = torch.full((n, L), pad_id, dtype=torch.long)
     mask = torch.zeros((n, prefix_len + L), dtype=torch.long)

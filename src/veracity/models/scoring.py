@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from typing import Callable, ContextManager, Sequence
+from typing import TYPE_CHECKING, Callable, ContextManager, Sequence
 
 import numpy as np
-import torch
 
+from .._lazy import torch_mode
 from .batching import AutoBatch, as_batcher
 from .cache import cache_kwargs, returned_cache
 from .padding import expand_cache, pad_after_prefix, pad_batch
+
+if TYPE_CHECKING:
+    import torch
 
 #: A factory for the intervention context: called with the phase ("mc", "generate", "lm") and entered
 #: around the model calls of that phase, so hook-based interventions (ITI) act on exactly those tokens.
@@ -40,6 +43,7 @@ class SharedPrefix:
 
     def get(self, model, intervention: InterventionFactory | None):
         """The prefix's KV cache and last logits, computed on first use under `intervention` and reused after."""
+        import torch
         from transformers import DynamicCache
 
         if self.cache is None:
@@ -52,6 +56,7 @@ class SharedPrefix:
 
 def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervention):
     """(KV cache, last-position logits) of `prefix`, continuing from the shared head's cache when it applies."""
+    import torch
     from transformers import DynamicCache
 
     dev = _model_device(model)
@@ -77,6 +82,7 @@ def _one_token_prefixes(model, prefixes: list, emit: Callable, batcher: AutoBatc
     only the last real position's logits computed: the prefixes that start with the `shared` head
     right-padded after its cache, the others left-padded whole (both keep every real token's position
     and distance, so the numbers are a plain forward's up to float rounding)."""
+    import torch
     dev = _model_device(model)
     S = len(shared.ids) if shared is not None else 0
     on_head = [p for p in prefixes if shared is not None and S <= len(p) and p[:S] == shared.ids]
@@ -110,7 +116,7 @@ def _one_token_prefixes(model, prefixes: list, emit: Callable, batcher: AutoBatc
     batcher.map(sorted(on_head, key=len), run_on_head)
 
 
-@torch.no_grad()
+@torch_mode()
 def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,
                    batch_size: "int | str | AutoBatch" = 32,
                    intervention: InterventionFactory | None = None, intervene_prompt: bool = False,
@@ -131,6 +137,7 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
     "auto" or a shared `AutoBatch` (continuations or one-token prefixes per forward; halved on
     out-of-memory, see `models.batching`).
     """
+    import torch
     dev = _model_device(model)
     batcher = as_batcher(batch_size, dev)
     groups: "OrderedDict[tuple, list[int]]" = OrderedDict()
@@ -188,11 +195,12 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
     return out
 
 
-@torch.no_grad()
+@torch_mode()
 def score_requests_reference(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]], *,
                              intervention: InterventionFactory | None = None, per_token: bool = False) -> list:
     """One full forward per continuation (prefix + continuation, no cache, no padding): the slow path the
     reference implementations use; kept for tests and the benchmark."""
+    import torch
     dev = _model_device(model)
     out: list = []
     for prefix, cont in requests:
@@ -208,13 +216,14 @@ def score_requests_reference(model, requests: Sequence[tuple[Sequence[int], Sequ
     return out
 
 
-@torch.no_grad()
+@torch_mode()
 def next_token_logprobs(model, seqs: Sequence[Sequence[int]], pad_id: int, *, batch_size: int = 16,
                         intervention: InterventionFactory | None = None, phase: str = "mc") -> torch.Tensor:
     """[N, vocab] fp32 log-probabilities of the token after each sequence (input order): left-padded
     batches of similar lengths, position ids from each row's first real token (padding changes nothing),
     only the last position's logits computed. `intervention(phase)` is entered around each forward, so a
     hook sees the whole prompt (as `score_requests(..., intervene_prompt=True)` does)."""
+    import torch
     dev = _model_device(model)
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths together: little padding
     out: list = [None] * len(seqs)
@@ -229,12 +238,13 @@ def next_token_logprobs(model, seqs: Sequence[Sequence[int]], pad_id: int, *, ba
     return torch.stack(out) if out else torch.empty(0)
 
 
-@torch.no_grad()
+@torch_mode()
 def position_logprobs(model, seqs: Sequence[Sequence[int]], start: Sequence[int], pad_id: int, *,
                       batch_size: int = 8) -> list[torch.Tensor]:
     """Per sequence, [len - start + 1, vocab] fp32 log-probabilities at positions start-1 .. len-1 (the
     distributions of tokens start .. len, and of the next one); right-padded batches, longest first, and
     only those rows of the logits normalised, so long passages cost no [T, vocab] softmax."""
+    import torch
     dev = _model_device(model)
     out: list[torch.Tensor] = [None] * len(seqs)  # type: ignore[list-item]
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))

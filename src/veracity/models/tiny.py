@@ -6,8 +6,11 @@ so tests exercise real tokenisation, padding and chat templates without any hub 
 
 from __future__ import annotations
 
-import torch
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerFast
 
 SPECIALS = ("<pad>", "<s>", "</s>")
 TINY_ALIASES = ("tiny-llama", "tiny-gpt2", "tiny-gemma3", "tiny-qwen2")
@@ -21,6 +24,7 @@ def byte_tokenizer(add_bos: bool = True, padding_side: str = "right") -> PreTrai
     """A byte-level tokenizer needing no download (one token per byte plus specials), for the tiny random test
     models."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
 
     byte_chars = list(pre_tokenizers.ByteLevel.alphabet())
     vocab = {t: i for i, t in enumerate(SPECIALS)}
@@ -62,8 +66,12 @@ def _config(alias: str, vocab_size: int):
     raise KeyError(alias)
 
 
-def build_tiny(alias: str, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) for a tiny alias; the same seed gives the same weights."""
+def build_tiny(alias: str, seed: int = 0, dtype: torch.dtype | None = None):
+    """(model, tokenizer) for a tiny alias (float32 unless `dtype`); the same seed gives the same weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.float32 if dtype is None else dtype
     tokenizer = byte_tokenizer(add_bos=alias != "tiny-gpt2")
     config = _config(alias, vocab_size=len(tokenizer))
     config.architectures = None
