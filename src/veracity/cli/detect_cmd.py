@@ -62,10 +62,12 @@ def detect_score_command(
     device: Optional[str] = typer.Option(None, "--device"),
 ) -> None:
     """Answer questions and print the kept detector's score, P(correct) and flag for every answer."""
-    from ..evaluate.detector import score_questions
+    from ..experiments.detect import DetectScoreConfig, score_with_detector
 
-    rows = score_questions(detector, model, tables=parse_str_list(tables) if tables is not None else None,
-                           n_questions=n_questions, seed=seed, max_new_tokens=max_new_tokens, device=device)
+    rows = score_with_detector(DetectScoreConfig(detector=str(detector), model=model,
+                                                 tables=parse_str_list(tables) if tables is not None else None,
+                                                 n_questions=n_questions, seed=seed, max_new_tokens=max_new_tokens,
+                                                 device=device))
     print_table("detector scores (flagged = judged wrong)", ["question", "answer", "correct", "score", "P(correct)",
                                                              "flagged"],
                 [[r.question, r.answer, r.correct, r.score, r.p_correct, r.flagged] for r in rows])

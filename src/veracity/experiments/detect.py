@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import torch
 
 from ..capture.generation import POSITIONS
-from ..constraints import Checked, ListOf, Options, Registered
+from ..constraints import Checked, ListOf, Options, Registered, Text
 from ..data.qa import TABLES
 from ..methods import options as o
 from ..runs import schema_version
@@ -81,6 +81,32 @@ class DetectConfig(Checked):
     p_true: bool = True
     batch_size: int = 16
     device: str | None = None
+
+
+@dataclass
+class DetectScoreConfig(Checked):
+    """Every option of `veracity detect-score`: a kept detector scoring a model's answers to QA questions."""
+
+    _constraints = {"detector": [Text()], "model": o.MODEL, "tables": [None, ListOf([Options(TABLES)], unique=True)],
+                    "n_questions": o.LIMIT, "seed": o.SEED, "max_new_tokens": o.COUNT, "device": o.DEVICE}
+    _commands = ("detect-score",)
+
+    detector: str  # PATH of PATH.json + PATH.safetensors, or a detect run folder (required)
+    model: str = "smollm2"
+    tables: list[str] | None = None
+    n_questions: int | None = None
+    seed: int = 0
+    max_new_tokens: int = 24
+    device: str | None = None
+
+
+def score_with_detector(cfg: DetectScoreConfig) -> list:
+    """`veracity detect-score`: the kept detector's score, P(correct) and flag for each answer
+    (`evaluate.detector.score_questions`)."""
+    from ..evaluate.detector import score_questions
+
+    return score_questions(cfg.detector, cfg.model, tables=cfg.tables, n_questions=cfg.n_questions, seed=cfg.seed,
+                           max_new_tokens=cfg.max_new_tokens, device=cfg.device)
 
 
 # ------------------------------------------------------------------------------------------ the result

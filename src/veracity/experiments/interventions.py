@@ -111,6 +111,7 @@ class CompareRunConfig(Checked):
                     "steer_params": [ListOf([Instance(str)], min_len=0)]}
     # No "ignored unless a method uses it" rules here: a comparison is resumed with more --methods and the
     # same settings (CompareConfig.fixed), so --sft-steps before any lora-sft run is meaningful.
+    _options = {"steer_params": "--steer-param"}
     _commands = ("compare-interventions",)
 
     model: str = "smollm2"

@@ -103,6 +103,7 @@ class SteerSweepConfig(Checked):
               *(UnlessSteer(f, _heads_sweep, example=ex) for f, ex in (
                   ("data", "csv"), ("mc_shift_from", "legacy"), ("reproduce", "honest-llama"),
                   ("contiguous_folds", True), ("gen_positions", "all"))))
+    _options = {"steer_params": "--steer-param"}
     _commands = ("steer sweep",)
 
     model: str = "smollm2"
