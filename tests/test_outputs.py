@@ -60,6 +60,7 @@ INVOCATIONS = {
     "steer fit": ["steer", "fit", "--acts", "{tmp}/no-store"],
     "steer bake": ["steer", "bake", *TINY, "--steer", "{tmp}/no-steer"],
     "run": ["run", "ccs-distractor", "--set", "model=tiny-llama", "--set", "limit=4"],
+    "detect": ["detect", *TINY, "--tables", "continents", "--n-questions", "4", "--n-samples", "2"],
 }
 
 

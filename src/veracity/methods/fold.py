@@ -242,7 +242,9 @@ def evaluate(pm: PreparedMethod, items: Sequence, plan: FoldPlan, *,
     bs = plan.batch_size
     mc_batch = bs if plan.mc_batch_size is None else plan.mc_batch_size
     factory = pm.factory()
-    if plan.mc_shift_from != "answer-start":  # ITI's per-question MC start; every other phase is the same
+    # ITI's per-question MC start (every other phase is the same); nothing to shift without a steer (alpha 0's
+    # plain model, the baseline a validation compares against)
+    if plan.mc_shift_from != "answer-start" and pm.intervention is not None:
         if not isinstance(pm.intervention, Intervention):
             raise ValueError("mc_shift_from='legacy' is ITI's MC shift; it needs an ITI intervention")
         factory = pm.intervention.factory(pm.lm, pm.generate_positions, plan.mc_shift_from)
