@@ -14,7 +14,7 @@ from .common import ModelOpt, OverwriteOpt, console, parse_int_list, parse_str_l
 
 def detect_command(
     model: str = ModelOpt,
-    data: str = typer.Option("qa", "--data", help="Sources: qa, truthfulqa or both (the first is the study's own; "
+    data: str = typer.Option("qa", "--data", help="Sources: qa, truthfulqa, triviaqa (the hub), one or two (the first is the study's own; "
                              "a second is tested by transfer)."),
     tables: Optional[str] = typer.Option(None, "--tables", help="Comma-separated QA tables (default: all)."),
     qa_file: Optional[Path] = typer.Option(None, "--qa-file", help='JSON {"questions": [{question, answer, aliases}]} instead of the tables.'),

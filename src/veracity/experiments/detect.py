@@ -40,7 +40,9 @@ from ..runs import schema_version
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "validation", "control", "test")
-SOURCES = ("qa", "truthfulqa")  # the QA tables (or --qa-file), labelled by alias match; TruthfulQA, by the truth judge
+# the QA tables (or --qa-file) and TriviaQA from the hub (validation split), labelled by alias match; TruthfulQA,
+# by the truth judge
+SOURCES = ("qa", "truthfulqa", "triviaqa")
 HEADLINE = ("best_detector", "detect_auroc", "text_auroc", "n_correct", "n_wrong", "spike")
 
 
@@ -240,21 +242,28 @@ def _plots(run, curves: dict) -> None:
 # ------------------------------------------------------------------------------------------ pieces
 
 def source_of(item) -> str:
-    """The `SOURCES` entry a question comes from (TruthfulQA questions carry the table "truthfulqa")."""
-    return "truthfulqa" if item.table == "truthfulqa" else "qa"
+    """The `SOURCES` entry a question comes from (TruthfulQA and TriviaQA questions carry their name as table)."""
+    return item.table if item.table in ("truthfulqa", "triviaqa") else "qa"
 
 
 def load_questions(cfg: DetectConfig) -> list:
     """The study's questions, source by source in `cfg.data` order: for "qa", `cfg.qa_file` ({"questions":
     [{"question", "answer", "aliases"?, "id"?}, ...]}) or the QA tables, then a seeded draw of `cfg.n_questions`
-    (kept in order); for "truthfulqa", a seeded draw of `cfg.n_truthfulqa` TruthfulQA questions."""
-    from ..data.qa import load_truthfulqa_qa
+    (kept in order); for "truthfulqa", a seeded draw of `cfg.n_truthfulqa` TruthfulQA questions; for "triviaqa",
+    a seeded draw of `cfg.n_questions` of TriviaQA's validation questions from the hub (`data.qa.load_triviaqa`)."""
+    from ..data.qa import load_triviaqa, load_truthfulqa_qa
     from ..validation import BadInput
 
+    if len(cfg.data) > 2:
+        raise BadInput(f"--data takes one source, or two (the study's own, then the transfer target), got {cfg.data}")
     items: list = []
     for src in cfg.data:
-        part = _qa_questions(cfg) if src == "qa" else load_truthfulqa_qa(cfg.data_dir, limit=cfg.n_truthfulqa,
-                                                                           seed=cfg.seed)
+        if src == "qa":
+            part = _qa_questions(cfg)
+        elif src == "triviaqa":
+            part = load_triviaqa("validation", limit=cfg.n_questions, seed=cfg.seed)
+        else:
+            part = load_truthfulqa_qa(cfg.data_dir, limit=cfg.n_truthfulqa, seed=cfg.seed)
         need = 4 if src == cfg.data[0] else 2
         if len(part) < need:
             raise BadInput(f"the detect study needs at least {need} {src} questions ("
