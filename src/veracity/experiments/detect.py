@@ -15,6 +15,11 @@ deployed detector (`evaluate.detection.detector_report`): threshold at `fpr` on 
 validation, AUROC/AUPRC with bootstrap intervals, AURC, PRR, selective accuracy; best-of-N on the test
 questions' samples; the best linear detector is kept (`evaluate.detector`).
 
+Sources (`--data`, `SOURCES`): the first is the study's own (everything above); a second (e.g. TruthfulQA, whose
+sentence answers the truth judge grades) is split in a train and a test half for TRANSFER: the best cell of the
+first linear probe method and the text-only baseline, each fitted on one source's train answers, are tested on
+both sources' test answers.
+
 Resumable: the generations, their features and P(True) are cached in the run folder (generations.json +
 features.safetensors) under a key of the settings that produce them; a rerun with the same settings skips them.
 """
