@@ -32,3 +32,16 @@ def test_detect_score_refuses_another_model(cli, tmp_path, tiny_llama):
     err = cli(["detect-score", "--model", "tiny-qwen2", "--device", "cpu", "--detector", str(tmp_path / "det"),
                "--n-questions", "2"], code=2)
     assert "fingerprint" in err
+
+
+def test_detect_truthfulqa_needs_a_usable_judge(cli, tmp_path, data_dir):
+    """--data qa,truthfulqa with --judge none, or a judge folder that holds none, stops before any model loads
+    and writes no run folder; an unknown source or three sources are refused."""
+    base = ["detect", "--model", "tiny-llama", "--device", "cpu", "--data", "qa,truthfulqa", "--data-dir",
+            str(data_dir), "--n-truthfulqa", "4"]
+    err = cli(base + ["--judge", "none", "--out", str(tmp_path / "a")], code=2)
+    assert "truth judge" in err and not (tmp_path / "a" / "results.json").exists()
+    err = cli(base + ["--judge", f"local:{tmp_path / 'no-judge'}", "--out", str(tmp_path / "b")], code=2)
+    assert "judge" in err and not (tmp_path / "b" / "results.json").exists()
+    cli(["detect", "--model", "tiny-llama", "--data", "qa,wiki", "--out", str(tmp_path / "c")], code=2)
+    cli(["detect", "--model", "tiny-llama", "--data", "qa,truthfulqa,triviaqa", "--out", str(tmp_path / "d")], code=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import string
 
@@ -109,3 +110,68 @@ def test_truthfulqa_as_qa_items(data_dir):
         src = tqa[int(it.id.split("-")[1])]
         assert it.question == src.question and it.answer == src.best_answer and it.table == "truthfulqa"
         assert set(src.correct_answers) <= set(it.aliases)
+
+
+# --- TriviaQA: a hand-written file in TriviaQA's own formats (no network) ---------------------------------
+_TRIVIA_ORIGINAL = {"Version": 1.0, "Domain": "Web", "Data": [
+    {"Question": "Which Lloyd Webber musical premiered in the US on 10th December 1993?", "QuestionId": "tc_33",
+     "QuestionSource": "http://www.triviacountry.com/",
+     "Answer": {"Aliases": ["Sunset Blvd", "Sunset Boulevard", "Sunset Bulevard"], "Value": "Sunset Boulevard",
+                "NormalizedAliases": ["sunset boulevard", "sunset blvd"], "Type": "WikipediaEntity"}},
+    {"Question": "Who was the man behind The Chipmunks?", "QuestionId": "tc_40",
+     "Answer": {"Aliases": ["David Seville", "Ross Bagdasarian"], "Value": "David Seville", "Type": "WikipediaEntity"}},
+    {"Question": "What star sign is Jamie Lee Curtis?", "QuestionId": "tc_217",
+     "Answer": {"Aliases": ["Scorpio", "Skorpio"], "Value": "Scorpio", "Type": "WikipediaEntity"}},
+]}
+
+
+def _hub_rows():
+    return [{"question": r["Question"], "question_id": r["QuestionId"], "question_source": "",
+             "entity_pages": {}, "search_results": {},
+             "answer": {"value": r["Answer"]["Value"], "aliases": r["Answer"]["Aliases"],
+                        "normalized_value": r["Answer"]["Value"].lower(), "type": "WikipediaEntity"}}
+            for r in _TRIVIA_ORIGINAL["Data"]]
+
+
+@pytest.mark.parametrize("layout", ["original", "hub"])
+def test_load_triviaqa_reads_a_local_file(tmp_path, layout):
+    from veracity.data.qa import is_match, load_triviaqa
+
+    p = tmp_path / "trivia.json"
+    p.write_text(json.dumps(_TRIVIA_ORIGINAL if layout == "original" else _hub_rows()))
+    items = load_triviaqa(path=p)
+    assert [it.id for it in items] == ["triviaqa-tc_33", "triviaqa-tc_40", "triviaqa-tc_217"]
+    first = items[0]
+    assert first.question.startswith("Which Lloyd Webber") and first.answer == "Sunset Boulevard"
+    assert first.aliases == ("Sunset Boulevard", "Sunset Blvd", "Sunset Bulevard") and first.table == "triviaqa"
+    assert is_match("It was Sunset Blvd.", first.aliases) and not is_match("Cats", first.aliases)
+    drawn = load_triviaqa(path=p, limit=2, seed=1)
+    assert len(drawn) == 2 and [items.index(it) for it in drawn] == sorted(items.index(it) for it in drawn)
+    assert drawn == load_triviaqa(path=p, limit=2, seed=1)
+
+
+def test_load_triviaqa_refuses_what_it_cannot_read(tmp_path, monkeypatch):
+    import builtins
+
+    from veracity.data.errors import DataError
+    from veracity.data.qa import load_triviaqa
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"Data": [{"Question": "no answer here"}]}))
+    with pytest.raises(DataError, match="row 0"):
+        load_triviaqa(path=bad)
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(DataError):
+        load_triviaqa(path=tmp_path / "broken.json")
+    with pytest.raises(DataError, match="limit"):
+        load_triviaqa(path=bad, limit=0)
+    real_import = builtins.__import__
+
+    def no_datasets(name, *a, **k):  # offline and without the package: a clear DataError, no traceback
+        if name == "datasets":
+            raise ImportError("no datasets here")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_datasets)
+    with pytest.raises(DataError, match="datasets"):
+        load_triviaqa("validation")

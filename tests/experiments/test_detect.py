@@ -159,3 +159,56 @@ def test_smollm2_few_questions(smollm2, tmp_path):
     assert res.counts["greedy_correct"] + res.counts["greedy_wrong"] == 16
     assert res.counts["greedy_correct"] > 0  # smollm2 knows some continents and capitals
     assert {r["name"] for r in res.detectors} >= {"mean log-prob", "P(True)", "semantic entropy"}
+
+
+def test_truthfulqa_source_is_judged_and_transfer_is_tested_both_ways(qa_file, tmp_path, data_dir):
+    """TruthfulQA answers take the truth judge's label (its first line's score against 0.5), and transfer holds
+    the probe cell and the text baseline fitted on each source and tested on each, AUROC by hand inside its interval."""
+    from veracity.data.qa import first_line
+    from veracity.evaluate.detection import auroc
+
+    seen = {}
+
+    def judge(qs, ans):  # a stand-in truth judge: right when the line has an even number of characters
+        seen.update(zip(ans, qs))
+        return [float(len(a) % 2 == 0) for a in ans]
+
+    cfg = DetectConfig(qa_file=str(qa_file), data=["qa", "truthfulqa"], n_truthfulqa=12, data_dir=str(data_dir),
+                       **SMALL)
+    res = run_detect(cfg, tmp_path / "run", log=lambda m: None, truth_judge=judge)
+    answers = json.loads((tmp_path / "run" / "generations.json").read_text())["answers"]
+    tq = [a for a in answers if a["item_id"].startswith("truthfulqa-")]
+    assert len(tq) == 12 * 3
+    import csv
+
+    with open(tmp_path / "run" / "answers.csv") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        if r["source"] == "truthfulqa":
+            line = r["text"][slice(*first_line(r["text"]))]
+            assert r["correct"] == str(len(line) % 2 == 0) and line in seen
+            assert r["split"] in ("truthfulqa-train", "truthfulqa-test")
+    g = [r for r in rows if r["sample"] == "-1"]
+    assert res.sources["truthfulqa"]["questions"] == 12
+    assert res.sources["truthfulqa"]["correct"] == sum(r["correct"] == "True" for r in g if r["source"] == "truthfulqa")
+    assert res.counts["greedy_correct"] + res.counts["greedy_wrong"] == 16  # the study's own split: the QA file
+    cells = {(r["detector"] == "text only", r["fitted_on"], r["tested_on"]) for r in res.transfer}
+    assert {(True, a, b) for a in ("qa", "truthfulqa") for b in ("qa", "truthfulqa")} <= cells
+    for r in res.transfer:
+        assert r["n_test"] == r["correct"] + r["wrong"]
+        if r["correct"] and r["wrong"]:
+            assert r["detect_auroc_low"] <= r["detect_auroc"] <= r["detect_auroc_high"]
+    # the text baseline fitted on TruthfulQA's train half, by hand, on the QA test split's greedy answers
+    from veracity.evaluate.text_baseline import fit_text_baseline, text_baseline_scores
+
+    tr = [r for r in rows if r["split"] == "truthfulqa-train"]
+    te = [r for r in g if r["split"] == "test"]
+    q = {a["item_id"]: a["question"] for a in answers}
+    tb = fit_text_baseline([q[r["item_id"]] for r in tr], [r["text"] for r in tr], [r["correct"] == "True" for r in tr])
+    cell = next(r for r in res.transfer if r["detector"] == "text only" and r["fitted_on"] == "truthfulqa"
+                and r["tested_on"] == "qa")
+    ys = [int(r["correct"] == "True") for r in te]
+    if 0 < sum(ys) < len(ys):
+        assert cell["detect_auroc"] == pytest.approx(
+            auroc(text_baseline_scores(tb, [q[r["item_id"]] for r in te], [r["text"] for r in te]), ys))
+    assert any("transfer" in t[0] for t in res.tables())

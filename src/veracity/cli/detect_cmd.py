@@ -14,9 +14,14 @@ from .common import ModelOpt, OverwriteOpt, console, parse_int_list, parse_str_l
 
 def detect_command(
     model: str = ModelOpt,
+    data: str = typer.Option("qa", "--data", help="Sources: qa, truthfulqa, triviaqa (the hub), one or two (the first is the study's own; "
+                             "a second is tested by transfer)."),
     tables: Optional[str] = typer.Option(None, "--tables", help="Comma-separated QA tables (default: all)."),
     qa_file: Optional[Path] = typer.Option(None, "--qa-file", help='JSON {"questions": [{question, answer, aliases}]} instead of the tables.'),
     n_questions: Optional[int] = typer.Option(None, "--n-questions", help="A seeded draw of this many questions."),
+    n_truthfulqa: Optional[int] = typer.Option(None, "--n-truthfulqa", help="A seeded draw of this many TruthfulQA questions."),
+    judge: str = typer.Option("local", "--judge", help="Truth judge labelling TruthfulQA answers (local, local:<folder>, hf:..., openai:...)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data folder for TruthfulQA (default: $VERACITY_DATA)."),
     n_samples: int = typer.Option(5, "--n-samples", help="Sampled answers per question (semantic entropy, best-of-N)."),
     seed: int = typer.Option(0, "--seed"),
     temperature: float = typer.Option(1.0, "--temperature"),
@@ -38,7 +43,8 @@ def detect_command(
     from ..constraints import parse_numbers
     from ..experiments.detect import DetectConfig, run_detect
 
-    cfg = DetectConfig(model=model, tables=parse_str_list(tables) if tables is not None else None,
+    cfg = DetectConfig(model=model, data=parse_str_list(data), n_truthfulqa=n_truthfulqa, judge=judge,
+                       data_dir=str(data_dir) if data_dir else None, tables=parse_str_list(tables) if tables is not None else None,
                        qa_file=str(qa_file) if qa_file else None, n_questions=n_questions, n_samples=n_samples,
                        seed=seed, temperature=temperature, max_new_tokens=max_new_tokens, layers=parse_int_list(layers),
                        positions=parse_str_list(positions), probes=parse_str_list(probes),

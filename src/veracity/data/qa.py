@@ -362,3 +362,65 @@ def qa_prompt(tokenizer, question: str) -> str:
 
 
 QA_SYSTEM = "Answer the question in a few words."
+
+
+TRIVIAQA_HUB = ("trivia_qa", "rc.nocontext")  # the hub's TriviaQA (Joshi et al. 2017), questions without evidence
+
+
+def triviaqa_items(rows: Sequence[dict]) -> list[QAItem]:
+    """TriviaQA records as `QAItem`s (answer = the answer's value, aliases = value + aliases), from either layout:
+    the hub's rows ({"question", "question_id", "answer": {"value", "aliases", ...}}) or the original JSON's
+    "Data" entries ({"Question", "QuestionId", "Answer": {"Value", "Aliases", ...}})."""
+    out = []
+    for i, r in enumerate(rows):
+        hub = "question" in r
+        ans = r.get("answer" if hub else "Answer")
+        q = r.get("question" if hub else "Question")
+        if not isinstance(q, str) or not isinstance(ans, dict):
+            raise DataError(f"TriviaQA row {i} has no question text or answer record: {str(r)[:120]}")
+        value = ans.get("value" if hub else "Value")
+        aliases = ans.get("aliases" if hub else "Aliases") or []
+        if not isinstance(value, str) or not isinstance(aliases, list):
+            raise DataError(f"TriviaQA row {i} has no answer value or alias list: {str(ans)[:120]}")
+        qid = str(r.get("question_id" if hub else "QuestionId", f"{i:05d}"))
+        out.append(QAItem(f"triviaqa-{qid}", q, value, tuple(dict.fromkeys([value, *map(str, aliases)])),
+                          "triviaqa"))
+    return out
+
+
+def load_triviaqa(split: str = "validation", limit: int | None = None, seed: int = 0,
+                  path: str | Path | None = None) -> list[QAItem]:
+    """TriviaQA questions with their gold aliases, graded by the same normalised-match rule as the tables
+    (TriviaQA's own rule is SQuAD's normalisation too). `path`: a local copy, TriviaQA's original JSON
+    ({"Data": [...]}) or a JSON list of the hub's rows; otherwise the hub's `trivia_qa` / `rc.nocontext` `split`
+    through the `datasets` package (online; a `DataError` says what to do offline). `limit`: a seeded draw, kept
+    in file order."""
+    if limit is not None and limit < 1:
+        raise DataError(f"load_triviaqa: limit must be a positive number of questions, got {limit}")
+    if path is not None:
+        from ..artifacts import ArtifactError, read_json
+
+        try:
+            raw = read_json(path, None, "TriviaQA file", object_only=False)
+        except ArtifactError as e:
+            raise DataError(str(e)) from None
+        rows = raw.get("Data") if isinstance(raw, dict) else raw
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: expected TriviaQA's JSON ({{\"Data\": [...]}}) or a list of the hub's rows")
+    else:
+        try:
+            import datasets
+        except ImportError:
+            raise DataError("TriviaQA from the hub needs the `datasets` package (pip install datasets) and a "
+                            "network; offline, pass path= a local TriviaQA JSON (e.g. qa/verified-web-dev.json "
+                            "of the original release)") from None
+        try:
+            rows = list(datasets.load_dataset(*TRIVIAQA_HUB, split=split))
+        except Exception as e:  # the hub unreachable, offline mode, an unknown split
+            raise DataError(f"could not load TriviaQA {TRIVIAQA_HUB[0]}/{TRIVIAQA_HUB[1]} split {split!r} from "
+                            f"the hub ({type(e).__name__}: {e}); offline, pass path= a local TriviaQA JSON") from None
+    items = triviaqa_items(rows)
+    if limit is not None and limit < len(items):
+        keep = sorted(random.Random(f"triviaqa:{seed}").sample(range(len(items)), limit))
+        items = [items[i] for i in keep]
+    return items

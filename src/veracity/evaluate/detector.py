@@ -8,7 +8,11 @@ likely correct); an answer scoring below `threshold` (set on a control split at 
 flagged wrong, and `calibration` (Platt a, b) maps a score to P(correct). The hidden states come from the
 generation's own forward passes (`capture.generation`), so scoring costs no second forward.
 
-The JSON records the model fingerprint the detector was fitted on; scoring with another model is refused."""
+The JSON records the model fingerprint the detector was fitted on; scoring with another model is refused.
+
+`Detector.watch(lm)` is the deployed form: a context manager whose plain PyTorch hooks (removed on exit) read the
+fed tokens and the detector's layers during any `lm.model.generate(...)` call inside it, so every generated
+answer gets a truth score from the generation's own forwards, with no change to how the caller generates."""
 
 from __future__ import annotations
 
@@ -92,6 +96,10 @@ class Detector:
             h.update(k.encode() + t.numpy().tobytes())
         return h.hexdigest()[:16]
 
+    def watch(self, lm, *, max_new_tokens: int | None = None) -> "DetectorWatch":
+        """A context manager that scores every answer `lm.model.generate` produces inside it (`DetectorWatch`)."""
+        return DetectorWatch(self, lm, max_new_tokens=max_new_tokens)
+
     # ------------------------------------------------------------------------------------ files
     def to_json(self) -> dict:
         """PATH.json: everything but the tensors (they are PATH.safetensors)."""
@@ -147,6 +155,103 @@ def load_detector(path: str | Path) -> Detector:
                     arr("means"), arr("scales"), arr("stack_weights"), float(meta["stack_bias"]),
                     float(meta["threshold"]), dict(meta["calibration"]), str(meta["model_fingerprint"]),
                     meta.get("name", ""), meta.get("provenance") or {})
+
+
+@dataclass
+class WatchedAnswer:
+    """One answer generated under `Detector.watch`: its row in the `generate` call, text, answer span and verdict."""
+    call: int  # which generate call inside the watch (0, 1, ...)
+    row: int  # the row of that call's batch
+    text: str  # the new tokens, decoded, cut at EOS and one line past the answer (as `capture.generation` cuts)
+    answer: str
+    score: float
+    p_correct: float
+    flagged: bool
+
+
+class DetectorWatch:
+    """Scores the answers of every `generate` call made inside it (`with detector.watch(lm) as w: ...; w.scores`).
+
+    Plain hooks, registered on entry and removed on exit (also on an error): a forward pre-hook on the model reads
+    the token ids each forward is fed (the prompt at the prefill, then one new token per step), and a forward hook
+    on each layer the detector reads keeps the newest position's float32 state. A generation call starts at a
+    forward fed more than one token (the prefill; prompts need two tokens or more). The last generated token is
+    never fed, so it has no state: an answer is cut as `capture.generation` cuts it (EOS, the first line's end,
+    `max_new_tokens`) among the FED tokens; generate at least one token past the answer (`veracity detect-score`
+    does: its scores are these). Batches must be left-padded, as `generate` needs."""
+
+    def __init__(self, detector: Detector, lm, *, max_new_tokens: int | None = None):
+        self.detector, self.lm, self.max_new_tokens = detector, lm, max_new_tokens
+        self._calls: list[dict] = []
+        self._handles: list = []
+
+    def __enter__(self) -> "DetectorWatch":
+        from ..capture.hooks import _first
+
+        self.detector.check_model(self.lm)
+        self._calls = []
+        layers = sorted(set(self.detector.layers))
+
+        def on_ids(module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                return
+            if ids.shape[1] > 1 or not self._calls:  # the prefill: a new generate call
+                self._calls.append({"prompt": ids.detach().cpu(), "fed": [], "states": {l: [] for l in layers}})
+            else:
+                self._calls[-1]["fed"].append(ids.detach().cpu())
+
+        def on_layer(module, args, out, layer):
+            if self._calls:
+                self._calls[-1]["states"][layer].append(_first(out)[:, -1].detach().float().cpu())
+
+        try:
+            self._handles.append(self.lm.model.register_forward_pre_hook(on_ids, with_kwargs=True))
+            for l in layers:
+                self._handles.append(self.lm.arch.layer(self.lm.model, l).register_forward_hook(
+                    lambda m, a, o, l=l: on_layer(m, a, o, l)))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    @property
+    def scores(self) -> list[WatchedAnswer]:
+        """Every answer generated so far inside the watch, call by call, row by row."""
+        from ..capture.generation import _cut, char_to_token_span
+        from ..data.qa import answer_span, first_line_done
+
+        tok, det = self.lm.tokenizer, self.detector
+        n_layers = self.lm.arch.n_layers
+        out = []
+        for c, call in enumerate(self._calls):
+            fed = torch.cat(call["fed"], 1) if call["fed"] else torch.zeros(call["prompt"].shape[0], 0, dtype=torch.long)
+            st = {l: torch.stack(v, 1) for l, v in call["states"].items()}  # [B, 1 + fed, d]
+            for r in range(fed.shape[0]):
+                new = _cut(tok, fed[r].tolist(), tok.eos_token_id, self.max_new_tokens or fed.shape[1],
+                           first_line_done)
+                text = tok.decode(new, skip_special_tokens=True)
+                cs, ce, _ = answer_span(text, [])
+                a0, a1 = char_to_token_span(tok, new, cs, ce) if new else (0, 0)
+                after = a1 if a1 < len(new) else a1 - 1
+                feats = torch.zeros(len(POSITIONS), n_layers, det.hidden_size)
+                for l, s in st.items():
+                    s = s[r]
+                    rows = [s[0]] * len(POSITIONS) if not new else \
+                        [s[0], s[1 + a0], s[a1], s[1 + after], s[1 + a0:1 + a1].mean(0)]
+                    feats[:, l] = torch.stack(rows)
+                sc = float(det.score_features(feats)[0])
+                out.append(WatchedAnswer(c, r, text, text[cs:ce], sc, float(det.probability(sc)),
+                                         bool(sc < det.threshold)))
+        return out
 
 
 @dataclass

@@ -15,6 +15,11 @@ deployed detector (`evaluate.detection.detector_report`): threshold at `fpr` on 
 validation, AUROC/AUPRC with bootstrap intervals, AURC, PRR, selective accuracy; best-of-N on the test
 questions' samples; the best linear detector is kept (`evaluate.detector`).
 
+Sources (`--data`, `SOURCES`): the first is the study's own (everything above); a second (e.g. TruthfulQA, whose
+sentence answers the truth judge grades) is split in a train and a test half for TRANSFER: the best cell of the
+first linear probe method and the text-only baseline, each fitted on one source's train answers, are tested on
+both sources' test answers.
+
 Resumable: the generations, their features and P(True) are cached in the run folder (generations.json +
 features.safetensors) under a key of the settings that produce them; a rerun with the same settings skips them.
 """
@@ -41,6 +46,9 @@ from ..runs import schema_version
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "validation", "control", "test")
+# the QA tables (or --qa-file) and TriviaQA from the hub (validation split), labelled by alias match; TruthfulQA,
+# by the truth judge
+SOURCES = ("qa", "truthfulqa", "triviaqa")
 HEADLINE = ("best_detector", "detect_auroc", "text_auroc", "n_correct", "n_wrong", "spike")
 
 
@@ -54,8 +62,10 @@ def _probe_names():
 class DetectConfig(Checked):
     """Every option of `veracity detect`."""
 
-    _constraints = {"model": o.MODEL, "tables": [None, ListOf([Options(TABLES)], unique=True)],
-                    "qa_file": o.OPTIONAL_TEXT, "n_questions": o.LIMIT, "n_samples": [o.Count(2)], "seed": o.SEED,
+    _constraints = {"model": o.MODEL, "data": [ListOf([Options(SOURCES)], unique=True)],
+                    "tables": [None, ListOf([Options(TABLES)], unique=True)],
+                    "qa_file": o.OPTIONAL_TEXT, "n_questions": o.LIMIT, "n_truthfulqa": o.LIMIT, "judge": o.JUDGE,
+                    "data_dir": o.OPTIONAL_TEXT, "n_samples": [o.Count(2)], "seed": o.SEED,
                     "temperature": o.POSITIVE, "max_new_tokens": o.COUNT, "layers": o.LAYERS,
                     "positions": [ListOf([Options(POSITIONS)], unique=True)],
                     "probes": [ListOf([Registered(_probe_names, "probe method")], unique=True)],
@@ -64,9 +74,15 @@ class DetectConfig(Checked):
     _commands = ("detect",)
 
     model: str = "smollm2"
+    # the first source is the study's own (splits, every detector and baseline); a second one is the transfer
+    # target: probes fitted on one source are tested on the other, and back
+    data: list[str] = field(default_factory=lambda: ["qa"])
     tables: list[str] | None = None  # QA tables (None: every table; [] is refused)
     qa_file: str | None = None  # {"questions": [{"question", "answer", "aliases"?}]}, instead of the tables
-    n_questions: int | None = None  # a seeded draw of this many questions (None: all)
+    n_questions: int | None = None  # a seeded draw of this many QA questions (None: all)
+    n_truthfulqa: int | None = None  # a seeded draw of this many TruthfulQA questions (None: all 817)
+    judge: str = "local"  # the truth judge that labels TruthfulQA answers (`evaluate.judges.get_judge`)
+    data_dir: str | None = None  # the data folder TruthfulQA is read from (default: $VERACITY_DATA)
     n_samples: int = 5
     seed: int = 0
     temperature: float = 1.0
@@ -115,7 +131,9 @@ def score_with_detector(cfg: DetectScoreConfig) -> list:
 class DetectResult:
     """The typed result of `veracity detect` (docs/reference/results.md). `detectors`: one flat row per detector
     and baseline (registered metric names, plus `detect_auroc_low/high` for the interval); `grid`: validation and
-    test AUROC per probe method x position x layer; `curves`: ROC, risk-coverage and reliability points per row."""
+    test AUROC per probe method x position x layer; `curves`: ROC, risk-coverage and reliability points per row;
+    `transfer`: with a second data source, the best probe cell and the text-only baseline fitted on each source's
+    train questions and tested on each source's test questions (greedy answers)."""
 
     model: str
     counts: dict  # greedy_correct, greedy_wrong, sample_correct, sample_wrong
@@ -128,6 +146,8 @@ class DetectResult:
     detector: dict | None  # the kept detector: {"path", "name", "validation_auroc"}
     notes: list
     elapsed_s: float = 0.0
+    sources: dict = field(default_factory=dict)  # source -> {"questions", "correct", "wrong"} (greedy answers)
+    transfer: list = field(default_factory=list)  # {"detector", "fitted_on", "tested_on", counts, AUROC + interval}
     schema_version: int = SCHEMA_VERSION
 
     def best(self) -> dict | None:
@@ -159,6 +179,11 @@ class DetectResult:
             out.append((f"best-of-N on {self.best_of_n['n_questions']} test questions (accuracy [95% CI])",
                         ["strategy", "accuracy", "detector minus it"],
                         [[k, _iv(v), _iv(diff[k]) if k in diff else ""] for k, v in acc.items()]))
+        if self.transfer:
+            out.append(("transfer: fitted on one source's train questions, tested on each source's test questions "
+                        "(greedy answers)", ["detector", "fitted on", "tested on", "right / wrong", "AUROC [95% CI]"],
+                        [[r["detector"], r["fitted_on"], r["tested_on"], f"{r['correct']} / {r['wrong']}", _ci(r)]
+                         for r in self.transfer]))
         return out
 
     def lines(self) -> list[str]:
@@ -166,6 +191,9 @@ class DetectResult:
         c = self.counts
         out = [f"greedy answers: {c['greedy_correct']} right / {c['greedy_wrong']} wrong; samples: "
                f"{c['sample_correct']} right / {c['sample_wrong']} wrong"]
+        if len(self.sources) > 1:
+            out.append("greedy answers per source: " + "; ".join(
+                f"{k} {v['correct']} right / {v['wrong']} wrong" for k, v in self.sources.items()))
         if self.spike:
             out.append(f"best layer {self.spike['best_layer']}: test AUROC {_f(self.spike['best'])}, neighbours "
                        f"{_f(self.spike['neighbours_mean'])}" + (" -- a single-layer SPIKE" if self.spike["spike"] else ""))
@@ -178,19 +206,22 @@ class DetectResult:
         return {"schema_version": self.schema_version, "model": self.model, "counts": self.counts,
                 "splits": self.splits, "detectors": self.detectors, "grid": self.grid, "spike": self.spike,
                 "best_of_n": self.best_of_n, "curves": self.curves, "detector": self.detector, "notes": self.notes,
-                "elapsed_s": self.elapsed_s}
+                "elapsed_s": self.elapsed_s, "sources": self.sources, "transfer": self.transfer}
 
     @classmethod
     def from_json(cls, d: dict) -> "DetectResult":
         """Read a results.json payload back; a newer schema_version is refused."""
         v = schema_version(d, "detect", SCHEMA_VERSION)
         return cls(d["model"], d["counts"], d["splits"], d["detectors"], d["grid"], d["spike"], d["best_of_n"],
-                   d["curves"], d.get("detector"), d.get("notes", []), d.get("elapsed_s", 0.0), schema_version=v)
+                   d["curves"], d.get("detector"), d.get("notes", []), d.get("elapsed_s", 0.0),
+                   d.get("sources", {}), d.get("transfer", []), schema_version=v)
 
     def write(self, run) -> None:
         """detectors.csv, layers.csv, risk_coverage.csv, the plots, then results.json."""
         run.write_csv("detectors.csv", self.detectors)
         run.write_csv("layers.csv", self.grid)
+        if self.transfer:
+            run.write_csv("transfer.csv", self.transfer)
         run.write_csv("risk_coverage.csv", [{"detector": n, "coverage": x, "risk": y} for n, c in self.curves.items()
                                             for x, y in zip(*c["risk_coverage"])])
         _plots(run, self.curves)
@@ -242,9 +273,38 @@ def _plots(run, curves: dict) -> None:
 
 # ------------------------------------------------------------------------------------------ pieces
 
+def source_of(item) -> str:
+    """The `SOURCES` entry a question comes from (TruthfulQA and TriviaQA questions carry their name as table)."""
+    return item.table if item.table in ("truthfulqa", "triviaqa") else "qa"
+
+
 def load_questions(cfg: DetectConfig) -> list:
-    """The study's questions: `cfg.qa_file` ({"questions": [{"question", "answer", "aliases"?, "id"?}, ...]}) or the QA tables,
-    then a seeded draw of `cfg.n_questions` (kept in order)."""
+    """The study's questions, source by source in `cfg.data` order: for "qa", `cfg.qa_file` ({"questions":
+    [{"question", "answer", "aliases"?, "id"?}, ...]}) or the QA tables, then a seeded draw of `cfg.n_questions`
+    (kept in order); for "truthfulqa", a seeded draw of `cfg.n_truthfulqa` TruthfulQA questions; for "triviaqa",
+    a seeded draw of `cfg.n_questions` of TriviaQA's validation questions from the hub (`data.qa.load_triviaqa`)."""
+    from ..data.qa import load_triviaqa, load_truthfulqa_qa
+    from ..validation import BadInput
+
+    if len(cfg.data) > 2:
+        raise BadInput(f"--data takes one source, or two (the study's own, then the transfer target), got {cfg.data}")
+    items: list = []
+    for src in cfg.data:
+        if src == "qa":
+            part = _qa_questions(cfg)
+        elif src == "triviaqa":
+            part = load_triviaqa("validation", limit=cfg.n_questions, seed=cfg.seed)
+        else:
+            part = load_truthfulqa_qa(cfg.data_dir, limit=cfg.n_truthfulqa, seed=cfg.seed)
+        need = 4 if src == cfg.data[0] else 2
+        if len(part) < need:
+            raise BadInput(f"the detect study needs at least {need} {src} questions ("
+                           f"{'one per split' if need == 4 else 'a train and a test half'}), got {len(part)}")
+        items += part
+    return items
+
+
+def _qa_questions(cfg: DetectConfig) -> list:
     from ..data.qa import QAItem, load_qa
     from ..validation import BadInput
 
@@ -265,8 +325,6 @@ def load_questions(cfg: DetectConfig) -> list:
     if cfg.n_questions is not None and cfg.n_questions < len(items):
         keep = sorted(random.Random(f"detect:{cfg.seed}").sample(range(len(items)), cfg.n_questions))
         items = [items[i] for i in keep]
-    if len(items) < 4:
-        raise BadInput(f"the detect study needs at least 4 questions (one per split), got {len(items)}")
     return items
 
 
@@ -387,6 +445,20 @@ def _report_row(name: str, kind: str, scores: np.ndarray, y: np.ndarray, rows: d
     return row, curves
 
 
+def _transfer_row(detector: str, fit_on: str, test_on: str, scores, labels, cfg: DetectConfig) -> dict:
+    """One transfer cell: AUROC (with its bootstrap interval) of `scores` on the test answers' labels."""
+    from ..evaluate.detection import auroc_ci
+
+    y = np.asarray(labels)
+    row = {"detector": detector, "fitted_on": fit_on, "tested_on": test_on, "n_test": int(y.size),
+           "correct": int(y.sum()), "wrong": int((1 - y).sum()), "detect_auroc": math.nan,
+           "detect_auroc_low": math.nan, "detect_auroc_high": math.nan}
+    if 0 < y.sum() < y.size:
+        iv = auroc_ci(scores, y, n_boot=cfg.n_boot, seed=cfg.seed)
+        row.update({"detect_auroc": iv.value, "detect_auroc_low": iv.low, "detect_auroc_high": iv.high})
+    return row
+
+
 def _auroc_safe(s, y) -> float:
     from ..evaluate.detection import auroc
 
@@ -395,9 +467,11 @@ def _auroc_safe(s, y) -> float:
 
 # ------------------------------------------------------------------------------------------ the study
 
-def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[str], None] = print) -> DetectResult:
+def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[str], None] = print, *,
+               truth_judge=None) -> DetectResult:
     """`veracity detect`: generate and label the model's own answers, fit and judge every detector against every
-    baseline, use the signal (selective answering, best-of-N), keep the best linear detector (module doc)."""
+    baseline, use the signal (selective answering, best-of-N), transfer between the sources, keep the best linear
+    detector (module doc). `truth_judge`: a `Judge` or callable for TruthfulQA answers instead of `cfg.judge`."""
     import torch
     from ..runs import check_out_folder
 
@@ -417,7 +491,19 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
         raise BadInput(f"--splits must be four fractions (train, validation, control, test) summing to 1, got "
                        f"{cfg.splits}")
     items = load_questions(cfg)
-    run = RunFolder(out, "detect", {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, overwrite=overwrite,
+    judge = None
+    if "truthfulqa" in cfg.data:  # the judge is built (and refused) before any model is loaded
+        from ..evaluate.judges import get_judge
+
+        try:
+            judge = get_judge(truth_judge if truth_judge is not None else cfg.judge, "truth")
+        except (FileNotFoundError, ValueError) as e:
+            raise BadInput(f"{e} (TruthfulQA answers need a truth judge: train one with `veracity judge train "
+                           "--kind truth`, or pass --judge)") from None
+        if judge is None:
+            raise BadInput("--data truthfulqa needs a truth judge to label the answers; --judge none gives none")
+    run = RunFolder(out, "detect", {k: getattr(cfg, k) if k != "judge" or isinstance(cfg.judge, str) else "object"
+                                    for k in cfg.__dataclass_fields__}, overwrite=overwrite,
                     seed=cfg.seed, defer=True)
     try:
         lm = load(cfg.model, device=cfg.device)
@@ -433,19 +519,35 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
     # ---- labels, questions, semantic entropy
     qids = [it.id for it in items]
     qpos = {q: i for i, q in enumerate(qids)}
+    src = np.array([source_of(it) for it in items])
+    if judge is not None:  # TruthfulQA answers are sentences: the truth judge grades each one's first line
+        from ..data.qa import first_line
+        from ..evaluate.judges import THRESHOLD
+
+        tq = [r for r in recs if src[qpos[r["item_id"]]] == "truthfulqa"]
+        lines = [r["text"][slice(*first_line(r["text"]))] for r in tq]
+        for r, p in zip(tq, judge.score([r["question"] for r in tq], lines)):
+            r["judge_score"], r["correct"] = float(p), bool(p >= THRESHOLD)
+        log(f"judged {len(tq)} TruthfulQA answers with {judge.describe().get('name', 'the truth judge')}")
     y_all = np.array([int(r["correct"]) for r in recs])
     q_of = np.array([qpos[r["item_id"]] for r in recs])
     greedy = np.array([next(j for j, r in enumerate(recs) if r["item_id"] == q and r["sample"] < 0) for q in qids])
     samples = [[j for j, r in enumerate(recs) if r["item_id"] == q and r["sample"] >= 0] for q in qids]
     y = y_all[greedy]
+    primary = np.flatnonzero(src == cfg.data[0])  # the study's own questions; the rest are the transfer target
+    second = np.flatnonzero(src != cfg.data[0])
     mean_lp = [float(np.mean(r["logprobs"])) if r["logprobs"] else -100.0 for r in recs]  # empty: least trusted
     se = semantic_entropies([[recs[j]["answer"] for j in s] for s in samples],
                             [[mean_lp[j] for j in s] for s in samples], [it.aliases for it in items])
-    counts = {"greedy_correct": int(y.sum()), "greedy_wrong": int((1 - y).sum()),
-              "sample_correct": int(sum(y_all[j] for s in samples for j in s)),
-              "sample_wrong": int(sum(1 - y_all[j] for s in samples for j in s))}
+    counts = {"greedy_correct": int(y[primary].sum()), "greedy_wrong": int((1 - y[primary]).sum()),
+              "sample_correct": int(sum(y_all[j] for q in primary for j in samples[q])),
+              "sample_wrong": int(sum(1 - y_all[j] for q in primary for j in samples[q]))}
+    sources = {d: {"questions": int((src == d).sum()), "correct": int(y[src == d].sum()),
+                   "wrong": int((1 - y[src == d]).sum())} for d in cfg.data}
     log(f"greedy answers: {counts['greedy_correct']} right / {counts['greedy_wrong']} wrong")
-    sp = split_questions(y, cfg.splits, cfg.seed)
+    sp = {s: primary[v] for s, v in split_questions(y[primary], cfg.splits, cfg.seed).items()}
+    sp2 = {s: second[v] for s, v in split_questions(y[second], [0.5, 0, 0, 0.5], cfg.seed).items()
+           if s in ("train", "test")} if second.size else {}
     split_info = {s: {"questions": int(v.size), "correct": int(y[v].sum()), "wrong": int((1 - y[v]).sum())}
                   for s, v in sp.items()}
     train_rows = np.flatnonzero(np.isin(q_of, sp["train"]))
@@ -565,8 +667,42 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
         add("text only", "baseline", text_baseline_scores(tb, [r["question"] for r in recs], [r["text"] for r in recs]),
             {})
 
+    # ---- transfer: the best cell of the first linear method, and the text-only baseline, fitted on one source's
+    # train questions and tested on each source's test questions
+    transfer = []
+    if sp2:
+        lm_ = [m for m in cfg.probes if m in ("logistic", "mass-mean", "mass-mean-cov")] or list(cfg.probes)
+        cells = [g for g in grid if g["method"] == lm_[0]]
+        cell = max(cells, key=val_key) if cells else None
+        train = {cfg.data[0]: sp["train"], "other": sp2["train"]}
+        test = {cfg.data[0]: sp["test"], "other": sp2["test"]}
+        other = cfg.data[1]
+        name = {cfg.data[0]: cfg.data[0], "other": other}
+        for fit_on in train:
+            rows_fit = np.flatnonzero(np.isin(q_of, train[fit_on]))
+            yf = y_all[rows_fit]
+            scorers = {}
+            if 0 < yf.sum() < yf.size:
+                if cell is not None:
+                    li, pi = layers.index(cell["layer"]), P[cell["position"]]
+                    pr = make_probe(cell["method"], seed=cfg.seed).fit(F[rows_fit, pi][:, li:li + 1],
+                                                                        torch.as_tensor(yf))
+                    scorers[f"{cell['method']} L{cell['layer']} {cell['position']}"] = \
+                        pr.decision_function(F[:, pi][:, li:li + 1]).detach().double().cpu().reshape(-1).numpy()
+                tb2 = fit_text_baseline([recs[j]["question"] for j in rows_fit], [recs[j]["text"] for j in rows_fit],
+                                        yf, seed=cfg.seed)
+                scorers["text only"] = text_baseline_scores(tb2, [r["question"] for r in recs],
+                                                            [r["text"] for r in recs])
+            else:
+                notes.append(f"transfer: the {name[fit_on]} train answers are all right or all wrong; nothing fitted")
+            for det_name, sc in scorers.items():
+                for test_on, qs in test.items():
+                    transfer.append(_transfer_row(det_name, name[fit_on], name[test_on], sc[greedy[qs]], y[qs], cfg))
+        log(f"transfer between {cfg.data[0]} and {other}: {len(transfer)} cells")
+
     # ---- the kept detector and best-of-N with it
-    res = DetectResult(lm.name, counts, split_info, det_rows, grid, spike, {}, curves, None, notes)
+    res = DetectResult(lm.name, counts, split_info, det_rows, grid, spike, {}, curves, None, notes,
+                       sources=sources, transfer=transfer)
     keepable = [r for r in det_rows if r["name"] in kept_parts and _finite(r.get("validation_auroc"))]
     if keepable:
         best = max(keepable, key=lambda r: r["validation_auroc"])
@@ -598,9 +734,11 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
     else:
         notes.append("no linear detector could be fitted and judged on validation: nothing kept")
 
-    run.write_csv("answers.csv", [{"item_id": r["item_id"], "sample": r["sample"], "split": next(
-        (s for s in SPLITS if qpos[r["item_id"]] in set(sp[s].tolist())), ""), "text": r["text"],
-        "answer": r["answer"], "correct": r["correct"], "mean_logprob": mean_lp[j],
+    split_of = {int(q): s for s in SPLITS for q in sp[s]}
+    split_of.update({int(q): f"{cfg.data[1]}-{s}" for s, v in sp2.items() for q in v})
+    run.write_csv("answers.csv", [{"item_id": r["item_id"], "sample": r["sample"], "source": src[qpos[r["item_id"]]],
+                                   "split": split_of.get(qpos[r["item_id"]], ""), "text": r["text"],
+        "answer": r["answer"], "correct": r["correct"], "judge_score": r.get("judge_score", ""), "mean_logprob": mean_lp[j],
         **{n: float(v[j]) for n, v in scored.items()}} for j, r in enumerate(recs)])
     res.elapsed_s = time.time() - t0
     res.write(run)
