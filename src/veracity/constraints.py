@@ -284,6 +284,7 @@ class Instance(Constraint):
 
     @property
     def cls(self) -> type:
+        """The class, imported on first use when it was named as "module:Class" (so checking imports nothing)."""
         if isinstance(self._cls, str):
             module, name = self._cls.split(":")
             self._cls = getattr(importlib.import_module(module), name)

@@ -45,7 +45,7 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Method
     prompt, CE on `texts` and KL against `original` (for a trained method; else the unsteered model), greedy
     answers judged by `judges` = (truth, info) with their health, the side effects, and the costs. `lm_cache`
     keeps the original model's CE across calls (a prompt or no method does not change the model). `detector`
-    (a kept `evaluate.detector.Detector`, loaded once by the study) adds its belief in the answers."""
+    (a kept `veracity.evaluate.detector.Detector`, loaded once by the study) adds its belief in the answers."""
     plan = FoldPlan(cfg.protocol, ("mc",) + (("ce", "kl") if texts else ()) + (("judge",) if judges else ()),
                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                     n_docs=len(texts) if texts else 0, max_tokens=cfg.ce_tokens,

@@ -8,7 +8,7 @@ Every study evaluates through it: `veracity eval` (`evaluate_fold`), ITI validat
 are adapters of a few lines that keep their callers' signatures and result shapes; the sycophancy study
 scores its MC through the same `methods.scoring` path.
 
-With a kept detector (`FoldPlan.detector`, `--detector`: `evaluate.detector`), the fold also reports what the
+With a kept detector (`FoldPlan.detector`, `--detector`: `veracity.evaluate.detector`), the fold also reports what the
 model *believes* next to what it *says*: the detector scores the method's greedy answers from the hidden
 states of their own generation (`capture.generation`, under the method's prompt and hooks; no second
 forward). When judges run, that generation gives the judged answers (the same greedy tokens as without a
