@@ -49,8 +49,8 @@ def measure(a, limit: int | None) -> dict:
             out[f"seconds_{name}"] = time.perf_counter() - t0
             out[f"grid_{name}"] = res.grid
             with sqlite3.connect(Path(tmp) / name / "results.sqlite") as db:  # each row's own seconds
-                out[f"row_seconds_{name}"] = {f"layer={l} alpha={al:g} fold={f}": round(s, 1) for l, al, f, s in
-                                              db.execute("SELECT layer, alpha, fold, seconds FROM results ORDER BY fold, layer")}
+                out[f"row_seconds_{name}"] = {f"{cell} fold={f}": round(s, 1) for cell, f, s in  # the sweep store
+                                              db.execute("SELECT cell, fold, seconds FROM results ORDER BY fold, cell")}
     out["ratio"] = out["seconds_with"] / out["seconds_without"]
     wo, wi = out["row_seconds_without"], out["row_seconds_with"]
     out["side_effects_s_per_row"] = round(sum(wi[k] - wo[k] for k in wo) / len(wo), 1)
