@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from ..outputs import OutputKind, _pair_format, register_output_kind
 from ..runs import to_jsonable, write_json_atomic
 from .base import NotBakeable
-from .residual.apply import POSITIONS, _unpack
+from .residual.apply import POSITIONS, _unpack, layer_output_hooks
 
 FORMAT = "veracity-layerwise-steer"
 FORMAT_VERSION = 1
@@ -133,19 +133,8 @@ class LayerwiseSteer:
                 return (new, *output[1:]) if isinstance(output, tuple) else new
             return hook
 
-        def record_mask(module, args, kwargs):
-            state["mask"] = kwargs.get("attention_mask")
-
-        handles = []
-        try:
-            if last_only:
-                handles.append(model.register_forward_pre_hook(record_mask, with_kwargs=True))
-            for l, f in maps.items():
-                handles.append(arch.layer(model, l).register_forward_hook(make_hook(f)))
+        with layer_output_hooks(model, arch, {l: make_hook(f) for l, f in maps.items()}, state, last_only):
             yield
-        finally:
-            for h in handles:
-                h.remove()
 
     @contextlib.contextmanager
     def apply(self, lm, positions: str = "all"):

@@ -70,6 +70,16 @@ def apply_residual(target, steer: ResidualSteer, positions: str = "all",
             return (h, *output[1:]) if isinstance(output, tuple) else h
         return hook
 
+    with layer_output_hooks(model, arch, {layer: make_hook(layer) for layer in sorted(shifts)}, state, last_only):
+        yield st
+
+
+@contextlib.contextmanager
+def layer_output_hooks(model, arch, hooks: dict, state: dict, last_only: bool) -> Iterator[None]:
+    """Forward hooks on the decoder layers' outputs (`hooks`: layer -> hook), removed on exit, also on error. With
+    `last_only`, each forward call's attention mask is first recorded in `state["mask"]`, which the hooks read to
+    find each row's last real token; it is cleared on exit. What every residual-stream steer hooks with."""
+
     def record_mask(module, args, kwargs):
         state["mask"] = kwargs.get("attention_mask")
 
@@ -77,9 +87,9 @@ def apply_residual(target, steer: ResidualSteer, positions: str = "all",
     try:
         if last_only:
             handles.append(model.register_forward_pre_hook(record_mask, with_kwargs=True))
-        for layer in sorted(shifts):
-            handles.append(arch.layer(model, layer).register_forward_hook(make_hook(layer)))
-        yield st
+        for layer, hook in hooks.items():
+            handles.append(arch.layer(model, layer).register_forward_hook(hook))
+        yield
     finally:
         for h in handles:
             h.remove()
