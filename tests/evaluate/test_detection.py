@@ -272,3 +272,13 @@ def test_bootstrap_resamples_do_not_depend_on_the_chunk_size():
     whole = np.concatenate(list(D._bootstrap_counts(50, 10, 3)))
     chunked = np.concatenate(list(D._bootstrap_counts(50, 10, 3, max_cells=150)))  # 3 resamples a chunk
     assert np.array_equal(whole, chunked) and (whole.sum(1) == 50).all()
+
+
+def test_separation_by_hand_and_scale_free():
+    # correct 3, 5 (mean 4, var 1); wrong 0, 2 (mean 1, var 1): pooled sd 1, d' = 3
+    s, y = np.array([3.0, 5.0, 0.0, 2.0]), np.array([1, 1, 0, 0])
+    assert D.separation(s, y) == pytest.approx(3.0)
+    assert D.separation(10 * s - 7, y) == pytest.approx(3.0)  # a probe's scale and offset do not matter
+    assert D.separation(-s, y) == pytest.approx(-3.0)
+    assert D.separation([1.0, 1.0, 0.0, 0.0], y) == math.inf  # constant classes, apart
+    assert math.isnan(D.separation([1.0, 2.0], [1, 1]))

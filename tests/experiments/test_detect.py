@@ -5,6 +5,7 @@ contract (cache reuse), and one small run on smollm2."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -212,3 +213,14 @@ def test_truthfulqa_source_is_judged_and_transfer_is_tested_both_ways(qa_file, t
         assert cell["detect_auroc"] == pytest.approx(
             auroc(text_baseline_scores(tb, [q[r["item_id"]] for r in te], [r["text"] for r in te]), ys))
     assert any("transfer" in t[0] for t in res.tables())
+
+
+def test_selection_breaks_validation_ties_by_separation_not_grid_order():
+    from veracity.experiments.detect import selection_key
+
+    cells = [{"layer": 0, "validation_auroc": 1.0, "validation_separation": 2.0},
+             {"layer": 9, "validation_auroc": 1.0, "validation_separation": 5.0},
+             {"layer": 3, "validation_auroc": 0.9, "validation_separation": 9.0},
+             {"layer": 4, "validation_auroc": math.nan, "validation_separation": math.nan}]
+    assert max(cells, key=selection_key)["layer"] == 9
+    assert max(cells[2:], key=selection_key)["layer"] == 3  # unjudged rows come last

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .common import DataDirOpt, ModelOpt, OverwriteOpt, console, fail, parse_int_list, parse_str_list, print_table
-from .iti_cmd import DetectorOpt, SideEffectsHelp, steer_names
+from .iti_cmd import BinaryOpt, DetectorOpt, SideEffectsHelp, steer_names
 
 def compare_cmd(model: str = ModelOpt,
                 methods: str = typer.Option("baseline,instruction,few-shot,system,lora-sft,dpo,iti,few-shot+iti,dpo+iti",
@@ -35,7 +35,7 @@ def compare_cmd(model: str = ModelOpt,
                 revision: str = typer.Option("2021", "--revision", help="TruthfulQA revision the methods are fitted and trained on (2021 | 2025); the folds split its questions."),
                 eval_revision: Optional[str] = typer.Option(None, "--eval-revision", help="Revision the held-out questions are scored on (default: --revision); questions are matched by text and those without a counterpart are reported and left out."),
                 acts: Optional[Path] = typer.Option(None, "--acts", help="The original model's ITI activation store."),
-                detector: Optional[Path] = DetectorOpt,
+                detector: Optional[Path] = DetectorOpt, binary: bool = BinaryOpt,
                 out: Path = typer.Option(..., "--out", "-o"), data_dir: Optional[Path] = DataDirOpt,
                 device: Optional[str] = typer.Option(None, "--device")) -> None:
     """Every method on the same folds, seeds and metrics, with cost columns; resumable (results.sqlite)."""
@@ -57,7 +57,7 @@ def compare_cmd(model: str = ModelOpt,
                            side_effect_n=sizes, revision=revision, eval_revision=eval_revision,
                            data_dir=str(data_dir) if data_dir else None, acts=str(acts) if acts else None,
                            device=device, steer_params=steer_param or [],
-                           detector=str(detector) if detector else None)
+                           detector=str(detector) if detector else None, binary=binary)
     res = run_compare_interventions(cfg, out, log=console.print)
     for table in res.tables():
         print_table(*table)

@@ -35,6 +35,8 @@ def _side_effects_named() -> tuple[str, str]:
 
 SideEffectsHelp = ("Side effects measured on each held-out fold: all, none, or some of "
                    f"{_side_effects_named()[0]} (veracity.methods.side_effects).")
+BinaryOpt = typer.Option(False, "--binary/--no-binary", help="Also TruthfulQA's binary task (best vs best "
+                         "incorrect answer; every variant, chance 0.5) on each held-out fold.")
 SideEffectNOpt = typer.Option(None, "--side-effect-n", help="Side-effect sample sizes, e.g. boolq=200,honest=80 "
                               f"(full samples: {_side_effects_named()[1]}; by default they scale with the fold's "
                               "questions).")
@@ -159,7 +161,7 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                  ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
                  side_effects: str = typer.Option("none", "--side-effects", help=SideEffectsHelp),
                  side_effect_n: Optional[str] = SideEffectNOpt,
-                 binary: bool = typer.Option(False, "--binary/--no-binary", help="Also TruthfulQA's binary task (best vs best incorrect answer; every variant, chance 0.5) on each held-out fold."),
+                 binary: bool = BinaryOpt,
                  gen_positions: str = GenPosOpt, out: Path = typer.Option(..., "--out", "-o"),
                  revision: str = RevisionOpt, eval_revision: Optional[str] = EvalRevisionOpt,
                  data_dir: Optional[Path] = DataDirOpt, overwrite: bool = OverwriteOpt,
@@ -195,7 +197,7 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
               ce_texts: int = typer.Option(100, "--ce-texts"), gen_positions: str = GenPosOpt,
               side_effects: str = typer.Option("all", "--side-effects", help=SideEffectsHelp),
               side_effect_n: Optional[str] = SideEffectNOpt,
-              detector: Optional[Path] = DetectorOpt,
+              detector: Optional[Path] = DetectorOpt, binary: bool = BinaryOpt,
               executor: str = typer.Option("local", "--executor",
                                            help="local (this process) | ray (Ray workers, one model copy each; "
                                                 "needs Ray: the package's ray extra)"),
@@ -230,7 +232,8 @@ def sweep_cmd(model: str = ModelOpt, alphas: str = typer.Option("0,5,10,15,20,30
                       reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
                       gen_positions=gen_positions, revision=revision, eval_revision=eval_revision,
                       data_dir=str(data_dir) if data_dir else None, device=device,
-                      detector=str(detector) if detector else None, **_side_effects(side_effects, side_effect_n))
+                      detector=str(detector) if detector else None, binary=binary,
+                      **_side_effects(side_effects, side_effect_n))
     runner = None  # default: the local executor
     if executor == "ray":
         from ..experiments.executors import RayExecutor

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .common import DataDirOpt, ModelOpt, console, fail, parse_int_list, print_table
-from .iti_cmd import (ActsOpt, ContigOpt, DataOpt, DetectorOpt, DirectionOpt, EvalRevisionOpt, GenPosOpt, JudgeBaseUrlOpt, JudgeOpt, LimitOpt,
+from .iti_cmd import (ActsOpt, BinaryOpt, ContigOpt, DataOpt, DetectorOpt, DirectionOpt, EvalRevisionOpt, GenPosOpt, JudgeBaseUrlOpt, JudgeOpt, LimitOpt,
                       MCShiftOpt, MetricHelp, SweepOverwriteOpt, ProtocolOpt, ReproduceOpt, RevisionOpt, SideEffectNOpt, SideEffectsHelp, SigmaOpt, steer_names,
                       _judge_spec, _side_effects)
 
@@ -40,7 +40,7 @@ def sweep_cmd(model: str = ModelOpt,
               metric: str = typer.Option("mc2", "--metric", help=MetricHelp),
               side_effects: str = typer.Option("all", "--side-effects", help=SideEffectsHelp),
               side_effect_n: Optional[str] = SideEffectNOpt,
-              detector: Optional[Path] = DetectorOpt,
+              detector: Optional[Path] = DetectorOpt, binary: bool = BinaryOpt,
               ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
               limit: Optional[int] = LimitOpt, acts: Optional[Path] = ActsOpt, revision: str = RevisionOpt,
               eval_revision: Optional[str] = EvalRevisionOpt,
@@ -78,7 +78,7 @@ def sweep_cmd(model: str = ModelOpt,
                             acts=str(acts) if acts else None, device=device, num_heads=k_list, direction=direction,
                             sigma_from=sigma_from, data=data, mc_shift_from=mc_shift_from, reproduce=reproduce,
                             contiguous_folds=contiguous_folds, gen_positions=gen_positions,
-                            steer_params=params, cosmic=cosmic, detector=det, **se)
+                            steer_params=params, cosmic=cosmic, detector=det, binary=binary, **se)
 
     if STEERS[method].sweep == "heads":  # the registry entry names the engine that varies its parameters
         from ..experiments.iti_sweep import SweepConfig, run_iti_sweep
@@ -88,7 +88,7 @@ def sweep_cmd(model: str = ModelOpt,
                           contiguous_folds=contiguous_folds, seed=seed, data=data, mc_shift_from=mc_shift_from,
                           reproduce=reproduce, limit=limit, acts=str(acts) if acts else None, ce_texts=ce_texts,
                           gen_positions=gen_positions, revision=revision, eval_revision=eval_revision, data_dir=dd,
-                          device=device, detector=det, **se)
+                          device=device, detector=det, binary=binary, **se)
         res = run_iti_sweep(cfg, out, overwrite=overwrite, log=console.print)
         for table in res.tables():
             print_table(*table)

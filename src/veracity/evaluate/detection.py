@@ -87,6 +87,22 @@ def auprc(scores, labels, positive: int = 1) -> float:
     return float(_auprc_w(s, y, np.ones((1, s.size)))[0])
 
 
+def separation(scores, labels) -> float:
+    """The gap between the correct and the wrong answers' mean scores in pooled standard deviations (d'); the
+    tie-break when two cells reach the same validation AUROC (small validation splits often give several 1.00,
+    and grid order would then choose). Scale-free, so probes of different scales compare; +inf when both classes
+    are constant and apart, NaN when one class is absent."""
+    s, y = _as(scores, labels)
+    a, b = s[y == 1], s[y == 0]
+    if a.size == 0 or b.size == 0:
+        return math.nan
+    gap = float(a.mean() - b.mean())
+    pooled = math.sqrt((a.var() * a.size + b.var() * b.size) / s.size)
+    if pooled == 0:
+        return math.copysign(math.inf, gap) if gap else 0.0
+    return gap / pooled
+
+
 def _bootstrap_counts(n: int, n_boot: int, seed: int, max_cells: int = 1 << 22) -> Iterator[np.ndarray]:
     """How often each of n rows is drawn in each of n_boot resamples with replacement ([chunk, n] floats)."""
     rng = np.random.default_rng(seed)

@@ -10,10 +10,11 @@ split is judged on the greedy answer of each question, the answer a deployed mod
 registered probe per layer x position; a stacked ensemble (logistic on cross-fitted logits of the best
 position's top layers); a semantic-entropy probe (logistic at the pre-generation token on binarised semantic
 entropy). Baselines: mean and minimum token log-prob, P(True), semantic entropy, a text-only bag of words. The
-detector and layer of each method are chosen on validation AUROC, never on test. Every row is judged as a
-deployed detector (`evaluate.detection.detector_report`): threshold at `fpr` on control, calibration on
-validation, AUROC/AUPRC with bootstrap intervals, AURC, PRR, selective accuracy; best-of-N on the test
-questions' samples; the best linear detector is kept (`evaluate.detector`).
+detector and layer of each method are chosen on validation AUROC, ties broken by the validation d'
+(`selection_key`), never on test. Every row is judged as a deployed detector
+(`evaluate.detection.detector_report`): threshold at `fpr` on control, calibration on validation, AUROC/AUPRC
+with bootstrap intervals, AURC, PRR, selective accuracy; best-of-N on the test questions' samples; the best
+linear detector is kept (`evaluate.detector`).
 
 Sources (`--data`, `SOURCES`): the first is the study's own (everything above); a second (e.g. TruthfulQA, whose
 sentence answers the truth judge grades) is split in a train and a test half for TRANSFER: the best cell of the
@@ -151,9 +152,9 @@ class DetectResult:
     schema_version: int = SCHEMA_VERSION
 
     def best(self) -> dict | None:
-        """The detector row (not a baseline) with the best validation AUROC: the study's headline."""
+        """The detector row (not a baseline) chosen on validation (`selection_key`): the study's headline."""
         rows = [r for r in self.detectors if r["kind"] != "baseline" and _finite(r.get("validation_auroc"))]
-        return max(rows, key=lambda r: r["validation_auroc"]) if rows else None
+        return max(rows, key=selection_key) if rows else None
 
     def headline(self) -> dict:
         """What `veracity runs list` shows: the best detector's test AUROC against the text-only baseline's."""
@@ -417,7 +418,8 @@ def _report_row(name: str, kind: str, scores: np.ndarray, y: np.ndarray, rows: d
     answer (`rows[split]`: indices into them)."""
     from sklearn.metrics import roc_curve
 
-    from ..evaluate.detection import auroc, detector_report, fit_calibrator, reliability_bins, risk_coverage_curve
+    from ..evaluate.detection import (auroc, detector_report, fit_calibrator, reliability_bins, risk_coverage_curve,
+                                      separation)
 
     def part(s):
         return scores[rows[s]], y[rows[s]]
@@ -426,7 +428,8 @@ def _report_row(name: str, kind: str, scores: np.ndarray, y: np.ndarray, rows: d
     ctrl = part("control") if y[rows["control"]].sum() > 0 else None
     val = part("validation") if 0 < y[rows["validation"]].sum() < rows["validation"].size else None
     row = {"name": name, "kind": kind, **extra,
-           "validation_auroc": auroc(*part("validation")) if val is not None else math.nan}
+           "validation_auroc": auroc(*val) if val is not None else math.nan,
+           "validation_separation": separation(*val) if val is not None else math.nan}
     curves: dict = {}
     if te_s.size == 0:
         return row, curves
@@ -463,6 +466,19 @@ def _auroc_safe(s, y) -> float:
     from ..evaluate.detection import auroc
 
     return auroc(s, y) if 0 < np.sum(y) < np.size(y) else math.nan
+
+
+def _separation_safe(s, y) -> float:
+    from ..evaluate.detection import separation
+
+    return separation(s, y) if 0 < np.sum(y) < np.size(y) else math.nan
+
+
+def selection_key(row: dict) -> tuple[float, float]:
+    """How a cell or detector is chosen on validation, everywhere in this study: the highest validation AUROC,
+    ties broken by the validation separation (d'), never by grid order; unjudged rows last."""
+    v, d = row.get("validation_auroc", math.nan), row.get("validation_separation", math.nan)
+    return (v if _finite(v) else -1.0, d if (isinstance(d, float) and not math.isnan(d)) else -math.inf)
 
 
 # ------------------------------------------------------------------------------------------ the study
@@ -568,14 +584,13 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
                     sc = S[(m, p)][greedy, li]
                     grid.append({"method": m, "position": p, "layer": l,
                                  "validation_auroc": _auroc_safe(sc[sp["validation"]], y[sp["validation"]]),
+                                 "validation_separation": _separation_safe(sc[sp["validation"]], y[sp["validation"]]),
                                  "test_auroc": _auroc_safe(sc[sp["test"]], y[sp["test"]])})
             log(f"fitted {m} on {train_rows.size} train answers at {len(P)} positions x {len(layers)} layers")
     else:
         notes.append("the train split's answers are all right or all wrong: no probe could be fitted")
 
-    def val_key(g):
-        v = g["validation_auroc"]
-        return v if _finite(v) else -1.0
+    val_key = selection_key
 
     rows_g = {s: sp[s] for s in SPLITS}
     det_rows, curves, scored = [], {}, {}  # scored: name -> score of every answer (for best-of-N / keeping)
@@ -646,8 +661,9 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
             pr = make_probe("logistic", seed=cfg.seed).fit(F[greedy[sp["train"]], P["pre"]],
                                                             torch.as_tensor(se_lab[sp["train"]]))
             sc = pr.decision_function(F[:, P["pre"]]).detach().double().cpu().reshape(len(recs), -1).numpy()
-            v = [_auroc_safe(sc[greedy[sp["validation"]], k], se_lab[sp["validation"]]) for k in range(len(layers))]
-            k = int(np.argmax([x if _finite(x) else -1 for x in v]))
+            vs, vl = sc[greedy[sp["validation"]]], se_lab[sp["validation"]]
+            k = max(range(len(layers)), key=lambda i: selection_key({
+                "validation_auroc": _auroc_safe(vs[:, i], vl), "validation_separation": _separation_safe(vs[:, i], vl)}))
             add(f"SE probe L{layers[k]} pre", "se-probe", sc[:, k],
                 {"method": "logistic", "layers": [layers[k]], "position": "pre", "entropy_threshold": thr})
     except ValueError as e:
@@ -705,7 +721,7 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
                        sources=sources, transfer=transfer)
     keepable = [r for r in det_rows if r["name"] in kept_parts and _finite(r.get("validation_auroc"))]
     if keepable:
-        best = max(keepable, key=lambda r: r["validation_auroc"])
+        best = max(keepable, key=selection_key)
         m, pos, top, sw, sb = kept_parts[best["name"]]
         pr = probes[(m, pos)]
         mu, sc_, w, b = linear_parts(pr, len(layers))

@@ -57,7 +57,7 @@ class CompareConfig(Checked):
                     "judge": o.JUDGE, "ce_texts": o.COUNT0, "ce_tokens": o.COUNT, "max_new_tokens": o.COUNT,
                     "batch_size": o.BATCH, "limit": o.LIMIT, "settings": [Instance(MethodSettings)],
                     "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION, "side_effects": o.SIDE_EFFECTS,
-                    "side_effect_n": o.SIDE_EFFECT_N}
+                    "side_effect_n": o.SIDE_EFFECT_N, "binary": o.BOOL}
     _options = {"n_folds": "--folds"}
 
     methods: list[str]
@@ -75,6 +75,7 @@ class CompareConfig(Checked):
     eval_revision: str | None = None  # revision the held-out questions are scored on (None: the same)
     side_effects: tuple[str, ...] = ()  # methods.side_effects: sycophancy, boolq, honest, health
     side_effect_n: dict = field(default_factory=dict)  # sample sizes (default side_effects.DEFAULT_N)
+    binary: bool = False  # also TruthfulQA's binary task (every variant, chance 0.5)
 
     def fixed(self) -> dict:
         """The settings a resumed run must share (the revisions only when not the defaults, so folders
@@ -84,13 +85,15 @@ class CompareConfig(Checked):
             d.pop("revision"), d.pop("eval_revision")
         if not self.side_effects:
             d.pop("side_effects"), d.pop("side_effect_n")
+        if not self.binary:
+            d.pop("binary")
         return d
 
     def evaluation(self) -> MethodEvalConfig:
         """How each (method, fold) is evaluated."""
         return MethodEvalConfig(protocol=self.protocol, max_new_tokens=self.max_new_tokens, ce_tokens=self.ce_tokens,
                                 batch_size=self.batch_size, seed=self.seed, side_effects=tuple(self.side_effects),
-                                side_effect_n=dict(self.side_effect_n))
+                                side_effect_n=dict(self.side_effect_n), binary=self.binary)
 
 
 @dataclass
@@ -108,7 +111,7 @@ class CompareRunConfig(Checked):
                     "residual_normalize": [Options(("raw", "sigma", "unit"))], "ce_texts": o.COUNT0,
                     "side_effects": o.SIDE_EFFECTS, "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION,
                     "eval_revision": o.OPTIONAL_REVISION, "detector": o.OPTIONAL_TEXT,
-                    "steer_params": [ListOf([Instance(str)], min_len=0)]}
+                    "steer_params": [ListOf([Instance(str)], min_len=0)], "binary": o.BOOL}
     # No "ignored unless a method uses it" rules here: a comparison is resumed with more --methods and the
     # same settings (CompareConfig.fixed), so --sft-steps before any lora-sft run is meaningful.
     _options = {"steer_params": "--steer-param"}
@@ -142,6 +145,7 @@ class CompareRunConfig(Checked):
     device: str | None = None
     steer_params: list = field(default_factory=list)  # NAME=VALUE: parameters a chosen steer carries by name
     detector: str | None = None  # a kept detector (`veracity detect`): its belief in every row's answers
+    binary: bool = False  # also TruthfulQA's binary task on each held-out fold
 
     def build(self) -> CompareConfig:
         """The study's full configuration (every method's trainer, steer and side-effect settings) from these
@@ -163,7 +167,8 @@ class CompareRunConfig(Checked):
         return CompareConfig(methods=list(self.methods), n_folds=self.folds, seed=self.seed, protocol=self.protocol,
                              judge=self.judge, ce_texts=self.ce_texts, limit=self.limit, settings=settings,
                              revision=self.revision, eval_revision=self.eval_revision,
-                             side_effects=tuple(self.side_effects), side_effect_n=dict(self.side_effect_n))
+                             side_effects=tuple(self.side_effects), side_effect_n=dict(self.side_effect_n),
+                             binary=self.binary)
 
 
     def chosen_steer_params(self) -> dict:

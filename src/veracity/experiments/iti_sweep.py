@@ -202,7 +202,7 @@ class SweepConfig(ITIRunOptions):
     """Every option of `veracity iti sweep`: the shared ITI options and the grid."""
 
     _constraints = {"alphas": o.ALPHAS, "num_heads": [ListOf(o.NUM_HEADS)], "metric": o.METRIC,
-                    "detector": o.OPTIONAL_TEXT}
+                    "detector": o.OPTIONAL_TEXT, "binary": o.BOOL}
     _commands = ("iti sweep", "steer sweep")
 
     alphas: tuple = (0.0, 5.0, 10.0, 15.0, 20.0, 30.0)
@@ -210,6 +210,7 @@ class SweepConfig(ITIRunOptions):
     metric: str = "true_info"
     side_effects: tuple = ("sycophancy", "boolq", "honest", "health")  # every sweep row carries them
     detector: str | None = None  # a kept detector (`veracity detect`): its belief in every cell's answers
+    binary: bool = False  # also TruthfulQA's binary task (every variant, chance 0.5) on each held-out fold
 
 
 @dataclass
@@ -308,7 +309,8 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None, *, overwrite
                                        "metric": cfg.metric, "protocol": cfg.protocol, "limit": cfg.limit,
                                        **settings_record(st), "side_effects": list(cfg.side_effects),
                                        "side_effect_n": dict(cfg.side_effect_n),
-                                       **({"detector": cfg.detector} if cfg.detector else {})},
+                                       **({"detector": cfg.detector} if cfg.detector else {}),
+                                       **({"binary": True} if cfg.binary else {})},
                     resume=not overwrite, overwrite=overwrite, seed=st["seed"],
                     defer=True)  # checked now (kind, lock), created below
     for line in preset_lines(st):
@@ -328,7 +330,8 @@ def run_iti_sweep(cfg: SweepConfig, out: str | Path, executor=None, *, overwrite
 
     ecfg = FoldEvalConfig(protocol=cfg.protocol, judge=cfg.judge, data_dir=cfg.data_dir,
                       generate_positions=cfg.gen_positions, ce_texts=cfg.ce_texts, mc_shift_from=st["mc_shift_from"],
-                      side_effects=tuple(cfg.side_effects), side_effect_n=dict(cfg.side_effect_n), seed=st["seed"])
+                      side_effects=tuple(cfg.side_effects), side_effect_n=dict(cfg.side_effect_n), seed=st["seed"],
+                      binary=cfg.binary)
     run.start()  # a resume refused by the results store leaves config.json as it was (see RunFolder)
     try:
         res = run_sweep(lm, data, items, icfg, a_list, k_list, cfg.folds, run.path, st["contiguous"], ecfg,

@@ -87,7 +87,7 @@ class SteerSweepConfig(Checked):
                     "metric": o.METRIC, "ce_texts": o.COUNT0, "limit": o.LIMIT, "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION,
                     "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE,
-                    "detector": o.OPTIONAL_TEXT, "num_heads": [ListOf(o.NUM_HEADS, min_len=0)], "cosmic": [Instance(bool)],
+                    "detector": o.OPTIONAL_TEXT, "binary": o.BOOL, "num_heads": [ListOf(o.NUM_HEADS, min_len=0)], "cosmic": [Instance(bool)],
                     "steer_params": [Parses(check_steer_params, "steer parameters {name: value} of registered steers",
                                             bad=[{"nosuch": 1}], example={"reference": "all"})],
                     "direction": list(STEERS["iti"].param("direction").constraints),
@@ -126,6 +126,7 @@ class SteerSweepConfig(Checked):
     acts: str | None = None  # the residual activation store (default: the veracity cache)
     device: str | None = None
     detector: str | None = None  # a kept detector (`veracity detect`): its belief in every cell's answers
+    binary: bool = False  # also TruthfulQA's binary task (every variant, chance 0.5) on each held-out fold
     # iti only (`veracity iti sweep`'s options): recorded nowhere for caa / lat, so refused there
     num_heads: tuple = ()  # () = the iti sweep's default K values
     direction: str = "com"
@@ -152,6 +153,8 @@ class SteerSweepConfig(Checked):
             d.pop("cosmic")
         if d["detector"] is None:  # left out unless given, so folders written before it existed resume
             d.pop("detector")
+        if not self.binary:
+            d.pop("binary")
         return d
 
 
@@ -349,7 +352,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     identity = family.identity(base_settings)  # the alpha that is the plain model (None: no alpha is)
     alphas = sorted(set(float(a) for a in cfg.alphas))
     ecfg = MethodEvalConfig(protocol=cfg.protocol, seed=cfg.seed, side_effects=tuple(cfg.side_effects),
-                            side_effect_n=dict(cfg.side_effect_n))
+                            side_effect_n=dict(cfg.side_effect_n), binary=cfg.binary)
     fixed = {"model": lm.fingerprint, "method": cfg.method, "normalize": cfg.normalize, "folds": cfg.folds,
              "seed": cfg.seed, "protocol": cfg.protocol, "judge": cfg.judge, "ce_texts": cfg.ce_texts,
              "limit": cfg.limit, "side_effects": list(cfg.side_effects), "side_effect_n": dict(cfg.side_effect_n),
@@ -357,6 +360,8 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
              **({"detector": detector.identity()} if detector is not None else {})}
     if cfg.steer_params:  # only when given, so stores written before the option resume
         fixed["steer_params"] = dict(cfg.steer_params)
+    if cfg.binary:  # likewise
+        fixed["binary"] = True
     run.start()
     try:
         store = open_store(run.path / "results.sqlite", fixed)

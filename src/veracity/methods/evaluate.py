@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..constraints import Checked, Options
+from ..evaluate.binary import metric_name
 from ..evaluate.health import HEALTH_KEYS
 from . import options as o
 from .fold import FoldPlan, evaluate
@@ -20,7 +21,7 @@ class MethodEvalConfig(Checked):
 
     _constraints = {"protocol": [Options(("truthfulqa", "lm-eval"))], "max_new_tokens": o.COUNT,
                     "ce_tokens": o.COUNT, "batch_size": o.BATCH, "seed": o.SEED, "side_effects": o.SIDE_EFFECTS,
-                    "side_effect_n": o.SIDE_EFFECT_N}
+                    "side_effect_n": o.SIDE_EFFECT_N, "binary": o.BOOL}
 
     protocol: str = "truthfulqa"
     max_new_tokens: int = 50
@@ -29,6 +30,7 @@ class MethodEvalConfig(Checked):
     seed: int = 0  # side effects' draws
     side_effects: tuple[str, ...] = ()  # methods.side_effects: sycophancy, boolq, honest, health
     side_effect_n: dict = field(default_factory=dict)  # sample sizes (default side_effects.DEFAULT_N)
+    binary: bool = False  # also TruthfulQA's binary task (best vs best incorrect answer), every variant
 
 
 def load_judges(name: str, data_dir=None):
@@ -50,11 +52,12 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Method
                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                     n_docs=len(texts) if texts else 0, max_tokens=cfg.ce_tokens,
                     data_dir=None if data_dir is None else str(data_dir), side_effects=tuple(cfg.side_effects),
-                    side_effect_n=dict(cfg.side_effect_n), seed=cfg.seed, detector=detector)
+                    side_effect_n=dict(cfg.side_effect_n), seed=cfg.seed, detector=detector, binary=cfg.binary)
     ev = evaluate(pm, items, plan, judges=tuple(judges) if judges else (None, None), texts=texts,
                   reference=original if pm.trained else None, lm_cache=lm_cache)
     m, qs = ev.result.metrics, ev.result.questions
     metrics: dict = {"mc1": m.mc1, "mc2": m.mc2}
+    metrics.update({metric_name(v): acc for v, acc in (m.binary or {}).items()})  # the binary task's variants
     per_q = [{"index": q.index, "mc1": q.mc1, "mc2": q.mc2} for q in qs]
     answers: list[dict] = []
     if judges:
