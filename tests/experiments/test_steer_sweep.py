@@ -116,3 +116,31 @@ def test_ace_alpha_0_is_scored_and_cosmic_is_reported(data_dir, tmp_path, cli):
         order = sorted(c["scores"], key=lambda l: (-c["scores"][l], int(l)))
         assert c["cosmic_layer"] == int(order[0]) and c["sweep_rank"] == order.index(str(c["sweep_layer"])) + 1
         assert c["agree"] == (c["cosmic_layer"] == c["sweep_layer"])
+
+
+def test_binary_task_in_every_cell_equals_score_binary(data_dir, tmp_path, cli, tiny_llama):
+    """--binary adds TruthfulQA's binary task to every cell; the plain-model row equals `score_binary` on each
+    fold's held-out questions (fold mean), and the gain-cost chart gains it as a target."""
+    import csv
+
+    from veracity.data import load_truthfulqa
+    from veracity.evaluate.binary import metric_name, score_binary
+    from veracity.probes.splits import question_folds
+
+    out = tmp_path / "b"
+    cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "8",
+         "--method", "caa", "--layers", "1", "--alphas", "0,2", "--folds", "2", "--ce-texts", "2",
+         "--side-effects", "none", "--binary", "--acts", tmp_path / "acts", "--out", out])
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["binary"] is True
+    items = load_truthfulqa(data_dir)[:8]
+    folds = question_folds([it.index for it in items], 2, seed=0)
+    by_fold = [score_binary(tiny_llama, [it for it in items if it.index in set(folds[f].tolist())]).variants
+               for f in (0, 1)]
+    plain = next(r for r in res["grid"] if r["layer"] < 0)
+    for variant in by_fold[0]:
+        want = sum(v[variant]["accuracy"] for v in by_fold) / 2
+        assert plain[metric_name(variant)] == pytest.approx(want, abs=1e-9)
+    assert all("binary_ab_average" in r for r in res["grid"])
+    chart = list(csv.DictReader(open(out / "gain_cost.csv")))
+    assert {"mc2", "binary_ab_average"} <= {r["gain_metric"] for r in chart}
