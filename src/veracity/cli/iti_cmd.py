@@ -35,8 +35,8 @@ def _side_effects_named() -> tuple[str, str]:
 
 SideEffectsHelp = ("Side effects measured on each held-out fold: all, none, or some of "
                    f"{_side_effects_named()[0]} (veracity.methods.side_effects).")
-BinaryOpt = typer.Option(False, "--binary/--no-binary", help="Also TruthfulQA's binary task (best vs best "
-                         "incorrect answer; every variant, chance 0.5) on each held-out fold.")
+BinaryOpt = typer.Option(False, "--binary", help="Also TruthfulQA's binary task (best vs best incorrect answer; "
+                         "every variant, chance 0.5) on each held-out fold.")
 SideEffectNOpt = typer.Option(None, "--side-effect-n", help="Side-effect sample sizes, e.g. boolq=200,honest=80 "
                               f"(full samples: {_side_effects_named()[1]}; by default they scale with the fold's "
                               "questions).")
@@ -161,7 +161,7 @@ def validate_cmd(model: str = ModelOpt, num_heads: int = typer.Option(48, "--num
                  ce_texts: int = typer.Option(100, "--ce-texts", help="Held-out documents for CE/KL (0: skip)."),
                  side_effects: str = typer.Option("none", "--side-effects", help=SideEffectsHelp),
                  side_effect_n: Optional[str] = SideEffectNOpt,
-                 binary: bool = BinaryOpt,
+                 binary: bool = typer.Option(False, "--binary/--no-binary", help="Also TruthfulQA's binary task (best vs best incorrect answer; every variant, chance 0.5) on each held-out fold."),
                  gen_positions: str = GenPosOpt, out: Path = typer.Option(..., "--out", "-o"),
                  revision: str = RevisionOpt, eval_revision: Optional[str] = EvalRevisionOpt,
                  data_dir: Optional[Path] = DataDirOpt, overwrite: bool = OverwriteOpt,
