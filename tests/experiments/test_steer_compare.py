@@ -186,3 +186,11 @@ def test_cli_prints_the_tables_in_80_columns_and_draws_the_chart(runs, cli, tmp_
     assert json.loads((tmp_path / "c" / "results.json").read_text())["plots"] == ["gain_cost.png"]
     bad = cli(["steer", "compare", str(folders["caa"]), str(folders["seed1"]), "--out", str(tmp_path / "d")], code=2)
     assert "not on the same folds" in bad and not (tmp_path / "d").exists()
+
+
+def test_reads_the_layouts_the_studies_write():
+    """The results.json versions this reader knows are the studies' own (a bumped schema needs a look here)."""
+    from veracity.experiments.registry import STUDIES
+    from veracity.experiments.steer_compare import READS
+
+    assert READS == {k: STUDIES[k].schema_version for k in READS}

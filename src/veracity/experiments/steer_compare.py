@@ -32,7 +32,8 @@ from typing import Callable
 import numpy as np
 
 from ..constraints import Checked, ListOf, Text
-from ..metrics import METRICS, FOLD_GROUPS, better_sign, column_label, fmt, gain_cost_table, metrics_in
+from ..metrics import (METRICS, FOLD_GROUPS, better_sign, column_label, fmt, gain_cost_table, headlines,
+                       metrics_in)
 from ..methods import options as o
 from .sweep import SweepStore, cell_key, pick_best
 
@@ -152,12 +153,12 @@ def check_same_folds(sources: list[_Source]) -> None:
 
 
 def check_same_scoring(plains: list[tuple[str, dict]], tol: float = 1e-4) -> None:
-    """Refuse runs whose plain model scores differ on the same folds (`tol` on MC1 / MC2 allows for float
-    noise): they do not score alike, e.g. an `iti sweep` poses the questions with ITI's own prompt, so its cells
+    """Refuse runs whose plain model scores differ on the same folds (each target metric, MC1 / MC2 and the
+    judged rates; `tol` allows for float noise): they do not score alike, e.g. an `iti sweep` poses the questions with ITI's own prompt, so its cells
     cannot be compared with a residual sweep's. `plains`: (run name, its plain-model row)."""
     from ..validation import BadInput
 
-    for k in ("mc1", "mc2"):
+    for k in metrics_in("target", detail=False):
         vals = [(n, p[k]) for n, p in plains if _num(p.get(k))]
         if vals and max(v for _, v in vals) - min(v for _, v in vals) > tol:
             raise BadInput(f"these runs score the plain model differently on the same folds ({k}: "
@@ -292,8 +293,7 @@ class SteerCompareResult:
         """The console tables (each fits 80 columns): the best cell per method with its target and LM cost, the
         side effects of those cells, the Pareto front of the target against KL, the predictors (all cells)."""
         m = self.metric
-        lead = [k for k in dict.fromkeys([m, *[n for n in ("binary_loglik_truthfulqa", "binary_ab_average")
-                                               if n in METRICS], "kl", "ce_loss"])
+        lead = [k for k in dict.fromkeys([m, *headlines("binary"), *metrics_in("lm")])
                 if any(r.get(k) is not None for r in self.best)]
 
         def pm(k, r):
