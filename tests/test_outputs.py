@@ -58,6 +58,7 @@ INVOCATIONS = {
     "judge train": ["judge", "train", "--kind", "truth"],
     "steer sweep": ["steer", "sweep", *TINY, "--limit", "4"],
     "steer fit": ["steer", "fit", "--acts", "{tmp}/no-store"],
+    "steer compare": ["steer", "compare", "{tmp}/no-run"],
     "steer bake": ["steer", "bake", *TINY, "--steer", "{tmp}/no-steer"],
     "run": ["run", "ccs-distractor", "--set", "model=tiny-llama", "--set", "limit=4"],
     "detect": ["detect", *TINY, "--tables", "continents", "--n-questions", "4", "--n-samples", "2"],

@@ -37,11 +37,17 @@ def _doc_section(kind: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
+def _tmp(v, tmp: Path):
+    """`{tmp}` in a text setting (or a list's texts) replaced by the temporary folder."""
+    if isinstance(v, str):
+        return v.replace("{tmp}", str(tmp))
+    return [_tmp(x, tmp) for x in v] if isinstance(v, list) else v
+
+
 def _config(study: Study, out: Path):
     """The study's smallest Config, `{tmp}` in its text settings naming the run's temporary folder (a study's
     own activation store goes there rather than into the shared cache)."""
-    return study.config(**{k: v.replace("{tmp}", str(out.parent)) if isinstance(v, str) else v
-                           for k, v in study.smallest.items()})
+    return study.config(**{k: _tmp(v, out.parent) for k, v in study.smallest.items()})
 
 
 @pytest.fixture(scope="module", params=sorted(STUDIES))
@@ -49,6 +55,9 @@ def study_run(request, tmp_path_factory, data_dir, tiny_llama):
     """(study, run folder, returned result, results.json) of the study's smallest run."""
     study: Study = STUDIES[request.param]
     out = tmp_path_factory.mktemp(study.kind) / "run"
+    for folder, (kind, settings) in study.inputs.items():  # the runs a comparing study reads, made first
+        STUDIES[kind].run(STUDIES[kind].config(**{k: _tmp(v, out.parent) for k, v in settings.items()}),
+                          _tmp(folder, out.parent), log=lambda m: None)
     res = study.run(_config(study, out), out, log=lambda m: None)
     return study, out, res, json.loads((out / "results.json").read_text())
 

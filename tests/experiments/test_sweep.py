@@ -106,6 +106,13 @@ def test_interrupted_sweep_resumes_only_the_missing_cells(tmp_path):
     store.close()
     with pytest.raises(ValueError, match="other settings"):
         SweepStore(path, {"s": 2}, "sweep", ("alpha", "k"))
+    # a reader (no settings to check) gets the settings recorded on first open; a store without any, {}
+    reader = SweepStore(path, None, "sweep", ("alpha", "k"))
+    assert reader.recorded() == {"s": 1}
+    reader.close()
+    bare = SweepStore(path.with_name("bare.sqlite"), None, "sweep", ("alpha", "k"))
+    assert bare.recorded() == {}
+    bare.close()
 
 
 def iti_problem():

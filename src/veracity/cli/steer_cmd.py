@@ -1,5 +1,5 @@
 """`veracity steer sweep`: one sweep command for every registered steering method (the residual ones: layer x alpha;
-ITI: K x alpha with `veracity iti sweep`'s options)."""
+ITI: K x alpha with `veracity iti sweep`'s options); `veracity steer compare`: those sweeps side by side."""
 
 from __future__ import annotations
 
@@ -94,6 +94,29 @@ def sweep_cmd(model: str = ModelOpt,
             print_table(*table)
         return
     res = run_steer_sweep(scfg, out, overwrite=overwrite, log=console.print)
+    for table in res.tables():
+        print_table(*table)
+
+
+@steer_app.command("compare")
+def compare_cmd(runs: list[Path] = typer.Argument(..., help="Finished `steer sweep` / `iti sweep` run folders "
+                                                  "on the same folds (model, folds, seed, --limit, revision)."),
+                reference: Optional[Path] = typer.Option(None, "--reference", help="A finished "
+                                                         "`compare-interventions` run on the same folds: its "
+                                                         "prompting methods and the plain model as reference "
+                                                         "points."),
+                metric: str = typer.Option("mc2", "--metric", help=MetricHelp),
+                out: Path = typer.Option(..., "--out", "-o"),
+                overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison at --out.")
+                ) -> None:
+    """Every method's sweep on the same folds: its best cell, one gain-against-cost chart with the Pareto front,
+    and whether the steerability predictors foretold the outcome."""
+    from ..experiments.steer_compare import SteerCompareConfig, run_steer_compare
+    from ..report.plots import gain_cost
+
+    cfg = SteerCompareConfig(runs=[str(r) for r in runs], reference=str(reference) if reference else None,
+                             metric=metric)
+    res = run_steer_compare(cfg, out, overwrite=overwrite, log=console.print, chart=gain_cost)
     for table in res.tables():
         print_table(*table)
 

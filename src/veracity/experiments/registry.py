@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..metrics import columns, headlines, rankable_metrics
 from . import (ccs, demo, detect, finetune_milestones, interventions, iti_sweep, iti_validate, probe, probe_sanity,
-               spec, steer_sweep, sycophancy, truthfulqa)
+               spec, steer_compare, steer_sweep, sycophancy, truthfulqa)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ class Study:
     order); `smallest`: the options of its smallest run on the tiny test model (tiny-llama), beside the
     Config's defaults: what the conformance test runs (`{tmp}` in a text setting: its temporary folder, e.g.
     for an activation store the study writes). `resumable`: a finished run folder is resumed, not
-    refused (its results.sqlite store: a rerun evaluates only the missing cells)."""
+    refused (its results.sqlite store: a rerun evaluates only the missing cells). `inputs`: the run folders
+    its smallest run reads (a study that compares other runs), {folder: (kind, that kind's smallest-style
+    settings)}, `{tmp}` as in `smallest`: the conformance test runs each of them first."""
 
     kind: str
     config: type
@@ -48,6 +50,7 @@ class Study:
     command: str
     smallest: Mapping[str, Any] = field(default_factory=dict)
     resumable: bool = False
+    inputs: Mapping[str, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
 
 
 STUDIES: dict[str, Study] = {}
@@ -204,6 +207,14 @@ for _s in (
           "Steering sweeps and probe sanity checks", "steer sweep",
           {"model": "tiny-llama", "method": "caa", "layers": [1], "alphas": [0.0, 2.0], "folds": 2, "limit": 8,
            "ce_texts": 0, "side_effects": [], "device": "cpu", "acts": "{tmp}/acts"}, resumable=True),
+    Study("steer-compare", steer_compare.SteerCompareConfig, steer_compare.run_steer_compare,
+          steer_compare.SteerCompareResult, steer_compare.SCHEMA_VERSION,
+          ("best_method", "best_setting", *rankable_metrics()), "Steering sweeps and probe sanity checks",
+          "steer compare", {"runs": ["{tmp}/caa", "{tmp}/ace"], "metric": "mc2"},
+          inputs={f"{{tmp}}/{m}": ("steer-sweep", {"model": "tiny-llama", "method": m, "layers": [1, 2],
+                                                  "alphas": [0.0, 2.0], "folds": 2, "limit": 8, "ce_texts": 0,
+                                                  "side_effects": [], "device": "cpu", "acts": "{tmp}/acts"})
+                  for m in ("caa", "ace")}),
     Study("compare-interventions", interventions.CompareRunConfig, interventions.run_compare_interventions,
           interventions.CompareRun, interventions.SCHEMA_VERSION, ("best_by_mc2", "mc2"),
           "Intervention comparison and sycophancy", "compare-interventions",

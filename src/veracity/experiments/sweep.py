@@ -117,6 +117,12 @@ class SweepStore:
             raise ValueError(f"{self.path} holds a {self.what} with other settings (differs in: {', '.join(diff)}); "
                              "use a new --out folder")
 
+    def recorded(self) -> dict:
+        """The settings recorded on first open (the model's fingerprint, folds, seed, ...): what a resume must
+        share, and what tells whether two stores' cells are on the same folds; {} when none were recorded."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+        return {} if row is None else json.loads(row[0])
+
     def done(self, cell: dict, fold: int) -> bool:
         """Whether (cell, fold) is already stored: a resumed sweep skips it."""
         return self.db.execute("SELECT 1 FROM results WHERE cell=? AND fold=?",

@@ -14,7 +14,7 @@ from typing import Callable
 from ...experiments.registry import STUDIES
 from ..page import Page, Run
 from . import ccs, demo, detect, distractor, finetune, interventions, iti_sweep, iti_validate, polarity, probe, spec
-from . import steer_sweep, sycophancy, truthfulqa
+from . import steer_compare, steer_sweep, sycophancy, truthfulqa
 
 #: kind -> its section's render, in page order
 RENDERS: dict[str, Callable[[Page, Run], None]] = {
@@ -29,6 +29,7 @@ RENDERS: dict[str, Callable[[Page, Run], None]] = {
     "spec": spec.render,
     "finetune": finetune.render,
     "steer-sweep": steer_sweep.render,
+    "steer-compare": steer_compare.render,
     "probe-polarity": polarity.render,
     "ccs-distractor": distractor.render,
     "detect": detect.render,
