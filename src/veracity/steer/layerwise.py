@@ -22,7 +22,8 @@ from safetensors.torch import save_file
 from ..outputs import OutputKind, _pair_format, register_output_kind
 from ..runs import to_jsonable, write_json_atomic
 from .base import NotBakeable
-from .residual.apply import POSITIONS, _unpack, layer_output_hooks
+from .apply import _unpack, check_positions, last_token_mask
+from .residual.apply import layer_output_hooks
 
 FORMAT = "veracity-layerwise-steer"
 FORMAT_VERSION = 1
@@ -31,23 +32,6 @@ JSON_SCHEMA = {"format": "str", "method": "str", "alpha": "number", "layers": "l
 
 register_output_kind(OutputKind("layerwise-steer", "a veracity layerwise steer (ace, angular, conditional)",
                                 "files", _pair_format(FORMAT), (".json", ".safetensors")))
-
-
-def last_token_mask(h: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """[B, T] bool: True at the last real token of each row of h [B, T, D] (by the forward call's attention
-    mask when it covers the rows, either padding side; else position T-1), as `steer.apply.add_at_last_token`."""
-    B, T = h.shape[0], h.shape[-2]
-    out = torch.zeros(B, T, dtype=torch.bool, device=h.device)
-    m = attention_mask
-    if m is not None and m.dim() == 2 and m.shape[0] == B and m.shape[1] >= T:
-        cur = m[:, -T:].to(h.device).bool()
-        pos = torch.arange(T, device=h.device).expand_as(cur)
-        idx = torch.where(cur, pos, torch.full_like(pos, -1)).amax(1)
-        rows = (idx >= 0).nonzero().squeeze(1)
-        out[rows, idx[rows]] = True
-    else:
-        out[:, -1] = True
-    return out
 
 
 def check_width(arch, hidden_size: int, layers: list[int], fingerprint: str | None, want: str | None) -> None:
@@ -140,8 +124,7 @@ class LayerwiseSteer:
     def apply(self, lm, positions: str = "all"):
         """Hook the steer into `lm` (a `LoadedModel`, a Hugging Face causal LM or (model, ArchSpec)) for the
         block; positions "all" (or its alias "prompt") or "last". The model is unchanged afterwards."""
-        if positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+        check_positions(positions)
         model, arch = _unpack(lm)
         fp = lm.fingerprint if self.provenance.get("model_fingerprint") and hasattr(lm, "fingerprint") else None
         self.check_model(arch, fp)
