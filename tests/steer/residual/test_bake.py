@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -72,22 +70,12 @@ def test_gemma3_and_unknown_refused_clearly(tmp_path, random_steer):
     assert not (tmp_path / "g").exists()  # nothing written
 
 
-def test_baked_residual_loads_without_veracity(tmp_path, tiny_llama, random_steer):
+def test_baked_residual_loads_without_veracity(tmp_path, standalone_logits, tiny_llama, random_steer):
     lm = tiny_llama
     st = random_steer(lm, layers=(1, 2))
     bake_residual(lm, st, tmp_path / "baked")
     ids = lm.tokenizer(TEXTS[0])["input_ids"]
-    code = (
-        "import sys, json, torch\n"
-        "from transformers import AutoModelForCausalLM\n"
-        f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'baked')!r}, dtype=torch.float32)\n"
-        f"out = m(input_ids=torch.tensor([{ids}])).logits[0, -1].tolist()\n"
-        "assert not any(k.startswith('veracity') for k in sys.modules)\n"
-        "print(json.dumps(out))\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stderr[-2000:]
-    got = torch.tensor(json.loads(res.stdout.strip().splitlines()[-1]))
+    got = standalone_logits(tmp_path / "baked", ids)
     with torch.no_grad(), apply_residual(lm, st, positions="all"):
         want = lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
     assert (got - want).abs().max() < 1e-4
@@ -109,7 +97,7 @@ def _hand_residual(lm, shifts: dict, module="layer", last_only=False):
 
 
 @pytest.mark.real
-def test_real_model_residual_equals_hand_hooks_bake_exact_or_refused(real_lm, tmp_path):
+def test_real_model_residual_equals_hand_hooks_bake_exact_or_refused(real_lm, tmp_path, logits_per_text):
     """Both real architectures: `apply_residual` == hand-written hooks (every position; the last real token
     of a left-padded batch == that token of each text alone). The bake is exact on smollm2 (a down_proj bias
     is the layer's last addition to the residual stream) and refused on Gemma 3, nothing written: there a
@@ -126,11 +114,7 @@ def test_real_model_residual_equals_hand_hooks_bake_exact_or_refused(real_lm, tm
     ids = [lm.tokenizer(t)["input_ids"] for t in TEXTS]
 
     def each(hooks=()):
-        try:
-            return [lm.model(input_ids=torch.tensor([i])).logits[0] for i in ids]
-        finally:
-            for h in hooks:
-                h.remove()
+        return logits_per_text(lm, ids, hooks)
 
     with torch.no_grad():
         plain, hand = each(), each(_hand_residual(lm, shifts))
