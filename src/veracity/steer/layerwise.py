@@ -227,24 +227,17 @@ def training_rows(data, train_questions, layers, seed: int = 0, fold: int | None
     """(X [n, len(layers), D] float64, y [n] bool, resolved layers, provenance) of the rows of `train_questions`
     only, from a `residual_tqa.ResidualData` (what caa and lat fit on); layers None = the middle layer, negatives
     count from the end."""
-    import numpy as np
+    from .residual_tqa import fold_rows
 
-    n_layers = data.X.shape[1]
-    layers = [n_layers // 2] if layers is None else [int(l) + n_layers if int(l) < 0 else int(l) for l in layers]
-    bad = [l for l in layers if not 0 <= l < n_layers]
-    if bad:
-        raise ValueError(f"layers {bad} out of range for a {n_layers}-layer model")
-    rows = np.flatnonzero(np.isin(data.question, np.asarray(list(train_questions))))
-    if len(rows) == 0:
-        raise ValueError("no rows for the training questions")
+    rows, layers, prov = fold_rows(data, train_questions, layers, seed, fold)
     X = data.X[torch.as_tensor(rows)][:, layers].double()
     y = data.labels[torch.as_tensor(rows)].bool()
     if bool(y.all()) or not bool(y.any()):
         raise ValueError("both classes (true and false rows) are needed to fit a direction")
-    prov = {**data.source, "train_questions": sorted(int(q) for q in set(data.question[rows].tolist())),
-            "seed": int(seed), "n_true": int(y.sum()), "n_false": int((~y).sum())}
-    if fold is not None:
-        prov["fold"] = int(fold)
+    fold_at = prov.pop("fold", None)  # the counts go before the fold, as they always have in saved provenance
+    prov.update(n_true=int(y.sum()), n_false=int((~y).sum()))
+    if fold_at is not None:
+        prov["fold"] = fold_at
     return X, y, layers, prov
 
 
