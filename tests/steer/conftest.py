@@ -1,5 +1,6 @@
 """Helpers of the steering tests, as fixtures: every decoder layer's output read with hooks of its own, seeded
-labelled rows to fit on, a baked folder's logits from a process without veracity, and a model's logits per text."""
+labelled rows to fit on, a baked folder's logits from a process without veracity, a model's logits per text, a
+steer's hooks checked against hand-written ones, and a small `veracity steer sweep`."""
 
 from __future__ import annotations
 
@@ -62,6 +63,31 @@ def _logits_per_text(lm, ids: list[list[int]], hooks=()) -> list[torch.Tensor]:
             h.remove()
 
 
+def _against_hand_hooks(lm, texts, hand, hooked):
+    """A steer's hooks `hooked(positions)` (a context manager) against hand-written ones `hand(last_only)` (handles),
+    on each unpadded text: with "all", every position equals the hand hooks and moved from the plain model; with
+    "last" on a left-padded batch, each row's last logits equal the hand hooks' last token on that text alone.
+    Returns (ids, then per text the logits of the plain model, of the hand hooks and of "all", then the batch's
+    last-token logits with "last")."""
+    from veracity.capture import pad_batch
+
+    ids = [lm.tokenizer(t)["input_ids"] for t in texts]
+    with torch.no_grad():
+        plain = _logits_per_text(lm, ids)
+        by_hand = _logits_per_text(lm, ids, hand(False))  # hooks registered only now: one set at a time
+        by_hand_last = _logits_per_text(lm, ids, hand(True))
+        with hooked("all"):
+            ours = _logits_per_text(lm, ids)
+        x, m, p = pad_batch(ids, lm.tokenizer.pad_token_id, "left", "cpu")
+        with hooked("last"):
+            last = lm.model(input_ids=x, attention_mask=m, position_ids=p).logits[:, -1]
+    for i in range(len(ids)):
+        assert (ours[i] - by_hand[i]).abs().max() < 1e-4
+        assert (ours[i] - plain[i]).abs().amax(-1).min() > 1e-3  # every position moved
+        assert (last[i] - by_hand_last[i][-1]).abs().max() < 1e-4
+    return ids, plain, by_hand, ours, last
+
+
 @pytest.fixture
 def layer_outputs():
     """`layer_outputs(lm, ids, **forward_kwargs) -> {layer: output}`, read with hooks of its own (registered after
@@ -79,6 +105,26 @@ def labelled_rows():
 def standalone_logits():
     """`standalone_logits(folder, ids) -> logits [V]` of the last position, from a process without veracity."""
     return _standalone_logits
+
+
+@pytest.fixture
+def against_hand_hooks():
+    """`against_hand_hooks(lm, texts, hand, hooked) -> (ids, plain, by_hand, ours, last)`: a steer's hooks checked
+    against hand-written ones, every position and the last real token of a left-padded batch."""
+    return _against_hand_hooks
+
+
+@pytest.fixture
+def steer_sweep(cli, data_dir, tmp_path):
+    """`steer_sweep(method, alphas) -> (printed text, results.json)`: `veracity steer sweep` of `method` at layer 1 on
+    the tiny model, 6 questions, 2 folds, no side effects."""
+    def run(method: str, alphas: str):
+        out = tmp_path / "s"
+        text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir,
+                    "--limit", "6", "--method", method, "--layers", "1", "--alphas", alphas, "--folds", "2", "--ce-texts", "0",
+                    "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
+        return text, json.loads((out / "results.json").read_text())
+    return run
 
 
 @pytest.fixture

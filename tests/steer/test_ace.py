@@ -97,11 +97,7 @@ def test_runs_as_a_method_on_the_training_fold(tiny_llama, data_dir, tmp_path):
     assert pm.factory() is not None
 
 
-def test_steer_sweep_runs_ace(data_dir, tmp_path, cli):
-    out = tmp_path / "s"
-    text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "6",
-                "--method", "ace", "--layers", "1", "--alphas", "0,1", "--folds", "2", "--ce-texts", "0",
-                "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
+def test_steer_sweep_runs_ace(steer_sweep):
+    text, res = steer_sweep("ace", "0,1")
     assert "ace sweep" in text
-    res = json.loads((out / "results.json").read_text())
     assert res["method"] == "ace" and {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 0.0), (1, 1.0)}  # 0: the ablation

@@ -5,7 +5,6 @@ hooks on a tiny model, save/load, `few-shot+angular` and `veracity steer sweep -
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -88,7 +87,7 @@ def test_hooks_on_a_tiny_model_and_files(tiny_llama, tmp_path, labelled_rows, la
         AceSteer.load(tmp_path / "ang")
 
 
-def test_runs_as_a_method_and_in_the_sweep(tiny_llama, data_dir, tmp_path, cli):
+def test_runs_as_a_method_and_in_the_sweep(tiny_llama, data_dir, tmp_path, cli, steer_sweep):
     from veracity.data import load_truthfulqa
 
     items = load_truthfulqa(data_dir)[:8]
@@ -98,12 +97,8 @@ def test_runs_as_a_method_and_in_the_sweep(tiny_llama, data_dir, tmp_path, cli):
                         acts=tmp_path / "acts")
     assert isinstance(pm.intervention, AngularSteer) and pm.intervention.adaptive
     assert pm.intervention.alpha == 45.0 and pm.intervention.layers == [tiny_llama.arch.n_layers - 1]
-    out = tmp_path / "s"
-    text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "6",
-                "--method", "angular", "--layers", "1", "--alphas", "0,90", "--folds", "2", "--ce-texts", "0",
-                "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
+    text, res = steer_sweep("angular", "0,90")
     assert "angular sweep" in text
-    res = json.loads((out / "results.json").read_text())
     assert {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 0.0), (1, 90.0)}  # angle 0 is no identity
     bad = cli(["steer", "sweep", "--model", "tiny-llama", "--method", "angular", "--normalize", "unit",
                "--out", tmp_path / "t"], code=2)

@@ -127,35 +127,20 @@ def _hand_iti(lm, iv, last_only=False):
 
 
 @pytest.mark.real
-def test_real_model_iti_equals_hand_hooks_and_bakes_exactly(real_lm, tmp_path, logits_per_text):
+def test_real_model_iti_equals_hand_hooks_and_bakes_exactly(real_lm, tmp_path, against_hand_hooks):
     """Both real architectures: `apply` == hand-written hooks (every position; the last real token of a
     left-padded batch == that token of each text alone), and the baked folder == the hooks. Gemma 3 bakes
     too: its o_proj output goes through post_attention_layernorm, so an o_proj bias is exactly the shift."""
     import shutil
-
-    from veracity.capture import pad_batch
 
     lm, a = real_lm, real_lm.arch
     g = torch.Generator().manual_seed(0)
     heads = [(0, a.n_heads - 1), (a.n_layers // 2, 1), (a.n_layers - 1, 0)]  # first/last layer, last head
     iv = Intervention(heads, F.normalize(torch.randn(len(heads), a.head_dim, generator=g), dim=-1),
                       torch.rand(len(heads), generator=g) + 0.5, 3.0, a.n_layers, a.n_heads, a.head_dim)
-    ids = [lm.tokenizer(t)["input_ids"] for t in TEXTS]
-
-    def each(hooks=()):
-        return logits_per_text(lm, ids, hooks)
-
-    with torch.no_grad():
-        plain, hand, hand_last = each(), each(_hand_iti(lm, iv)), each(_hand_iti(lm, iv, last_only=True))
-        with apply(lm, iv, positions="all"):
-            ours = each()
-        x, m, p = pad_batch(ids, lm.tokenizer.pad_token_id, "left", "cpu")
-        with apply(lm, iv, positions="last"):
-            last = lm.model(input_ids=x, attention_mask=m, position_ids=p).logits[:, -1]
-    for i in range(len(ids)):
-        assert (ours[i] - hand[i]).abs().max() < 1e-4
-        assert (ours[i] - plain[i]).abs().amax(-1).min() > 1e-3  # every position moved
-        assert (last[i] - hand_last[i][-1]).abs().max() < 1e-4
+    *_, ours, last = against_hand_hooks(lm, TEXTS, lambda last_only: _hand_iti(lm, iv, last_only),
+                                        lambda positions: apply(lm, iv, positions=positions))
+    for i in range(len(TEXTS)):
         assert (last[i] - ours[i][-1]).abs().max() > 1e-3  # "last" is not "all"
     bake(lm, iv, tmp_path / "baked")
     assert verify_baked(lm, iv, tmp_path / "baked", texts=TEXTS, atol=1e-4) <= 1e-4
