@@ -121,8 +121,8 @@ def steer_sweep(cli, data_dir, tmp_path):
     def run(method: str, alphas: str):
         out = tmp_path / "s"
         text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir,
-                    "--limit", "6", "--method", method, "--layers", "1", "--alphas", alphas, "--folds", "2", "--ce-texts", "0",
-                    "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
+                    "--limit", "6", "--method", method, "--layers", "1", "--alphas", alphas, "--folds", "2",
+                    "--ce-texts", "0", "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
         return text, json.loads((out / "results.json").read_text())
     return run
 
