@@ -6,7 +6,8 @@ import torch
 import pytest
 
 from veracity.models import (ArchSpec, ModelNotAvailable, UnsupportedArchitecture, build_tiny, list_aliases, load,
-                             weights_fingerprint)
+                             load_checked, weights_fingerprint)
+from veracity.validation import BadInput
 
 
 @pytest.mark.parametrize("alias,kind,heads,kv,hd,hidden", [
@@ -55,6 +56,20 @@ def test_errors(tmp_path):
         load(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="dtype"):
         load("tiny-llama", dtype="float8")
+
+
+def test_load_checked_turns_a_missing_model_and_bad_layers_into_bad_input(tmp_path):
+    """A study's --model and --layers: the loader's own message, as a BadInput; layers checked on the model's depth."""
+    with pytest.raises(ModelNotAvailable) as plain:
+        load(str(tmp_path / "missing.gguf"))
+    with pytest.raises(BadInput) as checked:
+        load_checked(str(tmp_path / "missing.gguf"))
+    assert str(checked.value) == str(plain.value)
+    n = load("tiny-llama", device="cpu").arch.n_layers
+    lm = load_checked("tiny-llama", "cpu", [0, -1])
+    assert lm.arch.n_layers == n and lm.fingerprint == load("tiny-llama", device="cpu").fingerprint
+    with pytest.raises(BadInput, match=f"--layers: layer {n} out of range for a {n}-layer model"):
+        load_checked("tiny-llama", "cpu", [n])
 
 
 def test_unsupported_architecture_names_what_is_missing():

@@ -17,16 +17,9 @@ from veracity.steer.ace import AceSteer, fit_ace
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _rows(n=40, d=6, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    X = rng.normal(size=(n, 1, d)) + 1.5 * y[:, None, None] * rng.normal(size=d)
-    return X, y
-
-
 @pytest.mark.parametrize("reference", ["false", "all"])
-def test_alpha_zero_removes_the_component_about_the_reference(reference):
-    X, y = _rows()
+def test_alpha_zero_removes_the_component_about_the_reference(reference, labelled_rows):
+    X, y = labelled_rows(40, 6)
     steer = fit_ace(torch.tensor(X), torch.tensor(y), [0], reference=reference, alpha=0.0)
     diff = X[y == 1, 0].mean(0) - X[y == 0, 0].mean(0)
     u = diff / np.linalg.norm(diff)
@@ -39,8 +32,8 @@ def test_alpha_zero_removes_the_component_about_the_reference(reference):
 
 
 @pytest.mark.parametrize("normalize", ["raw", "sigma", "unit"])
-def test_alpha_sets_the_coordinate_in_normalize_units(normalize):
-    X, y = _rows()
+def test_alpha_sets_the_coordinate_in_normalize_units(normalize, labelled_rows):
+    X, y = labelled_rows(40, 6)
     steer = fit_ace(torch.tensor(X), torch.tensor(y), [0], normalize=normalize, alpha=1.5)
     u = steer.directions[0].double().numpy()
     proj = X[:, 0] @ u
@@ -52,39 +45,28 @@ def test_alpha_sets_the_coordinate_in_normalize_units(normalize):
     np.testing.assert_allclose(rest(got), rest(h.double().numpy()), atol=1e-5)
 
 
-def _layer_out(lm, layer, ids):
-    out = {}
-    h = lm.arch.layer(lm.model, layer).register_forward_hook(lambda m, a, o: out.setdefault("h", o[0] if isinstance(o, tuple) else o))
-    try:
-        with torch.no_grad():
-            lm.model(input_ids=ids)
-    finally:
-        h.remove()
-    return out["h"]
-
-
-def test_hooks_on_a_tiny_model_ablate_about_the_reference(tiny_llama):
+def test_hooks_on_a_tiny_model_ablate_about_the_reference(tiny_llama, layer_outputs):
     lm, D = tiny_llama, tiny_llama.arch.hidden_size
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(30, 1, D, generator=g), torch.arange(30) % 2
     X[y == 1] += torch.randn(D, generator=g)
     steer = fit_ace(X, y, [1], alpha=0.0)
     ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
-    plain = _layer_out(lm, 1, ids)
+    plain = layer_outputs(lm, ids)[1]
     with steer.apply(lm):
-        hooked = _layer_out(lm, 1, ids)  # registered after apply's hook: sees the steered output
+        hooked = layer_outputs(lm, ids)[1]  # registered after apply's hook: sees the steered output
     with steer.apply(lm, positions="last"):
-        last = _layer_out(lm, 1, ids)
+        last = layer_outputs(lm, ids)[1]
     u, r = steer.directions[0], float(steer.ref_proj[0])
     torch.testing.assert_close(hooked @ u, torch.full((1, 6), r), atol=1e-5, rtol=0)
     torch.testing.assert_close(hooked - (hooked @ u)[..., None] * u, plain - (plain @ u)[..., None] * u, atol=1e-5, rtol=0)
     torch.testing.assert_close(last[:, :-1], plain[:, :-1], atol=0, rtol=0)
     torch.testing.assert_close(last[:, -1], hooked[:, -1], atol=0, rtol=0)
-    torch.testing.assert_close(_layer_out(lm, 1, ids), plain, atol=0, rtol=0)  # hooks removed
+    torch.testing.assert_close(layer_outputs(lm, ids)[1], plain, atol=0, rtol=0)  # hooks removed
 
 
-def test_save_load_round_trip_and_no_bake(tiny_llama, tmp_path):
-    X, y = _rows(d=tiny_llama.arch.hidden_size)
+def test_save_load_round_trip_and_no_bake(tiny_llama, tmp_path, labelled_rows):
+    X, y = labelled_rows(40, tiny_llama.arch.hidden_size)
     steer = fit_ace(torch.tensor(X), torch.tensor(y), [2], reference="all", normalize="sigma", alpha=2.5,
                     provenance={"fold": 1})
     back = AceSteer.load(steer.save(tmp_path / "ace"))
@@ -115,11 +97,7 @@ def test_runs_as_a_method_on_the_training_fold(tiny_llama, data_dir, tmp_path):
     assert pm.factory() is not None
 
 
-def test_steer_sweep_runs_ace(data_dir, tmp_path, cli):
-    out = tmp_path / "s"
-    text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "6",
-                "--method", "ace", "--layers", "1", "--alphas", "0,1", "--folds", "2", "--ce-texts", "0",
-                "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
+def test_steer_sweep_runs_ace(steer_sweep):
+    text, res = steer_sweep("ace", "0,1")
     assert "ace sweep" in text
-    res = json.loads((out / "results.json").read_text())
     assert res["method"] == "ace" and {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 0.0), (1, 1.0)}  # 0: the ablation

@@ -5,7 +5,6 @@ hooks on a tiny model, save/load, `few-shot+angular` and `veracity steer sweep -
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -19,15 +18,13 @@ from veracity.steer.angular import AngularSteer, fit_angular
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _rows(n=50, d=8, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    X = rng.normal(size=(n, 1, d)) * np.linspace(0.5, 3, d) + 2.0 * y[:, None, None] * rng.normal(size=d) + 1.0
-    return X, y
+def _rows(labelled_rows, d=8):
+    """Rows with unequal spreads per coordinate (so the top principal component is well defined) and an offset."""
+    return labelled_rows(50, d, gap=2.0, spread=(0.5, 3), offset=1.0)
 
 
-def test_second_axis_is_the_top_pc_orthogonal_to_the_direction():
-    X, y = _rows()
+def test_second_axis_is_the_top_pc_orthogonal_to_the_direction(labelled_rows):
+    X, y = _rows(labelled_rows)
     steer = fit_angular(torch.tensor(X), torch.tensor(y), [0])
     b1 = X[y == 1, 0].mean(0) - X[y == 0, 0].mean(0)
     b1 /= np.linalg.norm(b1)
@@ -41,8 +38,8 @@ def test_second_axis_is_the_top_pc_orthogonal_to_the_direction():
 
 
 @pytest.mark.parametrize("angle", [0.0, 37.0, 90.0, 180.0, 300.0])
-def test_rotation_keeps_the_norm_and_equals_a_hand_2d_rotation(angle):
-    X, y = _rows()
+def test_rotation_keeps_the_norm_and_equals_a_hand_2d_rotation(angle, labelled_rows):
+    X, y = _rows(labelled_rows)
     steer = fit_angular(torch.tensor(X), torch.tensor(y), [0], angle=angle)
     h = torch.tensor(np.random.default_rng(2).normal(size=(7, 8)) * 4, dtype=torch.float32)
     got = steer.transform(0, h)
@@ -57,8 +54,8 @@ def test_rotation_keeps_the_norm_and_equals_a_hand_2d_rotation(angle):
     np.testing.assert_allclose(rest(got.double().numpy()), rest(hd), atol=1e-5)
 
 
-def test_adaptive_rotates_only_activations_aligned_with_the_direction():
-    X, y = _rows()
+def test_adaptive_rotates_only_activations_aligned_with_the_direction(labelled_rows):
+    X, y = _rows(labelled_rows)
     plain = fit_angular(torch.tensor(X), torch.tensor(y), [0], angle=120.0)
     ada = fit_angular(torch.tensor(X), torch.tensor(y), [0], angle=120.0, adaptive=True)
     h = torch.randn(64, 8, generator=torch.Generator().manual_seed(3)) * 3
@@ -70,27 +67,16 @@ def test_adaptive_rotates_only_activations_aligned_with_the_direction():
     torch.testing.assert_close(out.norm(dim=-1), h.norm(dim=-1), atol=1e-5, rtol=1e-6)
 
 
-def test_hooks_on_a_tiny_model_and_files(tiny_llama, tmp_path):
+def test_hooks_on_a_tiny_model_and_files(tiny_llama, tmp_path, labelled_rows, layer_outputs):
     lm, D = tiny_llama, tiny_llama.arch.hidden_size
-    X, y = _rows(d=D)
+    X, y = _rows(labelled_rows, D)
     steer = fit_angular(torch.tensor(X), torch.tensor(y), [1], angle=75.0)
     ids = torch.tensor([[1, 4, 7, 10, 13]])
-    got = {}
-
-    def grab(m, a, o):
-        got["h"] = (o[0] if isinstance(o, tuple) else o).detach().clone()
-
-    with torch.no_grad():
-        hd = lm.arch.layer(lm.model, 1).register_forward_hook(grab)
-        lm.model(input_ids=ids)
-        plain = got["h"]
-        hd.remove()
-        with steer.apply(lm):
-            hd = lm.arch.layer(lm.model, 1).register_forward_hook(grab)  # after the steer's: sees its output
-            lm.model(input_ids=ids)
-            hd.remove()
-    torch.testing.assert_close(got["h"].norm(dim=-1), plain.norm(dim=-1), atol=1e-5, rtol=1e-6)
-    torch.testing.assert_close(got["h"], steer.transform(0, plain), atol=1e-6, rtol=0)
+    plain = layer_outputs(lm, ids)[1]
+    with steer.apply(lm):
+        got = layer_outputs(lm, ids)[1]  # hooks registered after the steer's: they see its output
+    torch.testing.assert_close(got.norm(dim=-1), plain.norm(dim=-1), atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(got, steer.transform(0, plain), atol=1e-6, rtol=0)
     back = AngularSteer.load(steer.save(tmp_path / "ang"))
     assert torch.equal(back.b1, steer.b1) and torch.equal(back.b2, steer.b2) and back.alpha == 75.0
     with pytest.raises(NotBakeable):
@@ -101,7 +87,7 @@ def test_hooks_on_a_tiny_model_and_files(tiny_llama, tmp_path):
         AceSteer.load(tmp_path / "ang")
 
 
-def test_runs_as_a_method_and_in_the_sweep(tiny_llama, data_dir, tmp_path, cli):
+def test_runs_as_a_method_and_in_the_sweep(tiny_llama, data_dir, tmp_path, cli, steer_sweep):
     from veracity.data import load_truthfulqa
 
     items = load_truthfulqa(data_dir)[:8]
@@ -111,12 +97,8 @@ def test_runs_as_a_method_and_in_the_sweep(tiny_llama, data_dir, tmp_path, cli):
                         acts=tmp_path / "acts")
     assert isinstance(pm.intervention, AngularSteer) and pm.intervention.adaptive
     assert pm.intervention.alpha == 45.0 and pm.intervention.layers == [tiny_llama.arch.n_layers - 1]
-    out = tmp_path / "s"
-    text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "6",
-                "--method", "angular", "--layers", "1", "--alphas", "0,90", "--folds", "2", "--ce-texts", "0",
-                "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
+    text, res = steer_sweep("angular", "0,90")
     assert "angular sweep" in text
-    res = json.loads((out / "results.json").read_text())
     assert {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 0.0), (1, 90.0)}  # angle 0 is no identity
     bad = cli(["steer", "sweep", "--model", "tiny-llama", "--method", "angular", "--normalize", "unit",
                "--out", tmp_path / "t"], code=2)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -100,22 +98,12 @@ def test_gpt2_conv1d_bias_absorbs_shift():
     torch.testing.assert_close(sd["transformer.h.2.attn.c_proj.bias"], c.bias + iv.layer_shifts()[2] @ c.weight)
 
 
-def test_baked_loads_without_veracity(tmp_path, tiny_llama):
+def test_baked_loads_without_veracity(tmp_path, standalone_logits, tiny_llama):
     lm = tiny_llama
     iv = make_iv(lm)
     bake(lm, iv, tmp_path / "baked")
     ids = lm.tokenizer(TEXTS[0])["input_ids"]
-    code = (
-        "import sys, json, torch\n"
-        "from transformers import AutoModelForCausalLM\n"
-        f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'baked')!r}, dtype=torch.float32)\n"
-        f"out = m(input_ids=torch.tensor([{ids}])).logits[0, -1].tolist()\n"
-        "assert not any(k.startswith('veracity') for k in sys.modules)\n"
-        "print(json.dumps(out))\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stderr[-2000:]
-    got = torch.tensor(json.loads(res.stdout.strip().splitlines()[-1]))
+    got = standalone_logits(tmp_path / "baked", ids)
     with torch.no_grad(), apply(lm, iv, positions="all"):
         want = lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
     assert (got - want).abs().max() < 1e-4
@@ -139,39 +127,20 @@ def _hand_iti(lm, iv, last_only=False):
 
 
 @pytest.mark.real
-def test_real_model_iti_equals_hand_hooks_and_bakes_exactly(real_lm, tmp_path):
+def test_real_model_iti_equals_hand_hooks_and_bakes_exactly(real_lm, tmp_path, against_hand_hooks):
     """Both real architectures: `apply` == hand-written hooks (every position; the last real token of a
     left-padded batch == that token of each text alone), and the baked folder == the hooks. Gemma 3 bakes
     too: its o_proj output goes through post_attention_layernorm, so an o_proj bias is exactly the shift."""
     import shutil
-
-    from veracity.capture import pad_batch
 
     lm, a = real_lm, real_lm.arch
     g = torch.Generator().manual_seed(0)
     heads = [(0, a.n_heads - 1), (a.n_layers // 2, 1), (a.n_layers - 1, 0)]  # first/last layer, last head
     iv = Intervention(heads, F.normalize(torch.randn(len(heads), a.head_dim, generator=g), dim=-1),
                       torch.rand(len(heads), generator=g) + 0.5, 3.0, a.n_layers, a.n_heads, a.head_dim)
-    ids = [lm.tokenizer(t)["input_ids"] for t in TEXTS]
-
-    def each(hooks=()):
-        try:
-            return [lm.model(input_ids=torch.tensor([i])).logits[0] for i in ids]
-        finally:
-            for h in hooks:
-                h.remove()
-
-    with torch.no_grad():
-        plain, hand, hand_last = each(), each(_hand_iti(lm, iv)), each(_hand_iti(lm, iv, last_only=True))
-        with apply(lm, iv, positions="all"):
-            ours = each()
-        x, m, p = pad_batch(ids, lm.tokenizer.pad_token_id, "left", "cpu")
-        with apply(lm, iv, positions="last"):
-            last = lm.model(input_ids=x, attention_mask=m, position_ids=p).logits[:, -1]
-    for i in range(len(ids)):
-        assert (ours[i] - hand[i]).abs().max() < 1e-4
-        assert (ours[i] - plain[i]).abs().amax(-1).min() > 1e-3  # every position moved
-        assert (last[i] - hand_last[i][-1]).abs().max() < 1e-4
+    *_, ours, last = against_hand_hooks(lm, TEXTS, lambda last_only: _hand_iti(lm, iv, last_only),
+                                        lambda positions: apply(lm, iv, positions=positions))
+    for i in range(len(TEXTS)):
         assert (last[i] - ours[i][-1]).abs().max() > 1e-3  # "last" is not "all"
     bake(lm, iv, tmp_path / "baked")
     assert verify_baked(lm, iv, tmp_path / "baked", texts=TEXTS, atol=1e-4) <= 1e-4

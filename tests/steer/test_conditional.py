@@ -4,6 +4,8 @@ the fire rates equal a hand count; save/load; `few-shot+conditional` prepared on
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -16,29 +18,17 @@ from veracity.steer.conditional import ConditionalSteer, fit_conditional, linear
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _outputs(lm, layer, ids, steer=None):
-    got = {}
-
-    def grab(m, a, o):
-        got["h"] = (o[0] if isinstance(o, tuple) else o).detach().clone()
-
-    with torch.no_grad():
-        if steer is None:
-            hd = lm.arch.layer(lm.model, layer).register_forward_hook(grab)
-            lm.model(input_ids=ids)
-        else:
-            with steer.apply(lm):
-                hd = lm.arch.layer(lm.model, layer).register_forward_hook(grab)  # sees the steered output
-                lm.model(input_ids=ids)
-        hd.remove()
-    return got["h"]
+def _outputs(layer_outputs, lm, layer, ids, steer=None):
+    """Decoder layer `layer`'s output for `ids`, with `steer` hooked in when given (read after its hooks)."""
+    with steer.apply(lm) if steer is not None else contextlib.nullcontext():
+        return layer_outputs(lm, ids)[layer]
 
 
 @pytest.mark.parametrize("probe", ["logistic", "mass-mean"])
-def test_applies_exactly_where_the_probe_fires(tiny_llama, probe):
+def test_applies_exactly_where_the_probe_fires(tiny_llama, probe, layer_outputs):
     lm, D = tiny_llama, tiny_llama.arch.hidden_size
     ids = torch.tensor([[1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23]])
-    plain = _outputs(lm, 1, ids)[0]
+    plain = _outputs(layer_outputs, lm, 1, ids)[0]
     # condition rows: this text's own layer-1 outputs, labelled so that about half the positions read "false"
     y = (plain[:, 0] > plain[:, 0].median()).long()
     inner = ResidualSteer([1], torch.randn(1, D, generator=torch.Generator().manual_seed(0)), alpha=2.0)
@@ -46,7 +36,7 @@ def test_applies_exactly_where_the_probe_fires(tiny_llama, probe):
     p = make_probe(probe).fit(plain.float(), y)
     fire = torch.as_tensor(p.predict_proba(plain.float())).reshape(-1) < 0.5  # P(true) < 0.5: P(false) > 0.5
     assert fire.any() and (~fire).any()
-    hooked = _outputs(lm, 1, ids, steer)[0]
+    hooked = _outputs(layer_outputs, lm, 1, ids, steer)[0]
     torch.testing.assert_close(hooked[~fire], plain[~fire], atol=0, rtol=0)
     torch.testing.assert_close(hooked[fire], plain[fire] + 2.0 * inner.vectors[0], atol=1e-6, rtol=0)
     rates = steer.provenance["fire_rate"]["train"]
@@ -54,19 +44,19 @@ def test_applies_exactly_where_the_probe_fires(tiny_llama, probe):
     assert rates["control"] == pytest.approx(float(fire[y == 1].double().mean()))
 
 
-def test_later_layers_follow_the_first_layers_decision(tiny_llama, tmp_path):
+def test_later_layers_follow_the_first_layers_decision(tiny_llama, tmp_path, layer_outputs):
     lm, D = tiny_llama, tiny_llama.arch.hidden_size
     ids = torch.tensor([[2, 4, 6, 8, 10, 12, 14, 16]])
     g = torch.Generator().manual_seed(1)
     X, y = torch.randn(40, 2, D, generator=g), torch.arange(40) % 2
     X[y == 1] += torch.randn(2, D, generator=g)
     inner = fit_ace(X, y, [1, 2], alpha=0.0)
-    plain1 = _outputs(lm, 1, ids)[0]
+    plain1 = _outputs(layer_outputs, lm, 1, ids)[0]
     w, b = linear_probe(plain1, (plain1[:, 1] > plain1[:, 1].median()).long())
     steer = ConditionalSteer(inner, w, b, threshold=0.5)
     fire = torch.sigmoid(-(plain1 @ w + b)) > 0.5
     assert fire.any() and (~fire).any()
-    h1, h2 = _outputs(lm, 1, ids, steer)[0], _outputs(lm, 2, ids, steer)[0]
+    h1, h2 = _outputs(layer_outputs, lm, 1, ids, steer)[0], _outputs(layer_outputs, lm, 2, ids, steer)[0]
     u1, u2 = inner.directions
     torch.testing.assert_close(h1[~fire], plain1[~fire], atol=0, rtol=0)
     torch.testing.assert_close(h1[fire] @ u1, inner.ref_proj[0].expand(int(fire.sum())), atol=1e-5, rtol=0)
@@ -74,7 +64,7 @@ def test_later_layers_follow_the_first_layers_decision(tiny_llama, tmp_path):
     back = ConditionalSteer.load(steer.save(tmp_path / "cond"))
     assert torch.equal(back.probe_w, steer.probe_w) and back.probe_b == steer.probe_b
     assert torch.equal(back.inner.directions, inner.directions) and back.inner.method == "ace"
-    torch.testing.assert_close(_outputs(lm, 2, ids, back)[0], h2, atol=0, rtol=0)
+    torch.testing.assert_close(_outputs(layer_outputs, lm, 2, ids, back)[0], h2, atol=0, rtol=0)
     with pytest.raises(NotBakeable):
         steer.bake(lm, tmp_path / "baked")
     assert steer.with_alpha(1.5).inner.alpha == 1.5

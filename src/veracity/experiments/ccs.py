@@ -170,7 +170,7 @@ def run_ccs(cfg: CCSConfig, out, overwrite: bool = False, log: Callable[[str], N
     check_out_folder(out, "ccs", overwrite=overwrite)  # before reading any input or loading a model
     from ..capture import capture
     from ..data import get_dataset
-    from ..models import ModelNotAvailable, load
+    from ..models import load_checked
     from ..probes import site_matrix
     from ..probes.zero_shot import contrast_scores
     from ..runs import RunFolder
@@ -194,10 +194,7 @@ def run_ccs(cfg: CCSConfig, out, overwrite: bool = False, log: Callable[[str], N
         check_layers(cfg.layers, store.n_layers)
     lm = None
     if store is None or cfg.zero_shot:
-        try:
-            lm = load(cfg.model, device=cfg.device)
-        except ModelNotAvailable as e:
-            raise BadInput(str(e)) from None
+        lm = load_checked(cfg.model, cfg.device)
     acts = cfg.acts
     if store is None:
         check_layers(cfg.layers, lm.arch.n_layers)  # before capturing every layer

@@ -418,17 +418,13 @@ def _captured(cfg: ProbeConfig, site: str):
     import torch
     from ..capture import capture_dataset
     from ..data import get_dataset
-    from ..models import ModelNotAvailable, load
-    from ..validation import BadInput, check_layers
+    from ..models import load_checked
+    from ..validation import BadInput
 
     ds = get_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit)
     if ds.labels is None:
         raise BadInput(f"{cfg.dataset} has no labels; probe a labelled data set")
-    try:
-        lm = load(cfg.model, device=cfg.device)
-    except ModelNotAvailable as e:
-        raise BadInput(str(e)) from None
-    check_layers(cfg.layers, lm.arch.n_layers)
+    lm = load_checked(cfg.model, cfg.device, cfg.layers)
     sites = site if cfg.layers is None else ",".join(f"{site}.{lm.arch.resolve_layer(l)}" for l in cfg.layers)
     return capture_dataset(lm, ds, sites, positions=cfg.positions, batch_size=cfg.batch_size,
                            dtype=getattr(torch, cfg.dtype), progress=False)

@@ -108,11 +108,11 @@ def run_probe_polarity(cfg: PolarityConfig, out, overwrite: bool = False,
     """Check the methods, data and run folder before loading the model; capture the last-token residual
     stream of every statement at the chosen layers; run `probes.sanity.run_polarity_experiment`."""
     from ..capture import capture
-    from ..models import ModelNotAvailable, load
+    from ..models import load_checked
     from ..probes import make_probe
     from ..probes.sanity import polarity_statements, run_polarity_experiment
     from ..runs import RunFolder, check_out_folder
-    from ..validation import BadInput, check_layers
+    from ..validation import BadInput
 
     check_out_folder(out, "probe-polarity", overwrite=overwrite)  # before reading any input or loading a model
     try:
@@ -127,11 +127,7 @@ def run_probe_polarity(cfg: PolarityConfig, out, overwrite: bool = False,
                                             "keep_twins": cfg.keep_twins, "rows": len(ds),
                                             "content_hash": ds.content_hash},
                     overwrite=overwrite, seed=cfg.seed, defer=True)
-    try:
-        lm = load(cfg.model, device=cfg.device)
-    except ModelNotAvailable as e:
-        raise BadInput(str(e)) from None
-    check_layers(cfg.layers, lm.arch.n_layers)
+    lm = load_checked(cfg.model, cfg.device, cfg.layers)
     run.start()
     absl = list(range(lm.arch.n_layers)) if cfg.layers is None else [lm.arch.resolve_layer(l) for l in cfg.layers]
     log(f"{len(ds)} statements, {len(absl)} layers")
@@ -214,7 +210,7 @@ def _contrast_pairs(cfg: DistractorConfig):
     from ..capture import capture
     from ..capture.store import open_checked
     from ..data import get_dataset
-    from ..models import ModelNotAvailable, load
+    from ..models import load_checked
     from ..validation import BadInput, check_layers
 
     if cfg.acts is not None:
@@ -226,11 +222,7 @@ def _contrast_pairs(cfg: DistractorConfig):
     ds = get_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed)
     if not ds.meta or "x_plus" not in ds.meta[0]:
         raise BadInput(f"{cfg.dataset} has no contrast pairs (meta x_plus/x_minus); use boolq")
-    try:
-        lm = load(cfg.model, device=cfg.device)
-    except ModelNotAvailable as e:
-        raise BadInput(str(e)) from None
-    check_layers(cfg.layers, lm.arch.n_layers)
+    lm = load_checked(cfg.model, cfg.device, cfg.layers)
     return capture(lm, [m["x_plus"] for m in ds.meta] + [m["x_minus"] for m in ds.meta], "resid", positions="last",
                    batch_size=cfg.batch_size, labels=list(ds.labels) * 2, dataset_name=f"{ds.name}-contrast",
                    progress=False)

@@ -279,6 +279,20 @@ def load(name_or_path: str = DEFAULT_MODEL, dtype="float32", device: str | None 
     return _load_hf(name, name, torch_dtype, device, device_map, local_only=False)
 
 
+def load_checked(name_or_path: str, device: str | None = None, layers=None, option: str = "--layers") -> LoadedModel:
+    """`load` for a study's --model: a model that is not there is the user's error (`BadInput`, one line, exit
+    status 2 in the CLI), and `layers` (the study's `option`) are checked against the model's depth before any
+    capture."""
+    from ..validation import BadInput, check_layers
+
+    try:
+        lm = load(name_or_path, device=device)
+    except ModelNotAvailable as e:
+        raise BadInput(str(e)) from None
+    check_layers(layers, lm.arch.n_layers, option)
+    return lm
+
+
 _FILE_SUFFIXES = (".gguf", ".safetensors", ".bin", ".pt", ".pth", ".json", ".txt", ".ggml", ".onnx")
 
 

@@ -46,48 +46,51 @@ MC_SHIFT_FROM = ("answer-start", "legacy")
 
 
 def _unpack(target) -> tuple[nn.Module, ArchSpec]:
+    """(model, arch) of a `LoadedModel`, a Hugging Face model or (model, ArchSpec): what every steer is applied to."""
     if hasattr(target, "model") and hasattr(target, "arch"):  # LoadedModel
         return target.model, target.arch
+    if isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], ArchSpec):
+        return target[0], target[1]
     if isinstance(target, nn.Module):
         return target, ArchSpec.from_model(target)
-    raise TypeError(f"apply() needs a LoadedModel or a torch module, got {type(target).__name__}")
+    raise TypeError(f"expected a LoadedModel, a Hugging Face model or (model, ArchSpec), got {type(target).__name__}")
+
+
+def check_positions(positions: str) -> None:
+    """ValueError unless `positions` is one of `POSITIONS` (every steer's hooks take the same three)."""
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+
+
+def last_token_mask(h: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """[B, T] bool: True at the last real token of each row of h [B, T, D]: by the forward call's attention mask
+    when it covers the rows (either padding side), else position T-1. The one rule of every "last" hook."""
+    B, T = h.shape[0], h.shape[-2]
+    out = torch.zeros(B, T, dtype=torch.bool, device=h.device)
+    m = attention_mask
+    if m is not None and m.dim() == 2 and m.shape[0] == B and m.shape[1] >= T:
+        cur = m[:, -T:].to(h.device).bool()
+        pos = torch.arange(T, device=h.device).expand_as(cur)
+        idx = torch.where(cur, pos, torch.full_like(pos, -1)).amax(1)
+        rows = (idx >= 0).nonzero().squeeze(1)
+        out[rows, idx[rows]] = True
+    else:
+        out[:, -1] = True
+    return out
 
 
 def add_at_last_token(x: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """x [B, T, D] (a copy) with v added at the last real token of each row: by `mask` (the forward's
-    attention mask, either padding side) when it covers the rows, else at T-1. Shared by ITI and residual hooks."""
-    T = x.shape[-2]
+    """x [B, T, D] (a copy) with v added at the last real token of each row (`last_token_mask`)."""
     x = x.clone()
-    if mask is not None and mask.dim() == 2 and mask.shape[0] == x.shape[0] and mask.shape[1] >= T:
-        cur = mask[:, -T:].to(x.device).bool()
-        pos = torch.arange(T, device=x.device).expand_as(cur)
-        idx = torch.where(cur, pos, torch.full_like(pos, -1)).amax(1)
-        rows = (idx >= 0).nonzero().squeeze(1)
-        x[rows, idx[rows]] += v
-    else:
-        x[..., -1, :] += v
+    x[last_token_mask(x, mask)] += v
     return x
 
 
-@contextlib.contextmanager
-def apply(target, intervention: Intervention, positions: str = "all",
-          alpha: float | None = None, start: int | None = None) -> Iterator[Intervention]:
-    """Add alpha * sigma * direction to each selected head's o_proj input while the block runs.
-
-    target: a `LoadedModel` or a Hugging Face causal LM. alpha: overrides the intervention's alpha.
-    start (positions "all" only): shift only sequence positions >= start (see the module docstring).
-    Yields the intervention actually applied.
-    """
-    if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
-    if start is not None and positions == "last":
-        raise ValueError("start applies to positions='all' only")
-    model, arch = _unpack(target)
-    iv = intervention if alpha is None else intervention.with_alpha(alpha)
-    iv.check_model(arch)
-    shifts = iv.layer_shifts()
-    last_only = positions == "last"
-    state: dict = {"mask": None, "pos": None, "past": 0}
+def shift_adder(shifts: dict[int, torch.Tensor], state: dict, last_only: bool):
+    """(vec, add), the hook factory's two halves: `vec(layer, x)` is shifts[layer] on x's device and dtype
+    (converted once per (layer, device, dtype), not per token); `add(layer, x)` is x plus that vector at every
+    position, or with `last_only` (in a multi-token call) at the last real token of each row, found by
+    `state["mask"]` (the call's attention mask). What ITI's and residual steering's hooks add with."""
     cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
 
     def vec(layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -97,11 +100,40 @@ def apply(target, intervention: Intervention, positions: str = "all",
             v = cache[key] = shifts[layer].to(device=x.device, dtype=x.dtype)
         return v
 
+    def add(layer: int, x: torch.Tensor) -> torch.Tensor:
+        v = vec(layer, x)
+        if not last_only or x.dim() < 3 or x.shape[-2] == 1:
+            return x + v
+        return add_at_last_token(x, v, state["mask"])
+
+    return vec, add
+
+
+@contextlib.contextmanager
+def apply(target, intervention: Intervention, positions: str = "all",
+          alpha: float | None = None, start: int | None = None) -> Iterator[Intervention]:
+    """Add alpha * sigma * direction to each selected head's o_proj input while the block runs.
+
+    target: a `LoadedModel`, a Hugging Face causal LM or (model, ArchSpec). alpha: overrides the intervention's alpha.
+    start (positions "all" only): shift only sequence positions >= start (see the module docstring).
+    Yields the intervention actually applied.
+    """
+    check_positions(positions)
+    if start is not None and positions == "last":
+        raise ValueError("start applies to positions='all' only")
+    model, arch = _unpack(target)
+    iv = intervention if alpha is None else intervention.with_alpha(alpha)
+    iv.check_model(arch)
+    shifts = iv.layer_shifts()
+    last_only = positions == "last"
+    state: dict = {"mask": None, "pos": None, "past": 0}
+    vec, add = shift_adder(shifts, state, last_only)
+
     def make_hook(layer: int):
         def hook(module, args):
             x = args[0]
-            v = vec(layer, x)
             if start is not None and x.dim() >= 3:
+                v = vec(layer, x)
                 T = x.shape[-2]
                 pos = state["pos"]
                 if pos is not None and pos.shape[-1] >= T:
@@ -113,9 +145,7 @@ def apply(target, intervention: Intervention, positions: str = "all",
                     p = torch.arange(past, past + T, device=x.device)[None]
                 keep = (p >= start).to(x.dtype)[..., None]  # [B or 1, T, 1]
                 return (x + keep * v, *args[1:])
-            if not last_only or x.dim() < 3 or x.shape[-2] == 1:
-                return (x + v, *args[1:])
-            return (add_at_last_token(x, v, state["mask"]), *args[1:])
+            return (add(layer, x), *args[1:])
         return hook
 
     def record_mask(module, args, kwargs):

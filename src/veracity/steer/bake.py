@@ -27,14 +27,19 @@ from pathlib import Path
 
 import torch
 
-from ..models.arch import ArchSpec, UnsupportedArchitecture
+from ..models.arch import UnsupportedArchitecture
 from ..validation import BadInput
 from ..models.loader import state_items
 from ..runs import write_json_atomic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, ContextManager
+
+from .apply import _unpack
 
 if TYPE_CHECKING:  # annotations only: intervention.py calls this module for its Steer methods
     from .intervention import Intervention
+
+#: what `verify_baked` and `verify_residual_baked` run when given no texts
+VERIFY_TEXTS = ["Q: What happens if you crack your knuckles a lot? A: Nothing in particular happens."]
 
 
 class BakeFailed(BadInput):
@@ -46,12 +51,6 @@ class BakeFailed(BadInput):
 _TO_LLAMA = ("qwen2", "mistral")
 _LLAMA_DROP = ("use_sliding_window", "sliding_window", "max_window_layers", "layer_types", "model_type",
                "architectures", "auto_map", "_name_or_path", "transformers_version", "dtype", "torch_dtype")
-
-
-def _unpack(target):
-    if hasattr(target, "model") and hasattr(target, "arch"):
-        return target.model, target.arch, getattr(target, "tokenizer", None)
-    return target, ArchSpec.from_model(target), None
 
 
 def _fingerprint(target) -> str:
@@ -117,7 +116,7 @@ def baked_state_dict(target, intervention: Intervention,
                      o_proj_only: bool = False) -> tuple[dict[str, torch.Tensor], object, str]:
     """(state dict of the baked model, its config, how the bias was made to exist). Shares unchanged
     tensors with the original model; bias tensors are new."""
-    model, arch, _ = _unpack(target)
+    model, arch = _unpack(target)
     # same shape is not enough: the fingerprint tells a tiny-llama fit from a same-shaped tiny-qwen2
     intervention.check_model(arch, _fingerprint(target) if intervention.fingerprint else None)
     shifts = intervention.layer_shifts()
@@ -126,25 +125,7 @@ def baked_state_dict(target, intervention: Intervention,
     cfg, how = _baked_config(model.config, needs_bias, o_proj_only)
     sd = dict(state_items(model))  # weights offloaded by a device_map (cpu/disk) are read from their store
     w_first = sd[_module_name(model, first) + ".weight"]
-    # which parameters does the new config create that the old model lacks? (meta device: no memory)
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(cfg)
-    new_shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    new_sd: dict[str, torch.Tensor] = {}
-    for k, shape in new_shapes.items():
-        if k in sd:
-            if tuple(sd[k].shape) != shape:
-                raise UnsupportedArchitecture(f"bake: {k} has shape {tuple(sd[k].shape)}, new config wants {shape}")
-            new_sd[k] = sd[k]
-        elif k.endswith(".bias"):
-            new_sd[k] = torch.zeros(shape, dtype=w_first.dtype, device=w_first.device)
-        else:
-            raise UnsupportedArchitecture(f"bake: the new config adds a non-bias parameter {k}")
-    missing = [k for k in sd if k not in new_shapes and not k.endswith("inv_freq")]
-    if missing:
-        raise UnsupportedArchitecture(f"bake: the new config lost parameters {missing[:3]}")
+    new_sd = with_new_biases(sd, cfg, w_first.dtype, w_first.device, UnsupportedArchitecture)
     for i in range(arch.n_layers):
         o = arch.attn_out(model, i)
         key = _module_name(model, o) + ".bias"
@@ -158,6 +139,33 @@ def baked_state_dict(target, intervention: Intervention,
         delta = s @ W if type(o).__name__ == "Conv1D" else W @ s  # Conv1D weight is [in, out]
         new_sd[key] = (new_sd[key].double() + delta.to(new_sd[key].device)).to(W0.dtype)
     return new_sd, cfg, how
+
+
+def with_new_biases(sd: dict[str, torch.Tensor], cfg, dtype: torch.dtype, device, error: type[Exception]
+                    ) -> dict[str, torch.Tensor]:
+    """The state dict of `cfg`'s model built from the source's `sd` (its tensors shared, no copy): a parameter
+    the baked config adds must be a bias (zeros of `dtype` on `device`, for the caller to fill), and no parameter
+    may change shape or be lost (`error` otherwise). The config's skeleton is built on the meta device (no
+    memory). Shared by every bake."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(cfg)
+    new_sd: dict[str, torch.Tensor] = {}
+    for k, t in skeleton.state_dict().items():
+        shape = tuple(t.shape)
+        if k in sd:
+            if tuple(sd[k].shape) != shape:
+                raise error(f"bake: {k} has shape {tuple(sd[k].shape)}, the baked config wants {shape}")
+            new_sd[k] = sd[k]
+        elif k.endswith(".bias"):
+            new_sd[k] = torch.zeros(shape, dtype=dtype, device=device)
+        else:
+            raise error(f"bake: the baked config adds a non-bias parameter {k}")
+    lost = [k for k in sd if k not in new_sd and not k.endswith("inv_freq")]
+    if lost:
+        raise error(f"bake: the baked config lost parameters {lost[:3]}")
+    return new_sd
 
 
 def write_model_folder(model, tokenizer, sd: dict, cfg, out: str | Path) -> Path:
@@ -187,22 +195,39 @@ def bake(target, intervention: Intervention, out: str | Path, tokenizer=None, o_
     baked model; the folder is built aside and renamed into place only when complete, so a failed bake (or a
     failed `verify`) leaves `out` as it was. `verify`: reload the staged folder and compare its logits with
     the hooks (`verify_baked`) before it is put in place; the difference is recorded in veracity_bake.json."""
+    return bake_folder(
+        target, out, tokenizer, lambda: baked_state_dict(target, intervention, o_proj_only),
+        lambda folder: intervention.write(folder / "veracity_intervention"),
+        lambda how: {"how": how, "semantics": "every position (a bias), prompt included",
+                     "heads": intervention.heads, "alpha": intervention.alpha},
+        (lambda folder: verify_baked(target, intervention, folder, atol=float("inf"))) if verify else None,
+        overwrite=overwrite)
+
+
+def bake_folder(target, out: str | Path, tokenizer, state: Callable[[], tuple[dict, object, str]],
+                write_steer: Callable[[Path], object], meta: Callable[[str], dict],
+                verify: Callable[[Path], float] | None, *, overwrite: bool = False) -> Path:
+    """What every bake does around its state dict: claim `out` through the writer guard (before any work), build
+    `state()` -> (state dict, config, how), write the model folder, the steer's own files (`write_steer(folder)`)
+    and veracity_bake.json (`meta(how)`), with `verify(folder)` (when given) recorded as
+    max_abs_logit_diff_vs_hooks. The folder is staged and renamed into place only when complete, so a failed
+    bake or verify (`BakeFailed`) leaves `out` as it was."""
     from ..outputs import Output
 
     dest = Output(out, "baked-model", overwrite=overwrite)
-    model, arch, tok = _unpack(target)
-    sd, cfg, how = baked_state_dict(target, intervention, o_proj_only)
+    model, _ = _unpack(target)
+    tok = tokenizer if tokenizer is not None else getattr(target, "tokenizer", None)
+    sd, cfg, how = state()
     with dest.writing() as folder:
-        write_model_folder(model, tokenizer or tok, sd, cfg, folder)
-        intervention.write(folder / "veracity_intervention")
-        meta = {"how": how, "semantics": "every position (a bias), prompt included",
-                "heads": intervention.heads, "alpha": intervention.alpha}
-        if verify:
+        write_model_folder(model, tok, sd, cfg, folder)
+        write_steer(folder)
+        fields = meta(how)
+        if verify is not None:
             try:
-                meta["max_abs_logit_diff_vs_hooks"] = verify_baked(target, intervention, folder, atol=float("inf"))
+                fields["max_abs_logit_diff_vs_hooks"] = verify(folder)
             except BakeFailed as e:
                 raise BakeFailed(f"{e}: the bake is refused, nothing was written to {dest.path}") from None
-        write_json_atomic(folder / "veracity_bake.json", meta)
+        write_json_atomic(folder / "veracity_bake.json", fields)
     return dest.path
 
 
@@ -211,22 +236,34 @@ def verify_baked(target, intervention: Intervention, folder: str | Path, texts: 
                  atol: float = 1e-4) -> float:
     """Max |logit difference| between the folder loaded with plain `from_pretrained` (fp32) and the hook
     version with every-position semantics; `BakeFailed` above `atol` or on any non-finite logit."""
-    from transformers import AutoModelForCausalLM
-
     from .apply import apply
 
-    model, arch, tok = _unpack(target)
+    model, _ = _unpack(target)
+    return verify_against_hooks(target, folder, lambda: apply(model, intervention, positions="all"), texts, atol,
+                                "the hook version")
+
+
+@torch.no_grad()
+def verify_against_hooks(target, folder: str | Path, hooked: Callable[[], ContextManager],
+                         texts: list[str] | None, atol: float, other: str) -> float:
+    """Max |logit difference| between the folder loaded with plain `from_pretrained` (fp32) and the target's model
+    inside `hooked()` (`other` names it in errors), over `texts` (default `VERIFY_TEXTS`; a tokenizer-less target
+    runs ids [1, 2, 3]); `BakeFailed` above `atol` or on any non-finite logit. Shared by every verify."""
+    from transformers import AutoModelForCausalLM
+
+    model, _ = _unpack(target)
+    tok = getattr(target, "tokenizer", None)
     baked = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    texts = texts or ["Q: What happens if you crack your knuckles a lot? A: Nothing in particular happens."]
     dev = next(model.parameters()).device
+    baked.to(dev)
     worst = 0.0
-    for t in texts:
+    for t in texts or VERIFY_TEXTS:
         ids = tok(t, return_tensors="pt")["input_ids"].to(dev) if tok is not None else torch.tensor([[1, 2, 3]], device=dev)
-        with apply(model, intervention, positions="all"):
+        with hooked():
             a = model(input_ids=ids).logits.float()
-        b = baked.to(dev)(input_ids=ids).logits.float()
-        worst = max(worst, compare_logits(a, b, folder, "the hook version"))
-    return check_tolerance(worst, atol, folder, "the hook version")
+        b = baked(input_ids=ids).logits.float()
+        worst = max(worst, compare_logits(a, b, folder, other))
+    return check_tolerance(worst, atol, folder, other)
 
 
 def compare_logits(hooked: torch.Tensor, baked: torch.Tensor, folder: str | Path, other: str) -> float:

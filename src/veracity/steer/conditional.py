@@ -25,7 +25,8 @@ import torch
 
 from .ace import AceSteer
 from .angular import AngularSteer
-from .layerwise import LayerwiseSteer, last_token_mask, training_rows
+from .apply import last_token_mask
+from .layerwise import LayerwiseSteer, training_rows
 from .residual.vectors import ResidualSteer
 
 PROBES = ("logistic", "mass-mean")

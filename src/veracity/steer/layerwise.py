@@ -22,7 +22,8 @@ from safetensors.torch import save_file
 from ..outputs import OutputKind, _pair_format, register_output_kind
 from ..runs import to_jsonable, write_json_atomic
 from .base import NotBakeable
-from .residual.apply import POSITIONS, _unpack, layer_output_hooks
+from .apply import _unpack, check_positions, last_token_mask
+from .residual.apply import layer_output_hooks
 
 FORMAT = "veracity-layerwise-steer"
 FORMAT_VERSION = 1
@@ -31,23 +32,6 @@ JSON_SCHEMA = {"format": "str", "method": "str", "alpha": "number", "layers": "l
 
 register_output_kind(OutputKind("layerwise-steer", "a veracity layerwise steer (ace, angular, conditional)",
                                 "files", _pair_format(FORMAT), (".json", ".safetensors")))
-
-
-def last_token_mask(h: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """[B, T] bool: True at the last real token of each row of h [B, T, D] (by the forward call's attention
-    mask when it covers the rows, either padding side; else position T-1), as `steer.apply.add_at_last_token`."""
-    B, T = h.shape[0], h.shape[-2]
-    out = torch.zeros(B, T, dtype=torch.bool, device=h.device)
-    m = attention_mask
-    if m is not None and m.dim() == 2 and m.shape[0] == B and m.shape[1] >= T:
-        cur = m[:, -T:].to(h.device).bool()
-        pos = torch.arange(T, device=h.device).expand_as(cur)
-        idx = torch.where(cur, pos, torch.full_like(pos, -1)).amax(1)
-        rows = (idx >= 0).nonzero().squeeze(1)
-        out[rows, idx[rows]] = True
-    else:
-        out[:, -1] = True
-    return out
 
 
 def check_width(arch, hidden_size: int, layers: list[int], fingerprint: str | None, want: str | None) -> None:
@@ -140,8 +124,7 @@ class LayerwiseSteer:
     def apply(self, lm, positions: str = "all"):
         """Hook the steer into `lm` (a `LoadedModel`, a Hugging Face causal LM or (model, ArchSpec)) for the
         block; positions "all" (or its alias "prompt") or "last". The model is unchanged afterwards."""
-        if positions not in POSITIONS:
-            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+        check_positions(positions)
         model, arch = _unpack(lm)
         fp = lm.fingerprint if self.provenance.get("model_fingerprint") and hasattr(lm, "fingerprint") else None
         self.check_model(arch, fp)
@@ -244,24 +227,17 @@ def training_rows(data, train_questions, layers, seed: int = 0, fold: int | None
     """(X [n, len(layers), D] float64, y [n] bool, resolved layers, provenance) of the rows of `train_questions`
     only, from a `residual_tqa.ResidualData` (what caa and lat fit on); layers None = the middle layer, negatives
     count from the end."""
-    import numpy as np
+    from .residual_tqa import fold_rows
 
-    n_layers = data.X.shape[1]
-    layers = [n_layers // 2] if layers is None else [int(l) + n_layers if int(l) < 0 else int(l) for l in layers]
-    bad = [l for l in layers if not 0 <= l < n_layers]
-    if bad:
-        raise ValueError(f"layers {bad} out of range for a {n_layers}-layer model")
-    rows = np.flatnonzero(np.isin(data.question, np.asarray(list(train_questions))))
-    if len(rows) == 0:
-        raise ValueError("no rows for the training questions")
+    rows, layers, prov = fold_rows(data, train_questions, layers, seed, fold)
     X = data.X[torch.as_tensor(rows)][:, layers].double()
     y = data.labels[torch.as_tensor(rows)].bool()
     if bool(y.all()) or not bool(y.any()):
         raise ValueError("both classes (true and false rows) are needed to fit a direction")
-    prov = {**data.source, "train_questions": sorted(int(q) for q in set(data.question[rows].tolist())),
-            "seed": int(seed), "n_true": int(y.sum()), "n_false": int((~y).sum())}
-    if fold is not None:
-        prov["fold"] = int(fold)
+    fold_at = prov.pop("fold", None)  # the counts go before the fold, as they always have in saved provenance
+    prov.update(n_true=int(y.sum()), n_false=int((~y).sum()))
+    if fold_at is not None:
+        prov["fold"] = fold_at
     return X, y, layers, prov
 
 

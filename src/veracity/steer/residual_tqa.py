@@ -72,25 +72,34 @@ def load_residual_data(lm, data_dir: str | Path | None = None, limit: int | None
                                 "limit": limit, "model": lm.name, "model_fingerprint": lm.fingerprint})
 
 
+def fold_rows(data: ResidualData, train_questions: Sequence[int], layers: Sequence[int] | None, seed: int = 0,
+              fold: int | None = None) -> tuple[np.ndarray, list[int], dict]:
+    """(indices of the rows of `train_questions` in `data`, the resolved layers, the fit's provenance): what every
+    steer fitted on one fold starts from (caa, lat, and the layerwise steers' `training_rows`). layers None = the
+    middle layer; negatives count from the end."""
+    n_layers = data.X.shape[1]
+    layers = [n_layers // 2] if layers is None else [int(l) + n_layers if int(l) < 0 else int(l) for l in layers]
+    bad = [l for l in layers if not 0 <= l < n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} out of range for a {n_layers}-layer model")
+    rows = np.flatnonzero(np.isin(data.question, np.asarray(list(train_questions))))
+    if len(rows) == 0:
+        raise ValueError("no rows for the training questions")
+    prov = {**data.source, "train_questions": sorted(int(q) for q in set(data.question[rows].tolist())),
+            "seed": int(seed)}
+    if fold is not None:
+        prov["fold"] = int(fold)
+    return rows, layers, prov
+
+
 def fit_residual(data: ResidualData, train_questions: Sequence[int], method: str, layers: Sequence[int] | None = None,
                  alpha: float = 1.0, normalize: str = "raw", seed: int = 0, fold: int | None = None) -> ResidualSteer:
     """A `method` ("caa" | "lat") steer fitted on the rows of `train_questions` only."""
     if method not in RESIDUAL_METHODS:
         raise ValueError(f"residual method must be one of {', '.join(RESIDUAL_METHODS)}, got {method!r}")
-    n_layers = data.X.shape[1]
-    layers = [n_layers // 2] if layers is None else [l + n_layers if l < 0 else int(l) for l in layers]
-    bad = [l for l in layers if not 0 <= l < n_layers]
-    if bad:
-        raise ValueError(f"residual layers {bad} out of range for a {n_layers}-layer model")
-    rows = np.flatnonzero(np.isin(data.question, np.asarray(list(train_questions))))
-    if len(rows) == 0:
-        raise ValueError("no rows for the training questions")
+    rows, layers, prov = fold_rows(data, train_questions, layers, seed, fold)
     X = data.X[torch.as_tensor(rows)][:, layers].float()  # [n, len(layers), D]
     y = data.labels[torch.as_tensor(rows)]
-    prov = {**data.source, "train_questions": sorted(int(q) for q in set(data.question[rows].tolist())),
-            "seed": int(seed)}
-    if fold is not None:
-        prov["fold"] = int(fold)
     if method == "caa":
         return fit_diff_means(X, y, normalize=normalize, act_layers=layers, alpha=alpha, provenance=prov,
                               groups=data.question[rows].tolist(), seed=seed)

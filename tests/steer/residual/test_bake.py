@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -72,22 +70,12 @@ def test_gemma3_and_unknown_refused_clearly(tmp_path, random_steer):
     assert not (tmp_path / "g").exists()  # nothing written
 
 
-def test_baked_residual_loads_without_veracity(tmp_path, tiny_llama, random_steer):
+def test_baked_residual_loads_without_veracity(tmp_path, standalone_logits, tiny_llama, random_steer):
     lm = tiny_llama
     st = random_steer(lm, layers=(1, 2))
     bake_residual(lm, st, tmp_path / "baked")
     ids = lm.tokenizer(TEXTS[0])["input_ids"]
-    code = (
-        "import sys, json, torch\n"
-        "from transformers import AutoModelForCausalLM\n"
-        f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'baked')!r}, dtype=torch.float32)\n"
-        f"out = m(input_ids=torch.tensor([{ids}])).logits[0, -1].tolist()\n"
-        "assert not any(k.startswith('veracity') for k in sys.modules)\n"
-        "print(json.dumps(out))\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stderr[-2000:]
-    got = torch.tensor(json.loads(res.stdout.strip().splitlines()[-1]))
+    got = standalone_logits(tmp_path / "baked", ids)
     with torch.no_grad(), apply_residual(lm, st, positions="all"):
         want = lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
     assert (got - want).abs().max() < 1e-4
@@ -109,47 +97,26 @@ def _hand_residual(lm, shifts: dict, module="layer", last_only=False):
 
 
 @pytest.mark.real
-def test_real_model_residual_equals_hand_hooks_bake_exact_or_refused(real_lm, tmp_path):
+def test_real_model_residual_equals_hand_hooks_bake_exact_or_refused(real_lm, tmp_path, against_hand_hooks, logits_per_text):
     """Both real architectures: `apply_residual` == hand-written hooks (every position; the last real token
     of a left-padded batch == that token of each text alone). The bake is exact on smollm2 (a down_proj bias
     is the layer's last addition to the residual stream) and refused on Gemma 3, nothing written: there a
     post_feedforward_layernorm normalises what a down_proj bias adds, so it is not the residual shift (shown)."""
     import shutil
 
-    from veracity.capture import pad_batch
-
     lm, a = real_lm, real_lm.arch
     g = torch.Generator().manual_seed(0)
     layers = [1, a.n_layers // 2, a.n_layers - 1]
     st = ResidualSteer(layers, torch.randn(len(layers), a.hidden_size, generator=g), alpha=2.0)
     shifts = {l: 2.0 * v for l, v in zip(layers, st.vectors)}
-    ids = [lm.tokenizer(t)["input_ids"] for t in TEXTS]
-
-    def each(hooks=()):
-        try:
-            return [lm.model(input_ids=torch.tensor([i])).logits[0] for i in ids]
-        finally:
-            for h in hooks:
-                h.remove()
-
-    with torch.no_grad():
-        plain, hand = each(), each(_hand_residual(lm, shifts))
-        hand_last = each(_hand_residual(lm, shifts, last_only=True))
-        with apply_residual(lm, st, positions="all"):
-            ours = each()
-        x, m, p = pad_batch(ids, lm.tokenizer.pad_token_id, "left", "cpu")
-        with apply_residual(lm, st, positions="last"):
-            last = lm.model(input_ids=x, attention_mask=m, position_ids=p).logits[:, -1]
-    for i in range(len(ids)):
-        assert (ours[i] - hand[i]).abs().max() < 1e-4
-        assert (ours[i] - plain[i]).abs().amax(-1).min() > 1e-3  # every position moved
-        assert (last[i] - hand_last[i][-1]).abs().max() < 1e-4
+    ids, _, hand, _, _ = against_hand_hooks(lm, TEXTS, lambda last: _hand_residual(lm, shifts, last_only=last),
+                                            lambda positions: apply_residual(lm, st, positions=positions))
     if a.model_type.startswith("gemma"):
         with pytest.raises(NotBakeable, match="post-feedforward"):
             bake_residual(lm, st, tmp_path / "baked")
         assert not (tmp_path / "baked").exists()
         with torch.no_grad():
-            as_bias = each(_hand_residual(lm, shifts, module="mlp"))
+            as_bias = logits_per_text(lm, ids, _hand_residual(lm, shifts, module="mlp"))
         assert all((b - h).abs().max() > 1e-2 for b, h in zip(as_bias, hand))  # why: a bias would not be exact
         return
     bake_residual(lm, st, tmp_path / "baked")

@@ -8,23 +8,12 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from ...models.arch import ArchSpec
-from ..apply import add_at_last_token
+from ..apply import POSITIONS, _unpack, check_positions, shift_adder
 
 if TYPE_CHECKING:
     from .vectors import ResidualSteer
 
-POSITIONS = ("all", "last", "prompt")
-
-
-def _unpack(target) -> tuple[torch.nn.Module, ArchSpec]:
-    if hasattr(target, "model") and hasattr(target, "arch"):  # LoadedModel
-        return target.model, target.arch
-    if isinstance(target, tuple) and len(target) == 2 and isinstance(target[1], ArchSpec):
-        return target[0], target[1]
-    if isinstance(target, torch.nn.Module):
-        return target, ArchSpec.from_model(target)
-    raise TypeError(f"expected a LoadedModel, a Hugging Face model or (model, ArchSpec), got {type(target).__name__}")
+__all__ = ["POSITIONS", "apply_residual", "layer_output_hooks", "residual_factory"]
 
 
 def _fingerprint_of(target, steer: ResidualSteer) -> str | None:
@@ -43,30 +32,18 @@ def apply_residual(target, steer: ResidualSteer, positions: str = "all",
     position of every forward call; what a baked model does; "prompt" is an alias) or "last" (the last
     real token of each row in every forward call, by the call's attention mask). alpha overrides the
     steer's. The model is not modified; hooks are removed on exit, also on error. Yields the steer used."""
-    if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+    check_positions(positions)
     model, arch = _unpack(target)
     st = steer if alpha is None else steer.with_alpha(alpha)
     st.check_model(arch, _fingerprint_of(target, st))
     shifts = st.shifts()
     last_only = positions == "last"
     state: dict[str, torch.Tensor | None] = {"mask": None}
-    cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
-
-    def vec(layer: int, x: torch.Tensor) -> torch.Tensor:
-        key = (layer, x.device, x.dtype)
-        if key not in cache:
-            cache[key] = shifts[layer].to(device=x.device, dtype=x.dtype)
-        return cache[key]
+    _, add = shift_adder(shifts, state, last_only)
 
     def make_hook(layer: int):
         def hook(module, args, output):
-            h = output[0] if isinstance(output, tuple) else output
-            v = vec(layer, h)
-            if not last_only or h.dim() < 3 or h.shape[-2] == 1:
-                h = h + v
-            else:
-                h = add_at_last_token(h, v, state["mask"])
+            h = add(layer, output[0] if isinstance(output, tuple) else output)
             return (h, *output[1:]) if isinstance(output, tuple) else h
         return hook
 

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...models.arch import ArchSpec
-from ...runs import write_json_atomic
 from ..base import NotBakeable
-from .apply import _fingerprint_of, _unpack, apply_residual
+from ..apply import _unpack
+from ..bake import _as_llama_layer, bake_folder, verify_against_hooks, with_new_biases
+from .apply import _fingerprint_of, apply_residual
 
 if TYPE_CHECKING:
     from .vectors import ResidualSteer
@@ -58,8 +59,6 @@ def _baked_config(cfg, model_type: str):
         return cfg
     from transformers import LlamaConfig
 
-    from ..bake import _as_llama_layer
-
     new = _as_llama_layer(cfg, LlamaConfig, "LlamaForCausalLM", attention_bias=(model_type == "qwen2"))
     new.mlp_bias = True
     return new
@@ -69,31 +68,12 @@ def _baked_config(cfg, model_type: str):
 def baked_residual_state_dict(target, steer: ResidualSteer) -> tuple[dict[str, torch.Tensor], object, str]:
     """(state dict of the baked model, its config, how). Unchanged tensors are shared with the original
     (no copy); new biases are zeros except the steered layers' MLP output bias, which gains alpha * v_l."""
-    from transformers import AutoModelForCausalLM
-
     model, arch = _unpack(target)
     steer.check_model(arch, _fingerprint_of(target, steer))
     how, template = bake_plan(model, arch)
     cfg = _baked_config(model.config, arch.model_type)
-    sd = dict(model.state_dict())
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(cfg)
-    wdt = next(model.parameters()).dtype
-    dev = next(model.parameters()).device
-    new_sd: dict[str, torch.Tensor] = {}
-    for k, t in skeleton.state_dict().items():
-        shape = tuple(t.shape)
-        if k in sd:
-            if tuple(sd[k].shape) != shape:
-                raise NotBakeable(f"bake: {k} has shape {tuple(sd[k].shape)}, the baked config wants {shape}")
-            new_sd[k] = sd[k]
-        elif k.endswith(".bias"):
-            new_sd[k] = torch.zeros(shape, dtype=wdt, device=dev)
-        else:
-            raise NotBakeable(f"bake: the baked config adds a non-bias parameter {k}")
-    lost = [k for k in sd if k not in new_sd and not k.endswith("inv_freq")]
-    if lost:
-        raise NotBakeable(f"bake: the baked config lost parameters {lost[:3]}")
+    p0 = next(model.parameters())
+    new_sd = with_new_biases(dict(model.state_dict()), cfg, p0.dtype, p0.device, NotBakeable)
     for layer, s in steer.shifts().items():
         key = template.format(i=layer) + ".bias"
         if key not in new_sd:
@@ -110,25 +90,13 @@ def bake_residual(target, steer: ResidualSteer, out: str | Path, tokenizer=None,
     `veracity_steer.{json,safetensors}` and `veracity_bake.json`. Raises `NotBakeable` before writing
     anything when the architecture has no exact place for the constant. Through the writer guard, as
     `veracity.steer.bake.bake` (staged, renamed into place only when complete and, with `verify`, checked)."""
-    from ...outputs import Output
-    from ..bake import BakeFailed, write_model_folder
-
-    dest = Output(out, "baked-model", overwrite=overwrite)
-    model, arch = _unpack(target)
-    tok = tokenizer if tokenizer is not None else getattr(target, "tokenizer", None)
-    sd, cfg, how = baked_residual_state_dict(target, steer)
-    with dest.writing() as folder:
-        write_model_folder(model, tok, sd, cfg, folder)
-        steer.write(folder / "veracity_steer")
-        meta = {"kind": "residual", "how": how, "method": steer.method, "layers": steer.layers,
-                "alpha": steer.alpha, "semantics": "every position (a bias), prompt included"}
-        if verify:
-            try:
-                meta["max_abs_logit_diff_vs_hooks"] = verify_residual_baked(target, steer, folder)  # exact: 1e-4
-            except BakeFailed as e:
-                raise BakeFailed(f"{e}: the bake is refused, nothing was written to {dest.path}") from None
-        write_json_atomic(folder / "veracity_bake.json", meta)
-    return dest.path
+    return bake_folder(
+        target, out, tokenizer, lambda: baked_residual_state_dict(target, steer),
+        lambda folder: steer.write(folder / "veracity_steer"),
+        lambda how: {"kind": "residual", "how": how, "method": steer.method, "layers": steer.layers,
+                     "alpha": steer.alpha, "semantics": "every position (a bias), prompt included"},
+        (lambda folder: verify_residual_baked(target, steer, folder)) if verify else None,  # exact: 1e-4
+        overwrite=overwrite)
 
 
 @torch.no_grad()
@@ -136,21 +104,6 @@ def verify_residual_baked(target, steer: ResidualSteer, folder: str | Path, text
                           atol: float = 1e-4) -> float:
     """Max |logit difference| between the folder loaded with plain `from_pretrained` (fp32) and the hooks
     at every position; `BakeFailed` above `atol` or on any non-finite logit."""
-    from transformers import AutoModelForCausalLM
-
-    from ..bake import check_tolerance, compare_logits
-
     model, arch = _unpack(target)
-    tok = getattr(target, "tokenizer", None)
-    baked = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    texts = texts or ["Q: What happens if you crack your knuckles a lot? A: Nothing in particular happens."]
-    dev = next(model.parameters()).device
-    baked.to(dev)
-    worst = 0.0
-    for t in texts:
-        ids = tok(t, return_tensors="pt")["input_ids"].to(dev) if tok is not None else torch.tensor([[1, 2, 3]], device=dev)
-        with apply_residual((model, arch), steer, positions="all"):
-            a = model(input_ids=ids).logits.float()
-        b = baked(input_ids=ids).logits.float()
-        worst = max(worst, compare_logits(a, b, folder, "the hooks"))
-    return check_tolerance(worst, atol, folder, "the hooks")
+    return verify_against_hooks(target, folder, lambda: apply_residual((model, arch), steer, positions="all"),
+                                texts, atol, "the hooks")
