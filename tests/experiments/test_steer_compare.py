@@ -129,7 +129,7 @@ def test_predictors_are_spearman_across_every_steered_cell(runs):
         checked += 1
     assert checked and {r["scope"] for r in res.predictors} == {"all", "caa", "ace"}
     assert {r["outcome"] for r in res.predictors} == {"item_steerable", "anti_steerable", "mc2_gain"}
-    strong = [r for r in res.predictors if r["n"] >= 6 and abs(r["spearman"]) >= 0.5]
+    strong = [r for r in res.predictors if r["n"] >= 6 and r["distinct"] >= 3 and abs(r["spearman"]) >= 0.5]
     assert res.verdict.startswith("no predictor") is (not strong)
 
 

@@ -48,8 +48,10 @@ SWEEPS = ("steer-sweep", "iti-sweep")
 SAME_FOLDS = ("model", "folds", "seed", "limit", "questions", "revision", "eval_revision", "protocol", "contiguous")
 #: the outcomes the predictors are checked against (the gain in the chosen metric is added to them)
 OUTCOMES = ("item_steerable", "anti_steerable")
-#: a predictor "foretold" the outcome when |rho| reaches this over at least `VERDICT_CELLS` cells
-VERDICT_RHO, VERDICT_CELLS = 0.5, 6
+#: a predictor "foretold" the outcome when |rho| reaches this over at least `VERDICT_CELLS` cells holding at least
+#: `VERDICT_DISTINCT` different predictor values (every strength of one fitted layer shares its predictors: a rho
+#: over two values is a split of ties, not a ranking)
+VERDICT_RHO, VERDICT_CELLS, VERDICT_DISTINCT = 0.5, 6, 3
 
 
 @dataclass
@@ -251,13 +253,15 @@ def predictor_rows(cells: list[dict], metric: str, seed: int = 0) -> list[dict]:
 
 
 def verdict(rows: list[dict]) -> str:
-    """One line: did any predictor foretell an outcome (|rho| >= 0.5 over 6 or more cells), naming the
+    """One line: did any predictor foretell an outcome (|rho| >= 0.5 over 6 or more cells, 3+ distinct predictor
+    values), naming the
     strongest; else that none did."""
-    hits = [r for r in rows if r["n"] >= VERDICT_CELLS and abs(r["spearman"]) >= VERDICT_RHO]
+    hits = [r for r in rows if r["n"] >= VERDICT_CELLS and r["distinct"] >= VERDICT_DISTINCT
+            and abs(r["spearman"]) >= VERDICT_RHO]
     if not hits:
         most = max((r["n"] for r in rows), default=0)
         return (f"no predictor foretold the outcome: no |Spearman rho| >= {VERDICT_RHO} over {VERDICT_CELLS} or more "
-                f"cells (at most {most} cells per pair)")
+                f"cells with {VERDICT_DISTINCT}+ distinct predictor values (at most {most} cells per pair)")
     top = max(hits, key=lambda r: (abs(r["spearman"]), r["n"]))
     return (f"{len(hits)} predictor-outcome pair(s) with |rho| >= {VERDICT_RHO} over >= {VERDICT_CELLS} cells; "
             f"strongest: {top['predictor']} ~ {top['outcome']} rho {top['spearman']:+.2f} over {top['n']} cells, "
