@@ -254,8 +254,7 @@ def predictor_rows(cells: list[dict], metric: str, seed: int = 0) -> list[dict]:
 
 def verdict(rows: list[dict]) -> str:
     """One line: did any predictor foretell an outcome (|rho| >= 0.5 over 6 or more cells, 3+ distinct predictor
-    values), naming the
-    strongest; else that none did."""
+    values), naming the strongest; else that none did."""
     hits = [r for r in rows if r["n"] >= VERDICT_CELLS and r["distinct"] >= VERDICT_DISTINCT
             and abs(r["spearman"]) >= VERDICT_RHO]
     if not hits:
