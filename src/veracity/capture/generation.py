@@ -111,10 +111,15 @@ class _StopLate:
 
 @contextlib.contextmanager
 def _read_layers(lm, keep: list[list[torch.Tensor]]):
-    """Hooks on every decoder layer appending the float32 state of the newest position ([B, d]) to keep[layer]."""
+    """Hooks on every decoder layer appending a float32 copy of the newest position's state ([B, d]) to
+    keep[layer]. A copy, not a view: a view would keep each forward's whole layer output alive (the prefill's
+    [B, L, d] at every layer) until the batch ends, and that retained memory made generation ~9% slower
+    (`benchmarks/bench_detect.py`); the copy is B x d per layer and step."""
+    import torch
+
     from .hooks import _first
     handles = [lm.arch.layer(lm.model, i).register_forward_hook(
-        lambda m, a, o, i=i: keep[i].append(_first(o)[:, -1].float()))
+        lambda m, a, o, i=i: keep[i].append(_first(o)[:, -1].to(torch.float32, copy=True)))
         for i in range(lm.arch.n_layers)]
     try:
         yield
