@@ -468,10 +468,13 @@ def _auroc_safe(s, y) -> float:
     return auroc(s, y) if 0 < np.sum(y) < np.size(y) else math.nan
 
 
-def _separation_safe(s, y) -> float:
+def _validation(s, y) -> dict:
+    """What `selection_key` reads of scores `s` on validation labels `y`: their AUROC and separation (d'), NaN
+    where one class is absent."""
     from ..evaluate.detection import separation
 
-    return separation(s, y) if 0 < np.sum(y) < np.size(y) else math.nan
+    both = 0 < np.sum(y) < np.size(y)
+    return {"validation_auroc": _auroc_safe(s, y), "validation_separation": separation(s, y) if both else math.nan}
 
 
 def selection_key(row: dict) -> tuple[float, float]:
@@ -583,14 +586,11 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
                 for li, l in enumerate(layers):
                     sc = S[(m, p)][greedy, li]
                     grid.append({"method": m, "position": p, "layer": l,
-                                 "validation_auroc": _auroc_safe(sc[sp["validation"]], y[sp["validation"]]),
-                                 "validation_separation": _separation_safe(sc[sp["validation"]], y[sp["validation"]]),
+                                 **_validation(sc[sp["validation"]], y[sp["validation"]]),
                                  "test_auroc": _auroc_safe(sc[sp["test"]], y[sp["test"]])})
             log(f"fitted {m} on {train_rows.size} train answers at {len(P)} positions x {len(layers)} layers")
     else:
         notes.append("the train split's answers are all right or all wrong: no probe could be fitted")
-
-    val_key = selection_key
 
     rows_g = {s: sp[s] for s in SPLITS}
     det_rows, curves, scored = [], {}, {}  # scored: name -> score of every answer (for best-of-N / keeping)
@@ -604,13 +604,13 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
     for m in cfg.probes:
         cells = [g for g in grid if g["method"] == m]
         if cells:
-            b = max(cells, key=val_key)
+            b = max(cells, key=selection_key)
             add(f"{m} L{b['layer']} {b['position']}", "probe", S[(m, b["position"])][:, layers.index(b["layer"])],
                 {"method": m, "layers": [b["layer"]], "position": b["position"]})
     spike = {}
     best_cells = [g for g in grid if g["method"] == cfg.probes[0]]
     if best_cells:
-        b = max(grid, key=val_key)
+        b = max(grid, key=selection_key)
         by_layer = {g["layer"]: g["test_auroc"] for g in grid if g["method"] == b["method"]
                     and g["position"] == b["position"] and _finite(g["test_auroc"])}
         if by_layer:
@@ -625,7 +625,7 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
         from sklearn.linear_model import LogisticRegression
 
         m = lin[0]
-        cells = sorted([g for g in grid if g["method"] == m], key=val_key, reverse=True)
+        cells = sorted([g for g in grid if g["method"] == m], key=selection_key, reverse=True)
         pos = cells[0]["position"]
         top = [g["layer"] for g in cells if g["position"] == pos][:cfg.ensemble_layers]
         li = [layers.index(l) for l in top]
@@ -662,8 +662,7 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
                                                             torch.as_tensor(se_lab[sp["train"]]))
             sc = pr.decision_function(F[:, P["pre"]]).detach().double().cpu().reshape(len(recs), -1).numpy()
             vs, vl = sc[greedy[sp["validation"]]], se_lab[sp["validation"]]
-            k = max(range(len(layers)), key=lambda i: selection_key({
-                "validation_auroc": _auroc_safe(vs[:, i], vl), "validation_separation": _separation_safe(vs[:, i], vl)}))
+            k = max(range(len(layers)), key=lambda i: selection_key(_validation(vs[:, i], vl)))
             add(f"SE probe L{layers[k]} pre", "se-probe", sc[:, k],
                 {"method": "logistic", "layers": [layers[k]], "position": "pre", "entropy_threshold": thr})
     except ValueError as e:
@@ -689,7 +688,7 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
     if sp2:
         lm_ = [m for m in cfg.probes if m in ("logistic", "mass-mean", "mass-mean-cov")] or list(cfg.probes)
         cells = [g for g in grid if g["method"] == lm_[0]]
-        cell = max(cells, key=val_key) if cells else None
+        cell = max(cells, key=selection_key) if cells else None
         train = {cfg.data[0]: sp["train"], "other": sp2["train"]}
         test = {cfg.data[0]: sp["test"], "other": sp2["test"]}
         other = cfg.data[1]
