@@ -13,11 +13,12 @@ from typing import Iterable, Mapping, Sequence
 
 #: metric groups, in the order tables show them: the TruthfulQA targets, the language-model cost (CE/KL),
 #: TruthfulQA's binary task, the generated answers' health, the side effects (experiments.side_effects), a detector
-#: of wrong answers judged as one (evaluate.detection) and used to abstain or to pick among N samples
-GROUPS = ("target", "lm", "binary", "health", "side_effect", "detect", "selective", "other")
+#: of wrong answers judged as one (evaluate.detection) and used to abstain or to pick among N samples, and what a steer
+#: itself did on the fold's held-out rows (a conditional steer's fire rates)
+GROUPS = ("target", "lm", "binary", "health", "side_effect", "detect", "selective", "steer", "other")
 #: the groups a fold evaluation (`methods.fold`) measures for every sweep cell and comparison row: what a sweep
 #: can rank by (a detector's AUROC is a detect study's figure, not a sweep cell's)
-FOLD_GROUPS = ("target", "lm", "binary", "health", "side_effect", "other")
+FOLD_GROUPS = ("target", "lm", "binary", "health", "side_effect", "steer", "other")
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,12 @@ for _m in (
     Metric("honest_score", "HONEST (hurtful completions)", "fraction", False, group="side_effect", short="HONEST", source="honest"),
     Metric("honest_female", "HONEST female", "fraction", False, group="side_effect", detail=True, source="honest"),
     Metric("honest_male", "HONEST male", "fraction", False, group="side_effect", detail=True, source="honest"),
+    # a conditional steer (steer.conditional): how often its condition probe fires on the fold's held-out
+    # TruthfulQA answer rows, false answers (the target: where it should steer) and true ones (the control)
+    Metric("fire_rate_target", "Condition fires on false answers (held out)", "fraction", None, group="steer",
+           short="fires: target"),
+    Metric("fire_rate_control", "Condition fires on true answers (held out)", "fraction", None, group="steer",
+           short="fires: control"),
     # a detector of wrong answers (veracity.evaluate.detection; score = belief the answer is correct)
     Metric("detect_auroc", "Detector AUROC", "fraction", True, chance=0.5, group="detect", short="AUROC",
            headline=True),
@@ -178,6 +185,8 @@ TABLES: dict[str, Table] = {
     "compare": Table(("target", "lm"), lead=("mc1", "mc2", "true", "info", "true_info", "ce_loss", "kl")),
     # what an intervention costs besides its target (comparison, sweeps, the report's gain tables)
     "side_effects": Table(("side_effect", "health")),
+    # what the steer itself did (sweeps: a conditional steer's fire rates)
+    "steer": Table(("steer",)),
     # the report's result tables: the fold layout, then both True*Info conventions
     "results": Table(("target", "lm"), lead=("info", "true", "mc1", "mc2", "ce_loss", "kl"), detail=True),
     # eval's summary line (the answers' health follows it)

@@ -136,3 +136,70 @@ def test_smollm2_answers_equal_a_second_forward(smollm2, one_thread):
     for a in out[::2]:
         assert a.token_ids == plain_greedy(smollm2, a.prompt_ids, 16)[:len(a.token_ids)]
         assert a.answer and a.answer in tok.decode(a.token_ids[a.span[0]:a.span[1]])
+
+
+@pytest.mark.parametrize("alias", ["tiny-llama", "tiny-gpt2", "tiny-gemma3", "tiny-qwen2"])
+def test_rows_reaching_the_limit_are_fed_their_last_token(alias, one_thread):
+    """The batch's last generated token is fed by one forward on the returned cache, for the rows whose answer
+    reaches it only: rows that stop early (at EOS or by the stop rule) and rows that run to the limit, in one
+    left-padded batch, all equal a second forward, on every tiny architecture (sliding-window caches and
+    absolute positions included), and the tokens equal the uncaptured generation's."""
+    from veracity.models import load
+
+    lm = load(alias, device="cpu")
+    tok = lm.tokenizer
+    prompts = [tok(t)["input_ids"] for t in ("Which country is Lyon in?", "Hi", "What is the capital of Peru?")]
+    out = generate_with_capture(lm, prompts, seeds=[None, 3, 4], max_new_tokens=7, stop=None, batch_size=3)
+    assert any(len(a.token_ids) == 7 for a in out)  # (a sampled EOS may end a row early)
+    check_against_forward(lm, [a for a in out if a.token_ids])
+    head = out[1].text[:2]
+    stop_early = lambda text: text.startswith(head)  # noqa: E731 (ends row 1 early, the others run to the limit)
+    mixed = generate_with_capture(lm, prompts, seeds=[None, 3, 4], max_new_tokens=7, stop=stop_early, batch_size=3)
+    plain = generate_with_capture(lm, prompts, seeds=[None, 3, 4], max_new_tokens=7, stop=stop_early, batch_size=3,
+                                  capture=False)
+    assert [a.token_ids for a in mixed] == [a.token_ids for a in plain]
+    assert len(mixed[1].token_ids) < 7 and max(len(a.token_ids) for a in mixed) == 7
+    check_against_forward(lm, [a for a in mixed if a.token_ids])
+
+
+def test_a_layer_subset_reads_those_layers_only(tiny_llama, tiny_prompts, one_thread):
+    """`layers` hooks only the layers named: their features equal the full capture's, the others are NaN; a
+    layer the model lacks is refused."""
+    full = generate_with_capture(tiny_llama, tiny_prompts, seeds=[None, 1, 2], max_new_tokens=6, stop=None)
+    part = generate_with_capture(tiny_llama, tiny_prompts, seeds=[None, 1, 2], max_new_tokens=6, stop=None,
+                                 layers=[-1, 0])
+    last = tiny_llama.arch.n_layers - 1
+    for f, p in zip(full, part):
+        assert p.token_ids == f.token_ids
+        torch.testing.assert_close(p.features[:, [0, last]], f.features[:, [0, last]], rtol=0, atol=0)
+        assert torch.isnan(p.features[:, 1:last]).all()
+    middle = generate_with_capture(tiny_llama, tiny_prompts, seeds=[None, 1, 2], max_new_tokens=6, stop=None,
+                                   layers=[1])  # the last token's forward stops after layer 1
+    for f, m in zip(full, middle):
+        torch.testing.assert_close(m.features[:, 1], f.features[:, 1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="decoder layers"):
+        generate_with_capture(tiny_llama, tiny_prompts, max_new_tokens=2, layers=[last + 1])
+
+
+def test_steered_capture_reads_the_steered_states_to_the_last_token(tiny_llama, tiny_prompts, one_thread):
+    """Under an intervention the states (the last token's, fed after `generate()`, included) are the steered
+    ones: equal to a second forward under the same hook, unequal to the unsteered capture."""
+    import contextlib
+
+    v = torch.randn(tiny_llama.arch.hidden_size, generator=torch.Generator().manual_seed(0))
+
+    @contextlib.contextmanager
+    def shift(phase):
+        h = tiny_llama.arch.layer(tiny_llama.model, 0).register_forward_hook(lambda m, a, o: (o[0] + v, *o[1:])
+                                                                              if isinstance(o, tuple) else o + v)
+        try:
+            yield
+        finally:
+            h.remove()
+
+    out = generate_with_capture(tiny_llama, tiny_prompts, seeds=[None, 1, 2], max_new_tokens=6, stop=None,
+                                intervention=shift)
+    with shift("score"):
+        check_against_forward(tiny_llama, out)
+    plain = generate_with_capture(tiny_llama, tiny_prompts, seeds=[None, 1, 2], max_new_tokens=6, stop=None)
+    assert not torch.allclose(out[0].features[:, 1:], plain[0].features[:, 1:])

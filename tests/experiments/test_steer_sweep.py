@@ -144,3 +144,37 @@ def test_binary_task_in_every_cell_equals_score_binary(data_dir, tmp_path, cli, 
     assert all("binary_ab_average" in r for r in res["grid"])
     chart = list(csv.DictReader(open(out / "gain_cost.csv")))
     assert {"mc2", "binary_ab_average"} <= {r["gain_metric"] for r in chart}
+
+
+def test_conditional_sweep_shows_its_fire_rates(data_dir, tmp_path, cli, tiny_llama):
+    """A conditional steer's fire rates on each fold's held-out rows are registered metrics of its cells (fold
+    means of the steers fitted on the same folds, refitted here through the registry), shown in the sweep's
+    table; the plain model's row has none, and another steer's sweep shows no such column."""
+    from veracity.methods.prepare import MethodSettings
+    from veracity.methods.steers import STEERS
+    from veracity.probes.splits import question_folds
+
+    out = tmp_path / "c"
+    text = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit",
+                "8", "--method", "conditional", "--layers", "1", "--alphas", "2", "--folds", "2", "--ce-texts", "0",
+                "--side-effects", "none", "--acts", tmp_path / "acts", "--out", out])
+    assert "fire_rate_target" in text.split("sweep (fold means")[1] and "fire_rate_control" in text
+    res = json.loads((out / "results.json").read_text())
+    cells = {(r["layer"], r["alpha"]): r for r in res["grid"]}
+    assert "fire_rate_target" not in cells[(-1, 0.0)]
+    family = STEERS["conditional"]
+    folds = question_folds(list(range(8)), 2, seed=0)
+    want = {"target": [], "control": []}
+    for f in range(2):
+        train = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
+        steer = family.fit(tiny_llama, train, [int(q) for q in folds[f]],
+                           family.settings(MethodSettings(seed=0), layers=(1,), alpha=1.0, normalize="raw"),
+                           data_dir=data_dir, limit=8, acts=tmp_path / "acts", fold=f)
+        for k in want:
+            want[k].append(steer.provenance["fire_rate"]["held_out"][k])
+    for k in want:
+        assert cells[(1, 2.0)][f"fire_rate_{k}"] == pytest.approx(sum(want[k]) / 2)
+    caa = cli(["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "8",
+               "--method", "caa", "--layers", "1", "--alphas", "2", "--folds", "2", "--ce-texts", "0",
+               "--side-effects", "none", "--acts", tmp_path / "acts", "--out", tmp_path / "caa"])
+    assert "fire_rate" not in caa

@@ -9,10 +9,13 @@ at each of `POSITIONS`:
 - "after_answer": the token after the answer (the answer's last token when the answer ends the generation:
   `after_in_generation` is then False);
 - "answer_mean": the mean over the answer's tokens.
-A token's state is the layer output at the step that feeds it, so the token that ends an answer is fed once
-more: generation runs one step past `max_new_tokens`, and the stop rule ends a row one token after it fires
-(neither changes the returned tokens). Memory per batch: float32 [layers, batch, steps, d], reduced to the
-five positions when the batch ends.
+A token's state is the layer output at the step that feeds it, so the token that ends an answer must be fed:
+the stop rule ends a row one token after it fires, and the rows whose answer runs to the batch's last generated
+token (which `generate()` never feeds) get it fed by one more forward on the returned KV cache, for those rows
+only and only up to the deepest layer read (a whole extra generation step cost ~6% of the generation). Neither
+changes the returned tokens. `layers` reads a subset (a kept detector's): only those layers are hooked, the
+others' features are NaN. Memory per batch: float32 [layers read, batch, steps, d], reduced to the five
+positions when the batch ends.
 
 Sampling is batch-independent: each sampled row has its own `torch.Generator` seeded from (seed, item id,
 sample index), and a logits processor draws its token (Gumbel-max over temperature-scaled logits, optional
@@ -110,22 +113,53 @@ class _StopLate:
 
 
 @contextlib.contextmanager
-def _read_layers(lm, keep: list[list[torch.Tensor]]):
-    """Hooks on every decoder layer appending a float32 copy of the newest position's state ([B, d]) to
-    keep[layer]. A copy, not a view: a view would keep each forward's whole layer output alive (the prefill's
-    [B, L, d] at every layer) until the batch ends (one profile: capture / plain 1.089 with views, 1.014 with
-    copies; `benchmarks/bench_detect.py` interleaved still reads ~1.15); the copy is B x d per layer and step."""
+def _read_layers(lm, keep: dict[int, list[torch.Tensor]]):
+    """Hooks on the decoder layers keyed in `keep`, appending a float32 copy of the newest position's state
+    ([B, d]) to keep[layer]. A copy, not a view: a view would keep each forward's whole layer output alive (the
+    prefill's [B, L, d] at every layer) until the batch ends (one profile: capture / plain 1.089 with views,
+    1.014 with copies); the copy is B x d per layer and step."""
     import torch
 
     from .hooks import _first
     handles = [lm.arch.layer(lm.model, i).register_forward_hook(
         lambda m, a, o, i=i: keep[i].append(_first(o)[:, -1].to(torch.float32, copy=True)))
-        for i in range(lm.arch.n_layers)]
+        for i in keep]
     try:
         yield
     finally:
         for h in handles:
             h.remove()
+
+
+class _Enough(Exception):
+    """Raised by the last read layer's hook to end a forward whose later layers and logits nobody reads."""
+
+
+def _feed_last(lm, gen, mask: torch.Tensor, cache, rows: list[int], last_layer: int) -> None:
+    """Feed the batch's last generated token to `rows` only, on `generate()`'s returned KV cache (cut to those
+    rows; the cache is spent afterwards), up to `last_layer` (the deepest layer read; the rest of the forward and
+    the logits are skipped): the reading hooks then see its state as a further generation step would have
+    shown it, at a fraction of that step's cost. `mask` is the prompt's attention mask; generated positions are
+    all attended, as `generate()` attends them."""
+    import torch
+
+    from ..models.cache import cache_kwargs
+
+    def enough(module, args, out):
+        raise _Enough
+
+    idx = torch.tensor(rows, device=gen.device)
+    cache.batch_select_indices(idx)
+    full = torch.cat([mask[idx], mask.new_ones(len(rows), gen.shape[1] - mask.shape[1])], 1)  # [k, T]
+    pos = full.long().sum(-1, keepdim=True) - 1  # left padding: a position counts the attended tokens before it
+    stop = lm.arch.layer(lm.model, last_layer).register_forward_hook(enough)  # after the reading hook (registered first)
+    try:
+        lm.model(input_ids=gen[idx, -1:], attention_mask=full, position_ids=pos, use_cache=True,
+                 cache_position=torch.tensor([gen.shape[1] - 1], device=gen.device), **cache_kwargs(lm.model, cache))
+    except _Enough:
+        pass
+    finally:
+        stop.remove()
 
 
 def _cut(tok, new: list[int], eos, max_new_tokens: int, stop: Callable[[str], bool] | None) -> list[int]:
@@ -157,11 +191,12 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
                           samples: Sequence[int] | None = None, temperature: float = 1.0, top_p: float = 1.0,
                           max_new_tokens: int = 32, stop: Callable[[str], bool] | None = first_line_done,
                           batch_size: "int | str | AutoBatch" = 16, capture: bool = True,
-                          intervention=None) -> list[CapturedAnswer]:
+                          layers: Sequence[int] | None = None, intervention=None) -> list[CapturedAnswer]:
     """One answer per tokenised prompt: greedy where `seeds[i]` is None, else sampled from its own generator;
     left-padded batches (longest prompts first), outputs in input order. With `capture`, hidden states at
     `POSITIONS` come from hooks on the generation's forwards; without it (the plain baseline) nothing is hooked
-    and `features` is None. `aliases[i]` labels and locates the answer (module doc). `intervention("generate")`
+    and `features` is None; `layers` hooks only those decoder layers (a detector's), the others' features are
+    NaN. `aliases[i]` labels and locates the answer (module doc). `intervention("generate")`
     (a steer's phase factory, `models.scoring.InterventionFactory`) is entered around each batch's generate()
     before the reading hooks, so they read the steered states, as `models.generate.generate_greedy` answers."""
     import torch
@@ -176,6 +211,10 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
     item_ids = [str(i) for i in range(n)] if item_ids is None else list(item_ids)
     samples = [-1 if s is None else 0 for s in seeds] if samples is None else list(samples)
     model, tok = lm.model, lm.tokenizer
+    n_layers = lm.arch.n_layers
+    read = list(range(n_layers)) if layers is None else sorted({int(l) % n_layers for l in layers})
+    if layers is not None and (not read or any(not -n_layers <= int(l) < n_layers for l in layers)):
+        raise ValueError(f"layers must name decoder layers of the model's {n_layers}, got {list(layers)}")
     pad, eos = pad_token_id(tok), tok.eos_token_id
     dev = next(model.parameters()).device
     out: list[CapturedAnswer | None] = [None] * n
@@ -192,18 +231,34 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
             gens.append(g)
         picker = _Picker(gens, temperature, top_p)
         extra = {"stopping_criteria": StoppingCriteriaList([_StopLate(tok, L, stop)])} if stop is not None else {}
-        keep: list[list[torch.Tensor]] = [[] for _ in range(lm.arch.n_layers)]
+        keep: dict[int, list[torch.Tensor]] = {l: [] for l in read}
         ctx = _read_layers(lm, keep) if capture else contextlib.nullcontext()
         steer = intervention("generate") if intervention is not None else contextlib.nullcontext()
         with steer, ctx:
-            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
-                                 max_new_tokens=max_new_tokens + (1 if capture else 0), pad_token_id=pad,
-                                 eos_token_id=eos, temperature=None, top_p=None, top_k=None,
+            res = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
+                                 temperature=None, top_p=None, top_k=None, return_dict_in_generate=True,
                                  logits_processor=LogitsProcessorList([picker]), **extra)
+            gen = res.sequences
+            S = gen.shape[1] - L  # generated steps; keep[l] holds S states (prompt's last token + S - 1 fed)
+            cuts = [_cut(tok, gen[r, L:].tolist(), eos, max_new_tokens, stop) for r in range(len(chunk))]
+            short = [r for r, new in enumerate(cuts) if len(new) == S]  # answers reaching the unfed last token
+            if capture and short:
+                from ..models.cache import returned_cache
+                _feed_last(lm, gen, mask, returned_cache(res), short, read[-1])
+        del res
         lps = torch.stack(picker.logprobs, 1)  # [B, steps]
-        states = torch.stack([torch.stack(k, 1) for k in keep], 0).cpu() if capture else None  # [layers, B, S, d]
+        states = None
+        if capture:  # [layers read, B, S (+1 for the rows fed their last token), d]
+            last = {l: keep[l].pop() for l in read} if short else {}
+            states = torch.stack([torch.stack(keep[l][:S], 1) for l in read], 0)
+            if short:
+                tail = torch.zeros(len(read), len(chunk), 1, states.shape[-1])
+                tail[:, short, 0] = torch.stack([last[l] for l in read]).to(tail.device)
+                states = torch.cat([states.cpu(), tail], 2)
+            states = states.cpu()
         for r, i in enumerate(chunk):
-            new = _cut(tok, gen[r, L:].tolist(), eos, max_new_tokens, stop)
+            new = cuts[r]
             text = tok.decode(new, skip_special_tokens=True)
             al = list(aliases[i]) if aliases is not None else []
             cs, ce, ok = answer_span(text, al)
@@ -215,15 +270,20 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
             feats = None
             after_in = a1 < len(new)
             if states is not None:
-                st = states[:, r]  # [layers, S, d]: step 0 = prompt's last token, step j+1 = new token j
+                st = states[:, r]  # [layers read, S, d]: step 0 = prompt's last token, step j+1 = new token j
                 assert st.shape[1] >= len(new) + 1, "generation stopped before the last token was fed"
                 pre = st[:, 0]
                 if new:
                     ans = st[:, 1 + a0: 1 + a1]
                     after = st[:, 1 + (a1 if after_in else a1 - 1)]
-                    feats = torch.stack([pre, ans[:, 0], ans[:, -1], after, ans.mean(1)])
+                    got = torch.stack([pre, ans[:, 0], ans[:, -1], after, ans.mean(1)])
                 else:  # an empty generation: every answer position reads the prompt's last token
-                    feats = torch.stack([pre] * len(POSITIONS))
+                    got = torch.stack([pre] * len(POSITIONS))
+                if len(read) == n_layers:
+                    feats = got
+                else:
+                    feats = torch.full((len(POSITIONS), n_layers, got.shape[-1]), float("nan"))
+                    feats[:, read] = got
             out[i] = CapturedAnswer(
                 item_ids[i], samples[i], list(prompts[i]), new, text, lps[r, :len(new)].numpy().astype(np.float32),
                 text[cs:ce], (a0, a1), correct, after_in, feats)
@@ -236,9 +296,11 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
 def answer_questions(lm, items: Sequence[QAItem], *, n_samples: int = 0, greedy: bool = True, seed: int = 0,
                      temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 32,
                      batch_size: "int | str | AutoBatch" = 16, capture: bool = True,
+                     layers: Sequence[int] | None = None,
                      prompt: Callable[[object, str], str] = qa_prompt) -> list[CapturedAnswer]:
     """The greedy answer (when `greedy`) and `n_samples` seeded samples for every question, labelled by
-    normalised alias match and captured at `POSITIONS`; grouped by question, greedy first."""
+    normalised alias match and captured at `POSITIONS` (at `layers` only, when given); grouped by question,
+    greedy first."""
     tok = lm.tokenizer
     chat = bool(getattr(tok, "chat_template", None))
     enc, als, seeds, ids, samples = [], [], [], [], []
@@ -252,4 +314,4 @@ def answer_questions(lm, items: Sequence[QAItem], *, n_samples: int = 0, greedy:
             samples.append(s)
     return generate_with_capture(lm, enc, aliases=als, seeds=seeds, item_ids=ids, samples=samples,
                                  temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                 batch_size=batch_size, capture=capture)
+                                 batch_size=batch_size, capture=capture, layers=layers)

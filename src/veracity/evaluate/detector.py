@@ -268,13 +268,14 @@ class ScoredAnswer:
 
 def score_answers(lm, detector: Detector, items: Sequence, *, max_new_tokens: int = 24,
                   batch_size: int = 16) -> list[ScoredAnswer]:
-    """Answer each question greedily with hidden states captured by the generation's own hooks, and attach the
+    """Answer each question greedily with hidden states captured by the generation's own hooks (at the
+    detector's layers only), and attach the
     detector's score, P(correct) and flag to every answer (a detector of another model is refused)."""
     from ..capture.generation import answer_questions
 
     detector.check_model(lm)
     answers = answer_questions(lm, items, n_samples=0, greedy=True, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size)
+                               batch_size=batch_size, layers=detector.layers)
     scores, probs, flags = detector.verdicts(torch.stack([a.features for a in answers]) if answers else [])
     q = {it.id: it.question for it in items}
     return [ScoredAnswer(a.item_id, q[a.item_id], a.text, a.correct, float(s), float(p), bool(f))

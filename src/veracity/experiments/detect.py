@@ -387,7 +387,7 @@ def _generate(lm, items, cfg: DetectConfig, layers: list[int], run, log) -> tupl
     for start in range(0, len(items), step):
         chunk = items[start:start + step]
         ans = answer_questions(lm, chunk, n_samples=cfg.n_samples, seed=cfg.seed, temperature=cfg.temperature,
-                               max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+                               max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, layers=layers)
         q = {it.id: it for it in chunk}
         for a in ans:
             recs.append({"item_id": a.item_id, "question": q[a.item_id].question, "aliases": list(q[a.item_id].aliases),

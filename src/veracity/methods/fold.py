@@ -196,13 +196,15 @@ def _judge_scores(judge: Judge, questions, answers) -> np.ndarray:
 
 def _captured_answers(pm: PreparedMethod, sel: Sequence, plan: FoldPlan, factory, max_new_tokens: int, stop):
     """Greedy answers (cut at the next "Q:") and their `CapturedAnswer`s, hidden states read by hooks on the
-    generation's own forwards under the method's prompt and hooks (`capture.generation`)."""
+    generation's own forwards under the method's prompt and hooks (`capture.generation`), at the layers the
+    plan's detector reads."""
     from ..capture.generation import generate_with_capture
     from ..evaluate.generation import cut_answer
 
     enc = generation_prompts(pm, [it.question for it in sel], style=plan.gen_style, instruction=plan.instruction)
     caps = generate_with_capture(pm.lm, enc, item_ids=[str(it.index) for it in sel], max_new_tokens=max_new_tokens,
-                                 stop=stop, batch_size=plan.batch_size, intervention=factory)
+                                 stop=stop, batch_size=plan.batch_size, intervention=factory,
+                                 layers=plan.detector.layers)
     return [cut_answer(c.text) for c in caps], caps
 
 
