@@ -152,7 +152,7 @@ def _feed_last(lm, gen, mask: torch.Tensor, cache, rows: list[int], last_layer: 
     cache.batch_select_indices(idx)
     full = torch.cat([mask[idx], mask.new_ones(len(rows), gen.shape[1] - mask.shape[1])], 1)  # [k, T]
     pos = full.long().sum(-1, keepdim=True) - 1  # left padding: a position counts the attended tokens before it
-    stop = lm.arch.layer(lm.model, last_layer).register_forward_hook(enough)  # after the reading hook (registered first)
+    stop = lm.arch.layer(lm.model, last_layer).register_forward_hook(enough)  # runs after the reading hook
     try:
         lm.model(input_ids=gen[idx, -1:], attention_mask=full, position_ids=pos, use_cache=True,
                  cache_position=torch.tensor([gen.shape[1] - 1], device=gen.device), **cache_kwargs(lm.model, cache))
@@ -242,19 +242,19 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
             gen = res.sequences
             S = gen.shape[1] - L  # generated steps; keep[l] holds S states (prompt's last token + S - 1 fed)
             cuts = [_cut(tok, gen[r, L:].tolist(), eos, max_new_tokens, stop) for r in range(len(chunk))]
-            short = [r for r, new in enumerate(cuts) if len(new) == S]  # answers reaching the unfed last token
-            if capture and short:
+            unfed = [r for r, new in enumerate(cuts) if len(new) == S]  # answers reaching the unfed last token
+            if capture and unfed:
                 from ..models.cache import returned_cache
-                _feed_last(lm, gen, mask, returned_cache(res), short, read[-1])
+                _feed_last(lm, gen, mask, returned_cache(res), unfed, read[-1])
         del res
         lps = torch.stack(picker.logprobs, 1)  # [B, steps]
         states = None
         if capture:  # [layers read, B, S (+1 for the rows fed their last token), d]
-            last = {l: keep[l].pop() for l in read} if short else {}
+            last = {l: keep[l].pop() for l in read} if unfed else {}
             states = torch.stack([torch.stack(keep[l][:S], 1) for l in read], 0)
-            if short:
+            if unfed:
                 tail = torch.zeros(len(read), len(chunk), 1, states.shape[-1])
-                tail[:, short, 0] = torch.stack([last[l] for l in read]).to(tail.device)
+                tail[:, unfed, 0] = torch.stack([last[l] for l in read]).to(tail.device)
                 states = torch.cat([states.cpu(), tail], 2)
             states = states.cpu()
         for r, i in enumerate(chunk):
