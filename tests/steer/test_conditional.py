@@ -85,3 +85,9 @@ def test_runs_as_a_method_with_fire_rates(tiny_llama, data_dir, tmp_path):
     for part in rates.values():
         assert part["n_target"] > 0 and part["n_control"] > 0
         assert 0 <= part["target"] <= 1 and 0 <= part["control"] <= 1
+    # the one row recorder of sweeps and compare-interventions reports the held-out rates as registered metrics
+    from veracity.methods.evaluate import MethodEvalConfig, evaluate_prepared
+
+    row = evaluate_prepared(pm, tiny_llama, items[5:], MethodEvalConfig(side_effects=()), None, {}, data_dir=data_dir)
+    assert row["metrics"]["fire_rate_target"] == rates["held_out"]["target"]
+    assert row["metrics"]["fire_rate_control"] == rates["held_out"]["control"]

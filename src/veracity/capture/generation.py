@@ -251,12 +251,11 @@ def generate_with_capture(lm, prompts: Sequence[Sequence[int]], *, aliases: Sequ
         states = None
         if capture:  # [layers read, B, S (+1 for the rows fed their last token), d]
             last = {l: keep[l].pop() for l in read} if unfed else {}
-            states = torch.stack([torch.stack(keep[l][:S], 1) for l in read], 0)
+            states = torch.stack([torch.stack(keep[l][:S], 1) for l in read], 0).cpu()
             if unfed:
                 tail = torch.zeros(len(read), len(chunk), 1, states.shape[-1])
-                tail[:, unfed, 0] = torch.stack([last[l] for l in read]).to(tail.device)
-                states = torch.cat([states.cpu(), tail], 2)
-            states = states.cpu()
+                tail[:, unfed, 0] = torch.stack([last[l] for l in read]).cpu()
+                states = torch.cat([states, tail], 2)
         for r, i in enumerate(chunk):
             new = cuts[r]
             text = tok.decode(new, skip_special_tokens=True)

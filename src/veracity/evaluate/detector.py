@@ -269,8 +269,8 @@ class ScoredAnswer:
 def score_answers(lm, detector: Detector, items: Sequence, *, max_new_tokens: int = 24,
                   batch_size: int = 16) -> list[ScoredAnswer]:
     """Answer each question greedily with hidden states captured by the generation's own hooks (at the
-    detector's layers only), and attach the
-    detector's score, P(correct) and flag to every answer (a detector of another model is refused)."""
+    detector's layers only), and attach the detector's score, P(correct) and flag to every answer (a detector of
+    another model is refused)."""
     from ..capture.generation import answer_questions
 
     detector.check_model(lm)

@@ -348,11 +348,13 @@ SCHEMA_VERSION = 1
 
 def table_columns() -> list[tuple[str, str]]:
     """(column title, key) of the printed comparison: the registry's comparison metrics, the costs, the side
-    effects (`metrics.TABLES`; compact titles), so a registered metric joins the table with no other edit."""
+    effects, what a steer itself did (`metrics.TABLES`; compact titles), so a registered metric joins the table
+    with no other edit."""
     from ..metrics import column_label, columns
 
-    return ([(column_label(k, short=True), k) for k in columns("compare")] + [(t, k) for k, t in COSTS.items()] +
-            [(column_label(k, short=True), k) for k in columns("side_effects")] + [("side effects s", "side_effects_s")])
+    titled = lambda table: [(column_label(k, short=True), k) for k in columns(table)]  # noqa: E731
+    return (titled("compare") + [(t, k) for k, t in COSTS.items()] + titled("side_effects")
+            + [("side effects s", "side_effects_s")] + titled("steer"))
 
 
 @dataclass

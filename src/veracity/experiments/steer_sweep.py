@@ -187,13 +187,6 @@ def check_sweep_params(family: SteerFamily, values: dict) -> None:
                              + (f"; its own: {', '.join(own)}" if own else "; it takes none"))
 
 
-def fire_rates(steer) -> dict:
-    """A conditional steer's fire rates on its fold's held-out rows (`steer.conditional.fit_conditional`'s
-    provenance) as the registered metrics `fire_rate_target` / `fire_rate_control`; {} for any other steer."""
-    got = ((getattr(steer, "provenance", None) or {}).get("fire_rate") or {}).get("held_out") or {}
-    return {f"fire_rate_{k}": float(got[k]) for k in ("target", "control") if got.get(k) is not None}
-
-
 def sweep_columns(grid: list[dict]) -> list[str]:
     """A sweep table's metric columns: the comparison's targets, the side effects, then what the steer itself
     did (`metrics.TABLES`), those the grid has; every steering sweep's table (residual and ITI) shows these."""
@@ -412,8 +405,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
             res = evaluate_prepared(PreparedMethod(spec, lm, iv), lm, job.items, ecfg, texts, lm_cache, judges,
                                     data_dir=cfg.data_dir, detector=detector)
             pred = (iv.provenance.get("steerability") or {}).get(str(job.cell["layer"])) if iv is not None else None
-            return {"metrics": dict(res["metrics"]) | fire_rates(iv), "per_question": res["per_question"],
-                    "steerability": pred}
+            return {"metrics": dict(res["metrics"]), "per_question": res["per_question"], "steerability": pred}
 
         grid_spec.evaluate = evaluate
         run_grid(grid_spec, store, lm, log=both)

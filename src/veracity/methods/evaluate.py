@@ -45,7 +45,8 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Method
                       detector=None) -> dict:
     """`methods.fold.evaluate` as compare-interventions and the steer sweep record a row: MC under the method's
     prompt, CE on `texts` and KL against `original` (for a trained method; else the unsteered model), greedy
-    answers judged by `judges` = (truth, info) with their health, the side effects, and the costs. `lm_cache`
+    answers judged by `judges` = (truth, info) with their health, the side effects, a conditional steer's fire
+    rates, and the costs. `lm_cache`
     keeps the original model's CE across calls (a prompt or no method does not change the model). `detector`
     (a kept `veracity.evaluate.detector.Detector`, loaded once by the study) adds its belief in the answers."""
     plan = FoldPlan(cfg.protocol, ("mc",) + (("ce", "kl") if texts else ()) + (("judge",) if judges else ()),
@@ -68,6 +69,9 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Method
         answers = [{"index": q.index, "question": q.question, "answer": q.answer} for q in qs]
     metrics.update(ev.side_effects)
     metrics.update(ev.detector)
+    from ..steer.conditional import held_out_fire_metrics
+
+    metrics.update(held_out_fire_metrics(pm.intervention))  # a conditional steer's fire rates
     for r in per_q:
         r.update(ev.verdicts.get(r["index"], {}))
     if texts:

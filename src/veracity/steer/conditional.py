@@ -184,6 +184,13 @@ def fire_rates(fires: torch.Tensor, y: torch.Tensor) -> dict:
     return {"target": rate(~y), "control": rate(y), "n_target": int((~y).sum()), "n_control": int(y.sum())}
 
 
+def held_out_fire_metrics(steer) -> dict:
+    """A conditional steer's fire rates on its fold's held-out rows (recorded by `fit_conditional`) as the
+    registered metrics `fire_rate_target` / `fire_rate_control`; {} for a steer without them."""
+    got = ((getattr(steer, "provenance", None) or {}).get("fire_rate") or {}).get("held_out") or {}
+    return {f"fire_rate_{k}": float(got[k]) for k in ("target", "control") if got.get(k) is not None}
+
+
 def fit_conditional(inner, X: torch.Tensor, y: torch.Tensor, probe: str = "logistic", threshold: float = 0.5,
                     seed: int = 0, held_out: tuple | None = None, provenance: dict | None = None) -> ConditionalSteer:
     """Wrap `inner` with a probe fitted on the training rows X [n, D] (its first layer) and labels y; fire rates on
