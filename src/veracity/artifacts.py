@@ -553,7 +553,10 @@ register(ArtifactKind(
 register(ArtifactKind(
     "steer-sweep-store", "results store: a `steer sweep`'s results.sqlite", (_store("steer-sweep"),),
     (Consumer(("steer", "sweep", *_TINY, "--limit", "4", "--alphas", "0,1", "--layers", "1", "--judge", "none",
-               "--ce-texts", "0", "--side-effects", "none", "--out", "{path}")),), run_kinds=("steer-sweep",)))
+               "--ce-texts", "0", "--side-effects", "none", "--out", "{path}")),
+     Consumer(("steer", "sweep", *_TINY, "--limit", "4", "--alphas", "0,1", "--layers", "1", "--judge", "none",
+               "--ce-texts", "0", "--side-effects", "none", "--plain-from", "{path}", "--out", "{out}"))),
+    run_kinds=("steer-sweep",)))
 register(ArtifactKind(
     "comparison-store", "results store: a `compare-interventions` run's results.sqlite", (_store("comparison"),),
     (Consumer(("compare-interventions", *_TINY, "--limit", "4", "--methods", "baseline", "--judge", "none",

@@ -178,3 +178,39 @@ def test_conditional_sweep_shows_its_fire_rates(data_dir, tmp_path, cli, tiny_ll
                "--method", "caa", "--layers", "1", "--alphas", "2", "--folds", "2", "--ce-texts", "0",
                "--side-effects", "none", "--acts", tmp_path / "acts", "--out", tmp_path / "caa"])
     assert "fire_rate" not in caa
+
+
+def test_plain_from_reuses_another_sweeps_plain_rows(data_dir, tmp_path, cli):
+    """A second method's sweep with --plain-from scores only its steered cells; its plain rows equal the
+    source's (copied, marked), and a source of other settings is refused naming the setting."""
+    import sqlite3
+
+    base = ["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "8",
+            "--layers", "1", "--alphas", "2", "--folds", "2", "--ce-texts", "0", "--side-effects", "none",
+            "--acts", tmp_path / "acts"]
+    cli(base + ["--method", "caa", "--out", tmp_path / "caa"])
+    text = cli(base + ["--method", "lat", "--plain-from", tmp_path / "caa", "--out", tmp_path / "lat"])
+    assert "folds 0, 1 reused from" in text
+    assert text.count("fold=") == 2 and "layer=- " not in text  # only the steered cell, on both folds
+    rows = {}
+    for name in ("caa", "lat"):
+        db = sqlite3.connect(tmp_path / name / "results.sqlite")
+        rows[name] = {f: (json.loads(m), json.loads(x)) for f, m, x in db.execute(
+            "SELECT fold, metrics, extra FROM results WHERE cell=?", (json.dumps({"alpha": 0.0, "layer": -1}),))}
+        db.close()
+    assert sorted(rows["lat"]) == [0, 1]
+    for f in (0, 1):
+        assert rows["lat"][f][0] == rows["caa"][f][0]
+        assert rows["lat"][f][1]["per_question"] == rows["caa"][f][1]["per_question"]
+        assert rows["lat"][f][1]["plain_from"] == str(tmp_path / "caa")
+    res = json.loads((tmp_path / "lat" / "results.json").read_text())
+    assert res["config"]["plain_from"] == str(tmp_path / "caa") and res["baseline"]["mc2"] == json.loads(
+        (tmp_path / "caa" / "results.json").read_text())["baseline"]["mc2"]
+    # other fixed settings (the question count): refused before any cell, naming it
+    bad = cli([a if a != "8" else "6" for a in base] + ["--method", "lat", "--plain-from", tmp_path / "caa",
+                                                         "--out", tmp_path / "other"], code=2)
+    assert "differs in: limit, questions" in bad and not (tmp_path / "other" / "results.sqlite").exists()
+    # a folder holding no sweep, and an iti sweep (heads, its own plain model): refused
+    assert "is missing" in cli(base + ["--method", "lat", "--plain-from", tmp_path, "--out", tmp_path / "x"], code=2)
+    assert "--plain-from" in cli(["steer", "sweep", "--model", "tiny-llama", "--method", "iti", "--plain-from",
+                                  tmp_path / "caa", "--out", tmp_path / "y"], code=2)

@@ -33,6 +33,10 @@ def sweep_cmd(model: str = ModelOpt,
               cosmic: bool = typer.Option(False, "--cosmic", help="Residual steers: also report COSMIC's "
                                           "generation-free layer choice on each training fold beside the sweep's best "
                                           "layer (and that layer's rank)."),
+              plain_from: Optional[Path] = typer.Option(None, "--plain-from", help="Residual steers: another "
+                                                        "steer sweep's folder with the same settings but the "
+                                                        "steer's own (method, normalize, steer params): its "
+                                                        "plain-model rows are reused, not scored again."),
               num_heads: Optional[str] = typer.Option(None, "--num-heads", "-k",
                                                       help="iti: K values (default 8,16,32,48)."),
               folds: int = typer.Option(2, "--folds"), seed: Optional[int] = typer.Option(None, "--seed"),
@@ -78,7 +82,8 @@ def sweep_cmd(model: str = ModelOpt,
                             acts=str(acts) if acts else None, device=device, num_heads=k_list, direction=direction,
                             sigma_from=sigma_from, data=data, mc_shift_from=mc_shift_from, reproduce=reproduce,
                             contiguous_folds=contiguous_folds, gen_positions=gen_positions,
-                            steer_params=params, cosmic=cosmic, detector=det, binary=binary, **se)
+                            steer_params=params, cosmic=cosmic, detector=det, binary=binary,
+                            plain_from=str(plain_from) if plain_from else None, **se)
 
     if STEERS[method].sweep == "heads":  # the registry entry names the engine that varies its parameters
         from ..experiments.iti_sweep import SweepConfig, run_iti_sweep

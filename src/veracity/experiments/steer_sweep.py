@@ -22,6 +22,7 @@ Folds: `probes.splits.question_folds` with the seed, the same held-out questions
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,62 @@ PARAMS = ("layer", "alpha")
 def open_store(path: str | Path, config: dict | None = None) -> SweepStore:
     """A steer sweep's results store (`config`: the settings a resume must share; None for reading)."""
     return SweepStore(path, config, "steer sweep", PARAMS)
+
+
+#: the plain model's cell: scored once per fold, whatever the steer
+PLAIN = {"layer": -1, "alpha": 0.0}
+#: the store's fixed settings that belong to the steer alone: sweeps differing only in these score the plain
+#: model identically, so one may reuse another's plain rows (`--plain-from`)
+STEER_OWN = ("method", "normalize", "steer_params")
+
+
+def plain_source(path: str | Path) -> dict:
+    """The settings recorded by the steer sweep at `path` (a run folder) whose plain rows are to be reused,
+    read through the store's checked reader; anything else is one `BadInput` naming it."""
+    from ..validation import BadInput
+
+    db = Path(path) / "results.sqlite"
+    if not db.is_file():
+        raise BadInput(f"--plain-from: {db} is missing; that folder holds no steer sweep")
+    src = open_store(db)
+    try:
+        fixed = src.recorded()
+    finally:
+        src.close()
+    if not fixed:
+        raise BadInput(f"--plain-from: {db} records no settings; not a steer sweep's store")
+    return fixed
+
+
+def check_plain_source(path: str | Path, fixed: dict) -> None:
+    """Refuse (one `BadInput` naming them) a `--plain-from` sweep whose fixed settings differ from `fixed` in
+    anything but the steer's own (`STEER_OWN`): its plain model would not be this sweep's."""
+    from ..validation import BadInput
+
+    theirs = plain_source(path)
+    mine = json.loads(json.dumps(fixed, sort_keys=True, default=str))  # as the store records it
+    diff = sorted(k for k in set(theirs) | set(mine) if k not in STEER_OWN and theirs.get(k) != mine.get(k))
+    if diff:
+        raise BadInput(f"--plain-from {path}: a sweep of other settings (differs in: {', '.join(diff)}); its "
+                       "plain model is not this sweep's")
+
+
+def reuse_plain_rows(store: SweepStore, path: str | Path, fixed: dict, n_folds: int) -> list[int]:
+    """Copy the plain-model rows of the steer sweep at `path` into `store` for the folds it lacks (its settings
+    checked by `check_plain_source`); returns the folds copied. A fold the source has not scored yet (it may
+    still be running) is left to this sweep."""
+    check_plain_source(path, fixed)
+    src = open_store(Path(path) / "results.sqlite")
+    copied = []
+    try:
+        for f in range(n_folds):
+            e = None if store.done(PLAIN, f) else src.entry(PLAIN, f)
+            if e is not None:
+                store.put(PLAIN, f, e.metrics, e.seconds, {**e.extra, "plain_from": str(path)})
+                copied.append(f)
+    finally:
+        src.close()
+    return copied
 
 
 class UnlessSteer(IgnoredUnless):
@@ -87,7 +144,7 @@ class SteerSweepConfig(Checked):
                     "metric": o.METRIC, "ce_texts": o.COUNT0, "limit": o.LIMIT, "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION,
                     "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE,
-                    "detector": o.OPTIONAL_TEXT, "binary": o.BOOL, "num_heads": [ListOf(o.NUM_HEADS, min_len=0)], "cosmic": [Instance(bool)],
+                    "detector": o.OPTIONAL_TEXT, "plain_from": o.OPTIONAL_TEXT, "binary": o.BOOL, "num_heads": [ListOf(o.NUM_HEADS, min_len=0)], "cosmic": [Instance(bool)],
                     "steer_params": [Parses(check_steer_params, "steer parameters {name: value} of registered steers",
                                             bad=[{"nosuch": 1}], example={"reference": "all"})],
                     "direction": list(STEERS["iti"].param("direction").constraints),
@@ -100,6 +157,7 @@ class SteerSweepConfig(Checked):
               UnlessSteer("direction", _has("direction"), example="probe"),
               UnlessSteer("sigma_from", _has("sigma_from"), example="all"),
               UnlessSteer("cosmic", _has("layer_select"), example=True),
+              UnlessSteer("plain_from", lambda f: not _heads_sweep(f), example="runs/caa"),
               *(UnlessSteer(f, _heads_sweep, example=ex) for f, ex in (
                   ("data", "csv"), ("mc_shift_from", "legacy"), ("reproduce", "honest-llama"),
                   ("contiguous_folds", True), ("gen_positions", "all"))))
@@ -126,6 +184,7 @@ class SteerSweepConfig(Checked):
     acts: str | None = None  # the residual activation store (default: the veracity cache)
     device: str | None = None
     detector: str | None = None  # a kept detector (`veracity detect`): its belief in every cell's answers
+    plain_from: str | None = None  # another steer sweep of the same settings: its plain-model rows are reused
     binary: bool = False  # also TruthfulQA's binary task (every variant, chance 0.5) on each held-out fold
     # iti only (`veracity iti sweep`'s options): recorded nowhere for caa / lat, so refused there
     num_heads: tuple = ()  # () = the iti sweep's default K values
@@ -151,8 +210,9 @@ class SteerSweepConfig(Checked):
             d.pop("steer_params")
         if not self.cosmic:
             d.pop("cosmic")
-        if d["detector"] is None:  # left out unless given, so folders written before it existed resume
-            d.pop("detector")
+        for name in ("detector", "plain_from"):  # left out unless given, so folders written before them resume
+            if d[name] is None:
+                d.pop(name)
         if not self.binary:
             d.pop("binary")
         return d
@@ -325,6 +385,8 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     eval_revision = check_revision_pair(cfg.revision, cfg.eval_revision)
     recorded = cfg.recorded()
     detector = load_detector_for(cfg.detector)  # a bad file is refused before the model loads
+    if cfg.plain_from:  # likewise a folder that holds no steer sweep
+        plain_source(cfg.plain_from)
     run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **recorded},
                     resume=not overwrite, overwrite=overwrite, seed=cfg.seed, defer=True)
     try:
@@ -362,6 +424,8 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         fixed["steer_params"] = dict(cfg.steer_params)
     if cfg.binary:  # likewise
         fixed["binary"] = True
+    if cfg.plain_from:  # refused before the run folder is made
+        check_plain_source(cfg.plain_from, fixed)
     run.start()
     try:
         store = open_store(run.path / "results.sqlite", fixed)
@@ -372,9 +436,18 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         log(msg)
         run.log(msg)
 
+    if cfg.plain_from:
+        try:
+            copied = reuse_plain_rows(store, cfg.plain_from, fixed, cfg.folds)
+        except BaseException:
+            store.close()
+            raise
+        both(f"plain model: folds {', '.join(map(str, copied))} reused from {cfg.plain_from}" if copied else
+             f"plain model: {cfg.plain_from} has no fold this sweep lacks; scored here")
+
     # -1 with alpha 0: the plain model (once per fold), shared by the family's identity alpha at every layer (no
     # cell of its own); each layer's steer fitted once per fold, alpha rescales it
-    cells = [{"layer": -1, "alpha": 0.0}] + [{"layer": l, "alpha": a} for l in layers for a in alphas
+    cells = [dict(PLAIN)] + [{"layer": l, "alpha": a} for l in layers for a in alphas
                                              if identity is None or a != identity]
 
     def fit(f: int, layer: int):
