@@ -28,6 +28,27 @@ def test_aggregate_keeps_only_keys_every_fold_has_as_numbers():
     assert M.aggregate_folds([{"true": 0.5}]) == {"true": 0.5}  # no info: no True*Info
 
 
+def test_fold_sd_is_numpys_sample_sd_of_keys_every_fold_has():
+    import numpy as np
+
+    folds = [{"mc2": 0.4, "kl": 1.0, "x": 1.0, "n": float("nan")}, {"mc2": 0.7, "kl": 3.0, "n": 1.0},
+             {"mc2": 0.5, "kl": 2.0, "x": 3.0, "n": 2.0}]
+    s = M.fold_sd(folds)
+    assert s == {"mc2_sd": pytest.approx(np.std([0.4, 0.7, 0.5], ddof=1)), "kl_sd": pytest.approx(1.0)}
+    assert list(M.fold_sd(folds, ["kl"])) == ["kl_sd"] and M.fold_sd(folds[:1]) == {}
+
+
+def test_compare_interventions_summary_is_the_registry_rule_with_its_spread():
+    from veracity.experiments.interventions import summarise_method
+
+    rows = [{"metrics": {"true": 0.2, "info": 1.0, "true_info": 0.2, "mc2": 0.4}, "costs": {"infer_s": 3.0}},
+            {"metrics": {"true": 0.6, "info": 0.5, "true_info": 0.3, "mc2": 0.6}, "costs": {"infer_s": 5.0}}]
+    s = summarise_method(rows)
+    assert s["true_info"] == pytest.approx(0.4 * 0.75) and s["infer_s"] == 4.0 and "infer_s_sd" not in s
+    assert s["mc2_sd"] == pytest.approx(math.sqrt(0.02))
+    assert list(s)[:4] == ["info", "info_sd", "mc2", "mc2_sd"]  # each metric beside its spread, costs last
+
+
 def test_registry_labels_directions_and_chance():
     assert M.label("true_info") == "True*Info" and M.label("unknown_key") == "unknown_key"
     assert M.lower_is_better("kl") and M.lower_is_better("ce_loss") and not M.lower_is_better("mc2")

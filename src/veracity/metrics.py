@@ -7,6 +7,7 @@ edit. True*Info is defined here only (`with_true_info`)."""
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -295,6 +296,22 @@ def aggregate_folds(fold_metrics: Iterable[Mapping[str, float]], keys: Iterable[
             out[k] = sum(float(v) for v in vals) / len(vals)
     with_true_info(out)
     return {k: v for k, v in out.items() if v is not None}
+
+
+def fold_sd(fold_metrics: Sequence[Mapping[str, float]], keys: Iterable[str] | None = None) -> dict:
+    """`<metric>_sd`: the standard deviation over folds (ddof 1) of each of `keys` (default: every key of any
+    fold) that every fold has a finite number for; nothing with fewer than two folds. The one spread every
+    study reports beside `aggregate_folds`' means."""
+    folds = list(fold_metrics)
+    if len(folds) < 2:
+        return {}
+    names = list(keys) if keys is not None else list(dict.fromkeys(k for f in folds for k in f))
+    out = {}
+    for k in names:
+        vals = [f.get(k) for f in folds]
+        if all(_ok(v) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+            out[k + "_sd"] = statistics.stdev(float(v) for v in vals)
+    return out
 
 
 def pareto_front(points: Sequence[Mapping], axes: Sequence[str]) -> list[bool]:

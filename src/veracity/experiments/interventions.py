@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..metrics import fmt, gain_cost_table, with_true_info
+from ..metrics import aggregate_folds, fmt, fold_sd, gain_cost_table, with_true_info
 from .sweep import SweepStore
 from ..constraints import Checked, Instance, ListOf, Options, Parses
 from ..methods import options as o
@@ -216,17 +216,16 @@ class CompareStore(SweepStore):
 
 # ------------------------------------------------------------------------------------------ the run
 def summarise_method(fold_rows: list[dict]) -> dict:
-    """Fold means of metrics and costs (ITI convention: True*Info = product of the fold means)."""
+    """Fold means of metrics and costs (`metrics.aggregate_folds`: True*Info the product of the fold means),
+    each metric followed by its spread over folds (`metrics.fold_sd`)."""
+    ms, cs = [r["metrics"] for r in fold_rows], [r["costs"] for r in fold_rows]
+    mkeys, ckeys = sorted({k for m in ms for k in m}), sorted({k for c in cs for k in c})
+    mean = aggregate_folds([{**m, **c} for m, c in zip(ms, cs)], mkeys + ckeys)
+    sd = fold_sd(ms, mkeys)
     out: dict = {}
-    for part in ("metrics", "costs"):
-        keys = {k for r in fold_rows for k in r[part]}
-        for k in sorted(keys):
-            vals = [r[part].get(k) for r in fold_rows]
-            if all(isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) for v in vals):
-                out[k] = float(np.mean(vals))
-                if part == "metrics" and len(vals) > 1:
-                    out[k + "_sd"] = float(np.std(vals, ddof=1))
-    return with_true_info(out)
+    for k in mkeys + ckeys:
+        out.update({n: d[n] for n, d in ((k, mean), (k + "_sd", sd)) if n in d})
+    return out
 
 
 def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, data_dir=None,

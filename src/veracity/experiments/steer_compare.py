@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from ..constraints import Checked, ListOf, Text
-from ..metrics import (METRICS, FOLD_GROUPS, better_sign, column_label, fmt, gain_cost_table, headlines,
-                       metrics_in)
+from ..metrics import (METRICS, FOLD_GROUPS, better_sign, column_label, fmt, fold_sd, gain_cost_table,
+                       headlines, metrics_in)
 from ..methods import options as o
 from .sweep import SweepStore, cell_key, pick_best
 
@@ -47,7 +46,6 @@ SWEEPS = ("steer-sweep", "iti-sweep")
 #: what must be equal for two runs' cells to be on the same folds and scored alike
 SAME_FOLDS = ("model", "folds", "seed", "limit", "questions", "revision", "eval_revision", "protocol", "contiguous")
 #: the outcomes the predictors are checked against (the gain in the chosen metric is added to them)
-OUTCOMES = ("item_steerable", "anti_steerable")
 #: a predictor "foretold" the outcome when |rho| reaches this over at least `VERDICT_CELLS` cells holding at least
 #: `VERDICT_DISTINCT` different predictor values (every strength of one fitted layer shares its predictors: a rho
 #: over two values is a split of ties, not a ranking)
@@ -176,19 +174,6 @@ def _short(v) -> str:
     return f"{v[:12]}..." if isinstance(v, str) and len(v) > 15 else str(v)
 
 
-def fold_sd(fold_metrics: list[dict]) -> dict:
-    """`<metric>_sd`: the standard deviation over folds (ddof 1, as `compare-interventions`) of every
-    registered metric every fold has a number for; nothing with one fold."""
-    out = {}
-    if len(fold_metrics) < 2:
-        return out
-    for k in METRICS:
-        vals = [m.get(k) for m in fold_metrics]
-        if all(_num(v) for v in vals):
-            out[k + "_sd"] = float(np.std(vals, ddof=1))
-    return out
-
-
 def _cells(src: _Source, series: str) -> tuple[dict | None, list[dict]]:
     """(the plain-model point, the steered points) of one sweep: its grid rows with their fold s.d., each
     named by its series (the method) and label (its setting)."""
@@ -201,7 +186,7 @@ def _cells(src: _Source, series: str) -> tuple[dict | None, list[dict]]:
             params = {"alpha": r["alpha"], "k": r["k"]}
             is_plain, label = not r["alpha"], f"K {r['k']} alpha {r['alpha']:g}"
         point = {k: v for k, v in r.items() if k not in ("best", "baseline")}
-        point.update(fold_sd(src.folds.get(cell_key(params), [])), run=str(src.path))
+        point.update(fold_sd(src.folds.get(cell_key(params), []), METRICS), run=str(src.path))
         if is_plain:
             plain = plain or {**point, "series": "plain model", "label": "plain", "reference": "plain model"}
         else:
@@ -236,7 +221,7 @@ def predictor_rows(cells: list[dict], metric: str, seed: int = 0) -> list[dict]:
     the series), with its bootstrap interval: `steer.steerability.rank_agreement` over the cells that carry both;
     pairs with fewer than three such cells are left out. `distinct`: how many different predictor values those
     cells have (a predictor is fitted per layer, so every strength of a layer shares one: ties, not evidence)."""
-    from ..steer.steerability import PREDICTORS, rank_agreement
+    from ..steer.steerability import OUTCOMES, PREDICTORS, rank_agreement
 
     outcomes = (*OUTCOMES, f"{metric}_gain")
     scopes = [("all", cells)] + [(s, [c for c in cells if c["series"] == s])
