@@ -6,7 +6,8 @@ veracity cache), then generates `--tokens` new tokens under its "generate" phase
 (`Steer.factory(lm)("generate")`, what every study's generation uses). Plain and steered runs are interleaved,
 `--repeats` rounds with the order reversed every other round, and each keeps its best round: on a shared CPU
 the best round is the least disturbed one. Prints one JSON object: per method the tokens/s ratio steered /
-plain (target >= 0.95), its fit seconds, and whether the steered tokens differ from the plain ones (a steer
+plain of the best rounds (target >= 0.95) and the median over rounds of each round's own ratio (the machine's
+speed drifts between rounds; within one round it barely does), every round's seconds, its fit seconds, and whether the steered tokens differ from the plain ones (a steer
 at its default strength that changes nothing is suspicious, not fast).
 
     python benchmarks/bench_steer.py --data-dir ../shared/data [--model smollm2] [--methods caa,lat] [--tokens 64]
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import time
 
 import torch
@@ -69,14 +71,20 @@ def main() -> None:
 
     kinds = ["plain", *names]
     tokens = {k: run(k)[1] for k in kinds}  # warm-up, and each variant's tokens
-    best = {k: float("inf") for k in kinds}
+    rounds: dict = {k: [] for k in kinds}
     for r in range(args.repeats):
         for k in (kinds if r % 2 == 0 else kinds[::-1]):
-            best[k] = min(best[k], run(k)[0])
+            rounds[k].append(run(k)[0])
+    best = {k: min(v) for k, v in rounds.items()}
     n_tok = args.tokens * args.batch
     tps = {k: n_tok / v for k, v in best.items()}
+    # the machine's speed drifts between rounds: the speed ratio within each round (plain and steered seconds
+    # apart), its median over rounds, next to the best rounds' ratio
+    per_round = {k: [p / s for p, s in zip(rounds["plain"], rounds[k])] for k in names}
     print(json.dumps({
         "ratio": {k: tps[k] / tps["plain"] for k in names},
+        "median_round_ratio": {k: statistics.median(v) for k, v in per_round.items()},
+        "seconds_per_round": rounds,
         "target": 0.95,
         "tokens_per_s": tps,
         "fit_seconds": fit_s,
