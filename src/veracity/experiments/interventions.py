@@ -225,7 +225,7 @@ def summarise_method(fold_rows: list[dict]) -> dict:
     out: dict = {}
     for k in mkeys + ckeys:
         out.update({n: d[n] for n, d in ((k, mean), (k + "_sd", sd)) if n in d})
-    return out
+    return with_true_info(out)  # also where the folds carry True and Info but no True*Info
 
 
 def run_comparison(lm, items: Sequence, cfg: CompareConfig, folder: str | Path, data_dir=None,
