@@ -7,8 +7,9 @@ veracity cache), then generates `--tokens` new tokens under its "generate" phase
 `--repeats` rounds with the order reversed every other round, and each keeps its best round: on a shared CPU
 the best round is the least disturbed one. Prints one JSON object: per method the tokens/s ratio steered /
 plain of the best rounds (target >= 0.95) and the median over rounds of each round's own ratio (the machine's
-speed drifts between rounds; within one round it barely does), every round's seconds, its fit seconds, and whether the steered tokens differ from the plain ones (a steer
-at its default strength that changes nothing is suspicious, not fast).
+speed drifts between rounds; within one round it barely does), every round's seconds, its fit seconds, and
+whether the steered tokens differ from the plain ones (a steer at its default strength that changes nothing is
+suspicious, not fast).
 
     python benchmarks/bench_steer.py --data-dir ../shared/data [--model smollm2] [--methods caa,lat] [--tokens 64]
 """

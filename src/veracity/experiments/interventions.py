@@ -22,7 +22,6 @@ finished rows and an interrupted run loses at most the row in progress.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

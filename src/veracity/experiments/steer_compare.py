@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-
 from ..constraints import Checked, ListOf, Text
 from ..metrics import (METRICS, FOLD_GROUPS, better_sign, column_label, fmt, fold_sd, gain_cost_table,
                        headlines, metrics_in)
@@ -45,7 +44,6 @@ READS = {"steer-sweep": 1, "iti-sweep": 1, "compare-interventions": 1}
 SWEEPS = ("steer-sweep", "iti-sweep")
 #: what must be equal for two runs' cells to be on the same folds and scored alike
 SAME_FOLDS = ("model", "folds", "seed", "limit", "questions", "revision", "eval_revision", "protocol", "contiguous")
-#: the outcomes the predictors are checked against (the gain in the chosen metric is added to them)
 #: a predictor "foretold" the outcome when |rho| reaches this over at least `VERDICT_CELLS` cells holding at least
 #: `VERDICT_DISTINCT` different predictor values (every strength of one fitted layer shares its predictors: a rho
 #: over two values is a split of ties, not a ranking)

@@ -77,12 +77,12 @@ def plain_source(path: str | Path) -> dict:
     return fixed
 
 
-def check_plain_source(path: str | Path, fixed: dict) -> None:
-    """Refuse (one `BadInput` naming them) a `--plain-from` sweep whose fixed settings differ from `fixed` in
-    anything but the steer's own (`STEER_OWN`): its plain model would not be this sweep's."""
+def check_plain_source(path: str | Path, theirs: dict, fixed: dict) -> None:
+    """Refuse (one `BadInput` naming them) a `--plain-from` sweep whose recorded settings `theirs`
+    (`plain_source`) differ from `fixed` in anything but the steer's own (`STEER_OWN`): its plain model would
+    not be this sweep's."""
     from ..validation import BadInput
 
-    theirs = plain_source(path)
     mine = json.loads(json.dumps(fixed, sort_keys=True, default=str))  # as the store records it
     diff = sorted(k for k in set(theirs) | set(mine) if k not in STEER_OWN and theirs.get(k) != mine.get(k))
     if diff:
@@ -90,11 +90,10 @@ def check_plain_source(path: str | Path, fixed: dict) -> None:
                        "plain model is not this sweep's")
 
 
-def reuse_plain_rows(store: SweepStore, path: str | Path, fixed: dict, n_folds: int) -> list[int]:
-    """Copy the plain-model rows of the steer sweep at `path` into `store` for the folds it lacks (its settings
-    checked by `check_plain_source`); returns the folds copied. A fold the source has not scored yet (it may
-    still be running) is left to this sweep."""
-    check_plain_source(path, fixed)
+def reuse_plain_rows(store: SweepStore, path: str | Path, n_folds: int) -> list[int]:
+    """Copy the plain-model rows of the steer sweep at `path` (checked by `check_plain_source`) into `store` for
+    the folds it lacks; returns the folds copied. A fold the source has not scored yet (it may still be
+    running) is left to this sweep."""
     src = open_store(Path(path) / "results.sqlite")
     copied = []
     try:
@@ -144,7 +143,8 @@ class SteerSweepConfig(Checked):
                     "metric": o.METRIC, "ce_texts": o.COUNT0, "limit": o.LIMIT, "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION,
                     "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE,
-                    "detector": o.OPTIONAL_TEXT, "plain_from": o.OPTIONAL_TEXT, "binary": o.BOOL, "num_heads": [ListOf(o.NUM_HEADS, min_len=0)], "cosmic": [Instance(bool)],
+                    "detector": o.OPTIONAL_TEXT, "plain_from": o.OPTIONAL_TEXT, "binary": o.BOOL,
+                    "num_heads": [ListOf(o.NUM_HEADS, min_len=0)], "cosmic": [Instance(bool)],
                     "steer_params": [Parses(check_steer_params, "steer parameters {name: value} of registered steers",
                                             bad=[{"nosuch": 1}], example={"reference": "all"})],
                     "direction": list(STEERS["iti"].param("direction").constraints),
@@ -385,8 +385,8 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     eval_revision = check_revision_pair(cfg.revision, cfg.eval_revision)
     recorded = cfg.recorded()
     detector = load_detector_for(cfg.detector)  # a bad file is refused before the model loads
-    if cfg.plain_from:  # likewise a folder that holds no steer sweep
-        plain_source(cfg.plain_from)
+    # likewise a folder that holds no steer sweep (its settings are compared once this sweep's are known)
+    plain_settings = plain_source(cfg.plain_from) if cfg.plain_from else None
     run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **recorded},
                     resume=not overwrite, overwrite=overwrite, seed=cfg.seed, defer=True)
     try:
@@ -425,7 +425,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     if cfg.binary:  # likewise
         fixed["binary"] = True
     if cfg.plain_from:  # refused before the run folder is made
-        check_plain_source(cfg.plain_from, fixed)
+        check_plain_source(cfg.plain_from, plain_settings, fixed)
     run.start()
     try:
         store = open_store(run.path / "results.sqlite", fixed)
@@ -436,19 +436,10 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         log(msg)
         run.log(msg)
 
-    if cfg.plain_from:
-        try:
-            copied = reuse_plain_rows(store, cfg.plain_from, fixed, cfg.folds)
-        except BaseException:
-            store.close()
-            raise
-        both(f"plain model: folds {', '.join(map(str, copied))} reused from {cfg.plain_from}" if copied else
-             f"plain model: {cfg.plain_from} has no fold this sweep lacks; scored here")
-
     # -1 with alpha 0: the plain model (once per fold), shared by the family's identity alpha at every layer (no
     # cell of its own); each layer's steer fitted once per fold, alpha rescales it
     cells = [dict(PLAIN)] + [{"layer": l, "alpha": a} for l in layers for a in alphas
-                                             if identity is None or a != identity]
+                             if identity is None or a != identity]
 
     def fit(f: int, layer: int):
         test_items = [scored[int(q)] for q in folds[f] if int(q) in scored]
@@ -462,6 +453,10 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         return steer, test_items
 
     try:
+        if cfg.plain_from:
+            copied = reuse_plain_rows(store, cfg.plain_from, cfg.folds)
+            both(f"plain model: folds {', '.join(map(str, copied))} reused from {cfg.plain_from}" if copied else
+                 f"plain model: {cfg.plain_from} has no fold this sweep lacks; scored here")
         grid_spec = Grid(cells, cfg.folds, fit, None, fit_key=lambda c: c["layer"],
                          describe=lambda job, res, secs: (
                              f"{cfg.method} layer={job.cell['layer'] if job.cell['layer'] >= 0 else '-'} "

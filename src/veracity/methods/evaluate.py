@@ -46,9 +46,9 @@ def evaluate_prepared(pm: PreparedMethod, original, items: Sequence, cfg: Method
     """`methods.fold.evaluate` as compare-interventions and the steer sweep record a row: MC under the method's
     prompt, CE on `texts` and KL against `original` (for a trained method; else the unsteered model), greedy
     answers judged by `judges` = (truth, info) with their health, the side effects, a conditional steer's fire
-    rates, and the costs. `lm_cache`
-    keeps the original model's CE across calls (a prompt or no method does not change the model). `detector`
-    (a kept `veracity.evaluate.detector.Detector`, loaded once by the study) adds its belief in the answers."""
+    rates, and the costs. `lm_cache` keeps the original model's CE across calls (a prompt or no method does not
+    change the model). `detector` (a kept `veracity.evaluate.detector.Detector`, loaded once by the study) adds
+    its belief in the answers."""
     plan = FoldPlan(cfg.protocol, ("mc",) + (("ce", "kl") if texts else ()) + (("judge",) if judges else ()),
                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
                     n_docs=len(texts) if texts else 0, max_tokens=cfg.ce_tokens,
