@@ -133,6 +133,44 @@ def test_predictors_are_spearman_across_every_steered_cell(runs):
     assert res.verdict.startswith("no predictor") is (not strong)
 
 
+def _per_question(folder, cell: dict) -> dict:
+    """{question index: MC2} over both folds of one stored cell, read from the store with plain sqlite."""
+    import sqlite3
+
+    db = sqlite3.connect(folder / "results.sqlite")
+    try:
+        rows = db.execute("SELECT extra FROM results WHERE cell=?", (json.dumps(cell, sort_keys=True),)).fetchall()
+    finally:
+        db.close()
+    return {q["index"]: q["mc2"] for (x,) in rows for q in json.loads(x)["per_question"]}
+
+
+def test_paired_rows_are_the_per_question_differences_of_the_stores(runs):
+    import numpy as np
+
+    folders, res = runs
+    got = {(r["method"], r["against"]): r for r in res.paired}
+    assert set(got) == {("caa", "plain model"), ("caa", "instruction"), ("ace", "plain model"),
+                        ("ace", "instruction"), ("instruction", "plain model")}
+    plain = _per_question(folders["caa"], {"layer": -1, "alpha": 0.0})
+    prompt = _per_question(folders["cmp"], {"method": "instruction"})
+    assert len(plain) == len(prompt) == 8  # every question once, on the fold that held it out
+    for b in res.best:
+        mine = _per_question(folders[b["method"]], {"layer": b["layer"], "alpha": b["alpha"]})
+        for vs, other in (("plain model", plain), ("instruction", prompt)):
+            r = got[(b["method"], vs)]
+            d = np.array([mine[q] - other[q] for q in sorted(mine)])
+            assert r["n"] == 8 and r["difference"] == pytest.approx(d.mean()) and r["setting"] == b["setting"]
+            rng = np.random.default_rng(0)
+            boot = [d[rng.integers(0, 8, 8)].mean() for _ in range(4000)]
+            assert (r["low"], r["high"]) == pytest.approx(tuple(np.percentile(boot, [2.5, 97.5])))
+            assert r["up"] == pytest.approx((d > 0).mean()) and r["down"] == pytest.approx((d < 0).mean())
+            assert r["call"] == ("better" if r["low"] > 0 else "worse" if r["high"] < 0 else "within noise")
+    r = got[("instruction", "plain model")]
+    assert r["difference"] == pytest.approx(np.mean([prompt[q] - plain[q] for q in plain]))
+    assert (folders["out"] / "paired.csv").exists()
+
+
 def test_runs_on_other_folds_are_refused(runs, tmp_path):
     folders, _ = runs
     for other, what in (("seed1", "seed"), ("folds3", "folds")):

@@ -10,8 +10,9 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from veracity.steer.steerability import (auroc, directional_agreement, item_slopes, item_steerability, paired_items,
-                                         predictors, rank_agreement, separability, spearman)
+from veracity.steer.steerability import (auroc, directional_agreement, item_slopes, item_steerability,
+                                         paired_difference, paired_items, predictors, rank_agreement, separability,
+                                         spearman)
 
 
 def _cos(a, b):
@@ -104,6 +105,23 @@ def test_paired_items_matches_by_index():
     base = [{"index": 3, "mc2": 0.1}, {"index": 5, "mc2": 0.6}]
     steered = [{"index": 5, "mc2": 0.7}, {"index": 9, "mc2": 0.2}, {"index": 3, "mc2": 0.0}]
     assert paired_items(base, steered) == ([0.6, 0.1], [0.7, 0.0])
+
+
+def test_paired_difference_by_hand_and_a_literal_bootstrap():
+    a = {3: 0.5, 1: 0.9, 7: 0.2, 4: 0.4, 8: None}
+    b = {1: 0.6, 3: 0.5, 7: 0.4, 4: 0.1, 9: 0.3}
+    got = paired_difference(a, b, n_boot=500, seed=2)
+    d = np.array([0.9 - 0.6, 0.4 - 0.1, 0.5 - 0.5, 0.2 - 0.4])  # items 1, 3, 4, 7 by hand (sorted; 8 has no score)
+    d = d[[0, 2, 1, 3]]  # the order of sorted indices 1, 3, 4, 7
+    assert got["n"] == 4 and got["difference"] == pytest.approx(d.mean())
+    assert (got["up"], got["down"]) == (0.5, 0.25)  # item 3 ties
+    rng = np.random.default_rng(2)  # the percentile bootstrap written out: items resampled with replacement
+    boot = [d[rng.integers(0, 4, 4)].mean() for _ in range(500)]
+    assert (got["low"], got["high"]) == pytest.approx(tuple(np.percentile(boot, [2.5, 97.5])))
+    assert got == paired_difference(dict(reversed(list(a.items()))), b, n_boot=500, seed=2)  # order-free
+    one = paired_difference({1: 0.3}, {1: 0.1})
+    assert one["difference"] == pytest.approx(0.2) and one["low"] is None
+    assert paired_difference({1: 0.3}, {2: 0.1})["n"] == 0
 
 
 def test_spearman_against_scipy():

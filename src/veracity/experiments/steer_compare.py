@@ -74,6 +74,7 @@ class _Source:
     results: dict
     same: dict
     folds: dict  # cell_key -> [per-fold metrics]
+    items: dict = field(default_factory=dict)  # cell_key -> {question index: its per-question row}, every fold
 
 
 def _read_source(path: str | Path, kinds: tuple[str, ...]) -> _Source:
@@ -104,14 +105,19 @@ def _read_source(path: str | Path, kinds: tuple[str, ...]) -> _Source:
     try:
         fixed = store.recorded()
         folds: dict = {}
+        items: dict = {}
         for c, f, e in store.rows():
             folds.setdefault(cell_key(c), {})[f] = e.metrics
+            rows = e.extra.get("per_question") if isinstance(e.extra, dict) else None
+            for r in rows if isinstance(rows, list) else []:
+                if isinstance(r, dict) and "index" in r:
+                    items.setdefault(cell_key(c), {})[r["index"]] = r
     finally:
         store.close()
     same = _same_of(kind, cfg, res, fixed)
     n = same["folds"] if isinstance(same["folds"], int) else 0
     per_cell = {k: [v[f] for f in range(n)] for k, v in folds.items() if n and all(f in v for f in range(n))}
-    return _Source(path, kind, res, same, per_cell)
+    return _Source(path, kind, res, same, per_cell, items)
 
 
 def _same_of(kind: str, cfg: dict, res: dict, fixed: dict) -> dict:
@@ -185,6 +191,7 @@ def _cells(src: _Source, series: str) -> tuple[dict | None, list[dict]]:
             is_plain, label = not r["alpha"], f"K {r['k']} alpha {r['alpha']:g}"
         point = {k: v for k, v in r.items() if k not in ("best", "baseline")}
         point.update(fold_sd(src.folds.get(cell_key(params), []), METRICS), run=str(src.path))
+        point["_items"] = src.items.get(cell_key(params), {})
         if is_plain:
             plain = plain or {**point, "series": "plain model", "label": "plain", "reference": "plain model"}
         else:
@@ -204,7 +211,7 @@ def _prompting(src: _Source) -> list[dict]:
             continue
         if spec.trainer is None and spec.steer is None and spec.prompt != "baseline":
             out.append({**r, "series": r["method"], "label": r["method"], "reference": "prompting",
-                        "run": str(src.path)})
+                        "run": str(src.path), "_items": src.items.get(cell_key({"method": r["method"]}), {})})
     return out
 
 
@@ -232,6 +239,34 @@ def predictor_rows(cells: list[dict], metric: str, seed: int = 0) -> list[dict]:
                 if g["spearman"] is not None:
                     both = [r[p] for r in rows if _num(r.get(p)) and _num(r.get(oc))]
                     out.append({"scope": scope, **g, "distinct": len(set(both))})
+    return out
+
+
+def paired_rows(best: list[dict], plain: dict | None, prompting: list[dict], metric: str, seed: int = 0) -> list[dict]:
+    """Each method's best cell against the plain model and against each prompting method, and each prompting
+    method against the plain model, paired by held-out question: `steer.steerability.paired_difference` of the
+    per-question `metric` (each question scored once, on the fold that held it out; the difference is in the
+    metric's own units; `call`: "better" / "worse" where the 95% interval lies wholly on the registry's better /
+    worse side of 0, else "within noise"; a fold mean's s.d. over two folds cannot separate steers that the
+    per-question pairing does). Rows whose runs store no per-question `metric`
+    (KL, CE, the side effects are not per question) are left out."""
+    from ..steer.steerability import paired_difference
+
+    refs = ([("plain model", plain)] if plain else []) + [(p["series"], p) for p in prompting]
+    pairs = [(b["method"], b["setting"], b, n, r) for b in best for n, r in refs]
+    pairs += [(p["series"], p["label"], p, "plain model", plain) for p in prompting if plain]
+    sign, out = better_sign(metric), []
+    for name, setting, a, vs, b in pairs:
+        x = {i: q.get(metric) for i, q in a.get("_items", {}).items()}
+        y = {i: q.get(metric) for i, q in b.get("_items", {}).items()}
+        g = paired_difference(x, y, seed=seed)
+        if not g["n"]:
+            continue
+        call = None
+        if g["low"] is not None:
+            lo, hi = sorted((sign * g["low"], sign * g["high"]))
+            call = "better" if lo > 0 else "worse" if hi < 0 else "within noise"
+        out.append({"method": name, "setting": setting, "against": vs, "metric": metric, **g, "call": call})
     return out
 
 
@@ -264,6 +299,7 @@ class SteerCompareResult:
     gain_cost: list[dict]
     predictors: list[dict]
     verdict: str
+    paired: list[dict] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
@@ -301,6 +337,13 @@ class SteerCompareResult:
                         ["series", "setting", column_label(m, short=True), "KL"],
                         [[r["series"], r["label"], fmt(m, r["gain"]), fmt("kl", r["cost"])]
                          for r in sorted(front, key=lambda r: r["cost"])]))
+        if self.paired:
+            out.append((f"paired by question: {column_label(m, short=True)} difference, 95% bootstrap interval",
+                        ["method", "against", "difference", "95% interval", "up/down", "call"],
+                        [[f"{r['method']} {r['setting']}" if r["setting"] != r["method"] else r["method"],
+                          r["against"], f"{r['difference']:+.3f}",
+                          "-" if r["low"] is None else f"{r['low']:+.3f} .. {r['high']:+.3f}",
+                          f"{r['up']:.0%}/{r['down']:.0%}", r["call"] or "-"] for r in self.paired]))
         allp = [r for r in self.predictors if r["scope"] == "all"]
         out.append((f"did the predictors foretell the outcome? {self.verdict}",
                     ["predictor", "outcome", "cells", "values", "rho", "95% interval"],
@@ -312,7 +355,7 @@ class SteerCompareResult:
         """The results.json payload (its fields: docs/reference/results.md)."""
         return {"schema_version": self.schema_version, "metric": self.metric, "runs": self.runs,
                 "reference": self.reference, "same": self.same, "best": self.best, "gain_cost": self.gain_cost,
-                "predictors": self.predictors, "verdict": self.verdict, "plots": self.plots}
+                "predictors": self.predictors, "verdict": self.verdict, "paired": self.paired, "plots": self.plots}
 
     @classmethod
     def from_json(cls, d: dict) -> "SteerCompareResult":
@@ -322,7 +365,7 @@ class SteerCompareResult:
         v = schema_version(d, "steer-compare", SCHEMA_VERSION)
         return cls(d.get("metric", "mc2"), d.get("runs", []), d.get("reference"), d.get("same", {}),
                    d.get("best", []), d.get("gain_cost", []), d.get("predictors", []), d.get("verdict", ""),
-                   d.get("plots", []), schema_version=v)
+                   d.get("paired", []), d.get("plots", []), schema_version=v)
 
     def write(self, run, chart: Callable[..., bytes] | None = None) -> None:
         """best.csv, gain_cost.csv, predictors.csv, gain_cost.png where `chart` draws it (report.plots.gain_cost:
@@ -330,6 +373,7 @@ class SteerCompareResult:
         run.write_csv("best.csv", self.best)
         run.write_csv("gain_cost.csv", self.gain_cost)
         run.write_csv("predictors.csv", self.predictors)
+        run.write_csv("paired.csv", self.paired)
         self.plots = []
         if chart is not None and self.gain_cost:
             labels = {n: f"{METRICS[n].label} ({METRICS[n].unit})" for r in self.gain_cost
@@ -369,22 +413,25 @@ def run_steer_compare(config: SteerCompareConfig, out: str | Path, *, overwrite:
         cells += steered
         log(f"{name}: {len(steered)} steered cells from {s.path}")
     cols = measured(cells + ([plain] if plain else []))
-    best = []
+    best, best_cells = [], []
     for name in series:
         mine = [c for c in cells if c["series"] == name]
         at = pick_best([(i, c) for i, c in enumerate(mine)], config.metric)
         if at is None:
             continue
         c = mine[at]
+        best_cells.append({**c, "method": name, "setting": c["label"]})
         best.append({"method": name, "setting": c["label"], "run": c["run"],
                      **{k: c[k] for k in ("layer", "alpha", "k") if k in c},
                      **{x: c[x] for k in cols for x in (k, k + "_sd") if x in c}})
-    refs = ([plain] if plain else []) + (_prompting(ref) if ref else [])
-    gc = gain_cost_table(refs + cells)
+    prompting = _prompting(ref) if ref else []
+    gc = gain_cost_table(([plain] if plain else []) + prompting + cells)
     preds = predictor_rows(cells, config.metric)
+    paired = paired_rows(best_cells, plain, prompting, config.metric)
     result = SteerCompareResult(config.metric,
                                 [{"path": str(s.path), "kind": s.kind, "method": n} for s, n in zip(sources, series)],
-                                str(ref.path) if ref else None, sources[0].same, best, gc, preds, verdict(preds))
+                                str(ref.path) if ref else None, sources[0].same, best, gc, preds, verdict(preds),
+                                paired)
     log(result.verdict)
     result.write(run, chart)
     return result

@@ -455,8 +455,11 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     try:
         if cfg.plain_from:
             copied = reuse_plain_rows(store, cfg.plain_from, cfg.folds)
+            have = [f for f in range(cfg.folds) if store.done(PLAIN, f)]
             both(f"plain model: folds {', '.join(map(str, copied))} reused from {cfg.plain_from}" if copied else
-                 f"plain model: {cfg.plain_from} has no fold this sweep lacks; scored here")
+                 "plain model: every fold already in this sweep" if len(have) == cfg.folds else
+                 f"plain model: {cfg.plain_from} has not scored folds "
+                 f"{', '.join(str(f) for f in range(cfg.folds) if f not in have)} yet; scored here")
         grid_spec = Grid(cells, cfg.folds, fit, None, fit_key=lambda c: c["layer"],
                          describe=lambda job, res, secs: (
                              f"{cfg.method} layer={job.cell['layer'] if job.cell['layer'] >= 0 else '-'} "

@@ -20,6 +20,13 @@ def render(page: Page, run: Run) -> None:
     records_table(page, res.best, ("method", "setting"),
                   f"best cell per method by {res.metric} (mean over folds; _sd: standard deviation over folds)")
     gain_cost_chart(page, res.gain_cost, "every steering method on the same folds (bars: s.d. over folds)")
+    if res.paired:
+        table(page, ["method", "setting", "against", "questions", f"{res.metric} difference", "95% low", "95% high",
+                     "share up", "share down", "call"],
+              [[r["method"], r["setting"], r["against"], r["n"], r["difference"], r["low"], r["high"], r["up"],
+                r["down"], r["call"]] for r in res.paired],
+              caption=f"each method's best cell against the plain model and the prompts, paired by held-out question "
+                      f"(per-question {res.metric}; 95% bootstrap interval over questions)")
     if res.predictors:
         table(page, ["scope", "predictor", "outcome", "cells", "distinct values", "Spearman rho", "95% low",
                      "95% high"],
