@@ -43,6 +43,10 @@ $(VENV)/.installed-test: $(VENV)/.installed Makefile
 	# the peer libraries the residual fits are checked against (pyproject's `peers`): --no-deps, as their
 	# transformers<5 pins would downgrade transformers; everything they import is already installed
 	$(PIP) install -q --no-deps steering-vectors==0.12.2 repeng==0.4.0
+	# the loreft steer's package (pyproject's `loreft`): pyreft pins transformers==4.45.1, so it and pyvene go in
+	# with --no-deps; `import pyreft` also needs `datasets`, which installs cleanly
+	$(PIP) install -q --no-deps pyreft==0.1.0 pyvene==0.1.8
+	$(PIP) install -q 'datasets>=3'
 	touch $@
 
 bench: $(VENV)/.installed-test

@@ -16,6 +16,7 @@ from veracity.steer import Intervention, NotBakeable, ResidualSteer, Steer
 from veracity.steer.ace import AceSteer
 from veracity.steer.angular import AngularSteer
 from veracity.steer.conditional import ConditionalSteer
+from veracity.steer.loreft import LoreftSteer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # shared CPU: oversubscribed threads are far slower
 
@@ -89,7 +90,16 @@ def _conditional_hook(lm, steer) -> list:
     return _output_hook(lm, steer.layers, fn)
 
 
-HAND_HOOKS.update({AceSteer: _ace_hook, AngularSteer: _angular_hook, ConditionalSteer: _conditional_hook})
+def _loreft_hook(lm, steer) -> list:
+    """LoReFT by hand (Wu et al.'s equation): h + alpha R^T (W h + b - R h), R^T the saved rotation [D, r]."""
+    def fn(i, h):
+        R, W, b = steer.rotate[i], steer.weight[i], steer.bias[i]
+        return h + steer.alpha * ((h @ W.T + b) - h @ R) @ R.T
+    return _output_hook(lm, steer.layers, fn)
+
+
+HAND_HOOKS.update({AceSteer: _ace_hook, AngularSteer: _angular_hook, ConditionalSteer: _conditional_hook,
+                   LoreftSteer: _loreft_hook})
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def sweep_cmd(model: str = ModelOpt,
               normalize: str = typer.Option("raw", "--normalize", help="Residual steers that declare it: raw | sigma | unit."),
               steer_param: Optional[list[str]] = typer.Option(None, "--steer-param", help="NAME=VALUE, repeatable: "
                                                               "another parameter the chosen steer declares (ace: "
-                                                              "reference=all; conditional: steer=ace, threshold=0.7)."),
+                                                              "reference=all; conditional: steer=ace, threshold=0.7; loreft: rank=8)."),
               cosmic: bool = typer.Option(False, "--cosmic", help="Residual steers: also report COSMIC's "
                                           "generation-free layer choice on each training fold beside the sweep's best "
                                           "layer (and that layer's rank)."),

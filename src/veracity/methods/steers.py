@@ -295,38 +295,49 @@ register_steer(SteerFamily("lat", _layer_selected("lat", _residual("lat")), stor
 BIPO_PARAMS = RESIDUAL_PARAMS
 
 
-def fit_bipo_for_fold(lm, train_questions: Sequence[int], test_questions: Sequence[int], settings, data_dir=None,
-                      limit: int | None = None, acts=None, fold: int = 0, revision: str = "2021"):
-    """A BiPO vector trained on (best, incorrect) answer pairs of the training questions only (the baseline
-    prompt; `preference_pairs`, as DPO's, seeded), at the one layer of `settings.residual_layers`."""
+def _one_layer_inputs(lm, train_questions: Sequence[int], settings, data_dir, fold: int, revision: str):
+    """(the training questions' TruthfulQA items, the one layer of `settings.residual_layers` (None: the middle
+    one; negative: from the end), the provenance) of a family trained at one layer on the training fold only."""
     from ..data.truthfulqa import load_truthfulqa
-    from ..steer.bipo import BipoConfig, train_bipo
-    from .trainers import preference_pairs
 
     keep = {int(q) for q in train_questions}
     items = [it for it in load_truthfulqa(data_dir, revision) if it.index in keep]
     if not items:
         raise ValueError("no TruthfulQA items for the training questions")
-    pairs = preference_pairs(items, "baseline", lm.tokenizer, settings.pairs_per_question, settings.seed)
-    n_layers = lm.arch.n_layers
-    layers = settings.residual_layers
+    n_layers, layers = lm.arch.n_layers, settings.residual_layers
     layer = n_layers // 2 if layers is None else (layers[0] + n_layers if layers[0] < 0 else int(layers[0]))
     prov = {"train_questions": sorted(keep), "fold": int(fold), "seed": int(settings.seed), "revision": revision,
             "model": lm.name, "model_fingerprint": lm.fingerprint}
+    return items, layer, prov
+
+
+def fit_bipo_for_fold(lm, train_questions: Sequence[int], test_questions: Sequence[int], settings, data_dir=None,
+                      limit: int | None = None, acts=None, fold: int = 0, revision: str = "2021"):
+    """A BiPO vector trained on (best, incorrect) answer pairs of the training questions only (the baseline
+    prompt; `preference_pairs`, as DPO's, seeded), at the one layer of `settings.residual_layers`."""
+    from ..steer.bipo import BipoConfig, train_bipo
+    from .trainers import preference_pairs
+
+    items, layer, prov = _one_layer_inputs(lm, train_questions, settings, data_dir, fold, revision)
+    pairs = preference_pairs(items, "baseline", lm.tokenizer, settings.pairs_per_question, settings.seed)
     return train_bipo(lm, pairs, layer, BipoConfig(seed=settings.seed), settings.residual_normalize,
                       settings.residual_alpha, prov)
 
 
-def _check_bipo(lm, settings) -> None:
-    from ..validation import BadInput
+def _check_one_layer(family: str) -> Callable[[object, object], None]:
+    """The check of a family that trains at one layer (bipo, loreft): one layer (several only as COSMIC's
+    candidates), in range."""
+    def check(lm, settings) -> None:
+        from ..validation import BadInput
 
-    layers = settings.residual_layers
-    cosmic = steer_value(settings, "bipo", "layer_select") == "cosmic"  # the layers are its candidates
-    if layers is not None and len(layers) != 1 and not cosmic:
-        raise BadInput(f"bipo trains one vector at one layer; got layers {list(layers)}")
-    bad = [l for l in (layers or ()) if not -lm.arch.n_layers <= l < lm.arch.n_layers]
-    if bad:
-        raise BadInput(f"bipo layer {bad[0]} out of range for a {lm.arch.n_layers}-layer model")
+        layers = settings.residual_layers
+        cosmic = steer_value(settings, family, "layer_select") == "cosmic"  # the layers are its candidates
+        if layers is not None and len(layers) != 1 and not cosmic:
+            raise BadInput(f"{family} trains at one layer; got layers {list(layers)}")
+        bad = [l for l in (layers or ()) if not -lm.arch.n_layers <= l < lm.arch.n_layers]
+        if bad:
+            raise BadInput(f"{family} layer {bad[0]} out of range for a {lm.arch.n_layers}-layer model")
+    return check
 
 
 register_steer(SteerFamily(
@@ -334,7 +345,7 @@ register_steer(SteerFamily(
                             fold=0, revision="2021":
                             fit_bipo_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold, revision),
                             one_layer=True),
-    store="bipo", params=BIPO_PARAMS, sweep="layers", check=_check_bipo, identity_alpha=0.0))
+    store="bipo", params=BIPO_PARAMS, sweep="layers", check=_check_one_layer("bipo"), identity_alpha=0.0))
 
 
 # ---------------------------------------------------------------- ace, angular steering, conditional (CAST-style)
@@ -401,3 +412,30 @@ register_steer(SteerFamily("angular-adaptive", _layer_selected("angular-adaptive
 # the inner steer (caa, lat, ace) picks its layer itself (the shared layer_select); the probe reads the one chosen
 register_steer(SteerFamily("conditional", _fit_conditional, store="resid", params=CONDITIONAL_PARAMS, sweep="layers",
                            identity_of=_inner_identity))
+
+
+# ---------------------------------------------------------------- LoReFT through pyreft
+#: LoReFT's parameters (`veracity.steer.loreft`): one layer (None = the middle one), alpha scaling the trained edit
+#: (1: as trained, 0: none) and the subspace's rank; the optimiser settings are `LoreftConfig`'s documented defaults
+LOREFT_PARAMS = (RESIDUAL_PARAMS[0], RESIDUAL_PARAMS[1], SteerParam("rank", 4, _COUNT, IN_PARAMS, 2), LAYER_SELECT)
+
+
+def fit_loreft_for_fold(lm, train_questions: Sequence[int], test_questions: Sequence[int], settings, data_dir=None,
+                        limit: int | None = None, acts=None, fold: int = 0, revision: str = "2021"):
+    """A LoReFT intervention (`pyreft.LoreftIntervention`) trained on the training questions' best answers only
+    (the baseline prompt, `sft_examples`), at the one layer of `settings.residual_layers`."""
+    from ..steer.loreft import LoreftConfig, pyreft_module, train_loreft
+    from .trainers import sft_examples
+
+    pyreft_module()  # a missing package is one clear error before any work
+    items, layer, prov = _one_layer_inputs(lm, train_questions, settings, data_dir, fold, revision)
+    cfg = LoreftConfig(rank=steer_value(settings, "loreft", "rank"), seed=settings.seed)
+    return train_loreft(lm, sft_examples(items, "baseline", lm.tokenizer), layer, cfg, settings.residual_alpha, prov)
+
+
+register_steer(SteerFamily(
+    "loreft", _layer_selected("loreft", lambda lm, train_q, test_q, settings, *, data_dir=None, limit=None,
+                              acts=None, fold=0, revision="2021":
+                              fit_loreft_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold,
+                                                  revision), one_layer=True),
+    store="loreft", params=LOREFT_PARAMS, sweep="layers", check=_check_one_layer("loreft"), identity_alpha=0.0))
