@@ -149,21 +149,25 @@ def _missing_table(db, tables: Mapping[str, Sequence[str]]) -> str | None:
 
 
 def open_sqlite(path: str | Path, tables: Mapping[str, Sequence[str]], what: str = "results store",
-                legacy: Sequence[Mapping[str, Sequence[str]]] = ()):
+                legacy: Sequence[Mapping[str, Sequence[str]]] = (), readonly: bool = False):
     """A connection to the SQLite file `path`, checked: a SQLite header, `PRAGMA quick_check` ok and every
     table of `tables` with its columns (or of one of the `legacy` layouts: a file an older veracity wrote,
     which its owner migrates). A missing or empty file is a new store (the caller creates its tables);
-    anything else wrong is `ArtifactError` naming the file."""
+    anything else wrong is `ArtifactError` naming the file. `readonly`: the file is opened read-only (a
+    reader never writes to another run's folder) and must exist."""
     import sqlite3
 
     path = Path(path)
     fresh = not path.exists() or path.stat().st_size == 0
+    if readonly and fresh:
+        raise damaged(path, f"does not exist or is empty: no {what} to read")
     if not fresh:
         head = _read_head(path, len(SQLITE_MAGIC))
         if head != SQLITE_MAGIC:
             raise damaged(path, f"is not a SQLite database (no SQLite header): damaged, or not veracity's {what}")
     try:
-        db = sqlite3.connect(str(path))
+        db = (sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) if readonly
+              else sqlite3.connect(str(path)))
     except sqlite3.Error as e:
         raise damaged(path, f"cannot be opened as SQLite ({e})") from None
     if fresh:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from veracity.artifacts import read_file
+from veracity.artifacts import ArtifactError, read_file
 from veracity.experiments import iti_sweep, steer_sweep
 from veracity.experiments.interventions import CompareStore
 from veracity.experiments.sweep import Grid, SweepStore, pick_best, product, run_grid
@@ -110,9 +110,18 @@ def test_interrupted_sweep_resumes_only_the_missing_cells(tmp_path):
     reader = SweepStore(path, None, "sweep", ("alpha", "k"))
     assert reader.recorded() == {"s": 1}
     reader.close()
-    bare = SweepStore(path.with_name("bare.sqlite"), None, "sweep", ("alpha", "k"))
-    assert bare.recorded() == {}
-    bare.close()
+    bare = path.with_name("bare.sqlite")
+    bare.write_bytes(path.read_bytes())
+    db = sqlite3.connect(str(bare))
+    with db:
+        db.execute("DELETE FROM meta")
+    db.close()
+    reader = SweepStore(bare, None, "sweep", ("alpha", "k"))
+    assert reader.recorded() == {}
+    reader.close()
+    with pytest.raises(ArtifactError, match="does not exist"):  # a reader refuses a missing store, creates none
+        SweepStore(path.with_name("missing.sqlite"), None, "sweep", ("alpha", "k"))
+    assert not path.with_name("missing.sqlite").exists()
 
 
 def iti_problem():
@@ -157,6 +166,26 @@ def test_interrupted_iti_sweep_resumes_with_equal_numbers(tmp_path):
 
 # ------------------------------------------------------------------------------------------ old stores
 
+def test_a_reader_opens_the_store_read_only(tmp_path):
+    """A store opened without settings (steer compare, --plain-from, the report) cannot write to the file,
+    and a missing file is refused instead of created."""
+
+    iti_run(tmp_path / "full", iti_evaluator([]))
+    path = tmp_path / "full" / "results.sqlite"
+    before = path.read_bytes()
+    store = steer_sweep.open_store(path)
+    try:
+        assert store.rows()
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store.put({"layer": 1, "alpha": 1.0}, 0, {"mc2": 0.5})
+    finally:
+        store.close()
+    assert path.read_bytes() == before
+    with pytest.raises(ArtifactError, match="does not exist"):
+        steer_sweep.open_store(tmp_path / "nothing.sqlite")
+    assert not (tmp_path / "nothing.sqlite").exists()
+
+
 def test_an_old_iti_store_is_read_checked_and_resumed(tmp_path):
     """Half of a finished sweep's cells copied into the pre-engine table layout, with its recorded settings:
     the safe reader accepts the file, the resumed sweep evaluates only the other half, and the numbers match."""
@@ -186,11 +215,13 @@ def test_old_steer_and_comparison_stores_are_read(tmp_path):
     old_store(tmp_path / "steer.sqlite", OLD_STEER,
               [(-1, 0.0, 0, json.dumps({"mc2": 0.25}), 1.5), (2, 4.0, 1, json.dumps({"mc2": 0.75}), 2.0)])
     read_file("steer-sweep-store", "results.sqlite", tmp_path / "steer.sqlite")
-    store = steer_sweep.open_store(tmp_path / "steer.sqlite")
+    before = (tmp_path / "steer.sqlite").read_bytes()
+    store = steer_sweep.open_store(tmp_path / "steer.sqlite")  # a reader (no settings): migrates a copy in memory
     assert store.get({"layer": -1, "alpha": 0.0}, 0) == {"mc2": 0.25}
     assert store.entry({"layer": 2, "alpha": 4.0}, 1).seconds == 2.0
     assert not store.done({"layer": 2, "alpha": 4.0}, 0)
     store.close()
+    assert (tmp_path / "steer.sqlite").read_bytes() == before  # another run's file is never written by a reader
     old_store(tmp_path / "cmp.sqlite", OLD_COMPARE,
               [("dpo", 1, json.dumps({"mc2": 0.5}), json.dumps({"train_s": 3.0}), json.dumps([{"q": 7, "mc2": 0.5}]),
                 json.dumps(["an answer"]), "2024-01-01T00:00:00")])
@@ -203,7 +234,6 @@ def test_old_steer_and_comparison_stores_are_read(tmp_path):
 
 
 def test_a_store_of_another_layout_is_named_as_damaged(tmp_path):
-    from veracity.artifacts import ArtifactError
 
     db = sqlite3.connect(str(tmp_path / "x.sqlite"))
     db.execute("CREATE TABLE results (something TEXT)")

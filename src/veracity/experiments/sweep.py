@@ -50,6 +50,18 @@ def _create_sql(table: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} ({cols}{key})"
 
 
+def _in_memory(db):
+    """An in-memory copy of the SQLite connection `db` (which is closed): what a reader migrates."""
+    import sqlite3
+
+    mem = sqlite3.connect(":memory:")
+    try:
+        db.backup(mem)
+    finally:
+        db.close()
+    return mem
+
+
 @dataclass
 class Stored:
     """One stored (cell, fold): its metrics, the study's extra payload and the seconds it took."""
@@ -63,21 +75,27 @@ class SweepStore:
     """The resumable SQLite store of one sweep: (cell, fold) -> metrics, one transaction per result.
 
     `config`: the settings a resumed sweep must share, recorded on first open (a different one is refused
-    naming the keys that differ; None: not checked, for readers). `params`: the cells' parameter names, which
-    are the columns of a store written before the shared layout (`artifacts.LEGACY_STORES`): such a store is
-    migrated in one transaction when opened."""
+    naming the keys that differ; None: a reader, which opens the file read-only and never writes to it).
+    `params`: the cells' parameter names, which are the columns of a store written before the shared layout
+    (`artifacts.LEGACY_STORES`): such a store is migrated in one transaction when its sweep opens it to resume;
+    a reader migrates an in-memory copy, leaving the other run's file as it was."""
 
     def __init__(self, path: str | Path, config: dict | None, what: str, params: Sequence[str]):
         self.path, self.what, self.params = Path(path), what, tuple(params)
         legacy = {"results": (*self.params, "fold", "metrics"), "meta": ("key", "value")}
-        self.db = open_sqlite(self.path, SWEEP_TABLES, what, legacy=(legacy,))
+        readonly = config is None
+        self.db = open_sqlite(self.path, SWEEP_TABLES, what, legacy=(legacy,), readonly=readonly)
         try:
             have = [r[1] for r in self.db.execute("PRAGMA table_info(results)")]
+            if readonly and have and "cell" not in have:
+                self.db = _in_memory(self.db)
+                readonly = False  # the copy is migrated, the file is untouched
             if have and "cell" not in have:
                 self._migrate(have)
-            for table in SWEEP_STORE:
-                self.db.execute(_create_sql(table))
-            self.db.commit()
+            if not readonly:
+                for table in SWEEP_STORE:
+                    self.db.execute(_create_sql(table))
+                self.db.commit()
             if config is not None:
                 self._check(config)
         except BaseException:
