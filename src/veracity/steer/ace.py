@@ -18,7 +18,6 @@ output to every later layer unchanged (`veracity.steer.layerwise`)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -66,15 +65,6 @@ class AceSteer(LayerwiseSteer):
         u = self.directions[i].to(h.device, h.dtype)
         target = float(self.ref_proj[i]) + self.alpha * float(self.scales[i])
         return h + (target - h @ u)[..., None] * u
-
-    def select(self, layers: Sequence[int]):
-        """A copy steering only these of its layers (COSMIC scores one candidate layer at a time)."""
-        missing = [int(l) for l in layers if int(l) not in self.layers]
-        if missing:
-            raise ValueError(f"layers {missing} not fitted; this steer has {self.layers}")
-        idx = [self.layers.index(int(l)) for l in layers]
-        return dataclasses.replace(self, layers=[int(l) for l in layers], directions=self.directions[idx], ref_proj=self.ref_proj[idx], scales=self.scales[idx],
-                                   provenance=dict(self.provenance))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensors `save` writes (safetensors), by name."""

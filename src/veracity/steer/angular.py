@@ -20,7 +20,6 @@ every angle given with --alphas, 0 included, against the plain model. Not bakeab
 from __future__ import annotations
 
 import math
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -79,15 +78,6 @@ class AngularSteer(LayerwiseSteer):
         t = math.radians(self.alpha)
         new = h + (rho * math.cos(t) - a)[..., None] * b1 + (rho * math.sin(t) - b)[..., None] * b2
         return torch.where((a > 0)[..., None], new, h) if self.adaptive else new
-
-    def select(self, layers: Sequence[int]):
-        """A copy steering only these of its layers (COSMIC scores one candidate layer at a time)."""
-        missing = [int(l) for l in layers if int(l) not in self.layers]
-        if missing:
-            raise ValueError(f"layers {missing} not fitted; this steer has {self.layers}")
-        idx = [self.layers.index(int(l)) for l in layers]
-        return dataclasses.replace(self, layers=[int(l) for l in layers], b1=self.b1[idx], b2=self.b2[idx],
-                                   provenance=dict(self.provenance))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensors `save` writes (safetensors), by name."""

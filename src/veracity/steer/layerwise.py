@@ -81,6 +81,19 @@ class LayerwiseSteer:
 
         return dataclasses.replace(self, alpha=float(alpha), provenance=dict(self.provenance))
 
+    def select(self, layers):
+        """A copy steering only these of its layers (COSMIC scores one candidate layer at a time): every tensor of
+        `tensors()` (one row per layer, held in the field of that name) cut to their rows."""
+        import dataclasses
+
+        missing = [int(l) for l in layers if int(l) not in self.layers]
+        if missing:
+            raise ValueError(f"layers {missing} not fitted; this steer has {self.layers}")
+        idx = [self.layers.index(int(l)) for l in layers]
+        return dataclasses.replace(self, layers=[int(l) for l in layers],
+                                   **{k: v[idx] for k, v in self.tensors().items()},
+                                   provenance=dict(self.provenance))
+
     def check_finite(self) -> None:
         """alpha and every tensor finite: a NaN anywhere makes a model that outputs NaN."""
         from ..validation import BadInput

@@ -26,7 +26,6 @@ needs); `make install-test` does that. Only its intervention module is used, whi
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import time
 from dataclasses import asdict, dataclass, field
@@ -145,19 +144,6 @@ class LoreftSteer(LayerwiseSteer):
             self.module(i, next(model.parameters()).device)
         with parametrize.cached(), super().hooks(model, arch, positions):
             yield
-
-    def with_alpha(self, alpha: float) -> "LoreftSteer":
-        """A copy at strength `alpha` (the trained interventions unchanged)."""
-        return dataclasses.replace(self, alpha=float(alpha), provenance=dict(self.provenance))
-
-    def select(self, layers: Sequence[int]) -> "LoreftSteer":
-        """A copy steering only these of its layers."""
-        missing = [int(l) for l in layers if int(l) not in self.layers]
-        if missing:
-            raise ValueError(f"layers {missing} not fitted; this steer has {self.layers}")
-        idx = [self.layers.index(int(l)) for l in layers]
-        return dataclasses.replace(self, layers=[int(l) for l in layers], rotate=self.rotate[idx],
-                                   weight=self.weight[idx], bias=self.bias[idx], provenance=dict(self.provenance))
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The tensors `save` writes (safetensors), by name."""
