@@ -66,16 +66,6 @@ class AceSteer(LayerwiseSteer):
         target = float(self.ref_proj[i]) + self.alpha * float(self.scales[i])
         return h + (target - h @ u)[..., None] * u
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The tensors `save` writes (safetensors), by name."""
-        return {"directions": self.directions, "ref_proj": self.ref_proj, "scales": self.scales}
-
-    @classmethod
-    def from_files(cls, meta: dict, tensors: dict) -> "AceSteer":
-        """The steer from its saved JSON metadata and tensors (what `load` reads through the safe reader)."""
-        return cls(meta["layers"], tensors["directions"], tensors["ref_proj"], tensors["scales"], meta["alpha"],
-                   meta["method"], meta.get("provenance") or {})
-
 
 def fit_ace(X: torch.Tensor, y: torch.Tensor, layers: Sequence[int], reference: str = "false",
             normalize: str = "raw", alpha: float = 1.0, provenance: dict | None = None) -> AceSteer:

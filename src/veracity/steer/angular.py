@@ -79,16 +79,6 @@ class AngularSteer(LayerwiseSteer):
         new = h + (rho * math.cos(t) - a)[..., None] * b1 + (rho * math.sin(t) - b)[..., None] * b2
         return torch.where((a > 0)[..., None], new, h) if self.adaptive else new
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The tensors `save` writes (safetensors), by name."""
-        return {"b1": self.b1, "b2": self.b2}
-
-    @classmethod
-    def from_files(cls, meta: dict, tensors: dict) -> "AngularSteer":
-        """The steer from its saved JSON metadata and tensors (what `load` reads through the safe reader)."""
-        return cls(meta["layers"], tensors["b1"], tensors["b2"], meta["alpha"], meta["method"],
-                   meta.get("provenance") or {})
-
 
 def second_axis(X: torch.Tensor, b1: torch.Tensor) -> torch.Tensor:
     """[L, D] b2: per layer, the top right singular vector of the centred rows X [n, L, D] with their b1

@@ -61,9 +61,10 @@ class LayerwiseSteer:
         """The steered hidden states at layer `layers[i]` (every position of `h`; the hooks pick the positions)."""
         raise NotImplementedError
 
-    def tensors(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
-        """The tensors `save` writes (safetensors), by name."""
-        raise NotImplementedError
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors `save` writes (safetensors), by name: the fields `SHAPES` names (override where they are
+        not the steer's own fields)."""
+        return {k: getattr(self, k) for k in self.SHAPES}
 
     def meta(self) -> dict:
         """Fields of the JSON half beyond the common ones."""
@@ -207,15 +208,19 @@ class LayerwiseSteer:
         except (ValueError, KeyError, TypeError) as e:
             raise damaged(js, f"does not describe a valid steer ({e})") from None
 
-    #: tensor name -> shape ("L" = one per layer, "D" = the hidden size); the readers check them
+    #: tensor name -> shape ("L" = one per layer, "D" = the hidden size, another name: a size the tensors
+    #: share); each is a field of the steer of that name, and the readers check them
     SHAPES: dict[str, tuple] = {}
     #: the `method` values this class reads
     METHODS: tuple[str, ...] = ()
 
     @classmethod
-    def from_files(cls, meta: dict, tensors: dict):  # pragma: no cover - abstract
-        """The steer from its saved JSON metadata and tensors (what `load` reads through the safe reader)."""
-        raise NotImplementedError
+    def from_files(cls, meta: dict, tensors: dict):
+        """The steer from its saved JSON metadata and tensors (what `load` reads through the safe reader): its
+        `SHAPES` fields from the tensors, layers, alpha, method and provenance from the JSON (override where the
+        steer holds more)."""
+        return cls(layers=meta["layers"], **{k: tensors[k] for k in cls.SHAPES}, alpha=meta["alpha"],
+                   method=meta["method"], provenance=meta.get("provenance") or {})
 
 
 def unit_rows(v: torch.Tensor) -> torch.Tensor:

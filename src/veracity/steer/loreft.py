@@ -145,16 +145,6 @@ class LoreftSteer(LayerwiseSteer):
         with parametrize.cached(), super().hooks(model, arch, positions):
             yield
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The tensors `save` writes (safetensors), by name."""
-        return {"rotate": self.rotate, "weight": self.weight, "bias": self.bias}
-
-    @classmethod
-    def from_files(cls, meta: dict, tensors: dict) -> "LoreftSteer":
-        """The steer from its saved JSON metadata and tensors (what `load` reads through the safe reader)."""
-        return cls(meta["layers"], tensors["rotate"], tensors["weight"], tensors["bias"], meta["alpha"],
-                   meta["method"], meta.get("provenance") or {})
-
 
 @dataclass
 class LoreftConfig(Checked):
