@@ -83,16 +83,16 @@ class SweepStore:
     def __init__(self, path: str | Path, config: dict | None, what: str, params: Sequence[str]):
         self.path, self.what, self.params = Path(path), what, tuple(params)
         legacy = {"results": (*self.params, "fold", "metrics"), "meta": ("key", "value")}
-        readonly = config is None
-        self.db = open_sqlite(self.path, SWEEP_TABLES, what, legacy=(legacy,), readonly=readonly)
+        reader = config is None
+        self.db = open_sqlite(self.path, SWEEP_TABLES, what, legacy=(legacy,), readonly=reader)
         try:
             have = [r[1] for r in self.db.execute("PRAGMA table_info(results)")]
-            if readonly and have and "cell" not in have:
-                self.db = _in_memory(self.db)
-                readonly = False  # the copy is migrated, the file is untouched
-            if have and "cell" not in have:
+            old_layout = bool(have) and "cell" not in have
+            if old_layout:
+                if reader:  # the copy is migrated, the other run's file is untouched
+                    self.db = _in_memory(self.db)
                 self._migrate(have)
-            if not readonly:
+            if not reader or old_layout:  # a writable connection: the file, or the reader's copy
                 for table in SWEEP_STORE:
                     self.db.execute(_create_sql(table))
                 self.db.commit()

@@ -46,9 +46,7 @@ class AceSteer(LayerwiseSteer):
     METHODS = ("ace",)
 
     def __post_init__(self) -> None:
-        self.layers = [int(l) for l in self.layers]
-        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
-            raise ValueError(f"layers must be distinct absolute decoder layers, got {self.layers}")
+        self.layers = self.checked_layers()
         L = len(self.layers)
         self.directions = kept_unit(torch.as_tensor(self.directions).reshape(L, -1))
         self.ref_proj = torch.as_tensor(self.ref_proj).detach().to("cpu", torch.float32).reshape(L)

@@ -47,9 +47,7 @@ class AngularSteer(LayerwiseSteer):
     METHODS = METHODS
 
     def __post_init__(self) -> None:
-        self.layers = [int(l) for l in self.layers]
-        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
-            raise ValueError(f"layers must be distinct absolute decoder layers, got {self.layers}")
+        self.layers = self.checked_layers()
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         L = len(self.layers)

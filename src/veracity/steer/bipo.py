@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..constraints import Checked, Count, Interval, Seed
 from ..finetune.sft import pair_batch
+from .residual.apply import mapped_layer_output
 from .residual.fit import _check_normalize
 from .residual.vectors import ResidualSteer
 from .steerability import predictors
@@ -71,16 +72,8 @@ def bipo_loss(pol_chosen: torch.Tensor, ref_chosen: torch.Tensor, pol_rejected: 
 @contextlib.contextmanager
 def added_vector(lm, layer: int, v: torch.Tensor) -> Iterator[None]:
     """Add `v` (kept in the autograd graph) to decoder layer `layer`'s output at every position, for the block."""
-    def hook(module, args, out):
-        h = out[0] if isinstance(out, tuple) else out
-        h = h + v.to(h.dtype)
-        return (h, *out[1:]) if isinstance(out, tuple) else h
-
-    handle = lm.arch.layer(lm.model, layer).register_forward_hook(hook)
-    try:
+    with mapped_layer_output(lm, layer, lambda h: h + v.to(h.dtype)):
         yield
-    finally:
-        handle.remove()
 
 
 def answer_logps(lm, batch: dict, layer: int | None = None, v: torch.Tensor | None = None) -> torch.Tensor:

@@ -82,6 +82,14 @@ class LayerwiseSteer:
 
         return dataclasses.replace(self, alpha=float(alpha), provenance=dict(self.provenance))
 
+    def checked_layers(self) -> list[int]:
+        """`layers` as ints, refused (ValueError) unless distinct absolute decoder layers: what every subclass's
+        `__post_init__` checks first."""
+        layers = [int(l) for l in self.layers]
+        if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
+            raise ValueError(f"layers must be distinct absolute decoder layers, got {layers}")
+        return layers
+
     def select(self, layers):
         """A copy steering only these of its layers (COSMIC scores one candidate layer at a time): every tensor of
         `tensors()` (one row per layer, held in the field of that name) cut to their rows."""

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from ..constraints import Checked, Count, Interval, Seed
 from .layerwise import LayerwiseSteer
+from .residual.apply import mapped_layer_output
 
 METHODS = ("loreft",)
 INSTALL = "pip install --no-deps pyreft==0.1.0 pyvene==0.1.8 && pip install datasets"
@@ -98,9 +99,7 @@ class LoreftSteer(LayerwiseSteer):
     METHODS = METHODS
 
     def __post_init__(self) -> None:
-        self.layers = [int(l) for l in self.layers]
-        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
-            raise ValueError(f"layers must be distinct absolute decoder layers, got {self.layers}")
+        self.layers = self.checked_layers()
         L = len(self.layers)
         self.rotate = torch.as_tensor(self.rotate).detach().float().reshape(L, *self.rotate.shape[-2:])
         D, r = self.rotate.shape[1:]
@@ -140,8 +139,9 @@ class LoreftSteer(LayerwiseSteer):
         """The layerwise hooks with each orthogonal parametrisation computed once for the block, not per call."""
         from torch.nn.utils import parametrize
 
+        dev = next(model.parameters()).device
         for i in range(len(self.layers)):
-            self.module(i, next(model.parameters()).device)
+            self.module(i, dev)
         with parametrize.cached(), super().hooks(model, arch, positions):
             yield
 
@@ -164,21 +164,6 @@ class LoreftConfig(Checked):
     seed: int = 0
 
 
-@contextlib.contextmanager
-def intervened(lm, layer: int, module) -> Iterator[None]:
-    """`module` (kept in the autograd graph) applied to decoder layer `layer`'s output at every position."""
-    def hook(mod, args, out):
-        h = out[0] if isinstance(out, tuple) else out
-        new = module(h.float()).to(h.dtype)
-        return (new, *out[1:]) if isinstance(out, tuple) else new
-
-    handle = lm.arch.layer(lm.model, layer).register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 def answer_loss(lm, batch: dict) -> torch.Tensor:
     """Mean float32 cross-entropy of the answer tokens (`labels` != -100) of a `finetune.sft.pair_batch`."""
     dev = next(lm.model.parameters()).device
@@ -190,8 +175,8 @@ def answer_loss(lm, batch: dict) -> torch.Tensor:
 def train_loreft(lm, examples: Sequence, layer: int, config: LoreftConfig | None = None, alpha: float = 1.0,
                  provenance: dict | None = None) -> LoreftSteer:
     """A LoReFT intervention at decoder layer `layer` trained on `examples` (objects with prompt, answer:
-    `finetune.sft.SFTExample`), as a `LoreftSteer`. Provenance: config, steps, losses, train_seconds, the
-    answers' loss before and after."""
+    `finetune.sft.SFTExample`), as a `LoreftSteer`. Provenance: config, layer, n_examples, steps, the loss of
+    every step, train_seconds."""
     from ..finetune.sft import sft_batches
 
     cfg = config or LoreftConfig()
@@ -205,7 +190,7 @@ def train_loreft(lm, examples: Sequence, layer: int, config: LoreftConfig | None
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses: list[float] = []
-    with intervened(lm, layer, module):
+    with mapped_layer_output(lm, layer, lambda h: module(h.float()).to(h.dtype)):  # in the autograd graph
         for step, batch in enumerate(sft_batches(lm.tokenizer, examples, cfg.batch_size, cfg.max_length,
                                                  cfg.epochs, cfg.seed)):
             if cfg.max_steps is not None and step >= cfg.max_steps:

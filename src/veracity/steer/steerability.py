@@ -161,8 +161,9 @@ def paired_difference(a: Mapping, b: Mapping, n_boot: int = 4000, level: float =
     interval."""
     keys = sorted(k for k in a if k in b and _num(a[k]) and _num(b[k]))  # one order, whatever the maps' order
     d = np.array([float(a[k]) - float(b[k]) for k in keys], dtype=np.float64)
+    moved = item_steerability([b[k] for k in keys], [a[k] for k in keys])  # up: a above b
     out = {"n": len(d), "difference": float(d.mean()) if len(d) else None, "low": None, "high": None,
-           "up": float((d > 0).mean()) if len(d) else None, "down": float((d < 0).mean()) if len(d) else None}
+           "up": moved["item_steerable"], "down": moved["anti_steerable"]}
     if len(d) >= 2:
         rng = np.random.default_rng(int(seed))
         boot = np.array([d[rng.integers(0, len(d), len(d))].mean() for _ in range(int(n_boot))])

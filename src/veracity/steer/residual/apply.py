@@ -73,6 +73,19 @@ def layer_output_hooks(model, arch, hooks: dict, state: dict, last_only: bool) -
         state["mask"] = None
 
 
+@contextlib.contextmanager
+def mapped_layer_output(lm, layer: int, fn) -> Iterator[None]:
+    """Decoder layer `layer`'s output h replaced by fn(h) at every position, for the block (`layer_output_hooks`;
+    fn may keep h in the autograd graph: the trained steers' training hooks)."""
+    def hook(module, args, out):
+        h = out[0] if isinstance(out, tuple) else out
+        new = fn(h)
+        return (new, *out[1:]) if isinstance(out, tuple) else new
+
+    with layer_output_hooks(lm.model, lm.arch, {layer: hook}, {}, False):
+        yield
+
+
 def residual_factory(target, steer: ResidualSteer, generate_positions: str = "last"):
     """A factory for the evaluation driver (phase -> context manager), as `steer.apply.intervention_factory`:
     scoring phases shift every token; "generate" uses `generate_positions`."""
