@@ -80,3 +80,53 @@ def test_one_token_prefixes_share_forwards_and_per_token(lm):
     for (p, c), g in zip(ONE, got):
         assert g.dtype == np.float32 and g.shape == (1,)
         assert float(g[0]) == pytest.approx(float(_last_lp(lm.model, p)[c[0]]), abs=1e-5)
+
+
+LONG = [(HEAD + (30,), [41, 8, 9, 11]), (HEAD + (30,), [12]), (HEAD + (30,), [40, 41]),
+        (HEAD + (30,), [3, 4, 5, 6, 7, 8, 9]), ((20, 3, 7), [9, 10, 11]), ((20, 3, 7), [12, 13])]
+
+
+@pytest.mark.parametrize("alias", ["tiny-llama", "tiny-gpt2", "tiny-gemma3", "tiny-qwen2", "tiny-gemma3-softcap"])
+def test_head_at_reads_the_plain_logits_at_the_gathered_positions(alias):
+    """Only the gathered positions go through the LM head, and what comes back is the full forward's logits
+    there, the model's own post-head code included (Gemma-2-style soft-capping set on a tiny Gemma 3)."""
+    from veracity.models.scoring import head_at
+    from veracity.models.tiny import build_tiny
+
+    model, _ = build_tiny(alias.replace("-softcap", ""))
+    if alias.endswith("softcap"):
+        model.config.final_logit_softcapping = 2.0  # small, so the capping visibly bends the logits
+    ids = torch.tensor([[5, 17, 30, 41, 8, 9], [5, 17, 99, 12, 0, 0]])
+    rows, cols = [0, 0, 0, 1, 1], [0, 2, 5, 1, 3]
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        with head_at(model, rows, cols) as hit:
+            got = model(input_ids=ids).logits
+    assert hit == [True] and got.shape == (1, len(rows), full.shape[-1])
+    torch.testing.assert_close(got[0], full[rows, cols], atol=1e-5, rtol=1e-5)
+    if alias.endswith("softcap"):
+        assert float(full.abs().max()) <= 2.0
+
+
+@pytest.mark.parametrize("hooked", [False, True], ids=["plain", "intervention"])
+def test_cached_continuations_equal_one_forward_per_request(lm, hooked):
+    """Several multi-token continuations per prefix (the MC case), one-token ones beside them: the gathered head
+    gives each the one-forward reference's log-probability, per token too."""
+    iv = _shift(lm.model) if hooked else None
+    for shared in (None, SharedPrefix(HEAD)):
+        got = score_requests(lm.model, LONG, batch_size=3, intervention=iv, intervene_prompt=True, pad_id=7,
+                             shared=shared, per_token=True)
+        ref = score_requests_reference(lm.model, LONG, per_token=True, intervention=iv)
+        for g, r, (_, c) in zip(got, ref, LONG):
+            assert g.shape == (len(c),)
+            np.testing.assert_allclose(g, r, atol=1e-4)
+
+
+def test_head_at_falls_back_when_the_forward_skips_the_output_embeddings(lm, monkeypatch):
+    """A model whose forward never calls what get_output_embeddings returns: the flag stays False and the
+    caller indexes the full logits, so the numbers are unchanged."""
+    reqs = LONG
+    want = score_requests(lm.model, reqs, batch_size=4)
+    monkeypatch.setattr(type(lm.model), "get_output_embeddings", lambda self: torch.nn.Identity())
+    got = score_requests(lm.model, reqs, batch_size=4)
+    assert got == pytest.approx(want, abs=1e-6)

@@ -93,38 +93,45 @@ def _logits(model, ids, mask, intervention) -> torch.Tensor:
 
 
 @torch_mode()
+def ce_kl_per_doc(model, docs: list[list[int]], *, reference=None, intervention: InterventionFactory | None = None,
+                  reference_intervention: InterventionFactory | None = None, ce: bool = True, kl: bool = True,
+                  batch_size: int = 8) -> tuple[list[float], list[float]]:
+    """(mean next-token cross-entropy, mean over positions of KL(reference || model)) per document, nats (the
+    KL summed over the vocabulary); an empty list for a measure not asked for. One pass of the (intervened)
+    model serves both: a steer's CE and KL used to run it twice, a third of a sweep row's text cost.
+
+    `reference` may be `model` itself: then `intervention` (entered only for the modified pass) makes the
+    difference, which is how a hook-based intervention is compared with its own model."""
+    import torch
+    import torch.nn.functional as F
+    if kl and reference is None:
+        raise ValueError("KL needs a reference model (the same module with an intervention will do)")
+    ce_out: list[float] = []
+    kl_out: list[float] = []
+    for ids, mask in _batches(docs, batch_size):
+        lp = torch.log_softmax(_logits(model, ids, mask, intervention), -1)
+        m = mask.to(lp.device).float()
+        if ce:
+            nll = -lp[:, :-1].gather(-1, ids[:, 1:].to(lp.device).unsqueeze(-1)).squeeze(-1)
+            ce_out += ((nll * m[:, 1:]).sum(1) / m[:, 1:].sum(1)).tolist()
+        if kl:
+            lp_ref = torch.log_softmax(_logits(reference, ids, mask, reference_intervention), -1)
+            d = F.kl_div(lp, lp_ref.to(lp.device), log_target=True, reduction="none").sum(-1)  # [B, L]
+            kl_out += ((d * m).sum(1) / m.sum(1)).tolist()
+    return ce_out, kl_out
+
+
 def ce_per_doc(model, docs: list[list[int]], *, intervention: InterventionFactory | None = None,
                batch_size: int = 8) -> list[float]:
     """Mean next-token cross-entropy (nats) of each document."""
-    import torch
-    out = []
-    for ids, mask in _batches(docs, batch_size):
-        lp = torch.log_softmax(_logits(model, ids, mask, intervention), -1)
-        tgt = ids[:, 1:].to(lp.device)
-        nll = -lp[:, :-1].gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-        m = mask[:, 1:].to(lp.device).float()
-        out += ((nll * m).sum(1) / m.sum(1)).tolist()
-    return out
+    return ce_kl_per_doc(model, docs, intervention=intervention, kl=False, batch_size=batch_size)[0]
 
 
-@torch_mode()
 def kl_per_doc(reference, model, docs: list[list[int]], *, intervention: InterventionFactory | None = None,
                reference_intervention: InterventionFactory | None = None, batch_size: int = 8) -> list[float]:
-    """Mean over positions of KL(reference || model) per document (nats, summed over the vocabulary).
-
-    `reference` and `model` may be the same module: then `intervention` (entered only for the modified
-    pass) makes the difference, which is how a hook-based intervention is compared with its own model.
-    """
-    import torch
-    import torch.nn.functional as F
-    out = []
-    for ids, mask in _batches(docs, batch_size):
-        lp_ref = torch.log_softmax(_logits(reference, ids, mask, reference_intervention), -1)
-        lp_mod = torch.log_softmax(_logits(model, ids, mask, intervention), -1)
-        kl = F.kl_div(lp_mod, lp_ref.to(lp_mod.device), log_target=True, reduction="none").sum(-1)  # [B, L]
-        m = mask.to(kl.device).float()
-        out += ((kl * m).sum(1) / m.sum(1)).tolist()
-    return out
+    """Mean over positions of KL(reference || model) per document (nats, summed over the vocabulary)."""
+    return ce_kl_per_doc(model, docs, reference=reference, intervention=intervention,
+                         reference_intervention=reference_intervention, ce=False, batch_size=batch_size)[1]
 
 
 def compute_lm_metrics(model, tokenizer, *, texts: Sequence[str] | None = None, source: str = "boolq", n_docs: int = 100,
@@ -140,14 +147,10 @@ def compute_lm_metrics(model, tokenizer, *, texts: Sequence[str] | None = None, 
     # unwrap only a LoadedModel: a bare HF CausalLM also has `.model` (its base model, without logits)
     reference = reference.model if isinstance(reference, LoadedModel) else reference
     docs = tokenize_docs(tokenizer, list(texts)[:n_docs], max_tokens)
-    ce_d = ce_per_doc(model, docs, intervention=intervention, batch_size=batch_size) if ce else []
-    kl_d: list[float] = []
-    if kl:
-        if reference is None and intervention is None:
-            kl_d = [0.0] * len(docs)
-        else:
-            ref = reference if reference is not None else model
-            kl_d = kl_per_doc(ref, model, docs, intervention=intervention, batch_size=batch_size)
+    zero_kl = kl and reference is None and intervention is None  # the model against itself
+    ce_d, kl_d = ce_kl_per_doc(model, docs, reference=reference if reference is not None else model,
+                               intervention=intervention, ce=ce, kl=kl and not zero_kl, batch_size=batch_size)
+    kl_d = [0.0] * len(docs) if zero_kl else kl_d
     return LMMetrics(ce_loss=float(np.mean(ce_d)) if ce_d else None, kl=float(np.mean(kl_d)) if kl_d else None,
                      n_docs=len(docs), max_tokens=max_tokens, source=label,
                      ce_per_doc=ce_d, kl_per_doc=kl_d)

@@ -54,6 +54,36 @@ class SharedPrefix:
             self.cache, self.last_logits = returned_cache(out), out.logits[0, -1]
         return self.cache, self.last_logits
 
+@contextlib.contextmanager
+def head_at(model, rows: Sequence[int], cols: Sequence[int]):
+    """Inside, the LM head (the model's output embeddings) sees only the hidden states at (rows[i], cols[i]), so
+    `model(...).logits` is [1, K, V] for the K positions read instead of [n, L, V]: the head's matmul and the
+    log-softmax skip the padding and the positions nobody reads (with Gemma's 262k-token vocabulary the head
+    costs more than the decoder layers). The model's own code still runs after the head (Gemma-2's soft-capping
+    included), so the logits are the plain forward's. Yields a one-item list, True once the head ran on the
+    gathered positions: a model whose forward bypasses its output embeddings leaves it False (index its full
+    logits instead). A plain forward pre-hook, removed on exit; the model is not modified."""
+    import torch
+    hit = [False]
+    head = model.get_output_embeddings()
+
+    def pre(module, args):
+        if not args or args[0].dim() != 3:
+            return None
+        h = args[0]
+        r = torch.as_tensor(rows, dtype=torch.long, device=h.device)
+        c = torch.as_tensor(cols, dtype=torch.long, device=h.device)
+        hit[0] = True
+        return (h[r, c].unsqueeze(0),) + tuple(args[1:])
+
+    handle = head.register_forward_pre_hook(pre) if head is not None else None
+    try:
+        yield hit
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
 def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervention):
     """(KV cache, last-position logits) of `prefix`, continuing from the shared head's cache when it applies."""
     import torch
@@ -171,25 +201,35 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
         first_lp = torch.log_softmax(last.float(), -1)
 
         def run_chunk(chunk: list[int]) -> None:  # halved and retried by `batcher` on out-of-memory
-            if all(len(requests[i][1]) == 1 for i in chunk):  # one-token continuations beside longer ones of
-                for i in chunk:  # the same prefix: read at the prefix's last position, no forward needed
+            # a one-token continuation is read at the prefix's last position: no forward needed
+            longer = [i for i in chunk if len(requests[i][1]) > 1]
+            for i in chunk:
+                if len(requests[i][1]) == 1:
                     put(i, first_lp[requests[i][1][0]].float().reshape(1))
+            if not longer:
                 return
-            conts = [list(requests[i][1]) for i in chunk]
+            conts = [list(requests[i][1]) for i in longer]
             ids, mask, pos = pad_after_prefix(conts, P, pad_id, dev)
-            with _ctx(intervention, "mc"):
+            # token k of a continuation (k >= 1) is predicted at its row position k - 1: only those positions
+            # go through the LM head (no padding, no last position)
+            rows = [r for r, c in enumerate(conts) for _ in range(len(c) - 1)]
+            cols = [k for c in conts for k in range(len(c) - 1)]
+            with _ctx(intervention, "mc"), head_at(model, rows, cols) as hit:
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                               **cache_kwargs(model, expand_cache(cache0, len(conts))), use_cache=True).logits.float()
+                               **cache_kwargs(model, expand_cache(cache0, len(conts))), use_cache=True).logits
+            flat = logits[0] if hit[0] else logits[rows, cols]  # [K, V]
             # log_softmax, not logits - logsumexp: on CPU the latter is biased by ~1e-5 nats/token on real LMs
-            logp = torch.log_softmax(logits, -1)  # [n, L, V]
+            logp = torch.log_softmax(flat.float(), -1)
             ld = logp.device  # the LM head's device: not `dev` when a device_map spreads the model
+            tgt = torch.tensor([t for c in conts for t in c[1:]], device=ld)
+            picked = logp.gather(1, tgt.unsqueeze(1)).squeeze(1)
+            at = 0
             for r, c in enumerate(conts):
-                c_t = torch.tensor(c, device=ld)
                 lp = torch.empty(len(c), dtype=torch.float32, device=ld)
                 lp[0] = first_lp[c[0]].to(ld)
-                if len(c) > 1:
-                    lp[1:] = logp[r, torch.arange(len(c) - 1, device=ld), c_t[1:]]
-                put(chunk[r], lp)
+                lp[1:] = picked[at:at + len(c) - 1]
+                at += len(c) - 1
+                put(longer[r], lp)
 
         batcher.map(todo, run_chunk)
     return out

@@ -30,7 +30,7 @@ FORMAT_VERSION = 1
 JSON_SCHEMA = {"format": "str", "method": "str", "alpha": "number", "layers": "list", "hidden_size": "int",
                "provenance": "dict?"}
 
-register_output_kind(OutputKind("layerwise-steer", "a veracity layerwise steer (ace, angular, conditional)",
+register_output_kind(OutputKind("layerwise-steer", "a veracity layerwise steer (per-layer tensors of one family)",
                                 "files", _pair_format(FORMAT), (".json", ".safetensors")))
 
 
