@@ -308,7 +308,7 @@ def score_questions(detector: str | Path, model: str, *, tables: Sequence[str] |
     import random
 
     from ..data.qa import load_qa
-    from ..models import ModelNotAvailable, load
+    from ..models import load_checked
     from ..validation import BadInput
 
     if n_questions is not None and n_questions < 1:
@@ -318,8 +318,5 @@ def score_questions(detector: str | Path, model: str, *, tables: Sequence[str] |
     if n_questions is not None and n_questions < len(items):
         keep = sorted(random.Random(f"detect:{seed}").sample(range(len(items)), n_questions))
         items = [items[i] for i in keep]
-    try:
-        lm = load(model, device=device)
-    except ModelNotAvailable as e:
-        raise BadInput(str(e)) from None
+    lm = load_checked(model, device)
     return score_answers(lm, det, items, max_new_tokens=max_new_tokens)

@@ -580,7 +580,7 @@ def run_demo(config: DemoConfig | None = None, out: str | Path | None = None, *,
     from ..probes.splits import held_out_groups
     from ..data import resolve_data_dir
     from ..data.facts import city_statements
-    from ..models import ModelNotAvailable, load
+    from ..models import load_checked
     from ..runs import RunFolder
 
     if config is None:
@@ -603,10 +603,7 @@ def run_demo(config: DemoConfig | None = None, out: str | Path | None = None, *,
     t0 = time.time()
     timings: dict[str, float] = {}
     say(f"[1/5] loading {cfg.model} (the first run converts the GGUF once, ~30 s)")
-    try:
-        lm = load(cfg.model)
-    except ModelNotAvailable as e:
-        raise BadInput(str(e)) from None
+    lm = load_checked(cfg.model)
     run.start()
     say(f"      {lm.arch.model_type}: {lm.arch.n_layers} layers, hidden size {lm.arch.hidden_size}")
     timings["load"] = time.time() - t0

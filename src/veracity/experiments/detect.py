@@ -499,10 +499,10 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
     from ..evaluate.answer_match import match_rule
     from ..evaluate.semantic_entropy import binarise_entropy, cluster_answers, semantic_entropies
     from ..evaluate.text_baseline import fit_text_baseline, text_baseline_scores
-    from ..models import ModelNotAvailable, load
+    from ..models import load_checked
     from ..probes.registry import make_probe
     from ..runs import RunFolder
-    from ..validation import BadInput, check_layers
+    from ..validation import BadInput
     from ..evaluate.detector import Detector
 
     t0 = time.time()
@@ -524,12 +524,8 @@ def run_detect(cfg: DetectConfig, out, overwrite: bool = False, log: Callable[[s
     run = RunFolder(out, "detect", {k: getattr(cfg, k) if k != "judge" or isinstance(cfg.judge, str) else "object"
                                     for k in cfg.__dataclass_fields__}, overwrite=overwrite,
                     seed=cfg.seed, defer=True)
-    try:
-        lm = load(cfg.model, device=cfg.device)
-    except ModelNotAvailable as e:
-        raise BadInput(str(e)) from None
+    lm = load_checked(cfg.model, cfg.device, cfg.layers)
     n_layers = lm.arch.n_layers
-    check_layers(cfg.layers, n_layers)
     layers = sorted({l % n_layers for l in cfg.layers}) if cfg.layers else list(range(n_layers))
     run.start()
     recs, F = _generate(lm, items, cfg, layers, run, log)

@@ -451,7 +451,7 @@ def run_compare_interventions(config: CompareRunConfig, out: str | Path, *, over
     from ..data import load_truthfulqa
     from ..data.truthfulqa import cross_revision_items
     from ..evaluate.detector import load_detector_for
-    from ..models import ModelNotAvailable, load
+    from ..models import load_checked
     from ..runs import RunFolder
     from ..validation import BadInput, check_folds
 
@@ -472,10 +472,7 @@ def run_compare_interventions(config: CompareRunConfig, out: str | Path, *, over
                                                    **({"detector": config.detector} if config.detector else {})},
                     resume=not overwrite, overwrite=overwrite, seed=cfg.seed,
                     defer=True)  # checked now, created once the inputs are
-    try:
-        lm = load(model, device=device)
-    except ModelNotAvailable as e:
-        raise BadInput(str(e)) from None
+    lm = load_checked(model, device)
     if detector is not None:
         detector.check_model(lm)  # a detector of another model: refused before any work
     from ..methods.steers import STEERS

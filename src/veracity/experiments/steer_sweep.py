@@ -359,12 +359,12 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     `overwrite` empties it and starts over."""
     from ..data import load_truthfulqa
     from ..evaluate.detector import load_detector_for
-    from ..models import ModelNotAvailable, load
+    from ..models import load_checked
     from ..probes.splits import question_folds
     from ..runs import RunFolder
     from ..steer.layer_select import LayerScores
     from ..steer.residual import NORMALIZE
-    from ..validation import BadInput, check_folds, check_layers
+    from ..validation import BadInput, check_folds
     from ..data.registry import held_out_texts
     from ..methods.evaluate import MethodEvalConfig, evaluate_prepared, load_judges
     from ..methods.prepare import MethodSettings, MethodSpec, PreparedMethod, check_revision_pair
@@ -389,14 +389,10 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     plain_settings = plain_source(cfg.plain_from) if cfg.plain_from else None
     run = RunFolder(out, "steer-sweep", {"model": cfg.model, "data": "truthfulqa", **recorded},
                     resume=not overwrite, overwrite=overwrite, seed=cfg.seed, defer=True)
-    try:
-        lm = load(cfg.model, device=cfg.device)
-    except ModelNotAvailable as e:
-        raise BadInput(str(e)) from None
+    lm = load_checked(cfg.model, cfg.device, list(cfg.layers) or None)
     if detector is not None:
         detector.check_model(lm)  # a detector of another model: refused before any work
     n_layers = lm.arch.n_layers
-    check_layers(list(cfg.layers) or None, n_layers)
     layers = list(dict.fromkeys(l % n_layers for l in cfg.layers)) if cfg.layers else default_layers(n_layers)
     items = load_truthfulqa(cfg.data_dir, cfg.revision)
     items = items[:cfg.limit] if cfg.limit else items

@@ -419,7 +419,7 @@ def run_sycophancy(cfg: SycophancyConfig, out, *, overwrite: bool = False,
                    log: Callable[[str], None] = print) -> SycophancyRun:
     """`veracity sycophancy`: check the inputs and the run folder before loading anything, measure every
     condition not finished in the folder's progress.json (resume), write the run folder."""
-    from ..models import ModelNotAvailable, load
+    from ..models import load_checked
     from ..runs import RunFolder
     from ..validation import BadInput, check_num_heads
 
@@ -431,10 +431,7 @@ def run_sycophancy(cfg: SycophancyConfig, out, *, overwrite: bool = False,
         raise BadInput(f"--prompt must be baseline, instruction, few-shot or system, got {cfg.prompt!r}")
     run = RunFolder(out, "sycophancy", {"model": cfg.model, "data": datasets, "config": cfg.measured()},
                     overwrite=overwrite, seed=cfg.seed, defer=True)
-    try:
-        lm = load(cfg.model, device=cfg.device)
-    except ModelNotAvailable as e:
-        raise BadInput(str(e)) from None
+    lm = load_checked(cfg.model, cfg.device)
     if cfg.iti:
         check_num_heads(cfg.iti_k, lm.arch.n_layers, lm.arch.n_heads)
 
