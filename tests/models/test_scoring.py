@@ -130,3 +130,39 @@ def test_head_at_falls_back_when_the_forward_skips_the_output_embeddings(lm, mon
     monkeypatch.setattr(type(lm.model), "get_output_embeddings", lambda self: torch.nn.Identity())
     got = score_requests(lm.model, reqs, batch_size=4)
     assert got == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.parametrize("alias", ["tiny-llama", "tiny-gpt2", "tiny-gemma3"])
+def test_labelled_logprobs_equal_the_full_forward_and_the_models_own_loss(alias):
+    """The trainers' answer likelihoods with the head on labelled positions only: equal to the log-softmax of the
+    full logits at those positions, summed per row (a row with no label sums to 0), the mean equal to the model's
+    own `labels=` loss, and the gradient through a vector added to the embeddings equal too."""
+    from veracity.finetune.train import lm_loss
+    from veracity.models.scoring import labelled_logprob_sums
+    from veracity.models.tiny import build_tiny
+
+    model, _ = build_tiny(alias)
+    ids = torch.tensor([[5, 17, 30, 41, 8, 9, 0], [5, 17, 99, 12, 13, 0, 0], [5, 6, 7, 0, 0, 0, 0]])
+    mask = (ids != 0).long()
+    labels = torch.full_like(ids, -100)
+    labels[0, 3:6] = ids[0, 3:6]
+    labels[1, 2:5] = ids[1, 2:5]  # row 2: nothing labelled
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    v = torch.zeros(model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd,
+                    requires_grad=True)
+    h = model.get_input_embeddings().register_forward_hook(lambda m, i, o: o + v)
+    try:
+        got = labelled_logprob_sums(model, batch)
+        (g_got,) = torch.autograd.grad(got.sum(), [v])
+        lp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+        tgt = labels[:, 1:]
+        want = (lp.gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (tgt != -100)).sum(-1)
+        (g_want,) = torch.autograd.grad(want.sum(), [v])
+    finally:
+        h.remove()
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    assert float(got[2]) == 0.0
+    torch.testing.assert_close(g_got, g_want, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        own = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        assert float(lm_loss(model, batch)) == pytest.approx(float(own), abs=1e-5)

@@ -67,14 +67,8 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 def sequence_logps(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """Summed log-prob of each row's labelled tokens ([B], fp32): token t is scored from position t-1."""
-    import torch
-    dev = next(model.parameters()).device
-    ids, mask, labels = (batch[k].to(dev) for k in ("input_ids", "attention_mask", "labels"))
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    tgt = labels[:, 1:]
-    keep = tgt != -100
-    lp = torch.log_softmax(logits, -1).gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return (lp * keep).sum(-1)
+    from ..models.scoring import labelled_logprob_sums
+    return labelled_logprob_sums(model, batch)
 
 
 def _pair_batch(tokenizer, pairs: Sequence[PreferencePair], max_length: int) -> dict:

@@ -117,9 +117,11 @@ def lm_batches(tokenizer, texts: Sequence[str], batch_size: int, max_length: int
 
 
 def lm_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """Mean next-token cross-entropy over non-pad tokens."""
-    dev = next(model.parameters()).device
-    return model(**{k: v.to(dev) for k, v in batch.items()}).loss
+    """Mean fp32 next-token cross-entropy over the labelled tokens (`labels` != -100), the head run only where a
+    label is read (`models.scoring.labelled_logprobs`); the same number as the model's own `labels=` loss."""
+    from ..models.scoring import labelled_logprobs
+    lp, _ = labelled_logprobs(model, batch)
+    return -lp.mean()
 
 
 def train_loop(model: torch.nn.Module, batches: Iterable[dict], loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],

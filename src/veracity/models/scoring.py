@@ -84,6 +84,35 @@ def head_at(model, rows: Sequence[int], cols: Sequence[int]):
             handle.remove()
 
 
+def labelled_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 log-prob [K] of every labelled token, its row [K]) of a right-padded training batch (`input_ids`,
+    `attention_mask`, `labels` with -100 where nothing is scored): token t is scored from position t - 1, and only
+    those positions go through the LM head (`head_at`), so a long prompt before a short answer costs its decoder
+    layers but not the head and the log-softmax. Differentiable in whatever the forward depends on (BiPO's
+    vector, LoReFT's module, LoRA's weights): the one place the trainers read answer likelihoods from."""
+    import torch
+    dev = _model_device(model)
+    ids, mask, labels = (batch[k].to(dev) for k in ("input_ids", "attention_mask", "labels"))
+    tgt = labels[:, 1:]
+    rows, cols = (tgt != -100).nonzero(as_tuple=True)
+    if len(rows) == 0:
+        return torch.zeros(0, device=dev), rows
+    with head_at(model, rows, cols) as hit:
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    flat = logits[0] if hit[0] else logits[rows, cols]
+    want = tgt[rows, cols].to(flat.device)
+    # log_softmax, not logits - logsumexp (see score_requests)
+    return torch.log_softmax(flat.float(), -1).gather(1, want.unsqueeze(1)).squeeze(1), rows.to(flat.device)
+
+
+def labelled_logprob_sums(model, batch: dict) -> torch.Tensor:
+    """[B] fp32: each row's summed log-prob of its labelled tokens (0 for a row with none); see
+    `labelled_logprobs`."""
+    import torch
+    lp, rows = labelled_logprobs(model, batch)
+    return torch.zeros(batch["input_ids"].shape[0], device=lp.device, dtype=torch.float32).index_add(0, rows, lp)
+
+
 def _prefix_forward(model, prefix: tuple, shared: SharedPrefix | None, intervention):
     """(KV cache, last-position logits) of `prefix`, continuing from the shared head's cache when it applies."""
     import torch

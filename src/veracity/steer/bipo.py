@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..constraints import Checked, Count, Interval, Seed
 from ..finetune.sft import pair_batch
+from ..models.scoring import labelled_logprob_sums
 from .residual.apply import mapped_layer_output
 from .residual.fit import _check_normalize
 from .residual.vectors import ResidualSteer
@@ -79,15 +80,9 @@ def added_vector(lm, layer: int, v: torch.Tensor) -> Iterator[None]:
 def answer_logps(lm, batch: dict, layer: int | None = None, v: torch.Tensor | None = None) -> torch.Tensor:
     """[B] float32 summed log-prob of each row's answer tokens (`labels` != -100), with `v` added at `layer`
     (None: the plain model). Differentiable in v."""
-    dev = next(lm.model.parameters()).device
-    ids, mask, labels = (batch[k].to(dev) for k in ("input_ids", "attention_mask", "labels"))
     ctx = added_vector(lm, layer, v) if v is not None else contextlib.nullcontext()
     with ctx:
-        logits = lm.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    tgt = labels[:, 1:]
-    keep = tgt != -100
-    lp = torch.log_softmax(logits, -1).gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    return (lp * keep).sum(-1)
+        return labelled_logprob_sums(lm.model, batch)
 
 
 def _batch(tokenizer, pairs: Sequence, max_length: int) -> dict:
@@ -135,7 +130,8 @@ def pair_activations(lm, pairs: Sequence, layer: int, max_length: int = 256, bat
             b = _batch(lm.tokenizer, chunk, max_length)
             dev = next(lm.model.parameters()).device
             got.clear()
-            lm.model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev))
+            lm.model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
+                     logits_to_keep=1)  # only the layer's output is read: the head on one position
             last = b["attention_mask"].sum(1) - 1
             h = got[0][torch.arange(len(last)), last.to(got[0].device)].double().cpu()
             pos.append(h[:len(chunk)])

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..constraints import Checked, Count, Interval, Seed
 from .layerwise import LayerwiseSteer
@@ -165,11 +164,10 @@ class LoreftConfig(Checked):
 
 
 def answer_loss(lm, batch: dict) -> torch.Tensor:
-    """Mean float32 cross-entropy of the answer tokens (`labels` != -100) of a `finetune.sft.pair_batch`."""
-    dev = next(lm.model.parameters()).device
-    ids, mask, labels = (batch[k].to(dev) for k in ("input_ids", "attention_mask", "labels"))
-    logits = lm.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+    """Mean float32 cross-entropy of the answer tokens (`labels` != -100) of a `finetune.sft.pair_batch`
+    (`finetune.train.lm_loss`: the SFT trainer's loss)."""
+    from ..finetune.train import lm_loss
+    return lm_loss(lm.model, batch)
 
 
 def train_loreft(lm, examples: Sequence, layer: int, config: LoreftConfig | None = None, alpha: float = 1.0,
