@@ -33,6 +33,7 @@ from .truthfulqa import (InterventionFactory, close_answer, lm_eval_context, mak
                          shared_prefix_for, truthfulqa_prompt)
 from ..models.cache import cache_kwargs
 from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
+from ..models.scoring import head_at
 
 LOGLIK_VARIANTS = ("loglik-lm-eval", "loglik-truthfulqa")
 AB_VARIANTS = ("ab-best-first", "ab-best-second")
@@ -165,25 +166,34 @@ def score_batched(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     out: list[float] = [0.0] * len(requests)
     for s0 in range(0, len(rows), batch_size):
         chunk = order[s0:s0 + batch_size]
-        if all(len(rows[j]) == 0 for j in chunk):
-            logits = None  # every continuation is one token read at the shared head's last position
-        else:
-            ids, mask, pos = pad_after_prefix([rows[j] for j in chunk], S, pad_id, dev)
-            kw = {**cache_kwargs(model, expand_cache(base, len(chunk))), "use_cache": True} if shared is not None else {}
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw).logits
+        # the positions read: token at row position k is predicted at k - 1 (for k = 0 by the head's last
+        # logits, not in the row); only those go through the LM head (`head_at`)
+        need: dict[tuple[int, int], int] = {}
         for r, j in enumerate(chunk):
             for i in by_row[j]:
                 k0 = len(requests[i][0]) - S  # the continuation's first position in the row
+                for k in range(max(k0 - 1, 0), k0 - 1 + len(requests[i][1])):
+                    need.setdefault((r, k), len(need))
+        flat = None
+        if need:
+            ids, mask, pos = pad_after_prefix([rows[j] for j in chunk], S, pad_id, dev)
+            kw = {**cache_kwargs(model, expand_cache(base, len(chunk))), "use_cache": True} if shared is not None else {}
+            rr, kk = [r for r, _ in need], [k for _, k in need]
+            with head_at(model, rr, kk) as hit:
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw).logits
+            flat = logits[0] if hit[0] else logits[rr, kk]
+            # the log-softmax on those positions only (over every padded position it cost more than the forward)
+            flat = torch.log_softmax(flat.float(), -1).cpu()
+        for r, j in enumerate(chunk):
+            for i in by_row[j]:
+                k0 = len(requests[i][0]) - S
                 cont = torch.tensor(list(requests[i][1]), dtype=torch.long)
                 if len(cont) == 0:
                     continue
-                # token at row position k is predicted at k - 1 (for k = 0 by the head's last logits); the
-                # log-softmax runs on those positions only (over every padded position it cost more than the
-                # forward on whole-prompt rows)
                 parts = [last_lp.unsqueeze(0).cpu()] if k0 == 0 else []
-                lo, hi = max(k0 - 1, 0), k0 - 1 + len(cont)
-                if hi > lo:
-                    parts.append(torch.log_softmax(logits[r, lo:hi].float(), -1).cpu())
+                at = [need[(r, k)] for k in range(max(k0 - 1, 0), k0 - 1 + len(cont))]
+                if at:
+                    parts.append(flat[at])
                 lp = torch.cat(parts, 0).gather(1, cont.unsqueeze(1)).squeeze(1)
                 out[i] = float(lp.double().sum())
     return out

@@ -296,6 +296,7 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     from ..capture.engine import tokenize
     from ..models.cache import cache_kwargs, returned_cache
     from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
+    from ..models.scoring import head_at
 
     prefix, yes, no = yes_no_token_ids(lm.tokenizer)
     tok = lm.tokenizer
@@ -310,15 +311,18 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     if P < 2:
         lp = lm.adapter.next_token_logprobs(ids, batch_size=batch_size)
         return lp[:, yes] - lp[:, no]
-    head = returned_cache(lm.model(input_ids=torch.tensor([ids[0][:P]], device=lm.device), use_cache=True))
+    head = returned_cache(lm.model(input_ids=torch.tensor([ids[0][:P]], device=lm.device), use_cache=True,
+                                   logits_to_keep=1))
     for b in range(0, len(ids), batch_size):
         rows = [t[P:] for t in ids[b: b + batch_size]]
         n = len(rows)
         input_ids, mask, pos = pad_after_prefix(rows, P, pad_id, lm.device)
-        logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos,
-                          **cache_kwargs(lm.model, expand_cache(head, n)), use_cache=True).logits
-        last = torch.tensor([len(r) - 1 for r in rows], device=logits.device)
-        lp = torch.log_softmax(logits[torch.arange(n, device=logits.device), last].float(), -1)
+        last = [len(r) - 1 for r in rows]
+        with head_at(lm.model, list(range(n)), last) as hit:  # the head reads each row's last real position only
+            logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos,
+                              **cache_kwargs(lm.model, expand_cache(head, n)), use_cache=True).logits
+        flat = logits[0] if hit[0] else logits[torch.arange(n), last]
+        lp = torch.log_softmax(flat.float(), -1)
         out[b: b + n] = (lp[:, yes] - lp[:, no]).cpu()
     return out
 
