@@ -311,8 +311,8 @@ def next_token_logprobs(model, seqs: Sequence[Sequence[int]], pad_id: int, *, ba
 def position_logprobs(model, seqs: Sequence[Sequence[int]], start: Sequence[int], pad_id: int, *,
                       batch_size: int = 8) -> list[torch.Tensor]:
     """Per sequence, [len - start + 1, vocab] fp32 log-probabilities at positions start-1 .. len-1 (the
-    distributions of tokens start .. len, and of the next one); right-padded batches, longest first, and
-    only those rows of the logits normalised, so long passages cost no [T, vocab] softmax."""
+    distributions of tokens start .. len, and of the next one); right-padded batches, longest first, and only
+    those positions through the LM head (`head_at`), so long passages cost no [T, vocab] head or softmax."""
     import torch
     dev = _model_device(model)
     out: list[torch.Tensor] = [None] * len(seqs)  # type: ignore[list-item]
@@ -320,7 +320,14 @@ def position_logprobs(model, seqs: Sequence[Sequence[int]], start: Sequence[int]
     for b in range(0, len(order), batch_size):
         rows = order[b:b + batch_size]
         ids, mask, _ = pad_batch([seqs[i] for i in rows], pad_id, "right", dev)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        for j, i in enumerate(rows):
-            out[i] = torch.log_softmax(logits[j, start[i] - 1:len(seqs[i])].float(), -1).cpu()
+        spans = [range(start[i] - 1, len(seqs[i])) for i in rows]
+        rr = [j for j, sp in enumerate(spans) for _ in sp]
+        kk = [k for sp in spans for k in sp]
+        with head_at(model, rr, kk) as hit:
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        flat = torch.log_softmax((logits[0] if hit[0] else logits[rr, kk]).float(), -1).cpu()
+        at = 0
+        for sp, i in zip(spans, rows):
+            out[i] = flat[at:at + len(sp)]
+            at += len(sp)
     return out
