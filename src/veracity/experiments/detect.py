@@ -167,14 +167,18 @@ class DetectResult:
     def tables(self) -> list[tuple[str, list[str], list[list]]]:
         """The console tables: every detector against every baseline on the test split, and best-of-N."""
         t = self.splits.get("test", {})
-        cols = ["detector", "AUROC [95% CI]", "AUPRC wrong", "recall@FPR", "bal. acc@FPR", "ECE", "AURC", "PRR",
-                "acc@50%", "acc@80%", "acc@100%"]
-        rows = [[r["name"], _ci(r), r.get("detect_auprc_wrong"), r.get("detect_recall_at_fpr"),
-                 r.get("detect_balanced_accuracy"), r.get("detect_ece"), r.get("detect_aurc"), r.get("detect_prr"),
-                 r.get("selective_accuracy_50"), r.get("selective_accuracy_80"), r.get("selective_accuracy_100")]
-                for r in self.detectors]
+        # two tables of a few columns each, not one of eleven (about 160 characters wide): how well each detector
+        # separates wrong answers, then what it does as a deployed filter (calibration, abstaining)
         out = [(f"{self.model}: test split, {t.get('questions', 0)} greedy answers ({t.get('correct', 0)} right / "
-                f"{t.get('wrong', 0)} wrong)", cols, rows)]
+                f"{t.get('wrong', 0)} wrong): detecting the wrong ones",
+                ["detector", "AUROC [95% CI]", "AUPRC wrong", "recall@FPR", "bal. acc@FPR"],
+                [[r["name"], _ci(r), r.get("detect_auprc_wrong"), r.get("detect_recall_at_fpr"),
+                  r.get("detect_balanced_accuracy")] for r in self.detectors]),
+               ("as a filter: calibration (ECE), risk-coverage (AURC, PRR), accuracy of the answers kept",
+                ["detector", "ECE", "AURC", "PRR", "acc@50%", "acc@80%", "acc@100%"],
+                [[r["name"], r.get("detect_ece"), r.get("detect_aurc"), r.get("detect_prr"),
+                  r.get("selective_accuracy_50"), r.get("selective_accuracy_80"), r.get("selective_accuracy_100")]
+                 for r in self.detectors])]
         if self.best_of_n:
             acc, diff = self.best_of_n["accuracy"], self.best_of_n["detector_minus"]
             out.append((f"best-of-N on {self.best_of_n['n_questions']} test questions (accuracy [95% CI])",
