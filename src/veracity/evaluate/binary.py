@@ -33,7 +33,7 @@ from .truthfulqa import (InterventionFactory, close_answer, lm_eval_context, mak
                          shared_prefix_for, truthfulqa_prompt)
 from ..models.cache import cache_kwargs
 from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
-from ..models.scoring import head_at
+from ..models.scoring import logits_at
 
 LOGLIK_VARIANTS = ("loglik-lm-eval", "loglik-truthfulqa")
 AB_VARIANTS = ("ab-best-first", "ab-best-second")
@@ -167,33 +167,30 @@ def score_batched(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     for s0 in range(0, len(rows), batch_size):
         chunk = order[s0:s0 + batch_size]
         # the positions read: token at row position k is predicted at k - 1 (for k = 0 by the head's last
-        # logits, not in the row); only those go through the LM head (`head_at`)
+        # logits, not in the row); only those go through the LM head (`logits_at`), each once
         need: dict[tuple[int, int], int] = {}
+        at: dict[int, list[int]] = {}  # request -> its rows in `flat`
         for r, j in enumerate(chunk):
             for i in by_row[j]:
                 k0 = len(requests[i][0]) - S  # the continuation's first position in the row
-                for k in range(max(k0 - 1, 0), k0 - 1 + len(requests[i][1])):
-                    need.setdefault((r, k), len(need))
+                span = range(max(k0 - 1, 0), k0 - 1 + len(requests[i][1]))
+                at[i] = [need.setdefault((r, k), len(need)) for k in span]
         flat = None
         if need:
             ids, mask, pos = pad_after_prefix([rows[j] for j in chunk], S, pad_id, dev)
             kw = {**cache_kwargs(model, expand_cache(base, len(chunk))), "use_cache": True} if shared is not None else {}
-            rr, kk = [r for r, _ in need], [k for _, k in need]
-            with head_at(model, rr, kk) as hit:
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw).logits
-            flat = logits[0] if hit[0] else logits[rr, kk]
+            flat = logits_at(model, [r for r, _ in need], [k for _, k in need], input_ids=ids, attention_mask=mask,
+                             position_ids=pos, **kw)
             # the log-softmax on those positions only (over every padded position it cost more than the forward)
             flat = torch.log_softmax(flat.float(), -1).cpu()
-        for r, j in enumerate(chunk):
+        for j in chunk:
             for i in by_row[j]:
-                k0 = len(requests[i][0]) - S
                 cont = torch.tensor(list(requests[i][1]), dtype=torch.long)
                 if len(cont) == 0:
                     continue
-                parts = [last_lp.unsqueeze(0).cpu()] if k0 == 0 else []
-                at = [need[(r, k)] for k in range(max(k0 - 1, 0), k0 - 1 + len(cont))]
-                if at:
-                    parts.append(flat[at])
+                parts = [last_lp.unsqueeze(0).cpu()] if len(requests[i][0]) == S else []
+                if at[i]:
+                    parts.append(flat[at[i]])
                 lp = torch.cat(parts, 0).gather(1, cont.unsqueeze(1)).squeeze(1)
                 out[i] = float(lp.double().sum())
     return out

@@ -296,7 +296,7 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
     from ..capture.engine import tokenize
     from ..models.cache import cache_kwargs, returned_cache
     from ..models.padding import expand_cache, pad_after_prefix, pad_token_id
-    from ..models.scoring import head_at
+    from ..models.scoring import logits_at
 
     prefix, yes, no = yes_no_token_ids(lm.tokenizer)
     tok = lm.tokenizer
@@ -318,10 +318,9 @@ def yes_no_margins(lm, prompts: Sequence[str], batch_size: int = 32, share_prefi
         n = len(rows)
         input_ids, mask, pos = pad_after_prefix(rows, P, pad_id, lm.device)
         last = [len(r) - 1 for r in rows]
-        with head_at(lm.model, list(range(n)), last) as hit:  # the head reads each row's last real position only
-            logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=pos,
-                              **cache_kwargs(lm.model, expand_cache(head, n)), use_cache=True).logits
-        flat = logits[0] if hit[0] else logits[torch.arange(n), last]
+        flat = logits_at(lm.model, list(range(n)), last,  # the head reads each row's last real position only
+                         input_ids=input_ids, attention_mask=mask, position_ids=pos,
+                         **cache_kwargs(lm.model, expand_cache(head, n)), use_cache=True)
         lp = torch.log_softmax(flat.float(), -1)
         out[b: b + n] = (lp[:, yes] - lp[:, no]).cpu()
     return out

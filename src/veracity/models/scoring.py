@@ -84,6 +84,15 @@ def head_at(model, rows: Sequence[int], cols: Sequence[int]):
             handle.remove()
 
 
+def logits_at(model, rows: Sequence[int], cols: Sequence[int], **inputs) -> torch.Tensor:
+    """[K, V] logits of `model(**inputs)` at positions (rows[i], cols[i]), the head run on those only
+    (`head_at`; the full logits indexed when the model's forward bypasses its output embeddings). Enter any
+    intervention context around the call."""
+    with head_at(model, rows, cols) as hit:
+        logits = model(**inputs).logits
+    return logits[0] if hit[0] else logits[rows, cols]
+
+
 def labelled_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(fp32 log-prob [K] of every labelled token, its row [K]) of a right-padded training batch (`input_ids`,
     `attention_mask`, `labels` with -100 where nothing is scored): token t is scored from position t - 1, and only
@@ -97,9 +106,7 @@ def labelled_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     rows, cols = (tgt != -100).nonzero(as_tuple=True)
     if len(rows) == 0:
         return torch.zeros(0, device=dev), rows
-    with head_at(model, rows, cols) as hit:
-        logits = model(input_ids=ids, attention_mask=mask).logits
-    flat = logits[0] if hit[0] else logits[rows, cols]
+    flat = logits_at(model, rows, cols, input_ids=ids, attention_mask=mask)
     want = tgt[rows, cols].to(flat.device)
     # log_softmax, not logits - logsumexp (see score_requests)
     return torch.log_softmax(flat.float(), -1).gather(1, want.unsqueeze(1)).squeeze(1), rows.to(flat.device)
@@ -243,10 +250,9 @@ def score_requests(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]
             # go through the LM head (no padding, no last position)
             rows = [r for r, c in enumerate(conts) for _ in range(len(c) - 1)]
             cols = [k for c in conts for k in range(len(c) - 1)]
-            with _ctx(intervention, "mc"), head_at(model, rows, cols) as hit:
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                               **cache_kwargs(model, expand_cache(cache0, len(conts))), use_cache=True).logits
-            flat = logits[0] if hit[0] else logits[rows, cols]  # [K, V]
+            with _ctx(intervention, "mc"):
+                flat = logits_at(model, rows, cols, input_ids=ids, attention_mask=mask, position_ids=pos,
+                                 **cache_kwargs(model, expand_cache(cache0, len(conts))), use_cache=True)
             # log_softmax, not logits - logsumexp: on CPU the latter is biased by ~1e-5 nats/token on real LMs
             logp = torch.log_softmax(flat.float(), -1)
             ld = logp.device  # the LM head's device: not `dev` when a device_map spreads the model
@@ -323,9 +329,8 @@ def position_logprobs(model, seqs: Sequence[Sequence[int]], start: Sequence[int]
         spans = [range(start[i] - 1, len(seqs[i])) for i in rows]
         rr = [j for j, sp in enumerate(spans) for _ in sp]
         kk = [k for sp in spans for k in sp]
-        with head_at(model, rr, kk) as hit:
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        flat = torch.log_softmax((logits[0] if hit[0] else logits[rr, kk]).float(), -1).cpu()
+        flat = logits_at(model, rr, kk, input_ids=ids, attention_mask=mask, use_cache=False)
+        flat = torch.log_softmax(flat.float(), -1).cpu()
         at = 0
         for sp, i in zip(spans, rows):
             out[i] = flat[at:at + len(sp)]
