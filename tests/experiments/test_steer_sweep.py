@@ -214,3 +214,30 @@ def test_plain_from_reuses_another_sweeps_plain_rows(data_dir, tmp_path, cli):
     assert "is missing" in cli(base + ["--method", "lat", "--plain-from", tmp_path, "--out", tmp_path / "x"], code=2)
     assert "--plain-from" in cli(["steer", "sweep", "--model", "tiny-llama", "--method", "iti", "--plain-from",
                                   tmp_path / "caa", "--out", tmp_path / "y"], code=2)
+
+
+def test_a_lengthened_sweep_rescales_the_kept_fits(data_dir, tmp_path, cli):
+    """Each (fold, layer)'s fit is kept under fits/ and read back when the grid grows: the new alpha's cells equal
+    those of a sweep that fitted afresh with the longer grid; a damaged kept fit is one error naming the file."""
+    import sqlite3
+
+    base = ["steer", "sweep", "--model", "tiny-llama", "--device", "cpu", "--data-dir", data_dir, "--limit", "8",
+            "--method", "ace", "--layers", "1", "--folds", "2", "--ce-texts", "0", "--side-effects", "none",
+            "--acts", tmp_path / "acts"]
+    cli(base + ["--alphas", "2", "--out", tmp_path / "a"])
+    assert sorted(p.name for p in (tmp_path / "a" / "fits").iterdir()) == [
+        "fold0-layer1.json", "fold0-layer1.safetensors", "fold1-layer1.json", "fold1-layer1.safetensors"]
+    text = cli(base + ["--alphas", "2,0", "--out", tmp_path / "a"])
+    assert text.count("reused") == 2 and text.count("fold=") == 2  # alpha 0 (ACE's ablation) on both folds
+    cli(base + ["--alphas", "2,0", "--out", tmp_path / "fresh"])
+
+    def cell(name: str, alpha: float) -> dict:
+        db = sqlite3.connect(tmp_path / name / "results.sqlite")
+        got = {f: json.loads(m) for f, m in db.execute("SELECT fold, metrics FROM results WHERE cell=?",
+                                                        (json.dumps({"alpha": alpha, "layer": 1}),))}
+        db.close()
+        return got
+    assert cell("a", 0.0) == cell("fresh", 0.0) and cell("a", 2.0) == cell("fresh", 2.0)
+    (tmp_path / "a" / "fits" / "fold1-layer1.safetensors").write_bytes(b"not a tensor file")
+    bad = cli(base + ["--alphas", "2,0,1", "--out", tmp_path / "a"], code=2)
+    assert "fold1-layer1" in bad

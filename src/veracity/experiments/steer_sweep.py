@@ -13,7 +13,9 @@
 - ``iti``: the ITI sweep (`veracity iti sweep`, K x alpha) with its options.
 
 A study on the shared engine (`experiments.sweep`): each (layer, alpha, fold) is a committed row of
-results.sqlite; a rerun with the same settings (a longer grid allowed) evaluates only what is missing.
+results.sqlite; a rerun with the same settings (a longer grid allowed) evaluates only what is missing, and
+rescales each (fold, layer)'s fitted steer kept in the run folder's fits/ (`SteerFamily.load`) instead of
+refitting it.
 Folds: `probes.splits.question_folds` with the seed, the same held-out questions as `iti validate`,
 `iti sweep` and `compare-interventions`. An option of a parameter the chosen steer does not declare
 (`methods.steers.SteerParam`: --num-heads with caa, --layers with iti) is refused, never ignored.
@@ -54,6 +56,8 @@ def open_store(path: str | Path, config: dict | None = None) -> SweepStore:
 
 #: the plain model's cell: scored once per fold, whatever the steer
 PLAIN = {"layer": -1, "alpha": 0.0}
+#: the run folder's subfolder keeping each (fold, layer)'s fitted steer (`SteerFamily.load` reads it back)
+FITS = "fits"
 #: the store's fixed settings that belong to the steer alone: sweeps differing only in these score the plain
 #: model identically, so one may reuse another's plain rows (`--plain-from`)
 STEER_OWN = ("method", "normalize", "steer_params")
@@ -441,11 +445,22 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         test_items = [scored[int(q)] for q in folds[f] if int(q) in scored]
         if layer < 0:
             return None, test_items
+        # each fold's fit is kept in the run folder (the store's recorded settings fix what it was fitted with),
+        # so a resumed or lengthened sweep rescales it instead of refitting (BiPO: minutes per fold)
+        kept = run.path / FITS / f"fold{f}-layer{layer}"
+        if family.load is not None and kept.with_name(kept.name + ".json").is_file():
+            steer = family.load(kept)  # the safe reader: a damaged file is one error naming it
+            steer.check_model(lm.arch, lm.fingerprint)
+            both(f"fold {f}, layer {layer}: the fit kept in {kept.parent.name}/{kept.name} reused")
+            return steer, test_items
         train_q = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
         scale = {"normalize": cfg.normalize} if family.name in steers_with("normalize") else {}  # angular: none
         settings = family.settings(base_settings, layers=(layer,), alpha=1.0, **scale)
         steer = family.fit(lm, train_q, [int(q) for q in folds[f]], settings, data_dir=cfg.data_dir,
                            limit=cfg.limit, acts=cfg.acts, fold=f, revision=cfg.revision)
+        if family.load is not None:
+            kept.parent.mkdir(exist_ok=True)
+            steer.save(kept, overwrite=True)
         return steer, test_items
 
     try:

@@ -74,7 +74,9 @@ class SteerFamily:
     identity_alpha: the alpha at which the fitted steer is the identity, i.e. the plain model (caa's 0: nothing
     added); None: no alpha is (ACE's 0 is an ablation, angular's 0 a rotation). A sweep shares the plain model's
     evaluation only for it. identity_of(settings): the same where it depends on the settings (a conditional
-    steer: its inner steer's); it overrides identity_alpha."""
+    steer: its inner steer's); it overrides identity_alpha. load(path): read back a fit written by its `save`
+    (the safe reader of its class); a sweep keeps each fold's fit in its run folder and reads it on a resume instead
+    of refitting (None: always refit)."""
 
     name: str
     fit: Callable[..., object]
@@ -85,6 +87,7 @@ class SteerFamily:
     check: Callable[[object, object], None] | None = None
     identity_alpha: float | None = None
     identity_of: Callable[[object], float | None] | None = None
+    load: Callable[[str | Path], object] | None = None
 
     def identity(self, settings) -> float | None:
         """The alpha at which this family's steer, fitted with `settings`, is the plain model (None: none)."""
@@ -229,6 +232,18 @@ def _check_iti(lm, settings) -> None:
     check_num_heads(settings.iti_k, lm.arch.n_layers, lm.arch.n_heads)
 
 
+def _loader(module: str, name: str) -> Callable[[str | Path], object]:
+    """`<module>.<name>.load`, imported when called (a family's class is imported only when a fit is read)."""
+    def load(path: str | Path):
+        import importlib
+
+        return getattr(importlib.import_module(module, __package__), name).load(path)
+    return load
+
+
+_RESIDUAL_LOAD = _loader("..steer.residual", "ResidualSteer")
+
+
 def _residual(method: str) -> Callable[..., object]:
     def fit(lm, train_questions, test_questions, settings, *, data_dir=None, limit=None, acts=None, fold=0,
             revision="2021"):
@@ -243,7 +258,8 @@ def _residual(method: str) -> Callable[..., object]:
 register_steer(SteerFamily(
     "iti", lambda lm, train_q, test_q, settings, *, data_dir=None, limit=None, acts=None, fold=0, revision="2021":
     fit_iti_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold, revision),
-    store="acts", params=ITI_PARAMS, sweep="heads", shares_acts=True, check=_check_iti, identity_alpha=0.0))
+    store="acts", params=ITI_PARAMS, sweep="heads", shares_acts=True, check=_check_iti, identity_alpha=0.0,
+    load=_loader("..steer.intervention", "Intervention")))
 
 
 def _layer_selected(family: str, fit: Callable[..., object], one_layer: bool = False,
@@ -285,9 +301,9 @@ def _layer_selected(family: str, fit: Callable[..., object], one_layer: bool = F
 
 
 register_steer(SteerFamily("caa", _layer_selected("caa", _residual("caa")), store="resid", params=RESIDUAL_PARAMS,
-                           sweep="layers", identity_alpha=0.0))
+                           sweep="layers", identity_alpha=0.0, load=_RESIDUAL_LOAD))
 register_steer(SteerFamily("lat", _layer_selected("lat", _residual("lat")), store="resid", params=RESIDUAL_PARAMS,
-                           sweep="layers", identity_alpha=0.0))
+                           sweep="layers", identity_alpha=0.0, load=_RESIDUAL_LOAD))
 
 
 #: BiPO's parameters (`veracity.steer.bipo`): one layer (None = the middle one), the strength and the scaling of the
@@ -345,7 +361,8 @@ register_steer(SteerFamily(
                             fold=0, revision="2021":
                             fit_bipo_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold, revision),
                             one_layer=True),
-    store="bipo", params=BIPO_PARAMS, sweep="layers", check=_check_one_layer("bipo"), identity_alpha=0.0))
+    store="bipo", params=BIPO_PARAMS, sweep="layers", check=_check_one_layer("bipo"), identity_alpha=0.0,
+    load=_RESIDUAL_LOAD))
 
 
 # ---------------------------------------------------------------- ace, angular steering, conditional (CAST-style)
@@ -403,15 +420,18 @@ def _inner_identity(settings) -> float | None:
 
 
 # no identity alpha: ACE's 0 is the ablation about the reference, angular's 0 turns every activation onto b1
-register_steer(SteerFamily("ace", _layer_selected("ace", _fit_ace), store="resid", params=ACE_PARAMS, sweep="layers"))
+register_steer(SteerFamily("ace", _layer_selected("ace", _fit_ace), store="resid", params=ACE_PARAMS, sweep="layers",
+                           load=_loader("..steer.ace", "AceSteer")))
 register_steer(SteerFamily("angular", _layer_selected("angular", _angular(False), opposite=_turned_back),
-                           store="resid", params=ANGULAR_PARAMS, sweep="layers"))
+                           store="resid", params=ANGULAR_PARAMS, sweep="layers",
+                           load=_loader("..steer.angular", "AngularSteer")))
 register_steer(SteerFamily("angular-adaptive", _layer_selected("angular-adaptive", _angular(True),
                                                                opposite=_turned_back),
-                           store="resid", params=ANGULAR_PARAMS, sweep="layers"))
+                           store="resid", params=ANGULAR_PARAMS, sweep="layers",
+                           load=_loader("..steer.angular", "AngularSteer")))
 # the inner steer (caa, lat, ace) picks its layer itself (the shared layer_select); the probe reads the one chosen
 register_steer(SteerFamily("conditional", _fit_conditional, store="resid", params=CONDITIONAL_PARAMS, sweep="layers",
-                           identity_of=_inner_identity))
+                           identity_of=_inner_identity, load=_loader("..steer.conditional", "ConditionalSteer")))
 
 
 # ---------------------------------------------------------------- LoReFT through pyreft
@@ -438,4 +458,5 @@ register_steer(SteerFamily(
                               acts=None, fold=0, revision="2021":
                               fit_loreft_for_fold(lm, train_q, test_q, settings, data_dir, limit, acts, fold,
                                                   revision), one_layer=True),
-    store="loreft", params=LOREFT_PARAMS, sweep="layers", check=_check_one_layer("loreft"), identity_alpha=0.0))
+    store="loreft", params=LOREFT_PARAMS, sweep="layers", check=_check_one_layer("loreft"), identity_alpha=0.0,
+    load=_loader("..steer.loreft", "LoreftSteer")))
