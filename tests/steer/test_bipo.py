@@ -112,3 +112,20 @@ def test_training_moves_the_margin_the_intended_way(tiny_llama):
     margin = {s: sum(_hand_logp(lm, p.prompt, p.chosen, s * v) - _hand_logp(lm, p.prompt, p.rejected, s * v)
                      for p in PAIRS) for s in (-1, 0, 1)}
     assert margin[1] > margin[0] > margin[-1]
+
+
+def test_activation_units_scale_adams_first_step_by_the_activation_rms(tiny_llama):
+    """units="activation" trains w with v = s * w, s the pairs' per-coordinate activation RMS at the layer: AdamW's
+    first step from zero moves each coordinate by lr * g / (|g| + eps), so the first v is s times the raw one (same
+    signs, eps aside), and s is recorded."""
+    lm = tiny_llama
+    cfg = dict(lr=1e-2, batch_size=3, epochs=1, max_steps=1, seed=3)
+    raw = train_bipo(lm, PAIRS, LAYER, BipoConfig(**cfg))
+    act = train_bipo(lm, PAIRS, LAYER, BipoConfig(**cfg, units="activation"))
+    pos, neg = pair_activations(lm, PAIRS, LAYER)
+    s = float(torch.cat([pos, neg]).pow(2).mean().sqrt())
+    assert raw.provenance["units"] == 1.0 and act.provenance["units"] == pytest.approx(s, rel=1e-12)
+    assert s != pytest.approx(1.0, abs=0.05)  # the check below would not tell the two apart otherwise
+    torch.testing.assert_close(act.vectors[0].double(), s * raw.vectors[0].double(), rtol=1e-4, atol=s * 1e-2 * 1e-3)
+    with pytest.raises(ValueError, match="units"):
+        BipoConfig(units="metres")

@@ -307,8 +307,11 @@ register_steer(SteerFamily("lat", _layer_selected("lat", _residual("lat")), stor
 
 
 #: BiPO's parameters (`veracity.steer.bipo`): one layer (None = the middle one), the strength and the scaling of the
-#: trained vector; the optimiser settings are `BipoConfig`'s documented defaults, seeded by the run's seed
-BIPO_PARAMS = RESIDUAL_PARAMS
+#: trained vector, and the units it is trained in (`BipoConfig.units`: "raw" as the paper, "activation" for a model
+#: whose residual stream is far larger than Llama-2's); the optimiser settings are `BipoConfig`'s documented
+#: defaults, seeded by the run's seed
+BIPO_PARAMS = RESIDUAL_PARAMS + (SteerParam("units", "raw", (Options(("raw", "activation")),), IN_PARAMS,
+                                            "activation"),)
 
 
 def _one_layer_inputs(lm, train_questions: Sequence[int], settings, data_dir, fold: int, revision: str):
@@ -336,7 +339,8 @@ def fit_bipo_for_fold(lm, train_questions: Sequence[int], test_questions: Sequen
 
     items, layer, prov = _one_layer_inputs(lm, train_questions, settings, data_dir, fold, revision)
     pairs = preference_pairs(items, "baseline", lm.tokenizer, settings.pairs_per_question, settings.seed)
-    return train_bipo(lm, pairs, layer, BipoConfig(seed=settings.seed), settings.residual_normalize,
+    return train_bipo(lm, pairs, layer, BipoConfig(seed=settings.seed, units=steer_value(settings, "bipo", "units")),
+                      settings.residual_normalize,
                       settings.residual_alpha, prov)
 
 
