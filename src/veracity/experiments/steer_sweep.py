@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -456,11 +457,16 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
         train_q = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
         scale = {"normalize": cfg.normalize} if family.name in steers_with("normalize") else {}  # angular: none
         settings = family.settings(base_settings, layers=(layer,), alpha=1.0, **scale)
+        both(f"fold {f}, layer {layer}: fitting {cfg.method} on {len(train_q)} training questions")
+        t0 = time.perf_counter()
         steer = family.fit(lm, train_q, [int(q) for q in folds[f]], settings, data_dir=cfg.data_dir,
                            limit=cfg.limit, acts=cfg.acts, fold=f, revision=cfg.revision)
+        where = ""
         if family.load is not None:
             kept.parent.mkdir(exist_ok=True)
             steer.save(kept, overwrite=True)
+            where = f", kept in {kept.parent.name}/{kept.name}"
+        both(f"fold {f}, layer {layer}: fitted in {time.perf_counter() - t0:.0f} s{where}")
         return steer, test_items
 
     try:
