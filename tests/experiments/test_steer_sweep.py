@@ -228,8 +228,8 @@ def test_a_lengthened_sweep_rescales_the_kept_fits(data_dir, tmp_path, cli):
     assert text.count("fitting ace on 4 training questions") == 2 and text.count("kept in fits/fold") == 2
     assert sorted(p.name for p in (tmp_path / "a" / "fits").iterdir()) == [
         "fold0-layer1.json", "fold0-layer1.safetensors", "fold1-layer1.json", "fold1-layer1.safetensors"]
-    text = cli(base + ["--alphas", "2,0", "--out", tmp_path / "a"])
-    assert text.count("reused") == 2 and text.count("fold=") == 2 and "fitting" not in text  # alpha 0 (ACE's ablation) on both folds
+    text = cli(base + ["--alphas", "2,0", "--out", tmp_path / "a"])  # alpha 0 (ACE's ablation) on both folds
+    assert text.count("reused") == 2 and text.count("fold=") == 2 and "fitting" not in text
     cli(base + ["--alphas", "2,0", "--out", tmp_path / "fresh"])
 
     def cell(name: str, alpha: float) -> dict:

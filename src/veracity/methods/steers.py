@@ -17,12 +17,18 @@ _FINITE = (Interval(float, None, None, msg="be a finite number"),)
 _LAYERS = (None, ListOf([Interval(int, None, None)]))  # indices checked against the model once it is loaded
 
 
-def _iti_choices(name: str) -> Registered:
+def _choices(module: str, name: str) -> Registered:
+    """The names in `<module>.<name>` (a steer module's tuple of choices), read when checked: the one list stays
+    in the module that acts on it, imported only when a value is checked."""
     def names():
-        from ..steer import iti
+        import importlib
 
-        return getattr(iti, name)
+        return getattr(importlib.import_module(module, __package__), name)
     return Registered(names, name.lower().replace("_", "-") + " choice")
+
+
+def _iti_choices(name: str) -> Registered:
+    return _choices("..steer.iti", name)
 
 
 #: the `SteerParam.setting` of a parameter carried by name in `MethodSettings.steer_params`: how a family adds
@@ -310,7 +316,7 @@ register_steer(SteerFamily("lat", _layer_selected("lat", _residual("lat")), stor
 #: trained vector, and the units it is trained in (`BipoConfig.units`: "raw" as the paper, "activation" for a model
 #: whose residual stream is far larger than Llama-2's); the optimiser settings are `BipoConfig`'s documented
 #: defaults, seeded by the run's seed
-BIPO_PARAMS = RESIDUAL_PARAMS + (SteerParam("units", "raw", (Options(("raw", "activation")),), IN_PARAMS,
+BIPO_PARAMS = RESIDUAL_PARAMS + (SteerParam("units", "raw", (_choices("..steer.bipo", "UNITS"),), IN_PARAMS,
                                             "activation"),)
 
 

@@ -17,8 +17,8 @@ starting at zero) scaled to a small CPU model: the middle layer (same relative d
 and zero start, and the epochs capped by `max_steps` (200 by default: 20 epochs of a full training fold are
 thousands of forward/backward passes). `BipoConfig.units="activation"` trains v in units of the layer's
 per-coordinate activation RMS (the paper's step sizes assume Llama-2's residual scale; at gemma3-270m's middle layer
-the raw v stays ~200x shorter than the pairs' mean difference and the loss stays at log 2). The result is a `ResidualSteer` (method "bipo"), so it is hooked, baked,
-saved and swept like CAA; its provenance records the training time, the losses, the steerability predictors of the pairs'
+the raw v stays ~200x shorter than the pairs' mean difference and the loss stays at log 2). The result is a
+`ResidualSteer` (method "bipo"), so it is hooked, baked, saved and swept like CAA; its provenance records the training time, the losses, the steerability predictors of the pairs'
 activations (`steerability.predictors`) and the cosine with the CAA
 vector (mean paired difference at the same layer, last token) of the same pairs.
 """
