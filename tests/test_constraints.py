@@ -184,6 +184,66 @@ def test_registered_choices_are_read_when_checked():
         METRICS.pop("my_metric")
 
 
+def _choice_lists() -> dict[frozenset, list[str]]:
+    """Every literal list of two or more strings given to `Options(...)` or bound to a module-level CONSTANT in
+    the package's source, by its set of values."""
+    import ast
+    import collections
+
+    def strings(node):
+        if isinstance(node, (ast.Tuple, ast.List)) and len(node.elts) >= 2 and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+            return frozenset(e.value for e in node.elts)
+        return None
+
+    found = collections.defaultdict(list)
+    root = Path(veracity.__file__).parent
+    for f in sorted(root.rglob("*.py")):
+        tree = ast.parse(f.read_text())
+        where = f.relative_to(root.parent)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Options" and node.args:
+                if (s := strings(node.args[0])) is not None:
+                    found[s].append(f"{where}:{node.lineno} Options(...)")
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets):
+                if (s := strings(node.value)) is not None:
+                    found[s].append(f"{where}:{node.lineno} {node.targets[0].id}")
+    return found
+
+
+def test_no_choice_list_is_written_twice():
+    """One list per set of choices: a Config (or a second module) that writes out a list the code already keeps
+    drifts from it when a choice is added (the sweep's --normalize, the conditional steer's inner steers and the
+    MC protocols each had 3-6 copies). Declare it with `constraints.choices_in(module, NAME)` instead."""
+    found = _choice_lists()
+    assert len(found) > 30  # the scan sees the package's lists (a broken walk would pass vacuously)
+    twins = {", ".join(sorted(s)): where for s, where in found.items() if len(where) > 1}
+    assert not twins, twins
+
+
+def test_a_twin_choice_list_is_found(monkeypatch, tmp_path):
+    """The scan above finds a list written out beside the constant that holds it."""
+    pkg = tmp_path / "veracity"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text('NORMALIZE = ("raw", "sigma", "unit")\n')
+    (pkg / "b.py").write_text('from x import Options\nC = {"normalize": [Options(("unit", "raw", "sigma"))]}\n')
+    monkeypatch.setattr(veracity, "__file__", str(pkg / "__init__.py"))
+    found = _choice_lists()
+    assert found[frozenset(("raw", "sigma", "unit"))] == ["veracity/a.py:1 NORMALIZE", "veracity/b.py:2 Options(...)"]
+
+
+def test_choices_in_reads_the_module_when_checked():
+    """A choice list declared by `choices_in` accepts exactly the module's tuple and names it when refusing."""
+    from veracity.constraints import choices_in
+    from veracity.steer.residual.fit import NORMALIZE
+
+    c = choices_in("veracity.steer.residual.fit", "NORMALIZE", "normalize choice")
+    assert [v for v in ("raw", "sigma", "unit", "nosuch", "", 1) if c.ok(v)] == list(NORMALIZE)
+    assert c.describe() == "be one of raw, sigma, unit"
+
+
 def test_device_against_the_machine(monkeypatch):
     import torch
 

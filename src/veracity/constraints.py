@@ -193,6 +193,15 @@ class Registered(Constraint):
         return self._names()[0]
 
 
+def choices_in(module: str, name: str, what: str | None = None) -> Registered:
+    """The choices in `<module>.<name>` (a tuple kept beside the code that acts on it), read when a value is
+    checked: a Config declares them without a second copy of the list (which drifts) and without importing the
+    module (and torch) to be built. `tests/test_constraints.py` refuses a choice list written out twice."""
+    def names():
+        return getattr(importlib.import_module(module), name)
+    return Registered(names, what or name.lower().replace("_", "-") + " choice")
+
+
 class Text(Constraint):
     """A non-empty string (a model name, a path, a data set spec): what it names is checked where it is
     read (`models.loader`, `data`, the safe readers)."""

@@ -30,6 +30,8 @@ from .store import (FORMAT_VERSION, Activations, pending_shards, prepare_store, 
                     write_shard)
 
 Positions = str | Sequence[tuple[int, int]]
+#: the named reductions over a text's tokens (a list of (start, end) spans is the third kind)
+POSITIONS = ("last", "mean")
 
 
 def _dtype_name(dt: torch.dtype) -> str:
@@ -38,7 +40,7 @@ def _dtype_name(dt: torch.dtype) -> str:
 
 def _positions_key(positions: Positions) -> str:
     if isinstance(positions, str):
-        if positions not in ("last", "mean"):
+        if positions not in POSITIONS:
             raise ValueError(f"positions must be 'last', 'mean' or a list of (start, end) token spans, got {positions!r}")
         return positions
     h = hashlib.sha256(json.dumps([list(map(int, p)) for p in positions]).encode()).hexdigest()[:12]
@@ -249,7 +251,7 @@ class CaptureConfig(Checked):
     _constraints = {"dataset": [Text()],
                     "sites": [Parses(_site_syntax, "sites such as resid, heads.-1, resid.embed,mlp.3",
                                      bad=["", "nosuch", "resid.x", "mlp.embed"], example="resid")],
-                    "positions": [Options(("last", "mean"))],
+                    "positions": [Options(POSITIONS)],
                     "batch_size": [Parses(_batch_size, "a positive integer or 'auto'", bad=[0, -1, "0", "x", ""],
                                           example="16")],
                     "dtype": [Options(tuple(STORE_DTYPES))], "shard_size": [Count()],

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..constraints import Checked, Count, Interval, Options, Parses, Seed
+from ..constraints import Checked, Count, Interval, Parses, Seed, choices_in
+
+_KIND = [choices_in("veracity.evaluate.judges.base", "KINDS", "judge kind")]  # read when checked: no judge import
 
 
 def _spec(spec) -> None:
@@ -21,7 +23,7 @@ def _spec(spec) -> None:
 @dataclass
 class JudgeTrainConfig(Checked):
     """The checked options of `veracity judge train`: which judge (truth or info), the held-out share and the seed."""
-    _constraints = {"kind": [Options(("truth", "info"))], "heldout_frac": [Interval(float, 0, 1, closed="neither")],
+    _constraints = {"kind": _KIND, "heldout_frac": [Interval(float, 0, 1, closed="neither")],
                     "seed": [Seed()], "max_train": [None, Count()]}
     _options = {"heldout_frac": "--heldout"}
     _commands = ("judge train",)
@@ -35,7 +37,7 @@ class JudgeTrainConfig(Checked):
 @dataclass
 class JudgeEvalConfig(Checked):
     """The checked options of `veracity judge eval`: which judge kind and which judge spec to score with."""
-    _constraints = {"kind": [Options(("truth", "info"))],
+    _constraints = {"kind": _KIND,
                     "judge": [Parses(_spec, "a judge spec", bad=["none", "nosuch", "hf:", ""], example="local")]}
     _commands = ("judge eval",)
 

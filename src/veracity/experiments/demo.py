@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 from .._lazy import torch_mode
-from ..constraints import Checked, Count, Interval, Options
+from ..constraints import Checked, Count, Interval
 from ..methods import options as o
 from ..validation import BadInput
 
@@ -83,7 +83,7 @@ class DemoConfig(Checked):
 
     _constraints = {"model": o.MODEL, "seed": o.SEED, "data_dir": o.OPTIONAL_TEXT, "n_cities": [None, Count(2)],
                     "test_frac": o.FRACTION, "C": o.POSITIVE, "alphas": o.ALPHAS, "n_causal": [Count(2)],
-                    "n_random": o.COUNT, "positions": [Options(("all", "last"))],
+                    "n_random": o.COUNT, "positions": o.GEN_POSITIONS,
                     "causal_layer": [None, Interval(int, 0, None)], "n_select": o.COUNT, "select_every": o.COUNT,
                     "n_examples": o.COUNT0, "iti_k": o.COUNT, "iti_alpha": o.ALPHA, "tqa_questions": [Count(4)],
                     "max_new_tokens": o.COUNT}

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..metrics import aggregate_folds, fmt, fold_sd, gain_cost_table, with_true_info
 from .sweep import SweepStore
-from ..constraints import Checked, Instance, ListOf, Options, Parses
+from ..constraints import Checked, Instance, ListOf, Parses
 from ..methods import options as o
 from ..methods.evaluate import MethodEvalConfig, evaluate_prepared, load_judges
 from ..methods.prepare import DEFAULT_METHODS, MethodSettings, TrainedCache, check_revision_pair, parse_method, prepare_method
@@ -52,7 +52,7 @@ class CompareConfig(Checked):
 
     _constraints = {"methods": [ListOf([Parses(_method, "a method (prompt, trainer, steer and '+' combinations)",
                                                bad=["nosuch", "iti+caa", ""], example="baseline")], unique=True)],
-                    "n_folds": o.FOLDS, "seed": o.SEED, "protocol": [Options(("truthfulqa", "lm-eval"))],
+                    "n_folds": o.FOLDS, "seed": o.SEED, "protocol": o.PROTOCOL,
                     "judge": o.JUDGE, "ce_texts": o.COUNT0, "ce_tokens": o.COUNT, "max_new_tokens": o.COUNT,
                     "batch_size": o.BATCH, "limit": o.LIMIT, "settings": [Instance(MethodSettings)],
                     "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION, "side_effects": o.SIDE_EFFECTS,
@@ -103,11 +103,11 @@ class CompareRunConfig(Checked):
 
     _constraints = {"model": o.MODEL, "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE,
                     "methods": CompareConfig._constraints["methods"], "folds": o.FOLDS, "seed": o.SEED,
-                    "limit": o.LIMIT, "judge": o.JUDGE, "protocol": [Options(("truthfulqa", "lm-eval"))],
+                    "limit": o.LIMIT, "judge": o.JUDGE, "protocol": o.PROTOCOL,
                     "sft_steps": o.COUNT, "dpo_steps": o.COUNT, "lr": o.POSITIVE, "beta": o.POSITIVE,
                     "train_batch_size": o.BATCH, "pairs_per_question": o.COUNT, "num_heads": o.NUM_HEADS,
                     "alpha": o.ALPHA, "residual_layers": o.LAYERS, "residual_alpha": o.ALPHA,
-                    "residual_normalize": [Options(("raw", "sigma", "unit"))], "ce_texts": o.COUNT0,
+                    "residual_normalize": o.NORMALIZE, "ce_texts": o.COUNT0,
                     "side_effects": o.SIDE_EFFECTS, "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION,
                     "eval_revision": o.OPTIONAL_REVISION, "detector": o.OPTIONAL_TEXT,
                     "steer_params": [ListOf([Instance(str)], min_len=0)], "binary": o.BOOL}

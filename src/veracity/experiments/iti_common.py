@@ -7,25 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..constraints import Checked, Options
+from ..constraints import Checked, choices_in
 from ..validation import BadInput
 from ..methods import options as o
 from ..methods.prepare import check_revision_pair
 
 
-def _choices(name: str):
-    """ITI's choice tuples (steer.iti), read when checked."""
-    from ..steer.apply import MC_SHIFT_FROM
-    from ..steer.iti import DATA, DIRECTIONS, REPRODUCE, SIGMA_FROM
-
-    return {"direction": DIRECTIONS, "sigma_from": SIGMA_FROM, "data": DATA, "reproduce": tuple(REPRODUCE),
-            "mc_shift_from": MC_SHIFT_FROM}[name]
+_ITI_LISTS = {"direction": "DIRECTIONS", "sigma_from": "SIGMA_FROM", "data": "DATA", "reproduce": "REPRODUCE"}
 
 
 def _registered(name: str):
-    from ..constraints import Registered
-
-    return Registered(lambda: _choices(name), name.replace("_", "-") + " choice")
+    """One of ITI's choice lists (`steer.iti`; REPRODUCE: the presets' names), read when checked."""
+    return choices_in("veracity.steer.iti", _ITI_LISTS[name], name.replace("_", "-") + " choice")
 
 
 @dataclass
@@ -34,9 +27,9 @@ class ITIRunOptions(Checked):
     default, or the --reproduce preset's value), which questions and how they are evaluated."""
 
     _constraints = {"model": o.MODEL, "folds": o.FOLDS, "direction": [_registered("direction")], "judge": o.JUDGE,
-                    "protocol": [Options(("truthfulqa", "lm-eval"))], "sigma_from": [None, _registered("sigma_from")],
+                    "protocol": o.PROTOCOL, "sigma_from": [None, _registered("sigma_from")],
                     "contiguous_folds": o.BOOL, "seed": o.OPTIONAL_SEED, "data": [None, _registered("data")],
-                    "mc_shift_from": [None, _registered("mc_shift_from")],
+                    "mc_shift_from": [None, o.MC_SHIFT_FROM[0]],
                     "reproduce": [None, _registered("reproduce")], "limit": o.LIMIT, "acts": o.OPTIONAL_TEXT,
                     "ce_texts": o.COUNT0, "gen_positions": o.GEN_POSITIONS, "revision": o.REVISION,
                     "eval_revision": o.OPTIONAL_REVISION, "data_dir": o.OPTIONAL_TEXT, "device": o.DEVICE,

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import torch
     from ..probes.geometry import GeometryResult
 
-from ..constraints import Checked, IgnoredUnless, ListOf, Options, Registered
+from ..constraints import Checked, IgnoredUnless, ListOf, Options, Registered, choices_in
 from ..runs import schema_version
 from ..methods import options as o
 
@@ -184,9 +184,9 @@ class ProbeConfig(Checked):
     probed site and layers), or `acts`, a capture store (then the model is not loaded)."""
 
     _constraints = {"model": o.MODEL, "dataset": o.MODEL, "acts": o.OPTIONAL_TEXT, "limit": o.LIMIT,
-                    "positions": [Options(("last", "mean"))], "dtype": [Options(("float16", "bfloat16", "float32"))],
+                    "positions": [choices_in("veracity.capture.engine", "POSITIONS", "positions choice")], "dtype": [Options(("float16", "bfloat16", "float32"))],
                     "batch_size": o.BATCH, "data_dir": o.OPTIONAL_TEXT,
-                    "site": [None, Options(("resid", "mlp", "heads"))], "layers": o.LAYERS,
+                    "site": [None, choices_in("veracity.capture.sites", "KINDS", "site")], "layers": o.LAYERS,
                     "methods": [ListOf([Registered(_probe_names, "probe method")], unique=True)],
                     "split": [Registered(_split_kinds, "split")], "seeds": o.COUNT, "test_size": o.FRACTION,
                     "k": o.FOLDS, "test_acts": o.OPTIONAL_TEXT, "heads": o.BOOL, "C": o.POSITIVE,

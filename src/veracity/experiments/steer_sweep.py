@@ -143,8 +143,8 @@ class SteerSweepConfig(Checked):
 
     _constraints = {"model": o.MODEL, "method": o.STEER, "layers": [ListOf([Interval(int, None, None)],
                                                                                        min_len=0)],
-                    "alphas": o.ALPHAS, "normalize": [Options(("raw", "sigma", "unit"))], "folds": o.FOLDS,
-                    "seed": o.SEED, "protocol": [Options(("truthfulqa", "lm-eval"))], "judge": o.JUDGE,
+                    "alphas": o.ALPHAS, "normalize": o.NORMALIZE, "folds": o.FOLDS,
+                    "seed": o.SEED, "protocol": o.PROTOCOL, "judge": o.JUDGE,
                     "metric": o.METRIC, "ce_texts": o.COUNT0, "limit": o.LIMIT, "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "revision": o.REVISION, "eval_revision": o.OPTIONAL_REVISION,
                     "data_dir": o.OPTIONAL_TEXT, "acts": o.OPTIONAL_TEXT, "device": o.DEVICE,

@@ -96,7 +96,7 @@ class EvalConfig(Checked):
     _constraints = {"model": o.MODEL, "protocol": [Options(EVAL_PROTOCOLS)],
                     "metrics": [ListOf([Options(MEASURES)], unique=True)], "judge": o.JUDGE, "folds": o.FOLDS,
                     "seed": o.SEED, "limit": o.LIMIT, "instruction": [Registered(_instructions, "instruction")],
-                    "gen_style": [Options(("original", "chat"))], "max_new_tokens": o.COUNT, "lm_source": o.MODEL,
+                    "gen_style": o.GEN_STYLE, "max_new_tokens": o.COUNT, "lm_source": o.MODEL,
                     "n_docs": o.COUNT, "max_tokens": [Count(2)],
                     "batch_size": [Parses(_batch, "a positive integer or 'auto'", bad=[0, -1, "0", "x", ""])],
                     "revision": o.REVISION, "model_dtype": o.MODEL_DTYPE}

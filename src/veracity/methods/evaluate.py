@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..constraints import Checked, Options
+from ..constraints import Checked
 from ..evaluate.binary import metric_name
 from ..evaluate.health import HEALTH_KEYS
 from . import options as o
@@ -19,7 +19,7 @@ from .prepare import PreparedMethod
 class MethodEvalConfig(Checked):
     """How a prepared method is evaluated (a study's config gives it through its `evaluation()`)."""
 
-    _constraints = {"protocol": [Options(("truthfulqa", "lm-eval"))], "max_new_tokens": o.COUNT,
+    _constraints = {"protocol": o.PROTOCOL, "max_new_tokens": o.COUNT,
                     "ce_tokens": o.COUNT, "batch_size": o.BATCH, "seed": o.SEED, "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "binary": o.BOOL}
 

@@ -109,11 +109,11 @@ class FoldPlan(Checked):
 
     _constraints = {"protocol": [Options(("truthfulqa", "lm-eval", "binary"))],
                     "measures": [ListOf([Options(MEASURES)], unique=True)], "binary": o.BOOL,
-                    "instruction": [Options(tuple(INSTRUCTIONS))], "gen_style": [Options(("original", "chat"))],
+                    "instruction": [Options(tuple(INSTRUCTIONS))], "gen_style": o.GEN_STYLE,
                     "max_new_tokens": o.COUNT, "batch_size": [AnyOf(Count(), Options(("auto",)))],
                     "mc_batch_size": [None, AnyOf(Count(), Options(("auto",)))],
                     "lm_source": o.MODEL, "n_docs": o.COUNT0, "max_tokens": o.COUNT, "data_dir": o.OPTIONAL_TEXT,
-                    "mc_shift_from": [Options(("answer-start", "legacy"))], "side_effects": o.SIDE_EFFECTS,
+                    "mc_shift_from": o.MC_SHIFT_FROM, "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "seed": o.SEED,
                     "detector": [None, Instance("veracity.evaluate.detector:Detector")], "detector_tokens": o.COUNT}
 
@@ -387,9 +387,9 @@ class FoldEvalConfig(Checked):
     """What `evaluate_intervention` measures on each held-out fold (a subset of the evaluation driver's
     options; `experiments.truthfulqa.EvalConfig` configures a whole plain-model evaluation)."""
 
-    _constraints = {"protocol": [Options(("truthfulqa", "lm-eval"))], "judge": o.JUDGE, "ce_texts": o.COUNT0,
+    _constraints = {"protocol": o.PROTOCOL, "judge": o.JUDGE, "ce_texts": o.COUNT0,
                     "ce_tokens": o.COUNT, "generate_positions": o.GEN_POSITIONS,
-                    "mc_shift_from": [Options(("answer-start", "legacy"))], "batch_size": o.BATCH,
+                    "mc_shift_from": o.MC_SHIFT_FROM, "batch_size": o.BATCH,
                     "data_dir": o.OPTIONAL_TEXT, "binary": o.BOOL, "side_effects": o.SIDE_EFFECTS,
                     "side_effect_n": o.SIDE_EFFECT_N, "seed": o.SEED}
     _options = {"generate_positions": "--gen-positions"}

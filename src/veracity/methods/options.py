@@ -4,8 +4,8 @@ Registry-backed ones read their registry when checked, so a registered plugin is
 
 from __future__ import annotations
 
-from ..constraints import (AnyOf, Boolean, Constraint, Count, Device, Interval, ListOf, MappingOf, Options, Parses,
-                           Registered, Seed, Text)
+from ..constraints import (AnyOf, Boolean, Constraint, Count, Device, Interval, ListOf, MappingOf, Parses,
+                           Registered, Seed, Text, choices_in)
 
 
 def _metric_names():
@@ -81,8 +81,8 @@ def _protocols():
 MODEL = [Text()]
 OPTIONAL_TEXT = [None, Text()]  # a folder or file read later (data, acts), or a name with a default
 DEVICE = [None, Device()]
-DEVICE_MAP = [None, Options(("auto", "balanced", "balanced_low_0", "sequential"))]
-MODEL_DTYPE = [Options(("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"))]
+DEVICE_MAP = [None, choices_in("veracity.models.loader", "DEVICE_MAPS", "device map")]
+MODEL_DTYPE = [choices_in("veracity.models.loader", "DTYPES", "dtype")]
 SEED = [Seed()]
 OPTIONAL_SEED = [None, Seed()]
 LIMIT = [None, Count(msg="be a positive number of items (leave it out for all)")]
@@ -98,6 +98,9 @@ BOOL = [Boolean()]
 JUDGE = [AnyOf(Parses(_parse_judge, "a judge spec", bad=["nosuch", "hf:", "openai:", ""], example="none"),
                JudgeObject())]
 PROTOCOL = [Registered(_protocols, "protocol")]
+NORMALIZE = [choices_in("veracity.steer.residual.fit", "NORMALIZE", "normalize choice")]  # a residual steer's scale
+MC_SHIFT_FROM = [choices_in("veracity.steer.apply", "MC_SHIFT_FROM")]  # where an MC steer starts shifting
+GEN_STYLE = [choices_in("veracity.evaluate.generation", "STYLES", "generation style")]
 REVISION = [Registered(_revisions, "TruthfulQA revision")]
 OPTIONAL_REVISION = [None, Registered(_revisions, "TruthfulQA revision")]
 METRIC = [Registered(_metric_names, "metric", "a metric with a better direction")]
@@ -105,6 +108,6 @@ SIDE_EFFECTS = [ListOf([Registered(_side_effect_names, "side effect")], min_len=
 SIDE_EFFECT_N = [MappingOf([Registered(_side_effect_names, "side effect")], [Count()])]
 PROMPT = [Registered(_prompt_names, "prompt")]
 STEER = [Registered(_steer_names, "steering method")]
-GEN_POSITIONS = [Options(("last", "all"))]
+GEN_POSITIONS = [choices_in("veracity.steer.apply", "GENERATE_POSITIONS", "positions choice")]
 LAYERS = [None, ListOf([Interval(int, None, None)])]  # indices checked against the model once it is loaded
 BATCH = [Count()]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..constraints import Count, Interval, ListOf, Options, Registered
+from ..constraints import Count, Interval, ListOf, Options, Registered, choices_in
 
 # the steer parameters' constraints (methods.options reads this registry, so it is not imported here)
 _COUNT = (Count(),)
@@ -18,17 +18,8 @@ _LAYERS = (None, ListOf([Interval(int, None, None)]))  # indices checked against
 
 
 def _choices(module: str, name: str) -> Registered:
-    """The names in `<module>.<name>` (a steer module's tuple of choices), read when checked: the one list stays
-    in the module that acts on it, imported only when a value is checked."""
-    def names():
-        import importlib
-
-        return getattr(importlib.import_module(module, __package__), name)
-    return Registered(names, name.lower().replace("_", "-") + " choice")
-
-
-def _iti_choices(name: str) -> Registered:
-    return _choices("..steer.iti", name)
+    """The choices in `veracity.steer.<module>.<name>`, read when checked (`constraints.choices_in`)."""
+    return choices_in(f"veracity.steer.{module}", name)
 
 
 #: the `SteerParam.setting` of a parameter carried by name in `MethodSettings.steer_params`: how a family adds
@@ -54,8 +45,8 @@ class SteerParam:
 #: ITI's parameters (`veracity.steer.iti`)
 ITI_PARAMS = (SteerParam("k", 48, _COUNT, "iti_k", 8),
               SteerParam("alpha", 15.0, _FINITE, "iti_alpha", 5.0),
-              SteerParam("direction", "com", (_iti_choices("DIRECTIONS"),), "iti_direction", "probe"),
-              SteerParam("sigma_from", None, (None, _iti_choices("SIGMA_FROM")), None, "all"))
+              SteerParam("direction", "com", (_choices("iti", "DIRECTIONS"),), "iti_direction", "probe"),
+              SteerParam("sigma_from", None, (None, _choices("iti", "SIGMA_FROM")), None, "all"))
 #: how a residual family picks its layer (declared once, shared by every residual family): "given" steers the
 #: `layers` as given; "cosmic" scores each of them (None: `layer_select.default_candidates`) by COSMIC's
 #: generation-free score on the training fold's rows only (`steer.layer_select`) and steers the best one, its
@@ -64,7 +55,7 @@ LAYER_SELECT = SteerParam("layer_select", "given", (Options(("given", "cosmic"))
 #: a residual-stream steer's parameters (caa, lat; `veracity.steer.residual`): layers None = the middle layer
 RESIDUAL_PARAMS = (SteerParam("layers", None, _LAYERS, "residual_layers", (1,)),
                    SteerParam("alpha", 1.0, _FINITE, "residual_alpha", 2.0),
-                   SteerParam("normalize", "raw", (Options(("raw", "sigma", "unit")),), "residual_normalize", "unit"),
+                   SteerParam("normalize", "raw", (_choices("residual.fit", "NORMALIZE"),), "residual_normalize", "unit"),
                    LAYER_SELECT)
 
 
@@ -316,7 +307,7 @@ register_steer(SteerFamily("lat", _layer_selected("lat", _residual("lat")), stor
 #: trained vector, and the units it is trained in (`BipoConfig.units`: "raw" as the paper, "activation" for a model
 #: whose residual stream is far larger than Llama-2's); the optimiser settings are `BipoConfig`'s documented
 #: defaults, seeded by the run's seed
-BIPO_PARAMS = RESIDUAL_PARAMS + (SteerParam("units", "raw", (_choices("..steer.bipo", "UNITS"),), IN_PARAMS,
+BIPO_PARAMS = RESIDUAL_PARAMS + (SteerParam("units", "raw", (_choices("bipo", "UNITS"),), IN_PARAMS,
                                             "activation"),)
 
 
@@ -379,14 +370,14 @@ register_steer(SteerFamily(
 _PROBABILITY = (Interval(float, 0, 1, closed="neither", msg="be a probability strictly between 0 and 1"),)
 #: ACE's parameters (`veracity.steer.ace`): the residual ones (alpha: the coordinate's offset from the reference, in
 #: `normalize` units; 0 = ablation about the reference) and the reference point
-ACE_PARAMS = RESIDUAL_PARAMS + (SteerParam("reference", "false", (Options(("false", "all")),), IN_PARAMS, "all"),)
+ACE_PARAMS = RESIDUAL_PARAMS + (SteerParam("reference", "false", (_choices("ace", "REFERENCES"),), IN_PARAMS, "all"),)
 #: angular steering's parameters (`veracity.steer.angular`): alpha is the angle theta in degrees from the direction
 ANGULAR_PARAMS = (RESIDUAL_PARAMS[0], SteerParam("alpha", 0.0, _FINITE, IN_PARAMS, 90.0), LAYER_SELECT)
 #: the conditional steer's parameters (`veracity.steer.conditional`): the inner steer's (layers, alpha, normalize
 #: reach it), which steer, the condition probe and its threshold
 CONDITIONAL_PARAMS = RESIDUAL_PARAMS + (
-    SteerParam("steer", "caa", (Options(("caa", "lat", "ace")),), IN_PARAMS, "ace"),
-    SteerParam("probe", "logistic", (Options(("logistic", "mass-mean")),), IN_PARAMS, "mass-mean"),
+    SteerParam("steer", "caa", (_choices("conditional", "INNER_FITS"),), IN_PARAMS, "ace"),
+    SteerParam("probe", "logistic", (_choices("conditional", "PROBES"),), IN_PARAMS, "mass-mean"),
     SteerParam("threshold", 0.5, _PROBABILITY, IN_PARAMS, 0.7))
 
 

@@ -197,12 +197,18 @@ def converted_gguf_dir(gguf: Path) -> Path:
     return target
 
 
+#: the dtype names `load` accepts (each with its short alias) and the device maps accelerate places a model by
+DTYPES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
 def _resolve_dtype(dtype) -> torch.dtype:
     import torch
     if isinstance(dtype, torch.dtype):
         return dtype
     table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
              "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    assert set(table) == set(DTYPES)
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(table)}")
     return table[dtype]
@@ -214,10 +220,9 @@ class LoadConfig(Checked):
     machine has (`cuda:7` on a CPU machine is one line, not an AssertionError), a known dtype, and the torch
     CPU thread count of `spec` / `finetune`."""
 
-    _constraints = {"model": [Text()], "model_dtype": [Options(("float32", "fp32", "bfloat16", "bf16", "float16",
-                                                                 "fp16"))],
+    _constraints = {"model": [Text()], "model_dtype": [Options(DTYPES)],
                     "device": [None, Device()],
-                    "device_map": [None, Options(("auto", "balanced", "balanced_low_0", "sequential"))],
+                    "device_map": [None, Options(DEVICE_MAPS)],
                     "threads": [None, Count()]}
     _rules = (Conflict("device", "device_map", values=("cpu", "auto"),
                        why="--device-map places the model itself (--device would be ignored)"),)

@@ -42,6 +42,8 @@ if TYPE_CHECKING:  # annotations only: intervention.py calls this module for its
     from .intervention import Intervention
 
 POSITIONS = ("all", "last", "prompt")
+#: where a steer acts while the model generates (or scores a whole text): "prompt" is for MC scoring only
+GENERATE_POSITIONS = ("last", "all")
 MC_SHIFT_FROM = ("answer-start", "legacy")
 
 

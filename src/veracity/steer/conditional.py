@@ -30,6 +30,9 @@ from .layerwise import LayerwiseSteer, training_rows
 from .residual.vectors import ResidualSteer
 
 PROBES = ("logistic", "mass-mean")
+#: the families a conditional steer fits as its inner steer: those whose strength is the residual alpha (angular
+#: steering's angle is its own parameter, so a conditional angular steer is read back (INNER) but not fitted)
+INNER_FITS = ("caa", "lat", "ace")
 INNER = {"caa": ResidualSteer, "lat": ResidualSteer, "ace": AceSteer, "angular": AngularSteer,
          "angular-adaptive": AngularSteer}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..constraints import Boolean, Checked, Interval, ListOf, Options, Seed
+from ..constraints import Boolean, Checked, Interval, ListOf, Seed, choices_in
 
 _ALPHA = Interval(float, None, None, msg="be a finite number")
 _LAYERS = [None, ListOf([Interval(int, None, None)])]
@@ -29,8 +29,8 @@ class BakeConfig(Checked):
 class ResidualFitConfig(Checked):
     """`veracity steer fit`: method, layers (None: every captured one), scale, stored alpha, seed."""
 
-    _constraints = {"method": [Options(("caa", "lat"))], "layers": _LAYERS,
-                    "normalize": [Options(("raw", "sigma", "unit"))], "alpha": [_ALPHA], "seed": [Seed()]}
+    _constraints = {"method": [choices_in("veracity.steer.residual_tqa", "RESIDUAL_METHODS", "residual method")], "layers": _LAYERS,
+                    "normalize": [choices_in("veracity.steer.residual.fit", "NORMALIZE", "normalize choice")], "alpha": [_ALPHA], "seed": [Seed()]}
     _commands = ("steer fit",)
 
     method: str = "caa"
