@@ -187,7 +187,7 @@ class Registered(Constraint):
         return f"be one of {', '.join(self._names())}" + (f" ({self.note})" if self.note else "")
 
     def bad_values(self) -> list:
-        return ["nosuch", ""]
+        return ["nosuch", "", 1]
 
     def example(self) -> Any:
         return self._names()[0]
