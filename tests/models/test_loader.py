@@ -144,3 +144,12 @@ def test_gemma3_270m_alias(gemma3_270m):
         ("gemma3_text", 18, 4, 1, 256, 640)
     assert a.attn_out(gemma3_270m.model, 0).in_features == a.attn_width == 1024 != a.hidden_size
     assert "converted" in gemma3_270m.source
+
+
+def test_every_accepted_dtype_name_resolves():
+    """`LoadConfig` accepts `loader.DTYPES`; each of them (and nothing else) is a torch dtype `load` can use."""
+    from veracity.models.loader import DTYPES, _resolve_dtype
+
+    assert {_resolve_dtype(n) for n in DTYPES} == {torch.float32, torch.float16, torch.bfloat16}
+    with pytest.raises(ValueError, match="unknown dtype"):
+        _resolve_dtype("float64")

@@ -184,7 +184,8 @@ class ProbeConfig(Checked):
     probed site and layers), or `acts`, a capture store (then the model is not loaded)."""
 
     _constraints = {"model": o.MODEL, "dataset": o.MODEL, "acts": o.OPTIONAL_TEXT, "limit": o.LIMIT,
-                    "positions": [choices_in("veracity.capture.engine", "POSITIONS", "positions choice")], "dtype": [Options(("float16", "bfloat16", "float32"))],
+                    "positions": [choices_in("veracity.capture.engine", "POSITIONS", "positions choice")],
+                    "dtype": [Options(("float16", "bfloat16", "float32"))],
                     "batch_size": o.BATCH, "data_dir": o.OPTIONAL_TEXT,
                     "site": [None, choices_in("veracity.capture.sites", "KINDS", "site")], "layers": o.LAYERS,
                     "methods": [ListOf([Registered(_probe_names, "probe method")], unique=True)],

@@ -55,7 +55,8 @@ LAYER_SELECT = SteerParam("layer_select", "given", (Options(("given", "cosmic"))
 #: a residual-stream steer's parameters (caa, lat; `veracity.steer.residual`): layers None = the middle layer
 RESIDUAL_PARAMS = (SteerParam("layers", None, _LAYERS, "residual_layers", (1,)),
                    SteerParam("alpha", 1.0, _FINITE, "residual_alpha", 2.0),
-                   SteerParam("normalize", "raw", (_choices("residual.fit", "NORMALIZE"),), "residual_normalize", "unit"),
+                   SteerParam("normalize", "raw", (_choices("residual.fit", "NORMALIZE"),), "residual_normalize",
+                              "unit"),
                    LAYER_SELECT)
 
 

@@ -208,7 +208,6 @@ def _resolve_dtype(dtype) -> torch.dtype:
         return dtype
     table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
              "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    assert set(table) == set(DTYPES)
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(table)}")
     return table[dtype]

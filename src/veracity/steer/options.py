@@ -29,8 +29,10 @@ class BakeConfig(Checked):
 class ResidualFitConfig(Checked):
     """`veracity steer fit`: method, layers (None: every captured one), scale, stored alpha, seed."""
 
-    _constraints = {"method": [choices_in("veracity.steer.residual_tqa", "RESIDUAL_METHODS", "residual method")], "layers": _LAYERS,
-                    "normalize": [choices_in("veracity.steer.residual.fit", "NORMALIZE", "normalize choice")], "alpha": [_ALPHA], "seed": [Seed()]}
+    _constraints = {"method": [choices_in("veracity.steer.residual_tqa", "RESIDUAL_METHODS", "residual method")],
+                    "layers": _LAYERS,
+                    "normalize": [choices_in("veracity.steer.residual.fit", "NORMALIZE", "normalize choice")],
+                    "alpha": [_ALPHA], "seed": [Seed()]}
     _commands = ("steer fit",)
 
     method: str = "caa"
