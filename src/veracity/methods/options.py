@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..constraints import (AnyOf, Boolean, Constraint, Count, Device, Interval, ListOf, MappingOf, Parses,
                            Registered, Seed, Text, choices_in)
+from ..steer import options as steer_options
 
 
 def _metric_names():
@@ -98,7 +99,7 @@ BOOL = [Boolean()]
 JUDGE = [AnyOf(Parses(_parse_judge, "a judge spec", bad=["nosuch", "hf:", "openai:", ""], example="none"),
                JudgeObject())]
 PROTOCOL = [Registered(_protocols, "protocol")]
-NORMALIZE = [choices_in("veracity.steer.residual.fit", "NORMALIZE", "normalize choice")]  # a residual steer's scale
+NORMALIZE = steer_options.NORMALIZE  # a residual steer's scale
 MC_SHIFT_FROM = [choices_in("veracity.steer.apply", "MC_SHIFT_FROM")]  # where an MC steer starts shifting
 GEN_STYLE = [choices_in("veracity.evaluate.generation", "STYLES", "generation style")]
 REVISION = [Registered(_revisions, "TruthfulQA revision")]

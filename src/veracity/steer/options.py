@@ -10,6 +10,8 @@ from ..constraints import Boolean, Checked, Interval, ListOf, Seed, choices_in
 
 _ALPHA = Interval(float, None, None, msg="be a finite number")
 _LAYERS = [None, ListOf([Interval(int, None, None)])]
+#: a residual steer's scale (`steer.residual.fit.NORMALIZE`), declared once for every Config that takes it
+NORMALIZE = [choices_in("veracity.steer.residual.fit", "NORMALIZE", "normalize choice")]
 
 
 @dataclass
@@ -31,7 +33,7 @@ class ResidualFitConfig(Checked):
 
     _constraints = {"method": [choices_in("veracity.steer.residual_tqa", "RESIDUAL_METHODS", "residual method")],
                     "layers": _LAYERS,
-                    "normalize": [choices_in("veracity.steer.residual.fit", "NORMALIZE", "normalize choice")],
+                    "normalize": NORMALIZE,
                     "alpha": [_ALPHA], "seed": [Seed()]}
     _commands = ("steer fit",)
 
