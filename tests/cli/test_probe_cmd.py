@@ -146,3 +146,17 @@ def test_probe_command_captures_the_model_as_a_store_would(tmp_path, cli, data_d
         assert a == b and a["headline"], name
         recorded = json.loads((tmp_path / f"model-{name}" / "config.json").read_text())
         assert (recorded["model"], recorded["dataset"], recorded["acts"]) == ("tiny-llama", "synthetic", None)
+
+
+def test_probe_takes_captures_dtype_names(tmp_path, cli):
+    """`--dtype` accepts what `veracity capture --dtype` does (one list, `capture.engine.STORE_DTYPES`): the alias
+    fp16 is float16, same numbers and the same recorded dtype."""
+    base = ["probe", "--model", "tiny-llama", "--device", "cpu", "--dataset", "synthetic", "--limit", "24",
+            "--layers", "-1", "--methods", "logistic", "--split", "random", "--seeds", "1"]
+    for name in ("float16", "fp16"):
+        cli([*base, "--dtype", name, "--out", str(tmp_path / name)])
+    a, b = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("float16", "fp16"))
+    for e in (a, b):
+        e["experiment"].pop("elapsed_s")
+    assert a == b
+    assert {json.loads((tmp_path / n / "config.json").read_text())["dtype"] for n in ("float16", "fp16")} == {"float16"}

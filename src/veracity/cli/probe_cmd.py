@@ -20,7 +20,7 @@ def probe_command(
     limit: Optional[int] = typer.Option(None, "--limit", help="Without --acts: only the first N rows."),
     positions: str = typer.Option("last", "--positions", help="Without --acts: the captured token, last | mean."),
     dtype: str = typer.Option("float16", "--dtype", help="Without --acts: the captured dtype (float16, as a store's; "
-                              "bfloat16 or float32)."),
+                              "bfloat16 or float32; fp16/fp32 as in capture)."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help="Without --acts: rows per forward."),
     data_dir: Optional[Path] = DataDirOpt,
     site: Optional[str] = typer.Option(None, "--site", help="resid (default) | mlp | heads"),

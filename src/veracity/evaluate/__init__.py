@@ -9,6 +9,7 @@ _EXPORTS = {
     "binary",
     "generation_health": "health", "is_degenerate": "health", "is_refusal": "health",
     "INSTRUCTION_DEFAULT": "truthfulqa", "INSTRUCTION_INFORMATIVE": "truthfulqa", "PROTOCOLS": "truthfulqa",
+    "EVAL_PROTOCOLS": "truthfulqa",
     "QA_PRIMER": "truthfulqa", "MCQuestion": "truthfulqa", "MCResult": "truthfulqa", "MCSummary": "truthfulqa",
     "build_mc_question": "truthfulqa", "make_requests": "truthfulqa", "mc1_lm_eval": "truthfulqa",
     "mc1_truthfulqa": "truthfulqa", "mc2": "truthfulqa", "score_mc": "truthfulqa", "score_requests":

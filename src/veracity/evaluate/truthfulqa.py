@@ -56,6 +56,8 @@ INSTRUCTION_INFORMATIVE = INSTRUCTION_DEFAULT[:INSTRUCTION_DEFAULT.rindex(";")] 
 INSTRUCTIONS = {"default": INSTRUCTION_DEFAULT, "informative": INSTRUCTION_INFORMATIVE, "none": ""}
 
 PROTOCOLS = ("lm-eval", "truthfulqa")
+#: what a study can score its MC measure with: an MC protocol, or "binary" (the binary task as the MC measure)
+EVAL_PROTOCOLS = PROTOCOLS + ("binary",)
 
 def lm_eval_context(question: str) -> str:
     """lm-evaluation-harness truthfulqa_mc context."""

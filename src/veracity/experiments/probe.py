@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import torch
     from ..probes.geometry import GeometryResult
 
-from ..constraints import Checked, IgnoredUnless, ListOf, Options, Registered, choices_in
+from ..constraints import Checked, IgnoredUnless, ListOf, Registered, choices_in
 from ..runs import schema_version
 from ..methods import options as o
 
@@ -185,7 +185,7 @@ class ProbeConfig(Checked):
 
     _constraints = {"model": o.MODEL, "dataset": o.MODEL, "acts": o.OPTIONAL_TEXT, "limit": o.LIMIT,
                     "positions": [choices_in("veracity.capture.engine", "POSITIONS", "positions choice")],
-                    "dtype": [Options(("float16", "bfloat16", "float32"))],
+                    "dtype": [choices_in("veracity.capture.engine", "STORE_DTYPES", "dtype")],
                     "batch_size": o.BATCH, "data_dir": o.OPTIONAL_TEXT,
                     "site": [None, choices_in("veracity.capture.sites", "KINDS", "site")], "layers": o.LAYERS,
                     "methods": [ListOf([Registered(_probe_names, "probe method")], unique=True)],
@@ -418,6 +418,7 @@ def _captured(cfg: ProbeConfig, site: str):
     `veracity capture` would store them (same rows, positions and dtype, so the probes' numbers match)."""
     import torch
     from ..capture import capture_dataset
+    from ..capture.engine import STORE_DTYPES
     from ..data import get_dataset
     from ..models import load_checked
     from ..validation import BadInput
@@ -428,7 +429,7 @@ def _captured(cfg: ProbeConfig, site: str):
     lm = load_checked(cfg.model, cfg.device, cfg.layers)
     sites = site if cfg.layers is None else ",".join(f"{site}.{lm.arch.resolve_layer(l)}" for l in cfg.layers)
     return capture_dataset(lm, ds, sites, positions=cfg.positions, batch_size=cfg.batch_size,
-                           dtype=getattr(torch, cfg.dtype), progress=False)
+                           dtype=getattr(torch, STORE_DTYPES[cfg.dtype]), progress=False)
 
 
 def run_probe(cfg: ProbeConfig, out, *, overwrite: bool = False, log: Callable[[str], None] = print) -> ProbeRun:
@@ -462,8 +463,9 @@ def run_probe(cfg: ProbeConfig, out, *, overwrite: bool = False, log: Callable[[
             raise BadInput(f"{cfg.acts} has no labels; capture a labelled data set")
         source = {"model": store.manifest["model"]["name"], "dataset": store.manifest["dataset"]["name"]}
     else:
+        from ..capture.engine import STORE_DTYPES
         source = {"model": cfg.model, "dataset": cfg.dataset, "limit": cfg.limit, "positions": cfg.positions,
-                  "dtype": cfg.dtype}
+                  "dtype": STORE_DTYPES[cfg.dtype]}  # fp16 and float16 record the same run
     other = open_checked(cfg.test_acts) if (cfg.split == "transfer" and not cfg.heads) else None
     run = RunFolder(out, "probe", {"acts": str(cfg.acts) if cfg.acts else None, **settings, **source},
                     overwrite=overwrite, seed=0, defer=True)  # created on first write

@@ -368,7 +368,6 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     from ..probes.splits import question_folds
     from ..runs import RunFolder
     from ..steer.layer_select import LayerScores
-    from ..steer.residual import NORMALIZE
     from ..validation import BadInput, check_folds
     from ..data.registry import held_out_texts
     from ..methods.evaluate import MethodEvalConfig, evaluate_prepared, load_judges
@@ -378,8 +377,6 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
     if family.sweep != "layers":  # a family swept over heads runs `veracity iti sweep`'s engine
         raise BadInput(f"--method {cfg.method}: this sweep varies layers; use one of "
                        f"{', '.join(n for n, f in STEERS.items() if f.sweep == 'layers')}")
-    if cfg.normalize not in NORMALIZE:
-        raise BadInput(f"--normalize must be one of {', '.join(NORMALIZE)}")
     if not cfg.alphas or any(not math.isfinite(a) for a in cfg.alphas):
         raise BadInput("--alphas: give one or more finite numbers")
     try:

@@ -25,13 +25,12 @@ from ..evaluate.judges import Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
 from ..evaluate.binary import metric_name, summarize_binary
 from ..evaluate.health import HEALTH_KEYS, generation_health
-from ..evaluate.truthfulqa import PROTOCOLS
+from ..evaluate.truthfulqa import EVAL_PROTOCOLS
 from ..models.scoring import InterventionFactory
 from ..constraints import Checked, Count, ListOf, Options, Parses, Registered
 from ..methods import options as o
 from ..methods.fold import MEASURES, FoldMetrics, FoldResult, QuestionRecord, evaluate_fold, mean_present as _mean
 
-EVAL_PROTOCOLS = PROTOCOLS + ("binary",)
 #: FoldMetrics' fields (the figures a fold can carry), for the summary
 _FOLD_FIELDS = {f.name for f in dataclasses.fields(FoldMetrics)}
 

@@ -32,7 +32,7 @@ from ..evaluate.binary import metric_name, score_binary
 from ..evaluate.health import HEALTH_KEYS, generation_health
 from ..evaluate.judges import THRESHOLD, Judge
 from ..evaluate.lm_metrics import LMMetrics, compute_lm_metrics
-from ..evaluate.truthfulqa import INSTRUCTIONS, MCResult
+from ..evaluate.truthfulqa import EVAL_PROTOCOLS, INSTRUCTIONS, MCResult
 from ..metrics import METRICS, aggregate_folds, with_true_info
 from ..models.scoring import InterventionFactory
 from . import options as o
@@ -107,7 +107,7 @@ def mean_present(xs) -> float | None:
 class FoldPlan(Checked):
     """What `evaluate` measures on a fold and how: every study's evaluation settings map onto it."""
 
-    _constraints = {"protocol": [Options(("truthfulqa", "lm-eval", "binary"))],
+    _constraints = {"protocol": [Options(EVAL_PROTOCOLS)],
                     "measures": [ListOf([Options(MEASURES)], unique=True)], "binary": o.BOOL,
                     "instruction": [Options(tuple(INSTRUCTIONS))], "gen_style": o.GEN_STYLE,
                     "max_new_tokens": o.COUNT, "batch_size": [AnyOf(Count(), Options(("auto",)))],
