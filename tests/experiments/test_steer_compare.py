@@ -133,6 +133,25 @@ def test_predictors_are_spearman_across_every_steered_cell(runs):
     assert res.verdict.startswith("no predictor") is (not strong)
 
 
+def test_verdict_calls_a_rho_foretold_only_when_its_interval_excludes_zero():
+    """The rule by hand: |rho| >= 0.5 over 6+ cells and 3+ distinct values is a candidate; its 95% interval must
+    also exclude 0 to be called foretold, else it is suggestive; the strongest pair is named with its interval."""
+    from veracity.experiments.steer_compare import verdict
+
+    def row(rho, low, high, n=8, distinct=4, p="auroc"):
+        return {"scope": "all", "predictor": p, "outcome": "item_steerable", "n": n, "distinct": distinct,
+                "spearman": rho, "low": low, "high": high}
+
+    wide = row(0.68, -0.38, 1.0)
+    assert verdict([wide]).startswith("suggestive, not shown: 1 ")
+    assert "rho +0.68 [-0.38, +1.00] over 8 cells" in verdict([wide])
+    sure = row(-0.55, -0.9, -0.1, p="d_prime")
+    v = verdict([wide, sure])
+    assert v.startswith("1 predictor-outcome pair(s) foretold") and "d_prime" in v and "auroc" not in v
+    for weak in (row(0.49, 0.1, 0.9), row(0.9, 0.5, 1.0, n=5), row(0.9, 0.5, 1.0, distinct=2)):
+        assert verdict([weak]).startswith("no predictor")
+
+
 def _per_question(folder, cell: dict) -> dict:
     """{question index: MC2} over both folds of one stored cell, read from the store with plain sqlite."""
     import sqlite3

@@ -15,7 +15,8 @@ with ITI's own prompt: it is compared with other ITI sweeps, not with residual o
 - `predictors`: Spearman's rho (`steer.steerability.rank_agreement`, bootstrap interval over cells) of each
   pre-steering predictor with each outcome (the share of items steered the intended way, the share steered the
   other way, the gain in `metric` over the sweep's own plain model) across every steered cell of every method,
-  and per method; `verdict` says whether any |rho| >= 0.5 over 6 or more cells.
+  and per method; `verdict` says whether any |rho| >= 0.5 over 6 or more cells, and whether its interval
+  excludes 0 (foretold) or not (suggestive).
 
 No study imports another: the sweeps' results.json files are read as JSON (the layouts this reader knows are
 `READS`), their stores through the shared sweep engine's reader. The chart is drawn by report/ (experiments/
@@ -271,18 +272,25 @@ def paired_rows(best: list[dict], plain: dict | None, prompting: list[dict], met
 
 
 def verdict(rows: list[dict]) -> str:
-    """One line: did any predictor foretell an outcome (|rho| >= 0.5 over 6 or more cells, 3+ distinct predictor
-    values), naming the strongest; else that none did."""
+    """One line: did any predictor foretell an outcome? A pair counts when |rho| >= 0.5 over 6 or more cells
+    with 3+ distinct predictor values; it is "foretold" only where its 95% bootstrap interval also excludes 0,
+    else "suggestive" (a point rho over a handful of cells is not a finding). Names the strongest pair."""
     hits = [r for r in rows if r["n"] >= VERDICT_CELLS and r["distinct"] >= VERDICT_DISTINCT
             and abs(r["spearman"]) >= VERDICT_RHO]
     if not hits:
         most = max((r["n"] for r in rows), default=0)
         return (f"no predictor foretold the outcome: no |Spearman rho| >= {VERDICT_RHO} over {VERDICT_CELLS} or more "
                 f"cells with {VERDICT_DISTINCT}+ distinct predictor values (at most {most} cells per pair)")
-    top = max(hits, key=lambda r: (abs(r["spearman"]), r["n"]))
-    return (f"{len(hits)} predictor-outcome pair(s) with |rho| >= {VERDICT_RHO} over >= {VERDICT_CELLS} cells; "
-            f"strongest: {top['predictor']} ~ {top['outcome']} rho {top['spearman']:+.2f} over {top['n']} cells, "
-            f"{top['distinct']} distinct predictor values ({top['scope']})")
+    sure = [r for r in hits if r["low"] is not None and (r["low"] > 0 or r["high"] < 0)]
+    top = max(sure or hits, key=lambda r: (abs(r["spearman"]), r["n"]))
+    ci = "" if top["low"] is None else f" [{top['low']:+.2f}, {top['high']:+.2f}]"
+    strongest = (f"strongest: {top['predictor']} ~ {top['outcome']} rho {top['spearman']:+.2f}{ci} over {top['n']} "
+                 f"cells, {top['distinct']} distinct predictor values ({top['scope']})")
+    if sure:
+        return (f"{len(sure)} predictor-outcome pair(s) foretold the outcome (|rho| >= {VERDICT_RHO} over >= "
+                f"{VERDICT_CELLS} cells, 95% interval excluding 0); {strongest}")
+    return (f"suggestive, not shown: {len(hits)} predictor-outcome pair(s) with |rho| >= {VERDICT_RHO} over >= "
+            f"{VERDICT_CELLS} cells, but every 95% interval spans 0; {strongest}")
 
 
 # ------------------------------------------------------------------------------------------ the result
