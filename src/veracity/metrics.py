@@ -255,6 +255,22 @@ def better_sign(name: str, option: str = "--metric") -> int:
     return 1 if m.higher_is_better else -1
 
 
+#: generation health past which a setting's scores are not a working model's: half or more of its generated answers
+#: degenerate (repeats, gibberish). A model pushed there scores MC2 near the share of true answers among the choices
+#: (its answer probabilities flatten), which can exceed a small model's honest MC2: a ranking must not crown it.
+BROKEN_AT = {"degenerate_rate": 0.5}
+
+
+def broken(summary: Mapping) -> str | None:
+    """Why `summary` (a setting's metric values) is a broken model's, e.g. "degenerate_rate 0.95 >= 0.5"; None
+    when it is not, or when its health was not measured."""
+    for name, limit in BROKEN_AT.items():
+        v = summary.get(name)
+        if _ok(v) and v >= limit:
+            return f"{name} {v:.2f} >= {limit}"
+    return None
+
+
 def rankable_metrics(groups: Iterable[str] | None = None) -> list[str]:
     """The registered metrics with a direction, in registration order (only those of `groups` when given)."""
     keep = None if groups is None else set(groups)

@@ -253,3 +253,20 @@ def test_best_cell_follows_the_registry_direction(metric):
     want = "e" if better_sign(metric) > 0 else "b"  # ties: the earliest
     assert pick_best(rows, metric) == want
     assert pick_best([("c", {metric: float("nan")})], metric) is None
+
+
+def test_a_broken_setting_never_wins_over_a_working_one():
+    """Angular steering at 30 degrees on gemma3-270m scored MC2 0.499 with 95% of its answers degenerate (KL 8.7):
+    a flattened model, not a truthful one. `metrics.broken` (half or more degenerate) keeps such a cell from
+    winning while any working cell is there; with none, the best broken one is all there is."""
+    from veracity.metrics import BROKEN_AT, broken
+
+    limit = BROKEN_AT["degenerate_rate"]
+    rows = [("plain", {"mc2": 0.377, "degenerate_rate": 0.10}), ("bipo", {"mc2": 0.448, "degenerate_rate": 0.10}),
+            ("angular", {"mc2": 0.499, "degenerate_rate": 0.95}), ("edge", {"mc2": 0.6, "degenerate_rate": limit})]
+    assert pick_best(rows, "mc2") == "bipo"
+    assert pick_best(rows[2:], "mc2") == "edge"  # all broken: the best of them
+    assert pick_best([("a", {"mc2": 0.4}), ("b", {"mc2": 0.5})], "mc2") == "b"  # health not measured: no gate
+    assert broken({"degenerate_rate": 0.95}) == "degenerate_rate 0.95 >= 0.5"
+    assert broken({"degenerate_rate": limit - 1e-9}) is None and broken({"mc2": 0.9}) is None
+    assert broken({"degenerate_rate": float("nan")}) is None

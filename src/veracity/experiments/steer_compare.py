@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..constraints import Checked, ListOf, Text
-from ..metrics import (METRICS, FOLD_GROUPS, better_sign, column_label, fmt, fold_sd, gain_cost_table,
+from ..metrics import (METRICS, FOLD_GROUPS, better_sign, broken, column_label, fmt, fold_sd, gain_cost_table,
                        headlines, metrics_in)
 from ..methods import options as o
 from .sweep import SweepStore, cell_key, pick_best
@@ -332,7 +332,8 @@ class SteerCompareResult:
 
         out = [(f"best cell per method by {column_label(m, short=True)} (fold mean ± s.d.)",
                 ["method", "setting"] + [column_label(k, short=True) for k in lead],
-                [[r["method"], r["setting"]] + [pm(k, r) for k in lead] for r in self.best])]
+                [[r["method"], r["setting"] + (" (broken)" if r.get("broken") else "")] + [pm(k, r) for k in lead]
+                 for r in self.best])]
         side = [k for k in metrics_in("side_effect", "health", detail=False)
                 if any(r.get(k) is not None for r in self.best)]
         if side:
@@ -431,7 +432,8 @@ def run_steer_compare(config: SteerCompareConfig, out: str | Path, *, overwrite:
         best_cells.append({**c, "method": name, "setting": c["label"]})
         best.append({"method": name, "setting": c["label"], "run": c["run"],
                      **{k: c[k] for k in ("layer", "alpha", "k") if k in c},
-                     **{x: c[x] for k in cols for x in (k, k + "_sd") if x in c}})
+                     **{x: c[x] for k in cols for x in (k, k + "_sd") if x in c},
+                     "broken": broken(c)})  # every cell of this method broke the model (`metrics.broken`)
     prompting = _prompting(ref) if ref else []
     gc = gain_cost_table(([plain] if plain else []) + prompting + cells)
     preds = predictor_rows(cells, config.metric)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Hashable, Iterable, Iterator, Sequence
 
 from ..artifacts import SWEEP_STORE, SWEEP_STORE_KEY, SWEEP_TABLES, open_sqlite
-from ..metrics import better_sign
+from ..metrics import better_sign, broken
 from .executors import Job, LocalExecutor
 
 #: columns of a pre-engine results table that are not parameters (the rest of them, besides the parameters,
@@ -260,10 +260,12 @@ def run_grid(grid: Grid, store: SweepStore, lm=None, executor=None, fingerprint:
 def pick_best(candidates: Iterable[tuple[Hashable, dict]], metric: str,
               tie: Callable[[Hashable], object] | None = None):
     """The key of the candidate (key, summary) best by `metric` in the metrics registry's direction
-    (`metrics.better_sign`); None/NaN values never win. Ties: the smallest `tie(key)`, else the earliest."""
+    (`metrics.better_sign`); None/NaN values never win, nor does a broken setting (`metrics.broken`: half its
+    generated answers degenerate) while a working one is there. Ties: the smallest `tie(key)`, else the earliest."""
     sign = better_sign(metric)
-    cand = [(i, key, s[metric]) for i, (key, s) in enumerate(candidates)
+    cand = [(i, key, s[metric], broken(s) is None) for i, (key, s) in enumerate(candidates)
             if s.get(metric) is not None and not math.isnan(s[metric])]
+    cand = [c for c in cand if c[3]] or cand
     if not cand:
         return None
     return min(cand, key=lambda c: (-sign * c[2], tie(c[1]) if tie else c[0]))[1]
