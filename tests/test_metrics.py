@@ -95,6 +95,12 @@ def test_pareto_front_by_hand_directions_from_the_registry():
            {"mc2": 0.50},              # no kl: never on the front, dominates nothing
            {"mc2": 0.20, "kl": 0.0}]   # dominated by the plain model (same cost, lower mc2)
     assert M.pareto_front(pts, ("mc2", "kl")) == [True, True, False, True, True, False, False]
+    # a broken model's point (half its answers degenerate) is never on the front and dominates nothing
+    broke = [{"mc2": 0.30, "kl": 0.0, "degenerate_rate": 0.1}, {"mc2": 0.50, "kl": 0.0, "degenerate_rate": 0.95},
+             {"mc2": 0.45, "kl": 0.3, "degenerate_rate": 0.1}]
+    assert M.pareto_front(broke, ("mc2", "kl")) == [True, False, True]
+    rows = M.gain_cost_table(broke, gains=["mc2"], costs=["kl"])
+    assert [r["broken"] for r in rows] == [None, "degenerate_rate 0.95 >= 0.5", None]
     # boolq is higher-better: with kl the trade-off flips which points win
     assert M.pareto_front([{"boolq_accuracy": 0.6, "kl": 0.1}, {"boolq_accuracy": 0.5, "kl": 0.05},
                            {"boolq_accuracy": 0.4, "kl": 0.2}], ("boolq_accuracy", "kl")) == [True, True, False]
@@ -117,4 +123,4 @@ def test_gain_cost_table_long_rows():
     ce = [r for r in rows if r["cost_metric"] == "ce_loss"]
     assert [r["pareto"] for r in ce] == [False, True, False]  # the second point is better on both
     assert ce[1] == {"series": "caa L3", "label": "a=1", "reference": None, "gain_metric": "mc2", "gain": 0.35,
-                     "gain_sd": 0.01, "cost_metric": "ce_loss", "cost": 1.9, "pareto": True}
+                     "gain_sd": 0.01, "cost_metric": "ce_loss", "cost": 1.9, "pareto": True, "broken": None}

@@ -333,10 +333,11 @@ def fold_sd(fold_metrics: Sequence[Mapping[str, float]], keys: Iterable[str] | N
 def pareto_front(points: Sequence[Mapping], axes: Sequence[str]) -> list[bool]:
     """Per point, whether it is on the Pareto front of `axes` (metric names; which way is better comes only from
     `better_sign`): no other point is at least as good on every axis and strictly better on one. A point missing
-    an axis's value is never on the front and dominates nothing; equal points are all on it."""
+    an axis's value, or a broken model's (`broken`), is never on the front and dominates nothing; equal points are
+    all on it."""
     signs = [better_sign(a, "axis") for a in axes]
-    vals = [[s * float(p[a]) for a, s in zip(axes, signs)] if all(_ok(p.get(a)) for a in axes) else None
-            for p in points]
+    vals = [[s * float(p[a]) for a, s in zip(axes, signs)]
+            if all(_ok(p.get(a)) for a in axes) and broken(p) is None else None for p in points]
 
     def dominates(u, v) -> bool:
         return all(x >= y for x, y in zip(u, v)) and any(x > y for x, y in zip(u, v))
@@ -365,7 +366,8 @@ def gain_cost_table(points: Sequence[Mapping], gains: Sequence[str] | None = Non
     series, label, reference (None for a method's setting, else what it stands for: "plain model", "prompting"),
     gain_metric, gain, gain_sd (the point's `<gain>_sd` over folds, where it has one), cost_metric, cost, and
     pareto (on the front of that (gain, cost) plane among every point, references included). `points`: dicts
-    with series, label, reference and metric values; gains / costs default to `gain_axes` / `cost_axes`."""
+    with series, label, reference and metric values; gains / costs default to `gain_axes` / `cost_axes`. `broken`:
+    why the point is a broken model's (`broken`; never on the front), else None."""
     gains = gain_axes(points) if gains is None else list(gains)
     costs = cost_axes(points) if costs is None else list(costs)
     out = []
@@ -377,5 +379,5 @@ def gain_cost_table(points: Sequence[Mapping], gains: Sequence[str] | None = Non
                     out.append({"series": p.get("series"), "label": p.get("label"), "reference": p.get("reference"),
                                 "gain_metric": g, "gain": float(p[g]),
                                 "gain_sd": float(p[g + "_sd"]) if _ok(p.get(g + "_sd")) else None,
-                                "cost_metric": c, "cost": float(p[c]), "pareto": bool(on)})
+                                "cost_metric": c, "cost": float(p[c]), "pareto": bool(on), "broken": broken(p)})
     return out

@@ -196,7 +196,8 @@ def gain_cost(rows: Sequence[Mapping], *, title: str, labels: Mapping[str, str] 
     """The one picture of gain against cost: one panel per (gain, cost) pair of `rows` (`metrics.gain_cost_table`:
     gains down, costs across), every setting a point coloured by its series (interval bars from gain_sd), the
     Pareto front joined by a red line and ringed, reference points (the plain model, prompting) as black markers
-    with a dotted line at their gain. `labels`: axis titles by metric name (default the name)."""
+    with a dotted line at their gain, a broken model's points (`metrics.broken`) crossed out. `labels`: axis titles
+    by metric name (default the name)."""
     labels = labels or {}
     gains = list(dict.fromkeys(r["gain_metric"] for r in rows))
     costs = list(dict.fromkeys(r["cost_metric"] for r in rows))
@@ -224,6 +225,10 @@ def gain_cost(rows: Sequence[Mapping], *, title: str, labels: Mapping[str, str] 
                     ax.plot([r["cost"]], [r["gain"]], marker=marker[r["reference"]], color="black", markersize=7,
                             linestyle="none", label=r["reference"] if i == 0 and j == 0 else None)
                     ax.axhline(r["gain"], color="gray", linestyle=":", linewidth=0.9)
+            bad = [r for r in pts if r.get("broken")]  # a broken model's point: crossed out, never on the front
+            if bad:
+                ax.plot([r["cost"] for r in bad], [r["gain"] for r in bad], "x", color="black", markersize=9,
+                        linestyle="none", label="broken (half its answers degenerate)" if i == 0 and j == 0 else None)
             front = sorted((r for r in pts if r["pareto"]), key=lambda r: r["cost"])
             if front:
                 ax.plot([r["cost"] for r in front], [r["gain"] for r in front], "-", color="red", linewidth=1.0,
