@@ -251,3 +251,15 @@ def test_reads_the_layouts_the_studies_write():
     from veracity.experiments.steer_compare import READS
 
     assert READS == {k: STUDIES[k].schema_version for k in READS}
+
+
+def test_a_broken_models_pairing_is_called_broken():
+    """A method whose best cell broke the model (`metrics.broken`) is not called better, whatever its interval."""
+    from veracity.experiments.steer_compare import paired_rows
+
+    items = {i: {"mc2": 0.3} for i in range(40)}
+    up = {i: {"mc2": 0.5 + 0.001 * i} for i in range(40)}
+    plain = {"_items": items}
+    rows = paired_rows([{"method": "angular", "setting": "a30", "_items": up, "degenerate_rate": 0.95},
+                        {"method": "bipo", "setting": "a1", "_items": up, "degenerate_rate": 0.1}], plain, [], "mc2")
+    assert [(r["method"], r["call"]) for r in rows] == [("angular", "broken model"), ("bipo", "better")]

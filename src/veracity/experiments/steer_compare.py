@@ -248,9 +248,9 @@ def paired_rows(best: list[dict], plain: dict | None, prompting: list[dict], met
     method against the plain model, paired by held-out question: `steer.steerability.paired_difference` of the
     per-question `metric` (each question scored once, on the fold that held it out; the difference is in the
     metric's own units; `call`: "better" / "worse" where the 95% interval lies wholly on the registry's better /
-    worse side of 0, else "within noise"; a fold mean's s.d. over two folds cannot separate steers that the
-    per-question pairing does). Rows whose runs store no per-question `metric`
-    (KL, CE, the side effects are not per question) are left out."""
+    worse side of 0, else "within noise"; "broken model" where `a` broke the model, `metrics.broken`; a fold
+    mean's s.d. over two folds cannot separate steers that the per-question pairing does). Rows whose runs store
+    no per-question `metric` (KL, CE, the side effects are not per question) are left out."""
     from ..steer.steerability import paired_difference
 
     refs = ([("plain model", plain)] if plain else []) + [(p["series"], p) for p in prompting]
@@ -264,7 +264,9 @@ def paired_rows(best: list[dict], plain: dict | None, prompting: list[dict], met
         if not g["n"]:
             continue
         call = None
-        if g["low"] is not None:
+        if broken(a):  # a broken model's gain is its flattened probabilities, not truthfulness (`metrics.broken`)
+            call = "broken model"
+        elif g["low"] is not None:
             lo, hi = sorted((sign * g["low"], sign * g["high"]))
             call = "better" if lo > 0 else "worse" if hi < 0 else "within noise"
         out.append({"method": name, "setting": setting, "against": vs, "metric": metric, **g, "call": call})
