@@ -198,7 +198,10 @@ def gain_cost(rows: Sequence[Mapping], *, title: str, labels: Mapping[str, str] 
     Pareto front joined by a red line and ringed, reference points (the plain model, prompting) as black markers
     with a dotted line at their gain, a broken model's points (`metrics.broken`) crossed out. `labels`: axis titles
     by metric name (default the name)."""
+    from ..metrics import BROKEN_AT  # the rule's own threshold, not a second copy of it
+
     labels = labels or {}
+    broken_label = "broken (" + ", ".join(f"{k} >= {v:g}" for k, v in BROKEN_AT.items()) + ")"
     gains = list(dict.fromkeys(r["gain_metric"] for r in rows))
     costs = list(dict.fromkeys(r["cost_metric"] for r in rows))
     series = list(dict.fromkeys(r["series"] for r in rows if not r.get("reference")))
@@ -228,7 +231,7 @@ def gain_cost(rows: Sequence[Mapping], *, title: str, labels: Mapping[str, str] 
             bad = [r for r in pts if r.get("broken")]  # a broken model's point: crossed out, never on the front
             if bad:
                 ax.plot([r["cost"] for r in bad], [r["gain"] for r in bad], "x", color="black", markersize=9,
-                        linestyle="none", label="broken (half its answers degenerate)" if i == 0 and j == 0 else None)
+                        linestyle="none", label=broken_label if i == 0 and j == 0 else None)
             front = sorted((r for r in pts if r["pareto"]), key=lambda r: r["cost"])
             if front:
                 ax.plot([r["cost"] for r in front], [r["gain"] for r in front], "-", color="red", linewidth=1.0,
