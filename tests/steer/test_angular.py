@@ -67,6 +67,27 @@ def test_adaptive_rotates_only_activations_aligned_with_the_direction(labelled_r
     torch.testing.assert_close(out.norm(dim=-1), h.norm(dim=-1), atol=1e-5, rtol=1e-6)
 
 
+def test_plane_stats_say_where_the_rows_sit_in_the_plane_by_hand():
+    # 2 true rows and 2 false ones in 3-D: the class means differ along e0 only (b1 = e0); centred, the rows vary
+    # along e1 (variance 8) and e2 (2), uncorrelated, so b2 = e1 (the mean's e1 coordinate, 3, is positive)
+    X = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [-1.0, 3.0, 0.0], [-1.0, 3.0, 2.0]])[:, None, :]
+    y = torch.tensor([1, 1, 0, 0])
+    steer = fit_angular(X, y, [4], angle=60.0)
+    torch.testing.assert_close(steer.b1[0], torch.tensor([1.0, 0.0, 0.0], dtype=steer.b1.dtype))
+    torch.testing.assert_close(steer.b2[0], torch.tensor([0.0, 1.0, 0.0], dtype=steer.b2.dtype), atol=1e-6, rtol=0)
+    a, b, c = X[:, 0, 0].double().numpy(), X[:, 0, 1].double().numpy(), X[:, 0, 2].double().numpy()
+    ang = np.degrees(np.arctan2(b, a))  # 45, 78.69, 108.43, 108.43
+    share = (a * a + b * b) / (a * a + b * b + c * c)  # 2/3, 26/27, 1, 10/14
+    p = steer.provenance["plane"]["4"]
+    assert p["angle_median"] == pytest.approx(np.median(ang))
+    assert p["angle_q25"] == pytest.approx(np.quantile(ang, 0.25)) and p["angle_q75"] == pytest.approx(
+        np.quantile(ang, 0.75))
+    assert p["in_plane_share"] == pytest.approx(np.median(share)) and p["aligned_share"] == 0.5
+    line = steer.fit_summary(4)
+    assert f"{np.median(ang):.1f} degrees from b1" in line and "50% with h.b1 > 0" in line
+    assert steer.fit_summary(3) is None and AngularSteer([0], steer.b1, steer.b2).fit_summary(0) is None
+
+
 def test_hooks_on_a_tiny_model_and_files(tiny_llama, tmp_path, labelled_rows, layer_outputs):
     lm, D = tiny_llama, tiny_llama.arch.hidden_size
     X, y = _rows(labelled_rows, D)
@@ -98,7 +119,7 @@ def test_runs_as_a_method_and_in_the_sweep(tiny_llama, data_dir, tmp_path, cli, 
     assert isinstance(pm.intervention, AngularSteer) and pm.intervention.adaptive
     assert pm.intervention.alpha == 45.0 and pm.intervention.layers == [tiny_llama.arch.n_layers - 1]
     text, res = steer_sweep("angular", "0,90")
-    assert "angular sweep" in text
+    assert "angular sweep" in text and "degrees from b1" in text  # the fit's plane, in the sweep's log
     assert {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 0.0), (1, 90.0)}  # angle 0 is no identity
     bad = cli(["steer", "sweep", "--model", "tiny-llama", "--method", "angular", "--normalize", "unit",
                "--out", tmp_path / "t"], code=2)

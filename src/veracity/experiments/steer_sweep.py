@@ -464,6 +464,8 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
             steer.save(kept, overwrite=True)
             where = f", kept in {kept.parent.name}/{kept.name}"
         both(f"fold {f}, layer {layer}: fitted in {time.perf_counter() - t0:.0f} s{where}")
+        if (says := getattr(steer, "fit_summary", None)) is not None and (line := says(layer)):
+            both(f"fold {f}, layer {layer}: {line}")  # e.g. angular: where the training rows sit in its plane
         return steer, test_items
 
     try:
