@@ -271,6 +271,11 @@ def broken(summary: Mapping) -> str | None:
     return None
 
 
+def health_measured(summary: Mapping) -> bool:
+    """Whether `summary` holds every value `broken` reads, i.e. whether the rule could judge it at all."""
+    return all(_ok(summary.get(name)) for name in BROKEN_AT)
+
+
 def rankable_metrics(groups: Iterable[str] | None = None) -> list[str]:
     """The registered metrics with a direction, in registration order (only those of `groups` when given)."""
     keep = None if groups is None else set(groups)

@@ -263,3 +263,18 @@ def test_a_broken_models_pairing_is_called_broken():
     rows = paired_rows([{"method": "angular", "setting": "a30", "_items": up, "degenerate_rate": 0.95},
                         {"method": "bipo", "setting": "a1", "_items": up, "degenerate_rate": 0.1}], plain, [], "mc2")
     assert [(r["method"], r["call"]) for r in rows] == [("angular", "broken model"), ("bipo", "better")]
+
+
+def test_the_best_table_names_methods_whose_health_was_not_measured():
+    """The broken-model rule reads generation health; a method scored without it is named, not silently passed."""
+    from veracity.experiments.steer_compare import SteerCompareResult
+
+    best = [{"method": "caa", "setting": "layer 9, alpha 2", "mc2": 0.40, "degenerate_rate": 0.1},
+            {"method": "angular", "setting": "layer 9, alpha 30", "mc2": 0.50}]
+    res = SteerCompareResult("mc2", [], None, {}, best, [], [], "-")
+    title = res.tables()[0][0]
+    assert "health not measured for angular," in title and "caa" not in title.split(";")[1]
+    best[1]["degenerate_rate"] = float("nan")  # a NaN is no measurement either
+    assert "for angular," in SteerCompareResult("mc2", [], None, {}, best, [], [], "-").tables()[0][0]
+    best[1]["degenerate_rate"] = 0.95
+    assert "not measured" not in SteerCompareResult("mc2", [], None, {}, best, [], [], "-").tables()[0][0]

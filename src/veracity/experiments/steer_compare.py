@@ -32,7 +32,7 @@ from typing import Callable
 
 from ..constraints import Checked, ListOf, Text
 from ..metrics import (METRICS, FOLD_GROUPS, better_sign, broken, column_label, fmt, fold_sd, gain_cost_table,
-                       headlines, metrics_in)
+                       headlines, health_measured, metrics_in)
 from ..methods import options as o
 from .sweep import SweepStore, cell_key, pick_best
 
@@ -332,7 +332,10 @@ class SteerCompareResult:
             sd = r.get(k + "_sd")
             return fmt(k, r.get(k)) + (f"±{fmt(k, sd)}" if sd is not None and r.get(k) is not None else "")
 
-        out = [(f"best cell per method by {column_label(m, short=True)} (fold mean ± s.d.)",
+        blind = [r["method"] for r in self.best if not health_measured(r)]  # the broken rule cannot judge these
+        out = [(f"best cell per method by {column_label(m, short=True)} (fold mean ± s.d.)" + (
+                    f"; generation health not measured for {', '.join(blind)}, so a broken model there is not caught"
+                    " (--side-effects health)" if blind else ""),
                 ["method", "setting"] + [column_label(k, short=True) for k in lead],
                 [[r["method"], r["setting"] + (" (broken)" if r.get("broken") else "")] + [pm(k, r) for k in lead]
                  for r in self.best])]
