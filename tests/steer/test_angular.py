@@ -100,6 +100,7 @@ def test_hooks_on_a_tiny_model_and_files(tiny_llama, tmp_path, labelled_rows, la
     torch.testing.assert_close(got, steer.transform(0, plain), atol=1e-6, rtol=0)
     back = AngularSteer.load(steer.save(tmp_path / "ang"))
     assert torch.equal(back.b1, steer.b1) and torch.equal(back.b2, steer.b2) and back.alpha == 75.0
+    assert back.fit_summary(1) == steer.fit_summary(1) is not None  # a reused fit still says where its rows sit
     with pytest.raises(NotBakeable):
         steer.bake(lm, tmp_path / "baked")
     from veracity.steer.ace import AceSteer
@@ -121,6 +122,8 @@ def test_runs_as_a_method_and_in_the_sweep(tiny_llama, data_dir, tmp_path, cli, 
     text, res = steer_sweep("angular", "0,90")
     assert "angular sweep" in text and "degrees from b1" in text  # the fit's plane, in the sweep's log
     assert {(r["layer"], r["alpha"]) for r in res["grid"]} == {(-1, 0.0), (1, 0.0), (1, 90.0)}  # angle 0 is no identity
+    text, res = steer_sweep("angular", "0,45,90")  # lengthened: the kept fits are reused, and still described
+    assert "reused" in text and text.count("degrees from b1") == 2 and len(res["grid"]) == 4
     bad = cli(["steer", "sweep", "--model", "tiny-llama", "--method", "angular", "--normalize", "unit",
                "--out", tmp_path / "t"], code=2)
     assert "--normalize" in bad

@@ -450,6 +450,7 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
             steer = family.load(kept)  # the safe reader: a damaged file is one error naming it
             steer.check_model(lm.arch, lm.fingerprint)
             both(f"fold {f}, layer {layer}: the fit kept in {kept.parent.name}/{kept.name} reused")
+            summarise(f, layer, steer)
             return steer, test_items
         train_q = sorted(int(q) for j, p in enumerate(folds) if j != f for q in p)
         scale = {"normalize": cfg.normalize} if family.name in steers_with("normalize") else {}  # angular: none
@@ -464,9 +465,13 @@ def run_steer_sweep(cfg: SteerSweepConfig, out: str | Path, *, overwrite: bool =
             steer.save(kept, overwrite=True)
             where = f", kept in {kept.parent.name}/{kept.name}"
         both(f"fold {f}, layer {layer}: fitted in {time.perf_counter() - t0:.0f} s{where}")
-        if (says := getattr(steer, "fit_summary", None)) is not None and (line := says(layer)):
-            both(f"fold {f}, layer {layer}: {line}")  # e.g. angular: where the training rows sit in its plane
+        summarise(f, layer, steer)
         return steer, test_items
+
+    def summarise(f: int, layer: int, steer) -> None:
+        """A steer's optional one-line account of its fit (angular: where the training rows sit in its plane)."""
+        if (says := getattr(steer, "fit_summary", None)) is not None and (line := says(layer)):
+            both(f"fold {f}, layer {layer}: {line}")
 
     try:
         if cfg.plain_from:
