@@ -278,3 +278,18 @@ def test_the_best_table_names_methods_whose_health_was_not_measured():
     assert "for angular," in SteerCompareResult("mc2", [], None, {}, best, [], [], "-").tables()[0][0]
     best[1]["degenerate_rate"] = 0.95
     assert "not measured" not in SteerCompareResult("mc2", [], None, {}, best, [], [], "-").tables()[0][0]
+
+
+def test_the_predictors_leave_out_cells_that_broke_the_model():
+    """A broken cell's MC2 gain is a flattened model's: it must not make (or unmake) a predictor's correlation."""
+    from veracity.experiments.steer_compare import predictor_rows
+
+    working = [{"series": "caa", "d_prime": float(i), "mc2_gain": 0.01 * i, "degenerate_rate": 0.1}
+               for i in range(6)]
+    wrecked = {"series": "angular", "d_prime": 0.5, "mc2_gain": 0.3, "degenerate_rate": 0.95}
+    alone = [r for r in predictor_rows(working, "mc2") if r["scope"] == "all" and r["predictor"] == "d_prime"
+             and r["outcome"] == "mc2_gain"]
+    mixed = [r for r in predictor_rows(working + [wrecked], "mc2") if r["scope"] == "all"
+             and r["predictor"] == "d_prime" and r["outcome"] == "mc2_gain"]
+    assert alone == mixed and alone[0]["spearman"] == pytest.approx(1.0) and alone[0]["n"] == 6
+    assert not [r for r in predictor_rows(working + [wrecked], "mc2") if r["scope"] == "angular"]

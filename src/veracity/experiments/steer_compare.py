@@ -226,9 +226,11 @@ def predictor_rows(cells: list[dict], metric: str, seed: int = 0) -> list[dict]:
     """Spearman's rho of every (predictor, outcome) across `cells` (scope "all") and within each method (scope =
     the series), with its bootstrap interval: `steer.steerability.rank_agreement` over the cells that carry both;
     pairs with fewer than three such cells are left out. `distinct`: how many different predictor values those
-    cells have (a predictor is fitted per layer, so every strength of a layer shares one: ties, not evidence)."""
+    cells have (a predictor is fitted per layer, so every strength of a layer shares one: ties, not evidence).
+    A cell that broke the model (`metrics.broken`) is left out: its gain is a flattened model's, not steering."""
     from ..steer.steerability import OUTCOMES, PREDICTORS, rank_agreement
 
+    cells = [c for c in cells if broken(c) is None]
     outcomes = (*OUTCOMES, f"{metric}_gain")
     scopes = [("all", cells)] + [(s, [c for c in cells if c["series"] == s])
                                  for s in dict.fromkeys(c["series"] for c in cells)]
@@ -442,6 +444,8 @@ def run_steer_compare(config: SteerCompareConfig, out: str | Path, *, overwrite:
     prompting = _prompting(ref) if ref else []
     gc = gain_cost_table(([plain] if plain else []) + prompting + cells)
     preds = predictor_rows(cells, config.metric)
+    if n_broken := sum(broken(c) is not None for c in cells):
+        log(f"predictors: {n_broken} cell(s) that broke the model left out (metrics.broken)")
     paired = paired_rows(best_cells, plain, prompting, config.metric)
     result = SteerCompareResult(config.metric,
                                 [{"path": str(s.path), "kind": s.kind, "method": n} for s, n in zip(sources, series)],
