@@ -15,6 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ..metrics import BROKEN_AT  # the broken rule's own threshold for the legend, not a second copy of it
+
 Number = float | int
 
 
@@ -198,8 +200,6 @@ def gain_cost(rows: Sequence[Mapping], *, title: str, labels: Mapping[str, str] 
     Pareto front joined by a red line and ringed, reference points (the plain model, prompting) as black markers
     with a dotted line at their gain, a broken model's points (`metrics.broken`) crossed out. `labels`: axis titles
     by metric name (default the name)."""
-    from ..metrics import BROKEN_AT  # the rule's own threshold, not a second copy of it
-
     labels = labels or {}
     broken_label = "broken (" + ", ".join(f"{k} >= {v:g}" for k, v in BROKEN_AT.items()) + ")"
     gains = list(dict.fromkeys(r["gain_metric"] for r in rows))
