@@ -108,9 +108,9 @@ def plane_stats(X: torch.Tensor, b1: torch.Tensor, b2: torch.Tensor, layers: Seq
     """Where the rows X [n, L, D] sit in each layer's plane, keyed by layer (as provenance["steerability"] is):
     the quartiles of their angle from b1 in degrees (the angle a rotation replaces), the median share of |h|^2 in
     the plane (how much of h a rotation moves), the share with h.b1 > 0 (the rows the adaptive variant rotates).
-    Why: an angle means nothing without these. On gemma3-270m's layer 9 every row has h.b1 > 0 (the adaptive
-    variant rotates everything) and 76% of |h|^2 lies in the plane at 83 degrees from b1, so 30 degrees moves h
-    by 78% of its norm."""
+    Why: an angle means nothing without these. Rows already near the target angle barely move; rows far from it
+    with most of |h|^2 in the plane move by most of their norm; where every row has h.b1 > 0 the adaptive variant
+    is plain angular steering (docs/results.md has a model where all three happen)."""
     out = {}
     for i, layer in enumerate(layers):
         Xl = X[:, i].double()
